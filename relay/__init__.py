@@ -1,0 +1,1 @@
+"""SwiftMail relay: the built-in MTA (import name ``swiftmail_relay``)."""

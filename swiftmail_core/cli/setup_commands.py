@@ -1,0 +1,91 @@
+"""Commands that set an install up: init, migrate, config show."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from swiftmail_core.cli.state import CliState
+from swiftmail_core.db.migrate import migrate as run_migrations
+from swiftmail_core.install import initialise
+
+
+@click.command(
+    epilog="Examples:\n\n\b\n  swiftmail init --yes\n"
+    "  DATABASE_URL=postgresql://db.internal/swiftmail swiftmail init --yes \\\n"
+    "      --admin-url postgresql://postgres@db.internal/postgres"
+)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--admin-url", envvar="SWIFTMAIL_DATABASE_ADMIN_URL",
+    help="Superuser URL used to create roles and the database (default: DATABASE_URL).",
+)
+@click.pass_obj
+def init(state: CliState, yes: bool, admin_url: str | None) -> None:
+    """Write settings, create database roles and the database, and migrate.
+
+    Safe to run again: existing settings and secrets are kept, and only what
+    is missing is created.
+    """
+    settings = state.settings
+    where = "the embedded PostgreSQL" if settings.uses_embedded_postgres else "DATABASE_URL"
+    if not yes and click.get_text_stream("stdin").isatty():
+        click.confirm(
+            f"Write settings to {settings.config_file} and set up the database on {where}?",
+            abort=True,
+        )
+    overrides = dict(state.overrides)
+    if admin_url:
+        overrides["database_admin_url"] = admin_url
+    report = initialise(state.config, overrides)
+    state.reload()
+    click.echo(f"settings: {report.config_file}")
+    for key in report.written_keys:
+        click.echo(f"  wrote {key}")
+    for action in report.database_actions:
+        click.echo(f"  {action}")
+    click.echo(f"migrations applied: {', '.join(report.migrations) or 'none (up to date)'}")
+    click.echo("ready: next, `swiftmail tenant create NAME`")
+
+
+@click.command()
+@click.pass_obj
+def migrate(state: CliState) -> None:
+    """Apply pending database migrations as the owner role.
+
+    Running it twice changes nothing the second time.
+
+    \b
+    Example:
+      swiftmail migrate
+    """
+    applied = run_migrations(state.runtime().targets)
+    click.echo(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
+
+
+@click.group()
+def config() -> None:
+    """Inspect settings."""
+
+
+@config.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of TOML-like lines.")
+@click.pass_obj
+def config_show(state: CliState, as_json: bool) -> None:
+    """Print the effective settings with secrets redacted.
+
+    \b
+    Examples:
+      swiftmail config show
+      SWIFTMAIL_LOG_LEVEL=debug swiftmail config show --json
+    """
+    shown = state.settings.redacted()
+    if as_json:
+        click.echo(json.dumps(shown, indent=2, sort_keys=True))
+        return
+    for key, value in shown.items():
+        click.echo(f"{key} = {json.dumps(value)}")
+
+
+COMMANDS = (init, migrate, config)

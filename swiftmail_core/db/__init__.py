@@ -1,0 +1,21 @@
+"""PostgreSQL: connection targets, bootstrap, migrations, tenant transactions, audit."""
+
+from swiftmail_core.db.connection import (
+    app_db,
+    connect,
+    current_tenant,
+    disconnect,
+    system_db,
+    system_tx,
+    tenant_tx,
+)
+
+__all__ = [
+    "app_db",
+    "connect",
+    "current_tenant",
+    "disconnect",
+    "system_db",
+    "system_tx",
+    "tenant_tx",
+]

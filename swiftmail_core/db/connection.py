@@ -1,0 +1,92 @@
+"""The app and system database handles, and the only ways to use them.
+
+``tenant_tx(tenant_id)`` is the one door to tenant data: it opens the
+outermost transaction on the app role's connection and sets the tenant with
+``set_config('swiftmail.tenant_id', ..., true)``, which PostgreSQL forgets at
+commit or rollback, so a pooled connection never carries a tenant over.
+``system_tx()`` is the narrow door for cross-tenant machinery.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from playhouse.pool import PooledPostgresqlDatabase
+from psycopg2.extensions import parse_dsn
+
+from swiftmail_core.db.targets import DatabaseTargets
+from swiftmail_core.errors import TenantIsolationError
+
+TENANT_SETTING = "swiftmail.tenant_id"
+
+# Deferred (peewee style): connect() initialises them at start-up.
+app_db = PooledPostgresqlDatabase(None)
+system_db = PooledPostgresqlDatabase(None)
+
+_state = threading.local()
+
+
+def connect(targets: DatabaseTargets, pool_size: int = 10) -> None:
+    """Point the app and system handles at their roles' connections."""
+    for database, role in ((app_db, "app"), (system_db, "system")):
+        params = parse_dsn(targets.dsn(role))  # type: ignore[arg-type]
+        name = params.pop("dbname")
+        database.init(
+            name,
+            max_connections=pool_size,
+            stale_timeout=300,
+            timeout=30,
+            **params,
+        )
+
+
+def disconnect() -> None:
+    """Close every pooled connection (at shutdown and between tests)."""
+    for database in (app_db, system_db):
+        if database.database is not None:
+            database.close_all()
+
+
+def current_tenant() -> uuid.UUID | None:
+    """Return the tenant of the enclosing ``tenant_tx`` on this thread, if any."""
+    return getattr(_state, "tenant_id", None)
+
+
+def _as_uuid(tenant_id: uuid.UUID | str) -> uuid.UUID:
+    try:
+        return tenant_id if isinstance(tenant_id, uuid.UUID) else uuid.UUID(str(tenant_id))
+    except ValueError as ex:
+        raise TenantIsolationError(f"tenant id {tenant_id!r} is not a UUID") from ex
+
+
+@contextmanager
+def tenant_tx(tenant_id: uuid.UUID | str) -> Iterator[PooledPostgresqlDatabase]:
+    """Run the block in one transaction scoped to ``tenant_id``.
+
+    APPSEC: must be the outermost transaction, so the setting and the work
+    share one transaction and die together; nesting is refused.
+    """
+    tenant = _as_uuid(tenant_id)
+    if app_db.in_transaction() or current_tenant() is not None:
+        raise TenantIsolationError(
+            "tenant_tx cannot nest inside another transaction: open it outermost"
+        )
+    with app_db.connection_context(), app_db.atomic():
+        app_db.execute_sql("SELECT set_config(%s, %s, true)", (TENANT_SETTING, str(tenant)))
+        _state.tenant_id = tenant
+        try:
+            yield app_db
+        finally:
+            _state.tenant_id = None
+
+
+@contextmanager
+def system_tx() -> Iterator[PooledPostgresqlDatabase]:
+    """Run the block in one transaction as the narrow cross-tenant system role."""
+    if system_db.in_transaction():
+        raise TenantIsolationError("system_tx cannot nest: open it outermost")
+    with system_db.connection_context(), system_db.atomic():
+        yield system_db

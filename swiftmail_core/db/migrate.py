@@ -1,0 +1,122 @@
+"""Numbered SQL migrations, applied once each, as the owner role.
+
+Each ``migrations/NNNN_name.sql`` runs in its own transaction together with
+its row in ``schema_migrations``; an advisory lock serialises concurrent
+runs, so ``swiftmail migrate`` twice (or on two hosts at once) changes nothing
+the second time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from importlib import resources
+
+import psycopg2
+from psycopg2 import sql
+
+from swiftmail_core.db.targets import DatabaseTargets
+from swiftmail_core.errors import ConfigurationError, ServiceUnavailableError
+
+MIGRATION_LOCK = 0x5357_4D49  # "SWMI"
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Migration:
+    """One numbered migration file."""
+
+    version: int
+    name: str
+    text: str
+
+    @property
+    def checksum(self) -> str:
+        """Return a hash of the file, recorded to detect edited migrations."""
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+def available_migrations() -> list[Migration]:
+    """Return every shipped migration in version order."""
+    found = []
+    for entry in resources.files("swiftmail_core.migrations").iterdir():
+        match = _NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text()))
+    return sorted(found, key=lambda migration: migration.version)
+
+
+def render(text: str, role_names: dict[str, str]) -> str:
+    """Replace @owner_role@, @app_role@, @system_role@ with quoted names."""
+    for role, name in role_names.items():
+        quoted = '"' + name.replace('"', '""') + '"'
+        text = text.replace(f"@{role}_role@", quoted)
+    return text
+
+
+def connect_owner(targets: DatabaseTargets):  # type: ignore[no-untyped-def]
+    """Open a plain psycopg2 connection as the owner role."""
+    try:
+        return psycopg2.connect(targets.dsn("owner"))
+    except psycopg2.OperationalError as ex:
+        raise ServiceUnavailableError(
+            f"cannot connect as the owner role ({str(ex).strip()}): "
+            "run `swiftmail init` first, or check database_url"
+        ) from ex
+
+
+def migrate(targets: DatabaseTargets) -> list[str]:
+    """Apply pending migrations; return the names of those applied."""
+    applied: list[str] = []
+    connection = connect_owner(targets)
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+            cursor.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cursor.execute("SELECT version, checksum FROM schema_migrations")
+            done = dict(cursor.fetchall())
+        for migration in available_migrations():
+            if migration.version in done:
+                if done[migration.version] != migration.checksum:
+                    raise ConfigurationError(
+                        f"migration {migration.version:04d}_{migration.name} changed after it "
+                        "was applied: add a new migration instead of editing it"
+                    )
+                continue
+            with connection, connection.cursor() as cursor:
+                cursor.execute(render(migration.text, targets.role_names))
+                cursor.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                    (migration.version, migration.name, migration.checksum),
+                )
+            applied.append(f"{migration.version:04d}_{migration.name}")
+        with connection, connection.cursor() as cursor:
+            # Keep event partitions months ahead on every migrate.
+            cursor.execute("SELECT swiftmail_ensure_event_partitions(3)")
+            cursor.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+    finally:
+        connection.close()
+    return applied
+
+
+def pending_migrations(targets: DatabaseTargets) -> list[str]:
+    """Return the names of migrations not yet applied."""
+    connection = connect_owner(targets)
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+            row = cursor.fetchone()
+            done: set[int] = set()
+            if row and row[0]:
+                cursor.execute(sql.SQL("SELECT version FROM schema_migrations"))
+                done = {version for (version,) in cursor.fetchall()}
+    finally:
+        connection.close()
+    return [
+        f"{m.version:04d}_{m.name}" for m in available_migrations() if m.version not in done
+    ]

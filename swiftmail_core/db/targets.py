@@ -1,0 +1,88 @@
+"""Where each database role connects: DSNs derived from the settings.
+
+``database_url`` names the server and the database; each role (owner, app,
+system) connects to that database with its own name and password. With no
+``database_url`` the embedded PostgreSQL in ``data_dir`` is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from psycopg2.extensions import make_dsn, parse_dsn
+
+from swiftmail_core import embedded
+from swiftmail_core.errors import ConfigurationError
+from swiftmail_core.settings import Settings
+
+Role = Literal["owner", "app", "system"]
+EMBEDDED_DATABASE = "swiftmail"
+
+
+@dataclasses.dataclass(frozen=True)
+class DatabaseTargets:
+    """The admin DSN and the three role DSNs of one install."""
+
+    admin_dsn: str
+    database: str
+    role_names: dict[str, str]
+    role_dsns: dict[str, str]
+
+    def dsn(self, role: Role) -> str:
+        """Return the DSN a role connects with."""
+        return self.role_dsns[role]
+
+
+def _parse(url: str, setting: str) -> dict[str, str]:
+    try:
+        return parse_dsn(url)
+    except Exception as ex:
+        raise ConfigurationError(
+            f"setting {setting!r} is not a valid PostgreSQL URL ({ex}): "
+            "expected postgresql://user:password@host:port/dbname"
+        ) from ex
+
+
+def database_targets(settings: Settings) -> DatabaseTargets:
+    """Resolve the admin and per-role DSNs, starting the embedded server if needed."""
+    if settings.uses_embedded_postgres:
+        admin_url = embedded.postgres_admin_url(settings.data_dir)
+        admin = _parse(admin_url, "database_url")
+        location = {"host": admin["host"], "dbname": EMBEDDED_DATABASE}
+        if "port" in admin:
+            location["port"] = admin["port"]
+    else:
+        assert settings.database_url is not None
+        parsed = _parse(settings.database_url, "database_url")
+        if "dbname" not in parsed:
+            raise ConfigurationError(
+                "setting 'database_url' names no database: add it, e.g. "
+                "postgresql://host:5432/swiftmail"
+            )
+        location = {k: v for k, v in parsed.items() if k not in ("user", "password")}
+        admin_url = settings.database_admin_url or settings.database_url
+        admin = _parse(admin_url, "database_admin_url")
+    admin_dsn = make_dsn(**{**admin, "dbname": admin.get("dbname", "postgres")})
+    names = {
+        "owner": settings.db_owner_role,
+        "app": settings.db_app_role,
+        "system": settings.db_system_role,
+    }
+    passwords = {
+        "owner": settings.db_owner_password,
+        "app": settings.db_app_password,
+        "system": settings.db_system_password,
+    }
+    role_dsns = {}
+    for role, name in names.items():
+        params = {**location, "user": name, "application_name": f"swiftmail-{role}"}
+        if passwords[role]:
+            params["password"] = passwords[role]
+        role_dsns[role] = make_dsn(**params)
+    return DatabaseTargets(
+        admin_dsn=admin_dsn,
+        database=location["dbname"],
+        role_names=names,
+        role_dsns=role_dsns,
+    )

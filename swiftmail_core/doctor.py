@@ -1,0 +1,76 @@
+"""The checks behind `swiftmail doctor`, usable from code and tests."""
+
+from __future__ import annotations
+
+import dns.exception
+import dns.resolver
+import redis
+
+from swiftmail_core import embedded
+from swiftmail_core.db.audit import Finding, audit, check_connectable
+from swiftmail_core.db.migrate import pending_migrations
+from swiftmail_core.db.targets import database_targets
+from swiftmail_core.errors import SwiftMailError
+from swiftmail_core.plugins import PluginManager
+from swiftmail_core.settings import Settings
+
+
+def make_resolver(settings: Settings) -> dns.resolver.Resolver:
+    """Return a resolver honouring dns_nameservers and dns_port."""
+    if settings.dns_nameservers:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = list(settings.dns_nameservers)
+        resolver.port = settings.dns_port
+    else:
+        resolver = dns.resolver.Resolver()
+    resolver.lifetime = 5.0
+    return resolver
+
+
+def _check_dns(settings: Settings) -> Finding:
+    resolver = make_resolver(settings)
+    try:
+        resolver.resolve(".", "NS")
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        pass  # an answer, even a negative one, proves the resolver works
+    except dns.exception.DNSException as ex:
+        return Finding(False, "DNS resolver answers", f"{type(ex).__name__}: {ex}")
+    return Finding(True, "DNS resolver answers", ", ".join(resolver.nameservers))
+
+
+def _check_redis(settings: Settings) -> Finding:
+    try:
+        url = embedded.redis_url(settings.data_dir) if settings.uses_embedded_redis else settings.redis_url
+        assert url is not None
+        redis.Redis.from_url(url, socket_timeout=5).ping()
+    except (SwiftMailError, redis.RedisError, OSError) as ex:
+        return Finding(False, "Redis answers", str(ex))
+    return Finding(True, "Redis answers", "embedded" if settings.uses_embedded_redis else "")
+
+
+def run_checks(settings: Settings) -> list[Finding]:
+    """Run every doctor check; never raises for a failed check."""
+    findings: list[Finding] = []
+    try:
+        targets = database_targets(settings)
+    except SwiftMailError as ex:
+        return [Finding(False, "PostgreSQL reachable", ex.detail)]
+    connect = check_connectable(targets)
+    findings.extend(connect)
+    if all(finding.ok for finding in connect):
+        pending = pending_migrations(targets)
+        findings.append(
+            Finding(not pending, "migrations applied",
+                    f"pending: {', '.join(pending)}; run `swiftmail migrate`" if pending else "")
+        )
+        findings.extend(audit(targets))
+    findings.append(_check_redis(settings))
+    try:
+        manager = PluginManager.load(settings)
+        manager.transports()
+        names = ", ".join(info.name for info in manager.plugin_info())
+        findings.append(Finding(True, "plugins load", names))
+    except SwiftMailError as ex:
+        findings.append(Finding(False, "plugins load", ex.detail))
+    findings.append(_check_dns(settings))
+    return findings

@@ -1,0 +1,124 @@
+"""Every hook a SwiftMail plugin can implement, and nothing else.
+
+Built-in behaviour (API-key auth, local storage, the relay, SMTP, SendGrid
+and Mailgun transports) implements these same hooks. Each hook is documented
+with a heading in ``docs/plugins.md``; a test fails when one is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from email.message import EmailMessage
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+    import falcon
+
+    from swiftmail_core.principal import Credentials, Principal
+    from swiftmail_core.settings import Settings
+    from swiftmail_core.storage import Storage
+    from swiftmail_core.tracking import TrackingEvent
+    from swiftmail_core.transports import Transport
+
+hookspec = pluggy.HookspecMarker("swiftmail")
+hookimpl = pluggy.HookimplMarker("swiftmail")
+
+
+@hookspec
+def swiftmail_startup(settings: Settings) -> None:
+    """Run once when a SwiftMail process starts, after plugins load.
+
+    :param settings: the effective settings.
+    :returns: nothing. Not firstresult: every implementation runs.
+    """
+
+
+@hookspec
+def swiftmail_register_transports(settings: Settings) -> Sequence[Transport]:
+    """Return the sending transports this plugin provides.
+
+    Each transport has a unique ``name`` (what a campaign's ``transport``
+    field selects) and ``send(messages)`` returning one ``SendResult`` per
+    message: accepted, deferred with a retry time, or rejected with a reason.
+
+    :param settings: the effective settings (plugin options via
+        ``settings.plugin_settings(name)``).
+    :returns: a list of transports. Not firstresult: lists are merged; two
+        transports with one name are an error at start-up.
+    """
+    return []
+
+
+@hookspec(firstresult=True)
+def swiftmail_authenticate(credentials: Credentials, settings: Settings) -> Principal | None:
+    """Turn presented credentials into a principal (tenant, role, scopes).
+
+    :param credentials: the Authorization header, SMTP AUTH user and
+        password, remote address and headers.
+    :param settings: the effective settings.
+    :returns: a ``Principal``, or None when this plugin does not recognise
+        the credentials. firstresult: the first principal wins. Raise
+        ``AuthenticationError`` for credentials this plugin owns but refuses
+        (revoked, expired).
+    """
+
+
+@hookspec
+def swiftmail_tracking_event(event: TrackingEvent) -> None:
+    """Receive every stored delivery, bounce, open, click, complaint, unsubscribe.
+
+    Called after the event row is committed; must be quick and must not
+    raise (errors are logged and swallowed so one sink cannot stall others).
+
+    :param event: the event.
+    :returns: nothing. Not firstresult: every implementation runs.
+    """
+
+
+@hookspec(firstresult=True)
+def swiftmail_storage(settings: Settings) -> Storage | None:
+    """Return the storage backend for imports, exports and attachments.
+
+    :param settings: the effective settings.
+    :returns: a ``Storage``, or None to let another plugin answer.
+        firstresult: the first backend wins; the built-in local filesystem
+        storage is registered last so any other plugin takes precedence.
+    """
+
+
+@hookspec
+def swiftmail_compose_message(
+    message: EmailMessage, context: dict[str, Any]
+) -> None:
+    """Add or change headers of a message before it is signed and sent.
+
+    :param message: the message being composed; change it in place.
+    :param context: plain data: ``tenant_id``, ``campaign_id``, ``ledger_id``,
+        ``recipient``, ``transport``.
+    :returns: nothing. Not firstresult: every implementation runs in order.
+    """
+
+
+@hookspec
+def swiftmail_register_commands(cli: click.Group) -> None:
+    """Add commands to the ``swiftmail`` CLI.
+
+    :param cli: the root click group; call ``cli.add_command(...)``.
+    :returns: nothing. Not firstresult.
+    """
+
+
+@hookspec
+def swiftmail_register_routes(app: falcon.App, settings: Settings) -> None:
+    """Add routes to the web application.
+
+    Routes under ``/v1`` must follow the API conventions (problem+json
+    errors, tenant from the credential, ``tenant_tx`` around tenant data).
+
+    :param app: the Falcon application being built by ``create_app``.
+    :param settings: the effective settings.
+    :returns: nothing. Not firstresult.
+    """

@@ -1,0 +1,179 @@
+"""The plugin host: loads plugins and offers one typed method per hook.
+
+Plugins, built-in and third-party alike, are found through the ``swiftmail``
+entry-point group. ``SWIFTMAIL_LOAD_PLUGINS=a,b`` loads only those;
+``SWIFTMAIL_DISABLED_PLUGINS=a,b`` skips those. ``check_pending()`` makes a
+misspelled hook implementation fail at start-up instead of never running.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import logging
+from collections.abc import Iterable
+from email.message import EmailMessage
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from swiftmail_core import hookspecs
+from swiftmail_core.errors import ConfigurationError, PluginError
+from swiftmail_core.settings import Settings
+
+if TYPE_CHECKING:
+    import click
+    import falcon
+
+    from swiftmail_core.principal import Credentials, Principal
+    from swiftmail_core.storage import Storage
+    from swiftmail_core.tracking import TrackingEvent
+    from swiftmail_core.transports import Transport
+
+ENTRY_POINT_GROUP = "swiftmail"
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class PluginInfo:
+    """What `swiftmail plugins` shows about one loaded plugin."""
+
+    name: str
+    version: str
+    hooks: tuple[str, ...]
+    module: str
+
+
+class PluginManager:
+    """A typed facade over pluggy's manager for SwiftMail's hooks."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pm = pluggy.PluginManager("swiftmail")
+        self.pm.add_hookspecs(hookspecs)
+        self._versions: dict[str, str] = {}
+        self._transports: dict[str, Transport] | None = None
+
+    @classmethod
+    def load(cls, settings: Settings, extra: Iterable[Any] = ()) -> PluginManager:
+        """Create a manager with installed plugins (filtered by settings) and ``extra``."""
+        manager = cls(settings)
+        manager.load_entry_points()
+        for plugin in extra:
+            manager.register(plugin)
+        manager.check()
+        return manager
+
+    def _wanted(self, name: str) -> bool:
+        if self.settings.load_plugins is not None and name not in self.settings.load_plugins:
+            return False
+        return name not in self.settings.disabled_plugins
+
+    def load_entry_points(self) -> None:
+        """Register every plugin of the ``swiftmail`` entry-point group that is wanted."""
+        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if not self._wanted(entry_point.name) or self.pm.has_plugin(entry_point.name):
+                continue
+            try:
+                plugin = entry_point.load()
+            except Exception as ex:
+                raise PluginError(
+                    f"plugin {entry_point.name!r} failed to import ({ex}): fix or uninstall "
+                    f"it, or add it to SWIFTMAIL_DISABLED_PLUGINS"
+                ) from ex
+            self.register(plugin, entry_point.name)
+            if entry_point.dist is not None:
+                self._versions[entry_point.name] = entry_point.dist.version
+
+    def register(self, plugin: Any, name: str | None = None) -> None:
+        """Register a module or object implementing hooks."""
+        try:
+            self.pm.register(plugin, name=name)
+        except (ValueError, pluggy.PluginValidationError) as ex:
+            raise PluginError(f"plugin {name or plugin!r} cannot register: {ex}") from ex
+        self._transports = None
+
+    def check(self) -> None:
+        """Fail when a plugin implements a hook that does not exist."""
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as ex:
+            raise PluginError(
+                f"{ex}: hooks are named swiftmail_*, see docs/plugins.md for the list"
+            ) from ex
+
+    def plugin_info(self) -> list[PluginInfo]:
+        """Describe each registered plugin: name, version, hooks."""
+        infos = []
+        for name, plugin in sorted(self.pm.list_name_plugin(), key=lambda item: str(item[0])):
+            hooks = tuple(sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or ()))
+            module = plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__name__
+            infos.append(PluginInfo(str(name), self._versions.get(str(name), ""), hooks, module))
+        return infos
+
+    # One typed method per hook -------------------------------------------------
+
+    def startup(self) -> None:
+        """Call ``swiftmail_startup`` on every plugin."""
+        self.pm.hook.swiftmail_startup(settings=self.settings)
+
+    def transports(self) -> dict[str, Transport]:
+        """Return every registered transport by name."""
+        if self._transports is None:
+            found: dict[str, Transport] = {}
+            for batch in self.pm.hook.swiftmail_register_transports(settings=self.settings):
+                for transport in batch or ():
+                    if transport.name in found:
+                        raise PluginError(
+                            f"two plugins register a transport named {transport.name!r}: "
+                            "disable one with SWIFTMAIL_DISABLED_PLUGINS"
+                        )
+                    found[transport.name] = transport
+            self._transports = found
+        return self._transports
+
+    def transport(self, name: str) -> Transport:
+        """Return one transport by name, or raise naming the installed ones."""
+        transports = self.transports()
+        if name not in transports:
+            raise ConfigurationError(
+                f"no transport named {name!r}: installed are {', '.join(sorted(transports)) or 'none'}"
+            )
+        return transports[name]
+
+    def authenticate(self, credentials: Credentials) -> Principal | None:
+        """Resolve credentials to a principal through the auth plugins."""
+        result: Principal | None = self.pm.hook.swiftmail_authenticate(
+            credentials=credentials, settings=self.settings
+        )
+        return result
+
+    def tracking_event(self, event: TrackingEvent) -> None:
+        """Pass a stored event to every tracking sink; a failing sink is logged."""
+        for impl in self.pm.hook.swiftmail_tracking_event.get_hookimpls():
+            try:
+                impl.function(event=event)
+            except Exception:
+                log.exception("tracking plugin %s failed", impl.plugin_name)
+
+    def storage(self) -> Storage:
+        """Return the storage backend the plugins provide."""
+        storage: Storage | None = self.pm.hook.swiftmail_storage(settings=self.settings)
+        if storage is None:
+            raise ConfigurationError(
+                "no storage plugin is loaded: enable 'local_storage' or install another"
+            )
+        return storage
+
+    def compose_message(self, message: EmailMessage, context: dict[str, Any]) -> None:
+        """Let plugins add or change headers before signing."""
+        self.pm.hook.swiftmail_compose_message(message=message, context=context)
+
+    def register_commands(self, cli: click.Group) -> None:
+        """Let plugins add CLI commands."""
+        self.pm.hook.swiftmail_register_commands(cli=cli)
+
+    def register_routes(self, app: falcon.App) -> None:
+        """Let plugins add web routes."""
+        self.pm.hook.swiftmail_register_routes(app=app, settings=self.settings)

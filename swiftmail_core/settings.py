@@ -1,0 +1,265 @@
+"""The settings object: defaults, a TOML file, the environment, CLI flags.
+
+Precedence, highest first: a CLI flag, the environment, the TOML file, the
+default. Every setting is overridable by ``SWIFTMAIL_<NAME>`` (a few also by a
+conventional name such as ``DATABASE_URL``). ``swiftmail config show`` prints
+the effective values with secrets redacted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from swiftmail_core.errors import ConfigurationError
+
+REDACTED = "********"
+
+
+def default_data_dir() -> Path:
+    """Return the per-user data directory used when nothing is configured."""
+    return Path(platformdirs.user_data_dir("swiftmail", appauthor=False))
+
+
+def _setting(
+    default: Any,
+    help: str,
+    *,
+    secret: bool = False,
+    env: tuple[str, ...] = (),
+) -> Any:
+    return dataclasses.field(
+        default=default, metadata={"help": help, "secret": secret, "env": env}
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every SwiftMail setting, typed, with its documented default."""
+
+    data_dir: Path = _setting(
+        None, "Where embedded engines, the spool and local storage live."
+    )
+    database_url: str | None = _setting(
+        None,
+        "PostgreSQL server and database (credentials in it are used by `init` only). "
+        "Unset: the embedded PostgreSQL in data_dir.",
+        env=("DATABASE_URL",),
+    )
+    database_admin_url: str | None = _setting(
+        None,
+        "Superuser DSN `swiftmail init` uses to create roles and the database "
+        "(default: database_url).",
+        secret=True,
+    )
+    db_owner_role: str = _setting("swiftmail_owner", "Role that owns the schema and runs migrations.")
+    db_owner_password: str | None = _setting(None, "Password of the owner role.", secret=True)
+    db_app_role: str = _setting(
+        "swiftmail_app", "Role the API and workers use: no ownership, no BYPASSRLS."
+    )
+    db_app_password: str | None = _setting(None, "Password of the app role.", secret=True)
+    db_system_role: str = _setting(
+        "swiftmail_system", "Narrow role for cross-tenant machinery (dispatch, bounces, auth)."
+    )
+    db_system_password: str | None = _setting(None, "Password of the system role.", secret=True)
+    db_pool_size: int = _setting(10, "Connections per process and role.")
+    redis_url: str | None = _setting(
+        None, "Redis URL. Unset: the embedded Redis in data_dir.", env=("REDIS_URL",)
+    )
+    secret_key: str | None = _setting(
+        None,
+        "Key that encrypts secrets at rest and signs public tokens. `swiftmail init` makes one.",
+        secret=True,
+    )
+    public_url: str = _setting(
+        "http://127.0.0.1:8000", "Base URL of public pages and tracking links."
+    )
+    log_level: str = _setting("info", "debug, info, warning or error.")
+    log_format: str = _setting("auto", "json, console, or auto (console on a TTY).")
+    load_plugins: tuple[str, ...] | None = _setting(
+        None, "Comma-separated plugin names: load only these (default: all installed)."
+    )
+    disabled_plugins: tuple[str, ...] = _setting((), "Comma-separated plugin names not to load.")
+    storage_dir: Path | None = _setting(
+        None, "Local storage root for imports and exports (default: data_dir/storage)."
+    )
+    dns_nameservers: tuple[str, ...] = _setting(
+        (), "Comma-separated resolver addresses (default: the system resolver)."
+    )
+    dns_port: int = _setting(53, "Port of the DNS resolvers in dns_nameservers.")
+    plugins: Mapping[str, Any] = _setting(
+        None, "Per-plugin settings tables, `[plugins.NAME]` in the file."
+    )
+    config_file: Path | None = _setting(None, "The TOML file these settings were read from.")
+
+    def __post_init__(self) -> None:
+        if self.data_dir is None:
+            object.__setattr__(self, "data_dir", default_data_dir())
+        if self.plugins is None:
+            object.__setattr__(self, "plugins", {})
+        if self.storage_dir is None:
+            object.__setattr__(self, "storage_dir", Path(self.data_dir) / "storage")
+
+    @property
+    def uses_embedded_postgres(self) -> bool:
+        """True when no database_url is configured."""
+        return not self.database_url
+
+    @property
+    def uses_embedded_redis(self) -> bool:
+        """True when no redis_url is configured."""
+        return not self.redis_url
+
+    def require(self, name: str) -> Any:
+        """Return a setting's value, or raise naming the setting and the fix."""
+        value = getattr(self, name)
+        if value in (None, ""):
+            raise ConfigurationError(
+                f"setting {name!r} is not set: run `swiftmail init` or set "
+                f"{env_names(name)[0]}"
+            )
+        return value
+
+    def plugin_settings(self, plugin: str) -> dict[str, Any]:
+        """Return the ``[plugins.NAME]`` table, overlaid by SWIFTMAIL_PLUGIN_NAME_KEY."""
+        values = dict(self.plugins.get(plugin, {}))
+        prefix = f"SWIFTMAIL_PLUGIN_{plugin.upper()}_"
+        for key, value in os.environ.items():
+            if key.startswith(prefix):
+                values[key[len(prefix) :].lower()] = value
+        return values
+
+    def redacted(self) -> dict[str, Any]:
+        """Return the effective settings as plain values with secrets hidden."""
+        shown: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.metadata["secret"] and value:
+                value = REDACTED
+            elif field.name.endswith("_url") and value:
+                value = redact_url(value)
+            elif isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, Mapping):
+                value = {k: dict(v) if isinstance(v, Mapping) else v for k, v in value.items()}
+            shown[field.name] = value
+        return shown
+
+
+SETTING_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "config_file"}
+
+
+def env_names(name: str) -> tuple[str, ...]:
+    """Return the environment variables that set ``name``, preferred first."""
+    field = SETTING_FIELDS[name]
+    return (f"SWIFTMAIL_{name.upper()}", *field.metadata["env"])
+
+
+def redact_url(url: str) -> str:
+    """Hide the password in a URL or libpq key/value DSN."""
+    if "://" in url:
+        scheme, rest = url.split("://", 1)
+        if "@" in rest:
+            credentials, host = rest.rsplit("@", 1)
+            if ":" in credentials:
+                user = credentials.split(":", 1)[0]
+                return f"{scheme}://{user}:{REDACTED}@{host}"
+        return url
+    return " ".join(
+        f"password={REDACTED}" if part.startswith("password=") else part for part in url.split()
+    )
+
+
+def _coerce(name: str, raw: Any, source: str) -> Any:
+    field = SETTING_FIELDS[name]
+    annotation = str(field.type)
+    try:
+        if raw is None:
+            return None
+        if name == "plugins":
+            if not isinstance(raw, Mapping):
+                raise TypeError("expected a table of tables")
+            return {k: dict(v) for k, v in raw.items()}
+        if "tuple" in annotation:
+            if isinstance(raw, str):
+                return tuple(part.strip() for part in raw.split(",") if part.strip())
+            return tuple(str(part) for part in raw)
+        if "Path" in annotation:
+            return Path(str(raw)).expanduser()
+        if annotation.startswith("int"):
+            return int(raw)
+        if annotation.startswith("bool"):
+            if isinstance(raw, bool):
+                return raw
+            return str(raw).strip().lower() in ("1", "true", "yes", "on")
+        return str(raw)
+    except (TypeError, ValueError) as ex:
+        raise ConfigurationError(
+            f"setting {name!r} from {source} is invalid ({ex}): expected {annotation}"
+        ) from ex
+
+
+def config_path(
+    explicit: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Return the TOML file to read: --config, SWIFTMAIL_CONFIG, or data_dir's."""
+    environ = os.environ if environ is None else environ
+    if explicit:
+        return Path(explicit).expanduser()
+    if environ.get("SWIFTMAIL_CONFIG"):
+        return Path(environ["SWIFTMAIL_CONFIG"]).expanduser()
+    base = data_dir or environ.get("SWIFTMAIL_DATA_DIR") or default_data_dir()
+    return Path(base).expanduser() / "swiftmail.toml"
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse a settings file, refusing keys that are not settings."""
+    if not path.exists():
+        return {}
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as ex:
+        raise ConfigurationError(f"cannot read settings file {path}: {ex}") from ex
+    unknown = sorted(set(data) - set(SETTING_FIELDS))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown setting {unknown[0]!r} in {path}: see `swiftmail config show` for names"
+        )
+    return data
+
+
+def load_settings(
+    config: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the effective settings: flag > environment > file > default."""
+    environ = os.environ if environ is None else environ
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    path = config_path(config, environ, overrides.get("data_dir"))
+    file_values = read_config_file(path)
+    values: dict[str, Any] = {}
+    for name in SETTING_FIELDS:
+        if name in overrides:
+            values[name] = _coerce(name, overrides[name], "the command line")
+            continue
+        for env_name in env_names(name):
+            if env_name in environ and environ[env_name] != "":
+                values[name] = _coerce(name, environ[env_name], f"${env_name}")
+                break
+        else:
+            if name in file_values:
+                values[name] = _coerce(name, file_values[name], str(path))
+    values.setdefault("plugins", {})
+    return Settings(config_file=path, **values)

@@ -1,0 +1,69 @@
+"""Tenant administration: create, list, suspend, delete (the CLI's domain)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from peewee import IntegrityError
+
+from swiftmail_core.db import system_db, system_tx
+from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
+from swiftmail_core.models import Tenant, utcnow
+
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def create_tenant(slug: str, name: str | None = None) -> Tenant:
+    """Create a tenant with a unique slug."""
+    if not _SLUG.match(slug):
+        raise ValidationError.for_field(
+            "slug", "use 1-63 lowercase letters, digits and hyphens, starting with a letter or digit"
+        )
+    tenant_id = uuid.uuid4()
+    try:
+        with system_tx():
+            Tenant.insert(id=tenant_id, slug=slug, name=name or slug).bind(system_db).execute()
+    except IntegrityError as ex:
+        raise ConflictError(f"a tenant with slug {slug!r} already exists") from ex
+    return get_tenant(str(tenant_id))
+
+
+def get_tenant(slug_or_id: str) -> Tenant:
+    """Return a tenant by slug or id, or raise NotFoundError."""
+    with system_tx():
+        query = Tenant.select().bind(system_db)
+        try:
+            tenant_id = uuid.UUID(slug_or_id)
+        except ValueError:
+            query = query.where(Tenant.slug == slug_or_id)
+        else:
+            query = query.where(Tenant.id == tenant_id)
+        tenant = query.first()
+    if tenant is None:
+        raise NotFoundError(f"no tenant {slug_or_id!r}: see `swiftmail tenant list`")
+    return tenant
+
+
+def list_tenants() -> list[Tenant]:
+    """Return every tenant ordered by slug."""
+    with system_tx():
+        return list(Tenant.select().order_by(Tenant.slug).bind(system_db))
+
+
+def set_tenant_status(slug_or_id: str, status: str) -> Tenant:
+    """Suspend or reactivate a tenant; a suspended tenant's keys stop working."""
+    tenant = get_tenant(slug_or_id)
+    with system_tx():
+        Tenant.update(status=status, updated_at=utcnow()).where(Tenant.id == tenant.id).bind(
+            system_db
+        ).execute()
+    return get_tenant(str(tenant.id))
+
+
+def delete_tenant(slug_or_id: str) -> Tenant:
+    """Delete a tenant and, by cascade, every row it owns."""
+    tenant = get_tenant(slug_or_id)
+    with system_tx():
+        Tenant.delete().where(Tenant.id == tenant.id).bind(system_db).execute()
+    return tenant

@@ -1,0 +1,64 @@
+"""What a sending transport receives and what it answers.
+
+A transport plugin (see ``swiftmail_register_transports``) sends a batch of
+rendered messages and reports, per message, accepted, deferred (with when to
+retry) or rejected (with why). Core never names a provider.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclasses.dataclass(frozen=True)
+class OutboundMessage:
+    """One rendered message for one recipient, tied to its ledger row."""
+
+    ledger_id: int
+    tenant_id: uuid.UUID
+    envelope_from: str
+    recipient: str
+    raw: bytes
+    message_id: str
+    campaign_id: uuid.UUID | None = None
+    metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Outcome(enum.Enum):
+    """How a transport disposed of a message."""
+
+    ACCEPTED = "accepted"
+    DEFERRED = "deferred"
+    REJECTED = "rejected"
+
+
+@dataclasses.dataclass(frozen=True)
+class SendResult:
+    """A transport's answer for one message of a batch."""
+
+    ledger_id: int
+    outcome: Outcome
+    provider_message_id: str | None = None
+    retry_after: datetime.timedelta | None = None
+    reason: str = ""
+    bounce_class: str | None = None
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """A named way of sending mail (relay, SMTP smarthost, an HTTP API)."""
+
+    name: str
+
+    def send(self, messages: Sequence[OutboundMessage]) -> Sequence[SendResult]:
+        """Send a batch; return one result per message, in any order."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and sessions."""
+        ...

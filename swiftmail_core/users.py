@@ -1,0 +1,57 @@
+"""People who sign in, and their roles in tenants."""
+
+from __future__ import annotations
+
+import uuid
+
+from peewee import IntegrityError
+
+from swiftmail_core.db import system_db, system_tx
+from swiftmail_core.errors import ConflictError, ValidationError
+from swiftmail_core.models import Membership, Tenant, User
+from swiftmail_core.passwords import MIN_PASSWORD_LENGTH, hash_password
+from swiftmail_core.principal import ROLES
+
+
+def create_user(
+    email: str, password: str, *, name: str = "", tenant: Tenant | None = None, role: str = "viewer"
+) -> User:
+    """Create a user (argon2 hash) and optionally a membership with a role."""
+    if "@" not in email or len(email) > 254:
+        raise ValidationError.for_field("email", "is not an email address")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValidationError.for_field(
+            "password", f"must be at least {MIN_PASSWORD_LENGTH} characters"
+        )
+    if role not in ROLES:
+        raise ValidationError.for_field("role", f"must be one of {', '.join(ROLES)}")
+    user_id = uuid.uuid4()
+    try:
+        with system_tx():
+            User.insert(
+                id=user_id, email=email, name=name, password_hash=hash_password(password)
+            ).bind(system_db).execute()
+            if tenant is not None:
+                Membership.insert(tenant_id=tenant.id, user_id=user_id, role=role).bind(
+                    system_db
+                ).execute()
+    except IntegrityError as ex:
+        raise ConflictError(f"a user with email {email!r} already exists") from ex
+    with system_tx():
+        return User.select().where(User.id == user_id).bind(system_db).get()
+
+
+def list_users(tenant: Tenant | None = None) -> list[tuple[User, str | None]]:
+    """Return users (with their role in ``tenant`` when given)."""
+    with system_tx():
+        if tenant is None:
+            return [(user, None) for user in User.select().order_by(User.email).bind(system_db)]
+        query = (
+            User.select(User, Membership.role)
+            .join(Membership, on=(Membership.user_id == User.id))
+            .where(Membership.tenant_id == tenant.id)
+            .order_by(User.email)
+            .bind(system_db)
+            .objects()
+        )
+        return [(user, user.role) for user in query]
