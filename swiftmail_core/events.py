@@ -1,0 +1,169 @@
+"""Recording delivery and engagement events, exactly once, with their rollups.
+
+``record_events`` is what the relay, the workers, provider webhooks and the
+tracking ingester call. It runs as the system role (events arrive for many
+tenants at once), inserts the events and increments the hourly rollups in
+one transaction, and skips any event whose ``source_key`` was already
+recorded, so a retried batch never double-counts. Plugins see each newly
+stored event through ``swiftmail_tracking_event`` after the commit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from psycopg2.extras import execute_values
+
+from swiftmail_core.db import system_tx
+from swiftmail_core.errors import ValidationError
+from swiftmail_core.models import utcnow
+from swiftmail_core.plugins import PluginManager
+from swiftmail_core.tracking import EVENT_TYPES, TrackingEvent
+
+BOUNCE_CLASSES = ("hard", "soft", "policy", "mailbox_full", "throttled", "expired")
+
+
+@dataclasses.dataclass(frozen=True)
+class EventRecord:
+    """An event to store; ``source_key`` makes its recording idempotent."""
+
+    tenant_id: uuid.UUID
+    type: str
+    occurred_at: datetime.datetime = dataclasses.field(default_factory=utcnow)
+    message_id: int | None = None
+    campaign_id: uuid.UUID | None = None
+    contact_id: uuid.UUID | None = None
+    email: str | None = None
+    link_id: int | None = None
+    bounce_class: str | None = None
+    is_machine: bool = False
+    source_key: str | None = None
+    detail: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.type not in EVENT_TYPES:
+            raise ValidationError.for_field("type", f"unknown event type {self.type!r}")
+        if self.bounce_class is not None and self.bounce_class not in BOUNCE_CLASSES:
+            raise ValidationError.for_field("bounce_class", f"unknown class {self.bounce_class!r}")
+
+    @property
+    def recipient_domain(self) -> str | None:
+        """Return the recipient's domain, the dimension of per-provider stats."""
+        if self.email and "@" in self.email:
+            return self.email.rsplit("@", 1)[1].lower()
+        return None
+
+
+def rollup_keys(record: EventRecord) -> list[tuple[str, str]]:
+    """Return the (metric, dimension) counters one event increments."""
+    metric = record.type
+    if record.type == "bounced" and record.bounce_class:
+        metric = f"bounced.{record.bounce_class}"
+    if record.type in ("opened", "clicked"):
+        metric = f"{record.type}.{'machine' if record.is_machine else 'human'}"
+    keys = [(metric, "")]
+    if record.type in ("delivered", "deferred", "bounced", "expired") and record.recipient_domain:
+        keys.append((metric, f"domain:{record.recipient_domain}"))
+    if record.type == "clicked" and record.link_id is not None:
+        keys.append((metric, f"link:{record.link_id}"))
+    return keys
+
+
+def _hour(moment: datetime.datetime) -> datetime.datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def record_events(
+    records: Sequence[EventRecord], plugins: PluginManager | None = None
+) -> list[EventRecord]:
+    """Store events and their rollups once; return the records newly stored."""
+    if not records:
+        return []
+    rows = [
+        (
+            str(r.tenant_id), r.occurred_at, r.type, r.message_id,
+            str(r.campaign_id) if r.campaign_id else None,
+            str(r.contact_id) if r.contact_id else None,
+            r.link_id, r.bounce_class, r.is_machine, r.recipient_domain, r.source_key,
+            json.dumps({**r.detail, **({"email": r.email} if r.email else {})}),
+            index,
+        )
+        for index, r in enumerate(records)
+    ]
+    with system_tx() as database:
+        cursor = database.cursor()
+        inserted = execute_values(
+            cursor,
+            "INSERT INTO events (tenant_id, occurred_at, type, message_id, campaign_id, "
+            "contact_id, link_id, bounce_class, is_machine, recipient_domain, source_key, detail) "
+            "SELECT v.tenant_id::uuid, v.occurred_at::timestamptz, v.type, v.message_id::bigint, "
+            "v.campaign_id::uuid, v.contact_id::uuid, v.link_id::bigint, v.bounce_class, "
+            "v.is_machine::boolean, v.recipient_domain, v.source_key, v.detail::jsonb "
+            "FROM (VALUES %s) AS v (tenant_id, occurred_at, type, message_id, campaign_id, "
+            "contact_id, link_id, bounce_class, is_machine, recipient_domain, source_key, detail, "
+            "ordinal) ORDER BY v.ordinal "
+            "ON CONFLICT (tenant_id, occurred_at, source_key) DO NOTHING RETURNING source_key, id",
+            rows,
+            fetch=True,
+        )
+        stored = _match_inserted(records, inserted)
+        counts: Counter[tuple[str, str, datetime.datetime, str, str]] = Counter()
+        for record in stored:
+            if record.campaign_id is None:
+                continue
+            for metric, dimension in rollup_keys(record):
+                counts[(str(record.tenant_id), str(record.campaign_id),
+                        _hour(record.occurred_at), metric, dimension)] += 1
+        if counts:
+            execute_values(
+                cursor,
+                "INSERT INTO campaign_rollups (tenant_id, campaign_id, bucket, metric, dimension, value) "
+                "VALUES %s ON CONFLICT (tenant_id, campaign_id, bucket, metric, dimension) "
+                "DO UPDATE SET value = campaign_rollups.value + EXCLUDED.value",
+                [(*key, value) for key, value in sorted(counts.items())],
+            )
+    if plugins is not None:
+        for record in stored:
+            plugins.tracking_event(to_tracking_event(record))
+    return stored
+
+
+def _match_inserted(
+    records: Sequence[EventRecord], inserted: Iterable[tuple[str | None, int]]
+) -> list[EventRecord]:
+    inserted = list(inserted)
+    keyed = {key for key, _ in inserted if key is not None}
+    unkeyed = sum(1 for key, _ in inserted if key is None)
+    stored = []
+    for record in records:
+        if record.source_key is None:
+            if unkeyed:
+                stored.append(record)
+                unkeyed -= 1
+        elif record.source_key in keyed:
+            stored.append(record)
+            keyed.discard(record.source_key)
+    return stored
+
+
+def to_tracking_event(record: EventRecord) -> TrackingEvent:
+    """Return the plugin-facing view of a stored event."""
+    return TrackingEvent(
+        tenant_id=record.tenant_id,
+        type=record.type,
+        occurred_at=record.occurred_at,
+        message_id=record.message_id,
+        campaign_id=record.campaign_id,
+        contact_id=record.contact_id,
+        email=record.email,
+        link_id=record.link_id,
+        bounce_class=record.bounce_class,
+        is_machine=record.is_machine,
+        detail=dict(record.detail),
+    )
