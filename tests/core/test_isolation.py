@@ -48,6 +48,7 @@ SEED = {
     "idempotency_keys": "INSERT INTO idempotency_keys (tenant_id, key, request_hash, method, path) "
     "VALUES (%(t)s, %(u)s, '\\x00', 'POST', '/v1/contacts')",
     "jobs": "INSERT INTO jobs (tenant_id, kind) VALUES (%(t)s, 'export_contacts')",
+    "send_budgets": "INSERT INTO send_budgets (tenant_id) VALUES (%(t)s)",
 }
 
 

@@ -1,0 +1,1 @@
+"""Sending: campaign lifecycle, audience, the outbox, workers and the sweeper."""

@@ -1,0 +1,270 @@
+"""Campaign lifecycle: schedule, pause, resume, cancel, test and resend.
+
+The status machine (``TRANSITIONS``): draft -> scheduled -> sending ->
+sent, with paused beside sending and cancelled reachable from every state
+that has not finished. Every change is one conditional UPDATE inside the
+tenant's transaction, so two callers racing cannot both win: the loser gets
+``ConflictError``. These are the functions the REST API calls.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from swiftmail_core.db import tenant_tx
+from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
+from swiftmail_core.models import Campaign, Message, utcnow
+
+DRAFT, SCHEDULED, SENDING, PAUSED, SENT, CANCELLED = (
+    "draft", "scheduled", "sending", "paused", "sent", "cancelled")
+
+#: Which statuses each status may move to.
+TRANSITIONS: Mapping[str, frozenset[str]] = {
+    DRAFT: frozenset({SCHEDULED, CANCELLED}),
+    SCHEDULED: frozenset({DRAFT, SCHEDULED, SENDING, CANCELLED}),
+    SENDING: frozenset({PAUSED, SENT, CANCELLED}),
+    PAUSED: frozenset({SENDING, CANCELLED}),
+    SENT: frozenset({SENDING}),  # resend to failed
+    CANCELLED: frozenset(),
+}
+
+#: Ledger statuses that still have work ahead of them.
+PENDING_STATUSES = ("queued", "sending", "deferred")
+#: Ledger statuses "resend to failed" puts back in the queue.
+RESENDABLE_STATUSES = ("failed", "expired")
+MAX_TEST_RECIPIENTS = 10
+
+
+def _as_uuid(value: uuid.UUID | str, field: str) -> uuid.UUID:
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except ValueError as ex:
+        raise ValidationError.for_field(field, "must be a UUID") from ex
+
+
+def campaign_dict(campaign: Campaign) -> dict[str, Any]:
+    """Return a campaign row as a plain dict."""
+    return dict(campaign.__data__)
+
+
+def _load(campaign_id: uuid.UUID) -> Campaign:
+    campaign = Campaign.select().where(Campaign.id == campaign_id).first()
+    if campaign is None:
+        raise NotFoundError(f"no campaign {campaign_id}")
+    return campaign
+
+
+def _transition(
+    campaign_id: uuid.UUID, allowed_from: Iterable[str], to: str, **changes: Any
+) -> Campaign:
+    """Move a campaign to ``to`` if its status is in ``allowed_from`` (caller holds tenant_tx)."""
+    allowed = tuple(allowed_from)
+    updated = (
+        Campaign.update(status=to, updated_at=utcnow(), **changes)
+        .where(Campaign.id == campaign_id, Campaign.status.in_(allowed))
+        .execute()
+    )
+    campaign = _load(campaign_id)
+    if not updated:
+        raise ConflictError(
+            f"campaign {campaign_id} is {campaign.status}; it can become {to} only from "
+            f"{' or '.join(allowed)}"
+        )
+    return campaign
+
+
+def _check_sendable(campaign: Campaign) -> None:
+    """Refuse to schedule a campaign that could not be sent."""
+    if not campaign.list_ids:
+        raise ValidationError.for_field("list_ids", "choose at least one list to send to")
+    if not campaign.from_email or "@" not in campaign.from_email:
+        raise ValidationError.for_field("from_email", "set the sender address")
+    if not campaign.template_id and not (campaign.html or campaign.text):
+        raise ValidationError.for_field("html", "give html or text, or a template_id")
+    if not campaign.template_id and not campaign.subject:
+        raise ValidationError.for_field("subject", "give the campaign a subject")
+
+
+def schedule_campaign(
+    tenant_id: uuid.UUID | str,
+    campaign_id: uuid.UUID | str,
+    scheduled_at: datetime.datetime | None = None,
+) -> dict[str, Any]:
+    """Schedule a draft (or reschedule a scheduled) campaign; None means now."""
+    campaign_uuid = _as_uuid(campaign_id, "campaign_id")
+    when = scheduled_at or utcnow()
+    if when.tzinfo is None:
+        raise ValidationError.for_field("scheduled_at", "give a time zone (e.g. 2030-01-01T09:00Z)")
+    with tenant_tx(tenant_id):
+        _check_sendable(_load(campaign_uuid))
+        campaign = _transition(campaign_uuid, (DRAFT, SCHEDULED), SCHEDULED, scheduled_at=when)
+        return campaign_dict(campaign)
+
+
+def unschedule_campaign(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> dict[str, Any]:
+    """Return a scheduled campaign to draft before it starts."""
+    campaign_uuid = _as_uuid(campaign_id, "campaign_id")
+    with tenant_tx(tenant_id):
+        return campaign_dict(_transition(campaign_uuid, (SCHEDULED,), DRAFT, scheduled_at=None))
+
+
+def pause_campaign(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> dict[str, Any]:
+    """Stop claiming a sending campaign's rows; messages in flight finish."""
+    campaign_uuid = _as_uuid(campaign_id, "campaign_id")
+    with tenant_tx(tenant_id):
+        return campaign_dict(_transition(campaign_uuid, (SENDING,), PAUSED))
+
+
+def resume_campaign(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> dict[str, Any]:
+    """Continue a paused campaign exactly where it stopped."""
+    campaign_uuid = _as_uuid(campaign_id, "campaign_id")
+    with tenant_tx(tenant_id):
+        return campaign_dict(_transition(campaign_uuid, (PAUSED,), SENDING))
+
+
+def cancel_campaign(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> dict[str, Any]:
+    """Cancel a campaign: queued and deferred rows become cancelled."""
+    campaign_uuid = _as_uuid(campaign_id, "campaign_id")
+    with tenant_tx(tenant_id):
+        campaign = _transition(
+            campaign_uuid, (DRAFT, SCHEDULED, SENDING, PAUSED), CANCELLED, finished_at=utcnow()
+        )
+        (
+            Message.update(status="cancelled", updated_at=utcnow(), lease_owner=None)
+            .where(
+                Message.campaign_id == campaign_uuid,
+                Message.status.in_(("queued", "deferred")),
+            )
+            .execute()
+        )
+        return campaign_dict(campaign)
+
+
+def _clean_addresses(emails: Iterable[str], field: str) -> list[str]:
+    cleaned = []
+    for index, email in enumerate(emails):
+        value = str(email).strip()
+        if "@" not in value or any(ch in value for ch in "\r\n\0 <>,") or len(value) > 254:
+            raise ValidationError.for_field(f"{field}[{index}]", f"{value!r} is not an email address")
+        cleaned.append(value)
+    if not cleaned:
+        raise ValidationError.for_field(field, "give at least one address")
+    return cleaned
+
+
+def test_send(
+    tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str, emails: Iterable[str]
+) -> list[int]:
+    """Queue the campaign to the given addresses as test messages; return ledger ids.
+
+    A test address that is a contact is personalised with that contact's
+    fields; any other gets an empty contact. Works in any campaign status.
+    """
+    campaign_uuid = _as_uuid(campaign_id, "campaign_id")
+    addresses = _clean_addresses(emails, "emails")
+    if len(addresses) > MAX_TEST_RECIPIENTS:
+        raise ValidationError.for_field("emails", f"at most {MAX_TEST_RECIPIENTS} test addresses")
+    with tenant_tx(tenant_id) as database:
+        campaign = _load(campaign_uuid)
+        ids = []
+        for address in addresses:
+            row = database.execute_sql(
+                "INSERT INTO messages (tenant_id, campaign_id, contact_id, email, kind, transport) "
+                "SELECT %s, %s, (SELECT id FROM contacts WHERE email_lower = lower(%s)), %s, "
+                "'test', %s RETURNING id",
+                (str(campaign.tenant_id), str(campaign_uuid), address, address, campaign.transport),
+            ).fetchone()
+            ids.append(int(row[0]))
+        return ids
+
+
+def resend_failed(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> int:
+    """Queue a finished campaign's failed rows again; return how many.
+
+    Bounced rows are not resent (their addresses are suppressed); rows whose
+    address became suppressed since are skipped again at claim time.
+    """
+    campaign_uuid = _as_uuid(campaign_id, "campaign_id")
+    with tenant_tx(tenant_id):
+        campaign = _load(campaign_uuid)
+        if campaign.status != SENT:
+            raise ConflictError(
+                f"campaign {campaign_uuid} is {campaign.status}; resend to failed needs a sent campaign"
+            )
+        count = (
+            Message.update(
+                status="queued", attempts=0, next_attempt_at=utcnow(), last_error=None,
+                lease_owner=None, lease_expires_at=None, updated_at=utcnow(),
+            )
+            .where(
+                Message.campaign_id == campaign_uuid,
+                Message.kind == "campaign",
+                Message.status.in_(RESENDABLE_STATUSES),
+            )
+            .execute()
+        )
+        if count:
+            _transition(campaign_uuid, (SENT,), SENDING, finished_at=None)
+        return int(count)
+
+
+def send_transactional(
+    tenant_id: uuid.UUID | str,
+    *,
+    to: str,
+    from_email: str,
+    template_id: uuid.UUID | str | None = None,
+    subject: str | None = None,
+    html: str | None = None,
+    text: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    from_name: str = "",
+    reply_to: str = "",
+    transport: str = "relay",
+) -> dict[str, Any]:
+    """Queue one transactional message now; return its ledger row as a dict.
+
+    Give either ``template_id`` or ``subject`` with ``html`` and/or ``text``.
+    ``data`` is what the template sees as ``data``. The message goes through
+    the same outbox, worker and transport as campaign mail.
+    """
+    (recipient,) = _clean_addresses([to], "to")
+    (sender,) = _clean_addresses([from_email], "from_email")
+    for field, value in (("subject", subject), ("from_name", from_name), ("reply_to", reply_to)):
+        if value and any(ch in value for ch in "\r\n\0"):
+            raise ValidationError.for_field(field, "must not contain CR, LF or NUL")
+    if template_id is None and not subject:
+        raise ValidationError.for_field("subject", "give a subject, or a template_id")
+    if template_id is None and not (html or text):
+        raise ValidationError.for_field("html", "give html or text, or a template_id")
+    if data is not None and not isinstance(data, Mapping):
+        raise ValidationError.for_field("data", "must be an object")
+    payload = {
+        "template_id": str(_as_uuid(template_id, "template_id")) if template_id else None,
+        "subject": subject or "", "html": html or "", "text": text or "",
+        "data": dict(data or {}), "from_email": sender, "from_name": from_name,
+        "reply_to": reply_to,
+    }
+    with tenant_tx(tenant_id) as database:
+        if template_id is not None:
+            found = database.execute_sql(
+                "SELECT 1 FROM templates WHERE id = %s", (payload["template_id"],)
+            ).fetchone()
+            if not found:
+                raise ValidationError.for_field("template_id", "no such template")
+        row = database.execute_sql(
+            "INSERT INTO messages (tenant_id, contact_id, email, kind, transport, payload) "
+            "SELECT %s, (SELECT id FROM contacts WHERE email_lower = lower(%s)), %s, "
+            "'transactional', %s, %s::jsonb RETURNING id",
+            (str(tenant_id), recipient, recipient, transport, _json(payload)),
+        ).fetchone()
+        message = Message.select().where(Message.id == row[0]).get()
+        return dict(message.__data__)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str)

@@ -1,0 +1,64 @@
+"""The campaign status machine and the lifecycle functions the API calls."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from swiftmail_core.errors import ConflictError, ValidationError
+from swiftmail_core.sending import ledger, lifecycle
+from tests.core.sending.conftest import ledger_counts, make_campaign
+
+
+def test_schedule_pause_resume_cancel(audience) -> None:  # type: ignore[no-untyped-def]
+    tenant, _, campaign_id = audience
+    when = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
+    assert lifecycle.schedule_campaign(tenant.id, campaign_id, when)["status"] == "scheduled"
+    with pytest.raises(ConflictError):
+        lifecycle.pause_campaign(tenant.id, campaign_id)
+    with pytest.raises(ConflictError):
+        lifecycle.resume_campaign(tenant.id, campaign_id)
+    assert lifecycle.cancel_campaign(tenant.id, campaign_id)["status"] == "cancelled"
+    with pytest.raises(ConflictError):
+        lifecycle.schedule_campaign(tenant.id, campaign_id, when)
+
+
+def test_schedule_refuses_unsendable_campaign_naming_field(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    campaign_id = make_campaign(tenant_a.id, [])
+    with pytest.raises(ValidationError) as caught:
+        lifecycle.schedule_campaign(tenant_a.id, campaign_id)
+    assert caught.value.errors[0]["field"] == "list_ids"
+
+
+def test_naive_time_is_refused(audience) -> None:  # type: ignore[no-untyped-def]
+    tenant, _, campaign_id = audience
+    with pytest.raises(ValidationError):
+        lifecycle.schedule_campaign(tenant.id, campaign_id, datetime.datetime(2030, 1, 1))
+
+
+def test_test_send_and_transactional_write_ledger_rows(audience) -> None:  # type: ignore[no-untyped-def]
+    tenant, _, campaign_id = audience
+    ids = lifecycle.test_send(tenant.id, campaign_id, ["user1@example.test", "qa@else.test"])
+    assert len(ids) == 2
+    assert ledger_counts(tenant.id, campaign_id) == {"queued": 2}
+    with pytest.raises(ValidationError):
+        lifecycle.test_send(tenant.id, campaign_id, ["not-an-address"])
+    row = lifecycle.send_transactional(
+        tenant.id, to="user2@example.test", from_email="app@sender.test",
+        subject="Your code", text="123456", transport="smtp",
+    )
+    assert row["kind"] == "transactional" and row["contact_id"] is not None
+    assert ledger.get_message(tenant.id, row["id"])["events"] == []
+    with pytest.raises(ValidationError) as caught:
+        lifecycle.send_transactional(
+            tenant.id, to="a@b.test", from_email="app@sender.test", subject="x\r\nBcc: evil",
+            text="t",
+        )
+    assert caught.value.errors[0]["field"] == "subject"
+
+
+def test_resend_failed_needs_sent_campaign(audience) -> None:  # type: ignore[no-untyped-def]
+    tenant, _, campaign_id = audience
+    with pytest.raises(ConflictError):
+        lifecycle.resend_failed(tenant.id, campaign_id)
