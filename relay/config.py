@@ -1,0 +1,117 @@
+"""The relay's own settings, read from the ``[plugins.relay]`` table.
+
+Every key may also come from ``SWIFTMAIL_PLUGIN_RELAY_<KEY>`` (see
+``Settings.plugin_settings``). ``RelayConfig.from_settings`` validates them and
+names the offending key on bad input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+from swiftmail_core.errors import ConfigurationError
+from swiftmail_core.settings import Settings
+
+DAY = 86400
+
+
+def _hostport(value: str, key: str) -> tuple[str, int]:
+    host, sep, port = str(value).rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigurationError(f"relay setting {key!r} must be HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _networks(value: Any, key: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    parts = value if isinstance(value, (list, tuple)) else str(value or "").split(",")
+    try:
+        return tuple(ipaddress.ip_network(p.strip(), strict=False) for p in parts if p.strip())
+    except ValueError as ex:
+        raise ConfigurationError(f"relay setting {key!r} is not a network list: {ex}") from ex
+
+
+@dataclasses.dataclass(frozen=True)
+class RelayConfig:
+    """Typed relay settings with production defaults."""
+
+    spool_dir: Path
+    hostname: str = "localhost"
+    submission_listen: tuple[str, int] = ("127.0.0.1", 2525)
+    # Listeners where AUTH is allowed without STARTTLS (operator-named, loopback).
+    trusted_listeners: tuple[str, ...] = ("127.0.0.1:2525",)
+    bounce_listen: tuple[str, int] | None = None
+    bounce_domain: str = ""
+    fbl_address: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    smtp_port: int = 25
+    allow_networks: tuple[Any, ...] = ()
+    max_message_size: int = 25 * 1024 * 1024
+    max_age: float = 4 * DAY
+    retry_base: float = 300.0
+    retry_cap: float = 4 * 3600.0
+    connect_timeout: float = 30.0
+    command_timeout: float = 300.0
+    max_connections_per_site: int = 20
+    messages_per_connection: int = 100
+    workers: int = 64
+    metrics_listen: tuple[str, int] | None = None
+    dkim_ed25519: bool = True
+    scan_interval: float = 1.0
+    redis_prefix: str = "swiftmail:relay"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> RelayConfig:
+        """Build the relay config from ``[plugins.relay]`` plus explicit overrides."""
+        raw = {**settings.plugin_settings("relay"), **overrides}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown relay setting {unknown[0]!r}: see docs/relay.md for the list"
+            )
+        values: dict[str, Any] = {
+            "spool_dir": Path(raw.pop("spool_dir", Path(settings.data_dir) / "spool"))
+        }
+        for name, value in raw.items():
+            values[name] = cls._coerce(name, value)
+        return cls(**values)
+
+    @staticmethod
+    def _coerce(name: str, value: Any) -> Any:
+        if name in ("submission_listen", "bounce_listen", "metrics_listen"):
+            if value in (None, "", "off"):
+                return None
+            return value if isinstance(value, tuple) else _hostport(value, name)
+        if name == "allow_networks":
+            return _networks(value, name)
+        if name == "trusted_listeners":
+            parts = value if isinstance(value, (list, tuple)) else str(value).split(",")
+            return tuple(p.strip() for p in parts if p.strip())
+        try:
+            if name in ("smtp_port", "max_message_size", "max_connections_per_site",
+                        "messages_per_connection", "workers"):
+                return int(value)
+            if name in ("max_age", "retry_base", "retry_cap", "connect_timeout",
+                        "command_timeout", "scan_interval"):
+                return float(value)
+            if name == "dkim_ed25519":
+                return value if isinstance(value, bool) else str(value).lower() in (
+                    "1", "true", "yes", "on")
+        except (TypeError, ValueError) as ex:
+            raise ConfigurationError(f"relay setting {name!r} is invalid: {ex}") from ex
+        return str(value)
+
+    def address_allowed(self, address: str) -> bool:
+        """Return True if the relay may connect to ``address``.
+
+        APPSEC: loopback, private, link-local and other non-global addresses
+        are refused unless an operator listed them in ``allow_networks``.
+        """
+        ip = ipaddress.ip_address(address)
+        if any(ip in network for network in self.allow_networks):
+            return True
+        return ip.is_global and not ip.is_multicast

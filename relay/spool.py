@@ -1,0 +1,269 @@
+"""The durable spool: messages and envelopes on disk before anyone hears 250.
+
+Layout under ``spool_dir``::
+
+    tmp/        files being written (never read; cleared at start)
+    queue/      ID.msg   one file: a header line, the envelope (JSON), the message
+                ID.state the latest per-recipient state (atomically replaced)
+    hold/       held messages (``swiftmail relay hold``), same file names
+    control/    commands from the CLI to the running relay (JSON files)
+
+Writing follows Postfix: write the whole file in ``tmp/``, ``fsync`` it,
+``rename`` it into ``queue/`` and ``fsync`` the directory. Only then does the
+caller reply 250 (or return from ``spool_message``). A batch shares the
+directory ``fsync`` (group commit). Any ``OSError`` becomes ``SpoolError``,
+which the listener turns into 451/452, never 250.
+
+Delivery is at-least-once: a message is removed only after its last
+recipient is final, so a crash may deliver it twice, never zero times.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from swiftmail_core.errors import ServiceUnavailableError
+
+MAGIC = b"SWIFTMAIL-SPOOL 1 "
+PENDING, DELIVERED, BOUNCED, EXPIRED = "pending", "delivered", "bounced", "expired"
+FINAL = frozenset({DELIVERED, BOUNCED, EXPIRED})
+
+
+class SpoolError(ServiceUnavailableError):
+    """The spool cannot take the message; ``temporary_code`` says which 4xx."""
+
+    def __init__(self, message: str, *, no_space: bool = False) -> None:
+        super().__init__(message)
+        self.no_space = no_space
+
+    @property
+    def smtp_reply(self) -> str:
+        """Return the SMTP reply for this failure (452 when out of space)."""
+        if self.no_space:
+            return "452 4.3.1 Insufficient system storage, try again later"
+        return "451 4.3.0 Local error in processing, try again later"
+
+
+@dataclasses.dataclass
+class Recipient:
+    """One envelope recipient and where its delivery stands."""
+
+    address: str
+    ledger_id: int | None = None
+    status: str = PENDING
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    last_reply: str = ""
+    bounce_class: str | None = None
+
+    @property
+    def domain(self) -> str:
+        """Return the recipient's domain, lower case."""
+        return self.address.rpartition("@")[2].lower()
+
+
+@dataclasses.dataclass
+class Envelope:
+    """What the spool keeps about a message besides its bytes."""
+
+    id: str
+    mail_from: str
+    recipients: list[Recipient]
+    tenant_id: str | None = None
+    campaign_id: str | None = None
+    source: str = "handoff"  # handoff | submission
+    created_at: float = dataclasses.field(default_factory=time.time)
+    size: int = 0
+
+    def to_json(self) -> bytes:
+        """Serialise for the spool file."""
+        return json.dumps(dataclasses.asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Envelope:
+        """Rebuild from ``to_json`` output."""
+        recipients = [Recipient(**r) for r in data.pop("recipients")]
+        return cls(recipients=recipients, **data)
+
+    @property
+    def pending(self) -> list[Recipient]:
+        """Return the recipients not yet final."""
+        return [r for r in self.recipients if r.status not in FINAL]
+
+
+def new_id() -> str:
+    """Return a time-ordered, unique queue id."""
+    return f"{time.time_ns():016x}{secrets.token_hex(4)}"
+
+
+def _wrap(ex: OSError, what: str) -> SpoolError:
+    no_space = ex.errno in (errno.ENOSPC, errno.EDQUOT)
+    return SpoolError(f"spool cannot {what}: {ex}", no_space=no_space)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """A spool directory: durable writes, state updates, scans."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.tmp = self.root / "tmp"
+        self.queue = self.root / "queue"
+        self.hold = self.root / "hold"
+        self.control = self.root / "control"
+        for directory in (self.tmp, self.queue, self.hold, self.control):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    # Writing --------------------------------------------------------------
+
+    def write(self, envelope: Envelope, raw: bytes) -> str:
+        """Store one message durably; return its queue id."""
+        return self.write_many([(envelope, raw)])[0]
+
+    def write_many(self, items: Sequence[tuple[Envelope, bytes]]) -> list[str]:
+        """Store messages durably with one directory fsync (group commit).
+
+        Returns only when every file and the queue directory are on disk;
+        raises ``SpoolError`` (and leaves nothing in ``queue/``) otherwise.
+        """
+        written: list[tuple[Path, Path]] = []
+        try:
+            for envelope, raw in items:
+                envelope.size = len(raw)
+                body = envelope.to_json()
+                temporary = self.tmp / envelope.id
+                fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    os.write(fd, MAGIC + str(len(body)).encode() + b"\n")
+                    view = memoryview(body + raw)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                written.append((temporary, self.queue / f"{envelope.id}.msg"))
+            for temporary, final in written:
+                os.rename(temporary, final)
+            _fsync_dir(self.queue)
+        except OSError as ex:
+            for temporary, final in written:
+                for path in (temporary, final):
+                    try:
+                        path.unlink()
+                    except OSError:
+                        pass
+            raise _wrap(ex, "write") from ex
+        return [envelope.id for envelope, _ in items]
+
+    def save_state(self, envelope: Envelope) -> None:
+        """Persist per-recipient progress (atomic replace of ID.state)."""
+        temporary = self.tmp / f"{envelope.id}.state"
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, envelope.to_json())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(temporary, self.queue / f"{envelope.id}.state")
+        except OSError as ex:
+            raise _wrap(ex, "save state") from ex
+
+    def remove(self, queue_id: str, directory: Path | None = None) -> None:
+        """Forget a finished message (its file and state)."""
+        directory = directory or self.queue
+        for suffix in (".state", ".msg"):
+            try:
+                (directory / f"{queue_id}{suffix}").unlink()
+            except FileNotFoundError:
+                pass
+
+    # Reading --------------------------------------------------------------
+
+    def read(self, queue_id: str, directory: Path | None = None) -> tuple[Envelope, bytes]:
+        """Return a message's current envelope (state applied) and its bytes."""
+        directory = directory or self.queue
+        data = (directory / f"{queue_id}.msg").read_bytes()
+        envelope, offset = self._parse_header(data, queue_id)
+        state = self._read_state(queue_id, directory)
+        return (state or envelope), data[offset:]
+
+    def read_envelope(self, queue_id: str, directory: Path | None = None) -> Envelope:
+        """Return a message's current envelope without its body."""
+        directory = directory or self.queue
+        with (directory / f"{queue_id}.msg").open("rb") as handle:
+            head = handle.readline()
+            length = self._length(head, queue_id)
+            envelope = Envelope.from_dict(json.loads(handle.read(length)))
+        return self._read_state(queue_id, directory) or envelope
+
+    def read_body(self, queue_id: str, directory: Path | None = None) -> bytes:
+        """Return the message bytes only."""
+        data = ((directory or self.queue) / f"{queue_id}.msg").read_bytes()
+        return data[self._parse_header(data, queue_id)[1]:]
+
+    @staticmethod
+    def _length(head: bytes, queue_id: str) -> int:
+        if not head.startswith(MAGIC):
+            raise SpoolError(f"spool file {queue_id} is not a SwiftMail spool file")
+        return int(head[len(MAGIC):].strip())
+
+    def _parse_header(self, data: bytes, queue_id: str) -> tuple[Envelope, int]:
+        newline = data.index(b"\n")
+        length = self._length(data[: newline + 1], queue_id)
+        start = newline + 1
+        envelope = Envelope.from_dict(json.loads(data[start : start + length]))
+        return envelope, start + length
+
+    @staticmethod
+    def _read_state(queue_id: str, directory: Path) -> Envelope | None:
+        try:
+            return Envelope.from_dict(
+                json.loads((directory / f"{queue_id}.state").read_bytes())
+            )
+        except (OSError, ValueError, TypeError, KeyError):
+            # NOTE: a missing or torn state file falls back to the envelope
+            # written with the message: at worst a recipient is retried.
+            return None
+
+    def scan(self, directory: Path | None = None) -> Iterator[str]:
+        """Yield the ids of every message in ``queue/`` (or ``directory``)."""
+        for entry in os.scandir(directory or self.queue):
+            if entry.name.endswith(".msg"):
+                yield entry.name[:-4]
+
+    def clear_tmp(self) -> int:
+        """Delete half-written files left by a crash; return how many."""
+        removed = 0
+        for entry in os.scandir(self.tmp):
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except OSError:
+                pass
+        return removed
+
+    # Hold and release ---------------------------------------------------
+
+    def move(self, queue_id: str, source: Path, target: Path) -> None:
+        """Move a message (and its state) between queue/ and hold/."""
+        state = source / f"{queue_id}.state"
+        if state.exists():
+            os.rename(state, target / f"{queue_id}.state")
+        os.rename(source / f"{queue_id}.msg", target / f"{queue_id}.msg")
+        _fsync_dir(target)

@@ -1,0 +1,94 @@
+"""The durable spool: write, read back, state, failures, rescan."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from swiftmail_relay.spool import DELIVERED, Envelope, Recipient, Spool, SpoolError, new_id
+
+
+def _envelope(*addresses: str) -> Envelope:
+    return Envelope(
+        id=new_id(), mail_from="sender@example.org",
+        recipients=[Recipient(address) for address in addresses], tenant_id=None,
+    )
+
+
+def test_write_then_read_back(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    envelope = _envelope("a@example.com", "b@example.net")
+    queue_id = spool.write(envelope, b"Subject: hi\r\n\r\nbody\r\n")
+    assert list(spool.scan()) == [queue_id]
+    read, raw = spool.read(queue_id)
+    assert raw == b"Subject: hi\r\n\r\nbody\r\n"
+    assert [r.address for r in read.recipients] == ["a@example.com", "b@example.net"]
+    assert list(tmp_path.joinpath("tmp").iterdir()) == []
+
+
+def test_state_overrides_envelope_and_remove(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    envelope = _envelope("a@example.com", "b@example.net")
+    queue_id = spool.write(envelope, b"x")
+    envelope.recipients[0].status = DELIVERED
+    spool.save_state(envelope)
+    assert [r.address for r in spool.read_envelope(queue_id).pending] == ["b@example.net"]
+    spool.remove(queue_id)
+    assert list(spool.scan()) == []
+
+
+def test_torn_state_falls_back_to_envelope(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    queue_id = spool.write(_envelope("a@example.com"), b"x")
+    (spool.queue / f"{queue_id}.state").write_bytes(b"{not json")
+    assert len(spool.read_envelope(queue_id).pending) == 1
+
+
+def test_group_commit_writes_all(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    items = [(_envelope(f"r{i}@example.com"), b"m%d" % i) for i in range(50)]
+    ids = spool.write_many(items)
+    assert sorted(spool.scan()) == sorted(ids)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_unwritable_spool_raises_451(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.tmp.chmod(0o500)
+    try:
+        with pytest.raises(SpoolError) as caught:
+            spool.write(_envelope("a@example.com"), b"x")
+    finally:
+        spool.tmp.chmod(0o700)
+    assert caught.value.smtp_reply.startswith("451")
+
+
+def test_full_filesystem_raises_452(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = Spool(tmp_path)
+    real_write = os.write
+
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(SpoolError) as caught:
+        spool.write(_envelope("a@example.com"), b"x")
+    monkeypatch.setattr(os, "write", real_write)
+    assert caught.value.smtp_reply.startswith("452")
+    assert list(spool.scan()) == []
+
+
+def test_missing_spool_directory_raises_451(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    os.rename(spool.queue, tmp_path / "gone")
+    with pytest.raises(SpoolError) as caught:
+        spool.write(_envelope("a@example.com"), b"x")
+    assert caught.value.smtp_reply.startswith("451")
+    assert list(spool.tmp.iterdir()) == []
+
+
+def test_clear_tmp_removes_half_written(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    (spool.tmp / "partial").write_bytes(b"half")
+    assert spool.clear_tmp() == 1
