@@ -1,0 +1,78 @@
+"""DKIM signatures verify with dkimpy's verifier against the loopback DNS."""
+
+from __future__ import annotations
+
+import uuid
+
+import dkim as dkimpy
+from swiftmail_relay import dkim
+
+from tests.relay.conftest import txt_strings
+
+MESSAGE = (
+    b"From: Sender <news@{domain}>\r\n"
+    b"To: someone@example.com\r\n"
+    b"Subject:   Hello   world \r\n"
+    b"Date: Fri, 27 Nov 2026 20:00:00 +0000\r\n"
+    b"Message-ID: <1@{domain}>\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b"Content-Type: text/html; charset=utf-8\r\n"
+    b"List-Unsubscribe: <https://u.example/x>,\r\n <mailto:u@example.com>\r\n"
+    b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+    b"\r\n"
+    b"<p>Hi \t there  </p>\r\n\r\n\r\n"
+)
+
+
+def _publish(dns_server, domain: str, selector: str, public: str, kind: str = "rsa") -> None:  # type: ignore[no-untyped-def]
+    dns_server.add(f"{selector}._domainkey.{domain}", "TXT", txt_strings(f"v=DKIM1; k={kind}; p={public}"))
+
+
+def test_rsa_signature_verifies_with_dkimpy(dns_server, rsa_key, dkim_dnsfunc) -> None:  # type: ignore[no-untyped-def]
+    domain = f"d{uuid.uuid4().hex[:8]}.example"
+    _publish(dns_server, domain, "sm1", rsa_key[1])
+    raw = MESSAGE.replace(b"{domain}", domain.encode())
+    signed = dkim.sign(raw, [dkim.load_key(domain, "sm1", rsa_key[0])])
+    assert signed.endswith(raw)
+    assert b" l=" not in signed.split(b"\r\n\r\n")[0]
+    assert dkimpy.verify(signed, dnsfunc=dkim_dnsfunc)
+
+
+def test_oversigning_rejects_an_added_header(dns_server, rsa_key, dkim_dnsfunc) -> None:  # type: ignore[no-untyped-def]
+    domain = f"d{uuid.uuid4().hex[:8]}.example"
+    _publish(dns_server, domain, "sm1", rsa_key[1])
+    raw = MESSAGE.replace(b"{domain}", domain.encode())
+    signed = dkim.sign(raw, [dkim.load_key(domain, "sm1", rsa_key[0])])
+    tampered = signed.replace(b"\r\n\r\n", b"\r\nSubject: changed\r\n\r\n", 1)
+    assert not dkimpy.verify(tampered, dnsfunc=dkim_dnsfunc)
+    body_changed = signed[:-10] + b"XX" + signed[-8:]
+    assert not dkimpy.verify(body_changed, dnsfunc=dkim_dnsfunc)
+
+
+def test_ed25519_second_signature_verifies(dns_server, rsa_key, ed25519_key, dkim_dnsfunc) -> None:  # type: ignore[no-untyped-def]
+    domain = f"d{uuid.uuid4().hex[:8]}.example"
+    _publish(dns_server, domain, "sm1", rsa_key[1])
+    _publish(dns_server, domain, "sm2", ed25519_key[1], kind="ed25519")
+    raw = MESSAGE.replace(b"{domain}", domain.encode())
+    keys = [dkim.load_key(domain, "sm1", rsa_key[0]), dkim.load_key(domain, "sm2", ed25519_key[0])]
+    signed = dkim.sign(raw, keys)
+    assert signed.count(b"DKIM-Signature:") == 2
+    verifier = dkimpy.DKIM(signed)
+    assert verifier.verify(idx=0, dnsfunc=dkim_dnsfunc)
+    assert verifier.verify(idx=1, dnsfunc=dkim_dnsfunc)
+    assert b"a=ed25519-sha256" in signed
+
+
+def test_bare_lf_and_empty_body(dns_server, rsa_key, dkim_dnsfunc) -> None:  # type: ignore[no-untyped-def]
+    domain = f"d{uuid.uuid4().hex[:8]}.example"
+    _publish(dns_server, domain, "sm1", rsa_key[1])
+    raw = f"From: a@{domain}\nTo: b@example.com\nSubject: x\n\n".encode()
+    signed = dkim.sign(raw, [dkim.load_key(domain, "sm1", rsa_key[0])])
+    assert dkimpy.verify(signed, dnsfunc=dkim_dnsfunc)
+
+
+def test_relaxed_body_matches_dkimpy() -> None:
+    from dkim.canonicalization import Relaxed
+
+    for body in (b"", b"\r\n", b"a  b \t\r\n\r\n", b"x\r\n \r\ny", b"line \r\n\r\n\r\nend  "):
+        assert dkim.relaxed_body(body) == Relaxed.canonicalize_body(body)
