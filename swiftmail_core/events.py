@@ -120,6 +120,8 @@ def record_events(
             for metric, dimension in rollup_keys(record):
                 counts[(str(record.tenant_id), str(record.campaign_id),
                         _hour(record.occurred_at), metric, dimension)] += 1
+        for key in _first_engagement_keys(cursor, stored):
+            counts[key] += 1
         if counts:
             execute_values(
                 cursor,
@@ -132,6 +134,49 @@ def record_events(
         for record in stored:
             plugins.tracking_event(to_tracking_event(record))
     return stored
+
+
+def _first_engagement_keys(
+    cursor: Any, stored: Sequence[EventRecord]
+) -> list[tuple[str, str, datetime.datetime, str, str]]:
+    """Record first opens and clicks; return the unique rollup keys they add.
+
+    A message's first human (or machine) open adds one to
+    ``opened.unique.human`` (or ``.machine``); its first click adds one to
+    ``clicked.unique.*`` and its first click of each link to the same metric
+    with dimension ``link:<id>``. ``engagement_firsts`` remembers what was
+    seen, in the same transaction as the events, so retries stay exact.
+    """
+    wanted: dict[tuple[str, int, str, int], EventRecord] = {}
+    for record in stored:
+        if record.type not in ("opened", "clicked") or record.message_id is None:
+            continue
+        if record.campaign_id is None:
+            continue
+        metric = f"{record.type}.{'machine' if record.is_machine else 'human'}"
+        links = [0] if record.link_id is None else [0, record.link_id]
+        for link in links:
+            wanted.setdefault((str(record.tenant_id), record.message_id, metric, link), record)
+    if not wanted:
+        return []
+    firsts = execute_values(
+        cursor,
+        "INSERT INTO engagement_firsts (tenant_id, message_id, metric, link_id, campaign_id, "
+        "first_at) SELECT v.tenant_id::uuid, v.message_id::bigint, v.metric, v.link_id::bigint, "
+        "v.campaign_id::uuid, v.first_at::timestamptz FROM (VALUES %s) AS v (tenant_id, "
+        "message_id, metric, link_id, campaign_id, first_at) "
+        "ON CONFLICT DO NOTHING RETURNING tenant_id::text, message_id, metric, link_id",
+        [(*key, str(record.campaign_id), record.occurred_at) for key, record in wanted.items()],
+        fetch=True,
+    )
+    keys = []
+    for tenant, message_id, metric, link in firsts:
+        record = wanted[(tenant, message_id, metric, link)]
+        kind, audience = metric.split(".")
+        dimension = f"link:{link}" if link else ""
+        keys.append((tenant, str(record.campaign_id), _hour(record.occurred_at),
+                     f"{kind}.unique.{audience}", dimension))
+    return keys
 
 
 def _match_inserted(

@@ -1,0 +1,49 @@
+"""Machine opens and bot clicks are flagged with the rule that caught them."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+
+import pytest
+
+from swiftmail_core.tracking_ingest import Hit
+from swiftmail_core.tracking_ingest.machine import classify
+
+SENT = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.UTC)
+IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15"
+
+
+def hit(kind: str = "open", seconds_after: float = 3600, **fields) -> Hit:  # type: ignore[no-untyped-def]
+    at = SENT + datetime.timedelta(seconds=seconds_after)
+    return Hit(kind=kind, tenant_id=uuid.uuid4(), message_id=1,
+               link_id=1 if kind == "click" else None,
+               at_ms=int(at.timestamp() * 1000), **fields)
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"ip": "17.58.1.2", "user_agent": IPHONE}, "privacy_proxy"),
+        ({"ip": "203.0.113.9", "user_agent": "Mozilla/5.0"}, "privacy_proxy"),
+        ({"ip": "203.0.113.9", "user_agent": IPHONE, "prefetch": True}, "prefetch"),
+        ({"ip": "203.0.113.9", "user_agent": IPHONE, "method": "HEAD"}, "prefetch"),
+        ({"ip": "203.0.113.9", "user_agent": "Barracuda Sentinel (EE)"}, "scanner_user_agent"),
+        ({"ip": "203.0.113.9", "user_agent": "python-requests/2.31"}, "scanner_user_agent"),
+    ],
+)
+def test_machine_opens_are_flagged(fields, reason) -> None:  # type: ignore[no-untyped-def]
+    verdict = classify(hit("open", **fields), SENT)
+    assert verdict.is_machine and verdict.reason == reason
+
+
+def test_person_on_a_phone_is_human() -> None:
+    assert not classify(hit("open", ip="203.0.113.9", user_agent=IPHONE), SENT).is_machine
+    assert not classify(hit("click", ip="203.0.113.9", user_agent=IPHONE), SENT).is_machine
+
+
+def test_click_seconds_after_delivery_is_a_scanner() -> None:
+    verdict = classify(hit("click", seconds_after=2, ip="198.51.100.4", user_agent=IPHONE), SENT)
+    assert verdict.is_machine and verdict.reason == "too_fast"
+    later = classify(hit("click", seconds_after=120, ip="198.51.100.4", user_agent=IPHONE), SENT)
+    assert not later.is_machine
