@@ -24,7 +24,8 @@ type: $(STAMP)
 	$(VENV)/bin/mypy swiftmail_core
 
 docs: $(STAMP)
-	$(VENV)/bin/python -m swiftmail_core.cli.reference > docs/cli.md
+	$(VENV)/bin/python -m swiftmail_core.cli.reference cli > docs/cli.md
+	$(VENV)/bin/python -m swiftmail_core.cli.reference settings > docs/configuration.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info

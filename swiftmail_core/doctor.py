@@ -35,7 +35,7 @@ def _check_dns(settings: Settings) -> Finding:
         pass  # an answer, even a negative one, proves the resolver works
     except dns.exception.DNSException as ex:
         return Finding(False, "DNS resolver answers", f"{type(ex).__name__}: {ex}")
-    return Finding(True, "DNS resolver answers", ", ".join(resolver.nameservers))
+    return Finding(True, "DNS resolver answers", ", ".join(map(str, resolver.nameservers)))
 
 
 def _check_redis(settings: Settings) -> Finding:

@@ -13,17 +13,19 @@ import subprocess
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from swiftmail_core.errors import ServiceUnavailableError
 
 REDIS_SOCKET_NAME = "redis.sock"
 
+# pgserver asks platformdirs for a runtime dir it then falls back from anyway.
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
 
 def postgres_admin_url(data_dir: Path) -> str:
     """Start (or find) the embedded PostgreSQL and return its superuser URL."""
-    # pgserver asks platformdirs for a runtime dir it then falls back from anyway.
-    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     try:
         import pgserver
     except ImportError as ex:  # pragma: no cover - a declared dependency
@@ -112,7 +114,7 @@ def stop_redis(data_dir: Path) -> None:
             pass
 
 
-def _redis_answers(redis_module, url: str) -> bool:  # type: ignore[no-untyped-def]
+def _redis_answers(redis_module: Any, url: str) -> bool:
     try:
         return bool(redis_module.Redis.from_url(url, socket_timeout=1).ping())
     except (redis_module.ConnectionError, redis_module.TimeoutError, FileNotFoundError):

@@ -76,4 +76,4 @@ def initialise(config: str | None, overrides: Mapping[str, Any]) -> InitReport:
         },
     )
     applied = migrate(targets)
-    return InitReport(settings.config_file, settings, written, actions, applied)
+    return InitReport(settings.config_file or Path(), settings, written, actions, applied)

@@ -54,4 +54,4 @@ def list_users(tenant: Tenant | None = None) -> list[tuple[User, str | None]]:
             .bind(system_db)
             .objects()
         )
-        return [(user, user.role) for user in query]
+        return [(user, getattr(user, "role", None)) for user in query]

@@ -9,7 +9,7 @@ from swiftmail_core.cli.state import CliState
 from swiftmail_core.principal import ROLES
 
 
-@click.group()
+@click.group(epilog="Example:\n\n\b\n  swiftmail apikey create --tenant acme --role admin")
 def apikey() -> None:
     """Manage tenants' API keys."""
 

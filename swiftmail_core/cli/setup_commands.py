@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -30,7 +31,7 @@ def init(state: CliState, yes: bool, admin_url: str | None) -> None:
     """
     settings = state.settings
     where = "the embedded PostgreSQL" if settings.uses_embedded_postgres else "DATABASE_URL"
-    if not yes and click.get_text_stream("stdin").isatty():
+    if not yes and sys.stdin.isatty():
         click.confirm(
             f"Write settings to {settings.config_file} and set up the database on {where}?",
             abort=True,
@@ -64,7 +65,7 @@ def migrate(state: CliState) -> None:
     click.echo(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
 
 
-@click.group()
+@click.group(epilog="Example:\n\n\b\n  swiftmail config show --json")
 def config() -> None:
     """Inspect settings."""
 

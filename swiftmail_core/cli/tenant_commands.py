@@ -8,7 +8,7 @@ from swiftmail_core import tenants
 from swiftmail_core.cli.state import CliState
 
 
-@click.group()
+@click.group(epilog="Example:\n\n\b\n  swiftmail tenant create acme && swiftmail tenant list")
 def tenant() -> None:
     """Manage tenants (each an isolated organisation)."""
 

@@ -9,7 +9,7 @@ from swiftmail_core.cli.state import CliState
 from swiftmail_core.principal import ROLES
 
 
-@click.group()
+@click.group(epilog="Example:\n\n\b\n  swiftmail user create ada@example.com --tenant acme --role owner")
 def user() -> None:
     """Manage users and their roles in tenants."""
 

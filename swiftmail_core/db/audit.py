@@ -9,6 +9,8 @@ table or TRUNCATE, or when a view is not ``security_invoker``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from typing import Any
 
 import psycopg2
 
@@ -42,7 +44,7 @@ def failures(findings: list[Finding]) -> list[Finding]:
     return [finding for finding in findings if not finding.ok]
 
 
-def _run(cursor, roles: dict[str, str]):  # type: ignore[no-untyped-def]
+def _run(cursor: Any, roles: dict[str, str]) -> Iterator[Finding]:
     app, system = roles["app"], roles["system"]
     for role in (app, system):
         cursor.execute(
@@ -173,7 +175,7 @@ def check_connectable(targets: DatabaseTargets) -> list[Finding]:
     found = []
     for role in ("owner", "app", "system"):
         try:
-            psycopg2.connect(targets.dsn(role), connect_timeout=5).close()  # type: ignore[arg-type]
+            psycopg2.connect(targets.dsn(role), connect_timeout=5).close()
         except psycopg2.OperationalError as ex:
             found.append(Finding(False, f"connect as {role} role", str(ex).strip().splitlines()[0]))
         else:

@@ -55,7 +55,7 @@ def render(text: str, role_names: dict[str, str]) -> str:
     return text
 
 
-def connect_owner(targets: DatabaseTargets):  # type: ignore[no-untyped-def]
+def connect_owner(targets: DatabaseTargets) -> psycopg2.extensions.connection:
     """Open a plain psycopg2 connection as the owner role."""
     try:
         return psycopg2.connect(targets.dsn("owner"))

@@ -76,9 +76,10 @@ def database_targets(settings: Settings) -> DatabaseTargets:
     }
     role_dsns = {}
     for role, name in names.items():
-        params = {**location, "user": name, "application_name": f"swiftmail-{role}"}
-        if passwords[role]:
-            params["password"] = passwords[role]
+        params: dict[str, str] = {**location, "user": name, "application_name": f"swiftmail-{role}"}
+        password = passwords[role]
+        if password:
+            params["password"] = password
         role_dsns[role] = make_dsn(**params)
     return DatabaseTargets(
         admin_dsn=admin_dsn,

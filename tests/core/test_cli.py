@@ -1,0 +1,115 @@
+"""The `swiftmail` CLI end to end, as a subprocess against real PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+
+from tests.cli_helpers import run_swiftmail
+
+
+def test_version_and_help() -> None:
+    result = run_swiftmail("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("swiftmail, version ")
+    assert "Examples:" in run_swiftmail("--help").stdout
+
+
+def test_usage_error_exits_2() -> None:
+    result = run_swiftmail("no-such-command")
+    assert result.returncode == 2
+    assert "No such command" in result.stderr
+
+
+def test_init_and_migrate_are_idempotent(test_environ, targets) -> None:
+    first = run_swiftmail("init", "--yes", env=test_environ)
+    assert first.returncode == 0, first.stderr
+    assert "migrations applied: none (up to date)" in first.stdout
+    again = run_swiftmail("migrate", env=test_environ)
+    assert again.returncode == 0, again.stderr
+    assert "none (up to date)" in again.stdout
+
+
+def test_tenant_user_and_apikey_lifecycle(test_environ, runtime, run_id) -> None:
+    slug = f"cli-{run_id}"
+    created = run_swiftmail("tenant", "create", slug, "--name", "CLI Tenant", env=test_environ)
+    assert created.returncode == 0, created.stderr
+    duplicate = run_swiftmail("tenant", "create", slug, env=test_environ)
+    assert duplicate.returncode == 1
+    assert duplicate.stderr.strip() == f"error: a tenant with slug '{slug}' already exists"
+    assert slug in run_swiftmail("tenant", "list", env=test_environ).stdout
+
+    user = run_swiftmail(
+        "user", "create", f"ada-{run_id}@example.com", "--tenant", slug, "--role", "owner",
+        env={**test_environ, "SWIFTMAIL_USER_PASSWORD": "correct horse battery"},
+    )
+    assert user.returncode == 0, user.stderr
+    listed = run_swiftmail("user", "list", "--tenant", slug, env=test_environ).stdout
+    assert f"ada-{run_id}@example.com" in listed and "owner" in listed
+    weak = run_swiftmail("user", "create", f"bob-{run_id}@example.com", "--password", "short",
+                         env=test_environ)
+    assert weak.returncode == 1
+    assert "password: must be at least 12 characters" in weak.stderr
+
+    key = run_swiftmail("apikey", "create", "--tenant", slug, "--role", "viewer", env=test_environ)
+    assert key.returncode == 0, key.stderr
+    secret = re.search(r"sm_live_\w+", key.stdout)
+    assert secret is not None
+    key_id = re.search(r"created key ([0-9a-f-]{36})", key.stdout)[1]
+    listing = run_swiftmail("apikey", "list", "--tenant", slug, env=test_environ).stdout
+    assert key_id in listing and secret[0] not in listing
+    assert run_swiftmail("apikey", "revoke", "--tenant", slug, key_id, env=test_environ).returncode == 0
+    assert "revoked" in run_swiftmail("apikey", "list", "--tenant", slug, env=test_environ).stdout
+
+    assert run_swiftmail("tenant", "suspend", slug, env=test_environ).returncode == 0
+    assert "suspended" in run_swiftmail("tenant", "list", env=test_environ).stdout
+    assert run_swiftmail("tenant", "resume", slug, env=test_environ).returncode == 0
+    deleted = run_swiftmail("tenant", "delete", slug, "--yes", env=test_environ)
+    assert deleted.returncode == 0, deleted.stderr
+    assert slug not in run_swiftmail("tenant", "list", env=test_environ).stdout
+
+
+def test_errors_are_one_line_without_traceback(test_environ, runtime) -> None:
+    result = run_swiftmail("tenant", "create", "Not A Slug", env=test_environ)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: slug:")
+    missing = run_swiftmail("apikey", "list", "--tenant", "nobody-here", env=test_environ)
+    assert missing.returncode == 1
+    assert "Traceback" not in missing.stderr
+    assert missing.stderr.startswith("error: no tenant 'nobody-here'")
+
+
+def test_bad_setting_names_the_setting(test_environ, tmp_path) -> None:
+    result = run_swiftmail("config", "show", env={**test_environ, "SWIFTMAIL_DB_POOL_SIZE": "lots"})
+    assert result.returncode == 1
+    assert "db_pool_size" in result.stderr and "SWIFTMAIL_DB_POOL_SIZE" in result.stderr
+    config = tmp_path / "bad.toml"
+    config.write_text('databse_url = "postgresql://x/y"\n')
+    typo = run_swiftmail("--config", str(config), "config", "show", env=test_environ)
+    assert typo.returncode == 1
+    assert "unknown setting 'databse_url'" in typo.stderr
+
+
+def test_config_show_redacts_secrets(test_environ) -> None:
+    result = run_swiftmail("config", "show", env=test_environ)
+    assert result.returncode == 0, result.stderr
+    assert test_environ["SWIFTMAIL_SECRET_KEY"] not in result.stdout
+    assert "secret_key = \"********\"" in result.stdout
+    assert "db_app_role = \"swiftmail_test_app\"" in result.stdout
+
+
+def test_doctor_passes_on_the_test_install(test_environ, targets) -> None:
+    result = run_swiftmail("doctor", env=test_environ)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "FAIL" not in result.stdout
+    assert "tenant_isolation" not in result.stdout  # checks are named in words
+    assert "contacts has ENABLE and FORCE row level security" in result.stdout
+
+
+def test_plugins_command_lists_builtins(test_environ) -> None:
+    result = run_swiftmail("plugins", env=test_environ)
+    assert result.returncode == 0, result.stderr
+    assert "apikey_auth" in result.stdout and "swiftmail_authenticate" in result.stdout
+    only = run_swiftmail("plugins", env={**test_environ, "SWIFTMAIL_LOAD_PLUGINS": "local_storage"})
+    assert only.stdout.strip().startswith("local_storage")
+    assert "apikey_auth" not in only.stdout

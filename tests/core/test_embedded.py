@@ -1,0 +1,39 @@
+"""The embedded default: nothing configured, real PostgreSQL and Redis in a data dir."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from swiftmail_core import embedded
+from tests.cli_helpers import run_swiftmail
+
+
+@pytest.fixture
+def empty_data_dir(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    # Short path: PostgreSQL's unix socket path is limited to 107 bytes.
+    path = tmp_path_factory.mktemp("emb")
+    yield path
+    embedded.stop_redis(path)
+    embedded.stop_postgres(path)
+
+
+def test_demo_and_doctor_on_embedded_engines(empty_data_dir) -> None:
+    env = {"SWIFTMAIL_DATA_DIR": str(empty_data_dir)}
+    first = run_swiftmail("demo", env=env, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "database: embedded PostgreSQL" in first.stdout
+    assert "migrations applied: 0001_schema, 0002_isolation" in first.stdout
+    assert re.search(r"api key \(owner, shown once\): sm_live_\w+", first.stdout)
+    assert (empty_data_dir / "swiftmail.toml").stat().st_mode & 0o077 == 0
+
+    again = run_swiftmail("demo", env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "migrations applied: none (up to date)" in again.stdout
+    assert "already exists" in again.stdout
+
+    doctor = run_swiftmail("doctor", env=env, timeout=300)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert "Redis answers (embedded)" in doctor.stdout
+    assert "role swiftmail_app has no BYPASSRLS" in doctor.stdout

@@ -1,0 +1,77 @@
+"""Settings: precedence, coercion, redaction, and errors that name the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from swiftmail_core.errors import ConfigurationError
+from swiftmail_core.settings import REDACTED, load_settings, redact_url
+
+
+def test_precedence_flag_over_env_over_file_over_default(tmp_path) -> None:
+    config = tmp_path / "swiftmail.toml"
+    config.write_text('log_level = "warning"\npublic_url = "https://file.example"\n'
+                      'db_pool_size = 3\n')
+    environ = {"SWIFTMAIL_CONFIG": str(config), "SWIFTMAIL_PUBLIC_URL": "https://env.example"}
+    settings = load_settings(environ=environ, overrides={"log_level": "debug"})
+    assert settings.log_level == "debug"  # flag
+    assert settings.public_url == "https://env.example"  # environment
+    assert settings.db_pool_size == 3  # file
+    assert settings.db_app_role == "swiftmail_app"  # default
+    assert settings.config_file == config
+
+
+def test_conventional_environment_names(tmp_path) -> None:
+    settings = load_settings(environ={
+        "SWIFTMAIL_DATA_DIR": str(tmp_path),
+        "DATABASE_URL": "postgresql://db/swiftmail",
+        "REDIS_URL": "redis://cache:6379/1",
+        "SWIFTMAIL_DISABLED_PLUGINS": "a, b",
+    })
+    assert settings.database_url == "postgresql://db/swiftmail"
+    assert settings.redis_url == "redis://cache:6379/1"
+    assert settings.disabled_plugins == ("a", "b")
+    assert settings.storage_dir == tmp_path / "storage"
+    assert settings.config_file == tmp_path / "swiftmail.toml"
+    assert not settings.uses_embedded_postgres and not settings.uses_embedded_redis
+
+
+def test_invalid_values_name_the_setting_and_source(tmp_path) -> None:
+    with pytest.raises(ConfigurationError, match=r"'db_pool_size' from \$SWIFTMAIL_DB_POOL_SIZE"):
+        load_settings(environ={"SWIFTMAIL_DB_POOL_SIZE": "many", "SWIFTMAIL_DATA_DIR": str(tmp_path)})
+    config = tmp_path / "swiftmail.toml"
+    config.write_text("secret_kee = 'x'\n")
+    with pytest.raises(ConfigurationError, match="unknown setting 'secret_kee'"):
+        load_settings(environ={"SWIFTMAIL_CONFIG": str(config)})
+    config.write_text("this is not toml")
+    with pytest.raises(ConfigurationError, match="cannot read settings file"):
+        load_settings(environ={"SWIFTMAIL_CONFIG": str(config)})
+
+
+def test_require_names_the_setting_and_the_fix(tmp_path) -> None:
+    settings = load_settings(environ={"SWIFTMAIL_DATA_DIR": str(tmp_path)})
+    with pytest.raises(ConfigurationError, match="'secret_key' is not set: run `swiftmail init` "
+                                                 "or set SWIFTMAIL_SECRET_KEY"):
+        settings.require("secret_key")
+
+
+def test_redaction_hides_secrets_and_url_passwords(tmp_path) -> None:
+    settings = load_settings(environ={
+        "SWIFTMAIL_DATA_DIR": str(tmp_path),
+        "SWIFTMAIL_SECRET_KEY": "s" * 40,
+        "DATABASE_URL": "postgresql://app:hunter2@db:5432/swiftmail",
+    })
+    shown = settings.redacted()
+    assert shown["secret_key"] == REDACTED
+    assert shown["database_url"] == f"postgresql://app:{REDACTED}@db:5432/swiftmail"
+    assert "hunter2" not in str(shown)
+    assert redact_url("host=db password=hunter2 dbname=x") == f"host=db password={REDACTED} dbname=x"
+
+
+def test_plugin_settings_from_file_and_environment(tmp_path, monkeypatch) -> None:
+    config = tmp_path / "swiftmail.toml"
+    config.write_text('[plugins.sendgrid]\napi_key = "file-key"\nbase_url = "http://127.0.0.1:1"\n')
+    monkeypatch.setenv("SWIFTMAIL_PLUGIN_SENDGRID_API_KEY", "env-key")
+    settings = load_settings(environ={"SWIFTMAIL_CONFIG": str(config)})
+    assert settings.plugin_settings("sendgrid") == {"api_key": "env-key",
+                                                    "base_url": "http://127.0.0.1:1"}

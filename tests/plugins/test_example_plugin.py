@@ -1,0 +1,54 @@
+"""A third-party plugin, installed with pip and found through its entry point."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.cli_helpers import run_swiftmail
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "contrib" / "swiftmail-example-plugin"
+
+
+@pytest.fixture(scope="module")
+def installed_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(EXAMPLE)],
+        check=True, capture_output=True, timeout=300,
+    )
+    return target
+
+
+def test_example_plugin_loads_through_its_entry_point(installed_example: Path) -> None:
+    env = {"PYTHONPATH": str(installed_example)}
+    listed = run_swiftmail("plugins", env=env)
+    assert listed.returncode == 0, listed.stderr
+    line = next(line for line in listed.stdout.splitlines() if line.startswith("example "))
+    assert "1.0.0" in line
+    for hook in ("swiftmail_register_commands", "swiftmail_register_transports",
+                 "swiftmail_tracking_event"):
+        assert hook in line
+    greeted = run_swiftmail("example-hello", "--name", "Ada", env=env)
+    assert greeted.returncode == 0, greeted.stderr
+    assert greeted.stdout.strip() == "hello, Ada"
+    hidden = run_swiftmail("plugins", env={**env, "SWIFTMAIL_DISABLED_PLUGINS": "example"})
+    assert "example " not in hidden.stdout
+
+
+def test_example_transport_is_usable(installed_example: Path, monkeypatch) -> None:
+    import uuid
+
+    from swiftmail_core.plugins import PluginManager
+    from swiftmail_core.settings import load_settings
+    from swiftmail_core.transports import OutboundMessage, Outcome
+
+    monkeypatch.syspath_prepend(str(installed_example))
+    manager = PluginManager.load(load_settings(environ={"SWIFTMAIL_LOAD_PLUGINS": "example"}))
+    transport = manager.transport("example-memory")
+    message = OutboundMessage(7, uuid.uuid4(), "b@x.test", "r@y.test", b"raw", "<m@x>")
+    assert transport.send([message])[0].outcome is Outcome.ACCEPTED
