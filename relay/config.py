@@ -54,6 +54,7 @@ class RelayConfig:
     retry_base: float = 300.0
     retry_cap: float = 4 * 3600.0
     connect_timeout: float = 30.0
+    dns_timeout: float = 5.0
     command_timeout: float = 300.0
     max_connections_per_site: int = 20
     messages_per_connection: int = 100
@@ -95,7 +96,7 @@ class RelayConfig:
             if name in ("smtp_port", "max_message_size", "max_connections_per_site",
                         "messages_per_connection", "workers"):
                 return int(value)
-            if name in ("max_age", "retry_base", "retry_cap", "connect_timeout",
+            if name in ("max_age", "retry_base", "retry_cap", "connect_timeout", "dns_timeout",
                         "command_timeout", "scan_interval"):
                 return float(value)
             if name == "dkim_ed25519":
