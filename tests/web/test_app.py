@@ -1,0 +1,91 @@
+"""The app shell: health, readiness, metrics, errors, request ids, auth."""
+
+from __future__ import annotations
+
+from swiftmail_web.app import create_app
+
+
+def test_healthz_and_readyz(client) -> None:
+    assert client.simulate_get("/healthz").json == {"status": "ok"}
+    ready = client.simulate_get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json["checks"] == {"database": "ok", "redis": "ok"}
+
+
+def test_readyz_reports_unreachable_redis(runtime, settings, web_config) -> None:
+    import falcon.testing
+    import redis
+
+    broken = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    app = create_app(settings, runtime.plugins, redis_client=broken, config=web_config)
+    result = falcon.testing.TestClient(app).simulate_get("/readyz")
+    assert result.status_code == 503
+    assert result.json["checks"]["database"] == "ok"
+    assert result.json["checks"]["redis"].startswith("unavailable")
+
+
+def test_metrics_exposition(client) -> None:
+    client.simulate_get("/healthz")
+    result = client.simulate_get("/metrics")
+    assert result.status_code == 200
+    assert "swiftmail_http_requests_total" in result.text
+
+
+def test_request_id_is_honoured_or_generated(client) -> None:
+    given = client.simulate_get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert given.headers["X-Request-ID"] == "abc-123"
+    generated = client.simulate_get("/healthz", headers={"X-Request-ID": "bad id\n"})
+    assert generated.headers["X-Request-ID"] != "bad id\n"
+    assert len(generated.headers["X-Request-ID"]) == 32
+
+
+def test_unknown_route_is_problem_json(client) -> None:
+    result = client.simulate_get("/v1/nothing-here")
+    assert result.status_code == 404
+    assert result.headers["Content-Type"] == "application/problem+json"
+    assert result.json["type"].endswith("/not-found")
+    assert "request_id" in result.json
+
+
+def test_missing_and_bad_credentials_are_401(client) -> None:
+    missing = client.simulate_get("/v1/contacts")
+    assert missing.status_code == 401
+    assert missing.headers["Content-Type"] == "application/problem+json"
+    bad = client.simulate_get("/v1/contacts", headers={"Authorization": "Bearer sm_live_nope"})
+    assert bad.status_code == 401
+    other = client.simulate_get("/v1/contacts", headers={"Authorization": "Basic Zm9vOmJhcg=="})
+    assert other.status_code == 401
+
+
+def test_revoked_key_is_401(owner_a) -> None:
+    from swiftmail_core.apikeys import authenticate_key, revoke_api_key
+
+    principal = authenticate_key(owner_a.key)
+    revoke_api_key(owner_a.tenant_id, principal.key_id)
+    result = owner_a.get("/v1/contacts")
+    assert result.status_code == 401
+    assert "revoked" in result.json["detail"]
+
+
+def test_unexpected_exception_hides_traceback(runtime, settings, web_config, caplog) -> None:
+    import falcon.testing
+
+    class Boom:
+        public = True
+
+        def on_get(self, req, resp):
+            raise RuntimeError("secret internals /etc/passwd")
+
+    app = create_app(settings, runtime.plugins, config=web_config)
+    app.add_route("/boom", Boom())
+    result = falcon.testing.TestClient(app).simulate_get("/boom")
+    assert result.status_code == 500
+    assert result.headers["Content-Type"] == "application/problem+json"
+    assert "secret" not in result.text and "Traceback" not in result.text
+    assert result.json["type"].endswith("/internal")
+
+
+def test_method_not_allowed_is_problem_json(owner_a) -> None:
+    result = owner_a.delete("/v1/contacts")
+    assert result.status_code == 405
+    assert result.headers["Content-Type"] == "application/problem+json"

@@ -1,0 +1,89 @@
+"""The Falcon application: ``create_app`` builds it, ``get_app`` serves it.
+
+``create_app(settings, plugin_manager)`` is a pure factory: it connects
+nothing and reads no environment; collaborators (Redis client, config, the
+lifecycle functions) are passed in. ``get_app()`` is what gunicorn imports:
+it loads settings, starts the runtime and calls ``create_app``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon
+import redis
+from swiftmail_web import errors, jsonio
+from swiftmail_web.config import WebConfig
+from swiftmail_web.health import HealthResource, ReadyResource
+from swiftmail_web.idempotency import IdempotencyStore
+from swiftmail_web.metrics import MetricsResource
+from swiftmail_web.middleware import (
+    Authenticate,
+    Guard,
+    Idempotency,
+    RequestContext,
+    TenantTransaction,
+)
+from swiftmail_web.ratelimit import Limits, RateLimiter
+
+from swiftmail_core.plugins import PluginManager
+from swiftmail_core.settings import Settings
+
+
+def create_app(
+    settings: Settings,
+    plugin_manager: PluginManager,
+    *,
+    redis_client: redis.Redis | None = None,
+    config: WebConfig | None = None,
+) -> falcon.App:
+    """Build the API application; the database handles must already be connected."""
+    from swiftmail_web.openapi import OpenApiResource
+    from swiftmail_web.resources import add_v1_routes
+
+    config = config or WebConfig.from_settings(settings)
+    if redis_client is None:
+        from swiftmail_core import embedded
+
+        url = settings.redis_url or embedded.redis_url(settings.data_dir)
+        redis_client = redis.Redis.from_url(url)
+    limiter = RateLimiter(
+        redis_client,
+        Limits(config.rate_limit_per_tenant, config.rate_limit_per_key),
+        prefix=config.redis_prefix,
+    )
+    app = falcon.App(
+        middleware=[
+            RequestContext(),
+            Authenticate(plugin_manager),
+            Guard(limiter),
+            Idempotency(IdempotencyStore()),
+            TenantTransaction(),
+        ],
+    )
+    handler = jsonio.json_handler()
+    app.req_options.media_handlers[falcon.MEDIA_JSON] = handler
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = handler
+    app.req_options.strip_url_path_trailing_slash = True
+    errors.install(app)
+    app.add_route("/healthz", HealthResource())
+    app.add_route("/readyz", ReadyResource(redis_client))
+    app.add_route("/metrics", MetricsResource())
+    services: dict[str, Any] = {"settings": settings, "redis": redis_client, "config": config}
+    add_v1_routes(app, services)
+    app.add_route("/v1/openapi.json", OpenApiResource(app))
+    plugin_manager.register_routes(app)
+    return app
+
+
+def get_app() -> falcon.App:
+    """Return the application for gunicorn: settings, runtime, then ``create_app``."""
+    from swiftmail_core.logs import configure_logging
+    from swiftmail_core.runtime import start
+    from swiftmail_core.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    runtime = start(settings)
+    runtime.plugins.startup()
+    return create_app(settings, runtime.plugins, redis_client=runtime.redis)

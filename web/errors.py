@@ -1,0 +1,113 @@
+"""Render every error as one RFC 9457 ``application/problem+json`` body.
+
+One serializer for three sources: a ``SwiftMailError`` (it carries its own
+type, title and status), a Falcon ``HTTPError`` (routing, 405, bad media) and
+any other exception, which is logged with its traceback and answered with a
+bare 500 that never carries the traceback to the client.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import falcon
+import structlog
+
+from swiftmail_core.errors import PROBLEM_BASE, SwiftMailError
+
+PROBLEM_JSON = "application/problem+json"
+log = structlog.get_logger("swiftmail.web")
+
+_HTTP_TYPES = {
+    400: "bad-request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    409: "conflict",
+    411: "length-required",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    422: "validation",
+    429: "rate-limited",
+    503: "unavailable",
+}
+
+
+class RateLimitedError(SwiftMailError):
+    """Too many requests for this tenant or key in the current window."""
+
+    problem_type = "rate-limited"
+    title = "Too many requests"
+    status = 429
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+def _write(req: falcon.Request, resp: falcon.Response, status: int, body: dict[str, Any]) -> None:
+    request_id = getattr(req.context, "request_id", None)
+    if request_id:
+        body.setdefault("request_id", request_id)
+    body.setdefault("instance", req.path)
+    resp.status = status
+    resp.content_type = PROBLEM_JSON
+    resp.media = None
+    resp.data = json.dumps(body).encode()
+
+
+def render_swiftmail_error(
+    req: falcon.Request, resp: falcon.Response, ex: SwiftMailError, params: dict[str, Any]
+) -> None:
+    """Answer a SwiftMailError with its own problem document."""
+    if ex.status >= 500:
+        log.error("request failed", problem=ex.problem_type, detail=ex.detail)
+    if isinstance(ex, RateLimitedError):
+        resp.set_header("Retry-After", str(ex.retry_after))
+    _write(req, resp, ex.status, ex.to_problem())
+
+
+def render_http_error(
+    req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: dict[str, Any]
+) -> None:
+    """Answer a Falcon HTTPError (404 route, 405, bad media) as a problem document."""
+    status = ex.status_code
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + _HTTP_TYPES.get(status, "error"),
+        "title": ex.title or falcon.code_to_http_status(status)[4:],
+        "status": status,
+        "detail": ex.description or ex.title or "",
+    }
+    for name, value in (ex.headers or {}).items():
+        resp.set_header(name, value)
+    _write(req, resp, status, body)
+
+
+def render_unexpected(
+    req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]
+) -> None:
+    """Log an unexpected exception with its traceback; tell the client only 500."""
+    if isinstance(ex, falcon.HTTPError):
+        render_http_error(req, resp, ex, params)
+        return
+    if isinstance(ex, SwiftMailError):
+        render_swiftmail_error(req, resp, ex, params)
+        return
+    log.exception("unhandled exception", path=req.path, method=req.method)
+    # APPSEC: no exception text or traceback reaches the client.
+    _write(req, resp, 500, {
+        "type": PROBLEM_BASE + "internal",
+        "title": "Internal server error",
+        "status": 500,
+        "detail": "an unexpected error occurred; quote the request_id when reporting it",
+    })
+
+
+def install(app: falcon.App) -> None:
+    """Register the serializers on ``app`` (most specific last wins in Falcon)."""
+    app.add_error_handler(Exception, render_unexpected)
+    app.add_error_handler(falcon.HTTPError, render_http_error)
+    app.add_error_handler(SwiftMailError, render_swiftmail_error)

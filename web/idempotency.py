@@ -1,0 +1,109 @@
+"""``Idempotency-Key`` on POST, stored in the ``idempotency_keys`` table.
+
+The first request with a key reserves it (a committed row with no response
+yet), runs, and stores its status, body and content type. A repeat with the
+same method, path and body replays that response (``Idempotent-Replayed:
+true``); with a different body it is a 422; while the first is still running
+it is a 409. The primary key (tenant, key) makes the reservation race-free.
+Keys expire after 24 hours; a reservation whose request died without an
+answer is taken over after ``ABANDONED``. A 5xx releases the key so a retry
+can run again.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+
+import falcon
+from swiftmail_web.jsonio import dumps
+
+from swiftmail_core.db import tenant_tx
+from swiftmail_core.errors import ConflictError, ValidationError
+from swiftmail_core.models import IdempotencyKey, utcnow
+
+LIFETIME = datetime.timedelta(hours=24)
+ABANDONED = datetime.timedelta(minutes=5)
+
+
+def request_hash(req: falcon.Request) -> bytes:
+    """Return the fingerprint of a request: method, path, query and body."""
+    digest = hashlib.sha256()
+    for part in (req.method, req.path, req.query_string or ""):
+        digest.update(part.encode() + b"\x00")
+    digest.update(req.context.body_bytes or b"")
+    return digest.digest()
+
+
+class IdempotencyStore:
+    """Reserve, replay and record responses by (tenant, key)."""
+
+    def begin(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
+        """Reserve ``key`` or answer the request from the stored response."""
+        if not 1 <= len(key) <= 255 or not key.isprintable():
+            raise ValidationError.for_field(
+                "Idempotency-Key", "must be 1 to 255 printable characters")
+        tenant_id = req.context.principal.tenant_id
+        fingerprint = request_hash(req)
+        now = utcnow()
+        with tenant_tx(tenant_id) as database:
+            reserved = database.execute_sql(
+                "INSERT INTO idempotency_keys (tenant_id, key, request_hash, method, path, "
+                "created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (tenant_id, key) DO NOTHING RETURNING key",
+                (str(tenant_id), key, fingerprint, req.method, req.path, now, now + LIFETIME),
+            ).fetchone()
+            if reserved is None:
+                row = (IdempotencyKey.select()
+                       .where(IdempotencyKey.key == key).for_update().get())
+                stale = row.expires_at <= now or (
+                    row.response_status is None and row.created_at <= now - ABANDONED)
+                if stale:
+                    (IdempotencyKey.update(
+                        request_hash=fingerprint, method=req.method, path=req.path,
+                        response_status=None, response_body=None, response_headers={},
+                        created_at=now, expires_at=now + LIFETIME)
+                     .where(IdempotencyKey.key == key).execute())
+                elif bytes(row.request_hash) != fingerprint:
+                    raise ValidationError.for_field(
+                        "Idempotency-Key",
+                        "was already used with a different request; use a new key")
+                elif row.response_status is None:
+                    raise ConflictError(
+                        "a request with this Idempotency-Key is still in progress; retry later")
+                else:
+                    resp.status = row.response_status
+                    headers = row.response_headers or {}
+                    resp.content_type = headers.get("content-type", "application/json")
+                    if headers.get("location"):
+                        resp.set_header("Location", headers["location"])
+                    resp.data = bytes(row.response_body or b"")
+                    resp.set_header("Idempotent-Replayed", "true")
+                    resp.complete = True
+                    return
+        req.context.idempotency = key
+
+    def finish(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Store the response of a reserved request, or release it after a 5xx."""
+        key = req.context.idempotency
+        req.context.idempotency = None
+        status = int(str(resp.status)[:3]) if not isinstance(resp.status, int) else resp.status
+        with tenant_tx(req.context.principal.tenant_id):
+            query = IdempotencyKey.key == key
+            if status >= 500:
+                IdempotencyKey.delete().where(query).execute()
+                return
+            if resp.data is not None:
+                body = resp.data
+            elif resp.media is not None:
+                body = dumps(resp.media).encode()
+            else:
+                body = (resp.text or "").encode()
+            headers = {"content-type": resp.content_type or "application/json"}
+            location = resp.get_header("Location")
+            if location:
+                headers["location"] = location
+            (IdempotencyKey.update(response_status=status, response_body=body,
+                                   response_headers=json.loads(json.dumps(headers)))
+             .where(query).execute())

@@ -1,0 +1,49 @@
+"""Built-in plugin ``web``: the ``swiftmail serve`` command.
+
+The API itself is built by ``swiftmail_web.app.create_app``; this plugin only
+adds the command that runs it, registered like any third-party plugin.
+"""
+
+from __future__ import annotations
+
+import click
+
+from swiftmail_core.hookspecs import hookimpl
+
+
+@click.command("serve")
+@click.option("--bind", "-b", default="127.0.0.1:8000", show_default=True,
+              envvar="SWIFTMAIL_BIND", help="Address and port to listen on.")
+@click.option("--workers", "-w", type=click.IntRange(1, 64), default=None,
+              envvar="SWIFTMAIL_WORKERS", help="Worker processes [default: 2 x cores + 1].")
+@click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True,
+              envvar="SWIFTMAIL_THREADS", help="Threads per worker (keep <= db_pool_size).")
+@click.option("--timeout", type=click.IntRange(5, 600), default=30, show_default=True,
+              envvar="SWIFTMAIL_WORKER_TIMEOUT", help="Seconds before a stuck worker restarts.")
+@click.pass_obj
+def serve_command(state, bind: str, workers: int | None, threads: int, timeout: int) -> None:  # type: ignore[no-untyped-def]
+    """Serve the REST API under gunicorn.
+
+    \b
+    Examples:
+      swiftmail serve
+      swiftmail serve --bind 0.0.0.0:8000 --workers 5
+      SWIFTMAIL_BIND=unix:/run/swiftmail.sock swiftmail serve
+    """
+    from swiftmail_web.serve import default_workers, serve
+
+    from swiftmail_core.errors import ConfigurationError
+
+    settings = state.settings
+    settings.require("secret_key")
+    if threads > settings.db_pool_size:
+        raise ConfigurationError(
+            f"--threads {threads} exceeds setting 'db_pool_size' ({settings.db_pool_size}): "
+            "lower --threads or raise SWIFTMAIL_DB_POOL_SIZE")
+    serve(bind, workers or default_workers(), threads, settings.data_dir, timeout)
+
+
+@hookimpl
+def swiftmail_register_commands(cli: click.Group) -> None:
+    """Add ``swiftmail serve``."""
+    cli.add_command(serve_command)
