@@ -93,6 +93,21 @@ class Settings:
         (), "Comma-separated resolver addresses (default: the system resolver)."
     )
     dns_port: int = _setting(53, "Port of the DNS resolvers in dns_nameservers.")
+    worker_queue_name: str = _setting(
+        "swiftmail-sending", "Name of the sending queue in Redis (give each installation its own)."
+    )
+    worker_threads: int = _setting(2, "Threads per `swiftmail worker` process.")
+    worker_tick_seconds: int = _setting(
+        10, "How often workers start due campaigns, reclaim expired leases and re-kick work."
+    )
+    send_batch_size: int = _setting(100, "Ledger rows a worker claims and sends per batch.")
+    send_lease_seconds: int = _setting(
+        300, "How long a claimed batch is leased before the sweeper reclaims it."
+    )
+    send_retry_base_seconds: int = _setting(
+        60, "First retry delay after a transient failure (doubles per attempt, at most 1 hour)."
+    )
+    send_max_attempts: int = _setting(10, "Attempts before a deferred message expires.")
     plugins: Mapping[str, Any] = _setting(
         None, "Per-plugin settings tables, `[plugins.NAME]` in the file."
     )

@@ -252,10 +252,15 @@ def send_transactional(
     with tenant_tx(tenant_id) as database:
         if template_id is not None:
             found = database.execute_sql(
-                "SELECT 1 FROM templates WHERE id = %s", (payload["template_id"],)
+                "SELECT 1 FROM templates WHERE id = %s", (payload["template_id"],),
             ).fetchone()
             if not found:
                 raise ValidationError.for_field("template_id", "no such template")
+            # NOTE: snapshot the template: workers (system role) never read templates.
+            subject_t, html_t, text_t = database.execute_sql(
+                "SELECT subject, html, text FROM templates WHERE id = %s", (payload["template_id"],)
+            ).fetchone()
+            payload.update(subject=subject or subject_t, html=html or html_t, text=text or text_t)
         row = database.execute_sql(
             "INSERT INTO messages (tenant_id, contact_id, email, kind, transport, payload) "
             "SELECT %s, (SELECT id FROM contacts WHERE email_lower = lower(%s)), %s, "

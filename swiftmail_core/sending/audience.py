@@ -1,0 +1,90 @@
+"""Audience resolution: a campaign's lists become its ledger, in set-based SQL.
+
+Each batch is one ``INSERT ... SELECT`` inside the tenant's transaction: the
+next ``batch_size`` contacts (keyset order) that are active, confirmed on at
+least one of the campaign's lists and not suppressed, one row per contact
+(a contact is unique per address, so each address once). ``ON CONFLICT DO
+NOTHING`` on the one-row-per-recipient index makes a re-run after a crash
+harmless: resolution can always be run again until it marks the campaign.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from swiftmail_core.db import tenant_tx
+from swiftmail_core.errors import NotFoundError
+from swiftmail_core.models import utcnow
+
+DEFAULT_BATCH_SIZE = 50_000
+
+_BATCH_SQL = """
+WITH batch AS (
+    SELECT c.id, c.email
+    FROM contacts c
+    WHERE c.id > %(after)s::uuid
+      AND c.status = 'active'
+      AND EXISTS (
+          SELECT 1 FROM subscriptions s
+          WHERE s.tenant_id = c.tenant_id AND s.contact_id = c.id
+            AND s.list_id = ANY (%(lists)s::uuid[]) AND s.status = 'confirmed')
+      AND NOT EXISTS (
+          SELECT 1 FROM suppressions x
+          WHERE x.tenant_id = c.tenant_id AND x.email_lower = c.email_lower
+            AND (x.expires_at IS NULL OR x.expires_at > now()))
+    ORDER BY c.id
+    LIMIT %(limit)s
+), inserted AS (
+    INSERT INTO messages (tenant_id, campaign_id, contact_id, email, kind, transport)
+    SELECT %(tenant)s::uuid, %(campaign)s::uuid, b.id, b.email, 'campaign', %(transport)s
+    FROM batch b
+    ON CONFLICT (tenant_id, campaign_id, contact_id) WHERE kind = 'campaign' DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT max(id::text) FROM batch), (SELECT count(*) FROM batch),
+       (SELECT count(*) FROM inserted)
+"""
+
+_NIL = "00000000-0000-0000-0000-000000000000"
+
+
+def resolve_audience(
+    tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str, *, batch_size: int = DEFAULT_BATCH_SIZE
+) -> int:
+    """Write the campaign's ledger rows in batches; return how many it has.
+
+    Idempotent: rows already written are kept. Marks the campaign's
+    ``audience_resolved_at`` and ``recipient_count`` when done.
+    """
+    with tenant_tx(tenant_id) as database:
+        row = database.execute_sql(
+            "SELECT list_ids::text[], transport, audience_resolved_at FROM campaigns WHERE id = %s",
+            (str(campaign_id),),
+        ).fetchone()
+    if row is None:
+        raise NotFoundError(f"no campaign {campaign_id}")
+    list_ids, transport, resolved_at = row
+    if resolved_at is None:
+        after = _NIL
+        while True:
+            with tenant_tx(tenant_id) as database:
+                last, seen, _ = database.execute_sql(
+                    _BATCH_SQL,
+                    {"after": after, "lists": list_ids, "limit": batch_size,
+                     "tenant": str(tenant_id), "campaign": str(campaign_id),
+                     "transport": transport},
+                ).fetchone()
+            if not seen or seen < batch_size:
+                break
+            after = last
+    with tenant_tx(tenant_id) as database:
+        (count,) = database.execute_sql(
+            "SELECT count(*) FROM messages WHERE campaign_id = %s AND kind = 'campaign'",
+            (str(campaign_id),),
+        ).fetchone()
+        database.execute_sql(
+            "UPDATE campaigns SET audience_resolved_at = coalesce(audience_resolved_at, %s), "
+            "recipient_count = %s, updated_at = now() WHERE id = %s",
+            (utcnow(), count, str(campaign_id)),
+        )
+    return int(count)

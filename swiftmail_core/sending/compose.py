@@ -1,0 +1,162 @@
+"""Turn claimed ledger rows into ``OutboundMessage``s through the renderer.
+
+The worker loads, as the system role, what rendering needs (campaign,
+tenant, sending domain, tracked links, contacts and the list each contact
+is on) and keeps one renderer per campaign for a short while, so a
+campaign's MIME skeleton is built once and only the personal parts change.
+Rendering itself belongs to ``swiftmail_core.rendering``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from swiftmail_core.db import system_tx
+from swiftmail_core.plugins import PluginManager
+from swiftmail_core.sending.outbox import ClaimedMessage
+from swiftmail_core.settings import Settings
+from swiftmail_core.transports import OutboundMessage
+
+log = logging.getLogger(__name__)
+RENDERER_TTL_SECONDS = 30.0
+
+
+def _renderer_class() -> Any:
+    """Return the renderer class (the rendering package, or the fallback)."""
+    try:
+        from swiftmail_core.rendering import CampaignRenderer
+    except ImportError:  # NOTE: until swiftmail_core.rendering lands
+        from swiftmail_core.sending._fallback_render import FallbackRenderer as CampaignRenderer
+    return CampaignRenderer
+
+
+def _fetch_dicts(database: Any, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+    cursor = database.execute_sql(sql, params)
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+class Composer:
+    """Build outbound messages for claimed rows, caching renderers per campaign."""
+
+    def __init__(self, settings: Settings, plugins: PluginManager) -> None:
+        self.settings = settings
+        self.plugins = plugins
+        self._renderers: dict[tuple[uuid.UUID, uuid.UUID], tuple[float, Any, list[str]]] = {}
+        self._lock = threading.Lock()
+
+    def _load_campaign(
+        self, database: Any, tenant_id: uuid.UUID, campaign_id: uuid.UUID
+    ) -> tuple[Any, list[str]]:
+        (campaign,) = _fetch_dicts(
+            database, "SELECT * FROM campaigns WHERE tenant_id = %s AND id = %s",
+            (str(tenant_id), str(campaign_id)))
+        return self._build(database, tenant_id, campaign), [str(i) for i in campaign["list_ids"]]
+
+    def _build(self, database: Any, tenant_id: uuid.UUID, campaign: dict[str, Any]) -> Any:
+        (tenant,) = _fetch_dicts(database, "SELECT * FROM tenants WHERE id = %s", (str(tenant_id),))
+        domain = None
+        if campaign.get("sending_domain_id"):
+            found = _fetch_dicts(
+                database, "SELECT * FROM sending_domains WHERE tenant_id = %s AND id = %s",
+                (str(tenant_id), str(campaign["sending_domain_id"])))
+            domain = found[0] if found else None
+        link_ids: dict[str, int] = {}
+        if campaign.get("id"):
+            for link in _fetch_dicts(
+                database, "SELECT id, url FROM links WHERE tenant_id = %s AND campaign_id = %s",
+                (str(tenant_id), str(campaign["id"]))):
+                link_ids[link["url"]] = int(link["id"])
+        return _renderer_class()(campaign, tenant, domain, self.settings, self.plugins, link_ids)
+
+    def _renderer(
+        self, database: Any, tenant_id: uuid.UUID, campaign_id: uuid.UUID
+    ) -> tuple[Any, list[str]]:
+        key = (tenant_id, campaign_id)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._renderers.get(key)
+        if cached and now - cached[0] < RENDERER_TTL_SECONDS:
+            return cached[1], cached[2]
+        renderer, list_ids = self._load_campaign(database, tenant_id, campaign_id)
+        with self._lock:
+            self._renderers[key] = (now, renderer, list_ids)
+        return renderer, list_ids
+
+    def compose(
+        self, claimed: Sequence[ClaimedMessage]
+    ) -> tuple[list[OutboundMessage], dict[int, str]]:
+        """Render claimed rows; return the messages and {ledger_id: error} for failures."""
+        messages: list[OutboundMessage] = []
+        failures: dict[int, str] = {}
+        groups: dict[tuple[uuid.UUID, uuid.UUID | None], list[ClaimedMessage]] = defaultdict(list)
+        for row in claimed:
+            groups[(row.tenant_id, row.campaign_id)].append(row)
+        with system_tx() as database:
+            for (tenant_id, campaign_id), rows in groups.items():
+                renderer, list_ids = None, []
+                if campaign_id is not None:
+                    try:
+                        renderer, list_ids = self._renderer(database, tenant_id, campaign_id)
+                    except Exception as ex:  # NOTE: a broken campaign fails its rows only
+                        log.warning("campaign %s cannot render: %s", campaign_id, ex)
+                        failures.update({r.ledger_id: f"rendering failed: {ex}" for r in rows})
+                        continue
+                contacts = {
+                    str(contact["id"]): contact
+                    for contact in _fetch_dicts(
+                        database,
+                        "SELECT c.id, c.email, c.name, c.attributes, c.status, c.created_at, "
+                        "(SELECT s.list_id FROM subscriptions s WHERE s.tenant_id = c.tenant_id "
+                        " AND s.contact_id = c.id AND s.list_id = ANY (%s::uuid[]) "
+                        " ORDER BY s.status = 'confirmed' DESC LIMIT 1) AS list_id "
+                        "FROM contacts c WHERE c.tenant_id = %s AND c.id = ANY (%s::uuid[])",
+                        (list_ids, str(tenant_id),
+                         [str(r.contact_id) for r in rows if r.contact_id]))
+                }
+                for row in rows:
+                    try:
+                        messages.append(self._compose_one(database, row, renderer, contacts))
+                    except Exception as ex:  # NOTE: one bad row must not sink the batch
+                        log.warning("rendering ledger row %s failed: %s", row.ledger_id, ex)
+                        failures[row.ledger_id] = f"rendering failed: {ex}"
+        return messages, failures
+
+    def _compose_one(
+        self, database: Any, row: ClaimedMessage, renderer: Any,
+        contacts: dict[str, dict[str, Any]],
+    ) -> OutboundMessage:
+        contact = dict(contacts.get(str(row.contact_id), {})) or {
+            "id": None, "email": row.email, "name": "", "attributes": {}, "list_id": None}
+        contact["email"] = row.email
+        list_id = contact.pop("list_id", None)
+        if renderer is None:
+            renderer = self._build(database, row.tenant_id, transactional_campaign(row))
+            contact["data"] = dict(row.payload.get("data") or {})
+        rendered = renderer.render(row.ledger_id, contact, list_id)
+        return OutboundMessage(
+            ledger_id=row.ledger_id, tenant_id=row.tenant_id,
+            envelope_from=rendered.envelope_from, recipient=rendered.recipient or row.email,
+            raw=rendered.raw, message_id=rendered.message_id, campaign_id=row.campaign_id,
+            metadata={"kind": row.kind, "attempt": row.attempts},
+        )
+
+
+def transactional_campaign(row: ClaimedMessage) -> dict[str, Any]:
+    """Return the campaign-shaped dict a transactional message renders from."""
+    payload = row.payload
+    return {
+        "id": None, "tenant_id": row.tenant_id, "name": "transactional",
+        "subject": payload.get("subject", ""), "preheader": "",
+        "html": payload.get("html", ""), "text": payload.get("text", ""),
+        "from_email": payload.get("from_email", ""), "from_name": payload.get("from_name", ""),
+        "reply_to": payload.get("reply_to", ""), "headers": {}, "sending_domain_id": None,
+        "transport": row.transport, "list_ids": [], "tracking_enabled": False,
+        "template_id": payload.get("template_id"),
+    }

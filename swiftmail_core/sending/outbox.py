@@ -1,0 +1,326 @@
+"""The outbox: claim due ledger rows under a lease, and record what happened.
+
+``claim_batch`` runs as the system role in one short transaction and commits
+before any network I/O:
+
+1. lock due rows (``queued``/``deferred``, due now, campaign still sending)
+   with ``FOR UPDATE SKIP LOCKED`` so concurrent workers never share a row;
+2. end rows whose address is suppressed (or whose contact is no longer
+   active) as ``suppressed``: suppression is checked at claim time;
+3. spend each tenant's send budget (rate per second as a token bucket and
+   the daily quota, in ``send_budgets``) and push rows over budget later;
+4. lease the rest to this worker (``sending``, ``lease_owner``,
+   ``lease_expires_at``) and count the attempt.
+
+``record_results`` writes each transport answer back only where this worker
+still holds the row's lease, so a batch whose lease expired and was claimed
+again elsewhere never overwrites the newer attempt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from psycopg2.extras import execute_values
+
+from swiftmail_core.db import system_tx
+from swiftmail_core.events import EventRecord, record_events
+from swiftmail_core.plugins import PluginManager
+from swiftmail_core.suppressions import SuppressionEntry, suppress
+from swiftmail_core.transports import Outcome, SendResult
+
+MAX_BACKOFF = datetime.timedelta(hours=1)
+#: Bounce classes that prove the address itself is bad (suppress it).
+ADDRESS_PROBLEMS = frozenset({"hard"})
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimedMessage:
+    """A ledger row leased to this worker."""
+
+    ledger_id: int
+    tenant_id: uuid.UUID
+    campaign_id: uuid.UUID | None
+    contact_id: uuid.UUID | None
+    email: str
+    kind: str
+    transport: str
+    attempts: int
+    payload: Mapping[str, Any]
+    lease_owner: str
+
+
+_CANDIDATES_SQL = """
+SELECT m.tenant_id, m.id,
+       (m.kind = 'campaign' AND ct.status IS DISTINCT FROM 'active') OR EXISTS (
+           SELECT 1 FROM suppressions x
+           WHERE x.tenant_id = m.tenant_id AND x.email_lower = lower(m.email)
+             AND (x.expires_at IS NULL OR x.expires_at > now())) AS suppressed
+FROM messages m
+LEFT JOIN contacts ct ON ct.tenant_id = m.tenant_id AND ct.id = m.contact_id
+WHERE m.status IN ('queued', 'deferred') AND m.next_attempt_at <= now()
+  AND (m.kind <> 'campaign' OR EXISTS (
+        SELECT 1 FROM campaigns c
+        WHERE c.tenant_id = m.tenant_id AND c.id = m.campaign_id AND c.status = 'sending'))
+ORDER BY m.next_attempt_at
+LIMIT %s
+FOR UPDATE OF m SKIP LOCKED
+"""
+
+_BUDGET_SQL = """
+SELECT b.tenant_id, b.tokens, extract(epoch FROM now() - b.refilled_at), b.day = current_date,
+       b.day_count, t.send_rate_per_second, t.daily_quota, t.status,
+       extract(epoch FROM (current_date + 1)::timestamptz - now())
+FROM send_budgets b JOIN tenants t ON t.id = b.tenant_id
+WHERE b.tenant_id = ANY (%s::uuid[])
+ORDER BY b.tenant_id
+FOR UPDATE OF b
+"""
+
+
+def _spend_budgets(database: Any, wanted: Mapping[str, int]) -> dict[str, tuple[int, float]]:
+    """Spend budgets for ``{tenant: rows wanted}``; return {tenant: (granted, wait_seconds)}."""
+    tenants = sorted(wanted)
+    database.execute_sql(
+        "INSERT INTO send_budgets (tenant_id, tokens) "
+        "SELECT t.id, t.send_rate_per_second FROM tenants t WHERE t.id = ANY (%s::uuid[]) "
+        "ON CONFLICT (tenant_id) DO NOTHING",
+        (tenants,),
+    )
+    grants: dict[str, tuple[int, float]] = {}
+    updates = []
+    for (tenant, tokens, elapsed, same_day, day_count, rate, quota, status,
+         to_midnight) in database.execute_sql(_BUDGET_SQL, (tenants,)).fetchall():
+        tenant = str(tenant)
+        if status != "active":
+            grants[tenant] = (0, 300.0)
+            continue
+        tokens = min(float(rate), float(tokens) + float(elapsed) * rate)
+        day_count = int(day_count) if same_day else 0
+        quota_left = max(0, int(quota) - day_count)
+        granted = min(wanted[tenant], math.floor(tokens), quota_left)
+        if granted < wanted[tenant]:
+            wait = float(to_midnight) if quota_left <= granted else (
+                (wanted[tenant] - granted) / rate)
+        else:
+            wait = 0.0
+        grants[tenant] = (granted, max(wait, 0.05))
+        updates.append((tenant, tokens - granted, day_count + granted))
+    if updates:
+        execute_values(
+            database.cursor(),
+            "UPDATE send_budgets b SET tokens = v.tokens, refilled_at = now(), "
+            "day = current_date, day_count = v.day_count "
+            "FROM (VALUES %s) AS v (tenant_id, tokens, day_count) "
+            "WHERE b.tenant_id = v.tenant_id::uuid",
+            updates,
+        )
+    return grants
+
+
+def claim_batch(
+    lease_owner: str | None = None, *, limit: int = 100, lease_seconds: int = 300
+) -> list[ClaimedMessage]:
+    """Lease up to ``limit`` due rows to ``lease_owner`` and commit; return them."""
+    owner = lease_owner or f"w-{uuid.uuid4().hex}"
+    with system_tx() as database:
+        candidates = database.execute_sql(_CANDIDATES_SQL, (limit,)).fetchall()
+        if not candidates:
+            return []
+        suppressed = [(str(t), i) for t, i, is_suppressed in candidates if is_suppressed]
+        if suppressed:
+            execute_values(
+                database.cursor(),
+                "UPDATE messages m SET status = 'suppressed', last_error = 'suppressed at send time', "
+                "updated_at = now() FROM (VALUES %s) AS v (tenant_id, id) "
+                "WHERE m.tenant_id = v.tenant_id::uuid AND m.id = v.id",
+                suppressed,
+            )
+        by_tenant: dict[str, list[int]] = defaultdict(list)
+        for tenant, ledger_id, is_suppressed in candidates:
+            if not is_suppressed:
+                by_tenant[str(tenant)].append(int(ledger_id))
+        if not by_tenant:
+            return []
+        grants = _spend_budgets(database, {t: len(ids) for t, ids in by_tenant.items()})
+        leased: list[tuple[str, int]] = []
+        later: list[tuple[str, int, float]] = []
+        for tenant, ids in by_tenant.items():
+            granted, wait = grants.get(tenant, (0, 300.0))
+            leased.extend((tenant, i) for i in ids[:granted])
+            later.extend((tenant, i, wait) for i in ids[granted:])
+        if later:
+            execute_values(
+                database.cursor(),
+                "UPDATE messages m SET next_attempt_at = now() + make_interval(secs => v.wait) "
+                "FROM (VALUES %s) AS v (tenant_id, id, wait) "
+                "WHERE m.tenant_id = v.tenant_id::uuid AND m.id = v.id",
+                later,
+            )
+        if not leased:
+            return []
+        rows = execute_values(
+            database.cursor(),
+            "UPDATE messages m SET status = 'sending', lease_owner = v.owner, "
+            "lease_expires_at = now() + make_interval(secs => v.lease), "
+            "attempts = m.attempts + 1, updated_at = now() "
+            "FROM (VALUES %s) AS v (tenant_id, id, owner, lease) "
+            "WHERE m.tenant_id = v.tenant_id::uuid AND m.id = v.id "
+            "RETURNING m.id, m.tenant_id, m.campaign_id, m.contact_id, m.email, m.kind, "
+            "m.transport, m.attempts, m.payload",
+            [(tenant, ledger_id, owner, float(lease_seconds)) for tenant, ledger_id in leased],
+            fetch=True,
+        )
+    return [
+        ClaimedMessage(
+            ledger_id=int(row[0]), tenant_id=_uuid(row[1]), campaign_id=_uuid(row[2]),
+            contact_id=_uuid(row[3]), email=row[4], kind=row[5], transport=row[6],
+            attempts=int(row[7]), payload=row[8] or {}, lease_owner=owner,
+        )
+        for row in rows
+    ]
+
+
+def _uuid(value: Any) -> Any:
+    if value is None or isinstance(value, uuid.UUID):
+        return value
+    return uuid.UUID(str(value))
+
+
+def backoff(attempts: int, base_seconds: int) -> datetime.timedelta:
+    """Return the delay before retry number ``attempts`` (doubling, capped)."""
+    delay = datetime.timedelta(seconds=base_seconds * 2 ** max(0, attempts - 1))
+    return min(delay, MAX_BACKOFF)
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """How transient failures are retried."""
+
+    base_seconds: int = 60
+    max_attempts: int = 10
+
+
+def record_results(
+    claimed: Sequence[ClaimedMessage],
+    results: Sequence[SendResult],
+    *,
+    message_ids: Mapping[int, str] | None = None,
+    policy: RetryPolicy = RetryPolicy(),
+    plugins: PluginManager | None = None,
+) -> dict[str, int]:
+    """Write transport answers to the ledger, then events and suppressions.
+
+    Returns counts per final ledger status. Rows without an answer are
+    deferred (a transport must answer for every message).
+    """
+    by_id = {message.ledger_id: message for message in claimed}
+    answered = {result.ledger_id: result for result in results if result.ledger_id in by_id}
+    for ledger_id in by_id.keys() - answered.keys():
+        answered[ledger_id] = SendResult(ledger_id, Outcome.DEFERRED, reason="no answer")
+    message_ids = message_ids or {}
+    updates = []
+    events: list[EventRecord] = []
+    suppressions: list[SuppressionEntry] = []
+    counts: dict[str, int] = defaultdict(int)
+    for ledger_id, result in answered.items():
+        message = by_id[ledger_id]
+        retry_at: datetime.datetime | None = None
+        event_type, bounce_class = None, result.bounce_class
+        if result.outcome is Outcome.ACCEPTED:
+            status, event_type = "accepted", "accepted"
+        elif result.outcome is Outcome.DEFERRED and message.attempts < policy.max_attempts:
+            status, event_type = "deferred", "deferred"
+            delay = result.retry_after or backoff(message.attempts, policy.base_seconds)
+            retry_at = datetime.datetime.now(datetime.UTC) + delay
+        elif result.outcome is Outcome.DEFERRED:
+            status, event_type, bounce_class = "expired", "expired", "expired"
+        else:
+            status, event_type = "bounced", "bounced"
+            bounce_class = bounce_class or "hard"
+            if bounce_class in ADDRESS_PROBLEMS and message.kind != "test":
+                suppressions.append(SuppressionEntry(
+                    message.tenant_id, message.email, "hard_bounce", source="send",
+                    detail=result.reason[:500]))
+        counts[status] += 1
+        updates.append((
+            str(message.tenant_id), ledger_id, status, message.lease_owner,
+            result.provider_message_id, result.reason[:1000] or None,
+            retry_at, message_ids.get(ledger_id),
+        ))
+        events.append(EventRecord(
+            tenant_id=message.tenant_id, type=event_type, message_id=ledger_id,
+            campaign_id=message.campaign_id, contact_id=message.contact_id,
+            email=message.email, bounce_class=bounce_class if event_type != "accepted" else None,
+            source_key=f"send:{ledger_id}:{message.attempts}:{event_type}",
+            detail={"transport": message.transport, "reason": result.reason[:500],
+                    "attempt": message.attempts},
+        ))
+    with system_tx() as database:
+        written = execute_values(
+            database.cursor(),
+            "UPDATE messages m SET status = v.status, "
+            "provider_message_id = coalesce(v.provider_id, m.provider_message_id), "
+            "last_error = v.reason, message_id = coalesce(v.message_id, m.message_id), "
+            "next_attempt_at = coalesce(v.retry_at::timestamptz, m.next_attempt_at), "
+            "sent_at = CASE WHEN v.status = 'accepted' THEN now() ELSE m.sent_at END, "
+            "lease_expires_at = NULL, updated_at = now() "
+            "FROM (VALUES %s) AS v (tenant_id, id, status, owner, provider_id, reason, retry_at, "
+            "message_id) "
+            "WHERE m.tenant_id = v.tenant_id::uuid AND m.id = v.id AND m.lease_owner = v.owner "
+            "AND m.status IN ('sending', 'queued', 'deferred') RETURNING m.id",
+            updates,
+            fetch=True,
+        )
+    stored = {int(row[0]) for row in written}
+    if suppressions:
+        suppress(suppressions)
+    record_events([event for event in events if event.message_id in stored], plugins)
+    return dict(counts)
+
+
+def fail_unrenderable(claimed: Sequence[ClaimedMessage], reasons: Mapping[int, str]) -> None:
+    """End rows that could not be rendered as failed, with the reason."""
+    rows = [(str(m.tenant_id), m.ledger_id, m.lease_owner, reasons[m.ledger_id][:1000])
+            for m in claimed if m.ledger_id in reasons]
+    if not rows:
+        return
+    with system_tx() as database:
+        execute_values(
+            database.cursor(),
+            "UPDATE messages m SET status = 'failed', last_error = v.reason, "
+            "lease_expires_at = NULL, updated_at = now() "
+            "FROM (VALUES %s) AS v (tenant_id, id, owner, reason) "
+            "WHERE m.tenant_id = v.tenant_id::uuid AND m.id = v.id AND m.lease_owner = v.owner",
+            rows,
+        )
+
+
+def release(claimed: Sequence[ClaimedMessage], delay_seconds: float = 0) -> None:
+    """Give leased rows back to the queue without counting the attempt."""
+    rows = [(str(m.tenant_id), m.ledger_id, m.lease_owner) for m in claimed]
+    if not rows:
+        return
+    with system_tx() as database:
+        execute_values(
+            database.cursor(),
+            "UPDATE messages m SET status = 'queued', attempts = greatest(m.attempts - 1, 0), "
+            f"next_attempt_at = now() + interval '{float(delay_seconds)} seconds', "
+            "lease_expires_at = NULL, updated_at = now() "
+            "FROM (VALUES %s) AS v (tenant_id, id, owner) "
+            "WHERE m.tenant_id = v.tenant_id::uuid AND m.id = v.id AND m.lease_owner = v.owner "
+            "AND m.status = 'sending'",
+            rows,
+        )
+
+
+def to_json(value: Any) -> str:
+    """Serialise a payload for SQL."""
+    return json.dumps(value, default=str)

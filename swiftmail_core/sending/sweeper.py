@@ -1,0 +1,144 @@
+"""Periodic machinery: start due campaigns, reclaim leases, finish campaigns.
+
+Every function here is idempotent and safe to run from several workers at
+once; together they make Redis disposable: whatever a flushed queue or a
+killed worker dropped, the next tick finds again in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from swiftmail_core.db import system_tx, tenant_tx
+from swiftmail_core.plugins import PluginManager
+from swiftmail_core.sending.audience import resolve_audience
+from swiftmail_core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def start_due_campaigns() -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """Move due scheduled campaigns to sending; return (tenant_id, campaign_id) started.
+
+    The conditional UPDATE is the guard: of two workers racing, only one
+    sees the row still 'scheduled', so a campaign never starts twice.
+    """
+    with system_tx() as database:
+        rows = database.execute_sql(
+            "UPDATE campaigns SET status = 'sending', started_at = now(), updated_at = now() "
+            "WHERE status = 'scheduled' AND scheduled_at <= now() RETURNING tenant_id, id"
+        ).fetchall()
+    return [(_uuid(t), _uuid(c)) for t, c in rows]
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def unresolved_campaigns() -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """Return sending campaigns whose ledger is not written yet (e.g. after a crash)."""
+    with system_tx() as database:
+        rows = database.execute_sql(
+            "SELECT tenant_id, id FROM campaigns "
+            "WHERE status IN ('sending', 'paused') AND audience_resolved_at IS NULL"
+        ).fetchall()
+    return [(_uuid(t), _uuid(c)) for t, c in rows]
+
+
+def prepare_campaign(
+    tenant_id: uuid.UUID, campaign_id: uuid.UUID, settings: Settings, plugins: PluginManager
+) -> int:
+    """Freeze the template, register tracked links and write the ledger; return its size."""
+    with tenant_tx(tenant_id) as database:
+        row = database.execute_sql(
+            "SELECT c.template_id, c.html, t.subject, t.preheader, t.html, t.text "
+            "FROM campaigns c LEFT JOIN templates t ON t.tenant_id = c.tenant_id "
+            "AND t.id = c.template_id WHERE c.id = %s",
+            (str(campaign_id),),
+        ).fetchone()
+        if row and row[0] and not row[1]:
+            # NOTE: the template is copied into the campaign when it starts, so
+            # later template edits never change a campaign mid-send.
+            database.execute_sql(
+                "UPDATE campaigns SET subject = CASE WHEN subject = '' THEN %s ELSE subject END, "
+                "preheader = CASE WHEN preheader = '' THEN %s ELSE preheader END, "
+                "html = %s, text = CASE WHEN text = '' THEN %s ELSE text END WHERE id = %s",
+                (row[2], row[3], row[4], row[5], str(campaign_id)),
+            )
+    _register_links(tenant_id, campaign_id, settings, plugins)
+    return resolve_audience(tenant_id, campaign_id)
+
+
+def _register_links(
+    tenant_id: uuid.UUID, campaign_id: uuid.UUID, settings: Settings, plugins: PluginManager
+) -> None:
+    from swiftmail_core.sending.compose import _fetch_dicts, _renderer_class
+
+    with tenant_tx(tenant_id) as database:
+        campaigns = _fetch_dicts(database, "SELECT * FROM campaigns WHERE id = %s",
+                                 (str(campaign_id),))
+        tenants = _fetch_dicts(database, "SELECT * FROM tenants WHERE id = %s", (str(tenant_id),))
+        if not campaigns or not tenants or not campaigns[0]["tracking_enabled"]:
+            return
+        renderer = _renderer_class()(campaigns[0], tenants[0], None, settings, plugins, {})
+        urls = list(dict.fromkeys(renderer.links_in(campaigns[0]["html"] or "")))
+        for url in urls:
+            database.execute_sql(
+                "INSERT INTO links (tenant_id, campaign_id, url) VALUES (%s, %s, %s) "
+                "ON CONFLICT (tenant_id, campaign_id, url) DO NOTHING",
+                (str(tenant_id), str(campaign_id), url),
+            )
+
+
+def reclaim_expired_leases() -> int:
+    """Put rows whose lease expired back in the queue; return how many.
+
+    ``lease_owner`` is kept, so a slow worker's late answer still lands
+    unless another worker has claimed the row since.
+    """
+    with system_tx() as database:
+        cursor = database.execute_sql(
+            "UPDATE messages SET status = 'queued', lease_expires_at = NULL, "
+            "next_attempt_at = now(), updated_at = now() "
+            "WHERE status = 'sending' AND lease_expires_at < now()"
+        )
+        return int(cursor.rowcount)
+
+
+def complete_campaigns() -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """Mark sending campaigns with no pending rows as sent; return them."""
+    with system_tx() as database:
+        rows = database.execute_sql(
+            "UPDATE campaigns c SET status = 'sent', finished_at = now(), updated_at = now() "
+            "WHERE c.status = 'sending' AND c.audience_resolved_at IS NOT NULL "
+            "AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.tenant_id = c.tenant_id "
+            "AND m.campaign_id = c.id AND m.kind = 'campaign' "
+            "AND m.status IN ('queued', 'sending', 'deferred')) RETURNING c.tenant_id, c.id"
+        ).fetchall()
+    return [(_uuid(t), _uuid(c)) for t, c in rows]
+
+
+def has_due_work() -> bool:
+    """Return True when some ledger row is due now (cheap: the due index)."""
+    with system_tx() as database:
+        return database.execute_sql(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE status IN ('queued', 'deferred') "
+            "AND next_attempt_at <= now())"
+        ).fetchone()[0]
+
+
+def tick(settings: Settings, plugins: PluginManager) -> dict[str, int]:
+    """Run one round of the periodic machinery; return what it did."""
+    started = start_due_campaigns()
+    resolved = 0
+    for tenant_id, campaign_id in unresolved_campaigns():
+        try:
+            resolved += prepare_campaign(tenant_id, campaign_id, settings, plugins)
+        except Exception:
+            log.exception("preparing campaign %s failed; the next tick retries", campaign_id)
+    reclaimed = reclaim_expired_leases()
+    finished = complete_campaigns()
+    return {"started": len(started), "resolved": resolved, "reclaimed": reclaimed,
+            "finished": len(finished)}

@@ -1,0 +1,118 @@
+"""A campaign end to end in-process: schedule, tick, drain through smtp to a sink."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from swiftmail_plugins.smtp_transport import SmtpTransport
+
+from swiftmail_core.db import tenant_tx
+from swiftmail_core.hookspecs import hookimpl
+from swiftmail_core.plugins import PluginManager
+from swiftmail_core.sending import lifecycle, sweeper
+from swiftmail_core.sending.worker import SendingWorker
+from tests.core.sending.conftest import ledger_counts
+from tests.plugins.standins.smtp_sink import SmtpSink
+
+
+class _SinkTransportPlugin:
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    @hookimpl
+    def swiftmail_register_transports(self, settings):  # type: ignore[no-untyped-def]
+        return [SmtpTransport({"host": "127.0.0.1", "port": self.port}, name="sink")]
+
+
+@pytest.fixture
+def sink():  # type: ignore[no-untyped-def]
+    with SmtpSink() as running:
+        yield running
+
+
+@pytest.fixture
+def sending(settings, runtime, sink):  # type: ignore[no-untyped-def]
+    """A worker whose plugins include a 'sink' transport; fast retries."""
+    plugin = _SinkTransportPlugin(sink.port)
+    fast = dataclasses.replace(settings, send_retry_base_seconds=0, send_batch_size=25)
+    plugins = PluginManager.load(fast, extra=[plugin])
+    return fast, plugins, SendingWorker(fast, plugins)
+
+
+def _run(settings, plugins, worker, rounds: int = 50) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(rounds):
+        sweeper.tick(settings, plugins)
+        if not worker.drain(30) and not sweeper.has_due_work():
+            sweeper.tick(settings, plugins)
+            return
+
+
+def test_campaign_to_overlapping_lists_reaches_each_address_once(audience, sending, sink) -> None:  # type: ignore[no-untyped-def]
+    tenant, _, campaign_id = audience
+    settings, plugins, worker = sending
+    with tenant_tx(tenant.id) as database:
+        database.execute_sql("UPDATE campaigns SET transport = 'sink' WHERE id = %s",
+                             (str(campaign_id),))
+        database.execute_sql(
+            "INSERT INTO suppressions (tenant_id, email_lower, reason) VALUES (%s, 'user3@example.test', 'manual')",
+            (str(tenant.id),))
+        database.execute_sql("UPDATE contacts SET status = 'unsubscribed' WHERE email_lower = 'user4@example.test'")
+    lifecycle.schedule_campaign(tenant.id, campaign_id)
+    _run(settings, plugins, worker)
+    assert sink.handler.count() == 48  # 50 distinct addresses minus suppressed and unsubscribed
+    assert max(sink.handler.per_recipient.values()) == 1
+    assert ledger_counts(tenant.id, campaign_id) == {"accepted": 48}
+    with tenant_tx(tenant.id) as database:
+        status, count = database.execute_sql(
+            "SELECT status, recipient_count FROM campaigns WHERE id = %s", (str(campaign_id),)
+        ).fetchone()
+    assert (status, count) == ("sent", 48)
+    bodies = [m for m in sink.handler.messages() if m["To"] == "user7@example.test"]
+    assert "First7" in bodies[0]["Subject"]
+
+
+def test_suppressed_after_resolution_is_skipped_at_claim(audience, sending, sink) -> None:  # type: ignore[no-untyped-def]
+    tenant, _, campaign_id = audience
+    settings, plugins, worker = sending
+    with tenant_tx(tenant.id) as database:
+        database.execute_sql("UPDATE campaigns SET transport = 'sink' WHERE id = %s",
+                             (str(campaign_id),))
+    lifecycle.schedule_campaign(tenant.id, campaign_id)
+    sweeper.tick(settings, plugins)  # resolves the audience: 50 rows
+    with tenant_tx(tenant.id) as database:
+        database.execute_sql(
+            "INSERT INTO suppressions (tenant_id, email_lower, reason) VALUES (%s, 'user9@example.test', 'manual')",
+            (str(tenant.id),))
+    _run(settings, plugins, worker)
+    assert ledger_counts(tenant.id, campaign_id) == {"accepted": 49, "suppressed": 1}
+
+
+def test_transient_then_permanent_failures(audience, sending, sink) -> None:  # type: ignore[no-untyped-def]
+    tenant, _, campaign_id = audience
+    settings, plugins, worker = sending
+    seen: dict[str, int] = {}
+
+    def reply(address: str) -> str | None:
+        seen[address] = seen.get(address, 0) + 1
+        if address == "user1@example.test":
+            return "550 5.1.1 no such user"
+        if address.startswith("user2") and seen[address] <= 2:
+            return "451 4.3.0 try again"
+        return None
+
+    sink.handler.rcpt_reply = reply
+    with tenant_tx(tenant.id) as database:
+        database.execute_sql("UPDATE campaigns SET transport = 'sink' WHERE id = %s",
+                             (str(campaign_id),))
+    lifecycle.schedule_campaign(tenant.id, campaign_id)
+    _run(settings, plugins, worker)
+    assert ledger_counts(tenant.id, campaign_id) == {"accepted": 49, "bounced": 1}
+    with tenant_tx(tenant.id) as database:
+        reason = database.execute_sql(
+            "SELECT reason FROM suppressions WHERE email_lower = 'user1@example.test'").fetchone()
+        events = dict(database.execute_sql(
+            "SELECT type, count(*) FROM events WHERE campaign_id = %s GROUP BY type",
+            (str(campaign_id),)).fetchall())
+    assert reason == ("hard_bounce",)
+    assert events["bounced"] == 1 and events["accepted"] == 49 and events["deferred"] >= 2
