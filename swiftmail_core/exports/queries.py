@@ -1,0 +1,73 @@
+"""The SELECT behind each export, with formula-safe text cells.
+
+Each builder returns SQL for ``COPY (...) TO STDOUT``; parameters are bound
+with ``cursor.mogrify`` because COPY takes none. Row-level security limits
+every query to the tenant of the enclosing ``tenant_tx``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from swiftmail_core.exports.csv_safety import escaped_sql
+
+EXPORT_KINDS = ("export_contacts", "export_suppressions", "export_ledger")
+
+
+def _select(columns: list[tuple[str, bool]]) -> str:
+    """Return a select list; ``True`` marks text cells to escape.
+
+    A column may carry its alias after a space: ``"c.attributes::text attributes"``.
+    """
+    parts = []
+    for column, text in columns:
+        expression, _, alias = column.partition(" ")
+        alias = alias or expression.split(".")[-1]
+        parts.append(f"{escaped_sql(expression) if text else expression} AS {alias}")
+    return ", ".join(parts)
+
+
+def contacts_query(cursor: Any, list_id: uuid.UUID | None = None) -> str:
+    """Return the contacts export query (optionally one list's subscribers)."""
+    columns = _select([
+        ("c.id", False), ("c.email", True), ("c.name", True), ("c.status", False),
+        ("c.attributes::text attributes", True), ("c.created_at", False),
+        ("c.updated_at", False),
+    ])
+    where = ""
+    params: tuple[Any, ...] = ()
+    if list_id is not None:
+        where = (
+            "WHERE EXISTS (SELECT 1 FROM subscriptions s WHERE s.tenant_id = c.tenant_id "
+            "AND s.contact_id = c.id AND s.list_id = %s)"
+        )
+        params = (str(list_id),)
+    sql = f"SELECT {columns} FROM contacts c {where} ORDER BY c.created_at, c.id"
+    return cursor.mogrify(sql, params).decode()
+
+
+def suppressions_query() -> str:
+    """Return the suppressions export query."""
+    columns = _select([
+        ("s.email_lower email", True), ("s.reason", False), ("s.source", True), ("s.detail", True),
+        ("s.created_at", False), ("s.expires_at", False),
+    ])
+    return f"SELECT {columns} FROM suppressions s ORDER BY s.email_lower"
+
+
+def ledger_query(cursor: Any, campaign_id: uuid.UUID | None) -> str:
+    """Return the message ledger export query (one campaign, or every message)."""
+    columns = _select([
+        ("m.id", False), ("m.campaign_id", False), ("m.contact_id", False), ("m.email", True),
+        ("m.kind", False), ("m.status", False), ("m.attempts", False),
+        ("m.message_id", True), ("m.transport", True), ("m.provider_message_id", True),
+        ("m.last_error", True), ("m.created_at", False), ("m.sent_at", False),
+        ("m.updated_at", False),
+    ])
+    where, params = "", ()
+    if campaign_id is not None:
+        where, params = "WHERE m.campaign_id = %s", (str(campaign_id),)
+    return cursor.mogrify(
+        f"SELECT {columns} FROM messages m {where} ORDER BY m.id", params
+    ).decode()

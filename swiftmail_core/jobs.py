@@ -1,0 +1,358 @@
+"""Background jobs (imports, exports): rows in ``jobs``, claimed and run.
+
+The job row in PostgreSQL is the truth; a huey task only wakes a runner.
+
+How a job runs:
+
+1. An API call or the CLI inserts the row (``create_job``, inside the
+   caller's ``tenant_tx``), status ``queued``.
+2. ``run_pending_jobs(runtime, limit)`` claims due rows as the system role
+   (``FOR UPDATE SKIP LOCKED``, status ``running``, a lease, ``attempts + 1``).
+   A ``running`` row whose lease expired (its runner died) is claimed again,
+   up to ``MAX_ATTEMPTS``, then failed. Imports and exports are idempotent,
+   so running one twice is safe.
+3. The kind's handler does the work inside ``tenant_tx(job.tenant_id)`` (so
+   row-level security applies) and calls ``finish_job`` in that same
+   transaction: the data and the job's outcome commit together.
+4. Progress goes through ``Progress``, which writes ``progress_done`` on its
+   own short system-role transaction (throttled) and renews the lease, so it
+   is visible while the long tenant transaction is still open.
+
+The campaign worker's periodic huey task calls ``run_pending_jobs``;
+``swiftmail jobs run`` does the same from the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from swiftmail_core.db import app_db, current_tenant, system_tx
+from swiftmail_core.errors import NotFoundError, SwiftMailError, TenantIsolationError
+
+if TYPE_CHECKING:
+    from swiftmail_core.runtime import Runtime
+
+LEASE_SECONDS = 300
+MAX_ATTEMPTS = 3
+PROGRESS_INTERVAL_SECONDS = 0.5
+JOB_KINDS = (
+    "import_contacts", "import_suppressions",
+    "export_contacts", "export_suppressions", "export_ledger", "export_stats",
+)
+
+log = structlog.get_logger(__name__)
+
+_COLUMNS = (
+    "tenant_id, id, kind, status, params, progress_done, progress_total, rows_ok, "
+    "rows_failed, input_key, result_key, error, result, attempts, created_at, started_at, "
+    "finished_at"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobRow:
+    """One job as stored."""
+
+    tenant_id: uuid.UUID
+    id: uuid.UUID
+    kind: str
+    status: str
+    params: dict[str, Any]
+    progress_done: int
+    progress_total: int | None
+    rows_ok: int
+    rows_failed: int
+    input_key: str | None
+    result_key: str | None
+    error: str | None
+    result: dict[str, Any]
+    attempts: int
+    created_at: datetime.datetime
+    started_at: datetime.datetime | None
+    finished_at: datetime.datetime | None
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> JobRow:
+        """Build from a row selected with the standard column list."""
+        values = list(row)
+        values[0] = uuid.UUID(str(values[0]))
+        values[1] = uuid.UUID(str(values[1]))
+        return cls(*values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the public JSON shape (no storage keys, no tenant id)."""
+        def iso(value: datetime.datetime | None) -> str | None:
+            return value.isoformat() if value else None
+
+        return {
+            "id": str(self.id),
+            "kind": self.kind,
+            "status": self.status,
+            "params": self.params,
+            "progress": {"done": self.progress_done, "total": self.progress_total},
+            "rows_ok": self.rows_ok,
+            "rows_failed": self.rows_failed,
+            "result": self.result,
+            "error": self.error,
+            "has_result_file": self.result_key is not None,
+            "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+        }
+
+
+Handler = Callable[["Runtime", JobRow, "Progress"], None]
+_HANDLERS: dict[str, Handler] = {}
+
+
+def register_handler(kind: str, handler: Handler) -> None:
+    """Make ``handler`` run jobs of ``kind``."""
+    _HANDLERS[kind] = handler
+
+
+def _handlers() -> dict[str, Handler]:
+    # NOTE: importing the services registers their handlers.
+    import swiftmail_core.exports.service
+    import swiftmail_core.imports.service  # noqa: F401
+
+    return _HANDLERS
+
+
+def _require_tenant() -> uuid.UUID:
+    tenant = current_tenant()
+    if tenant is None:
+        raise TenantIsolationError("job rows are read and written inside tenant_tx only")
+    return tenant
+
+
+def runner_name() -> str:
+    """Return this process's lease owner name (host:pid)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# Inside the caller's tenant_tx --------------------------------------------------
+
+
+def create_job(
+    kind: str,
+    params: dict[str, Any],
+    *,
+    input_key: str | None = None,
+    progress_total: int | None = None,
+    job_id: uuid.UUID | None = None,
+    run_inline: bool = False,
+) -> JobRow:
+    """Insert a job for the current tenant; return it.
+
+    ``run_inline`` creates it already ``running`` with a lease held by this
+    process (the CLI runs it at once), so no runner claims it meanwhile.
+    """
+    tenant = _require_tenant()
+    if kind not in JOB_KINDS:
+        raise ValueError(f"unknown job kind {kind!r}")
+    job_id = job_id or uuid.uuid4()
+    status, lease, owner, attempts = "queued", None, None, 0
+    started = None
+    if run_inline:
+        status, owner, attempts = "running", runner_name(), 1
+        lease = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=LEASE_SECONDS)
+        started = datetime.datetime.now(datetime.UTC)
+    row = app_db.execute_sql(
+        f"INSERT INTO jobs (tenant_id, id, kind, status, params, input_key, progress_total, "
+        f"lease_expires_at, lease_owner, attempts, started_at) "
+        f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
+        (str(tenant), str(job_id), kind, status, json.dumps(params), input_key,
+         progress_total, lease, owner, attempts, started),
+    ).fetchone()
+    return JobRow.from_row(row)
+
+
+def get_job(job_id: uuid.UUID | str, kinds: tuple[str, ...] = JOB_KINDS) -> JobRow:
+    """Return the current tenant's job, or raise NotFoundError."""
+    _require_tenant()
+    try:
+        parsed = uuid.UUID(str(job_id))
+    except ValueError as ex:
+        raise NotFoundError(f"no job {job_id!r}") from ex
+    # APPSEC: RLS limits this to the current tenant; another tenant's job is a 404.
+    row = app_db.execute_sql(
+        f"SELECT {_COLUMNS} FROM jobs WHERE id = %s AND kind = ANY(%s)",
+        (str(parsed), list(kinds)),
+    ).fetchone()
+    if row is None:
+        raise NotFoundError(f"no job {job_id}")
+    return JobRow.from_row(row)
+
+
+def list_jobs(
+    kinds: tuple[str, ...], *, limit: int = 20, starting_after: uuid.UUID | None = None
+) -> list[JobRow]:
+    """Return the current tenant's jobs of ``kinds``, newest first."""
+    _require_tenant()
+    params: list[Any] = [list(kinds)]
+    where = "kind = ANY(%s)"
+    if starting_after is not None:
+        where += " AND (created_at, id) < (SELECT created_at, id FROM jobs WHERE id = %s)"
+        params.append(str(starting_after))
+    params.append(limit)
+    rows = app_db.execute_sql(
+        f"SELECT {_COLUMNS} FROM jobs WHERE {where} ORDER BY created_at DESC, id DESC LIMIT %s",
+        params,
+    ).fetchall()
+    return [JobRow.from_row(row) for row in rows]
+
+
+def finish_job(
+    job_id: uuid.UUID,
+    *,
+    rows_ok: int,
+    rows_failed: int,
+    result: dict[str, Any],
+    result_key: str | None,
+    progress_done: int | None = None,
+) -> None:
+    """Mark the job succeeded, in the tenant transaction that did its work."""
+    _require_tenant()
+    app_db.execute_sql(
+        "UPDATE jobs SET status = 'succeeded', rows_ok = %s, rows_failed = %s, result = %s, "
+        "result_key = %s, progress_done = coalesce(%s, progress_done), error = NULL, "
+        "lease_expires_at = NULL, finished_at = now() WHERE id = %s",
+        (rows_ok, rows_failed, json.dumps(result), result_key, progress_done, str(job_id)),
+    )
+
+
+# System role: claims, progress, failures -----------------------------------------
+
+
+def claim_jobs(limit: int, *, owner: str | None = None) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """Claim up to ``limit`` due jobs across tenants; return (tenant_id, id) pairs."""
+    owner = owner or runner_name()
+    with system_tx() as system:
+        system.execute_sql(
+            "UPDATE jobs SET status = 'failed', finished_at = now(), lease_expires_at = NULL, "
+            "error = 'the job was interrupted ' || attempts || ' times and was abandoned' "
+            "WHERE status = 'running' AND lease_expires_at < now() AND attempts >= %s",
+            (MAX_ATTEMPTS,),
+        )
+        rows = system.execute_sql(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = %s, "
+            "lease_expires_at = now() + make_interval(secs => %s), "
+            "started_at = coalesce(started_at, now()) "
+            "WHERE (tenant_id, id) IN ("
+            " SELECT tenant_id, id FROM jobs"
+            " WHERE status = 'queued' OR (status = 'running' AND lease_expires_at < now())"
+            " ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED) "
+            "RETURNING tenant_id, id",
+            (owner, LEASE_SECONDS, limit),
+        ).fetchall()
+    return [(uuid.UUID(str(tenant)), uuid.UUID(str(job))) for tenant, job in rows]
+
+
+def fail_job(tenant_id: uuid.UUID, job_id: uuid.UUID, error: str) -> None:
+    """Mark a job failed with a message a person can act on."""
+    with system_tx() as system:
+        system.execute_sql(
+            "UPDATE jobs SET status = 'failed', error = %s, finished_at = now(), "
+            "lease_expires_at = NULL WHERE tenant_id = %s AND id = %s AND status = 'running'",
+            (error[:2000], str(tenant_id), str(job_id)),
+        )
+
+
+class Progress:
+    """Report a running job's progress; throttled writes that renew the lease.
+
+    Writes go through their own short system-role transaction, so they are
+    visible while the job's tenant transaction is still open. ``listener``
+    (the CLI's progress bar) hears every update.
+    """
+
+    def __init__(
+        self,
+        tenant_id: uuid.UUID,
+        job_id: uuid.UUID,
+        total: int | None = None,
+        listener: Callable[[int, int | None], None] | None = None,
+        interval: float = PROGRESS_INTERVAL_SECONDS,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.job_id = job_id
+        self.total = total
+        self.done = 0
+        self.listener = listener
+        self.interval = interval
+        self._written_at = 0.0
+
+    def update(self, done: int, *, force: bool = False) -> None:
+        """Record ``done`` units (bytes of input or output)."""
+        self.done = done
+        if self.listener is not None:
+            self.listener(done, self.total)
+        now = time.monotonic()
+        if force or now - self._written_at >= self.interval:
+            self._written_at = now
+            self._write()
+
+    def _write(self) -> None:
+        with system_tx() as system:
+            system.execute_sql(
+                "UPDATE jobs SET progress_done = %s, progress_total = coalesce(%s, progress_total),"
+                " lease_expires_at = now() + make_interval(secs => %s) "
+                "WHERE tenant_id = %s AND id = %s AND status = 'running'",
+                (self.done, self.total, LEASE_SECONDS, str(self.tenant_id), str(self.job_id)),
+            )
+
+
+def load_job(tenant_id: uuid.UUID, job_id: uuid.UUID) -> JobRow:
+    """Read one job as the system role (the runner, before it enters tenant_tx)."""
+    with system_tx() as system:
+        row = system.execute_sql(
+            f"SELECT {_COLUMNS} FROM jobs WHERE tenant_id = %s AND id = %s",
+            (str(tenant_id), str(job_id)),
+        ).fetchone()
+    if row is None:
+        raise NotFoundError(f"no job {job_id}")
+    return JobRow.from_row(row)
+
+
+def run_job(
+    runtime: Runtime,
+    job: JobRow,
+    listener: Callable[[int, int | None], None] | None = None,
+) -> JobRow:
+    """Run one claimed job with its kind's handler; record failure; return it after."""
+    handler = _handlers().get(job.kind)
+    if handler is None:
+        fail_job(job.tenant_id, job.id, f"no handler for jobs of kind {job.kind!r}")
+        return load_job(job.tenant_id, job.id)
+    progress = Progress(job.tenant_id, job.id, job.progress_total, listener)
+    try:
+        handler(runtime, job, progress)
+    except SwiftMailError as ex:
+        fail_job(job.tenant_id, job.id, ex.detail)
+    except Exception as ex:
+        log.exception("job failed", job_id=str(job.id), tenant_id=str(job.tenant_id))
+        fail_job(job.tenant_id, job.id, f"internal error ({type(ex).__name__}); see the logs")
+    return load_job(job.tenant_id, job.id)
+
+
+def run_pending_jobs(runtime: Runtime, limit: int = 10) -> int:
+    """Claim and run up to ``limit`` due jobs, one after another; return how many ran.
+
+    Safe to call from many processes at once (claims skip locked rows). The
+    campaign worker's periodic huey task calls this.
+    """
+    ran = 0
+    for tenant_id, job_id in claim_jobs(limit):
+        run_job(runtime, load_job(tenant_id, job_id))
+        ran += 1
+    return ran

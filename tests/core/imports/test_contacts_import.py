@@ -1,0 +1,207 @@
+"""Contacts import against real PostgreSQL as the app role, two tenants."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+
+from swiftmail_core import jobs
+from swiftmail_core.db import tenant_tx
+from swiftmail_core.errors import NotFoundError, ValidationError
+from swiftmail_core.imports.limits import ImportLimits
+from swiftmail_core.imports.service import import_file, open_error_report
+from tests.core.imports.conftest import contacts_of, subscribers_of
+
+GOOD = (
+    "email,name,city\n"
+    "Ann@Example.COM,Ann,Paris\n"
+    "bob@example.com,Bob,\n"
+    "not-an-email,Nobody,Rome\n"
+    "carol@example.com,Carol,Oslo,extra\n"
+    "ann@example.com,Ann Again,Lyon\n"
+    "\n"
+    "  dave@example.org  ,Dave,Bern\n"
+)
+
+
+def _report_rows(runtime, tenant_id, job_id) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
+    with tenant_tx(tenant_id):
+        handle = open_error_report(runtime.plugins.storage(), job_id)
+    with handle:
+        return list(csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8")))
+
+
+def test_import_validates_dedupes_upserts_and_subscribes(
+    runtime, tenant_a, make_list, write_csv
+) -> None:
+    list_id = make_list(tenant_a.id)
+    job = import_file(
+        runtime, tenant_a.id, "import_contacts", write_csv(GOOD), {"list": "Newsletter"}
+    )
+    assert job.status == "succeeded", job.error
+    assert (job.rows_ok, job.rows_failed) == (4, 2)
+    assert job.result["created"] == 3
+    assert job.result["duplicates"] == 1
+    assert job.result["subscribed"] == 3
+    contacts = contacts_of(tenant_a.id)
+    assert set(contacts) == {"ann@example.com", "bob@example.com", "dave@example.org"}
+    # the last row for an address wins; the domain is lowercased, the local part kept
+    assert contacts["ann@example.com"] == ("Ann Again", {"city": "Lyon"})
+    assert contacts["bob@example.com"] == ("Bob", {})
+    subscribers = subscribers_of(tenant_a.id, list_id)
+    assert subscribers["dave@example.org"] == ("confirmed", "import")
+    report = _report_rows(runtime, tenant_a.id, job.id)
+    assert [(row["row"], row["reason"]) for row in report] == [
+        ("4", "email must contain exactly one @"),
+        ("5", "has 4 columns; the header has 3"),
+    ]
+    assert job.progress_done == job.progress_total
+
+
+def test_reimport_is_idempotent_and_updates_only_changes(
+    runtime, tenant_a, make_list, write_csv
+) -> None:
+    make_list(tenant_a.id)
+    path = write_csv(GOOD)
+    import_file(runtime, tenant_a.id, "import_contacts", path, {"list": "Newsletter"})
+    before = contacts_of(tenant_a.id)
+    again = import_file(runtime, tenant_a.id, "import_contacts", path, {"list": "Newsletter"})
+    assert again.result["created"] == 0
+    assert again.result["updated"] == 0
+    assert again.result["unchanged"] == 3
+    assert again.result["subscribed"] == 0
+    assert contacts_of(tenant_a.id) == before
+    changed = write_csv("email,name,plan\nbob@example.com,,gold\n", name="changed.csv")
+    third = import_file(runtime, tenant_a.id, "import_contacts", changed, {})
+    assert third.result["updated"] == 1
+    # an empty cell keeps the stored name; attributes merge
+    assert contacts_of(tenant_a.id)["bob@example.com"] == ("Bob", {"plan": "gold"})
+
+
+def test_skip_existing_leaves_existing_contacts_alone(
+    runtime, tenant_a, make_list, write_csv
+) -> None:
+    list_id = make_list(tenant_a.id)
+    import_file(runtime, tenant_a.id, "import_contacts",
+                write_csv("email,name\nold@example.com,Old\n", name="a.csv"), {})
+    job = import_file(
+        runtime, tenant_a.id, "import_contacts",
+        write_csv("email,name\nold@example.com,Changed\nnew@example.com,New\n", name="b.csv"),
+        {"skip_existing": True, "list": str(list_id)},
+    )
+    assert (job.result["created"], job.result["skipped"], job.result["subscribed"]) == (1, 1, 1)
+    assert contacts_of(tenant_a.id)["old@example.com"][0] == "Old"
+    assert set(subscribers_of(tenant_a.id, list_id)) == {"new@example.com"}
+
+
+def test_import_never_touches_another_tenant(
+    runtime, tenant_a, tenant_b, make_list, write_csv
+) -> None:
+    path = write_csv("email,name\nshared@example.com,From B\nonly-b@example.com,B\n")
+    import_file(runtime, tenant_b.id, "import_contacts", path, {})
+    make_list(tenant_a.id)
+    job = import_file(
+        runtime, tenant_a.id, "import_contacts",
+        write_csv("email,name\nshared@example.com,From A\n", name="a.csv"),
+        {"list": "Newsletter"},
+    )
+    assert job.result["created"] == 1  # B's identical address is invisible, not "existing"
+    assert contacts_of(tenant_b.id) == {
+        "shared@example.com": ("From B", {}), "only-b@example.com": ("B", {}),
+    }
+    assert set(contacts_of(tenant_a.id)) == {"shared@example.com"}
+    # A cannot see B's job, nor subscribe to B's list
+    with tenant_tx(tenant_b.id), pytest.raises(NotFoundError):
+        jobs.get_job(job.id)
+    with pytest.raises(NotFoundError):
+        import_file(runtime, tenant_b.id, "import_contacts", path, {"list": "Newsletter"})
+
+
+def test_gzip_input(runtime, tenant_a, write_csv) -> None:
+    job = import_file(
+        runtime, tenant_a.id, "import_contacts",
+        write_csv("E-mail,Full name\nzip@example.com,Zip\n", gz=True), {},
+    )
+    assert job.status == "succeeded"
+    assert contacts_of(tenant_a.id) == {"zip@example.com": ("Zip", {})}
+
+
+def test_column_mapping(runtime, tenant_a, write_csv) -> None:
+    job = import_file(
+        runtime, tenant_a.id, "import_contacts",
+        write_csv("Address;Who;Town;Notes\nmap@example.com;Mapped;Kyiv;ignore me\n"),
+        {"map": ["Address=email", "Who=name", "Town=attributes.city", "Notes=-"]},
+    )
+    assert job.status == "succeeded", job.error
+    assert contacts_of(tenant_a.id) == {"map@example.com": ("Mapped", {"city": "Kyiv"})}
+
+
+@pytest.mark.parametrize(
+    ("text", "params", "message"),
+    [
+        ("name\nx\n", {}, "no column maps to 'email'"),
+        ("email,email\na@b.co,a@b.co\n", {}, "column 'email' twice"),
+        ("email\n", {}, "no data rows"),
+        ("", {}, "is empty"),
+        ("email\na@b.co\n", {"map": ["Nope=email"]}, "column 'Nope' is not in the file"),
+        ("email\na@b.co\n", {"map": ["email=phone"]}, "'phone' is not a target"),
+    ],
+)
+def test_bad_files_fail_with_a_clear_error_and_write_nothing(
+    runtime, tenant_a, write_csv, text, params, message
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        import_file(runtime, tenant_a.id, "import_contacts", write_csv(text), params)
+    assert contacts_of(tenant_a.id) == {}
+
+
+def test_missing_list_is_not_found(runtime, tenant_a, write_csv) -> None:
+    with pytest.raises(NotFoundError):
+        import_file(runtime, tenant_a.id, "import_contacts",
+                    write_csv("email\na@example.com\n"), {"list": "nope"})
+
+
+def test_limits(runtime, tenant_a, write_csv) -> None:
+    limits = ImportLimits(max_bytes=200, max_rows=3, max_columns=3, max_field_length=20)
+    rows = "".join(f"u{i}@example.com\n" for i in range(4))
+    with pytest.raises(ValidationError, match="more than 3 rows"):
+        import_file(runtime, tenant_a.id, "import_contacts", write_csv("email\n" + rows), {},
+                    limits=limits)
+    with pytest.raises(ValidationError, match="4 columns; at most 3"):
+        import_file(runtime, tenant_a.id, "import_contacts", write_csv("email,a,b,c\n"), {},
+                    limits=limits)
+    big = "email\n" + "".join(f"user{i}@example.com\n" for i in range(20))
+    with pytest.raises(ValidationError, match="200-byte import limit"):
+        import_file(runtime, tenant_a.id, "import_contacts", write_csv(big), {}, limits=limits)
+    # a gzip bomb stops at the decompressed limit too
+    with pytest.raises(ValidationError, match="200-byte import limit"):
+        import_file(runtime, tenant_a.id, "import_contacts", write_csv(big, gz=True), {},
+                    limits=limits)
+    assert contacts_of(tenant_a.id) == {}
+    job = import_file(
+        runtime, tenant_a.id, "import_contacts",
+        write_csv("email,name\nlong@example.com," + "x" * 21 + "\nok@example.com,ok\n"), {},
+        limits=limits,
+    )
+    assert (job.rows_ok, job.rows_failed) == (1, 1)
+    assert job.result["errors_sample"] == [
+        {"row": 2, "reason": "a cell is longer than 20 characters"}
+    ]
+
+
+def test_failed_import_marks_the_job_failed(runtime, tenant_a, write_csv) -> None:
+    with pytest.raises(ValidationError):
+        import_file(runtime, tenant_a.id, "import_contacts",
+                    write_csv("email\n"), {})
+    with tenant_tx(tenant_a.id):
+        (job,) = jobs.list_jobs(("import_contacts",), limit=1)
+    assert job.status == "failed"
+
+
+def test_not_utf8_is_a_clear_error(runtime, tenant_a, tmp_path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("email,name\nzoe@example.com,Zo\xeb\n".encode("latin-1"))
+    with pytest.raises(ValidationError, match="not UTF-8"):
+        import_file(runtime, tenant_a.id, "import_contacts", path, {})
