@@ -7,12 +7,13 @@ an invalid cursor, exactly like an id that never existed.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import falcon
 from peewee import Field as PeeweeField
-from peewee import ModelSelect, Tuple
+from peewee import ModelSelect, Tuple, UUIDField
 
 from swiftmail_core.errors import ValidationError
 
@@ -48,7 +49,7 @@ def paginate(
     key: PeeweeField,
     serialize: Callable[[Any], dict[str, Any]],
     *,
-    cursor_value: Callable[[str], Any] = str,
+    cursor_value: Callable[[str], Any] | None = None,
 ) -> dict[str, Any]:
     """Return one page of ``query`` as ``{"data": [...], "has_more": bool}``.
 
@@ -64,6 +65,8 @@ def paginate(
     cursor = after or before
     backwards = False
     if cursor:
+        if cursor_value is None:
+            cursor_value = uuid.UUID if isinstance(key, UUIDField) else str
         try:
             cursor_key = cursor_value(cursor)
             row = query.where(key == cursor_key).first()

@@ -1,0 +1,212 @@
+"""``/v1/lists/{list_id}/subscriptions``: subscribe, list, confirm, unsubscribe.
+
+Subscribing to a double opt-in list leaves the subscription ``unconfirmed``
+and writes a ``confirmation`` row to the message ledger in the same
+transaction (the sending pipeline delivers it); other lists confirm at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import falcon
+from swiftmail_web import access
+from swiftmail_web.jsonio import Field, Fields, read_body
+from swiftmail_web.openapi import Operation, obj, page_of
+from swiftmail_web.pagination import paginate
+from swiftmail_web.resources.common import (
+    NULLABLE_TIMESTAMP,
+    STRING,
+    TIMESTAMP,
+    UUID,
+    get_or_404,
+    tenant_id,
+)
+
+from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
+from swiftmail_core.models import Contact, MailingList, Message, Subscription, utcnow
+
+STATUSES = ("unconfirmed", "confirmed", "unsubscribed")
+FIELDS = Fields(
+    contact_id=Field("uuid", description="An existing contact (or give email)."),
+    email=Field("email", description="Creates the contact if it does not exist."),
+    consent_source=Field("string", max_length=200, description="Where consent was given."),
+)
+SCHEMA = obj({
+    "object": {"type": "string", "const": "subscription"}, "list_id": UUID,
+    "contact_id": UUID, "status": {"type": "string", "enum": list(STATUSES)},
+    "consent_source": STRING, "consent_at": NULLABLE_TIMESTAMP,
+    "confirmed_at": NULLABLE_TIMESTAMP, "unsubscribed_at": NULLABLE_TIMESTAMP,
+    "created_at": TIMESTAMP, "updated_at": TIMESTAMP,
+})
+
+
+def serialize(row: Subscription) -> dict[str, Any]:
+    """Return the API shape of a subscription."""
+    return {
+        "object": "subscription", "list_id": row.list_id, "contact_id": row.contact_id,
+        "status": row.status, "consent_source": row.consent_source, "consent_at": row.consent_at,
+        "confirmed_at": row.confirmed_at, "unsubscribed_at": row.unsubscribed_at,
+        "created_at": row.created_at, "updated_at": row.updated_at,
+    }
+
+
+def _list(list_id: str) -> MailingList:
+    return get_or_404(MailingList.select(), MailingList.id, list_id, "list")
+
+
+def _subscription(list_row: MailingList, contact_id: str) -> Subscription:
+    return get_or_404(
+        Subscription.select().where(Subscription.list_id == list_row.id).for_update(),
+        Subscription.contact_id, contact_id, "subscription")
+
+
+def _contact_for(req: falcon.Request, values: dict[str, Any]) -> Contact:
+    if ("contact_id" in values) == ("email" in values):
+        raise ValidationError.for_field("contact_id", "give exactly one of contact_id or email")
+    if "contact_id" in values:
+        contact = Contact.select().where(Contact.id == values["contact_id"]).first()
+        if contact is None:
+            raise NotFoundError(f"no contact {values['contact_id']}")
+        return contact
+    email = values["email"]
+    contact = Contact.select().where(Contact.email_lower == email.lower()).first()
+    if contact is None:
+        contact_id = uuid.uuid4()
+        Contact.insert(tenant_id=tenant_id(req), id=contact_id, email=email).execute()
+        contact = Contact.get(Contact.id == contact_id)
+    return contact
+
+
+class SubscriptionsResource:
+    """A list's subscriptions: list and subscribe."""
+
+    tag = "subscriptions"
+    policy = {"GET": access.read("lists"), "POST": access.write("lists")}
+    docs = {
+        "GET": Operation("List a list's subscriptions", response=page_of(SCHEMA), paginated=True,
+                         query=({"name": "status", "in": "query", "required": False,
+                                 "schema": {"type": "string", "enum": list(STATUSES)}},)),
+        "POST": Operation("Subscribe a contact (double opt-in sends a confirmation)",
+                          body=FIELDS, response=SCHEMA, status=201),
+    }
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, list_id: str) -> None:
+        """List subscriptions of the list, oldest first."""
+        row = _list(list_id)
+        query = Subscription.select().where(Subscription.list_id == row.id)
+        status = req.get_param("status")
+        if status is not None:
+            if status not in STATUSES:
+                raise ValidationError.for_field("status", f"must be one of {', '.join(STATUSES)}")
+            query = query.where(Subscription.status == status)
+        resp.media = paginate(req, query, Subscription.created_at, Subscription.contact_id,
+                              serialize)
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, list_id: str) -> None:
+        """Subscribe a contact; re-subscribing an unsubscribed contact restarts consent."""
+        list_row = _list(list_id)
+        values = FIELDS.parse(read_body(req))
+        contact = _contact_for(req, values)
+        if contact.status != "active":
+            raise ConflictError(f"contact {contact.id} is {contact.status} and cannot subscribe")
+        now = utcnow()
+        status = "unconfirmed" if list_row.double_opt_in else "confirmed"
+        existing = (Subscription.select().where(Subscription.list_id == list_row.id,
+                                                Subscription.contact_id == contact.id)
+                    .for_update().first())
+        source = values.get("consent_source", "api")
+        if existing is not None and existing.status == "confirmed":
+            resp.media = serialize(existing)
+            return
+        if existing is None:
+            Subscription.insert(
+                tenant_id=tenant_id(req), list_id=list_row.id, contact_id=contact.id,
+                status=status, consent_source=source, consent_at=now,
+                confirmed_at=now if status == "confirmed" else None).execute()
+        else:
+            Subscription.update(status=status, consent_source=source, consent_at=now,
+                                confirmed_at=now if status == "confirmed" else None,
+                                unsubscribed_at=None, updated_at=now).where(
+                Subscription.list_id == list_row.id,
+                Subscription.contact_id == contact.id).execute()
+        if status == "unconfirmed":
+            # NOTE: the ledger row is the send request; the pipeline renders and sends it.
+            Message.insert(tenant_id=tenant_id(req), contact_id=contact.id, email=contact.email,
+                           kind="confirmation",
+                           payload={"list_id": str(list_row.id)}).execute()
+        row = Subscription.get(Subscription.list_id == list_row.id,
+                               Subscription.contact_id == contact.id)
+        resp.status = 201
+        resp.media = serialize(row)
+        resp.set_header("Location", f"/v1/lists/{list_row.id}/subscriptions/{contact.id}")
+
+
+class SubscriptionResource:
+    """One subscription: read it."""
+
+    tag = "subscriptions"
+    policy = {"GET": access.read("lists")}
+    docs = {"GET": Operation("Get a subscription", response=SCHEMA)}
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, list_id: str,
+               contact_id: str) -> None:
+        """Return one subscription."""
+        resp.media = serialize(_subscription(_list(list_id), contact_id))
+
+
+class _Transition:
+    tag = "subscriptions"
+    policy = {"POST": access.write("lists")}
+    target = ""
+    allowed: tuple[str, ...] = ()
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, list_id: str,
+                contact_id: str) -> None:
+        """Move the subscription to ``target``."""
+        FIELDS_NONE.parse(read_body(req))
+        row = _subscription(_list(list_id), contact_id)
+        if row.status == self.target:
+            resp.media = serialize(row)
+            return
+        if row.status not in self.allowed:
+            raise ConflictError(f"subscription is {row.status}; cannot become {self.target}")
+        now = utcnow()
+        changes: dict[str, Any] = {"status": self.target, "updated_at": now}
+        changes["confirmed_at" if self.target == "confirmed" else "unsubscribed_at"] = now
+        Subscription.update(**changes).where(Subscription.list_id == row.list_id,
+                                             Subscription.contact_id == row.contact_id).execute()
+        resp.media = serialize(Subscription.get(Subscription.list_id == row.list_id,
+                                                Subscription.contact_id == row.contact_id))
+
+
+FIELDS_NONE = Fields()
+
+
+class ConfirmResource(_Transition):
+    """``POST .../confirm``: record a confirmation obtained elsewhere."""
+
+    target = "confirmed"
+    allowed = ("unconfirmed",)
+    docs = {"POST": Operation("Confirm a subscription", body=FIELDS_NONE, response=SCHEMA)}
+
+
+class UnsubscribeResource(_Transition):
+    """``POST .../unsubscribe``: stop mail from this list to the contact."""
+
+    target = "unsubscribed"
+    allowed = ("unconfirmed", "confirmed")
+    docs = {"POST": Operation("Unsubscribe a contact from a list", body=FIELDS_NONE,
+                              response=SCHEMA)}
+
+
+def routes(services: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Return the subscription routes."""
+    base = "/v1/lists/{list_id}/subscriptions"
+    return [
+        (base, SubscriptionsResource()),
+        (base + "/{contact_id}", SubscriptionResource()),
+        (base + "/{contact_id}/confirm", ConfirmResource()),
+        (base + "/{contact_id}/unsubscribe", UnsubscribeResource()),
+    ]
