@@ -170,13 +170,17 @@ class Spool:
             raise _wrap(ex, "write") from ex
         return [envelope.id for envelope, _ in items]
 
-    def save_state(self, envelope: Envelope) -> None:
-        """Persist per-recipient progress (atomic replace of ID.state)."""
-        temporary = self.tmp / f"{envelope.id}.state"
+    def save_state(self, envelope: Envelope, data: bytes | None = None) -> None:
+        """Persist per-recipient progress (atomic replace of ID.state).
+
+        ``data`` is ``envelope.to_json()`` taken earlier, when the caller
+        writes from a thread while the envelope may still change.
+        """
+        temporary = self.tmp / f"{envelope.id}.{secrets.token_hex(4)}.state"
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                os.write(fd, envelope.to_json())
+                os.write(fd, data if data is not None else envelope.to_json())
                 os.fsync(fd)
             finally:
                 os.close(fd)

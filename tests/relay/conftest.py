@@ -52,3 +52,50 @@ def dkim_dnsfunc(dns_server: DnsServer):  # type: ignore[no-untyped-def]
         return b"".join(b"".join(rdata.strings) for rdata in answer)
 
     return lookup
+
+
+@pytest.fixture
+def peers():  # type: ignore[no-untyped-def]
+    """Factory: scripted SMTP peers on 127.0.0.x sharing one port; stopped after."""
+    from tests.relay.peers import start_peers
+
+    started = []
+
+    def factory(count: int = 3, first: int = 2):  # type: ignore[no-untyped-def]
+        found = start_peers(count, first)
+        started.extend(found)
+        return found
+
+    yield factory
+    for peer in started:
+        peer.stop()
+
+
+@pytest.fixture
+def relay_factory(dns_server, tmp_path):  # type: ignore[no-untyped-def]
+    """Factory: a Relay (not started) on a tmp spool, talking to loopback peers."""
+    from swiftmail_relay.config import RelayConfig
+    from swiftmail_relay.engine import Relay
+
+    from swiftmail_core.settings import Settings
+
+    def factory(port: int, *, settings: Settings | None = None, **overrides):  # type: ignore[no-untyped-def]
+        settings = settings or Settings(data_dir=tmp_path)
+        import dataclasses
+
+        settings = dataclasses.replace(
+            settings, dns_nameservers=("127.0.0.1",), dns_port=dns_server.port)
+        options = {
+            "spool_dir": str(tmp_path / "spool"), "smtp_port": port,
+            "allow_networks": "127.0.0.0/8", "retry_base": 0.2, "retry_cap": 0.5,
+            "connect_timeout": 2, "command_timeout": 3, "dns_timeout": 2,
+            "scan_interval": 0.2, "workers": 8, "hostname": "relay.test",
+        }
+        options.update(overrides)
+        config = RelayConfig.from_settings(settings, **options)
+        finals = []
+        relay = Relay(settings, config, on_final=finals.append, sink=overrides.pop("sink", None))
+        relay.finals = finals  # type: ignore[attr-defined]
+        return relay
+
+    return factory

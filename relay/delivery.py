@@ -1,0 +1,303 @@
+"""Delivering one transaction to a route's MX hosts with aiosmtplib.
+
+Next MX (and next address) on connect failure, a 4xx/5xx greeting or a TLS
+failure; never after a reply to MAIL, RCPT or DATA. Opportunistic STARTTLS
+with re-EHLO; a host whose handshake fails is retried in clear at once and
+remembered. Connections are reused per destination site up to
+``messages_per_connection``; a 421 on a reused connection reconnects at once.
+Several recipients of one domain share one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import aiosmtplib
+import structlog
+from swiftmail_relay import metrics
+from swiftmail_relay.classify import Reply
+from swiftmail_relay.config import RelayConfig
+from swiftmail_relay.mx import MxHost, Route
+
+log = structlog.get_logger("swiftmail.relay.delivery")
+IDLE_SECONDS = 10.0
+NO_TLS_SECONDS = 3600.0
+
+
+@dataclasses.dataclass
+class Connection:
+    """An open SMTP session to one MX address."""
+
+    client: aiosmtplib.SMTP
+    host: MxHost
+    address: str
+    site: str
+    tls: bool
+    messages: int = 0
+    idle_since: float = 0.0
+
+
+class ConnectFailed(Exception):
+    """Every MX of a route failed before a transaction could start."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+
+
+def _tls_context() -> ssl.SSLContext:
+    # NOTE: opportunistic TLS (RFC 3207 for MX delivery): encrypt whatever the
+    # peer offers, without certificate checks; MTA-STS/DANE would tighten this.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class Deliverer:
+    """Send transactions over pooled connections, one pool per site."""
+
+    def __init__(
+        self,
+        config: RelayConfig,
+        *,
+        acquire_slot: Callable[[str], Awaitable[bool]] | None = None,
+        release_slot: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        self.config = config
+        self._idle: dict[str, list[Connection]] = {}
+        self._open: dict[str, int] = {}
+        self._changed: dict[str, asyncio.Condition] = {}
+        self._no_tls: dict[str, float] = {}
+        self._tls_context = _tls_context()
+        self._acquire_slot = acquire_slot
+        self._release_slot = release_slot
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    # Connections ----------------------------------------------------------
+
+    def _condition(self, site: str) -> asyncio.Condition:
+        if site not in self._changed:
+            self._changed[site] = asyncio.Condition()
+        return self._changed[site]
+
+    async def _connect_address(self, host: MxHost, address: str, site: str) -> Connection:
+        """Open, greet, EHLO and (when offered) STARTTLS to one address."""
+        try_tls = self._no_tls.get(address, 0.0) < time.monotonic()
+        client = aiosmtplib.SMTP(
+            hostname=address, port=self.config.smtp_port, local_hostname=self.config.hostname,
+            timeout=self.config.command_timeout, start_tls=False, use_tls=False,
+        )
+        await asyncio.wait_for(client.connect(timeout=self.config.connect_timeout),
+                               self.config.connect_timeout + 1)
+        await client.ehlo()
+        tls = False
+        if try_tls and client.supports_extension("starttls"):
+            try:
+                await client.starttls(server_hostname=host.name, tls_context=self._tls_context)
+                await client.ehlo()
+                tls = True
+            except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as ex:
+                # Remember and retry this host in clear at once.
+                self._no_tls[address] = time.monotonic() + NO_TLS_SECONDS
+                log.info("starttls_failed", mx=host.name, address=address, error=str(ex))
+                metrics.TLS_FAILURES.inc()
+                client.close()
+                return await self._connect_address(host, address, site)
+        metrics.CONNECTIONS.labels(tls="yes" if tls else "no").inc()
+        return Connection(client, host, address, site, tls)
+
+    async def _open_connection(self, route: Route) -> Connection:
+        last = Reply(451, "4.4.1 no MX host could be reached", local=True)
+        for host in route.hosts:
+            for address in host.addresses:
+                try:
+                    return await self._connect_address(host, address, route.site)
+                except aiosmtplib.SMTPResponseException as ex:
+                    # 4xx/5xx greeting or EHLO refusal: try the next MX.
+                    last = Reply(ex.code, f"{ex.message} (from {host.name})".strip())
+                except (TimeoutError, aiosmtplib.SMTPException, OSError) as ex:
+                    last = Reply(451, f"4.4.1 connect to {host.name}[{address}] failed: {ex}",
+                                 local=True)
+        # NOTE: a remote 5xx greeting on every MX is still a transient
+        # failure for the message (RFC 5321 §3.8 treats it as "no service").
+        if last.code >= 500:
+            last = Reply(451, f"4.4.1 all MX hosts refused service: {last}", local=True)
+        raise ConnectFailed(last)
+
+    async def _checkout(self, route: Route) -> tuple[Connection, bool]:
+        """Return (connection, reused): an idle one, or a new one within the cap."""
+        site = route.site
+        condition = self._condition(site)
+        async with condition:
+            while True:
+                idle = self._idle.get(site, [])
+                while idle:
+                    connection = idle.pop()
+                    if time.monotonic() - connection.idle_since < IDLE_SECONDS:
+                        return connection, True
+                    self._discard(connection, notify=False)
+                if self._open.get(site, 0) < self.config.max_connections_per_site:
+                    if self._acquire_slot is None or await self._acquire_slot(site):
+                        self._open[site] = self._open.get(site, 0) + 1
+                        break
+                    # Shared cap reached in another relay: wait a little.
+                    try:
+                        await asyncio.wait_for(condition.wait(), 0.05)
+                    except TimeoutError:
+                        pass
+                    continue
+                await condition.wait()
+        try:
+            return await self._open_connection(route), False
+        except BaseException:
+            await self._closed(site)
+            raise
+
+    async def _closed(self, site: str) -> None:
+        self._open[site] = max(0, self._open.get(site, 0) - 1)
+        if self._release_slot is not None:
+            await self._release_slot(site)
+        condition = self._condition(site)
+        async with condition:
+            condition.notify()
+
+    def _discard(self, connection: Connection, notify: bool = True) -> None:
+        connection.client.close()
+        self._open[connection.site] = max(0, self._open.get(connection.site, 0) - 1)
+        if self._release_slot is not None:
+            self._background(self._release_slot(connection.site))
+        if notify:
+            self._background(self._notify(connection.site))
+
+    def _background(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _notify(self, site: str) -> None:
+        condition = self._condition(site)
+        async with condition:
+            condition.notify()
+
+    async def _checkin(self, connection: Connection, cap: int) -> None:
+        if connection.messages >= cap or not connection.client.is_connected:
+            if connection.client.is_connected:
+                try:
+                    await connection.client.quit(timeout=5)
+                except (TimeoutError, aiosmtplib.SMTPException, OSError):
+                    pass
+            self._discard(connection, notify=False)
+            await self._notify(connection.site)
+            return
+        connection.idle_since = time.monotonic()
+        condition = self._condition(connection.site)
+        async with condition:
+            self._idle.setdefault(connection.site, []).append(connection)
+            condition.notify()
+
+    # Transactions -----------------------------------------------------------
+
+    async def send(
+        self,
+        route: Route,
+        mail_from: str,
+        recipients: Sequence[str],
+        message: bytes,
+        *,
+        messages_per_connection: int | None = None,
+    ) -> dict[str, Reply]:
+        """Deliver one message to recipients of one domain; a Reply per recipient."""
+        cap = messages_per_connection or self.config.messages_per_connection
+        try:
+            connection, reused = await self._checkout(route)
+        except ConnectFailed as failure:
+            return dict.fromkeys(recipients, failure.reply)
+        try:
+            replies = await self._transaction(connection, mail_from, recipients, message)
+        except _Reconnect:
+            self._discard(connection)
+            if not reused:
+                return dict.fromkeys(recipients, Reply(421, "4.4.2 connection closed", local=True))
+            try:
+                connection, _ = await self._checkout(route)
+            except ConnectFailed as failure:
+                return dict.fromkeys(recipients, failure.reply)
+            try:
+                replies = await self._transaction(connection, mail_from, recipients, message)
+            except _Reconnect:
+                self._discard(connection)
+                return dict.fromkeys(recipients, Reply(421, "4.4.2 connection closed", local=True))
+        connection.messages += 1
+        await self._checkin(connection, cap)
+        return replies
+
+    async def _transaction(
+        self, connection: Connection, mail_from: str, recipients: Sequence[str], message: bytes
+    ) -> dict[str, Reply]:
+        client = connection.client
+        replies: dict[str, Reply] = {}
+        try:
+            try:
+                await client.mail(mail_from)
+            except aiosmtplib.SMTPResponseException as ex:
+                if ex.code == 421:
+                    raise _Reconnect() from ex
+                await self._reset(client)
+                return dict.fromkeys(recipients, Reply(ex.code, ex.message))
+            accepted = []
+            for recipient in recipients:
+                try:
+                    await client.rcpt(recipient)
+                    accepted.append(recipient)
+                except aiosmtplib.SMTPResponseException as ex:
+                    if ex.code == 421:
+                        raise _Reconnect() from ex
+                    replies[recipient] = Reply(ex.code, ex.message)
+            if not accepted:
+                await self._reset(client)
+                return replies
+            try:
+                response = await client.data(message)
+            except aiosmtplib.SMTPResponseException as ex:
+                for recipient in accepted:
+                    replies[recipient] = Reply(ex.code, ex.message)
+                return replies
+            for recipient in accepted:
+                replies[recipient] = Reply(response.code, response.message)
+            return replies
+        except _Reconnect:
+            raise
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as ex:
+            client.close()
+            if not replies and isinstance(ex, aiosmtplib.SMTPServerDisconnected) \
+                    and connection.messages > 0:
+                raise _Reconnect() from ex  # a reused connection went away
+            failure = Reply(451, f"4.4.2 connection to {connection.host.name} lost: {ex}",
+                            local=True)
+            return {r: replies.get(r, failure) for r in recipients}
+
+    @staticmethod
+    async def _reset(client: aiosmtplib.SMTP) -> None:
+        try:
+            await client.rset()
+        except (aiosmtplib.SMTPException, OSError):
+            client.close()
+
+    async def close(self) -> None:
+        """Close every idle connection."""
+        for connections in self._idle.values():
+            for connection in connections:
+                try:
+                    await connection.client.quit(timeout=2)
+                except (TimeoutError, aiosmtplib.SMTPException, OSError):
+                    connection.client.close()
+        self._idle.clear()
+
+
+class _Reconnect(Exception):
+    """The peer closed a reused connection (421 or EOF): reconnect at once."""

@@ -1,0 +1,357 @@
+"""The delivery engine: spool in, MX out, retries, expiry, outcomes.
+
+One asyncio loop per relay process. Work items are (queue id, recipient
+domain): the recipients of one message at one domain share a transaction.
+On start the spool is rescanned and every message resumes; a periodic scan
+picks up messages other processes spooled (listeners, the hand-off API) and
+CLI control files. Throttle waits are internal deferrals: they never count
+as an attempt and never inflate the retry exponent; expiry is checked every
+time an item comes up, including after a throttle wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import json
+import random
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+from swiftmail_relay import metrics, verp
+from swiftmail_relay.classify import DEFAULT_RULES, Reply, Rule, classify
+from swiftmail_relay.config import RelayConfig
+from swiftmail_relay.delivery import Deliverer
+from swiftmail_relay.mx import DnsFailure, MxResolver, Route
+from swiftmail_relay.outcomes import Outcome
+from swiftmail_relay.sink import OutcomeSink
+from swiftmail_relay.spool import BOUNCED, DELIVERED, EXPIRED, Envelope, Recipient, Spool
+from swiftmail_relay.throttle import NoThrottle, SitePolicy, Throttle
+
+from swiftmail_core.settings import Settings
+
+log = structlog.get_logger("swiftmail.relay")
+
+
+def backoff(attempts: int, config: RelayConfig, rng: random.Random) -> float:
+    """Return seconds until the next try: doubling from retry_base, capped, ±20 % jitter."""
+    delay = min(config.retry_cap, config.retry_base * 2 ** max(0, attempts - 1))
+    return delay * rng.uniform(0.8, 1.2)
+
+
+class Relay:
+    """Deliver everything in one spool directory."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: RelayConfig,
+        *,
+        spool: Spool | None = None,
+        resolver: MxResolver | None = None,
+        throttle: Throttle | None = None,
+        sink: OutcomeSink | None = None,
+        rules: tuple[Rule, ...] = DEFAULT_RULES,
+        clock: Callable[[], float] = time.time,
+        on_final: Callable[[Envelope], Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.spool = spool or Spool(config.spool_dir)
+        self.resolver = resolver or MxResolver(settings, config)
+        self.throttle = throttle or NoThrottle(SitePolicy(
+            max_connections=config.max_connections_per_site,
+            messages_per_connection=config.messages_per_connection))
+        self.deliverer = Deliverer(
+            config, acquire_slot=self.throttle.acquire_connection,
+            release_slot=self.throttle.release_connection,
+        )
+        self.sink = sink
+        self.rules = rules
+        self.clock = clock
+        self.on_final = on_final
+        self.rng = random.Random()
+        self.envelopes: dict[str, Envelope] = {}
+        self._ready: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._timers: list[tuple[float, int, str, str]] = []
+        self._sequence = itertools.count()
+        self._timer_changed = asyncio.Event()
+        self._inflight: set[tuple[str, str]] = set()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._background: set[asyncio.Future[Any]] = set()
+        self.delivered = 0
+
+    # Lifecycle --------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Rescan the spool, then start workers, the timer and the scanner."""
+        self.spool.clear_tmp()
+        await asyncio.to_thread(self._load_all)
+        if self.sink is not None:
+            self.sink.start()
+        self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.config.workers)]
+        self._tasks.append(asyncio.create_task(self._timer_loop()))
+        self._tasks.append(asyncio.create_task(self._scan_loop()))
+        log.info("relay_started", spool=str(self.spool.root), messages=len(self.envelopes))
+
+    async def stop(self) -> None:
+        """Stop workers and close connections (the spool keeps everything)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await self.deliverer.close()
+        if self.sink is not None:
+            await self.sink.stop()
+
+    async def idle(self, timeout: float = 30.0) -> None:
+        """Wait until nothing is pending now (tests and benchmarks)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = self.clock()
+            due = any(
+                r.next_attempt_at <= now for e in self.envelopes.values() for r in e.pending
+            )
+            if not due and not self._inflight and self._ready.empty():
+                return
+            await asyncio.sleep(0.02)
+        raise TimeoutError("relay still busy")
+
+    # Loading and scheduling --------------------------------------------------
+
+    def _load_all(self) -> None:
+        for queue_id in self.spool.scan():
+            self._load(queue_id)
+
+    def _load(self, queue_id: str) -> None:
+        try:
+            envelope = self.spool.read_envelope(queue_id)
+        except (OSError, ValueError) as ex:
+            log.warning("spool_unreadable", queue_id=queue_id, error=str(ex))
+            return
+        self.envelopes[queue_id] = envelope
+        for domain in {r.domain for r in envelope.pending}:
+            when = min(r.next_attempt_at for r in envelope.pending if r.domain == domain)
+            self._schedule(queue_id, domain, when)
+
+    def notify(self, queue_ids: Sequence[str]) -> None:
+        """Take newly spooled messages at once (in-process hand-off)."""
+        for queue_id in queue_ids:
+            if queue_id not in self.envelopes:
+                self._load(queue_id)
+
+    def _schedule(self, queue_id: str, domain: str, when: float) -> None:
+        if when <= self.clock():
+            self._ready.put_nowait((queue_id, domain))
+            return
+        heapq.heappush(self._timers, (when, next(self._sequence), queue_id, domain))
+        self._timer_changed.set()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            self._timer_changed.clear()
+            now = self.clock()
+            while self._timers and self._timers[0][0] <= now:
+                _, _, queue_id, domain = heapq.heappop(self._timers)
+                self._ready.put_nowait((queue_id, domain))
+            delay = (self._timers[0][0] - now) if self._timers else 3600.0
+            try:
+                await asyncio.wait_for(self._timer_changed.wait(), min(delay, 1.0))
+            except TimeoutError:
+                pass
+
+    async def _scan_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.scan_interval)
+            try:
+                await self.scan_once()
+            except Exception:
+                log.exception("spool_scan_failed")
+
+    async def scan_once(self) -> None:
+        """Pick up new spool files, drop vanished ones, apply control files."""
+        present = set(await asyncio.to_thread(lambda: list(self.spool.scan())))
+        for queue_id in present - set(self.envelopes):
+            self._load(queue_id)
+        busy = {queue_id for queue_id, _ in self._inflight}
+        for queue_id in set(self.envelopes) - present - busy:
+            self.envelopes.pop(queue_id, None)  # held or purged by the CLI
+        self._apply_controls()
+        metrics.QUEUE_DEPTH.labels(state="active").set(len(self.envelopes))
+
+    def _apply_controls(self) -> None:
+        for path in sorted(self.spool.control.glob("*.json")):
+            try:
+                command = json.loads(path.read_bytes())
+                path.unlink()
+            except (OSError, ValueError):
+                continue
+            if command.get("action") != "retry":
+                continue
+            for queue_id, envelope in list(self.envelopes.items()):
+                if command.get("tenant") and envelope.tenant_id != command["tenant"]:
+                    continue
+                for recipient in envelope.pending:
+                    if command.get("domain") and recipient.domain != command["domain"]:
+                        continue
+                    recipient.next_attempt_at = 0.0
+                    self._schedule(queue_id, recipient.domain, 0.0)
+
+    # Working -----------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        while True:
+            queue_id, domain = await self._ready.get()
+            key = (queue_id, domain)
+            if key in self._inflight:
+                continue
+            self._inflight.add(key)
+            try:
+                await self._process(queue_id, domain)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("delivery_failed", queue_id=queue_id, domain=domain)
+                envelope = self.envelopes.get(queue_id)
+                if envelope is not None:
+                    for recipient in envelope.pending:
+                        if recipient.domain == domain:
+                            recipient.next_attempt_at = self.clock() + self.config.retry_base
+                    self._schedule(queue_id, domain, self.clock() + self.config.retry_base)
+            finally:
+                self._inflight.discard(key)
+
+    def return_path(self, envelope: Envelope, recipient: Recipient) -> str:
+        """Return the MAIL FROM for one recipient: VERP when a tenant is known."""
+        if envelope.source == "dsn" or not envelope.mail_from:
+            return ""
+        if envelope.tenant_id and self.config.bounce_domain and self.settings.secret_key:
+            return verp.encode(self.settings.secret_key, envelope.tenant_id, recipient.ledger_id,
+                               self.config.bounce_domain)
+        return envelope.mail_from
+
+    async def _process(self, queue_id: str, domain: str) -> None:
+        envelope = self.envelopes.get(queue_id)
+        if envelope is None:
+            return
+        now = self.clock()
+        due = [r for r in envelope.pending if r.domain == domain]
+        if not due:
+            return
+        later = min(r.next_attempt_at for r in due)
+        if later > now:
+            self._schedule(queue_id, domain, later)
+            return
+        outcomes: list[Outcome] = []
+        if now >= envelope.created_at + self.config.max_age:
+            for recipient in due:
+                self._finish(envelope, recipient, EXPIRED, Reply(
+                    451, "4.4.7 message expired after its maximum age in the queue", local=True),
+                    "expired", outcomes)
+                metrics.EXPIRIES.inc()
+            await self._settle(envelope, domain, outcomes)
+            return
+        try:
+            route = await self.resolver.route(domain)
+        except DnsFailure as failure:
+            reply = Reply.parse(failure.reply, local=True)
+            for recipient in due:
+                self._apply(envelope, recipient, reply, outcomes, permanent=failure.permanent)
+            await self._settle(envelope, domain, outcomes)
+            return
+        wait = await self.throttle.admit(route, envelope, len(due))
+        if wait > 0:
+            # Internal deferral: no attempt counted, no event, no backoff growth.
+            metrics.THROTTLE_WAITS.labels(reason="throttle").inc()
+            self._schedule(queue_id, domain, now + wait)
+            return
+        body = await asyncio.to_thread(self.spool.read_body, queue_id)
+        groups: dict[str, list[Recipient]] = {}
+        for recipient in due:
+            groups.setdefault(self.return_path(envelope, recipient), []).append(recipient)
+        policy = self.throttle.policy(route)
+        for mail_from, recipients in groups.items():
+            replies = await self.deliverer.send(
+                route, mail_from, [r.address for r in recipients], body,
+                messages_per_connection=policy.messages_per_connection,
+            )
+            await self.throttle.observe(route, list(replies.values()))
+            for recipient in recipients:
+                self._apply(envelope, recipient, replies[recipient.address], outcomes,
+                            route=route)
+        await self._settle(envelope, domain, outcomes)
+
+    def _apply(
+        self,
+        envelope: Envelope,
+        recipient: Recipient,
+        reply: Reply,
+        outcomes: list[Outcome],
+        *,
+        permanent: bool | None = None,
+        route: Route | None = None,
+    ) -> None:
+        recipient.attempts += 1
+        recipient.last_reply = str(reply)
+        if reply.ok:
+            self._finish(envelope, recipient, DELIVERED, reply, "delivered", outcomes)
+            metrics.DELIVERIES.inc()
+            self.delivered += 1
+            return
+        is_permanent, bounce_class = classify(reply, self.rules)
+        if permanent is not None:
+            is_permanent = permanent
+        recipient.bounce_class = bounce_class
+        if is_permanent:
+            self._finish(envelope, recipient, BOUNCED, reply, "bounced", outcomes)
+            metrics.BOUNCES.labels(bounce_class=bounce_class).inc()
+            return
+        delay = backoff(recipient.attempts, self.config, self.rng)
+        expiry = envelope.created_at + self.config.max_age
+        recipient.next_attempt_at = min(self.clock() + delay, expiry)
+        metrics.DEFERRALS.labels(bounce_class=bounce_class).inc()
+        self._outcome(envelope, recipient, "deferred", reply, outcomes)
+
+    def _finish(self, envelope: Envelope, recipient: Recipient, status: str, reply: Reply,
+                event: str, outcomes: list[Outcome]) -> None:
+        recipient.status = status
+        recipient.last_reply = str(reply)
+        if status == EXPIRED:
+            recipient.bounce_class = "expired"
+        self._outcome(envelope, recipient, event, reply, outcomes)
+
+    def _outcome(self, envelope: Envelope, recipient: Recipient, event: str, reply: Reply,
+                 outcomes: list[Outcome]) -> None:
+        if not envelope.tenant_id:
+            return
+        bounce_class = recipient.bounce_class if event in ("bounced", "deferred", "expired") else None
+        outcomes.append(Outcome(
+            tenant_id=uuid.UUID(envelope.tenant_id), type=event, email=recipient.address,
+            ledger_id=recipient.ledger_id, bounce_class=bounce_class, reply=str(reply),
+            source_key=f"relay:{envelope.id}:{recipient.address}:{event}:{recipient.attempts}",
+            detail={"queue_id": envelope.id, "attempt": recipient.attempts,
+                    "enhanced": reply.enhanced},
+        ))
+
+    async def _settle(self, envelope: Envelope, domain: str, outcomes: list[Outcome]) -> None:
+        """Record outcomes, then remove a finished message or save its progress."""
+        finished = not envelope.pending
+        if outcomes and self.sink is not None:
+            waiter = self.sink.add(outcomes)
+            if finished:
+                await waiter  # events committed before the spool forgets the message
+        if finished:
+            self.envelopes.pop(envelope.id, None)
+            if self.on_final is not None:
+                self.on_final(envelope)
+            await asyncio.to_thread(self.spool.remove, envelope.id)
+            return
+        data = envelope.to_json()
+        await asyncio.to_thread(self.spool.save_state, envelope, data)
+        waiting = [r.next_attempt_at for r in envelope.pending if r.domain == domain]
+        if waiting:
+            self._schedule(envelope.id, domain, max(min(waiting), self.clock() + 0.001))

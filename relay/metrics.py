@@ -1,0 +1,23 @@
+"""Prometheus metrics of the relay (served by ``swiftmail relay run``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+QUEUE_DEPTH = Gauge("swiftmail_relay_queue_messages", "Messages in the spool, by state.",
+                    ["state"])
+DELIVERIES = Counter("swiftmail_relay_deliveries_total", "Recipients delivered.")
+DEFERRALS = Counter("swiftmail_relay_deferrals_total", "Recipient deferrals, by class.",
+                    ["bounce_class"])
+BOUNCES = Counter("swiftmail_relay_bounces_total", "Recipients bounced, by class.",
+                  ["bounce_class"])
+EXPIRIES = Counter("swiftmail_relay_expiries_total", "Recipients expired after max age.")
+CONNECTIONS = Counter("swiftmail_relay_connections_total", "SMTP connections opened, by TLS use.",
+                      ["tls"])
+TLS_FAILURES = Counter("swiftmail_relay_tls_failures_total", "STARTTLS handshakes that failed.")
+THROTTLE_WAITS = Counter("swiftmail_relay_throttle_waits_total",
+                         "Internal deferrals by a throttle or warm-up cap.", ["reason"])
+SIGNING_SECONDS = Histogram("swiftmail_relay_signing_seconds", "Time to DKIM-sign one message.",
+                            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.05))
+ACCEPTED = Counter("swiftmail_relay_accepted_total", "Messages accepted into the spool, by source.",
+                   ["source"])

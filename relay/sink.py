@@ -1,0 +1,81 @@
+"""Batching outcomes into the database without stalling delivery.
+
+``add`` queues outcomes and returns a future that resolves once they are
+committed; a background task writes batches from a thread. A failed write
+(database down) is retried with backoff, so outcomes are never dropped while
+the process lives, and a finished message leaves the spool only after its
+outcomes are committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+import structlog
+from swiftmail_relay.outcomes import Outcome
+
+log = structlog.get_logger("swiftmail.relay.sink")
+
+
+class OutcomeSink:
+    """Collect outcomes and write them in batches through ``record``."""
+
+    def __init__(self, record: Callable[[Sequence[Outcome]], None], *, batch: int = 1000) -> None:
+        self.record = record
+        self.batch = batch
+        self._pending: list[tuple[list[Outcome], asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the background writer."""
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Write what is queued, then stop."""
+        if self._task is not None:
+            await self._drain()
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def add(self, outcomes: list[Outcome]) -> asyncio.Future[None]:
+        """Queue outcomes; the returned future resolves when they are stored."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((outcomes, future))
+        self._wake.set()
+        return future
+
+    async def _drain(self) -> None:
+        while self._pending:
+            await self._write_once()
+
+    async def _run(self) -> None:
+        delay = 0.5
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                try:
+                    await self._write_once()
+                    delay = 0.5
+                except Exception:
+                    log.exception("outcome_write_failed")
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+
+    async def _write_once(self) -> None:
+        taken: list[tuple[list[Outcome], asyncio.Future[None]]] = []
+        count = 0
+        while self._pending and count < self.batch:
+            item = self._pending.pop(0)
+            taken.append(item)
+            count += len(item[0])
+        try:
+            await asyncio.to_thread(self.record, [o for items, _ in taken for o in items])
+        except BaseException:
+            self._pending[:0] = taken
+            raise
+        for _, future in taken:
+            if not future.done():
+                future.set_result(None)
