@@ -1,0 +1,405 @@
+"""Render one campaign for many recipients: compile once, splice per message.
+
+``CampaignRenderer(campaign, tenant, sending_domain, settings, plugin_manager,
+link_ids)`` does all per-campaign work in its constructor: validates the
+sender fields and custom headers, compiles subject, preheader, HTML and text
+templates in the sandbox, rewrites tracked links, inserts the open pixel,
+preheader and (when the template has no ``unsubscribe_url``) an unsubscribe
+footer, inlines CSS, derives the text part when none is given, and encodes
+every static header and the MIME skeleton to bytes.
+
+``render(ledger_id, contact, list_id)`` then only renders the personalised
+parts, makes the signed tokens and splices bytes. When a plugin implements
+``swiftmail_compose_message``, each message is instead built as an
+``EmailMessage``, handed to the hook and serialised (slower, but the hook
+sees a real message); otherwise the fast path runs.
+
+Inputs are plain dicts (database rows as dicts):
+
+- campaign: ``id``, ``name``, ``subject``, ``preheader``, ``html``, ``text``,
+  ``from_name``, ``from_email``, ``reply_to``, ``headers`` (dict),
+  ``tracking_enabled``, ``transport``; optional ``kind`` (Feedback-ID).
+- tenant: ``id``, ``name``, ``slug``.
+- sending_domain: ``domain``, ``return_path_domain``, ``tracking_domain``, or
+  None (then the From address's domain is used and links use public_url).
+- contact: ``id`` (None for a test send), ``email``, ``name``, ``attributes``.
+
+Template context: ``contact`` (attributes, then ``id``, ``email``, ``name``
+and ``attributes`` on top), ``attributes``, ``campaign`` (id, name),
+``tenant`` (id, name, slug), ``unsubscribe_url``, ``preferences_url``,
+``view_in_browser_url``.
+
+Headers written: From, Reply-To, To, Subject, Date, Message-ID
+(``<{ledger_id}.{tenant id hex[:12]}@{sending domain}>``), List-Unsubscribe
+(``<https://.../u/{token}>, <mailto:unsubscribe@{bounce domain}?subject=unsubscribe-{token}>``),
+List-Unsubscribe-Post (``List-Unsubscribe=One-Click``), Feedback-ID
+(``{campaign}:{tenant}:{kind}:swiftmail``), the campaign's custom headers,
+MIME-Version and Content-Type. The envelope sender is a signed VERP address
+(``verp.py``). DKIM signing happens later, in the relay or transport.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Callable
+from email.headerregistry import Address
+from email.utils import formatdate
+from typing import Any
+
+from swiftmail_core import tokens
+from swiftmail_core.errors import ValidationError
+from swiftmail_core.rendering import headers as hdr
+from swiftmail_core.rendering import html_tools
+from swiftmail_core.rendering.mime import Skeleton, build_reference, new_boundary
+from swiftmail_core.rendering.sandbox import RenderLimits, TemplateSandbox
+from swiftmail_core.rendering.verp import verp_local_part
+
+HTML_SANDBOX = TemplateSandbox(autoescape=True)
+TEXT_SANDBOX = TemplateSandbox(autoescape=False)
+NIL_UUID = uuid.UUID(int=0)
+
+FOOTER_HTML = (
+    '<div style="margin-top:24px;font-size:12px;color:#666666;text-align:center">'
+    '<a href="{{ unsubscribe_url }}" style="color:#666666">Unsubscribe</a> &middot; '
+    '<a href="{{ preferences_url }}" style="color:#666666">Manage preferences</a></div>'
+)
+FOOTER_TEXT = "\n\n--\nUnsubscribe: {{ unsubscribe_url }}\nManage preferences: {{ preferences_url }}\n"
+PREHEADER_HTML = (
+    '<div style="display:none;max-height:0;overflow:hidden;mso-hide:all" aria-hidden="true">'
+    "{{ _sm_preheader }}</div>"
+)
+PIXEL_HTML = (
+    '<img src="{{ _sm_open_url }}" width="1" height="1" alt="" '
+    'style="display:block;width:1px;height:1px;border:0" />'
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderedMessage:
+    """One message ready for a transport: bytes with CRLF line endings.
+
+    ``message_id`` is the Message-ID header value with its angle brackets.
+    """
+
+    raw: bytes
+    message_id: str
+    envelope_from: str
+    recipient: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderedParts:
+    """The personalised pieces of one message, before MIME encoding."""
+
+    subject: str
+    html: str
+    text: str
+    headers: list[tuple[str, Any]]  # decoded values, in header order
+    message_id: str
+    envelope_from: str
+    recipient: str
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def _is_constant(source: str) -> bool:
+    return html_tools._JINJA.search(source) is None
+
+
+class CampaignRenderer:
+    """Compile a campaign once; render each recipient's message fast."""
+
+    def __init__(
+        self,
+        campaign: dict[str, Any],
+        tenant: dict[str, Any],
+        sending_domain: dict[str, Any] | None,
+        settings: Any,
+        plugin_manager: Any,
+        link_ids: dict[str, int],
+        *,
+        limits: RenderLimits | None = None,
+        clock: Callable[[], float] = time.time,
+        preview: bool = False,
+    ) -> None:
+        self.limits = limits or RenderLimits()
+        self.clock = clock
+        self.preview = preview
+        self.plugin_manager = plugin_manager
+        self.secret_key: str = settings.secret_key if not preview else "p" * 32
+        self.campaign = campaign
+        self.tenant_id = _uuid(tenant["id"])
+        self._tenant_bytes = self.tenant_id.bytes
+        self.campaign_id = _uuid(campaign["id"]) if campaign.get("id") else None
+        self.tracking = bool(campaign.get("tracking_enabled", True)) and not preview
+        self._signer = tokens.signer(self.secret_key)
+
+        # Sender, domains and static headers (validated: errors name the field).
+        from_email = hdr.normalise_address("from_email", _text(campaign.get("from_email")))
+        from_name = _text(campaign.get("from_name"))
+        self._from = hdr.format_address("from_name", from_name, from_email)
+        self._from_ref = Address(display_name=from_name.strip(), addr_spec=from_email)
+        domain = (sending_domain or {}).get("domain") or from_email.rpartition("@")[2]
+        self.sending_domain = domain
+        self.bounce_domain = (sending_domain or {}).get("return_path_domain") or domain
+        public_url = getattr(settings, "public_url", "http://127.0.0.1:8000")
+        self.base_url = tokens.tracking_base_url(public_url, sending_domain)
+        reply_to = _text(campaign.get("reply_to")).strip()
+        self._reply_to = self._reply_to_ref = None
+        if reply_to:
+            name, address = hdr.parse_reply_to("reply_to", reply_to)
+            self._reply_to = hdr.format_address("reply_to", name, address)
+            self._reply_to_ref = Address(display_name=name, addr_spec=address)
+        self._custom = hdr.check_custom_headers(campaign.get("headers"))
+        kind = _text(campaign.get("kind")) or "campaign"
+        campaign_part = self.campaign_id.hex[:16] if self.campaign_id else "none"
+        self.feedback_id = f"{campaign_part}:{self.tenant_id.hex[:16]}:{kind}:swiftmail"
+        self._message_id_suffix = f".{self.tenant_id.hex[:12]}@{domain}>"
+
+        self._compile_templates(link_ids)
+        self._campaign_context = {
+            "id": str(self.campaign_id) if self.campaign_id else "",
+            "name": _text(campaign.get("name")),
+        }
+        self._tenant_context = {
+            "id": str(self.tenant_id),
+            "name": _text(tenant.get("name")),
+            "slug": _text(tenant.get("slug")),
+        }
+        self._skeleton = Skeleton(self._static_headers(), new_boundary())
+        self._date_second = -1
+        self._date = ""
+        hooks = getattr(getattr(plugin_manager, "pm", None), "hook", None)
+        compose = getattr(hooks, "swiftmail_compose_message", None)
+        self.uses_compose_hook = bool(compose is not None and compose.get_hookimpls())
+
+    # Compile-time ------------------------------------------------------------
+    def _compile_templates(self, link_ids: dict[str, int]) -> None:
+        campaign = self.campaign
+        subject_source = _text(campaign.get("subject"))
+        preheader_source = _text(campaign.get("preheader"))
+        html_source = _text(campaign.get("html"))
+        text_source = _text(campaign.get("text"))
+        hdr.refuse_line_breaks("subject", subject_source)
+        self._subject = TEXT_SANDBOX.compile_field("subject", subject_source)
+        self._preheader = TEXT_SANDBOX.compile_field("preheader", preheader_source)
+        HTML_SANDBOX.compile_field("html", html_source)
+        if text_source:
+            TEXT_SANDBOX.compile_field("text", text_source)
+        self._constant_subject = (
+            TEXT_SANDBOX.render_field("subject", self._subject, {}, self.limits)
+            if _is_constant(subject_source)
+            else None
+        )
+        self._has_preheader = bool(preheader_source.strip())
+
+        protected = html_tools.Protected(html_source)
+        self.link_ids_used: list[int] = []
+        if self.tracking:
+            html_tools.rewrite_links(protected, link_ids)
+            self.link_ids_used = sorted(
+                {link_ids[url] for url in html_tools.links_in(html_source)}
+            )
+        if "unsubscribe_url" not in html_source:
+            html_tools.insert_before_body_close(protected, protected.protect_snippet(FOOTER_HTML))
+        derived_text = None if text_source else html_tools.html_to_text(protected.html)
+        if self._has_preheader:
+            html_tools.insert_after_body_open(protected, protected.protect_snippet(PREHEADER_HTML))
+        if self.tracking:
+            html_tools.insert_before_body_close(protected, protected.protect_snippet(PIXEL_HTML))
+        self.inline_per_message = not html_tools.inline_css_once(protected)
+        self._html = HTML_SANDBOX.compile_field("html", protected.restore(protected.html))
+        if derived_text is not None:
+            text_source = protected.restore(derived_text)
+        if "unsubscribe_url" not in text_source:
+            text_source = text_source.rstrip("\n") + FOOTER_TEXT
+        self._text_template = TEXT_SANDBOX.compile_field("text", text_source)
+
+    def _static_headers(self) -> str:
+        lines = ["List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"]
+        lines.append(f"Feedback-ID: {self.feedback_id}\r\n")
+        lines.extend(hdr.header_line(name, value) for name, value in self._custom)
+        return "".join(lines)
+
+    # Per message ------------------------------------------------------------
+    def _now(self) -> str:
+        now = int(self.clock())
+        if now != self._date_second:
+            self._date_second, self._date = now, formatdate(now, usegmt=True)
+        return self._date
+
+    def render_parts(
+        self, ledger_id: int, contact: dict[str, Any], list_id: Any = None
+    ) -> RenderedParts:
+        """Render the personalised subject, HTML, text and header values."""
+        recipient = hdr.normalise_address("email", _text(contact.get("email")))
+        contact_id = _uuid(contact["id"]) if contact.get("id") else NIL_UUID
+        attributes = dict(contact.get("attributes") or {})
+        person = dict(attributes)
+        person.update(
+            id=str(contact_id) if contact.get("id") else "",
+            email=recipient,
+            name=_text(contact.get("name")),
+            attributes=attributes,
+        )
+        base, key, tenant = self.base_url, self.secret_key, self.tenant_id
+        if self.preview:
+            unsubscribe_token = "preview"  # noqa: S105 (not a secret)
+            unsubscribe = f"{base}/u/preview"
+            preferences = f"{base}/p/preview"
+            view = f"{base}/v/preview"
+        else:
+            unsubscribe_token = tokens.make_unsubscribe_token(
+                key, tenant, contact_id, _uuid(list_id) if list_id else None
+            )
+            unsubscribe = tokens.unsubscribe_url(base, unsubscribe_token)
+            preferences = tokens.preferences_url(
+                base, tokens.make_preferences_token(key, tenant, contact_id)
+            )
+            view = tokens.view_url(base, tokens.make_view_token(key, tenant, ledger_id))
+        context: dict[str, Any] = {
+            "contact": person,
+            "attributes": attributes,
+            "campaign": self._campaign_context,
+            "tenant": self._tenant_context,
+            "unsubscribe_url": unsubscribe,
+            "preferences_url": preferences,
+            "view_in_browser_url": view,
+        }
+        subject = self._constant_subject
+        if subject is None:
+            subject = TEXT_SANDBOX.render_field("subject", self._subject, context, self.limits)
+        # APPSEC: a contact attribute must not be able to add a header line.
+        hdr.refuse_line_breaks("subject", subject)
+        if self._has_preheader:
+            context["_sm_preheader"] = TEXT_SANDBOX.render_field(
+                "preheader", self._preheader, context, self.limits
+            )
+        if self.tracking:
+            signer, tenant_bytes = self._signer, self._tenant_bytes
+            context["_sm_links"] = {
+                link_id: f"{base}/t/c/{signer.click(tenant_bytes, link_id, ledger_id)}"
+                for link_id in self.link_ids_used
+            }
+            context["_sm_open_url"] = f"{base}/t/o/{signer.open_pixel(tenant_bytes, ledger_id)}.gif"
+        html = HTML_SANDBOX.render_field("html", self._html, context, self.limits)
+        if self.inline_per_message:
+            html = html_tools.inline_css(html)
+        text = TEXT_SANDBOX.render_field("text", self._text_template, context, self.limits)
+        # Parts end with a line break, as EmailMessage.set_content makes them.
+        if not html.endswith("\n"):
+            html += "\n"
+        if not text.endswith("\n"):
+            text += "\n"
+
+        message_id = f"<{ledger_id}{self._message_id_suffix}"
+        envelope_from = (
+            f"{verp_local_part(self._tenant_bytes, ledger_id, key)}@{self.bounce_domain}"
+        )
+        list_unsubscribe = (
+            f"<{unsubscribe}>, <mailto:unsubscribe@{self.bounce_domain}"
+            f"?subject=unsubscribe-{unsubscribe_token}>"
+        )
+        header_values: list[tuple[str, Any]] = [("From", self._from_ref)]
+        if self._reply_to_ref is not None:
+            header_values.append(("Reply-To", self._reply_to_ref))
+        header_values += [
+            ("To", recipient),
+            ("Subject", subject),
+            ("Date", self._now()),
+            ("Message-ID", message_id),
+            ("List-Unsubscribe", list_unsubscribe),
+            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+            ("Feedback-ID", self.feedback_id),
+            *self._custom,
+        ]
+        return RenderedParts(
+            subject, html, text, header_values, message_id, envelope_from, recipient
+        )
+
+    def render(self, ledger_id: int, contact: dict[str, Any], list_id: Any = None) -> RenderedMessage:
+        """Render one recipient's message (fast path unless a compose hook exists)."""
+        parts = self.render_parts(ledger_id, contact, list_id)
+        if self.uses_compose_hook:
+            return self._render_with_hook(ledger_id, parts)
+        values = parts.headers
+        lines = [f"From: {self._from}\r\n"]
+        if self._reply_to is not None:
+            lines.append(f"Reply-To: {self._reply_to}\r\n")
+        subject = parts.subject
+        lines.append(
+            f"To: {parts.recipient}\r\n"
+            f"Subject: {hdr.encode_unstructured('Subject', subject)}\r\n"
+            f"Date: {self._date}\r\n"
+            f"Message-ID: {parts.message_id}\r\n"
+            f"List-Unsubscribe: {_fold_list(_value(values, 'List-Unsubscribe'))}\r\n"
+        )
+        head = "".join(lines).encode("ascii")
+        raw = self._skeleton.splice(head, parts.text, parts.html)
+        return RenderedMessage(raw, parts.message_id, parts.envelope_from, parts.recipient)
+
+    def render_reference(
+        self, ledger_id: int, contact: dict[str, Any], list_id: Any = None
+    ) -> RenderedMessage:
+        """Render through the standard library's ``EmailMessage`` (no hook)."""
+        parts = self.render_parts(ledger_id, contact, list_id)
+        message = build_reference(parts.headers, parts.text, parts.html)
+        return RenderedMessage(
+            message.as_bytes(), parts.message_id, parts.envelope_from, parts.recipient
+        )
+
+    def _render_with_hook(self, ledger_id: int, parts: RenderedParts) -> RenderedMessage:
+        message = build_reference(parts.headers, parts.text, parts.html)
+        self.plugin_manager.compose_message(
+            message,
+            {
+                "tenant_id": self.tenant_id,
+                "campaign_id": self.campaign_id,
+                "ledger_id": ledger_id,
+                "recipient": parts.recipient,
+                "transport": self.campaign.get("transport", ""),
+            },
+        )
+        for name, value in message.items():
+            hdr.refuse_line_breaks(f"headers.{name}", str(value).replace("\r\n ", " "))
+        return RenderedMessage(
+            message.as_bytes(), parts.message_id, parts.envelope_from, parts.recipient
+        )
+
+
+def _value(values: list[tuple[str, Any]], name: str) -> str:
+    for key, value in values:
+        if key == name:
+            return value
+    raise KeyError(name)
+
+
+def _fold_list(value: str) -> str:
+    return value.replace(">, <", ">,\r\n <")
+
+
+def check_sender(campaign: dict[str, Any]) -> None:
+    """Validate the header-bound campaign fields; errors name the field."""
+    hdr.normalise_address("from_email", _text(campaign.get("from_email")))
+    hdr.refuse_line_breaks("from_name", _text(campaign.get("from_name")))
+    if _text(campaign.get("reply_to")).strip():
+        hdr.parse_reply_to("reply_to", _text(campaign.get("reply_to")))
+    hdr.refuse_line_breaks("subject", _text(campaign.get("subject")))
+    hdr.check_custom_headers(campaign.get("headers"))
+
+
+__all__ = [
+    "CampaignRenderer",
+    "RenderedMessage",
+    "RenderedParts",
+    "ValidationError",
+    "check_sender",
+]

@@ -1,0 +1,218 @@
+"""The Jinja2 sandbox tenant templates run in, with output and time limits.
+
+``ImmutableSandboxedEnvironment`` blocks attribute escapes (``__class__``,
+``mro``...) and mutation of lists and dicts. On top of it:
+
+- output is counted chunk by chunk and refused past ``max_output_chars``;
+- render time is checked at every call, every loop iteration (each ``for``
+  iterable is wrapped by an AST transform) and every output chunk, so a loop
+  or a call chain past ``max_render_seconds`` stops with an error. The check
+  is cooperative: one single builtin call cannot be interrupted, which is why
+  the operations that can make one huge value are bounded instead (``*`` and
+  ``**`` on strings, lists and big ints, ``%`` and ``str.format`` widths,
+  ``center``/``ljust``/``rjust``/``zfill``/``replace``, the ``format``,
+  ``center``, ``indent`` and ``slice`` filters; ``lipsum`` is removed);
+- undefined names render empty and chain (``contact.address.city`` with no
+  address is empty, never a crash mid-campaign).
+
+Errors become ``ValidationError`` naming the field and the template line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from jinja2 import ChainableUndefined, Template, nodes
+from jinja2.exceptions import SecurityError, TemplateSyntaxError
+from jinja2.filters import do_center, do_format, do_indent, do_slice
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from swiftmail_core.errors import ValidationError
+
+_MAX_INT_BITS = 4096
+_MAX_WIDTH = 10_000
+_BIG_WIDTH = re.compile(r"%[-#0 +]*(?:\*|\d{5,})|\{[^{}]*:[^{}]*(?:\{|\d{5,})")
+_SIZED_STR_METHODS = {"center", "ljust", "rjust", "zfill"}
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderLimits:
+    """Per-field limits for one render."""
+
+    max_output_chars: int = 2_000_000
+    max_render_seconds: float = 2.0
+
+
+class RenderLimitExceeded(SecurityError):
+    """A render went past its output size or time limit."""
+
+
+class _Budget(threading.local):
+    deadline: float = float("inf")
+
+
+class TemplateSandbox(ImmutableSandboxedEnvironment):
+    """The sandboxed environment; one for HTML (autoescape) and one for text."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def __init__(self, *, autoescape: bool) -> None:
+        super().__init__(autoescape=autoescape, undefined=ChainableUndefined)
+        self.budget = _Budget()
+        self.globals.pop("lipsum", None)
+        self.globals["_sm_iter"] = self._guarded_iter
+        self.filters["center"] = _bounded_filter(do_center, "width")
+        self.filters["indent"] = _bounded_filter(do_indent, "width")
+        self.filters["slice"] = _bounded_filter(do_slice, "slices")
+        self.filters["format"] = _checked_format_filter
+
+    # Limits ------------------------------------------------------------
+    def check_deadline(self) -> None:
+        """Raise when the current render is past its time limit."""
+        if time.monotonic() > self.budget.deadline:
+            raise RenderLimitExceeded("template took too long to render")
+
+    def _guarded_iter(self, iterable: Iterable[Any]) -> Iterator[Any]:
+        budget = self.budget
+        for item in iterable:
+            if time.monotonic() > budget.deadline:
+                raise RenderLimitExceeded("template took too long to render")
+            yield item
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call from sandboxed code, checking time and size-making str methods."""
+        __self.check_deadline()
+        if isinstance(getattr(__obj, "__self__", None), str):
+            _check_str_method(__obj.__self__, __obj.__name__, args)
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        """Refuse ``*``, ``**`` and ``%`` that would build a huge value."""
+        self.check_deadline()
+        if operator == "*":
+            for seq, count in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(count, int):
+                    if len(seq) * count > _MAX_WIDTH * 10:
+                        raise SecurityError("repetition result too large")
+            if isinstance(left, int) and isinstance(right, int):
+                if left.bit_length() + right.bit_length() > _MAX_INT_BITS:
+                    raise SecurityError("number too large")
+            return left * right
+        if operator == "**":
+            if isinstance(left, int) and isinstance(right, int):
+                if right > 0 and max(left.bit_length(), 1) * right > _MAX_INT_BITS:
+                    raise SecurityError("number too large")
+            return left**right
+        if isinstance(left, str) and _BIG_WIDTH.search(left):
+            raise SecurityError("format width too large")
+        return left % right
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
+        """Refuse unsafe attribute access outright (not a silent empty value)."""
+        raise SecurityError(f"access to attribute {attribute!r} is not allowed")
+
+    def wrap_str_format(self, value: Any) -> Any:
+        """Refuse ``str.format`` specs with huge or nested widths."""
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None and _BIG_WIDTH.search(value.__self__):
+            raise SecurityError("format width too large")
+        return wrapped
+
+    # Every {% for %} iterates through _sm_iter (deadline checked per item).
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Call(
+                nodes.Name("_sm_iter", "load", lineno=loop.lineno),
+                [loop.iter],
+                [],
+                None,
+                None,
+                lineno=loop.lineno,
+            )
+        return tree
+
+    # Compile and render ---------------------------------------------------
+    def compile_field(self, field: str, source: str) -> Template:
+        """Compile ``source``; a syntax error names ``field`` and the line."""
+        try:
+            return self.from_string(source)
+        except TemplateSyntaxError as ex:
+            raise ValidationError.for_field(field, f"line {ex.lineno}: {ex.message}") from ex
+
+    def render_field(
+        self, field: str, template: Template, context: dict[str, Any], limits: RenderLimits
+    ) -> str:
+        """Render within ``limits``; any failure names ``field`` and the line."""
+        self.budget.deadline = time.monotonic() + limits.max_render_seconds
+        parts: list[str] = []
+        size = 0
+        try:
+            for chunk in template.generate(context):
+                size += len(chunk)
+                if size > limits.max_output_chars:
+                    raise RenderLimitExceeded(
+                        f"output larger than {limits.max_output_chars} characters"
+                    )
+                parts.append(chunk)
+            self.check_deadline()
+        except Exception as ex:
+            line = _template_line(ex)
+            where = f"line {line}: " if line else ""
+            raise ValidationError.for_field(field, f"{where}{_describe(ex)}") from ex
+        finally:
+            self.budget.deadline = float("inf")
+        return "".join(parts)
+
+
+def _describe(ex: Exception) -> str:
+    if isinstance(ex, RenderLimitExceeded):
+        return str(ex)
+    if isinstance(ex, SecurityError):
+        return f"not allowed in a template: {ex}"
+    return f"{type(ex).__name__}: {ex}"
+
+
+def _template_line(ex: BaseException) -> int | None:
+    line = None
+    tb = ex.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _check_str_method(target: str, name: str, args: tuple[Any, ...]) -> None:
+    if name in _SIZED_STR_METHODS and args and isinstance(args[0], int):
+        if args[0] > _MAX_WIDTH:
+            raise SecurityError(f"str.{name} width too large")
+    elif name == "replace" and len(args) >= 2:
+        old, new = str(args[0]), str(args[1])
+        growth = (len(new) - len(old)) * (target.count(old) if old else len(target) + 1)
+        if len(target) + growth > _MAX_WIDTH * 100:
+            raise SecurityError("str.replace result too large")
+    elif name == "expandtabs" and args and isinstance(args[0], int) and args[0] > 64:
+        raise SecurityError("str.expandtabs size too large")
+
+
+def _bounded_filter(filter_function: Any, argument: str) -> Any:
+    def bounded(value: Any, *args: Any, **kwargs: Any) -> Any:
+        size = args[0] if args else kwargs.get(argument)
+        if isinstance(size, int) and size > _MAX_WIDTH:
+            raise SecurityError(f"{argument} too large")
+        return filter_function(value, *args, **kwargs)
+
+    bounded.__name__ = filter_function.__name__
+    return bounded
+
+
+def _checked_format_filter(value: Any, *args: Any, **kwargs: Any) -> str:
+    if _BIG_WIDTH.search(str(value)):
+        raise SecurityError("format width too large")
+    return do_format(value, *args, **kwargs)
