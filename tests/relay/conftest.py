@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import dns.resolver
@@ -91,11 +92,51 @@ def relay_factory(dns_server, tmp_path):  # type: ignore[no-untyped-def]
             "connect_timeout": 2, "command_timeout": 3, "dns_timeout": 2,
             "scan_interval": 0.2, "workers": 8, "hostname": "relay.test",
         }
+        sink = overrides.pop("sink", None)
         options.update(overrides)
         config = RelayConfig.from_settings(settings, **options)
         finals = []
-        relay = Relay(settings, config, on_final=finals.append, sink=overrides.pop("sink", None))
+        relay = Relay(settings, config, on_final=finals.append, sink=sink)
         relay.finals = finals  # type: ignore[attr-defined]
         return relay
+
+    return factory
+
+
+@pytest.fixture
+def sending_domain(runtime, rsa_key, dns_server):  # type: ignore[no-untyped-def]
+    """Factory: give a tenant a sending domain with a DKIM key published in the test DNS."""
+    from swiftmail_core import crypto
+    from swiftmail_core.db import tenant_tx
+    from swiftmail_core.models import SendingDomain, utcnow
+
+    def factory(tenant_id, domain: str, *, verified: bool = True, selector: str = "sm1"):  # type: ignore[no-untyped-def]
+        secret = runtime.settings.secret_key
+        with tenant_tx(tenant_id):
+            SendingDomain.insert(
+                tenant_id=tenant_id, id=uuid.uuid4(), domain=domain, dkim_selector=selector,
+                dkim_private_key_encrypted=crypto.encrypt(secret, rsa_key[0]),
+                dkim_public_key=rsa_key[1], verified_at=utcnow() if verified else None,
+            ).execute()
+        dns_server.add(f"{selector}._domainkey.{domain}", "TXT",
+                       txt_strings(f"v=DKIM1; k=rsa; p={rsa_key[1]}"))
+        return domain
+
+    return factory
+
+
+@pytest.fixture
+def ledger_row(runtime):  # type: ignore[no-untyped-def]
+    """Factory: insert a ledger (messages) row for a tenant; return its id."""
+    from swiftmail_core.db import tenant_tx
+
+    def factory(tenant_id, email: str) -> int:  # type: ignore[no-untyped-def]
+        with tenant_tx(tenant_id) as database:
+            cursor = database.execute_sql(
+                "INSERT INTO messages (tenant_id, email, kind, status, transport) "
+                "VALUES (%s, %s, 'transactional', 'accepted', 'relay') RETURNING id",
+                (str(tenant_id), email),
+            )
+            return int(cursor.fetchone()[0])
 
     return factory
