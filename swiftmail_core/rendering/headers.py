@@ -20,7 +20,7 @@ _ATOM_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*\Z")
 _HEADER_NAME = re.compile(r"[!-9;-~]+\Z")
 _LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+\Z")
 _DOMAIN = re.compile(r"(?=.{1,253}\Z)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9-]{2,63}\Z")
-_WORD_BYTES = 45  # 45 bytes -> 60 base64 chars; "=?utf-8?b?" + 60 + "?=" = 72
+_WORD_BYTES = 39  # 39 bytes -> 52 base64 chars; "=?utf-8?b?" + 52 + "?=" = 64
 
 # Headers SwiftMail writes itself; a campaign's custom headers may not set them.
 RESERVED_HEADERS = frozenset(
@@ -119,7 +119,7 @@ def format_address(field: str, display_name: str, address: str) -> str:
     elif _PRINTABLE_ASCII.match(display_name) and "=?" not in display_name:
         phrase = '"' + display_name.replace("\\", "\\\\").replace('"', '\\"') + '"'
     else:
-        phrase = " ".join(_encoded_words(display_name))
+        phrase = (CRLF + " ").join(_encoded_words(display_name))
     return f"{phrase} <{address}>"
 
 

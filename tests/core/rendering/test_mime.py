@@ -1,0 +1,129 @@
+"""The spliced message parses and equals the EmailMessage-built reference."""
+
+from __future__ import annotations
+
+import email
+import uuid
+from email import policy
+from typing import Any
+
+from swiftmail_core.hookspecs import hookimpl
+from swiftmail_core.plugins import PluginManager
+
+
+def _parse(raw: bytes):
+    return email.message_from_bytes(raw, policy=policy.default)
+
+
+def _lines(text: str) -> str:
+    return text.replace("\r\n", "\n")
+
+
+def assert_same_message(fast_raw: bytes, reference_raw: bytes) -> None:
+    """Compare two messages semantically: headers, structure and part contents."""
+    fast, reference = _parse(fast_raw), _parse(reference_raw)
+    assert fast.defects == [] and reference.defects == []
+    assert [key.lower() for key in fast.keys()] == [key.lower() for key in reference.keys()] or (
+        sorted(key.lower() for key in fast.keys()) == sorted(key.lower() for key in reference.keys())
+    )
+    for key in reference.keys():
+        if key.lower() == "content-type":
+            assert fast.get_content_type() == reference.get_content_type()
+            continue
+        assert str(fast[key]) == str(reference[key]), key
+    fast_parts = [(p.get_content_type(), p.get_content_charset()) for p in fast.walk()]
+    reference_parts = [(p.get_content_type(), p.get_content_charset()) for p in reference.walk()]
+    assert fast_parts == reference_parts
+    for kind in ("plain", "html"):
+        assert _lines(fast.get_body((kind,)).get_content()) == _lines(
+            reference.get_body((kind,)).get_content()
+        )
+
+
+def test_fast_path_equals_reference(make_renderer, campaign, contact) -> None:
+    renderer = make_renderer(campaign, clock=lambda: 1_800_000_000)
+    list_id = uuid.uuid4()
+    fast = renderer.render(31, contact, list_id)
+    reference = renderer.render_reference(31, contact, list_id)
+    assert (fast.message_id, fast.envelope_from, fast.recipient) == (
+        reference.message_id,
+        reference.envelope_from,
+        reference.recipient,
+    )
+    assert_same_message(fast.raw, reference.raw)
+
+
+def test_fast_path_equals_reference_with_unicode_and_long_lines(
+    make_renderer, campaign, contact
+) -> None:
+    campaign["from_name"] = "Zoë's Café"
+    campaign["subject"] = "Ça va {{ contact.first_name }}? ✓"
+    campaign["html"] = (
+        "<html><body><p>" + "Grüße aus Köln, " * 80 + "</p>"
+        "<p>trailing spaces   \n.dot line\nFrom the start\n=_sm_ boundary-ish --=_sm_x</p>"
+        "<p>{{ contact.first_name }} 😀</p></body></html>"
+    )
+    contact["attributes"]["first_name"] = "Zoé"
+    renderer = make_renderer(campaign, clock=lambda: 1_800_000_000)
+    fast = renderer.render(32, contact)
+    assert_same_message(fast.raw, renderer.render_reference(32, contact).raw)
+    assert "Grüße aus Köln" in _parse(fast.raw).get_body(("html",)).get_content()
+
+
+def test_wire_format_is_crlf_ascii_and_short_lines(make_renderer, campaign, contact) -> None:
+    campaign["html"] = "<p>" + "é" * 5000 + "</p>\n<p>{{ unsubscribe_url }}</p>"
+    raw = make_renderer(campaign).render(1, contact).raw
+    assert raw.isascii()
+    assert b"\n" not in raw.replace(b"\r\n", b"")
+    assert b"\r" not in raw.replace(b"\r\n", b"")
+    body = raw.split(b"\r\n\r\n", 1)[1]
+    assert all(len(line) <= 76 for line in body.split(b"\r\n"))
+    assert raw.endswith(b"--\r\n")
+
+
+def test_boundary_never_appears_in_content(make_renderer, campaign, contact) -> None:
+    renderer = make_renderer(campaign)
+    boundary = renderer._skeleton.boundary
+    contact["attributes"]["first_name"] = f"--{boundary}"
+    raw = renderer.render(1, contact).raw
+    body = raw.split(b"\r\n\r\n", 1)[1]
+    assert body.count(f"--{boundary}".encode()) == 3  # two part starts and the end
+    assert "--" + boundary in _parse(raw).get_body(("plain",)).get_content()
+
+
+class _AddHeader:
+    def __init__(self) -> None:
+        self.contexts: list[dict[str, Any]] = []
+
+    @hookimpl
+    def swiftmail_compose_message(self, message, context) -> None:
+        self.contexts.append(context)
+        message["X-Composed-By"] = "test-plugin"
+
+
+def test_compose_hook_gets_an_email_message(
+    make_renderer, campaign, contact, render_settings, tenant
+) -> None:
+    plugin = _AddHeader()
+    manager = PluginManager(render_settings)
+    manager.register(plugin, "add-header")
+    renderer = make_renderer(campaign, plugin_manager=manager)
+    assert renderer.uses_compose_hook
+    rendered = renderer.render(55, contact)
+    parsed = _parse(rendered.raw)
+    assert str(parsed["X-Composed-By"]) == "test-plugin"
+    assert str(parsed["Message-ID"]) == rendered.message_id
+    assert plugin.contexts == [
+        {
+            "tenant_id": tenant["id"],
+            "campaign_id": campaign["id"],
+            "ledger_id": 55,
+            "recipient": "alice@example.org",
+            "transport": "relay",
+        }
+    ]
+
+
+def test_no_hook_implementations_means_fast_path(make_renderer, campaign, render_settings) -> None:
+    assert not make_renderer(campaign, plugin_manager=PluginManager(render_settings)).uses_compose_hook
+    assert not make_renderer(campaign).uses_compose_hook
