@@ -93,6 +93,10 @@ class Settings:
         (), "Comma-separated resolver addresses (default: the system resolver)."
     )
     dns_port: int = _setting(53, "Port of the DNS resolvers in dns_nameservers.")
+    webhook_allow_loopback_http: bool = _setting(
+        False,
+        "Allow outgoing webhooks to http:// URLs on loopback (tests only; never in production).",
+    )
     worker_queue_name: str = _setting(
         "swiftmail-sending", "Name of the sending queue in Redis (give each installation its own)."
     )

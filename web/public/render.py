@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates" / "public"
@@ -69,6 +70,27 @@ def translations(language: str) -> gettext.NullTranslations:
     )
 
 
+def _newstyle(catalogue: gettext.NullTranslations) -> tuple[Any, Any]:
+    """Return gettext/ngettext that escape and format like Jinja2's newstyle."""
+
+    @jinja2.pass_context
+    def _gettext(context: Any, text: str, **variables: Any) -> str:
+        translated = catalogue.gettext(text)
+        if context.eval_ctx.autoescape:
+            translated = markupsafe.Markup(translated)  # noqa: S704 - our catalogue; % escapes values
+        return translated % variables if variables else translated
+
+    @jinja2.pass_context
+    def _ngettext(context: Any, singular: str, plural: str, num: int, **variables: Any) -> str:
+        variables.setdefault("num", num)
+        translated = catalogue.ngettext(singular, plural, num)
+        if context.eval_ctx.autoescape:
+            translated = markupsafe.Markup(translated)  # noqa: S704 - our catalogue; % escapes values
+        return translated % variables
+
+    return _gettext, _ngettext
+
+
 def render_page(
     name: str,
     *,
@@ -77,13 +99,13 @@ def render_page(
     **context: Any,
 ) -> str:
     """Render the public page ``name`` in the tenant's language and templates."""
-    catalogue = translations(language)
+    gettext_, ngettext_ = _newstyle(translations(language))
     environment = environment_for(tenant_settings)
     template = environment.get_template(name)
     return template.render(
         language=language or "en",
-        gettext=catalogue.gettext,
-        ngettext=catalogue.ngettext,
-        _=catalogue.gettext,
+        gettext=gettext_,
+        ngettext=ngettext_,
+        _=gettext_,
         **context,
     )

@@ -1,0 +1,161 @@
+"""Built-in tracking plugin: public routes, the drainer and webhook commands.
+
+Registers the open pixel, click redirect and subscriber pages
+(``web.public``), the ``/v1`` analytics routes, ``swiftmail tracking drain``
+and ``swiftmail webhooks deliver``, and turns every stored event into
+webhook deliveries for tenants that subscribed to it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+
+import click
+import falcon
+
+from swiftmail_core.hookspecs import hookimpl
+from swiftmail_core.settings import Settings
+from swiftmail_core.tracking import TrackingEvent
+
+WEBHOOK_CACHE_SECONDS = 30.0
+_tenants_with_webhooks: dict[uuid.UUID, tuple[float, bool]] = {}
+_cache_lock = threading.Lock()
+
+
+def _redis_client(settings: Settings):  # type: ignore[no-untyped-def]
+    import redis
+
+    from swiftmail_core import embedded
+
+    return redis.Redis.from_url(settings.redis_url or embedded.redis_url(settings.data_dir))
+
+
+@hookimpl
+def swiftmail_register_routes(app: falcon.App, settings: Settings) -> None:
+    """Add the public endpoints and the analytics API."""
+    from swiftmail_web.public import add_public_routes
+    from swiftmail_web.public.services import PublicServices
+    from swiftmail_web.resources import analytics
+
+    from swiftmail_core.plugins import PluginManager
+
+    services = PublicServices.build(settings, _redis_client(settings), PluginManager.load(settings))
+    add_public_routes(app, services)
+    for path, resource in analytics.routes({"settings": settings}):
+        app.add_route(path, resource)
+
+
+def _has_webhooks(tenant_id: uuid.UUID) -> bool:
+    from swiftmail_core.db import system_tx
+
+    now = time.monotonic()
+    with _cache_lock:
+        cached = _tenants_with_webhooks.get(tenant_id)
+    if cached and now - cached[0] < WEBHOOK_CACHE_SECONDS:
+        return cached[1]
+    with system_tx() as database:
+        found = database.execute_sql(
+            "SELECT 1 FROM webhooks WHERE tenant_id = %s AND enabled LIMIT 1", (str(tenant_id),)
+        ).fetchone() is not None
+    with _cache_lock:
+        _tenants_with_webhooks[tenant_id] = (now, found)
+    return found
+
+
+@hookimpl
+def swiftmail_tracking_event(event: TrackingEvent) -> None:
+    """Queue a webhook delivery when the event's tenant subscribed to it."""
+    from swiftmail_core.webhooks.dispatcher import enqueue
+
+    if event.type == "webhook_disabled" or not _has_webhooks(event.tenant_id):
+        return
+    enqueue([event])
+
+
+@click.group("tracking")
+def tracking_group() -> None:
+    """Tracking hits: drain the Redis stream into events."""
+
+
+@tracking_group.command("drain")
+@click.option("--consumer", envvar="SWIFTMAIL_TRACKING_CONSUMER",
+              default=lambda: f"{socket.gethostname()}-drainer",
+              help="Consumer name; keep it stable so a restart resumes its pending hits.")
+@click.option("--batch-size", envvar="SWIFTMAIL_TRACKING_BATCH_SIZE", default=500,
+              show_default=True, help="Hits stored per transaction.")
+@click.option("--once", is_flag=True, help="Drain what is there, then exit.")
+@click.pass_obj
+def drain(state, consumer: str, batch_size: int, once: bool) -> None:  # type: ignore[no-untyped-def]
+    """Store tracking hits from the Redis stream as events (runs until stopped).
+
+    Hits are acknowledged only after their events are committed, so a killed
+    drainer loses nothing and a restarted one counts nothing twice.
+
+    \b
+    Examples:
+      swiftmail tracking drain
+      swiftmail tracking drain --consumer web1-drainer --batch-size 1000
+      swiftmail tracking drain --once
+    """
+    from swiftmail_web.public.services import PublicConfig
+
+    from swiftmail_core.tracking_ingest import HitStream
+    from swiftmail_core.tracking_ingest.drainer import Drainer
+
+    runtime = state.runtime()
+    config = PublicConfig.from_settings(runtime.settings)
+    stream = HitStream(runtime.redis, config.stream)
+    stream.ensure_group()
+    drainer = Drainer(stream, consumer, runtime.plugins, batch_size=batch_size,
+                      block_ms=200 if once else 1000)
+    if once:
+        total = 0
+        while (count := drainer.drain_once()) > 0:
+            total += count
+        click.echo(f"drained {total} hits")
+        return
+    click.echo(f"draining {config.stream} as {consumer} (pid {os.getpid()})", err=True)
+    drainer.run()
+
+
+@click.group("webhooks")
+def webhooks_group() -> None:
+    """Outgoing webhooks: deliver, retry and disable."""
+
+
+@webhooks_group.command("deliver")
+@click.option("--once", is_flag=True, help="Deliver what is due, then exit.")
+@click.option("--interval", envvar="SWIFTMAIL_WEBHOOKS_INTERVAL", default=1.0,
+              show_default=True, help="Seconds between polls when idle.")
+@click.pass_obj
+def deliver(state, once: bool, interval: float) -> None:  # type: ignore[no-untyped-def]
+    """POST due webhook deliveries, signed, with retries and backoff.
+
+    \b
+    Examples:
+      swiftmail webhooks deliver
+      swiftmail webhooks deliver --once
+    """
+    from swiftmail_core.webhooks.dispatcher import Dispatcher
+    from swiftmail_core.webhooks.urls import UrlPolicy
+
+    runtime = state.runtime()
+    dispatcher = Dispatcher(str(runtime.settings.require("secret_key")),
+                            UrlPolicy.from_settings(runtime.settings), runtime.plugins)
+    while True:
+        count = dispatcher.deliver_due()
+        if once and count == 0:
+            return
+        if count == 0:
+            time.sleep(interval)
+
+
+@hookimpl
+def swiftmail_register_commands(cli: click.Group) -> None:
+    """Add ``swiftmail tracking`` and ``swiftmail webhooks``."""
+    cli.add_command(tracking_group)
+    cli.add_command(webhooks_group)

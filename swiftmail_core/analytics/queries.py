@@ -1,0 +1,143 @@
+"""Rollup queries: per campaign, per tenant date range, per recipient domain."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections import defaultdict
+
+from swiftmail_core.analytics.shape import delivery_by_domain, stats_from_counts
+from swiftmail_core.db import app_db
+from swiftmail_core.errors import NotFoundError, ValidationError
+
+INTERVALS = ("hour", "day")
+
+
+def _campaign(campaign_id: uuid.UUID) -> tuple[str, int]:
+    row = app_db.execute_sql(
+        "SELECT name, recipient_count FROM campaigns WHERE id = %s", (str(campaign_id),)
+    ).fetchone()
+    if row is None:
+        raise NotFoundError(f"campaign {campaign_id} not found")
+    return row[0], int(row[1])
+
+
+def campaign_summary(campaign_id: uuid.UUID) -> dict:
+    """Return the campaign's totals (inside its tenant's ``tenant_tx``)."""
+    name, recipients = _campaign(campaign_id)
+    rows = app_db.execute_sql(
+        "SELECT metric, sum(value) FROM campaign_rollups WHERE campaign_id = %s "
+        "AND dimension = '' GROUP BY metric", (str(campaign_id),),
+    ).fetchall()
+    first_last = app_db.execute_sql(
+        "SELECT min(bucket), max(bucket) FROM campaign_rollups WHERE campaign_id = %s",
+        (str(campaign_id),),
+    ).fetchone()
+    return {
+        "object": "campaign_stats", "campaign_id": str(campaign_id), "name": name,
+        "recipients": recipients,
+        **stats_from_counts({metric: int(value) for metric, value in rows}),
+        "first_event_hour": first_last[0], "last_event_hour": first_last[1],
+    }
+
+
+def campaign_timeseries(campaign_id: uuid.UUID, interval: str = "hour") -> dict:
+    """Return the campaign's metrics per hour or day, oldest first."""
+    if interval not in INTERVALS:
+        raise ValidationError.for_field("interval", "must be hour or day")
+    _campaign(campaign_id)
+    rows = app_db.execute_sql(
+        "SELECT date_trunc(%s, bucket, 'UTC') AS b, metric, sum(value) FROM campaign_rollups "
+        "WHERE campaign_id = %s AND dimension = '' GROUP BY b, metric ORDER BY b",
+        (interval, str(campaign_id)),
+    ).fetchall()
+    return {"object": "timeseries", "campaign_id": str(campaign_id), "interval": interval,
+            "data": _series(rows)}
+
+
+def _series(rows: list[tuple]) -> list[dict]:
+    buckets: dict[datetime.datetime, dict[str, int]] = defaultdict(dict)
+    for bucket, metric, value in rows:
+        buckets[bucket][metric] = int(value)
+    return [{"bucket": bucket, "metrics": metrics} for bucket, metrics in buckets.items()]
+
+
+def campaign_links(campaign_id: uuid.UUID) -> dict:
+    """Return total and unique clicks per link, human and machine."""
+    _campaign(campaign_id)
+    rows = app_db.execute_sql(
+        "SELECT split_part(r.dimension, ':', 2)::bigint AS link_id, r.metric, sum(r.value) "
+        "FROM campaign_rollups r WHERE r.campaign_id = %s AND r.dimension LIKE 'link:%%' "
+        "GROUP BY 1, 2", (str(campaign_id),),
+    ).fetchall()
+    links = app_db.execute_sql(
+        "SELECT id, url, label FROM links WHERE campaign_id = %s ORDER BY id",
+        (str(campaign_id),),
+    ).fetchall()
+    counts: dict[int, dict[str, int]] = defaultdict(dict)
+    for link_id, metric, value in rows:
+        counts[int(link_id)][metric] = int(value)
+    data = []
+    for link_id, url, label in links:
+        metric = counts.get(link_id, {})
+        data.append({
+            "link_id": link_id, "url": url, "label": label,
+            "clicks": {audience: {"total": metric.get(f"clicked.{audience}", 0),
+                                  "unique": metric.get(f"clicked.unique.{audience}", 0)}
+                       for audience in ("human", "machine")},
+        })
+    return {"object": "list", "campaign_id": str(campaign_id), "data": data}
+
+
+def _domains(rows: list[tuple]) -> list[dict]:
+    counts: dict[str, dict[str, int]] = defaultdict(dict)
+    for dimension, metric, value in rows:
+        counts[dimension.split(":", 1)[1]][metric] = int(value)
+    data = [{"domain": domain, **delivery_by_domain(metrics)} for domain, metrics in counts.items()]
+    return sorted(data, key=lambda d: (-(d["delivered"] + d["bounced"]["total"]), d["domain"]))
+
+
+def campaign_domains(campaign_id: uuid.UUID) -> dict:
+    """Return delivered, deferred and bounced counts per recipient domain."""
+    _campaign(campaign_id)
+    rows = app_db.execute_sql(
+        "SELECT dimension, metric, sum(value) FROM campaign_rollups WHERE campaign_id = %s "
+        "AND dimension LIKE 'domain:%%' GROUP BY 1, 2", (str(campaign_id),),
+    ).fetchall()
+    return {"object": "list", "campaign_id": str(campaign_id), "data": _domains(rows)}
+
+
+def _range(start: datetime.datetime, end: datetime.datetime) -> None:
+    if end <= start:
+        raise ValidationError.for_field("to", "must be after from")
+    if end - start > datetime.timedelta(days=3660):
+        raise ValidationError.for_field("to", "the range may span at most ten years")
+
+
+def tenant_summary(start: datetime.datetime, end: datetime.datetime) -> dict:
+    """Return the tenant's totals and daily series over ``[start, end)``."""
+    _range(start, end)
+    rows = app_db.execute_sql(
+        "SELECT date_trunc('day', bucket, 'UTC') AS b, metric, sum(value) "
+        "FROM campaign_rollups WHERE bucket >= %s AND bucket < %s AND dimension = '' "
+        "GROUP BY b, metric ORDER BY b", (start, end),
+    ).fetchall()
+    totals: dict[str, int] = defaultdict(int)
+    for _bucket, metric, value in rows:
+        totals[metric] += int(value)
+    campaigns = app_db.execute_sql(
+        "SELECT count(DISTINCT campaign_id) FROM campaign_rollups "
+        "WHERE bucket >= %s AND bucket < %s", (start, end),
+    ).fetchone()[0]
+    return {"object": "tenant_stats", "from": start, "to": end, "campaigns": int(campaigns),
+            **stats_from_counts(totals), "daily": _series(rows)}
+
+
+def tenant_domains(start: datetime.datetime, end: datetime.datetime) -> dict:
+    """Return per-recipient-domain delivery over ``[start, end)``, all campaigns."""
+    _range(start, end)
+    rows = app_db.execute_sql(
+        "SELECT dimension, metric, sum(value) FROM campaign_rollups WHERE bucket >= %s "
+        "AND bucket < %s AND dimension LIKE 'domain:%%' GROUP BY 1, 2", (start, end),
+    ).fetchall()
+    return {"object": "list", "from": start, "to": end, "data": _domains(rows)}

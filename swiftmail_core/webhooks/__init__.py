@@ -1,0 +1,18 @@
+"""Outgoing webhooks: signed JSON POSTs of tenant events, SSRF-safe, retried.
+
+``urls.check_webhook_url`` is what saving a webhook calls; ``enqueue`` turns
+stored events into deliveries; ``Dispatcher`` claims due deliveries, checks
+the address again, POSTs, logs, retries with backoff for a day and disables
+a webhook that keeps failing (recording a ``webhook_disabled`` event).
+"""
+
+from swiftmail_core.webhooks.signing import SIGNATURE_HEADER, sign_payload, verify_signature
+from swiftmail_core.webhooks.urls import UrlPolicy, check_webhook_url
+
+__all__ = [
+    "SIGNATURE_HEADER",
+    "UrlPolicy",
+    "check_webhook_url",
+    "sign_payload",
+    "verify_signature",
+]

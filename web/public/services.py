@@ -1,0 +1,86 @@
+"""What the public endpoints share: settings, the hit stream, link lookups."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import uuid
+
+import redis
+
+from swiftmail_core.db import system_tx
+from swiftmail_core.plugins import PluginManager
+from swiftmail_core.settings import Settings
+from swiftmail_core.tracking_ingest import HitStream
+from swiftmail_core.tracking_ingest.stream import DEFAULT_STREAM
+
+
+@dataclasses.dataclass(frozen=True)
+class PublicConfig:
+    """Options of the public endpoints, from ``[plugins.tracking]``."""
+
+    stream: str = DEFAULT_STREAM
+    redis_prefix: str = "swiftmail:"
+    signup_per_ip_per_hour: int = 20
+    trust_forwarded_for: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PublicConfig:
+        """Read ``[plugins.tracking]`` (env ``SWIFTMAIL_PLUGIN_TRACKING_*``)."""
+        raw = settings.plugin_settings("tracking")
+        return cls(
+            stream=str(raw.get("stream", cls.stream)),
+            redis_prefix=str(raw.get("redis_prefix", cls.redis_prefix)),
+            signup_per_ip_per_hour=int(raw.get("signup_per_ip_per_hour",
+                                               cls.signup_per_ip_per_hour)),
+            trust_forwarded_for=str(raw.get("trust_forwarded_for", "")).lower()
+            in ("1", "true", "yes", "on"),
+        )
+
+
+class LinkResolver:
+    """Return a stored link's URL, cached per process (links never change)."""
+
+    def __init__(self, cache_size: int = 65536) -> None:
+        self.lookup = functools.lru_cache(maxsize=cache_size)(self._lookup)
+
+    @staticmethod
+    def _lookup(tenant_id: uuid.UUID, link_id: int) -> str | None:
+        # APPSEC: tenant and link come from one verified click token; the
+        # system role reads the link table by its full key.
+        with system_tx() as database:
+            row = database.execute_sql(
+                "SELECT url FROM links WHERE tenant_id = %s AND id = %s",
+                (str(tenant_id), link_id),
+            ).fetchone()
+        return row[0] if row else None
+
+
+@dataclasses.dataclass
+class PublicServices:
+    """Collaborators of the public resources, built once per process."""
+
+    settings: Settings
+    redis: redis.Redis
+    plugins: PluginManager | None
+    config: PublicConfig
+    stream: HitStream
+    links: LinkResolver
+
+    @property
+    def secret_key(self) -> str:
+        """Return the key that signs public tokens."""
+        return str(self.settings.require("secret_key"))
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        redis_client: redis.Redis,
+        plugins: PluginManager | None = None,
+        config: PublicConfig | None = None,
+    ) -> PublicServices:
+        """Build the services from settings and a Redis client."""
+        config = config or PublicConfig.from_settings(settings)
+        return cls(settings, redis_client, plugins, config,
+                   HitStream(redis_client, config.stream), LinkResolver())

@@ -1,0 +1,177 @@
+"""``/v1/analytics``: campaign and tenant statistics from rollups, and CSV export.
+
+Every number comes from ``swiftmail_core.analytics`` (sums over the hourly
+rollups, never a count over raw events). Runs inside the caller's
+``tenant_tx`` (middleware), so another tenant's campaign is a 404.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import falcon
+from swiftmail_web import access
+from swiftmail_web.jsonio import parse_uuid
+from swiftmail_web.openapi import Operation
+
+from swiftmail_core import analytics
+from swiftmail_core.analytics.export import domains_csv, series_csv
+from swiftmail_core.errors import ValidationError
+
+STATS = {"type": "object"}
+RANGE_QUERY = (
+    {"name": "from", "in": "query", "required": True,
+     "schema": {"type": "string", "format": "date-time"},
+     "description": "Start (inclusive), ISO 8601; a date means its midnight UTC."},
+    {"name": "to", "in": "query", "required": True,
+     "schema": {"type": "string", "format": "date-time"},
+     "description": "End (exclusive), ISO 8601."},
+)
+INTERVAL_QUERY = ({"name": "interval", "in": "query", "required": False,
+                   "schema": {"type": "string", "enum": ["hour", "day"]}},)
+READ = {"GET": access.read("analytics")}
+
+
+def _moment(req: falcon.Request, name: str) -> datetime.datetime:
+    raw = req.get_param(name)
+    if not raw:
+        raise ValidationError.for_field(name, "is required (ISO 8601 date or date-time)")
+    try:
+        value = datetime.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError as ex:
+        raise ValidationError.for_field(name, "must be an ISO 8601 date or date-time") from ex
+    return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+
+
+def _csv(resp: falcon.Response, text: str, filename: str) -> None:
+    resp.content_type = "text/csv; charset=utf-8"
+    resp.set_header("Content-Disposition", f'attachment; filename="{filename}"')
+    resp.text = text
+
+
+class CampaignStatsResource:
+    """Totals of one campaign."""
+
+    tag = "analytics"
+    policy = READ
+    docs = {"GET": Operation("Get a campaign's statistics (human and machine apart)",
+                             response=STATS)}
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, campaign_id: str) -> None:
+        """Return sent, delivered, bounces by class, opens, clicks, rates."""
+        resp.media = analytics.campaign_summary(parse_uuid(campaign_id, "campaign"))
+
+
+class CampaignTimeseriesResource:
+    """One campaign's metrics per hour or day."""
+
+    tag = "analytics"
+    policy = READ
+    docs = {"GET": Operation("Get a campaign's statistics over time", response=STATS,
+                             query=INTERVAL_QUERY)}
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, campaign_id: str) -> None:
+        """Return the time series."""
+        resp.media = analytics.campaign_timeseries(
+            parse_uuid(campaign_id, "campaign"), req.get_param("interval") or "hour")
+
+
+class CampaignLinksResource:
+    """Clicks per link of one campaign."""
+
+    tag = "analytics"
+    policy = READ
+    docs = {"GET": Operation("Get clicks per link", response=STATS)}
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, campaign_id: str) -> None:
+        """Return total and unique clicks per link."""
+        resp.media = analytics.campaign_links(parse_uuid(campaign_id, "campaign"))
+
+
+class CampaignDomainsResource:
+    """Delivery per recipient domain of one campaign."""
+
+    tag = "analytics"
+    policy = READ
+    docs = {"GET": Operation("Get delivery per recipient domain", response=STATS)}
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, campaign_id: str) -> None:
+        """Return delivered, deferred, bounced per domain."""
+        resp.media = analytics.campaign_domains(parse_uuid(campaign_id, "campaign"))
+
+
+class CampaignExportResource:
+    """CSV of one campaign's time series."""
+
+    tag = "analytics"
+    policy = {"GET": access.read("analytics")}
+    docs = {"GET": Operation("Export a campaign's statistics as CSV", query=INTERVAL_QUERY,
+                             response={"type": "string"}, response_type="text/csv")}
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, campaign_id: str) -> None:
+        """Return the time series as CSV (one row per bucket)."""
+        campaign = parse_uuid(campaign_id, "campaign")
+        series = analytics.campaign_timeseries(campaign, req.get_param("interval") or "day")
+        _csv(resp, series_csv(series["data"]), f"campaign-{campaign}.csv")
+
+
+class TenantStatsResource:
+    """The tenant's totals over a date range."""
+
+    tag = "analytics"
+    policy = READ
+    docs = {"GET": Operation("Get the tenant's statistics over a date range", response=STATS,
+                             query=RANGE_QUERY)}
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Return totals and a daily series."""
+        resp.media = analytics.tenant_summary(_moment(req, "from"), _moment(req, "to"))
+
+
+class TenantDomainsResource:
+    """Delivery per recipient domain over a date range."""
+
+    tag = "analytics"
+    policy = READ
+    docs = {"GET": Operation("Get delivery per recipient domain over a date range",
+                             response=STATS, query=RANGE_QUERY)}
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Return which providers deliver, defer or bounce."""
+        resp.media = analytics.tenant_domains(_moment(req, "from"), _moment(req, "to"))
+
+
+class TenantExportResource:
+    """CSV of the tenant's daily series (or domains) over a date range."""
+
+    tag = "analytics"
+    policy = READ
+    docs = {"GET": Operation(
+        "Export the tenant's statistics as CSV", response={"type": "string"},
+        response_type="text/csv",
+        query=(*RANGE_QUERY, {"name": "by", "in": "query", "required": False,
+                              "schema": {"type": "string", "enum": ["day", "domain"]}}))}
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Return one row per day, or per domain with ``by=domain``."""
+        start, end = _moment(req, "from"), _moment(req, "to")
+        if req.get_param("by") == "domain":
+            _csv(resp, domains_csv(analytics.tenant_domains(start, end)["data"]), "domains.csv")
+            return
+        _csv(resp, series_csv(analytics.tenant_summary(start, end)["daily"]), "daily.csv")
+
+
+def routes(services: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Return the analytics routes."""
+    base = "/v1/analytics/campaigns/{campaign_id}"
+    return [
+        (base, CampaignStatsResource()),
+        (f"{base}/timeseries", CampaignTimeseriesResource()),
+        (f"{base}/links", CampaignLinksResource()),
+        (f"{base}/domains", CampaignDomainsResource()),
+        (f"{base}/export.csv", CampaignExportResource()),
+        ("/v1/analytics/tenant", TenantStatsResource()),
+        ("/v1/analytics/domains", TenantDomainsResource()),
+        ("/v1/analytics/export.csv", TenantExportResource()),
+    ]
