@@ -10,15 +10,21 @@ from swiftmail_core.settings import Settings
 
 @dataclasses.dataclass(frozen=True)
 class WebConfig:
-    """Rate limits and the Redis key prefix of the API."""
+    """Rate limits, the Redis key prefix, and the DNS records domains must publish.
+
+    ``spf_include`` and ``return_path_target`` default to names under the host
+    of ``public_url`` (``_spf.HOST`` and ``bounces.HOST``).
+    """
 
     redis_prefix: str = "swiftmail:"
     rate_limit_per_tenant: int = 6000
     rate_limit_per_key: int = 3000
+    spf_include: str = ""
+    return_path_target: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebConfig:
-        """Read ``[plugins.web]``: redis_prefix, rate_limit_per_tenant, rate_limit_per_key."""
+        """Read ``[plugins.web]`` (or ``SWIFTMAIL_PLUGIN_WEB_<NAME>``) options."""
         raw = settings.plugin_settings("web")
         values: dict[str, object] = {}
         for field in dataclasses.fields(cls):
