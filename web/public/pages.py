@@ -299,8 +299,9 @@ class SubscribeResource(_Public):
             self_service.signup(target, email, name, ip=ip or None,
                                 plugins=self.services.plugins)
         except ValidationError as ex:
-            self._render(resp, target, req, falcon.HTTP_422, error=ex.detail if hasattr(
-                ex, "detail") else str(ex), email=email, name=name)
+            message = ex.errors[0]["message"] if getattr(ex, "errors", None) else str(ex)
+            self._render(resp, target, req, falcon.HTTP_422, error=message, email=email,
+                         name=name)
             return None
         self._render(resp, target, req, done=True)
         return None

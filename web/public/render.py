@@ -92,17 +92,16 @@ def _newstyle(catalogue: gettext.NullTranslations) -> tuple[Any, Any]:
 
 
 def render_page(
-    name: str,
+    template: str,
     *,
     language: str = "en",
     tenant_settings: Mapping[str, Any] | None = None,
     **context: Any,
 ) -> str:
-    """Render the public page ``name`` in the tenant's language and templates."""
+    """Render the public page ``template`` in the tenant's language and templates."""
     gettext_, ngettext_ = _newstyle(translations(language))
     environment = environment_for(tenant_settings)
-    template = environment.get_template(name)
-    return template.render(
+    return environment.get_template(template).render(
         language=language or "en",
         gettext=gettext_,
         ngettext=ngettext_,
