@@ -1,0 +1,259 @@
+"""The submission listener: authenticated tenants' mail into the spool.
+
+APPSEC: this relay is never an open relay. MAIL, RCPT and DATA need a
+successful AUTH (530 otherwise); AUTH PLAIN/LOGIN is offered only after
+STARTTLS, except on a listener the operator names in ``trusted_listeners``
+(loopback, for the platform itself). The credential (an ``sm_live_`` API key
+as the password, or any credential an auth plugin accepts) resolves to a
+principal whose tenant is fixed for the session; the message's From domain
+must be one of that tenant's verified sending domains. Replies 250 to DATA
+only after the spool holds the message durably; 451/452 otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import ssl
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from swiftmail_relay import metrics
+from swiftmail_relay.config import RelayConfig
+from swiftmail_relay.handoff import from_domain, sign_for_tenant
+from swiftmail_relay.keys import KeyStore
+from swiftmail_relay.spool import Envelope as SpoolEnvelope
+from swiftmail_relay.spool import Recipient, Spool, SpoolError, new_id
+
+from swiftmail_core.errors import SwiftMailError
+from swiftmail_core.plugins import PluginManager
+from swiftmail_core.principal import Credentials, Principal
+from swiftmail_core.settings import Settings
+
+log = structlog.get_logger("swiftmail.relay.submission")
+SEND_SCOPE = "messages:write"
+MAX_RECIPIENTS = 1000
+AUTH_CACHE_SECONDS = 60.0
+_ADDRESS = re.compile(r"^[^\s@<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+_HEADER_NAME = re.compile(rb"^[!-9;-~]+$")
+SINGLE_HEADERS = (b"from", b"sender", b"to", b"cc", b"subject", b"date", b"message-id",
+                  b"reply-to")
+
+
+def header_problem(raw: bytes) -> str | None:
+    """Return why a message's header block is unacceptable, or None.
+
+    APPSEC: refuses header injection: NUL bytes, bare CR, lines that are
+    neither a field nor a continuation, and duplicated single fields (a
+    second From or To smuggled through an application's input).
+    """
+    end = raw.find(b"\r\n\r\n")
+    block = raw[: end if end != -1 else len(raw)]
+    if b"\x00" in block:
+        return "NUL byte in the header"
+    if re.search(rb"\r(?!\n)", block):
+        return "bare CR in the header"
+    counts: dict[bytes, int] = {}
+    for line in block.split(b"\r\n"):
+        if not line or line[:1] in (b" ", b"\t"):
+            continue
+        name, sep, _ = line.partition(b":")
+        if not sep or not _HEADER_NAME.match(name):
+            return "malformed header line"
+        lowered = name.lower()
+        counts[lowered] = counts.get(lowered, 0) + 1
+    for name in SINGLE_HEADERS:
+        if counts.get(name, 0) > 1:
+            return f"more than one {name.decode()} header"
+    if counts.get(b"from", 0) != 1:
+        return "exactly one From header is required"
+    return None
+
+
+class SubmissionHandler:
+    """aiosmtpd handler: authenticate, check, sign, spool."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: RelayConfig,
+        plugins: PluginManager,
+        *,
+        spool: Spool | None = None,
+        keys: KeyStore | None = None,
+        notify: Callable[[Sequence[str]], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.plugins = plugins
+        self.spool = spool or Spool(config.spool_dir)
+        self.keys = keys or KeyStore(settings.secret_key or "", ed25519=config.dkim_ed25519)
+        self.notify = notify
+        self._auth_cache: dict[bytes, tuple[float, Principal | None]] = {}
+
+    # Authentication ---------------------------------------------------------
+
+    def authenticate(self, server: SMTP, session: Session, envelope: Envelope,
+                     mechanism: str, auth_data: Any) -> AuthResult:
+        """Resolve SMTP AUTH credentials to a principal through the plugins."""
+        if mechanism not in ("PLAIN", "LOGIN") or not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        username = auth_data.login.decode("utf-8", "replace")
+        password = auth_data.password.decode("utf-8", "replace")
+        fingerprint = hashlib.sha256(auth_data.login + b"\0" + auth_data.password).digest()
+        cached = self._auth_cache.get(fingerprint)
+        if cached and cached[0] > time.monotonic():
+            principal = cached[1]
+        else:
+            # NOTE: aiosmtpd calls authenticators synchronously; the lookup is
+            # one indexed query and is cached, so the loop stalls rarely.
+            try:
+                principal = self.plugins.authenticate(Credentials(
+                    username=username, password=password, remote_addr=(session.peer or ("",))[0]))
+            except SwiftMailError:
+                principal = None
+            self._auth_cache[fingerprint] = (time.monotonic() + AUTH_CACHE_SECONDS, principal)
+        # APPSEC: the principal must be allowed to send; its tenant is now fixed.
+        if principal is None or not principal.can("editor", SEND_SCOPE):
+            log.info("smtp_auth_failed", username=username, peer=str(session.peer))
+            return AuthResult(success=False, handled=False)
+        return AuthResult(success=True, auth_data=principal)
+
+    # SMTP verbs -------------------------------------------------------------
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        """Accept a reverse path only from an authenticated session."""
+        if not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        if address and not _ADDRESS.match(address):
+            return "553 5.1.7 Bad sender address syntax"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        """Accept recipients for an authenticated tenant (relaying is its right)."""
+        if not session.authenticated:
+            # APPSEC: never relay for an unauthenticated client.
+            return "530 5.7.0 Authentication required"
+        if not _ADDRESS.match(address):
+            return "553 5.1.3 Bad recipient address syntax"
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return "452 4.5.3 Too many recipients"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        """Check the headers and sender domain, sign, spool durably, then 250."""
+        principal = session.auth_data
+        if not session.authenticated or not isinstance(principal, Principal):
+            return "530 5.7.0 Authentication required"
+        raw = envelope.original_content or b""
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8", "surrogateescape")
+        problem = header_problem(raw)
+        if problem:
+            return f"554 5.6.0 Message refused: {problem}"
+        domain = from_domain(raw)
+        if domain is None:
+            return "554 5.6.0 Message refused: no usable From address"
+        try:
+            verified = await asyncio.to_thread(self.keys.is_verified, principal.tenant_id, domain)
+        except SwiftMailError:
+            return "451 4.3.0 Cannot check the sender domain now, try again later"
+        if not verified:
+            # APPSEC: a tenant sends only from its own verified domains.
+            return f"550 5.7.1 Sender domain {domain} is not a verified sending domain of this account"
+        spooled = SpoolEnvelope(
+            id=new_id(), mail_from=envelope.mail_from or "",
+            recipients=[Recipient(address) for address in envelope.rcpt_tos],
+            tenant_id=str(principal.tenant_id), source="submission",
+        )
+        try:
+            signed = await asyncio.to_thread(
+                sign_for_tenant, self.settings, self.config, raw, principal.tenant_id)
+            queue_id = await asyncio.to_thread(self.spool.write, spooled, signed)
+        except SpoolError as ex:
+            log.error("spool_write_failed", error=str(ex))
+            return ex.smtp_reply
+        except SwiftMailError as ex:
+            log.error("submission_failed", error=str(ex))
+            return "451 4.3.0 Local error in processing, try again later"
+        metrics.ACCEPTED.labels(source="submission").inc()
+        if self.notify is not None:
+            self.notify([queue_id])
+        return f"250 2.0.0 OK queued as {queue_id}"
+
+
+def make_smtp_factory(
+    handler: Any,
+    config: RelayConfig,
+    *,
+    trusted: bool,
+    tls_context: ssl.SSLContext | None,
+    authenticator: Any = None,
+) -> Callable[[], SMTP]:
+    """Return a protocol factory for ``loop.create_server``."""
+
+    def factory() -> SMTP:
+        with warnings.catch_warnings():
+            # NOTE: AUTH without TLS is deliberate on an operator-named trusted
+            # (loopback) listener; aiosmtpd warns about it on every connection.
+            warnings.simplefilter("ignore", UserWarning)
+            return _smtp()
+
+    def _smtp() -> SMTP:
+        return SMTP(
+            handler,
+            hostname=config.hostname,
+            data_size_limit=config.max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            tls_context=tls_context,
+            require_starttls=bool(tls_context) and not trusted,
+            auth_required=authenticator is not None,
+            auth_require_tls=not trusted,
+            authenticator=authenticator,
+            ident="SwiftMail",
+        )
+
+    return factory
+
+
+def tls_context(config: RelayConfig) -> ssl.SSLContext | None:
+    """Return the server TLS context when a certificate is configured."""
+    if not config.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert, config.tls_key or None)
+    return context
+
+
+async def serve_submission(
+    settings: Settings,
+    config: RelayConfig,
+    plugins: PluginManager,
+    *,
+    notify: Callable[[Sequence[str]], None] | None = None,
+    listen: tuple[str, int] | None = None,
+) -> asyncio.base_events.Server:
+    """Start the submission listener in the running loop (SO_REUSEPORT)."""
+    host, port = listen or config.submission_listen
+    trusted = f"{host}:{port}" in config.trusted_listeners
+    handler = SubmissionHandler(settings, config, plugins, notify=notify)
+    factory = make_smtp_factory(handler, config, trusted=trusted, tls_context=tls_context(config),
+                                authenticator=handler.authenticate)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(factory, host, port, reuse_port=True)
+    log.info("submission_listening", host=host, port=port, trusted=trusted,
+             tls=bool(config.tls_cert), instance=uuid.uuid4().hex[:6])
+    return server
