@@ -26,10 +26,20 @@ from swiftmail_relay import metrics, verp
 from swiftmail_relay.classify import DEFAULT_RULES, Reply, Rule, classify
 from swiftmail_relay.config import RelayConfig
 from swiftmail_relay.delivery import Deliverer
+from swiftmail_relay.dkim import split_message
+from swiftmail_relay.dsn import build_dsn
 from swiftmail_relay.mx import DnsFailure, MxResolver, Route
 from swiftmail_relay.outcomes import Outcome
 from swiftmail_relay.sink import OutcomeSink
-from swiftmail_relay.spool import BOUNCED, DELIVERED, EXPIRED, Envelope, Recipient, Spool
+from swiftmail_relay.spool import (
+    BOUNCED,
+    DELIVERED,
+    EXPIRED,
+    Envelope,
+    Recipient,
+    Spool,
+    new_id,
+)
 from swiftmail_relay.throttle import NoThrottle, SitePolicy, Throttle
 
 from swiftmail_core.settings import Settings
@@ -337,6 +347,14 @@ class Relay:
                     "enhanced": reply.enhanced},
         ))
 
+    def _write_dsn(self, envelope: Envelope, failed: list[Recipient]) -> str:
+        """Spool an RFC 3464 DSN to a submission's reverse path (never a null one)."""
+        headers, _ = split_message(self.spool.read_body(envelope.id))
+        raw = build_dsn(envelope, failed, self.config.hostname, headers)
+        dsn = Envelope(id=new_id(), mail_from="", recipients=[Recipient(envelope.mail_from)],
+                       source="dsn")
+        return self.spool.write(dsn, raw)
+
     async def _settle(self, envelope: Envelope, domain: str, outcomes: list[Outcome]) -> None:
         """Record outcomes, then remove a finished message or save its progress."""
         finished = not envelope.pending
@@ -344,6 +362,11 @@ class Relay:
             waiter = self.sink.add(outcomes)
             if finished:
                 await waiter  # events committed before the spool forgets the message
+        if finished and envelope.source == "submission" and envelope.mail_from:
+            failed = [r for r in envelope.recipients if r.status in (BOUNCED, EXPIRED)]
+            if failed:
+                dsn_id = await asyncio.to_thread(self._write_dsn, envelope, failed)
+                self.notify([dsn_id])
         if finished:
             self.envelopes.pop(envelope.id, None)
             if self.on_final is not None:

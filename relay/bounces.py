@@ -1,0 +1,111 @@
+"""The bounce and feedback listener (port 25 in production).
+
+APPSEC: accepts mail only for genuine VERP addresses of ``bounce_domain``
+(the HMAC in the token must check out) and for the feedback-loop address;
+every other recipient gets 550. Reports (RFC 3464 DSNs, RFC 5965 ARF) become
+the same outcomes as synchronous replies: events, ledger status,
+suppressions for hard bounces and complaints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import Callable, Sequence
+
+import structlog
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from swiftmail_relay import verp
+from swiftmail_relay.classify import Reply, classify
+from swiftmail_relay.config import RelayConfig
+from swiftmail_relay.dsn import Finding, parse_report
+from swiftmail_relay.outcomes import Outcome
+
+from swiftmail_core.settings import Settings
+
+log = structlog.get_logger("swiftmail.relay.bounces")
+
+
+class BounceHandler:
+    """aiosmtpd handler for VERP bounces and feedback-loop reports."""
+
+    def __init__(self, settings: Settings, config: RelayConfig,
+                 record: Callable[[Sequence[Outcome]], None]) -> None:
+        self.settings = settings
+        self.config = config
+        self.record = record
+
+    def _verp(self, address: str) -> tuple[uuid.UUID, int | None] | None:
+        if not self.config.bounce_domain or not self.settings.secret_key:
+            return None
+        if address.rpartition("@")[2].lower() != self.config.bounce_domain.lower():
+            return None
+        return verp.decode(self.settings.secret_key, address)
+
+    def _is_fbl(self, address: str) -> bool:
+        return bool(self.config.fbl_address) and address.lower() == self.config.fbl_address.lower()
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        """Accept only VERP addresses and the feedback-loop address."""
+        if self._verp(address) is None and not self._is_fbl(address):
+            return "550 5.1.1 No such recipient here"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        """Parse the report and record what it says."""
+        raw = envelope.original_content or b""
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8", "surrogateescape")
+        outcomes = self.outcomes(envelope.rcpt_tos, raw)
+        if outcomes:
+            try:
+                await asyncio.to_thread(self.record, outcomes)
+            except Exception as ex:
+                log.error("bounce_record_failed", error=str(ex))
+                return "451 4.3.0 Cannot record the report now, try again later"
+        return "250 2.0.0 OK"
+
+    def outcomes(self, recipients: Sequence[str], raw: bytes) -> list[Outcome]:
+        """Turn a report sent to ``recipients`` into outcomes."""
+        digest = hashlib.sha256(raw).hexdigest()[:20]
+        findings = parse_report(raw)
+        result = []
+        for rcpt in recipients:
+            owner = self._verp(rcpt)
+            for finding in findings:
+                target = owner or (self._verp(finding.original_return_path)
+                                   if finding.original_return_path else None)
+                if target is None:
+                    continue
+                outcome = self._outcome(target, finding, digest)
+                if outcome is not None:
+                    result.append(outcome)
+        return result
+
+    @staticmethod
+    def _outcome(target: tuple[uuid.UUID, int | None], finding: Finding, digest: str) -> Outcome | None:
+        tenant_id, ledger_id = target
+        source_key = f"report:{digest}:{finding.recipient.lower()}:{finding.kind}"
+        if finding.kind == "complained":
+            return Outcome(tenant_id=tenant_id, type="complained", email=finding.recipient,
+                           ledger_id=ledger_id, source_key=source_key,
+                           detail={"feedback_type": finding.feedback_type})
+        if finding.kind not in ("bounced", "deferred"):
+            return None
+        status = finding.status or ("5.0.0" if finding.kind == "bounced" else "4.0.0")
+        code = 550 if status.startswith("5") else 450
+        text = finding.diagnostic.removeprefix("smtp;").strip()
+        if text[:3].isdigit():
+            text = text[4:]
+        if not text.startswith(status):
+            text = f"{status} {text}".strip()
+        reply = Reply(code, text)
+        _permanent, bounce_class = classify(reply)
+        return Outcome(
+            tenant_id=tenant_id, type="bounced" if finding.kind == "bounced" else "deferred",
+            email=finding.recipient, ledger_id=ledger_id, bounce_class=bounce_class,
+            reply=str(reply), source_key=source_key, detail={"via": "dsn"},
+        )

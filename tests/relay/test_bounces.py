@@ -1,0 +1,154 @@
+"""The bounce/feedback listener and DSNs the relay generates."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import uuid
+
+import aiosmtplib
+import pytest
+from swiftmail_relay import verp
+from swiftmail_relay.bounces import BounceHandler
+from swiftmail_relay.config import RelayConfig
+from swiftmail_relay.outcomes import record_outcomes
+from swiftmail_relay.spool import Envelope, Recipient, new_id
+from swiftmail_relay.submission import make_smtp_factory
+
+from swiftmail_core.db import tenant_tx
+from swiftmail_core.models import Event, Suppression
+
+BOUNCE_DOMAIN = "bounce.relay.test"
+FBL = "fbl@relay.test"
+
+
+def _dsn(recipient: str, return_path: str) -> bytes:
+    return (
+        f"From: MAILER-DAEMON@mx.example\r\nTo: <{return_path}>\r\nSubject: failure\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nfailed\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n\r\n"
+        f"--b\r\nContent-Type: text/rfc822-headers\r\n\r\nReturn-Path: <{return_path}>\r\nSubject: hi\r\n\r\n--b--\r\n"
+    ).encode()
+
+
+def _arf(recipient: str, return_path: str) -> bytes:
+    return (
+        "From: fbl@isp.example\r\nTo: fbl@relay.test\r\nSubject: complaint\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=feedback-report; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nabuse report\r\n"
+        "--b\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\n"
+        f"User-Agent: isp/1.0\r\nVersion: 1\r\nOriginal-Rcpt-To: {recipient}\r\n\r\n"
+        f"--b\r\nContent-Type: message/rfc822\r\n\r\nReturn-Path: <{return_path}>\r\nFrom: news@x.example\r\n"
+        f"To: {recipient}\r\nSubject: hi\r\n\r\nbody\r\n--b--\r\n"
+    ).encode()
+
+
+@pytest.fixture
+def bounce_listener(runtime, tmp_path):  # type: ignore[no-untyped-def]
+    """Run a scenario against the bounce listener on a random loopback port."""
+    config = RelayConfig.from_settings(runtime.settings, spool_dir=str(tmp_path / "spool"),
+                                       bounce_domain=BOUNCE_DOMAIN, fbl_address=FBL)
+    handler = BounceHandler(runtime.settings, config,
+                            functools.partial(record_outcomes, plugins=runtime.plugins))
+    factory = make_smtp_factory(handler, config, trusted=True, tls_context=None)
+
+    def run(scenario):  # type: ignore[no-untyped-def]
+        async def main():  # type: ignore[no-untyped-def]
+            server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
+            port = server.sockets[0].getsockname()[1]
+            try:
+                client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=10)
+                await client.connect()
+                return await scenario(client)
+            finally:
+                server.close()
+
+        return asyncio.run(main())
+
+    return run
+
+
+def test_only_verp_and_fbl_are_accepted(bounce_listener, runtime, tenant_a) -> None:  # type: ignore[no-untyped-def]
+    good = verp.encode(runtime.settings.secret_key, tenant_a.id, 7, BOUNCE_DOMAIN)
+    forged = good.replace(good[2:6], "aaaa")
+
+    async def scenario(client):  # type: ignore[no-untyped-def]
+        await client.ehlo()
+        await client.mail("")
+        for address in ("postmaster@relay.test", forged, f"b+x@{BOUNCE_DOMAIN}", "x@elsewhere.example"):
+            with pytest.raises(aiosmtplib.SMTPRecipientRefused) as caught:
+                await client.rcpt(address)
+            assert caught.value.code == 550
+        assert (await client.rcpt(good)).code == 250
+        assert (await client.rcpt(FBL)).code == 250
+
+    bounce_listener(scenario)
+
+
+def test_dsn_to_verp_records_hard_bounce(bounce_listener, runtime, tenant_a, ledger_row) -> None:  # type: ignore[no-untyped-def]
+    email = f"gone{uuid.uuid4().hex[:6]}@example.net"
+    ledger_id = ledger_row(tenant_a.id, email)
+    address = verp.encode(runtime.settings.secret_key, tenant_a.id, ledger_id, BOUNCE_DOMAIN)
+
+    async def scenario(client):  # type: ignore[no-untyped-def]
+        await client.sendmail("", [address], _dsn(email, address))
+
+    bounce_listener(scenario)
+    with tenant_tx(tenant_a.id):
+        events = list(Event.select().where(Event.message_id == ledger_id))
+        suppressed = [s.reason for s in Suppression.select().where(Suppression.email_lower == email)]
+    assert [(e.type, e.bounce_class) for e in events] == [("bounced", "hard")]
+    assert suppressed == ["hard_bounce"]
+
+
+def test_arf_complaint_suppresses(bounce_listener, runtime, tenant_a, ledger_row) -> None:  # type: ignore[no-untyped-def]
+    email = f"angry{uuid.uuid4().hex[:6]}@example.net"
+    ledger_id = ledger_row(tenant_a.id, email)
+    address = verp.encode(runtime.settings.secret_key, tenant_a.id, ledger_id, BOUNCE_DOMAIN)
+
+    async def scenario(client):  # type: ignore[no-untyped-def]
+        await client.sendmail("fbl@isp.example", [FBL], _arf(email, address))
+
+    bounce_listener(scenario)
+    with tenant_tx(tenant_a.id):
+        events = [e.type for e in Event.select().where(Event.message_id == ledger_id)]
+        suppressed = [s.reason for s in Suppression.select().where(Suppression.email_lower == email)]
+    assert events == ["complained"] and suppressed == ["complaint"]
+
+
+def test_submission_bounce_generates_dsn_to_reverse_path(  # type: ignore[no-untyped-def]
+    dns_server, peers, relay_factory, tmp_path
+) -> None:
+    (peer,) = peers(1, first=50)
+    domain = f"r{uuid.uuid4().hex[:8]}.example"
+    peer.rcpt = lambda address: ("550 5.1.1 no such user" if address.startswith("gone")
+                                 else "250 2.1.5 ok")
+    dns_server.add(domain, "MX", f"10 mx.{domain}.")
+    dns_server.add(f"mx.{domain}", "A", peer.host)
+    relay = relay_factory(peer.port)
+
+    async def scenario() -> None:
+        await relay.start()
+        try:
+            envelope = Envelope(id=new_id(), mail_from=f"app@{domain}",
+                                recipients=[Recipient(f"gone@{domain}")], source="submission")
+            relay.notify([relay.spool.write(envelope, b"From: app@x\r\nSubject: s\r\n\r\nbody\r\n")])
+            envelope = Envelope(id=new_id(), mail_from="",
+                                recipients=[Recipient(f"gone2@{domain}")], source="submission")
+            relay.notify([relay.spool.write(envelope, b"From: app@x\r\nSubject: s\r\n\r\nbody\r\n")])
+            for _ in range(500):
+                if len(relay.finals) >= 3:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            await relay.stop()
+
+    asyncio.run(scenario())
+    (dsn,) = peer.messages  # one DSN; none for the null reverse path
+    assert dsn.mail_from == "" and dsn.recipients == [f"app@{domain}"]
+    assert b"message/delivery-status" in dsn.data and b"Status: 5.1.1" in dsn.data
+
+
