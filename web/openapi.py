@@ -55,14 +55,16 @@ def page_of(item: dict[str, Any]) -> dict[str, Any]:
                 "data": {"type": "array", "items": item}, "has_more": {"type": "boolean"}})
 
 
+def routed_methods(app: falcon.App) -> dict[str, list[str]]:
+    """Return each route's path and its methods with real (non-default) responders."""
+    return {
+        route.path: [m.method for m in route.methods if not m.internal and m.method in _METHODS]
+        for route in falcon.inspect.inspect_routes(app)
+    }
+
+
 def _routes(app: falcon.App) -> list[tuple[str, Any, list[str]]]:
-    found = []
-    for route in falcon.inspect.inspect_routes(app):
-        methods = [m.method for m in route.methods if not m.internal and m.method in _METHODS]
-        resource = next((m for m in route.methods if not m.internal), None)
-        found.append((route.path, route, methods))
-        del resource
-    return found
+    return [(path, None, methods) for path, methods in routed_methods(app).items()]
 
 
 def _resource(app: falcon.App, path: str) -> Any:

@@ -1,0 +1,96 @@
+"""Campaigns: CRUD, lifecycle actions through sending.lifecycle, ledger, stats, messages."""
+
+from __future__ import annotations
+
+from swiftmail_core.db import tenant_tx
+from swiftmail_core.models import Campaign, Message
+
+
+def _draft(caller, **extra):
+    lst = caller.post("/v1/lists", {"name": f"L-{len(extra)}-{id(extra)}"}).json
+    body = {"name": "Launch", "subject": "Hello {{ contact.name }}", "html": "<p>Hi</p>",
+            "from_email": "news@example.com", "list_ids": [lst["id"]], **extra}
+    made = caller.post("/v1/campaigns", body)
+    assert made.status_code == 201, made.text
+    return made.json
+
+
+def test_campaign_crud(owner_a, viewer_a) -> None:
+    campaign = _draft(owner_a)
+    assert campaign["status"] == "draft"
+    path = f"/v1/campaigns/{campaign['id']}"
+    assert viewer_a.get(path).json["name"] == "Launch"
+    assert owner_a.patch(path, {"name": "Launch 2"}).json["name"] == "Launch 2"
+    assert owner_a.patch(path, {"status": "sent"}).status_code == 422
+    assert owner_a.patch(path, {"headers": {"X-Ok": "a\r\nBcc: x"}}).status_code == 422
+    assert viewer_a.post(f"{path}/schedule", {}).status_code == 403
+    listed = owner_a.get("/v1/campaigns", params={"status": "draft"}).json["data"]
+    assert [c["id"] for c in listed] == [campaign["id"]]
+    assert owner_a.delete(path).status_code == 204
+
+
+def test_references_must_be_own(owner_a, owner_b) -> None:
+    their_list = owner_b.post("/v1/lists", {"name": "B"}).json
+    result = owner_a.post("/v1/campaigns", {"name": "x", "list_ids": [their_list["id"]]})
+    assert result.status_code == 422
+    assert result.json["errors"][0]["field"] == "list_ids"
+
+
+def test_lifecycle_actions(owner_a) -> None:
+    campaign = _draft(owner_a)
+    path = f"/v1/campaigns/{campaign['id']}"
+    scheduled = owner_a.post(f"{path}/schedule", {"scheduled_at": "2099-01-01T09:00:00Z"})
+    assert scheduled.status_code == 200, scheduled.text
+    assert scheduled.json["status"] == "scheduled"
+    assert scheduled.json["scheduled_at"].startswith("2099-01-01T09:00:00")
+    assert owner_a.post(f"{path}/pause").status_code == 409
+    assert owner_a.post(f"{path}/unschedule").json["status"] == "draft"
+    with tenant_tx(owner_a.tenant_id):
+        Campaign.update(status="sending").where(Campaign.id == campaign["id"]).execute()
+    assert owner_a.post(f"{path}/pause").json["status"] == "paused"
+    assert owner_a.post(f"{path}/resume").json["status"] == "sending"
+    assert owner_a.patch(path, {"name": "late"}).status_code == 409
+    assert owner_a.post(f"{path}/cancel").json["status"] == "cancelled"
+    assert owner_a.post(f"{path}/resume").status_code == 409
+
+
+def test_schedule_refuses_unsendable(owner_a) -> None:
+    bare = owner_a.post("/v1/campaigns", {"name": "Bare"}).json
+    result = owner_a.post(f"/v1/campaigns/{bare['id']}/schedule", {})
+    assert result.status_code == 422
+    assert result.json["errors"][0]["field"] in ("list_ids", "from_email")
+
+
+def test_test_send_and_ledger(owner_a, owner_b) -> None:
+    campaign = _draft(owner_a)
+    path = f"/v1/campaigns/{campaign['id']}"
+    sent = owner_a.post(f"{path}/test", {"emails": ["t1@example.com", "t2@example.com"]})
+    assert sent.status_code == 200, sent.text
+    assert len(sent.json["message_ids"]) == 2
+    assert owner_a.post(f"{path}/test", {"emails": ["bad"]}).status_code == 422
+    with tenant_tx(owner_a.tenant_id):
+        assert Message.select().where(Message.kind == "test").count() == 2
+    ledger = owner_a.get(f"{path}/messages", params={"limit": 1})
+    assert ledger.status_code == 200, ledger.text
+    assert ledger.json["has_more"] is True
+    second = owner_a.get(f"{path}/messages",
+                         params={"starting_after": str(ledger.json["data"][0]["id"])}).json
+    assert [m["email"] for m in second["data"]] == ["t2@example.com"]
+    stats = owner_a.get(f"{path}/stats").json
+    assert stats["object"] == "campaign_stats"
+    for suffix in ("", "/messages", "/stats"):
+        assert owner_b.get(path + suffix).status_code == 404
+    for action in ("schedule", "pause", "resume", "cancel", "resend-failed"):
+        assert owner_b.post(f"{path}/{action}").status_code == 404
+    assert owner_b.post(f"{path}/test", {"emails": ["x@example.com"]}).status_code == 404
+
+
+def test_transactional_message(owner_a, viewer_a) -> None:
+    made = owner_a.post("/v1/messages", {"to": "r@example.com", "from_email": "app@example.com",
+                                         "subject": "Code", "text": "1234"})
+    assert made.status_code == 202, made.text
+    assert made.json["kind"] == "transactional" and made.json["status"] == "queued"
+    assert viewer_a.post("/v1/messages", {"to": "r@example.com",
+                                          "from_email": "a@example.com"}).status_code == 403
+    missing = owner_a.post("/v1/messages", {"to": "r@example.com", "from_email": "a@example.com"})
+    assert missing.status_code == 422
