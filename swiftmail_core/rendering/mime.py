@@ -20,6 +20,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 
 CRLF = b"\r\n"
+SOFT_BREAK = b"=\r\n"  # a quoted-printable soft line break: joins without a newline
 
 
 def new_boundary() -> str:
@@ -52,16 +53,16 @@ class Skeleton:
         self.html_head = ("\r\n" + part.format(b=boundary, t="html")).encode("ascii")
         self.closing = f"\r\n--{boundary}--\r\n".encode("ascii")
 
-    def splice(self, per_message_headers: bytes, text: str, html: str) -> bytes:
-        """Return the whole message: per-message headers + skeleton + parts."""
+    def splice(self, per_message_headers: bytes, text: bytes, html: bytes) -> bytes:
+        """Return the whole message from headers and quoted-printable parts."""
         return b"".join(
             (
                 per_message_headers,
                 self.head_tail,
                 self.text_head,
-                quoted_printable(text),
+                text,
                 self.html_head,
-                quoted_printable(html),
+                html,
                 self.closing,
             )
         )

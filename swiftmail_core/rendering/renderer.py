@@ -52,7 +52,13 @@ from swiftmail_core import tokens
 from swiftmail_core.errors import ValidationError
 from swiftmail_core.rendering import headers as hdr
 from swiftmail_core.rendering import html_tools
-from swiftmail_core.rendering.mime import Skeleton, build_reference, new_boundary
+from swiftmail_core.rendering.mime import (
+    SOFT_BREAK,
+    Skeleton,
+    build_reference,
+    new_boundary,
+    quoted_printable,
+)
 from swiftmail_core.rendering.sandbox import RenderLimits, TemplateSandbox
 from swiftmail_core.rendering.verp import verp_local_part
 
@@ -87,6 +93,17 @@ class RenderedMessage:
     message_id: str
     envelope_from: str
     recipient: str
+
+
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+    context: dict[str, Any]
+    subject: str
+    recipient: str
+    message_id: str
+    envelope_from: str
+    list_unsubscribe: str
+    date: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,8 +203,8 @@ class CampaignRenderer:
         campaign = self.campaign
         subject_source = _text(campaign.get("subject"))
         preheader_source = _text(campaign.get("preheader"))
-        html_source = _text(campaign.get("html"))
-        text_source = _text(campaign.get("text"))
+        html_source = _normalise_newlines(_text(campaign.get("html")))
+        text_source = _normalise_newlines(_text(campaign.get("text")))
         hdr.refuse_line_breaks("subject", subject_source)
         self._subject = TEXT_SANDBOX.compile_field("subject", subject_source)
         self._preheader = TEXT_SANDBOX.compile_field("preheader", preheader_source)
@@ -216,12 +233,16 @@ class CampaignRenderer:
         if self.tracking:
             html_tools.insert_before_body_close(protected, protected.protect_snippet(PIXEL_HTML))
         self.inline_per_message = not html_tools.inline_css_once(protected)
-        self._html = HTML_SANDBOX.compile_field("html", protected.restore(protected.html))
+        html_final = protected.restore(protected.html)
+        self._html = HTML_SANDBOX.compile_field("html", html_final)
         if derived_text is not None:
             text_source = protected.restore(derived_text)
         if "unsubscribe_url" not in text_source:
             text_source = text_source.rstrip("\n") + FOOTER_TEXT
         self._text_template = TEXT_SANDBOX.compile_field("text", text_source)
+        # Literal chunks are quoted-printable encoded once, here (see render()).
+        self._html_literals = _encoded_literals(HTML_SANDBOX, html_final)
+        self._text_literals = _encoded_literals(TEXT_SANDBOX, text_source)
 
     def _static_headers(self) -> str:
         lines = ["List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"]
@@ -236,10 +257,8 @@ class CampaignRenderer:
             self._date_second, self._date = now, formatdate(now, usegmt=True)
         return self._date
 
-    def render_parts(
-        self, ledger_id: int, contact: dict[str, Any], list_id: Any = None
-    ) -> RenderedParts:
-        """Render the personalised subject, HTML, text and header values."""
+    def _prepare(self, ledger_id: int, contact: dict[str, Any], list_id: Any) -> _Prepared:
+        """Build the context, tokens and subject of one message."""
         recipient = hdr.normalise_address("email", _text(contact.get("email")))
         contact_id = _uuid(contact["id"]) if contact.get("id") else NIL_UUID
         attributes = dict(contact.get("attributes") or {})
@@ -290,6 +309,27 @@ class CampaignRenderer:
                 for link_id in self.link_ids_used
             }
             context["_sm_open_url"] = f"{base}/t/o/{signer.open_pixel(tenant_bytes, ledger_id)}.gif"
+        return _Prepared(
+            context=context,
+            subject=subject,
+            recipient=recipient,
+            message_id=f"<{ledger_id}{self._message_id_suffix}",
+            envelope_from=(
+                f"{verp_local_part(self._tenant_bytes, ledger_id, key)}@{self.bounce_domain}"
+            ),
+            list_unsubscribe=(
+                f"<{unsubscribe}>, <mailto:unsubscribe@{self.bounce_domain}"
+                f"?subject=unsubscribe-{unsubscribe_token}>"
+            ),
+            date=self._now(),
+        )
+
+    def render_parts(
+        self, ledger_id: int, contact: dict[str, Any], list_id: Any = None
+    ) -> RenderedParts:
+        """Render the personalised subject, HTML, text and header values."""
+        prepared = self._prepare(ledger_id, contact, list_id)
+        context = prepared.context
         html = HTML_SANDBOX.render_field("html", self._html, context, self.limits)
         if self.inline_per_message:
             html = html_tools.inline_css(html)
@@ -299,52 +339,67 @@ class CampaignRenderer:
             html += "\n"
         if not text.endswith("\n"):
             text += "\n"
-
-        message_id = f"<{ledger_id}{self._message_id_suffix}"
-        envelope_from = (
-            f"{verp_local_part(self._tenant_bytes, ledger_id, key)}@{self.bounce_domain}"
-        )
-        list_unsubscribe = (
-            f"<{unsubscribe}>, <mailto:unsubscribe@{self.bounce_domain}"
-            f"?subject=unsubscribe-{unsubscribe_token}>"
-        )
         header_values: list[tuple[str, Any]] = [("From", self._from_ref)]
         if self._reply_to_ref is not None:
             header_values.append(("Reply-To", self._reply_to_ref))
         header_values += [
-            ("To", recipient),
-            ("Subject", subject),
-            ("Date", self._now()),
-            ("Message-ID", message_id),
-            ("List-Unsubscribe", list_unsubscribe),
+            ("To", prepared.recipient),
+            ("Subject", prepared.subject),
+            ("Date", prepared.date),
+            ("Message-ID", prepared.message_id),
+            ("List-Unsubscribe", prepared.list_unsubscribe),
             ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
             ("Feedback-ID", self.feedback_id),
             *self._custom,
         ]
         return RenderedParts(
-            subject, html, text, header_values, message_id, envelope_from, recipient
+            prepared.subject,
+            html,
+            text,
+            header_values,
+            prepared.message_id,
+            prepared.envelope_from,
+            prepared.recipient,
         )
 
     def render(self, ledger_id: int, contact: dict[str, Any], list_id: Any = None) -> RenderedMessage:
         """Render one recipient's message (fast path unless a compose hook exists)."""
-        parts = self.render_parts(ledger_id, contact, list_id)
         if self.uses_compose_hook:
-            return self._render_with_hook(ledger_id, parts)
-        values = parts.headers
+            return self._render_with_hook(ledger_id, self.render_parts(ledger_id, contact, list_id))
+        prepared = self._prepare(ledger_id, contact, list_id)
+        head = self._head(prepared)
+        if self.inline_per_message:
+            parts = self.render_parts(ledger_id, contact, list_id)
+            raw = self._skeleton.splice(head, quoted_printable(parts.text), quoted_printable(parts.html))
+        else:
+            context = prepared.context
+            html, html_ends_line = HTML_SANDBOX.render_field_encoded(
+                "html", self._html, context, self.limits, self._html_literals,
+                quoted_printable, SOFT_BREAK,
+            )
+            text, text_ends_line = TEXT_SANDBOX.render_field_encoded(
+                "text", self._text_template, context, self.limits, self._text_literals,
+                quoted_printable, SOFT_BREAK,
+            )
+            raw = self._skeleton.splice(
+                head,
+                text if text_ends_line else text + b"=\r\n\r\n",
+                html if html_ends_line else html + b"=\r\n\r\n",
+            )
+        return RenderedMessage(raw, prepared.message_id, prepared.envelope_from, prepared.recipient)
+
+    def _head(self, prepared: _Prepared) -> bytes:
         lines = [f"From: {self._from}\r\n"]
         if self._reply_to is not None:
             lines.append(f"Reply-To: {self._reply_to}\r\n")
-        subject = parts.subject
         lines.append(
-            f"To: {parts.recipient}\r\n"
-            f"Subject: {hdr.encode_unstructured('Subject', subject)}\r\n"
-            f"Date: {self._date}\r\n"
-            f"Message-ID: {parts.message_id}\r\n"
-            f"List-Unsubscribe: {_fold_list(_value(values, 'List-Unsubscribe'))}\r\n"
+            f"To: {prepared.recipient}\r\n"
+            f"Subject: {hdr.encode_unstructured('Subject', prepared.subject)}\r\n"
+            f"Date: {prepared.date}\r\n"
+            f"Message-ID: {prepared.message_id}\r\n"
+            f"List-Unsubscribe: {_fold_list(prepared.list_unsubscribe)}\r\n"
         )
-        head = "".join(lines).encode("ascii")
-        raw = self._skeleton.splice(head, parts.text, parts.html)
-        return RenderedMessage(raw, parts.message_id, parts.envelope_from, parts.recipient)
+        return "".join(lines).encode("ascii")
 
     def render_reference(
         self, ledger_id: int, contact: dict[str, Any], list_id: Any = None
@@ -375,11 +430,16 @@ class CampaignRenderer:
         )
 
 
-def _value(values: list[tuple[str, Any]], name: str) -> str:
-    for key, value in values:
-        if key == name:
-            return value
-    raise KeyError(name)
+def _normalise_newlines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
+def _encoded_literals(sandbox: TemplateSandbox, source: str) -> dict[str, bytes]:
+    return {
+        literal: quoted_printable(literal)
+        for literal in sandbox.literal_strings(source)
+        if len(literal) >= 16
+    }
 
 
 def _fold_list(value: str) -> str:

@@ -24,7 +24,8 @@ import dataclasses
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from types import CodeType
 from typing import Any
 
 from jinja2 import ChainableUndefined, Template, nodes
@@ -168,6 +169,75 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
         finally:
             self.budget.deadline = float("inf")
         return "".join(parts)
+
+
+    def literal_strings(self, source: str) -> set[str]:
+        """Return every string constant of ``source``'s compiled code.
+
+        The literal HTML/text a template yields is among these: the same
+        constant every render, so its encoding can be computed once.
+        """
+        found: set[str] = set()
+        stack: list[CodeType] = [self.compile(source)]
+        while stack:
+            code = stack.pop()
+            for constant in code.co_consts:
+                if isinstance(constant, str):
+                    found.add(constant)
+                elif isinstance(constant, CodeType):
+                    stack.append(constant)
+        return found
+
+    def render_field_encoded(
+        self,
+        field: str,
+        template: Template,
+        context: dict[str, Any],
+        limits: RenderLimits,
+        literals: dict[str, bytes],
+        encode: Callable[[str], bytes],
+        joiner: bytes,
+    ) -> tuple[bytes, bool]:
+        """Render straight to an encoding: literals pre-encoded, the rest per run.
+
+        Consecutive dynamic chunks are joined and encoded together; pieces
+        are joined with ``joiner`` (a quoted-printable soft line break, so
+        each piece starts a line). Returns the bytes and whether the text
+        ended with a line break. Limits and errors as ``render_field``.
+        """
+        self.budget.deadline = time.monotonic() + limits.max_render_seconds
+        pieces: list[bytes] = []
+        dynamic: list[str] = []
+        size = 0
+        last = ""
+        try:
+            for chunk in template.generate(context):
+                if not chunk:
+                    continue
+                size += len(chunk)
+                if size > limits.max_output_chars:
+                    raise RenderLimitExceeded(
+                        f"output larger than {limits.max_output_chars} characters"
+                    )
+                last = chunk
+                encoded = literals.get(chunk)
+                if encoded is None:
+                    dynamic.append(chunk)
+                else:
+                    if dynamic:
+                        pieces.append(encode("".join(dynamic)))
+                        dynamic = []
+                    pieces.append(encoded)
+            if dynamic:
+                pieces.append(encode("".join(dynamic)))
+            self.check_deadline()
+        except Exception as ex:
+            line = _template_line(ex)
+            where = f"line {line}: " if line else ""
+            raise ValidationError.for_field(field, f"{where}{_describe(ex)}") from ex
+        finally:
+            self.budget.deadline = float("inf")
+        return joiner.join(pieces), last.endswith("\n")
 
 
 def _describe(ex: Exception) -> str:

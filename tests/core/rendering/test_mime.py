@@ -127,3 +127,32 @@ def test_compose_hook_gets_an_email_message(
 def test_no_hook_implementations_means_fast_path(make_renderer, campaign, render_settings) -> None:
     assert not make_renderer(campaign, plugin_manager=PluginManager(render_settings)).uses_compose_hook
     assert not make_renderer(campaign).uses_compose_hook
+
+
+def test_per_message_inlining_path_equals_reference(make_renderer, campaign, contact) -> None:
+    campaign["html"] = (
+        "<html><head><style>p { color: red; }</style></head><body>"
+        "<p {% if contact.first_name %}class=\"named\"{% endif %}>Hi {{ contact.first_name }}</p>"
+        '<a href="https://shop.example.com/">Shop</a></body></html>'
+    )
+    renderer = make_renderer(campaign, clock=lambda: 1_800_000_000)
+    assert renderer.inline_per_message
+    fast = renderer.render(8, contact)
+    assert_same_message(fast.raw, renderer.render_reference(8, contact).raw)
+    assert 'style="color: red;"' in _parse(fast.raw).get_body(("html",)).get_content()
+
+
+def test_encoded_path_with_loops_macros_and_no_final_newline(
+    make_renderer, campaign, contact
+) -> None:
+    campaign["html"] = (
+        "{% macro row(x) %}<tr><td>Row {{ x }} with a long literal tail here</td></tr>{% endmacro %}"
+        "<table>{% for x in contact.products %}{{ row(x) }}{% endfor %}</table>"
+        "<p>{{ unsubscribe_url }}</p>"
+    )
+    campaign["text"] = "Line one\r\nLine two {{ contact.first_name }}\rLine three"
+    renderer = make_renderer(campaign, clock=lambda: 1_800_000_000)
+    fast = renderer.render(9, contact)
+    assert_same_message(fast.raw, renderer.render_reference(9, contact).raw)
+    text = _parse(fast.raw).get_body(("plain",)).get_content()
+    assert _lines(text).startswith("Line one\nLine two Alice\nLine three")
