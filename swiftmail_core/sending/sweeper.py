@@ -67,24 +67,27 @@ def prepare_campaign(
                 "html = %s, text = CASE WHEN text = '' THEN %s ELSE text END WHERE id = %s",
                 (row[2], row[3], row[4], row[5], str(campaign_id)),
             )
-    _register_links(tenant_id, campaign_id, settings, plugins)
+    _register_links(tenant_id, campaign_id)
     return resolve_audience(tenant_id, campaign_id)
 
 
-def _register_links(
-    tenant_id: uuid.UUID, campaign_id: uuid.UUID, settings: Settings, plugins: PluginManager
-) -> None:
-    from swiftmail_core.sending.compose import _fetch_dicts, _renderer_class
+def _links_in(html: str) -> list[str]:
+    try:
+        from swiftmail_core.rendering import links_in
+    except ImportError:  # NOTE: until swiftmail_core.rendering lands
+        return []
+    return list(links_in(html))
 
+
+def _register_links(tenant_id: uuid.UUID, campaign_id: uuid.UUID) -> None:
+    """Insert the campaign's tracked links (the renderer signs their ids)."""
     with tenant_tx(tenant_id) as database:
-        campaigns = _fetch_dicts(database, "SELECT * FROM campaigns WHERE id = %s",
-                                 (str(campaign_id),))
-        tenants = _fetch_dicts(database, "SELECT * FROM tenants WHERE id = %s", (str(tenant_id),))
-        if not campaigns or not tenants or not campaigns[0]["tracking_enabled"]:
+        row = database.execute_sql(
+            "SELECT html, tracking_enabled FROM campaigns WHERE id = %s", (str(campaign_id),)
+        ).fetchone()
+        if not row or not row[1]:
             return
-        renderer = _renderer_class()(campaigns[0], tenants[0], None, settings, plugins, {})
-        urls = list(dict.fromkeys(renderer.links_in(campaigns[0]["html"] or "")))
-        for url in urls:
+        for url in dict.fromkeys(_links_in(row[0] or "")):
             database.execute_sql(
                 "INSERT INTO links (tenant_id, campaign_id, url) VALUES (%s, %s, %s) "
                 "ON CONFLICT (tenant_id, campaign_id, url) DO NOTHING",
