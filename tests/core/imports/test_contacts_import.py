@@ -205,3 +205,30 @@ def test_not_utf8_is_a_clear_error(runtime, tenant_a, tmp_path) -> None:
     path.write_bytes("email,name\nzoe@example.com,Zo\xeb\n".encode("latin-1"))
     with pytest.raises(ValidationError, match="not UTF-8"):
         import_file(runtime, tenant_a.id, "import_contacts", path, {})
+
+
+def test_existing_unchanged_contacts_are_subscribed_on_reimport(
+    runtime, tenant_a, make_list, write_csv
+) -> None:
+    path = write_csv(GOOD)
+    import_file(runtime, tenant_a.id, "import_contacts", path, {})
+    list_id = make_list(tenant_a.id)
+    job = import_file(runtime, tenant_a.id, "import_contacts", path, {"list": str(list_id)})
+    assert (job.result["unchanged"], job.result["subscribed"]) == (3, 3)
+    assert set(subscribers_of(tenant_a.id, list_id)) == {
+        "ann@example.com", "bob@example.com", "dave@example.org",
+    }
+
+
+def test_unsubscribed_contacts_stay_unsubscribed(runtime, tenant_a, make_list, write_csv) -> None:
+    from swiftmail_core.db import app_db
+
+    list_id = make_list(tenant_a.id)
+    path = write_csv("email,name\ngone@example.com,Gone\n")
+    import_file(runtime, tenant_a.id, "import_contacts", path, {"list": str(list_id)})
+    with tenant_tx(tenant_a.id):
+        app_db.execute_sql("UPDATE subscriptions SET status = 'unsubscribed'")
+    changed = write_csv("email,name\ngone@example.com,Renamed\n", name="again.csv")
+    job = import_file(runtime, tenant_a.id, "import_contacts", changed, {"list": str(list_id)})
+    assert (job.result["updated"], job.result["subscribed"]) == (1, 0)
+    assert subscribers_of(tenant_a.id, list_id)["gone@example.com"][0] == "unsubscribed"

@@ -1,0 +1,231 @@
+"""Benchmark: import 1,000,000 contacts from CSV; PostgreSQL's own COPY as the floor.
+
+Creates a scratch SwiftMail database on the local PostgreSQL (the same
+``init`` path as production; dropped at the end), generates CSV files of
+250k and 1M rows (email, name, city, plan; 0.5% invalid addresses, 1%
+repeated addresses), then, for each size and repeat, in a fresh child
+process and a fresh tenant:
+
+* floor: ``COPY`` of the same file into a TEMP table of text columns, as
+  the app role (PostgreSQL parsing and storing the file, nothing else);
+* import: ``swiftmail_core.imports.service.import_file`` (streamed,
+  validated, deduplicated, upserted into contacts, subscribed to a list,
+  recorded as a job), and the child's peak RSS.
+
+Prints ONE JSON line: medians per size, the import/COPY ratio, peak RSS.
+
+    .venv/bin/python bench/import_contacts.py [--rows 1000000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg2
+from psycopg2 import sql
+
+ADMIN_URL = os.environ.get("SWIFTMAIL_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PASSWORD = "swiftmail-bench-password"
+CITIES = ["Paris", "Oslo", "Lyon", "Bern", "Kyiv", "Lima", "Rome", "Nice", "Graz", "Kobe"]
+PLANS = ["free", "pro", "team", ""]
+
+
+def environment(workdir: Path, database: str) -> dict[str, str]:
+    """Return the environment a SwiftMail process of this benchmark sees."""
+    params = psycopg2.extensions.parse_dsn(ADMIN_URL)
+    params = {k: v for k, v in params.items() if k not in ("user", "password")}
+    params["dbname"] = database
+    return {
+        "SWIFTMAIL_DATA_DIR": str(workdir),
+        "SWIFTMAIL_CONFIG": str(workdir / "swiftmail.toml"),
+        "DATABASE_URL": psycopg2.extensions.make_dsn(**params),
+        "SWIFTMAIL_DATABASE_ADMIN_URL": ADMIN_URL,
+        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "SWIFTMAIL_SECRET_KEY": "bench-secret-key-" + "x" * 32,
+        "SWIFTMAIL_DB_OWNER_PASSWORD": PASSWORD,
+        "SWIFTMAIL_DB_APP_PASSWORD": PASSWORD,
+        "SWIFTMAIL_DB_SYSTEM_PASSWORD": PASSWORD,
+        "SWIFTMAIL_DB_OWNER_ROLE": "swiftmail_bench_owner",
+        "SWIFTMAIL_DB_APP_ROLE": "swiftmail_bench_app",
+        "SWIFTMAIL_DB_SYSTEM_ROLE": "swiftmail_bench_system",
+        "SWIFTMAIL_LOG_LEVEL": "warning",
+    }
+
+
+def generate(path: Path, rows: int, seed: int = 7) -> None:
+    """Write a CSV of ``rows`` data rows with some invalid and repeated addresses."""
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        handle.write("email,name,city,plan\n")
+        lines = []
+        for index in range(rows):
+            roll = rng.random()
+            if roll < 0.005:
+                email = f"broken{index}.example.com"
+            elif roll < 0.015 and index > 0:
+                email = f"User{rng.randrange(index)}@Example.com"
+            else:
+                email = f"User{index}@Example.com"
+            lines.append(f"{email},Person {index},{CITIES[index % 10]},{PLANS[index % 4]}\n")
+            if len(lines) >= 10000:
+                handle.write("".join(lines))
+                lines = []
+        handle.write("".join(lines))
+
+
+def child(path: Path, mode: str) -> None:
+    """Run one measurement in this (fresh) process; print its JSON."""
+    from swiftmail_core.db import app_db, tenant_tx
+    from swiftmail_core.imports.service import import_file
+    from swiftmail_core.runtime import start
+    from swiftmail_core.settings import load_settings
+    from swiftmail_core.tenants import create_tenant
+
+    runtime = start(load_settings())
+    tenant = create_tenant(f"bench-{uuid.uuid4().hex[:10]}")
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if mode == "copy":
+        started = time.perf_counter()
+        with tenant_tx(tenant.id), path.open("rb") as handle:
+            cursor = app_db.cursor()
+            cursor.execute(
+                "CREATE TEMP TABLE floor (email text, name text, city text, plan text) "
+                "ON COMMIT DROP"
+            )
+            cursor.copy_expert("COPY floor FROM STDIN WITH (FORMAT csv, HEADER)", handle, 1 << 20)
+            rows = cursor.rowcount
+        elapsed = time.perf_counter() - started
+        print(json.dumps({"seconds": elapsed, "rows": rows}))
+        return
+    list_id = uuid.uuid4()
+    with tenant_tx(tenant.id):
+        app_db.execute_sql(
+            "INSERT INTO lists (tenant_id, id, name) VALUES (%s, %s, 'Bench')",
+            (str(tenant.id), str(list_id)),
+        )
+    started = time.perf_counter()
+    job = import_file(runtime, tenant.id, "import_contacts", path, {"list": str(list_id)})
+    elapsed = time.perf_counter() - started
+    assert job.status == "succeeded", job.error
+    print(json.dumps({
+        "seconds": elapsed,
+        "rss_before_kib": rss_before,
+        "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "result": job.result | {"errors_sample": None},
+        "rows_ok": job.rows_ok, "rows_failed": job.rows_failed,
+    }))
+
+
+def run_child(path: Path, mode: str, env: dict[str, str]) -> dict:  # type: ignore[type-arg]
+    """Run ``child`` in a new interpreter and return its JSON."""
+    completed = subprocess.run(
+        [sys.executable, __file__, "--child", mode, str(path)],
+        env={**os.environ, **env}, capture_output=True, text=True, check=False,
+    )
+    if completed.returncode != 0:
+        raise SystemExit(f"child {mode} failed:\n{completed.stderr[-3000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def drop_database(database: str) -> None:
+    """Drop the scratch database."""
+    admin = psycopg2.connect(ADMIN_URL)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (database,),
+        )
+        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(database)))
+    admin.close()
+
+
+def main() -> None:
+    """Set up, measure, tear down, print one JSON line."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--small", type=int, default=250_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--child", nargs=2, metavar=("MODE", "PATH"))
+    parser.add_argument("--keep", action="store_true", help="Keep the scratch database.")
+    args = parser.parse_args()
+    if args.child:
+        child(Path(args.child[1]), args.child[0])
+        return
+
+    workdir = Path(tempfile.mkdtemp(prefix="swiftmail-bench-"))
+    database = f"swiftmail_bench_{secrets.token_hex(4)}"
+    env = environment(workdir, database)
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        from swiftmail_core.install import initialise
+
+        initialise(None, {})
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    results: dict[str, dict] = {}  # type: ignore[type-arg]
+    try:
+        for rows in (args.small, args.rows):
+            path = workdir / f"contacts-{rows}.csv"
+            generate(path, rows)
+            floors, imports, peaks, growth = [], [], [], []
+            last: dict = {}  # type: ignore[type-arg]
+            for _ in range(args.repeat):
+                floors.append(run_child(path, "copy", env)["seconds"])
+                last = run_child(path, "import", env)
+                imports.append(last["seconds"])
+                peaks.append(last["peak_rss_kib"])
+                growth.append(last["peak_rss_kib"] - last["rss_before_kib"])
+            floor, took = statistics.median(floors), statistics.median(imports)
+            results[str(rows)] = {
+                "file_mib": round(path.stat().st_size / 2**20, 1),
+                "copy_floor_s": round(floor, 2),
+                "import_s": round(took, 2),
+                "ratio_vs_copy": round(took / floor, 2),
+                "rows_per_s": round(rows / took),
+                "peak_rss_mib": round(statistics.median(peaks) / 1024, 1),
+                "rss_growth_mib": round(statistics.median(growth) / 1024, 1),
+                "imports_s": [round(value, 2) for value in imports],
+                "copies_s": [round(value, 2) for value in floors],
+                "rows_ok": last["rows_ok"], "rows_failed": last["rows_failed"],
+                "created": last["result"]["created"],
+                "duplicates": last["result"]["duplicates"],
+                "subscribed": last["result"]["subscribed"],
+                "phases_s": last["result"]["seconds"],
+            }
+            path.unlink()
+    finally:
+        if args.keep:
+            print(f"kept database {database}", file=sys.stderr)
+        else:
+            drop_database(database)
+    big = results[str(args.rows)]
+    print(json.dumps({
+        "benchmark": "import_contacts",
+        "rows": args.rows,
+        "repeat": args.repeat,
+        "import_s_median": big["import_s"],
+        "copy_floor_s_median": big["copy_floor_s"],
+        "ratio_vs_copy": big["ratio_vs_copy"],
+        "target_s": 30,
+        "meets_target": big["import_s"] < 30,
+        "sizes": results,
+    }))
+
+
+if __name__ == "__main__":
+    main()
