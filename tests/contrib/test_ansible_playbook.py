@@ -1,0 +1,157 @@
+"""Run the role through the real ``ansible-playbook`` on localhost.
+
+Only what touches nothing on the machine: the syntax check, the preflight
+assertions and the template module writing into a temporary directory.
+Skipped when ansible-core (the ``dev`` extra) is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.contrib.role_files import ANSIBLE_DIR, ROLE_DIR, TEMPLATES_DIR, UNITS, render
+from tests.contrib.test_ansible_role import SAMPLE
+
+pytest.importorskip("ansible", reason="ansible-core is not installed (pip install -e .[dev])")
+
+VAULT_PASSWORD = "contrib-test-vault-password"
+TEMPLATES = ("swiftmail.toml", *(f"{unit}.service" for unit in UNITS))
+
+
+def ansible_playbook() -> str:
+    """Return the ansible-playbook next to this interpreter, or on PATH."""
+    beside = Path(sys.executable).parent / "ansible-playbook"
+    found = str(beside) if beside.exists() else shutil.which("ansible-playbook")
+    if not found:
+        pytest.skip("ansible-playbook not found")
+    return found
+
+
+def run_playbook(
+    playbook: Path, tmp_path: Path, *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ansible-playbook with its state kept in ``tmp_path``."""
+    environ = {
+        **os.environ,
+        "ANSIBLE_HOME": str(tmp_path / "ansible-home"),
+        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
+        "ANSIBLE_ROLES_PATH": str(ROLE_DIR.parent),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_DEPRECATION_WARNINGS": "0",
+        "ANSIBLE_RETRY_FILES_ENABLED": "0",
+    }
+    return subprocess.run(
+        [ansible_playbook(), str(playbook), *args],
+        cwd=cwd or tmp_path, env=environ, capture_output=True, text=True, timeout=120,
+        check=False,
+    )
+
+
+def vaulted(value: str) -> str:
+    """Return ``value`` encrypted with the test vault password, as vault text."""
+    from ansible.parsing.vault import VaultLib, VaultSecret
+
+    vault = VaultLib([("default", VaultSecret(VAULT_PASSWORD.encode()))])
+    return vault.encrypt(value).decode()
+
+
+def write_play(tmp_path: Path, variables: dict[str, Any], secret_key: str | None) -> Path:
+    """Write a localhost play: the role's preflight, then its templates."""
+    text = yaml.safe_dump(variables, sort_keys=True)
+    if secret_key is not None:
+        block = "\n".join("  " + line for line in vaulted(secret_key).splitlines())
+        text += f"swiftmail_secret_key: !vault |\n{block}\n"
+    (tmp_path / "vars.yml").write_text(text)
+    (tmp_path / "vault-password").write_text(VAULT_PASSWORD + "\n")
+    (tmp_path / "out").mkdir(exist_ok=True)
+    play = [{
+        "name": "Role preflight and templates",
+        "hosts": "localhost",
+        "connection": "local",
+        "gather_facts": False,
+        "vars_files": [str(tmp_path / "vars.yml")],
+        "vars": {"ansible_python_interpreter": sys.executable},
+        "tasks": [
+            {"name": "Preflight", "ansible.builtin.include_role": {
+                "name": "swiftmail", "tasks_from": "preflight", "public": True}},
+            {"name": "Render", "ansible.builtin.template": {
+                "src": f"{TEMPLATES_DIR}/{{{{ item }}}}.j2",
+                "dest": f"{tmp_path}/out/{{{{ item }}}}", "mode": "0600"},
+             "loop": list(TEMPLATES)},
+        ],
+    }]
+    path = tmp_path / "play.yml"
+    path.write_text(yaml.safe_dump(play, sort_keys=False))
+    return path
+
+
+def play_variables(**changes: Any) -> dict[str, Any]:
+    """Return SAMPLE without the vaulted key and facts, with ``changes`` applied."""
+    variables = {k: v for k, v in SAMPLE.items() if k not in ("swiftmail_secret_key",
+                                                             "ansible_facts")}
+    variables["swiftmail_api_workers"] = 5
+    for name, value in changes.items():
+        if value is None:
+            variables.pop(name, None)
+        else:
+            variables[name] = value
+    return variables
+
+
+def test_site_playbook_passes_syntax_check(tmp_path: Path) -> None:
+    result = run_playbook(
+        ANSIBLE_DIR / "site.yml", tmp_path, "--syntax-check", "-i",
+        str(ANSIBLE_DIR / "inventory.example"), cwd=ANSIBLE_DIR,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ansible_renders_the_templates_like_plain_jinja(tmp_path: Path) -> None:
+    variables = play_variables()
+    play = write_play(tmp_path, variables, SAMPLE["swiftmail_secret_key"])
+    result = run_playbook(play, tmp_path, "-i", "localhost,", "--vault-password-file",
+                          str(tmp_path / "vault-password"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected_context = variables | {"swiftmail_secret_key": SAMPLE["swiftmail_secret_key"]}
+    for name in TEMPLATES:
+        rendered = (tmp_path / "out" / name).read_text()
+        assert rendered == render(f"{name}.j2", expected_context), name
+    assert 'secret_key = "k3y\\"with\\\\quotes-' in (tmp_path / "out" / "swiftmail.toml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("changes", "secret_key", "message"),
+    [
+        ({}, None, "swiftmail_secret_key is missing or shorter than 32 characters"),
+        ({}, "x" * 31, "swiftmail_secret_key is missing or shorter than 32 characters"),
+        ({"swiftmail_db_app_password": None}, SAMPLE["swiftmail_secret_key"],
+         "swiftmail_db_app_password is missing or empty"),
+        ({"swiftmail_database_url": "postgresql://db.internal"}, SAMPLE["swiftmail_secret_key"],
+         "swiftmail_database_url is missing or names no database"),
+        ({"swiftmail_install_source": "wheel"}, SAMPLE["swiftmail_secret_key"],
+         "swiftmail_install_source must be pypi"),
+        ({"swiftmail_relay_bind_privileged_ports": False}, SAMPLE["swiftmail_secret_key"],
+         "set swiftmail_relay_bind_privileged_ports: true"),
+        ({"swiftmail_extra_settings": {"log_level": "debug"}}, SAMPLE["swiftmail_secret_key"],
+         "swiftmail_extra_settings sets log_level"),
+    ],
+    ids=["no-key", "short-key", "no-app-password", "no-dbname", "wheel-without-path",
+         "port-25-without-capability", "extra-setting-collides"],
+)
+def test_preflight_stops_with_a_clear_message(
+    tmp_path: Path, changes: dict[str, Any], secret_key: str | None, message: str
+) -> None:
+    play = write_play(tmp_path, play_variables(**changes), secret_key)
+    result = run_playbook(play, tmp_path, "-i", "localhost,", "--vault-password-file",
+                          str(tmp_path / "vault-password"))
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert list((tmp_path / "out").iterdir()) == [], "nothing rendered after a failed check"

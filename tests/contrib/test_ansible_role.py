@@ -1,0 +1,386 @@
+"""The Ansible role in contrib/ansible: structure, variables and templates.
+
+Templates are rendered with plain Jinja2 (defaults plus sample variables) and
+the result is read by SwiftMail's own settings loader, so a key SwiftMail does
+not know, or a value that is not valid TOML, fails here.
+"""
+
+from __future__ import annotations
+
+import configparser
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pytest
+from swiftmail_relay.config import RelayConfig
+
+from swiftmail_core.settings import SETTING_FIELDS, load_settings, read_config_file
+from tests.contrib import role_files
+from tests.contrib.role_files import ANSIBLE_DIR, ROLE_DIR, UNITS, render
+
+# Awkward values on purpose: quotes, backslashes, a single quote, '%'.
+SECRET_KEY = 'k3y"with\\quotes-' + "x" * 24
+SAMPLE: dict[str, Any] = {
+    "swiftmail_secret_key": SECRET_KEY,
+    "swiftmail_db_owner_password": "owner'pass\\word",
+    "swiftmail_db_app_password": 'app"pass%',
+    "swiftmail_db_system_password": "system-pass",
+    "swiftmail_database_url": "postgresql://db.internal:5432/swiftmail",
+    "swiftmail_database_admin_url": "postgresql://postgres:adm%21n@db.internal/postgres",
+    "swiftmail_redis_url": "redis://cache.internal:6379/2",
+    "swiftmail_public_url": "https://mail.example.com",
+    "swiftmail_storage_dir": "/srv/swiftmail-storage",
+    "swiftmail_load_plugins": ["web", "relay", "example"],
+    "swiftmail_dns_nameservers": ["127.0.0.1", "::1"],
+    "swiftmail_dns_port": 5353,
+    "swiftmail_relay_settings": {
+        "hostname": "mx1.example.com",
+        "bounce_listen": "0.0.0.0:25",
+        "dkim_ed25519": False,
+        "workers": 8,
+        "allow_networks": ["10.0.0.0/8", "192.168.0.0/16"],
+    },
+    "swiftmail_relay_bind_privileged_ports": True,
+    "swiftmail_plugin_settings": {"example": {"greeting": "hi", "retries": 3}},
+    "ansible_facts": {"processor_vcpus": 2},
+}
+MINIMAL: dict[str, Any] = {
+    name: SAMPLE[name]
+    for name in (*role_files.REQUIRED_SECRETS, *role_files.REQUIRED_PLAIN, "ansible_facts")
+}
+TASK_KEYWORDS = {
+    "name", "when", "register", "notify", "loop", "loop_control", "become", "become_user",
+    "environment", "changed_when", "failed_when", "run_once", "tags", "no_log", "check_mode",
+    "listen", "vars",
+}
+
+
+def parse_unit(text: str) -> dict[str, list[tuple[str, str]]]:
+    """Split a systemd unit into sections of (key, value) pairs."""
+    sections: dict[str, list[tuple[str, str]]] = {}
+    current = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            current = line.strip("[]")
+            sections[current] = []
+            continue
+        key, _, value = line.partition("=")
+        sections[current].append((key, value))
+    return sections
+
+
+def service(unit: str, variables: dict[str, Any]) -> list[tuple[str, str]]:
+    """Render a unit and return its [Service] entries."""
+    return parse_unit(render(f"{unit}.service.j2", variables))["Service"]
+
+
+# --- files and structure --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", role_files.yaml_files(), ids=lambda p: str(p.relative_to(ANSIBLE_DIR))
+)
+def test_every_yaml_file_parses(path: Path) -> None:
+    assert role_files.load_yaml(path) is not None
+
+
+def test_the_role_and_example_files_exist() -> None:
+    for relative in (
+        "defaults/main.yml", "tasks/main.yml", "handlers/main.yml", "meta/main.yml",
+        "templates/swiftmail.toml.j2",
+        *(f"templates/{unit}.service.j2" for unit in UNITS),
+    ):
+        assert (ROLE_DIR / relative).is_file(), relative
+    for relative in ("site.yml", "inventory.example", "README.md", "ansible.cfg"):
+        assert (ANSIBLE_DIR / relative).is_file(), relative
+
+
+def test_main_imports_every_task_file() -> None:
+    imported = [
+        task["ansible.builtin.import_tasks"]
+        for task in role_files.tasks(ROLE_DIR / "tasks" / "main.yml")
+        if "ansible.builtin.import_tasks" in task
+    ]
+    present = sorted(p.name for p in (ROLE_DIR / "tasks").glob("*.yml") if p.name != "main.yml")
+    assert sorted(imported) == present
+    assert imported[0] == "preflight.yml", "variables are checked before anything changes"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [*sorted((ROLE_DIR / "tasks").glob("*.yml")), ROLE_DIR / "handlers" / "main.yml"],
+    ids=lambda p: p.name,
+)
+def test_every_task_is_named_and_uses_one_builtin_module(path: Path) -> None:
+    for task in role_files.tasks(path):
+        assert task.get("name"), f"unnamed task in {path.name}: {task}"
+        modules = set(task) - TASK_KEYWORDS
+        assert len(modules) == 1, f"{task['name']}: {modules}"
+        assert modules.pop().startswith("ansible.builtin."), task["name"]
+
+
+def test_handlers_restart_each_service_on_one_topic() -> None:
+    handlers = role_files.tasks(ROLE_DIR / "handlers" / "main.yml")
+    restarted = {h["ansible.builtin.systemd_service"]["name"] for h in handlers}
+    assert restarted == set(UNITS)
+    assert {h["listen"] for h in handlers} == {"Restart swiftmail"}
+    assert all(h["ansible.builtin.systemd_service"]["state"] == "restarted" for h in handlers)
+
+
+def test_code_config_and_unit_changes_notify_the_restart() -> None:
+    notified = {
+        task["name"]
+        for path in (ROLE_DIR / "tasks").glob("*.yml")
+        for task in role_files.tasks(path)
+        if task.get("notify") == "Restart swiftmail"
+    }
+    assert {"Install SwiftMail", "Write swiftmail.toml", "Install the systemd units"} <= notified
+
+
+def test_every_default_is_documented() -> None:
+    assert role_files.undocumented_defaults() == []
+
+
+def test_secrets_and_connection_urls_have_no_defaults() -> None:
+    required = {
+        *role_files.REQUIRED_SECRETS, *role_files.REQUIRED_PLAIN, *role_files.OPTIONAL_SECRETS
+    }
+    assert required.isdisjoint(role_files.defaults())
+    assert required <= role_files.documented_required_names()
+
+
+def test_every_variable_the_role_uses_is_defined_or_documented() -> None:
+    text = role_files.role_text()
+    registered = set(re.findall(r"register: (swiftmail_[a-z0-9_]+)", text))
+    role_vars = role_files.load_yaml(ROLE_DIR / "vars" / "main.yml")
+    known = (set(role_files.defaults()) | set(role_vars) | registered
+             | role_files.documented_required_names())
+    tags = {tag for task in role_files.tasks(ROLE_DIR / "tasks" / "main.yml")
+            for tag in task.get("tags", [])}
+    used = set(re.findall(r"\b(swiftmail_[a-z0-9_]+)", text)) - tags
+    assert used - known == set()
+
+
+def test_site_playbook_applies_the_role_to_the_swiftmail_group() -> None:
+    (play,) = role_files.load_yaml(ANSIBLE_DIR / "site.yml")
+    assert play["hosts"] == "swiftmail"
+    assert play["become"] is True
+    assert [r["role"] if isinstance(r, dict) else r for r in play["roles"]] == ["swiftmail"]
+
+
+def test_example_inventory_defines_the_swiftmail_group() -> None:
+    parser = configparser.ConfigParser(allow_no_value=True, delimiters=("=",))
+    parser.read(ANSIBLE_DIR / "inventory.example")
+    children = list(parser["swiftmail:children"])
+    assert children and all(child in parser for child in children)
+
+
+# --- swiftmail.toml ---------------------------------------------------------------
+
+
+def write_settings(tmp_path: Path, variables: dict[str, Any]) -> Path:
+    path = tmp_path / "swiftmail.toml"
+    path.write_text(render("swiftmail.toml.j2", variables))
+    return path
+
+
+def test_settings_template_renders_settings_swiftmail_accepts(tmp_path: Path) -> None:
+    path = write_settings(tmp_path, SAMPLE)
+    data = tomllib.loads(path.read_text())
+    assert read_config_file(path) == data  # no unknown keys
+
+    settings = load_settings(path, environ={})
+    assert settings.secret_key == SECRET_KEY
+    assert settings.db_owner_password == "owner'pass\\word"
+    assert settings.db_app_password == 'app"pass%'
+    assert settings.db_system_password == "system-pass"
+    assert settings.database_url == SAMPLE["swiftmail_database_url"]
+    assert settings.database_admin_url == SAMPLE["swiftmail_database_admin_url"]
+    assert settings.redis_url == SAMPLE["swiftmail_redis_url"]
+    assert settings.public_url == "https://mail.example.com"
+    assert settings.data_dir == Path("/var/lib/swiftmail")
+    assert settings.storage_dir == Path("/srv/swiftmail-storage")
+    assert (settings.db_owner_role, settings.db_app_role, settings.db_system_role) == (
+        "swiftmail_owner", "swiftmail_app", "swiftmail_system")
+    assert settings.load_plugins == ("web", "relay", "example")
+    assert settings.dns_nameservers == ("127.0.0.1", "::1")
+    assert settings.dns_port == 5353
+    assert settings.log_format == "json"
+    assert settings.plugin_settings("example") == {"greeting": "hi", "retries": 3}
+
+
+def test_managed_settings_list_is_what_the_template_writes(tmp_path: Path) -> None:
+    everything = SAMPLE | {"swiftmail_disabled_plugins": ["log_tracking"]}
+    written = set(tomllib.loads(render("swiftmail.toml.j2", everything)))
+    managed = role_files.load_yaml(ROLE_DIR / "vars" / "main.yml")["swiftmail_managed_settings"]
+    assert written == set(managed)
+
+
+def test_extra_settings_are_written_as_given(tmp_path: Path) -> None:
+    managed = role_files.load_yaml(ROLE_DIR / "vars" / "main.yml")["swiftmail_managed_settings"]
+    free = sorted(
+        name for name, field in SETTING_FIELDS.items()
+        if name not in managed and field.type in ("int", int)
+    )
+    if not free:
+        pytest.skip("every integer setting is managed by the role")
+    extra = {name: 7 for name in free}
+    settings = load_settings(
+        write_settings(tmp_path, SAMPLE | {"swiftmail_extra_settings": extra}), environ={})
+    assert {name: getattr(settings, name) for name in free} == extra
+
+
+def test_relay_table_is_a_valid_relay_config(tmp_path: Path) -> None:
+    settings = load_settings(write_settings(tmp_path, SAMPLE), environ={})
+    relay = RelayConfig.from_settings(settings)
+    assert relay.spool_dir == Path("/var/spool/swiftmail")
+    assert relay.hostname == "mx1.example.com"
+    assert relay.bounce_listen == ("0.0.0.0", 25)  # noqa: S104
+    assert relay.dkim_ed25519 is False
+    assert relay.workers == 8
+    assert [str(n) for n in relay.allow_networks] == ["10.0.0.0/8", "192.168.0.0/16"]
+
+
+def test_settings_template_with_only_the_required_variables(tmp_path: Path) -> None:
+    path = write_settings(tmp_path, MINIMAL)
+    settings = load_settings(path, environ={})
+    assert settings.database_admin_url is None
+    assert settings.load_plugins is None
+    assert settings.public_url == "http://127.0.0.1:8000"
+    assert RelayConfig.from_settings(settings).spool_dir == Path("/var/spool/swiftmail")
+
+
+def test_settings_template_needs_the_secrets() -> None:
+    without_key = {k: v for k, v in MINIMAL.items() if k != "swiftmail_secret_key"}
+    with pytest.raises(jinja2.UndefinedError, match="swiftmail_secret_key"):
+        render("swiftmail.toml.j2", without_key)
+
+
+# --- systemd units ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_units_run_as_swiftmail_with_the_config_and_hardening(unit: str) -> None:
+    entries = service(unit, MINIMAL)
+    for expected in [
+        ("User", "swiftmail"),
+        ("Group", "swiftmail"),
+        ("Environment", "SWIFTMAIL_CONFIG=/etc/swiftmail/swiftmail.toml"),
+        ("Restart", "on-failure"),
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ReadWritePaths", "/var/lib/swiftmail /var/spool/swiftmail"),
+        ("PrivateTmp", "yes"),
+        ("ProtectHome", "yes"),
+    ]:
+        assert expected in entries, f"{unit}: {expected}"
+    (exec_start,) = [value for key, value in entries if key == "ExecStart"]
+    assert exec_start.startswith("/opt/swiftmail/venv/bin/swiftmail ")
+    assert parse_unit(render(f"{unit}.service.j2", MINIMAL))["Install"] == [
+        ("WantedBy", "multi-user.target")]
+
+
+def test_worker_stops_gracefully_with_sigint() -> None:
+    entries = dict(service("swiftmail-worker", MINIMAL))
+    assert entries["ExecStart"] == "/opt/swiftmail/venv/bin/swiftmail worker"
+    assert entries["KillSignal"] == "SIGINT"
+    assert entries["TimeoutStopSec"] == "120"
+    assert "AmbientCapabilities" not in entries
+
+
+def test_api_serves_with_bind_workers_and_threads() -> None:
+    entries = dict(service("swiftmail-api", MINIMAL))
+    assert entries["ExecStart"] == (
+        "/opt/swiftmail/venv/bin/swiftmail serve --bind 127.0.0.1:8000 --workers 5 "
+        "--threads 4 --timeout 30"
+    )
+    entries = dict(service("swiftmail-api", MINIMAL | {
+        "swiftmail_api_bind": "0.0.0.0:9000", "swiftmail_api_workers": 3}))
+    assert "--bind 0.0.0.0:9000 --workers 3 " in entries["ExecStart"]
+
+
+def test_relay_gets_the_bind_capability_only_when_asked() -> None:
+    entries = dict(service("swiftmail-relay", MINIMAL))
+    assert entries["ExecStart"] == "/opt/swiftmail/venv/bin/swiftmail relay"
+    assert "AmbientCapabilities" not in entries
+    assert entries["CapabilityBoundingSet"] == ""
+    entries = dict(service("swiftmail-relay", MINIMAL | {
+        "swiftmail_relay_bind_privileged_ports": True}))
+    assert entries["AmbientCapabilities"] == "CAP_NET_BIND_SERVICE"
+    assert entries["CapabilityBoundingSet"] == "CAP_NET_BIND_SERVICE"
+
+
+def test_extra_service_environment_is_quoted() -> None:
+    entries = service("swiftmail-worker", MINIMAL | {
+        "swiftmail_service_environment": {"HTTPS_PROXY": 'http://proxy:3128/?a="b"%'}})
+    assert ("Environment", '"HTTPS_PROXY=http://proxy:3128/?a=\\"b\\"%%"') in entries
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "swiftmail").write_text("#!/bin/sh\n")
+    (venv / "bin" / "swiftmail").chmod(0o755)
+    variables = SAMPLE | {"swiftmail_venv": str(venv)}
+    paths = []
+    for unit in UNITS:
+        path = tmp_path / f"{unit}.service"
+        path.write_text(render(f"{unit}.service.j2", variables))
+        paths.append(str(path))
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *paths],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    complaints = [line for line in result.stderr.splitlines() if str(tmp_path) in line]
+    assert complaints == []
+
+
+# --- what the tasks decide from command output ------------------------------------
+
+
+def task_named(file: str, name: str) -> dict[str, Any]:
+    (task,) = [t for t in role_files.tasks(ROLE_DIR / "tasks" / file) if t["name"] == name]
+    return task
+
+
+def changed(task: dict[str, Any], variable: str, stdout: str) -> bool:
+    environment = jinja2.Environment()  # noqa: S701 (an expression, not HTML)
+    expression = environment.compile_expression(task["changed_when"].strip())
+    return bool(expression({variable: {"stdout": stdout}}))
+
+
+@pytest.mark.parametrize(
+    ("stdout", "expected"),
+    [
+        ("settings: /etc/swiftmail/swiftmail.toml\n"
+         "migrations applied: none (up to date)\nready: next, `swiftmail tenant create NAME`",
+         False),
+        ("settings: /etc/swiftmail/swiftmail.toml\n  created role swiftmail_owner\n"
+         "  created database swiftmail\nmigrations applied: 0001_schema, 0002_isolation\n",
+         True),
+        ("settings: /etc/swiftmail/swiftmail.toml\nmigrations applied: 0031_new\n", True),
+        ("settings: /etc/swiftmail/swiftmail.toml\n  wrote secret_key\n"
+         "migrations applied: none (up to date)\n", True),
+    ],
+)
+def test_init_reports_changed_from_its_output(stdout: str, expected: bool) -> None:
+    task = task_named("database.yml", "Run swiftmail init")
+    assert task["ansible.builtin.command"]["argv"][1:] == ["init", "--yes"]
+    assert task["run_once"] is True
+    assert changed(task, "swiftmail_init_result", stdout) is expected
+
+
+def test_migrate_reports_changed_from_its_output() -> None:
+    task = task_named("database.yml", "Run swiftmail migrate after an upgrade")
+    assert changed(task, "swiftmail_migrate_result", "migrations applied: none (up to date)\n") \
+        is False
+    assert changed(task, "swiftmail_migrate_result", "migrations applied: 0031_x\n") is True
