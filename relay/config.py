@@ -61,6 +61,13 @@ class RelayConfig:
     workers: int = 64
     metrics_listen: tuple[str, int] | None = None
     dkim_ed25519: bool = True
+    source_ip: str = "default"
+    warmup: bool = True
+    warmup_start_per_hour: int = 20
+    warmup_factor: float = 1.4
+    warmup_idle_days: int = 30
+    provider_groups: Any = None  # {group: [mx suffix, ...]}, see shaping.DEFAULT_GROUPS
+    policies: Any = None  # {group or "default": {max_connections, messages_per_connection, ...}}
     scan_interval: float = 1.0
     redis_prefix: str = "swiftmail:relay"
 
@@ -89,6 +96,14 @@ class RelayConfig:
             return value if isinstance(value, tuple) else _hostport(value, name)
         if name == "allow_networks":
             return _networks(value, name)
+        if name in ("provider_groups", "policies"):
+            if not isinstance(value, dict):
+                raise ConfigurationError(f"relay setting {name!r} must be a table")
+            return value
+        if name in ("warmup_start_per_hour", "warmup_idle_days"):
+            return int(value)
+        if name == "warmup_factor":
+            return float(value)
         if name == "trusted_listeners":
             parts = value if isinstance(value, (list, tuple)) else str(value).split(",")
             return tuple(p.strip() for p in parts if p.strip())
@@ -99,7 +114,7 @@ class RelayConfig:
             if name in ("max_age", "retry_base", "retry_cap", "connect_timeout", "dns_timeout",
                         "command_timeout", "scan_interval"):
                 return float(value)
-            if name == "dkim_ed25519":
+            if name in ("dkim_ed25519", "warmup"):
                 return value if isinstance(value, bool) else str(value).lower() in (
                     "1", "true", "yes", "on")
         except (TypeError, ValueError) as ex:

@@ -219,19 +219,19 @@ class Deliverer:
             return dict.fromkeys(recipients, failure.reply)
         try:
             replies = await self._transaction(connection, mail_from, recipients, message)
-        except _Reconnect:
+        except _Reconnect as closed:
             self._discard(connection)
             if not reused:
-                return dict.fromkeys(recipients, Reply(421, "4.4.2 connection closed", local=True))
+                return dict.fromkeys(recipients, closed.reply)
             try:
                 connection, _ = await self._checkout(route)
             except ConnectFailed as failure:
                 return dict.fromkeys(recipients, failure.reply)
             try:
                 replies = await self._transaction(connection, mail_from, recipients, message)
-            except _Reconnect:
+            except _Reconnect as closed:
                 self._discard(connection)
-                return dict.fromkeys(recipients, Reply(421, "4.4.2 connection closed", local=True))
+                return dict.fromkeys(recipients, closed.reply)
         connection.messages += 1
         await self._checkin(connection, cap)
         return replies
@@ -246,7 +246,7 @@ class Deliverer:
                 await client.mail(mail_from)
             except aiosmtplib.SMTPResponseException as ex:
                 if ex.code == 421:
-                    raise _Reconnect() from ex
+                    raise _Reconnect(Reply(ex.code, ex.message)) from ex
                 await self._reset(client)
                 return dict.fromkeys(recipients, Reply(ex.code, ex.message))
             accepted = []
@@ -256,7 +256,7 @@ class Deliverer:
                     accepted.append(recipient)
                 except aiosmtplib.SMTPResponseException as ex:
                     if ex.code == 421:
-                        raise _Reconnect() from ex
+                        raise _Reconnect(Reply(ex.code, ex.message)) from ex
                     replies[recipient] = Reply(ex.code, ex.message)
             if not accepted:
                 await self._reset(client)
@@ -276,7 +276,7 @@ class Deliverer:
             client.close()
             if not replies and isinstance(ex, aiosmtplib.SMTPServerDisconnected) \
                     and connection.messages > 0:
-                raise _Reconnect() from ex  # a reused connection went away
+                raise _Reconnect(Reply(421, "4.4.2 connection closed", local=True)) from ex
             failure = Reply(451, f"4.4.2 connection to {connection.host.name} lost: {ex}",
                             local=True)
             return {r: replies.get(r, failure) for r in recipients}
@@ -301,3 +301,7 @@ class Deliverer:
 
 class _Reconnect(Exception):
     """The peer closed a reused connection (421 or EOF): reconnect at once."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply

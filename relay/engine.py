@@ -115,6 +115,9 @@ class Relay:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         await self.deliverer.close()
+        close = getattr(self.throttle, "close", None)
+        if close is not None:
+            await close()
         if self.sink is not None:
             await self.sink.stop()
 
@@ -277,6 +280,8 @@ class Relay:
         if wait > 0:
             # Internal deferral: no attempt counted, no event, no backoff growth.
             metrics.THROTTLE_WAITS.labels(reason="throttle").inc()
+            for recipient in due:
+                recipient.next_attempt_at = now + wait
             self._schedule(queue_id, domain, now + wait)
             return
         body = await asyncio.to_thread(self.spool.read_body, queue_id)

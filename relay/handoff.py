@@ -96,7 +96,7 @@ def spool_message(
         id=new_id(), mail_from=envelope_from,
         recipients=[Recipient(a, ledger_id=i) for a, i in zip(recipients, ledger, strict=True)],
         tenant_id=str(tenant_id) if tenant_id else None,
-        campaign_id=str(campaign_id) if campaign_id else None,
+        campaign_id=str(campaign_id) if campaign_id else None, sender_domain=from_domain(raw),
     )
     body = sign_for_tenant(settings, config, raw, tenant_id) if sign else raw
     queue_id = _spool(config.spool_dir).write(envelope, body)
@@ -116,6 +116,7 @@ def spool_messages(
             recipients=[Recipient(message.recipient, ledger_id=message.ledger_id)],
             tenant_id=str(message.tenant_id),
             campaign_id=str(message.campaign_id) if message.campaign_id else None,
+            sender_domain=from_domain(message.raw),
         )
         body = sign_for_tenant(settings, config, message.raw, message.tenant_id) if sign \
             else message.raw

@@ -79,7 +79,8 @@ class Envelope:
     recipients: list[Recipient]
     tenant_id: str | None = None
     campaign_id: str | None = None
-    source: str = "handoff"  # handoff | submission
+    source: str = "handoff"  # handoff | submission | dsn
+    sender_domain: str | None = None  # the From domain (warm-up is counted per domain)
     created_at: float = dataclasses.field(default_factory=time.time)
     size: int = 0
 

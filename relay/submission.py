@@ -176,7 +176,7 @@ class SubmissionHandler:
         spooled = SpoolEnvelope(
             id=new_id(), mail_from=envelope.mail_from or "",
             recipients=[Recipient(address) for address in envelope.rcpt_tos],
-            tenant_id=str(principal.tenant_id), source="submission",
+            tenant_id=str(principal.tenant_id), source="submission", sender_domain=domain,
         )
         try:
             signed = await asyncio.to_thread(

@@ -93,10 +93,12 @@ def relay_factory(dns_server, tmp_path):  # type: ignore[no-untyped-def]
             "scan_interval": 0.2, "workers": 8, "hostname": "relay.test",
         }
         sink = overrides.pop("sink", None)
+        throttle = overrides.pop("throttle", None)
         options.update(overrides)
         config = RelayConfig.from_settings(settings, **options)
         finals = []
-        relay = Relay(settings, config, on_final=finals.append, sink=sink)
+        relay = Relay(settings, config, on_final=finals.append, sink=sink,
+                      throttle=throttle(config) if throttle else None)
         relay.finals = finals  # type: ignore[attr-defined]
         return relay
 

@@ -87,15 +87,18 @@ class SmtpPeer:
         self.connections += 1
         self.open_connections += 1
         self.max_open = max(self.max_open, self.open_connections)
+        state = {"open": True}
         try:
-            await self._converse(reader, writer)
+            await self._converse(reader, writer, state)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            self.open_connections -= 1
+            if state["open"]:
+                self.open_connections -= 1
             writer.close()
 
-    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        state: dict[str, bool]) -> None:
         async def say(line: str) -> None:
             writer.write(line.encode() + b"\r\n")
             await writer.drain()
@@ -157,6 +160,9 @@ class SmtpPeer:
                 mail_from, recipients = "", []
                 await say("250 2.0.0 ok")
             elif verb == "QUIT":
+                # Count the connection closed before the client can see 221.
+                state["open"] = False
+                self.open_connections -= 1
                 await say("221 2.0.0 bye")
                 return
             elif verb == "NOOP":

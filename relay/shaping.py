@@ -1,0 +1,240 @@
+"""Traffic shaping shared by every relay process through Redis.
+
+Limits apply per destination *site* (the set of MX hosts, so every domain a
+provider hosts shares one limit) or, when the MX names match a provider
+group (Google, Microsoft, Yahoo, Apple by MX suffix, configurable), per
+group. Four limits: concurrent connections (a Redis sorted set of leased
+slots), new connections per minute, messages per second (fixed windows)
+and messages per connection (enforced by the deliverer).
+
+Warm-up: per sending domain and per sending IP, a day-indexed hourly cap
+per provider group, ``warmup_start_per_hour * warmup_factor ** day``; mail
+over the cap waits (an internal deferral) and goes when the cap allows. An
+IP or domain idle for ``warmup_idle_days`` starts again at day 0.
+
+Adaptive backoff: remote replies matching a rule (Yahoo ``[TSS04]``, "rate
+limited due to IP reputation", Gmail "unusual rate") suspend the site for a
+set time. Replies this relay made itself (``Reply.local``) never match.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import redis.asyncio as aioredis
+from swiftmail_relay.classify import Reply
+from swiftmail_relay.config import RelayConfig
+from swiftmail_relay.mx import Route
+from swiftmail_relay.spool import Envelope
+from swiftmail_relay.throttle import SitePolicy
+
+DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {
+    "google": ("google.com", "googlemail.com"),
+    "microsoft": ("outlook.com", "protection.outlook.com", "hotmail.com"),
+    "yahoo": ("yahoodns.net", "yahoo.com"),
+    "apple": ("icloud.com", "apple.com", "me.com"),
+}
+# Published practice: Google and Microsoft 5 connections and 50 messages per
+# connection; Yahoo 20 messages per connection; Apple 5 connections.
+DEFAULT_POLICIES: dict[str, SitePolicy] = {
+    "default": SitePolicy(max_connections=20, messages_per_connection=100),
+    "google": SitePolicy(max_connections=5, messages_per_connection=50),
+    "microsoft": SitePolicy(max_connections=5, messages_per_connection=50),
+    "yahoo": SitePolicy(max_connections=5, messages_per_connection=20),
+    "apple": SitePolicy(max_connections=5, messages_per_connection=50),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BackoffRule:
+    """Suspend a destination for ``seconds`` when a remote reply matches."""
+
+    pattern: re.Pattern[str]
+    seconds: float
+
+
+DEFAULT_BACKOFF = (
+    BackoffRule(re.compile(r"\[TSS0[1-9]\]", re.I), 1800.0),
+    BackoffRule(re.compile(r"rate limited due to IP reputation", re.I), 900.0),
+    BackoffRule(re.compile(r"unusual rate", re.I), 600.0),
+    BackoffRule(re.compile(r"too many (connections|messages)", re.I), 300.0),
+)
+
+ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+if tonumber(ARGV[5]) > 0 then
+  local made = redis.call('INCR', KEYS[2])
+  if made == 1 then redis.call('EXPIRE', KEYS[2], 120) end
+  if made > tonumber(ARGV[5]) then return 0 end
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+redis.call('EXPIRE', KEYS[1], 3600)
+return 1
+"""
+
+COUNT_UNDER = """
+local used = redis.call('INCRBY', KEYS[1], ARGV[1])
+if used == tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+if used > tonumber(ARGV[2]) then
+  redis.call('DECRBY', KEYS[1], ARGV[1])
+  return 0
+end
+return 1
+"""
+
+
+def _policy(values: Mapping[str, Any], base: SitePolicy) -> SitePolicy:
+    fields = {f.name for f in dataclasses.fields(SitePolicy)}
+    return dataclasses.replace(base, **{k: v for k, v in values.items() if k in fields})
+
+
+class RedisShaper:
+    """The ``Throttle`` the relay uses in production: limits held in Redis."""
+
+    LEASE = 600.0
+
+    def __init__(self, config: RelayConfig, redis_url: str, *,
+                 backoff: tuple[BackoffRule, ...] = DEFAULT_BACKOFF) -> None:
+        self.config = config
+        self.redis = aioredis.Redis.from_url(redis_url)
+        self.prefix = config.redis_prefix
+        self.backoff = backoff
+        groups = config.provider_groups or DEFAULT_GROUPS
+        self.groups = {name: tuple(s.lower().lstrip(".") for s in suffixes)
+                       for name, suffixes in groups.items()}
+        self.policies = dict(DEFAULT_POLICIES)
+        self.policies["default"] = dataclasses.replace(
+            self.policies["default"], max_connections=config.max_connections_per_site,
+            messages_per_connection=config.messages_per_connection)
+        for name, values in (config.policies or {}).items():
+            self.policies[name] = _policy(values, self.policies.get(name, self.policies["default"]))
+        self._held: dict[str, list[str]] = {}
+        self._acquire = self.redis.register_script(ACQUIRE)
+        self._count = self.redis.register_script(COUNT_UNDER)
+
+    # Keys and policies -------------------------------------------------------
+
+    def group(self, site: str) -> str | None:
+        """Return the provider group of a site (MX names), if any."""
+        for name in site.split(","):
+            for group, suffixes in self.groups.items():
+                if any(name == s or name.endswith("." + s) for s in suffixes):
+                    return group
+        return None
+
+    def scope(self, site: str) -> str:
+        """Return the key that limits are counted under: the group or the site."""
+        group = self.group(site)
+        return f"group:{group}" if group else f"site:{site}"
+
+    def policy(self, route: Route) -> SitePolicy:
+        """Return the limits for a route's site."""
+        return self.policy_for_site(route.site)
+
+    def policy_for_site(self, site: str) -> SitePolicy:
+        """Return the limits for a site string."""
+        group = self.group(site)
+        return self.policies.get(group or "", self.policies["default"])
+
+    # Connections -------------------------------------------------------------
+
+    async def acquire_connection(self, site: str) -> bool:
+        """Lease a connection slot in Redis; False when the shared cap is full."""
+        policy = self.policy_for_site(site)
+        scope = self.scope(site)
+        now = time.time()
+        token = secrets.token_hex(8)
+        granted = await self._acquire(
+            keys=[f"{self.prefix}:conn:{scope}", f"{self.prefix}:cpm:{scope}:{int(now // 60)}"],
+            args=[now, now + self.LEASE, policy.max_connections, token,
+                  policy.connections_per_minute],
+        )
+        if granted:
+            self._held.setdefault(scope, []).append(token)
+        return bool(granted)
+
+    async def release_connection(self, site: str) -> None:
+        """Return a leased slot."""
+        scope = self.scope(site)
+        tokens = self._held.get(scope)
+        if tokens:
+            await self.redis.zrem(f"{self.prefix}:conn:{scope}", tokens.pop())
+
+    # Admission ----------------------------------------------------------------
+
+    async def admit(self, route: Route, envelope: Envelope, recipients: int) -> float:
+        """Return 0 to go now, else seconds to wait (suspension, rate, warm-up)."""
+        scope = self.scope(route.site)
+        suspended = await self.redis.pttl(f"{self.prefix}:suspend:{scope}")
+        if suspended and suspended > 0:
+            return suspended / 1000.0
+        now = time.time()
+        policy = self.policy(route)
+        if policy.messages_per_second > 0:
+            window = int(now)
+            ok = await self._count(keys=[f"{self.prefix}:mps:{scope}:{window}"],
+                                   args=[recipients, math.ceil(policy.messages_per_second), 5])
+            if not ok:
+                return (window + 1 - now) + 0.01
+        if self.config.warmup:
+            group = self.group(route.site) or "other"
+            for subject in self._warmup_subjects(envelope):
+                wait = await self._warmup(subject, group, recipients, now)
+                if wait > 0:
+                    return wait
+        return 0.0
+
+    def _warmup_subjects(self, envelope: Envelope) -> list[str]:
+        subjects = [f"ip:{self.config.source_ip}"]
+        if envelope.sender_domain:
+            subjects.append(f"domain:{envelope.sender_domain}")
+        return subjects
+
+    def warmup_cap(self, day: int) -> int:
+        """Return the hourly cap per provider group on warm-up ``day`` (0-based)."""
+        return int(self.config.warmup_start_per_hour * self.config.warmup_factor ** day)
+
+    async def _warmup(self, subject: str, group: str, count: int, now: float) -> float:
+        start_key = f"{self.prefix}:warm:start:{subject}"
+        last_key = f"{self.prefix}:warm:last:{subject}"
+        start, last = await self.redis.mget(start_key, last_key)
+        idle = self.config.warmup_idle_days * 86400
+        if start is None or (last is not None and now - float(last) > idle):
+            await self.redis.set(start_key, now)
+            start = now
+        day = max(0, int((now - float(start)) // 86400))
+        if day > 60:  # fully warm: the cap no longer binds
+            await self.redis.set(last_key, now)
+            return 0.0
+        hour = int(now // 3600)
+        cap = max(1, self.warmup_cap(day))
+        ok = await self._count(keys=[f"{self.prefix}:warm:n:{subject}:{group}:{hour}"],
+                               args=[min(count, cap), cap, 7200])
+        if not ok:
+            return (hour + 1) * 3600 - now + 1
+        await self.redis.set(last_key, now)
+        return 0.0
+
+    # Learning -----------------------------------------------------------------
+
+    async def observe(self, route: Route, replies: list[Reply]) -> None:
+        """Suspend the site when a remote reply matches a backoff rule."""
+        for reply in replies:
+            if reply.local or reply.ok:
+                continue
+            for rule in self.backoff:
+                if rule.pattern.search(reply.text):
+                    await self.redis.set(f"{self.prefix}:suspend:{self.scope(route.site)}",
+                                         "1", px=int(rule.seconds * 1000))
+                    return
+
+    async def close(self) -> None:
+        """Close the Redis connection."""
+        await self.redis.aclose()

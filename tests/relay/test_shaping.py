@@ -1,0 +1,119 @@
+"""Shared limits in Redis: connection caps across relays, warm-up, backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+
+import pytest
+from swiftmail_relay.shaping import RedisShaper
+from swiftmail_relay.spool import Envelope, Recipient, new_id
+
+RAW = b"From: news@warm.example\r\nTo: x@y\r\nSubject: s\r\n\r\nbody\r\n"
+
+
+def _route(dns_server, peer) -> str:  # type: ignore[no-untyped-def]
+    domain = f"t{uuid.uuid4().hex[:8]}.example"
+    dns_server.add(domain, "MX", f"10 mx.{domain}.")
+    dns_server.add(f"mx.{domain}", "A", peer.host)
+    return domain
+
+
+def _spool_many(relay, domain: str, count: int, sender: str | None = None) -> list[str]:  # type: ignore[no-untyped-def]
+    ids = []
+    for index in range(count):
+        envelope = Envelope(id=new_id(), mail_from="b@warm.example",
+                            recipients=[Recipient(f"u{index}@{domain}")], sender_domain=sender)
+        ids.append(relay.spool.write(envelope, RAW))
+    return ids
+
+
+@pytest.fixture
+def shaper(redis_url, run_id):  # type: ignore[no-untyped-def]
+    """Factory: a RedisShaper on the test Redis under a unique key prefix."""
+    prefix = f"{run_id}:relay:{uuid.uuid4().hex[:6]}"
+
+    def factory(config):  # type: ignore[no-untyped-def]
+        import dataclasses
+
+        return RedisShaper(dataclasses.replace(config, redis_prefix=prefix), redis_url)
+
+    return factory
+
+
+def test_two_relays_never_exceed_the_shared_connection_cap(  # type: ignore[no-untyped-def]
+    dns_server, peers, relay_factory, shaper, tmp_path
+) -> None:
+    (peer,) = peers(1, first=60)
+    domain = _route(dns_server, peer)
+    relays = [
+        relay_factory(peer.port, throttle=shaper, spool_dir=str(tmp_path / f"spool{i}"),
+                      max_connections_per_site=6, messages_per_connection=3, warmup=False,
+                      policies={"default": {"max_connections": 2}})
+        for i in range(2)
+    ]
+    for relay in relays:
+        _spool_many(relay, domain, 30)
+
+    def run(relay) -> None:  # type: ignore[no-untyped-def]
+        async def main() -> None:
+            await relay.start()
+            try:
+                await relay.idle(60)
+            finally:
+                await relay.stop()
+
+        asyncio.run(main())
+
+    threads = [threading.Thread(target=run, args=(relay,)) for relay in relays]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(90)
+    assert len(peer.messages) == 60
+    assert peer.max_open <= 2
+    assert peer.connections >= 20  # 60 messages, at most 3 per connection
+
+
+def test_warmup_cap_holds_mail_back_without_rejecting(  # type: ignore[no-untyped-def]
+    dns_server, peers, relay_factory, shaper
+) -> None:
+    (peer,) = peers(1, first=61)
+    domain = _route(dns_server, peer)
+    relay = relay_factory(peer.port, throttle=shaper, warmup_start_per_hour=5)
+    _spool_many(relay, domain, 12, sender=f"w{uuid.uuid4().hex[:6]}.example")
+
+    async def main() -> None:
+        await relay.start()
+        try:
+            await relay.idle(30)
+        finally:
+            await relay.stop()
+
+    asyncio.run(main())
+    assert len(peer.messages) == 5
+    waiting = [r for e in relay.envelopes.values() for r in e.recipients]
+    assert len(waiting) == 7 and all(r.attempts == 0 and r.status == "pending" for r in waiting)
+
+
+def test_backoff_rule_suspends_the_site(dns_server, peers, relay_factory, shaper, redis_client) -> None:  # type: ignore[no-untyped-def]
+    (peer,) = peers(1, first=62)
+    peer.rcpt = lambda address: "421 4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred"
+    domain = _route(dns_server, peer)
+    relay = relay_factory(peer.port, throttle=shaper, warmup=False, workers=1,
+                          retry_base=30, retry_cap=60)
+    _spool_many(relay, domain, 5)
+
+    async def main() -> None:
+        await relay.start()
+        try:
+            await relay.idle(30)
+        finally:
+            await relay.stop()
+
+    asyncio.run(main())
+    attempts = sorted(r.attempts for e in relay.envelopes.values() for r in e.recipients)
+    assert attempts == [0, 0, 0, 0, 1]  # one real try; the rest wait without an attempt
+    scope = relay.throttle.scope(f"mx.{domain}")
+    assert redis_client.pttl(f"{relay.throttle.prefix}:suspend:{scope}") > 0
