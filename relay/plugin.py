@@ -1,0 +1,164 @@
+"""The relay's built-in plugin: the ``swiftmail relay`` commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import click
+from swiftmail_relay import queue_ops
+from swiftmail_relay.config import RelayConfig
+from swiftmail_relay.spool import Spool
+
+from swiftmail_core.cli.state import CliState
+from swiftmail_core.errors import ValidationError
+from swiftmail_core.hookspecs import hookimpl
+
+_SELECT = [
+    click.option("--domain", envvar="SWIFTMAIL_RELAY_DOMAIN", help="Recipient domain to act on."),
+    click.option("--tenant", envvar="SWIFTMAIL_RELAY_TENANT", help="Tenant id or slug to act on."),
+]
+
+
+def _selector_options(function):  # type: ignore[no-untyped-def]
+    for option in reversed(_SELECT):
+        function = option(function)
+    return function
+
+
+def _spool(state: CliState) -> Spool:
+    return Spool(RelayConfig.from_settings(state.settings).spool_dir)
+
+
+def _selector(state: CliState, domain: str | None, tenant: str | None, *,
+              required: bool = True) -> queue_ops.Selector:
+    if required and not domain and not tenant:
+        raise ValidationError.for_field("domain", "give --domain, --tenant or both")
+    tenant_id = None
+    if tenant:
+        from swiftmail_core.tenants import get_tenant
+
+        state.runtime()
+        tenant_id = str(get_tenant(tenant).id)
+    return queue_ops.Selector(domain=domain.lower() if domain else None, tenant=tenant_id)
+
+
+@click.group("relay", invoke_without_command=True, epilog=(
+    "Examples:\n\n\b\n  swiftmail relay run\n  swiftmail relay queue\n"
+    "  swiftmail relay hold --domain example.com\n  swiftmail relay retry --tenant acme"))
+@click.pass_context
+def relay_group(ctx: click.Context) -> None:
+    """Run and operate SwiftMail's built-in MTA relay (alone: same as `run`)."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(relay_run)
+
+
+@relay_group.command("run")
+@click.option("--no-deliver", is_flag=True, envvar="SWIFTMAIL_RELAY_NO_DELIVER",
+              help="Only listen and spool (extra listener processes sharing the port).")
+@click.pass_obj
+def relay_run(state: CliState, no_deliver: bool = False) -> None:
+    """Deliver the spool and listen for submissions and bounces until stopped.
+
+    \b
+    Settings live in [plugins.relay] (see docs/relay.md), for example:
+      SWIFTMAIL_PLUGIN_RELAY_SUBMISSION_LISTEN=127.0.0.1:2525 swiftmail relay run
+    \b
+    Several `swiftmail relay run --no-deliver` processes can share the
+    submission port (SO_REUSEPORT); exactly one process per spool delivers.
+    """
+    from swiftmail_relay.runner import run_relay
+
+    runtime = state.runtime()
+    config = RelayConfig.from_settings(state.settings)
+    asyncio.run(run_relay(runtime, config, deliver=not no_deliver))
+
+
+@relay_group.command("queue")
+@click.option("--json", "as_json", is_flag=True, envvar="SWIFTMAIL_RELAY_JSON",
+              help="Print JSON instead of a table.")
+@click.pass_obj
+def relay_queue(state: CliState, as_json: bool) -> None:
+    """Show queue depth per destination domain and per tenant.
+
+    \b
+    Example:
+      swiftmail relay queue --json
+    """
+    report = queue_ops.depth(_spool(state))
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    totals = report["totals"]
+    click.echo(f"messages {totals['messages']}  recipients {totals['recipients']}  "
+               f"held {totals['held']}")
+    for title, rows in (("destination", report["domains"]), ("tenant", report["tenants"])):
+        click.echo(f"\n{title:<40} pending")
+        for name, count in rows.items():
+            click.echo(f"{name:<40} {count}")
+
+
+@relay_group.command("retry")
+@_selector_options
+@click.pass_obj
+def relay_retry(state: CliState, domain: str | None, tenant: str | None) -> None:
+    """Try deferred mail now (all of it when no selector is given).
+
+    \b
+    Example:
+      swiftmail relay retry --domain example.com
+    """
+    queue_ops.retry(_spool(state), _selector(state, domain, tenant, required=False))
+    click.echo("retry requested")
+
+
+@relay_group.command("hold")
+@_selector_options
+@click.pass_obj
+def relay_hold(state: CliState, domain: str | None, tenant: str | None) -> None:
+    """Hold matching mail (no delivery until released).
+
+    \b
+    Example:
+      swiftmail relay hold --tenant acme
+    """
+    click.echo(f"held {queue_ops.hold(_spool(state), _selector(state, domain, tenant))} messages")
+
+
+@relay_group.command("release")
+@_selector_options
+@click.pass_obj
+def relay_release(state: CliState, domain: str | None, tenant: str | None) -> None:
+    """Release held mail back into the queue.
+
+    \b
+    Example:
+      swiftmail relay release --domain example.com
+    """
+    count = queue_ops.release(_spool(state), _selector(state, domain, tenant, required=False))
+    click.echo(f"released {count} messages")
+
+
+@relay_group.command("purge")
+@_selector_options
+@click.option("--held", is_flag=True, help="Purge from the hold queue instead.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def relay_purge(state: CliState, domain: str | None, tenant: str | None, held: bool,
+                yes: bool) -> None:
+    """Delete matching mail from the spool (no events are recorded).
+
+    \b
+    Example:
+      swiftmail relay purge --domain typo-domain.example --yes
+    """
+    selector = _selector(state, domain, tenant)
+    if not yes:
+        click.confirm("Delete the matching messages for good?", abort=True)
+    click.echo(f"purged {queue_ops.purge(_spool(state), selector, held=held)} messages")
+
+
+@hookimpl
+def swiftmail_register_commands(cli: click.Group) -> None:
+    """Add the ``swiftmail relay`` command group."""
+    cli.add_command(relay_group)

@@ -1,0 +1,56 @@
+"""Running the relay: engine, listeners, metrics, until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import signal
+
+import structlog
+from prometheus_client import start_http_server
+from swiftmail_relay.bounces import BounceHandler
+from swiftmail_relay.config import RelayConfig
+from swiftmail_relay.engine import Relay
+from swiftmail_relay.outcomes import record_outcomes
+from swiftmail_relay.shaping import RedisShaper
+from swiftmail_relay.sink import OutcomeSink
+from swiftmail_relay.submission import make_smtp_factory, serve_submission
+
+from swiftmail_core.runtime import Runtime
+
+log = structlog.get_logger("swiftmail.relay")
+
+
+async def run_relay(runtime: Runtime, config: RelayConfig, *, deliver: bool = True) -> None:
+    """Start delivery and the listeners; return after SIGTERM or SIGINT."""
+    settings = runtime.settings
+    relay = Relay(
+        settings, config, throttle=RedisShaper(config, runtime.redis_url),
+        sink=OutcomeSink(functools.partial(record_outcomes, plugins=runtime.plugins)),
+    )
+    servers = []
+    if deliver:
+        await relay.start()
+    if config.submission_listen:
+        servers.append(await serve_submission(
+            settings, config, runtime.plugins, notify=relay.notify if deliver else None))
+    if config.bounce_listen:
+        handler = BounceHandler(settings, config,
+                                functools.partial(record_outcomes, plugins=runtime.plugins))
+        factory = make_smtp_factory(handler, config, trusted=True, tls_context=None)
+        host, port = config.bounce_listen
+        servers.append(await asyncio.get_running_loop().create_server(
+            factory, host, port, reuse_port=True))
+        log.info("bounce_listening", host=host, port=port)
+    if config.metrics_listen:
+        start_http_server(config.metrics_listen[1], addr=config.metrics_listen[0])
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    log.info("relay_stopping")
+    for server in servers:
+        server.close()
+    if deliver:
+        await relay.stop()
