@@ -60,8 +60,10 @@ def relay_group(ctx: click.Context) -> None:
 def relay_run(state: CliState, no_deliver: bool = False) -> None:
     """Deliver the spool and listen for submissions and bounces until stopped.
 
+    Settings live in [plugins.relay] (see docs/relay.md).
+
     \b
-    Settings live in [plugins.relay] (see docs/relay.md), for example:
+    Example:
       SWIFTMAIL_PLUGIN_RELAY_SUBMISSION_LISTEN=127.0.0.1:2525 swiftmail relay run
     \b
     Several `swiftmail relay run --no-deliver` processes can share the
