@@ -179,6 +179,8 @@ def inline_css_once(protected: Protected) -> bool:
     inlined = _INLINER.inline(protected.html)
     if _PLACEHOLDER.findall(inlined) != _PLACEHOLDER.findall(protected.html):
         return False
+    if _JINJA.search(inlined):  # e.g. "&#123;&#123;" decoded to "{{" by the parser
+        return False
     protected.html = inlined
     return True
 
@@ -249,8 +251,20 @@ class _TextMaker(HTMLParser):
             self._emit(data)
 
 
-def html_to_text(protected_html: str) -> str:
-    """Derive readable plain text from (protected) template HTML."""
+def html_to_text(protected: Protected) -> str:
+    """Derive readable plain text from protected template HTML.
+
+    Returns protected text: Jinja constructs are still placeholders, and
+    every literal ``{`` (say from ``&#123;``) is one too, for ``{{ '{' }}``,
+    so decoded text can never become template syntax.
+    """
+    text = _html_to_text(protected.html)
+    if "{" in text:
+        text = text.replace("{", protected.placeholder("{{ '{' }}"))
+    return text
+
+
+def _html_to_text(protected_html: str) -> str:
     maker = _TextMaker()
     maker.feed(protected_html)
     maker.close()

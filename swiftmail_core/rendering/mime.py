@@ -35,6 +35,25 @@ def quoted_printable(text: str) -> bytes:
     return binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", CRLF)
 
 
+_SEPARATOR = "\0"  # encodes as "=00"; runs holding a NUL are encoded one by one
+
+
+def quoted_printable_many(texts: list[str]) -> list[bytes]:
+    """Encode several texts with one encoder call, each as if it started a line.
+
+    The texts are joined with NUL, encoded once and split at ``=00``: an
+    ``=`` in the input is always encoded as ``=3D``, so ``=00`` can only be
+    a separator. Each piece's lines are at most 76 characters, and escapes
+    are never split, so each piece is valid quoted-printable on its own.
+    """
+    if any(_SEPARATOR in text for text in texts):
+        return [quoted_printable(text) for text in texts]
+    encoded = quoted_printable(_SEPARATOR.join(texts)).split(b"=00")
+    if len(encoded) != len(texts):  # cannot happen; stay correct regardless
+        return [quoted_printable(text) for text in texts]
+    return encoded
+
+
 class Skeleton:
     """Pre-encoded bytes of everything that is the same in every message."""
 

@@ -58,6 +58,7 @@ from swiftmail_core.rendering.mime import (
     build_reference,
     new_boundary,
     quoted_printable,
+    quoted_printable_many,
 )
 from swiftmail_core.rendering.sandbox import RenderLimits, TemplateSandbox
 from swiftmail_core.rendering.verp import verp_local_part
@@ -227,7 +228,7 @@ class CampaignRenderer:
             )
         if "unsubscribe_url" not in html_source:
             html_tools.insert_before_body_close(protected, protected.protect_snippet(FOOTER_HTML))
-        derived_text = None if text_source else html_tools.html_to_text(protected.html)
+        derived_text = None if text_source else html_tools.html_to_text(protected)
         if self._has_preheader:
             html_tools.insert_after_body_open(protected, protected.protect_snippet(PREHEADER_HTML))
         if self.tracking:
@@ -375,11 +376,11 @@ class CampaignRenderer:
             context = prepared.context
             html, html_ends_line = HTML_SANDBOX.render_field_encoded(
                 "html", self._html, context, self.limits, self._html_literals,
-                quoted_printable, SOFT_BREAK,
+                quoted_printable_many, SOFT_BREAK,
             )
             text, text_ends_line = TEXT_SANDBOX.render_field_encoded(
                 "text", self._text_template, context, self.limits, self._text_literals,
-                quoted_printable, SOFT_BREAK,
+                quoted_printable_many, SOFT_BREAK,
             )
             raw = self._skeleton.splice(
                 head,

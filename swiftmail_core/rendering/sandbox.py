@@ -29,14 +29,16 @@ from types import CodeType
 from typing import Any
 
 from jinja2 import ChainableUndefined, Template, nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError, TemplateSyntaxError
-from jinja2.filters import do_center, do_format, do_indent, do_slice
+from jinja2.filters import do_center, do_format, do_indent, do_join, do_slice
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from swiftmail_core.errors import ValidationError
 
 _MAX_INT_BITS = 4096
 _MAX_WIDTH = 10_000
+_MAX_VALUE_CHARS = 4_000_000  # no single string or list built in a template exceeds this
 _BIG_WIDTH = re.compile(r"%[-#0 +]*(?:\*|\d{5,})|\{[^{}]*:[^{}]*(?:\{|\d{5,})")
 _SIZED_STR_METHODS = {"center", "ljust", "rjust", "zfill"}
 
@@ -53,6 +55,21 @@ class RenderLimitExceeded(SecurityError):
     """A render went past its output size or time limit."""
 
 
+class _BoundedCodeGenerator(CodeGenerator):
+    """Compile ``a ~ b`` so its result passes ``environment.bounded``."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.bounded(")
+        super().visit_Concat(node, frame)
+        self.write(")")
+
+
+def _check_size(value: Any) -> Any:
+    if isinstance(value, (str, list, tuple)) and len(value) > _MAX_VALUE_CHARS:
+        raise SecurityError("value too large")
+    return value
+
+
 class _Budget(threading.local):
     deadline: float = float("inf")
 
@@ -60,7 +77,8 @@ class _Budget(threading.local):
 class TemplateSandbox(ImmutableSandboxedEnvironment):
     """The sandboxed environment; one for HTML (autoescape) and one for text."""
 
-    intercepted_binops = frozenset({"*", "**", "%"})
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    code_generator_class = _BoundedCodeGenerator
 
     def __init__(self, *, autoescape: bool) -> None:
         super().__init__(autoescape=autoescape, undefined=ChainableUndefined)
@@ -71,6 +89,12 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
         self.filters["indent"] = _bounded_filter(do_indent, "width")
         self.filters["slice"] = _bounded_filter(do_slice, "slices")
         self.filters["format"] = _checked_format_filter
+        self.filters["join"] = _bounded_join_filter
+
+    @staticmethod
+    def bounded(value: Any) -> Any:
+        """Return ``value`` unless it is too large (used for ``~``)."""
+        return _check_size(value)
 
     # Limits ------------------------------------------------------------
     def check_deadline(self) -> None:
@@ -89,12 +113,14 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
         """Call from sandboxed code, checking time and size-making str methods."""
         __self.check_deadline()
         if isinstance(getattr(__obj, "__self__", None), str):
-            _check_str_method(__obj.__self__, __obj.__name__, args)
+            args = _check_str_method(__obj.__self__, __obj.__name__, args)
         return super().call(__context, __obj, *args, **kwargs)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         """Refuse ``*``, ``**`` and ``%`` that would build a huge value."""
         self.check_deadline()
+        if operator == "+":
+            return _check_size(left + right)
         if operator == "*":
             for seq, count in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and isinstance(count, int):
@@ -154,22 +180,22 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
         parts: list[str] = []
         size = 0
         try:
-            for chunk in template.generate(context):
-                size += len(chunk)
-                if size > limits.max_output_chars:
-                    raise RenderLimitExceeded(
-                        f"output larger than {limits.max_output_chars} characters"
-                    )
-                parts.append(chunk)
-            self.check_deadline()
+            try:
+                for chunk in template.root_render_func(template.new_context(context)):
+                    size += len(chunk)
+                    if size > limits.max_output_chars:
+                        raise RenderLimitExceeded(
+                            f"output larger than {limits.max_output_chars} characters"
+                        )
+                    parts.append(chunk)
+                self.check_deadline()
+            except Exception:
+                self.handle_exception()  # re-raises with template line numbers
         except Exception as ex:
-            line = _template_line(ex)
-            where = f"line {line}: " if line else ""
-            raise ValidationError.for_field(field, f"{where}{_describe(ex)}") from ex
+            raise _field_error(field, ex) from ex
         finally:
             self.budget.deadline = float("inf")
         return "".join(parts)
-
 
     def literal_strings(self, source: str) -> set[str]:
         """Return every string constant of ``source``'s compiled code.
@@ -195,49 +221,65 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
         context: dict[str, Any],
         limits: RenderLimits,
         literals: dict[str, bytes],
-        encode: Callable[[str], bytes],
+        encode_many: Callable[[list[str]], list[bytes]],
         joiner: bytes,
     ) -> tuple[bytes, bool]:
-        """Render straight to an encoding: literals pre-encoded, the rest per run.
+        """Render straight to an encoding: literals pre-encoded, the rest at once.
 
-        Consecutive dynamic chunks are joined and encoded together; pieces
-        are joined with ``joiner`` (a quoted-printable soft line break, so
-        each piece starts a line). Returns the bytes and whether the text
-        ended with a line break. Limits and errors as ``render_field``.
+        A chunk found in ``literals`` uses its pre-encoded bytes; consecutive
+        other chunks form a run, and all runs are encoded by one
+        ``encode_many`` call. Pieces are joined with ``joiner`` (a
+        quoted-printable soft line break, so each piece starts a line).
+        Returns the bytes and whether the text ended with a line break.
+        Limits and errors as ``render_field``.
         """
         self.budget.deadline = time.monotonic() + limits.max_render_seconds
-        pieces: list[bytes] = []
+        pieces: list[bytes | int] = []
+        runs: list[str] = []
         dynamic: list[str] = []
         size = 0
         last = ""
         try:
-            for chunk in template.generate(context):
-                if not chunk:
-                    continue
-                size += len(chunk)
-                if size > limits.max_output_chars:
-                    raise RenderLimitExceeded(
-                        f"output larger than {limits.max_output_chars} characters"
-                    )
-                last = chunk
-                encoded = literals.get(chunk)
-                if encoded is None:
-                    dynamic.append(chunk)
-                else:
-                    if dynamic:
-                        pieces.append(encode("".join(dynamic)))
-                        dynamic = []
-                    pieces.append(encoded)
-            if dynamic:
-                pieces.append(encode("".join(dynamic)))
-            self.check_deadline()
+            try:
+                for chunk in template.root_render_func(template.new_context(context)):
+                    if not chunk:
+                        continue
+                    size += len(chunk)
+                    if size > limits.max_output_chars:
+                        raise RenderLimitExceeded(
+                            f"output larger than {limits.max_output_chars} characters"
+                        )
+                    last = chunk
+                    encoded = literals.get(chunk)
+                    if encoded is None:
+                        dynamic.append(chunk)
+                    else:
+                        if dynamic:
+                            pieces.append(len(runs))
+                            runs.append("".join(dynamic))
+                            dynamic = []
+                        pieces.append(encoded)
+                if dynamic:
+                    pieces.append(len(runs))
+                    runs.append("".join(dynamic))
+                self.check_deadline()
+            except Exception:
+                self.handle_exception()  # re-raises with template line numbers
         except Exception as ex:
-            line = _template_line(ex)
-            where = f"line {line}: " if line else ""
-            raise ValidationError.for_field(field, f"{where}{_describe(ex)}") from ex
+            raise _field_error(field, ex) from ex
         finally:
             self.budget.deadline = float("inf")
-        return joiner.join(pieces), last.endswith("\n")
+        encoded_runs = encode_many(runs) if runs else []
+        joined = joiner.join(
+            [encoded_runs[piece] if piece.__class__ is int else piece for piece in pieces]  # type: ignore[index,misc]
+        )
+        return joined, last.endswith("\n")
+
+
+def _field_error(field: str, ex: Exception) -> ValidationError:
+    line = _template_line(ex)
+    where = f"line {line}: " if line else ""
+    return ValidationError.for_field(field, f"{where}{_describe(ex)}")
 
 
 def _describe(ex: Exception) -> str:
@@ -258,7 +300,7 @@ def _template_line(ex: BaseException) -> int | None:
     return line
 
 
-def _check_str_method(target: str, name: str, args: tuple[Any, ...]) -> None:
+def _check_str_method(target: str, name: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
     if name in _SIZED_STR_METHODS and args and isinstance(args[0], int):
         if args[0] > _MAX_WIDTH:
             raise SecurityError(f"str.{name} width too large")
@@ -267,8 +309,15 @@ def _check_str_method(target: str, name: str, args: tuple[Any, ...]) -> None:
         growth = (len(new) - len(old)) * (target.count(old) if old else len(target) + 1)
         if len(target) + growth > _MAX_WIDTH * 100:
             raise SecurityError("str.replace result too large")
+    elif name == "join" and args:
+        items = list(args[0]) if not isinstance(args[0], (list, tuple)) else args[0]
+        total = sum(len(item) for item in items if isinstance(item, str))
+        if total + len(target) * len(items) > _MAX_VALUE_CHARS:
+            raise SecurityError("str.join result too large")
+        args = (items, *args[1:])
     elif name == "expandtabs" and args and isinstance(args[0], int) and args[0] > 64:
         raise SecurityError("str.expandtabs size too large")
+    return args
 
 
 def _bounded_filter(filter_function: Any, argument: str) -> Any:
@@ -280,6 +329,17 @@ def _bounded_filter(filter_function: Any, argument: str) -> Any:
 
     bounded.__name__ = filter_function.__name__
     return bounded
+
+
+def _bounded_join_filter(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> str:
+    items = list(value)
+    total = sum(len(str(item)) for item in items) + len(d) * len(items)
+    if total > _MAX_VALUE_CHARS:
+        raise SecurityError("join result too large")
+    return do_join(eval_ctx, items, d, attribute)
+
+
+_bounded_join_filter.jinja_pass_arg = do_join.jinja_pass_arg  # type: ignore[attr-defined]
 
 
 def _checked_format_filter(value: Any, *args: Any, **kwargs: Any) -> str:

@@ -207,3 +207,36 @@ def test_message_parses(make_renderer, campaign, contact) -> None:
     parsed = email.message_from_bytes(raw, policy=policy.default)
     assert parsed.defects == []
     assert parsed.get_body(("plain",)).get_content().startswith("Hello Alice!")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # Doubling a string without output: each step is fast, memory is not.
+        "{% set ns = namespace(s='xxxxxxxxxx') %}{% for i in range(64) %}"
+        "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+        "{% set ns = namespace(s='xxxxxxxxxx') %}{% for i in range(64) %}"
+        "{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s|length }}",
+        "{% macro grow(s, n) %}{% if n %}{{ grow(s ~ s, n - 1) }}{% else %}{{ s|length }}"
+        "{% endif %}{% endmacro %}{{ grow('xxxxxxxxxx', 60) }}",
+        "{% set ns = namespace(s='x' * 50000) %}{{ ([ns.s] * 90000)|join }}",
+        "{% set ns = namespace(s='x' * 50000) %}{{ ''.join([ns.s] * 90000) }}",
+    ],
+)
+def test_exponential_growth_is_refused(source: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        validate_template("s", source)
+    assert "too large" in caught.value.detail
+
+
+def test_encoded_braces_in_html_never_become_template_syntax(
+    make_renderer, campaign, contact
+) -> None:
+    campaign["html"] = (
+        "<html><head><style>p { color: red; }</style></head><body>"
+        "<p>Literal &#123;&#123; contact.email }} and &#123;% raw %&#125;</p>"
+        "<p>{{ unsubscribe_url }}</p></body></html>"
+    )
+    parts = make_renderer(campaign).render_parts(1, contact)
+    assert "alice@example.org" not in parts.html and "alice@example.org" not in parts.text
+    assert "{{ contact.email }}" in parts.text
