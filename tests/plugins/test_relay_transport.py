@@ -1,0 +1,89 @@
+"""The relay transport: campaign mail handed to the relay's spool, delivered by the relay."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import time
+
+import pytest
+from swiftmail_plugins.relay_transport import RelayHandoffTransport, build
+from swiftmail_plugins.smtp_transport import SmtpTransport
+from swiftmail_relay.config import RelayConfig
+from swiftmail_relay.engine import Relay
+from swiftmail_relay.outcomes import record_outcomes
+from swiftmail_relay.sink import OutcomeSink
+
+from swiftmail_core.db import tenant_tx
+from swiftmail_core.errors import ConfigurationError
+from swiftmail_core.plugins import PluginManager
+from swiftmail_core.sending import lifecycle, sweeper
+from swiftmail_core.sending.worker import SendingWorker
+from tests.core.sending.conftest import add_subscribers, make_campaign, make_list
+from tests.plugins.standins.smtp_sink import SmtpSink
+from tests.relay.dnsserver import DnsServer
+
+DOMAIN = "example.test"
+
+
+def test_modes(settings) -> None:  # type: ignore[no-untyped-def]
+    assert isinstance(build(settings, {}), RelayHandoffTransport)
+    assert isinstance(build(settings, {"mode": "smtp"}), SmtpTransport)
+    with pytest.raises(ConfigurationError):
+        build(settings, {"mode": "carrier-pigeon"})
+
+
+async def _deliver(relay: Relay, expected: int, timeout: float = 60) -> None:
+    await relay.start()
+    deadline = time.monotonic() + timeout
+    while relay.delivered < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)  # let the outcome sink write
+    await relay.stop()
+
+
+def test_campaign_through_relay_handoff_is_delivered(settings, runtime, tenant_a, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    first, second = make_list(tenant_a.id), make_list(tenant_a.id)
+    add_subscribers(tenant_a.id, first, 12, start=0)
+    add_subscribers(tenant_a.id, second, 12, start=6)
+    campaign_id = make_campaign(tenant_a.id, [first, second], transport="relay")
+    spool_dir = tmp_path / "spool"
+    configured = dataclasses.replace(settings, plugins={"relay": {"spool_dir": str(spool_dir)}})
+    plugins = PluginManager.load(configured)
+    worker = SendingWorker(configured, plugins)
+    lifecycle.schedule_campaign(tenant_a.id, campaign_id)
+    sweeper.tick(configured, plugins)
+    assert worker.drain(30) == 18
+    with tenant_tx(tenant_a.id) as database:
+        accepted = database.execute_sql(
+            "SELECT count(*) FROM messages WHERE campaign_id = %s AND status = 'accepted' "
+            "AND provider_message_id IS NOT NULL", (str(campaign_id),)).fetchone()[0]
+    assert accepted == 18
+
+    dns = DnsServer().start()
+    dns.add(DOMAIN, "MX", f"10 mx.{DOMAIN}.")
+    dns.add(f"mx.{DOMAIN}", "A", "127.0.0.1")
+    try:
+        with SmtpSink() as sink:
+            relay_settings = dataclasses.replace(
+                configured, dns_nameservers=("127.0.0.1",), dns_port=dns.port)
+            config = RelayConfig.from_settings(
+                relay_settings, spool_dir=str(spool_dir), smtp_port=sink.port,
+                allow_networks="127.0.0.0/8", scan_interval=0.1, hostname="relay.test",
+                warmup=False)
+            relay = Relay(relay_settings, config, sink=OutcomeSink(
+                functools.partial(record_outcomes, plugins=plugins)))
+            asyncio.run(_deliver(relay, 18))
+            assert sorted(sink.handler.per_recipient) == sorted(
+                f"user{i}@{DOMAIN}" for i in range(18))
+            assert max(sink.handler.per_recipient.values()) == 1
+            subjects = {m["To"]: str(m["Subject"]) for m in sink.handler.messages()}
+            assert subjects[f"user9@{DOMAIN}"] == "Hello First9"
+    finally:
+        dns.stop()
+    with tenant_tx(tenant_a.id) as database:
+        statuses = dict(database.execute_sql(
+            "SELECT status, count(*) FROM messages WHERE campaign_id = %s GROUP BY status",
+            (str(campaign_id),)).fetchall())
+    assert statuses == {"delivered": 18}
