@@ -29,7 +29,7 @@ SIGNED_HEADERS = (
 )
 
 _WSP_RUN = re.compile(rb"[ \t]+")
-_TRAILING_WSP = re.compile(rb"[ \t]+\r\n")
+_WSP_TO_COLLAPSE = re.compile(rb"[ \t][ \t]+|\t")
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
 
 
@@ -68,8 +68,16 @@ def relaxed_header(name: bytes, value: bytes) -> bytes:
 
 
 def relaxed_body(body: bytes) -> bytes:
-    """Canonicalise a body, relaxed (RFC 6376 §3.4.4)."""
-    body = _TRAILING_WSP.sub(b"\r\n", _WSP_RUN.sub(b" ", to_crlf(body)))
+    """Canonicalise a body, relaxed (RFC 6376 §3.4.4).
+
+    NOTE: fast paths: a single space needs no rewrite, so the regex only
+    touches tabs and runs; trailing-space removal runs only when present.
+    """
+    body = to_crlf(body)
+    if b"\t" in body or b"  " in body:
+        body = _WSP_TO_COLLAPSE.sub(b" ", body)
+    if b" \r\n" in body:
+        body = body.replace(b" \r\n", b"\r\n")
     body = body.rstrip(b"\r\n")
     return body + b"\r\n" if body else b""
 

@@ -93,6 +93,8 @@ class Relay:
         self._inflight: set[tuple[str, str]] = set()
         self._tasks: list[asyncio.Task[Any]] = []
         self._background: set[asyncio.Future[Any]] = set()
+        self._loaded_at: dict[str, float] = {}
+        self._finished: dict[str, float] = {}
         self.delivered = 0
 
     # Lifecycle --------------------------------------------------------------
@@ -147,6 +149,7 @@ class Relay:
             log.warning("spool_unreadable", queue_id=queue_id, error=str(ex))
             return
         self.envelopes[queue_id] = envelope
+        self._loaded_at[queue_id] = time.monotonic()
         for domain in {r.domain for r in envelope.pending}:
             when = min(r.next_attempt_at for r in envelope.pending if r.domain == domain)
             self._schedule(queue_id, domain, when)
@@ -154,7 +157,7 @@ class Relay:
     def notify(self, queue_ids: Sequence[str]) -> None:
         """Take newly spooled messages at once (in-process hand-off)."""
         for queue_id in queue_ids:
-            if queue_id not in self.envelopes:
+            if queue_id not in self.envelopes and queue_id not in self._finished:
                 self._load(queue_id)
 
     def _schedule(self, queue_id: str, domain: str, when: float) -> None:
@@ -187,12 +190,21 @@ class Relay:
 
     async def scan_once(self) -> None:
         """Pick up new spool files, drop vanished ones, apply control files."""
+        started = time.monotonic()
         present = set(await asyncio.to_thread(lambda: list(self.spool.scan())))
         for queue_id in present - set(self.envelopes):
-            self._load(queue_id)
+            # A finished message may still be listed while its file is removed.
+            if queue_id not in self._finished:
+                self._load(queue_id)
         busy = {queue_id for queue_id, _ in self._inflight}
         for queue_id in set(self.envelopes) - present - busy:
-            self.envelopes.pop(queue_id, None)  # held or purged by the CLI
+            # Held or purged by the CLI; never one loaded after the listing began.
+            if self._loaded_at.get(queue_id, started) < started:
+                self.envelopes.pop(queue_id, None)
+                self._loaded_at.pop(queue_id, None)
+        for queue_id, when in list(self._finished.items()):
+            if when < started - 60:
+                del self._finished[queue_id]
         self._apply_controls()
         metrics.QUEUE_DEPTH.labels(state="active").set(len(self.envelopes))
 
@@ -373,7 +385,9 @@ class Relay:
                 dsn_id = await asyncio.to_thread(self._write_dsn, envelope, failed)
                 self.notify([dsn_id])
         if finished:
+            self._finished[envelope.id] = time.monotonic()
             self.envelopes.pop(envelope.id, None)
+            self._loaded_at.pop(envelope.id, None)
             if self.on_final is not None:
                 self.on_final(envelope)
             await asyncio.to_thread(self.spool.remove, envelope.id)

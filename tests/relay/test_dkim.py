@@ -74,5 +74,6 @@ def test_bare_lf_and_empty_body(dns_server, rsa_key, dkim_dnsfunc) -> None:  # t
 def test_relaxed_body_matches_dkimpy() -> None:
     from dkim.canonicalization import Relaxed
 
-    for body in (b"", b"\r\n", b"a  b \t\r\n\r\n", b"x\r\n \r\ny", b"line \r\n\r\n\r\nend  "):
-        assert dkim.relaxed_body(body) == Relaxed.canonicalize_body(body)
+    for body in (b"", b"\r\n", b"a  b \t\r\n\r\n", b"x\r\n \r\ny", b"line \r\n\r\n\r\nend  ",
+                 b"\ta\t \t b\t\r\n  \r\n", b"one two three\r\n", b"bare\nlf \n\n"):
+        assert dkim.relaxed_body(body) == Relaxed.canonicalize_body(dkim.to_crlf(body))
