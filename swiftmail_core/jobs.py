@@ -35,9 +35,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from peewee import IntegerField, TextField
+from playhouse.postgres_ext import BinaryJSONField
 
 from swiftmail_core.db import app_db, current_tenant, system_tx
 from swiftmail_core.errors import NotFoundError, SwiftMailError, TenantIsolationError
+from swiftmail_core.models import Job
 
 if TYPE_CHECKING:
     from swiftmail_core.runtime import Runtime
@@ -109,6 +112,26 @@ class JobRow:
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
         }
+
+
+class JobRecord(Job):
+    """The ``jobs`` table with the runner's columns (migration 0030), for listings."""
+
+    attempts = IntegerField(default=0)
+    lease_owner = TextField(null=True)
+    result = BinaryJSONField(default=dict)
+
+    class Meta:
+        table_name = "jobs"
+
+    def to_row(self) -> JobRow:
+        """Return the record as a JobRow."""
+        return JobRow(
+            self.tenant_id, self.id, self.kind, self.status, self.params, self.progress_done,
+            self.progress_total, self.rows_ok, self.rows_failed, self.input_key,
+            self.result_key, self.error, self.result, self.attempts, self.created_at,
+            self.started_at, self.finished_at,
+        )
 
 
 Handler = Callable[["Runtime", JobRow, "Progress"], None]

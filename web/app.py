@@ -69,7 +69,8 @@ def create_app(
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(redis_client))
     app.add_route("/metrics", MetricsResource())
-    services: dict[str, Any] = {"settings": settings, "redis": redis_client, "config": config}
+    services: dict[str, Any] = {"settings": settings, "redis": redis_client, "config": config,
+                                "plugins": plugin_manager}
     add_v1_routes(app, services)
     app.add_route("/v1/openapi.json", OpenApiResource(app))
     plugin_manager.register_routes(app)

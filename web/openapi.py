@@ -42,6 +42,7 @@ class Operation:
     query: tuple[dict[str, Any], ...] = ()
     body_schema: dict[str, Any] | None = None
     response_type: str = "application/json"
+    request_type: str = "application/json"
 
 
 def obj(properties: dict[str, Any], *, name: str | None = None) -> dict[str, Any]:
@@ -123,7 +124,7 @@ def _operation(path: str, method: str, op: Operation, tag: str) -> dict[str, Any
     body = op.body_schema or (op.body.json_schema(partial=op.partial) if op.body else None)
     if body is not None:
         operation["requestBody"] = {"required": True,
-                                    "content": {"application/json": {"schema": body}}}
+                                    "content": {op.request_type: {"schema": body}}}
     return operation
 
 
