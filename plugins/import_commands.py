@@ -33,7 +33,14 @@ def _print_job(job) -> None:  # type: ignore[no-untyped-def]
 
 @click.group("import")
 def import_group() -> None:
-    """Import contacts or suppressions from CSV (plain or gzip)."""
+    """Import contacts or suppressions from CSV (plain or gzip).
+
+    \b
+    Examples:
+      swiftmail import contacts people.csv --tenant acme --list Newsletter
+      swiftmail import suppressions bounces.csv.gz --tenant acme
+      swiftmail import report JOB_ID --tenant acme -o errors.csv
+    """
 
 
 def _run_import(state: CliState, kind: str, file: Path, tenant_ref: str, params: dict) -> None:  # type: ignore[type-arg]
@@ -190,7 +197,12 @@ def export_command(
 
 @click.group("jobs")
 def jobs_group() -> None:
-    """Run background jobs (imports, exports)."""
+    """Run background jobs (imports, exports).
+
+    \b
+    Example:
+      swiftmail jobs run --limit 5
+    """
 
 
 @jobs_group.command("run")
