@@ -22,6 +22,8 @@ REDIS_SOCKET_NAME = "redis.sock"
 
 # pgserver asks platformdirs for a runtime dir it then falls back from anyway.
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+# pgserver logs every step (even from atexit) at INFO: noise to our users.
+logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
 def postgres_admin_url(data_dir: Path) -> str:
@@ -34,8 +36,6 @@ def postgres_admin_url(data_dir: Path) -> str:
         ) from ex
     pgdata = Path(data_dir) / "postgres"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    # pgserver logs every step at INFO; its own logger is noise to our users.
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
     try:
         server = pgserver.get_server(pgdata, cleanup_mode=None)
     except Exception as ex:
