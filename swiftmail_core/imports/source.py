@@ -14,6 +14,7 @@ from swiftmail_core.imports.limits import ImportLimits
 
 GZIP_MAGIC = b"\x1f\x8b"
 CHUNK = 1 << 16
+MAX_HEADER_CHARS = 1 << 16
 DELIMITERS = (",", ";", "\t", "|")
 
 
@@ -73,13 +74,18 @@ class CsvSource:
     def open(self) -> list[str]:
         """Read and return the header row; pick the delimiter from it."""
         try:
-            first = self._text.readline()
+            first = self._text.readline(MAX_HEADER_CHARS)
         except UnicodeDecodeError as ex:
             raise _not_utf8() from ex
         except (OSError, EOFError, zlib.error) as ex:
             raise ValidationError.for_field("file", f"is not a readable gzip file ({ex})") from ex
         if not first.strip():
             raise ValidationError.for_field("file", "is empty: the first row must be a header")
+        if len(first) >= MAX_HEADER_CHARS and not first.endswith("\n"):
+            raise ValidationError.for_field(
+                "file", f"has a header row longer than {MAX_HEADER_CHARS:,} characters: "
+                "is it a CSV file?"
+            )
         delimiter = max(DELIMITERS, key=first.count)
         header_rows = list(csv.reader([first], delimiter=delimiter))
         header = [cell.strip() for cell in header_rows[0]] if header_rows else []

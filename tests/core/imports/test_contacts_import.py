@@ -232,3 +232,14 @@ def test_unsubscribed_contacts_stay_unsubscribed(runtime, tenant_a, make_list, w
     job = import_file(runtime, tenant_a.id, "import_contacts", changed, {"list": str(list_id)})
     assert (job.result["updated"], job.result["subscribed"]) == (1, 0)
     assert subscribers_of(tenant_a.id, list_id)["gone@example.com"][0] == "unsubscribed"
+
+
+def test_not_a_csv_is_a_clear_error(runtime, tenant_a, tmp_path) -> None:
+    path = tmp_path / "blob.csv"
+    path.write_bytes(b"x" * 200_000)
+    with pytest.raises(ValidationError, match="header row longer than"):
+        import_file(runtime, tenant_a.id, "import_contacts", path, {})
+    broken = tmp_path / "broken.csv.gz"
+    broken.write_bytes(b"\x1f\x8b" + b"not really gzip" * 10)
+    with pytest.raises(ValidationError, match="gzip"):
+        import_file(runtime, tenant_a.id, "import_contacts", broken, {})
