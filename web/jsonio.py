@@ -120,6 +120,13 @@ class Field:
             return None, "must be an RFC 3339 date-time, e.g. 2030-01-01T09:00:00Z"
         if parsed.tzinfo is None:
             return None, "must include a time zone offset (e.g. Z)"
+        try:
+            # NOTE: PostgreSQL refuses offsets past +-15:59; store UTC instead.
+            parsed = parsed.astimezone(datetime.UTC)
+        except OverflowError:
+            return None, "is out of range"
+        if not 1970 <= parsed.year <= 9999:
+            return None, "must be between 1970 and 9999"
         return parsed, None
 
     def _integer(self, name: str, value: Any) -> tuple[Any, str | None]:
