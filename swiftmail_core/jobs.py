@@ -29,9 +29,11 @@ import datetime
 import json
 import os
 import socket
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -335,6 +337,40 @@ class Progress:
             )
 
 
+def renew_lease(tenant_id: uuid.UUID, job_id: uuid.UUID) -> None:
+    """Extend a running job's lease by LEASE_SECONDS from now."""
+    with system_tx() as system:
+        system.execute_sql(
+            "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => %s) "
+            "WHERE tenant_id = %s AND id = %s AND status = 'running'",
+            (LEASE_SECONDS, str(tenant_id), str(job_id)),
+        )
+
+
+@contextmanager
+def heartbeat(tenant_id: uuid.UUID, job_id: uuid.UUID) -> Iterator[None]:
+    """Keep renewing the job's lease from a side thread while the block runs.
+
+    Progress updates renew it too, but a long set-based merge reports none.
+    """
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(LEASE_SECONDS / 3):
+            try:
+                renew_lease(tenant_id, job_id)
+            except Exception:
+                log.exception("could not renew a job lease", job_id=str(job_id))
+
+    thread = threading.Thread(target=beat, name=f"job-heartbeat-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def load_job(tenant_id: uuid.UUID, job_id: uuid.UUID) -> JobRow:
     """Read one job as the system role (the runner, before it enters tenant_tx)."""
     with system_tx() as system:
@@ -359,7 +395,8 @@ def run_job(
         return load_job(job.tenant_id, job.id)
     progress = Progress(job.tenant_id, job.id, job.progress_total, listener)
     try:
-        handler(runtime, job, progress)
+        with heartbeat(job.tenant_id, job.id):
+            handler(runtime, job, progress)
     except SwiftMailError as ex:
         fail_job(job.tenant_id, job.id, ex.detail)
     except Exception as ex:

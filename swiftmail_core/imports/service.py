@@ -128,6 +128,7 @@ def run_import(
 ) -> None:
     """Run an import job: stream, validate, stage, merge and finish in one tenant_tx."""
     storage = runtime.plugins.storage()
+    uploaded = raw is None
     if raw is None:
         if job.input_key is None:
             raise ValidationError.for_field("file", "this job has no uploaded file")
@@ -168,6 +169,9 @@ def run_import(
         raise
     finally:
         raw.close()
+    if uploaded and job.input_key is not None:
+        # NOTE: the upload holds personal data; once merged it is not kept.
+        storage.delete(job.input_key)
 
 
 def import_file(
@@ -190,7 +194,7 @@ def import_file(
         job = jobs.create_job(kind, checked, progress_total=size, run_inline=True)
     progress = jobs.Progress(tenant_id, job.id, size, listener)
     try:
-        with path.open("rb") as raw:
+        with path.open("rb") as raw, jobs.heartbeat(tenant_id, job.id):
             run_import(runtime, job, progress, raw=raw, limits=limits)
     except ValidationError as ex:
         jobs.fail_job(tenant_id, job.id, ex.detail)

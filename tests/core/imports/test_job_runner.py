@@ -34,6 +34,7 @@ def test_uploaded_import_runs_as_a_job(runtime, tenant_a) -> None:
     assert (done.rows_ok, done.rows_failed, done.progress_done) == (1, 1, done.progress_total)
     assert done.result_key.startswith(f"{tenant_a.id}/")
     assert "3,email must contain exactly one @,broken" in report
+    assert not storage.exists(job.input_key)  # the upload is not kept once merged
 
 
 def test_bad_upload_fails_the_job_with_its_reason(runtime, tenant_a) -> None:
@@ -115,3 +116,28 @@ def test_new_contact_ids_are_time_ordered_uuid7(runtime, tenant_a, tmp_path) -> 
             "SELECT id FROM contacts ORDER BY email_lower").fetchall()]
     assert all(value.version == 7 and value.variant == uuid.RFC_4122 for value in ids)
     assert len(set(ids)) == 50
+
+
+def test_heartbeat_renews_the_lease_during_long_work(runtime, tenant_a, monkeypatch) -> None:
+    import time
+
+    with tenant_tx(tenant_a.id):
+        job = jobs.create_job("export_contacts", {}, run_inline=True)
+    monkeypatch.setattr(jobs, "LEASE_SECONDS", 0.3)
+    first = jobs.load_job(tenant_a.id, job.id)
+
+    def lease() -> object:
+        with system_tx() as system:
+            return system.execute_sql(
+                "SELECT lease_expires_at FROM jobs WHERE id = %s", (str(job.id),)
+            ).fetchone()[0]
+
+    before = lease()
+    renewed = False
+    with jobs.heartbeat(first.tenant_id, first.id):
+        for _ in range(100):
+            time.sleep(0.05)
+            if lease() != before:
+                renewed = True
+                break
+    assert renewed
