@@ -24,7 +24,7 @@ def _free_port() -> int:
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, headers=headers or {})
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - loopback
     try:
         with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback
             return response.status, response.read()
