@@ -1,9 +1,11 @@
 """Audience resolution: a campaign's lists become its ledger, in set-based SQL.
 
-Each batch is one ``INSERT ... SELECT`` inside the tenant's transaction: the
-next ``batch_size`` contacts (keyset order) that are active, confirmed on at
+The contacts' primary-key order is cut into ranges of ``batch_size`` ids
+(one walk of the index); each range is one ``INSERT ... SELECT`` in its own
+tenant transaction: the range's contacts that are active, confirmed on at
 least one of the campaign's lists and not suppressed, one row per contact
-(a contact is unique per address, so each address once). ``ON CONFLICT DO
+(a contact is unique per address, so each address once). Ranges run on
+``parallel`` connections at once. ``ON CONFLICT DO
 NOTHING`` on the one-row-per-recipient index makes a re-run after a crash
 harmless: resolution can always be run again until it marks the campaign.
 """
@@ -11,18 +13,18 @@ harmless: resolution can always be run again until it marks the campaign.
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from swiftmail_core.db import tenant_tx
 from swiftmail_core.errors import NotFoundError
 from swiftmail_core.models import utcnow
 
 DEFAULT_BATCH_SIZE = 50_000
-
 _BATCH_SQL = """
 WITH batch AS (
     SELECT c.id, c.email
     FROM contacts c
-    WHERE c.id > %(after)s::uuid
+    WHERE c.id >= %(low)s::uuid AND (%(high)s::uuid IS NULL OR c.id < %(high)s::uuid)
       AND c.status = 'active'
       AND EXISTS (
           SELECT 1 FROM subscriptions s
@@ -32,24 +34,38 @@ WITH batch AS (
           SELECT 1 FROM suppressions x
           WHERE x.tenant_id = c.tenant_id AND x.email_lower = c.email_lower
             AND (x.expires_at IS NULL OR x.expires_at > now()))
-    ORDER BY c.id
-    LIMIT %(limit)s
-), inserted AS (
-    INSERT INTO messages (tenant_id, campaign_id, contact_id, email, kind, transport)
-    SELECT %(tenant)s::uuid, %(campaign)s::uuid, b.id, b.email, 'campaign', %(transport)s
-    FROM batch b
-    ON CONFLICT (tenant_id, campaign_id, contact_id) WHERE kind = 'campaign' DO NOTHING
-    RETURNING 1
 )
-SELECT (SELECT max(id::text) FROM batch), (SELECT count(*) FROM batch),
-       (SELECT count(*) FROM inserted)
+INSERT INTO messages (tenant_id, campaign_id, contact_id, email, kind, transport)
+SELECT %(tenant)s::uuid, %(campaign)s::uuid, b.id, b.email, 'campaign', %(transport)s
+FROM batch b
+ON CONFLICT (tenant_id, campaign_id, contact_id) WHERE kind = 'campaign' DO NOTHING
+"""
+
+_BOUNDARY_SQL = """
+SELECT id FROM contacts WHERE id > %s::uuid ORDER BY id OFFSET %s LIMIT 1
 """
 
 _NIL = "00000000-0000-0000-0000-000000000000"
 
 
+def _ranges(tenant_id: uuid.UUID | str, batch_size: int) -> list[tuple[str, str | None]]:
+    """Cut the contacts' id order into ranges of about ``batch_size`` ids."""
+    bounds = [_NIL]
+    with tenant_tx(tenant_id) as database:
+        while True:
+            row = database.execute_sql(_BOUNDARY_SQL, (bounds[-1], batch_size - 1)).fetchone()
+            if row is None:
+                break
+            bounds.append(str(row[0]))
+    return [(low, high) for low, high in zip(bounds, [*bounds[1:], None], strict=True)]
+
+
 def resolve_audience(
-    tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str, *, batch_size: int = DEFAULT_BATCH_SIZE
+    tenant_id: uuid.UUID | str,
+    campaign_id: uuid.UUID | str,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    parallel: int = 2,
 ) -> int:
     """Write the campaign's ledger rows in batches; return how many it has.
 
@@ -65,18 +81,20 @@ def resolve_audience(
         raise NotFoundError(f"no campaign {campaign_id}")
     list_ids, transport, resolved_at = row
     if resolved_at is None:
-        after = _NIL
-        while True:
+        def run(bounds: tuple[str, str | None]) -> None:
             with tenant_tx(tenant_id) as database:
-                last, seen, _ = database.execute_sql(
-                    _BATCH_SQL,
-                    {"after": after, "lists": list_ids, "limit": batch_size,
-                     "tenant": str(tenant_id), "campaign": str(campaign_id),
-                     "transport": transport},
-                ).fetchone()
-            if not seen or seen < batch_size:
-                break
-            after = last
+                database.execute_sql(_BATCH_SQL, {
+                    "low": bounds[0], "high": bounds[1], "lists": list_ids,
+                    "tenant": str(tenant_id), "campaign": str(campaign_id),
+                    "transport": transport})
+
+        ranges = _ranges(tenant_id, batch_size)
+        if parallel <= 1 or len(ranges) == 1:
+            for bounds in ranges:
+                run(bounds)
+        else:
+            with ThreadPoolExecutor(parallel, thread_name_prefix="audience") as pool:
+                list(pool.map(run, ranges))
     with tenant_tx(tenant_id) as database:
         (count,) = database.execute_sql(
             "SELECT count(*) FROM messages WHERE campaign_id = %s AND kind = 'campaign'",

@@ -1,0 +1,193 @@
+"""Benchmark: audience resolution of a campaign to 1,000,000 subscribers.
+
+Creates a scratch SwiftMail database on the local PostgreSQL (the same
+``init`` path as production; dropped at the end), one tenant with two lists
+(600k and 500k confirmed subscribers, 100k on both: 1,000,000 distinct
+contacts, of which 1% suppressed and 1% unsubscribed), then per repeat, on
+a fresh campaign:
+
+* floor: the same set query (active, confirmed on a list, not suppressed)
+  written by one ``CREATE TEMP TABLE ... AS SELECT`` as the app role, no
+  batching, no ledger indexes: PostgreSQL doing the bare set work;
+* resolve: ``swiftmail_core.sending.audience.resolve_audience`` writing
+  the ledger (``messages`` rows with all their indexes) in 50k batches.
+
+Prints ONE JSON line with medians and the resolve/floor ratio. Target:
+resolve < 30 s for 1,000,000.
+
+    .venv/bin/python bench/campaign_audience.py [--subscribers 1000000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.import_contacts import drop_database, environment  # noqa: E402
+
+
+def populate(tenant_id: uuid.UUID, subscribers: int) -> list[str]:
+    """Create contacts, two overlapping lists and suppressions; return the list ids."""
+    from swiftmail_core.db import tenant_tx
+
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    split, overlap = int(subscribers * 0.5), int(subscribers * 0.1)
+    tenant = str(tenant_id)
+    with tenant_tx(tenant_id) as database:
+        database.execute_sql(
+            "INSERT INTO lists (tenant_id, id, name) VALUES (%s, %s, 'A'), (%s, %s, 'B')",
+            (tenant, first, tenant, second))
+        database.execute_sql(
+            "INSERT INTO contacts (tenant_id, email, name, attributes, status) "
+            "SELECT %s, 'user' || i || '@example.com', 'User ' || i, "
+            "jsonb_build_object('first_name', 'F' || i, 'n', i), "
+            "CASE WHEN i %% 100 = 1 THEN 'unsubscribed' ELSE 'active' END "
+            "FROM generate_series(0, %s - 1) AS i", (tenant, subscribers))
+        database.execute_sql(
+            "INSERT INTO subscriptions (tenant_id, list_id, contact_id, status) "
+            "SELECT %s::uuid, %s::uuid, id, 'confirmed' FROM contacts "
+            "WHERE (attributes->>'n')::int < %s "
+            "UNION ALL "
+            "SELECT %s::uuid, %s::uuid, id, 'confirmed' FROM contacts "
+            "WHERE (attributes->>'n')::int >= %s",
+            (tenant, first, split + overlap, tenant, second, split))
+        database.execute_sql(
+            "INSERT INTO suppressions (tenant_id, email_lower, reason) "
+            "SELECT %s, email_lower, 'manual' FROM contacts "
+            "WHERE (attributes->>'n')::int %% 100 = 2", (tenant,))
+    return [first, second]
+
+
+def analyze(database_url: str) -> None:
+    """ANALYZE as the admin (autovacuum would, after a bulk import, a little later)."""
+    import psycopg2
+
+    params = psycopg2.extensions.parse_dsn(database_url)
+    admin = psycopg2.extensions.parse_dsn(os.environ["SWIFTMAIL_DATABASE_ADMIN_URL"])
+    params.update({k: v for k, v in admin.items() if k in ("user", "password")})
+    connection = psycopg2.connect(**params)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE contacts, subscriptions, suppressions, messages")
+    connection.close()
+
+
+def explain(tenant_id: uuid.UUID, list_ids: list[str], campaign_id: str) -> str:
+    """Return the plan of one audience batch (for the record)."""
+    from swiftmail_core.db import tenant_tx
+    from swiftmail_core.sending.audience import _BATCH_SQL, _NIL
+
+    with tenant_tx(tenant_id) as database:
+        rows = database.execute_sql("EXPLAIN " + _BATCH_SQL, {
+            "low": _NIL, "high": None, "lists": list_ids, "tenant": str(tenant_id),
+            "campaign": campaign_id, "transport": "relay"}).fetchall()
+    return "\n".join(row[0] for row in rows)
+
+
+def new_campaign(tenant_id: uuid.UUID, list_ids: list[str]) -> str:
+    """Create a draft campaign to the lists."""
+    from swiftmail_core.db import tenant_tx
+
+    campaign_id = str(uuid.uuid4())
+    with tenant_tx(tenant_id) as database:
+        database.execute_sql(
+            "INSERT INTO campaigns (tenant_id, id, name, subject, html, from_email, list_ids, "
+            "status) VALUES (%s, %s, 'Bench', 'Hi', '<p>x</p>', 'a@b.example', %s::uuid[], "
+            "'sending')", (str(tenant_id), campaign_id, list_ids))
+    return campaign_id
+
+
+def floor(tenant_id: uuid.UUID, list_ids: list[str]) -> tuple[float, int]:
+    """Time the bare set query into a temp table."""
+    from swiftmail_core.db import tenant_tx
+
+    started = time.perf_counter()
+    with tenant_tx(tenant_id) as database:
+        cursor = database.execute_sql(
+            "CREATE TEMP TABLE audience_floor ON COMMIT DROP AS "
+            "SELECT c.id, c.email FROM contacts c WHERE c.status = 'active' AND EXISTS ("
+            "SELECT 1 FROM subscriptions s WHERE s.tenant_id = c.tenant_id AND s.contact_id = c.id "
+            "AND s.list_id = ANY (%s::uuid[]) AND s.status = 'confirmed') AND NOT EXISTS ("
+            "SELECT 1 FROM suppressions x WHERE x.tenant_id = c.tenant_id "
+            "AND x.email_lower = c.email_lower)", (list_ids,))
+        rows = cursor.rowcount
+    return time.perf_counter() - started, rows
+
+
+def main() -> None:
+    """Set up, measure, tear down, print one JSON line."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--subscribers", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=50_000)
+    parser.add_argument("--keep", action="store_true", help="Keep the scratch database.")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="swiftmail-bench-"))
+    database = f"swiftmail_bench_{secrets.token_hex(4)}"
+    env = environment(workdir, database)
+    os.environ.update(env)
+    from swiftmail_core.install import initialise
+
+    initialise(None, {})
+    try:
+        from swiftmail_core.runtime import start
+        from swiftmail_core.sending.audience import resolve_audience
+        from swiftmail_core.settings import load_settings
+        from swiftmail_core.tenants import create_tenant
+
+        runtime = start(load_settings())
+        tenant = create_tenant(f"bench-{uuid.uuid4().hex[:8]}")
+        setup_started = time.perf_counter()
+        list_ids = populate(tenant.id, args.subscribers)
+        setup_seconds = time.perf_counter() - setup_started
+        analyze(env["DATABASE_URL"])
+        floors, resolves, counts = [], [], []
+        for _ in range(args.repeat):
+            seconds, expected = floor(tenant.id, list_ids)
+            floors.append(seconds)
+            campaign_id = new_campaign(tenant.id, list_ids)
+            if os.environ.get("SWIFTMAIL_BENCH_EXPLAIN"):
+                print(explain(tenant.id, list_ids, campaign_id), file=sys.stderr)
+            started = time.perf_counter()
+            count = resolve_audience(tenant.id, campaign_id, batch_size=args.batch)
+            resolves.append(time.perf_counter() - started)
+            assert count == expected, (count, expected)
+            counts.append(count)
+        runtime.close()
+    finally:
+        if args.keep:
+            print(f"kept database {database}", file=sys.stderr)
+        else:
+            drop_database(database)
+    resolve, base = statistics.median(resolves), statistics.median(floors)
+    print(json.dumps({
+        "benchmark": "campaign_audience",
+        "subscribers": args.subscribers,
+        "recipients": counts[-1],
+        "repeat": args.repeat,
+        "batch": args.batch,
+        "resolve_s": round(resolve, 2),
+        "floor_create_table_as_s": round(base, 2),
+        "ratio_vs_floor": round(resolve / base, 2),
+        "ledger_rows_per_s": round(counts[-1] / resolve),
+        "target_s": 30,
+        "resolves_s": [round(value, 2) for value in resolves],
+        "floors_s": [round(value, 2) for value in floors],
+        "setup_s": round(setup_seconds, 1),
+        "cpus": os.cpu_count(),
+    }))
+
+
+if __name__ == "__main__":
+    main()
