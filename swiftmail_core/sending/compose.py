@@ -138,7 +138,11 @@ class Composer:
         list_id = contact.pop("list_id", None)
         if renderer is None:
             renderer = self._build(database, row.tenant_id, transactional_campaign(row))
-            contact["data"] = dict(row.payload.get("data") or {})
+            # NOTE: the renderer's context has no ``data`` yet: transactional
+            # data is exposed as ``contact.data`` (and ``attributes.data``).
+            data = dict(row.payload.get("data") or {})
+            contact["data"] = data
+            contact["attributes"] = {**dict(contact.get("attributes") or {}), "data": data}
         rendered = renderer.render(row.ledger_id, contact, list_id)
         return OutboundMessage(
             ledger_id=row.ledger_id, tenant_id=row.tenant_id,

@@ -116,3 +116,27 @@ def test_transient_then_permanent_failures(audience, sending, sink) -> None:  # 
             (str(campaign_id),)).fetchall())
     assert reason == ("hard_bounce",)
     assert events["bounced"] == 1 and events["accepted"] == 49 and events["deferred"] >= 2
+
+
+def test_transactional_and_test_sends_use_the_same_pipeline(audience, sending, sink) -> None:  # type: ignore[no-untyped-def]
+    tenant, _, campaign_id = audience
+    _, _, worker = sending
+    with tenant_tx(tenant.id) as database:
+        database.execute_sql("UPDATE campaigns SET transport = 'sink' WHERE id = %s",
+                             (str(campaign_id),))
+        template_id = database.execute_sql(
+            "INSERT INTO templates (tenant_id, name, subject, html) VALUES "
+            "(%s, 'reset', 'Code {{ contact.data.code }}', '<p>Your code is {{ contact.data.code }}</p>') RETURNING id",
+            (str(tenant.id),)).fetchone()[0]
+    row = lifecycle.send_transactional(
+        tenant.id, to="user5@example.test", from_email="app@sender.test",
+        template_id=template_id, data={"code": "913"}, transport="sink")
+    ids = lifecycle.test_send(tenant.id, campaign_id, ["qa@else.test"])  # campaign still a draft
+    assert worker.drain(10) == 2
+    by_recipient = {str(m["To"]): m for m in sink.handler.messages()}
+    assert set(by_recipient) == {"user5@example.test", "qa@else.test"}
+    assert by_recipient["user5@example.test"]["Subject"] == "Code 913"
+    with tenant_tx(tenant.id) as database:
+        statuses = dict(database.execute_sql(
+            "SELECT id, status FROM messages WHERE id = ANY (%s)", ([row["id"], *ids],)).fetchall())
+    assert set(statuses.values()) == {"accepted"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import email
+import email.policy
 import socket
 import threading
 from collections.abc import Callable
@@ -48,7 +49,8 @@ class CountingHandler:
     def messages(self) -> list[email.message.Message]:
         """Return the received messages parsed."""
         with self.lock:
-            return [email.message_from_bytes(raw) for _, raw in self.received]
+            return [email.message_from_bytes(raw, policy=email.policy.default)
+                    for _, raw in self.received]
 
     def count(self) -> int:
         """Return how many messages were accepted."""
