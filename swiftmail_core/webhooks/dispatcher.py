@@ -111,6 +111,7 @@ class Dispatcher:
         timeout: float = 10.0,
         retry_window: datetime.timedelta = RETRY_WINDOW,
         resolve=None,  # type: ignore[no-untyped-def]
+        tenant_id: uuid.UUID | None = None,
     ) -> None:
         self.secret_key = secret_key
         self.policy = policy
@@ -118,6 +119,11 @@ class Dispatcher:
         self.timeout = timeout
         self.retry_window = retry_window
         self.resolve = resolve
+        self.tenant_id = tenant_id  # deliver one tenant's webhooks only (None: all)
+
+    @property
+    def _tenant(self) -> str | None:
+        return str(self.tenant_id) if self.tenant_id else None
 
     def claim(self, limit: int = 50) -> list[Claimed]:
         """Lease up to ``limit`` due deliveries of enabled webhooks."""
@@ -126,6 +132,7 @@ class Dispatcher:
                 "WITH due AS (SELECT d.tenant_id, d.id FROM webhook_deliveries d "
                 "WHERE d.next_attempt_at <= now() AND (d.status = 'pending' OR "
                 "(d.status = 'delivering' AND d.lease_expires_at < now())) "
+                "AND (%s::uuid IS NULL OR d.tenant_id = %s::uuid) "
                 "ORDER BY d.next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED) "
                 "UPDATE webhook_deliveries d SET status = 'delivering', "
                 "lease_expires_at = now() + %s, updated_at = now() FROM due, webhooks w "
@@ -133,7 +140,7 @@ class Dispatcher:
                 "AND w.tenant_id = d.tenant_id AND w.id = d.webhook_id "
                 "RETURNING d.tenant_id, d.id, d.webhook_id, w.url, w.secret_encrypted, "
                 "d.payload, d.attempts, d.created_at, w.enabled",
-                (limit, LEASE),
+                (self._tenant, self._tenant, limit, LEASE),
             ).fetchall()
             disabled = [(str(r[0]), r[1]) for r in rows if not r[8]]
             for tenant, delivery in disabled:
