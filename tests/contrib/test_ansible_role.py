@@ -309,7 +309,7 @@ def test_api_serves_with_bind_workers_and_threads() -> None:
 
 def test_relay_gets_the_bind_capability_only_when_asked() -> None:
     entries = dict(service("swiftmail-relay", MINIMAL))
-    assert entries["ExecStart"] == "/opt/swiftmail/venv/bin/swiftmail relay"
+    assert entries["ExecStart"] == "/opt/swiftmail/venv/bin/swiftmail relay run"
     assert "AmbientCapabilities" not in entries
     assert entries["CapabilityBoundingSet"] == ""
     entries = dict(service("swiftmail-relay", MINIMAL | {
