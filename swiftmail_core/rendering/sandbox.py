@@ -139,6 +139,12 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
             raise SecurityError("format width too large")
         return left % right
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """Let data keys win over dict methods (``contact.items`` is an attribute)."""
+        if type(obj) is dict and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
     def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
         """Refuse unsafe attribute access outright (not a silent empty value)."""
         raise SecurityError(f"access to attribute {attribute!r} is not allowed")

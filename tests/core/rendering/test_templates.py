@@ -240,3 +240,10 @@ def test_encoded_braces_in_html_never_become_template_syntax(
     parts = make_renderer(campaign).render_parts(1, contact)
     assert "alice@example.org" not in parts.html and "alice@example.org" not in parts.text
     assert "{{ contact.email }}" in parts.text
+
+
+def test_attribute_names_win_over_dict_methods(make_renderer, campaign, contact) -> None:
+    contact["attributes"].update(items="3 items", keys="two keys", get="got")
+    campaign["subject"] = "{{ contact.items }} / {{ attributes.keys }} / {{ contact.get }}"
+    parts = make_renderer(campaign).render_parts(1, contact)
+    assert parts.subject == "3 items / two keys / got"
