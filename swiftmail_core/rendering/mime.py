@@ -32,7 +32,25 @@ def quoted_printable(text: str) -> bytes:
     """Encode ``text`` as UTF-8 quoted-printable with CRLF line endings."""
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", CRLF)
+    encoded = binascii.b2a_qp(text.encode("utf-8"), istext=True)
+    if b"=20\n" in encoded or b"=09\n" in encoded:
+        encoded = _rewrap_encoded_whitespace(encoded)
+    return encoded.replace(b"\n", CRLF)
+
+
+def _rewrap_encoded_whitespace(encoded: bytes) -> bytes:
+    """Keep lines within 76 characters where ``b2a_qp`` does not.
+
+    NOTE: CPython's encoder writes whitespace before a line break as ``=20``
+    or ``=09`` without checking the line length, so such a line can reach
+    78 characters (RFC 2045 allows 76; SpamAssassin's MIME_QP_LONG_LINE
+    notices). A soft break goes before the escape on exactly those lines.
+    """
+    lines = encoded.split(b"\n")
+    for number, line in enumerate(lines):
+        if len(line) > 76:
+            lines[number] = line[:-3] + b"=\n" + line[-3:]
+    return b"\n".join(lines)
 
 
 _SEPARATOR = "\0"  # encodes as "=00"; runs holding a NUL are encoded one by one
@@ -47,11 +65,26 @@ def quoted_printable_many(texts: list[str]) -> list[bytes]:
     are never split, so each piece is valid quoted-printable on its own.
     """
     if any(_SEPARATOR in text for text in texts):
-        return [quoted_printable(text) for text in texts]
+        return [joinable_quoted_printable(text) for text in texts]
     encoded = quoted_printable(_SEPARATOR.join(texts)).split(b"=00")
     if len(encoded) != len(texts):  # cannot happen; stay correct regardless
-        return [quoted_printable(text) for text in texts]
+        return [joinable_quoted_printable(text) for text in texts]
+    encoded[-1] = _room_for_soft_break(encoded[-1])  # the others end before "=00"
     return encoded
+
+
+def joinable_quoted_printable(text: str) -> bytes:
+    """Encode ``text`` so a soft line break (``=``) can follow its last line."""
+    return _room_for_soft_break(quoted_printable(text))
+
+
+def _room_for_soft_break(encoded: bytes) -> bytes:
+    """Move the last unit of a full 76-character last line to a new line."""
+    start = encoded.rfind(b"\n") + 1
+    if len(encoded) - start < 76:
+        return encoded
+    cut = len(encoded) - 3 if encoded[-3:-2] == b"=" else len(encoded) - 1
+    return encoded[:cut] + SOFT_BREAK + encoded[cut:]
 
 
 class Skeleton:

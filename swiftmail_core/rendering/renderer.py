@@ -56,6 +56,7 @@ from swiftmail_core.rendering.mime import (
     SOFT_BREAK,
     Skeleton,
     build_reference,
+    joinable_quoted_printable,
     new_boundary,
     quoted_printable,
     quoted_printable_many,
@@ -437,7 +438,7 @@ def _normalise_newlines(text: str) -> str:
 
 def _encoded_literals(sandbox: TemplateSandbox, source: str) -> dict[str, bytes]:
     return {
-        literal: quoted_printable(literal)
+        literal: joinable_quoted_printable(literal)
         for literal in sandbox.literal_strings(source)
         if len(literal) >= 16
     }
