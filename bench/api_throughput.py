@@ -93,8 +93,11 @@ def _free_port() -> int:
 
 
 def _seconds(value: str) -> float:
-    number, unit = re.match(r"([\d.]+)(us|ms|s|m)", value).groups()  # type: ignore[union-attr]
-    return float(number) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+    match = re.match(r"([\d.]+)(us|ms|s|m|h)$", value)
+    if match is None:
+        raise ValueError(f"cannot read wrk latency {value!r}")
+    number, unit = match.groups()
+    return float(number) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
 
 
 def run_wrk(url: str, seconds: int, connections: int, headers: list[str],
@@ -107,9 +110,11 @@ def run_wrk(url: str, seconds: int, connections: int, headers: list[str],
         command += ["-s", str(script)]
     output = subprocess.run([*command, url], capture_output=True, text=True,
                             check=True).stdout
+    if "50%" not in output:
+        raise RuntimeError(f"wrk printed no latency distribution:\n{output}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    p50 = _seconds(re.search(r"50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
-    p99 = _seconds(re.search(r"99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    p50 = _seconds(re.search(r"^\s*50%\s+(\S+)\s*$", output, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _seconds(re.search(r"^\s*99%\s+(\S+)\s*$", output, re.M).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     return {"rps": rps, "p50_ms": p50 * 1000, "p99_ms": p99 * 1000,
             "non_2xx": float(errors.group(1)) if errors else 0.0}
@@ -177,6 +182,8 @@ def main() -> None:
             "benchmark": "api_throughput", "workers": workers, "threads": args.threads,
             "connections": args.connections, "seconds": args.seconds, "rounds": args.rounds,
             "cores": os.cpu_count(),
+            # Other processes on the machine skew every number: record how busy it was.
+            "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
         }
         for name, runs in results.items():
             for metric in ("rps", "p50_ms", "p99_ms", "non_2xx"):

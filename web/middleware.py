@@ -24,8 +24,10 @@ import falcon
 import structlog
 from swiftmail_web import access, metrics
 from swiftmail_web.idempotency import IdempotencyStore
+from swiftmail_web.jsonio import MAX_BODY
 from swiftmail_web.ratelimit import RateLimiter
 
+from swiftmail_core.errors import ValidationError
 from swiftmail_core.principal import Credentials
 
 log = structlog.get_logger("swiftmail.web")
@@ -123,7 +125,16 @@ class Idempotency:
         key = req.get_header("Idempotency-Key")
         if key is None:
             return
-        req.context.body_bytes = req.bounded_stream.read()
+        content_type = (req.content_type or "application/json").split(";")[0].strip().lower()
+        if content_type.endswith("json"):
+            # APPSEC: bound what is buffered; a JSON body over the limit is refused.
+            body = req.bounded_stream.read(MAX_BODY + 1)
+            if len(body) > MAX_BODY:
+                raise ValidationError.for_field("body", f"must be at most {MAX_BODY} bytes")
+        else:
+            # NOTE: uploads (CSV imports) are hashed whole; their resources cap the size.
+            body = req.bounded_stream.read()
+        req.context.body_bytes = body
         self.store.begin(req, resp, key)
 
     def process_response(

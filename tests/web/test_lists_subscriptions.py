@@ -35,13 +35,19 @@ def test_single_opt_in_confirms_at_once(owner_a) -> None:
     assert [s["contact_id"] for s in listed] == [contact_id]
 
 
-def test_double_opt_in_writes_a_confirmation_to_the_ledger(owner_a) -> None:
+def test_double_opt_in_writes_a_confirmation_to_the_ledger(owner_a, settings) -> None:
     lst = owner_a.post("/v1/lists", {"name": "Double", "double_opt_in": True}).json
     sub = owner_a.post(f"/v1/lists/{lst['id']}/subscriptions", {"email": "d@example.com"}).json
     assert sub["status"] == "unconfirmed"
     with tenant_tx(owner_a.tenant_id):
         rows = list(Message.select().where(Message.kind == "confirmation"))
     assert [(r.email, r.payload["list_id"]) for r in rows] == [("d@example.com", lst["id"])]
+    url = rows[0].payload["confirm_url"]
+    assert "/confirm/" in url and url in rows[0].payload["text"] and rows[0].payload["subject"]
+    from swiftmail_core.tokens import read_confirm_token
+
+    found = read_confirm_token(settings.secret_key, url.rsplit("/", 1)[1])
+    assert str(found.list_id) == lst["id"] and str(found.contact_id) == sub["contact_id"]
     confirmed = owner_a.post(
         f"/v1/lists/{lst['id']}/subscriptions/{sub['contact_id']}/confirm")
     assert confirmed.json["status"] == "confirmed"

@@ -2,11 +2,15 @@
 
 Subscribing to a double opt-in list leaves the subscription ``unconfirmed``
 and writes a ``confirmation`` row to the message ledger in the same
-transaction (the sending pipeline delivers it); other lists confirm at once.
+transaction, its payload a ready message (subject, text, HTML with the
+signed ``/confirm/{token}`` link) that the outbox sends like a
+transactional one; other lists confirm at once.
 """
 
 from __future__ import annotations
 
+import html
+import urllib.parse
 import uuid
 from typing import Any
 
@@ -25,7 +29,8 @@ from swiftmail_web.resources.common import (
 )
 
 from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
-from swiftmail_core.models import Contact, MailingList, Message, Subscription, utcnow
+from swiftmail_core.models import Contact, MailingList, Message, Subscription, Tenant, utcnow
+from swiftmail_core.settings import Settings
 
 STATUSES = ("unconfirmed", "confirmed", "unsubscribed")
 FIELDS = Fields(
@@ -92,6 +97,31 @@ class SubscriptionsResource:
                           body=FIELDS, response=SCHEMA, status=201),
     }
 
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def confirmation(self, req: falcon.Request, contact: Contact,
+                     list_row: MailingList) -> dict[str, Any]:
+        """Return the ledger payload of a double opt-in confirmation message."""
+        from swiftmail_core.tokens import make_confirm_token
+
+        token = make_confirm_token(self.settings.require("secret_key"), tenant_id(req),
+                                   contact.id, list_row.id)
+        url = f"{self.settings.public_url.rstrip('/')}/confirm/{token}"
+        tenant = Tenant.get(Tenant.id == tenant_id(req))
+        host = urllib.parse.urlsplit(self.settings.public_url).hostname or "localhost"
+        sender = str((tenant.settings or {}).get("default_from_email") or f"no-reply@{host}")
+        return {
+            "list_id": str(list_row.id), "confirm_url": url, "from_email": sender,
+            "from_name": tenant.name, "reply_to": "", "data": {},
+            "subject": f"Please confirm your subscription to {list_row.name}",
+            "text": f"Confirm your subscription to {list_row.name}:\n\n{url}\n\n"
+                    "If you did not ask for this, ignore this message.",
+            "html": f'<p>Confirm your subscription to {html.escape(list_row.name)}:</p>'
+                    f'<p><a href="{html.escape(url)}">Yes, subscribe me</a></p>'
+                    "<p>If you did not ask for this, ignore this message.</p>",
+        }
+
     def on_get(self, req: falcon.Request, resp: falcon.Response, list_id: str) -> None:
         """List subscriptions of the list, oldest first."""
         row = _list(list_id)
@@ -132,10 +162,11 @@ class SubscriptionsResource:
                 Subscription.list_id == list_row.id,
                 Subscription.contact_id == contact.id).execute()
         if status == "unconfirmed":
-            # NOTE: the ledger row is the send request; the pipeline renders and sends it.
+            # NOTE: the ledger row is the send request; the outbox worker sends it
+            # through the same path as a transactional message (payload content).
             Message.insert(tenant_id=tenant_id(req), contact_id=contact.id, email=contact.email,
                            kind="confirmation",
-                           payload={"list_id": str(list_row.id)}).execute()
+                           payload=self.confirmation(req, contact, list_row)).execute()
         row = Subscription.get(Subscription.list_id == list_row.id,
                                Subscription.contact_id == contact.id)
         resp.status = 201
@@ -205,7 +236,7 @@ def routes(services: dict[str, Any]) -> list[tuple[str, Any]]:
     """Return the subscription routes."""
     base = "/v1/lists/{list_id}/subscriptions"
     return [
-        (base, SubscriptionsResource()),
+        (base, SubscriptionsResource(services["settings"])),
         (base + "/{contact_id}", SubscriptionResource()),
         (base + "/{contact_id}/confirm", ConfirmResource()),
         (base + "/{contact_id}/unsubscribe", UnsubscribeResource()),
