@@ -80,7 +80,12 @@ def _fold(name: str, value: str) -> str:
 
 def encode_unstructured(name: str, value: str) -> str:
     """Return ``value`` ready to follow ``name: `` (RFC 2047 when needed)."""
-    if _PRINTABLE_ASCII.match(value) and "=?" not in value and value == value.strip():
+    if (
+        _PRINTABLE_ASCII.match(value)
+        and "=?" not in value
+        and value == value.strip()
+        and (len(value) < 900 or max(map(len, value.split(" "))) < 900)  # RFC 5322: 998
+    ):
         return _fold(name, value)
     return (CRLF + " ").join(_encoded_words(value))
 

@@ -181,3 +181,11 @@ def test_verp_round_trip_and_tampering() -> None:
             parse_verp(bad, SECRET)
     with pytest.raises(ValidationError):
         parse_verp(address, "another-secret-key-of-32-characters!!")
+
+
+def test_one_very_long_word_still_keeps_header_lines_short(make_renderer, campaign, contact) -> None:
+    campaign["subject"] = "x" * 2000
+    raw = make_renderer(campaign).render(1, contact).raw
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert all(len(line) <= 998 for line in head.split(b"\r\n"))
+    assert str(_parse(raw)["Subject"]) == "x" * 2000
