@@ -210,9 +210,9 @@ class CampaignRenderer:
         hdr.refuse_line_breaks("subject", subject_source)
         self._subject = TEXT_SANDBOX.compile_field("subject", subject_source)
         self._preheader = TEXT_SANDBOX.compile_field("preheader", preheader_source)
-        HTML_SANDBOX.compile_field("html", html_source)
+        HTML_SANDBOX.check_syntax("html", html_source)
         if text_source:
-            TEXT_SANDBOX.compile_field("text", text_source)
+            TEXT_SANDBOX.check_syntax("text", text_source)
         self._constant_subject = (
             TEXT_SANDBOX.render_field("subject", self._subject, {}, self.limits)
             if _is_constant(subject_source)
@@ -243,8 +243,8 @@ class CampaignRenderer:
             text_source = text_source.rstrip("\n") + FOOTER_TEXT
         self._text_template = TEXT_SANDBOX.compile_field("text", text_source)
         # Literal chunks are quoted-printable encoded once, here (see render()).
-        self._html_literals = _encoded_literals(HTML_SANDBOX, html_final)
-        self._text_literals = _encoded_literals(TEXT_SANDBOX, text_source)
+        self._html_literals = _encoded_literals(HTML_SANDBOX, self._html)
+        self._text_literals = _encoded_literals(TEXT_SANDBOX, self._text_template)
 
     def _static_headers(self) -> str:
         lines = ["List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"]
@@ -436,10 +436,10 @@ def _normalise_newlines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
-def _encoded_literals(sandbox: TemplateSandbox, source: str) -> dict[str, bytes]:
+def _encoded_literals(sandbox: TemplateSandbox, template: Any) -> dict[str, bytes]:
     return {
         literal: joinable_quoted_printable(literal)
-        for literal in sandbox.literal_strings(source)
+        for literal in sandbox.literal_strings(template)
         if len(literal) >= 16
     }
 

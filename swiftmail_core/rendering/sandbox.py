@@ -174,7 +174,17 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
     def compile_field(self, field: str, source: str) -> Template:
         """Compile ``source``; a syntax error names ``field`` and the line."""
         try:
-            return self.from_string(source)
+            code = self.compile(source)
+        except TemplateSyntaxError as ex:
+            raise ValidationError.for_field(field, f"line {ex.lineno}: {ex.message}") from ex
+        template = self.template_class.from_code(self, code, self.make_globals(None))
+        template.swiftmail_code = code  # type: ignore[attr-defined]
+        return template
+
+    def check_syntax(self, field: str, source: str) -> None:
+        """Parse ``source`` only; a syntax error names ``field`` and the line."""
+        try:
+            self.parse(source)
         except TemplateSyntaxError as ex:
             raise ValidationError.for_field(field, f"line {ex.lineno}: {ex.message}") from ex
 
@@ -203,14 +213,14 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
             self.budget.deadline = float("inf")
         return "".join(parts)
 
-    def literal_strings(self, source: str) -> set[str]:
-        """Return every string constant of ``source``'s compiled code.
+    def literal_strings(self, template: Template) -> set[str]:
+        """Return every string constant of a ``compile_field`` template's code.
 
         The literal HTML/text a template yields is among these: the same
         constant every render, so its encoding can be computed once.
         """
         found: set[str] = set()
-        stack: list[CodeType] = [self.compile(source)]
+        stack: list[CodeType] = [template.swiftmail_code]  # type: ignore[attr-defined]
         while stack:
             code = stack.pop()
             for constant in code.co_consts:
