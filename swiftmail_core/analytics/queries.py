@@ -27,11 +27,14 @@ def campaign_summary(campaign_id: uuid.UUID) -> dict:
     name, recipients = _campaign(campaign_id)
     rows = app_db.execute_sql(
         "SELECT metric, sum(value) FROM campaign_rollups WHERE campaign_id = %s "
-        "AND dimension = '' GROUP BY metric", (str(campaign_id),),
+        "AND dimension COLLATE \"C\" = '' GROUP BY metric", (str(campaign_id),),
     ).fetchall()
+    # NOTE: ORDER BY ... LIMIT 1 walks the primary key from either end.
     first_last = app_db.execute_sql(
-        "SELECT min(bucket), max(bucket) FROM campaign_rollups WHERE campaign_id = %s",
-        (str(campaign_id),),
+        "SELECT (SELECT bucket FROM campaign_rollups WHERE campaign_id = %s "
+        "ORDER BY tenant_id, campaign_id, bucket LIMIT 1), (SELECT bucket FROM campaign_rollups "
+        "WHERE campaign_id = %s ORDER BY tenant_id DESC, campaign_id DESC, bucket DESC LIMIT 1)",
+        (str(campaign_id), str(campaign_id)),
     ).fetchone()
     return {
         "object": "campaign_stats", "campaign_id": str(campaign_id), "name": name,
@@ -48,7 +51,7 @@ def campaign_timeseries(campaign_id: uuid.UUID, interval: str = "hour") -> dict:
     _campaign(campaign_id)
     rows = app_db.execute_sql(
         "SELECT date_trunc(%s, bucket, 'UTC') AS b, metric, sum(value) FROM campaign_rollups "
-        "WHERE campaign_id = %s AND dimension = '' GROUP BY b, metric ORDER BY b",
+        "WHERE campaign_id = %s AND dimension COLLATE \"C\" = '' GROUP BY b, metric ORDER BY b",
         (interval, str(campaign_id)),
     ).fetchall()
     return {"object": "timeseries", "campaign_id": str(campaign_id), "interval": interval,
@@ -67,7 +70,8 @@ def campaign_links(campaign_id: uuid.UUID) -> dict:
     _campaign(campaign_id)
     rows = app_db.execute_sql(
         "SELECT split_part(r.dimension, ':', 2)::bigint AS link_id, r.metric, sum(r.value) "
-        "FROM campaign_rollups r WHERE r.campaign_id = %s AND r.dimension LIKE 'link:%%' "
+        "FROM campaign_rollups r WHERE r.campaign_id = %s AND r.dimension COLLATE \"C\" >= 'link:' "
+        "AND r.dimension COLLATE \"C\" < 'link;' "
         "GROUP BY 1, 2", (str(campaign_id),),
     ).fetchall()
     links = app_db.execute_sql(
@@ -102,7 +106,8 @@ def campaign_domains(campaign_id: uuid.UUID) -> dict:
     _campaign(campaign_id)
     rows = app_db.execute_sql(
         "SELECT dimension, metric, sum(value) FROM campaign_rollups WHERE campaign_id = %s "
-        "AND dimension LIKE 'domain:%%' GROUP BY 1, 2", (str(campaign_id),),
+        "AND dimension COLLATE \"C\" >= 'domain:' AND dimension COLLATE \"C\" < 'domain;' "
+        "GROUP BY 1, 2", (str(campaign_id),),
     ).fetchall()
     return {"object": "list", "campaign_id": str(campaign_id), "data": _domains(rows)}
 

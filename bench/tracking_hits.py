@@ -1,0 +1,290 @@
+"""Benchmark: tracking hits (open pixel, click redirect) under gunicorn, via wrk.
+
+Creates a scratch SwiftMail database on the local PostgreSQL (the ``init``
+path; dropped at the end), a tenant, a campaign with 1,000 ledger rows and a
+link, and signed open and click tokens for them. Then, on loopback:
+
+* ``nginx``: a static 1x1 GIF, the ceiling (its own process, 2 workers);
+* ``bare``: a Falcon handler returning the GIF under the same gunicorn
+  settings (no token check, no Redis): what the framework itself costs;
+* ``pixel`` and ``click``: ``swiftmail_web.public.wsgi:app`` (token HMAC check,
+  one ``XADD`` per hit, link lookup cached per process for clicks),
+  while ``swiftmail tracking drain`` stores the hits as events.
+
+wrk (``--latency``, 50 connections, 2 threads) runs in another process on the
+same two cores. Afterwards the drainer empties the stream and the benchmark
+compares the events stored with the hits Redis acknowledged (``XADD``s, from
+``XINFO STREAM``'s entries-added). Medians over ``--rounds``.
+
+    .venv/bin/python bench/tracking_hits.py [--seconds 10] [--rounds 3]
+        [--workers 4] [--worker-class gthread] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import psycopg2
+from psycopg2 import sql
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from api_throughput import ADMIN_URL, _free_port, environment, run_wrk
+
+ROOT = Path(__file__).resolve().parents[1]
+MESSAGES = 1000
+ROTATE_SCRIPT = """
+local paths = {}
+for line in io.lines("%s") do paths[#paths + 1] = line end
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", paths[(n %% #paths) + 1], {["User-Agent"] = "Mozilla/5.0 (X11) Firefox/120"})
+end
+"""
+BARE_APP = '''
+import base64
+import falcon
+GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+class Pixel:
+    def on_get(self, req, resp, token):
+        resp.content_type = "image/gif"
+        resp.data = GIF
+app = falcon.App()
+app.add_route("/t/o/{token}.gif", Pixel())
+'''
+NGINX_CONF = """
+worker_processes 2;
+pid %(dir)s/nginx.pid;
+error_log %(dir)s/nginx-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path %(dir)s; proxy_temp_path %(dir)s; fastcgi_temp_path %(dir)s;
+  uwsgi_temp_path %(dir)s; scgi_temp_path %(dir)s;
+  server {
+    listen 127.0.0.1:%(port)d;
+    location / { root %(dir)s/static; default_type image/gif; try_files /pixel.gif =404; }
+  }
+}
+"""
+
+
+def _wait_http(url: str) -> None:
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(url, timeout=2)  # noqa: S310 - loopback
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} never answered")
+
+
+def _seed(env: dict[str, str], workdir: Path) -> tuple[Path, Path, uuid.UUID]:
+    """Create tenant, campaign, ledger rows and link; write the token path files."""
+    from swiftmail_core import tokens
+    from swiftmail_core.db import app_db, tenant_tx
+    from swiftmail_core.install import initialise
+    from swiftmail_core.runtime import start
+    from swiftmail_core.settings import load_settings
+    from swiftmail_core.tenants import create_tenant
+
+    initialise(None, {})
+    settings = load_settings()
+    runtime = start(settings)
+    tenant = create_tenant(f"bench-{uuid.uuid4().hex[:8]}")
+    campaign = uuid.uuid4()
+    with tenant_tx(tenant.id):
+        app_db.execute_sql("INSERT INTO campaigns (tenant_id, id, name, status) "
+                           "VALUES (%s, %s, 'bench', 'sent')", (str(tenant.id), str(campaign)))
+        ids = [row[0] for row in app_db.execute_sql(
+            "INSERT INTO messages (tenant_id, campaign_id, email, status, sent_at) "
+            "SELECT %s, %s, 'r' || n || '@example.com', 'delivered', now() - interval '1 hour' "
+            "FROM generate_series(1, %s) n RETURNING id",
+            (str(tenant.id), str(campaign), MESSAGES)).fetchall()]
+        link = app_db.execute_sql(
+            "INSERT INTO links (tenant_id, campaign_id, url) VALUES (%s, %s, "
+            "'https://example.com/landing') RETURNING id", (str(tenant.id), str(campaign)),
+        ).fetchone()[0]
+    key = settings.secret_key
+    pixel = workdir / "pixel.txt"
+    click = workdir / "click.txt"
+    pixel.write_text("".join(
+        f"/t/o/{tokens.make_open_token(key, tenant.id, i)}.gif\n" for i in ids))
+    click.write_text("".join(
+        f"/t/c/{tokens.make_click_token(key, tenant.id, link, i)}\n" for i in ids))
+    runtime.close()
+    return pixel, click, tenant.id
+
+
+def _script(workdir: Path, paths: Path) -> Path:
+    script = workdir / f"{paths.stem}.lua"
+    script.write_text(ROTATE_SCRIPT % paths)
+    return script
+
+
+def _gunicorn(app: str, port: int, env: dict[str, str], args: argparse.Namespace,
+              extra_path: str = "") -> subprocess.Popen:
+    command = [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}",
+               "--workers", str(args.workers), "--worker-class", args.worker_class,
+               "--threads", str(args.threads), "--log-level", "warning",
+               "--backlog", "2048"]
+    path = os.pathsep.join(p for p in (extra_path, str(ROOT)) if p)
+    return subprocess.Popen(command, env={**os.environ, **env, "PYTHONPATH": path},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop(process: subprocess.Popen | None) -> None:
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def main() -> None:
+    """Set up, measure, print one JSON line, clean up."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--worker-class", default="gthread")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--drain", choices=("during", "after"), default="during",
+                        help="Run the drainer during the load, or only after it (burst mode).")
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            sys.exit(f"{tool} is not installed: apt-get install {tool}")
+    workdir = Path(tempfile.mkdtemp(prefix="swiftmail-tracking-bench-"))
+    workdir.chmod(0o755)  # nginx workers (user nobody) read the static GIF here
+    database = f"swiftmail_bench_tracking_{uuid.uuid4().hex[:8]}"
+    stream = f"swiftmail-bench-{uuid.uuid4().hex[:8]}:hits"
+    env = {**environment(workdir, database), "SWIFTMAIL_PLUGIN_TRACKING_STREAM": stream,
+           "SWIFTMAIL_LOG_LEVEL": "warning"}
+    os.environ.update(env)
+    processes: list[subprocess.Popen] = []
+    nginx_dir = workdir / "nginx"
+    try:
+        import redis
+
+        pixel_paths, click_paths, tenant_id = _seed(env, workdir)
+        client = redis.Redis.from_url(env["REDIS_URL"])
+        # nginx: the ceiling.
+        (nginx_dir / "static").mkdir(parents=True)
+        from swiftmail_web.public.tracking import PIXEL
+
+        (nginx_dir / "static" / "pixel.gif").write_bytes(PIXEL)
+        nginx_port = _free_port()
+        (nginx_dir / "nginx.conf").write_text(NGINX_CONF % {"dir": nginx_dir, "port": nginx_port})
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        subprocess.run([nginx, "-c", str(nginx_dir / "nginx.conf"), "-p", str(nginx_dir)],
+                       check=True)
+        (workdir / "bare_app.py").write_text(BARE_APP)
+        bare_port, app_port = _free_port(), _free_port()
+        processes.append(_gunicorn("bare_app:app", bare_port, env, args, str(workdir)))
+        processes.append(_gunicorn("swiftmail_web.public.wsgi:app", app_port, env, args))
+        drain_command = [str(Path(sys.executable).with_name("swiftmail")), "tracking", "drain",
+                         "--consumer", "bench-drainer", "--batch-size", "1000"]
+        if args.drain == "during":
+            processes.append(subprocess.Popen(drain_command, env={**os.environ, **env},
+                                              stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL))
+        first_pixel = pixel_paths.read_text().splitlines()[0]
+        _wait_http(f"http://127.0.0.1:{nginx_port}/t/o/x.gif")
+        _wait_http(f"http://127.0.0.1:{bare_port}/t/o/x.gif")
+        _wait_http(f"http://127.0.0.1:{app_port}{first_pixel}")
+        pixel_script, click_script = _script(workdir, pixel_paths), _script(workdir, click_paths)
+        results: dict[str, list[dict[str, float]]] = {
+            "nginx": [], "bare": [], "pixel": [], "click": []}
+        for _ in range(args.rounds):
+            results["nginx"].append(run_wrk(f"http://127.0.0.1:{nginx_port}/", args.seconds,
+                                            args.connections, [], pixel_script))
+            results["bare"].append(run_wrk(f"http://127.0.0.1:{bare_port}/", args.seconds,
+                                           args.connections, [], pixel_script))
+            results["pixel"].append(run_wrk(f"http://127.0.0.1:{app_port}/", args.seconds,
+                                            args.connections, [], pixel_script))
+            results["click"].append(run_wrk(f"http://127.0.0.1:{app_port}/", args.seconds,
+                                            args.connections, [], click_script))
+        # Every acknowledged hit must become exactly one event.
+        acknowledged = int(client.xinfo_stream(stream)["entries-added"])
+        backlog_at_end = int(client.xlen(stream))
+        drain_started = time.monotonic()
+        if args.drain == "after":
+            processes.append(subprocess.Popen(drain_command, env={**os.environ, **env},
+                                              stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL))
+        while client.xlen(stream) > 0 and time.monotonic() - drain_started < 600:
+            time.sleep(0.5)
+        drain_seconds = time.monotonic() - drain_started
+        from swiftmail_core.db import app_db, tenant_tx
+        from swiftmail_core.runtime import start
+        from swiftmail_core.settings import load_settings
+
+        runtime = start(load_settings())
+        with tenant_tx(tenant_id):
+            events = app_db.execute_sql("SELECT count(*) FROM events").fetchone()[0]
+            rolled = app_db.execute_sql(
+                "SELECT coalesce(sum(value), 0) FROM campaign_rollups WHERE dimension = '' "
+                "AND metric IN ('opened.human', 'opened.machine', 'clicked.human', "
+                "'clicked.machine')").fetchone()[0]
+        runtime.close()
+        summary: dict[str, object] = {
+            "benchmark": "tracking_hits", "workers": args.workers,
+            "worker_class": args.worker_class, "threads": args.threads,
+            "connections": args.connections, "seconds": args.seconds, "rounds": args.rounds,
+            "cores": os.cpu_count(), "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
+            "hits_acknowledged": acknowledged, "events_stored": int(events),
+            "rollup_hits": int(rolled), "events_equal_hits": int(events) == acknowledged,
+            "drain": args.drain, "backlog_at_end": backlog_at_end,
+            "drain_tail_seconds": round(drain_seconds, 1),
+            "drain_tail_hits_per_second": round(backlog_at_end / drain_seconds)
+            if drain_seconds > 0 else None,
+        }
+        for name, runs in results.items():
+            for metric in ("rps", "p50_ms", "p99_ms", "non_2xx"):
+                summary[f"{name}_{metric}"] = round(statistics.median(r[metric] for r in runs), 2)
+        for name in ("bare", "pixel", "click"):
+            summary[f"{name}_vs_nginx"] = round(
+                float(summary[f"{name}_rps"]) / float(summary["nginx_rps"]), 3)  # type: ignore[arg-type]
+        print(json.dumps(summary))
+    finally:
+        for process in processes:
+            _stop(process)
+        pid_file = nginx_dir / "nginx.pid"
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text().strip()), signal.SIGQUIT)
+        from swiftmail_core import db
+
+        db.disconnect()
+        try:
+            import redis
+
+            redis.Redis.from_url(env["REDIS_URL"]).delete(stream)
+        except Exception as ex:  # cleanup only
+            print(f"cleanup: {ex}", file=sys.stderr)
+        admin = psycopg2.connect(ADMIN_URL)
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = %s", (database,))
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(database)))
+        admin.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
