@@ -15,14 +15,19 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import logging
+import threading
+import time
+from collections.abc import Callable
 
 import falcon
 from swiftmail_web.jsonio import dumps
 
-from swiftmail_core.db import tenant_tx
+from swiftmail_core.db import system_db, system_tx, tenant_tx
 from swiftmail_core.errors import ConflictError, ValidationError
 from swiftmail_core.models import IdempotencyKey, utcnow
 
+log = logging.getLogger(__name__)
 LIFETIME = datetime.timedelta(hours=24)
 ABANDONED = datetime.timedelta(minutes=5)
 
@@ -36,11 +41,41 @@ def request_hash(req: falcon.Request) -> bytes:
     return digest.digest()
 
 
+def sweep_expired(now: datetime.datetime | None = None) -> int:
+    """Delete expired keys of every tenant (system role); return how many."""
+    with system_tx():
+        return int(IdempotencyKey.delete().where(
+            IdempotencyKey.expires_at <= (now or utcnow())).bind(system_db).execute())
+
+
 class IdempotencyStore:
-    """Reserve, replay and record responses by (tenant, key)."""
+    """Reserve, replay and record responses by (tenant, key).
+
+    Expired keys are swept by each process at most every ``sweep_every``
+    (a cheap indexed DELETE through the system role), so the table stays
+    bounded without a separate job.
+    """
+
+    def __init__(self, sweep_every: float = 600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.sweep_every = sweep_every
+        self.clock = clock
+        self._next_sweep = clock() + sweep_every
+        self._lock = threading.Lock()
+
+    def _maybe_sweep(self) -> None:
+        with self._lock:
+            if self.clock() < self._next_sweep:
+                return
+            self._next_sweep = self.clock() + self.sweep_every
+        try:
+            sweep_expired()
+        except Exception:
+            log.warning("idempotency key sweep failed", exc_info=True)
 
     def begin(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
         """Reserve ``key`` or answer the request from the stored response."""
+        self._maybe_sweep()
         if not 1 <= len(key) <= 255 or not key.isprintable():
             raise ValidationError.for_field(
                 "Idempotency-Key", "must be 1 to 255 printable characters")

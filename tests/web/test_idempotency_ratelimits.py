@@ -138,3 +138,22 @@ def test_rate_limits_per_key_and_tenant(limited_app, make_caller, tenant_a, tena
         get(key2)
         assert get(key2).status_code == 429
         assert get(other).status_code == 200
+
+
+def test_sweep_removes_only_expired_keys(owner_a, owner_b) -> None:
+    from swiftmail_web.idempotency import IdempotencyStore, sweep_expired
+
+    owner_a.post("/v1/lists", {"name": "S1"}, headers={"Idempotency-Key": "stale"})
+    owner_b.post("/v1/lists", {"name": "S2"}, headers={"Idempotency-Key": "stale"})
+    owner_a.post("/v1/lists", {"name": "S3"}, headers={"Idempotency-Key": "fresh"})
+    for caller in (owner_a, owner_b):
+        with tenant_tx(caller.tenant_id):
+            IdempotencyKey.update(expires_at=utcnow()).where(
+                IdempotencyKey.key == "stale").execute()
+    assert sweep_expired() >= 2
+    with tenant_tx(owner_a.tenant_id):
+        assert [k.key for k in IdempotencyKey.select()] == ["fresh"]
+    ticks = iter([0.0, 1000.0, 1000.0, 1000.0])
+    store = IdempotencyStore(sweep_every=600.0, clock=lambda: next(ticks))
+    store._maybe_sweep()  # at t=1000 it is due, runs, and schedules the next
+    assert store._next_sweep == 1600.0
