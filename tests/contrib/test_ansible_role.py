@@ -103,6 +103,14 @@ def test_the_role_and_example_files_exist() -> None:
         assert (ANSIBLE_DIR / relative).is_file(), relative
 
 
+def test_end_to_end_script_is_valid_shell() -> None:
+    script = ANSIBLE_DIR / "tests" / "nspawn-e2e.sh"
+    assert script.stat().st_mode & 0o111, "not executable"
+    result = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+
+
 def test_main_imports_every_task_file() -> None:
     imported = [
         task["ansible.builtin.import_tasks"]
