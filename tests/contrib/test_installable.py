@@ -1,0 +1,37 @@
+"""The role pip-installs a wheel, an sdist from git or a PyPI release, never an
+editable checkout: every package must be listed in setup.cfg for that to work.
+"""
+
+from __future__ import annotations
+
+import configparser
+
+import pytest
+
+from tests.contrib.role_files import REPO
+
+DISTRIBUTED = {"swiftmail_core": "swiftmail_core", "swiftmail_plugins": "plugins",
+               "swiftmail_web": "web", "swiftmail_relay": "relay"}
+
+
+def package_directories() -> set[str]:
+    """Return every importable package under the distributed folders."""
+    found = set()
+    for name, folder in DISTRIBUTED.items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(REPO / folder)
+            found.add(".".join((name, *relative.parts)))
+    return found
+
+
+# NOTE: found while running the role for real: a wheel built from setup.cfg
+# lacked swiftmail_core.cli, so `swiftmail` failed with ModuleNotFoundError.
+@pytest.mark.xfail(reason="setup.cfg [options] packages lists only top-level packages",
+                   strict=False)
+def test_setup_cfg_lists_every_package() -> None:
+    parser = configparser.ConfigParser()
+    parser.read(REPO / "setup.cfg")
+    listed = set(parser["options"]["packages"].split())
+    if "find:" in listed:
+        pytest.skip("packages found automatically")
+    assert package_directories() - listed == set()
