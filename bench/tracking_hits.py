@@ -163,6 +163,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--worker-class", default="gthread")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--server", choices=("gunicorn", "uvicorn"), default="gunicorn",
+                        help="gunicorn: the WSGI app; uvicorn: the ASGI hot path "
+                             "(swiftmail_web.public.asgi, batched XADDs).")
     parser.add_argument("--drain", choices=("during", "after"), default="during",
                         help="Run the drainer during the load, or only after it (burst mode).")
     args = parser.parse_args()
@@ -196,7 +199,16 @@ def main() -> None:
         (workdir / "bare_app.py").write_text(BARE_APP)
         bare_port, app_port = _free_port(), _free_port()
         processes.append(_gunicorn("bare_app:app", bare_port, env, args, str(workdir)))
-        processes.append(_gunicorn("swiftmail_web.public.wsgi:app", app_port, env, args))
+        if args.server == "uvicorn":
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--factory", "swiftmail_web.public.asgi:create_app",
+                 "--host", "127.0.0.1", "--port", str(app_port), "--workers", str(args.workers),
+                 "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+                 "--log-level", "warning", "--backlog", "2048"],
+                env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        else:
+            processes.append(_gunicorn("swiftmail_web.public.wsgi:app", app_port, env, args))
         drain_command = [str(Path(sys.executable).with_name("swiftmail")), "tracking", "drain",
                          "--consumer", "bench-drainer", "--batch-size", "1000"]
         if args.drain == "during":
@@ -243,7 +255,7 @@ def main() -> None:
                 "'clicked.machine')").fetchone()[0]
         runtime.close()
         summary: dict[str, object] = {
-            "benchmark": "tracking_hits", "workers": args.workers,
+            "benchmark": "tracking_hits", "server": args.server, "workers": args.workers,
             "worker_class": args.worker_class, "threads": args.threads,
             "connections": args.connections, "seconds": args.seconds, "rounds": args.rounds,
             "cores": os.cpu_count(), "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
