@@ -57,9 +57,9 @@ def environment(workdir: Path, database: str) -> dict[str, str]:
         "SWIFTMAIL_DB_OWNER_PASSWORD": PASSWORD,
         "SWIFTMAIL_DB_APP_PASSWORD": PASSWORD,
         "SWIFTMAIL_DB_SYSTEM_PASSWORD": PASSWORD,
-        "SWIFTMAIL_DB_OWNER_ROLE": "swiftmail_bench_owner",
-        "SWIFTMAIL_DB_APP_ROLE": "swiftmail_bench_app",
-        "SWIFTMAIL_DB_SYSTEM_ROLE": "swiftmail_bench_system",
+        "SWIFTMAIL_DB_OWNER_ROLE": "swiftmail_bench_import_owner",
+        "SWIFTMAIL_DB_APP_ROLE": "swiftmail_bench_import_app",
+        "SWIFTMAIL_DB_SYSTEM_ROLE": "swiftmail_bench_import_system",
         "SWIFTMAIL_LOG_LEVEL": "warning",
     }
 

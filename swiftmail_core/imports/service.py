@@ -49,6 +49,16 @@ def _tenant() -> uuid.UUID:
     return tenant
 
 
+def _text(field: str, value: Any, max_length: int = 1000) -> str:
+    """Return ``value`` as text a database can store, or raise naming ``field``."""
+    text = str(value)
+    if "\x00" in text or len(text) > max_length:
+        raise ValidationError.for_field(
+            field, f"must be at most {max_length} characters, without NUL characters"
+        )
+    return text
+
+
 def check_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     """Validate import parameters; return them normalised (list resolved to its id)."""
     if kind not in IMPORT_KINDS:
@@ -57,22 +67,24 @@ def check_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise ValidationError.for_field(unknown[0], "is not a parameter of this import")
-    checked: dict[str, Any] = {"filename": str(params.get("filename") or "")[:255]}
+    checked: dict[str, Any] = {
+        "filename": str(params.get("filename") or "")[:255].replace("\x00", "")
+    }
     mapping = params.get("map") or {}
     if isinstance(mapping, list | tuple):
-        mapping = parse_map_options(mapping)
+        mapping = parse_map_options(_text("map", item) for item in mapping)
     if not isinstance(mapping, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
     ):
         raise ValidationError.for_field("map", "must be an object of column name to target")
-    checked["map"] = mapping
+    checked["map"] = {_text("map", key): _text("map", value) for key, value in mapping.items()}
     if kind == "import_contacts":
         skip = params.get("skip_existing", False)
         if not isinstance(skip, bool):
             raise ValidationError.for_field("skip_existing", "must be true or false")
         checked["skip_existing"] = skip
         list_ref = params.get("list")
-        checked["list"] = str(resolve_list(str(list_ref))) if list_ref else None
+        checked["list"] = str(resolve_list(_text("list", list_ref))) if list_ref else None
     return checked
 
 

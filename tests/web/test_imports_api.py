@@ -103,3 +103,9 @@ def test_exports_over_http(runtime, owner_a, owner_b, viewer_a) -> None:
     other_list = owner_a.post("/v1/exports", json={
         "kind": "contacts", "list_id": "00000000-0000-0000-0000-000000000000"})
     assert other_list.status_code == 404
+
+
+def test_nul_characters_in_parameters_are_a_422(owner_a) -> None:
+    for params in ({"list": "p/\x00x"}, {"map": ["a\x00=email"]}):
+        response = _upload(owner_a, "/v1/imports/contacts", b"email\na@b.co\n", **params)
+        assert response.status_code == 422, (params, response.text)
