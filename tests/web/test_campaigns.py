@@ -94,3 +94,13 @@ def test_transactional_message(owner_a, viewer_a) -> None:
                                           "from_email": "a@example.com"}).status_code == 403
     missing = owner_a.post("/v1/messages", {"to": "r@example.com", "from_email": "a@example.com"})
     assert missing.status_code == 422
+
+
+def test_unknown_transport_is_422(owner_a, runtime) -> None:
+    result = owner_a.post("/v1/campaigns", {"name": "T", "transport": "carrier-pigeon"})
+    assert result.status_code == 422
+    assert "installed" in result.json["errors"][0]["message"]
+    installed = sorted(runtime.plugins.transports())
+    if installed:
+        made = owner_a.post("/v1/campaigns", {"name": "T2", "transport": installed[0]})
+        assert made.status_code == 201, made.text

@@ -134,6 +134,23 @@ def _check_references(values: dict[str, Any]) -> None:
         values["list_ids"] = Cast(Value([str(x) for x in list_ids], unpack=False), "uuid[]")
 
 
+class TransportCheck:
+    """Refuse a ``transport`` no loaded plugin provides (names the installed ones)."""
+
+    def __init__(self, plugins: Any) -> None:
+        self.plugins = plugins
+
+    def __call__(self, values: dict[str, Any]) -> None:
+        """Raise ValidationError for an unknown transport name."""
+        name = values.get("transport")
+        if name is None or self.plugins is None:
+            return
+        installed = sorted(self.plugins.transports())
+        if name not in installed:
+            raise ValidationError.for_field(
+                "transport", f"no transport {name!r}; installed: {', '.join(installed) or 'none'}")
+
+
 def _check_content(values: dict[str, Any]) -> None:
     """Compile the content in the sandbox once there is a body (drafts may be empty)."""
     if not (values.get("html") or values.get("text")):
@@ -158,6 +175,9 @@ class CampaignsResource:
         "POST": Operation("Create a draft campaign", body=FIELDS, response=SCHEMA, status=201),
     }
 
+    def __init__(self, check_transport: TransportCheck) -> None:
+        self.check_transport = check_transport
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """List campaigns, oldest first."""
         query = Campaign.select()
@@ -171,6 +191,7 @@ class CampaignsResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Create a draft."""
         values = FIELDS.parse(read_body(req))
+        self.check_transport(values)
         _check_references(values)
         _check_content(values)
         campaign_id = uuid.uuid4()
@@ -194,6 +215,9 @@ class CampaignResource:
         "DELETE": Operation("Delete a draft or cancelled campaign", status=204),
     }
 
+    def __init__(self, check_transport: TransportCheck) -> None:
+        self.check_transport = check_transport
+
     def on_get(self, req: falcon.Request, resp: falcon.Response, campaign_id: str) -> None:
         """Return one campaign."""
         resp.media = serialize(get_or_404(Campaign.select(), Campaign.id, campaign_id,
@@ -205,6 +229,7 @@ class CampaignResource:
         values = FIELDS.parse(read_body(req), partial=True)
         if row.status not in EDITABLE:
             raise ConflictError(f"campaign is {row.status}; only draft or scheduled can be edited")
+        self.check_transport(values)
         _check_references(values)
         _check_content({**serialize(row), **values})
         if values:
@@ -398,9 +423,13 @@ class MessagesResource:
     docs = {"POST": Operation("Send a transactional message", body=MESSAGE, response=LEDGER,
                               status=202)}
 
+    def __init__(self, check_transport: TransportCheck) -> None:
+        self.check_transport = check_transport
+
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Write the ledger row; the outbox worker sends it."""
         values = MESSAGE.parse(read_body(req))
+        self.check_transport(values)
         row = lifecycle.send_transactional(principal(req).tenant_id, **values)
         resp.status = 202
         resp.media = {"object": "message", **{k: row.get(k) for k in LEDGER["properties"]
@@ -410,9 +439,10 @@ class MessagesResource:
 def routes(services: dict[str, Any]) -> list[tuple[str, Any]]:
     """Return the campaign and message routes."""
     base = "/v1/campaigns/{campaign_id}"
+    check_transport = TransportCheck(services.get("plugins"))
     return [
-        ("/v1/campaigns", CampaignsResource()),
-        (base, CampaignResource()),
+        ("/v1/campaigns", CampaignsResource(check_transport)),
+        (base, CampaignResource(check_transport)),
         (base + "/schedule", ScheduleResource()),
         (base + "/unschedule", UnscheduleResource()),
         (base + "/pause", PauseResource()),
@@ -422,5 +452,5 @@ def routes(services: dict[str, Any]) -> list[tuple[str, Any]]:
         (base + "/resend-failed", ResendFailedResource()),
         (base + "/messages", LedgerResource()),
         (base + "/stats", StatsResource()),
-        ("/v1/messages", MessagesResource()),
+        ("/v1/messages", MessagesResource(check_transport)),
     ]
