@@ -78,7 +78,12 @@ def swiftmail_tracking_event(event: TrackingEvent) -> None:
 
 @click.group("tracking")
 def tracking_group() -> None:
-    """Tracking hits: drain the Redis stream into events."""
+    """Tracking hits: drain the Redis stream into events.
+
+    \b
+    Example:
+      swiftmail tracking drain --consumer web1-drainer
+    """
 
 
 @tracking_group.command("drain")
@@ -124,7 +129,12 @@ def drain(state, consumer: str, batch_size: int, once: bool) -> None:  # type: i
 
 @click.group("webhooks")
 def webhooks_group() -> None:
-    """Outgoing webhooks: deliver, retry and disable."""
+    """Outgoing webhooks: deliver, retry and disable.
+
+    \b
+    Example:
+      swiftmail webhooks deliver
+    """
 
 
 @webhooks_group.command("deliver")
