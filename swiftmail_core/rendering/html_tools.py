@@ -202,8 +202,9 @@ _SKIP = {"style", "script", "head", "title"}
 
 
 class _TextMaker(HTMLParser):
-    def __init__(self) -> None:
+    def __init__(self, originals: list[str]) -> None:
         super().__init__(convert_charrefs=True)
+        self.originals = originals
         self.out: list[str] = []
         self.skipping = 0
         self.hrefs: list[str | None] = []
@@ -245,6 +246,12 @@ class _TextMaker(HTMLParser):
     def handle_data(self, data: str) -> None:
         if not self.skipping:
             self._emit(data)
+        elif OPEN in data:
+            # Skipped content (<style>, <title>...) keeps its {% %} tags, so an
+            # {% if %} opened inside and closed outside still pairs up.
+            for number in _PLACEHOLDER.findall(data):
+                if not self.originals[int(number)].startswith("{{"):
+                    self._emit(f"{OPEN}{number}{CLOSE}")
 
     def handle_comment(self, data: str) -> None:
         if _PLACEHOLDER.fullmatch(data):  # a protected {% block %} tag
@@ -258,14 +265,14 @@ def html_to_text(protected: Protected) -> str:
     every literal ``{`` (say from ``&#123;``) is one too, for ``{{ '{' }}``,
     so decoded text can never become template syntax.
     """
-    text = _html_to_text(protected.html)
+    text = _html_to_text(protected.html, protected.originals)
     if "{" in text:
         text = text.replace("{", protected.placeholder("{{ '{' }}"))
     return text
 
 
-def _html_to_text(protected_html: str) -> str:
-    maker = _TextMaker()
+def _html_to_text(protected_html: str, originals: list[str]) -> str:
+    maker = _TextMaker(originals)
     maker.feed(protected_html)
     maker.close()
     lines = []

@@ -241,7 +241,10 @@ class CampaignRenderer:
             text_source = protected.restore(derived_text)
         if "unsubscribe_url" not in text_source:
             text_source = text_source.rstrip("\n") + FOOTER_TEXT
-        self._text_template = TEXT_SANDBOX.compile_field("text", text_source)
+        self._text_template = TEXT_SANDBOX.compile_field(
+            "text" if derived_text is None else "html (the text part derived from it)",
+            text_source,
+        )
         # Literal chunks are quoted-printable encoded once, here (see render()).
         self._html_literals = _encoded_literals(HTML_SANDBOX, self._html)
         self._text_literals = _encoded_literals(TEXT_SANDBOX, self._text_template)

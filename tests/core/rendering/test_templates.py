@@ -247,3 +247,13 @@ def test_attribute_names_win_over_dict_methods(make_renderer, campaign, contact)
     campaign["subject"] = "{{ contact.items }} / {{ attributes.keys }} / {{ contact.get }}"
     parts = make_renderer(campaign).render_parts(1, contact)
     assert parts.subject == "3 items / two keys / got"
+
+
+def test_derived_text_keeps_block_tags_from_skipped_elements(make_renderer, campaign, contact) -> None:
+    campaign["html"] = (
+        "<html><head><title>{% if contact.first_name %}Hi</title>{% endif %}"
+        "<style>{% if attributes.plan %}p { color: red; }{% endif %}</style></head>"
+        "<body><p>Body {{ contact.first_name }}</p><p>{{ unsubscribe_url }}</p></body></html>"
+    )
+    parts = make_renderer(campaign).render_parts(1, contact)
+    assert "Body Alice" in parts.text and "color" not in parts.text
