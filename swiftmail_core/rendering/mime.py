@@ -1,7 +1,8 @@
 """The MIME skeleton of a campaign, built once, and per-message splicing.
 
 Every message is ``multipart/alternative`` (text/plain, then text/html),
-both parts UTF-8 and quoted-printable, CRLF line endings. The boundary is
+both parts UTF-8 and quoted-printable, CRLF line endings; a campaign with no
+HTML is a single text/plain body. The boundary is
 ``=_sm_<random hex>``: quoted-printable output never contains ``=_`` (an
 ``=`` is always followed by two hex digits or a line break), so the boundary
 can never occur inside a part and no per-message check is needed.
@@ -90,13 +91,22 @@ def _room_for_soft_break(encoded: bytes) -> bytes:
 class Skeleton:
     """Pre-encoded bytes of everything that is the same in every message."""
 
-    def __init__(self, static_headers: str, boundary: str) -> None:
+    def __init__(self, static_headers: str, boundary: str, *, text_only: bool = False) -> None:
         self.boundary = boundary
-        self.head_tail = (
-            static_headers
-            + "MIME-Version: 1.0\r\n"
-            + f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
-        ).encode("ascii")
+        self.text_only = text_only
+        if text_only:  # a single text/plain body, no multipart
+            self.head_tail = (
+                static_headers
+                + "MIME-Version: 1.0\r\n"
+                + 'Content-Type: text/plain; charset="utf-8"\r\n'
+                + "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+            ).encode("ascii")
+        else:
+            self.head_tail = (
+                static_headers
+                + "MIME-Version: 1.0\r\n"
+                + f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
+            ).encode("ascii")
         part = (
             "--{b}\r\nContent-Type: text/{t}; charset=\"utf-8\"\r\n"
             "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
@@ -107,6 +117,8 @@ class Skeleton:
 
     def splice(self, per_message_headers: bytes, text: bytes, html: bytes) -> bytes:
         """Return the whole message from headers and quoted-printable parts."""
+        if self.text_only:
+            return b"".join((per_message_headers, self.head_tail, text))
         return b"".join(
             (
                 per_message_headers,
@@ -121,12 +133,16 @@ class Skeleton:
 
 
 def build_reference(
-    headers: list[tuple[str, str | Address]], text: str, html: str
+    headers: list[tuple[str, str | Address]], text: str, html: str | None
 ) -> EmailMessage:
-    """Build the message with ``EmailMessage`` from decoded header values."""
+    """Build the message with ``EmailMessage`` from decoded header values.
+
+    ``html`` None makes a single text/plain message.
+    """
     message = EmailMessage(policy=SMTP)
     for name, value in headers:
         message[name] = value
     message.set_content(text)
-    message.add_alternative(html, subtype="html")
+    if html is not None:
+        message.add_alternative(html, subtype="html")
     return message

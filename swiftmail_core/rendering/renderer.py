@@ -193,7 +193,9 @@ class CampaignRenderer:
             "name": _text(tenant.get("name")),
             "slug": _text(tenant.get("slug")),
         }
-        self._skeleton = Skeleton(self._static_headers(), new_boundary())
+        self._skeleton = Skeleton(
+            self._static_headers(), new_boundary(), text_only=self.text_only
+        )
         self._date_second = -1
         self._date = ""
         hooks = getattr(getattr(plugin_manager, "pm", None), "hook", None)
@@ -219,6 +221,9 @@ class CampaignRenderer:
             else None
         )
         self._has_preheader = bool(preheader_source.strip())
+        self.text_only = not html_source.strip()
+        if self.text_only and not text_source.strip():
+            raise ValidationError.for_field("html", "give an HTML or a text body")
 
         protected = html_tools.Protected(html_source)
         self.link_ids_used: list[int] = []
@@ -335,13 +340,15 @@ class CampaignRenderer:
         """Render the personalised subject, HTML, text and header values."""
         prepared = self._prepare(ledger_id, contact, list_id)
         context = prepared.context
-        html = HTML_SANDBOX.render_field("html", self._html, context, self.limits)
-        if self.inline_per_message:
-            html = html_tools.inline_css(html)
+        html = ""
+        if not self.text_only:
+            html = HTML_SANDBOX.render_field("html", self._html, context, self.limits)
+            if self.inline_per_message:
+                html = html_tools.inline_css(html)
+            # Parts end with a line break, as EmailMessage.set_content makes them.
+            if not html.endswith("\n"):
+                html += "\n"
         text = TEXT_SANDBOX.render_field("text", self._text_template, context, self.limits)
-        # Parts end with a line break, as EmailMessage.set_content makes them.
-        if not html.endswith("\n"):
-            html += "\n"
         if not text.endswith("\n"):
             text += "\n"
         header_values: list[tuple[str, Any]] = [("From", self._from_ref)]
@@ -378,10 +385,12 @@ class CampaignRenderer:
             raw = self._skeleton.splice(head, quoted_printable(parts.text), quoted_printable(parts.html))
         else:
             context = prepared.context
-            html, html_ends_line = HTML_SANDBOX.render_field_encoded(
-                "html", self._html, context, self.limits, self._html_literals,
-                quoted_printable_many, SOFT_BREAK,
-            )
+            html, html_ends_line = b"", True
+            if not self.text_only:
+                html, html_ends_line = HTML_SANDBOX.render_field_encoded(
+                    "html", self._html, context, self.limits, self._html_literals,
+                    quoted_printable_many, SOFT_BREAK,
+                )
             text, text_ends_line = TEXT_SANDBOX.render_field_encoded(
                 "text", self._text_template, context, self.limits, self._text_literals,
                 quoted_printable_many, SOFT_BREAK,
@@ -411,13 +420,16 @@ class CampaignRenderer:
     ) -> RenderedMessage:
         """Render through the standard library's ``EmailMessage`` (no hook)."""
         parts = self.render_parts(ledger_id, contact, list_id)
-        message = build_reference(parts.headers, parts.text, parts.html)
+        message = build_reference(parts.headers, parts.text, self._reference_html(parts))
         return RenderedMessage(
             message.as_bytes(), parts.message_id, parts.envelope_from, parts.recipient
         )
 
+    def _reference_html(self, parts: RenderedParts) -> str | None:
+        return None if self.text_only else parts.html
+
     def _render_with_hook(self, ledger_id: int, parts: RenderedParts) -> RenderedMessage:
-        message = build_reference(parts.headers, parts.text, parts.html)
+        message = build_reference(parts.headers, parts.text, self._reference_html(parts))
         self.plugin_manager.compose_message(
             message,
             {

@@ -35,6 +35,9 @@ def assert_same_message(fast_raw: bytes, reference_raw: bytes) -> None:
     reference_parts = [(p.get_content_type(), p.get_content_charset()) for p in reference.walk()]
     assert fast_parts == reference_parts
     for kind in ("plain", "html"):
+        if reference.get_body((kind,)) is None:
+            assert fast.get_body((kind,)) is None
+            continue
         assert _lines(fast.get_body((kind,)).get_content()) == _lines(
             reference.get_body((kind,)).get_content()
         )
@@ -220,3 +223,26 @@ def test_quoted_printable_pieces_join_within_76_columns_and_decode_exactly() -> 
         assert all(len(line) <= 76 for line in joined.split(b"\r\n")), joined
         expected = "".join(text.replace("\r\n", "\n").replace("\r", "\n") for text in texts)
         assert quopri.decodestring(joined).decode().replace("\r\n", "\n") == expected
+
+
+def test_text_only_campaign_is_a_single_text_part(make_renderer, campaign, contact) -> None:
+    campaign["html"] = ""
+    campaign["text"] = "Hello {{ contact.first_name }}, plain only."
+    renderer = make_renderer(campaign, clock=lambda: 1_800_000_000)
+    fast = renderer.render(3, contact)
+    parsed = _parse(fast.raw)
+    assert parsed.get_content_type() == "text/plain" and not parsed.is_multipart()
+    assert parsed.get_content().startswith("Hello Alice, plain only.")
+    assert "Unsubscribe: https://mail.swiftmail.test/u/" in parsed.get_content()
+    assert_same_message(fast.raw, renderer.render_reference(3, contact).raw)
+
+
+def test_no_body_at_all_is_refused(make_renderer, campaign) -> None:
+    import pytest
+
+    from swiftmail_core.errors import ValidationError
+
+    campaign["html"], campaign["text"] = "  ", ""
+    with pytest.raises(ValidationError) as caught:
+        make_renderer(campaign)
+    assert caught.value.errors[0]["field"] == "html"
