@@ -52,13 +52,14 @@ def create_app(
         Limits(config.rate_limit_per_tenant, config.rate_limit_per_key),
         prefix=config.redis_prefix,
     )
+    idempotency = IdempotencyStore()
     app = falcon.App(
         middleware=[
             RequestContext(),
             Authenticate(plugin_manager),
             Guard(limiter),
-            Idempotency(IdempotencyStore()),
-            TenantTransaction(),
+            Idempotency(idempotency),
+            TenantTransaction(idempotency),
         ],
     )
     handler = jsonio.json_handler()

@@ -1,7 +1,10 @@
 """``Idempotency-Key`` on POST, stored in the ``idempotency_keys`` table.
 
 The first request with a key reserves it (a committed row with no response
-yet), runs, and stores its status, body and content type. A repeat with the
+yet), runs, and stores its status, body and content type: in the same
+transaction as the work when the resource runs in the middleware's
+``tenant_tx`` (so a committed effect always has its stored response), else
+in a transaction of its own right after. A repeat with the
 same method, path and body replays that response (``Idempotent-Replayed:
 true``); with a different body it is a 422; while the first is still running
 it is a 409. The primary key (tenant, key) makes the reservation race-free.
@@ -119,26 +122,35 @@ class IdempotencyStore:
                     return
         req.context.idempotency = key
 
+    def record(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Store the response inside the caller's open ``tenant_tx``.
+
+        Used by the tenant-transaction middleware so that the work and its
+        stored response commit together (exactly once, even if the process
+        dies right after the commit).
+        """
+        status = int(str(resp.status)[:3]) if not isinstance(resp.status, int) else resp.status
+        if resp.data is not None:
+            body = resp.data
+        elif resp.media is not None:
+            body = dumps(resp.media).encode()
+        else:
+            body = (resp.text or "").encode()
+        headers = {"content-type": resp.content_type or "application/json"}
+        location = resp.get_header("Location")
+        if location:
+            headers["location"] = location
+        (IdempotencyKey.update(response_status=status, response_body=body,
+                               response_headers=json.loads(json.dumps(headers)))
+         .where(IdempotencyKey.key == req.context.idempotency).execute())
+
     def finish(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Store the response of a reserved request, or release it after a 5xx."""
-        key = req.context.idempotency
-        req.context.idempotency = None
         status = int(str(resp.status)[:3]) if not isinstance(resp.status, int) else resp.status
         with tenant_tx(req.context.principal.tenant_id):
-            query = IdempotencyKey.key == key
             if status >= 500:
-                IdempotencyKey.delete().where(query).execute()
-                return
-            if resp.data is not None:
-                body = resp.data
-            elif resp.media is not None:
-                body = dumps(resp.media).encode()
+                IdempotencyKey.delete().where(
+                    IdempotencyKey.key == req.context.idempotency).execute()
             else:
-                body = (resp.text or "").encode()
-            headers = {"content-type": resp.content_type or "application/json"}
-            location = resp.get_header("Location")
-            if location:
-                headers["location"] = location
-            (IdempotencyKey.update(response_status=status, response_body=body,
-                                   response_headers=json.loads(json.dumps(headers)))
-             .where(query).execute())
+                self.record(req, resp)
+        req.context.idempotency = None

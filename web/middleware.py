@@ -148,6 +148,9 @@ class Idempotency:
 class TenantTransaction:
     """Run the responder inside ``tenant_tx(principal.tenant_id)``."""
 
+    def __init__(self, store: IdempotencyStore) -> None:
+        self.store = store
+
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
     ) -> None:
@@ -173,7 +176,11 @@ class TenantTransaction:
         req.context.transaction = None
         status = resp.status_code if hasattr(resp, "status_code") else int(str(resp.status)[:3])
         if req_succeeded and status < 400:
+            if getattr(req.context, "idempotency", None) is not None:
+                # The stored response commits with the work, or not at all.
+                self.store.record(req, resp)
             stack.close()
+            req.context.idempotency = None
         else:
             failure = _RequestFailed()
             stack.__exit__(_RequestFailed, failure, None)

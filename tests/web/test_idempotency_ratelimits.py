@@ -157,3 +157,18 @@ def test_sweep_removes_only_expired_keys(owner_a, owner_b) -> None:
     store = IdempotencyStore(sweep_every=600.0, clock=lambda: next(ticks))
     store._maybe_sweep()  # at t=1000 it is due, runs, and schedules the next
     assert store._next_sweep == 1600.0
+
+
+def test_response_commits_with_the_work(app, owner_a, monkeypatch) -> None:
+    """With the middleware's transaction, the stored response is written before COMMIT."""
+    from swiftmail_web.idempotency import IdempotencyStore
+
+    # Simulate the process dying right after COMMIT: the separate store never runs.
+    monkeypatch.setattr(IdempotencyStore, "finish", lambda self, req, resp: None)
+    result = owner_a.post("/v1/contacts", {"email": "atomic@example.com"},
+                          headers={"Idempotency-Key": "atomic"})
+    assert result.status_code == 201
+    with tenant_tx(owner_a.tenant_id):
+        row = IdempotencyKey.get(IdempotencyKey.key == "atomic")
+        assert row.response_status == 201
+        assert bytes(row.response_body) == result.content
