@@ -85,6 +85,12 @@ def generate(path: Path, rows: int, seed: int = 7) -> None:
         handle.write("".join(lines))
 
 
+def backend_cpu_seconds(pid: int) -> float:
+    """Return a PostgreSQL backend's CPU seconds (user + system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def child(path: Path, mode: str) -> None:
     """Run one measurement in this (fresh) process; print its JSON."""
     from swiftmail_core.db import app_db, tenant_tx
@@ -100,14 +106,18 @@ def child(path: Path, mode: str) -> None:
         started = time.perf_counter()
         with tenant_tx(tenant.id), path.open("rb") as handle:
             cursor = app_db.cursor()
+            cursor.execute("SELECT pg_backend_pid()")
+            backend = cursor.fetchone()[0]
+            pg_cpu = backend_cpu_seconds(backend)
             cursor.execute(
                 "CREATE TEMP TABLE floor (email text, name text, city text, plan text) "
                 "ON COMMIT DROP"
             )
             cursor.copy_expert("COPY floor FROM STDIN WITH (FORMAT csv, HEADER)", handle, 1 << 20)
             rows = cursor.rowcount
+            pg_cpu = backend_cpu_seconds(backend) - pg_cpu
         elapsed = time.perf_counter() - started
-        print(json.dumps({"seconds": elapsed, "rows": rows}))
+        print(json.dumps({"seconds": elapsed, "rows": rows, "postgres_cpu_s": pg_cpu}))
         return
     list_id = uuid.uuid4()
     with tenant_tx(tenant.id):
@@ -115,12 +125,19 @@ def child(path: Path, mode: str) -> None:
             "INSERT INTO lists (tenant_id, id, name) VALUES (%s, %s, 'Bench')",
             (str(tenant.id), str(list_id)),
         )
+        backend = app_db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+    pg_cpu = backend_cpu_seconds(backend)
+    own_cpu = time.process_time()
     started = time.perf_counter()
     job = import_file(runtime, tenant.id, "import_contacts", path, {"list": str(list_id)})
     elapsed = time.perf_counter() - started
+    own_cpu = time.process_time() - own_cpu
+    pg_cpu = backend_cpu_seconds(backend) - pg_cpu
     assert job.status == "succeeded", job.error
     print(json.dumps({
         "seconds": elapsed,
+        "python_cpu_s": own_cpu,
+        "postgres_cpu_s": pg_cpu,
         "rss_before_kib": rss_before,
         "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "result": job.result | {"errors_sample": None},
@@ -193,11 +210,16 @@ def main() -> None:
             path = workdir / f"contacts-{rows}.csv"
             generate(path, rows)
             floors, imports, peaks, growth = [], [], [], []
+            floor_cpu, pg_cpu, py_cpu = [], [], []
             last: dict = {}  # type: ignore[type-arg]
             for _ in range(args.repeat):
-                floors.append(run_child(path, "copy", env)["seconds"])
+                floor = run_child(path, "copy", env)
+                floors.append(floor["seconds"])
+                floor_cpu.append(floor["postgres_cpu_s"])
                 last = run_child(path, "import", env)
                 imports.append(last["seconds"])
+                pg_cpu.append(last["postgres_cpu_s"])
+                py_cpu.append(last["python_cpu_s"])
                 peaks.append(last["peak_rss_kib"])
                 growth.append(last["peak_rss_kib"] - last["rss_before_kib"])
             floor, took = statistics.median(floors), statistics.median(imports)
@@ -207,6 +229,11 @@ def main() -> None:
                 "import_s": round(took, 2),
                 "ratio_vs_copy": round(took / floor, 2),
                 "rows_per_s": round(rows / took),
+                "cpu_s": {
+                    "copy_floor_postgres": round(statistics.median(floor_cpu), 2),
+                    "import_postgres": round(statistics.median(pg_cpu), 2),
+                    "import_python": round(statistics.median(py_cpu), 2),
+                },
                 "peak_rss_mib": round(statistics.median(peaks) / 1024, 1),
                 "rss_growth_mib": round(statistics.median(growth) / 1024, 1),
                 "imports_s": [round(value, 2) for value in imports],
