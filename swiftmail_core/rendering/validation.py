@@ -12,7 +12,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from swiftmail_core.errors import ValidationError
 from swiftmail_core.rendering import headers as hdr
 from swiftmail_core.rendering.sandbox import RenderLimits
 
@@ -57,7 +56,11 @@ def validate_template(
     sample: dict[str, Any] | None = None,
     limits: RenderLimits | None = None,
 ) -> None:
-    """Raise ValidationError naming the first bad field; return None when valid."""
+    """Raise ValidationError naming the first bad field; return None when valid.
+
+    An empty body is allowed here (a draft); sending one is refused by the
+    renderer ("html: give an HTML or a text body").
+    """
     from swiftmail_core.rendering.renderer import HTML_SANDBOX, TEXT_SANDBOX
 
     limits = limits or RenderLimits()
@@ -69,8 +72,6 @@ def validate_template(
         ("text", TEXT_SANDBOX, text or ""),
     ]
     compiled = [(field, sandbox, sandbox.compile_field(field, source)) for field, sandbox, source in fields]
-    if not (html or "").strip() and not (text or "").strip():
-        raise ValidationError.for_field("html", "give an HTML or a text body")
     context = sample_context(sample)
     for field, sandbox, template in compiled:
         rendered = sandbox.render_field(field, template, context, limits)
