@@ -331,7 +331,10 @@ def tracking_base_url(public_url: str, sending_domain: dict | None = None) -> st
     """Return the base URL of public links: the tracking domain, else public_url."""
     tracking_domain = (sending_domain or {}).get("tracking_domain") or ""
     if tracking_domain:
-        return f"https://{tracking_domain.strip().rstrip('/')}"
+        host = tracking_domain.strip().rstrip("/")
+        if not host.isascii():
+            host = host.encode("idna").decode("ascii")
+        return f"https://{host}"
     return public_url.rstrip("/")
 
 

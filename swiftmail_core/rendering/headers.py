@@ -90,6 +90,11 @@ def encode_unstructured(name: str, value: str) -> str:
     return (CRLF + " ").join(_encoded_words(value))
 
 
+def ascii_domain(field: str, domain: str) -> str:
+    """Return ``domain`` in ASCII (IDNA) lower case, or raise naming ``field``."""
+    return _encode_domain(domain.strip(), field)
+
+
 def _encode_domain(domain: str, field: str) -> str:
     try:
         ascii_domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain

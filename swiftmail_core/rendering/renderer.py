@@ -167,8 +167,10 @@ class CampaignRenderer:
         self._from = hdr.format_address("from_name", from_name, from_email)
         self._from_ref = Address(display_name=from_name.strip(), addr_spec=from_email)
         domain = (sending_domain or {}).get("domain") or from_email.rpartition("@")[2]
+        domain = hdr.ascii_domain("sending_domain.domain", domain)
         self.sending_domain = domain
-        self.bounce_domain = (sending_domain or {}).get("return_path_domain") or domain
+        bounce_domain = (sending_domain or {}).get("return_path_domain") or domain
+        self.bounce_domain = hdr.ascii_domain("sending_domain.return_path_domain", bounce_domain)
         public_url = getattr(settings, "public_url", "http://127.0.0.1:8000")
         self.base_url = tokens.tracking_base_url(public_url, sending_domain)
         reply_to = _text(campaign.get("reply_to")).strip()

@@ -189,3 +189,15 @@ def test_one_very_long_word_still_keeps_header_lines_short(make_renderer, campai
     head = raw.split(b"\r\n\r\n", 1)[0]
     assert all(len(line) <= 998 for line in head.split(b"\r\n"))
     assert str(_parse(raw)["Subject"]) == "x" * 2000
+
+
+def test_internationalised_domains_become_ascii(make_renderer, campaign, contact, sending_domain) -> None:
+    sending_domain.update(
+        domain="bücher.example", return_path_domain="", tracking_domain="klick.bücher.example"
+    )
+    campaign["from_email"] = "news@bücher.example"
+    rendered = make_renderer(campaign).render(4, contact)
+    assert rendered.raw.isascii()
+    assert rendered.message_id.endswith("@xn--bcher-kva.example>")
+    assert rendered.envelope_from.endswith("@xn--bcher-kva.example")
+    assert "https://klick.xn--bcher-kva.example/u/" in str(_parse(rendered.raw)["List-Unsubscribe"])
