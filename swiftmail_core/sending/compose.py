@@ -24,7 +24,7 @@ from swiftmail_core.settings import Settings
 from swiftmail_core.transports import OutboundMessage
 
 log = logging.getLogger(__name__)
-RENDERER_TTL_SECONDS = 30.0
+RENDERER_TTL_SECONDS = 120.0
 
 
 def _renderer_class() -> Any:

@@ -29,6 +29,9 @@ from swiftmail_core.sending.compose import Composer
 from swiftmail_core.settings import Settings
 
 log = logging.getLogger(__name__)
+#: What rows without a transport (e.g. double opt-in confirmations) go through;
+#: the same default as ``campaigns.transport``.
+DEFAULT_TRANSPORT = "relay"
 
 
 class SendingWorker:
@@ -55,7 +58,7 @@ class SendingWorker:
         by_transport: dict[str, list[Any]] = {}
         for message, row in zip(messages, [c for c in claimed if c.ledger_id not in failures],
                                 strict=True):
-            by_transport.setdefault(row.transport, []).append(message)
+            by_transport.setdefault(row.transport or DEFAULT_TRANSPORT, []).append(message)
         rows = {row.ledger_id: row for row in claimed}
         for name, batch in by_transport.items():
             batch_rows = [rows[message.ledger_id] for message in batch]

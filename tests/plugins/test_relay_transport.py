@@ -87,3 +87,20 @@ def test_campaign_through_relay_handoff_is_delivered(settings, runtime, tenant_a
             "SELECT status, count(*) FROM messages WHERE campaign_id = %s GROUP BY status",
             (str(campaign_id),)).fetchall())
     assert statuses == {"delivered": 18}
+
+
+def test_confirmation_rows_without_transport_go_through_the_relay(settings, runtime, tenant_a, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    configured = dataclasses.replace(settings, plugins={"relay": {"spool_dir": str(tmp_path / "s")}})
+    plugins = PluginManager.load(configured)
+    with tenant_tx(tenant_a.id) as database:
+        ledger_id = database.execute_sql(
+            "INSERT INTO messages (tenant_id, email, kind, payload) VALUES (%s, 'new@example.test', "
+            "'confirmation', %s::jsonb) RETURNING id",
+            (str(tenant_a.id), '{"subject": "Please confirm", "text": "Confirm: https://x.test/c", '
+             '"html": "", "from_email": "no-reply@sender.test", "from_name": "T", "data": {}}'),
+        ).fetchone()[0]
+    assert SendingWorker(configured, plugins).drain(10) == 1
+    with tenant_tx(tenant_a.id) as database:
+        status, transport_id = database.execute_sql(
+            "SELECT status, provider_message_id FROM messages WHERE id = %s", (ledger_id,)).fetchone()
+    assert status == "accepted" and transport_id
