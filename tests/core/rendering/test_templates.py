@@ -55,6 +55,14 @@ def test_html_is_autoescaped_text_and_subject_are_not(make_renderer, campaign, c
         "{{ ''.format.__globals__ }}",
         "{{ '{0.__class__}'.format(contact) }}",
         "{{ lipsum(1000000) }}",
+        "{{ self.__init__.__globals__ }}",
+        "{{ namespace.__init__.__globals__ }}",
+        "{{ contact|attr('__class__') }}",
+        "{% for x in [1] %}{{ loop.__class__ }}{% endfor %}",
+        "{% include '/etc/passwd' %}",
+        "{% import 'os' as os %}",
+        "{{ _sm_iter.__self__ }}",
+        "{{ '{a.__class__}'.format_map({'a': 1}) }}",
     ],
 )
 def test_sandbox_escape_attempts_are_refused(source: str) -> None:
