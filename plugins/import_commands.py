@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import sys
+import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 
 from swiftmail_core.cli.state import CliState
 from swiftmail_core.hookspecs import hookimpl
 
+if TYPE_CHECKING:
+    from swiftmail_core.jobs import JobRow
 
-def _tenant_id(state: CliState, tenant_ref: str):  # type: ignore[no-untyped-def]
+
+def _tenant_id(state: CliState, tenant_ref: str) -> uuid.UUID:
     from swiftmail_core.tenants import get_tenant
 
     state.runtime()
     return get_tenant(tenant_ref).id
 
 
-def _print_job(job) -> None:  # type: ignore[no-untyped-def]
+def _print_job(job: JobRow) -> None:
     result = job.result
     click.echo(f"job {job.id}: {job.status}")
     if job.error:
@@ -43,7 +48,9 @@ def import_group() -> None:
     """
 
 
-def _run_import(state: CliState, kind: str, file: Path, tenant_ref: str, params: dict) -> None:  # type: ignore[type-arg]
+def _run_import(
+    state: CliState, kind: str, file: Path, tenant_ref: str, params: dict[str, Any]
+) -> None:
     from swiftmail_core.errors import ValidationError
     from swiftmail_core.imports.service import import_file
 
@@ -143,7 +150,7 @@ def import_report(state: CliState, job_id: str, tenant_ref: str, output: Path | 
     _copy_out(handle, output)
 
 
-def _copy_out(handle, output: Path | None) -> None:  # type: ignore[no-untyped-def]
+def _copy_out(handle: BinaryIO, output: Path | None) -> None:
     with handle:
         target = output.open("wb") if output else sys.stdout.buffer
         try:

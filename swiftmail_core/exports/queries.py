@@ -65,7 +65,7 @@ def ledger_query(cursor: Any, campaign_id: uuid.UUID | None) -> str:
         ("m.last_error", True), ("m.created_at", False), ("m.sent_at", False),
         ("m.updated_at", False),
     ])
-    where, params = "", ()
+    where, params = "", tuple[str, ...]()
     if campaign_id is not None:
         where, params = "WHERE m.campaign_id = %s", (str(campaign_id),)
     return cursor.mogrify(

@@ -71,17 +71,17 @@ def resolve_mapping(
                 "file", f"the header has column {column!r} twice: rename one"
             )
         positions[column] = index
-    for column, target in overrides.items():
+    for column, wanted in overrides.items():
         if column not in positions:
             raise ValidationError.for_field(
                 "map", f"column {column!r} is not in the file's header ({', '.join(header)})"
             )
-        if target != IGNORE and target not in known_fields and not (
-            allow_attributes and target.startswith(ATTRIBUTE_PREFIX)
+        if wanted != IGNORE and wanted not in known_fields and not (
+            allow_attributes and wanted.startswith(ATTRIBUTE_PREFIX)
         ):
             choices = sorted(known_fields) + (["attributes.KEY"] if allow_attributes else [])
             raise ValidationError.for_field(
-                "map", f"{target!r} is not a target: use one of {', '.join(choices)} or '-'"
+                "map", f"{wanted!r} is not a target: use one of {', '.join(choices)} or '-'"
             )
     fields: dict[str, int] = {}
     attributes: list[tuple[str, int]] = []
@@ -95,13 +95,11 @@ def resolve_mapping(
         fields[field] = index
 
     for index, column in enumerate(header):
-        target = overrides.get(column)
+        target: str | None = overrides.get(column) or aliases.get(_alias_key(column))
         if target is None:
-            target = aliases.get(_alias_key(column))
-            if target is None:
-                if not allow_attributes or not column:
-                    continue
-                target = ATTRIBUTE_PREFIX + column
+            if not allow_attributes or not column:
+                continue
+            target = ATTRIBUTE_PREFIX + column
         if target == IGNORE:
             continue
         if target.startswith(ATTRIBUTE_PREFIX):

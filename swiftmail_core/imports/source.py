@@ -7,7 +7,7 @@ import gzip
 import io
 import zlib
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from swiftmail_core.errors import ValidationError
 from swiftmail_core.imports.limits import ImportLimits
@@ -30,7 +30,7 @@ class _CountingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def,override]
+    def readinto(self, buffer: Any) -> int:
         data = self.raw.read(len(buffer))
         size = len(data)
         buffer[:size] = data
@@ -53,7 +53,7 @@ class CsvSource:
         self._outer = _CountingReader(raw, limits.max_bytes, limits)
         buffered = io.BufferedReader(self._outer, CHUNK)
         self.compressed = buffered.peek(2)[:2] == GZIP_MAGIC
-        inner: io.BufferedIOBase = buffered
+        inner: io.BufferedReader[Any] = buffered
         if self.compressed:
             self._inner = _CountingReader(
                 gzip.GzipFile(fileobj=buffered, mode="rb"),  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ COPY_READ_SIZE = 1 << 20
 class RowStream:
     """A readable text stream over an iterator of row batches."""
 
-    def __init__(self, batches: Iterator[list[Sequence[Any]]]) -> None:
+    def __init__(self, batches: Iterator[list[tuple[Any, ...]]]) -> None:
         self._batches = batches
         self._buffer = io.StringIO()
         self._writer = csv.writer(self._buffer, lineterminator="\n")
