@@ -44,7 +44,9 @@ def refuse_line_breaks(field: str, value: str) -> None:
 
 
 def _encoded_words(value: str) -> list[str]:
-    words, chunk, size = [], [], 0
+    words: list[str] = []
+    chunk: list[str] = []
+    size = 0
     for char in value:
         width = len(char.encode("utf-8"))
         if size + width > _WORD_BYTES:

@@ -287,7 +287,7 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
             self.budget.deadline = float("inf")
         encoded_runs = encode_many(runs) if runs else []
         joined = joiner.join(
-            [encoded_runs[piece] if piece.__class__ is int else piece for piece in pieces]  # type: ignore[index,misc]
+            [encoded_runs[piece] if piece.__class__ is int else piece for piece in pieces]  # type: ignore[misc]
         )
         return joined, last.endswith("\n")
 
