@@ -160,6 +160,7 @@ class CampaignRenderer:
         self.campaign_id = _uuid(campaign["id"]) if campaign.get("id") else None
         self.tracking = bool(campaign.get("tracking_enabled", True)) and not preview
         self._signer = tokens.signer(self.secret_key)
+        self._mint_click = self._signer.click_minter(self._tenant_bytes)
 
         # Sender, domains and static headers (validated: errors name the field).
         from_email = hdr.normalise_address("from_email", _text(campaign.get("from_email")))
@@ -315,12 +316,12 @@ class CampaignRenderer:
                 "preheader", self._preheader, context, self.limits
             )
         if self.tracking:
-            signer, tenant_bytes = self._signer, self._tenant_bytes
+            mint, click_base = self._mint_click, f"{base}/t/c/"
             context["_sm_links"] = {
-                link_id: f"{base}/t/c/{signer.click(tenant_bytes, link_id, ledger_id)}"
-                for link_id in self.link_ids_used
+                link_id: click_base + mint(link_id, ledger_id) for link_id in self.link_ids_used
             }
-            context["_sm_open_url"] = f"{base}/t/o/{signer.open_pixel(tenant_bytes, ledger_id)}.gif"
+            open_token = self._signer.open_pixel(self._tenant_bytes, ledger_id)
+            context["_sm_open_url"] = f"{base}/t/o/{open_token}.gif"
         return _Prepared(
             context=context,
             subject=subject,

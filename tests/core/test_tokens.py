@@ -147,3 +147,9 @@ def test_url_builders() -> None:
     assert tokens.preferences_url(base, "T") == "https://mail.example.com/p/T"
     assert tokens.confirm_url(base, "T") == "https://mail.example.com/confirm/T"
     assert tokens.view_url(base, "T") == "https://mail.example.com/v/T"
+
+
+def test_click_minter_matches_make_click_token() -> None:
+    mint = tokens.signer(KEY).click_minter(TENANT.bytes)
+    for link_id, message_id in ((1, 1), (7, 42), (2**40, 2**50), (0, 0)):
+        assert mint(link_id, message_id) == tokens.make_click_token(KEY, TENANT, link_id, message_id)
