@@ -9,6 +9,7 @@ bare 500 that never carries the traceback to the client.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import falcon
@@ -81,7 +82,8 @@ def render_http_error(
         "status": status,
         "detail": ex.description or ex.title or "",
     }
-    for name, value in (ex.headers or {}).items():
+    headers = ex.headers or {}
+    for name, value in headers.items() if isinstance(headers, Mapping) else headers:
         resp.set_header(name, value)
     _write(req, resp, status, body)
 

@@ -177,7 +177,7 @@ class Field:
 
     def json_schema(self) -> dict[str, Any]:
         """Return the JSON Schema (OpenAPI 3.1) of this field."""
-        simple = {
+        simple: dict[str, dict[str, Any]] = {
             "string": {"type": "string"},
             "email": {"type": "string", "format": "email", "maxLength": 254},
             "uuid": {"type": "string", "format": "uuid"},

@@ -69,8 +69,8 @@ def _routes(app: falcon.App) -> list[tuple[str, Any, list[str]]]:
 
 
 def _resource(app: falcon.App, path: str) -> Any:
-    resource, _, _, _ = app._router.find(_sample_path(path))
-    return resource
+    found = app._router.find(_sample_path(path))
+    return found[0] if found else None
 
 
 def _sample_path(path: str) -> str:

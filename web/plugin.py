@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from swiftmail_core.cli.state import CliState
 from swiftmail_core.hookspecs import hookimpl
 
 
@@ -21,7 +22,9 @@ from swiftmail_core.hookspecs import hookimpl
 @click.option("--timeout", type=click.IntRange(5, 600), default=30, show_default=True,
               envvar="SWIFTMAIL_WORKER_TIMEOUT", help="Seconds before a stuck worker restarts.")
 @click.pass_obj
-def serve_command(state, bind: str, workers: int | None, threads: int, timeout: int) -> None:  # type: ignore[no-untyped-def]
+def serve_command(
+    state: CliState, bind: str, workers: int | None, threads: int, timeout: int
+) -> None:
     """Serve the REST API under gunicorn.
 
     \b

@@ -30,7 +30,7 @@ def _child_exit(server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)
 
 
-class ApiServer(BaseApplication):  # type: ignore[misc]
+class ApiServer(BaseApplication):
     """A gunicorn application serving ``swiftmail_web.app:get_app()``."""
 
     def __init__(self, options: dict[str, Any]) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import falcon
 from peewee import Cast, Value, fn
@@ -387,13 +388,14 @@ class StatsResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response, campaign_id: str) -> None:
         """Return totals; time series and breakdowns come with the analytics endpoints."""
         row = get_or_404(Campaign.select(), Campaign.id, campaign_id, "campaign")
-        ledger = dict(Message.select(Message.status, fn.COUNT(Message.id))
-                      .where(Message.campaign_id == row.id, Message.kind == "campaign")
-                      .group_by(Message.status).tuples())
-        metrics = dict(CampaignRollup.select(CampaignRollup.metric, fn.SUM(CampaignRollup.value))
-                       .where(CampaignRollup.campaign_id == row.id,
-                              CampaignRollup.dimension == "")
-                       .group_by(CampaignRollup.metric).tuples())
+        ledger = dict(cast(Iterable[tuple[str, int]], (
+            Message.select(Message.status, fn.COUNT(Message.id))
+            .where(Message.campaign_id == row.id, Message.kind == "campaign")
+            .group_by(Message.status).tuples())))
+        metrics = dict(cast(Iterable[tuple[str, int]], (
+            CampaignRollup.select(CampaignRollup.metric, fn.SUM(CampaignRollup.value))
+            .where(CampaignRollup.campaign_id == row.id, CampaignRollup.dimension == "")
+            .group_by(CampaignRollup.metric).tuples())))
         resp.media = {"object": "campaign_stats", "campaign_id": row.id,
                       "recipients": row.recipient_count,
                       "ledger": {k: int(v) for k, v in ledger.items()},

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import falcon
 from peewee import IntegrityError, fn
@@ -50,7 +51,9 @@ def _counts(list_id: uuid.UUID) -> dict[str, int]:
     counts = {"unconfirmed": 0, "confirmed": 0, "unsubscribed": 0}
     query = (Subscription.select(Subscription.status, fn.COUNT(Subscription.contact_id))
              .where(Subscription.list_id == list_id).group_by(Subscription.status).tuples())
-    counts.update(dict(query))
+    rows = cast(Iterable[tuple[str, int]], query)
+    for status, count in rows:
+        counts[status] = int(count)
     return counts
 
 
