@@ -43,7 +43,8 @@ def test_double_opt_in_writes_a_confirmation_to_the_ledger(owner_a, settings) ->
         rows = list(Message.select().where(Message.kind == "confirmation"))
     assert [(r.email, r.payload["list_id"]) for r in rows] == [("d@example.com", lst["id"])]
     url = rows[0].payload["confirm_url"]
-    assert "/confirm/" in url and url in rows[0].payload["text"] and rows[0].payload["subject"]
+    assert "/confirm/" in url and rows[0].payload["data"]["confirm_url"] == url
+    assert "contact.data.confirm_url" in rows[0].payload["html"]
     from swiftmail_core.tokens import read_confirm_token
 
     found = read_confirm_token(settings.secret_key, url.rsplit("/", 1)[1])
@@ -75,3 +76,29 @@ def test_nested_resources_are_isolated(owner_a, owner_b) -> None:
     assert owner_a.post(f"/v1/lists/{mine['id']}/subscriptions",
                         {"contact_id": their_sub["contact_id"]}).status_code == 404
     assert owner_a.get("/v1/contacts", params={"list_id": their_list["id"]}).json["data"] == []
+
+
+def test_confirmation_row_composes_through_the_sending_pipeline(owner_a, settings,
+                                                                runtime) -> None:
+    import email
+    import email.policy
+
+    from swiftmail_core.sending.compose import Composer
+    from swiftmail_core.sending.outbox import ClaimedMessage
+
+    owner_a.post("/v1/sending-domains", {"domain": "news.example.com"})
+    lst = owner_a.post("/v1/lists", {"name": "{{ evil }} Weekly", "double_opt_in": True}).json
+    owner_a.post(f"/v1/lists/{lst['id']}/subscriptions", {"email": "c@example.com"})
+    with tenant_tx(owner_a.tenant_id):
+        row = Message.get(Message.kind == "confirmation")
+    claimed = ClaimedMessage(
+        ledger_id=row.id, tenant_id=row.tenant_id, campaign_id=None, contact_id=row.contact_id,
+        email=row.email, kind=row.kind, transport=row.transport, attempts=0,
+        payload=row.payload, lease_owner="test")
+    messages, failures = Composer(settings, runtime.plugins).compose([claimed])
+    assert failures == {}
+    parsed = email.message_from_bytes(messages[0].raw, policy=email.policy.default)
+    assert parsed["Subject"] == "Please confirm your subscription to {{ evil }} Weekly"
+    text = parsed.get_body(("plain",)).get_content()
+    assert row.payload["confirm_url"] in text
+    assert parsed["From"].addresses[0].addr_spec == "no-reply@news.example.com"

@@ -9,7 +9,6 @@ transactional one; other lists confirm at once.
 
 from __future__ import annotations
 
-import html
 import urllib.parse
 import uuid
 from typing import Any
@@ -29,7 +28,16 @@ from swiftmail_web.resources.common import (
 )
 
 from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
-from swiftmail_core.models import Contact, MailingList, Message, Subscription, Tenant, utcnow
+from swiftmail_core.models import (
+    Campaign,
+    Contact,
+    MailingList,
+    Message,
+    SendingDomain,
+    Subscription,
+    Tenant,
+    utcnow,
+)
 from swiftmail_core.settings import Settings
 
 STATUSES = ("unconfirmed", "confirmed", "unsubscribed")
@@ -109,16 +117,26 @@ class SubscriptionsResource:
                                    contact.id, list_row.id)
         url = f"{self.settings.public_url.rstrip('/')}/confirm/{token}"
         tenant = Tenant.get(Tenant.id == tenant_id(req))
-        host = urllib.parse.urlsplit(self.settings.public_url).hostname or "localhost"
-        sender = str((tenant.settings or {}).get("default_from_email") or f"no-reply@{host}")
+        sender = str((tenant.settings or {}).get("default_from_email") or "")
+        if not sender:
+            # The tenant's own domain (verified first), else the install's public host.
+            domain = (SendingDomain.select(SendingDomain.domain)
+                      .order_by(SendingDomain.verified_at.is_null(), SendingDomain.created_at)
+                      .scalar())
+            host = domain or urllib.parse.urlsplit(self.settings.public_url).hostname
+            sender = f"no-reply@{host or 'localhost'}"
+        # NOTE: payload content is rendered as a template; tenant-supplied text
+        # (the list name) travels as data, never spliced into the template.
         return {
             "list_id": str(list_row.id), "confirm_url": url, "from_email": sender,
-            "from_name": tenant.name, "reply_to": "", "data": {},
-            "subject": f"Please confirm your subscription to {list_row.name}",
-            "text": f"Confirm your subscription to {list_row.name}:\n\n{url}\n\n"
+            "from_name": tenant.name, "reply_to": "",
+            "data": {"list_name": list_row.name, "confirm_url": url},
+            "subject": "Please confirm your subscription to {{ contact.data.list_name }}",
+            "text": "Confirm your subscription to {{ contact.data.list_name }}:\n\n"
+                    "{{ contact.data.confirm_url }}\n\n"
                     "If you did not ask for this, ignore this message.",
-            "html": f'<p>Confirm your subscription to {html.escape(list_row.name)}:</p>'
-                    f'<p><a href="{html.escape(url)}">Yes, subscribe me</a></p>'
+            "html": "<p>Confirm your subscription to {{ contact.data.list_name }}:</p>"
+                    '<p><a href="{{ contact.data.confirm_url }}">Yes, subscribe me</a></p>'
                     "<p>If you did not ask for this, ignore this message.</p>",
         }
 
@@ -165,7 +183,7 @@ class SubscriptionsResource:
             # NOTE: the ledger row is the send request; the outbox worker sends it
             # through the same path as a transactional message (payload content).
             Message.insert(tenant_id=tenant_id(req), contact_id=contact.id, email=contact.email,
-                           kind="confirmation",
+                           kind="confirmation", transport=Campaign.transport.default,
                            payload=self.confirmation(req, contact, list_row)).execute()
         row = Subscription.get(Subscription.list_id == list_row.id,
                                Subscription.contact_id == contact.id)
