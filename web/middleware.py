@@ -50,6 +50,10 @@ class RequestContext:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=req.context.request_id)
         resp.set_header("X-Request-ID", req.context.request_id)
+        # PostgreSQL text cannot hold NUL: refuse it once here, for every route.
+        if "\x00" in req.path or "%00" in (req.query_string or ""):
+            raise ValidationError("NUL characters are not allowed in the URL",
+                                  errors=[{"field": "url", "message": "contains NUL"}])
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool

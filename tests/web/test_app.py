@@ -89,3 +89,11 @@ def test_method_not_allowed_is_problem_json(owner_a) -> None:
     result = owner_a.delete("/v1/contacts")
     assert result.status_code == 405
     assert result.headers["Content-Type"] == "application/problem+json"
+
+
+def test_nul_in_url_is_422_not_500(owner_a) -> None:
+    for path, query in (("/v1/suppressions/a%00b", None), ("/v1/contacts", "email=a%00b"),
+                        ("/v1/contacts", "attribute=a:%00")):
+        result = owner_a.get(path, query_string=query)
+        assert result.status_code == 422, (path, query, result.status_code)
+        assert result.headers["Content-Type"] == "application/problem+json"
