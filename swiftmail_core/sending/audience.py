@@ -15,6 +15,8 @@ from __future__ import annotations
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+from peewee import IntegrityError
+
 from swiftmail_core.db import tenant_tx
 from swiftmail_core.errors import NotFoundError
 from swiftmail_core.models import utcnow
@@ -37,7 +39,10 @@ WITH batch AS (
 )
 INSERT INTO messages (tenant_id, campaign_id, contact_id, email, kind, transport)
 SELECT %(tenant)s::uuid, %(campaign)s::uuid, b.id, b.email, 'campaign', %(transport)s
-FROM batch b
+FROM batch b ORDER BY b.id
+"""
+#: A re-run after a crash meets rows already written: it skips them.
+_RERUN_SQL = _BATCH_SQL.rstrip() + """
 ON CONFLICT (tenant_id, campaign_id, contact_id) WHERE kind = 'campaign' DO NOTHING
 """
 
@@ -82,11 +87,18 @@ def resolve_audience(
     list_ids, transport, resolved_at = row
     if resolved_at is None:
         def run(bounds: tuple[str, str | None]) -> None:
-            with tenant_tx(tenant_id) as database:
-                database.execute_sql(_BATCH_SQL, {
-                    "low": bounds[0], "high": bounds[1], "lists": list_ids,
-                    "tenant": str(tenant_id), "campaign": str(campaign_id),
-                    "transport": transport})
+            params = {"low": bounds[0], "high": bounds[1], "lists": list_ids,
+                      "tenant": str(tenant_id), "campaign": str(campaign_id),
+                      "transport": transport}
+            # NOTE: a plain INSERT is the fast path (no speculative insertion);
+            # only a range that meets rows from an interrupted run pays for
+            # ON CONFLICT.
+            try:
+                with tenant_tx(tenant_id) as database:
+                    database.execute_sql(_BATCH_SQL, params)
+            except IntegrityError:
+                with tenant_tx(tenant_id) as database:
+                    database.execute_sql(_RERUN_SQL, params)
 
         ranges = _ranges(tenant_id, batch_size)
         if parallel <= 1 or len(ranges) == 1:

@@ -62,3 +62,28 @@ def test_resend_failed_needs_sent_campaign(audience) -> None:  # type: ignore[no
     tenant, _, campaign_id = audience
     with pytest.raises(ConflictError):
         lifecycle.resend_failed(tenant.id, campaign_id)
+
+
+def test_audience_resolution_is_set_based_idempotent_and_excludes(audience) -> None:  # type: ignore[no-untyped-def]
+    from swiftmail_core.db import tenant_tx
+    from swiftmail_core.sending.audience import resolve_audience
+
+    tenant, _, campaign_id = audience
+    with tenant_tx(tenant.id) as database:
+        database.execute_sql(
+            "INSERT INTO suppressions (tenant_id, email_lower, reason) "
+            "VALUES (%s, 'user1@example.test', 'manual')", (str(tenant.id),))
+        database.execute_sql(
+            "UPDATE contacts SET status = 'blocklisted' WHERE email_lower = 'user2@example.test'")
+        database.execute_sql(
+            "UPDATE subscriptions SET status = 'unsubscribed' FROM contacts c "
+            "WHERE c.id = subscriptions.contact_id AND c.email_lower = 'user3@example.test'")
+        # A run interrupted after its first rows: the re-run keeps them, adds the rest.
+        database.execute_sql(
+            "INSERT INTO messages (tenant_id, campaign_id, contact_id, email) "
+            "SELECT tenant_id, %s, id, email FROM contacts WHERE email_lower = 'user4@example.test'",
+            (str(campaign_id),))
+    assert resolve_audience(tenant.id, campaign_id, batch_size=7) == 47
+    assert resolve_audience(tenant.id, campaign_id, batch_size=7) == 47
+    counts = ledger_counts(tenant.id, campaign_id)
+    assert counts == {"queued": 47}
