@@ -28,6 +28,14 @@ PARAMETERS: list[dict[str, Any]] = [
 ]
 
 
+def bigint_cursor(value: str) -> int:
+    """Parse a cursor over a bigint id (raises ValueError outside 1..2**63-1)."""
+    number = int(value)
+    if not 1 <= number < 2**63:
+        raise ValueError("out of range")
+    return number
+
+
 def page_limit(req: falcon.Request) -> int:
     """Return the ``limit`` query parameter, checked."""
     raw = req.get_param("limit")

@@ -76,6 +76,9 @@ def test_test_send_and_ledger(owner_a, owner_b) -> None:
     second = owner_a.get(f"{path}/messages",
                          params={"starting_after": str(ledger.json["data"][0]["id"])}).json
     assert [m["email"] for m in second["data"]] == ["t2@example.com"]
+    for cursor in ("99999999999999999999", "-1", "x"):
+        assert owner_a.get(f"{path}/messages",
+                           params={"starting_after": cursor}).status_code == 422
     stats = owner_a.get(f"{path}/stats").json
     assert stats["object"] == "campaign_stats"
     for suffix in ("", "/messages", "/stats"):

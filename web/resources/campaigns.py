@@ -19,7 +19,7 @@ from peewee import Cast, Value, fn
 from swiftmail_web import access
 from swiftmail_web.jsonio import Field, Fields, read_body
 from swiftmail_web.openapi import Operation, obj, page_of
-from swiftmail_web.pagination import paginate
+from swiftmail_web.pagination import bigint_cursor, paginate
 from swiftmail_web.resources.common import (
     BOOLEAN,
     INTEGER,
@@ -375,7 +375,7 @@ class LedgerResource:
                 raise ValidationError.for_field("status", "is not a ledger status")
             query = query.where(Message.status == status)
         resp.media = paginate(req, query, Message.created_at, Message.id, serialize_message,
-                              cursor_value=int)
+                              cursor_value=bigint_cursor)
 
 
 class StatsResource:

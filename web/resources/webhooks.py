@@ -16,7 +16,7 @@ import falcon
 from swiftmail_web import access
 from swiftmail_web.jsonio import Field, Fields, read_body
 from swiftmail_web.openapi import Operation, obj, page_of
-from swiftmail_web.pagination import paginate
+from swiftmail_web.pagination import bigint_cursor, paginate
 from swiftmail_web.resources.common import (
     BOOLEAN,
     INTEGER,
@@ -196,7 +196,7 @@ class WebhookDeliveriesResource:
         row = get_or_404(Webhook.select(), Webhook.id, webhook_id, "webhook")
         query = WebhookDelivery.select().where(WebhookDelivery.webhook_id == row.id)
         resp.media = paginate(req, query, WebhookDelivery.created_at, WebhookDelivery.id,
-                              serialize_delivery, cursor_value=int)
+                              serialize_delivery, cursor_value=bigint_cursor)
 
 
 def routes(services: dict[str, Any]) -> list[tuple[str, Any]]:
