@@ -1,0 +1,81 @@
+"""Claiming: per-tenant rate and daily quota at claim time, leases, suspended tenants."""
+
+from __future__ import annotations
+
+from swiftmail_core.db import system_tx, tenant_tx
+from swiftmail_core.sending import outbox
+from swiftmail_core.sending.sweeper import reclaim_expired_leases
+
+
+def _queue(tenant_id, count: int) -> None:  # type: ignore[no-untyped-def]
+    with tenant_tx(tenant_id) as database:
+        database.execute_sql(
+            "INSERT INTO messages (tenant_id, email, kind, transport) "
+            "SELECT %s, 'r' || i || '@x.test', 'transactional', 'none' FROM generate_series(1, %s) i",
+            (str(tenant_id), count))
+
+
+def _budget(tenant_id, *, rate: int, quota: int, tokens: float, day_count: int) -> None:  # type: ignore[no-untyped-def]
+    with system_tx() as database:
+        database.execute_sql(
+            "UPDATE tenants SET send_rate_per_second = %s, daily_quota = %s WHERE id = %s",
+            (rate, quota, str(tenant_id)))
+        database.execute_sql(
+            "INSERT INTO send_budgets (tenant_id, tokens, refilled_at, day, day_count) "
+            "VALUES (%s, %s, now(), current_date, %s) ON CONFLICT (tenant_id) DO UPDATE SET "
+            "tokens = EXCLUDED.tokens, refilled_at = now(), day = current_date, "
+            "day_count = EXCLUDED.day_count", (str(tenant_id), tokens, day_count))
+
+
+def _mine(claimed, tenant_id):  # type: ignore[no-untyped-def]
+    """Keep this tenant's rows; give other tests' rows straight back."""
+    outbox.release([c for c in claimed if c.tenant_id != tenant_id])
+    return [c for c in claimed if c.tenant_id == tenant_id]
+
+
+def test_rate_limits_claims_and_pushes_the_rest_later(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    _queue(tenant_a.id, 20)
+    _budget(tenant_a.id, rate=3, quota=1000, tokens=3, day_count=0)
+    claimed = _mine(outbox.claim_batch(limit=1000), tenant_a.id)
+    assert len(claimed) == 3  # the bucket holds one second of the rate
+    with tenant_tx(tenant_a.id) as database:
+        due_now = database.execute_sql(
+            "SELECT count(*) FROM messages WHERE status = 'queued' AND next_attempt_at <= now()"
+        ).fetchone()[0]
+    assert due_now == 0  # the rest wait for their tokens
+
+
+def test_daily_quota_stops_at_the_quota_until_tomorrow(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    _queue(tenant_a.id, 10)
+    _budget(tenant_a.id, rate=1000, quota=25, tokens=1000, day_count=20)
+    claimed = _mine(outbox.claim_batch(limit=1000), tenant_a.id)
+    assert len(claimed) == 5
+    with tenant_tx(tenant_a.id) as database:
+        later = database.execute_sql(
+            "SELECT count(*) FROM messages WHERE status = 'queued' "
+            "AND next_attempt_at >= (current_date + 1)::timestamptz").fetchone()[0]
+    assert later == 5
+
+
+def test_suspended_tenant_claims_nothing(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    _queue(tenant_a.id, 3)
+    with system_tx() as database:
+        database.execute_sql("UPDATE tenants SET status = 'suspended' WHERE id = %s",
+                             (str(tenant_a.id),))
+    assert _mine(outbox.claim_batch(limit=1000), tenant_a.id) == []
+
+
+def test_expired_lease_is_reclaimed_and_late_answer_of_old_owner_is_ignored(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    _queue(tenant_a.id, 1)
+    first = _mine(outbox.claim_batch("old", limit=1000, lease_seconds=0), tenant_a.id)
+    assert len(first) == 1
+    assert reclaim_expired_leases() >= 1
+    second = _mine(outbox.claim_batch("new", limit=1000, lease_seconds=300), tenant_a.id)
+    assert len(second) == 1 and second[0].attempts == 2
+    late = outbox.record_results(first, [outbox.SendResult(first[0].ledger_id,
+                                                           outbox.Outcome.REJECTED, reason="x")])
+    with tenant_tx(tenant_a.id) as database:
+        status, owner = database.execute_sql(
+            "SELECT status, lease_owner FROM messages WHERE id = %s", (first[0].ledger_id,)
+        ).fetchone()
+    assert late == {"bounced": 1} and (status, owner) == ("sending", "new")
