@@ -87,3 +87,16 @@ def test_audience_resolution_is_set_based_idempotent_and_excludes(audience) -> N
     assert resolve_audience(tenant.id, campaign_id, batch_size=7) == 47
     counts = ledger_counts(tenant.id, campaign_id)
     assert counts == {"queued": 47}
+
+
+def test_a_due_campaign_starts_once_even_with_racing_ticks(audience) -> None:  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
+    from swiftmail_core.sending.sweeper import start_due_campaigns
+
+    tenant, _, campaign_id = audience
+    lifecycle.schedule_campaign(tenant.id, campaign_id)
+    with ThreadPoolExecutor(4) as pool:
+        started = [row for rows in pool.map(lambda _: start_due_campaigns(), range(4))
+                   for row in rows if row[1] == campaign_id]
+    assert started == [(tenant.id, campaign_id)]
