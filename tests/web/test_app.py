@@ -12,6 +12,19 @@ def test_healthz_and_readyz(client) -> None:
     assert ready.json["checks"] == {"database": "ok", "redis": "ok"}
 
 
+def test_requests_still_served_without_redis(runtime, settings, web_config, owner_a) -> None:
+    """The rate limiter fails open (logged) rather than taking the API down."""
+    import falcon.testing
+    import redis
+
+    broken = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    app = create_app(settings, runtime.plugins, redis_client=broken, config=web_config)
+    result = falcon.testing.TestClient(app).simulate_get(
+        "/v1/contacts", headers={"Authorization": f"Bearer {owner_a.key}"})
+    assert result.status_code == 200
+    assert "RateLimit-Limit" not in result.headers
+
+
 def test_readyz_reports_unreachable_redis(runtime, settings, web_config) -> None:
     import falcon.testing
     import redis
