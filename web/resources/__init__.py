@@ -25,7 +25,10 @@ Adding a resource
    renders RFC 9457 problem+json. Another tenant's id is a ``NotFoundError``
    (it simply is not visible under row-level security).
 6. Lists: ``paginate(req, query, Model.created_at, Model.id, serialize)``.
-7. POST: ``Idempotency-Key`` is handled by middleware, nothing to do.
+7. POST: ``Idempotency-Key`` is handled by middleware, nothing to do; with
+   the middleware's transaction the stored response commits with the work.
+   The body is buffered for hashing: read it with ``jsonio.read_body(req)``
+   (or ``req.context.body_bytes`` when set) rather than ``req.bounded_stream``.
 8. Document each method in ``docs = {"GET": Operation(...), ...}``; the
    OpenAPI document is built from these and a test fails when a routed
    method has no ``docs`` or no ``policy`` entry.
@@ -53,7 +56,8 @@ MODULES = (
 def add_v1_routes(app: falcon.App, services: dict[str, Any]) -> None:
     """Add every built-in ``/v1`` route to ``app``.
 
-    ``services`` holds the collaborators: ``settings``, ``redis``, ``config``.
+    ``services`` holds the collaborators: ``settings``, ``redis``, ``config``
+    (``WebConfig``) and ``plugins`` (the ``PluginManager``).
     """
     for name in MODULES:
         qualified = f"{__name__}.{name}"
