@@ -180,9 +180,15 @@ class TenantTransaction:
         req.context.transaction = None
         status = resp.status_code if hasattr(resp, "status_code") else int(str(resp.status)[:3])
         if req_succeeded and status < 400:
-            if getattr(req.context, "idempotency", None) is not None:
-                # The stored response commits with the work, or not at all.
-                self.store.record(req, resp)
+            try:
+                if getattr(req.context, "idempotency", None) is not None:
+                    # The stored response commits with the work, or not at all.
+                    self.store.record(req, resp)
+            except BaseException as ex:
+                # NOTE: always leave the transaction, or this thread's next
+                # request would find it still open.
+                stack.__exit__(type(ex), ex, ex.__traceback__)
+                raise
             stack.close()
             req.context.idempotency = None
         else:

@@ -172,3 +172,21 @@ def test_response_commits_with_the_work(app, owner_a, monkeypatch) -> None:
         row = IdempotencyKey.get(IdempotencyKey.key == "atomic")
         assert row.response_status == 201
         assert bytes(row.response_body) == result.content
+
+
+def test_failed_store_rolls_back_and_frees_the_thread(app, owner_a, monkeypatch) -> None:
+    from swiftmail_web.idempotency import IdempotencyStore
+
+    def broken(self, req, resp):  # type: ignore[no-untyped-def]
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(IdempotencyStore, "record", broken)
+    failed = owner_a.post("/v1/contacts", {"email": "gone@example.com"},
+                          headers={"Idempotency-Key": "broken"})
+    assert failed.status_code == 500
+    monkeypatch.undo()
+    # The work was rolled back, the key released, and this thread is usable.
+    assert owner_a.get("/v1/contacts", params={"email": "gone@example.com"}).json["data"] == []
+    again = owner_a.post("/v1/contacts", {"email": "gone@example.com"},
+                         headers={"Idempotency-Key": "broken"})
+    assert again.status_code == 201
