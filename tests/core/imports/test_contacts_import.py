@@ -243,3 +243,18 @@ def test_not_a_csv_is_a_clear_error(runtime, tenant_a, tmp_path) -> None:
     broken.write_bytes(b"\x1f\x8b" + b"not really gzip" * 10)
     with pytest.raises(ValidationError, match="gzip"):
         import_file(runtime, tenant_a.id, "import_contacts", broken, {})
+
+
+def test_excel_style_file_with_bom_crlf_and_quotes(runtime, tenant_a, tmp_path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes(
+        "\ufeffEmail,Name,Note\r\n"
+        'zoë@exämple.com,"Zoë, the ""first""",multi\r\n'
+        '"quoted@example.com","Line\r\nbreak",\r\n'.encode()
+    )
+    job = import_file(runtime, tenant_a.id, "import_contacts", path, {})
+    assert (job.rows_ok, job.rows_failed) == (2, 0), job.result
+    contacts = contacts_of(tenant_a.id)
+    # the internationalised domain is stored as punycode
+    assert contacts["zoë@xn--exmple-cua.com"] == ('Zoë, the "first"', {"Note": "multi"})
+    assert contacts["quoted@example.com"] == ("Line\r\nbreak", {})
