@@ -232,7 +232,7 @@ def main() -> None:
             results["click"].append(run_wrk(f"http://127.0.0.1:{app_port}/", args.seconds,
                                             args.connections, [], click_script))
         # Every acknowledged hit must become exactly one event.
-        acknowledged = int(client.xinfo_stream(stream)["entries-added"])
+        time.sleep(2)  # requests still in flight when wrk stopped finish their XADD
         backlog_at_end = int(client.xlen(stream))
         drain_started = time.monotonic()
         if args.drain == "after":
@@ -242,13 +242,16 @@ def main() -> None:
         while client.xlen(stream) > 0 and time.monotonic() - drain_started < 600:
             time.sleep(0.5)
         drain_seconds = time.monotonic() - drain_started
+        time.sleep(1)
+        acknowledged = int(client.xinfo_stream(stream)["entries-added"])
         from swiftmail_core.db import app_db, tenant_tx
         from swiftmail_core.runtime import start
         from swiftmail_core.settings import load_settings
 
         runtime = start(load_settings())
         with tenant_tx(tenant_id):
-            events = app_db.execute_sql("SELECT count(*) FROM events").fetchone()[0]
+            events, distinct_keys = app_db.execute_sql(
+                "SELECT count(*), count(DISTINCT source_key) FROM events").fetchone()
             rolled = app_db.execute_sql(
                 "SELECT coalesce(sum(value), 0) FROM campaign_rollups WHERE dimension = '' "
                 "AND metric IN ('opened.human', 'opened.machine', 'clicked.human', "
@@ -260,7 +263,7 @@ def main() -> None:
             "connections": args.connections, "seconds": args.seconds, "rounds": args.rounds,
             "cores": os.cpu_count(), "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
             "hits_acknowledged": acknowledged, "events_stored": int(events),
-            "rollup_hits": int(rolled), "events_equal_hits": int(events) == acknowledged,
+            "rollup_hits": int(rolled), "distinct_source_keys": int(distinct_keys), "events_equal_hits": int(events) == acknowledged,
             "drain": args.drain, "backlog_at_end": backlog_at_end,
             "drain_tail_seconds": round(drain_seconds, 1),
             "drain_tail_hits_per_second": round(backlog_at_end / drain_seconds)
