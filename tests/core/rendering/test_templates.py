@@ -265,3 +265,22 @@ def test_derived_text_keeps_block_tags_from_skipped_elements(make_renderer, camp
     )
     parts = make_renderer(campaign).render_parts(1, contact)
     assert "Body Alice" in parts.text and "color" not in parts.text
+
+
+def test_loop_forms_still_work_with_the_guarded_iteration() -> None:
+    from swiftmail_core.rendering.renderer import TEXT_SANDBOX
+
+    template = TEXT_SANDBOX.compile_field(
+        "text",
+        "{% for n in tree recursive %}[{{ n.name }}{% if n.kids %}{{ loop(n.kids) }}{% endif %}]"
+        "{% else %}empty{% endfor %}|{% for k, v in d|dictsort %}{{ k }}={{ v }};{% endfor %}"
+        "{% for x in 'abc' if x != 'b' %}{{ loop.index }}{{ x }}{% endfor %}",
+    )
+    context = {"tree": [{"name": "a", "kids": [{"name": "b", "kids": []}]}, {"name": "c"}],
+               "d": {"b": 2, "a": 1}}
+    assert TEXT_SANDBOX.render_field("text", template, context, RenderLimits()) == (
+        "[a[b]][c]|a=1;b=2;1a2c"
+    )
+    assert TEXT_SANDBOX.render_field("text", template, {"tree": [], "d": {}}, RenderLimits()) == (
+        "empty|"
+    )
