@@ -291,7 +291,15 @@ def main() -> None:
 
         runtime = start(load_settings())
         tenant_id, list_id = setup(args.subscribers)
-        profile_us = profile(runtime, tenant_id, list_id)
+        if os.environ.get("SWIFTMAIL_BENCH_CPROFILE"):
+            import cProfile
+            import pstats
+
+            profiler = cProfile.Profile()
+            profile_us = profiler.runcall(profile, runtime, tenant_id, list_id)
+            pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
+        else:
+            profile_us = profile(runtime, tenant_id, list_id)
         shutil.rmtree(workdir / "spool", ignore_errors=True)  # the profile's messages
         n = args.subscribers
         for _ in range(args.rounds):
