@@ -282,5 +282,5 @@ def test_loop_forms_still_work_with_the_guarded_iteration() -> None:
         "[a[b]][c]|a=1;b=2;1a2c"
     )
     assert TEXT_SANDBOX.render_field("text", template, {"tree": [], "d": {}}, RenderLimits()) == (
-        "empty|"
+        "empty|1a2c"
     )
