@@ -313,6 +313,8 @@ def test_api_serves_with_bind_workers_and_threads() -> None:
     entries = dict(service("swiftmail-api", MINIMAL | {
         "swiftmail_api_bind": "0.0.0.0:9000", "swiftmail_api_workers": 3}))
     assert "--bind 0.0.0.0:9000 --workers 3 " in entries["ExecStart"]
+    entries = dict(service("swiftmail-api", MINIMAL | {"ansible_facts": {"processor_vcpus": 48}}))
+    assert " --workers 64 " in entries["ExecStart"], "serve accepts at most 64"
 
 
 def test_relay_gets_the_bind_capability_only_when_asked() -> None:

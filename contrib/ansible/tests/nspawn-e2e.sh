@@ -1,15 +1,17 @@
 #!/bin/sh
 # Run site.yml for real in a throwaway Debian 12 container booted with systemd.
 #
-#   sudo contrib/ansible/tests/nspawn-e2e.sh dist/swiftmail-0.1.0-py3-none-any.whl
+#   sudo contrib/ansible/tests/nspawn-e2e.sh dist/swiftmail-0.1.0-py3-none-any.whl \
+#       [dist/swiftmail-0.1.1-py3-none-any.whl]
 #
 # Needs root, debootstrap and systemd-container (apt-get install debootstrap
 # systemd-container), and on the host's loopback a PostgreSQL superuser and a
 # Redis (the container shares the host's network). It runs the play twice
 # (the second run must report changed=0), checks /healthz, stops the worker
 # (huey must log a graceful SIGINT shutdown), then powers the container off and
-# drops the database and roles it made. Not part of the pytest suite: it takes
-# minutes and root.
+# drops the database and roles it made. With a second wheel it then upgrades:
+# the play must reinstall, run `swiftmail migrate` and restart the services.
+# Not part of the pytest suite: it takes minutes and root.
 #
 # Environment: E2E_DIR (default /var/tmp/swiftmail-ansible-e2e; the Debian tree
 # is kept there and reused), E2E_ADMIN_URL (postgresql://postgres@127.0.0.1:5432/postgres),
@@ -17,7 +19,8 @@
 # E2E_RELAY_PORT (12525).
 set -eu
 
-WHEEL=$(realpath "${1:?usage: nspawn-e2e.sh PATH/TO/swiftmail.whl}")
+WHEEL=$(realpath "${1:?usage: nspawn-e2e.sh PATH/TO/swiftmail.whl [UPGRADE.whl]}")
+UPGRADE=${2:+$(realpath "$2")}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 DIR=${E2E_DIR:-/var/tmp/swiftmail-ansible-e2e}
 ADMIN_URL=${E2E_ADMIN_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
@@ -44,6 +47,7 @@ cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
 [ -f /etc/pip.conf ] && cp /etc/pip.conf "$ROOT/etc/pip.conf"
 mkdir -p "$ROOT/srv/dist" "$ROOT/root/e2e"
 cp "$WHEEL" "$ROOT/srv/dist/"
+[ -n "$UPGRADE" ] && cp "$UPGRADE" "$ROOT/srv/dist/"
 
 cat > "$ROOT/root/e2e/inventory" <<EOF
 [swiftmail]
@@ -125,4 +129,19 @@ inside 'journalctl -u swiftmail-worker -o cat -n 20' | grep -E 'SIGINT|Consumer 
 inside 'journalctl -u swiftmail-worker -o cat -n 20' | grep -q 'Consumer exiting'
 inside 'for u in swiftmail-api swiftmail-worker swiftmail-relay; do
           systemd-analyze security --no-pager $u | tail -1; done'
+
+if [ -n "$UPGRADE" ]; then
+    say "upgrade to $(basename "$UPGRADE")"
+    inside 'systemctl start swiftmail-worker'
+    inside "sed -i 's|^swiftmail_wheel_path: .*|swiftmail_wheel_path: /srv/dist/$(basename "$UPGRADE")|' /root/e2e/vars.yml"
+    inside "$PLAY" > "$DIR/$TAG.run3.log" 2>&1 || { tail -40 "$DIR/$TAG.run3.log"; exit 1; }
+    grep -A1 'PLAY RECAP' "$DIR/$TAG.run3.log"
+    grep -A1 'TASK \[swiftmail : Install SwiftMail\]' "$DIR/$TAG.run3.log" | grep -q '^changed'
+    grep -A1 'TASK \[swiftmail : Run swiftmail migrate after an upgrade\]' "$DIR/$TAG.run3.log" \
+        | grep -qE '^(ok|changed)'
+    grep -A1 'HANDLER \[swiftmail : Restart swiftmail-api\]' "$DIR/$TAG.run3.log" | grep -q '^changed'
+    inside '/opt/swiftmail/venv/bin/swiftmail --version'
+    inside 'systemctl is-active swiftmail-api swiftmail-worker swiftmail-relay'
+    curl -fsS "http://127.0.0.1:$API_PORT/readyz"; echo
+fi
 say "passed"
