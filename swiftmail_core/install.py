@@ -22,7 +22,8 @@ from swiftmail_core.db.targets import database_targets
 from swiftmail_core.settings import Settings, load_settings, read_config_file
 
 GENERATED_SECRETS = ("secret_key", "db_owner_password", "db_app_password", "db_system_password")
-PERSISTED_FLAGS = ("data_dir", "database_url", "redis_url", "database_admin_url")
+# APPSEC: the superuser DSN is used, never persisted.
+PERSISTED_FLAGS = ("data_dir", "database_url", "redis_url")
 
 
 @dataclasses.dataclass
