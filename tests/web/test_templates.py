@@ -43,3 +43,14 @@ def test_other_tenants_template_is_404(owner_a, owner_b) -> None:
     assert owner_a.get(path).status_code == 404
     assert owner_a.post(path + "/preview", {}).status_code == 404
     assert owner_a.patch(path, {"name": "mine"}).status_code == 404
+
+
+def test_draft_preview_without_saving(viewer_a) -> None:
+    shown = viewer_a.post("/v1/templates/preview", {
+        "subject": "Hi {{ contact.name }}", "html": "<p>{{ contact.name }}</p>",
+        "sample": {"contact": {"email": "q@example.com", "name": "Q", "attributes": {}}}})
+    assert shown.status_code == 200, shown.text
+    assert shown.json["subject"] == "Hi Q"
+    broken = viewer_a.post("/v1/templates/preview", {"html": "{% if %}"})
+    assert broken.status_code == 422
+    assert viewer_a.get("/v1/templates").json["data"] == []

@@ -182,11 +182,42 @@ class TemplatePreviewResource:
         resp.media = preview(serialize(row), values.get("sample") or {}, self.public_url)
 
 
+DRAFT_PREVIEW = Fields(
+    subject=Field("string", max_length=998),
+    preheader=Field("string", max_length=500),
+    html=Field("string", max_length=MAX_SOURCE),
+    text=Field("string", max_length=MAX_SOURCE),
+    sample=Field("object", description="contact, campaign and tenant dicts."),
+)
+
+
+class DraftPreviewResource:
+    """``POST /v1/templates/preview``: render unsaved content on sample data."""
+
+    tag = "templates"
+    tenant_transaction = False  # renders only; touches no tenant data
+    policy = {"POST": access.read("templates")}
+    docs = {"POST": Operation("Render unsaved template content on sample data",
+                              body=DRAFT_PREVIEW, response=PREVIEW_SCHEMA)}
+
+    def __init__(self, public_url: str) -> None:
+        self.public_url = public_url
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Validate and render the given fields."""
+        values = DRAFT_PREVIEW.parse(read_body(req))
+        sample = values.pop("sample", None) or {}
+        fields = {name: values.get(name, "") for name in ("subject", "preheader", "html", "text")}
+        validate(fields)
+        resp.media = preview(fields, sample, self.public_url)
+
+
 def routes(services: dict[str, Any]) -> list[tuple[str, Any]]:
     """Return the template routes."""
     public_url = services["settings"].public_url
     return [
         ("/v1/templates", TemplatesResource()),
+        ("/v1/templates/preview", DraftPreviewResource(public_url)),
         ("/v1/templates/{template_id}", TemplateResource()),
         ("/v1/templates/{template_id}/preview", TemplatePreviewResource(public_url)),
     ]
