@@ -119,8 +119,9 @@ def import_suppressions(
     cursor.execute(f"ANALYZE {STAGE}")
     # APPSEC: the tenant comes from tenant_tx, and WITH CHECK refuses any other.
     cursor.execute(
-        f"WITH src AS MATERIALIZED (SELECT DISTINCT ON (email_lower) email_lower, reason, "
-        f" coalesce(detail, '') AS detail FROM {STAGE} ORDER BY email_lower, row_no DESC),"
+        'WITH src AS MATERIALIZED (SELECT DISTINCT ON (email_lower COLLATE "C") email_lower,'
+        f" reason, coalesce(detail, '') AS detail FROM {STAGE}"
+        ' ORDER BY email_lower COLLATE "C", row_no DESC),'
         " added AS (INSERT INTO suppressions (tenant_id, email_lower, reason, source, detail)"
         " SELECT %s, email_lower, reason, 'import', detail FROM src"
         " ON CONFLICT (tenant_id, email_lower) DO NOTHING RETURNING 1) "
