@@ -113,9 +113,10 @@ def test_new_contact_ids_are_time_ordered_uuid7(runtime, tenant_a, tmp_path) -> 
     import_file(runtime, tenant_a.id, "import_contacts", path, {})
     with tenant_tx(tenant_a.id):
         ids = [uuid.UUID(str(row[0])) for row in app_db.execute_sql(
-            "SELECT id FROM contacts ORDER BY email_lower").fetchall()]
+            "SELECT id FROM contacts ORDER BY email_lower COLLATE \"C\"").fetchall()]
     assert all(value.version == 7 and value.variant == uuid.RFC_4122 for value in ids)
     assert len(set(ids)) == 50
+    assert ids == sorted(ids)  # assigned in the merge's (email) order
 
 
 def test_heartbeat_renews_the_lease_during_long_work(runtime, tenant_a, monkeypatch) -> None:
