@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from peewee import IntegerField, TextField
@@ -45,7 +45,7 @@ from swiftmail_core.errors import NotFoundError, SwiftMailError, TenantIsolation
 from swiftmail_core.models import Job
 
 if TYPE_CHECKING:
-    from swiftmail_core.runtime import Runtime
+    from swiftmail_core.plugins import PluginManager
 
 LEASE_SECONDS = 300
 MAX_ATTEMPTS = 3
@@ -136,7 +136,13 @@ class JobRecord(Job):
         )
 
 
-Handler = Callable[["Runtime", JobRow, "Progress"], None]
+class Runtime(Protocol):
+    """What job handlers need of the process: its plugins (a Runtime has them)."""
+
+    plugins: PluginManager
+
+
+Handler = Callable[[Runtime, JobRow, "Progress"], None]
 _HANDLERS: dict[str, Handler] = {}
 
 
@@ -409,7 +415,8 @@ def run_pending_jobs(runtime: Runtime, limit: int = 10) -> int:
     """Claim and run up to ``limit`` due jobs, one after another; return how many ran.
 
     Safe to call from many processes at once (claims skip locked rows). The
-    campaign worker's periodic huey task calls this.
+    campaign worker's periodic huey task calls this; ``runtime`` may be a
+    ``swiftmail_core.runtime.Runtime`` or anything with ``.plugins``.
     """
     ran = 0
     # NOTE: claim one at a time, so a job never waits behind another with

@@ -27,7 +27,7 @@ from swiftmail_core.exports.queries import (
 from swiftmail_core.storage import Storage
 
 if TYPE_CHECKING:
-    from swiftmail_core.runtime import Runtime
+    from swiftmail_core.jobs import Runtime
 
 PROGRESS_EVERY_WRITES = 2000
 DOWNLOAD_CHUNK = 1 << 16

@@ -24,7 +24,7 @@ from swiftmail_core.imports.suppressions import SuppressionImportOptions, import
 from swiftmail_core.storage import Storage
 
 if TYPE_CHECKING:
-    from swiftmail_core.runtime import Runtime
+    from swiftmail_core.jobs import Runtime
 
 IMPORT_KINDS = ("import_contacts", "import_suppressions")
 COPY_CHUNK = 1 << 20
