@@ -289,7 +289,7 @@ class Deliverer:
             client.close()
 
     async def close(self) -> None:
-        """Close every idle connection."""
+        """Close every idle connection and give back every shared slot."""
         for connections in self._idle.values():
             for connection in connections:
                 try:
@@ -297,6 +297,14 @@ class Deliverer:
                 except (TimeoutError, aiosmtplib.SMTPException, OSError):
                     connection.client.close()
         self._idle.clear()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._release_slot is not None:
+            # Slots of idle and in-flight connections alike: none may leak.
+            for site, count in list(self._open.items()):
+                for _ in range(count):
+                    await self._release_slot(site)
+        self._open.clear()
 
 
 class _Reconnect(Exception):

@@ -123,13 +123,13 @@ class Relay:
         if self.sink is not None:
             await self.sink.stop()
 
-    async def idle(self, timeout: float = 30.0) -> None:
-        """Wait until nothing is pending now (tests and benchmarks)."""
+    async def idle(self, timeout: float = 30.0, horizon: float = 5.0) -> None:
+        """Wait until nothing is due within ``horizon`` seconds (tests, benchmarks)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            now = self.clock()
+            soon = self.clock() + horizon
             due = any(
-                r.next_attempt_at <= now for e in self.envelopes.values() for r in e.pending
+                r.next_attempt_at <= soon for e in self.envelopes.values() for r in e.pending
             )
             if not due and not self._inflight and self._ready.empty():
                 return
@@ -292,9 +292,11 @@ class Relay:
         if wait > 0:
             # Internal deferral: no attempt counted, no event, no backoff growth.
             metrics.THROTTLE_WAITS.labels(reason="throttle").inc()
+            # Expiry is checked while waiting too: wake no later than the deadline.
+            wake = min(now + wait, envelope.created_at + self.config.max_age)
             for recipient in due:
-                recipient.next_attempt_at = now + wait
-            self._schedule(queue_id, domain, now + wait)
+                recipient.next_attempt_at = wake
+            self._schedule(queue_id, domain, wake)
             return
         body = await asyncio.to_thread(self.spool.read_body, queue_id)
         groups: dict[str, list[Recipient]] = {}

@@ -26,6 +26,7 @@ class KeyStore:
         self.ttl = ttl
         self.ed25519 = ed25519
         self._cache: dict[tuple[str, str], tuple[float, SendingDomain | None]] = {}
+        self._signing: dict[tuple[str, str], tuple[float, list[dkim.SigningKey]]] = {}
 
     def domain(self, tenant_id: uuid.UUID | str, domain: str) -> SendingDomain | None:
         """Return the tenant's sending domain row for ``domain`` (cached)."""
@@ -52,6 +53,15 @@ class KeyStore:
 
     def signing_keys(self, tenant_id: uuid.UUID | str, domain: str) -> list[dkim.SigningKey]:
         """Return the RSA key (and Ed25519 key, if any) for the From domain."""
+        key = (str(tenant_id), domain.lower())
+        cached = self._signing.get(key)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        keys = self._load_signing_keys(tenant_id, domain)
+        self._signing[key] = (time.monotonic() + self.ttl, keys)
+        return keys
+
+    def _load_signing_keys(self, tenant_id: uuid.UUID | str, domain: str) -> list[dkim.SigningKey]:
         row = self.domain(tenant_id, domain)
         if row is None:
             return []
@@ -68,3 +78,4 @@ class KeyStore:
     def forget(self) -> None:
         """Drop cached rows (after a key rotation or verification)."""
         self._cache.clear()
+        self._signing.clear()

@@ -116,6 +116,7 @@ class RedisShaper:
         for name, values in (config.policies or {}).items():
             self.policies[name] = _policy(values, self.policies.get(name, self.policies["default"]))
         self._held: dict[str, list[str]] = {}
+        self.acquired = self.released = 0
         self._acquire = self.redis.register_script(ACQUIRE)
         self._count = self.redis.register_script(COUNT_UNDER)
 
@@ -158,12 +159,14 @@ class RedisShaper:
         )
         if granted:
             self._held.setdefault(scope, []).append(token)
+            self.acquired += 1
         return bool(granted)
 
     async def release_connection(self, site: str) -> None:
         """Return a leased slot."""
         scope = self.scope(site)
         tokens = self._held.get(scope)
+        self.released += 1
         if tokens:
             await self.redis.zrem(f"{self.prefix}:conn:{scope}", tokens.pop())
 

@@ -206,3 +206,57 @@ def test_rescan_on_start_resumes_spooled_mail(dns_server, peers, relay_factory) 
 
     asyncio.run(scenario())
     assert len(peer.messages) == 5 and list(relay.spool.scan()) == []
+
+
+def test_stalled_peer_times_out_and_retries(dns_server, peers, relay_factory) -> None:  # type: ignore[no-untyped-def]
+    (peer,) = peers(1, first=32)
+    peer.on_data = "stall"
+    original = peer.rcpt
+
+    def rcpt(address: str) -> str:
+        if peer.connections >= 2:
+            peer.on_data = "accept"
+        return original(address)
+
+    peer.rcpt = rcpt
+    domain = _domain()
+    dns_server.add(domain, "MX", f"10 mx.{domain}.")
+    dns_server.add(f"mx.{domain}", "A", peer.host)
+    finals = _run(relay_factory(peer.port, command_timeout=1), [f"u@{domain}"], until=1)
+    recipient = finals[0].recipients[0]
+    assert recipient.status == DELIVERED and recipient.attempts == 2
+
+
+def test_cli_retry_control_file_is_applied(dns_server, peers, relay_factory) -> None:  # type: ignore[no-untyped-def]
+    from swiftmail_relay import queue_ops
+
+    (peer,) = peers(1, first=33)
+    calls = []
+
+    def rcpt(address: str) -> str:
+        calls.append(address)
+        return "451 4.3.0 later" if len(calls) == 1 else "250 2.1.5 ok"
+
+    peer.rcpt = rcpt
+    domain = _domain()
+    dns_server.add(domain, "MX", f"10 mx.{domain}.")
+    dns_server.add(f"mx.{domain}", "A", peer.host)
+    relay = relay_factory(peer.port, retry_base=3600, retry_cap=3600)
+
+    async def scenario() -> None:
+        await relay.start()
+        try:
+            relay.notify([_spool(relay, f"u@{domain}")])
+            await relay.idle(20)
+            assert not relay.finals  # deferred for an hour
+            queue_ops.retry(relay.spool, queue_ops.Selector(domain=domain))
+            await relay.scan_once()
+            for _ in range(500):
+                if relay.finals:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            await relay.stop()
+
+    asyncio.run(scenario())
+    assert _status(relay.finals[0]) == [DELIVERED]

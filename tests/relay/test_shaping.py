@@ -71,7 +71,9 @@ def test_two_relays_never_exceed_the_shared_connection_cap(  # type: ignore[no-u
         thread.start()
     for thread in threads:
         thread.join(90)
-    assert len(peer.messages) == 60
+    pending = [r.last_reply for relay in relays for e in relay.envelopes.values()
+               for r in e.recipients]
+    assert len(peer.messages) == 60, pending
     assert peer.max_open <= 2
     assert peer.connections >= 20  # 60 messages, at most 3 per connection
 
@@ -117,3 +119,44 @@ def test_backoff_rule_suspends_the_site(dns_server, peers, relay_factory, shaper
     assert attempts == [0, 0, 0, 0, 1]  # one real try; the rest wait without an attempt
     scope = relay.throttle.scope(f"mx.{domain}")
     assert redis_client.pttl(f"{relay.throttle.prefix}:suspend:{scope}") > 0
+
+
+def test_two_relay_processes_never_exceed_the_shared_cap(  # type: ignore[no-untyped-def]
+    dns_server, peers, redis_url, run_id, tmp_path
+) -> None:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from swiftmail_relay.spool import Spool
+
+    (peer,) = peers(1, first=63)
+    domain = _route(dns_server, peer)
+    prefix = f"{run_id}:relay:{uuid.uuid4().hex[:6]}"
+    processes = []
+    for index in range(2):
+        spool_dir = tmp_path / f"spool{index}"
+        spool = Spool(spool_dir)
+        for number in range(30):
+            spool.write(Envelope(id=new_id(), mail_from="b@warm.example",
+                                 recipients=[Recipient(f"p{index}-{number}@{domain}")]), RAW)
+        options = {"data_dir": str(tmp_path), "spool_dir": str(spool_dir),
+                   "dns_port": dns_server.port, "smtp_port": peer.port,
+                   "redis_url": redis_url, "prefix": prefix}
+        log = (tmp_path / f"child{index}.log").open("wb")
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "tests.relay.shaping_child", json.dumps(options)],
+            cwd=Path(__file__).resolve().parents[2], stdout=log, stderr=subprocess.STDOUT))
+    codes = []
+    for process in processes:
+        try:
+            codes.append(process.wait(90))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            codes.append(None)
+    logs = [(tmp_path / f"child{index}.log").read_text()[-2000:] for index in range(2)]
+    assert codes == [0, 0], logs
+    assert len(peer.messages) == 60
+    assert peer.max_open <= 2
+    assert peer.connections >= 20
