@@ -110,7 +110,11 @@ def authenticate_key(key: str) -> Principal:
         # APPSEC: the lookup is cross-tenant by necessity; the tenant is then
         # fixed by the row, never by anything else in the request.
         rows = list(
-            ApiKey.select().where(ApiKey.lookup_id == match[1]).bind(system_db)
+            ApiKey.select(ApiKey, Tenant.status.alias("tenant_status"))
+            .join(Tenant, on=(Tenant.id == ApiKey.tenant_id))
+            .where(ApiKey.lookup_id == match[1])
+            .bind(system_db)
+            .objects()
         )
         for row in rows:
             if not hmac.compare_digest(bytes(row.secret_hash), presented):
@@ -119,8 +123,7 @@ def authenticate_key(key: str) -> Principal:
                 raise AuthenticationError("API key has been revoked")
             if row.expires_at is not None and row.expires_at <= now:
                 raise AuthenticationError("API key has expired")
-            tenant = Tenant.select(Tenant.status).where(Tenant.id == row.tenant_id)
-            if tenant.bind(system_db).scalar() != "active":
+            if getattr(row, "tenant_status", None) != "active":
                 raise AuthenticationError("this tenant is suspended")
             if row.last_used_at is None or now - row.last_used_at > datetime.timedelta(minutes=1):
                 ApiKey.update(last_used_at=now).where(
