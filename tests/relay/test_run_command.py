@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,12 +23,14 @@ def _free_port() -> int:
 
 def test_relay_run_listens_and_stops(test_environ, targets, tmp_path, run_id) -> None:  # type: ignore[no-untyped-def]
     port = _free_port()
+    metrics_port = _free_port()
     environ = {
         **os.environ, **test_environ,
         "SWIFTMAIL_PLUGIN_RELAY_SPOOL_DIR": str(tmp_path / "spool"),
         "SWIFTMAIL_PLUGIN_RELAY_SUBMISSION_LISTEN": f"127.0.0.1:{port}",
         "SWIFTMAIL_PLUGIN_RELAY_TRUSTED_LISTENERS": f"127.0.0.1:{port}",
         "SWIFTMAIL_PLUGIN_RELAY_REDIS_PREFIX": f"{run_id}:relay-run",
+        "SWIFTMAIL_PLUGIN_RELAY_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "swiftmail_core.cli", "relay", "run"], cwd=ROOT, env=environ,
@@ -47,6 +50,9 @@ def test_relay_run_listens_and_stops(test_environ, targets, tmp_path, run_id) ->
         code, _ = client.mail("spammer@evil.example")
         assert code == 530  # never an open relay
         client.quit()
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as page:
+            text = page.read().decode()
+        assert "swiftmail_relay_deliveries_total" in text
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(15) == 0

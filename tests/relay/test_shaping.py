@@ -160,3 +160,56 @@ def test_two_relay_processes_never_exceed_the_shared_cap(  # type: ignore[no-unt
     assert len(peer.messages) == 60
     assert peer.max_open <= 2
     assert peer.connections >= 20
+
+
+def test_idle_domain_rewarms_from_day_zero(shaper, redis_client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from swiftmail_relay.config import RelayConfig
+    from swiftmail_relay.mx import MxHost, Route
+
+    from swiftmail_core.settings import Settings
+
+    config = RelayConfig.from_settings(Settings(data_dir=tmp_path), warmup_start_per_hour=2)
+    throttle = shaper(config)
+    route = Route("x.example", (MxHost("mx.x.example", 10, ("127.0.0.1",)),))
+    domain = f"idle{uuid.uuid4().hex[:6]}.example"
+    envelope = Envelope(id=new_id(), mail_from="a@b", recipients=[], sender_domain=domain)
+    now = time.time()
+    # Warmed for 10 days (cap 2 * 1.4**10 = 57/hour), then idle for 31 days.
+    redis_client.set(f"{throttle.prefix}:warm:start:domain:{domain}", now - 41 * 86400)
+    redis_client.set(f"{throttle.prefix}:warm:last:domain:{domain}", now - 31 * 86400)
+    config_ip = f"{throttle.prefix}:warm:start:ip:{config.source_ip}"
+    redis_client.set(config_ip, now - 61 * 86400)  # the IP is fully warm
+
+    async def admits() -> list[float]:
+        try:
+            return [await throttle.admit(route, envelope, 1) for _ in range(4)]
+        finally:
+            await throttle.close()
+
+    waits = asyncio.run(admits())
+    assert waits[:2] == [0.0, 0.0] and all(w > 0 for w in waits[2:])  # day 0 again: 2/hour
+    assert throttle.warmup_cap(10) == 57
+
+
+def test_mail_waiting_on_warmup_still_expires(dns_server, peers, relay_factory, shaper) -> None:  # type: ignore[no-untyped-def]
+    (peer,) = peers(1, first=64)
+    domain = _route(dns_server, peer)
+    relay = relay_factory(peer.port, throttle=shaper, warmup_start_per_hour=1, max_age=1.0)
+    _spool_many(relay, domain, 3, sender=f"x{uuid.uuid4().hex[:6]}.example")
+
+    async def main() -> None:
+        await relay.start()
+        try:
+            for _ in range(500):
+                if len(relay.finals) == 3:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            await relay.stop()
+
+    asyncio.run(main())
+    statuses = sorted(r.status for e in relay.finals for r in e.recipients)
+    assert statuses == ["delivered", "expired", "expired"]
+    assert all(r.attempts == 0 for e in relay.finals for r in e.recipients if r.status == "expired")
