@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Sequence
 from email.utils import parseaddr
 from pathlib import Path
+from typing import Any
 
 import structlog
 from swiftmail_relay import dkim, metrics
@@ -78,6 +79,21 @@ def sign_for_tenant(settings: Settings, config: RelayConfig, raw: bytes,
     return signed
 
 
+def warmup_plan(settings: Settings, config: RelayConfig, tenant_id: uuid.UUID | str | None,
+                domain: str | None) -> dict[str, Any] | None:
+    """Return the tenant's warm-up plan for a sending domain (``sending_domains.warmup_plan``).
+
+    Keys: ``start_per_hour``, ``factor``, ``enabled``; missing keys fall back
+    to the relay-wide schedule. Stored with the message, so the delivering
+    relay never waits on the database for it.
+    """
+    if tenant_id is None or domain is None or not settings.secret_key:
+        return None
+    row = _keys(settings.secret_key, config.dkim_ed25519).domain(tenant_id, domain)
+    plan = dict(row.warmup_plan or {}) if row is not None else {}
+    return plan or None
+
+
 def spool_message(
     settings: Settings,
     *,
@@ -98,6 +114,7 @@ def spool_message(
         tenant_id=str(tenant_id) if tenant_id else None,
         campaign_id=str(campaign_id) if campaign_id else None, sender_domain=from_domain(raw),
     )
+    envelope.warmup_plan = warmup_plan(settings, config, tenant_id, envelope.sender_domain)
     body = sign_for_tenant(settings, config, raw, tenant_id) if sign else raw
     queue_id = _spool(config.spool_dir).write(envelope, body)
     metrics.ACCEPTED.labels(source="handoff").inc()
@@ -118,6 +135,8 @@ def spool_messages(
             campaign_id=str(message.campaign_id) if message.campaign_id else None,
             sender_domain=from_domain(message.raw),
         )
+        envelope.warmup_plan = warmup_plan(settings, config, message.tenant_id,
+                                           envelope.sender_domain)
         body = sign_for_tenant(settings, config, message.raw, message.tenant_id) if sign \
             else message.raw
         items.append((envelope, body))

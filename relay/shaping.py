@@ -188,23 +188,32 @@ class RedisShaper:
                 return (window + 1 - now) + 0.01
         if self.config.warmup:
             group = self.group(route.site) or "other"
-            for subject in self._warmup_subjects(envelope):
-                wait = await self._warmup(subject, group, recipients, now)
+            for subject, plan in self._warmup_subjects(envelope):
+                wait = await self._warmup(subject, group, recipients, now, plan)
                 if wait > 0:
                     return wait
         return 0.0
 
-    def _warmup_subjects(self, envelope: Envelope) -> list[str]:
-        subjects = [f"ip:{self.config.source_ip}"]
-        if envelope.sender_domain:
-            subjects.append(f"domain:{envelope.sender_domain}")
+    def _warmup_subjects(self, envelope: Envelope) -> list[tuple[str, Mapping[str, Any]]]:
+        subjects: list[tuple[str, Mapping[str, Any]]] = [(f"ip:{self.config.source_ip}", {})]
+        plan = envelope.warmup_plan or {}
+        if envelope.sender_domain and plan.get("enabled", True):
+            subjects.append((f"domain:{envelope.sender_domain}", plan))
         return subjects
 
-    def warmup_cap(self, day: int) -> int:
-        """Return the hourly cap per provider group on warm-up ``day`` (0-based)."""
-        return int(self.config.warmup_start_per_hour * self.config.warmup_factor ** day)
+    def warmup_cap(self, day: int, plan: Mapping[str, Any] | None = None) -> int:
+        """Return the hourly cap per provider group on warm-up ``day`` (0-based).
 
-    async def _warmup(self, subject: str, group: str, count: int, now: float) -> float:
+        A tenant's plan (``start_per_hour``, ``factor``) overrides the
+        relay-wide schedule for its domain.
+        """
+        plan = plan or {}
+        start = float(plan.get("start_per_hour", self.config.warmup_start_per_hour))
+        factor = float(plan.get("factor", self.config.warmup_factor))
+        return int(start * factor ** day)
+
+    async def _warmup(self, subject: str, group: str, count: int, now: float,
+                      plan: Mapping[str, Any] | None = None) -> float:
         start_key = f"{self.prefix}:warm:start:{subject}"
         last_key = f"{self.prefix}:warm:last:{subject}"
         start, last = await self.redis.mget(start_key, last_key)
@@ -217,7 +226,7 @@ class RedisShaper:
             await self.redis.set(last_key, now)
             return 0.0
         hour = int(now // 3600)
-        cap = max(1, self.warmup_cap(day))
+        cap = max(1, self.warmup_cap(day, plan))
         ok = await self._count(keys=[f"{self.prefix}:warm:n:{subject}:{group}:{hour}"],
                                args=[min(count, cap), cap, 7200])
         if not ok:

@@ -83,6 +83,7 @@ class Envelope:
     campaign_id: str | None = None
     source: str = "handoff"  # handoff | submission | dsn
     sender_domain: str | None = None  # the From domain (warm-up is counted per domain)
+    warmup_plan: dict[str, Any] | None = None  # the tenant's plan for that domain, if any
     created_at: float = dataclasses.field(default_factory=time.time)
     size: int = 0
 

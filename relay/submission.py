@@ -178,6 +178,11 @@ class SubmissionHandler:
             recipients=[Recipient(address) for address in envelope.rcpt_tos],
             tenant_id=str(principal.tenant_id), source="submission", sender_domain=domain,
         )
+        lookup = getattr(self.keys, "domain", None)
+        if lookup is not None:
+            row = await asyncio.to_thread(lookup, principal.tenant_id, domain)
+            if row is not None and row.warmup_plan:
+                spooled.warmup_plan = dict(row.warmup_plan)
         try:
             signed = await asyncio.to_thread(
                 sign_for_tenant, self.settings, self.config, raw, principal.tenant_id)

@@ -112,13 +112,15 @@ def sending_domain(runtime, rsa_key, dns_server):  # type: ignore[no-untyped-def
     from swiftmail_core.db import tenant_tx
     from swiftmail_core.models import SendingDomain, utcnow
 
-    def factory(tenant_id, domain: str, *, verified: bool = True, selector: str = "sm1"):  # type: ignore[no-untyped-def]
+    def factory(tenant_id, domain: str, *, verified: bool = True, selector: str = "sm1",  # type: ignore[no-untyped-def]
+                warmup_plan: dict | None = None):
         secret = runtime.settings.secret_key
         with tenant_tx(tenant_id):
             SendingDomain.insert(
                 tenant_id=tenant_id, id=uuid.uuid4(), domain=domain, dkim_selector=selector,
                 dkim_private_key_encrypted=crypto.encrypt(secret, rsa_key[0]),
                 dkim_public_key=rsa_key[1], verified_at=utcnow() if verified else None,
+                warmup_plan=warmup_plan or {},
             ).execute()
         dns_server.add(f"{selector}._domainkey.{domain}", "TXT",
                        txt_strings(f"v=DKIM1; k=rsa; p={rsa_key[1]}"))

@@ -122,3 +122,39 @@ def test_expiry_records_expired_without_suppression(  # type: ignore[no-untyped-
         assert Suppression.select().where(Suppression.email_lower == to.lower()).count() == 0
         row = Message.get((Message.tenant_id == tenant_a.id) & (Message.id == ledger_id))
     assert row.status == "expired"
+
+
+def test_tenant_warmup_plan_travels_with_the_message(  # type: ignore[no-untyped-def]
+    runtime, tenant_a, dns_server, peers, relay_factory, sending_domain, tmp_path, redis_url, run_id,
+) -> None:
+    from swiftmail_relay.shaping import RedisShaper
+
+    (peer,) = peers(1, first=43)
+    domain = sending_domain(tenant_a.id, f"s{uuid.uuid4().hex[:8]}.example",
+                            warmup_plan={"start_per_hour": 2, "factor": 2.0})
+    rcpt_domain = f"r{uuid.uuid4().hex[:8]}.example"
+    dns_server.add(rcpt_domain, "MX", f"10 mx.{rcpt_domain}.")
+    dns_server.add(f"mx.{rcpt_domain}", "A", peer.host)
+    settings = dataclasses.replace(runtime.settings, plugins={"relay": {
+        "spool_dir": str(tmp_path / "spool")}})
+    prefix = f"{run_id}:relay:{uuid.uuid4().hex[:6]}"
+    relay = relay_factory(
+        peer.port, settings=settings,
+        throttle=lambda config: RedisShaper(dataclasses.replace(config, redis_prefix=prefix),
+                                            redis_url))
+
+    async def scenario() -> None:
+        ids = [spool_message(settings, raw=_message(domain, f"u{i}@{rcpt_domain}"),
+                             envelope_from=f"b@{domain}", recipients=[f"u{i}@{rcpt_domain}"],
+                             tenant_id=tenant_a.id) for i in range(4)]
+        await relay.start()
+        try:
+            relay.notify(ids)
+            await relay.idle(20)
+        finally:
+            await relay.stop()
+
+    asyncio.run(scenario())
+    assert len(peer.messages) == 2  # the tenant's plan: 2 per hour on day 0
+    plans = [e.warmup_plan for e in relay.envelopes.values()]
+    assert plans == [{"start_per_hour": 2, "factor": 2.0}] * 2
