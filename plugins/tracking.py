@@ -26,7 +26,7 @@ _tenants_with_webhooks: dict[uuid.UUID, tuple[float, bool]] = {}
 _cache_lock = threading.Lock()
 
 
-def _redis_client(settings: Settings):  # type: ignore[no-untyped-def]
+def _redis_client(settings: Settings):
     import redis
 
     from swiftmail_core import embedded
@@ -94,7 +94,7 @@ def tracking_group() -> None:
               show_default=True, help="Hits stored per transaction.")
 @click.option("--once", is_flag=True, help="Drain what is there, then exit.")
 @click.pass_obj
-def drain(state, consumer: str, batch_size: int, once: bool) -> None:  # type: ignore[no-untyped-def]
+def drain(state, consumer: str, batch_size: int, once: bool) -> None:
     """Store tracking hits from the Redis stream as events (runs until stopped).
 
     Hits are acknowledged only after their events are committed, so a killed
@@ -142,7 +142,7 @@ def webhooks_group() -> None:
 @click.option("--interval", envvar="SWIFTMAIL_WEBHOOKS_INTERVAL", default=1.0,
               show_default=True, help="Seconds between polls when idle.")
 @click.pass_obj
-def deliver(state, once: bool, interval: float) -> None:  # type: ignore[no-untyped-def]
+def deliver(state, once: bool, interval: float) -> None:
     """POST due webhook deliveries, signed, with retries and backoff.
 
     \b

@@ -48,7 +48,7 @@ class Verdict:
 HUMAN = Verdict(False)
 
 
-def _in_networks(ip: str, networks: tuple) -> bool:  # type: ignore[type-arg]
+def _in_networks(ip: str, networks: tuple) -> bool:
     if networks is APPLE_PROXY_NETWORKS and "." in ip and ":" not in ip:
         return ip.startswith("17.")  # NOTE: fast path, equal to 17.0.0.0/8 for dotted quads
     try:

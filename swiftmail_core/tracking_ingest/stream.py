@@ -91,7 +91,7 @@ class HitStream:
     def _id(entry_id: bytes | str) -> str:
         return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
 
-    def _entries(self, reply) -> list[tuple[str, dict]]:  # type: ignore[no-untyped-def]
+    def _entries(self, reply) -> list[tuple[str, dict]]:
         entries = []
         for _stream, items in reply or []:
             for entry_id, fields in items:

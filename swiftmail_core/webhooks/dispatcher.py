@@ -110,7 +110,7 @@ class Dispatcher:
         *,
         timeout: float = 10.0,
         retry_window: datetime.timedelta = RETRY_WINDOW,
-        resolve=None,  # type: ignore[no-untyped-def]
+        resolve=None,
         tenant_id: uuid.UUID | None = None,
     ) -> None:
         self.secret_key = secret_key

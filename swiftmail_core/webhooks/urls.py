@@ -59,7 +59,7 @@ class UrlPolicy:
                 infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
             except OSError as ex:
                 raise ValidationError.for_field("url", f"cannot resolve {host}: {ex}") from ex
-            return sorted({info[4][0] for info in infos})
+            return sorted({str(info[4][0]) for info in infos})
         resolver = dns.resolver.Resolver(configure=False)
         resolver.nameservers = list(self.nameservers)
         resolver.port = self.dns_port

@@ -73,7 +73,7 @@ class HitBatcher:
 
 
 class _Hot:
-    def __init__(self, services, batcher: HitBatcher) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, services, batcher: HitBatcher) -> None:
         self.services = services
         self.batcher = batcher
 
@@ -160,7 +160,7 @@ def create_app() -> falcon.asgi.App:
     return build_app(services, redis.asyncio.Redis.from_url(runtime.redis_url))
 
 
-def build_app(services, client: redis.asyncio.Redis) -> falcon.asgi.App:  # type: ignore[no-untyped-def]
+def build_app(services, client: redis.asyncio.Redis) -> falcon.asgi.App:
     """Build the hot-path app from the public services and an async Redis client."""
     batcher = HitBatcher(client, services.config.stream)
     app = falcon.asgi.App()

@@ -235,7 +235,7 @@ class ConfirmResource(_Public):
 class SubscribeResource(_Public):
     """``/subscribe/{tenant_slug}/{list_id}``: the public sign-up form."""
 
-    def _list(self, tenant_slug: str, list_id: str):  # type: ignore[no-untyped-def]
+    def _list(self, tenant_slug: str, list_id: str):
         try:
             return find_public_list(tenant_slug, list_id)
         except NotFoundError:

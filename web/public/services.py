@@ -6,7 +6,7 @@ import dataclasses
 import functools
 import uuid
 
-import redis
+import redis as redis_lib
 
 from swiftmail_core.db import system_tx
 from swiftmail_core.plugins import PluginManager
@@ -61,7 +61,7 @@ class PublicServices:
     """Collaborators of the public resources, built once per process."""
 
     settings: Settings
-    redis: redis.Redis
+    redis: redis_lib.Redis
     plugins: PluginManager | None
     config: PublicConfig
     stream: HitStream
@@ -76,7 +76,7 @@ class PublicServices:
     def build(
         cls,
         settings: Settings,
-        redis_client: redis.Redis,
+        redis_client: redis_lib.Redis,
         plugins: PluginManager | None = None,
         config: PublicConfig | None = None,
     ) -> PublicServices:
