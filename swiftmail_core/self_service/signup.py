@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import urllib.parse
 import uuid
 
 from swiftmail_core.db import app_db, system_tx, tenant_tx
 from swiftmail_core.errors import NotFoundError, ValidationError
 from swiftmail_core.events import EventRecord, record_events
 from swiftmail_core.plugins import PluginManager
+
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +63,47 @@ def find_public_list(tenant_slug: str, list_id: str) -> PublicList:
                       found[0], found[1], bool(found[2]))
 
 
+def _queue_confirmation(target: PublicList, contact_id: uuid.UUID, email: str,
+                        secret_key: str | None, public_url: str = "") -> None:
+    """Write the double opt-in email to the ledger (inside the caller's tenant_tx).
+
+    NOTE: the same payload shape as ``POST /v1/lists/{id}/subscriptions``
+    (``web/resources/subscriptions.py``): the outbox sends ``confirmation``
+    rows like transactional messages, the list name travelling as data.
+    """
+    if not secret_key:
+        return
+    from swiftmail_core import tokens
+
+    token = tokens.make_confirm_token(secret_key, target.tenant_id, contact_id, target.list_id)
+    base = (public_url or DEFAULT_PUBLIC_URL).rstrip("/")
+    url = f"{base}/confirm/{token}"
+    sender = str(target.tenant_settings.get("default_from_email") or "")
+    if not sender:
+        domain = app_db.execute_sql(
+            "SELECT domain FROM sending_domains ORDER BY verified_at IS NULL, created_at LIMIT 1"
+        ).fetchone()
+        host = domain[0] if domain else urllib.parse.urlsplit(base).hostname
+        sender = f"no-reply@{host or 'localhost'}"
+    payload = {
+        "list_id": str(target.list_id), "confirm_url": url, "from_email": sender,
+        "from_name": target.tenant_name, "reply_to": "",
+        "data": {"list_name": target.name, "confirm_url": url},
+        "subject": "Please confirm your subscription to {{ contact.data.list_name }}",
+        "text": "Confirm your subscription to {{ contact.data.list_name }}:\n\n"
+                "{{ contact.data.confirm_url }}\n\n"
+                "If you did not ask for this, ignore this message.",
+        "html": "<p>Confirm your subscription to {{ contact.data.list_name }}:</p>"
+                '<p><a href="{{ contact.data.confirm_url }}">Yes, subscribe me</a></p>'
+                "<p>If you did not ask for this, ignore this message.</p>",
+    }
+    app_db.execute_sql(
+        "INSERT INTO messages (tenant_id, contact_id, email, kind, transport, payload) "
+        "VALUES (%s, %s, %s, 'confirmation', 'relay', %s::jsonb)",
+        (str(target.tenant_id), str(contact_id), email, json.dumps(payload)),
+    )
+
+
 def signup(
     target: PublicList,
     email: str,
@@ -66,6 +111,8 @@ def signup(
     *,
     ip: str | None = None,
     plugins: PluginManager | None = None,
+    confirm_secret: str | None = None,
+    public_url: str = "",
 ) -> SignupResult:
     """Add the address to the list: unconfirmed for double opt-in, else confirmed."""
     email = email.strip()
@@ -75,6 +122,12 @@ def signup(
     status = "unconfirmed" if target.double_opt_in else "confirmed"
     tenant = str(target.tenant_id)
     with tenant_tx(target.tenant_id):
+        previous = app_db.execute_sql(
+            "SELECT s.status, s.consent_at > now() - interval '10 minutes' FROM subscriptions s "
+            "JOIN contacts c ON c.tenant_id = s.tenant_id AND c.id = s.contact_id "
+            "WHERE s.tenant_id = %s AND s.list_id = %s AND c.email_lower = lower(%s)",
+            (tenant, str(target.list_id), email),
+        ).fetchone()
         contact_id = app_db.execute_sql(
             "INSERT INTO contacts (tenant_id, id, email, name) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (tenant_id, email_lower) DO UPDATE SET updated_at = now() "
@@ -91,6 +144,10 @@ def signup(
             "consent_ip = EXCLUDED.consent_ip, updated_at = now() RETURNING status",
             (tenant, str(target.list_id), str(contact_id), status, ip or None, status),
         ).fetchone()[0]
+        # A confirmation email at most every 10 minutes per address and list.
+        if current == "unconfirmed" and (previous is None or not previous[1]):
+            _queue_confirmation(target, uuid.UUID(str(contact_id)), email, confirm_secret,
+                                public_url)
     contact_uuid = uuid.UUID(str(contact_id))
     record_events([EventRecord(
         target.tenant_id, "subscribed", contact_id=contact_uuid, email=email,

@@ -297,7 +297,9 @@ class SubscribeResource(_Public):
             return None
         try:
             self_service.signup(target, email, name, ip=ip or None,
-                                plugins=self.services.plugins)
+                                plugins=self.services.plugins,
+                                confirm_secret=self.secret,
+                                public_url=self.services.settings.public_url)
         except ValidationError as ex:
             message = ex.errors[0]["message"] if getattr(ex, "errors", None) else str(ex)
             self._render(resp, target, req, falcon.HTTP_422, error=message, email=email,

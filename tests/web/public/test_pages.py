@@ -210,6 +210,18 @@ def test_signup_form_honeypot_and_per_ip_limit(public_client, tenant_a) -> None:
             "s.tenant_id AND c.id = s.contact_id WHERE s.list_id = %s", (str(list_id),),
         ).fetchall()
     assert rows == [("new@example.com", "unconfirmed")]
+    # The double opt-in email is in the ledger (one, despite the bot and the retries),
+    # and its link confirms the subscription.
+    with tenant_tx(tenant_a.id):
+        ledger = app_db.execute_sql(
+            "SELECT email, payload->>'confirm_url' FROM messages WHERE kind = 'confirmation'"
+        ).fetchall()
+    assert [email for email, _ in ledger] == ["new@example.com"]
+    confirm_path = urllib.parse.urlsplit(ledger[0][1]).path
+    assert public_client.simulate_post(confirm_path).status_code == 200
+    with tenant_tx(tenant_a.id):
+        assert app_db.execute_sql("SELECT status FROM subscriptions WHERE list_id = %s",
+                                  (str(list_id),)).fetchone()[0] == "confirmed"
     assert public_client.simulate_get(f"/subscribe/{tenant_a.slug}/{uuid.uuid4()}").status_code == 404
 
 
