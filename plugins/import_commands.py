@@ -51,7 +51,6 @@ def import_group() -> None:
 def _run_import(
     state: CliState, kind: str, file: Path, tenant_ref: str, params: dict[str, Any]
 ) -> None:
-    from swiftmail_core.errors import ValidationError
     from swiftmail_core.imports.service import import_file
 
     tenant_id = _tenant_id(state, tenant_ref)
@@ -62,10 +61,7 @@ def _run_import(
         def listener(done: int, total: int | None) -> None:
             bar.update(max(0, done - bar.pos))
 
-        try:
-            job = import_file(runtime, tenant_id, kind, file, params, listener)
-        except ValidationError:
-            raise
+        job = import_file(runtime, tenant_id, kind, file, params, listener)
     _print_job(job)
     if job.result_key:
         click.echo(f"  error report: swiftmail import report {job.id} --tenant {tenant_ref}")
