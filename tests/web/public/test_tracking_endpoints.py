@@ -91,3 +91,12 @@ def test_dangerous_schemes_cannot_be_stored(tenant_a) -> None:
     with pytest.raises(peewee.IntegrityError), tenant_tx(tenant_a.id):
         app_db.execute_sql("INSERT INTO links (tenant_id, url) VALUES (%s, 'javascript:x')",
                            (str(tenant_a.id),))
+
+
+def test_public_routes_need_no_auth_in_the_api_app(client) -> None:  # type: ignore[no-untyped-def]
+    pixel = client.simulate_get("/t/o/not-a-token.gif")
+    assert pixel.status_code == 200 and pixel.content == PIXEL
+    page = client.simulate_get("/u/not-a-token")
+    assert page.status_code == 404
+    assert page.headers["content-type"].startswith("text/html")
+    assert client.simulate_get("/v1/analytics/tenant").status_code == 401
