@@ -116,10 +116,15 @@ class Relay:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        await self.deliverer.close()
+        try:
+            await asyncio.wait_for(self.deliverer.close(), 15)
+        except TimeoutError:
+            log.warning("relay_close_timeout", tasks=[
+                repr(task.get_stack(limit=3)) for task in asyncio.all_tasks()
+                if task is not asyncio.current_task()])
         close = getattr(self.throttle, "close", None)
         if close is not None:
-            await close()
+            await asyncio.wait_for(close(), 5)
         if self.sink is not None:
             await self.sink.stop()
 

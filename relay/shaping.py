@@ -103,7 +103,8 @@ class RedisShaper:
     def __init__(self, config: RelayConfig, redis_url: str, *,
                  backoff: tuple[BackoffRule, ...] = DEFAULT_BACKOFF) -> None:
         self.config = config
-        self.redis = aioredis.Redis.from_url(redis_url)
+        self.redis = aioredis.Redis.from_url(redis_url, socket_timeout=5,
+                                             socket_connect_timeout=5)
         self.prefix = config.redis_prefix
         self.backoff = backoff
         groups = config.provider_groups or DEFAULT_GROUPS

@@ -260,3 +260,29 @@ def test_cli_retry_control_file_is_applied(dns_server, peers, relay_factory) -> 
 
     asyncio.run(scenario())
     assert _status(relay.finals[0]) == [DELIVERED]
+
+
+def test_dot_stuffing_and_line_endings_survive(dns_server, peers, relay_factory) -> None:  # type: ignore[no-untyped-def]
+    from swiftmail_relay.delivery import dot_stuff
+
+    assert dot_stuff(b".a\r\n.\r\nb\nc\rd") == b"..a\r\n..\r\nb\r\nc\r\nd\r\n.\r\n"
+    (peer,) = peers(1, first=34)
+    domain = _domain()
+    dns_server.add(domain, "MX", f"10 mx.{domain}.")
+    dns_server.add(f"mx.{domain}", "A", peer.host)
+    raw = b"From: a@sender.example\r\nSubject: dots\r\n\r\n.leading dot\r\n.\r\n..two\r\nend\r\n"
+    relay = relay_factory(peer.port)
+
+    async def scenario() -> None:
+        await relay.start()
+        try:
+            envelope = Envelope(id=new_id(), mail_from="b@sender.example",
+                                recipients=[Recipient(f"u@{domain}")])
+            relay.notify([relay.spool.write(envelope, raw)])
+            await relay.idle(20)
+        finally:
+            await relay.stop()
+
+    asyncio.run(scenario())
+    (received,) = peer.messages
+    assert received.data == raw
