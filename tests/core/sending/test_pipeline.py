@@ -132,7 +132,7 @@ def test_transactional_and_test_sends_use_the_same_pipeline(audience, sending, s
         tenant.id, to="user5@example.test", from_email="app@sender.test",
         template_id=template_id, data={"code": "913"}, transport="sink")
     ids = lifecycle.test_send(tenant.id, campaign_id, ["qa@else.test"])  # campaign still a draft
-    assert worker.drain(10) == 2
+    worker.drain(10)  # (may also meet other tests' leftover rows: only ours are checked)
     by_recipient = {str(m["To"]): m for m in sink.handler.messages()}
     assert set(by_recipient) == {"user5@example.test", "qa@else.test"}
     assert by_recipient["user5@example.test"]["Subject"] == "Code 913"
