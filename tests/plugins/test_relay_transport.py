@@ -14,6 +14,7 @@ from swiftmail_relay.config import RelayConfig
 from swiftmail_relay.engine import Relay
 from swiftmail_relay.outcomes import record_outcomes
 from swiftmail_relay.sink import OutcomeSink
+from swiftmail_relay.spool import Spool
 
 from swiftmail_core.db import tenant_tx
 from swiftmail_core.errors import ConfigurationError
@@ -104,3 +105,64 @@ def test_confirmation_rows_without_transport_go_through_the_relay(settings, runt
         status, transport_id = database.execute_sql(
             "SELECT status, provider_message_id FROM messages WHERE id = %s", (ledger_id,)).fetchone()
     assert status == "accepted" and transport_id
+
+
+def test_smtp_mode_submits_to_the_relay_listener_with_an_api_key(settings, runtime, tenant_a, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import threading
+    import uuid
+
+    from swiftmail_relay import dkim
+    from swiftmail_relay.submission import SubmissionHandler, make_smtp_factory
+
+    from swiftmail_core import crypto
+    from swiftmail_core.apikeys import create_api_key
+    from tests.plugins.standins.smtp_sink import free_port
+
+    domain = f"s{uuid.uuid4().hex[:8]}.example"
+    pem, public = dkim.generate_rsa_pem()
+    with tenant_tx(tenant_a.id) as database:
+        database.execute_sql(
+            "INSERT INTO sending_domains (tenant_id, domain, dkim_selector, "
+            "dkim_private_key_encrypted, dkim_public_key, verified_at) "
+            "VALUES (%s, %s, 'sm1', %s, %s, now())",
+            (str(tenant_a.id), domain, crypto.encrypt(settings.secret_key, pem), public))
+    key = create_api_key(tenant_a.id, role="editor").key
+    port = free_port()
+    relay_settings = dataclasses.replace(settings, plugins={"relay": {
+        "spool_dir": str(tmp_path / "spool"), "trusted_listeners": f"127.0.0.1:{port}"}})
+    config = RelayConfig.from_settings(relay_settings)
+    handler = SubmissionHandler(relay_settings, config, runtime.plugins)
+    factory = make_smtp_factory(handler, config, trusted=True, tls_context=None,
+                                authenticator=handler.authenticate)
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(loop.create_server(factory, "127.0.0.1", port))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        first = make_list(tenant_a.id)
+        add_subscribers(tenant_a.id, first, 6, start=100)
+        campaign_id = make_campaign(tenant_a.id, [first], transport="relay",
+                                    from_email=f"news@{domain}")
+        configured = dataclasses.replace(settings, plugins={"relay_transport": {
+            "mode": "smtp", "port": port, "username": "app", "password": key}})
+        plugins = PluginManager.load(configured)
+        lifecycle.schedule_campaign(tenant_a.id, campaign_id)
+        sweeper.tick(configured, plugins)
+        SendingWorker(configured, plugins).drain(30)
+    finally:
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+    spool = Spool(tmp_path / "spool")
+    spooled = [spool.read(queue_id) for queue_id in spool.scan()]
+    assert len(spooled) == 6
+    assert all(env.tenant_id == str(tenant_a.id) and raw.startswith(b"DKIM-Signature:")
+               for env, raw in spooled)
+    assert ledger_statuses(tenant_a.id, campaign_id) == {"accepted": 6}
+
+
+def ledger_statuses(tenant_id, campaign_id):  # type: ignore[no-untyped-def]
+    with tenant_tx(tenant_id) as database:
+        return dict(database.execute_sql(
+            "SELECT status, count(*) FROM messages WHERE campaign_id = %s GROUP BY status",
+            (str(campaign_id),)).fetchall())
