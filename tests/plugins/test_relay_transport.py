@@ -149,6 +149,8 @@ def test_smtp_mode_submits_to_the_relay_listener_with_an_api_key(settings, runti
         lifecycle.schedule_campaign(tenant_a.id, campaign_id)
         sweeper.tick(configured, plugins)
         SendingWorker(configured, plugins).drain(30)
+        plugins.transport("relay").close()  # QUIT the kept-alive connection
+        time.sleep(0.2)
     finally:
         loop.call_soon_threadsafe(server.close)
         loop.call_soon_threadsafe(loop.stop)
