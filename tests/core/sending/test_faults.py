@@ -187,8 +187,7 @@ def test_two_workers_pause_resume_no_recipient_twice(tenant_a, sink, spawn_worke
     recipients = 3000
     campaign_id = _campaign(tenant_a, recipients)
     lifecycle.schedule_campaign(tenant_a.id, campaign_id)
-    spawn_worker()
-    spawn_worker()
+    workers = [spawn_worker(), spawn_worker()]
     _wait(lambda: sink.handler.count() >= 700)
     lifecycle.pause_campaign(tenant_a.id, campaign_id)
     # Batches in flight finish: no row of the campaign is leased any more.
@@ -201,3 +200,6 @@ def test_two_workers_pause_resume_no_recipient_twice(tenant_a, sink, spawn_worke
     _wait(lambda: _status(tenant_a, campaign_id) == "sent")
     assert len(_ours(sink.handler.per_recipient)) == recipients
     assert max(_ours(sink.handler.per_recipient).values()) == 1
+    for worker in workers:  # SIGINT is the graceful stop the unit files use
+        worker.send_signal(signal.SIGINT)
+    assert [worker.wait(60) for worker in workers] == [0, 0]
