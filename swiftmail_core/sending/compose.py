@@ -19,6 +19,7 @@ from typing import Any
 
 from swiftmail_core.db import system_tx
 from swiftmail_core.plugins import PluginManager
+from swiftmail_core.rendering import CampaignRenderer
 from swiftmail_core.sending.outbox import ClaimedMessage
 from swiftmail_core.settings import Settings
 from swiftmail_core.transports import OutboundMessage
@@ -28,11 +29,7 @@ RENDERER_TTL_SECONDS = 120.0
 
 
 def _renderer_class() -> Any:
-    """Return the renderer class (the rendering package, or the fallback)."""
-    try:
-        from swiftmail_core.rendering import CampaignRenderer
-    except ImportError:  # NOTE: until swiftmail_core.rendering lands
-        from swiftmail_core.sending._fallback_render import FallbackRenderer as CampaignRenderer
+    """Return the renderer class (a seam for tests)."""
     return CampaignRenderer
 
 
@@ -100,7 +97,8 @@ class Composer:
             groups[(row.tenant_id, row.campaign_id)].append(row)
         with system_tx() as database:
             for (tenant_id, campaign_id), rows in groups.items():
-                renderer, list_ids = None, []
+                renderer: Any = None
+                list_ids: list[str] = []
                 if campaign_id is not None:
                     try:
                         renderer, list_ids = self._renderer(database, tenant_id, campaign_id)

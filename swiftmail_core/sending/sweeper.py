@@ -13,6 +13,7 @@ from typing import Any
 
 from swiftmail_core.db import system_tx, tenant_tx
 from swiftmail_core.plugins import PluginManager
+from swiftmail_core.rendering import links_in
 from swiftmail_core.sending.audience import resolve_audience
 from swiftmail_core.settings import Settings
 
@@ -71,14 +72,6 @@ def prepare_campaign(
     return resolve_audience(tenant_id, campaign_id)
 
 
-def _links_in(html: str) -> list[str]:
-    try:
-        from swiftmail_core.rendering import links_in
-    except ImportError:  # NOTE: until swiftmail_core.rendering lands
-        return []
-    return list(links_in(html))
-
-
 def _register_links(tenant_id: uuid.UUID, campaign_id: uuid.UUID) -> None:
     """Insert the campaign's tracked links (the renderer signs their ids)."""
     with tenant_tx(tenant_id) as database:
@@ -87,7 +80,7 @@ def _register_links(tenant_id: uuid.UUID, campaign_id: uuid.UUID) -> None:
         ).fetchone()
         if not row or not row[1]:
             return
-        for url in dict.fromkeys(_links_in(row[0] or "")):
+        for url in dict.fromkeys(links_in(row[0] or "")):
             database.execute_sql(
                 "INSERT INTO links (tenant_id, campaign_id, url) VALUES (%s, %s, %s) "
                 "ON CONFLICT (tenant_id, campaign_id, url) DO NOTHING",
