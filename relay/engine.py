@@ -45,6 +45,7 @@ from swiftmail_relay.throttle import NoThrottle, SitePolicy, Throttle
 from swiftmail_core.settings import Settings
 
 log = structlog.get_logger("swiftmail.relay")
+FULL_SCAN_SECONDS = 30.0
 
 
 def backoff(attempts: int, config: RelayConfig, rng: random.Random) -> float:
@@ -95,6 +96,7 @@ class Relay:
         self._background: set[asyncio.Future[Any]] = set()
         self._loaded_at: dict[str, float] = {}
         self._finished: dict[str, float] = {}
+        self._last_full_scan = time.monotonic()
         self.delivered = 0
 
     # Lifecycle --------------------------------------------------------------
@@ -102,6 +104,7 @@ class Relay:
     async def start(self) -> None:
         """Rescan the spool, then start workers, the timer and the scanner."""
         self.spool.clear_tmp()
+        self.spool.take_new()  # the full load below covers them
         await asyncio.to_thread(self._load_all)
         if self.sink is not None:
             self.sink.start()
@@ -193,20 +196,33 @@ class Relay:
             except Exception:
                 log.exception("spool_scan_failed")
 
-    async def scan_once(self) -> None:
-        """Pick up new spool files, drop vanished ones, apply control files."""
+    async def scan_once(self, *, full: bool | None = None) -> None:
+        """Load announced messages, apply control files; list the whole spool now and then.
+
+        Writers announce each message in ``new/``, so a routine scan reads
+        only that small directory; every ``FULL_SCAN_SECONDS`` (or when
+        ``full``) the whole ``queue/`` is listed as well, to find anything
+        missed and to forget messages the CLI held or purged.
+        """
         started = time.monotonic()
-        present = set(await asyncio.to_thread(lambda: list(self.spool.scan())))
-        for queue_id in present - set(self.envelopes):
-            # A finished message may still be listed while its file is removed.
-            if queue_id not in self._finished:
+        for queue_id in await asyncio.to_thread(self.spool.take_new):
+            if queue_id not in self.envelopes and queue_id not in self._finished:
                 self._load(queue_id)
-        busy = {queue_id for queue_id, _ in self._inflight}
-        for queue_id in set(self.envelopes) - present - busy:
-            # Held or purged by the CLI; never one loaded after the listing began.
-            if self._loaded_at.get(queue_id, started) < started:
-                self.envelopes.pop(queue_id, None)
-                self._loaded_at.pop(queue_id, None)
+        if full is None:
+            full = started - self._last_full_scan >= FULL_SCAN_SECONDS
+        if full:
+            self._last_full_scan = started
+            present = set(await asyncio.to_thread(lambda: list(self.spool.scan())))
+            for queue_id in present - set(self.envelopes):
+                # A finished message may still be listed while its file is removed.
+                if queue_id not in self._finished:
+                    self._load(queue_id)
+            busy = {queue_id for queue_id, _ in self._inflight}
+            for queue_id in set(self.envelopes) - present - busy:
+                # Held or purged by the CLI; never one loaded after the listing began.
+                if self._loaded_at.get(queue_id, started) < started:
+                    self.envelopes.pop(queue_id, None)
+                    self._loaded_at.pop(queue_id, None)
         for queue_id, when in list(self._finished.items()):
             if when < started - 60:
                 del self._finished[queue_id]
@@ -303,7 +319,13 @@ class Relay:
                 recipient.next_attempt_at = wake
             self._schedule(queue_id, domain, wake)
             return
-        body = await asyncio.to_thread(self.spool.read_body, queue_id)
+        try:
+            body = await asyncio.to_thread(self.spool.read_body, queue_id)
+        except FileNotFoundError:
+            # Held or purged by the CLI meanwhile: forget it.
+            self.envelopes.pop(queue_id, None)
+            self._loaded_at.pop(queue_id, None)
+            return
         groups: dict[str, list[Recipient]] = {}
         for recipient in due:
             groups.setdefault(self.return_path(envelope, recipient), []).append(recipient)

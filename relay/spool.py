@@ -7,6 +7,8 @@ Layout under ``spool_dir``::
                 ID.state the latest per-recipient state (atomically replaced)
     hold/       held messages (``swiftmail relay hold``), same file names
     control/    commands from the CLI to the running relay (JSON files)
+    new/        one empty file per newly spooled message: tells a running
+                relay what to load without listing all of queue/
 
 Writing follows Postfix: write the whole file in ``tmp/``, ``fsync`` it,
 ``rename`` it into ``queue/`` and ``fsync`` the directory. Only then does the
@@ -152,7 +154,8 @@ class Spool:
         self.queue = self.root / "queue"
         self.hold = self.root / "hold"
         self.control = self.root / "control"
-        for directory in (self.tmp, self.queue, self.hold, self.control):
+        self.new = self.root / "new"
+        for directory in (self.tmp, self.queue, self.hold, self.control, self.new):
             directory.mkdir(parents=True, exist_ok=True)
 
     # Writing --------------------------------------------------------------
@@ -201,6 +204,11 @@ class Spool:
                     except OSError:
                         pass
             raise _wrap(ex, "write") from ex
+        for envelope, _ in items:
+            try:
+                os.close(os.open(self.new / envelope.id, os.O_WRONLY | os.O_CREAT, 0o600))
+            except OSError:
+                pass  # only a hint: the periodic full scan finds the message anyway
         return [envelope.id for envelope, _ in items]
 
     def save_state(self, envelope: Envelope, data: bytes | None = None) -> None:
@@ -283,6 +291,17 @@ class Spool:
         for entry in os.scandir(directory or self.queue):
             if entry.name.endswith(".msg"):
                 yield entry.name[:-4]
+
+    def take_new(self) -> list[str]:
+        """Return and forget the ids announced in ``new/``."""
+        ids = []
+        for entry in os.scandir(self.new):
+            ids.append(entry.name)
+            try:
+                os.unlink(entry.path)
+            except OSError:
+                pass
+        return ids
 
     def clear_tmp(self) -> int:
         """Delete half-written files left by a crash; return how many."""

@@ -286,3 +286,39 @@ def test_dot_stuffing_and_line_endings_survive(dns_server, peers, relay_factory)
     asyncio.run(scenario())
     (received,) = peer.messages
     assert received.data == raw
+
+
+def test_other_process_mail_hold_and_release(dns_server, peers, relay_factory) -> None:  # type: ignore[no-untyped-def]
+    from swiftmail_relay import queue_ops
+
+    (peer,) = peers(1, first=35)
+    accept = {"on": False}
+    peer.rcpt = lambda address: "250 2.1.5 ok" if accept["on"] else "451 4.3.0 later"
+    domain = _domain()
+    dns_server.add(domain, "MX", f"10 mx.{domain}.")
+    dns_server.add(f"mx.{domain}", "A", peer.host)
+    relay = relay_factory(peer.port, retry_base=0.2, retry_cap=0.3)
+
+    async def scenario() -> None:
+        await relay.start()
+        try:
+            _spool(relay, f"u@{domain}")  # as another process would: no notify
+            for _ in range(200):
+                if relay.envelopes and next(iter(relay.envelopes.values())).recipients[0].attempts:
+                    break
+                await asyncio.sleep(0.02)
+            assert relay.envelopes, "announced message not picked up"
+            assert queue_ops.hold(relay.spool, queue_ops.Selector(domain=domain)) == 1
+            await relay.scan_once(full=True)
+            assert not relay.envelopes  # held: forgotten by the running relay
+            accept["on"] = True
+            await asyncio.sleep(0.5)
+            assert not peer.messages  # nothing delivered while held
+            assert queue_ops.release(relay.spool, queue_ops.Selector(domain=domain)) == 1
+            await relay.scan_once(full=True)
+            await relay.idle(20)
+        finally:
+            await relay.stop()
+
+    asyncio.run(scenario())
+    assert peer.recipients == [f"u@{domain}"]
