@@ -216,12 +216,12 @@ class Dispatcher:
                 )
                 disabled = True
         if disabled:
-            log.warning("webhook_disabled", tenant_id=tenant, webhook_id=str(claimed.webhook_id))
             record_events([EventRecord(
                 claimed.tenant_id, "webhook_disabled",
                 source_key=f"webhook_disabled:{claimed.webhook_id}:{delivery}",
                 detail={"webhook_id": str(claimed.webhook_id), "url": claimed.url},
             )], self.plugins)
+            log.warning("webhook_disabled", tenant_id=tenant, webhook_id=str(claimed.webhook_id))
 
     def deliver_due(self, limit: int = 50) -> int:
         """Claim and attempt due deliveries; return how many were attempted."""

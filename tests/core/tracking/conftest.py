@@ -88,3 +88,15 @@ def hit_stream(redis_client, run_id) -> HitStream:  # type: ignore[no-untyped-de
     stream.ensure_group()
     yield stream
     redis_client.delete(stream.name)
+
+
+@pytest.fixture(autouse=True)
+def _logs_to_current_stdout() -> None:
+    """Point structlog at this test's stdout.
+
+    NOTE: ``configure_logging`` binds the stream it is called with; a CLI test
+    run earlier in the session can leave it bound to a closed stream.
+    """
+    from swiftmail_core.logs import configure_logging
+
+    configure_logging("warning", "json")

@@ -57,3 +57,15 @@ def hit_stream(public_services: PublicServices) -> HitStream:
 def sent_message(tenant_a) -> SentMessage:  # type: ignore[no-untyped-def]
     """A delivered campaign message of tenant A with one link."""
     return make_sent_message(tenant_a.id)
+
+
+@pytest.fixture(autouse=True)
+def _logs_to_current_stdout() -> None:
+    """Point structlog at this test's stdout.
+
+    NOTE: ``configure_logging`` binds the stream it is called with; a CLI test
+    run earlier in the session can leave it bound to a closed stream.
+    """
+    from swiftmail_core.logs import configure_logging
+
+    configure_logging("warning", "json")
