@@ -47,3 +47,11 @@ def test_click_seconds_after_delivery_is_a_scanner() -> None:
     assert verdict.is_machine and verdict.reason == "too_fast"
     later = classify(hit("click", seconds_after=120, ip="198.51.100.4", user_agent=IPHONE), SENT)
     assert not later.is_machine
+
+
+@pytest.mark.parametrize("agent", [
+    "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)",
+    "YahooMailProxy; https://help.yahoo.com/kb/yahoo-mail-proxy-SLN28749.html",
+])
+def test_webmail_image_proxies_fetch_when_people_open(agent: str) -> None:
+    assert not classify(hit("open", ip="66.249.84.1", user_agent=agent), SENT).is_machine
