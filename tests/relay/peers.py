@@ -74,6 +74,10 @@ class SmtpPeer:
             async def close() -> None:
                 assert self._server is not None
                 self._server.close()
+                sessions = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for task in sessions:
+                    task.cancel()
+                await asyncio.gather(*sessions, return_exceptions=True)
 
             asyncio.run_coroutine_threadsafe(close(), self._loop).result(5)
             self._loop.call_soon_threadsafe(self._loop.stop)
