@@ -150,7 +150,8 @@ def child_relay(expected: int) -> None:
     settings = load_settings()
     config = RelayConfig.from_settings(
         settings, smtp_port=int(os.environ["BENCH_SINK_PORT"]), allow_networks="127.0.0.0/8",
-        max_connections_per_site=20, messages_per_connection=1000, scan_interval=0.1,
+        max_connections_per_site=20, messages_per_connection=1000,
+        scan_interval=float(os.environ.get("BENCH_SCAN_INTERVAL", "0.1")),
         hostname="bench.relay.test", warmup=False)
 
     async def run() -> float:
