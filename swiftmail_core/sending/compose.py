@@ -99,13 +99,16 @@ class Composer:
             for (tenant_id, campaign_id), rows in groups.items():
                 renderer: Any = None
                 list_ids: list[str] = []
+                broken = ""
                 if campaign_id is not None:
                     try:
                         renderer, list_ids = self._renderer(database, tenant_id, campaign_id)
                     except Exception as ex:  # NOTE: a broken campaign fails its rows only
                         log.warning("campaign %s cannot render: %s", campaign_id, ex)
-                        failures.update({r.ledger_id: f"rendering failed: {ex}" for r in rows})
-                        continue
+                        broken = f"rendering failed: {ex}"
+                        failures.update({r.ledger_id: broken for r in rows
+                                         if not r.payload.get("override")})
+                        rows = [r for r in rows if r.payload.get("override")]
                 contacts = {
                     str(contact["id"]): contact
                     for contact in _fetch_dicts(
@@ -134,7 +137,13 @@ class Composer:
             "id": None, "email": row.email, "name": "", "attributes": {}, "list_id": None}
         contact["email"] = row.email
         list_id = contact.pop("list_id", None)
-        if renderer is None:
+        override = row.payload.get("override") if row.campaign_id is not None else None
+        if override:
+            (campaign,) = _fetch_dicts(
+                database, "SELECT * FROM campaigns WHERE tenant_id = %s AND id = %s",
+                (str(row.tenant_id), str(row.campaign_id)))
+            renderer = self._build(database, row.tenant_id, {**campaign, **override})
+        elif renderer is None:
             renderer = self._build(database, row.tenant_id, transactional_campaign(row))
             # NOTE: the renderer's context has no ``data`` yet: transactional
             # data is exposed as ``contact.data`` (and ``attributes.data``).

@@ -170,13 +170,26 @@ def test_send(
         raise ValidationError.for_field("emails", f"at most {MAX_TEST_RECIPIENTS} test addresses")
     with tenant_tx(tenant_id) as database:
         campaign = _load(campaign_uuid)
+        content: dict[str, Any] = {}
+        if campaign.template_id and not campaign.html:
+            # NOTE: a draft's template is frozen only when the campaign starts;
+            # a test send carries its own copy (workers never read templates).
+            found = database.execute_sql(
+                "SELECT subject, preheader, html, text FROM templates WHERE id = %s",
+                (str(campaign.template_id),)).fetchone()
+            if found:
+                content = {"override": {
+                    "subject": campaign.subject or found[0],
+                    "preheader": campaign.preheader or found[1],
+                    "html": found[2], "text": campaign.text or found[3]}}
         ids = []
         for address in addresses:
             row = database.execute_sql(
-                "INSERT INTO messages (tenant_id, campaign_id, contact_id, email, kind, transport) "
-                "SELECT %s, %s, (SELECT id FROM contacts WHERE email_lower = lower(%s)), %s, "
-                "'test', %s RETURNING id",
-                (str(campaign.tenant_id), str(campaign_uuid), address, address, campaign.transport),
+                "INSERT INTO messages (tenant_id, campaign_id, contact_id, email, kind, transport, "
+                "payload) SELECT %s, %s, (SELECT id FROM contacts WHERE email_lower = lower(%s)), "
+                "%s, 'test', %s, %s::jsonb RETURNING id",
+                (str(campaign.tenant_id), str(campaign_uuid), address, address, campaign.transport,
+                 _json(content)),
             ).fetchone()
             ids.append(int(row[0]))
         return ids

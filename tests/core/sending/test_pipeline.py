@@ -140,3 +140,22 @@ def test_transactional_and_test_sends_use_the_same_pipeline(audience, sending, s
         statuses = dict(database.execute_sql(
             "SELECT id, status FROM messages WHERE id = ANY (%s)", ([row["id"], *ids],)).fetchall())
     assert set(statuses.values()) == {"accepted"}
+
+
+def test_test_send_of_a_template_based_draft_uses_the_template(audience, sending, sink) -> None:  # type: ignore[no-untyped-def]
+    tenant, _, campaign_id = audience
+    _, _, worker = sending
+    with tenant_tx(tenant.id) as database:
+        template_id = database.execute_sql(
+            "INSERT INTO templates (tenant_id, name, subject, html) VALUES "
+            "(%s, 'news', 'From the template, {{ contact.first_name }}', "
+            "'<p>Template body for {{ contact.first_name }}</p>') RETURNING id",
+            (str(tenant.id),)).fetchone()[0]
+        database.execute_sql(
+            "UPDATE campaigns SET transport = 'sink', template_id = %s, subject = '', html = '' "
+            "WHERE id = %s", (str(template_id), str(campaign_id)))
+    lifecycle.test_send(tenant.id, campaign_id, ["user8@example.test"])
+    worker.drain(10)
+    (message,) = [m for m in sink.handler.messages() if str(m["To"]) == "user8@example.test"]
+    assert message["Subject"] == "From the template, First8"
+    assert "Template body for First8" in message.get_body(("html",)).get_content()
