@@ -168,6 +168,8 @@ def main() -> None:
                              "(swiftmail_web.public.asgi, batched XADDs).")
     parser.add_argument("--drain", choices=("during", "after"), default="during",
                         help="Run the drainer during the load, or only after it (burst mode).")
+    parser.add_argument("--drain-nice", type=int, default=0,
+                        help="Run the drainer under nice(1) with this increment.")
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
@@ -211,6 +213,8 @@ def main() -> None:
             processes.append(_gunicorn("swiftmail_web.public.wsgi:app", app_port, env, args))
         drain_command = [str(Path(sys.executable).with_name("swiftmail")), "tracking", "drain",
                          "--consumer", "bench-drainer", "--batch-size", "1000"]
+        if args.drain_nice:
+            drain_command = ["nice", "-n", str(args.drain_nice), *drain_command]
         if args.drain == "during":
             processes.append(subprocess.Popen(drain_command, env={**os.environ, **env},
                                               stdout=subprocess.DEVNULL,
@@ -264,7 +268,7 @@ def main() -> None:
             "cores": os.cpu_count(), "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
             "hits_acknowledged": acknowledged, "events_stored": int(events),
             "rollup_hits": int(rolled), "distinct_source_keys": int(distinct_keys), "events_equal_hits": int(events) == acknowledged,
-            "drain": args.drain, "backlog_at_end": backlog_at_end,
+            "drain": args.drain, "drain_nice": args.drain_nice, "backlog_at_end": backlog_at_end,
             "drain_tail_seconds": round(drain_seconds, 1),
             "drain_tail_hits_per_second": round(backlog_at_end / drain_seconds)
             if drain_seconds > 0 else None,

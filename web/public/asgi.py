@@ -127,8 +127,11 @@ class AsyncClick(_Hot):
             click = None
         destination = None
         if click is not None:
-            destination = safe_destination(await asyncio.to_thread(
-                self.services.links.lookup, click.tenant_id, click.link_id))
+            url = self.services.links.cached(click.tenant_id, click.link_id)
+            if url is False:  # first click on this link in this process
+                url = await asyncio.to_thread(
+                    self.services.links.lookup, click.tenant_id, click.link_id)
+            destination = safe_destination(url)
         if click is None or destination is None:
             resp.status = falcon.HTTP_404
             resp.content_type = "text/html; charset=utf-8"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import uuid
 
 import redis as redis_lib
@@ -42,10 +41,26 @@ class LinkResolver:
     """Return a stored link's URL, cached per process (links never change)."""
 
     def __init__(self, cache_size: int = 65536) -> None:
-        self.lookup = functools.lru_cache(maxsize=cache_size)(self._lookup)
+        self.cache_size = cache_size
+        self._cache: dict[tuple[uuid.UUID, int], str | None] = {}
+
+    def cached(self, tenant_id: uuid.UUID, link_id: int) -> str | bool | None:
+        """Return the cached URL (None: no such link), or False when not cached."""
+        return self._cache.get((tenant_id, link_id), False)
+
+    def lookup(self, tenant_id: uuid.UUID, link_id: int) -> str | None:
+        """Return the URL of the tenant's link, reading the database on a miss."""
+        found = self._cache.get((tenant_id, link_id), False)
+        if found is not False:
+            return found  # type: ignore[return-value]
+        url = self._read(tenant_id, link_id)
+        if len(self._cache) >= self.cache_size:
+            self._cache.clear()  # NOTE: crude bound; links are re-read once after
+        self._cache[(tenant_id, link_id)] = url
+        return url
 
     @staticmethod
-    def _lookup(tenant_id: uuid.UUID, link_id: int) -> str | None:
+    def _read(tenant_id: uuid.UUID, link_id: int) -> str | None:
         # APPSEC: tenant and link come from one verified click token; the
         # system role reads the link table by its full key.
         with system_tx() as database:
