@@ -208,9 +208,10 @@ class EventWebhook:
     tenant_transaction = False
 
     def __init__(self, options: dict[str, Any], plugins: Any = None,
-                 clock: Any = time.time) -> None:
+                 clock: Any = time.time, settings: Settings | None = None) -> None:
         self.signing_key = str(options.get("webhook_signing_key", ""))
         self.plugins = plugins
+        self.settings = settings
         self.clock = clock
         self._tokens: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
@@ -223,6 +224,16 @@ class EventWebhook:
             while len(self._tokens) > 10_000:
                 self._tokens.popitem(last=False)
             return True
+
+    def _plugins(self) -> Any:
+        """Return the plugin manager the tracking hook runs through (loaded once)."""
+        if self.plugins is None and self.settings is not None:
+            from swiftmail_core.plugins import PluginManager
+
+            with self._lock:
+                if self.plugins is None:
+                    self.plugins = PluginManager.load(self.settings)
+        return self.plugins
 
     def on_post(self, req: Any, resp: Any) -> None:
         """Accept a signed event (200), or refuse it (401/400)."""
@@ -244,7 +255,7 @@ class EventWebhook:
                                           description="the webhook signature did not verify")
         event = map_event(data) if isinstance(data, dict) else None
         if event is not None:
-            apply_provider_events([event], self.plugins)
+            apply_provider_events([event], self._plugins())
         resp.media = {"message": "ok"}
 
 
@@ -257,4 +268,5 @@ def swiftmail_register_transports(settings: Settings) -> list[MailgunTransport]:
 @hookimpl
 def swiftmail_register_routes(app: Any, settings: Settings) -> None:
     """Add the webhook endpoint."""
-    app.add_route(WEBHOOK_PATH, EventWebhook(settings.plugin_settings("mailgun")))
+    app.add_route(WEBHOOK_PATH, EventWebhook(settings.plugin_settings("mailgun"),
+                                             settings=settings))

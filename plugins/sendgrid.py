@@ -209,11 +209,23 @@ class EventWebhook:
     public = True
     tenant_transaction = False
 
-    def __init__(self, options: dict[str, Any], plugins: Any = None) -> None:
+    def __init__(self, options: dict[str, Any], plugins: Any = None,
+                 settings: Settings | None = None) -> None:
         value = str(options.get("webhook_public_key", ""))
         self.key = load_public_key(value) if value else None
         self.plugins = plugins
+        self.settings = settings
         self._lock = threading.Lock()
+
+    def _plugins(self) -> Any:
+        """Return the plugin manager the tracking hook runs through (loaded once)."""
+        if self.plugins is None and self.settings is not None:
+            from swiftmail_core.plugins import PluginManager
+
+            with self._lock:
+                if self.plugins is None:
+                    self.plugins = PluginManager.load(self.settings)
+        return self.plugins
 
     def on_post(self, req: Any, resp: Any) -> None:
         """Accept a signed batch of events (204), or refuse it (401/400)."""
@@ -230,7 +242,7 @@ class EventWebhook:
             payload = json.loads(body)
         except ValueError as ex:
             raise falcon.HTTPBadRequest(title="Invalid JSON", description=str(ex)) from ex
-        apply_provider_events(map_events(payload), self.plugins)
+        apply_provider_events(map_events(payload), self._plugins())
         resp.status = falcon.HTTP_204
 
 
@@ -243,4 +255,5 @@ def swiftmail_register_transports(settings: Settings) -> list[SendGridTransport]
 @hookimpl
 def swiftmail_register_routes(app: Any, settings: Settings) -> None:
     """Add the Event Webhook endpoint."""
-    app.add_route(WEBHOOK_PATH, EventWebhook(settings.plugin_settings("sendgrid")))
+    app.add_route(WEBHOOK_PATH, EventWebhook(settings.plugin_settings("sendgrid"),
+                                             settings=settings))

@@ -103,3 +103,13 @@ def test_campaign_through_mailgun_and_signed_webhook(  # type: ignore[no-untyped
             (str(campaign_id),)).fetchone()[0]
     assert reasons == {"user4@example.test": "complaint", "user5@example.test": "hard_bounce"}
     assert status == "bounced"
+
+
+def test_webhook_routes_are_registered_in_the_real_app(settings, runtime) -> None:  # type: ignore[no-untyped-def]
+    from swiftmail_web.app import create_app
+
+    app = create_app(settings, PluginManager.load(settings))
+    client = falcon.testing.TestClient(app)
+    for path in ("/hooks/sendgrid/events", "/hooks/mailgun/events"):
+        response = client.simulate_post(path, json={"signature": {}, "event-data": {}})
+        assert response.status_code in (400, 401), (path, response.status_code)
