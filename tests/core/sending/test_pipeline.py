@@ -159,3 +159,26 @@ def test_test_send_of_a_template_based_draft_uses_the_template(audience, sending
     (message,) = [m for m in sink.handler.messages() if str(m["To"]) == "user8@example.test"]
     assert message["Subject"] == "From the template, First8"
     assert "Template body for First8" in message.get_body(("html",)).get_content()
+
+
+def test_resend_to_failed_requeues_only_failed_rows(audience, sending, sink) -> None:  # type: ignore[no-untyped-def]
+    tenant, _, campaign_id = audience
+    settings, plugins, worker = sending
+    with tenant_tx(tenant.id) as database:
+        database.execute_sql("UPDATE campaigns SET transport = 'sink' WHERE id = %s",
+                             (str(campaign_id),))
+    lifecycle.schedule_campaign(tenant.id, campaign_id)
+    _run(settings, plugins, worker)
+    with tenant_tx(tenant.id) as database:  # as if three had expired after their retries
+        database.execute_sql(
+            "UPDATE messages SET status = 'expired' WHERE id IN (SELECT id FROM messages "
+            "WHERE campaign_id = %s ORDER BY id LIMIT 3)", (str(campaign_id),))
+    before = sink.handler.count()
+    assert lifecycle.resend_failed(tenant.id, campaign_id) == 3
+    _run(settings, plugins, worker)
+    assert sink.handler.count() - before == 3
+    assert ledger_counts(tenant.id, campaign_id) == {"accepted": 50}
+    with tenant_tx(tenant.id) as database:
+        status = database.execute_sql("SELECT status FROM campaigns WHERE id = %s",
+                                      (str(campaign_id),)).fetchone()[0]
+    assert status == "sent"
