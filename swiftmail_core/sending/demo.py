@@ -123,7 +123,8 @@ def run_demo_campaign(
     with tenant_tx(tenant_id) as database:
         database.execute_sql(
             "INSERT INTO lists (tenant_id, id, name) VALUES (%s, %s, %s)",
-            (str(tenant_id), str(list_id), f"Demo readers {time.strftime('%Y-%m-%d %H:%M:%S')}"))
+            (str(tenant_id), str(list_id),
+             f"Demo readers {time.strftime('%Y-%m-%d %H:%M:%S')} {list_id.hex[:6]}"))
     with tempfile.TemporaryDirectory(prefix="swiftmail-demo-") as directory:
         path = Path(directory) / "readers.csv"
         _sample_csv(path, recipients)
