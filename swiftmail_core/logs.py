@@ -14,6 +14,8 @@ from typing import Any
 
 import structlog
 
+# Libraries that log every SMTP command at INFO: only their warnings, unless debugging.
+CHATTY_LIBRARIES = ("mail.log", "aiosmtplib")
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR}
 
@@ -60,6 +62,8 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.DEBUG if numeric <= logging.DEBUG else logging.WARNING)
 
 
 @contextmanager

@@ -21,17 +21,19 @@ def empty_data_dir(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no
 
 def test_demo_and_doctor_on_embedded_engines(empty_data_dir) -> None:
     env = {"SWIFTMAIL_DATA_DIR": str(empty_data_dir)}
-    first = run_swiftmail("demo", env=env, timeout=300)
+    first = run_swiftmail("demo", "--recipients", "20", env=env, timeout=300)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "database: embedded PostgreSQL" in first.stdout
+    assert "queue: embedded Redis" in first.stdout
     assert "migrations applied: 0001_schema, 0002_isolation" in first.stdout
-    assert re.search(r"api key \(owner, shown once\): sm_live_\w+", first.stdout)
+    assert re.search(r"20 of 20 messages delivered to the local sink 127\.0\.0\.1:\d+", first.stdout)
+    assert re.search(r"shown once:\n  sm_live_\w+", first.stdout)
     assert (empty_data_dir / "swiftmail.toml").stat().st_mode & 0o077 == 0
 
-    again = run_swiftmail("demo", env=env, timeout=300)
+    again = run_swiftmail("demo", "--recipients", "20", env=env, timeout=300)
     assert again.returncode == 0, again.stderr
     assert "migrations applied: none (up to date)" in again.stdout
-    assert "already exists" in again.stdout
+    assert "20 of 20 messages delivered" in again.stdout
 
     doctor = run_swiftmail("doctor", env=env, timeout=300)
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
