@@ -48,6 +48,8 @@ class RelayConfig:
     tls_cert: str = ""
     tls_key: str = ""
     smtp_port: int = 25
+    # Postfix-style smarthost: every domain routes to this host, no MX lookup.
+    relayhost: str = ""
     allow_networks: tuple[Any, ...] = ()
     max_message_size: int = 25 * 1024 * 1024
     max_age: float = 4 * DAY
@@ -86,7 +88,24 @@ class RelayConfig:
         }
         for name, value in raw.items():
             values[name] = cls._coerce(name, value)
-        return cls(**values)
+        config = cls(**values)
+        config._check_relayhost()
+        return config
+
+    def _check_relayhost(self) -> None:
+        """Refuse an IP-literal relayhost the relay may not connect to.
+
+        APPSEC: a relayhost does not bypass the address check; a loopback or
+        private one must be listed in ``allow_networks`` like any MX.
+        """
+        try:
+            ipaddress.ip_address(self.relayhost)
+        except ValueError:
+            return  # empty (MX routing) or a name, checked when resolved
+        if not self.address_allowed(self.relayhost):
+            raise ConfigurationError(
+                f"relay setting 'relayhost' is {self.relayhost}, a non-global address: "
+                "add its network to 'allow_networks' (SWIFTMAIL_PLUGIN_RELAY_ALLOW_NETWORKS)")
 
     @staticmethod
     def _coerce(name: str, value: Any) -> Any:
@@ -104,6 +123,9 @@ class RelayConfig:
             return int(value)
         if name == "warmup_factor":
             return float(value)
+        if name == "relayhost":
+            # Postfix writes [host] for "no MX lookup"; the relayhost never gets one.
+            return str(value or "").strip().strip("[]").lower().rstrip(".")
         if name == "trusted_listeners":
             parts = value if isinstance(value, (list, tuple)) else str(value).split(",")
             return tuple(p.strip() for p in parts if p.strip())

@@ -4,13 +4,15 @@ Preference order with equal preferences shuffled; implicit MX (the domain's
 own A/AAAA) when there is no MX; null MX (RFC 7505) fails at once with
 556 5.1.10; NXDOMAIN is permanent; SERVFAIL and timeouts are transient.
 Addresses the operator has not allowed (loopback, private, link-local) are
-dropped before anyone connects.
+dropped before anyone connects. With ``relayhost`` set, every domain routes
+to that one host (Postfix's smarthost) and no MX is looked up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import random
 import time
 from collections.abc import Callable
@@ -98,6 +100,9 @@ class MxResolver:
     async def route(self, domain: str) -> Route:
         """Return the route for ``domain`` or raise ``DnsFailure``."""
         domain = domain.lower().rstrip(".")
+        if self.config.relayhost:
+            route = await self._relayhost_route()
+            return dataclasses.replace(route, domain=domain)
         cached = self._cache.get(domain)
         if cached and cached[0] > self.clock():
             if isinstance(cached[1], DnsFailure):
@@ -110,6 +115,32 @@ class MxResolver:
             pending.add_done_callback(lambda _: self._inflight.pop(domain, None))
         route = await asyncio.shield(pending)
         return dataclasses.replace(route, hosts=_shuffle_equal(route.hosts, self.rng))
+
+    async def _relayhost_route(self) -> Route:
+        """Return the one route every domain takes when ``relayhost`` is set."""
+        host = self.config.relayhost
+        cached = self._cache.get("[relayhost]")
+        if cached and cached[0] > self.clock() and isinstance(cached[1], Route):
+            return cached[1]
+        try:
+            addresses: tuple[str, ...] = (str(ipaddress.ip_address(host)),)
+            ttl = NEGATIVE_TTL
+        except ValueError:
+            try:
+                addresses, ttl = await self._addresses(host)
+            except DnsFailure as failure:
+                # NOTE: the relayhost is the operator's setting, never the
+                # recipient's fault: a failed lookup defers, it never bounces.
+                raise DnsFailure(f"451 4.4.3 relayhost {host}: {failure.reply}",
+                                 permanent=False) from None
+        # APPSEC: the relayhost passes the same address check as any MX.
+        usable = tuple(a for a in addresses if self.config.address_allowed(a))
+        if not usable:
+            raise DnsFailure(f"451 4.4.4 relayhost {host} has no address the relay may use "
+                             "(see allow_networks)", permanent=False)
+        route = Route("", (MxHost(host, 0, usable),))
+        self._remember("[relayhost]", ttl, route)
+        return route
 
     def _remember(self, domain: str, ttl: float, value: Route | DnsFailure) -> None:
         self._cache[domain] = (self.clock() + ttl, value)
