@@ -2,28 +2,21 @@
 
 Registers the open pixel, click redirect and subscriber pages
 (``web.public``), the ``/v1`` analytics routes, ``swiftmail tracking drain``
-and ``swiftmail webhooks deliver``, and turns every stored event into
-webhook deliveries for tenants that subscribed to it.
+and ``swiftmail webhooks deliver``. Webhook deliveries are queued by
+``record_events`` in the transaction that stores each event.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
-import uuid
 
 import click
 import falcon
 
 from swiftmail_core.hookspecs import hookimpl
 from swiftmail_core.settings import Settings
-from swiftmail_core.tracking import TrackingEvent
-
-WEBHOOK_CACHE_SECONDS = 30.0
-_tenants_with_webhooks: dict[uuid.UUID, tuple[float, bool]] = {}
-_cache_lock = threading.Lock()
 
 
 def _redis_client(settings: Settings):
@@ -47,33 +40,6 @@ def swiftmail_register_routes(app: falcon.App, settings: Settings) -> None:
     add_public_routes(app, services)
     for path, resource in analytics.routes({"settings": settings}):
         app.add_route(path, resource)
-
-
-def _has_webhooks(tenant_id: uuid.UUID) -> bool:
-    from swiftmail_core.db import system_tx
-
-    now = time.monotonic()
-    with _cache_lock:
-        cached = _tenants_with_webhooks.get(tenant_id)
-    if cached and now - cached[0] < WEBHOOK_CACHE_SECONDS:
-        return cached[1]
-    with system_tx() as database:
-        found = database.execute_sql(
-            "SELECT 1 FROM webhooks WHERE tenant_id = %s AND enabled LIMIT 1", (str(tenant_id),)
-        ).fetchone() is not None
-    with _cache_lock:
-        _tenants_with_webhooks[tenant_id] = (now, found)
-    return found
-
-
-@hookimpl
-def swiftmail_tracking_event(event: TrackingEvent) -> None:
-    """Queue a webhook delivery when the event's tenant subscribed to it."""
-    from swiftmail_core.webhooks.dispatcher import enqueue
-
-    if event.type == "webhook_disabled" or not _has_webhooks(event.tenant_id):
-        return
-    enqueue([event])
 
 
 @click.group("tracking")

@@ -25,6 +25,7 @@ from swiftmail_core.errors import ValidationError
 from swiftmail_core.models import utcnow
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.tracking import EVENT_TYPES, TrackingEvent
+from swiftmail_core.webhooks.queue import enqueue_within
 
 BOUNCE_CLASSES = ("hard", "soft", "policy", "mailbox_full", "throttled", "expired")
 
@@ -122,6 +123,7 @@ def record_events(
                         _hour(record.occurred_at), metric, dimension)] += 1
         for key in _first_engagement_keys(cursor, stored):
             counts[key] += 1
+        enqueue_within(database, [to_tracking_event(record) for record in stored])
         if counts:
             execute_values(
                 cursor,

@@ -1,7 +1,8 @@
 """Outgoing webhooks: signed JSON POSTs of tenant events, SSRF-safe, retried.
 
-``urls.check_webhook_url`` is what saving a webhook calls; ``enqueue`` turns
-stored events into deliveries; ``Dispatcher`` claims due deliveries, checks
+``urls.check_webhook_url`` is what saving a webhook calls; ``queue.enqueue_within``
+(called by ``record_events`` in the same transaction) turns stored events into
+deliveries; ``Dispatcher`` claims due deliveries, checks
 the address again, POSTs, logs, retries with backoff for a day and disables
 a webhook that keeps failing (recording a ``webhook_disabled`` event).
 """

@@ -16,7 +16,6 @@ import datetime
 import json
 import random
 import uuid
-from collections.abc import Sequence
 
 import structlog
 
@@ -25,7 +24,6 @@ from swiftmail_core.db import system_tx
 from swiftmail_core.errors import ValidationError
 from swiftmail_core.events import EventRecord, record_events
 from swiftmail_core.plugins import PluginManager
-from swiftmail_core.tracking import TrackingEvent
 from swiftmail_core.webhooks.signing import SIGNATURE_HEADER, sign_payload
 from swiftmail_core.webhooks.transport import PostResult, post
 from swiftmail_core.webhooks.urls import UrlPolicy, check_webhook_url
@@ -35,48 +33,6 @@ FIRST_RETRY = datetime.timedelta(seconds=30)
 MAX_RETRY = datetime.timedelta(hours=2)
 RETRY_WINDOW = datetime.timedelta(days=1)
 LEASE = datetime.timedelta(minutes=2)
-
-
-def event_payload(event: TrackingEvent) -> dict:
-    """Return the JSON body of a webhook delivery for ``event``."""
-    return {
-        "id": str(uuid.uuid4()),
-        "type": event.type,
-        "occurred_at": event.occurred_at.isoformat(),
-        "tenant_id": str(event.tenant_id),
-        "campaign_id": str(event.campaign_id) if event.campaign_id else None,
-        "contact_id": str(event.contact_id) if event.contact_id else None,
-        "message_id": event.message_id,
-        "email": event.email,
-        "link_id": event.link_id,
-        "bounce_class": event.bounce_class,
-        "is_machine": event.is_machine,
-        "detail": {k: v for k, v in dict(event.detail).items() if k != "email"},
-    }
-
-
-def enqueue(events: Sequence[TrackingEvent]) -> int:
-    """Create a pending delivery per event for each enabled webhook wanting it."""
-    if not events:
-        return 0
-    tenants = sorted({str(event.tenant_id) for event in events})
-    with system_tx() as database:
-        hooks = database.execute_sql(
-            "SELECT tenant_id::text, id, event_types FROM webhooks "
-            "WHERE enabled AND tenant_id = ANY(%s::uuid[])", (tenants,),
-        ).fetchall()
-        rows = []
-        for event in events:
-            for tenant, webhook_id, types in hooks:
-                if tenant == str(event.tenant_id) and (not types or event.type in types):
-                    rows.append((tenant, str(webhook_id), event.type,
-                                 json.dumps(event_payload(event))))
-        for row in rows:
-            database.execute_sql(
-                "INSERT INTO webhook_deliveries (tenant_id, webhook_id, event_type, payload) "
-                "VALUES (%s, %s, %s, %s::jsonb)", row,
-            )
-    return len(rows)
 
 
 def next_delay(attempts: int, jitter: float = 0.1) -> datetime.timedelta:

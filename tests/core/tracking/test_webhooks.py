@@ -13,9 +13,9 @@ import pytest
 from swiftmail_core.crypto import encrypt
 from swiftmail_core.db import app_db, tenant_tx
 from swiftmail_core.errors import ValidationError
-from swiftmail_core.events import EventRecord, record_events, to_tracking_event
+from swiftmail_core.events import EventRecord, record_events
 from swiftmail_core.webhooks import UrlPolicy, check_webhook_url, sign_payload, verify_signature
-from swiftmail_core.webhooks.dispatcher import Dispatcher, enqueue, next_delay
+from swiftmail_core.webhooks.dispatcher import Dispatcher, next_delay
 from tests.relay.dnsserver import DnsServer
 
 SECRET = "whsec_test_secret"
@@ -108,7 +108,7 @@ def test_delivery_is_signed_retried_then_succeeds(settings, tenant_a, receiver_f
     add_webhook(settings, tenant_a.id, receiver.url)
     stored = record_events([EventRecord(tenant_a.id, "opened", email="a@example.com")],
                            plugin_manager)
-    # The tracking plugin already queued it (hook); enqueue() is what it calls.
+    # record_events queued the delivery in the transaction that stored the event.
     assert stored and deliveries(tenant_a.id) == [("pending", 0, None)]
     dispatcher = Dispatcher(settings.secret_key, LOOPBACK, tenant_id=tenant_a.id)
     assert dispatcher.deliver_due() == 1          # 500: retry later
@@ -139,8 +139,7 @@ def test_persistent_failure_disables_webhook_with_an_event(settings, tenant_a,
                                                             receiver_factory) -> None:
     receiver = receiver_factory([503] * 10)
     webhook_id = add_webhook(settings, tenant_a.id, receiver.url)
-    stored = record_events([EventRecord(tenant_a.id, "opened")])
-    enqueue([to_tracking_event(stored[0])])
+    assert record_events([EventRecord(tenant_a.id, "opened")])
     with tenant_tx(tenant_a.id):  # the event is a day old: its retry window is over
         app_db.execute_sql("UPDATE webhook_deliveries SET created_at = now() - interval '1 day'")
     Dispatcher(settings.secret_key, LOOPBACK, tenant_id=tenant_a.id).deliver_due()
@@ -159,8 +158,7 @@ def test_persistent_failure_disables_webhook_with_an_event(settings, tenant_a,
 def test_delivery_rechecks_the_address(settings, tenant_a, receiver_factory) -> None:
     receiver = receiver_factory([200])
     add_webhook(settings, tenant_a.id, receiver.url)
-    stored = record_events([EventRecord(tenant_a.id, "opened")])
-    enqueue([to_tracking_event(stored[0])])  # direct, as the plugin hook does
+    assert record_events([EventRecord(tenant_a.id, "opened")])
     # Without the loopback allowance the same URL is refused at delivery time.
     Dispatcher(settings.secret_key, STRICT, tenant_id=tenant_a.id).deliver_due()
     assert deliveries(tenant_a.id)[0][0] == "pending"
@@ -217,3 +215,24 @@ def test_loopback_http_needs_the_explicit_setting() -> None:
     assert check_webhook_url("http://127.0.0.1:8080/hook", LOOPBACK).addresses == ("127.0.0.1",)
     with pytest.raises(ValidationError):  # the allowance is for loopback only
         check_webhook_url("http://10.0.0.1/hook", LOOPBACK)
+
+
+def test_events_and_their_deliveries_commit_together(settings, tenant_a, receiver_factory,
+                                                     monkeypatch) -> None:
+    """A crash while queueing deliveries leaves neither the events nor the deliveries."""
+    import swiftmail_core.webhooks.queue as queue_module
+
+    add_webhook(settings, tenant_a.id, receiver_factory([200]).url)
+
+    def explode(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("crash after the event insert, before the commit")
+
+    monkeypatch.setattr(queue_module, "execute_values", explode)
+    with pytest.raises(RuntimeError):
+        record_events([EventRecord(tenant_a.id, "opened", source_key="crash-1")])
+    monkeypatch.undo()
+    with tenant_tx(tenant_a.id):
+        assert app_db.execute_sql("SELECT count(*) FROM events").fetchone()[0] == 0
+    assert deliveries(tenant_a.id) == []
+    assert record_events([EventRecord(tenant_a.id, "opened", source_key="crash-1")])
+    assert deliveries(tenant_a.id) == [("pending", 0, None)]
