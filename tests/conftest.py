@@ -92,11 +92,40 @@ def _database_url(admin_url: str, database: str) -> str:
     return psycopg2.extensions.make_dsn(**params)
 
 
+# Public-looking names the tests use (webhook URLs and the like). No test ever
+# connects to these addresses; they only need to resolve to global ones.
+PUBLIC_TEST_HOSTS = {
+    "example.com": "93.184.215.14",
+    "hooks.example.com": "93.184.215.15",
+    "a.example.com": "93.184.215.16",
+    "b.example.com": "93.184.215.17",
+}
+
+
 @pytest.fixture(scope="session")
-def test_environ(pg_admin_url: str, redis_url: str, session_dir: Path) -> dict[str, str]:
+def session_dns():  # type: ignore[no-untyped-def]
+    """A real DNS server on loopback that every test-run process resolves with.
+
+    APPSEC: no test may query the machine's resolver (traffic beyond loopback).
+    """
+    from tests.relay.dnsserver import DnsServer
+
+    server = DnsServer().start()
+    for name, address in PUBLIC_TEST_HOSTS.items():
+        server.add(name, "A", address)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def test_environ(
+    pg_admin_url: str, redis_url: str, session_dir: Path, session_dns
+) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """The environment a SwiftMail process of this test run would see."""
     database = f"swiftmail_test_{RUN_ID}"
     return {
+        "SWIFTMAIL_DNS_NAMESERVERS": "127.0.0.1",
+        "SWIFTMAIL_DNS_PORT": str(session_dns.port),
         "SWIFTMAIL_DATA_DIR": str(session_dir),
         "SWIFTMAIL_CONFIG": str(session_dir / "swiftmail.toml"),
         "DATABASE_URL": _database_url(pg_admin_url, database),

@@ -19,8 +19,9 @@ def empty_data_dir(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no
     embedded.stop_postgres(path)
 
 
-def test_demo_and_doctor_on_embedded_engines(empty_data_dir) -> None:
-    env = {"SWIFTMAIL_DATA_DIR": str(empty_data_dir)}
+def test_demo_and_doctor_on_embedded_engines(empty_data_dir, session_dns) -> None:
+    env = {"SWIFTMAIL_DATA_DIR": str(empty_data_dir), "SWIFTMAIL_DNS_NAMESERVERS": "127.0.0.1",
+           "SWIFTMAIL_DNS_PORT": str(session_dns.port)}
     first = run_swiftmail("demo", "--recipients", "20", env=env, timeout=300)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "database: embedded PostgreSQL" in first.stdout

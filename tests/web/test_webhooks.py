@@ -45,3 +45,20 @@ def test_other_tenants_webhook_is_404(owner_a, owner_b) -> None:
                    owner_a.post(path + "/rotate-secret"), owner_a.get(path + "/deliveries"),
                    owner_a.delete(path)):
         assert result.status_code == 404
+
+
+def test_saving_refuses_urls_that_reach_inside(owner_a, session_dns) -> None:
+    """SSRF at save time: literal and resolved internal addresses are a 422 on `url`."""
+    session_dns.add("inside.example.net", "A", "10.0.0.5")
+    session_dns.add("metadata.example.net", "A", "169.254.169.254")
+    for url in ("https://127.0.0.1/hook", "https://[::1]/hook", "https://10.1.2.3/hook",
+                "https://169.254.169.254/latest", "https://inside.example.net/hook",
+                "https://metadata.example.net/hook", "https://2130706433/hook",
+                "http://hooks.example.com/plain-http"):
+        answer = owner_a.post("/v1/webhooks", {"url": url})
+        assert answer.status_code == 422, url
+        assert answer.json["errors"][0]["field"] == "url", url
+    made = owner_a.post("/v1/webhooks", {"url": "https://hooks.example.com/ok"})
+    assert made.status_code == 201
+    moved = owner_a.patch(f"/v1/webhooks/{made.json['id']}", {"url": "https://10.9.9.9/x"})
+    assert moved.status_code == 422

@@ -34,6 +34,7 @@ from swiftmail_core import crypto
 from swiftmail_core.errors import ValidationError
 from swiftmail_core.models import Webhook, WebhookDelivery, utcnow
 from swiftmail_core.settings import Settings
+from swiftmail_core.webhooks.urls import UrlPolicy, check_webhook_url
 
 EVENT_TYPES = ("accepted", "delivered", "deferred", "bounced", "expired", "opened", "clicked",
                "complained", "unsubscribed", "subscribed", "confirmed", "webhook_disabled")
@@ -65,12 +66,13 @@ def new_secret() -> str:
     return "whsec_" + secrets.token_urlsafe(32)
 
 
-def _url(value: str) -> str:
+def _url(value: str, settings: Settings) -> str:
     parts = urllib.parse.urlsplit(value)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ValidationError.for_field("url", "must be an absolute http(s) URL")
-    if parts.username or parts.password:
-        raise ValidationError.for_field("url", "must not contain credentials")
+    # APPSEC: SSRF check at save time (https only, every resolved address
+    # public); the dispatcher checks again at every delivery.
+    check_webhook_url(value, UrlPolicy.from_settings(settings))
     return value
 
 
@@ -113,7 +115,7 @@ class WebhooksResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Create a webhook with a fresh secret (encrypted at rest)."""
         values = FIELDS.parse(read_body(req))
-        values["url"] = _url(values["url"])
+        values["url"] = _url(values["url"], self.settings)
         secret = new_secret()
         webhook_id = uuid.uuid4()
         now = utcnow()
@@ -138,6 +140,9 @@ class WebhookResource:
         "DELETE": Operation("Delete a webhook", status=204),
     }
 
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
     def on_get(self, req: falcon.Request, resp: falcon.Response, webhook_id: str) -> None:
         """Return one webhook."""
         resp.media = serialize(get_or_404(Webhook.select(), Webhook.id, webhook_id, "webhook"))
@@ -147,7 +152,7 @@ class WebhookResource:
         row = get_or_404(Webhook.select().for_update(), Webhook.id, webhook_id, "webhook")
         values = FIELDS.parse(read_body(req), partial=True)
         if "url" in values:
-            values["url"] = _url(values["url"])
+            values["url"] = _url(values["url"], self.settings)
         if values.get("enabled") is True and not row.enabled:
             values.update(disabled_reason=None, consecutive_failures=0)
         if values:
@@ -204,7 +209,7 @@ def routes(services: dict[str, Any]) -> list[tuple[str, Any]]:
     settings = services["settings"]
     return [
         ("/v1/webhooks", WebhooksResource(settings)),
-        ("/v1/webhooks/{webhook_id}", WebhookResource()),
+        ("/v1/webhooks/{webhook_id}", WebhookResource(settings)),
         ("/v1/webhooks/{webhook_id}/rotate-secret", WebhookRotateResource(settings)),
         ("/v1/webhooks/{webhook_id}/deliveries", WebhookDeliveriesResource()),
     ]
