@@ -180,9 +180,8 @@ def _demo_tenant(slug: str) -> uuid.UUID:
 
 def _demo_domain(settings: Any, tenant_id: uuid.UUID) -> None:
     """Give the demo tenant a verified sending domain with a DKIM key (once)."""
-    from swiftmail_web.resources.domains import generate_dkim_key
-
     from swiftmail_core import crypto
+    from swiftmail_core.dkim_keys import generate_dkim_key
     from swiftmail_core.models import SendingDomain, utcnow
 
     secret_key = settings.require("secret_key")

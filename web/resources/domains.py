@@ -11,7 +11,6 @@ is reported, recommended, not required).
 
 from __future__ import annotations
 
-import base64
 import re
 import urllib.parse
 import uuid
@@ -20,8 +19,6 @@ from typing import Any
 import dns.exception
 import dns.resolver
 import falcon
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from peewee import IntegrityError
 from swiftmail_web import access
 from swiftmail_web.config import WebConfig
@@ -40,6 +37,7 @@ from swiftmail_web.resources.common import (
 
 from swiftmail_core import crypto
 from swiftmail_core.db import tenant_tx
+from swiftmail_core.dkim_keys import generate_dkim_key
 from swiftmail_core.errors import ConflictError, ValidationError
 from swiftmail_core.models import SendingDomain, utcnow
 from swiftmail_core.settings import Settings
@@ -67,16 +65,6 @@ def _hostname(field: str, value: str) -> str:
     if not _HOSTNAME.match(value):
         raise ValidationError.for_field(field, "must be a domain name like news.example.com")
     return value
-
-
-def generate_dkim_key() -> tuple[bytes, str]:
-    """Return (private key PEM, public key base64 for ``p=``) of a new RSA-2048 key."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    public = key.public_key().public_bytes(serialization.Encoding.DER,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
-    return pem, base64.b64encode(public).decode()
 
 
 def dns_records(row: SendingDomain, config: WebConfig, public_host: str) -> list[dict[str, Any]]:
