@@ -3,8 +3,11 @@
 PostgreSQL holds every message; huey (Redis) only wakes workers. A periodic
 task (``tick``, every ``worker_tick_seconds``) starts due campaigns,
 reclaims expired leases, finishes campaigns and, when work is due, enqueues
-``drain`` tasks that claim and send batches until nothing is due. Losing
-the queue (a flushed Redis, a killed consumer) loses only wake-ups.
+``drain`` tasks that claim and send batches until nothing is due. Each tick
+also enqueues one ``background`` task (unless one is still running in this
+process) that runs due import/export jobs and posts due webhook deliveries;
+both claim their rows with leases in PostgreSQL too. Losing the queue (a
+flushed Redis, a killed consumer) loses only wake-ups.
 
 Stop ``swiftmail worker`` with SIGINT for a graceful shutdown: huey lets
 running tasks finish. SIGTERM interrupts them (their leases then expire and
@@ -16,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from typing import Any
@@ -32,6 +36,8 @@ log = logging.getLogger(__name__)
 #: What rows without a transport (e.g. double opt-in confirmations) go through;
 #: the same default as ``campaigns.transport``.
 DEFAULT_TRANSPORT = "relay"
+#: Import/export jobs one background task runs before the next tick.
+BACKGROUND_JOBS_PER_TICK = 5
 
 
 class SendingWorker:
@@ -101,6 +107,8 @@ class SendingQueue:
         self._worker: SendingWorker | None = None
         self.drain = self.huey.task(name="drain")(self._drain)
         self.tick = self.huey.periodic_task(lambda _: True, name="tick")(self._tick)
+        self.background = self.huey.task(name="background")(self.run_background)
+        self._background_running = threading.Event()
 
     @property
     def worker(self) -> SendingWorker:
@@ -115,7 +123,24 @@ class SendingQueue:
             self.drain()  # more may be due: keep one wake-up in the queue
         return sent
 
+    def run_background(self) -> dict[str, int]:
+        """Run due import/export jobs and post due webhook deliveries."""
+        from swiftmail_core.jobs import run_pending_jobs
+        from swiftmail_core.webhooks.dispatcher import Dispatcher
+        from swiftmail_core.webhooks.urls import UrlPolicy
+
+        self._background_running.set()
+        try:
+            jobs = run_pending_jobs(self, limit=BACKGROUND_JOBS_PER_TICK)
+            dispatcher = Dispatcher(str(self.settings.require("secret_key")),
+                                    UrlPolicy.from_settings(self.settings), self.plugins)
+            return {"jobs": jobs, "webhook_deliveries": dispatcher.deliver_due()}
+        finally:
+            self._background_running.clear()
+
     def _tick(self) -> dict[str, int]:
+        if not self._background_running.is_set():
+            self.background()
         done = sweeper.tick(self.settings, self.plugins)
         if sweeper.has_due_work() and self.huey.pending_count() < self.settings.worker_threads:
             for _ in range(self.settings.worker_threads):
