@@ -56,6 +56,7 @@ def _register_builtin_commands() -> None:
         apikey_commands,
         demo_commands,
         doctor_commands,
+        embedded_commands,
         plugin_commands,
         setup_commands,
         tenant_commands,
@@ -64,7 +65,7 @@ def _register_builtin_commands() -> None:
 
     for module in (
         setup_commands, doctor_commands, tenant_commands, user_commands, apikey_commands,
-        plugin_commands, demo_commands,
+        plugin_commands, demo_commands, embedded_commands,
     ):
         for command in module.COMMANDS:
             cli.add_command(command)

@@ -40,3 +40,7 @@ def test_demo_and_doctor_on_embedded_engines(empty_data_dir, session_dns) -> Non
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     assert "Redis answers (embedded)" in doctor.stdout
     assert "role swiftmail_app has no BYPASSRLS" in doctor.stdout
+
+    stopped = run_swiftmail("embedded", "stop", env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not (empty_data_dir / "postgres" / "postmaster.pid").exists()
