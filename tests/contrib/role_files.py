@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "contrib" / "ansible"
 ROLE_DIR = ANSIBLE_DIR / "roles" / "swiftmail"
 TEMPLATES_DIR = ROLE_DIR / "templates"
-UNITS = ("swiftmail-api", "swiftmail-worker", "swiftmail-relay")
+UNITS = ("swiftmail-api", "swiftmail-worker", "swiftmail-relay", "swiftmail-tracking")
 
 # Variables the role requires and must never default (vaulted by operators).
 REQUIRED_SECRETS = (

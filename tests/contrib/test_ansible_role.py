@@ -304,6 +304,28 @@ def test_worker_stops_gracefully_with_sigint() -> None:
     assert "AmbientCapabilities" not in entries
 
 
+def test_tracking_drainer_stops_with_sigterm_and_no_capabilities() -> None:
+    entries = dict(service("swiftmail-tracking", MINIMAL))
+    assert entries["ExecStart"] == "/opt/swiftmail/venv/bin/swiftmail tracking drain"
+    # SIGINT ends the drainer with exit status 1 (click's "Aborted."): a failed unit.
+    assert entries["KillSignal"] == "SIGTERM"
+    assert entries["CapabilityBoundingSet"] == ""
+    assert "AmbientCapabilities" not in entries
+
+
+def test_every_unit_has_an_enable_flag_in_the_services_loop() -> None:
+    (_, _, start) = role_files.tasks(ROLE_DIR / "tasks" / "services.yml")
+    flags = {item["name"]: item["enabled"] for item in start["loop"]}
+    assert set(flags) == set(UNITS)
+    defaults = role_files.defaults()
+    for unit, flag in flags.items():
+        name = f"swiftmail_{unit.removeprefix('swiftmail-')}_enabled"
+        assert flag == "{{ " + name + " }}", unit
+        assert defaults[name] is True, name
+    (install, _, _) = role_files.tasks(ROLE_DIR / "tasks" / "services.yml")
+    assert install["loop"] == list(UNITS)
+
+
 def test_api_serves_with_bind_workers_and_threads() -> None:
     entries = dict(service("swiftmail-api", MINIMAL))
     assert entries["ExecStart"] == (

@@ -80,6 +80,9 @@ swiftmail_relay_settings:
 swiftmail_plugin_settings:
   web:
     redis_prefix: "swiftmail-$TAG:"
+  tracking:
+    # The drainer reads this stream: keep it apart from other users of this Redis.
+    stream: "swiftmail-$TAG:tracking:hits"
 EOF
 
 say "boot $MACHINE"
@@ -119,7 +122,7 @@ grep -A1 'PLAY RECAP' "$DIR/$TAG.run2.log"
 grep -q ' changed=0 ' "$DIR/$TAG.run2.log" || { echo "second run changed something"; exit 1; }
 
 say "services"
-inside 'systemctl is-active swiftmail-api swiftmail-worker swiftmail-relay'
+inside 'systemctl is-active swiftmail-api swiftmail-worker swiftmail-relay swiftmail-tracking'
 curl -fsS "http://127.0.0.1:$API_PORT/healthz"; echo
 curl -fsS "http://127.0.0.1:$API_PORT/readyz"; echo
 
@@ -127,7 +130,7 @@ say "graceful worker stop"
 inside 'systemctl stop swiftmail-worker'
 inside 'journalctl -u swiftmail-worker -o cat -n 20' | grep -E 'SIGINT|Consumer exiting'
 inside 'journalctl -u swiftmail-worker -o cat -n 20' | grep -q 'Consumer exiting'
-inside 'for u in swiftmail-api swiftmail-worker swiftmail-relay; do
+inside 'for u in swiftmail-api swiftmail-worker swiftmail-relay swiftmail-tracking; do
           systemd-analyze security --no-pager $u | tail -1; done'
 
 if [ -n "$UPGRADE" ]; then
@@ -141,7 +144,7 @@ if [ -n "$UPGRADE" ]; then
         | grep -qE '^(ok|changed)'
     grep -A1 'HANDLER \[swiftmail : Restart swiftmail-api\]' "$DIR/$TAG.run3.log" | grep -q '^changed'
     inside '/opt/swiftmail/venv/bin/swiftmail --version'
-    inside 'systemctl is-active swiftmail-api swiftmail-worker swiftmail-relay'
+    inside 'systemctl is-active swiftmail-api swiftmail-worker swiftmail-relay swiftmail-tracking'
     curl -fsS "http://127.0.0.1:$API_PORT/readyz"; echo
 fi
 say "passed"
