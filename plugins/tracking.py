@@ -9,7 +9,9 @@ and ``swiftmail webhooks deliver``. Webhook deliveries are queued by
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import threading
 import time
 
 import click
@@ -90,7 +92,12 @@ def drain(state, consumer: str, batch_size: int, once: bool) -> None:
         click.echo(f"drained {total} hits")
         return
     click.echo(f"draining {config.stream} as {consumer} (pid {os.getpid()})", err=True)
-    drainer.run()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        # Finish the batch in hand, then exit 0 (systemd's stop is SIGTERM).
+        signal.signal(signum, lambda *_: stop.set())
+    drainer.run(stop)
+    click.echo("drainer stopped", err=True)
 
 
 @click.group("webhooks")
