@@ -37,7 +37,11 @@ from swiftmail_core.errors import ConfigurationError
 from swiftmail_core.hookspecs import hookimpl
 from swiftmail_core.sending.http_client import KeepAliveClient, outcome_for_status, retry_after
 from swiftmail_core.sending.mime_parts import MessageParts, split_message
-from swiftmail_core.sending.provider_events import ProviderEvent, apply_provider_events
+from swiftmail_core.sending.provider_events import (
+    LazyPluginManager,
+    ProviderEvent,
+    apply_provider_events,
+)
 from swiftmail_core.settings import Settings
 from swiftmail_core.transports import OutboundMessage, Outcome, SendResult
 
@@ -201,7 +205,7 @@ def map_event(data: dict[str, Any]) -> ProviderEvent | None:
                 "reason": str((data.get("delivery-status") or {}).get("message", ""))[:500]})
 
 
-class EventWebhook:
+class EventWebhook(LazyPluginManager):
     """``POST /hooks/mailgun/events``: verify, map, apply."""
 
     public = True
@@ -209,9 +213,8 @@ class EventWebhook:
 
     def __init__(self, options: dict[str, Any], plugins: Any = None,
                  clock: Any = time.time, settings: Settings | None = None) -> None:
+        super().__init__(plugins, settings)
         self.signing_key = str(options.get("webhook_signing_key", ""))
-        self.plugins = plugins
-        self.settings = settings
         self.clock = clock
         self._tokens: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
@@ -224,16 +227,6 @@ class EventWebhook:
             while len(self._tokens) > 10_000:
                 self._tokens.popitem(last=False)
             return True
-
-    def _plugins(self) -> Any:
-        """Return the plugin manager the tracking hook runs through (loaded once)."""
-        if self.plugins is None and self.settings is not None:
-            from swiftmail_core.plugins import PluginManager
-
-            with self._lock:
-                if self.plugins is None:
-                    self.plugins = PluginManager.load(self.settings)
-        return self.plugins
 
     def on_post(self, req: Any, resp: Any) -> None:
         """Accept a signed event (200), or refuse it (401/400)."""

@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import datetime
 import json
-import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -37,7 +36,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from swiftmail_core.hookspecs import hookimpl
 from swiftmail_core.sending.http_client import KeepAliveClient, outcome_for_status, retry_after
 from swiftmail_core.sending.mime_parts import MessageParts, split_message
-from swiftmail_core.sending.provider_events import ProviderEvent, apply_provider_events
+from swiftmail_core.sending.provider_events import (
+    LazyPluginManager,
+    ProviderEvent,
+    apply_provider_events,
+)
 from swiftmail_core.settings import Settings
 from swiftmail_core.transports import OutboundMessage, Outcome, SendResult
 
@@ -203,7 +206,7 @@ def map_events(payload: Any) -> list[ProviderEvent]:
     return mapped
 
 
-class EventWebhook:
+class EventWebhook(LazyPluginManager):
     """``POST /hooks/sendgrid/events``: verify, map, apply."""
 
     public = True
@@ -211,21 +214,9 @@ class EventWebhook:
 
     def __init__(self, options: dict[str, Any], plugins: Any = None,
                  settings: Settings | None = None) -> None:
+        super().__init__(plugins, settings)
         value = str(options.get("webhook_public_key", ""))
         self.key = load_public_key(value) if value else None
-        self.plugins = plugins
-        self.settings = settings
-        self._lock = threading.Lock()
-
-    def _plugins(self) -> Any:
-        """Return the plugin manager the tracking hook runs through (loaded once)."""
-        if self.plugins is None and self.settings is not None:
-            from swiftmail_core.plugins import PluginManager
-
-            with self._lock:
-                if self.plugins is None:
-                    self.plugins = PluginManager.load(self.settings)
-        return self.plugins
 
     def on_post(self, req: Any, resp: Any) -> None:
         """Accept a signed batch of events (204), or refuse it (401/400)."""
