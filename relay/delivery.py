@@ -5,7 +5,8 @@ failure; never after a reply to MAIL, RCPT or DATA. Opportunistic STARTTLS
 with re-EHLO; a host whose handshake fails is retried in clear at once and
 remembered. Connections are reused per destination site up to
 ``messages_per_connection``; a 421 on a reused connection reconnects at once.
-Several recipients of one domain share one transaction.
+Several recipients of one domain share one transaction, pipelined (RFC 2920)
+when the peer offers PIPELINING.
 """
 
 from __future__ import annotations
@@ -266,6 +267,8 @@ class Deliverer:
         client = connection.client
         replies: dict[str, Reply] = {}
         try:
+            if _can_pipeline(client, mail_from, recipients):
+                return await self._pipelined(client, mail_from, recipients, message, replies)
             try:
                 await self._mail(client, mail_from)
             except aiosmtplib.SMTPResponseException as ex:
@@ -345,6 +348,63 @@ class Deliverer:
             raise aiosmtplib.SMTPDataError(response.code, response.message)
         return response
 
+    async def _pipelined(
+        self, client: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], message: bytes,
+        replies: dict[str, Reply],
+    ) -> dict[str, Reply]:
+        """Run one transaction with MAIL, every RCPT and DATA in one write (RFC 2920)."""
+        protocol = client.protocol
+        if protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("Server not connected")
+        timeout = self.config.command_timeout
+        commands = [b"MAIL FROM:<" + sender.encode() + b">\r\n"]
+        commands.extend(b"RCPT TO:<" + r.encode() + b">\r\n" for r in recipients)
+        commands.append(b"DATA\r\n")
+        reader = _PipelinedReplies(protocol, timeout)
+        try:
+            protocol.write(b"".join(commands))
+            mail = await reader.next()
+            if mail.code == 421:
+                raise _Reconnect(Reply(mail.code, mail.message))
+            accepted = []
+            for recipient in recipients:
+                response = await reader.next()
+                if response.code == 421:
+                    raise _Reconnect(Reply(response.code, response.message))
+                if mail.code != 250:
+                    continue
+                if response.code in (250, 251):
+                    accepted.append(recipient)
+                else:
+                    replies[recipient] = Reply(response.code, response.message)
+            start = await reader.next()
+            if start.code == 354 and reader.pending:
+                # A compliant peer says nothing after 354 until the body ends.
+                raise aiosmtplib.SMTPServerDisconnected("unexpected data after 354")
+        finally:
+            reader.close()
+        if not accepted:
+            if start.code == 354:
+                # RFC 2920 §3.1: DATA was accepted with no valid recipient;
+                # end the empty message at once (its reply means nothing).
+                protocol.write(b".\r\n")
+                await protocol.read_response(timeout=timeout)
+            else:
+                await self._reset(client)
+            if mail.code != 250:
+                return dict.fromkeys(recipients, Reply(mail.code, mail.message))
+            return replies
+        if start.code != 354:
+            final = Reply(start.code, start.message)
+        else:
+            # No await between write and read_response: the reply cannot be missed.
+            protocol.write(dot_stuff(message))
+            response = await protocol.read_response(timeout=timeout)
+            final = Reply(response.code, response.message)
+        for recipient in accepted:
+            replies[recipient] = final
+        return replies
+
     @staticmethod
     async def _reset(client: aiosmtplib.SMTP) -> None:
         try:
@@ -369,6 +429,90 @@ class Deliverer:
                 for _ in range(count):
                     await self._release_slot(site)
         self._open.clear()
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _can_pipeline(client: aiosmtplib.SMTP, sender: str, recipients: Sequence[str]) -> bool:
+    """Tell whether this transaction may be pipelined: offered, ASCII, no controls."""
+    if not client.supports_extension("pipelining"):
+        return False
+    # APPSEC: the pipelined write bypasses aiosmtplib's command-injection
+    # check, so any CR/LF or other control in an address takes the one
+    # command at a time path, which refuses it.
+    return all(a.isascii() and not _CONTROL.search(a) for a in (sender, *recipients))
+
+
+class _PipelinedReplies:
+    """Read pipelined replies off an aiosmtplib protocol, in order, none dropped.
+
+    NOTE: ``SMTPProtocol.read_response`` cannot read pipelined replies.
+    ``data_received`` parses only the first complete reply of a packet into
+    ``_response_waiter`` and leaves the rest in ``_buffer``, where nothing
+    parses it until more data arrives (a packet holding every reply would
+    hang the next read); and it DROPS any packet that arrives while the
+    waiter is already done or ``_response_pending`` is false, which is the
+    case between one reply being parsed and the next ``read_response``
+    call (the wake-up takes a few loop iterations, long enough for the
+    peer's next reply to land). So while pipelined replies are expected,
+    this reader shadows the protocol's ``data_received`` on the instance
+    (both the plain and the TLS transport look the method up per call):
+    every byte is appended to the protocol's ``_buffer`` and replies are
+    parsed from it one at a time, in order, with the protocol's own
+    ``_read_response_from_buffer``. A disconnect or EOF still lands on
+    ``_response_waiter`` (``connection_lost``/``eof_received`` set an
+    exception there), which the reader watches but does not consume.
+    ``close`` restores the method; the buffer is then empty (checked after
+    354) and the protocol is back in its normal between-commands state, so
+    the body's reply is read with ``read_response`` exactly as in ``_data``.
+    """
+
+    def __init__(self, protocol: Any, timeout: float) -> None:
+        self._protocol = protocol
+        self._timeout = timeout
+        self._arrived: asyncio.Future[None] | None = None
+        protocol.data_received = self._data_received
+
+    @property
+    def pending(self) -> bool:
+        """Tell whether unread bytes are buffered."""
+        return bool(self._protocol._buffer)
+
+    def _data_received(self, data: bytes) -> None:
+        self._protocol._buffer.extend(data)
+        if self._arrived is not None and not self._arrived.done():
+            self._arrived.set_result(None)
+
+    async def next(self) -> Any:
+        """Return the next reply; raise SMTPServerDisconnected or a read timeout."""
+        protocol = self._protocol
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        while True:
+            try:
+                response = protocol._read_response_from_buffer()
+            except aiosmtplib.SMTPResponseException as ex:
+                raise aiosmtplib.SMTPServerDisconnected(f"malformed reply: {ex.message}") from ex
+            if response is not None:
+                return response
+            if len(protocol._buffer) > 65536:
+                raise aiosmtplib.SMTPServerDisconnected("reply too long")
+            lost = protocol._response_waiter
+            if lost is None or lost.done() or not protocol.is_connected:
+                raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response")
+            self._arrived = loop.create_future()
+            await asyncio.wait({self._arrived, lost}, timeout=remaining,
+                               return_when=asyncio.FIRST_COMPLETED)
+
+    def close(self) -> None:
+        """Give ``data_received`` back to the protocol."""
+        vars(self._protocol).pop("data_received", None)
+        if self._arrived is not None and not self._arrived.done():
+            self._arrived.cancel()
 
 
 class _Reconnect(Exception):
