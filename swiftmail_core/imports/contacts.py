@@ -50,6 +50,11 @@ PAIRS_PER_CALL = 40
 # Memory for the merge's sorts and hashes (this transaction only): a million
 # rows sort in memory instead of spilling to disk.
 MERGE_WORK_MEM = "256MB"
+# The attributes GIN index's pending list for this transaction only: entries
+# are appended cheaply and merged into the index later (autovacuum, or the
+# next insert that fills the list), off the import's critical path. Queries
+# stay correct meanwhile: a GIN scan reads the pending list too.
+MERGE_GIN_PENDING_LIST = "512MB"
 # New contacts get time-ordered ids in the UUIDv7 layout (48-bit Unix ms,
 # version 7, the row's place in the import's sort order, variant, 32 random
 # bits drawn once per import), so the primary key, the subscriptions keys and
@@ -241,7 +246,9 @@ def import_contacts(
     if summary.rows_ok == 0 and summary.rows_failed == 0:
         raise ValidationError.for_field("file", "has a header but no data rows")
     cursor.execute(f"ANALYZE {STAGE}")
-    cursor.execute("SELECT set_config('work_mem', %s, true)", (MERGE_WORK_MEM,))
+    cursor.execute("SELECT set_config('work_mem', %s, true), "
+                   "set_config('gin_pending_list_limit', %s, true)",
+                   (MERGE_WORK_MEM, MERGE_GIN_PENDING_LIST))
     _merge(cursor, tenant_id, keys, options, summary)
     started = summary.lap("merge_and_subscribe", started)
     if options.list_id is not None and summary.unchanged:
