@@ -1,8 +1,12 @@
 """The bounce and feedback listener (port 25 in production).
 
-APPSEC: accepts mail only for genuine VERP addresses of ``bounce_domain``
-(the HMAC in the token must check out) and for the feedback-loop address;
-every other recipient gets 550. Reports (RFC 3464 DSNs, RFC 5965 ARF) become
+APPSEC: accepts mail only for genuine VERP addresses (the HMAC in the token
+must check out) and for the feedback-loop address; every other recipient gets
+550. The token, not the domain, is the proof: campaign mail carries its VERP
+address on the sending domain's own return-path domain (``bounces.<domain>``,
+which tenants point at this listener), while relay-generated mail uses
+``bounce_domain``, so a genuine token is accepted at either. Nothing received
+here is ever relayed onwards. Reports (RFC 3464 DSNs, RFC 5965 ARF) become
 the same outcomes as synchronous replies: events, ledger status,
 suppressions for hard bounces and complaints.
 """
@@ -38,9 +42,7 @@ class BounceHandler:
 
     def _verp(self, address: str) -> tuple[uuid.UUID, int | None] | None:
         if not self.config.bounce_domain or not self.settings.secret_key:
-            return None
-        if address.rpartition("@")[2].lower() != self.config.bounce_domain.lower():
-            return None
+            return None  # no bounce domain configured: the listener takes no VERP mail
         return verp.decode(self.settings.secret_key, address)
 
     def _is_fbl(self, address: str) -> bool:

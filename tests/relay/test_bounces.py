@@ -88,6 +88,25 @@ def test_only_verp_and_fbl_are_accepted(bounce_listener, runtime, tenant_a) -> N
     bounce_listener(scenario)
 
 
+def test_verp_on_a_sending_domains_return_path_is_accepted(bounce_listener, runtime, tenant_a) -> None:  # type: ignore[no-untyped-def]
+    """Campaign mail's VERP lives on bounces.<sending domain>: the token is the proof."""
+    from swiftmail_core.rendering import verp_return_path
+
+    address = verp_return_path("bounces.tenant-a.example", tenant_a.id, 42,
+                               runtime.settings.secret_key)
+    forged = address.replace(address[2:6], "aaaa")
+
+    async def scenario(client):  # type: ignore[no-untyped-def]
+        await client.ehlo()
+        await client.mail("")
+        assert (await client.rcpt(address)).code == 250
+        with pytest.raises(aiosmtplib.SMTPRecipientRefused) as caught:
+            await client.rcpt(forged)
+        assert caught.value.code == 550
+
+    bounce_listener(scenario)
+
+
 def test_dsn_to_verp_records_hard_bounce(bounce_listener, runtime, tenant_a, ledger_row) -> None:  # type: ignore[no-untyped-def]
     email = f"gone{uuid.uuid4().hex[:6]}@example.net"
     ledger_id = ledger_row(tenant_a.id, email)
