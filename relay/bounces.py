@@ -2,7 +2,9 @@
 
 APPSEC: accepts mail only for genuine VERP addresses (the HMAC in the token
 must check out) and for the feedback-loop address; every other recipient gets
-550. The token, not the domain, is the proof: campaign mail carries its VERP
+550, except ``unsubscribe@`` (any domain we serve), the ``mailto:`` of every
+campaign's List-Unsubscribe header, whose Subject carries a signed
+unsubscribe token. The token, not the domain, is the proof: campaign mail carries its VERP
 address on the sending domain's own return-path domain (``bounces.<domain>``,
 which tenants point at this listener), while relay-generated mail uses
 ``bounce_domain``, so a genuine token is accepted at either. Nothing received
@@ -14,9 +16,12 @@ suppressions for hard bounces and complaints.
 from __future__ import annotations
 
 import asyncio
+import email.policy
 import hashlib
+import re
 import uuid
 from collections.abc import Callable, Sequence
+from email.parser import BytesHeaderParser
 
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -29,6 +34,8 @@ from swiftmail_relay.outcomes import Outcome
 from swiftmail_core.settings import Settings
 
 log = structlog.get_logger("swiftmail.relay.bounces")
+UNSUBSCRIBE_LOCAL_PART = "unsubscribe"
+UNSUBSCRIBE_SUBJECT = re.compile(r"unsubscribe-([A-Za-z0-9_-]+)")
 
 
 class BounceHandler:
@@ -45,13 +52,18 @@ class BounceHandler:
             return None  # no bounce domain configured: the listener takes no VERP mail
         return verp.decode(self.settings.secret_key, address)
 
+    @staticmethod
+    def _is_unsubscribe(address: str) -> bool:
+        return address.rpartition("@")[0].lower() == UNSUBSCRIBE_LOCAL_PART
+
     def _is_fbl(self, address: str) -> bool:
         return bool(self.config.fbl_address) and address.lower() == self.config.fbl_address.lower()
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         """Accept only VERP addresses and the feedback-loop address."""
-        if self._verp(address) is None and not self._is_fbl(address):
+        if (self._verp(address) is None and not self._is_fbl(address)
+                and not self._is_unsubscribe(address)):
             return "550 5.1.1 No such recipient here"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
@@ -61,6 +73,8 @@ class BounceHandler:
         raw = envelope.original_content or b""
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
+        if any(self._is_unsubscribe(rcpt) for rcpt in envelope.rcpt_tos):
+            return await self._unsubscribe(raw)
         outcomes = self.outcomes(envelope.rcpt_tos, raw)
         if outcomes:
             try:
@@ -69,6 +83,29 @@ class BounceHandler:
                 log.error("bounce_record_failed", error=str(ex))
                 return "451 4.3.0 Cannot record the report now, try again later"
         return "250 2.0.0 OK"
+
+    async def _unsubscribe(self, raw: bytes) -> str:
+        """Apply a List-Unsubscribe ``mailto:``: the Subject holds the signed token."""
+        from swiftmail_core import self_service
+        from swiftmail_core.errors import SwiftMailError
+        from swiftmail_core.tokens import read_unsubscribe_token
+
+        subject = BytesHeaderParser(policy=email.policy.default).parsebytes(raw)["Subject"] or ""
+        match = UNSUBSCRIBE_SUBJECT.search(str(subject))
+        try:
+            if match is None or not self.settings.secret_key:
+                raise ValueError("no token")
+            # APPSEC: tenant, contact and list come only from the verified token.
+            token = read_unsubscribe_token(self.settings.secret_key, match[1])
+        except (ValueError, SwiftMailError):
+            return "550 5.7.1 No valid unsubscribe token in the Subject"
+        try:
+            await asyncio.to_thread(self_service.unsubscribe, token.tenant_id,
+                                    token.contact_id, token.list_id, source="mailto")
+        except Exception as ex:
+            log.error("mailto_unsubscribe_failed", error=str(ex))
+            return "451 4.3.0 Cannot record the unsubscribe now, try again later"
+        return "250 2.0.0 Unsubscribed"
 
     def outcomes(self, recipients: Sequence[str], raw: bytes) -> list[Outcome]:
         """Turn a report sent to ``recipients`` into outcomes."""

@@ -171,3 +171,36 @@ def test_submission_bounce_generates_dsn_to_reverse_path(  # type: ignore[no-unt
     assert b"message/delivery-status" in dsn.data and b"Status: 5.1.1" in dsn.data
 
 
+
+
+def test_list_unsubscribe_mailto_unsubscribes(bounce_listener, runtime, tenant_a) -> None:  # type: ignore[no-untyped-def]
+    """The mailto: of List-Unsubscribe: Subject unsubscribe-<signed token>."""
+    from swiftmail_core.db import app_db, tenant_tx
+    from swiftmail_core.tokens import make_unsubscribe_token
+    from tests.core.sending.conftest import add_subscribers, make_list
+
+    list_id = make_list(tenant_a.id)
+    add_subscribers(tenant_a.id, list_id, 1, domain="mailto.test")
+    with tenant_tx(tenant_a.id):
+        contact_id = app_db.execute_sql(
+            "SELECT id FROM contacts WHERE email = 'user0@mailto.test'").fetchone()[0]
+    token = make_unsubscribe_token(runtime.settings.secret_key, tenant_a.id, contact_id, list_id)
+
+    def mail(subject: str) -> bytes:
+        return (f"From: user0@mailto.test\r\nTo: unsubscribe@{BOUNCE_DOMAIN}\r\n"
+                f"Subject: {subject}\r\n\r\n\r\n").encode()
+
+    async def scenario(client):  # type: ignore[no-untyped-def]
+        forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+        with pytest.raises(aiosmtplib.SMTPResponseException) as caught:
+            await client.sendmail("user0@mailto.test", [f"unsubscribe@{BOUNCE_DOMAIN}"],
+                                  mail(f"unsubscribe-{forged}"))
+        assert caught.value.code == 550
+        await client.sendmail("user0@mailto.test", [f"unsubscribe@{BOUNCE_DOMAIN}"],
+                              mail(f"unsubscribe-{token}"))
+
+    bounce_listener(scenario)
+    with tenant_tx(tenant_a.id):
+        status = app_db.execute_sql(
+            "SELECT status FROM subscriptions WHERE list_id = %s", (str(list_id),)).fetchone()[0]
+    assert status == "unsubscribed"
