@@ -40,7 +40,8 @@ def request_hash(req: falcon.Request) -> bytes:
     digest = hashlib.sha256()
     for part in (req.method, req.path, req.query_string or ""):
         digest.update(part.encode() + b"\x00")
-    digest.update(req.context.body_bytes or b"")
+    spooled = getattr(req.context, "body_digest", None)
+    digest.update(spooled if spooled is not None else (req.context.body_bytes or b""))
     return digest.digest()
 
 

@@ -15,7 +15,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
+import tempfile
 import time
 import uuid
 from typing import Any
@@ -113,6 +115,21 @@ class Guard:
         self.limiter.hit(req.context.principal, resp)
 
 
+UPLOAD_MEMORY = 1024 * 1024
+UPLOAD_CHUNK = 64 * 1024
+
+
+def _spool_upload(stream: Any) -> tuple[Any, bytes]:
+    """Copy an upload to a spooled temp file, hashing it; return (file at 0, digest)."""
+    spooled = tempfile.SpooledTemporaryFile(max_size=UPLOAD_MEMORY)
+    digest = hashlib.sha256()
+    while chunk := stream.read(UPLOAD_CHUNK):
+        digest.update(chunk)
+        spooled.write(chunk)
+    spooled.seek(0)
+    return spooled, digest.digest()
+
+
 class Idempotency:
     """Replay a POST's stored response for a repeated ``Idempotency-Key``."""
 
@@ -135,10 +152,11 @@ class Idempotency:
             body = req.bounded_stream.read(MAX_BODY + 1)
             if len(body) > MAX_BODY:
                 raise ValidationError.for_field("body", f"must be at most {MAX_BODY} bytes")
+            req.context.body_bytes = body
         else:
-            # NOTE: uploads (CSV imports) are hashed whole; their resources cap the size.
-            body = req.bounded_stream.read()
-        req.context.body_bytes = body
+            # Uploads (CSV imports) are hashed while they are spooled: at most
+            # UPLOAD_MEMORY bytes stay in memory, the rest goes to a temp file.
+            req.context.body_file, req.context.body_digest = _spool_upload(req.bounded_stream)
         self.store.begin(req, resp, key)
 
     def process_response(

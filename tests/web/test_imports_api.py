@@ -109,3 +109,26 @@ def test_nul_characters_in_parameters_are_a_422(owner_a) -> None:
     for params in ({"list": "p/\x00x"}, {"map": ["a\x00=email"]}):
         response = _upload(owner_a, "/v1/imports/contacts", b"email\na@b.co\n", **params)
         assert response.status_code == 422, (params, response.text)
+
+
+def test_upload_with_idempotency_key_is_spooled_and_replayed(owner_a) -> None:  # type: ignore[no-untyped-def]
+    """An upload with an Idempotency-Key is hashed while spooled (not held in memory).
+
+    The same key and file replay the job; the same key with another file is a 422.
+    """
+    import uuid as _uuid
+
+    from swiftmail_web import middleware
+
+    rows = "".join(f"spool{i}@example.com,Name {i}\n" for i in range(40_000))
+    body = ("email,name\n" + rows).encode()
+    assert len(body) > middleware.UPLOAD_MEMORY  # spills to a temp file
+    key = _uuid.uuid4().hex
+    headers = {"Idempotency-Key": key, "Content-Type": "text/csv"}
+    first = owner_a.post("/v1/imports/contacts", body=body, headers=headers)
+    assert first.status_code == 202, first.text
+    again = owner_a.post("/v1/imports/contacts", body=body, headers=headers)
+    assert again.status_code == 202 and again.json["id"] == first.json["id"]
+    other = owner_a.post("/v1/imports/contacts", body=body + b"extra@example.com,X\n",
+                         headers=headers)
+    assert other.status_code == 422

@@ -9,7 +9,6 @@ the per-row error report.
 
 from __future__ import annotations
 
-import io
 from typing import Any, BinaryIO
 
 import falcon
@@ -82,9 +81,9 @@ def upload_stream(req: falcon.Request) -> BinaryIO:
 
     if req.content_length is not None and req.content_length > DEFAULT_LIMITS.max_bytes:
         raise DEFAULT_LIMITS.too_big()
-    body = getattr(req.context, "body_bytes", None)
-    if body is not None:
-        return io.BytesIO(body)
+    spooled = getattr(req.context, "body_file", None)
+    if spooled is not None:  # already read (and hashed) by the idempotency middleware
+        return spooled
     return req.bounded_stream  # type: ignore[return-value]
 
 
