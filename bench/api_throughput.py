@@ -37,13 +37,10 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import psycopg2
-from psycopg2 import sql
+from scratch import drop_database, environment
 
 ROOT = Path(__file__).resolve().parents[1]
-ADMIN_URL = os.environ.get("SWIFTMAIL_BENCH_ADMIN_URL",
-                           "postgresql://postgres@127.0.0.1:5432/postgres")
-PASSWORD = "swiftmail-bench-password"
+
 POST_SCRIPT = """
 counter = 0
 thread_id = 0
@@ -59,31 +56,6 @@ function request()
   return wrk.format("POST", "/v1/contacts", nil, body)
 end
 """
-
-
-def environment(workdir: Path, database: str) -> dict[str, str]:
-    """Return the environment a SwiftMail process of this benchmark sees."""
-    params = psycopg2.extensions.parse_dsn(ADMIN_URL)
-    params = {k: v for k, v in params.items() if k not in ("user", "password")}
-    params["dbname"] = database
-    return {
-        "SWIFTMAIL_DATA_DIR": str(workdir),
-        "SWIFTMAIL_CONFIG": str(workdir / "swiftmail.toml"),
-        "DATABASE_URL": psycopg2.extensions.make_dsn(**params),
-        "SWIFTMAIL_DATABASE_ADMIN_URL": ADMIN_URL,
-        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-        "SWIFTMAIL_SECRET_KEY": "bench-secret-key-" + "x" * 32,
-        "SWIFTMAIL_DB_OWNER_PASSWORD": PASSWORD,
-        "SWIFTMAIL_DB_APP_PASSWORD": PASSWORD,
-        "SWIFTMAIL_DB_SYSTEM_PASSWORD": PASSWORD,
-        "SWIFTMAIL_DB_OWNER_ROLE": "swiftmail_bench_owner",
-        "SWIFTMAIL_DB_APP_ROLE": "swiftmail_bench_app",
-        "SWIFTMAIL_DB_SYSTEM_ROLE": "swiftmail_bench_system",
-        "SWIFTMAIL_LOG_LEVEL": "warning",
-        "SWIFTMAIL_PLUGIN_WEB_RATE_LIMIT_PER_TENANT": str(10**9),
-        "SWIFTMAIL_PLUGIN_WEB_RATE_LIMIT_PER_KEY": str(10**9),
-        "SWIFTMAIL_PLUGIN_WEB_REDIS_PREFIX": f"swiftmail-bench-{uuid.uuid4().hex[:8]}:",
-    }
 
 
 def _free_port() -> int:
@@ -199,13 +171,7 @@ def main() -> None:
         from swiftmail_core import db
 
         db.disconnect()
-        admin = psycopg2.connect(ADMIN_URL)
-        admin.autocommit = True
-        with admin.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                           "WHERE datname = %s", (database,))
-            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(database)))
-        admin.close()
+        drop_database(database)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -34,34 +34,11 @@ import uuid
 from pathlib import Path
 
 import psycopg2
-from psycopg2 import sql
+from scratch import ADMIN_URL, drop_database
+from scratch import environment as scratch_environment
 
-ADMIN_URL = os.environ.get("SWIFTMAIL_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-PASSWORD = "swiftmail-bench-password"
 CITIES = ["Paris", "Oslo", "Lyon", "Bern", "Kyiv", "Lima", "Rome", "Nice", "Graz", "Kobe"]
 PLANS = ["free", "pro", "team", ""]
-
-
-def environment(workdir: Path, database: str) -> dict[str, str]:
-    """Return the environment a SwiftMail process of this benchmark sees."""
-    params = psycopg2.extensions.parse_dsn(ADMIN_URL)
-    params = {k: v for k, v in params.items() if k not in ("user", "password")}
-    params["dbname"] = database
-    return {
-        "SWIFTMAIL_DATA_DIR": str(workdir),
-        "SWIFTMAIL_CONFIG": str(workdir / "swiftmail.toml"),
-        "DATABASE_URL": psycopg2.extensions.make_dsn(**params),
-        "SWIFTMAIL_DATABASE_ADMIN_URL": ADMIN_URL,
-        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-        "SWIFTMAIL_SECRET_KEY": "bench-secret-key-" + "x" * 32,
-        "SWIFTMAIL_DB_OWNER_PASSWORD": PASSWORD,
-        "SWIFTMAIL_DB_APP_PASSWORD": PASSWORD,
-        "SWIFTMAIL_DB_SYSTEM_PASSWORD": PASSWORD,
-        "SWIFTMAIL_DB_OWNER_ROLE": "swiftmail_bench_import_owner",
-        "SWIFTMAIL_DB_APP_ROLE": "swiftmail_bench_import_app",
-        "SWIFTMAIL_DB_SYSTEM_ROLE": "swiftmail_bench_import_system",
-        "SWIFTMAIL_LOG_LEVEL": "warning",
-    }
 
 
 def generate(path: Path, rows: int, seed: int = 7) -> None:
@@ -166,19 +143,6 @@ def run_child(path: Path, mode: str, env: dict[str, str]) -> dict:  # type: igno
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def drop_database(database: str) -> None:
-    """Drop the scratch database."""
-    admin = psycopg2.connect(ADMIN_URL)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-            (database,),
-        )
-        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(database)))
-    admin.close()
-
-
 def main() -> None:
     """Set up, measure, tear down, print one JSON line."""
     parser = argparse.ArgumentParser()
@@ -194,7 +158,7 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="swiftmail-bench-"))
     database = f"swiftmail_bench_{secrets.token_hex(4)}"
-    env = environment(workdir, database)
+    env = scratch_environment(workdir, database, "swiftmail_bench_import")
     saved = dict(os.environ)
     os.environ.update(env)
     try:

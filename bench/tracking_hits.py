@@ -36,11 +36,9 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import psycopg2
-from psycopg2 import sql
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api_throughput import ADMIN_URL, _free_port, environment, run_wrk
+from api_throughput import _free_port, run_wrk
+from scratch import drop_database, environment
 
 ROOT = Path(__file__).resolve().parents[1]
 MESSAGES = 1000
@@ -295,13 +293,7 @@ def main() -> None:
             redis.Redis.from_url(env["REDIS_URL"]).delete(stream)
         except Exception as ex:  # cleanup only
             print(f"cleanup: {ex}", file=sys.stderr)
-        admin = psycopg2.connect(ADMIN_URL)
-        admin.autocommit = True
-        with admin.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                           "WHERE datname = %s", (database,))
-            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(database)))
-        admin.close()
+        drop_database(database)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -32,10 +32,9 @@ import uuid
 from pathlib import Path
 
 import psycopg2
-from psycopg2 import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api_throughput import ADMIN_URL, environment
+from scratch import drop_database, environment
 
 EVENT_MIX = """
 CASE WHEN r < 0.18 THEN 'accepted' WHEN r < 0.36 THEN 'delivered' WHEN r < 0.40 THEN 'deferred'
@@ -189,13 +188,7 @@ def main() -> None:
         from swiftmail_core import db
 
         db.disconnect()
-        admin = psycopg2.connect(ADMIN_URL)
-        admin.autocommit = True
-        with admin.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                           "WHERE datname = %s", (database,))
-            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(database)))
-        admin.close()
+        drop_database(database)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
