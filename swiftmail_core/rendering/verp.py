@@ -7,9 +7,9 @@ HMAC-SHA256[:6]`` under the purpose ``relay-verp``: 50 characters of local
 part (RFC 5321 allows 64), and lower case survives mail systems that fold
 the local part's case.
 
-NOTE: this is the relay's wire format (``swiftmail_relay.verp``), byte for
-byte, so the relay's bounce listener accepts what the renderer writes; a
-test checks both agree. The 48-bit MAC is what fits the 64-character local
+NOTE: this is the one VERP format of the product: the relay (``swiftmail_relay.verp``)
+adapts these functions, so its bounce listener accepts what the renderer
+writes. The 48-bit MAC is what fits the 64-character local
 part beside a full tenant id and ledger id; forging one bounce takes about
 2**47 attempts, each a message sent to the relay.
 
