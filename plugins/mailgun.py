@@ -38,7 +38,6 @@ from swiftmail_core.hookspecs import hookimpl
 from swiftmail_core.sending.http_client import KeepAliveClient, outcome_for_status, retry_after
 from swiftmail_core.sending.mime_parts import MessageParts, split_message
 from swiftmail_core.sending.provider_events import (
-    LazyPluginManager,
     ProviderEvent,
     apply_provider_events,
 )
@@ -205,15 +204,15 @@ def map_event(data: dict[str, Any]) -> ProviderEvent | None:
                 "reason": str((data.get("delivery-status") or {}).get("message", ""))[:500]})
 
 
-class EventWebhook(LazyPluginManager):
+class EventWebhook:
     """``POST /hooks/mailgun/events``: verify, map, apply."""
 
     public = True
     tenant_transaction = False
 
     def __init__(self, options: dict[str, Any], plugins: Any = None,
-                 clock: Any = time.time, settings: Settings | None = None) -> None:
-        super().__init__(plugins, settings)
+                 clock: Any = time.time) -> None:
+        self.plugins = plugins
         self.signing_key = str(options.get("webhook_signing_key", ""))
         self.clock = clock
         self._tokens: OrderedDict[str, None] = OrderedDict()
@@ -248,7 +247,7 @@ class EventWebhook(LazyPluginManager):
                                           description="the webhook signature did not verify")
         event = map_event(data) if isinstance(data, dict) else None
         if event is not None:
-            apply_provider_events([event], self._plugins())
+            apply_provider_events([event], self.plugins)
         resp.media = {"message": "ok"}
 
 
@@ -259,7 +258,7 @@ def swiftmail_register_transports(settings: Settings) -> list[MailgunTransport]:
 
 
 @hookimpl
-def swiftmail_register_routes(app: Any, settings: Settings) -> None:
+def swiftmail_register_routes(app: Any, settings: Settings, plugin_manager: Any) -> None:
     """Add the webhook endpoint."""
     app.add_route(WEBHOOK_PATH, EventWebhook(settings.plugin_settings("mailgun"),
-                                             settings=settings))
+                                             plugins=plugin_manager))

@@ -37,7 +37,6 @@ from swiftmail_core.hookspecs import hookimpl
 from swiftmail_core.sending.http_client import KeepAliveClient, outcome_for_status, retry_after
 from swiftmail_core.sending.mime_parts import MessageParts, split_message
 from swiftmail_core.sending.provider_events import (
-    LazyPluginManager,
     ProviderEvent,
     apply_provider_events,
 )
@@ -206,15 +205,14 @@ def map_events(payload: Any) -> list[ProviderEvent]:
     return mapped
 
 
-class EventWebhook(LazyPluginManager):
+class EventWebhook:
     """``POST /hooks/sendgrid/events``: verify, map, apply."""
 
     public = True
     tenant_transaction = False
 
-    def __init__(self, options: dict[str, Any], plugins: Any = None,
-                 settings: Settings | None = None) -> None:
-        super().__init__(plugins, settings)
+    def __init__(self, options: dict[str, Any], plugins: Any = None) -> None:
+        self.plugins = plugins
         value = str(options.get("webhook_public_key", ""))
         self.key = load_public_key(value) if value else None
 
@@ -233,7 +231,7 @@ class EventWebhook(LazyPluginManager):
             payload = json.loads(body)
         except ValueError as ex:
             raise falcon.HTTPBadRequest(title="Invalid JSON", description=str(ex)) from ex
-        apply_provider_events(map_events(payload), self._plugins())
+        apply_provider_events(map_events(payload), self.plugins)
         resp.status = falcon.HTTP_204
 
 
@@ -244,7 +242,7 @@ def swiftmail_register_transports(settings: Settings) -> list[SendGridTransport]
 
 
 @hookimpl
-def swiftmail_register_routes(app: Any, settings: Settings) -> None:
+def swiftmail_register_routes(app: Any, settings: Settings, plugin_manager: Any) -> None:
     """Add the Event Webhook endpoint."""
     app.add_route(WEBHOOK_PATH, EventWebhook(settings.plugin_settings("sendgrid"),
-                                             settings=settings))
+                                             plugins=plugin_manager))

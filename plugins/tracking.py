@@ -18,6 +18,7 @@ import click
 import falcon
 
 from swiftmail_core.hookspecs import hookimpl
+from swiftmail_core.plugins import PluginManager
 from swiftmail_core.settings import Settings
 
 
@@ -30,15 +31,15 @@ def _redis_client(settings: Settings):
 
 
 @hookimpl
-def swiftmail_register_routes(app: falcon.App, settings: Settings) -> None:
+def swiftmail_register_routes(
+    app: falcon.App, settings: Settings, plugin_manager: PluginManager
+) -> None:
     """Add the public endpoints and the analytics API."""
     from swiftmail_web.public import add_public_routes
     from swiftmail_web.public.services import PublicServices
     from swiftmail_web.resources import analytics
 
-    from swiftmail_core.plugins import PluginManager
-
-    services = PublicServices.build(settings, _redis_client(settings), PluginManager.load(settings))
+    services = PublicServices.build(settings, _redis_client(settings), plugin_manager)
     add_public_routes(app, services)
     for path, resource in analytics.routes({"settings": settings}):
         app.add_route(path, resource)

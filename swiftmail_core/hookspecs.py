@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import click
     import falcon
 
+    from swiftmail_core.plugins import PluginManager
     from swiftmail_core.principal import Credentials, Principal
     from swiftmail_core.settings import Settings
     from swiftmail_core.storage import Storage
@@ -112,7 +113,9 @@ def swiftmail_register_commands(cli: click.Group) -> None:
 
 
 @hookspec
-def swiftmail_register_routes(app: falcon.App, settings: Settings) -> None:
+def swiftmail_register_routes(
+    app: falcon.App, settings: Settings, plugin_manager: PluginManager
+) -> None:
     """Add routes to the web application.
 
     Routes under ``/v1`` must follow the API conventions (problem+json
@@ -120,5 +123,7 @@ def swiftmail_register_routes(app: falcon.App, settings: Settings) -> None:
 
     :param app: the Falcon application being built by ``create_app``.
     :param settings: the effective settings.
+    :param plugin_manager: the app's plugin manager (for resources that report
+        through hooks, such as provider webhooks); take it only if needed.
     :returns: nothing. Not firstresult.
     """

@@ -176,4 +176,5 @@ class PluginManager:
 
     def register_routes(self, app: falcon.App) -> None:
         """Let plugins add web routes."""
-        self.pm.hook.swiftmail_register_routes(app=app, settings=self.settings)
+        self.pm.hook.swiftmail_register_routes(
+            app=app, settings=self.settings, plugin_manager=self)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,7 +19,6 @@ from swiftmail_core.db import system_tx
 from swiftmail_core.events import EventRecord, record_events
 from swiftmail_core.models import utcnow
 from swiftmail_core.plugins import PluginManager
-from swiftmail_core.settings import Settings
 from swiftmail_core.suppressions import SuppressionEntry, suppress
 
 #: Ledger status each event type moves a row to (from a non-final status).
@@ -91,24 +89,3 @@ def apply_provider_events(
     if suppressions:
         suppress(suppressions)
     return len(record_events(records, plugins))
-
-
-class LazyPluginManager:
-    """Load the plugin manager a provider webhook reports through, once, on first use.
-
-    Route hooks receive settings, not the app's manager; ``plugins`` given
-    explicitly (tests) wins.
-    """
-
-    def __init__(self, plugins: Any = None, settings: Settings | None = None) -> None:
-        self.plugins = plugins
-        self.settings = settings
-        self._plugins_lock = threading.Lock()
-
-    def _plugins(self) -> Any:
-        """Return the plugin manager (loaded once)."""
-        if self.plugins is None and self.settings is not None:
-            with self._plugins_lock:
-                if self.plugins is None:
-                    self.plugins = PluginManager.load(self.settings)
-        return self.plugins

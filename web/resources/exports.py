@@ -21,7 +21,6 @@ from swiftmail_web.resources.imports import JOB_SCHEMA, serialize
 from swiftmail_core import jobs
 from swiftmail_core.exports.queries import EXPORT_KINDS
 from swiftmail_core.exports.service import create_export, open_export
-from swiftmail_core.plugins import PluginManager
 from swiftmail_core.storage import Storage
 
 FIELDS = Fields(
@@ -101,7 +100,7 @@ class ExportDownloadResource:
 
 def routes(services: dict[str, Any]) -> list[tuple[str, Any]]:
     """Return the export routes."""
-    plugins = services.get("plugins") or PluginManager.load(services["settings"])
+    plugins = services["plugins"]
     return [
         ("/v1/exports", ExportsResource()),
         ("/v1/exports/{export_id}", ExportResource()),

@@ -29,7 +29,6 @@ from swiftmail_web.resources.common import (
 from swiftmail_core import jobs
 from swiftmail_core.errors import ValidationError
 from swiftmail_core.imports.service import IMPORT_KINDS, create_import, open_error_report
-from swiftmail_core.plugins import PluginManager
 from swiftmail_core.storage import Storage
 
 UPLOAD_TYPES = ("text/csv", "application/csv", "text/plain", "application/gzip",
@@ -194,7 +193,7 @@ class ImportErrorsResource:
 
 def routes(services: dict[str, Any]) -> list[tuple[str, Any]]:
     """Return the import routes."""
-    plugins = services.get("plugins") or PluginManager.load(services["settings"])
+    plugins = services["plugins"]
     storage = plugins.storage()
     return [
         ("/v1/imports", ImportsResource()),
