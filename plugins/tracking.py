@@ -92,11 +92,12 @@ def drain(state, consumer: str, batch_size: int, once: bool) -> None:
             total += count
         click.echo(f"drained {total} hits")
         return
-    click.echo(f"draining {config.stream} as {consumer} (pid {os.getpid()})", err=True)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         # Finish the batch in hand, then exit 0 (systemd's stop is SIGTERM).
+        # Installed before announcing readiness: a stop right after start counts too.
         signal.signal(signum, lambda *_: stop.set())
+    click.echo(f"draining {config.stream} as {consumer} (pid {os.getpid()})", err=True)
     drainer.run(stop)
     click.echo("drainer stopped", err=True)
 
