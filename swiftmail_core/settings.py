@@ -9,6 +9,8 @@ the effective values with secrets redacted.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib.metadata
 import os
 import tomllib
 from collections.abc import Mapping
@@ -20,6 +22,12 @@ import platformdirs
 from swiftmail_core.errors import ConfigurationError
 
 REDACTED = "********"
+
+
+@functools.cache
+def _installed_plugin_names() -> frozenset[str]:
+    """Return the names of plugins installed through the ``swiftmail`` entry point group."""
+    return frozenset(entry.name for entry in importlib.metadata.entry_points(group="swiftmail"))
 
 
 def default_data_dir() -> Path:
@@ -149,8 +157,12 @@ class Settings:
         """Return the ``[plugins.NAME]`` table, overlaid by SWIFTMAIL_PLUGIN_NAME_KEY."""
         values = dict(self.plugins.get(plugin, {}))
         prefix = f"SWIFTMAIL_PLUGIN_{plugin.upper()}_"
+        # NOTE: SWIFTMAIL_PLUGIN_RELAY_TRANSPORT_MODE belongs to relay_transport, not relay.
+        longer = tuple(f"SWIFTMAIL_PLUGIN_{name.upper()}_"
+                       for name in {*_installed_plugin_names(), *self.plugins}
+                       if name.startswith(f"{plugin}_"))
         for key, value in os.environ.items():
-            if key.startswith(prefix):
+            if key.startswith(prefix) and not key.startswith(longer):
                 values[key[len(prefix) :].lower()] = value
         return values
 

@@ -75,3 +75,13 @@ def test_plugin_settings_from_file_and_environment(tmp_path, monkeypatch) -> Non
     settings = load_settings(environ={"SWIFTMAIL_CONFIG": str(config)})
     assert settings.plugin_settings("sendgrid") == {"api_key": "env-key",
                                                     "base_url": "http://127.0.0.1:1"}
+
+
+def test_plugin_settings_leave_a_longer_named_plugins_variables_alone(monkeypatch) -> None:
+    # Regression: SWIFTMAIL_PLUGIN_RELAY_TRANSPORT_MODE was read by the relay as
+    # 'transport_mode', and the relay then refused to start (unknown setting).
+    monkeypatch.setenv("SWIFTMAIL_PLUGIN_RELAY_TRANSPORT_MODE", "smtp")
+    monkeypatch.setenv("SWIFTMAIL_PLUGIN_RELAY_WARMUP", "false")
+    settings = load_settings(environ={})
+    assert settings.plugin_settings("relay") == {"warmup": "false"}
+    assert settings.plugin_settings("relay_transport") == {"mode": "smtp"}
