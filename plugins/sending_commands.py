@@ -7,6 +7,7 @@ import json
 import signal
 
 import click
+import structlog
 
 from swiftmail_core.cli.state import CliState
 from swiftmail_core.hookspecs import hookimpl
@@ -38,6 +39,8 @@ def worker(state: CliState, threads: int | None) -> None:
     consumer = queue.consumer(threads)
     # NOTE: huey installs its own SIGINT (graceful) and SIGTERM handlers in run().
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    structlog.get_logger("swiftmail.worker").info(
+        "worker_started", threads=consumer.workers, tick_seconds=state.settings.worker_tick_seconds)
     consumer.run()
 
 

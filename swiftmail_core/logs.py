@@ -15,7 +15,8 @@ from typing import Any
 import structlog
 
 # Libraries that log every SMTP command at INFO: only their warnings, unless debugging.
-CHATTY_LIBRARIES = ("mail.log", "aiosmtplib")
+# NOTE: huey logs every task it runs at INFO: an idle worker wrote 5 lines every tick.
+CHATTY_LIBRARIES = ("mail.log", "aiosmtplib", "huey")
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR}
 

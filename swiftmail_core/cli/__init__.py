@@ -60,12 +60,13 @@ def _register_builtin_commands() -> None:
         plugin_commands,
         setup_commands,
         tenant_commands,
+        up_commands,
         user_commands,
     )
 
     for module in (
         setup_commands, doctor_commands, tenant_commands, user_commands, apikey_commands,
-        plugin_commands, demo_commands, embedded_commands,
+        plugin_commands, demo_commands, embedded_commands, up_commands,
     ):
         for command in module.COMMANDS:
             cli.add_command(command)

@@ -28,3 +28,13 @@ def test_debug_is_filtered_at_info(capsys) -> None:
     configure_logging("info", "json")
     structlog.get_logger("test").debug("hidden")
     assert capsys.readouterr().out == ""
+
+
+def test_an_idle_worker_does_not_log_every_task_huey_runs(capsys) -> None:
+    # Regression: huey's INFO lines ("Executing ...tick", "... executed in") made an
+    # idle worker write about five lines every tick.
+    configure_logging("info", "json")
+    logging.getLogger("huey.consumer").info("Executing swiftmail_core.sending.worker.tick")
+    logging.getLogger("huey").warning("a real problem")
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["event"] for line in lines] == ["a real problem"]

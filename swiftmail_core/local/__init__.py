@@ -1,0 +1,1 @@
+"""Running a whole single-node install on one machine (``swiftmail up``)."""
