@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+from pathlib import Path
+
 import click
 
 from swiftmail_core import apikeys, tenants
@@ -9,6 +14,7 @@ from swiftmail_core.cli.state import CliState
 from swiftmail_core.install import initialise
 
 DEMO_SLUG = "demo"
+DEMO_KEY_NAME = "demo"
 
 
 @click.command()
@@ -58,11 +64,35 @@ def demo(state: CliState, recipients: int) -> None:
             click.echo(f"{label.replace('_', ' ')}: {getattr(sent, label)}")
     click.echo(f"first subject: {sent.sample_subject}")
     tenant = tenants.get_tenant(DEMO_SLUG)
-    key = apikeys.create_api_key(tenant.id, role="owner", name="demo")
-    click.echo(f"tenant {tenant.slug} ({tenant.id}); an owner API key, shown once:")
+    replaced = _revoke_demo_keys(tenant.id)
+    key = apikeys.create_api_key(tenant.id, role="owner", name=DEMO_KEY_NAME)
+    click.echo(f"tenant {tenant.slug} ({tenant.id}); an owner API key, shown once"
+               + (" (the previous demo key is revoked)" if replaced else "") + ":")
     click.echo(f"  {key.key}")
-    click.echo("next: `swiftmail serve`, then "
-               "`curl -H 'Authorization: Bearer <key>' http://127.0.0.1:8000/v1/campaigns`")
+    command = invoked_command()
+    click.echo(f"next: `{command} up` (API, worker, tracking and relay; outgoing mail is caught "
+               "locally), then `curl -H 'Authorization: Bearer <key>' "
+               "http://127.0.0.1:8000/v1/campaigns`")
+
+
+def _revoke_demo_keys(tenant_id: object) -> int:
+    """Revoke the keys earlier demo runs minted, so one demo key is live at a time."""
+    earlier = [k for k in apikeys.list_api_keys(tenant_id)
+               if k.name == DEMO_KEY_NAME and k.revoked_at is None]
+    for key in earlier:
+        apikeys.revoke_api_key(tenant_id, key.id)
+    return len(earlier)
+
+
+def invoked_command() -> str:
+    """Return how the user can run ``swiftmail`` again: the bare name only if it is on PATH."""
+    running = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if running is None or running.name != "swiftmail":
+        return "swiftmail"
+    found = shutil.which("swiftmail")
+    if found and Path(found).resolve() == running.resolve():
+        return "swiftmail"
+    return os.path.relpath(running)
 
 
 COMMANDS = (demo,)

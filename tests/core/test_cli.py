@@ -113,3 +113,33 @@ def test_plugins_command_lists_builtins(test_environ) -> None:
     only = run_swiftmail("plugins", env={**test_environ, "SWIFTMAIL_LOAD_PLUGINS": "local_storage"})
     assert only.stdout.strip().startswith("local_storage")
     assert "apikey_auth" not in only.stdout
+
+
+def test_the_next_step_names_a_swiftmail_the_user_can_run(monkeypatch, tmp_path) -> None:
+    # Regression: the demo said `swiftmail serve` while swiftmail was only in .venv/bin.
+    from swiftmail_core.cli.demo_commands import invoked_command
+
+    script = tmp_path / ".venv" / "bin" / "swiftmail"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", [str(script), "demo"])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert invoked_command() == ".venv/bin/swiftmail"
+    monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin:/bin")
+    assert invoked_command() == "swiftmail"
+
+
+def test_a_demo_rerun_leaves_one_live_demo_key(runtime, make_tenant) -> None:  # type: ignore[no-untyped-def]
+    # Regression: each `make demo` minted another owner key and left the old ones live.
+    from swiftmail_core import apikeys
+    from swiftmail_core.cli.demo_commands import DEMO_KEY_NAME, _revoke_demo_keys
+
+    tenant = make_tenant("demo")
+    apikeys.create_api_key(tenant.id, role="owner", name=DEMO_KEY_NAME)
+    apikeys.create_api_key(tenant.id, role="owner", name=DEMO_KEY_NAME)
+    kept = apikeys.create_api_key(tenant.id, role="admin", name="ci")
+    assert _revoke_demo_keys(tenant.id) == 2
+    live = [k.id for k in apikeys.list_api_keys(tenant.id) if k.revoked_at is None]
+    assert live == [kept.id]
