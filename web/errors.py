@@ -8,6 +8,7 @@ bare 500 that never carries the traceback to the client.
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -108,8 +109,36 @@ def render_unexpected(
     })
 
 
+def route_not_found_handler(app: falcon.App) -> Any:
+    """Return a handler that answers an unknown route with where to look (and a near miss)."""
+    shapes: dict[str, str] = {}
+
+    def render_route_not_found(req: falcon.Request, resp: falcon.Response,
+                               ex: falcon.HTTPRouteNotFound, params: dict[str, Any]) -> None:
+        if not shapes:  # routes are all added before the first request is served
+            from swiftmail_web.openapi import routed_methods
+
+            shapes.update({_shape(path): path for path in routed_methods(app)})
+        detail = f"no route {req.method} {req.path}"
+        near = difflib.get_close_matches(_shape(req.path), list(shapes), n=1, cutoff=0.75)
+        if near:
+            detail += f"; did you mean {shapes[near[0]]}?"
+        detail += " The API's routes are listed at /v1/openapi.json (docs/api.md)."
+        _write(req, resp, 404, {"type": PROBLEM_BASE + "not-found", "title": "Not found",
+                                "status": 404, "detail": detail})
+
+    return render_route_not_found
+
+
+def _shape(path: str) -> str:
+    """Return a path with ids and {templates} alike: /v1/contacts/{}."""
+    return "/".join("{}" if part.startswith("{") or len(part) > 20 else part
+                    for part in path.split("/"))
+
+
 def install(app: falcon.App) -> None:
     """Register the serializers on ``app`` (most specific last wins in Falcon)."""
     app.add_error_handler(Exception, render_unexpected)
     app.add_error_handler(falcon.HTTPError, render_http_error)
+    app.add_error_handler(falcon.HTTPRouteNotFound, route_not_found_handler(app))
     app.add_error_handler(SwiftMailError, render_swiftmail_error)

@@ -49,9 +49,56 @@ def _default(value: Any) -> Any:
 dumps = partial(json.dumps, default=_default, separators=(",", ":"))
 
 
+#: Deepest nesting of arrays and objects a request body may have.
+MAX_DEPTH = 32
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValidationError.for_field("body", f"is not valid JSON: {name} is not a JSON number")
+
+
+def _check_parsed(value: Any) -> None:
+    """Refuse too deep nesting and strings that are not Unicode text (lone surrogates)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            _check_text(item)
+            continue
+        if not isinstance(item, (dict, list)):
+            continue
+        if depth > MAX_DEPTH:
+            raise ValidationError.for_field(
+                "body", f"is nested deeper than {MAX_DEPTH} levels of arrays and objects")
+        children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children)
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as ex:
+        raise ValidationError.for_field(
+            "body", "contains a lone surrogate escape (like \\ud800), which is not text"
+        ) from ex
+
+
+def loads(raw: bytes | str) -> Any:
+    """Parse a request body strictly: no NaN or Infinity, bounded depth, real text only."""
+    try:
+        value = json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError as ex:
+        raise ValidationError.for_field(
+            "body", f"is nested deeper than {MAX_DEPTH} levels of arrays and objects") from ex
+    except (ValueError, UnicodeDecodeError) as ex:
+        raise ValidationError.for_field("body", f"is not valid JSON ({ex})") from ex
+    _check_parsed(value)
+    return value
+
+
 def json_handler() -> falcon.media.JSONHandler:
-    """Return Falcon's JSON handler with UUID and datetime support."""
-    return falcon.media.JSONHandler(dumps=dumps, loads=json.loads)
+    """Return Falcon's JSON handler with UUID and datetime support and strict parsing."""
+    return falcon.media.JSONHandler(dumps=dumps, loads=loads)
 
 
 def normalise_email(value: str) -> str:
@@ -275,10 +322,7 @@ def read_body(req: falcon.Request) -> Any:
     content_type = (req.content_type or "application/json").split(";")[0].strip().lower()
     if content_type not in ("application/json", "application/merge-patch+json"):
         raise falcon.HTTPUnsupportedMediaType(description="send application/json")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as ex:
-        raise ValidationError.for_field("body", f"is not valid JSON ({ex})") from ex
+    return loads(raw)
 
 
 def parse_uuid(value: str, name: str = "id") -> uuid.UUID:

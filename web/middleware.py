@@ -27,6 +27,7 @@ import structlog
 from swiftmail_web import access, metrics
 from swiftmail_web.idempotency import IdempotencyStore
 from swiftmail_web.jsonio import MAX_BODY
+from swiftmail_web.query_params import check_query_parameters
 from swiftmail_web.ratelimit import RateLimiter
 
 from swiftmail_core.errors import ValidationError
@@ -113,6 +114,7 @@ class Guard:
         if policy is None or req.context.principal is None:
             return
         self.limiter.hit(req.context.principal, resp)
+        check_query_parameters(req, resource)
 
 
 UPLOAD_MEMORY = 1024 * 1024
