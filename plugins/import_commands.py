@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 
+from swiftmail_core.cli.params import UUID_TEXT
 from swiftmail_core.cli.state import CliState
 from swiftmail_core.hookspecs import hookimpl
 
@@ -123,7 +124,7 @@ def import_suppressions(
 
 
 @import_group.command("report")
-@click.argument("job_id")
+@click.argument("job_id", type=UUID_TEXT)
 @click.option("--tenant", "tenant_ref", required=True, envvar="SWIFTMAIL_TENANT",
               help="Tenant slug or id.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),

@@ -9,6 +9,7 @@ import signal
 import click
 import structlog
 
+from swiftmail_core.cli.params import UUID_TEXT
 from swiftmail_core.cli.state import CliState
 from swiftmail_core.hookspecs import hookimpl
 
@@ -57,7 +58,7 @@ def _tenant_id(tenant_ref: str) -> str:
 
 @send.command("schedule")
 @click.argument("tenant_ref", metavar="TENANT")
-@click.argument("campaign_id")
+@click.argument("campaign_id", type=UUID_TEXT)
 @click.option("--at", "when", default="now", show_default=True, envvar="SWIFTMAIL_SEND_AT",
               help="ISO 8601 time with zone, or 'now'.")
 @click.pass_obj
@@ -86,7 +87,7 @@ def send_schedule(state: CliState, tenant_ref: str, campaign_id: str, when: str)
 def _simple(name: str, verb: str, help_text: str) -> click.Command:
     @click.command(name, help=help_text)
     @click.argument("tenant_ref", metavar="TENANT")
-    @click.argument("campaign_id")
+    @click.argument("campaign_id", type=UUID_TEXT)
     @click.pass_obj
     def command(state: CliState, tenant_ref: str, campaign_id: str) -> None:
         from swiftmail_core.sending import lifecycle
@@ -114,7 +115,7 @@ for _name, _verb, _help in (
 
 @send.command("status")
 @click.argument("tenant_ref", metavar="TENANT")
-@click.argument("campaign_id")
+@click.argument("campaign_id", type=UUID_TEXT)
 @click.pass_obj
 def send_status(state: CliState, tenant_ref: str, campaign_id: str) -> None:
     """Print a campaign's status and its ledger counts as JSON.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import difflib
 import hashlib
 import hmac
 import re
@@ -19,7 +20,7 @@ import uuid
 from swiftmail_core.db import system_db, system_tx, tenant_tx
 from swiftmail_core.errors import AuthenticationError, NotFoundError, ValidationError
 from swiftmail_core.models import ApiKey, Tenant, utcnow
-from swiftmail_core.principal import ROLES, Principal
+from swiftmail_core.principal import ROLES, SCOPE_RESOURCES, Principal
 
 PREFIX = "sm_live_"
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -63,6 +64,14 @@ def create_api_key(
             raise ValidationError.for_field(
                 "scopes", f"{scope!r} is not RESOURCE:read, RESOURCE:write or RESOURCE:*"
             )
+        # A scope on a resource that does not exist grants nothing: refuse it.
+        resource = scope.split(":", 1)[0]
+        if resource not in SCOPE_RESOURCES:
+            near = difflib.get_close_matches(resource, sorted(SCOPE_RESOURCES), n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise ValidationError.for_field(
+                "scopes", f"{scope!r} names no resource{hint}; resources: "
+                + ", ".join(sorted(SCOPE_RESOURCES)))
     lookup_id = _random(12)
     key = f"{PREFIX}{lookup_id}_{_random(40)}"
     key_id = uuid.uuid4()

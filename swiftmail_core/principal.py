@@ -7,6 +7,17 @@ import uuid
 from collections.abc import Mapping
 
 ROLES = ("viewer", "editor", "admin", "owner")
+#: Resources a key's scopes may name (``RESOURCE:read|write|*``). Route plugins add
+#: theirs through ``register_scope_resource`` (``swiftmail_web.access`` does it).
+SCOPE_RESOURCES: set[str] = {
+    "analytics", "api_keys", "campaigns", "contacts", "domains", "exports", "imports", "lists",
+    "messages", "suppressions", "templates", "tenant", "webhooks",
+}
+
+
+def register_scope_resource(name: str) -> None:
+    """Make ``name`` a resource that API key scopes may name."""
+    SCOPE_RESOURCES.add(name)
 
 
 def role_at_least(role: str, required: str) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from swiftmail_core.errors import AuthenticationError, PermissionDeniedError
-from swiftmail_core.principal import Principal
+from swiftmail_core.principal import Principal, register_scope_resource
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,11 +23,13 @@ class Access:
 
 def read(resource: str) -> Access:
     """Return the policy of a read: any role, ``RESOURCE:read`` scope."""
+    register_scope_resource(resource)
     return Access("viewer", f"{resource}:read")
 
 
 def write(resource: str, role: str = "editor") -> Access:
     """Return the policy of a write: ``role`` or above, ``RESOURCE:write`` scope."""
+    register_scope_resource(resource)
     return Access(role, f"{resource}:write")
 
 

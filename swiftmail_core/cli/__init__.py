@@ -108,8 +108,11 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as ex:
         if os.environ.get("SWIFTMAIL_DEBUG"):
             raise
+        # NOTE: first line only: a database error's next lines quote the SQL.
+        summary = next(iter(str(ex).splitlines()), "")
         click.echo(
-            f"error: unexpected {type(ex).__name__}: {ex} (set SWIFTMAIL_DEBUG=1 for a traceback)",
+            f"error: unexpected {type(ex).__name__}: {summary} "
+            "(set SWIFTMAIL_DEBUG=1 for a traceback)",
             err=True,
         )
         sys.exit(1)

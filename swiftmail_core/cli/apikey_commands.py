@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from swiftmail_core import apikeys, tenants
+from swiftmail_core.cli.params import UUID_TEXT
 from swiftmail_core.cli.state import CliState
 from swiftmail_core.principal import ROLES
 
@@ -62,7 +63,7 @@ def apikey_list(state: CliState, tenant_ref: str) -> None:
 @apikey.command("revoke")
 @click.option("--tenant", "tenant_ref", required=True, envvar="SWIFTMAIL_TENANT",
               help="Tenant slug or id.")
-@click.argument("key_id")
+@click.argument("key_id", type=UUID_TEXT)
 @click.pass_obj
 def apikey_revoke(state: CliState, tenant_ref: str, key_id: str) -> None:
     """Revoke KEY_ID at once.

@@ -143,3 +143,30 @@ def test_a_demo_rerun_leaves_one_live_demo_key(runtime, make_tenant) -> None:  #
     assert _revoke_demo_keys(tenant.id) == 2
     live = [k.id for k in apikeys.list_api_keys(tenant.id) if k.revoked_at is None]
     assert live == [kept.id]
+
+
+def test_ids_that_are_not_uuids_are_usage_errors(test_environ, runtime, run_id) -> None:  # type: ignore[no-untyped-def]
+    # Regression: `apikey revoke` and `send status` printed the raw SQL and the value.
+    slug = f"ids-{run_id}"
+    assert run_swiftmail("tenant", "create", slug, env=test_environ).returncode == 0
+    for args in (("apikey", "revoke", "--tenant", slug, "not-a-uuid"),
+                 ("send", "status", slug, "not-a-uuid"),
+                 ("send", "pause", slug, "not-a-uuid"),
+                 ("import", "report", "not-a-uuid", "--tenant", slug)):
+        result = run_swiftmail(*args, env=test_environ)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "'not-a-uuid' is not a UUID" in result.stderr
+        assert "SELECT" not in result.stderr and "LINE" not in result.stderr
+
+
+def test_a_scope_on_an_unknown_resource_is_refused(test_environ, runtime, run_id) -> None:  # type: ignore[no-untyped-def]
+    # Regression: --scope contact:read made a key that could do nothing.
+    slug = f"scope-{run_id}"
+    assert run_swiftmail("tenant", "create", slug, env=test_environ).returncode == 0
+    result = run_swiftmail("apikey", "create", "--tenant", slug, "--scope", "contact:read",
+                           env=test_environ)
+    assert result.returncode == 1
+    assert "did you mean contacts?" in result.stderr
+    good = run_swiftmail("apikey", "create", "--tenant", slug, "--scope", "contacts:read",
+                         env=test_environ)
+    assert good.returncode == 0, good.stderr
