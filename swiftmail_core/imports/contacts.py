@@ -36,6 +36,7 @@ from swiftmail_core.imports.validation import (
     EMAIL_PATTERN,
     MAX_EMAIL_LENGTH,
     MAX_LOCAL_LENGTH,
+    cell_problem,
     normalise_email,
 )
 
@@ -181,9 +182,10 @@ def _valid_rows(
             report.add(row_number, f"has {len(row)} columns; the header has {columns}",
                        ",".join(row))
             continue
-        if max(map(len, row)) > max_length:
+        problem = cell_problem(row, max_length, source.may_contain_nul)
+        if problem is not None:
             failed += 1
-            report.add(row_number, f"a cell is longer than {max_length} characters")
+            report.add(row_number, problem)
             continue
         raw = row[email_index]
         matched = match(raw)

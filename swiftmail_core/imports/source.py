@@ -26,12 +26,15 @@ class _CountingReader(io.RawIOBase):
         self.count = 0
         self.limit = limit
         self.limits = limits
+        self.saw_nul = False  # a cheap C-speed scan so rows are searched only when needed
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         data = self.raw.read(len(buffer))
+        if data and not self.saw_nul and b"\x00" in data:
+            self.saw_nul = True
         size = len(data)
         buffer[:size] = data
         self.count += size
@@ -54,17 +57,24 @@ class CsvSource:
         buffered = io.BufferedReader(self._outer, CHUNK)
         self.compressed = buffered.peek(2)[:2] == GZIP_MAGIC
         inner: io.BufferedReader[Any] = buffered
+        self._plain = self._outer
         if self.compressed:
             self._inner = _CountingReader(
                 gzip.GzipFile(fileobj=buffered, mode="rb"),  # type: ignore[arg-type]
                 limits.max_bytes, limits,
             )
             inner = io.BufferedReader(self._inner, CHUNK)
+            self._plain = self._inner
         self._text = io.TextIOWrapper(inner, encoding="utf-8-sig", newline="")
         # csv's own per-field cap, a backstop for one huge cell (a missing quote).
         csv.field_size_limit(max(limits.max_field_length * 4, 131072))
         self.header: list[str] = []
         self._reader: Iterator[list[str]] | None = None
+
+    @property
+    def may_contain_nul(self) -> bool:
+        """Return True once the decompressed text read so far held a NUL byte."""
+        return self._plain.saw_nul
 
     @property
     def bytes_read(self) -> int:

@@ -26,7 +26,9 @@ class RowStream:
     def __init__(self, batches: Iterator[list[tuple[Any, ...]]]) -> None:
         self._batches = batches
         self._buffer = io.StringIO()
-        self._writer = csv.writer(self._buffer, lineterminator="\n")
+        # NOTE: with "\r\n" as the terminator the writer quotes a cell holding a bare CR,
+        # which COPY refuses unquoted ("unquoted carriage return found in data").
+        self._writer = csv.writer(self._buffer, lineterminator="\r\n")
         self._pending = ""
         self._offset = 0
         self._done = False

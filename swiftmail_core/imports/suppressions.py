@@ -21,7 +21,7 @@ from swiftmail_core.imports.mapping import ColumnMapping, resolve_mapping
 from swiftmail_core.imports.report import ErrorReport
 from swiftmail_core.imports.source import CsvSource
 from swiftmail_core.imports.staging import RowStream, copy_into
-from swiftmail_core.imports.validation import normalise_email
+from swiftmail_core.imports.validation import cell_problem, normalise_email
 
 SUPPRESSION_REASONS = ("hard_bounce", "complaint", "unsubscribe", "manual", "import", "blocklist")
 SUPPRESSION_ALIASES = {
@@ -63,9 +63,10 @@ def _valid_rows(
                 report.add(row_number, f"has {len(row)} columns; the header has "
                            f"{mapping.column_count}", ",".join(row))
             continue
-        if max(map(len, row)) > limits.max_field_length:
+        problem = cell_problem(row, limits.max_field_length, source.may_contain_nul)
+        if problem is not None:
             summary.rows_failed += 1
-            report.add(row_number, f"a cell is longer than {limits.max_field_length} characters")
+            report.add(row_number, problem)
             continue
         email, problem = normalise_email(row[email_index])
         if email is None:

@@ -57,3 +57,16 @@ def _slow_path(email: str) -> tuple[str | None, str | None]:
     if any(char.isspace() for char in email):
         return None, "email contains whitespace"
     return None, "email is not a valid address"
+
+
+def cell_problem(row: list[str], max_length: int, may_contain_nul: bool) -> str | None:
+    """Return why a row's cells cannot be stored (too long, a NUL), or None.
+
+    ``may_contain_nul`` comes from ``CsvSource.may_contain_nul``: rows are searched
+    for NUL only once the file has shown one, keeping the common path cheap.
+    """
+    if max(map(len, row)) > max_length:
+        return f"a cell is longer than {max_length} characters"
+    if may_contain_nul and any("\x00" in cell for cell in row):
+        return "a cell contains a NUL character"
+    return None

@@ -258,3 +258,24 @@ def test_excel_style_file_with_bom_crlf_and_quotes(runtime, tenant_a, tmp_path) 
     # the internationalised domain is stored as punycode
     assert contacts["zoë@xn--exmple-cua.com"] == ('Zoë, the "first"', {"Note": "multi"})
     assert contacts["quoted@example.com"] == ("Line\r\nbreak", {})
+
+
+def test_a_cell_with_a_carriage_return_or_a_nul_loses_only_its_row(
+    runtime, tenant_a, write_csv
+) -> None:
+    # Regression: a quoted cell with a bare CR, or a NUL anywhere, failed the whole
+    # import with "internal error (BadCopyFileFormat)" and the valid rows were lost.
+    text = ("email,name,note\n"
+            "ok1@example.com,One,fine\n"
+            'cr@example.com,Carriage,"first\rsecond"\n'
+            "nul@example.com,Nul,bad\x00cell\n"
+            "ok2@example.com,Two,fine\n")
+    job = import_file(runtime, tenant_a.id, "import_contacts", write_csv(text), {})
+    assert job.status == "succeeded", job.error
+    assert (job.rows_ok, job.rows_failed) == (3, 1)
+    contacts = contacts_of(tenant_a.id)
+    assert set(contacts) == {"ok1@example.com", "cr@example.com", "ok2@example.com"}
+    assert contacts["cr@example.com"] == ("Carriage", {"note": "first\rsecond"})
+    report = _report_rows(runtime, tenant_a.id, job.id)
+    assert [(row["row"], row["reason"]) for row in report] == [
+        ("4", "a cell contains a NUL character")]
