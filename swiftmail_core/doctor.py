@@ -70,6 +70,7 @@ def run_checks(settings: Settings) -> list[Finding]:
         manager.transports()
         names = ", ".join(info.name for info in manager.plugin_info())
         findings.append(Finding(True, "plugins load", names))
+        findings.extend(manager.doctor_checks())
     except SwiftMailError as ex:
         findings.append(Finding(False, "plugins load", ex.detail))
     findings.append(_check_dns(settings))

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import click
     import falcon
 
+    from swiftmail_core.db.audit import Finding
     from swiftmail_core.plugins import PluginManager
     from swiftmail_core.principal import Credentials, Principal
     from swiftmail_core.settings import Settings
@@ -126,4 +127,18 @@ def swiftmail_register_routes(
     :param plugin_manager: the app's plugin manager (for resources that report
         through hooks, such as provider webhooks); take it only if needed.
     :returns: nothing. Not firstresult.
+    """
+
+
+@hookspec
+def swiftmail_doctor_checks(settings: Settings) -> Sequence[Finding]:
+    """Return what ``swiftmail doctor`` should report about this plugin's setup.
+
+    Check configuration an operator can get wrong (a setting that would
+    strand mail or publish unusable DNS records); never raise for a failed
+    check, return a failing ``Finding`` whose detail says what to set.
+
+    :param settings: the effective settings.
+    :returns: findings (``swiftmail_core.db.audit.Finding``). Not firstresult:
+        every implementation's findings are reported.
     """

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import click
     import falcon
 
+    from swiftmail_core.db.audit import Finding
     from swiftmail_core.principal import Credentials, Principal
     from swiftmail_core.storage import Storage
     from swiftmail_core.tracking import TrackingEvent
@@ -169,6 +170,11 @@ class PluginManager:
     def compose_message(self, message: EmailMessage, context: dict[str, Any]) -> None:
         """Let plugins add or change headers before signing."""
         self.pm.hook.swiftmail_compose_message(message=message, context=context)
+
+    def doctor_checks(self) -> list[Finding]:
+        """Return every plugin's ``swiftmail_doctor_checks`` findings."""
+        return [finding for findings in self.pm.hook.swiftmail_doctor_checks(
+            settings=self.settings) for finding in findings or ()]
 
     def register_commands(self, cli: click.Group) -> None:
         """Let plugins add CLI commands."""

@@ -9,7 +9,10 @@ from __future__ import annotations
 import click
 
 from swiftmail_core.cli.state import CliState
+from swiftmail_core.db.audit import Finding
+from swiftmail_core.errors import SwiftMailError
 from swiftmail_core.hookspecs import hookimpl
+from swiftmail_core.settings import Settings
 
 
 @click.command("serve")
@@ -50,3 +53,18 @@ def serve_command(
 def swiftmail_register_commands(cli: click.Group) -> None:
     """Add ``swiftmail serve``."""
     cli.add_command(serve_command)
+
+
+@hookimpl
+def swiftmail_doctor_checks(settings: Settings) -> list[Finding]:
+    """Report whether new sending domains would be given records that can resolve."""
+    from swiftmail_web.config import WebConfig
+
+    try:
+        targets = WebConfig.from_settings(settings).dns_targets(settings.public_url)
+    except SwiftMailError as ex:
+        return [Finding(False, "sending-domain DNS targets", ex.detail)]
+    return [Finding(not targets.warnings, "sending-domain DNS targets",
+                    "; ".join(targets.warnings)
+                    or f"include:{targets.spf_include}, CNAME {targets.return_path_target}",
+                    warning=True)]

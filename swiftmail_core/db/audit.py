@@ -22,11 +22,12 @@ OWNER_ONLY_TABLES = ("schema_migrations",)
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
-    """One audit result."""
+    """One audit result; a failed ``warning`` is reported without failing ``doctor``."""
 
     ok: bool
     check: str
     detail: str = ""
+    warning: bool = False
 
 
 def audit(targets: DatabaseTargets) -> list[Finding]:

@@ -104,6 +104,8 @@ def test_doctor_passes_on_the_test_install(test_environ, targets) -> None:
     assert "FAIL" not in result.stdout
     assert "tenant_isolation" not in result.stdout  # checks are named in words
     assert "contacts has ENABLE and FORCE row level security" in result.stdout
+    # the test install's loopback public_url cannot give real DNS records: a warning
+    assert "WARN sending-domain DNS targets (public_url is http://127.0.0.1:8000" in result.stdout
 
 
 def test_plugins_command_lists_builtins(test_environ) -> None:

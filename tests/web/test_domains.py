@@ -102,3 +102,39 @@ def test_roles_and_isolation(owner_a, editor_a, owner_b) -> None:
     assert owner_a.delete(path).status_code == 404
     # Same domain name in another tenant is allowed (each proves it by DNS).
     assert owner_a.post("/v1/sending-domains", {"domain": "b.example.com"}).status_code == 201
+
+
+def test_records_under_a_loopback_public_url_come_with_a_warning(
+        runtime, settings, redis_url, web_config, make_tenant) -> None:  # type: ignore[no-untyped-def]
+    # Regression: the default public_url (http://127.0.0.1:8000) gave records such as
+    # include:_spf.127.0.0.1 and bounces.127.0.0.1 with no word that they cannot work.
+    from swiftmail_core.apikeys import create_api_key
+
+    tenant = make_tenant("dns")
+    key = create_api_key(tenant.id, role="owner").key
+    headers = {"Authorization": f"Bearer {key}"}
+    for public_url, warned in (("http://127.0.0.1:8000", True),
+                               ("https://mail.example.com", False)):
+        local = dataclasses.replace(settings, public_url=public_url)
+        client = falcon.testing.TestClient(create_app(
+            local, runtime.plugins, redis_client=redis.Redis.from_url(redis_url),
+            config=web_config))
+        made = client.simulate_post("/v1/sending-domains", headers=headers,
+                                    json={"domain": f"w{int(warned)}.example.com"})
+        assert made.status_code == 201, made.text
+        assert bool(made.json["warnings"]) is warned
+        if warned:
+            assert "SWIFTMAIL_PUBLIC_URL" in made.json["warnings"][0]
+
+
+def test_doctor_names_the_dns_targets_setting(settings) -> None:  # type: ignore[no-untyped-def]
+    from swiftmail_core.plugins import PluginManager
+
+    loopback = dataclasses.replace(settings, public_url="http://127.0.0.1:8000")
+    (finding,) = [f for f in PluginManager.load(loopback).doctor_checks()
+                  if f.check == "sending-domain DNS targets"]
+    assert not finding.ok and "public_url" in finding.detail
+    public = dataclasses.replace(settings, public_url="https://mail.example.com")
+    (finding,) = [f for f in PluginManager.load(public).doctor_checks()
+                  if f.check == "sending-domain DNS targets"]
+    assert finding.ok and "_spf.mail.example.com" in finding.detail

@@ -12,7 +12,6 @@ is reported, recommended, not required).
 from __future__ import annotations
 
 import re
-import urllib.parse
 import uuid
 from typing import Any
 
@@ -21,7 +20,7 @@ import dns.resolver
 import falcon
 from peewee import IntegrityError
 from swiftmail_web import access
-from swiftmail_web.config import WebConfig
+from swiftmail_web.config import DnsTargets, WebConfig
 from swiftmail_web.jsonio import Field, Fields, read_body
 from swiftmail_web.openapi import Operation, obj, page_of
 from swiftmail_web.pagination import paginate
@@ -55,7 +54,8 @@ RECORD = obj({"purpose": STRING, "type": STRING, "name": STRING, "value": STRING
 SCHEMA = obj({
     "object": {"type": "string", "const": "sending_domain"}, "id": UUID, "domain": STRING,
     "dkim_selector": STRING, "return_path_domain": STRING, "tracking_domain": STRING,
-    "dns_records": {"type": "array", "items": RECORD}, "verification": OBJECT,
+    "dns_records": {"type": "array", "items": RECORD},
+    "warnings": {"type": "array", "items": STRING}, "verification": OBJECT,
     "verified_at": NULLABLE_TIMESTAMP, "created_at": TIMESTAMP, "updated_at": TIMESTAMP,
 })
 
@@ -67,10 +67,10 @@ def _hostname(field: str, value: str) -> str:
     return value
 
 
-def dns_records(row: SendingDomain, config: WebConfig, public_host: str) -> list[dict[str, Any]]:
+def dns_records(row: SendingDomain, targets: DnsTargets) -> list[dict[str, Any]]:
     """Return the exact records the tenant must publish for ``row``."""
-    spf_include = config.spf_include or f"_spf.{public_host}"
-    return_path_target = config.return_path_target or f"bounces.{public_host}"
+    spf_include = targets.spf_include
+    return_path_target = targets.return_path_target
     return [
         {"purpose": "dkim", "type": "TXT", "name": f"{row.dkim_selector}._domainkey.{row.domain}",
          "value": f"v=DKIM1; k=rsa; p={row.dkim_public_key}", "required": True},
@@ -83,13 +83,13 @@ def dns_records(row: SendingDomain, config: WebConfig, public_host: str) -> list
     ]
 
 
-def serialize(row: SendingDomain, config: WebConfig, public_host: str) -> dict[str, Any]:
+def serialize(row: SendingDomain, targets: DnsTargets) -> dict[str, Any]:
     """Return the API shape of a domain (never a private key)."""
     return {
         "object": "sending_domain", "id": row.id, "domain": row.domain,
         "dkim_selector": row.dkim_selector, "return_path_domain": row.return_path_domain,
         "tracking_domain": row.tracking_domain,
-        "dns_records": dns_records(row, config, public_host),
+        "dns_records": dns_records(row, targets), "warnings": list(targets.warnings),
         "verification": row.verification or {}, "verified_at": row.verified_at,
         "created_at": row.created_at, "updated_at": row.updated_at,
     }
@@ -161,8 +161,7 @@ class DomainsResource:
 
     def __init__(self, settings: Settings, config: WebConfig) -> None:
         self.settings = settings
-        self.config = config
-        self.host = urllib.parse.urlsplit(settings.public_url).hostname or "localhost"
+        self.targets = config.dns_targets(settings.public_url)
         self.docs = {
             "GET": Operation("List sending domains", response=page_of(SCHEMA), paginated=True),
             "POST": Operation("Add a sending domain: generates DKIM, returns DNS records",
@@ -172,7 +171,7 @@ class DomainsResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """List domains, oldest first."""
         resp.media = paginate(req, SendingDomain.select(), SendingDomain.created_at,
-                              SendingDomain.id, lambda r: serialize(r, self.config, self.host))
+                              SendingDomain.id, lambda r: serialize(r, self.targets))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Create the domain with a fresh DKIM key (encrypted at rest)."""
@@ -198,7 +197,7 @@ class DomainsResource:
             raise ConflictError(f"domain {domain!r} is already added") from ex
         row = SendingDomain.get(SendingDomain.id == domain_id)
         resp.status = 201
-        resp.media = serialize(row, self.config, self.host)
+        resp.media = serialize(row, self.targets)
         resp.set_header("Location", f"/v1/sending-domains/{domain_id}")
 
 
@@ -209,8 +208,7 @@ class DomainResource:
     policy = {"GET": access.read("domains"), "DELETE": access.write("domains", role="admin")}
 
     def __init__(self, settings: Settings, config: WebConfig) -> None:
-        self.config = config
-        self.host = urllib.parse.urlsplit(settings.public_url).hostname or "localhost"
+        self.targets = config.dns_targets(settings.public_url)
         self.docs = {
             "GET": Operation("Get a sending domain and its DNS records", response=SCHEMA),
             "DELETE": Operation("Remove a sending domain", status=204),
@@ -219,7 +217,7 @@ class DomainResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response, domain_id: str) -> None:
         """Return one domain."""
         row = get_or_404(SendingDomain.select(), SendingDomain.id, domain_id, "sending domain")
-        resp.media = serialize(row, self.config, self.host)
+        resp.media = serialize(row, self.targets)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, domain_id: str) -> None:
         """Delete the domain (campaigns using it lose their domain)."""
@@ -237,9 +235,8 @@ class DomainVerifyResource:
     policy = {"POST": access.write("domains", role="admin")}
 
     def __init__(self, settings: Settings, config: WebConfig) -> None:
-        self.config = config
+        self.targets = config.dns_targets(settings.public_url)
         self.checker = DnsChecker(settings)
-        self.host = urllib.parse.urlsplit(settings.public_url).hostname or "localhost"
         self.docs = {"POST": Operation("Check the domain's DNS records now",
                                        body=Fields(), response=SCHEMA)}
 
@@ -250,7 +247,7 @@ class DomainVerifyResource:
         with tenant_tx(tenant):
             row = get_or_404(SendingDomain.select(), SendingDomain.id, domain_id,
                              "sending domain")
-        records = dns_records(row, self.config, self.host)
+        records = dns_records(row, self.targets)
         results = {r["purpose"]: self.checker.check(r) for r in records}
         verified = all(results[r["purpose"]]["state"] == "verified"
                        for r in records if r["required"])
@@ -263,7 +260,7 @@ class DomainVerifyResource:
                 verified_at=(row.verified_at or now) if verified else None)
              .where(SendingDomain.id == row.id).execute())
             row = SendingDomain.get(SendingDomain.id == row.id)
-        resp.media = serialize(row, self.config, self.host)
+        resp.media = serialize(row, self.targets)
 
 
 def routes(services: dict[str, Any]) -> list[tuple[str, Any]]:
