@@ -43,6 +43,7 @@ from playhouse.postgres_ext import BinaryJSONField
 from swiftmail_core.db import app_db, current_tenant, system_tx
 from swiftmail_core.errors import NotFoundError, SwiftMailError, TenantIsolationError
 from swiftmail_core.models import Job
+from swiftmail_core.timestamps import rfc3339
 
 if TYPE_CHECKING:
     from swiftmail_core.plugins import PluginManager
@@ -97,7 +98,7 @@ class JobRow:
     def to_dict(self) -> dict[str, Any]:
         """Return the public JSON shape (no storage keys, no tenant id)."""
         def iso(value: datetime.datetime | None) -> str | None:
-            return value.isoformat() if value else None
+            return rfc3339(value) if value else None
 
         return {
             "id": str(self.id),

@@ -21,6 +21,7 @@ import falcon
 import falcon.media
 
 from swiftmail_core.errors import ValidationError
+from swiftmail_core.timestamps import rfc3339
 
 # Fields a client never sets through a body (unless a resource declares one).
 FORBIDDEN = frozenset({
@@ -36,9 +37,7 @@ def _default(value: Any) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, datetime.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=datetime.UTC)
-        return value.isoformat().replace("+00:00", "Z")
+        return rfc3339(value)
     if isinstance(value, (bytes, memoryview)):
         return None
     if isinstance(value, (set, frozenset, tuple)):

@@ -7,6 +7,7 @@ import io
 from collections.abc import Iterable
 
 from swiftmail_core.analytics.shape import stats_from_counts
+from swiftmail_core.timestamps import rfc3339
 
 SERIES_COLUMNS = (
     "bucket", "sent", "delivered", "deferred", "bounced", "bounced_hard", "bounced_soft",
@@ -41,7 +42,7 @@ def series_csv(series: Iterable[dict]) -> str:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(SERIES_COLUMNS)
     for item in series:
-        writer.writerow([item["bucket"].isoformat(), *_flat(stats_from_counts(item["metrics"]))])
+        writer.writerow([rfc3339(item["bucket"]), *_flat(stats_from_counts(item["metrics"]))])
     return out.getvalue()
 
 

@@ -8,6 +8,7 @@ from swiftmail_core import apikeys, tenants
 from swiftmail_core.cli.params import UUID_TEXT
 from swiftmail_core.cli.state import CliState
 from swiftmail_core.principal import ROLES
+from swiftmail_core.timestamps import rfc3339
 
 
 @click.group(epilog="Example:\n\n\b\n  swiftmail apikey create --tenant acme --role admin")
@@ -55,7 +56,7 @@ def apikey_list(state: CliState, tenant_ref: str) -> None:
     tenant = tenants.get_tenant(tenant_ref)
     for key in apikeys.list_api_keys(tenant.id):
         status = "revoked" if key.revoked_at else "active"
-        used = key.last_used_at.isoformat() if key.last_used_at else "never used"
+        used = rfc3339(key.last_used_at) if key.last_used_at else "never used"
         scopes = ",".join(key.scopes) or "*"
         click.echo(f"{key.id}\tsm_live_{key.lookup_id}_…\t{key.role}\t{scopes}\t{status}\t{used}\t{key.name}")
 

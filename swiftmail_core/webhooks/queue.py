@@ -14,6 +14,7 @@ from typing import Any
 from psycopg2.extras import execute_values
 
 from swiftmail_core.db import system_tx
+from swiftmail_core.timestamps import rfc3339
 from swiftmail_core.tracking import TrackingEvent
 
 
@@ -22,7 +23,7 @@ def event_payload(event: TrackingEvent) -> dict:
     return {
         "id": str(uuid.uuid4()),
         "type": event.type,
-        "occurred_at": event.occurred_at.isoformat(),
+        "occurred_at": rfc3339(event.occurred_at),
         "tenant_id": str(event.tenant_id),
         "campaign_id": str(event.campaign_id) if event.campaign_id else None,
         "contact_id": str(event.contact_id) if event.contact_id else None,

@@ -40,6 +40,7 @@ from swiftmail_core.dkim_keys import generate_dkim_key
 from swiftmail_core.errors import ConflictError, ValidationError
 from swiftmail_core.models import SendingDomain, utcnow
 from swiftmail_core.settings import Settings
+from swiftmail_core.timestamps import rfc3339
 
 _HOSTNAME = re.compile(r"^(?=.{4,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 FIELDS = Fields(
@@ -253,7 +254,7 @@ class DomainVerifyResource:
                        for r in records if r["required"])
         now = utcnow()
         verification = {**(row.verification or {}), "records": results,
-                        "checked_at": now.isoformat()}
+                        "checked_at": rfc3339(now)}
         with tenant_tx(tenant):
             (SendingDomain.update(
                 verification=verification, updated_at=now,
