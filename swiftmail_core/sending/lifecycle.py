@@ -69,6 +69,15 @@ def _transition(
         .execute()
     )
     campaign = _load(campaign_id)
+    if not updated and campaign.status == SENT:
+        raise ConflictError(
+            f"campaign {campaign_id} has been sent, which is final: it cannot become {to}. "
+            "A sent campaign is kept with its ledger and statistics; "
+            "POST .../resend-failed sends again to the recipients that failed")
+    if not updated and campaign.status == CANCELLED:
+        raise ConflictError(
+            f"campaign {campaign_id} is cancelled, which is final: it cannot become {to}; "
+            "create a new campaign to send its content again")
     if not updated:
         raise ConflictError(
             f"campaign {campaign_id} is {campaign.status}; it can become {to} only from "

@@ -107,3 +107,18 @@ def test_unknown_transport_is_422(owner_a, runtime) -> None:
     if installed:
         made = owner_a.post("/v1/campaigns", {"name": "T2", "transport": installed[0]})
         assert made.status_code == 201, made.text
+
+
+def test_a_sent_campaign_says_why_it_cannot_be_deleted_or_cancelled(owner_a) -> None:
+    # Regression: delete said "cancel it first", and cancel then refused: a dead end.
+    campaign = _draft(owner_a)
+    path = f"/v1/campaigns/{campaign['id']}"
+    with tenant_tx(owner_a.tenant_id):
+        Campaign.update(status="sent").where(Campaign.id == campaign["id"]).execute()
+    deleted = owner_a.delete(path)
+    assert deleted.status_code == 409
+    assert "kept with its ledger and statistics" in deleted.json["detail"]
+    assert "cancel it first" not in deleted.json["detail"]
+    cancelled = owner_a.post(f"{path}/cancel")
+    assert cancelled.status_code == 409
+    assert "final" in cancelled.json["detail"] and "resend-failed" in cancelled.json["detail"]

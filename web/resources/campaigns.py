@@ -241,8 +241,12 @@ class CampaignResource:
     def on_delete(self, req: falcon.Request, resp: falcon.Response, campaign_id: str) -> None:
         """Delete a campaign that never sent (draft or cancelled)."""
         row = get_or_404(Campaign.select().for_update(), Campaign.id, campaign_id, "campaign")
+        if row.status == "sent":
+            raise ConflictError("campaign has been sent: it is kept with its ledger and "
+                                "statistics, and cannot be deleted")
         if row.status not in ("draft", "cancelled"):
-            raise ConflictError(f"campaign is {row.status}; cancel it first")
+            raise ConflictError(f"campaign is {row.status}: cancel it first "
+                                f"(POST /v1/campaigns/{row.id}/cancel), then delete it")
         Campaign.delete().where(Campaign.id == row.id).execute()
         resp.status = 204
 
