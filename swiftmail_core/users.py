@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-from peewee import IntegrityError
+from peewee import IntegrityError, fn
 
 from swiftmail_core.db import system_db, system_tx
-from swiftmail_core.errors import ConflictError, ValidationError
+from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
 from swiftmail_core.models import Membership, Tenant, User
 from swiftmail_core.passwords import MIN_PASSWORD_LENGTH, hash_password
 from swiftmail_core.principal import ROLES
@@ -55,3 +55,45 @@ def list_users(tenant: Tenant | None = None) -> list[tuple[User, str | None]]:
             .objects()
         )
         return [(user, getattr(user, "role", None)) for user in query]
+
+
+def _user_by_email(email: str) -> User:
+    user = (User.select().where(fn.lower(User.email) == email.strip().lower())
+            .bind(system_db).first())
+    if user is None:
+        raise NotFoundError(f"no user {email!r}: see `swiftmail user list`")
+    return user
+
+
+def set_membership(email: str, tenant: Tenant, role: str) -> bool:
+    """Give the user ``role`` in ``tenant`` (added, or role changed); return True if added."""
+    if role not in ROLES:
+        raise ValidationError.for_field("role", f"must be one of {', '.join(ROLES)}")
+    with system_tx():
+        user = _user_by_email(email)
+        changed = (Membership.update(role=role)
+                   .where(Membership.tenant_id == tenant.id, Membership.user_id == user.id)
+                   .bind(system_db).execute())
+        if changed:
+            return False
+        Membership.insert(tenant_id=tenant.id, user_id=user.id, role=role).bind(
+            system_db).execute()
+        return True
+
+
+def remove_membership(email: str, tenant: Tenant) -> None:
+    """Take the user out of ``tenant`` (the user and other memberships stay)."""
+    with system_tx():
+        user = _user_by_email(email)
+        removed = (Membership.delete()
+                   .where(Membership.tenant_id == tenant.id, Membership.user_id == user.id)
+                   .bind(system_db).execute())
+    if not removed:
+        raise NotFoundError(f"user {email!r} is not a member of {tenant.slug}")
+
+
+def delete_user(email: str) -> None:
+    """Delete a user and every membership (keys they created stay, unattributed)."""
+    with system_tx():
+        user = _user_by_email(email)
+        User.delete().where(User.id == user.id).bind(system_db).execute()

@@ -57,4 +57,59 @@ def user_list(state: CliState, tenant_ref: str | None) -> None:
         click.echo("\t".join(part for part in (row.email, str(row.id), role or "") if part))
 
 
+@user.command("grant")
+@click.argument("email")
+@click.option("--tenant", "tenant_ref", required=True, help="Tenant (slug or id).")
+@click.option("--role", type=click.Choice(ROLES), required=True)
+@click.pass_obj
+def user_grant(state: CliState, email: str, tenant_ref: str, role: str) -> None:
+    """Give user EMAIL a ROLE in a tenant: adds them, or changes their role.
+
+    \b
+    Examples:
+      swiftmail user grant ada@example.com --tenant beta --role editor
+      swiftmail user grant ada@example.com --tenant acme --role admin
+    """
+    state.runtime()
+    tenant = tenants.get_tenant(tenant_ref)
+    added = users.set_membership(email, tenant, role)
+    click.echo(f"{email} added to {tenant.slug} as {role}" if added
+               else f"{email} is now {role} of {tenant.slug}")
+
+
+@user.command("revoke")
+@click.argument("email")
+@click.option("--tenant", "tenant_ref", required=True, help="Tenant (slug or id).")
+@click.pass_obj
+def user_revoke(state: CliState, email: str, tenant_ref: str) -> None:
+    """Take user EMAIL out of a tenant (other memberships stay).
+
+    \b
+    Example:
+      swiftmail user revoke bob@example.com --tenant acme
+    """
+    state.runtime()
+    tenant = tenants.get_tenant(tenant_ref)
+    users.remove_membership(email, tenant)
+    click.echo(f"{email} removed from {tenant.slug}")
+
+
+@user.command("delete")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def user_delete(state: CliState, email: str, yes: bool) -> None:
+    """Delete user EMAIL and all their memberships.
+
+    \b
+    Example:
+      swiftmail user delete bob@example.com --yes
+    """
+    if not yes:
+        click.confirm(f"delete user {email} and all their memberships?", abort=True)
+    state.runtime()
+    users.delete_user(email)
+    click.echo(f"deleted user {email}")
+
+
 COMMANDS = (user,)

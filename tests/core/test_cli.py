@@ -172,3 +172,34 @@ def test_a_scope_on_an_unknown_resource_is_refused(test_environ, runtime, run_id
     good = run_swiftmail("apikey", "create", "--tenant", slug, "--scope", "contacts:read",
                          env=test_environ)
     assert good.returncode == 0, good.stderr
+
+
+def test_users_can_join_another_tenant_change_role_leave_and_be_deleted(
+        test_environ, runtime, run_id) -> None:  # type: ignore[no-untyped-def]
+    # Regression: a user could be created once, with one tenant and role, and never changed.
+    one, two, email = f"u1-{run_id}", f"u2-{run_id}", f"eve-{run_id}@example.com"
+    for slug in (one, two):
+        assert run_swiftmail("tenant", "create", slug, env=test_environ).returncode == 0
+    made = run_swiftmail("user", "create", email, "--tenant", one, "--role", "viewer",
+                         env={**test_environ, "SWIFTMAIL_USER_PASSWORD": "correct horse battery"})
+    assert made.returncode == 0, made.stderr
+
+    def roles(slug: str) -> str:
+        return run_swiftmail("user", "list", "--tenant", slug, env=test_environ).stdout
+
+    granted = run_swiftmail("user", "grant", email.upper(), "--tenant", two, "--role", "editor",
+                            env=test_environ)
+    assert granted.returncode == 0, granted.stderr
+    assert "added to" in granted.stdout and "editor" in roles(two)
+    promoted = run_swiftmail("user", "grant", email, "--tenant", one, "--role", "admin",
+                             env=test_environ)
+    assert "is now admin" in promoted.stdout and "admin" in roles(one)
+    assert run_swiftmail("user", "revoke", email, "--tenant", two, env=test_environ).returncode == 0
+    assert email not in roles(two) and email in roles(one)
+    again = run_swiftmail("user", "revoke", email, "--tenant", two, env=test_environ)
+    assert again.returncode == 1 and "is not a member" in again.stderr
+    assert run_swiftmail("user", "delete", email, "--yes", env=test_environ).returncode == 0
+    assert email not in roles(one)
+    missing = run_swiftmail("user", "grant", email, "--tenant", one, "--role", "viewer",
+                            env=test_environ)
+    assert missing.returncode == 1 and "no user" in missing.stderr
