@@ -33,3 +33,22 @@ def test_setup_cfg_lists_every_package() -> None:
     if "find:" in listed:
         pytest.skip("packages found automatically")
     assert package_directories() - listed == set()
+
+
+def test_a_wheel_builds_quietly_with_its_data_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Regression: the first install printed ~40 lines of "Package would be ignored"
+    # warnings about the templates folder.
+    import subprocess
+    import sys
+    import zipfile
+
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v",
+         "-w", str(tmp_path), str(REPO)],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert "Package would be ignored" not in built.stdout + built.stderr
+    (wheel,) = tmp_path.glob("swiftmail-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "swiftmail_core/migrations/0001_schema.sql" in names
+    assert "swiftmail_web/templates/public/base.html" in names
