@@ -2,8 +2,9 @@
 
 ``tenant_tx(tenant_id)`` is the one door to tenant data: it opens the
 outermost transaction on the app role's connection and sets the tenant with
-``set_config('swiftmail.tenant_id', ..., true)``, which PostgreSQL forgets at
-commit or rollback, so a pooled connection never carries a tenant over.
+``SET LOCAL swiftmail.tenant_id``, which PostgreSQL forgets at commit or
+rollback, so a pooled connection never carries a tenant over (on Citus,
+``SET LOCAL citus.propagate_set_commands = 'local'`` carries it to the workers).
 ``system_tx()`` is the narrow door for cross-tenant machinery.
 """
 
@@ -21,6 +22,8 @@ from swiftmail_core.db.targets import DatabaseTargets
 from swiftmail_core.errors import TenantIsolationError
 
 TENANT_SETTING = "swiftmail.tenant_id"
+_SET_TENANT = ("SET LOCAL citus.propagate_set_commands = 'local'; "
+               f"SET LOCAL {TENANT_SETTING} = '%(tenant)s'")
 
 # Deferred (peewee style): connect() initialises them at start-up.
 app_db = PooledPostgresqlDatabase(None)
@@ -75,7 +78,11 @@ def tenant_tx(tenant_id: uuid.UUID | str) -> Iterator[PooledPostgresqlDatabase]:
             "tenant_tx cannot nest inside another transaction: open it outermost"
         )
     with app_db.connection_context(), app_db.atomic():
-        app_db.execute_sql("SELECT set_config(%s, %s, true)", (TENANT_SETTING, str(tenant)))
+        # APPSEC: SET LOCAL, not set_config(): on Citus only SET LOCAL (with
+        # propagate_set_commands) reaches the workers that evaluate the policies; on plain
+        # PostgreSQL the citus.* line only sets a harmless placeholder. The value is
+        # interpolated client-side, but only ever as the text of a parsed UUID.
+        app_db.execute_sql(_SET_TENANT % {"tenant": str(tenant)})
         _state.tenant_id = tenant
         try:
             yield app_db
