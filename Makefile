@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint type docs clean
+.PHONY: demo test test-citus lint type docs clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,13 @@ demo: $(STAMP)  ## set up on the embedded default and run the main job
 
 test: $(STAMP)  ## run the whole test suite against real PostgreSQL and Redis
 	$(VENV)/bin/python -m pytest
+
+# Citus source, patch and build script ship beside the repository in shared/.
+CITUS_VENDOR ?= ../shared/vendor/citus
+
+test-citus: $(STAMP)  ## the Citus suite: a real coordinator and two workers on this machine
+	@if [ ! -f /usr/lib/postgresql/15/lib/citus.so ]; then bash $(CITUS_VENDOR)/build.sh; fi
+	SWIFTMAIL_TEST_CITUS=1 $(VENV)/bin/python -m pytest -p no:cacheprovider tests/citus
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -64,6 +64,10 @@ def run_checks(settings: Settings) -> list[Finding]:
                     f"pending: {', '.join(pending)}; run `swiftmail migrate`" if pending else "")
         )
         findings.extend(audit(targets))
+        if settings.citus:
+            from swiftmail_core.db.citus import citus_findings
+
+            findings.extend(citus_findings(targets))
     findings.append(_check_redis(settings))
     try:
         manager = PluginManager.load(settings)

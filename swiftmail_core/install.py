@@ -23,7 +23,7 @@ from swiftmail_core.settings import Settings, load_settings, read_config_file
 
 GENERATED_SECRETS = ("secret_key", "db_owner_password", "db_app_password", "db_system_password")
 # APPSEC: the superuser DSN is used, never persisted.
-PERSISTED_FLAGS = ("data_dir", "database_url", "redis_url")
+PERSISTED_FLAGS = ("data_dir", "database_url", "redis_url", "citus", "citus_workers")
 
 
 @dataclasses.dataclass
@@ -77,4 +77,12 @@ def initialise(config: str | None, overrides: Mapping[str, Any]) -> InitReport:
         },
     )
     applied = migrate(targets)
+    if settings.citus:
+        from swiftmail_core.db.citus import setup_cluster
+
+        actions += setup_cluster(targets, settings.citus_workers, {
+            "owner": settings.db_owner_password,
+            "app": settings.db_app_password,
+            "system": settings.db_system_password,
+        })
     return InitReport(settings.config_file or Path(), settings, written, actions, applied)

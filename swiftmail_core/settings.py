@@ -77,6 +77,16 @@ class Settings:
     )
     db_system_password: str | None = _setting(None, "Password of the system role.", secret=True)
     db_pool_size: int = _setting(10, "Connections per process and role.")
+    citus: bool = _setting(
+        False,
+        "database_url is a Citus coordinator: `init` distributes every tenant table by "
+        "tenant_id (docs/citus.md).",
+    )
+    citus_workers: tuple[str, ...] = _setting(
+        (),
+        "Comma-separated HOST:PORT of Citus workers `init --citus` registers "
+        "(empty: take the workers the coordinator already has).",
+    )
     redis_url: str | None = _setting(
         None, "Redis URL. Unset: the embedded Redis in data_dir.", env=("REDIS_URL",)
     )

@@ -22,8 +22,14 @@ from swiftmail_core.install import initialise
     "--admin-url", envvar="SWIFTMAIL_DATABASE_ADMIN_URL",
     help="Superuser URL used to create roles and the database (default: DATABASE_URL).",
 )
+@click.option("--citus", is_flag=True, default=None,
+              help="DATABASE_URL is a Citus coordinator: prepare the workers and distribute "
+              "every tenant table by tenant_id (saved as the `citus` setting).")
+@click.option("--citus-workers", envvar="SWIFTMAIL_CITUS_WORKERS",
+              help="Comma-separated HOST:PORT of the workers to register (with --citus).")
 @click.pass_obj
-def init(state: CliState, yes: bool, admin_url: str | None) -> None:
+def init(state: CliState, yes: bool, admin_url: str | None, citus: bool | None,
+         citus_workers: str | None) -> None:
     """Write settings, create database roles and the database, and migrate.
 
     Safe to run again: existing settings and secrets are kept, and only what
@@ -39,6 +45,10 @@ def init(state: CliState, yes: bool, admin_url: str | None) -> None:
     overrides = dict(state.overrides)
     if admin_url:
         overrides["database_admin_url"] = admin_url
+    if citus:
+        overrides["citus"] = True
+    if citus_workers:
+        overrides["citus_workers"] = citus_workers
     report = initialise(state.config, overrides)
     state.reload()
     click.echo(f"settings: {report.config_file}")
@@ -61,8 +71,14 @@ def migrate(state: CliState) -> None:
     Example:
       swiftmail migrate
     """
-    applied = run_migrations(state.runtime().targets)
+    targets = state.runtime().targets
+    applied = run_migrations(targets)
     click.echo(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
+    if state.settings.citus:
+        from swiftmail_core.db.citus import distribute_new_tables
+
+        for action in distribute_new_tables(targets):
+            click.echo(f"  {action}")
 
 
 @click.group(epilog="Example:\n\n\b\n  swiftmail config show --json")

@@ -164,7 +164,10 @@ def _run(cursor: Any, roles: dict[str, str]) -> Iterator[Finding]:
     cursor.execute(
         "SELECT c.relname, coalesce(array_to_string(c.reloptions, ','), '') "
         "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = 'public' AND c.relkind IN ('v', 'm')"
+        "WHERE n.nspname = 'public' AND c.relkind IN ('v', 'm') "
+        # An extension's own views (Citus's citus_tables) are not ours to judge.
+        "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
+        "AND d.objid = c.oid AND d.deptype = 'e')"
     )
     for name, options in cursor.fetchall():
         yield Finding("security_invoker=true" in options, f"view {name} is security_invoker")

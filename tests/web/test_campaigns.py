@@ -122,3 +122,19 @@ def test_a_sent_campaign_says_why_it_cannot_be_deleted_or_cancelled(owner_a) -> 
     cancelled = owner_a.post(f"{path}/cancel")
     assert cancelled.status_code == 409
     assert "final" in cancelled.json["detail"] and "resend-failed" in cancelled.json["detail"]
+
+
+def test_deleting_a_template_or_domain_a_campaign_uses_clears_the_reference(owner_a) -> None:
+    # The foreign keys no longer SET NULL themselves (Citus refuses it): the API does.
+    template = owner_a.post("/v1/templates", {"name": "T-del", "subject": "S", "html": "<p>x</p>"})
+    assert template.status_code == 201, template.text
+    domain = owner_a.post("/v1/sending-domains", {"domain": "del.example.com"})
+    assert domain.status_code == 201, domain.text
+    campaign = owner_a.post("/v1/campaigns", {"name": "uses both",
+                                              "template_id": template.json["id"],
+                                              "sending_domain_id": domain.json["id"]})
+    assert campaign.status_code == 201, campaign.text
+    assert owner_a.delete(f"/v1/templates/{template.json['id']}").status_code == 204
+    assert owner_a.delete(f"/v1/sending-domains/{domain.json['id']}").status_code == 204
+    after = owner_a.get(f"/v1/campaigns/{campaign.json['id']}").json
+    assert after["template_id"] is None and after["sending_domain_id"] is None

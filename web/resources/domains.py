@@ -38,7 +38,7 @@ from swiftmail_core import crypto
 from swiftmail_core.db import tenant_tx
 from swiftmail_core.dkim_keys import generate_dkim_key
 from swiftmail_core.errors import ConflictError, ValidationError
-from swiftmail_core.models import SendingDomain, utcnow
+from swiftmail_core.models import Campaign, SendingDomain, utcnow
 from swiftmail_core.settings import Settings
 from swiftmail_core.timestamps import rfc3339
 
@@ -223,6 +223,9 @@ class DomainResource:
     def on_delete(self, req: falcon.Request, resp: falcon.Response, domain_id: str) -> None:
         """Delete the domain (campaigns using it lose their domain)."""
         row = get_or_404(SendingDomain.select(), SendingDomain.id, domain_id, "sending domain")
+        # NOTE: the foreign key cannot SET NULL itself on Citus (migration 0150).
+        Campaign.update(sending_domain_id=None).where(
+            Campaign.sending_domain_id == row.id).execute()
         SendingDomain.delete().where(SendingDomain.id == row.id).execute()
         resp.status = 204
 

@@ -28,7 +28,7 @@ from swiftmail_web.resources.common import (
 )
 
 from swiftmail_core.errors import ConflictError, ValidationError
-from swiftmail_core.models import Template, utcnow
+from swiftmail_core.models import Campaign, Template, utcnow
 
 MAX_SOURCE = 512_000
 FIELDS = Fields(
@@ -160,6 +160,8 @@ class TemplateResource:
     def on_delete(self, req: falcon.Request, resp: falcon.Response, template_id: str) -> None:
         """Delete a template (campaigns keep their own copy of the content)."""
         row = get_or_404(Template.select(), Template.id, template_id, "template")
+        # NOTE: the foreign key cannot SET NULL itself on Citus (migration 0150).
+        Campaign.update(template_id=None).where(Campaign.template_id == row.id).execute()
         Template.delete().where(Template.id == row.id).execute()
         resp.status = 204
 

@@ -1,0 +1,218 @@
+"""SwiftMail on Citus: tenant tables sharded by ``tenant_id``, colocated.
+
+``setup_cluster`` (run by ``swiftmail init`` when the ``citus`` setting is on)
+creates the roles, the database and the extension on every worker, registers
+the workers with the coordinator, then ``distribute_tables`` makes the small
+global tables (``tenants``, ``users``) reference tables and every table with a
+``tenant_id`` column a hash-distributed table on it, all in one colocation
+group, in foreign-key order. Row-level security, policies and grants are kept
+exactly as on one node: Citus copies them to every shard. ``swiftmail
+migrate`` runs ``distribute_tables`` again, so a table a migration adds is
+distributed too. ``citus_findings`` is what ``swiftmail doctor`` checks.
+
+Tenant context reaches the workers because ``tenant_tx`` uses ``SET LOCAL``
+with ``citus.propagate_set_commands = 'local'`` (see ``db.connection``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg2
+from psycopg2.extensions import make_dsn, parse_dsn
+
+from swiftmail_core.db.audit import Finding
+from swiftmail_core.db.bootstrap import bootstrap
+from swiftmail_core.db.targets import DatabaseTargets
+from swiftmail_core.errors import ConfigurationError, ServiceUnavailableError
+
+REFERENCE_TABLES = ("tenants", "users")
+DISTRIBUTION_COLUMN = "tenant_id"
+
+
+def _hostport(value: str) -> tuple[str, int]:
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigurationError(
+            f"setting 'citus_workers' must list HOST:PORT entries, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _connect(dsn: str, what: str) -> Any:
+    try:
+        connection = psycopg2.connect(dsn, connect_timeout=10)
+    except psycopg2.OperationalError as ex:
+        raise ServiceUnavailableError(f"cannot connect to {what} ({str(ex).strip()})") from ex
+    connection.autocommit = True
+    return connection
+
+
+def _admin_dsn(targets: DatabaseTargets, *, database: str | None = None,
+               host: str | None = None, port: int | None = None) -> str:
+    params = parse_dsn(targets.admin_dsn)
+    if database is not None:
+        params["dbname"] = database
+    if host is not None:
+        params["host"] = host
+    if port is not None:
+        params["port"] = str(port)
+    return make_dsn(**params)
+
+
+def setup_cluster(targets: DatabaseTargets, workers: Sequence[str],
+                  passwords: dict[str, str | None]) -> list[str]:
+    """Prepare every worker, register them, distribute the tables; return what was done."""
+    done: list[str] = []
+    for entry in workers:
+        host, port = _hostport(entry)
+        worker = dataclasses.replace(targets, admin_dsn=_admin_dsn(
+            targets, database="postgres", host=host, port=port))
+        done.extend(f"{entry}: {action}" for action in bootstrap(worker, passwords))
+        with _connect(_admin_dsn(targets, database=targets.database, host=host, port=port),
+                      f"Citus worker {entry}") as connection, connection.cursor() as cursor:
+            cursor.execute("CREATE EXTENSION IF NOT EXISTS citus")
+    coordinator = _connect(_admin_dsn(targets, database=targets.database), "the coordinator")
+    try:
+        with coordinator.cursor() as cursor:
+            # NOTE: the coordinator is deliberately not added to the metadata: with it there,
+            # tables referencing a new reference table turn into Citus local tables and a
+            # partitioned one then fails to distribute ("child table is missing constraint").
+            cursor.execute("CREATE EXTENSION IF NOT EXISTS citus")
+            for entry in workers:
+                host, port = _hostport(entry)
+                cursor.execute("SELECT 1 FROM pg_dist_node WHERE nodename = %s AND nodeport = %s",
+                               (host, port))
+                if not cursor.fetchone():
+                    cursor.execute("SELECT citus_add_node(%s, %s)", (host, port))
+                    done.append(f"added worker {entry}")
+            cursor.execute("SELECT count(*) FROM pg_dist_node WHERE groupid <> 0 AND isactive")
+            if not cursor.fetchone()[0]:
+                raise ConfigurationError(
+                    "the Citus coordinator has no active worker: set citus_workers "
+                    "(SWIFTMAIL_CITUS_WORKERS=host:port,...) or add them with citus_add_node")
+        done.extend(distribute_tables(coordinator))
+    finally:
+        coordinator.close()
+    return done
+
+
+def _tenant_tables(cursor: Any) -> list[str]:
+    """Return the tables with a tenant_id column, referenced tables first."""
+    cursor.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = %s AND NOT a.attisdropped "
+        "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
+        "ORDER BY c.relname", (DISTRIBUTION_COLUMN,))
+    tables = [name for (name,) in cursor.fetchall()]
+    cursor.execute(
+        "SELECT src.relname, dst.relname FROM pg_constraint k "
+        "JOIN pg_class src ON src.oid = k.conrelid JOIN pg_class dst ON dst.oid = k.confrelid "
+        "WHERE k.contype = 'f' AND src.relname = ANY(%s) AND dst.relname = ANY(%s) "
+        "AND src.relname <> dst.relname", (tables, tables))
+    needs: dict[str, set[str]] = {table: set() for table in tables}
+    for source, target in cursor.fetchall():
+        needs[source].add(target)
+    ordered: list[str] = []
+    while needs:
+        ready = sorted(table for table, deps in needs.items() if not deps - set(ordered))
+        if not ready:
+            raise ConfigurationError(f"foreign keys form a cycle among {sorted(needs)}")
+        ordered.extend(ready)
+        for table in ready:
+            del needs[table]
+    return ordered
+
+
+def distribute_tables(connection: Any) -> list[str]:
+    """Make reference and distributed tables of what is still local; return what was done."""
+    done: list[str] = []
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT logicalrelid::regclass::text FROM pg_dist_partition")
+        already = {name for (name,) in cursor.fetchall()}
+        for table in REFERENCE_TABLES:
+            if table not in already:
+                cursor.execute("SELECT create_reference_table(%s)", (table,))
+                done.append(f"made {table} a reference table")
+        anchor = None
+        distributed = []
+        for table in _tenant_tables(cursor):
+            if table in already:
+                anchor = anchor or table
+                continue
+            cursor.execute(
+                "SELECT create_distributed_table(%s, %s, colocate_with => %s)",
+                (table, DISTRIBUTION_COLUMN, anchor or "default"))
+            anchor = anchor or table
+            distributed.append(table)
+            done.append(f"distributed {table} by {DISTRIBUTION_COLUMN}")
+        # Rows a table held before it was distributed were copied to the shards; drop the
+        # coordinator's hidden copy once no local table references it any more.
+        for table in [*REFERENCE_TABLES, *distributed]:
+            if table not in already:
+                cursor.execute("SELECT truncate_local_data_after_distributing_table(%s)",
+                               (table,))
+    return done
+
+
+def distribute_new_tables(targets: DatabaseTargets) -> list[str]:
+    """Distribute tables a migration added, as the owner role; return what was done."""
+    with _connect(targets.dsn("owner"), "the coordinator as the owner role") as connection:
+        return distribute_tables(connection)
+
+
+def citus_findings(targets: DatabaseTargets) -> list[Finding]:
+    """Check workers, every tenant table sharded and colocated, and the policies on shards."""
+    try:
+        connection = _connect(targets.dsn("owner"), "the coordinator as the owner role")
+    except ServiceUnavailableError as ex:
+        return [Finding(False, "Citus coordinator reachable", ex.detail)]
+    findings: list[Finding] = []
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_extension WHERE extname = 'citus'")
+            if not cursor.fetchone():
+                return [Finding(False, "Citus extension installed",
+                                "run `swiftmail init --citus` against the coordinator")]
+            cursor.execute("SELECT count(*) FROM pg_dist_node WHERE groupid <> 0 AND isactive")
+            workers = cursor.fetchone()[0]
+            findings.append(Finding(workers > 0, "Citus has active workers", f"{workers} active"))
+            cursor.execute(
+                "SELECT logicalrelid::regclass::text, partmethod, colocationid, "
+                "column_to_column_name(logicalrelid, partkey) FROM pg_dist_partition")
+            placed = {name: (method, group, column) for name, method, group, column
+                      in cursor.fetchall()}
+            for table in REFERENCE_TABLES:
+                ok = placed.get(table, ("",))[0] == "n"
+                findings.append(Finding(ok, f"{table} is a reference table",
+                                        "" if ok else "run `swiftmail migrate`"))
+            groups = set()
+            for table in _tenant_tables(cursor):
+                method, group, column = placed.get(table, ("", None, None))
+                ok = method == "h" and column == DISTRIBUTION_COLUMN
+                groups.add(group)
+                findings.append(Finding(
+                    ok, f"{table} is distributed by {DISTRIBUTION_COLUMN}",
+                    "" if ok else "not distributed: run `swiftmail migrate`"))
+                if ok:
+                    findings.append(_policies_on_shards(cursor, table))
+            findings.append(Finding(len(groups) == 1, "tenant tables are colocated",
+                                    "" if len(groups) == 1 else f"colocation groups {groups}"))
+    finally:
+        connection.close()
+    return findings
+
+
+def _policies_on_shards(cursor: Any, table: str) -> Finding:
+    cursor.execute("SELECT count(*) FROM pg_policy WHERE polrelid = %s::regclass", (table,))
+    expected = cursor.fetchone()[0]
+    check = ("SELECT (c.relrowsecurity AND c.relforcerowsecurity)::int * "
+             "(SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid) "
+             "FROM pg_class c WHERE c.oid = '%s'::regclass")
+    cursor.execute("SELECT success, result FROM run_command_on_shards(%s, %s)", (table, check))
+    bad = [result for success, result in cursor.fetchall()
+           if not success or result != str(expected)]
+    return Finding(not bad, f"{table} shards have FORCE RLS and its {expected} policies",
+                   f"{len(bad)} shard(s) differ" if bad else "")
+
