@@ -125,6 +125,20 @@ class Contact(TenantModel):
         primary_key = CompositeKey("tenant_id", "id")
 
 
+class Segment(TenantModel):
+    """A saved condition over a tenant's contacts (``swiftmail_core.segments``)."""
+
+    id = UUIDField()
+    name = TextField()
+    definition = BinaryJSONField()
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        primary_key = CompositeKey("tenant_id", "id")
+        table_name = "segments"
+
+
 class MailingList(TenantModel):
     """A list contacts subscribe to."""
 

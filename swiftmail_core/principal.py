@@ -11,7 +11,7 @@ ROLES = ("viewer", "editor", "admin", "owner")
 #: theirs through ``register_scope_resource`` (``swiftmail_web.access`` does it).
 SCOPE_RESOURCES: set[str] = {
     "analytics", "api_keys", "campaigns", "contacts", "domains", "exports", "imports", "lists",
-    "messages", "suppressions", "templates", "tenant", "webhooks",
+    "messages", "segments", "suppressions", "templates", "tenant", "webhooks",
 }
 
 

@@ -1,4 +1,4 @@
-"""Every curl example in docs/api.md runs, as written, against the served API.
+"""Every curl example in docs/api.md and docs/segments.md runs, as written, against the API.
 
 The examples run in order with real curl against the app on a loopback port;
 ids the examples refer to (``$LIST``, ``$CAMP``...) are taken from the
@@ -24,7 +24,8 @@ from swiftmail_core import jobs
 from swiftmail_core.apikeys import create_api_key
 from swiftmail_core.db import app_db, tenant_tx
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "api.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+PAGES = ("api.md", "segments.md")
 # Examples whose documented answer is not 2xx, by a piece of their text.
 EXPECTED = {
     '"attributes": {"plan": "pro"}}\' $SM/v1/contacts': 409,  # "409 if the email exists"
@@ -41,6 +42,7 @@ CREATES = [
     (re.compile(r"/v1/campaigns$"), {"CAMP": "id"}),
     (re.compile(r"/v1/(imports/contacts|imports/suppressions|exports)$"), {"JOB": "id"}),
     (re.compile(r"/v1/api-keys$"), {"KEY_ID": "id"}),
+    (re.compile(r"/v1/segments$"), {"SEG": "id"}),
 ]
 
 
@@ -108,8 +110,8 @@ def test_every_api_example_runs_as_written(served_api, runtime, make_tenant, tmp
         first = create_contact(tenant.id, "first@example.com")
         list_id = create_list(tenant.id, "Docs")
     variables = {"SM": served_api, "KEY": key, "LAST_ID": first, "LIST": list_id}
-    examples = curl_examples(DOCS.read_text())
-    assert len(examples) > 40
+    examples = [example for page in PAGES for example in curl_examples((DOCS / page).read_text())]
+    assert len(examples) > 45
     failures = []
     for command in examples:
         if "/download" in command or "/errors" in command:

@@ -1,0 +1,1 @@
+"""Segments: saved, named conditions over a tenant's contacts (docs/segments.md)."""
