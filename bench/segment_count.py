@@ -1,0 +1,161 @@
+"""Benchmark: counting and previewing a segment of 1,000,000 contacts.
+
+Creates a scratch SwiftMail database on the local PostgreSQL (the production
+``init`` path; dropped at the end), one tenant with N contacts (10% with
+``plan = pro``) and opens for 20% of them over the last 60 days, then times,
+as the app role inside ``tenant_tx`` like the API:
+
+* floor: ``SELECT count(*)`` of the tenant's contacts (the cheapest full count);
+* attribute: the segment ``plan = pro``;
+* attribute_and_engagement: ``plan = pro`` and opened in the last 30 days;
+* preview: the first page (20) of the second segment, as ``/contacts`` serves it.
+
+Prints ONE JSON line with medians and ratios to the floor; exits non-zero when
+a count is not what the data says. ``--smoke`` runs 10,000 contacts.
+
+    .venv/bin/python bench/segment_count.py [--contacts 1000000] [--repeat 5] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.scratch import drop_database, environment  # noqa: E402
+
+ATTRIBUTE = {"attribute": "plan", "op": "eq", "value": "pro"}
+BOTH = {"all": [ATTRIBUTE, {"event": "opened", "within_days": 30}]}
+
+
+def populate(tenant_id: uuid.UUID, contacts: int) -> None:
+    """Insert contacts (every 10th on plan pro) and opens (every 5th, spread over 60 days)."""
+    from swiftmail_core.db import tenant_tx
+
+    tenant = str(tenant_id)
+    with tenant_tx(tenant_id) as database:
+        database.execute_sql(
+            "INSERT INTO contacts (tenant_id, email, attributes) "
+            "SELECT %s, 'user' || i || '@example.com', jsonb_build_object("
+            "'plan', CASE WHEN i %% 10 = 0 THEN 'pro' ELSE 'free' END, 'n', i) "
+            "FROM generate_series(0, %s - 1) AS i", (tenant, contacts))
+        database.execute_sql(
+            "INSERT INTO events (tenant_id, type, contact_id, occurred_at) "
+            "SELECT %s, 'opened', id, now() - make_interval(days => "
+            "((attributes->>'n')::int / 5) %% 60) FROM contacts "
+            "WHERE (attributes->>'n')::int %% 5 = 0", (tenant,))
+
+
+def expected_counts(contacts: int) -> tuple[int, int]:
+    """Return the true sizes of the two segments for the generated data."""
+    pro = len(range(0, contacts, 10))
+    recent = sum(1 for i in range(0, contacts, 10) if (i // 5) % 60 < 30)
+    return pro, recent
+
+
+def analyze(database_url: str) -> None:
+    """ANALYZE as the admin, as autovacuum would shortly after a bulk load."""
+    import psycopg2
+
+    params = psycopg2.extensions.parse_dsn(database_url)
+    admin = psycopg2.extensions.parse_dsn(os.environ["SWIFTMAIL_DATABASE_ADMIN_URL"])
+    params.update({k: v for k, v in admin.items() if k in ("user", "password")})
+    connection = psycopg2.connect(**params)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE contacts, events")
+    connection.close()
+
+
+def timed(function):  # type: ignore[no-untyped-def]
+    """Return (seconds, result) of one call."""
+    started = time.perf_counter()
+    result = function()
+    return time.perf_counter() - started, result
+
+
+def main() -> int:
+    """Set up, measure, tear down, print one JSON line; return the exit code."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--contacts", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="10,000 contacts, 2 repeats.")
+    args = parser.parse_args()
+    if args.smoke:
+        args.contacts, args.repeat = 10_000, 2
+    workdir = Path(tempfile.mkdtemp(prefix="swiftmail-bench-"))
+    database = f"swiftmail_bench_{secrets.token_hex(4)}"
+    env = environment(workdir, database)
+    os.environ.update(env)
+    from swiftmail_core.install import initialise
+
+    initialise(None, {})
+    try:
+        from swiftmail_core.db import tenant_tx
+        from swiftmail_core.models import Contact
+        from swiftmail_core.runtime import start
+        from swiftmail_core.segments.service import count_matching, matching_contacts
+        from swiftmail_core.settings import load_settings
+        from swiftmail_core.tenants import create_tenant
+
+        runtime = start(load_settings())
+        tenant = create_tenant(f"bench-{uuid.uuid4().hex[:8]}")
+        setup_seconds, _ = timed(lambda: populate(tenant.id, args.contacts))
+        analyze(env["DATABASE_URL"])
+
+        def in_tenant(function):  # type: ignore[no-untyped-def]
+            def run():  # type: ignore[no-untyped-def]
+                with tenant_tx(tenant.id):
+                    return function()
+            return run
+
+        measures: dict[str, list[float]] = {"floor": [], "attribute": [],
+                                            "attribute_and_engagement": [], "preview": []}
+        results: dict[str, int] = {}
+        for _ in range(args.repeat):
+            for name, function in (
+                ("floor", lambda: Contact.select().count()),
+                ("attribute", lambda: count_matching(tenant.id, ATTRIBUTE)),
+                ("attribute_and_engagement", lambda: count_matching(tenant.id, BOTH)),
+                ("preview", lambda: len(list(matching_contacts(tenant.id, BOTH)
+                                            .order_by(Contact.created_at, Contact.id)
+                                            .limit(20)))),
+            ):
+                seconds, result = timed(in_tenant(function))
+                measures[name].append(seconds)
+                results[name] = result
+        runtime.close()
+    finally:
+        drop_database(database)
+    pro, recent = expected_counts(args.contacts)
+    complete = (results["floor"] == args.contacts and results["attribute"] == pro
+                and results["attribute_and_engagement"] == recent
+                and results["preview"] == min(20, recent))
+    medians = {name: statistics.median(values) for name, values in measures.items()}
+    print(json.dumps({
+        "benchmark": "segment_count",
+        "contacts": args.contacts,
+        "repeat": args.repeat,
+        "complete": complete,
+        "counts": results,
+        **{f"{name}_ms": round(value * 1000, 1) for name, value in medians.items()},
+        **{f"{name}_vs_floor": round(value / medians["floor"], 2)
+           for name, value in medians.items() if name != "floor"},
+        "setup_s": round(setup_seconds, 1),
+        "cpus": os.cpu_count(),
+    }))
+    return 0 if complete else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
