@@ -4,8 +4,10 @@
 tracking ingester call. It runs as the system role (events arrive for many
 tenants at once), inserts the events and increments the hourly rollups in
 one transaction, and skips any event whose ``source_key`` was already
-recorded, so a retried batch never double-counts. Plugins see each newly
-stored event through ``swiftmail_tracking_event`` after the commit.
+recorded (``event_sources``, whatever the event's time), so a retried batch or
+a report delivered twice never double-counts. ``store_events`` does the same
+inside a caller's transaction (the message state writer). Plugins see each
+newly stored event through ``swiftmail_tracking_event`` after the commit.
 """
 
 from __future__ import annotations
@@ -86,6 +88,32 @@ def record_events(
     """Store events and their rollups once; return the records newly stored."""
     if not records:
         return []
+    with system_tx() as database:
+        stored = store_events(database, records)
+    notify_plugins(plugins, stored)
+    return stored
+
+
+def notify_plugins(plugins: PluginManager | None, stored: Sequence[EventRecord]) -> None:
+    """Tell plugins about newly stored events (after their transaction committed)."""
+    if plugins is not None:
+        for record in stored:
+            plugins.tracking_event(to_tracking_event(record))
+
+
+def store_events(database: Any, records: Sequence[EventRecord]) -> list[EventRecord]:
+    """Insert events, rollups and webhook deliveries inside the caller's system transaction.
+
+    An event whose ``source_key`` this tenant has already seen is skipped,
+    whatever its ``occurred_at`` (``event_sources`` remembers every key), so the
+    same DSN, provider webhook or relay outcome delivered twice counts once.
+    """
+    if not records:
+        return []
+    cursor = database.cursor()
+    records = _first_time_sources(cursor, records)
+    if not records:
+        return []
     rows = [
         (
             str(r.tenant_id), r.occurred_at, r.type, r.message_id,
@@ -97,45 +125,64 @@ def record_events(
         )
         for index, r in enumerate(records)
     ]
-    with system_tx() as database:
-        cursor = database.cursor()
-        inserted = execute_values(
+    inserted = execute_values(
+        cursor,
+        "INSERT INTO events (tenant_id, occurred_at, type, message_id, campaign_id, "
+        "contact_id, link_id, bounce_class, is_machine, recipient_domain, source_key, detail) "
+        "SELECT v.tenant_id::uuid, v.occurred_at::timestamptz, v.type, v.message_id::bigint, "
+        "v.campaign_id::uuid, v.contact_id::uuid, v.link_id::bigint, v.bounce_class, "
+        "v.is_machine::boolean, v.recipient_domain, v.source_key, v.detail::jsonb "
+        "FROM (VALUES %s) AS v (tenant_id, occurred_at, type, message_id, campaign_id, "
+        "contact_id, link_id, bounce_class, is_machine, recipient_domain, source_key, detail, "
+        "ordinal) ORDER BY v.ordinal "
+        "ON CONFLICT (tenant_id, occurred_at, source_key) DO NOTHING RETURNING source_key, id",
+        rows,
+        fetch=True,
+    )
+    stored = _match_inserted(records, inserted)
+    counts: Counter[tuple[str, str, datetime.datetime, str, str]] = Counter()
+    for record in stored:
+        if record.campaign_id is None:
+            continue
+        for metric, dimension in rollup_keys(record):
+            counts[(str(record.tenant_id), str(record.campaign_id),
+                    _hour(record.occurred_at), metric, dimension)] += 1
+    for key in _first_engagement_keys(cursor, stored):
+        counts[key] += 1
+    enqueue_within(database, [to_tracking_event(record) for record in stored])
+    if counts:
+        execute_values(
             cursor,
-            "INSERT INTO events (tenant_id, occurred_at, type, message_id, campaign_id, "
-            "contact_id, link_id, bounce_class, is_machine, recipient_domain, source_key, detail) "
-            "SELECT v.tenant_id::uuid, v.occurred_at::timestamptz, v.type, v.message_id::bigint, "
-            "v.campaign_id::uuid, v.contact_id::uuid, v.link_id::bigint, v.bounce_class, "
-            "v.is_machine::boolean, v.recipient_domain, v.source_key, v.detail::jsonb "
-            "FROM (VALUES %s) AS v (tenant_id, occurred_at, type, message_id, campaign_id, "
-            "contact_id, link_id, bounce_class, is_machine, recipient_domain, source_key, detail, "
-            "ordinal) ORDER BY v.ordinal "
-            "ON CONFLICT (tenant_id, occurred_at, source_key) DO NOTHING RETURNING source_key, id",
-            rows,
-            fetch=True,
+            "INSERT INTO campaign_rollups (tenant_id, campaign_id, bucket, metric, dimension, value) "
+            "VALUES %s ON CONFLICT (tenant_id, campaign_id, bucket, metric, dimension) "
+            "DO UPDATE SET value = campaign_rollups.value + EXCLUDED.value",
+            [(*key, value) for key, value in sorted(counts.items())],
         )
-        stored = _match_inserted(records, inserted)
-        counts: Counter[tuple[str, str, datetime.datetime, str, str]] = Counter()
-        for record in stored:
-            if record.campaign_id is None:
-                continue
-            for metric, dimension in rollup_keys(record):
-                counts[(str(record.tenant_id), str(record.campaign_id),
-                        _hour(record.occurred_at), metric, dimension)] += 1
-        for key in _first_engagement_keys(cursor, stored):
-            counts[key] += 1
-        enqueue_within(database, [to_tracking_event(record) for record in stored])
-        if counts:
-            execute_values(
-                cursor,
-                "INSERT INTO campaign_rollups (tenant_id, campaign_id, bucket, metric, dimension, value) "
-                "VALUES %s ON CONFLICT (tenant_id, campaign_id, bucket, metric, dimension) "
-                "DO UPDATE SET value = campaign_rollups.value + EXCLUDED.value",
-                [(*key, value) for key, value in sorted(counts.items())],
-            )
-    if plugins is not None:
-        for record in stored:
-            plugins.tracking_event(to_tracking_event(record))
     return stored
+
+
+def _first_time_sources(cursor: Any, records: Sequence[EventRecord]) -> list[EventRecord]:
+    """Keep records without a source key and those whose key is new for their tenant."""
+    keyed = {(str(r.tenant_id), r.source_key) for r in records if r.source_key is not None}
+    if not keyed:
+        return list(records)
+    fresh = execute_values(
+        cursor,
+        "INSERT INTO event_sources (tenant_id, source_key) "
+        "SELECT v.tenant_id::uuid, v.source_key FROM (VALUES %s) AS v (tenant_id, source_key) "
+        "ORDER BY 1, 2 ON CONFLICT DO NOTHING RETURNING tenant_id::text, source_key",
+        sorted(keyed), fetch=True)
+    new = {(tenant, key) for tenant, key in fresh}
+    kept = []
+    for record in records:
+        if record.source_key is None:
+            kept.append(record)
+            continue
+        identity = (str(record.tenant_id), record.source_key)
+        if identity in new:
+            new.discard(identity)  # a key repeated within one batch counts once too
+            kept.append(record)
+    return kept
 
 
 def _first_engagement_keys(

@@ -35,6 +35,9 @@ class Outcome(enum.Enum):
     ACCEPTED = "accepted"
     DEFERRED = "deferred"
     REJECTED = "rejected"
+    #: The request went out and its answer was lost (a read timeout): the message
+    #: may have been accepted, so it is never resent; the provider's events tell.
+    UNKNOWN = "unknown"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,9 +12,10 @@ before any network I/O:
 4. lease the rest to this worker (``sending``, ``lease_owner``,
    ``lease_expires_at``) and count the attempt.
 
-``record_results`` writes each transport answer back only where this worker
-still holds the row's lease, so a batch whose lease expired and was claimed
-again elsewhere never overwrites the newer attempt.
+``record_results`` reports each transport answer to the one state writer
+(``sending.state``), which applies it only while this worker still holds
+the row's lease, so a batch whose lease expired and was claimed again
+elsewhere never overwrites the newer attempt.
 """
 
 from __future__ import annotations
@@ -31,14 +32,11 @@ from typing import Any
 from psycopg2.extras import execute_values
 
 from swiftmail_core.db import system_tx
-from swiftmail_core.events import EventRecord, record_events
 from swiftmail_core.plugins import PluginManager
-from swiftmail_core.suppressions import SuppressionEntry, suppress
+from swiftmail_core.sending.state import Report, apply_reports
 from swiftmail_core.transports import Outcome, SendResult
 
 MAX_BACKOFF = datetime.timedelta(hours=1)
-#: Bounce classes that prove the address itself is bad (suppress it).
-ADDRESS_PROBLEMS = frozenset({"hard"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,91 +224,51 @@ def record_results(
     policy: RetryPolicy = RetryPolicy(),
     plugins: PluginManager | None = None,
 ) -> dict[str, int]:
-    """Write transport answers to the ledger, then events and suppressions.
+    """Report transport answers to the state writer; return counts per row status.
 
-    Returns counts per final ledger status. Rows without an answer are
-    deferred (a transport must answer for every message).
+    Rows without an answer are deferred (a transport must answer for every
+    message). Each answer counts only while this worker's lease holds.
     """
     by_id = {message.ledger_id: message for message in claimed}
     answered = {result.ledger_id: result for result in results if result.ledger_id in by_id}
     for ledger_id in by_id.keys() - answered.keys():
         answered[ledger_id] = SendResult(ledger_id, Outcome.DEFERRED, reason="no answer")
     message_ids = message_ids or {}
-    updates = []
-    events: list[EventRecord] = []
-    suppressions: list[SuppressionEntry] = []
-    counts: dict[str, int] = defaultdict(int)
+    reports = []
     for ledger_id, result in answered.items():
         message = by_id[ledger_id]
         retry_at: datetime.datetime | None = None
-        event_type, bounce_class = None, result.bounce_class
+        bounce_class = result.bounce_class
         if result.outcome is Outcome.ACCEPTED:
-            status, event_type = "accepted", "accepted"
+            kind = "accepted"
+        elif result.outcome is Outcome.UNKNOWN:
+            kind = "unknown"
         elif result.outcome is Outcome.DEFERRED and message.attempts < policy.max_attempts:
-            status, event_type = "deferred", "deferred"
+            kind = "deferred"
             delay = result.retry_after or backoff(message.attempts, policy.base_seconds)
             retry_at = datetime.datetime.now(datetime.UTC) + delay
         elif result.outcome is Outcome.DEFERRED:
-            status, event_type, bounce_class = "expired", "expired", "expired"
+            kind, bounce_class = "expired", "expired"
         else:
-            status, event_type = "bounced", "bounced"
-            bounce_class = bounce_class or "hard"
-            if bounce_class in ADDRESS_PROBLEMS and message.kind != "test":
-                suppressions.append(SuppressionEntry(
-                    message.tenant_id, message.email, "hard_bounce", source="send",
-                    detail=result.reason[:500]))
-        counts[status] += 1
-        updates.append((
-            str(message.tenant_id), ledger_id, status, message.lease_owner,
-            result.provider_message_id, result.reason[:1000] or None,
-            retry_at, message_ids.get(ledger_id),
+            kind, bounce_class = "bounced", bounce_class or "hard"
+        reports.append(Report(
+            tenant_id=message.tenant_id, type=kind, ledger_id=ledger_id,
+            source_key=f"send:{ledger_id}:{message.attempts}:{kind}",
+            lease_owner=message.lease_owner, bounce_class=bounce_class,
+            reason=result.reason, provider_message_id=result.provider_message_id,
+            message_id=message_ids.get(ledger_id), retry_at=retry_at, source="send",
+            detail={"transport": message.transport, "attempt": message.attempts},
         ))
-        events.append(EventRecord(
-            tenant_id=message.tenant_id, type=event_type, message_id=ledger_id,
-            campaign_id=message.campaign_id, contact_id=message.contact_id,
-            email=message.email, bounce_class=bounce_class if event_type != "accepted" else None,
-            source_key=f"send:{ledger_id}:{message.attempts}:{event_type}",
-            detail={"transport": message.transport, "reason": result.reason[:500],
-                    "attempt": message.attempts},
-        ))
-    with system_tx() as database:
-        written = execute_values(
-            database.cursor(),
-            "UPDATE messages m SET status = v.status, "
-            "provider_message_id = coalesce(v.provider_id, m.provider_message_id), "
-            "last_error = v.reason, message_id = coalesce(v.message_id, m.message_id), "
-            "next_attempt_at = coalesce(v.retry_at::timestamptz, m.next_attempt_at), "
-            "sent_at = CASE WHEN v.status = 'accepted' THEN now() ELSE m.sent_at END, "
-            "lease_expires_at = NULL, updated_at = now() "
-            "FROM (VALUES %s) AS v (tenant_id, id, status, owner, provider_id, reason, retry_at, "
-            "message_id) "
-            "WHERE m.tenant_id = v.tenant_id::uuid AND m.id = v.id AND m.lease_owner = v.owner "
-            "AND m.status IN ('sending', 'queued', 'deferred') RETURNING m.id",
-            updates,
-            fetch=True,
-        )
-    stored = {int(row[0]) for row in written}
-    if suppressions:
-        suppress(suppressions)
-    record_events([event for event in events if event.message_id in stored], plugins)
-    return dict(counts)
+    return dict(apply_reports(reports, plugins).statuses)
 
 
 def fail_unrenderable(claimed: Sequence[ClaimedMessage], reasons: Mapping[int, str]) -> None:
     """End rows that could not be rendered as failed, with the reason."""
-    rows = [(str(m.tenant_id), m.ledger_id, m.lease_owner, reasons[m.ledger_id][:1000])
-            for m in claimed if m.ledger_id in reasons]
-    if not rows:
-        return
-    with system_tx() as database:
-        execute_values(
-            database.cursor(),
-            "UPDATE messages m SET status = 'failed', last_error = v.reason, "
-            "lease_expires_at = NULL, updated_at = now() "
-            "FROM (VALUES %s) AS v (tenant_id, id, owner, reason) "
-            "WHERE m.tenant_id = v.tenant_id::uuid AND m.id = v.id AND m.lease_owner = v.owner",
-            rows,
-        )
+    apply_reports([
+        Report(tenant_id=m.tenant_id, type="failed", ledger_id=m.ledger_id,
+               source_key=f"send:{m.ledger_id}:{m.attempts}:failed", lease_owner=m.lease_owner,
+               reason=reasons[m.ledger_id], source="send")
+        for m in claimed if m.ledger_id in reasons])
 
 
 def release(claimed: Sequence[ClaimedMessage], delay_seconds: float = 0) -> None:

@@ -51,6 +51,7 @@ SEED = {
     "send_budgets": "INSERT INTO send_budgets (tenant_id) VALUES (%(t)s)",
     "engagement_firsts": "INSERT INTO engagement_firsts (tenant_id, message_id, metric, first_at) "
     "VALUES (%(t)s, 1, 'opened.human', now())",
+    "event_sources": "INSERT INTO event_sources (tenant_id, source_key) VALUES (%(t)s, %(u)s)",
     "segments": "INSERT INTO segments (tenant_id, name, definition) "
     "VALUES (%(t)s, 'segment', '{\"all\": [{\"field\": \"status\", \"op\": \"eq\", \"value\": \"active\"}]}')",
 }

@@ -1,0 +1,277 @@
+"""The one writer of a message's state: a transition table, applied with its events.
+
+Everything that learns what happened to a ledger row reports it here: the
+worker (transport answers, under its lease), the relay (deliveries,
+deferrals, bounces, expiries), provider webhooks (SendGrid, Mailgun) and
+DSN/ARF reports. ``apply_reports`` locks the rows, moves each along
+``TRANSITIONS``, and stores the row changes, the events (deduplicated by
+source key, with rollups) and the suppressions in ONE system transaction per
+batch; plugins hear of the new events after the commit.
+
+States::
+
+    queued -> sending (claimed, leased) -> accepted -> delivered -> complained
+                 |                            |-> bounced
+                 |-> deferred -> sending ...   |-> expired
+                 |-> bounced / expired / failed / unknown
+    queued -> suppressed / cancelled (at claim time, or by a cancel)
+
+Reports can arrive late or out of order and still come out right:
+
+* a worker's report counts only while its lease holds (``lease_owner`` and
+  status ``sending``); a re-claimed row ignores the old attempt. Its
+  ``accepted`` arriving after the relay already said ``delivered`` (or
+  ``bounced``) keeps that state but still records the accepted event and the
+  message and provider ids;
+* ``deferred`` from a relay or provider never changes the row (the relay owns
+  its retries, and a row set to deferred would be claimed and sent again), so
+  a late deferral never overwrites ``delivered``;
+* ``bounced`` after ``delivered`` (a DSN) is recorded as a bounce event, with
+  its suppression, without un-delivering; ``complained`` ends a delivered
+  message as ``complained``;
+* ``unknown``: the request went out but its answer was lost (an HTTP
+  transport's read timeout). The row is not claimed again; the provider's
+  events move it on.
+
+Events are idempotent by ``source_key`` (``events.store_events``), so a report
+delivered twice counts once and rollups stay equal to a recount of events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from psycopg2.extras import execute_values
+
+from swiftmail_core.db import system_tx
+from swiftmail_core.events import EventRecord, notify_plugins, store_events
+from swiftmail_core.models import utcnow
+from swiftmail_core.plugins import PluginManager
+from swiftmail_core.suppressions import SuppressionEntry, suppress_within
+
+KEEP = None
+#: Report types a worker sends about an attempt it holds the lease of.
+ATTEMPT_RESULTS = frozenset({"accepted", "deferred", "expired", "bounced", "failed", "unknown"})
+#: Report types that become events (``failed`` and ``unknown`` are row states only).
+EVENT_TYPES = frozenset({"accepted", "deferred", "delivered", "bounced", "complained",
+                         "expired", "opened", "clicked", "unsubscribed"})
+_IN_FLIGHT = ("sending", "accepted", "deferred", "unknown")
+
+#: (current status, report type) -> new status, for reports about the message's
+#: fate (relay, provider, DSN/ARF). Pairs not listed keep the current status.
+TRANSITIONS: dict[tuple[str, str], str] = {
+    **{(state, "delivered"): "delivered" for state in (*_IN_FLIGHT, "expired", "queued")},
+    **{(state, "bounced"): "bounced" for state in (*_IN_FLIGHT, "expired", "queued")},
+    **{(state, "complained"): "complained"
+       for state in (*_IN_FLIGHT, "delivered", "expired")},
+    **{(state, "expired"): "expired" for state in _IN_FLIGHT},
+}
+#: A worker's answer for the attempt it leased (status ``sending``).
+ATTEMPT_TRANSITIONS: dict[str, str] = {kind: kind for kind in ATTEMPT_RESULTS}
+#: States a worker's late ``accepted`` may find a row in and leave as they are.
+AHEAD_OF_ACCEPTED = frozenset({"delivered", "bounced", "complained"})
+SUPPRESS_REASON = {"complained": "complaint", "unsubscribed": "unsubscribe"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """What one source learned about one message (or, without a ledger row, one address)."""
+
+    tenant_id: uuid.UUID
+    type: str
+    source_key: str
+    ledger_id: int | None = None
+    email: str | None = None
+    occurred_at: datetime.datetime = dataclasses.field(default_factory=utcnow)
+    bounce_class: str | None = None
+    reason: str = ""
+    provider_message_id: str | None = None
+    message_id: str | None = None
+    retry_at: datetime.datetime | None = None
+    lease_owner: str | None = None
+    is_machine: bool = False
+    source: str = ""
+    require_email_match: bool = False
+    detail: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Applied:
+    """What a batch changed: final row statuses by report, and the events stored."""
+
+    statuses: dict[str, int] = dataclasses.field(default_factory=lambda: defaultdict(int))
+    events: list[EventRecord] = dataclasses.field(default_factory=list)
+    ignored: int = 0
+
+
+@dataclasses.dataclass
+class _Row:
+    status: str
+    lease_owner: str | None
+    campaign_id: Any
+    contact_id: Any
+    email: str
+    kind: str
+    changes: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def next_status(current: str, report: Report, lease_holds: bool) -> str | None:
+    """Return the row's new status for ``report``, KEEP (None) to leave it."""
+    if report.lease_owner is not None:
+        return ATTEMPT_TRANSITIONS.get(report.type) if lease_holds else KEEP
+    return TRANSITIONS.get((current, report.type), KEEP)
+
+
+def apply_reports(reports: Sequence[Report], plugins: PluginManager | None = None) -> Applied:
+    """Apply reports to their rows, events and suppressions in one transaction."""
+    applied = Applied()
+    if not reports:
+        return applied
+    with system_tx() as database:
+        rows = _lock_rows(database, reports)
+        events: list[EventRecord] = []
+        suppressions: list[SuppressionEntry] = []
+        for report in reports:
+            row = rows.get((str(report.tenant_id), report.ledger_id)) if report.ledger_id else None
+            if report.ledger_id is not None and (row is None or not _email_matches(report, row)):
+                applied.ignored += 1  # APPSEC: only a row of this tenant, to this address
+                continue
+            if row is not None and not _advance(row, report, applied):
+                applied.ignored += 1
+                continue
+            if report.type in EVENT_TYPES:
+                events.append(_event(report, row))
+            entry = _suppression(report, row)
+            if entry is not None:
+                suppressions.append(entry)
+        _write_rows(database, rows)
+        suppress_within(database, suppressions)
+        applied.events = store_events(database, events)
+    notify_plugins(plugins, applied.events)
+    return applied
+
+
+def _lock_rows(database: Any, reports: Sequence[Report]) -> dict[tuple[str, int], _Row]:
+    keys = sorted({(str(r.tenant_id), r.ledger_id) for r in reports if r.ledger_id is not None})
+    if not keys:
+        return {}
+    found = execute_values(
+        database.cursor(),
+        "SELECT m.tenant_id::text, m.id, m.status, m.lease_owner, m.campaign_id, "
+        "m.contact_id, m.email, m.kind FROM messages m "
+        "JOIN (VALUES %s) AS v (tenant_id, id) ON m.tenant_id = v.tenant_id::uuid "
+        "AND m.id = v.id::bigint ORDER BY m.tenant_id, m.id FOR UPDATE OF m",
+        keys, fetch=True)
+    return {(tenant, int(ident)): _Row(status, owner, campaign, contact, email, kind)
+            for tenant, ident, status, owner, campaign, contact, email, kind in found}
+
+
+def _email_matches(report: Report, row: _Row) -> bool:
+    return not report.require_email_match or (
+        report.email is not None and report.email.lower() == row.email.lower())
+
+
+def _advance(row: _Row, report: Report, applied: Applied) -> bool:
+    """Move the row for ``report``; return False when the report is stale."""
+    lease_holds = row.status == "sending" and row.lease_owner == report.lease_owner
+    if report.lease_owner is not None and not lease_holds:
+        late_accept = (report.type == "accepted" and row.status in AHEAD_OF_ACCEPTED
+                       and row.lease_owner == report.lease_owner)
+        if not late_accept:
+            return False  # the lease expired and the row moved on: not this attempt's to say
+        row.changes["lease_expires_at"] = None
+        _ids(row, report)
+        applied.statuses[row.status] += 1
+        return True
+    new = next_status(row.status, report, lease_holds)
+    if report.lease_owner is not None:
+        row.changes["lease_expires_at"] = None
+        if report.retry_at is not None:
+            row.changes["next_attempt_at"] = report.retry_at
+    if new is not None and new != row.status:
+        row.status = row.changes["status"] = new
+        if new in ("accepted", "delivered"):
+            row.changes.setdefault("sent_at", report.occurred_at)
+    if report.reason and (new is not None or report.lease_owner is not None):
+        row.changes["last_error"] = report.reason[:1000]
+    _ids(row, report)
+    applied.statuses[row.status] += 1
+    return True
+
+
+def _ids(row: _Row, report: Report) -> None:
+    if report.provider_message_id:
+        row.changes["provider_message_id"] = report.provider_message_id
+    if report.message_id:
+        row.changes["message_id"] = report.message_id
+
+
+_COLUMNS = ("status", "lease_expires_at", "next_attempt_at", "sent_at", "last_error",
+            "provider_message_id", "message_id")
+
+
+def _write_rows(database: Any, rows: Mapping[tuple[str, int], _Row]) -> None:
+    changed = [(key, row) for key, row in rows.items() if row.changes]
+    if not changed:
+        return
+    values = []
+    for (tenant, ident), row in changed:
+        change = row.changes
+        values.append((
+            tenant, ident, change.get("status"), "lease_expires_at" in change,
+            change.get("next_attempt_at"), change.get("sent_at"), change.get("last_error"),
+            change.get("provider_message_id"), change.get("message_id")))
+    execute_values(
+        database.cursor(),
+        "UPDATE messages m SET status = coalesce(v.status, m.status), "
+        "lease_expires_at = CASE WHEN v.clear_lease THEN NULL ELSE m.lease_expires_at END, "
+        "next_attempt_at = coalesce(v.next_attempt_at::timestamptz, m.next_attempt_at), "
+        "sent_at = coalesce(m.sent_at, v.sent_at::timestamptz), "
+        "last_error = coalesce(v.last_error, m.last_error), "
+        "provider_message_id = coalesce(v.provider_message_id, m.provider_message_id), "
+        "message_id = coalesce(v.message_id, m.message_id), updated_at = now() "
+        "FROM (VALUES %s) AS v (tenant_id, id, status, clear_lease, next_attempt_at, sent_at, "
+        "last_error, provider_message_id, message_id) "
+        "WHERE m.tenant_id = v.tenant_id::uuid AND m.id = v.id::bigint",
+        values)
+
+
+def _event(report: Report, row: _Row | None) -> EventRecord:
+    bounce_class = report.bounce_class
+    if report.type == "expired":
+        bounce_class = bounce_class or "expired"
+    if report.type not in ("bounced", "deferred", "expired"):
+        bounce_class = None
+    return EventRecord(
+        tenant_id=report.tenant_id, type=report.type, occurred_at=report.occurred_at,
+        message_id=report.ledger_id if row is not None else None,
+        campaign_id=_uuid(row.campaign_id) if row is not None else None,
+        contact_id=_uuid(row.contact_id) if row is not None else None,
+        email=row.email if row is not None else report.email,
+        bounce_class=bounce_class, is_machine=report.is_machine, source_key=report.source_key,
+        detail={**({"reason": report.reason[:500]} if report.reason else {}),
+                **dict(report.detail)})
+
+
+def _suppression(report: Report, row: _Row | None) -> SuppressionEntry | None:
+    if row is not None and row.kind == "test":
+        return None
+    reason = SUPPRESS_REASON.get(report.type)
+    if report.type == "bounced" and (report.bounce_class or "hard") == "hard":
+        reason = "hard_bounce"
+    email = row.email if row is not None else report.email
+    if reason is None or not email:
+        return None
+    return SuppressionEntry(report.tenant_id, email, reason, source=report.source,
+                            detail=report.reason[:500])
+
+
+def _uuid(value: Any) -> uuid.UUID | None:
+    if value is None or isinstance(value, uuid.UUID):
+        return value
+    return uuid.UUID(str(value))
