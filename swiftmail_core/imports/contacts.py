@@ -286,7 +286,8 @@ def _merge(
             "WHERE (excluded.name <> '' AND excluded.name <> c.name) "
             "OR NOT (c.attributes @> excluded.attributes)"
         )
-    subscribe = "SELECT 0 AS subscribed"
+    # No list: a CTE with no rows (a bare "SELECT 0" counted as one subscription).
+    subscribe = "SELECT 1 WHERE false"
     params: list[Any] = [*key_params, str(tenant_id), *ordered_uuid_bases()]
     if options.list_id is not None:
         # Contacts this statement created or changed come back from RETURNING

@@ -26,7 +26,13 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON event_sources TO @app_role@;
 CREATE POLICY system_machinery ON event_sources TO @system_role@ USING (true) WITH CHECK (true);
 GRANT SELECT, INSERT ON event_sources TO @system_role@;
 
--- Keys of events already stored count as seen.
+-- Keys of events already stored count as seen. NOTE: the owner runs migrations and
+-- is itself subject to FORCE RLS (no policy: it sees no rows), so lift FORCE for
+-- the copy, inside this migration's transaction.
+ALTER TABLE events NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE event_sources NO FORCE ROW LEVEL SECURITY;
 INSERT INTO event_sources (tenant_id, source_key)
 SELECT DISTINCT tenant_id, source_key FROM events WHERE source_key IS NOT NULL
 ON CONFLICT DO NOTHING;
+ALTER TABLE events FORCE ROW LEVEL SECURITY;
+ALTER TABLE event_sources FORCE ROW LEVEL SECURITY;

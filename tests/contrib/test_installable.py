@@ -38,11 +38,10 @@ def test_setup_cfg_lists_every_package() -> None:
 def test_a_wheel_builds_quietly_with_its_data_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
     # Regression: the first install printed ~40 lines of "Package would be ignored"
     # warnings about the templates folder.
+    import shutil
     import subprocess
     import sys
     import zipfile
-
-    import shutil
 
     # Build from a copy: setuptools writes build/ beside the sources it builds.
     source = tmp_path / "source"

@@ -142,3 +142,44 @@ def test_other_tenant_is_404_everywhere(owner_a, owner_b) -> None:
     # Same email in another tenant is independent.
     assert _create(owner_a, "secret@example.com")["id"] != theirs["id"]
     assert owner_b.get(path).status_code == 200
+
+
+def test_bulk_without_attributes_keeps_an_object(owner_a) -> None:
+    # Regression: the docs' own bulk example (no "attributes") stored JSON null for a new
+    # contact and turned an existing one's attributes into an array; PATCH then failed.
+    made = owner_a.post("/v1/contacts", {"email": "keep@example.com", "attributes": {"a": 1}})
+    assert made.status_code == 201, made.text
+    bulk = owner_a.post("/v1/contacts/bulk", {"contacts": [{"email": "keep@example.com"},
+                                                           {"email": "new@example.com"}]})
+    assert bulk.status_code == 200, bulk.text
+    listed = {c["email"]: c for c in owner_a.get("/v1/contacts").json["data"]}
+    assert listed["keep@example.com"]["attributes"] == {"a": 1}
+    assert listed["new@example.com"]["attributes"] == {}
+    patched = owner_a.patch(f"/v1/contacts/{made.json['id']}", {"attributes": {"b": 2}})
+    assert patched.status_code == 200 and patched.json["attributes"] == {"a": 1, "b": 2}
+
+
+def test_migration_repairs_attributes_that_are_not_objects(owner_connection, tenant_a) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    import swiftmail_core.migrations as migrations
+
+    repair = (Path(migrations.__file__).parent / "0153_contact_attributes_object.sql").read_text()
+    broken = {"arr@example.com": '[{"a": 1, "b": 1}, null, {"b": 2}]',
+              "nul@example.com": "null", "str@example.com": '"x"'}
+    with owner_connection.cursor() as cursor:
+        cursor.execute("BEGIN")
+        cursor.execute("ALTER TABLE contacts NO FORCE ROW LEVEL SECURITY")
+        cursor.execute("ALTER TABLE contacts DROP CONSTRAINT contacts_attributes_object")
+        for email, attributes in broken.items():
+            cursor.execute("INSERT INTO contacts (tenant_id, email, attributes) "
+                           "VALUES (%s, %s, %s::jsonb)", (str(tenant_a.id), email, attributes))
+        cursor.execute(repair)
+        cursor.execute("ALTER TABLE contacts NO FORCE ROW LEVEL SECURITY")
+        cursor.execute("SELECT email, attributes FROM contacts WHERE tenant_id = %s",
+                       (str(tenant_a.id),))
+        repaired = dict(cursor.fetchall())
+        cursor.execute("ALTER TABLE contacts FORCE ROW LEVEL SECURITY")
+        cursor.execute("COMMIT")
+    assert repaired == {"arr@example.com": {"a": 1, "b": 2}, "nul@example.com": {},
+                        "str@example.com": {}}

@@ -217,13 +217,13 @@ class ContactsBulkResource:
         now = utcnow()
         payload = [
             {"id": str(uuid.uuid4()), "email": v["email"], "name": v.get("name"),
-             "attributes": v.get("attributes")} for v in rows.values()
+             "attributes": v.get("attributes") or {}} for v in rows.values()
         ]
         cursor = Contact._meta.database.execute_sql(
             """
             INSERT INTO contacts (tenant_id, id, email, name, attributes, created_at, updated_at)
             SELECT %s, (r->>'id')::uuid, r->>'email', coalesce(r->>'name', ''),
-                   coalesce(r->'attributes', '{}'::jsonb), %s, %s
+                   r->'attributes', %s, %s
             FROM jsonb_array_elements(%s::jsonb) AS r
             ON CONFLICT (tenant_id, email_lower) DO UPDATE
                SET name = CASE WHEN EXCLUDED.name = '' THEN contacts.name ELSE EXCLUDED.name END,

@@ -279,3 +279,11 @@ def test_a_cell_with_a_carriage_return_or_a_nul_loses_only_its_row(
     report = _report_rows(runtime, tenant_a.id, job.id)
     assert [(row["row"], row["reason"]) for row in report] == [
         ("4", "a cell contains a NUL character")]
+
+
+def test_an_import_without_a_list_reports_no_subscriptions(runtime, tenant_a, write_csv) -> None:
+    # Regression: the summary said "subscribed": 1 for an import into no list.
+    job = import_file(runtime, tenant_a.id, "import_contacts",
+                      write_csv("email\nsolo1@example.com\nsolo2@example.com\n"), {})
+    assert job.status == "succeeded", job.error
+    assert job.result["created"] == 2 and job.result["subscribed"] == 0
