@@ -236,6 +236,8 @@ class Campaign(TenantModel):
     audience_resolved_at = DateTimeField(null=True)
     finished_at = DateTimeField(null=True)
     recipient_count = BigIntegerField(default=0)
+    paused_reason = TextField(null=True)
+    transport_failures = IntegerField(default=0)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
 

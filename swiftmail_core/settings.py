@@ -130,6 +130,10 @@ class Settings:
         60, "First retry delay after a transient failure (doubles per attempt, at most 1 hour)."
     )
     send_max_attempts: int = _setting(10, "Attempts before a deferred message expires.")
+    send_pause_after_failures: int = _setting(
+        5, "Batches in a row a campaign's transport may fail before the campaign is paused "
+        "with the reason (a transport that cannot be loaded pauses it at once)."
+    )
     plugins: Mapping[str, Any] = _setting(
         None, "Per-plugin settings tables, `[plugins.NAME]` in the file."
     )

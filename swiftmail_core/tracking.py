@@ -11,6 +11,7 @@ from typing import Any
 EVENT_TYPES = (
     "accepted", "delivered", "deferred", "bounced", "expired", "opened", "clicked",
     "complained", "unsubscribed", "subscribed", "confirmed", "webhook_disabled",
+    "campaign_paused",
 )
 
 

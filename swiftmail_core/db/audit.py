@@ -16,7 +16,7 @@ import psycopg2
 
 from swiftmail_core.db.targets import DatabaseTargets
 
-GLOBAL_TABLES = ("tenants", "users")  # RLS'd, but keyed by their own id
+GLOBAL_TABLES = ("tenants", "users", "scheduler_ticks")  # RLS'd, not tenant-keyed
 OWNER_ONLY_TABLES = ("schema_migrations",)
 
 

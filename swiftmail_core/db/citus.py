@@ -28,7 +28,7 @@ from swiftmail_core.db.bootstrap import bootstrap
 from swiftmail_core.db.targets import DatabaseTargets
 from swiftmail_core.errors import ConfigurationError, ServiceUnavailableError
 
-REFERENCE_TABLES = ("tenants", "users")
+REFERENCE_TABLES = ("tenants", "users", "scheduler_ticks")
 DISTRIBUTION_COLUMN = "tenant_id"
 
 

@@ -125,14 +125,27 @@ def pause_campaign(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> 
     """Stop claiming a sending campaign's rows; messages in flight finish."""
     campaign_uuid = _as_uuid(campaign_id, "campaign_id")
     with tenant_tx(tenant_id):
-        return campaign_dict(_transition(campaign_uuid, (SENDING,), PAUSED))
+        campaign = _transition(campaign_uuid, (SENDING,), PAUSED)
+        _move_rows(campaign_uuid, ("queued", "deferred"), "held")
+        return campaign_dict(campaign)
 
 
 def resume_campaign(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> dict[str, Any]:
     """Continue a paused campaign exactly where it stopped."""
     campaign_uuid = _as_uuid(campaign_id, "campaign_id")
     with tenant_tx(tenant_id):
-        return campaign_dict(_transition(campaign_uuid, (PAUSED,), SENDING))
+        campaign = _transition(campaign_uuid, (PAUSED,), SENDING, paused_reason=None,
+                               transport_failures=0)
+        _move_rows(campaign_uuid, ("held",), "queued", next_attempt_at=utcnow())
+        return campaign_dict(campaign)
+
+
+def _move_rows(campaign_id: uuid.UUID, from_statuses: tuple[str, ...], to: str,
+               **changes: Any) -> None:
+    """Move a campaign's ledger rows between the due set and out of it (in tenant_tx)."""
+    (Message.update(status=to, updated_at=utcnow(), **changes)
+     .where(Message.campaign_id == campaign_id, Message.status.in_(from_statuses))
+     .execute())
 
 
 def cancel_campaign(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> dict[str, Any]:
@@ -142,14 +155,7 @@ def cancel_campaign(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) ->
         campaign = _transition(
             campaign_uuid, (DRAFT, SCHEDULED, SENDING, PAUSED), CANCELLED, finished_at=utcnow()
         )
-        (
-            Message.update(status="cancelled", updated_at=utcnow(), lease_owner=None)
-            .where(
-                Message.campaign_id == campaign_uuid,
-                Message.status.in_(("queued", "deferred")),
-            )
-            .execute()
-        )
+        _move_rows(campaign_uuid, ("queued", "deferred", "held"), "cancelled", lease_owner=None)
         return campaign_dict(campaign)
 
 

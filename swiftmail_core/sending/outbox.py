@@ -3,8 +3,10 @@
 ``claim_batch`` runs as the system role in one short transaction and commits
 before any network I/O:
 
-1. lock due rows (``queued``/``deferred``, due now, campaign still sending)
-   with ``FOR UPDATE SKIP LOCKED`` so concurrent workers never share a row;
+1. lock due rows (``queued``/``deferred``, due now) with ``FOR UPDATE SKIP
+   LOCKED`` so concurrent workers never share a row; rows of a campaign that
+   is no longer sending leave the due set (``held`` while it is paused,
+   ``cancelled`` otherwise) instead of being walked by every claim;
 2. end rows whose address is suppressed (or whose contact is no longer
    active) as ``suppressed``: suppression is checked at claim time;
 3. spend each tenant's send budget (rate per second as a token bucket and
@@ -57,12 +59,9 @@ class ClaimedMessage:
 
 _CANDIDATES_SQL = """
 WITH picked AS (
-    SELECT m.tenant_id, m.id, m.kind, m.contact_id, m.email
+    SELECT m.tenant_id, m.id, m.kind, m.contact_id, m.email, m.campaign_id
     FROM messages m
     WHERE m.status IN ('queued', 'deferred') AND m.next_attempt_at <= now()
-      AND (m.kind <> 'campaign' OR EXISTS (
-            SELECT 1 FROM campaigns c
-            WHERE c.tenant_id = m.tenant_id AND c.id = m.campaign_id AND c.status = 'sending'))
     ORDER BY m.next_attempt_at
     LIMIT %s
     FOR UPDATE OF m SKIP LOCKED
@@ -71,10 +70,15 @@ SELECT p.tenant_id, p.id,
        (p.kind = 'campaign' AND ct.status IS DISTINCT FROM 'active') OR EXISTS (
            SELECT 1 FROM suppressions x
            WHERE x.tenant_id = p.tenant_id AND x.email_lower = lower(p.email)
-             AND (x.expires_at IS NULL OR x.expires_at > now())) AS suppressed
+             AND (x.expires_at IS NULL OR x.expires_at > now())) AS suppressed,
+       CASE WHEN p.kind <> 'campaign' THEN 'sending' ELSE cp.status END AS campaign_status
 FROM picked p
 LEFT JOIN contacts ct ON ct.tenant_id = p.tenant_id AND ct.id = p.contact_id
+LEFT JOIN campaigns cp ON cp.tenant_id = p.tenant_id AND cp.id = p.campaign_id
 """
+#: Where a due row of a campaign that is not sending goes, out of the due index:
+#: a paused campaign's rows wait as 'held' until it resumes; any other state ends them.
+PARKED_STATUS = {"paused": "held"}
 #: NOTE: walk the due index in order and stop at LIMIT. Right after an
 #: audience of a million rows is written the statistics still say "few due
 #: rows", and the planner would rather bitmap-scan and sort every due row on
@@ -139,9 +143,23 @@ def claim_batch(
     owner = lease_owner or f"w-{uuid.uuid4().hex}"
     with system_tx() as database:
         database.execute_sql(_CLAIM_PLANNER_SQL)
-        candidates = database.execute_sql(_CANDIDATES_SQL, (limit,)).fetchall()
-        if not candidates:
+        found = database.execute_sql(_CANDIDATES_SQL, (limit,)).fetchall()
+        if not found:
             return []
+        parked = [(str(t), i, PARKED_STATUS.get(status, "cancelled"))
+                  for t, i, _, status in found if status != "sending"]
+        if parked:
+            # NOTE: a row whose campaign stopped sending leaves the due set here, once,
+            # instead of being walked (and skipped) by every claim after this one.
+            execute_values(
+                database.cursor(),
+                "UPDATE messages m SET status = v.status, updated_at = now() "
+                "FROM (VALUES %s) AS v (tenant_id, id, status) "
+                "WHERE m.tenant_id = v.tenant_id::uuid AND m.id = v.id",
+                parked,
+            )
+        candidates = [(t, i, is_suppressed) for t, i, is_suppressed, status in found
+                      if status == "sending"]
         suppressed = [(str(t), i) for t, i, is_suppressed in candidates if is_suppressed]
         if suppressed:
             execute_values(
@@ -271,15 +289,19 @@ def fail_unrenderable(claimed: Sequence[ClaimedMessage], reasons: Mapping[int, s
         for m in claimed if m.ledger_id in reasons])
 
 
-def release(claimed: Sequence[ClaimedMessage], delay_seconds: float = 0) -> None:
-    """Give leased rows back to the queue without counting the attempt."""
+def release(claimed: Sequence[ClaimedMessage], delay_seconds: float = 0,
+            status: str = "queued") -> None:
+    """Give leased rows back (``queued``, or ``held`` for a paused campaign), attempt uncounted."""
+    if status not in ("queued", "held"):
+        raise ValueError(f"cannot release rows as {status!r}")
     rows = [(str(m.tenant_id), m.ledger_id, m.lease_owner) for m in claimed]
     if not rows:
         return
     with system_tx() as database:
         execute_values(
             database.cursor(),
-            "UPDATE messages m SET status = 'queued', attempts = greatest(m.attempts - 1, 0), "
+            f"UPDATE messages m SET status = '{status}', "
+            "attempts = greatest(m.attempts - 1, 0), "
             f"next_attempt_at = now() + interval '{float(delay_seconds)} seconds', "
             "lease_expires_at = NULL, updated_at = now() "
             "FROM (VALUES %s) AS v (tenant_id, id, owner) "

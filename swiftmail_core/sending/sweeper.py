@@ -2,7 +2,11 @@
 
 Every function here is idempotent and safe to run from several workers at
 once; together they make Redis disposable: whatever a flushed queue or a
-killed worker dropped, the next tick finds again in PostgreSQL.
+killed worker dropped, the next tick finds again in PostgreSQL. Workers run
+``tick`` through ``run_scheduled_tick``, which takes the one
+``scheduler_ticks`` lease first: however many workers and hosts tick, the
+periodic work (audience resolution included) runs once per
+``worker_tick_seconds`` and never twice at once.
 """
 
 from __future__ import annotations
@@ -92,13 +96,17 @@ def reclaim_expired_leases() -> int:
     """Put rows whose lease expired back in the queue; return how many.
 
     ``lease_owner`` is kept, so a slow worker's late answer still lands
-    unless another worker has claimed the row since.
+    unless another worker has claimed the row since. A row of a campaign that
+    was paused meanwhile waits as ``held``; one of a cancelled campaign ends
+    ``cancelled`` (it used to go back to ``queued`` and stay there forever).
     """
     with system_tx() as database:
         cursor = database.execute_sql(
-            "UPDATE messages SET status = 'queued', lease_expires_at = NULL, "
-            "next_attempt_at = now(), updated_at = now() "
-            "WHERE status = 'sending' AND lease_expires_at < now()"
+            "UPDATE messages m SET status = CASE (SELECT c.status FROM campaigns c "
+            "  WHERE c.tenant_id = m.tenant_id AND c.id = m.campaign_id) "
+            "  WHEN 'paused' THEN 'held' WHEN 'cancelled' THEN 'cancelled' ELSE 'queued' END, "
+            "lease_expires_at = NULL, next_attempt_at = now(), updated_at = now() "
+            "WHERE m.status = 'sending' AND m.lease_expires_at < now()"
         )
         return int(cursor.rowcount)
 
@@ -125,6 +133,42 @@ def has_due_work() -> bool:
         ).fetchone()[0]
 
 
+SCHEDULER = "sending"
+#: How long one scheduler run may hold the lease before another worker may take over.
+TICK_LEASE_SECONDS = 600
+
+
+def claim_tick(owner: str, interval_seconds: float, *, name: str = SCHEDULER) -> bool:
+    """Take the cluster-wide scheduler lease if a tick is due and none is running."""
+    with system_tx() as database:
+        row = database.execute_sql(
+            "UPDATE scheduler_ticks SET lease_until = now() + make_interval(secs => %s), "
+            "ticked_by = %s WHERE name = %s "
+            "AND ticked_at <= now() - make_interval(secs => %s) "
+            "AND (lease_until IS NULL OR lease_until < now()) RETURNING 1",
+            (TICK_LEASE_SECONDS, owner, name, max(0.0, interval_seconds * 0.9))).fetchone()
+    return row is not None
+
+
+def finish_tick(owner: str, *, name: str = SCHEDULER) -> None:
+    """Record the tick as done and give the lease back."""
+    with system_tx() as database:
+        database.execute_sql(
+            "UPDATE scheduler_ticks SET ticked_at = now(), lease_until = NULL "
+            "WHERE name = %s AND ticked_by = %s", (name, owner))
+
+
+def run_scheduled_tick(settings: Settings, plugins: PluginManager,
+                       owner: str) -> dict[str, int] | None:
+    """Run ``tick`` if this worker wins this tick cluster-wide; None when another did."""
+    if not claim_tick(owner, settings.worker_tick_seconds):
+        return None
+    try:
+        return tick(settings, plugins)
+    finally:
+        finish_tick(owner)
+
+
 def tick(settings: Settings, plugins: PluginManager) -> dict[str, int]:
     """Run one round of the periodic machinery; return what it did."""
     started = start_due_campaigns()
@@ -136,5 +180,13 @@ def tick(settings: Settings, plugins: PluginManager) -> dict[str, int]:
             log.exception("preparing campaign %s failed; the next tick retries", campaign_id)
     reclaimed = reclaim_expired_leases()
     finished = complete_campaigns()
+    partitions = maintain_event_partitions()
     return {"started": len(started), "resolved": resolved, "reclaimed": reclaimed,
-            "finished": len(finished)}
+            "finished": len(finished), "event_partitions": partitions}
+
+
+def maintain_event_partitions(months_ahead: int = 3) -> int:
+    """Create event partitions months ahead (moving rows stranded in the default one)."""
+    with system_tx() as database:
+        return int(database.execute_sql("SELECT swiftmail_ensure_event_partitions(%s)",
+                                        (months_ahead,)).fetchone()[0])

@@ -1,13 +1,15 @@
 """The sending worker: claim, render, send, record; and its huey queue.
 
 PostgreSQL holds every message; huey (Redis) only wakes workers. A periodic
-task (``tick``, every ``worker_tick_seconds``) starts due campaigns,
-reclaims expired leases, finishes campaigns and, when work is due, enqueues
-``drain`` tasks that claim and send batches until nothing is due. Each tick
-also enqueues one ``background`` task (unless one is still running in this
-process) that runs due import/export jobs and posts due webhook deliveries;
-both claim their rows with leases in PostgreSQL too. Losing the queue (a
-flushed Redis, a killed consumer) loses only wake-ups.
+task (``tick``, every ``worker_tick_seconds``) runs the scheduler (start due
+campaigns, resolve audiences, reclaim expired leases, finish campaigns) in
+whichever worker wins the cluster-wide ``scheduler_ticks`` lease, and, when
+work is due, enqueues ``drain`` tasks that claim and send batches until
+nothing is due. Each tick also starts one background round on a thread of
+its own (unless the last is still running) that runs due import/export jobs
+and posts due webhook deliveries, so they never occupy a sending thread; both
+claim their rows with leases in PostgreSQL too. Losing the queue (a flushed
+Redis, a killed consumer) loses only wake-ups.
 
 Stop ``swiftmail worker`` with SIGINT for a graceful shutdown: huey lets
 running tasks finish. SIGTERM interrupts them (their leases then expire and
@@ -28,7 +30,7 @@ from huey import RedisHuey
 from huey.consumer import Consumer, Scheduler
 
 from swiftmail_core.plugins import PluginManager
-from swiftmail_core.sending import outbox, sweeper
+from swiftmail_core.sending import outbox, sweeper, transport_failures
 from swiftmail_core.sending.compose import Composer
 from swiftmail_core.settings import Settings
 
@@ -71,19 +73,37 @@ class SendingWorker:
             try:
                 transport = self.plugins.transport(name)
             except Exception as ex:
-                log.error("cannot send %d messages: %s", len(batch), ex)
-                outbox.release(batch_rows, delay_seconds=60)
-                continue
-            try:
-                results = list(transport.send(batch))
-            except Exception as ex:
-                log.exception("transport %s failed a batch of %d", name, len(batch))
-                results = [outbox.SendResult(m.ledger_id, outbox.Outcome.DEFERRED,
-                                             reason=f"transport error: {ex}") for m in batch]
+                results, batch_rows = self._after_failure(
+                    batch, batch_rows, f"transport {name!r} cannot be loaded: {ex}",
+                    immediate=True)
+            else:
+                try:
+                    results = list(transport.send(batch))
+                except Exception as ex:
+                    log.exception("transport %s failed a batch of %d", name, len(batch))
+                    results, batch_rows = self._after_failure(
+                        batch, batch_rows, f"transport {name!r} failed: {ex}", immediate=False)
+                else:
+                    transport_failures.note_success(batch_rows)
             outbox.record_results(
                 batch_rows, results, message_ids={m.ledger_id: m.message_id for m in batch},
                 policy=self.policy, plugins=self.plugins)
         return len(claimed)
+
+    def _after_failure(self, batch: list[Any], batch_rows: list[outbox.ClaimedMessage],
+                       reason: str, *, immediate: bool) -> tuple[list[Any], list[Any]]:
+        """Count a failed batch; hold the rows of campaigns it paused, defer the others."""
+        log.error("%s (a batch of %d)", reason, len(batch))
+        paused = transport_failures.note_failure(
+            batch_rows, reason, threshold=self.settings.send_pause_after_failures,
+            immediate=immediate, plugins=self.plugins)
+        held = [row for row in batch_rows if row.campaign_id in paused]
+        outbox.release(held, status="held")
+        # The rest retry with backoff and count the attempt: they expire, never loop.
+        rest = [row for row in batch_rows if row.campaign_id not in paused]
+        results = [outbox.SendResult(row.ledger_id, outbox.Outcome.DEFERRED, reason=reason)
+                   for row in rest]
+        return results, rest
 
     def drain(self, max_seconds: float = 60.0) -> int:
         """Send batches until nothing is claimable or time is up; return rows claimed."""
@@ -107,8 +127,7 @@ class SendingQueue:
         self._worker: SendingWorker | None = None
         self.drain = self.huey.task(name="drain")(self._drain)
         self.tick = self.huey.periodic_task(lambda _: True, name="tick")(self._tick)
-        self.background = self.huey.task(name="background")(self.run_background)
-        self._background_running = threading.Event()
+        self._background: threading.Thread | None = None
 
     @property
     def worker(self) -> SendingWorker:
@@ -129,19 +148,29 @@ class SendingQueue:
         from swiftmail_core.webhooks.dispatcher import Dispatcher
         from swiftmail_core.webhooks.urls import UrlPolicy
 
-        self._background_running.set()
+        jobs = run_pending_jobs(self, limit=BACKGROUND_JOBS_PER_TICK)
+        dispatcher = Dispatcher(str(self.settings.require("secret_key")),
+                                UrlPolicy.from_settings(self.settings), self.plugins)
+        return {"jobs": jobs, "webhook_deliveries": dispatcher.deliver_due()}
+
+    def _start_background(self) -> None:
+        """Run background work on its own thread, never on a sending thread."""
+        if self._background is not None and self._background.is_alive():
+            return  # still busy with the last round: this tick adds nothing
+        self._background = threading.Thread(target=self._background_round, daemon=True,
+                                            name="swiftmail-background")
+        self._background.start()
+
+    def _background_round(self) -> None:
         try:
-            jobs = run_pending_jobs(self, limit=BACKGROUND_JOBS_PER_TICK)
-            dispatcher = Dispatcher(str(self.settings.require("secret_key")),
-                                    UrlPolicy.from_settings(self.settings), self.plugins)
-            return {"jobs": jobs, "webhook_deliveries": dispatcher.deliver_due()}
-        finally:
-            self._background_running.clear()
+            self.run_background()
+        except Exception:
+            log.exception("background round failed; the next tick retries")
 
     def _tick(self) -> dict[str, int]:
-        if not self._background_running.is_set():
-            self.background()
-        done = sweeper.tick(self.settings, self.plugins)
+        self._start_background()
+        done = sweeper.run_scheduled_tick(self.settings, self.plugins,
+                                          owner=self.worker.identity) or {}
         if sweeper.has_due_work() and self.huey.pending_count() < self.settings.worker_threads:
             for _ in range(self.settings.worker_threads):
                 self.drain()

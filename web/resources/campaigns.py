@@ -75,10 +75,14 @@ SCHEMA = obj({
     "list_ids": {"type": "array", "items": UUID}, "tracking_enabled": BOOLEAN,
     "scheduled_at": NULLABLE_TIMESTAMP, "started_at": NULLABLE_TIMESTAMP,
     "finished_at": NULLABLE_TIMESTAMP, "recipient_count": INTEGER,
+    "paused_reason": {"type": ["string", "null"],
+                      "description": "Why SwiftMail paused the campaign (e.g. its transport "
+                      "kept failing); null when a person paused it or it is not paused."},
     "created_at": TIMESTAMP, "updated_at": TIMESTAMP,
 })
 LEDGER_STATUSES = ("queued", "sending", "accepted", "deferred", "delivered", "bounced",
-                   "failed", "suppressed", "cancelled", "expired")
+                   "complained", "failed", "suppressed", "cancelled", "expired", "unknown",
+                   "held")
 LEDGER = obj({
     "object": {"type": "string", "const": "message"}, "id": INTEGER,
     "campaign_id": {"type": ["string", "null"]}, "contact_id": {"type": ["string", "null"]},
