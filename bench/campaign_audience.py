@@ -84,14 +84,15 @@ def analyze(database_url: str) -> None:
 
 
 def explain(tenant_id: uuid.UUID, list_ids: list[str], campaign_id: str) -> str:
-    """Return the plan of one audience batch (for the record)."""
+    """Return the plan of the first audience batch (for the record)."""
     from swiftmail_core.db import tenant_tx
-    from swiftmail_core.sending.audience import _BATCH_SQL, _NIL
+    from swiftmail_core.sending.audience import _NIL, load_audience
 
+    audience = load_audience(tenant_id, campaign_id)
+    assert audience is not None
+    sql, params = audience.batch(_NIL, None)
     with tenant_tx(tenant_id) as database:
-        rows = database.execute_sql("EXPLAIN " + _BATCH_SQL, {
-            "low": _NIL, "high": None, "lists": list_ids, "tenant": str(tenant_id),
-            "campaign": campaign_id, "transport": "relay"}).fetchall()
+        rows = database.execute_sql("EXPLAIN " + sql, params).fetchall()
     return "\n".join(row[0] for row in rows)
 
 

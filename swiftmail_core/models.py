@@ -230,6 +230,8 @@ class Campaign(TenantModel):
     sending_domain_id = UUIDField(null=True)
     transport = CharField(default="relay")
     list_ids = ArrayField(UUIDField, default=list)
+    segment_ids = ArrayField(UUIDField, default=list)
+    sunset_days = IntegerField(null=True)
     tracking_enabled = BooleanField(default=True)
     scheduled_at = DateTimeField(null=True)
     started_at = DateTimeField(null=True)

@@ -1,9 +1,11 @@
-"""Audience resolution: a campaign's lists become its ledger, in set-based SQL.
+"""Audience resolution: a campaign's lists and segments become its ledger, set-based.
 
 The contacts' primary-key order is cut into ranges of ``batch_size`` ids
 (one walk of the index); each range is one ``INSERT ... SELECT`` in its own
 tenant transaction: the range's contacts that are active, confirmed on at
-least one of the campaign's lists and not suppressed, one row per contact
+least one of the campaign's lists or matching one of its segments (compiled
+by ``swiftmail_core.segments``, never tenant SQL), engaged recently when the
+campaign has a sunset, and not suppressed, one row per contact
 (a contact is unique per address, so each address once). Ranges run on
 ``parallel`` connections at once. ``ON CONFLICT DO
 NOTHING`` on the one-row-per-recipient index makes a re-run after a crash
@@ -12,39 +14,102 @@ harmless: resolution can always be run again until it marks the campaign.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from peewee import IntegrityError
 
 from swiftmail_core.db import tenant_tx
 from swiftmail_core.errors import NotFoundError
 from swiftmail_core.models import utcnow
+from swiftmail_core.segments.compiler import CompiledSegment, compile_segment
+from swiftmail_core.segments.definition import parse_definition
 
 DEFAULT_BATCH_SIZE = 50_000
+_ON_LISTS = """EXISTS (
+          SELECT 1 FROM subscriptions s
+          WHERE s.tenant_id = c.tenant_id AND s.contact_id = c.id
+            AND s.list_id = ANY (%s::uuid[]) AND s.status = 'confirmed')"""
+# Sunset: added more than N days ago and no open or click in the last N days: skipped.
+_SUNSET = """(c.created_at >= now() - make_interval(days => %s) OR EXISTS (
+          SELECT 1 FROM events e
+          WHERE e.tenant_id = c.tenant_id AND e.contact_id = c.id
+            AND e.type IN ('opened', 'clicked')
+            AND e.occurred_at >= now() - make_interval(days => %s)))"""
 _BATCH_SQL = """
 WITH batch AS (
     SELECT c.id, c.email
     FROM contacts c
-    WHERE c.id >= %(low)s::uuid AND (%(high)s::uuid IS NULL OR c.id < %(high)s::uuid)
+    WHERE c.tenant_id = %s::uuid AND c.id >= %s::uuid AND (%s::uuid IS NULL OR c.id < %s::uuid)
       AND c.status = 'active'
-      AND EXISTS (
-          SELECT 1 FROM subscriptions s
-          WHERE s.tenant_id = c.tenant_id AND s.contact_id = c.id
-            AND s.list_id = ANY (%(lists)s::uuid[]) AND s.status = 'confirmed')
+      AND ({audience})
+      AND {sunset}
       AND NOT EXISTS (
           SELECT 1 FROM suppressions x
           WHERE x.tenant_id = c.tenant_id AND x.email_lower = c.email_lower
             AND (x.expires_at IS NULL OR x.expires_at > now()))
 )
 INSERT INTO messages (tenant_id, campaign_id, contact_id, email, kind, transport)
-SELECT %(tenant)s::uuid, %(campaign)s::uuid, b.id, b.email, 'campaign', %(transport)s
+SELECT %s::uuid, %s::uuid, b.id, b.email, 'campaign', %s
 FROM batch b ORDER BY b.id
 """
 #: A re-run after a crash meets rows already written: it skips them.
-_RERUN_SQL = _BATCH_SQL.rstrip() + """
+_RERUN = """
 ON CONFLICT (tenant_id, campaign_id, contact_id) WHERE kind = 'campaign' DO NOTHING
 """
+
+
+@dataclasses.dataclass(frozen=True)
+class Audience:
+    """Who a campaign goes to: its lists, its segments (compiled), its sunset."""
+
+    tenant_id: str
+    campaign_id: str
+    transport: str
+    list_ids: list[str]
+    segments: list[CompiledSegment]
+    sunset_days: int | None
+
+    def batch(self, low: str, high: str | None, *, rerun: bool = False) -> tuple[str, list[Any]]:
+        """Return the INSERT of one id range of the audience and its parameters."""
+        parts, params = [], []
+        if self.list_ids:
+            parts.append(_ON_LISTS)
+            params.append(self.list_ids)
+        for segment in self.segments:
+            parts.append(segment.sql)
+            params.extend(segment.params)
+        sunset = "true"
+        sunset_params: list[Any] = []
+        if self.sunset_days:
+            sunset, sunset_params = _SUNSET, [self.sunset_days, self.sunset_days]
+        sql = _BATCH_SQL.format(audience=" OR ".join(parts) or "false", sunset=sunset)
+        return (sql.rstrip() + (_RERUN if rerun else ""),
+                [self.tenant_id, low, high, high, *params, *sunset_params,
+                 self.tenant_id, self.campaign_id, self.transport])
+
+
+def load_audience(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> Audience | None:
+    """Return the campaign's audience, or None when it is already resolved."""
+    with tenant_tx(tenant_id) as database:
+        row = database.execute_sql(
+            "SELECT list_ids::text[], segment_ids::text[], sunset_days, transport, "
+            "audience_resolved_at FROM campaigns WHERE id = %s", (str(campaign_id),),
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"no campaign {campaign_id}")
+        list_ids, segment_ids, sunset_days, transport, resolved_at = row
+        if resolved_at is not None:
+            return None
+        definitions = [definition for (definition,) in database.execute_sql(
+            "SELECT definition FROM segments WHERE id = ANY (%s::uuid[]) ORDER BY id",
+            (list(segment_ids or []),))]
+    segments = [compile_segment(tenant_id, parse_definition(d)) for d in definitions]
+    return Audience(str(tenant_id), str(campaign_id), transport, list(list_ids or []),
+                    segments, sunset_days)
+
 
 _BOUNDARY_SQL = """
 SELECT id FROM contacts WHERE id > %s::uuid ORDER BY id OFFSET %s LIMIT 1
@@ -77,28 +142,18 @@ def resolve_audience(
     Idempotent: rows already written are kept. Marks the campaign's
     ``audience_resolved_at`` and ``recipient_count`` when done.
     """
-    with tenant_tx(tenant_id) as database:
-        row = database.execute_sql(
-            "SELECT list_ids::text[], transport, audience_resolved_at FROM campaigns WHERE id = %s",
-            (str(campaign_id),),
-        ).fetchone()
-    if row is None:
-        raise NotFoundError(f"no campaign {campaign_id}")
-    list_ids, transport, resolved_at = row
-    if resolved_at is None:
+    audience = load_audience(tenant_id, campaign_id)
+    if audience is not None:
         def run(bounds: tuple[str, str | None]) -> None:
-            params = {"low": bounds[0], "high": bounds[1], "lists": list_ids,
-                      "tenant": str(tenant_id), "campaign": str(campaign_id),
-                      "transport": transport}
             # NOTE: a plain INSERT is the fast path (no speculative insertion);
             # only a range that meets rows from an interrupted run pays for
             # ON CONFLICT.
             try:
                 with tenant_tx(tenant_id) as database:
-                    database.execute_sql(_BATCH_SQL, params)
+                    database.execute_sql(*audience.batch(*bounds))
             except IntegrityError:
                 with tenant_tx(tenant_id) as database:
-                    database.execute_sql(_RERUN_SQL, params)
+                    database.execute_sql(*audience.batch(*bounds, rerun=True))
 
         ranges = _ranges(tenant_id, batch_size)
         if parallel <= 1 or len(ranges) == 1:

@@ -88,8 +88,9 @@ def _transition(
 
 def _check_sendable(campaign: Campaign) -> None:
     """Refuse to schedule a campaign that could not be sent."""
-    if not campaign.list_ids:
-        raise ValidationError.for_field("list_ids", "choose at least one list to send to")
+    if not campaign.list_ids and not campaign.segment_ids:
+        raise ValidationError.for_field("list_ids",
+                                        "choose at least one list or segment to send to")
     if not campaign.from_email or "@" not in campaign.from_email:
         raise ValidationError.for_field("from_email", "set the sender address")
     if not campaign.template_id and not (campaign.html or campaign.text):

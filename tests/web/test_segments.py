@@ -209,3 +209,16 @@ def test_well_formed_definitions_with_hostile_values_run_safely(people, raw) -> 
         return
     with tenant_tx(tenant):
         assert 0 <= count_matching(tenant, raw) <= 4
+
+
+def test_campaigns_take_own_segments_and_a_sunset(owner_a, owner_b) -> None:  # type: ignore[no-untyped-def]
+    segment = owner_a.post("/v1/segments", {"name": "S", "definition": {
+        "field": "status", "op": "eq", "value": "active"}}).json
+    made = owner_a.post("/v1/campaigns", {"name": "to a segment", "segment_ids": [segment["id"]],
+                                          "sunset_days": 180})
+    assert made.status_code == 201, made.text
+    assert made.json["segment_ids"] == [segment["id"]] and made.json["sunset_days"] == 180
+    theirs = owner_b.post("/v1/campaigns", {"name": "x", "segment_ids": [segment["id"]]})
+    assert theirs.status_code == 422 and theirs.json["errors"][0]["field"] == "segment_ids"
+    bad = owner_a.post("/v1/campaigns", {"name": "y", "sunset_days": 0})
+    assert bad.status_code == 422 and bad.json["errors"][0]["field"] == "sunset_days"

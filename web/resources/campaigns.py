@@ -40,6 +40,7 @@ from swiftmail_core.models import (
     CampaignRollup,
     MailingList,
     Message,
+    Segment,
     SendingDomain,
     Template,
     utcnow,
@@ -63,6 +64,11 @@ FIELDS = Fields(
     sending_domain_id=Field("uuid", nullable=True),
     transport=Field("string", max_length=64),
     list_ids=Field("uuid_list", max_items=50),
+    segment_ids=Field("uuid_list", max_items=20,
+                      description="Segments to send to as well as (or instead of) lists."),
+    sunset_days=Field("integer", nullable=True, minimum=1, maximum=3650,
+                      description="Skip contacts added more than N days ago with no open or "
+                      "click in the last N days."),
     tracking_enabled=Field("boolean"),
 )
 SCHEMA = obj({
@@ -72,7 +78,9 @@ SCHEMA = obj({
     "preheader": STRING, "html": STRING, "text": STRING, "from_name": STRING,
     "from_email": STRING, "reply_to": STRING, "headers": OBJECT,
     "sending_domain_id": {"type": ["string", "null"], "format": "uuid"}, "transport": STRING,
-    "list_ids": {"type": "array", "items": UUID}, "tracking_enabled": BOOLEAN,
+    "list_ids": {"type": "array", "items": UUID},
+    "segment_ids": {"type": "array", "items": UUID},
+    "sunset_days": {"type": ["integer", "null"]}, "tracking_enabled": BOOLEAN,
     "scheduled_at": NULLABLE_TIMESTAMP, "started_at": NULLABLE_TIMESTAMP,
     "finished_at": NULLABLE_TIMESTAMP, "recipient_count": INTEGER,
     "paused_reason": {"type": ["string", "null"],
@@ -104,6 +112,7 @@ def serialize(row: Campaign | dict[str, Any]) -> dict[str, Any]:
     keys = [k for k in SCHEMA["properties"] if k != "object"]
     body = {"object": "campaign", **{k: data.get(k) for k in keys}}
     body["list_ids"] = list(body["list_ids"] or [])
+    body["segment_ids"] = list(body.get("segment_ids") or [])
     body["headers"] = body["headers"] or {}
     return body
 
@@ -134,9 +143,17 @@ def _check_references(values: dict[str, Any]) -> None:
             raise ValidationError.for_field(f"headers.{name}", "is not a valid header name")
         if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
             raise ValidationError.for_field(f"headers.{name}", "must be a string without CR/LF")
-    if "list_ids" in values:
-        # NOTE: psycopg2 sends a list of strings as text[]; the column is uuid[].
-        values["list_ids"] = Cast(Value([str(x) for x in list_ids], unpack=False), "uuid[]")
+    segment_ids = values.get("segment_ids") or []
+    if segment_ids:
+        found = {r.id for r in Segment.select(Segment.id).where(Segment.id.in_(segment_ids))}
+        missing = [str(x) for x in segment_ids if x not in found]
+        if missing:
+            raise ValidationError.for_field("segment_ids", f"no such segment {missing[0]}")
+    for name in ("list_ids", "segment_ids"):
+        if name in values:
+            # NOTE: psycopg2 sends a list of strings as text[]; the column is uuid[].
+            values[name] = Cast(Value([str(x) for x in values[name] or []], unpack=False),
+                                "uuid[]")
 
 
 class TransportCheck:
