@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.import_contacts import drop_database, environment  # noqa: E402
+from bench.scratch import analyze, drop_database, environment  # noqa: E402
 
 
 def populate(tenant_id: uuid.UUID, subscribers: int) -> list[str]:
@@ -67,20 +67,6 @@ def populate(tenant_id: uuid.UUID, subscribers: int) -> list[str]:
             "SELECT %s, email_lower, 'manual' FROM contacts "
             "WHERE (attributes->>'n')::int %% 100 = 2", (tenant,))
     return [first, second]
-
-
-def analyze(database_url: str) -> None:
-    """ANALYZE as the admin (autovacuum would, after a bulk import, a little later)."""
-    import psycopg2
-
-    params = psycopg2.extensions.parse_dsn(database_url)
-    admin = psycopg2.extensions.parse_dsn(os.environ["SWIFTMAIL_DATABASE_ADMIN_URL"])
-    params.update({k: v for k, v in admin.items() if k in ("user", "password")})
-    connection = psycopg2.connect(**params)
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE contacts, subscriptions, suppressions, messages")
-    connection.close()
 
 
 def explain(tenant_id: uuid.UUID, list_ids: list[str], campaign_id: str) -> str:
@@ -152,7 +138,7 @@ def main() -> None:
         setup_started = time.perf_counter()
         list_ids = populate(tenant.id, args.subscribers)
         setup_seconds = time.perf_counter() - setup_started
-        analyze(env["DATABASE_URL"])
+        analyze(env["DATABASE_URL"], "contacts, subscriptions, suppressions, messages")
         floors, resolves, counts = [], [], []
         for _ in range(args.repeat):
             seconds, expected = floor(tenant.id, list_ids)

@@ -49,3 +49,15 @@ def drop_database(database: str) -> None:
                        "WHERE datname = %s", (database,))
         cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(database)))
     admin.close()
+
+
+def analyze(database_url: str, tables: str) -> None:
+    """ANALYZE ``tables`` as the admin, as autovacuum would shortly after a bulk load."""
+    params = psycopg2.extensions.parse_dsn(database_url)
+    admin = psycopg2.extensions.parse_dsn(ADMIN_URL)
+    params.update({k: v for k, v in admin.items() if k in ("user", "password")})
+    connection = psycopg2.connect(**params)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {tables}")
+    connection.close()

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.scratch import drop_database, environment  # noqa: E402
+from bench.scratch import analyze, drop_database, environment  # noqa: E402
 
 ATTRIBUTE = {"attribute": "plan", "op": "eq", "value": "pro"}
 BOTH = {"all": [ATTRIBUTE, {"event": "opened", "within_days": 30}]}
@@ -61,20 +61,6 @@ def expected_counts(contacts: int) -> tuple[int, int]:
     pro = len(range(0, contacts, 10))
     recent = sum(1 for i in range(0, contacts, 10) if (i // 5) % 60 < 30)
     return pro, recent
-
-
-def analyze(database_url: str) -> None:
-    """ANALYZE as the admin, as autovacuum would shortly after a bulk load."""
-    import psycopg2
-
-    params = psycopg2.extensions.parse_dsn(database_url)
-    admin = psycopg2.extensions.parse_dsn(os.environ["SWIFTMAIL_DATABASE_ADMIN_URL"])
-    params.update({k: v for k, v in admin.items() if k in ("user", "password")})
-    connection = psycopg2.connect(**params)
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE contacts, events")
-    connection.close()
 
 
 def timed(function):  # type: ignore[no-untyped-def]
@@ -111,7 +97,7 @@ def main() -> int:
         runtime = start(load_settings())
         tenant = create_tenant(f"bench-{uuid.uuid4().hex[:8]}")
         setup_seconds, _ = timed(lambda: populate(tenant.id, args.contacts))
-        analyze(env["DATABASE_URL"])
+        analyze(env["DATABASE_URL"], "contacts, events")
 
         def in_tenant(function):  # type: ignore[no-untyped-def]
             def run():  # type: ignore[no-untyped-def]
