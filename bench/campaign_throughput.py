@@ -40,8 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.scratch import drop_database, environment  # noqa: E402
 from bench.relay_throughput import free_port, start_sink, stop  # noqa: E402
+from bench.scratch import drop_database, environment  # noqa: E402
 
 RECIPIENT_DOMAIN = "sink.bench.example"
 SENDER_DOMAIN = "news.bench.example"
