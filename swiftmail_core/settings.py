@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import importlib.metadata
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +23,24 @@ import platformdirs
 from swiftmail_core.errors import ConfigurationError
 
 REDACTED = "********"
+#: Plugin setting names that hold secrets (API keys, signing keys, passwords, tokens).
+SECRET_NAME = re.compile(r"(key|secret|password|passwd|token|credential|passphrase)",
+                         re.IGNORECASE)
+
+
+def redact_plugin_table(table: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a plugin's settings with every secret-looking value hidden (URLs: the password)."""
+    shown: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            shown[key] = redact_plugin_table(value)
+        elif SECRET_NAME.search(key) and value not in (None, ""):
+            shown[key] = REDACTED
+        elif isinstance(value, str) and "://" in value:
+            shown[key] = redact_url(value)
+        else:
+            shown[key] = value
+    return shown
 
 
 @functools.cache
@@ -194,7 +213,8 @@ class Settings:
             elif isinstance(value, tuple):
                 value = list(value)
             elif isinstance(value, Mapping):
-                value = {k: dict(v) if isinstance(v, Mapping) else v for k, v in value.items()}
+                value = {k: redact_plugin_table(v) if isinstance(v, Mapping) else v
+                         for k, v in value.items()}
             shown[field.name] = value
         return shown
 

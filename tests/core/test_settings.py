@@ -85,3 +85,19 @@ def test_plugin_settings_leave_a_longer_named_plugins_variables_alone(monkeypatc
     settings = load_settings(environ={})
     assert settings.plugin_settings("relay") == {"warmup": "false"}
     assert settings.plugin_settings("relay_transport") == {"mode": "smtp"}
+
+
+def test_config_show_hides_plugin_secrets(tmp_path) -> None:
+    # Regression: SendGrid and Mailgun keys, signing keys and SMTP passwords were shown.
+    config = tmp_path / "swiftmail.toml"
+    config.write_text(
+        '[plugins.sendgrid]\napi_key = "SG.very-secret"\nbase_url = "http://127.0.0.1:1"\n'
+        '[plugins.mailgun]\napi_key = "key-123"\nwebhook_signing_key = "sign-456"\n'
+        '[plugins.smtp_transport]\nhost = "smtp.example.com"\npassword = "hunter2"\n'
+        'url = "smtp://user:pw@smtp.example.com"\n')
+    shown = load_settings(environ={"SWIFTMAIL_CONFIG": str(config)}).redacted()["plugins"]
+    text = str(shown)
+    for secret in ("SG.very-secret", "key-123", "sign-456", "hunter2", ":pw@"):
+        assert secret not in text
+    assert shown["sendgrid"]["base_url"] == "http://127.0.0.1:1"
+    assert shown["smtp_transport"]["host"] == "smtp.example.com"
