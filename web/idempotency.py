@@ -5,8 +5,11 @@ yet), runs, and stores its status, body and content type: in the same
 transaction as the work when the resource runs in the middleware's
 ``tenant_tx`` (so a committed effect always has its stored response), else
 in a transaction of its own right after. A repeat with the
-same method, path and body replays that response (``Idempotent-Replayed:
-true``); with a different body it is a 422; while the first is still running
+same caller (API key or user, role and scopes), method, path and body
+replays that response (``Idempotent-Replayed: true``); from another caller
+or with a different body it is a 422; a response that carried a secret
+(``replay_omits`` on the resource: a new API key, a webhook secret) is
+stored and replayed without it; while the first is still running
 it is a 409. The primary key (tenant, key) makes the reservation race-free.
 Keys expire after 24 hours; a reservation whose request died without an
 answer is taken over after ``ABANDONED``. A 5xx releases the key so a retry
@@ -35,10 +38,22 @@ LIFETIME = datetime.timedelta(hours=24)
 ABANDONED = datetime.timedelta(minutes=5)
 
 
+def caller_identity(req: falcon.Request) -> str:
+    """Return who is calling: the key (or user), its role and its scopes."""
+    principal = req.context.principal
+    return "|".join((str(principal.key_id or ""), str(principal.user_id or ""), principal.role,
+                     ",".join(sorted(principal.scopes))))
+
+
 def request_hash(req: falcon.Request) -> bytes:
-    """Return the fingerprint of a request: method, path, query and body."""
+    """Return the fingerprint of a request: caller, method, path, query and body.
+
+    APPSEC: the caller is part of it, so a stored response replays only to the
+    same API key (or user) with the same role and scopes: an admin replaying an
+    owner's key creation, or a narrow key replaying a wider request, is refused.
+    """
     digest = hashlib.sha256()
-    for part in (req.method, req.path, req.query_string or ""):
+    for part in (caller_identity(req), req.method, req.path, req.query_string or ""):
         digest.update(part.encode() + b"\x00")
     spooled = getattr(req.context, "body_digest", None)
     digest.update(spooled if spooled is not None else (req.context.body_bytes or b""))
@@ -107,7 +122,8 @@ class IdempotencyStore:
                 elif bytes(row.request_hash) != fingerprint:
                     raise ValidationError.for_field(
                         "Idempotency-Key",
-                        "was already used with a different request; use a new key")
+                        "was already used with a different request or by another caller; "
+                        "use a new key")
                 elif row.response_status is None:
                     raise ConflictError(
                         "a request with this Idempotency-Key is still in progress; retry later")
@@ -131,7 +147,12 @@ class IdempotencyStore:
         dies right after the commit).
         """
         status = int(str(resp.status)[:3]) if not isinstance(resp.status, int) else resp.status
-        if resp.data is not None:
+        omitted = getattr(req.context, "replay_omits", ())
+        if resp.media is not None and omitted and isinstance(resp.media, dict):
+            # APPSEC: a secret shown once (a new API key, a webhook secret) is never
+            # stored in clear for replays: the replay answers without it.
+            body = dumps({k: v for k, v in resp.media.items() if k not in omitted}).encode()
+        elif resp.data is not None:
             body = resp.data
         elif resp.media is not None:
             body = dumps(resp.media).encode()

@@ -148,6 +148,7 @@ class Idempotency:
         key = req.get_header("Idempotency-Key")
         if key is None:
             return
+        req.context.replay_omits = tuple(getattr(resource, "replay_omits", ()))
         content_type = (req.content_type or "application/json").split(";")[0].strip().lower()
         if content_type.endswith("json"):
             # APPSEC: bound what is buffered; a JSON body over the limit is refused.

@@ -58,9 +58,13 @@ def test_expired_key_runs_again(owner_a) -> None:
 def test_in_flight_key_is_409(owner_a) -> None:
     import hashlib
 
+    from swiftmail_core.apikeys import authenticate_key
+
     body = b'{"name": "B"}'
+    principal = authenticate_key(owner_a.key)
+    caller = f"{principal.key_id}||{principal.role}|"  # the caller is part of the fingerprint
     digest = hashlib.sha256()
-    for part in ("POST", "/v1/lists", ""):
+    for part in (caller, "POST", "/v1/lists", ""):
         digest.update(part.encode() + b"\x00")
     digest.update(body)
     with tenant_tx(owner_a.tenant_id):
@@ -190,3 +194,34 @@ def test_failed_store_rolls_back_and_frees_the_thread(app, owner_a, monkeypatch)
     again = owner_a.post("/v1/contacts", {"email": "gone@example.com"},
                          headers={"Idempotency-Key": "broken"})
     assert again.status_code == 201
+
+
+def test_a_stored_response_replays_only_to_the_same_caller(owner_a, make_caller, tenant_a) -> None:  # type: ignore[no-untyped-def]
+    # Regression: an admin replaying an owner's POST /v1/api-keys (same key, same body)
+    # received the owner's new plaintext API key.
+    body = {"name": "ci", "role": "viewer"}
+    headers = {"Idempotency-Key": "replay-by-someone-else"}
+    first = owner_a.post("/v1/api-keys", body, headers=headers)
+    assert first.status_code == 201, first.text
+    admin = make_caller(tenant_a, "admin")
+    replay = admin.post("/v1/api-keys", body, headers=headers)
+    assert replay.status_code == 422 and "another caller" in replay.json["detail"]
+    assert first.json["key"] not in replay.text
+    narrow = make_caller(tenant_a, "owner", scopes=("api_keys:write", "api_keys:read"))
+    assert narrow.post("/v1/api-keys", body, headers=headers).status_code == 422
+
+
+def test_secrets_are_not_stored_for_replays(owner_a) -> None:  # type: ignore[no-untyped-def]
+    # Regression: idempotency_keys.response_body held full API keys and webhook secrets.
+    from swiftmail_core.db import tenant_tx
+    from swiftmail_core.models import IdempotencyKey
+
+    headers = {"Idempotency-Key": "no-secret-stored"}
+    first = owner_a.post("/v1/api-keys", {"name": "n", "role": "viewer"}, headers=headers)
+    assert first.status_code == 201 and first.json["key"].startswith("sm_live_")
+    with tenant_tx(owner_a.tenant_id):
+        stored = bytes(IdempotencyKey.get(IdempotencyKey.key == "no-secret-stored").response_body)
+    assert first.json["key"].encode() not in stored
+    replay = owner_a.post("/v1/api-keys", {"name": "n", "role": "viewer"}, headers=headers)
+    assert replay.headers.get("idempotent-replayed") == "true"
+    assert replay.json["id"] == first.json["id"] and "key" not in replay.json

@@ -60,6 +60,8 @@ def serialize(row: ApiKey) -> dict[str, Any]:
 class ApiKeysResource:
     """The collection: list and create."""
 
+    #: APPSEC: shown once; never stored for Idempotency-Key replays.
+    replay_omits = ("key",)
     tag = "api-keys"
     # The core service opens its own tenant_tx, so the middleware's is not wanted.
     tenant_transaction = False

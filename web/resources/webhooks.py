@@ -97,6 +97,8 @@ def serialize_delivery(row: WebhookDelivery) -> dict[str, Any]:
 class WebhooksResource:
     """The collection: list and create."""
 
+    #: APPSEC: shown once; never stored for Idempotency-Key replays.
+    replay_omits = ("secret",)
     tag = "webhooks"
     policy = {"GET": access.read("webhooks"), "POST": access.write("webhooks", role="admin")}
     docs = {
@@ -169,6 +171,8 @@ class WebhookResource:
 class WebhookRotateResource:
     """``POST .../rotate-secret``: replace the secret; the old one stops at once."""
 
+    #: APPSEC: shown once; never stored for Idempotency-Key replays.
+    replay_omits = ("secret",)
     tag = "webhooks"
     policy = {"POST": access.write("webhooks", role="admin")}
     docs = {"POST": Operation("Rotate the signing secret (shown once)", body=Fields(),
