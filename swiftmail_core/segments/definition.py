@@ -187,7 +187,7 @@ def _field_test(raw: dict[str, Any], path: str, *, attribute: bool) -> FieldTest
             raise _fail(f"{path}.attribute", "must be 1-100 letters, digits, '_', '.' or '-'")
         allowed = ATTRIBUTE_OPS
     else:
-        if name not in CONTACT_FIELDS:
+        if not isinstance(name, str) or name not in CONTACT_FIELDS:
             raise _fail(f"{path}.field", f"must be one of {', '.join(CONTACT_FIELDS)} "
                         "(use \"attribute\" for custom data)")
         allowed = CONTACT_FIELDS[name]

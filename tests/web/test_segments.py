@@ -222,3 +222,10 @@ def test_campaigns_take_own_segments_and_a_sunset(owner_a, owner_b) -> None:  # 
     assert theirs.status_code == 422 and theirs.json["errors"][0]["field"] == "segment_ids"
     bad = owner_a.post("/v1/campaigns", {"name": "y", "sunset_days": 0})
     assert bad.status_code == 422 and bad.json["errors"][0]["field"] == "sunset_days"
+
+
+def test_a_field_name_that_is_not_text_is_a_422() -> None:
+    # Found by the fuzzer: a list as the field name raised TypeError (a 500).
+    with pytest.raises(ValidationError) as caught:
+        parse_definition({"field": ["email"], "op": "eq", "value": "x"})
+    assert caught.value.errors[0]["field"] == "definition.field"
