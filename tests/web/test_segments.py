@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -162,7 +163,9 @@ _JSON = st.recursive(_LEAF, lambda inner: st.one_of(
                                                  max_size=4)), max_leaves=20)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("SWIFTMAIL_FUZZ_EXAMPLES", "300")), deadline=None,
+          derandomize=not os.environ.get("SWIFTMAIL_FUZZ_EXAMPLES"),
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raw=_JSON)
 def test_fuzzed_definitions_are_refused_or_run_safely(people, raw) -> None:  # type: ignore[no-untyped-def]
     tenant = people["tenant"].id
@@ -196,7 +199,9 @@ _SHAPED = st.recursive(st.one_of(_ATTRIBUTE_LEAF, _FIELD_LEAF, _EVENT_LEAF), lam
     st.builds(lambda part: {"not": part}, inner)), max_leaves=8)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("SWIFTMAIL_FUZZ_EXAMPLES", "300")), deadline=None,
+          derandomize=not os.environ.get("SWIFTMAIL_FUZZ_EXAMPLES"),
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raw=_SHAPED)
 def test_well_formed_definitions_with_hostile_values_run_safely(people, raw) -> None:  # type: ignore[no-untyped-def]
     # Structurally right trees reach the compiler and PostgreSQL far more often than
