@@ -68,3 +68,27 @@ def build(settings: Settings, options: dict[str, Any]) -> Any:
 def swiftmail_register_transports(settings: Settings) -> list[Any]:
     """Register the ``relay`` transport."""
     return [build(settings, settings.plugin_settings("relay_transport"))]
+
+
+@hookimpl
+def swiftmail_doctor_checks(settings: Settings) -> list[Any]:
+    """Warn when hand-off would leave mail in a spool no relay on this host delivers."""
+    from swiftmail_relay.config import RelayConfig
+    from swiftmail_relay.spool_lock import deliverer_running
+
+    from swiftmail_core.db.audit import Finding
+
+    options = settings.plugin_settings("relay_transport")
+    if str(options.get("mode", "handoff")).lower() != "handoff":
+        return []
+    try:
+        spool = RelayConfig.from_settings(settings).spool_dir
+    except SwiftMailError as ex:
+        return [Finding(False, "relay hand-off has a local relay", ex.detail)]
+    running = deliverer_running(spool)
+    return [Finding(running, "relay hand-off has a local relay",
+                    f"a relay delivers from {spool}" if running else
+                    f"no `swiftmail relay run` delivers from {spool} on this host: mail the "
+                    "relay transport hands off here would wait in that spool. Start the relay "
+                    "on this host, or set plugins.relay_transport.mode = \"smtp\" to submit to a "
+                    "relay on another host", warning=True)]

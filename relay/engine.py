@@ -40,6 +40,7 @@ from swiftmail_relay.spool import (
     Spool,
     new_id,
 )
+from swiftmail_relay.spool_lock import SpoolLock
 from swiftmail_relay.throttle import NoThrottle, SitePolicy, Throttle
 
 from swiftmail_core.settings import Settings
@@ -93,6 +94,7 @@ class Relay:
         self._timer_changed = asyncio.Event()
         self._inflight: set[tuple[str, str]] = set()
         self._tasks: list[asyncio.Task[Any]] = []
+        self._lock: SpoolLock | None = None
         self._background: set[asyncio.Future[Any]] = set()
         self._loaded_at: dict[str, float] = {}
         self._finished: dict[str, float] = {}
@@ -102,7 +104,11 @@ class Relay:
     # Lifecycle --------------------------------------------------------------
 
     async def start(self) -> None:
-        """Rescan the spool, then start workers, the timer and the scanner."""
+        """Take the spool's delivery lock, rescan it, start workers, the timer and the scanner.
+
+        Raises ConfigurationError when another relay already delivers from this spool.
+        """
+        self._lock = SpoolLock(self.spool.root).acquire()
         self.spool.clear_tmp()
         self.spool.take_new()  # the full load below covers them
         await asyncio.to_thread(self._load_all)
@@ -115,6 +121,9 @@ class Relay:
 
     async def stop(self) -> None:
         """Stop workers and close connections (the spool keeps everything)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -180,3 +180,28 @@ def ledger_statuses(tenant_id, campaign_id):  # type: ignore[no-untyped-def]
         return dict(database.execute_sql(
             "SELECT status, count(*) FROM messages WHERE campaign_id = %s GROUP BY status",
             (str(campaign_id),)).fetchall())
+
+
+def test_doctor_warns_when_no_local_relay_delivers_the_handoff_spool(settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Regression: with the relay on another host, hand-off stranded every message in the
+    # worker host's spool while `doctor` said all was well.
+    from swiftmail_relay.spool_lock import SpoolLock
+
+    spool = tmp_path / "spool"
+    configured = dataclasses.replace(settings, plugins={"relay": {"spool_dir": str(spool)}})
+
+    def finding():  # type: ignore[no-untyped-def]
+        (found,) = [f for f in PluginManager.load(configured).doctor_checks()
+                    if f.check == "relay hand-off has a local relay"]
+        return found
+
+    stranded = finding()
+    assert not stranded.ok and stranded.warning and "mode = \"smtp\"" in stranded.detail
+    lock = SpoolLock(spool).acquire()
+    try:
+        assert finding().ok
+    finally:
+        lock.release()
+    smtp_mode = dataclasses.replace(settings, plugins={"relay_transport": {"mode": "smtp"}})
+    assert not [f for f in PluginManager.load(smtp_mode).doctor_checks()
+                if f.check == "relay hand-off has a local relay"]

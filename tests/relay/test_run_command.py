@@ -56,3 +56,30 @@ def test_relay_run_listens_and_stops(test_environ, targets, tmp_path, run_id) ->
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(15) == 0
+
+
+def test_a_second_deliverer_on_the_same_spool_refuses_to_start(test_environ, targets, tmp_path,
+                                                               run_id) -> None:  # type: ignore[no-untyped-def]
+    # Regression: a second `swiftmail relay` on the same spool delivered from it too.
+    from swiftmail_relay.spool_lock import SpoolLock, deliverer_running
+
+    spool = tmp_path / "spool"
+    environ = {
+        **os.environ, **test_environ,
+        "SWIFTMAIL_PLUGIN_RELAY_SPOOL_DIR": str(spool),
+        "SWIFTMAIL_PLUGIN_RELAY_SUBMISSION_LISTEN": f"127.0.0.1:{_free_port()}",
+        "SWIFTMAIL_PLUGIN_RELAY_REDIS_PREFIX": f"{run_id}:relay-lock",
+    }
+    assert not deliverer_running(spool)
+    held = SpoolLock(spool).acquire()  # a first deliverer
+    try:
+        assert deliverer_running(spool)
+        second = subprocess.run(
+            [sys.executable, "-m", "swiftmail_core.cli", "relay", "run"], cwd=ROOT, env=environ,
+            capture_output=True, text=True, timeout=60, check=False)
+        assert second.returncode == 1
+        assert "already delivers from the spool" in second.stderr
+        assert "--no-deliver" in second.stderr and "Traceback" not in second.stderr
+    finally:
+        held.release()
+    assert not deliverer_running(spool)
