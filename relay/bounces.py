@@ -29,6 +29,7 @@ from swiftmail_relay import verp
 from swiftmail_relay.classify import Reply, classify
 from swiftmail_relay.config import RelayConfig
 from swiftmail_relay.dsn import Finding, parse_report
+from swiftmail_relay.listener_errors import TransientOnError
 from swiftmail_relay.outcomes import Outcome
 
 from swiftmail_core.settings import Settings
@@ -38,7 +39,7 @@ UNSUBSCRIBE_LOCAL_PART = "unsubscribe"
 UNSUBSCRIBE_SUBJECT = re.compile(r"unsubscribe-([A-Za-z0-9_-]+)")
 
 
-class BounceHandler:
+class BounceHandler(TransientOnError):
     """aiosmtpd handler for VERP bounces and feedback-loop reports."""
 
     def __init__(self, settings: Settings, config: RelayConfig,

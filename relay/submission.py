@@ -28,6 +28,7 @@ from swiftmail_relay import metrics
 from swiftmail_relay.config import RelayConfig
 from swiftmail_relay.handoff import from_domain, sign_for_tenant
 from swiftmail_relay.keys import KeyStore
+from swiftmail_relay.listener_errors import TransientOnError
 from swiftmail_relay.spool import Envelope as SpoolEnvelope
 from swiftmail_relay.spool import Recipient, Spool, SpoolError, new_id
 
@@ -76,7 +77,7 @@ def header_problem(raw: bytes) -> str | None:
     return None
 
 
-class SubmissionHandler:
+class SubmissionHandler(TransientOnError):
     """aiosmtpd handler: authenticate, check, sign, spool."""
 
     def __init__(

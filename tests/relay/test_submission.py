@@ -187,3 +187,28 @@ def test_header_problems() -> None:
     assert header_problem(b"From: a@b.example\r\nFrom: e@f\r\n\r\nx")
     assert header_problem(b"From: a@b.example\r\nSubject: x\rBcc: y\r\n\r\nx")
     assert header_problem(b"From: a@b.example\r\nnot a header\r\n\r\nx")
+
+
+def test_an_unexpected_failure_is_a_transient_451_without_internals(listener, tenant_a,
+                                                                    sending_domain) -> None:  # type: ignore[no-untyped-def]
+    # Regression: a database outage mid-submission answered "500 Error: (OperationalError)
+    # ...", a permanent failure for a transient fault, with internals in it.
+    import psycopg2
+
+    sending_domain(tenant_a.id, "outage.example")
+    key = create_api_key(tenant_a.id, role="editor").key
+
+    async def down(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise psycopg2.OperationalError("server closed the connection unexpectedly")
+
+    async def scenario(client, handler):  # type: ignore[no-untyped-def]
+        await client.ehlo()
+        await client.login("app", key)
+        await client.mail("app@outage.example")
+        with pytest.raises(aiosmtplib.SMTPResponseException) as caught:
+            await client.rcpt("user@example.com")
+        assert caught.value.code == 451
+        assert caught.value.message.startswith("4.3.0")
+        assert "OperationalError" not in caught.value.message
+
+    listener(scenario, trusted=True, handle_RCPT=down)
