@@ -96,7 +96,32 @@ def _ip_literal(host: str) -> Address | None:
         return None
 
 
+# IPv6 prefixes whose last 32 bits are an IPv4 address a packet may end up at.
+_EMBEDDING_IPV4 = tuple(ipaddress.ip_network(prefix) for prefix in (
+    "64:ff9b::/96",      # NAT64, well-known prefix (RFC 6052)
+    "64:ff9b:1::/48",    # NAT64, local-use prefix (RFC 8215)
+    "::ffff:0:0:0/96",   # SIIT (RFC 6145): ::ffff:0:a.b.c.d
+    "::/96",             # IPv4-compatible (deprecated): ::a.b.c.d
+))
+
+
+def embedded_ipv4(address: Address) -> list[ipaddress.IPv4Address]:
+    """Return the IPv4 addresses an IPv6 address carries (mapped, 6to4, NAT64, SIIT, Teredo)."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    found = [a for a in (address.ipv4_mapped, address.sixtofour) if a is not None]
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    if any(address in network for network in _EMBEDDING_IPV4):
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found
+
+
 def _forbidden(address: Address, allow_loopback: bool) -> bool:
+    # APPSEC: an IPv6 form that embeds an internal IPv4 (NAT64 64:ff9b::a9fe:a9fe,
+    # 6to4 2002:7f00:1::, ::127.0.0.1, ::ffff:0:7f00:1) is judged by what it embeds.
+    if any(_forbidden(inner, allow_loopback) for inner in embedded_ipv4(address)):
+        return True
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     if address in METADATA_ADDRESSES:
@@ -143,9 +168,10 @@ def check_webhook_url(
     parsed = [ipaddress.ip_address(a.split("%", 1)[0]) for a in addresses]
     for address in parsed:
         if _forbidden(address, policy.allow_loopback_http):
+            # APPSEC: never say what an internal name resolves to.
             raise ValidationError.for_field(
-                "url", f"{host} resolves to {address}, which is not a public address"
-            )
+                "url", "is not a public address" if literal is not None
+                else f"{host} does not resolve to public addresses only")
     if scheme == "http" and not all(a.is_loopback for a in parsed):
         raise ValidationError.for_field("url", "must use https")
     path = parts.path or "/"

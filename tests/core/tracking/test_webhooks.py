@@ -181,6 +181,12 @@ def test_delivery_rechecks_the_address(settings, tenant_a, receiver_factory) -> 
     "https://0x7f000001/hook",            # hex
     "https://0177.0.0.1/hook",            # octal
     "https://127.1/hook",                 # short form
+    # IPv6 forms that embed an internal IPv4 (regression: all four were accepted)
+    "https://[64:ff9b::a9fe:a9fe]/hook",  # NAT64 of 169.254.169.254
+    "https://[2002:7f00:1::]/hook",       # 6to4 of 127.0.0.1
+    "https://[::127.0.0.1]/hook",         # IPv4-compatible
+    "https://[::ffff:0:7f00:1]/hook",     # SIIT
+    "https://[64:ff9b:1::a00:1]/hook",    # NAT64 local-use prefix, 10.0.0.1
     "https://user:pw@example.com/hook",
     "javascript:alert(1)",
     "https://exa mple.com/",
@@ -200,9 +206,13 @@ def test_dns_answers_pointing_inside_are_refused() -> None:
         server.add("v6inside.example", "AAAA", "::1")
         server.add("public.example", "A", "93.184.216.34")
         policy = UrlPolicy(nameservers=("127.0.0.1",), dns_port=server.port)
-        for host in ("inside", "metadata", "mixed", "v6inside"):
-            with pytest.raises(ValidationError):
+        server.add("nat64inside.example", "AAAA", "64:ff9b::a00:5")
+        for host in ("inside", "metadata", "mixed", "v6inside", "nat64inside"):
+            with pytest.raises(ValidationError) as caught:
                 check_webhook_url(f"https://{host}.example/hook", policy)
+            # APPSEC: the error never says what an internal name resolves to
+            detail = caught.value.errors[0]["message"]
+            assert "10.0.0.5" not in detail and "127.0.0.1" not in detail
         checked = check_webhook_url("https://public.example/hook", policy)
         assert checked.addresses == ("93.184.216.34",)
     finally:
@@ -236,3 +246,9 @@ def test_events_and_their_deliveries_commit_together(settings, tenant_a, receive
     assert deliveries(tenant_a.id) == []
     assert record_events([EventRecord(tenant_a.id, "opened", source_key="crash-1")])
     assert deliveries(tenant_a.id) == [("pending", 0, None)]
+
+
+def test_a_nat64_form_of_a_public_address_is_accepted() -> None:
+    # DNS64 networks answer public IPv4 hosts with 64:ff9b::/96 addresses: still public.
+    checked = check_webhook_url("https://[64:ff9b::5db8:d822]/hook", STRICT)
+    assert checked.addresses == ("64:ff9b::5db8:d822",)
