@@ -71,6 +71,13 @@ class RelayConfig:
     provider_groups: Any = None  # {group: [mx suffix, ...]}, see shaping.DEFAULT_GROUPS
     policies: Any = None  # {group or "default": {max_connections, messages_per_connection, ...}}
     scan_interval: float = 1.0
+    # Outbound TLS policies (docs/relay.md "Transport security").
+    mta_sts: bool = True
+    dane: bool = True
+    mta_sts_port: int = 443  # port of the policy host (tests use a loopback one)
+    tls_ca_file: str = ""  # extra CA bundle for MTA-STS verification; empty: system store
+    tlsrpt_organization: str = ""  # organization-name of TLS-RPT reports (default: hostname)
+    tlsrpt_contact: str = ""
     redis_prefix: str = "swiftmail:relay"
 
     @classmethod
@@ -131,12 +138,12 @@ class RelayConfig:
             return tuple(p.strip() for p in parts if p.strip())
         try:
             if name in ("smtp_port", "max_message_size", "max_connections_per_site",
-                        "messages_per_connection", "workers"):
+                        "messages_per_connection", "workers", "mta_sts_port"):
                 return int(value)
             if name in ("max_age", "retry_base", "retry_cap", "connect_timeout", "dns_timeout",
                         "command_timeout", "scan_interval"):
                 return float(value)
-            if name in ("dkim_ed25519", "warmup"):
+            if name in ("dkim_ed25519", "warmup", "mta_sts", "dane"):
                 return value if isinstance(value, bool) else str(value).lower() in (
                     "1", "true", "yes", "on")
         except (TypeError, ValueError) as ex:

@@ -25,7 +25,9 @@ from swiftmail_relay import metrics
 from swiftmail_relay.classify import Reply
 from swiftmail_relay.config import RelayConfig
 from swiftmail_relay.dkim import to_crlf
+from swiftmail_relay.mta_sts import StsPolicy
 from swiftmail_relay.mx import MxHost, Route
+from swiftmail_relay.tls_policy import HostPolicy, RetryUnverified, TlsPolicies, TlsPolicyFailed
 
 log = structlog.get_logger("swiftmail.relay.delivery")
 IDLE_SECONDS = 10.0
@@ -42,6 +44,7 @@ class Connection:
     site: str
     tls: bool
     messages: int = 0
+    verified: str = ""  # "pkix" or "dane" when a TLS policy checked the certificate
     idle_since: float = 0.0
 
 
@@ -92,8 +95,10 @@ class Deliverer:
         *,
         acquire_slot: Callable[[str], Awaitable[bool]] | None = None,
         release_slot: Callable[[str], Awaitable[None]] | None = None,
+        tls_policies: TlsPolicies | None = None,
     ) -> None:
         self.config = config
+        self._tls = tls_policies
         self._idle: dict[str, list[Connection]] = {}
         self._open: dict[str, int] = {}
         self._changed: dict[str, asyncio.Condition] = {}
@@ -110,9 +115,12 @@ class Deliverer:
             self._changed[site] = asyncio.Condition()
         return self._changed[site]
 
-    async def _connect_address(self, host: MxHost, address: str, site: str) -> Connection:
+    async def _connect_address(self, host: MxHost, address: str, site: str,
+                               policy: HostPolicy | None = None) -> Connection:
         """Open, greet, EHLO and (when offered) STARTTLS to one address."""
         try_tls = self._no_tls.get(address, 0.0) < time.monotonic()
+        if policy is not None and policy.policy_type == "no-policy-found":
+            policy = None
         client = aiosmtplib.SMTP(
             hostname=address, port=self.config.smtp_port, local_hostname=self.config.hostname,
             timeout=self.config.command_timeout, start_tls=False, use_tls=False,
@@ -121,6 +129,22 @@ class Deliverer:
                                self.config.connect_timeout + 1)
         await client.ehlo()
         tls = False
+        if policy is not None and self._tls is not None:
+            try:
+                verified = await self._tls.starttls(client, host, address, policy)
+            except RetryUnverified:
+                client.close()
+                return await self._connect_address(host, address, site)
+            except TlsPolicyFailed:
+                client.close()
+                raise
+            except (aiosmtplib.SMTPException, ssl.SSLError, OSError):
+                client.close()
+                self._no_tls[address] = time.monotonic() + NO_TLS_SECONDS
+                return await self._connect_address(host, address, site)
+            tls = verified != ""
+            metrics.CONNECTIONS.labels(tls="yes" if tls else "no").inc()
+            return Connection(client, host, address, site, tls, verified=verified)
         if try_tls and client.supports_extension("starttls"):
             try:
                 await client.starttls(server_hostname=host.name, tls_context=self._tls_context)
@@ -136,12 +160,22 @@ class Deliverer:
         metrics.CONNECTIONS.labels(tls="yes" if tls else "no").inc()
         return Connection(client, host, address, site, tls)
 
-    async def _open_connection(self, route: Route) -> Connection:
+    async def _open_connection(self, route: Route, sts: StsPolicy | None = None) -> Connection:
         last = Reply(451, "4.4.1 no MX host could be reached", local=True)
         for host in route.hosts:
+            policy = None
+            if self._tls is not None:
+                try:
+                    policy = await self._tls.for_host(route.domain, sts, host)
+                except TlsPolicyFailed as ex:
+                    last = Reply(451, f"4.7.5 TLS policy: {host.name}: {ex}", local=True)
+                    continue
             for address in host.addresses:
                 try:
-                    return await self._connect_address(host, address, route.site)
+                    return await self._connect_address(host, address, route.site, policy)
+                except TlsPolicyFailed as ex:
+                    last = Reply(451, f"4.7.5 TLS policy: {host.name}[{address}]: {ex}",
+                                 local=True)
                 except aiosmtplib.SMTPResponseException as ex:
                     # 4xx/5xx greeting or EHLO refusal: try the next MX.
                     last = Reply(ex.code, f"{ex.message} (from {host.name})".strip())
@@ -154,7 +188,8 @@ class Deliverer:
             last = Reply(451, f"4.4.1 all MX hosts refused service: {last}", local=True)
         raise ConnectFailed(last)
 
-    async def _checkout(self, route: Route) -> tuple[Connection, bool]:
+    async def _checkout(self, route: Route,
+                        sts: StsPolicy | None = None) -> tuple[Connection, bool]:
         """Return (connection, reused): an idle one, or a new one within the cap."""
         site = route.site
         condition = self._condition(site)
@@ -163,7 +198,8 @@ class Deliverer:
                 idle = self._idle.get(site, [])
                 while idle:
                     connection = idle.pop()
-                    if time.monotonic() - connection.idle_since < IDLE_SECONDS:
+                    if time.monotonic() - connection.idle_since < IDLE_SECONDS and (
+                            self._tls is None or self._tls.acceptable(connection, sts)):
                         return connection, True
                     self._discard(connection, notify=False)
                 if self._open.get(site, 0) < self.config.max_connections_per_site:
@@ -178,7 +214,7 @@ class Deliverer:
                     continue
                 await condition.wait()
         try:
-            return await self._open_connection(route), False
+            return await self._open_connection(route, sts), False
         except BaseException:
             await self._closed(site)
             raise
@@ -238,8 +274,9 @@ class Deliverer:
     ) -> dict[str, Reply]:
         """Deliver one message to recipients of one domain; a Reply per recipient."""
         cap = messages_per_connection or self.config.messages_per_connection
+        sts = await self._tls.sts(route.domain) if self._tls is not None else None
         try:
-            connection, reused = await self._checkout(route)
+            connection, reused = await self._checkout(route, sts)
         except ConnectFailed as failure:
             return dict.fromkeys(recipients, failure.reply)
         try:
@@ -249,7 +286,7 @@ class Deliverer:
             if not reused:
                 return dict.fromkeys(recipients, closed.reply)
             try:
-                connection, _ = await self._checkout(route)
+                connection, _ = await self._checkout(route, sts)
             except ConnectFailed as failure:
                 return dict.fromkeys(recipients, failure.reply)
             try:

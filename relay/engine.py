@@ -42,6 +42,7 @@ from swiftmail_relay.spool import (
 )
 from swiftmail_relay.spool_lock import SpoolLock
 from swiftmail_relay.throttle import NoThrottle, SitePolicy, Throttle
+from swiftmail_relay.tls_policy import TlsPolicies
 
 from swiftmail_core.settings import Settings
 
@@ -70,6 +71,7 @@ class Relay:
         rules: tuple[Rule, ...] = DEFAULT_RULES,
         clock: Callable[[], float] = time.time,
         on_final: Callable[[Envelope], Any] | None = None,
+        tls_policies: TlsPolicies | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -81,6 +83,7 @@ class Relay:
         self.deliverer = Deliverer(
             config, acquire_slot=self.throttle.acquire_connection,
             release_slot=self.throttle.release_connection,
+            tls_policies=tls_policies or TlsPolicies(settings, config),
         )
         self.sink = sink
         self.rules = rules

@@ -21,3 +21,10 @@ SIGNING_SECONDS = Histogram("swiftmail_relay_signing_seconds", "Time to DKIM-sig
                             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.05))
 ACCEPTED = Counter("swiftmail_relay_accepted_total", "Messages accepted into the spool, by source.",
                    ["source"])
+TLS_SESSIONS = Counter("swiftmail_relay_tls_sessions_total",
+                       "Outbound sessions under a TLS policy (MTA-STS, DANE), by policy type "
+                       "and RFC 8460 result ('success' or a failure result type).",
+                       ["policy", "result"])
+TLS_POLICY_DEFERRALS = Counter("swiftmail_relay_tls_policy_deferrals_total",
+                               "MX hosts skipped because an enforced TLS policy failed.",
+                               ["policy"])

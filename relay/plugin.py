@@ -100,6 +100,35 @@ def relay_queue(state: CliState, as_json: bool) -> None:
             click.echo(f"{name:<40} {count}")
 
 
+@relay_group.command("tls-report")
+@click.option("--date", "day", envvar="SWIFTMAIL_RELAY_DATE",
+              help="UTC day to report, YYYY-MM-DD (default: yesterday).")
+@click.pass_obj
+def relay_tls_report(state: CliState, day: str | None) -> None:
+    """Print the TLS-RPT (RFC 8460) JSON reports of one UTC day, one per policy domain.
+
+    \b
+    Example:
+      swiftmail relay tls-report --date 2026-12-04
+    """
+    import datetime as dt
+
+    from swiftmail_relay.tls_report import build_reports
+
+    if day is None:
+        day = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).strftime("%Y-%m-%d")
+    try:
+        dt.datetime.strptime(day, "%Y-%m-%d")
+    except ValueError:
+        raise ValidationError.for_field("date", f"{day!r} is not a YYYY-MM-DD day") from None
+    config = RelayConfig.from_settings(state.settings)
+    reports = build_reports(
+        state.runtime().redis, config.redis_prefix, day,
+        organization=config.tlsrpt_organization or config.hostname,
+        contact=config.tlsrpt_contact or f"postmaster@{config.hostname}")
+    click.echo(json.dumps(reports, indent=2))
+
+
 @relay_group.command("retry")
 @_selector_options
 @click.pass_obj

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import signal
 
+import redis.asyncio as aioredis
 import structlog
 from prometheus_client import start_http_server
 from swiftmail_relay.bounces import BounceHandler
@@ -15,6 +16,8 @@ from swiftmail_relay.outcomes import record_outcomes
 from swiftmail_relay.shaping import RedisShaper
 from swiftmail_relay.sink import OutcomeSink
 from swiftmail_relay.submission import make_smtp_factory, serve_submission
+from swiftmail_relay.tls_policy import TlsPolicies
+from swiftmail_relay.tls_report import RedisTlsRecorder
 
 from swiftmail_core.runtime import Runtime
 
@@ -27,6 +30,8 @@ async def run_relay(runtime: Runtime, config: RelayConfig, *, deliver: bool = Tr
     relay = Relay(
         settings, config, throttle=RedisShaper(config, runtime.redis_url),
         sink=OutcomeSink(functools.partial(record_outcomes, plugins=runtime.plugins)),
+        tls_policies=TlsPolicies(settings, config, recorder=RedisTlsRecorder(
+            aioredis.from_url(runtime.redis_url), config.redis_prefix)),
     )
     servers = []
     if deliver:

@@ -8,6 +8,7 @@ Usage::
     server.null_mx("nomail.example")      # MX 0 .
     server.servfail.add("broken.example")
     server.slow["slow.example"] = 3.0     # seconds before answering
+    server.authenticated.add("_25._tcp.mx.example")  # answers carry the AD bit
     ... settings dns_nameservers=127.0.0.1, dns_port=server.port ...
     server.stop()
 
@@ -42,6 +43,8 @@ class DnsServer:
         self.records: dict[str, dict[str, list[str]]] = {}
         self.servfail: set[str] = set()
         self.slow: dict[str, float] = {}
+        # Names answered as DNSSEC-validated (AD bit), as a validating resolver would.
+        self.authenticated: set[str] = set()
         self.queries: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._udp: socket.socket | None = None
@@ -99,6 +102,8 @@ class DnsServer:
                 question.name, self.ttl, dns.rdataclass.IN, question.rdtype, values
             )
             response.answer.append(rrset)
+            if name in self.authenticated:
+                response.flags |= dns.flags.AD
         return response.to_wire(max_size=65535)
 
     # Serving ----------------------------------------------------------------
