@@ -78,6 +78,11 @@ class RelayConfig:
     tls_ca_file: str = ""  # extra CA bundle for MTA-STS verification; empty: system store
     tlsrpt_organization: str = ""  # organization-name of TLS-RPT reports (default: hostname)
     tlsrpt_contact: str = ""
+    # Reputation guards (docs/relay.md "Reputation guards").
+    reputation_window: int = 1000
+    reputation_min_sample: int = 200
+    max_bounce_rate: float = 0.05
+    max_complaint_rate: float = 0.001
     redis_prefix: str = "swiftmail:relay"
 
     @classmethod
@@ -138,10 +143,11 @@ class RelayConfig:
             return tuple(p.strip() for p in parts if p.strip())
         try:
             if name in ("smtp_port", "max_message_size", "max_connections_per_site",
-                        "messages_per_connection", "workers", "mta_sts_port"):
+                        "messages_per_connection", "workers", "mta_sts_port",
+                        "reputation_window", "reputation_min_sample"):
                 return int(value)
             if name in ("max_age", "retry_base", "retry_cap", "connect_timeout", "dns_timeout",
-                        "command_timeout", "scan_interval"):
+                        "command_timeout", "scan_interval", "max_bounce_rate", "max_complaint_rate"):
                 return float(value)
             if name in ("dkim_ed25519", "warmup", "mta_sts", "dane"):
                 return value if isinstance(value, bool) else str(value).lower() in (

@@ -16,6 +16,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from swiftmail_relay.config import RelayConfig
+
 from swiftmail_core.models import utcnow
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.sending.state import Report, apply_reports
@@ -38,9 +40,17 @@ class Outcome:
 
 def record_outcomes(outcomes: Sequence[Outcome], plugins: PluginManager | None = None) -> None:
     """Report outcomes to the one message state writer (idempotent by source key)."""
-    apply_reports([
+    applied = apply_reports([
         Report(tenant_id=o.tenant_id, type=o.type, source_key=o.source_key,
                ledger_id=o.ledger_id, email=o.email, occurred_at=o.occurred_at,
                bounce_class=o.bounce_class, reason=o.reply, source="relay",
                detail={"reply": o.reply, **o.detail})
         for o in outcomes], plugins)
+    # Reputation guards: re-check tenants that just got a hard bounce or a complaint.
+    flagged = {e.tenant_id for e in applied.events
+               if e.type == "complained" or (e.type == "bounced" and e.bounce_class == "hard")}
+    if flagged and plugins is not None:
+        from swiftmail_relay import reputation
+
+        reputation.check(flagged, reputation.Thresholds.from_config(
+            RelayConfig.from_settings(plugins.settings)), plugins)

@@ -121,12 +121,72 @@ def relay_tls_report(state: CliState, day: str | None) -> None:
         dt.datetime.strptime(day, "%Y-%m-%d")
     except ValueError:
         raise ValidationError.for_field("date", f"{day!r} is not a YYYY-MM-DD day") from None
-    config = RelayConfig.from_settings(state.settings)
+    import redis
+
+    from swiftmail_core import embedded
+
+    settings = state.settings
+    config = RelayConfig.from_settings(settings)
+    # Only Redis is needed: no database connection for a report.
+    client = redis.Redis.from_url(settings.redis_url or embedded.redis_url(settings.data_dir))
     reports = build_reports(
-        state.runtime().redis, config.redis_prefix, day,
+        client, config.redis_prefix, day,
         organization=config.tlsrpt_organization or config.hostname,
         contact=config.tlsrpt_contact or f"postmaster@{config.hostname}")
     click.echo(json.dumps(reports, indent=2))
+
+
+@relay_group.command("reputation")
+@click.argument("tenant_ref", metavar="TENANT")
+@click.pass_obj
+def relay_reputation(state: CliState, tenant_ref: str) -> None:
+    """Show a TENANT's rolling bounce and complaint rates and any open sending pause.
+
+    \b
+    Example:
+      swiftmail relay reputation acme
+    """
+    from swiftmail_relay import reputation
+
+    from swiftmail_core.tenants import get_tenant
+
+    state.runtime()
+    tenant = get_tenant(tenant_ref)
+    limits = reputation.Thresholds.from_config(RelayConfig.from_settings(state.settings))
+    sample = reputation.rates(tenant.id, limits.window)
+    pause = reputation.open_pause(tenant.id)
+    click.echo(f"tenant {tenant.slug}: {sample.sends} sends, hard bounces {sample.hard_bounces} "
+               f"({sample.bounce_rate:.2%}, limit {limits.max_bounce_rate:.2%}), complaints "
+               f"{sample.complaints} ({sample.complaint_rate:.3%}, limit "
+               f"{limits.max_complaint_rate:.3%}), minimum sample {limits.min_sample}")
+    if pause:
+        click.echo(f"sending PAUSED since {pause['paused_at']}: {pause['reason']}")
+    else:
+        click.echo("sending active")
+
+
+@relay_group.command("resume-tenant")
+@click.argument("tenant_ref", metavar="TENANT")
+@click.pass_obj
+def relay_resume_tenant(state: CliState, tenant_ref: str) -> None:
+    """Resume a TENANT's sending after a reputation pause (rates restart from zero).
+
+    \b
+    Example:
+      swiftmail relay resume-tenant acme
+    """
+    import getpass
+
+    from swiftmail_relay import reputation
+
+    from swiftmail_core.tenants import get_tenant
+
+    runtime = state.runtime()
+    tenant = get_tenant(tenant_ref)
+    closed = reputation.resume(tenant.id, f"cli:{getpass.getuser()}", runtime.plugins)
+    if closed is None:
+        raise ValidationError.for_field("tenant", f"tenant {tenant.slug} is not paused")
+    click.echo(f"resumed sending for tenant {tenant.slug} (was paused: {closed['reason']})")
 
 
 @relay_group.command("retry")

@@ -11,7 +11,7 @@ from typing import Any
 EVENT_TYPES = (
     "accepted", "delivered", "deferred", "bounced", "expired", "opened", "clicked",
     "complained", "unsubscribed", "subscribed", "confirmed", "webhook_disabled",
-    "campaign_paused",
+    "campaign_paused", "sending_paused", "sending_resumed",
 )
 
 

@@ -87,7 +87,10 @@ _CLAIM_PLANNER_SQL = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort =
 
 _BUDGET_SQL = """
 SELECT b.tenant_id, b.tokens, extract(epoch FROM now() - b.refilled_at), b.day = current_date,
-       b.day_count, t.send_rate_per_second, t.daily_quota, t.status,
+       b.day_count, t.send_rate_per_second, t.daily_quota,
+       CASE WHEN EXISTS (SELECT 1 FROM sending_pauses p
+                         WHERE p.tenant_id = t.id AND p.resumed_at IS NULL)
+            THEN 'paused' ELSE t.status END,
        extract(epoch FROM (current_date + 1)::timestamptz - now())
 FROM send_budgets b JOIN tenants t ON t.id = b.tenant_id
 WHERE b.tenant_id = ANY (%s::uuid[])

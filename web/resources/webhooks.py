@@ -37,7 +37,8 @@ from swiftmail_core.settings import Settings
 from swiftmail_core.webhooks.urls import UrlPolicy, check_webhook_url
 
 EVENT_TYPES = ("accepted", "delivered", "deferred", "bounced", "expired", "opened", "clicked",
-               "complained", "unsubscribed", "subscribed", "confirmed", "webhook_disabled")
+               "complained", "unsubscribed", "subscribed", "confirmed", "webhook_disabled",
+               "sending_paused", "sending_resumed")
 FIELDS = Fields(
     url=Field("string", required=True, max_length=2000),
     event_types=Field("string_list", enum=EVENT_TYPES, max_items=len(EVENT_TYPES),
