@@ -52,6 +52,7 @@ SEED = {
     "engagement_firsts": "INSERT INTO engagement_firsts (tenant_id, message_id, metric, first_at) "
     "VALUES (%(t)s, 1, 'opened.human', now())",
     "event_sources": "INSERT INTO event_sources (tenant_id, source_key) VALUES (%(t)s, %(u)s)",
+    "sending_pauses": "INSERT INTO sending_pauses (tenant_id, reason) VALUES (%(t)s, 'test')",
     "segments": "INSERT INTO segments (tenant_id, name, definition) "
     "VALUES (%(t)s, 'segment', '{\"all\": [{\"field\": \"status\", \"op\": \"eq\", \"value\": \"active\"}]}')",
 }
