@@ -209,6 +209,8 @@ class EventWebhook:
 
     public = True
     tenant_transaction = False
+    #: APPSEC: read unauthenticated, so bounded before the signature is checked.
+    max_body_bytes = 5_000_000
 
     def __init__(self, options: dict[str, Any], plugins: Any = None,
                  clock: Any = time.time) -> None:
@@ -231,6 +233,9 @@ class EventWebhook:
         """Accept a signed event (200), or refuse it (401/400)."""
         import falcon
 
+        if not self.signing_key:  # not configured: refuse without reading the body
+            raise falcon.HTTPUnauthorized(title="Invalid signature",
+                                          description="the Mailgun webhook is not set up")
         try:
             payload = json.loads(req.bounded_stream.read())
             signature = payload["signature"]

@@ -210,6 +210,8 @@ class EventWebhook:
 
     public = True
     tenant_transaction = False
+    #: APPSEC: read unauthenticated, so bounded before the signature is checked.
+    max_body_bytes = 5_000_000
 
     def __init__(self, options: dict[str, Any], plugins: Any = None) -> None:
         self.plugins = plugins
@@ -220,6 +222,9 @@ class EventWebhook:
         """Accept a signed batch of events (204), or refuse it (401/400)."""
         import falcon
 
+        if self.key is None:  # not configured: refuse without reading the body
+            raise falcon.HTTPUnauthorized(title="Invalid signature",
+                                          description="the SendGrid Event Webhook is not set up")
         body = req.bounded_stream.read()
         signature = req.get_header(SIGNATURE_HEADER) or ""
         timestamp = req.get_header(TIMESTAMP_HEADER) or ""

@@ -13,6 +13,7 @@ from typing import Any
 import falcon
 import redis
 from swiftmail_web import errors, jsonio
+from swiftmail_web.body_limit import BodyLimit
 from swiftmail_web.config import WebConfig
 from swiftmail_web.health import HealthResource, ReadyResource
 from swiftmail_web.idempotency import IdempotencyStore
@@ -56,6 +57,7 @@ def create_app(
     app = falcon.App(
         middleware=[
             RequestContext(),
+            BodyLimit(),
             Authenticate(plugin_manager),
             Guard(limiter),
             Idempotency(idempotency),

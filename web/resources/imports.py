@@ -28,7 +28,12 @@ from swiftmail_web.resources.common import (
 
 from swiftmail_core import jobs
 from swiftmail_core.errors import ValidationError
-from swiftmail_core.imports.service import IMPORT_KINDS, create_import, open_error_report
+from swiftmail_core.imports.service import (
+    DEFAULT_LIMITS,
+    IMPORT_KINDS,
+    create_import,
+    open_error_report,
+)
 from swiftmail_core.storage import Storage
 
 UPLOAD_TYPES = ("text/csv", "application/csv", "text/plain", "application/gzip",
@@ -57,6 +62,9 @@ CONTACT_PARAMETERS = (
     {"name": "skip_existing", "in": "query", "required": False,
      "schema": {"type": "boolean", "default": False}},
 )
+
+#: An upload's stored size may reach the decompressed limit (an uncompressed CSV).
+UPLOAD_LIMIT = DEFAULT_LIMITS.max_bytes
 
 
 def serialize(job: jobs.JobRow, noun: str = "import") -> dict[str, Any]:
@@ -101,6 +109,7 @@ class ContactImportsResource:
     """``POST /v1/imports/contacts``: upload a contacts CSV."""
 
     tag = "imports"
+    max_body_bytes = UPLOAD_LIMIT  # the CSV file itself (gzip allowed)
     policy = {"POST": access.write("imports")}
     docs = {"POST": Operation(
         "Import contacts from a CSV (or gzip) body; runs as a job", body_schema=UPLOAD_BODY,
@@ -126,6 +135,7 @@ class SuppressionImportsResource:
     """``POST /v1/imports/suppressions``: upload a suppressions CSV."""
 
     tag = "imports"
+    max_body_bytes = UPLOAD_LIMIT  # the CSV file itself (gzip allowed)
     policy = {"POST": access.write("imports")}
     docs = {"POST": Operation(
         "Import suppressions (email, reason, detail) from a CSV body; runs as a job",
