@@ -17,7 +17,12 @@ from swiftmail_core.plugins import PluginManager
 from swiftmail_core.sending import lifecycle, sweeper
 from swiftmail_core.sending.worker import SendingWorker
 from swiftmail_core.transports import OutboundMessage, Outcome
-from tests.core.sending.conftest import add_subscribers, make_campaign, make_list
+from tests.core.sending.conftest import (
+    add_subscribers,
+    make_campaign,
+    make_list,
+    park_other_tenants_work,
+)
 
 
 def _raw(recipient: str, html: str = "<p>same</p>") -> bytes:
@@ -60,6 +65,7 @@ def test_campaign_through_mailgun_and_signed_webhook(  # type: ignore[no-untyped
         "api_key": "key-test", "domain": "mg.sender.test", "base_url": mailgun_standin.base_url}})
     plugins = PluginManager.load(configured)
     worker = SendingWorker(configured, plugins)
+    park_other_tenants_work(tenant_a.id)  # the claim is cross-tenant
     mailgun_standin.force(500, times=2)
     lifecycle.schedule_campaign(tenant_a.id, campaign_id)
     for _ in range(20):

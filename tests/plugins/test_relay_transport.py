@@ -21,21 +21,16 @@ from swiftmail_core.errors import ConfigurationError
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.sending import lifecycle, sweeper
 from swiftmail_core.sending.worker import SendingWorker
-from tests.core.sending.conftest import add_subscribers, make_campaign, make_list
+from tests.core.sending.conftest import (
+    add_subscribers,
+    make_campaign,
+    make_list,
+    park_other_tenants_work,
+)
 from tests.plugins.standins.smtp_sink import SmtpSink
 from tests.relay.dnsserver import DnsServer
 
 DOMAIN = "example.test"
-
-
-def _park_other_tenants_work(tenant_id) -> None:  # type: ignore[no-untyped-def]
-    """Cancel due ledger rows other tests left behind (the claim is cross-tenant)."""
-    from swiftmail_core.db import system_tx
-
-    with system_tx() as database:
-        database.execute_sql(
-            "UPDATE messages SET status = 'cancelled' WHERE tenant_id <> %s "
-            "AND status IN ('queued', 'deferred', 'sending')", (str(tenant_id),))
 
 
 def test_modes(settings) -> None:  # type: ignore[no-untyped-def]
@@ -65,7 +60,7 @@ def test_campaign_through_relay_handoff_is_delivered(settings, runtime, tenant_a
     worker = SendingWorker(configured, plugins)
     lifecycle.schedule_campaign(tenant_a.id, campaign_id)
     sweeper.tick(configured, plugins)
-    _park_other_tenants_work(tenant_a.id)
+    park_other_tenants_work(tenant_a.id)
     assert worker.drain(30) == 18
     with tenant_tx(tenant_a.id) as database:
         accepted = database.execute_sql(
@@ -111,7 +106,7 @@ def test_confirmation_rows_without_transport_go_through_the_relay(settings, runt
             (str(tenant_a.id), '{"subject": "Please confirm", "text": "Confirm: https://x.test/c", '
              '"html": "", "from_email": "no-reply@sender.test", "from_name": "T", "data": {}}'),
         ).fetchone()[0]
-    _park_other_tenants_work(tenant_a.id)
+    park_other_tenants_work(tenant_a.id)
     assert SendingWorker(configured, plugins).drain(10) == 1
     with tenant_tx(tenant_a.id) as database:
         status, transport_id = database.execute_sql(

@@ -19,7 +19,12 @@ from swiftmail_core.plugins import PluginManager
 from swiftmail_core.sending import lifecycle, sweeper
 from swiftmail_core.sending.worker import SendingWorker
 from swiftmail_core.transports import OutboundMessage, Outcome
-from tests.core.sending.conftest import add_subscribers, make_campaign, make_list
+from tests.core.sending.conftest import (
+    add_subscribers,
+    make_campaign,
+    make_list,
+    park_other_tenants_work,
+)
 
 
 def _raw(recipient: str, subject: str = "Hi", html: str = "<p>same</p>") -> bytes:
@@ -86,6 +91,7 @@ def test_campaign_through_sendgrid_with_429_then_webhook(  # type: ignore[no-unt
         plugins={"sendgrid": {"api_key": "SG.test-key", "base_url": sendgrid_standin.base_url}})
     plugins = PluginManager.load(configured)
     worker = SendingWorker(configured, plugins)
+    park_other_tenants_work(tenant_a.id)  # the claim is cross-tenant
     sendgrid_standin.force(429, {"Retry-After": "0"}, times=3)
     lifecycle.schedule_campaign(tenant_a.id, campaign_id)
     for _ in range(20):

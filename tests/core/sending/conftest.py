@@ -64,6 +64,16 @@ def make_campaign(tenant_id: uuid.UUID, list_ids: list[uuid.UUID], **fields: Any
     return campaign_id
 
 
+def park_other_tenants_work(tenant_id: uuid.UUID) -> None:
+    """Cancel due ledger rows other tests left behind (the claim is cross-tenant)."""
+    from swiftmail_core.db import system_tx
+
+    with system_tx() as database:
+        database.execute_sql(
+            "UPDATE messages SET status = 'cancelled' WHERE tenant_id <> %s "
+            "AND status IN ('queued', 'deferred', 'sending', 'held')", (str(tenant_id),))
+
+
 def ledger_counts(tenant_id: uuid.UUID, campaign_id: uuid.UUID) -> dict[str, int]:
     """Return {status: count} of a campaign's ledger."""
     with tenant_tx(tenant_id) as database:
