@@ -78,9 +78,8 @@ class _Hot:
         self.batcher = batcher
 
     def _ip(self, req: falcon.asgi.Request) -> str:
-        if self.services.config.trust_forwarded_for and req.access_route:
-            return req.access_route[0]
-        return req.remote_addr or ""
+        return self.services.config.client_address(req.remote_addr,
+                                                   req.get_header("X-Forwarded-For"))
 
     @staticmethod
     def _prefetch(req: falcon.asgi.Request) -> bool:

@@ -226,8 +226,12 @@ class ConfirmResource(_Public):
         if loaded is None:
             return _not_found(resp)
         found, view, choice = loaded
+        from swiftmail_web.public.tracking import client_ip
+
+        # The same address as at sign-up: what the trusted proxies saw, not the proxy.
         self_service.confirm(found.tenant_id, found.contact_id, found.list_id,
-                             ip=req.remote_addr, plugins=self.services.plugins)
+                             ip=client_ip(req, self.services) or None,
+                             plugins=self.services.plugins)
         self._render(resp, view, choice, token, confirmed=True)
         return None
 

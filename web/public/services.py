@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import uuid
+from typing import Any
 
 import redis as redis_lib
 
 from swiftmail_core.db import system_tx
+from swiftmail_core.errors import ConfigurationError
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.settings import Settings
 from swiftmail_core.tracking_ingest import HitStream
@@ -21,7 +24,10 @@ class PublicConfig:
     stream: str = DEFAULT_STREAM
     redis_prefix: str = "swiftmail:"
     signup_per_ip_per_hour: int = 20
-    trust_forwarded_for: bool = False
+    #: Proxy hops in front of the public endpoints whose X-Forwarded-For entry is trusted
+    #: (``trust_forwarded_for = true`` is one hop), or the proxies' networks.
+    trusted_hops: int = 0
+    trusted_proxies: tuple[Any, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PublicConfig:
@@ -32,9 +38,39 @@ class PublicConfig:
             redis_prefix=str(raw.get("redis_prefix", cls.redis_prefix)),
             signup_per_ip_per_hour=int(raw.get("signup_per_ip_per_hour",
                                                cls.signup_per_ip_per_hour)),
-            trust_forwarded_for=str(raw.get("trust_forwarded_for", "")).lower()
-            in ("1", "true", "yes", "on"),
+            trusted_hops=_trusted_hops(raw),
+            trusted_proxies=_networks(raw.get("trusted_proxies", "")),
         )
+
+    def client_address(self, peer: str | None, forwarded_for: str | None) -> str:
+        """Return the visitor's address for a request from ``peer``."""
+        from swiftmail_web.public.client_address import client_address
+
+        return client_address(peer, forwarded_for, trusted_proxies=self.trusted_proxies,
+                              trusted_hops=self.trusted_hops)
+
+
+def _trusted_hops(raw: dict[str, Any]) -> int:
+    if "trusted_hops" in raw:
+        try:
+            hops = int(raw["trusted_hops"])
+        except (TypeError, ValueError):
+            hops = -1
+        if not 0 <= hops <= 10:
+            raise ConfigurationError("setting plugins.tracking.trusted_hops must be 0 to 10 "
+                                     "(SWIFTMAIL_PLUGIN_TRACKING_TRUSTED_HOPS)")
+        return hops
+    trusted = str(raw.get("trust_forwarded_for", "")).lower() in ("1", "true", "yes", "on")
+    return 1 if trusted else 0
+
+
+def _networks(value: Any) -> tuple[Any, ...]:
+    parts = value if isinstance(value, (list, tuple)) else str(value or "").split(",")
+    try:
+        return tuple(ipaddress.ip_network(p.strip(), strict=False) for p in parts if p.strip())
+    except ValueError as ex:
+        raise ConfigurationError(f"setting plugins.tracking.trusted_proxies is not a list of "
+                                 f"networks: {ex}") from ex
 
 
 class LinkResolver:

@@ -25,10 +25,8 @@ NO_STORE = "no-store, no-cache, must-revalidate, private, max-age=0"
 
 
 def client_ip(req: falcon.Request, services: PublicServices) -> str:
-    """Return the client address (the proxy's forwarded one only when trusted)."""
-    if services.config.trust_forwarded_for:
-        return req.access_route[0] if req.access_route else req.remote_addr or ""
-    return req.remote_addr or ""
+    """Return the visitor's address: what the trusted proxies appended, else the peer's."""
+    return services.config.client_address(req.remote_addr, req.get_header("X-Forwarded-For"))
 
 
 def _is_prefetch(req: falcon.Request) -> bool:
