@@ -64,6 +64,13 @@ class RelayConfig:
     metrics_listen: tuple[str, int] | None = None
     dkim_ed25519: bool = True
     source_ip: str = "default"
+    # IP pools (docs/relay.md "IP pools"): {name: ip}, {pool: [names]}, {tenant id: pool},
+    # {sending domain: pool}, and the pool of everything else.
+    source_addresses: Any = None
+    ip_pools: Any = None
+    tenant_pools: Any = None
+    domain_pools: Any = None
+    default_pool: str = ""
     warmup: bool = True
     warmup_start_per_hour: int = 20
     warmup_factor: float = 1.4
@@ -102,6 +109,9 @@ class RelayConfig:
             values[name] = cls._coerce(name, value)
         config = cls(**values)
         config._check_relayhost()
+        from swiftmail_relay.ip_pools import IpPools
+
+        IpPools.from_config(config)  # names a bad pool setting at start-up
         return config
 
     def _check_relayhost(self) -> None:
@@ -127,7 +137,8 @@ class RelayConfig:
             return value if isinstance(value, tuple) else _hostport(value, name)
         if name == "allow_networks":
             return _networks(value, name)
-        if name in ("provider_groups", "policies"):
+        if name in ("provider_groups", "policies", "source_addresses", "ip_pools",
+                    "tenant_pools", "domain_pools"):
             if not isinstance(value, dict):
                 raise ConfigurationError(f"relay setting {name!r} must be a table")
             return value

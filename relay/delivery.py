@@ -96,8 +96,10 @@ class Deliverer:
         acquire_slot: Callable[[str], Awaitable[bool]] | None = None,
         release_slot: Callable[[str], Awaitable[None]] | None = None,
         tls_policies: TlsPolicies | None = None,
+        source_address: str | None = None,
     ) -> None:
         self.config = config
+        self.source_address = source_address  # local IP to bind (IP pools), None: any
         self._tls = tls_policies
         self._idle: dict[str, list[Connection]] = {}
         self._open: dict[str, int] = {}
@@ -124,6 +126,7 @@ class Deliverer:
         client = aiosmtplib.SMTP(
             hostname=address, port=self.config.smtp_port, local_hostname=self.config.hostname,
             timeout=self.config.command_timeout, start_tls=False, use_tls=False,
+            source_address=(self.source_address, 0) if self.source_address else None,
         )
         await asyncio.wait_for(client.connect(timeout=self.config.connect_timeout),
                                self.config.connect_timeout + 1)

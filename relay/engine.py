@@ -28,6 +28,7 @@ from swiftmail_relay.config import RelayConfig
 from swiftmail_relay.delivery import Deliverer
 from swiftmail_relay.dkim import split_message
 from swiftmail_relay.dsn import build_dsn
+from swiftmail_relay.ip_pools import IpPools, SourceAddress
 from swiftmail_relay.mx import DnsFailure, MxResolver, Route
 from swiftmail_relay.outcomes import Outcome
 from swiftmail_relay.sink import OutcomeSink
@@ -80,11 +81,10 @@ class Relay:
         self.throttle = throttle or NoThrottle(SitePolicy(
             max_connections=config.max_connections_per_site,
             messages_per_connection=config.messages_per_connection))
-        self.deliverer = Deliverer(
-            config, acquire_slot=self.throttle.acquire_connection,
-            release_slot=self.throttle.release_connection,
-            tls_policies=tls_policies or TlsPolicies(settings, config),
-        )
+        self.tls_policies = tls_policies or TlsPolicies(settings, config)
+        self.pools = IpPools.from_config(config)
+        self.deliverer = self._new_deliverer(None)
+        self._deliverers: dict[str, Deliverer] = {}
         self.sink = sink
         self.rules = rules
         self.clock = clock
@@ -132,7 +132,8 @@ class Relay:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         try:
-            await asyncio.wait_for(self.deliverer.close(), 15)
+            await asyncio.wait_for(asyncio.gather(
+                self.deliverer.close(), *(d.close() for d in self._deliverers.values())), 15)
         except TimeoutError:
             log.warning("relay_close_timeout", tasks=[
                 repr(task.get_stack(limit=3)) for task in asyncio.all_tasks()
@@ -321,7 +322,9 @@ class Relay:
                 self._apply(envelope, recipient, reply, outcomes, permanent=failure.permanent)
             await self._settle(envelope, domain, outcomes)
             return
-        wait = await self.throttle.admit(route, envelope, len(due))
+        source = self.pools.choose(envelope.id, envelope.tenant_id, envelope.sender_domain)
+        wait = await self.throttle.admit(route, envelope, len(due),
+                                         source=source.name if source else None)
         if wait > 0:
             # Internal deferral: no attempt counted, no event, no backoff growth.
             metrics.THROTTLE_WAITS.labels(reason="throttle").inc()
@@ -343,7 +346,7 @@ class Relay:
             groups.setdefault(self.return_path(envelope, recipient), []).append(recipient)
         policy = self.throttle.policy(route)
         for mail_from, recipients in groups.items():
-            replies = await self.deliverer.send(
+            replies = await self._deliverer_for(source).send(
                 route, mail_from, [r.address for r in recipients], body,
                 messages_per_connection=policy.messages_per_connection,
             )
@@ -392,8 +395,25 @@ class Relay:
             recipient.bounce_class = "expired"
         self._outcome(envelope, recipient, event, reply, outcomes)
 
+    def _new_deliverer(self, source: SourceAddress | None) -> Deliverer:
+        return Deliverer(
+            self.config, acquire_slot=self.throttle.acquire_connection,
+            release_slot=self.throttle.release_connection, tls_policies=self.tls_policies,
+            source_address=source.ip if source else None)
+
+    def _deliverer_for(self, source: SourceAddress | None) -> Deliverer:
+        """Return the deliverer bound to ``source`` (one connection pool per source address)."""
+        if source is None:
+            return self.deliverer
+        if source.ip not in self._deliverers:
+            self._deliverers[source.ip] = self._new_deliverer(source)
+        return self._deliverers[source.ip]
+
     def _outcome(self, envelope: Envelope, recipient: Recipient, event: str, reply: Reply,
                  outcomes: list[Outcome]) -> None:
+        log.info("message_" + event, queue_id=envelope.id, tenant_id=envelope.tenant_id,
+                 recipient_domain=recipient.domain, attempt=recipient.attempts,
+                 reply=str(reply)[:300])
         if not envelope.tenant_id:
             return
         bounce_class = recipient.bounce_class if event in ("bounced", "deferred", "expired") else None

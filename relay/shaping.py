@@ -173,7 +173,8 @@ class RedisShaper:
 
     # Admission ----------------------------------------------------------------
 
-    async def admit(self, route: Route, envelope: Envelope, recipients: int) -> float:
+    async def admit(self, route: Route, envelope: Envelope, recipients: int,
+                    source: str | None = None) -> float:
         """Return 0 to go now, else seconds to wait (suspension, rate, warm-up)."""
         scope = self.scope(route.site)
         suspended = await self.redis.pttl(f"{self.prefix}:suspend:{scope}")
@@ -189,14 +190,17 @@ class RedisShaper:
                 return (window + 1 - now) + 0.01
         if self.config.warmup:
             group = self.group(route.site) or "other"
-            for subject, plan in self._warmup_subjects(envelope):
+            for subject, plan in self._warmup_subjects(envelope, source):
                 wait = await self._warmup(subject, group, recipients, now, plan)
                 if wait > 0:
                     return wait
         return 0.0
 
-    def _warmup_subjects(self, envelope: Envelope) -> list[tuple[str, Mapping[str, Any]]]:
-        subjects: list[tuple[str, Mapping[str, Any]]] = [(f"ip:{self.config.source_ip}", {})]
+    def _warmup_subjects(self, envelope: Envelope,
+                         source: str | None = None) -> list[tuple[str, Mapping[str, Any]]]:
+        # Warm-up is counted per source address: the pool's, else source_ip.
+        subjects: list[tuple[str, Mapping[str, Any]]] = [
+            (f"ip:{source or self.config.source_ip}", {})]
         plan = envelope.warmup_plan or {}
         if envelope.sender_domain and plan.get("enabled", True):
             subjects.append((f"domain:{envelope.sender_domain}", plan))

@@ -34,8 +34,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from swiftmail_core.errors import ServiceUnavailableError
 
+log = structlog.get_logger("swiftmail.relay.spool")
 MAGIC = b"SWIFTMAIL-SPOOL 1 "
 PENDING, DELIVERED, BOUNCED, EXPIRED = "pending", "delivered", "bounced", "expired"
 FINAL = frozenset({DELIVERED, BOUNCED, EXPIRED})
@@ -209,6 +212,9 @@ class Spool:
                 os.close(os.open(self.new / envelope.id, os.O_WRONLY | os.O_CREAT, 0o600))
             except OSError:
                 pass  # only a hint: the periodic full scan finds the message anyway
+            log.info("message_accepted", queue_id=envelope.id, tenant_id=envelope.tenant_id,
+                     source=envelope.source,
+                     recipient_domains=sorted({r.domain for r in envelope.recipients}))
         return [envelope.id for envelope, _ in items]
 
     def save_state(self, envelope: Envelope, data: bytes | None = None) -> None:

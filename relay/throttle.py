@@ -30,8 +30,12 @@ class Throttle(Protocol):
         """Return the limits of the route's site."""
         ...
 
-    async def admit(self, route: Route, envelope: Envelope, recipients: int) -> float:
-        """Return 0 to send now, or seconds to wait (rate, warm-up, suspension)."""
+    async def admit(self, route: Route, envelope: Envelope, recipients: int,
+                    source: str | None = None) -> float:
+        """Return 0 to send now, or seconds to wait (rate, warm-up, suspension).
+
+        ``source`` names the source address the message leaves from (IP pools).
+        """
         ...
 
     async def acquire_connection(self, site: str) -> bool:
@@ -57,7 +61,8 @@ class NoThrottle:
         """Return the one policy for every site."""
         return self._policy
 
-    async def admit(self, route: Route, envelope: Envelope, recipients: int) -> float:
+    async def admit(self, route: Route, envelope: Envelope, recipients: int,
+                    source: str | None = None) -> float:
         """Always send now."""
         return 0.0
 
