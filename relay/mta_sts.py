@@ -27,7 +27,8 @@ import urllib3
 log = structlog.get_logger("swiftmail.relay.mta_sts")
 MAX_POLICY_BYTES = 64 * 1024
 MAX_AGE_CAP = 31557600
-ABSENT_SECONDS = 300.0  # a domain without the TXT record is asked again after this
+ABSENT_SECONDS = 300.0
+RECHECK_SECONDS = 300.0  # a cached policy's TXT id is looked up again after this  # a domain without the TXT record is asked again after this
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +104,7 @@ def parse_policy(domain: str, policy_id: str, text: str) -> StsPolicy:
 class _Cached:
     policy: StsPolicy
     expires: float
+    checked: float  # when the TXT id was last looked up
 
 
 class StsFetcher:
@@ -131,6 +133,14 @@ class StsFetcher:
     async def policy(self, domain: str) -> StsPolicy | None:
         """Return the domain's current policy, or None when it publishes none."""
         domain = domain.lower().rstrip(".")
+        # Fast path, no task and no DNS: a policy whose TXT id was checked
+        # recently, or a domain known to publish none.
+        now = self.clock()
+        cached = self._cache.get(domain)
+        if cached is not None and cached.expires > now and cached.checked + RECHECK_SECONDS > now:
+            return cached.policy
+        if cached is None and self._absent.get(domain, 0.0) > now:
+            return None
         pending = self._inflight.get(domain)
         if pending is None:
             pending = asyncio.ensure_future(self._policy(domain))
@@ -155,6 +165,7 @@ class StsFetcher:
             self._absent[domain] = now + ABSENT_SECONDS
             return None
         if cached and cached.expires > now and cached.policy.policy_id == policy_id:
+            cached.checked = now
             return cached.policy
         try:
             text = await asyncio.to_thread(self._fetch, domain)
@@ -163,7 +174,7 @@ class StsFetcher:
                 dns.exception.DNSException) as ex:
             log.warning("mta_sts_fetch_failed", domain=domain, error=str(ex))
             return cached.policy if cached and cached.expires > now else None
-        self._cache[domain] = _Cached(policy, now + policy.max_age)
+        self._cache[domain] = _Cached(policy, now + policy.max_age, now)
         return policy
 
     async def _txt_id(self, domain: str) -> str | None:

@@ -101,7 +101,7 @@ def world(tmp_path, dns_server):  # type: ignore[no-untyped-def]
             web_chain, web_key, _ = pki.issue(tmp_path, policy_host)
             body = (f"version: STSv1\nmode: {sts}\nmx: {mx_pattern or mx}\nmax_age: 86400\n")
             web = https_server("127.0.0.1", web_chain, web_key, body.encode())
-            stops.append(web.shutdown)
+            stops.extend((web.shutdown, web.server_close))
             dns_server.add(f"_mta-sts.{domain}", "TXT", '"v=STSv1; id=20261205T1"')
             dns_server.add(policy_host, "A", "127.0.0.1")
             options["mta_sts_port"] = web.server_address[1]
@@ -244,3 +244,26 @@ def test_daily_report_from_redis(redis_url, redis_client, run_id, tmp_path, monk
     assert good.exit_code == 0, good.output
     assert json.loads(good.output)[0]["policies"][0]["summary"][
         "total-failure-session-count"] == 1
+
+
+def test_policy_is_cached_and_refetched_when_its_id_changes(world, dns_server) -> None:  # type: ignore[no-untyped-def]
+    destination = world(sts="enforce")
+    txt = f"_mta-sts.{destination.domain}"
+    now = [1000.0]
+    fetcher = TlsPolicies(destination.settings, destination.config).fetcher
+    fetcher.clock = lambda: now[0]
+
+    def lookup():  # type: ignore[no-untyped-def]
+        return asyncio.run(fetcher.policy(destination.domain))
+
+    def asked() -> int:
+        return sum(1 for name, _ in dns_server.queries if name == txt)
+
+    first = lookup()
+    assert first is not None and first.policy_id == "20261205T1"
+    before = asked()
+    assert lookup() is first and asked() == before  # no DNS within the recheck interval
+    dns_server.clear(txt)
+    dns_server.add(txt, "TXT", '"v=STSv1; id=20261205T2"')
+    now[0] += 301
+    assert lookup().policy_id == "20261205T2"
