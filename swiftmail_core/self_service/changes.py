@@ -211,7 +211,11 @@ def confirm(
     ip: str | None = None,
     plugins: PluginManager | None = None,
 ) -> bool:
-    """Confirm a double opt-in subscription; return whether it changed."""
+    """Confirm a double opt-in subscription; return whether it changed.
+
+    Only an ``unconfirmed`` subscription is confirmed: a link clicked after an
+    unsubscribe changes nothing (and the page must not claim success).
+    """
     with tenant_tx(tenant_id):
         view = _load(tenant_id, contact_id)
         changed = app_db.execute_sql(

@@ -128,6 +128,15 @@ def signup(
             "WHERE s.tenant_id = %s AND s.list_id = %s AND c.email_lower = lower(%s)",
             (tenant, str(target.list_id), email),
         ).fetchone()
+        withdrawn = app_db.execute_sql(
+            "SELECT EXISTS (SELECT 1 FROM contacts WHERE tenant_id = %s "
+            "AND email_lower = lower(%s) AND status <> 'active') OR EXISTS (SELECT 1 FROM "
+            "suppressions WHERE tenant_id = %s AND email_lower = lower(%s))",
+            (tenant, email, tenant, email)).fetchone()[0]
+        if withdrawn or (previous is not None and previous[0] == "unsubscribed"):
+            # APPSEC: consent once withdrawn comes back only through a confirmed double
+            # opt-in, whatever the list's setting (anyone can post this form).
+            status = "unconfirmed"
         contact_id = app_db.execute_sql(
             "INSERT INTO contacts (tenant_id, id, email, name) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (tenant_id, email_lower) DO UPDATE SET updated_at = now() "

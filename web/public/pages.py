@@ -36,7 +36,10 @@ def _page(resp: falcon.Response, html: str, status: str = falcon.HTTP_200) -> No
     resp.text = html
     resp.cache_control = ["no-store"]
     resp.set_header("Content-Security-Policy", PAGE_CSP)
-    resp.set_header("Referrer-Policy", "no-referrer")
+    # NOTE: same-origin, not no-referrer: tokens in these URLs still never leave the site,
+    # and the page's own form posts carry a real Origin (no-referrer sends "null",
+    # which the sign-up form must refuse since any website can send it).
+    resp.set_header("Referrer-Policy", "same-origin")
     resp.set_header("X-Content-Type-Options", "nosniff")
 
 
@@ -229,9 +232,16 @@ class ConfirmResource(_Public):
         from swiftmail_web.public.tracking import client_ip
 
         # The same address as at sign-up: what the trusted proxies saw, not the proxy.
-        self_service.confirm(found.tenant_id, found.contact_id, found.list_id,
-                             ip=client_ip(req, self.services) or None,
-                             plugins=self.services.plugins)
+        changed = self_service.confirm(found.tenant_id, found.contact_id, found.list_id,
+                                       ip=client_ip(req, self.services) or None,
+                                       plugins=self.services.plugins)
+        if not changed and choice.status != "confirmed":
+            # Regression: after an unsubscribe the old link still said "confirmed".
+            html_error(resp, falcon.HTTP_409, "This link is no longer valid",
+                       "This subscription was cancelled after the link was sent, so nothing "
+                       "was confirmed. To subscribe again, use the sign-up form.",
+                       language=view.language, tenant_name=view.tenant_name)
+            return None
         self._render(resp, view, choice, token, confirmed=True)
         return None
 
@@ -263,6 +273,24 @@ class SubscribeResource(_Public):
         self._render(resp, target, req)
         return None
 
+    def _origin_allowed(self, req: falcon.Request, target: Any) -> bool:
+        """Allow same-site posts and those from origins the tenant lists; refuse the rest.
+
+        Browsers send ``Origin`` with every form post; a request without one (a
+        browser of old, curl) is not a cross-site browser post. ``null`` (what a page
+        with ``Referrer-Policy: no-referrer`` sends) is refused: any website can send it.
+        """
+        origin = (req.get_header("Origin") or "").rstrip("/").lower()
+        if not origin:
+            return True
+        own = urllib.parse.urlsplit(self.services.settings.public_url)
+        # The form's own site: public_url, or the host that served this very page.
+        allowed = {f"{own.scheme}://{own.netloc}".lower(), f"{req.scheme}://{req.netloc}".lower()}
+        extra = (target.tenant_settings or {}).get("signup_allowed_origins") or []
+        if isinstance(extra, list):
+            allowed.update(str(o).rstrip("/").lower() for o in extra)
+        return origin in allowed
+
     def _over_limit(self, ip: str) -> int:
         """Count this sign-up; return seconds to wait when over the per-IP limit."""
         window = int(time.time() // 3600)
@@ -283,6 +311,12 @@ class SubscribeResource(_Public):
         target = self._list(tenant_slug, list_id)
         if target is None:
             return _not_found(resp)
+        if not self._origin_allowed(req, target):
+            # APPSEC: another website may not sign people up (or back up) through this form.
+            html_error(resp, falcon.HTTP_403, "Sign-up not allowed from this website",
+                       "Please use the sign-up form on the list owner's own pages.",
+                       language=target.language, tenant_name=target.tenant_name)
+            return None
         ip = client_ip(req, self.services)
         wait = self._over_limit(ip)
         if wait:

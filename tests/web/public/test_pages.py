@@ -249,3 +249,64 @@ def test_tenant_can_override_a_page_template(public_client, settings, sent_messa
     token = tokens.make_unsubscribe_token(settings.secret_key, m.tenant_id, m.contact_id,
                                           m.list_id)
     assert f"Custom bye {m.email}" in public_client.simulate_get(f"/u/{token}").text
+
+
+def _single_opt_in_list(tenant_id) -> uuid.UUID:  # type: ignore[no-untyped-def]
+    list_id = uuid.uuid4()
+    with tenant_tx(tenant_id):
+        app_db.execute_sql("INSERT INTO lists (tenant_id, id, name, double_opt_in) "
+                           "VALUES (%s, %s, 'Open', false)", (str(tenant_id), str(list_id)))
+    return list_id
+
+
+def _subscription(tenant_id, list_id, email: str) -> str | None:  # type: ignore[no-untyped-def]
+    with tenant_tx(tenant_id):
+        row = app_db.execute_sql(
+            "SELECT s.status FROM subscriptions s JOIN contacts c ON c.tenant_id = s.tenant_id "
+            "AND c.id = s.contact_id WHERE s.list_id = %s AND c.email_lower = %s",
+            (str(list_id), email)).fetchone()
+    return row[0] if row else None
+
+
+def test_the_form_does_not_resubscribe_someone_who_unsubscribed(public_client, tenant_a) -> None:  # type: ignore[no-untyped-def]
+    # Regression: the public form re-subscribed an address that had unsubscribed.
+    list_id = _single_opt_in_list(tenant_a.id)
+    path = f"/subscribe/{tenant_a.slug}/{list_id}"
+    body = "email=back%40example.com&website="
+    assert public_client.simulate_post(path, body=body, headers=FORM).status_code == 200
+    assert _subscription(tenant_a.id, list_id, "back@example.com") == "confirmed"
+    with tenant_tx(tenant_a.id):
+        app_db.execute_sql("UPDATE subscriptions SET status = 'unsubscribed' WHERE list_id = %s",
+                           (str(list_id),))
+    assert public_client.simulate_post(path, body=body, headers=FORM).status_code == 200
+    # only a confirmed double opt-in brings them back
+    assert _subscription(tenant_a.id, list_id, "back@example.com") == "unconfirmed"
+
+
+def test_cross_site_form_posts_are_refused_unless_the_tenant_allows_them(public_client,
+                                                                        tenant_a) -> None:  # type: ignore[no-untyped-def]
+    list_id = _single_opt_in_list(tenant_a.id)
+    path = f"/subscribe/{tenant_a.slug}/{list_id}"
+    evil = {**FORM, "Origin": "https://evil.example"}
+    refused = public_client.simulate_post(path, body="email=v%40example.com", headers=evil)
+    assert refused.status_code == 403
+    assert _subscription(tenant_a.id, list_id, "v@example.com") is None
+    with tenant_tx(tenant_a.id):
+        app_db.execute_sql("UPDATE tenants SET settings = settings || "
+                           "'{\"signup_allowed_origins\": [\"https://shop.example\"]}' WHERE id = %s",
+                           (str(tenant_a.id),))
+    shop = {**FORM, "Origin": "https://shop.example"}
+    assert public_client.simulate_post(path, body="email=v%40example.com",
+                                       headers=shop).status_code == 200
+
+
+def test_a_confirm_link_clicked_after_an_unsubscribe_claims_nothing(public_client, settings,
+                                                                    sent_message) -> None:  # type: ignore[no-untyped-def]
+    m = sent_message
+    token = tokens.make_confirm_token(settings.secret_key, m.tenant_id, m.contact_id, m.list_id)
+    with tenant_tx(m.tenant_id):
+        app_db.execute_sql("UPDATE subscriptions SET status = 'unsubscribed' WHERE list_id = %s",
+                           (str(m.list_id),))
+    clicked = public_client.simulate_post(f"/confirm/{token}")
+    assert clicked.status_code == 409 and "no longer valid" in clicked.text
+    assert state(m)["subscription"] == "unsubscribed"
