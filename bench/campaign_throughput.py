@@ -226,7 +226,7 @@ def profile(runtime: object, tenant_id: uuid.UUID, list_id: uuid.UUID, count: in
     from swiftmail_relay.config import RelayConfig
     from swiftmail_relay.handoff import sign_for_tenant
 
-    renderer = next(iter(composer._renderers.values()))[1]
+    renderer = next(iter(composer._renderers.values()))[0]
     contact = {"id": str(uuid.uuid4()), "email": f"x@{RECIPIENT_DOMAIN}", "name": "X",
                "attributes": {"first_name": "X", "city": "Y"}}
     started = time.perf_counter()

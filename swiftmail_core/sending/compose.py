@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +24,8 @@ from swiftmail_core.settings import Settings
 from swiftmail_core.transports import OutboundMessage
 
 log = logging.getLogger(__name__)
-RENDERER_TTL_SECONDS = 120.0
+#: Compiled campaign renderers one process keeps (least recently used dropped first).
+RENDERER_CACHE_SIZE = 256
 
 
 def _renderer_class() -> Any:
@@ -45,7 +45,7 @@ class Composer:
     def __init__(self, settings: Settings, plugins: PluginManager) -> None:
         self.settings = settings
         self.plugins = plugins
-        self._renderers: dict[tuple[uuid.UUID, uuid.UUID], tuple[float, Any, list[str]]] = {}
+        self._renderers: OrderedDict[tuple[Any, ...], tuple[Any, list[str]]] = OrderedDict()
         self._lock = threading.Lock()
 
     def _load_campaign(
@@ -75,15 +75,26 @@ class Composer:
     def _renderer(
         self, database: Any, tenant_id: uuid.UUID, campaign_id: uuid.UUID
     ) -> tuple[Any, list[str]]:
-        key = (tenant_id, campaign_id)
-        now = time.monotonic()
+        """Return the campaign's compiled renderer, rebuilt whenever the campaign changed.
+
+        Keyed on the campaign's ``updated_at`` (one indexed lookup per batch), so an
+        edit reaches the very next message in every worker process; at most
+        ``RENDERER_CACHE_SIZE`` renderers are kept, least recently used first out.
+        """
+        row = database.execute_sql(
+            "SELECT updated_at FROM campaigns WHERE tenant_id = %s AND id = %s",
+            (str(tenant_id), str(campaign_id))).fetchone()
+        key = (tenant_id, campaign_id, row[0] if row else None)
         with self._lock:
             cached = self._renderers.get(key)
-        if cached and now - cached[0] < RENDERER_TTL_SECONDS:
-            return cached[1], cached[2]
+            if cached is not None:
+                self._renderers.move_to_end(key)
+                return cached
         renderer, list_ids = self._load_campaign(database, tenant_id, campaign_id)
         with self._lock:
-            self._renderers[key] = (now, renderer, list_ids)
+            self._renderers[key] = (renderer, list_ids)
+            while len(self._renderers) > RENDERER_CACHE_SIZE:
+                self._renderers.popitem(last=False)
         return renderer, list_ids
 
     def compose(
