@@ -9,6 +9,8 @@ Rendering itself belongs to ``swiftmail_core.rendering``.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import logging
 import threading
 import uuid
@@ -120,18 +122,8 @@ class Composer:
                         failures.update({r.ledger_id: broken for r in rows
                                          if not r.payload.get("override")})
                         rows = [r for r in rows if r.payload.get("override")]
-                contacts = {
-                    str(contact["id"]): contact
-                    for contact in _fetch_dicts(
-                        database,
-                        "SELECT c.id, c.email, c.name, c.attributes, c.status, c.created_at, "
-                        "(SELECT s.list_id FROM subscriptions s WHERE s.tenant_id = c.tenant_id "
-                        " AND s.contact_id = c.id AND s.list_id = ANY (%s::uuid[]) "
-                        " ORDER BY s.status = 'confirmed' DESC LIMIT 1) AS list_id "
-                        "FROM contacts c WHERE c.tenant_id = %s AND c.id = ANY (%s::uuid[])",
-                        (list_ids, str(tenant_id),
-                         [str(r.contact_id) for r in rows if r.contact_id]))
-                }
+                contacts = _contacts(database, tenant_id, list_ids,
+                                     [r.contact_id for r in rows if r.contact_id])
                 for row in rows:
                     try:
                         messages.append(self._compose_one(database, row, renderer, contacts))
@@ -139,6 +131,35 @@ class Composer:
                         log.warning("rendering ledger row %s failed: %s", row.ledger_id, ex)
                         failures[row.ledger_id] = f"rendering failed: {ex}"
         return messages, failures
+
+    def sent_html(self, database: Any, tenant_id: uuid.UUID, ledger_id: int) -> str | None:
+        """Render a ledger row's HTML exactly as it was sent (the "view in browser" page).
+
+        The same code path as sending: the campaign's renderer, its sandbox and
+        limits, the recipient's context (``tenant``, ``unsubscribe_url``, tracked
+        links). Returns None for a row without an HTML part. Raises what the
+        renderer raises (a render limit, a template error) for the caller to show.
+        """
+        found = _fetch_dicts(
+            database, "SELECT id, tenant_id, campaign_id, contact_id, email, kind, transport, "
+            "attempts, payload FROM messages WHERE tenant_id = %s AND id = %s",
+            (str(tenant_id), ledger_id))
+        if not found:
+            return None
+        data = found[0]
+        row = ClaimedMessage(
+            ledger_id=int(data["id"]), tenant_id=tenant_id,
+            campaign_id=_as_uuid(data["campaign_id"]), contact_id=_as_uuid(data["contact_id"]),
+            email=data["email"], kind=data["kind"], transport=data["transport"],
+            attempts=int(data["attempts"]), payload=data["payload"] or {}, lease_owner="")
+        renderer, list_ids = (self._renderer(database, tenant_id, row.campaign_id)
+                              if row.campaign_id is not None else (None, []))
+        contacts = _contacts(database, tenant_id, list_ids,
+                             [row.contact_id] if row.contact_id else [])
+        message = self._compose_one(database, row, renderer, contacts)
+        body = email.message_from_bytes(message.raw, policy=email.policy.default).get_body(
+            ("html",))
+        return body.get_content() if body is not None else None
 
     def _compose_one(
         self, database: Any, row: ClaimedMessage, renderer: Any,
@@ -168,6 +189,28 @@ class Composer:
             raw=rendered.raw, message_id=rendered.message_id, campaign_id=row.campaign_id,
             metadata={"kind": row.kind, "attempt": row.attempts},
         )
+
+
+def _contacts(database: Any, tenant_id: uuid.UUID, list_ids: Sequence[str],
+              contact_ids: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """Return the contacts to render for, by id, each with the list it came through."""
+    return {
+        str(contact["id"]): contact
+        for contact in _fetch_dicts(
+            database,
+            "SELECT c.id, c.email, c.name, c.attributes, c.status, c.created_at, "
+            "(SELECT s.list_id FROM subscriptions s WHERE s.tenant_id = c.tenant_id "
+            " AND s.contact_id = c.id AND s.list_id = ANY (%s::uuid[]) "
+            " ORDER BY s.status = 'confirmed' DESC LIMIT 1) AS list_id "
+            "FROM contacts c WHERE c.tenant_id = %s AND c.id = ANY (%s::uuid[])",
+            (list(list_ids), str(tenant_id), [str(c) for c in contact_ids]))
+    }
+
+
+def _as_uuid(value: Any) -> uuid.UUID | None:
+    if value is None or isinstance(value, uuid.UUID):
+        return value
+    return uuid.UUID(str(value))
 
 
 def transactional_campaign(row: ClaimedMessage) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from typing import Any
 
 import falcon
 import structlog
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from swiftmail_web.public.render import render_page
 
 from swiftmail_core import self_service, tokens
@@ -350,32 +349,31 @@ class SubscribeResource(_Public):
 class WebViewResource(_Public):
     """``/v/{token}``: the campaign of a sent message, shown in the browser."""
 
+    _composer: Any = None
+
     def on_get(self, req: falcon.Request, resp: falcon.Response, token: str) -> None:
-        """Render the campaign's HTML for this recipient, scripts disabled by CSP."""
+        """Render the message as it was sent to this recipient, scripts disabled by CSP."""
+        from swiftmail_core.sending.compose import Composer
+
         try:
             found = tokens.read_view_token(self.secret, token)
         except ValidationError:
             return _not_found(resp)
-        # APPSEC: tenant from the verified token; RLS scopes both reads.
-        with tenant_tx(found.tenant_id):
-            row = app_db.execute_sql(
-                "SELECT c.html, c.subject, ct.email, ct.name, ct.attributes "
-                "FROM messages m JOIN campaigns c ON c.tenant_id = m.tenant_id "
-                "AND c.id = m.campaign_id LEFT JOIN contacts ct ON ct.tenant_id = m.tenant_id "
-                "AND ct.id = m.contact_id WHERE m.tenant_id = %s AND m.id = %s",
-                (str(found.tenant_id), found.message_id),
-            ).fetchone()
-        if row is None:
-            return _not_found(resp)
-        html, subject, email, name, attributes = row
-        environment = ImmutableSandboxedEnvironment(autoescape=True)
-        context = {"contact": {"email": email or "", "name": name or "",
-                              **(attributes or {})}, "subject": subject}
+        if self._composer is None:
+            self._composer = Composer(self.services.settings, self.services.plugins)
+        # APPSEC: tenant from the verified token; RLS scopes every read. The sending
+        # renderer's sandbox, context and limits apply, exactly as when it was sent.
         try:
-            rendered = environment.from_string(html or "").render(**context)
-        except Exception as ex:  # a template that fails here still shows something
+            with tenant_tx(found.tenant_id):
+                rendered = self._composer.sent_html(app_db, found.tenant_id, found.message_id)
+        except Exception as ex:  # a limit or a template error: a plain page, never a 500
             log.warning("web_view_render_failed", error=str(ex))
-            rendered = html or ""
+            html_error(resp, falcon.HTTP_200, "This message cannot be shown",
+                       "It can no longer be displayed in the browser; the copy in your "
+                       "inbox is unchanged.")
+            return None
+        if rendered is None:
+            return _not_found(resp)
         resp.content_type = "text/html; charset=utf-8"
         resp.text = rendered
         resp.cache_control = ["no-store"]

@@ -56,9 +56,9 @@ def make_sent_message(
         )
         if new_campaign:
             app_db.execute_sql(
-                "INSERT INTO campaigns (tenant_id, id, name, status, list_ids, subject, html) "
-                "VALUES (%s, %s, 'Autumn news', 'sent', %s::uuid[], 'Autumn', "
-                "'<p>Hello from the campaign</p>')",
+                "INSERT INTO campaigns (tenant_id, id, name, status, list_ids, subject, html, "
+                "from_email) VALUES (%s, %s, 'Autumn news', 'sent', %s::uuid[], 'Autumn', "
+                "'<p>Hello from the campaign</p>', 'news@sender.test')",
                 (tenant, str(campaign_id), [str(list_id)]),
             )
         message_id = app_db.execute_sql(

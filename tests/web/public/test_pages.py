@@ -310,3 +310,29 @@ def test_a_confirm_link_clicked_after_an_unsubscribe_claims_nothing(public_clien
     clicked = public_client.simulate_post(f"/confirm/{token}")
     assert clicked.status_code == 409 and "no longer valid" in clicked.text
     assert state(m)["subscription"] == "unsubscribed"
+
+
+def test_the_web_view_shows_what_was_sent_and_fails_safe(public_client, settings,
+                                                         sent_message) -> None:  # type: ignore[no-untyped-def]
+    # Regression: the web view rendered with another context and no limits: {{ tenant.name }}
+    # showed as raw source, unsubscribe links were empty, a heavy template took seconds.
+    m = sent_message
+    with tenant_tx(m.tenant_id):
+        app_db.execute_sql(
+            "UPDATE campaigns SET html = %s WHERE id = %s",
+            ('<p>From {{ tenant.name }}</p><a href="{{ unsubscribe_url }}">Unsubscribe</a>',
+             str(m.campaign_id)))
+        tenant_name = app_db.execute_sql("SELECT name FROM tenants").fetchone()[0]
+    token = tokens.make_view_token(settings.secret_key, m.tenant_id, m.message_id)
+    page = public_client.simulate_get(f"/v/{token}")
+    assert page.status_code == 200
+    assert f"From {tenant_name}" in page.text and "{{" not in page.text
+    assert "/u/" in page.text  # a real one-click unsubscribe link for this recipient
+    with tenant_tx(m.tenant_id):
+        app_db.execute_sql(
+            "UPDATE campaigns SET html = %s, updated_at = now() WHERE id = %s",
+            ("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+             str(m.campaign_id)))
+    heavy = public_client.simulate_get(f"/v/{token}")
+    assert heavy.status_code == 200 and "cannot be shown" in heavy.text
+    assert len(heavy.text) < 20_000
