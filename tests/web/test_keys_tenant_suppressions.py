@@ -70,3 +70,10 @@ def test_suppressions(owner_a, editor_a, owner_b) -> None:
     assert [s["email"] for s in page["data"]] == ["spam@example.com"]
     assert owner_a.delete("/v1/suppressions/spam@example.com").status_code == 204
     assert owner_a.get("/v1/suppressions/spam@example.com").status_code == 404
+
+
+def test_a_suppression_with_a_non_ascii_address_answers_201(owner_a) -> None:  # type: ignore[no-untyped-def]
+    # Regression: the Location header made an HTML 500 after the row was committed.
+    made = owner_a.post("/v1/suppressions", {"email": "jörg@example.de", "reason": "manual"})
+    assert made.status_code == 201, made.text
+    assert made.headers["location"] == "/v1/suppressions/j%C3%B6rg@example.de"

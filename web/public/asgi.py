@@ -17,6 +17,7 @@ import falcon
 import falcon.asgi
 import redis.asyncio
 import structlog
+from swiftmail_web.iri import iri_to_uri
 from swiftmail_web.public.tracking import NO_STORE, PIXEL, safe_destination
 
 from swiftmail_core import tokens
@@ -140,7 +141,7 @@ class AsyncClick(_Hot):
                                ip=self._ip(req), user_agent=req.user_agent or "",
                                method=req.method, prefetch=self._prefetch(req)))
         resp.status = falcon.HTTP_302
-        resp.set_header("Location", destination)
+        resp.set_header("Location", iri_to_uri(destination))
         resp.cache_control = [NO_STORE]
         resp.set_header("Referrer-Policy", "no-referrer")
 

@@ -12,6 +12,7 @@ import urllib.parse
 
 import falcon
 import structlog
+from swiftmail_web.iri import iri_to_uri
 from swiftmail_web.public.pages import html_error
 from swiftmail_web.public.services import PublicServices
 
@@ -106,7 +107,7 @@ class ClickResource:
             method=req.method, prefetch=_is_prefetch(req),
         ))
         resp.status = falcon.HTTP_302
-        resp.set_header("Location", destination)
+        resp.set_header("Location", iri_to_uri(destination))
         resp.cache_control = [NO_STORE]
         resp.set_header("Referrer-Policy", "no-referrer")
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import falcon
 from peewee import ModelSelect
+from swiftmail_web.iri import iri_to_uri
 from swiftmail_web.jsonio import parse_uuid
 
 from swiftmail_core.errors import NotFoundError
@@ -49,4 +50,4 @@ def created(resp: falcon.Response, body: dict[str, Any], location: str) -> None:
     """Answer 201 with ``body`` and a Location header."""
     resp.status = 201
     resp.media = body
-    resp.set_header("Location", location)
+    resp.set_header("Location", iri_to_uri(location))

@@ -11,6 +11,7 @@ from typing import Any
 import falcon
 from peewee import IntegrityError
 from swiftmail_web import access
+from swiftmail_web.iri import iri_to_uri
 from swiftmail_web.jsonio import Field, Fields, read_body
 from swiftmail_web.openapi import Operation, obj, page_of
 from swiftmail_web.pagination import paginate
@@ -86,7 +87,7 @@ class SuppressionsResource:
             raise ConflictError(f"{email!r} is already suppressed") from ex
         resp.status = 201
         resp.media = serialize(_get(email))
-        resp.set_header("Location", f"/v1/suppressions/{email}")
+        resp.set_header("Location", iri_to_uri(f"/v1/suppressions/{email}"))
 
 
 class SuppressionResource:

@@ -100,3 +100,17 @@ def test_public_routes_need_no_auth_in_the_api_app(client) -> None:  # type: ign
     assert page.status_code == 404
     assert page.headers["content-type"].startswith("text/html")
     assert client.simulate_get("/v1/analytics/tenant").status_code == 401
+
+
+@pytest.mark.parametrize(("url", "location"), [
+    ("https://example.com/über?q=ü", "https://example.com/%C3%BCber?q=%C3%BC"),
+    ("https://exämple.com/café", "https://xn--exmple-cua.com/caf%C3%A9"),
+    ("https://example.com/a%20b", "https://example.com/a%20b"),
+])
+def test_non_ascii_destinations_redirect_as_utf8_uris(public_client, settings, tenant_a,
+                                                      url: str, location: str) -> None:
+    # Regression: a link with non-ASCII characters was a 500 ("Invalid response header").
+    m = make_sent_message(tenant_a.id, url=url)
+    token = tokens.make_click_token(settings.secret_key, m.tenant_id, m.link_id, m.message_id)
+    result = public_client.simulate_get(f"/t/c/{token}")
+    assert result.status_code == 302 and result.headers["location"] == location
