@@ -305,6 +305,8 @@ class CampaignRenderer:
             "unsubscribe_url": unsubscribe,
             "preferences_url": preferences,
             "view_in_browser_url": view,
+            # A transactional message's caller data, by its documented name.
+            "data": contact.get("data") or {},
         }
         subject = self._constant_subject
         if subject is None:

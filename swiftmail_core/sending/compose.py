@@ -177,8 +177,8 @@ class Composer:
             renderer = self._build(database, row.tenant_id, {**campaign, **override})
         elif renderer is None:
             renderer = self._build(database, row.tenant_id, transactional_campaign(row))
-            # NOTE: the renderer's context has no ``data`` yet: transactional
-            # data is exposed as ``contact.data`` (and ``attributes.data``).
+            # Transactional data is ``data`` in templates (and, as before,
+            # ``contact.data`` and ``attributes.data``).
             data = dict(row.payload.get("data") or {})
             contact["data"] = data
             contact["attributes"] = {**dict(contact.get("attributes") or {}), "data": data}

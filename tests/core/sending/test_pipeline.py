@@ -182,3 +182,21 @@ def test_resend_to_failed_requeues_only_failed_rows(audience, sending, sink) -> 
         status = database.execute_sql("SELECT status FROM campaigns WHERE id = %s",
                                       (str(campaign_id),)).fetchone()[0]
     assert status == "sent"
+
+
+def test_transactional_templates_see_the_callers_data_as_data(audience, sending, sink) -> None:  # type: ignore[no-untyped-def]
+    # Regression: the documented name `data` was undefined; only `contact.data` worked.
+    tenant, _, _ = audience
+    _, _, worker = sending
+    with tenant_tx(tenant.id) as database:
+        template_id = database.execute_sql(
+            "INSERT INTO templates (tenant_id, name, subject, html) VALUES "
+            "(%s, 'otp', 'Code {{ data.code }}', '<p>{{ data.code }} / {{ contact.data.code }}</p>') "
+            "RETURNING id", (str(tenant.id),)).fetchone()[0]
+    lifecycle.send_transactional(tenant.id, to="otp@example.test", from_email="app@sender.test",
+                                 template_id=template_id, data={"code": "4242"},
+                                 transport="sink")
+    worker.drain(10)
+    (message,) = [m for m in sink.handler.messages() if str(m["To"]) == "otp@example.test"]
+    assert message["Subject"] == "Code 4242"
+    assert "4242 / 4242" in message.get_body(("html",)).get_content()
