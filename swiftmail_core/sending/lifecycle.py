@@ -18,6 +18,7 @@ from typing import Any
 from swiftmail_core.db import tenant_tx
 from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
 from swiftmail_core.models import Campaign, Message, utcnow
+from swiftmail_core.sending.links import register_links
 
 DRAFT, SCHEDULED, SENDING, PAUSED, SENT, CANCELLED = (
     "draft", "scheduled", "sending", "paused", "sent", "cancelled")
@@ -198,6 +199,10 @@ def test_send(
                     "subject": campaign.subject or found[0],
                     "preheader": campaign.preheader or found[1],
                     "html": found[2], "text": campaign.text or found[3]}}
+        if campaign.tracking_enabled:
+            # A draft's links are registered when it starts; a test send needs them now.
+            register_links(database, campaign.tenant_id, campaign_uuid,
+                           content.get("override", {}).get("html") or campaign.html or "")
         ids = []
         for address in addresses:
             row = database.execute_sql(

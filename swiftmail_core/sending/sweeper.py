@@ -17,8 +17,8 @@ from typing import Any
 
 from swiftmail_core.db import system_tx, tenant_tx
 from swiftmail_core.plugins import PluginManager
-from swiftmail_core.rendering import links_in
 from swiftmail_core.sending.audience import resolve_audience
+from swiftmail_core.sending.links import register_links
 from swiftmail_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -84,12 +84,7 @@ def _register_links(tenant_id: uuid.UUID, campaign_id: uuid.UUID) -> None:
         ).fetchone()
         if not row or not row[1]:
             return
-        for url in dict.fromkeys(links_in(row[0] or "")):
-            database.execute_sql(
-                "INSERT INTO links (tenant_id, campaign_id, url) VALUES (%s, %s, %s) "
-                "ON CONFLICT (tenant_id, campaign_id, url) DO NOTHING",
-                (str(tenant_id), str(campaign_id), url),
-            )
+        register_links(database, tenant_id, campaign_id, row[0] or "")
 
 
 def reclaim_expired_leases() -> int:

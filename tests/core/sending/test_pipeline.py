@@ -200,3 +200,22 @@ def test_transactional_templates_see_the_callers_data_as_data(audience, sending,
     (message,) = [m for m in sink.handler.messages() if str(m["To"]) == "otp@example.test"]
     assert message["Subject"] == "Code 4242"
     assert "4242 / 4242" in message.get_body(("html",)).get_content()
+
+
+def test_a_test_send_of_a_draft_with_tracked_links_renders(audience, sending, sink) -> None:  # type: ignore[no-untyped-def]
+    # Regression: a draft's links were registered only when the campaign started, so
+    # a test send of HTML with links failed to render.
+    tenant, _, campaign_id = audience
+    _, _, worker = sending
+    with tenant_tx(tenant.id) as database:
+        database.execute_sql(
+            "UPDATE campaigns SET transport = 'sink', html = %s WHERE id = %s",
+            ('<p><a href="https://example.com/offer">See the offer</a></p>', str(campaign_id)))
+    (ledger_id,) = lifecycle.test_send(tenant.id, campaign_id, ["links@else.test"])
+    worker.drain(10)
+    (message,) = [m for m in sink.handler.messages() if str(m["To"]) == "links@else.test"]
+    html = message.get_body(("html",)).get_content()
+    assert "/t/c/" in html and "https://example.com/offer" not in html
+    with tenant_tx(tenant.id) as database:
+        assert database.execute_sql("SELECT status FROM messages WHERE id = %s",
+                                    (ledger_id,)).fetchone()[0] == "accepted"
