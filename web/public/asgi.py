@@ -160,7 +160,13 @@ def create_app() -> falcon.asgi.App:
     configure_logging(settings.log_level, settings.log_format)
     runtime = start(settings)
     services = PublicServices.build(settings, runtime.redis, runtime.plugins)
-    return build_app(services, redis.asyncio.Redis.from_url(runtime.redis_url))
+    timeout = services.config.redis_timeout_ms / 1000
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return build_app(services, redis.asyncio.Redis.from_url(
+        runtime.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0)))
 
 
 def build_app(services, client: redis.asyncio.Redis) -> falcon.asgi.App:

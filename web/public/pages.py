@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 import falcon
+import redis
 import structlog
 from swiftmail_web.public.render import render_page
 
@@ -297,7 +298,11 @@ class SubscribeResource(_Public):
         pipe = self.services.redis.pipeline()
         pipe.incr(key)
         pipe.expire(key, 3600)
-        count = pipe.execute()[0]
+        try:
+            count = pipe.execute()[0]
+        except redis.RedisError as ex:  # the limit fails open: the sign-up still works
+            log.warning("signup_limit_unavailable", error=str(ex))
+            return 0
         if count > self.services.config.signup_per_ip_per_hour:
             return 3600 - int(time.time()) % 3600
         return 0

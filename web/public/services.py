@@ -8,6 +8,8 @@ import uuid
 from typing import Any
 
 import redis as redis_lib
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from swiftmail_core.db import system_tx
 from swiftmail_core.errors import ConfigurationError
@@ -28,6 +30,9 @@ class PublicConfig:
     #: (``trust_forwarded_for = true`` is one hop), or the proxies' networks.
     trusted_hops: int = 0
     trusted_proxies: tuple[Any, ...] = ()
+    #: How long a Redis call on the hot path may take before the visitor is answered
+    #: anyway (the hit is then logged as not stored).
+    redis_timeout_ms: int = 50
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PublicConfig:
@@ -38,6 +43,7 @@ class PublicConfig:
             redis_prefix=str(raw.get("redis_prefix", cls.redis_prefix)),
             signup_per_ip_per_hour=int(raw.get("signup_per_ip_per_hour",
                                                cls.signup_per_ip_per_hour)),
+            redis_timeout_ms=int(raw.get("redis_timeout_ms", cls.redis_timeout_ms)),
             trusted_hops=_trusted_hops(raw),
             trusted_proxies=_networks(raw.get("trusted_proxies", "")),
         )
@@ -131,7 +137,22 @@ class PublicServices:
         plugins: PluginManager | None = None,
         config: PublicConfig | None = None,
     ) -> PublicServices:
-        """Build the services from settings and a Redis client."""
+        """Build the services from settings and a Redis client (bounded for the hot path)."""
         config = config or PublicConfig.from_settings(settings)
-        return cls(settings, redis_client, plugins, config,
-                   HitStream(redis_client, config.stream), LinkResolver())
+        bounded = bounded_client(redis_client, config.redis_timeout_ms / 1000)
+        return cls(settings, bounded, plugins, config,
+                   HitStream(bounded, config.stream), LinkResolver())
+
+
+def bounded_client(client: redis_lib.Redis, seconds: float) -> redis_lib.Redis:
+    """Return a client on the same server whose calls give up after ``seconds``.
+
+    A stalled Redis (the TCP connection open, no answer) made every pixel and
+    click wait; with this, the visitor is answered at once and the hit logged.
+    """
+    pool = client.connection_pool
+    # NOTE: no retries either: redis-py retries a timed-out call with backoff by default.
+    kwargs = {**pool.connection_kwargs, "socket_timeout": seconds,
+              "socket_connect_timeout": seconds, "retry": Retry(NoBackoff(), 0)}
+    return redis_lib.Redis(connection_pool=redis_lib.ConnectionPool(
+        connection_class=pool.connection_class, **kwargs))

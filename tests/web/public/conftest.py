@@ -21,7 +21,9 @@ def public_config(run_id: str) -> PublicConfig:
     suffix = uuid.uuid4().hex[:8]
     return PublicConfig(stream=f"{run_id}:hits:{suffix}",
                         redis_prefix=f"swiftmail-test-{run_id}-{suffix}:",
-                        signup_per_ip_per_hour=3)
+                        signup_per_ip_per_hour=3,
+                        # NOTE: generous on a loaded test machine; the stall test sets its own.
+                        redis_timeout_ms=2000)
 
 
 @pytest.fixture
@@ -48,9 +50,9 @@ def public_client(public_app: falcon.App) -> falcon.testing.TestClient:
 
 
 @pytest.fixture
-def hit_stream(public_services: PublicServices) -> HitStream:
-    """The public app's hit stream."""
-    return public_services.stream
+def hit_stream(public_services: PublicServices, redis_client) -> HitStream:  # type: ignore[no-untyped-def]
+    """The public app's hit stream, read as the drainer reads it (no hot-path timeout)."""
+    return HitStream(redis_client, public_services.config.stream)
 
 
 @pytest.fixture

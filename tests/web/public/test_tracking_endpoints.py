@@ -114,3 +114,39 @@ def test_non_ascii_destinations_redirect_as_utf8_uris(public_client, settings, t
     token = tokens.make_click_token(settings.secret_key, m.tenant_id, m.link_id, m.message_id)
     result = public_client.simulate_get(f"/t/c/{token}")
     assert result.status_code == 302 and result.headers["location"] == location
+
+
+def test_a_stalled_redis_does_not_hold_up_the_visitor(settings, runtime, sent_message) -> None:  # type: ignore[no-untyped-def]
+    # Regression: a Redis that accepts connections but never answers made every pixel
+    # and click wait (5 s and more); now the visitor is answered and the hit logged.
+    import socket
+    import threading
+
+    import falcon.testing
+    import redis
+    from swiftmail_web.public import create_tracking_app
+    from swiftmail_web.public.services import PublicConfig, PublicServices
+
+    stalled = socket.socket()
+    stalled.bind(("127.0.0.1", 0))
+    stalled.listen(16)
+    held: list[socket.socket] = []
+    accepting = threading.Thread(target=lambda: [held.append(stalled.accept()[0])
+                                                 for _ in range(8)], daemon=True)
+    accepting.start()
+    try:
+        client = redis.Redis(host="127.0.0.1", port=stalled.getsockname()[1])
+        services = PublicServices.build(settings, client, runtime.plugins,
+                                        PublicConfig(stream="stalled", redis_timeout_ms=50))
+        app = falcon.testing.TestClient(create_tracking_app(services))
+        m = sent_message
+        pixel = app.simulate_get(
+            f"/t/o/{tokens.make_open_token(settings.secret_key, m.tenant_id, m.message_id)}.gif")
+        assert pixel.status_code == 200 and pixel.content == PIXEL
+        click = app.simulate_get(
+            f"/t/c/{tokens.make_click_token(settings.secret_key, m.tenant_id, m.link_id, m.message_id)}")
+        assert click.status_code == 302
+    finally:
+        for connection in held:
+            connection.close()
+        stalled.close()
