@@ -8,7 +8,9 @@ Rules, in order:
 * prefetch: the request said so (``Purpose``/``Sec-Purpose: prefetch``,
   ``X-Moz: prefetch``) or was a ``HEAD``;
 * privacy proxy: Apple Mail Privacy Protection fetches images from Apple's
-  network (17.0.0.0/8) with the bare user agent ``Mozilla/5.0``;
+  networks (17.0.0.0/8 and its IPv6 ranges) with the bare user agent
+  ``Mozilla/5.0``;
+* no user agent at all (every mail client and browser sends one);
 * scanner user agents: link checkers and security gateways that name
   themselves, and HTTP libraries;
 * too fast to be human: a click within ``scanner_window_seconds`` of the
@@ -24,10 +26,15 @@ import re
 
 from swiftmail_core.tracking_ingest.hits import Hit
 
-APPLE_PROXY_NETWORKS = (ipaddress.ip_network("17.0.0.0/8"),)
+#: Apple's networks (AS714): its Mail Privacy Protection proxies fetch from these,
+#: over IPv4 and IPv6 alike.
+APPLE_PROXY_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "17.0.0.0/8", "2620:149::/32", "2403:300::/32", "2a01:b740::/32"))
 APPLE_PROXY_USER_AGENTS = ("Mozilla/5.0",)
 SCANNER_USER_AGENT = re.compile(
-    r"bot\b|crawler|spider|scanner|preview|barracuda|mimecast|proofpoint|symantec|"
+    # "bot" as bots write it (Googlebot/2.1, AdsBot-Google, SemrushBot;), not inside
+    # a device name ("Android 12; Robot Build/...": a phone).
+    r"bot(?:[/\-_;)]|$)|crawler|spider|scanner|preview|barracuda|mimecast|proofpoint|symantec|"
     r"messagelabs|trendmicro|forcepoint|fireeye|safelinks|ironport|cisco|sophos|"
     r"python-requests|python-urllib|aiohttp|httpx|curl/|wget/|go-http-client|java/|"
     r"okhttp|libwww|headlesschrome|phantomjs|slackbot|facebookexternalhit|"
@@ -71,7 +78,9 @@ def classify(
         hit.kind == "open" and agent in APPLE_PROXY_USER_AGENTS
     ):
         return Verdict(True, "privacy_proxy")
-    if agent and SCANNER_USER_AGENT.search(agent):
+    if not agent:
+        return Verdict(True, "no_user_agent")  # every mail client and browser sends one
+    if SCANNER_USER_AGENT.search(agent):
         return Verdict(True, "scanner_user_agent")
     if hit.kind == "click" and sent_at is not None:
         if datetime.timedelta(0) <= hit.occurred_at - sent_at < scanner_window:

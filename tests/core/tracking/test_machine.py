@@ -55,3 +55,20 @@ def test_click_seconds_after_delivery_is_a_scanner() -> None:
 ])
 def test_webmail_image_proxies_fetch_when_people_open(agent: str) -> None:
     assert not classify(hit("open", ip="66.249.84.1", user_agent=agent), SENT).is_machine
+
+
+@pytest.mark.parametrize(("fields", "machine", "reason"), [
+    # Regressions: a phone whose model name contains "bot" was called a scanner, an
+    # empty user agent counted as a person, and Apple's IPv6 proxies were missed.
+    ({"ip": "203.0.113.9", "user_agent":
+      "Mozilla/5.0 (Linux; Android 12; Robot Build/SP1A.210812) AppleWebKit/537.36"},
+     False, ""),
+    ({"ip": "203.0.113.9", "user_agent": ""}, True, "no_user_agent"),
+    ({"ip": "2620:149:a0c:4000::12", "user_agent": IPHONE}, True, "privacy_proxy"),
+    ({"ip": "2403:300:a08:3000::5", "user_agent": IPHONE}, True, "privacy_proxy"),
+    ({"ip": "203.0.113.9", "user_agent": "Mozilla/5.0 (compatible; Googlebot/2.1)"},
+     True, "scanner_user_agent"),
+])
+def test_machine_detection_edge_cases(fields, machine: bool, reason: str) -> None:  # type: ignore[no-untyped-def]
+    verdict = classify(hit("open", **fields), SENT)
+    assert (verdict.is_machine, verdict.reason) == (machine, reason)
