@@ -35,7 +35,12 @@ from typing import Any
 
 from swiftmail_core.errors import ConfigurationError
 from swiftmail_core.hookspecs import hookimpl
-from swiftmail_core.sending.http_client import KeepAliveClient, outcome_for_status, retry_after
+from swiftmail_core.sending.http_client import (
+    KeepAliveClient,
+    OutcomeUnknown,
+    outcome_for_status,
+    retry_after,
+)
 from swiftmail_core.sending.mime_parts import MessageParts, split_message
 from swiftmail_core.sending.provider_events import (
     ProviderEvent,
@@ -133,6 +138,11 @@ class MailgunTransport:
         try:
             response = self.client.post(f"/v3/{self.domain}/messages", body, {
                 "Authorization": self.authorization, "Content-Type": content_type})
+        except OutcomeUnknown as ex:
+            # The request went out: the messages may be on their way. Never resend;
+            # the provider's events settle them (state 'unknown').
+            return [SendResult(m.ledger_id, Outcome.UNKNOWN, reason=f"mailgun answer lost: {ex}")
+                    for m, _ in group]
         except OSError as ex:
             return [SendResult(m.ledger_id, Outcome.DEFERRED, reason=f"mailgun unreachable: {ex}")
                     for m, _ in group]

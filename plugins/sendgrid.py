@@ -34,7 +34,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from swiftmail_core.hookspecs import hookimpl
-from swiftmail_core.sending.http_client import KeepAliveClient, outcome_for_status, retry_after
+from swiftmail_core.sending.http_client import (
+    KeepAliveClient,
+    OutcomeUnknown,
+    outcome_for_status,
+    retry_after,
+)
 from swiftmail_core.sending.mime_parts import MessageParts, split_message
 from swiftmail_core.sending.provider_events import (
     ProviderEvent,
@@ -112,6 +117,11 @@ class SendGridTransport:
             response = self.client.post("/v3/mail/send", body, {
                 "Authorization": f"Bearer {self.api_key}",
                 "Content-Type": "application/json"})
+        except OutcomeUnknown as ex:
+            # The request went out: the messages may be on their way. Never resend;
+            # the provider's events settle them (state 'unknown').
+            return [SendResult(m.ledger_id, Outcome.UNKNOWN, reason=f"sendgrid answer lost: {ex}")
+                    for m, _ in group]
         except OSError as ex:
             return [SendResult(m.ledger_id, Outcome.DEFERRED, reason=f"sendgrid unreachable: {ex}")
                     for m, _ in group]

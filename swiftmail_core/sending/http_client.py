@@ -1,13 +1,13 @@
-"""A small keep-alive HTTP client for transport plugins (one connection per thread)."""
+"""The HTTP client of transport plugins: keep-alive, and exact about what went out."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-import http.client
-import threading
 import urllib.parse
 from collections.abc import Mapping
+
+import urllib3
 
 from swiftmail_core.transports import Outcome
 
@@ -21,8 +21,23 @@ class HttpResponse:
     body: bytes
 
 
+class RequestNotSent(OSError):
+    """The request never reached the provider (no connection): safe to send again later."""
+
+
+class OutcomeUnknown(OSError):
+    """The request went out but its answer was lost (a timeout, a reset): never resend."""
+
+
 class KeepAliveClient:
-    """POST to one base URL over a persistent connection per thread."""
+    """POST to one base URL over pooled keep-alive connections (urllib3).
+
+    APPSEC-adjacent: a POST is retried only when no connection could be made
+    (urllib3 also reopens a pooled connection it finds dropped before it sends);
+    never after a byte of the request went out, since the provider may have
+    acted on it. Such a failure raises ``OutcomeUnknown`` for the caller to
+    report as unknown (the provider's events settle it), not to resend.
+    """
 
     def __init__(self, base_url: str, timeout: float = 30.0) -> None:
         parsed = urllib.parse.urlsplit(base_url.rstrip("/"))
@@ -30,47 +45,37 @@ class KeepAliveClient:
             from swiftmail_core.errors import ConfigurationError
 
             raise ConfigurationError(f"base_url {base_url!r} is not an http(s) URL")
-        self.scheme = parsed.scheme
-        self.host = parsed.hostname
-        self.port = parsed.port
-        self.prefix = parsed.path
-        self.timeout = timeout
-        self._local = threading.local()
-
-    def _connection(self) -> http.client.HTTPConnection:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            factory = (http.client.HTTPSConnection if self.scheme == "https"
-                       else http.client.HTTPConnection)
-            connection = factory(self.host, self.port, timeout=self.timeout)
-            self._local.connection = connection
-        return connection
+        self.base_url = base_url.rstrip("/")
+        self.timeout = urllib3.Timeout(connect=min(10.0, timeout), read=timeout)
+        self.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, other=0,
+                                     redirect=0, raise_on_status=False)
+        self.pool = urllib3.PoolManager(num_pools=4, maxsize=16, timeout=self.timeout,
+                                        retries=self.retries)
 
     def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> HttpResponse:
-        """POST ``body``; reconnect once if the kept-alive connection was closed."""
-        for attempt in (1, 2):
-            connection = self._connection()
-            try:
-                connection.request("POST", self.prefix + path, body=body, headers=dict(headers))
-                response = connection.getresponse()
-                data = response.read()
-            except (http.client.HTTPException, OSError):
-                self.close()
-                if attempt == 2:
-                    raise
-                continue
-            if response.getheader("Connection", "").lower() == "close":
-                self.close()
-            return HttpResponse(response.status, {k.lower(): v for k, v in response.getheaders()},
-                                data)
-        raise AssertionError("unreachable")
+        """POST ``body``; raise RequestNotSent or OutcomeUnknown when there is no answer."""
+        try:
+            response = self.pool.request("POST", self.base_url + path, body=body,
+                                         headers=dict(headers), redirect=False)
+        except urllib3.exceptions.MaxRetryError as ex:
+            raise _classify(ex.reason or ex) from ex
+        except urllib3.exceptions.HTTPError as ex:
+            raise _classify(ex) from ex
+        return HttpResponse(response.status, {k.lower(): v for k, v in response.headers.items()},
+                            response.data)
 
     def close(self) -> None:
-        """Close this thread's connection."""
-        connection = getattr(self._local, "connection", None)
-        self._local.connection = None
-        if connection is not None:
-            connection.close()
+        """Close the pooled connections."""
+        self.pool.clear()
+
+
+def _classify(error: BaseException) -> OSError:
+    """Return whether a failure happened before the request was sent, or after."""
+    not_sent = (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError,
+                urllib3.exceptions.NameResolutionError)
+    if isinstance(error, not_sent):
+        return RequestNotSent(str(error))
+    return OutcomeUnknown(str(error))
 
 
 def retry_after(headers: Mapping[str, str]) -> datetime.timedelta | None:
