@@ -151,6 +151,23 @@ def test_api_crud_count_and_preview(owner_a, owner_b, viewer_a, people) -> None:
     assert owner_a.delete(path).status_code == 204
 
 
+#: CI runs the same derandomised examples every time; SWIFTMAIL_FUZZ_EXAMPLES searches longer.
+FUZZ = settings(max_examples=int(os.environ.get("SWIFTMAIL_FUZZ_EXAMPLES", "300")),
+                deadline=None, derandomize=not os.environ.get("SWIFTMAIL_FUZZ_EXAMPLES"),
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _refused_or_safe(people, raw) -> None:  # type: ignore[no-untyped-def]
+    """A definition is refused with a 422, or counts only this tenant's rows without error."""
+    tenant = people["tenant"].id
+    try:
+        parse_definition(raw)
+    except ValidationError:
+        return
+    with tenant_tx(tenant):
+        assert 0 <= count_matching(tenant, raw) <= 4  # never another tenant's rows
+
+
 _KEYS = st.sampled_from(["all", "any", "not", "field", "attribute", "list", "event", "op",
                          "value", "status", "campaign_id", "within_days", "human_only", "x"])
 _HOSTILE = st.sampled_from([
@@ -163,18 +180,10 @@ _JSON = st.recursive(_LEAF, lambda inner: st.one_of(
                                                  max_size=4)), max_leaves=20)
 
 
-@settings(max_examples=int(os.environ.get("SWIFTMAIL_FUZZ_EXAMPLES", "300")), deadline=None,
-          derandomize=not os.environ.get("SWIFTMAIL_FUZZ_EXAMPLES"),
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@FUZZ
 @given(raw=_JSON)
 def test_fuzzed_definitions_are_refused_or_run_safely(people, raw) -> None:  # type: ignore[no-untyped-def]
-    tenant = people["tenant"].id
-    try:
-        parse_definition(raw)
-    except ValidationError:
-        return
-    with tenant_tx(tenant):
-        assert 0 <= count_matching(tenant, raw) <= 4  # never another tenant's rows
+    _refused_or_safe(people, raw)
 
 
 _VALUE = st.one_of(_HOSTILE, st.text(max_size=30), st.integers(-10**6, 10**6),
@@ -199,21 +208,13 @@ _SHAPED = st.recursive(st.one_of(_ATTRIBUTE_LEAF, _FIELD_LEAF, _EVENT_LEAF), lam
     st.builds(lambda part: {"not": part}, inner)), max_leaves=8)
 
 
-@settings(max_examples=int(os.environ.get("SWIFTMAIL_FUZZ_EXAMPLES", "300")), deadline=None,
-          derandomize=not os.environ.get("SWIFTMAIL_FUZZ_EXAMPLES"),
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@FUZZ
 @given(raw=_SHAPED)
 def test_well_formed_definitions_with_hostile_values_run_safely(people, raw) -> None:  # type: ignore[no-untyped-def]
     # Structurally right trees reach the compiler and PostgreSQL far more often than
     # random JSON: every one must be refused with a 422 or run, as the app role, over
     # this tenant's rows only, with no SQL error from what a tenant wrote.
-    tenant = people["tenant"].id
-    try:
-        parse_definition(raw)
-    except ValidationError:
-        return
-    with tenant_tx(tenant):
-        assert 0 <= count_matching(tenant, raw) <= 4
+    _refused_or_safe(people, raw)
 
 
 def test_campaigns_take_own_segments_and_a_sunset(owner_a, owner_b) -> None:  # type: ignore[no-untyped-def]
