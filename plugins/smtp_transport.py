@@ -6,7 +6,9 @@ Settings (``[plugins.smtp]`` or ``SWIFTMAIL_PLUGIN_SMTP_*``): ``host``
 ``timeout`` (seconds), ``verify`` (verify TLS certificates, default true).
 
 Each worker thread keeps its own connection open across batches and
-reconnects once when the server has dropped it. Replies map to outcomes:
+reconnects once when the server dropped it before DATA; a connection lost
+once DATA began is never retried (the message may have been taken): its
+outcome is ``unknown``. Replies map to outcomes:
 2xx accepted, 4xx deferred, 5xx rejected (a 5.1.x or 550/551/553 recipient
 refusal is a hard bounce, an address problem; other 5xx are policy).
 """
@@ -111,12 +113,26 @@ class SmtpTransport:
             except OSError:
                 pass
 
+    def _transaction(self, connection: smtplib.SMTP, message: OutboundMessage,
+                     data_started: list[bool]) -> None:
+        """Run MAIL, RCPT and DATA (what ``sendmail`` does), noting when DATA begins."""
+        connection.ehlo_or_helo_if_needed()
+        code, reply = connection.mail(message.envelope_from)
+        if code != 250:
+            raise smtplib.SMTPSenderRefused(code, reply, message.envelope_from)
+        code, reply = connection.rcpt(message.recipient)
+        if code not in (250, 251):
+            raise smtplib.SMTPRecipientsRefused({message.recipient: (code, reply)})
+        data_started.append(True)
+        code, reply = connection.data(message.raw)
+        if code != 250:
+            raise smtplib.SMTPDataError(code, reply)
+
     def _send_one(self, message: OutboundMessage) -> SendResult:
         for attempt in (1, 2):
+            data_started: list[bool] = []
             try:
-                connection = self._connection()
-                refused = connection.sendmail(message.envelope_from, [message.recipient],
-                                              message.raw)
+                self._transaction(self._connection(), message, data_started)
             except smtplib.SMTPRecipientsRefused as ex:
                 code, text = ex.recipients.get(message.recipient, (550, b"refused"))
                 outcome, bounce = classify_reply(code, text)
@@ -136,6 +152,10 @@ class SmtpTransport:
                                   reason=_reason(ex.smtp_code, ex.smtp_error), bounce_class=bounce)
             except (smtplib.SMTPServerDisconnected, OSError) as ex:
                 self._drop()
+                if data_started:
+                    # The message may have been taken: never send it again on our own.
+                    return SendResult(message.ledger_id, Outcome.UNKNOWN,
+                                      reason=f"connection lost during DATA: {ex}")
                 if attempt == 2:
                     return SendResult(message.ledger_id, Outcome.DEFERRED,
                                       reason=f"connection to {self.host}:{self.port} failed: {ex}")
@@ -143,11 +163,6 @@ class SmtpTransport:
             except smtplib.SMTPException as ex:
                 self._drop()
                 return SendResult(message.ledger_id, Outcome.DEFERRED, reason=str(ex))
-            if refused:
-                code, text = refused[message.recipient]
-                outcome, bounce = classify_reply(code, text)
-                return SendResult(message.ledger_id, outcome, reason=_reason(code, text),
-                                  bounce_class=bounce)
             return SendResult(message.ledger_id, Outcome.ACCEPTED)
         raise AssertionError("unreachable")
 

@@ -55,3 +55,54 @@ def test_classify_reply() -> None:
     assert classify_reply(421, b"bye") == (Outcome.DEFERRED, None)
     assert classify_reply(552, b"5.2.2 mailbox full") == (Outcome.REJECTED, "mailbox_full")
     assert classify_reply(550, b"no such user") == (Outcome.REJECTED, "hard")
+
+
+def test_a_connection_lost_after_data_is_never_retried() -> None:
+    # Regression: a drop after the message body went out was retried on a new
+    # connection, so the recipient could get the message twice.
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    bodies: list[bytes] = []
+
+    def peer() -> None:
+        for _ in range(2):
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            with connection, connection.makefile("rb") as reader:
+                connection.sendall(b"220 peer ready\r\n")
+                for line in reader:
+                    verb = line[:4].upper()
+                    if verb in (b"EHLO", b"HELO"):
+                        connection.sendall(b"250 peer\r\n")
+                    elif verb in (b"MAIL", b"RCPT", b"RSET", b"NOOP"):
+                        connection.sendall(b"250 ok\r\n")
+                    elif verb == b"DATA":
+                        connection.sendall(b"354 go on\r\n")
+                        body = b""
+                        for data in reader:
+                            body += data
+                            if data == b".\r\n":
+                                break
+                        bodies.append(body)
+                        break  # hang up before answering: the outcome is unknown
+                    elif verb == b"QUIT":
+                        connection.sendall(b"221 bye\r\n")
+                        break
+
+    thread = threading.Thread(target=peer, daemon=True)
+    thread.start()
+    try:
+        transport = SmtpTransport({"host": "127.0.0.1", "port": server.getsockname()[1],
+                                   "timeout": 5})
+        (result,) = transport.send([_message(1, "once@example.com")])
+        assert result.outcome is Outcome.UNKNOWN
+        assert len(bodies) == 1
+    finally:
+        server.close()
+        thread.join(timeout=5)
