@@ -21,12 +21,16 @@ from typing import Any
 
 import jinja2
 import markupsafe
+import structlog
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates" / "public"
 LOCALE_DIR = Path(__file__).resolve().parent.parent / "locale"
 OVERRIDE_KEY = "public_templates"
 OVERRIDE_LIMIT = 64 * 1024
+#: A rendered page larger than this falls back to the default template.
+MAX_PAGE = 512 * 1024
+log = structlog.get_logger("swiftmail.pages")
 
 
 def _environment(overrides: tuple[tuple[str, str], ...]) -> jinja2.Environment:
@@ -91,6 +95,30 @@ def _newstyle(catalogue: gettext.NullTranslations) -> tuple[Any, Any]:
     return _gettext, _ngettext
 
 
+def validate_overrides(raw: Any) -> None:
+    """Check a tenant's ``public_templates`` when it is saved; raise naming the bad one."""
+    from swiftmail_core.errors import ValidationError
+
+    field = f"settings.{OVERRIDE_KEY}"
+    if raw is None:
+        return
+    if not isinstance(raw, Mapping):
+        raise ValidationError.for_field(field, "must be an object of template name to source")
+    defaults = {path.name for path in TEMPLATE_DIR.glob("*.html")}
+    for name, source in raw.items():
+        where = f"{field}.{name}"
+        if name not in defaults:
+            raise ValidationError.for_field(
+                where, f"is not a page template; overridable: {', '.join(sorted(defaults))}")
+        if not isinstance(source, str) or len(source) > OVERRIDE_LIMIT:
+            raise ValidationError.for_field(where, f"must be text of at most {OVERRIDE_LIMIT} "
+                                                   "characters")
+        try:
+            _environment(((name, source),)).parse(source)
+        except jinja2.TemplateSyntaxError as ex:
+            raise ValidationError.for_field(where, f"line {ex.lineno}: {ex.message}") from ex
+
+
 def render_page(
     template: str,
     *,
@@ -100,11 +128,15 @@ def render_page(
 ) -> str:
     """Render the public page ``template`` in the tenant's language and templates."""
     gettext_, ngettext_ = _newstyle(translations(language))
+    variables = {"language": language or "en", "gettext": gettext_, "ngettext": ngettext_,
+                 "_": gettext_, **context}
     environment = environment_for(tenant_settings)
-    return environment.get_template(template).render(
-        language=language or "en",
-        gettext=gettext_,
-        ngettext=ngettext_,
-        _=gettext_,
-        **context,
-    )
+    try:
+        page = environment.get_template(template).render(**variables)
+    except Exception as ex:  # a tenant's override that fails: the default page, never a 500
+        log.warning("page_override_failed", template=template, error=str(ex))
+        return environment_for(None).get_template(template).render(**variables)
+    if len(page) > MAX_PAGE:
+        log.warning("page_override_too_large", template=template, size=len(page))
+        return environment_for(None).get_template(template).render(**variables)
+    return page

@@ -13,6 +13,7 @@ from peewee import fn
 from swiftmail_web import access
 from swiftmail_web.jsonio import Field, Fields, read_body
 from swiftmail_web.openapi import Operation, obj
+from swiftmail_web.public.render import OVERRIDE_KEY, validate_overrides
 from swiftmail_web.resources.common import INTEGER, OBJECT, STRING, TIMESTAMP, UUID, tenant_id
 
 from swiftmail_core.models import Message, Tenant, utcnow
@@ -73,6 +74,7 @@ class TenantResource:
         values = FIELDS.parse(read_body(req), partial=True)
         row = Tenant.get(Tenant.id == tenant_id(req))
         if "settings" in values:
+            validate_overrides(values["settings"].get(OVERRIDE_KEY))
             merged = {**row.settings, **values["settings"]}
             values["settings"] = {k: v for k, v in merged.items() if v is not None}
         if values:

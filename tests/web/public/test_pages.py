@@ -336,3 +336,35 @@ def test_the_web_view_shows_what_was_sent_and_fails_safe(public_client, settings
     heavy = public_client.simulate_get(f"/v/{token}")
     assert heavy.status_code == 200 and "cannot be shown" in heavy.text
     assert len(heavy.text) < 20_000
+
+
+def test_a_failing_page_override_falls_back_to_the_default_page(public_client, settings,
+                                                                 sent_message) -> None:  # type: ignore[no-untyped-def]
+    # Regression: a tenant override that failed (or grew huge) made a 500 or a 5 MB page.
+    m = sent_message
+    token = tokens.make_unsubscribe_token(settings.secret_key, m.tenant_id, m.contact_id,
+                                          m.list_id)
+    for source in ('{% extends "base.html" %}{% block content %}{{ 1 / 0 }}{% endblock %}',
+                   '{% extends "base.html" %}{% block content %}'
+                   '{% for i in range(2000000) %}x{% endfor %}{% endblock %}'):
+        with tenant_tx(m.tenant_id):
+            app_db.execute_sql(
+                "UPDATE tenants SET settings = jsonb_build_object('public_templates', "
+                "jsonb_build_object('unsubscribe.html', %s::text)) WHERE id = %s",
+                (source, str(m.tenant_id)))
+        page = public_client.simulate_get(f"/u/{token}")
+        assert page.status_code == 200 and len(page.text) < 100_000
+
+
+def test_page_overrides_are_checked_when_saved(make_caller, tenant_a) -> None:  # type: ignore[no-untyped-def]
+    owner = make_caller(tenant_a, "owner")
+    for overrides, field in (
+            ({"unsubscribe.html": "{% if %}"}, "settings.public_templates.unsubscribe.html"),
+            ({"secret.py": "x"}, "settings.public_templates.secret.py"),
+            ("not an object", "settings.public_templates")):
+        result = owner.patch("/v1/tenant", {"settings": {"public_templates": overrides}})
+        assert result.status_code == 422, result.text
+        assert result.json["errors"][0]["field"] == field
+    fine = owner.patch("/v1/tenant", {"settings": {"public_templates": {
+        "unsubscribe.html": '{% extends "base.html" %}{% block content %}Bye{% endblock %}'}}})
+    assert fine.status_code == 200, fine.text
