@@ -12,6 +12,7 @@ import click
 from swiftmail_core import apikeys, tenants
 from swiftmail_core.cli.state import CliState
 from swiftmail_core.install import initialise
+from swiftmail_core.logs import configure_logging
 
 DEMO_SLUG = "demo"
 DEMO_KEY_NAME = "demo"
@@ -40,6 +41,9 @@ def demo(state: CliState, recipients: int) -> None:
 
     report = initialise(state.config, state.overrides)
     settings = state.reload()
+    if settings.log_level == "info":
+        # The demo prints its own summary; a log line per message would bury it.
+        configure_logging("warning", settings.log_format)
     runtime = state.runtime()
     engine = "embedded PostgreSQL" if settings.uses_embedded_postgres else "DATABASE_URL"
     redis = "embedded Redis" if settings.uses_embedded_redis else "REDIS_URL"

@@ -30,6 +30,8 @@ def test_demo_and_doctor_on_embedded_engines(empty_data_dir, session_dns) -> Non
     assert re.search(r"20 of 20 messages delivered to the local sink 127\.0\.0\.1:\d+", first.stdout)
     assert re.search(r"shown once:\n  sm_live_\w+", first.stdout)
     assert (empty_data_dir / "swiftmail.toml").stat().st_mode & 0o077 == 0
+    # Regression: a JSON log line per message buried the summary.
+    assert '"event": "message_delivered"' not in first.stdout
 
     again = run_swiftmail("demo", "--recipients", "20", env=env, timeout=300)
     assert again.returncode == 0, again.stderr
