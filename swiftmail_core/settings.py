@@ -153,6 +153,10 @@ class Settings:
         5, "Batches in a row a campaign's transport may fail before the campaign is paused "
         "with the reason (a transport that cannot be loaded pauses it at once)."
     )
+    send_unknown_outcome_hours: float = _setting(
+        72.0, "Hours a message whose send answer was lost (`unknown`) waits for the provider's "
+        "events before it ends `expired` with that reason."
+    )
     plugins: Mapping[str, Any] = _setting(
         None, "Per-plugin settings tables, `[plugins.NAME]` in the file."
     )

@@ -19,6 +19,7 @@ from swiftmail_core.db import system_tx, tenant_tx
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.sending.audience import resolve_audience
 from swiftmail_core.sending.links import register_links
+from swiftmail_core.sending.state import Report, apply_reports
 from swiftmail_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,32 @@ def reclaim_expired_leases() -> int:
         return int(cursor.rowcount)
 
 
+def expire_unknown_outcomes(after_hours: float, plugins: PluginManager | None = None,
+                            *, batch_size: int = 1000) -> int:
+    """End rows whose outcome stayed ``unknown`` longer than ``after_hours``; return how many.
+
+    ``unknown`` means a request went out and its answer was lost; the
+    provider's events normally settle it. When none came, the row ends
+    ``expired`` through the state writer (with an ``expired`` event whose
+    reason says so) instead of staying unknown for ever. The source key is
+    per row, so two sweepers racing record one event.
+    """
+    with system_tx() as database:
+        rows = database.execute_sql(
+            "SELECT tenant_id, id FROM messages WHERE status = 'unknown' "
+            "AND updated_at < now() - make_interval(secs => %s) ORDER BY updated_at LIMIT %s",
+            (after_hours * 3600.0, batch_size)).fetchall()
+    if not rows:
+        return 0
+    reason = (f"no answer and no provider event within {after_hours:g} hours: "
+              "the outcome of this send is unknown")
+    reports = [Report(tenant_id=_uuid(tenant), type="expired", ledger_id=int(ident),
+                      source_key=f"unknown-expired:{ident}", reason=reason, source="sweeper")
+               for tenant, ident in rows]
+    applied = apply_reports(reports, plugins)
+    return int(applied.statuses.get("expired", 0))
+
+
 def complete_campaigns() -> list[tuple[uuid.UUID, uuid.UUID]]:
     """Mark sending campaigns with no pending rows as sent; return them."""
     with system_tx() as database:
@@ -174,10 +201,11 @@ def tick(settings: Settings, plugins: PluginManager) -> dict[str, int]:
         except Exception:
             log.exception("preparing campaign %s failed; the next tick retries", campaign_id)
     reclaimed = reclaim_expired_leases()
+    expired_unknown = expire_unknown_outcomes(settings.send_unknown_outcome_hours, plugins)
     finished = complete_campaigns()
     partitions = maintain_event_partitions()
     return {"started": len(started), "resolved": resolved, "reclaimed": reclaimed,
-            "finished": len(finished), "event_partitions": partitions}
+            "expired_unknown": expired_unknown, "finished": len(finished), "event_partitions": partitions}
 
 
 def maintain_event_partitions(months_ahead: int = 3) -> int:

@@ -167,3 +167,24 @@ def test_reports_without_a_ledger_row_record_the_event(tenant_a) -> None:  # typ
     applied = apply_reports([Report(tenant_id=tenant_a.id, type="complained", email="c@x.test",
                                     source_key="arf:1:c@x.test")])
     assert [event.type for event in applied.events] == ["complained"]
+
+
+def test_an_unknown_outcome_with_no_provider_event_ends_expired_after_the_limit(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    # Regression: an `unknown` row had no time limit; without a provider event it stayed
+    # unknown for ever and its campaign's figures never settled.
+    from swiftmail_core.sending.sweeper import expire_unknown_outcomes
+
+    old_id, _ = _row(tenant_a.id, email="old@x.test", status="unknown")
+    fresh_id, _ = _row(tenant_a.id, email="fresh@x.test", status="unknown")
+    with tenant_tx(tenant_a.id) as database:
+        database.execute_sql("UPDATE messages SET updated_at = now() - interval '73 hours' "
+                             "WHERE id = %s", (old_id,))
+    expire_unknown_outcomes(72)
+    expire_unknown_outcomes(72)  # a second sweeper (or a replay) records nothing more
+    assert _ledger(tenant_a.id, old_id)["status"] == "expired"
+    assert _ledger(tenant_a.id, old_id)["events"] == ["expired"]
+    assert _ledger(tenant_a.id, fresh_id)["status"] == "unknown"
+    with tenant_tx(tenant_a.id) as database:
+        reason = database.execute_sql("SELECT last_error FROM messages WHERE id = %s",
+                                      (old_id,)).fetchone()[0]
+    assert "unknown" in reason
