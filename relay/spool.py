@@ -91,6 +91,7 @@ class Envelope:
     warmup_plan: dict[str, Any] | None = None  # the tenant's plan for that domain, if any
     created_at: float = dataclasses.field(default_factory=time.time)
     size: int = 0
+    smtputf8: bool = False  # the submitter used SMTPUTF8: pass it on (or bounce) when relaying
 
     def to_json(self) -> bytes:
         """Serialise for the spool file."""

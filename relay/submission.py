@@ -178,6 +178,7 @@ class SubmissionHandler(TransientOnError):
             id=new_id(), mail_from=envelope.mail_from or "",
             recipients=[Recipient(address) for address in envelope.rcpt_tos],
             tenant_id=str(principal.tenant_id), source="submission", sender_domain=domain,
+            smtputf8=bool(envelope.smtp_utf8),
         )
         lookup = getattr(self.keys, "domain", None)
         if lookup is not None:

@@ -212,3 +212,24 @@ def test_an_unexpected_failure_is_a_transient_451_without_internals(listener, te
         assert "OperationalError" not in caught.value.message
 
     listener(scenario, trusted=True, handle_RCPT=down)
+
+
+def test_smtputf8_submission_is_flagged_on_the_envelope(  # type: ignore[no-untyped-def]
+    listener, tenant_a, sending_domain, tmp_path
+) -> None:
+    # Delivery passes SMTPUTF8 on only when the spooled envelope says the submitter used it.
+    key = create_api_key(tenant_a.id, role="editor").key
+    own = sending_domain(tenant_a.id, f"a{uuid.uuid4().hex[:8]}.example")
+
+    async def scenario(client, handler):  # type: ignore[no-untyped-def]
+        await client.ehlo()
+        await client.login("app", key)
+        await client.sendmail(f"app@{own}", ["usér@example.com"], _message(own),
+                              mail_options=["SMTPUTF8"])
+        await client.sendmail(f"app@{own}", ["plain@example.com"], _message(own))
+
+    listener(scenario, trusted=True)
+    spool = Spool(tmp_path / "spool")
+    flags = {spool.read_envelope(q).recipients[0].address: spool.read_envelope(q).smtputf8
+             for q in spool.scan()}
+    assert flags == {"usér@example.com": True, "plain@example.com": False}
