@@ -277,3 +277,9 @@ def swiftmail_register_routes(app: Any, settings: Settings, plugin_manager: Any)
     """Add the webhook endpoint."""
     app.add_route(WEBHOOK_PATH, EventWebhook(settings.plugin_settings("mailgun"),
                                              plugins=plugin_manager))
+
+
+@hookimpl
+def swiftmail_secret_settings() -> dict[str, list[str]]:
+    """Declare the API key and webhook signing key secret."""
+    return {"mailgun": ["api_key", "webhook_signing_key"]}

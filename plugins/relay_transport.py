@@ -92,3 +92,9 @@ def swiftmail_doctor_checks(settings: Settings) -> list[Any]:
                     "relay transport hands off here would wait in that spool. Start the relay "
                     "on this host, or set plugins.relay_transport.mode = \"smtp\" to submit to a "
                     "relay on another host", warning=True)]
+
+
+@hookimpl
+def swiftmail_secret_settings() -> dict[str, list[str]]:
+    """Declare the submission password secret (smtp mode)."""
+    return {"relay_transport": ["password"]}

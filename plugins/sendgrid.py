@@ -261,3 +261,9 @@ def swiftmail_register_routes(app: Any, settings: Settings, plugin_manager: Any)
     """Add the Event Webhook endpoint."""
     app.add_route(WEBHOOK_PATH, EventWebhook(settings.plugin_settings("sendgrid"),
                                              plugins=plugin_manager))
+
+
+@hookimpl
+def swiftmail_secret_settings() -> dict[str, list[str]]:
+    """Declare the API key secret (``config show`` hides it)."""
+    return {"sendgrid": ["api_key"]}

@@ -193,3 +193,9 @@ class SmtpTransport:
 def swiftmail_register_transports(settings: Settings) -> list[SmtpTransport]:
     """Register the ``smtp`` transport."""
     return [SmtpTransport(settings.plugin_settings("smtp"))]
+
+
+@hookimpl
+def swiftmail_secret_settings() -> dict[str, list[str]]:
+    """Declare the SMTP AUTH password secret."""
+    return {"smtp": ["password"]}

@@ -7,7 +7,7 @@ with a heading in ``docs/plugins.md``; a test fails when one is missing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
 
@@ -69,15 +69,36 @@ def swiftmail_authenticate(credentials: Credentials, settings: Settings) -> Prin
 
 
 @hookspec
-def swiftmail_tracking_event(event: TrackingEvent) -> None:
+def swiftmail_tracking_event(event: TrackingEvent, settings: Settings) -> None:
     """Receive every stored delivery, bounce, open, click, complaint, unsubscribe.
 
-    Called after the event row is committed; must be quick and must not
-    raise (errors are logged and swallowed so one sink cannot stall others).
+    Called through pluggy after the event row is committed: implementations
+    run in pluggy's order (last registered first, ``tryfirst``/``trylast``
+    honoured), wrappers (``wrapper=True`` or ``hookwrapper=True``) around
+    them, and each takes only the arguments it names. Must be quick and
+    should not raise: an exception ends this event's fan-out as in any
+    pluggy hook (wrappers see it, later implementations do not run) and the
+    host logs it; the stored event stands and is not offered again.
 
     :param event: the event.
+    :param settings: the effective settings; take it only if needed.
     :returns: nothing. Not firstresult: every implementation runs.
     """
+
+
+@hookspec
+def swiftmail_secret_settings(settings: Settings) -> Mapping[str, Sequence[str]]:
+    """Name the plugin settings that hold secrets, for redaction.
+
+    ``swiftmail config show`` hides these values, as it hides any setting
+    named like a key, secret, password, token or credential.
+
+    :param settings: the effective settings.
+    :returns: a mapping of plugin settings table (the ``NAME`` of
+        ``[plugins.NAME]``) to the names of its secret settings. Not
+        firstresult: every plugin's names are merged.
+    """
+    return {}
 
 
 @hookspec(firstresult=True)

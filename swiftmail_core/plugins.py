@@ -151,12 +151,21 @@ class PluginManager:
         return result
 
     def tracking_event(self, event: TrackingEvent) -> None:
-        """Pass a stored event to every tracking sink; a failing sink is logged."""
-        for impl in self.pm.hook.swiftmail_tracking_event.get_hookimpls():
-            try:
-                impl.function(event=event)
-            except Exception:
-                log.exception("tracking plugin %s failed", impl.plugin_name)
+        """Fan a stored event out to the tracking sinks; a failure is logged, never raised."""
+        hook = self.pm.hook.swiftmail_tracking_event
+        try:
+            hook(event=event, settings=self.settings)
+        except Exception as ex:
+            log.exception("tracking plugin %s failed on a %s event",
+                          _raising_plugin(ex, hook.get_hookimpls()), event.type)
+
+    def secret_settings(self) -> dict[str, frozenset[str]]:
+        """Return the secret setting names each plugin declares, by settings table."""
+        merged: dict[str, set[str]] = {}
+        for declared in self.pm.hook.swiftmail_secret_settings(settings=self.settings):
+            for table, names in (declared or {}).items():
+                merged.setdefault(table, set()).update(names)
+        return {table: frozenset(names) for table, names in merged.items()}
 
     def storage(self) -> Storage:
         """Return the storage backend the plugins provide."""
@@ -184,3 +193,14 @@ class PluginManager:
         """Let plugins add web routes."""
         self.pm.hook.swiftmail_register_routes(
             app=app, settings=self.settings, plugin_manager=self)
+
+
+def _raising_plugin(ex: BaseException, impls: Iterable[pluggy.HookImpl]) -> str:
+    """Name the plugin whose implementation raised ``ex`` (or ``?``)."""
+    codes = {getattr(impl.function, "__code__", None): impl.plugin_name for impl in impls}
+    traceback = ex.__traceback__
+    name = "?"
+    while traceback is not None:
+        name = codes.get(traceback.tb_frame.f_code, name)
+        traceback = traceback.tb_next
+    return name

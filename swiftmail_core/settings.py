@@ -14,7 +14,7 @@ import importlib.metadata
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +28,20 @@ SECRET_NAME = re.compile(r"(key|secret|password|passwd|token|credential|passphra
                          re.IGNORECASE)
 
 
-def redact_plugin_table(table: Mapping[str, Any]) -> dict[str, Any]:
-    """Return a plugin's settings with every secret-looking value hidden (URLs: the password)."""
+def redact_plugin_table(
+    table: Mapping[str, Any], secret_names: Collection[str] = ()
+) -> dict[str, Any]:
+    """Return a plugin's settings with secrets hidden (URLs: the password).
+
+    A value is hidden when its name is in ``secret_names`` (what the plugin
+    declares through ``swiftmail_secret_settings``) or looks like a secret.
+    """
     shown: dict[str, Any] = {}
     for key, value in table.items():
-        if isinstance(value, Mapping):
+        declared = key in secret_names
+        if isinstance(value, Mapping) and not declared:
             shown[key] = redact_plugin_table(value)
-        elif SECRET_NAME.search(key) and value not in (None, ""):
+        elif (declared or SECRET_NAME.search(key)) and value not in (None, ""):
             shown[key] = REDACTED
         elif isinstance(value, str) and "://" in value:
             shown[key] = redact_url(value)
@@ -203,8 +210,15 @@ class Settings:
                 values[key[len(prefix) :].lower()] = value
         return values
 
-    def redacted(self) -> dict[str, Any]:
-        """Return the effective settings as plain values with secrets hidden."""
+    def redacted(
+        self, secret_settings: Mapping[str, Collection[str]] | None = None
+    ) -> dict[str, Any]:
+        """Return the effective settings as plain values with secrets hidden.
+
+        ``secret_settings`` names each plugin table's declared secrets (see
+        ``PluginManager.secret_settings``); names that look secret are hidden anyway.
+        """
+        declared = secret_settings or {}
         shown: dict[str, Any] = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
@@ -217,8 +231,8 @@ class Settings:
             elif isinstance(value, tuple):
                 value = list(value)
             elif isinstance(value, Mapping):
-                value = {k: redact_plugin_table(v) if isinstance(v, Mapping) else v
-                         for k, v in value.items()}
+                value = {k: redact_plugin_table(v, declared.get(k, ()))
+                         if isinstance(v, Mapping) else v for k, v in value.items()}
             shown[field.name] = value
         return shown
 

@@ -92,12 +92,19 @@ def config() -> None:
 def config_show(state: CliState, as_json: bool) -> None:
     """Print the effective settings with secrets redacted.
 
+    Hidden: core secrets, plugin settings each plugin declares secret
+    (swiftmail_secret_settings) and any named like a key, secret, password,
+    token or credential; URLs keep all but their password.
+
     \b
     Examples:
       swiftmail config show
       SWIFTMAIL_LOG_LEVEL=debug swiftmail config show --json
     """
-    shown = state.settings.redacted()
+    from swiftmail_core.plugins import PluginManager
+
+    settings = state.settings
+    shown = settings.redacted(PluginManager.load(settings).secret_settings())
     if as_json:
         click.echo(json.dumps(shown, indent=2, sort_keys=True))
         return

@@ -203,3 +203,23 @@ def test_users_can_join_another_tenant_change_role_leave_and_be_deleted(
     missing = run_swiftmail("user", "grant", email, "--tenant", one, "--role", "viewer",
                             env=test_environ)
     assert missing.returncode == 1 and "no user" in missing.stderr
+
+
+def test_config_show_hides_what_plugins_declare_secret(test_environ, tmp_path) -> None:
+    from tests.plugins.installed import install_plugin
+
+    env = install_plugin(tmp_path / "site", "hello", """
+        from swiftmail_core.hookspecs import hookimpl
+
+        @hookimpl
+        def swiftmail_secret_settings():
+            return {"hello": ["dsn"]}
+    """)
+    config = tmp_path / "swiftmail.toml"
+    config.write_text('[plugins.hello]\ndsn = "opaque-dsn-value"\ngreeting = "hi"\n'
+                      '[plugins.smtp]\nhost = "smtp.example.com"\npassword = "hunter2"\n')
+    result = run_swiftmail("config", "show", "--json",
+                           env={**test_environ, **env, "SWIFTMAIL_CONFIG": str(config)})
+    assert result.returncode == 0, result.stderr
+    assert "opaque-dsn-value" not in result.stdout and "hunter2" not in result.stdout
+    assert '"greeting": "hi"' in result.stdout and '"host": "smtp.example.com"' in result.stdout

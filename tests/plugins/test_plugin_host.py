@@ -107,26 +107,109 @@ def test_authenticate_ignores_unknown_schemes(plugin_manager) -> None:
     assert plugin_manager.authenticate(Credentials(authorization="Basic abc")) is None
 
 
-def test_failing_tracking_sink_does_not_stop_others(plugin_manager, tenant_a) -> None:
+def _event(kind: str = "opened"):  # type: ignore[no-untyped-def]
     import datetime
+    import uuid
 
     from swiftmail_core.tracking import TrackingEvent
 
-    got = []
+    return TrackingEvent(uuid.uuid4(), kind, datetime.datetime.now(datetime.UTC))
+
+
+def test_tracking_event_fans_out_through_pluggy() -> None:
+    # Regression: a hand-written loop called each function with event= only, so a
+    # wrapper never wrapped (its generator was dropped) and a sink taking settings failed.
+    calls: list[str] = []
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def swiftmail_tracking_event(self, event):  # type: ignore[no-untyped-def]
+            calls.append(f"wrapper before {event.type}")
+            result = yield
+            calls.append("wrapper after")
+            return result
+
+    class EventOnly:
+        @hookimpl
+        def swiftmail_tracking_event(self, event):  # type: ignore[no-untyped-def]
+            calls.append(f"event-only {event.type}")
+
+    class WithSettings:
+        @hookimpl(tryfirst=True)
+        def swiftmail_tracking_event(self, settings, event):  # type: ignore[no-untyped-def]
+            calls.append(f"with-settings {event.type} {settings.log_level}")
+
+    settings = load_settings(environ={"SWIFTMAIL_LOAD_PLUGINS": "none",
+                                      "SWIFTMAIL_LOG_LEVEL": "warning"})
+    manager = PluginManager.load(settings, extra=[WithSettings(), EventOnly(), Wrapper()])
+    manager.tracking_event(_event())
+    assert calls == ["wrapper before opened", "with-settings opened warning",
+                     "event-only opened", "wrapper after"]
+
+
+def test_old_style_hookwrapper_sees_the_outcome() -> None:
+    seen = []
+
+    class OldWrapper:
+        @hookimpl(hookwrapper=True)
+        def swiftmail_tracking_event(self, event):  # type: ignore[no-untyped-def]
+            outcome = yield
+            seen.append((event.type, outcome.exception))
+
+    manager = PluginManager.load(load_settings(environ={"SWIFTMAIL_LOAD_PLUGINS": "none"}),
+                                 extra=[OldWrapper()])
+    manager.tracking_event(_event("clicked"))
+    assert seen == [("clicked", None)]
+
+
+def test_failing_tracking_sink_is_logged_by_name_and_never_raises(caplog) -> None:
+    seen = []
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def swiftmail_tracking_event(self):  # type: ignore[no-untyped-def]
+            try:
+                return (yield)
+            except RuntimeError as ex:
+                seen.append(str(ex))
+                raise
 
     class Broken:
         @hookimpl
         def swiftmail_tracking_event(self, event):  # type: ignore[no-untyped-def]
             raise RuntimeError("sink down")
 
-    class Working:
-        @hookimpl
+    class Earlier:
+        @hookimpl(tryfirst=True)
         def swiftmail_tracking_event(self, event):  # type: ignore[no-untyped-def]
-            got.append(event.type)
+            seen.append(event.type)
 
-    plugin_manager.register(Working(), "working")
-    plugin_manager.register(Broken(), "broken")
-    plugin_manager.tracking_event(
-        TrackingEvent(tenant_a.id, "opened", datetime.datetime.now(datetime.UTC))
-    )
-    assert got == ["opened"]
+    manager = PluginManager.load(load_settings(environ={"SWIFTMAIL_LOAD_PLUGINS": "none"}))
+    manager.register(Wrapper(), "wrapper")
+    manager.register(Broken(), "broken")
+    manager.register(Earlier(), "earlier")
+    with caplog.at_level("ERROR", logger="swiftmail_core.plugins"):
+        manager.tracking_event(_event())  # the stored event stands: nothing raises
+    assert seen == ["opened", "sink down"]
+    assert "tracking plugin broken failed on a opened event" in caplog.text
+
+
+def test_plugins_declare_secret_settings_for_config_show(tmp_path) -> None:
+    # Regression: only names that looked secret were hidden; a plugin could not say
+    # that its "dsn" or "auth" setting is one.
+    class Declares:
+        @hookimpl
+        def swiftmail_secret_settings(self):  # type: ignore[no-untyped-def]
+            return {"hello": ["dsn"], "mailgun": ["domain"]}
+
+    config = tmp_path / "swiftmail.toml"
+    config.write_text('[plugins.hello]\ndsn = "hello://abc@x"\ngreeting = "hi"\n'
+                      '[plugins.mailgun]\napi_key = "key-1"\ndomain = "mg.example.com"\n')
+    settings = load_settings(environ={"SWIFTMAIL_CONFIG": str(config)})
+    manager = PluginManager.load(settings, extra=[Declares()])
+    declared = manager.secret_settings()
+    assert declared["mailgun"] >= {"api_key", "webhook_signing_key", "domain"}
+    assert declared["smtp"] == {"password"}
+    shown = settings.redacted(declared)["plugins"]
+    assert shown["hello"] == {"dsn": "********", "greeting": "hi"}
+    assert shown["mailgun"] == {"api_key": "********", "domain": "********"}
