@@ -1,4 +1,4 @@
-"""The HTTP client of transport plugins: keep-alive, and exact about what went out."""
+"""The HTTP client of transport plugins and webhooks: exact about what went out."""
 
 from __future__ import annotations
 
@@ -47,8 +47,7 @@ class KeepAliveClient:
             raise ConfigurationError(f"base_url {base_url!r} is not an http(s) URL")
         self.base_url = base_url.rstrip("/")
         self.timeout = urllib3.Timeout(connect=min(10.0, timeout), read=timeout)
-        self.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, other=0,
-                                     redirect=0, raise_on_status=False)
+        self.retries = connect_only_retries(2)
         self.pool = urllib3.PoolManager(num_pools=4, maxsize=16, timeout=self.timeout,
                                         retries=self.retries)
 
@@ -58,9 +57,9 @@ class KeepAliveClient:
             response = self.pool.request("POST", self.base_url + path, body=body,
                                          headers=dict(headers), redirect=False)
         except urllib3.exceptions.MaxRetryError as ex:
-            raise _classify(ex.reason or ex) from ex
+            raise classify_failure(ex.reason or ex) from ex
         except urllib3.exceptions.HTTPError as ex:
-            raise _classify(ex) from ex
+            raise classify_failure(ex) from ex
         return HttpResponse(response.status, {k.lower(): v for k, v in response.headers.items()},
                             response.data)
 
@@ -69,7 +68,18 @@ class KeepAliveClient:
         self.pool.clear()
 
 
-def _classify(error: BaseException) -> OSError:
+def connect_only_retries(connect: int) -> urllib3.Retry:
+    """Return the retry policy of every outgoing POST: reconnect only, never resend.
+
+    urllib3 retries a connection that could not be made (nothing was sent);
+    a read error, a status or a redirect is never retried, because a request
+    that went out may have been acted on.
+    """
+    return urllib3.Retry(total=connect, connect=connect, read=0, status=0, other=0,
+                         redirect=0, raise_on_status=False)
+
+
+def classify_failure(error: BaseException) -> OSError:
     """Return whether a failure happened before the request was sent, or after."""
     not_sent = (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError,
                 urllib3.exceptions.NameResolutionError)

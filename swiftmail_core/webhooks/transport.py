@@ -1,21 +1,35 @@
-"""One HTTP POST to a checked address: pinned IP, no redirects, bounded."""
+"""One HTTP POST to a checked address: pinned IP, no redirects, never resent.
+
+The request goes through urllib3 with the transports' retry policy
+(``connect_only_retries``): a connection that cannot be made is retried, or
+the next checked address is tried; once a byte of the request went out, a
+lost answer (reset, timeout) ends the attempt as a failure with its outcome
+unknown. The dispatcher retries it later on its backoff schedule with the
+same ``SwiftMail-Delivery`` id, so a receiver can drop the duplicate.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import http.client
-import socket
 import ssl
 
+import urllib3
+
+from swiftmail_core.sending.http_client import (
+    RequestNotSent,
+    classify_failure,
+    connect_only_retries,
+)
 from swiftmail_core.webhooks.urls import CheckedUrl
 
 RESPONSE_LIMIT = 64 * 1024
 EXCERPT_LIMIT = 1000
+CONNECT_RETRIES = 1
 
 
 @dataclasses.dataclass(frozen=True)
 class PostResult:
-    """What the receiver answered (status 0 when the connection failed)."""
+    """What the receiver answered (status 0 when there was no answer)."""
 
     status: int
     excerpt: str
@@ -26,24 +40,25 @@ class PostResult:
         return 200 <= self.status < 300
 
 
-class _PinnedHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, address: str, host: str, port: int, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self._address = address
-
-    def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+def _host_header(checked: CheckedUrl) -> str:
+    host = f"[{checked.host}]" if ":" in checked.host else checked.host
+    default = 443 if checked.scheme == "https" else 80
+    return host if checked.port == default else f"{host}:{checked.port}"
 
 
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, address: str, host: str, port: int, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
-        self._address = address
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
-        # The certificate is checked against the URL's host name (SNI too).
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+def _pool(checked: CheckedUrl, address: str, timeout: float) -> urllib3.HTTPConnectionPool:
+    options = {
+        "timeout": urllib3.Timeout(connect=min(5.0, timeout), read=timeout),
+        "retries": connect_only_retries(CONNECT_RETRIES),
+        "maxsize": 1,
+    }
+    if checked.scheme == "https":
+        # The certificate is checked against the URL's host name (SNI too),
+        # while the connection goes to the address that passed the SSRF check.
+        return urllib3.HTTPSConnectionPool(
+            address, checked.port, server_hostname=checked.host, assert_hostname=checked.host,
+            ssl_context=ssl.create_default_context(), **options)
+    return urllib3.HTTPConnectionPool(address, checked.port, **options)
 
 
 def post(
@@ -54,19 +69,28 @@ def post(
     timeout: float = 10.0,
     response_limit: int = RESPONSE_LIMIT,
 ) -> PostResult:
-    """POST ``body`` to the first reachable checked address; never follow redirects."""
+    """POST ``body`` once to the first reachable checked address; never follow redirects."""
     last_error = "no address"
     for address in checked.addresses:
-        cls = _PinnedHTTPSConnection if checked.scheme == "https" else _PinnedHTTPConnection
-        connection = cls(address, checked.host, checked.port, timeout)
+        pool = _pool(checked, address, timeout)
         try:
-            connection.request("POST", checked.path, body=body, headers=headers)
-            response = connection.getresponse()
-            data = response.read(response_limit)
+            response = pool.urlopen(
+                "POST", checked.path, body=body,
+                headers={**headers, "Host": _host_header(checked)},
+                redirect=False, assert_same_host=False, preload_content=False)
+            try:
+                data = response.read(response_limit)
+            finally:
+                response.release_conn()
             # NOTE: a 3xx is a failure: redirects are never followed (SSRF).
             return PostResult(response.status, data[:EXCERPT_LIMIT].decode("utf-8", "replace"))
-        except (OSError, http.client.HTTPException) as ex:
-            last_error = f"{type(ex).__name__}: {ex}"
+        except urllib3.exceptions.HTTPError as ex:
+            reason = ex.reason if isinstance(ex, urllib3.exceptions.MaxRetryError) else ex
+            failure = classify_failure(reason or ex)
+            if not isinstance(failure, RequestNotSent):
+                # The request went out: never send it again in this attempt.
+                return PostResult(0, f"outcome unknown: {failure}"[:EXCERPT_LIMIT])
+            last_error = f"not sent: {failure}"
         finally:
-            connection.close()
+            pool.close()
     return PostResult(0, last_error[:EXCERPT_LIMIT])
