@@ -43,6 +43,12 @@ class RelayConfig:
     # Listeners where AUTH is allowed without STARTTLS (operator-named, loopback).
     trusted_listeners: tuple[str, ...] = ("127.0.0.1:2525",)
     bounce_listen: tuple[str, int] | None = None
+    # The platform intake (docs/relay.md "Platform intake"): workers on any host hand mail
+    # here over HTTP, signed with the platform secret; "off" disables it.
+    intake_listen: tuple[str, int] | None = ("127.0.0.1", 2526)
+    intake_max_body: int = 64 * 1024 * 1024
+    intake_clock_skew: float = 300.0
+    intake_tls: bool = False  # serve the intake over TLS with tls_cert / tls_key
     bounce_domain: str = ""
     fbl_address: str = ""
     tls_cert: str = ""
@@ -131,7 +137,7 @@ class RelayConfig:
 
     @staticmethod
     def _coerce(name: str, value: Any) -> Any:
-        if name in ("submission_listen", "bounce_listen", "metrics_listen"):
+        if name in ("submission_listen", "bounce_listen", "metrics_listen", "intake_listen"):
             if value in (None, "", "off"):
                 return None
             return value if isinstance(value, tuple) else _hostport(value, name)
@@ -155,12 +161,13 @@ class RelayConfig:
         try:
             if name in ("smtp_port", "max_message_size", "max_connections_per_site",
                         "messages_per_connection", "workers", "mta_sts_port",
-                        "reputation_window", "reputation_min_sample"):
+                        "reputation_window", "reputation_min_sample", "intake_max_body"):
                 return int(value)
             if name in ("max_age", "retry_base", "retry_cap", "connect_timeout", "dns_timeout",
-                        "command_timeout", "scan_interval", "max_bounce_rate", "max_complaint_rate"):
+                        "command_timeout", "scan_interval", "max_bounce_rate", "max_complaint_rate",
+                        "intake_clock_skew"):
                 return float(value)
-            if name in ("dkim_ed25519", "warmup", "mta_sts", "dane"):
+            if name in ("dkim_ed25519", "warmup", "mta_sts", "dane", "intake_tls"):
                 return value if isinstance(value, bool) else str(value).lower() in (
                     "1", "true", "yes", "on")
         except (TypeError, ValueError) as ex:

@@ -121,25 +121,34 @@ def spool_message(
     return queue_id
 
 
+def prepare_message(settings: Settings, config: RelayConfig,
+                    message: OutboundMessage, *, sign: bool = True) -> tuple[Envelope, bytes]:
+    """Return the spool envelope and the (DKIM-signed) bytes of one platform message.
+
+    The same preparation serves the same-host hand-off and the network
+    hand-off (``swiftmail_relay.intake_wire``): signing happens in the
+    sending worker either way.
+    """
+    envelope = Envelope(
+        id=new_id(), mail_from=message.envelope_from,
+        recipients=[Recipient(message.recipient, ledger_id=message.ledger_id)],
+        tenant_id=str(message.tenant_id),
+        campaign_id=str(message.campaign_id) if message.campaign_id else None,
+        sender_domain=from_domain(message.raw),
+    )
+    envelope.warmup_plan = warmup_plan(settings, config, message.tenant_id,
+                                       envelope.sender_domain)
+    body = sign_for_tenant(settings, config, message.raw, message.tenant_id) if sign \
+        else message.raw
+    return envelope, body
+
+
 def spool_messages(
     settings: Settings, messages: Sequence[OutboundMessage], *, sign: bool = True
 ) -> list[str]:
     """Spool a batch of one-recipient messages with one group commit."""
     config = RelayConfig.from_settings(settings)
-    items = []
-    for message in messages:
-        envelope = Envelope(
-            id=new_id(), mail_from=message.envelope_from,
-            recipients=[Recipient(message.recipient, ledger_id=message.ledger_id)],
-            tenant_id=str(message.tenant_id),
-            campaign_id=str(message.campaign_id) if message.campaign_id else None,
-            sender_domain=from_domain(message.raw),
-        )
-        envelope.warmup_plan = warmup_plan(settings, config, message.tenant_id,
-                                           envelope.sender_domain)
-        body = sign_for_tenant(settings, config, message.raw, message.tenant_id) if sign \
-            else message.raw
-        items.append((envelope, body))
+    items = [prepare_message(settings, config, message, sign=sign) for message in messages]
     ids = _spool(config.spool_dir).write_many(items)
     metrics.ACCEPTED.labels(source="handoff").inc(len(ids))
     return ids

@@ -13,6 +13,8 @@ from swiftmail_relay.bounces import BounceHandler
 from swiftmail_relay.config import RelayConfig
 from swiftmail_relay.engine import Relay
 from swiftmail_relay.outcomes import record_outcomes
+from swiftmail_relay.platform_auth import RedisReplayGuard
+from swiftmail_relay.platform_intake import serve_intake
 from swiftmail_relay.shaping import RedisShaper
 from swiftmail_relay.sink import OutcomeSink
 from swiftmail_relay.submission import make_smtp_factory, serve_submission
@@ -39,6 +41,10 @@ async def run_relay(runtime: Runtime, config: RelayConfig, *, deliver: bool = Tr
     if config.submission_listen:
         servers.append(await serve_submission(
             settings, config, runtime.plugins, notify=relay.notify if deliver else None))
+    if config.intake_listen:
+        servers.append(await serve_intake(
+            settings, config, notify=relay.notify if deliver else None,
+            guard=RedisReplayGuard(aioredis.from_url(runtime.redis_url), config.redis_prefix)))
     if config.bounce_listen:
         handler = BounceHandler(settings, config,
                                 functools.partial(record_outcomes, plugins=runtime.plugins))

@@ -121,6 +121,13 @@ class Settings:
         "Key that encrypts secrets at rest and signs public tokens. `swiftmail init` makes one.",
         secret=True,
     )
+    relay_platform_secret: str | None = _setting(
+        None,
+        "Comma-separated shared secrets workers sign their hand-offs to relays over the "
+        "network with (the first signs, every one is accepted: rotate by prepending); every "
+        "worker and relay host needs it. Unset: one derived from secret_key (docs/relay.md).",
+        secret=True,
+    )
     public_url: str = _setting(
         "http://127.0.0.1:8000", "Base URL of public pages and tracking links."
     )
