@@ -17,8 +17,10 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pluggy
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
-from swiftmail_core import hookspecs
+from swiftmail_core import __version__, hookspecs
 from swiftmail_core.errors import ConfigurationError, PluginError
 from swiftmail_core.settings import Settings
 
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
     from swiftmail_core.transports import Transport
 
 ENTRY_POINT_GROUP = "swiftmail"
+#: The distribution a plugin names in its requirements to say which hosts it supports.
+HOST_DISTRIBUTION = "swiftmail"
 log = logging.getLogger(__name__)
 
 
@@ -72,16 +76,24 @@ class PluginManager:
         return name not in self.settings.disabled_plugins
 
     def load_entry_points(self) -> None:
-        """Register every plugin of the ``swiftmail`` entry-point group that is wanted."""
+        """Register every wanted plugin of the ``swiftmail`` entry-point group.
+
+        A plugin whose distribution requires another SwiftMail version, that
+        fails to import or that cannot register raises ``PluginError``: one
+        line naming the plugin and how to disable it.
+        """
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if not self._wanted(entry_point.name) or self.pm.has_plugin(entry_point.name):
                 continue
+            if entry_point.dist is not None:
+                check_host_requirement(entry_point.name, entry_point.dist)
             try:
                 plugin = entry_point.load()
             except Exception as ex:
                 raise PluginError(
-                    f"plugin {entry_point.name!r} failed to import ({ex}): fix or uninstall "
-                    f"it, or add it to SWIFTMAIL_DISABLED_PLUGINS"
+                    f"plugin {entry_point.name!r} failed to import "
+                    f"({type(ex).__name__}: {_one_line(ex)}): fix or uninstall it, "
+                    f"or add it to SWIFTMAIL_DISABLED_PLUGINS"
                 ) from ex
             self.register(plugin, entry_point.name)
             if entry_point.dist is not None:
@@ -92,17 +104,25 @@ class PluginManager:
         try:
             self.pm.register(plugin, name=name)
         except (ValueError, pluggy.PluginValidationError) as ex:
-            raise PluginError(f"plugin {name or plugin!r} cannot register: {ex}") from ex
+            label = name or self.pm.get_canonical_name(plugin)
+            raise PluginError(
+                f"plugin {label!r} cannot register: {_one_line(ex)}: fix or uninstall it, "
+                "or add it to SWIFTMAIL_DISABLED_PLUGINS"
+            ) from ex
         self._transports = None
 
     def check(self) -> None:
-        """Fail when a plugin implements a hook that does not exist."""
-        try:
-            self.pm.check_pending()
-        except pluggy.PluginValidationError as ex:
-            raise PluginError(
-                f"{ex}: hooks are named swiftmail_*, see docs/plugins.md for the list"
-            ) from ex
+        """Fail when a plugin implements a hook that does not exist (``check_pending``)."""
+        for hook_name in dir(self.pm.hook):
+            caller = getattr(self.pm.hook, hook_name)
+            if hook_name.startswith("_") or caller.has_spec():
+                continue
+            for impl in caller.get_hookimpls():
+                if not impl.optionalhook:
+                    raise PluginError(
+                        f"plugin {impl.plugin_name!r} implements unknown hook {hook_name!r}: "
+                        "hooks are named swiftmail_*, see docs/plugins.md for the list"
+                    )
 
     def plugin_info(self) -> list[PluginInfo]:
         """Describe each registered plugin: name, version, hooks."""
@@ -204,3 +224,27 @@ def _raising_plugin(ex: BaseException, impls: Iterable[pluggy.HookImpl]) -> str:
         name = codes.get(traceback.tb_frame.f_code, name)
         traceback = traceback.tb_next
     return name
+
+
+def _one_line(ex: BaseException) -> str:
+    """Return an exception's message on one line (pluggy's span several)."""
+    return " ".join(line.strip() for line in str(ex).splitlines() if line.strip())
+
+
+def check_host_requirement(name: str, dist: importlib.metadata.Distribution) -> None:
+    """Refuse plugin ``name`` when its distribution requires another SwiftMail version."""
+    for line in dist.requires or ():
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if canonicalize_name(requirement.name) != HOST_DISTRIBUTION:
+            continue
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        if not requirement.specifier.contains(__version__, prereleases=True):
+            raise PluginError(
+                f"plugin {name!r} ({dist.metadata['Name']} {dist.version}) requires "
+                f"{requirement}, but this is swiftmail {__version__}: install a release of the "
+                "plugin made for it, or add it to SWIFTMAIL_DISABLED_PLUGINS"
+            )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 import click
 
@@ -16,7 +18,54 @@ from swiftmail_core.cli.state import CliState
 from swiftmail_core.errors import SwiftMailError
 
 
+class SwiftMailGroup(click.Group):
+    """The root group: adds plugins' commands, then runs with one-line errors.
+
+    Loading plugins happens in ``main`` so that the console script and
+    click's test runner take the same path: a plugin that cannot load stops
+    every command with one line naming it (it used to hide its commands).
+    """
+
+    def main(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, prog_name: str | None = None,
+        **extra: Any,
+    ) -> NoReturn:
+        """Run the CLI; print errors as one line and exit 1 (2 for usage)."""
+        extra.pop("standalone_mode", None)
+        try:
+            register_plugin_commands(self)
+            super().main(args=args, prog_name=prog_name or "swiftmail", standalone_mode=False,
+                         **extra)
+        except click.exceptions.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(1)
+        except click.exceptions.Exit as ex:
+            sys.exit(ex.exit_code)
+        except click.ClickException as ex:
+            ex.show()
+            sys.exit(ex.exit_code)
+        except SwiftMailError as ex:
+            click.echo(f"error: {ex.detail}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as ex:
+            if os.environ.get("SWIFTMAIL_DEBUG"):
+                raise
+            # NOTE: first line only: a database error's next lines quote the SQL.
+            summary = next(iter(str(ex).splitlines()), "")
+            click.echo(
+                f"error: unexpected {type(ex).__name__}: {summary} "
+                "(set SWIFTMAIL_DEBUG=1 for a traceback)",
+                err=True,
+            )
+            sys.exit(1)
+        sys.exit(0)
+
+
 @click.group(
+    cls=SwiftMailGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="Examples:\n\n\b\n  swiftmail init --yes\n  swiftmail tenant create acme\n"
     "  swiftmail apikey create --tenant acme --role admin\n  swiftmail doctor",
@@ -72,48 +121,26 @@ def _register_builtin_commands() -> None:
             cli.add_command(command)
 
 
-def _register_plugin_commands() -> None:
-    """Let plugins add commands; a broken setup must not break --help."""
+def register_plugin_commands(group: click.Group) -> None:
+    """Let plugins add commands to ``group``; raise ``PluginError`` if one cannot load.
+
+    Settings that cannot be read leave plugins out (so ``--help`` and ``init``
+    work); the command that needs settings then reports the problem.
+    """
+    from swiftmail_core.errors import ConfigurationError
     from swiftmail_core.plugins import PluginManager
     from swiftmail_core.settings import load_settings
 
     try:
-        PluginManager.load(load_settings()).register_commands(cli)
-    except SwiftMailError:
-        pass
+        settings = load_settings()
+    except ConfigurationError:
+        return
+    PluginManager.load(settings).register_commands(group)
 
 
 _register_builtin_commands()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; print errors as one line and exit 1 (2 for usage)."""
-    _register_plugin_commands()
-    try:
-        cli.main(args=argv, prog_name="swiftmail", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(1)
-    except click.exceptions.Exit as ex:
-        sys.exit(ex.exit_code)
-    except click.ClickException as ex:
-        ex.show()
-        sys.exit(ex.exit_code)
-    except SwiftMailError as ex:
-        click.echo(f"error: {ex.detail}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
-    except Exception as ex:
-        if os.environ.get("SWIFTMAIL_DEBUG"):
-            raise
-        # NOTE: first line only: a database error's next lines quote the SQL.
-        summary = next(iter(str(ex).splitlines()), "")
-        click.echo(
-            f"error: unexpected {type(ex).__name__}: {summary} "
-            "(set SWIFTMAIL_DEBUG=1 for a traceback)",
-            err=True,
-        )
-        sys.exit(1)
-    sys.exit(0)
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Run the ``swiftmail`` console script."""
+    cli.main(args=argv, prog_name="swiftmail")

@@ -31,9 +31,9 @@ def _walk(
 
 def render_reference() -> str:
     """Return the Markdown reference of every command, plugins' included."""
-    from swiftmail_core.cli import _register_plugin_commands, cli
+    from swiftmail_core.cli import cli, register_plugin_commands
 
-    _register_plugin_commands()
+    register_plugin_commands(cli)
     parts = [HEADER]
     for path, command in _walk(cli, ["swiftmail"]):
         with click.Context(command, info_name=" ".join(path), terminal_width=100) as ctx:

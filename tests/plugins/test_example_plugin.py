@@ -40,6 +40,21 @@ def test_example_plugin_loads_through_its_entry_point(installed_example: Path) -
     assert "example " not in hidden.stdout
 
 
+def test_example_plugin_declares_the_host_versions_it_targets(installed_example: Path) -> None:
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+
+    from swiftmail_core import __version__
+    from swiftmail_core.plugins import check_host_requirement
+
+    dist = next(importlib.metadata.distributions(path=[str(installed_example)]))
+    wanted = [Requirement(line) for line in dist.requires or ()]
+    assert [str(r.specifier) for r in wanted if r.name == "swiftmail"] == ["<0.2,>=0.1"]
+    assert __version__ in wanted[0].specifier
+    check_host_requirement("example", dist)  # this host is one it targets
+
+
 def test_example_transport_is_usable(installed_example: Path, monkeypatch) -> None:
     import uuid
 
