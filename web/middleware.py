@@ -143,6 +143,7 @@ class Idempotency:
     ) -> None:
         """Reserve the key, or answer from the stored response."""
         req.context.idempotency = None
+        req.context.idempotency_pending = None
         if req.method != "POST" or resource is None or getattr(resource, "public", False):
             return
         key = req.get_header("Idempotency-Key")
@@ -160,7 +161,13 @@ class Idempotency:
             # Uploads (CSV imports) are hashed while they are spooled: at most
             # UPLOAD_MEMORY bytes stay in memory, the rest goes to a temp file.
             req.context.body_file, req.context.body_digest = _spool_upload(req.bounded_stream)
-        self.store.begin(req, resp, key)
+        if runs_in_tenant_transaction(resource, req):
+            # Reserved inside the work's transaction (TenantTransaction), so the key,
+            # the work and the stored response commit together.
+            self.store.check_key(key)
+            req.context.idempotency_pending = key
+        else:
+            self.store.begin(req, resp, key)
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
@@ -182,14 +189,20 @@ class TenantTransaction:
         """Open the tenant transaction for tenant-data resources."""
         from swiftmail_core.db import tenant_tx
 
-        principal = req.context.principal
-        wants = getattr(resource, "tenant_transaction", not getattr(resource, "public", False))
-        if resource is None or principal is None or not wants:
+        if not runs_in_tenant_transaction(resource, req):
             return
         stack = contextlib.ExitStack()
         # APPSEC: the tenant is the credential's, never the URL's or the body's.
-        stack.enter_context(tenant_tx(principal.tenant_id))
+        database = stack.enter_context(tenant_tx(req.context.principal.tenant_id))
         req.context.transaction = stack
+        pending = getattr(req.context, "idempotency_pending", None)
+        if pending is not None:
+            try:
+                self.store.begin_in_transaction(req, resp, pending, database)
+            except BaseException as ex:
+                req.context.transaction = None
+                stack.__exit__(type(ex), ex, ex.__traceback__)
+                raise
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
@@ -215,3 +228,15 @@ class TenantTransaction:
         else:
             failure = _RequestFailed()
             stack.__exit__(_RequestFailed, failure, None)
+            if getattr(req.context, "idempotency", None) is not None:
+                if 400 <= status < 500:
+                    # The work rolled back with its reservation; the refusal is kept
+                    # for replays. A 5xx keeps nothing, so a retry runs again.
+                    self.store.record_refusal(req, resp)
+                req.context.idempotency = None
+
+
+def runs_in_tenant_transaction(resource: Any, req: falcon.Request) -> bool:
+    """Return True when the responder runs inside the request's ``tenant_tx``."""
+    wants = getattr(resource, "tenant_transaction", not getattr(resource, "public", False))
+    return bool(resource is not None and req.context.principal is not None and wants)

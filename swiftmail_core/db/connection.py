@@ -69,11 +69,20 @@ def _as_uuid(tenant_id: uuid.UUID | str) -> uuid.UUID:
 def tenant_tx(tenant_id: uuid.UUID | str) -> Iterator[PooledPostgresqlDatabase]:
     """Run the block in one transaction scoped to ``tenant_id``.
 
-    APPSEC: must be the outermost transaction, so the setting and the work
-    share one transaction and die together; nesting is refused.
+    APPSEC: it is the outermost transaction, so the setting and the work
+    share one transaction and die together. Inside an open ``tenant_tx`` of
+    the SAME tenant (the API's request transaction), it joins that transaction
+    as a savepoint, so a service called by a request commits with the request
+    (and its stored Idempotency-Key response) or not at all; any other nesting
+    is refused.
     """
     tenant = _as_uuid(tenant_id)
-    if app_db.in_transaction() or current_tenant() is not None:
+    joined = current_tenant()
+    if joined == tenant and app_db.in_transaction():
+        with app_db.atomic():
+            yield app_db
+        return
+    if app_db.in_transaction() or joined is not None:
         raise TenantIsolationError(
             "tenant_tx cannot nest inside another transaction: open it outermost"
         )

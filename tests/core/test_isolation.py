@@ -200,6 +200,20 @@ def test_tenant_tx_refuses_nesting_and_bad_ids(tenant_a, tenant_b) -> None:
         pass
 
 
+def test_tenant_tx_of_the_same_tenant_joins_the_open_one(tenant_a) -> None:
+    # A service called inside the API's request transaction joins it as a savepoint:
+    # its work commits or rolls back with the request.
+    with pytest.raises(RuntimeError), tenant_tx(tenant_a.id) as outer:
+        with tenant_tx(tenant_a.id) as inner:
+            assert inner is outer
+            inner.execute_sql("INSERT INTO lists (tenant_id, name) VALUES (%s, 'joined')",
+                              (str(tenant_a.id),))
+        raise RuntimeError("the request failed")
+    with tenant_tx(tenant_a.id) as database:
+        assert database.execute_sql(
+            "SELECT count(*) FROM lists WHERE name = 'joined'").fetchone()[0] == 0
+
+
 def test_app_role_cannot_truncate_or_read_users(seeded, app_connection) -> None:
     with app_connection.cursor() as cursor, pytest.raises(errors.InsufficientPrivilege):
         cursor.execute("TRUNCATE contacts")

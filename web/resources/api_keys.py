@@ -63,8 +63,6 @@ class ApiKeysResource:
     #: APPSEC: shown once; never stored for Idempotency-Key replays.
     replay_omits = ("key",)
     tag = "api-keys"
-    # The core service opens its own tenant_tx, so the middleware's is not wanted.
-    tenant_transaction = False
     policy = {"GET": access.Access("admin", "api_keys:read"),
               "POST": access.Access("admin", "api_keys:write")}
     docs = {

@@ -282,7 +282,6 @@ class _Action:
     """A lifecycle action: POST with a small body, answered with the campaign."""
 
     tag = "campaigns"
-    tenant_transaction = False
     policy = {"POST": access.write("campaigns")}
     body = EMPTY
 
@@ -445,7 +444,6 @@ class MessagesResource:
     """``POST /v1/messages``: queue one transactional message."""
 
     tag = "messages"
-    tenant_transaction = False
     policy = {"POST": access.Access("editor", "messages:write")}
     docs = {"POST": Operation("Send a transactional message", body=MESSAGE, response=LEDGER,
                               status=202)}
