@@ -7,6 +7,13 @@ remembered. Connections are reused per destination site up to
 ``messages_per_connection``; a 421 on a reused connection reconnects at once.
 Several recipients of one domain share one transaction, pipelined (RFC 2920)
 when the peer offers PIPELINING.
+
+A connection's slot (the local per-site count and the shared Redis lease)
+is returned on every path: a transaction that raises anything discards its
+connection. MAIL carries SMTPUTF8 when an address is non-ASCII or the
+submission used it, and BODY=8BITMIME when the body has 8-bit bytes or the
+submission declared it; a next hop without the extension gets no attempt:
+the recipients bounce at once with a 5.6.x reason (RFC 6531, RFC 6152).
 """
 
 from __future__ import annotations
@@ -250,13 +257,13 @@ class Deliverer:
 
     async def _checkin(self, connection: Connection, cap: int) -> None:
         if connection.messages >= cap or not connection.client.is_connected:
-            if connection.client.is_connected:
-                try:
+            try:
+                if connection.client.is_connected:
                     await connection.client.quit(timeout=5)
-                except (TimeoutError, aiosmtplib.SMTPException, OSError):
-                    pass
-            self._discard(connection, notify=False)
-            await self._notify(connection.site)
+            except (TimeoutError, aiosmtplib.SMTPException, OSError, ValueError):
+                pass  # closed below either way
+            finally:
+                self._discard(connection)
             return
         connection.idle_since = time.monotonic()
         condition = self._condition(connection.site)
@@ -274,18 +281,31 @@ class Deliverer:
         message: bytes,
         *,
         messages_per_connection: int | None = None,
+        smtputf8: bool = False,
+        eight_bit: bool = False,
     ) -> dict[str, Reply]:
-        """Deliver one message to recipients of one domain; a Reply per recipient."""
+        """Deliver one message to recipients of one domain; a Reply per recipient.
+
+        ``smtputf8`` and ``eight_bit`` say the submission used SMTPUTF8 or
+        BODY=8BITMIME; either is also inferred from the addresses and bytes.
+        """
         cap = messages_per_connection or self.config.messages_per_connection
+        refused = _refuse_controls(mail_from, recipients)
+        if refused is not None:
+            return refused
+        options = _MailOptions(
+            smtputf8=smtputf8,
+            utf8_addresses=not all(a.isascii() for a in (mail_from, *recipients)),
+            utf8_headers=smtputf8 and not _header_block(message).isascii(),
+            eight_bit=eight_bit or not message.isascii())
         sts = await self._tls.sts(route.domain) if self._tls is not None else None
         try:
             connection, reused = await self._checkout(route, sts)
         except ConnectFailed as failure:
             return dict.fromkeys(recipients, failure.reply)
         try:
-            replies = await self._transaction(connection, mail_from, recipients, message)
+            replies = await self._attempt(connection, mail_from, recipients, message, options)
         except _Reconnect as closed:
-            self._discard(connection)
             if not reused:
                 return dict.fromkeys(recipients, closed.reply)
             try:
@@ -293,24 +313,54 @@ class Deliverer:
             except ConnectFailed as failure:
                 return dict.fromkeys(recipients, failure.reply)
             try:
-                replies = await self._transaction(connection, mail_from, recipients, message)
+                replies = await self._attempt(connection, mail_from, recipients, message, options)
             except _Reconnect as closed:
-                self._discard(connection)
                 return dict.fromkeys(recipients, closed.reply)
         connection.messages += 1
         await self._checkin(connection, cap)
         return replies
 
+    async def _attempt(self, connection: Connection, mail_from: str,
+                       recipients: Sequence[str], message: bytes,
+                       options: _MailOptions) -> dict[str, Reply]:
+        """Run one transaction; on any exception the connection is discarded.
+
+        An unexpected error (a bug, a peer nobody foresaw) becomes a local
+        temporary failure for every recipient: the slot goes back, the
+        message is retried, the destination never stalls.
+        """
+        try:
+            return await self._transaction(connection, mail_from, recipients, message, options)
+        except _Reconnect:
+            self._discard(connection)
+            raise
+        except Exception as ex:
+            log.exception("transaction_failed", mx=connection.host.name, error=repr(ex))
+            self._discard(connection)
+            failure = Reply(451, f"4.3.0 local error talking to {connection.host.name}: "
+                                 f"{type(ex).__name__}", local=True)
+            return dict.fromkeys(recipients, failure)
+        except BaseException:
+            self._discard(connection)
+            raise
+
     async def _transaction(
-        self, connection: Connection, mail_from: str, recipients: Sequence[str], message: bytes
+        self, connection: Connection, mail_from: str, recipients: Sequence[str], message: bytes,
+        options: _MailOptions | None = None,
     ) -> dict[str, Reply]:
         client = connection.client
         replies: dict[str, Reply] = {}
+        options = options or _MailOptions()
+        unsupported = options.unsupported(client, connection.host.name)
+        if unsupported is not None:
+            return dict.fromkeys(recipients, unsupported)
+        parameters = options.parameters(client)
         try:
-            if _can_pipeline(client, mail_from, recipients):
-                return await self._pipelined(client, mail_from, recipients, message, replies)
+            if client.supports_extension("pipelining"):
+                return await self._pipelined(client, mail_from, recipients, message, replies,
+                                             parameters)
             try:
-                await self._mail(client, mail_from)
+                await self._mail(client, mail_from, parameters)
             except aiosmtplib.SMTPResponseException as ex:
                 if ex.code == 421:
                     raise _Reconnect(Reply(ex.code, ex.message)) from ex
@@ -351,25 +401,22 @@ class Deliverer:
     # NOTE: MAIL, RCPT and DATA go through aiosmtplib's protocol directly:
     # its high-level methods parse every address with email.utils and run two
     # regexes over every message body, a fifth of the relay's CPU per message.
-    # Non-ASCII addresses take the high-level path (it adds SMTPUTF8).
+    # Addresses are sent as UTF-8: a non-ASCII one only ever goes out after
+    # SMTPUTF8 was checked and put on MAIL (``_MailOptions``).
 
     async def _command(self, client: aiosmtplib.SMTP, *args: bytes) -> Any:
         if client.protocol is None:
             raise aiosmtplib.SMTPServerDisconnected("Server not connected")
         return await client.protocol.execute_command(*args, timeout=self.config.command_timeout)
 
-    async def _mail(self, client: aiosmtplib.SMTP, sender: str) -> None:
-        if not sender.isascii():
-            await client.mail(sender)
-            return
-        response = await self._command(client, b"MAIL", b"FROM:<" + sender.encode() + b">")
+    async def _mail(self, client: aiosmtplib.SMTP, sender: str,
+                    parameters: tuple[bytes, ...] = ()) -> None:
+        response = await self._command(client, b"MAIL", b"FROM:<" + sender.encode() + b">",
+                                       *parameters)
         if response.code != 250:
             raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
 
     async def _rcpt(self, client: aiosmtplib.SMTP, recipient: str) -> None:
-        if not recipient.isascii():
-            await client.rcpt(recipient)
-            return
         response = await self._command(client, b"RCPT", b"TO:<" + recipient.encode() + b">")
         if response.code not in (250, 251):
             raise aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)
@@ -390,14 +437,14 @@ class Deliverer:
 
     async def _pipelined(
         self, client: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], message: bytes,
-        replies: dict[str, Reply],
+        replies: dict[str, Reply], parameters: tuple[bytes, ...] = (),
     ) -> dict[str, Reply]:
         """Run one transaction with MAIL, every RCPT and DATA in one write (RFC 2920)."""
         protocol = client.protocol
         if protocol is None:
             raise aiosmtplib.SMTPServerDisconnected("Server not connected")
         timeout = self.config.command_timeout
-        commands = [b"MAIL FROM:<" + sender.encode() + b">\r\n"]
+        commands = [b" ".join((b"MAIL FROM:<" + sender.encode() + b">", *parameters)) + b"\r\n"]
         commands.extend(b"RCPT TO:<" + r.encode() + b">\r\n" for r in recipients)
         commands.append(b"DATA\r\n")
         reader = _PipelinedReplies(protocol, timeout)
@@ -474,14 +521,59 @@ class Deliverer:
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def _can_pipeline(client: aiosmtplib.SMTP, sender: str, recipients: Sequence[str]) -> bool:
-    """Tell whether this transaction may be pipelined: offered, ASCII, no controls."""
-    if not client.supports_extension("pipelining"):
-        return False
-    # APPSEC: the pipelined write bypasses aiosmtplib's command-injection
-    # check, so any CR/LF or other control in an address takes the one
-    # command at a time path, which refuses it.
-    return all(a.isascii() and not _CONTROL.search(a) for a in (sender, *recipients))
+def _refuse_controls(sender: str, recipients: Sequence[str]) -> dict[str, Reply] | None:
+    """Refuse a transaction whose addresses hold control characters.
+
+    APPSEC: the pipelined write bypasses aiosmtplib's command-injection
+    check, so a CR/LF in an address never reaches any write path.
+    """
+    if not any(_CONTROL.search(a) for a in (sender, *recipients)):
+        return None
+    refused = Reply(553, "5.1.3 address contains a control character", local=True)
+    return dict.fromkeys(recipients, refused)
+
+
+def _header_block(message: bytes) -> bytes:
+    end = message.find(b"\r\n\r\n")
+    if end < 0:
+        end = message.find(b"\n\n")
+    return message if end < 0 else message[:end]
+
+
+@dataclasses.dataclass(frozen=True)
+class _MailOptions:
+    """What MAIL must declare for one message, and what the peer must offer."""
+
+    smtputf8: bool = False  # the submission used SMTPUTF8
+    utf8_addresses: bool = False  # the reverse path or a recipient is non-ASCII
+    utf8_headers: bool = False  # an SMTPUTF8 submission whose headers are UTF-8
+    eight_bit: bool = False  # 8-bit body bytes, or the submission declared 8BITMIME
+
+    def unsupported(self, client: aiosmtplib.SMTP, host: str) -> Reply | None:
+        """Return the bounce reply when the peer lacks a needed extension.
+
+        An SMTPUTF8 submission whose addresses and headers are all ASCII
+        goes to a peer without SMTPUTF8 as ordinary mail.
+        """
+        if (self.utf8_addresses or self.utf8_headers) \
+                and not client.supports_extension("smtputf8"):
+            what = "a non-ASCII address" if self.utf8_addresses else "UTF-8 headers"
+            return Reply(553 if self.utf8_addresses else 554,
+                         f"{'5.6.7' if self.utf8_addresses else '5.6.9'} {host} does not "
+                         f"support SMTPUTF8, needed for {what} (RFC 6531)", local=True)
+        if self.eight_bit and not client.supports_extension("8bitmime"):
+            return Reply(554, f"5.6.3 {host} does not support 8BITMIME, needed for this "
+                              "8-bit message (RFC 6152)", local=True)
+        return None
+
+    def parameters(self, client: aiosmtplib.SMTP) -> tuple[bytes, ...]:
+        """Return the MAIL parameters (BODY=8BITMIME, SMTPUTF8) for this peer."""
+        found: list[bytes] = []
+        if self.eight_bit and client.supports_extension("8bitmime"):
+            found.append(b"BODY=8BITMIME")
+        if (self.smtputf8 or self.utf8_addresses) and client.supports_extension("smtputf8"):
+            found.append(b"SMTPUTF8")
+        return tuple(found)
 
 
 class _PipelinedReplies:

@@ -349,6 +349,7 @@ class Relay:
             replies = await self._deliverer_for(source).send(
                 route, mail_from, [r.address for r in recipients], body,
                 messages_per_connection=policy.messages_per_connection,
+                smtputf8=envelope.smtputf8, eight_bit=envelope.body_type.upper() == "8BITMIME",
             )
             await self.throttle.observe(route, list(replies.values()))
             for recipient in recipients:

@@ -92,6 +92,7 @@ class Envelope:
     created_at: float = dataclasses.field(default_factory=time.time)
     size: int = 0
     smtputf8: bool = False  # the submitter used SMTPUTF8: pass it on (or bounce) when relaying
+    body_type: str = ""  # the submission's BODY= (8BITMIME), passed on when relaying
 
     def to_json(self) -> bytes:
         """Serialise for the spool file."""

@@ -77,6 +77,15 @@ def header_problem(raw: bytes) -> str | None:
     return None
 
 
+def _body_type(mail_options: list[str]) -> str:
+    """Return the BODY= value a client declared on MAIL (``8BITMIME``), upper case."""
+    for option in mail_options:
+        name, _, value = option.partition("=")
+        if name.upper() == "BODY":
+            return value.upper()
+    return ""
+
+
 class SubmissionHandler(TransientOnError):
     """aiosmtpd handler: authenticate, check, sign, spool."""
 
@@ -178,7 +187,7 @@ class SubmissionHandler(TransientOnError):
             id=new_id(), mail_from=envelope.mail_from or "",
             recipients=[Recipient(address) for address in envelope.rcpt_tos],
             tenant_id=str(principal.tenant_id), source="submission", sender_domain=domain,
-            smtputf8=bool(envelope.smtp_utf8),
+            smtputf8=bool(envelope.smtp_utf8), body_type=_body_type(envelope.mail_options),
         )
         lookup = getattr(self.keys, "domain", None)
         if lookup is not None:

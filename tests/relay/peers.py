@@ -35,6 +35,8 @@ class SmtpPeer:
         self.data_reply: Callable[[bytes], str] = lambda data: "250 2.0.0 queued"
         self.mail_reply: Callable[[str], str] = lambda sender: "250 2.1.0 ok"
         self.on_data = "accept"  # accept | disconnect | stall
+        self.extensions = ["SIZE 50000000", "8BITMIME"]  # what EHLO offers (besides STARTTLS)
+        self.mail_commands: list[str] = []  # every MAIL command line as received
         self.messages: list[Received] = []
         self.connections = 0
         self.open_connections = 0
@@ -117,7 +119,7 @@ class SmtpPeer:
                 return
             verb = line[:4].upper()
             if verb in ("EHLO", "HELO"):
-                extensions = ["250-peer.test", "250-SIZE 50000000", "250-8BITMIME"]
+                extensions = ["250-peer.test", *(f"250-{e}" for e in self.extensions)]
                 if self.starttls:
                     extensions.append("250-STARTTLS")
                 extensions.append("250 ENHANCEDSTATUSCODES")
@@ -130,6 +132,7 @@ class SmtpPeer:
                 await writer.drain()
                 return
             elif verb == "MAIL":
+                self.mail_commands.append(line)
                 mail_from = line.split(":", 1)[1].strip().split(" ")[0].strip("<>")
                 recipients = []
                 await say(self.mail_reply(mail_from))
