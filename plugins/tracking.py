@@ -118,7 +118,10 @@ def webhooks_group() -> None:
               show_default=True, help="Seconds between polls when idle.")
 @click.pass_obj
 def deliver(state, once: bool, interval: float) -> None:
-    """POST due webhook deliveries, signed, with retries and backoff.
+    """POST due webhook deliveries, signed, concurrently, with retries and backoff.
+
+    Settings webhook_concurrency (POSTs at once) and
+    webhook_endpoint_concurrency (per webhook, across deliverers) bound it.
 
     \b
     Examples:
@@ -126,13 +129,14 @@ def deliver(state, once: bool, interval: float) -> None:
       swiftmail webhooks deliver --once
     """
     from swiftmail_core.webhooks.dispatcher import Dispatcher
-    from swiftmail_core.webhooks.urls import UrlPolicy
+    from swiftmail_core.webhooks.leases import reclaim_expired_leases
 
     runtime = state.runtime()
-    dispatcher = Dispatcher(str(runtime.settings.require("secret_key")),
-                            UrlPolicy.from_settings(runtime.settings), runtime.plugins)
+    dispatcher = Dispatcher.from_settings(runtime.settings, runtime.plugins)
     while True:
         count = dispatcher.deliver_due()
+        if count == 0:
+            reclaim_expired_leases()  # as the sweeper does, for a deliverer run alone
         if once and count == 0:
             return
         if count == 0:

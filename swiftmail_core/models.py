@@ -344,6 +344,7 @@ class Webhook(TenantModel):
     enabled = BooleanField(default=True)
     disabled_reason = TextField(null=True)
     consecutive_failures = IntegerField(default=0)
+    paused_until = DateTimeField(null=True)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
 
@@ -362,6 +363,7 @@ class WebhookDelivery(TenantModel):
     attempts = IntegerField(default=0)
     next_attempt_at = DateTimeField(default=utcnow)
     lease_expires_at = DateTimeField(null=True)
+    lease_token = UUIDField(null=True)
     response_status = IntegerField(null=True)
     response_excerpt = TextField(null=True)
     created_at = DateTimeField(default=utcnow)

@@ -148,6 +148,15 @@ class Settings:
         False,
         "Allow outgoing webhooks to http:// URLs on loopback (tests only; never in production).",
     )
+    webhook_concurrency: int = _setting(
+        8, "Webhook POSTs one deliverer makes at once (its thread pool)."
+    )
+    webhook_endpoint_concurrency: int = _setting(
+        2, "Webhook POSTs in flight to one webhook at once, across all deliverers."
+    )
+    webhook_timeout_seconds: float = _setting(
+        10.0, "How long one webhook POST may take (connect and answer)."
+    )
     worker_queue_name: str = _setting(
         "swiftmail-sending", "Name of the sending queue in Redis (give each installation its own)."
     )

@@ -21,6 +21,7 @@ from swiftmail_core.sending.audience import resolve_audience
 from swiftmail_core.sending.links import register_links
 from swiftmail_core.sending.state import Report, apply_reports
 from swiftmail_core.settings import Settings
+from swiftmail_core.webhooks.leases import reclaim_expired_leases as reclaim_webhook_leases
 
 log = logging.getLogger(__name__)
 
@@ -201,11 +202,13 @@ def tick(settings: Settings, plugins: PluginManager) -> dict[str, int]:
         except Exception:
             log.exception("preparing campaign %s failed; the next tick retries", campaign_id)
     reclaimed = reclaim_expired_leases()
+    webhook_reclaimed = reclaim_webhook_leases()
     expired_unknown = expire_unknown_outcomes(settings.send_unknown_outcome_hours, plugins)
     finished = complete_campaigns()
     partitions = maintain_event_partitions()
     return {"started": len(started), "resolved": resolved, "reclaimed": reclaimed,
-            "expired_unknown": expired_unknown, "finished": len(finished), "event_partitions": partitions}
+            "webhook_reclaimed": webhook_reclaimed, "expired_unknown": expired_unknown,
+            "finished": len(finished), "event_partitions": partitions}
 
 
 def maintain_event_partitions(months_ahead: int = 3) -> int:

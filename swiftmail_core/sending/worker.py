@@ -146,11 +146,9 @@ class SendingQueue:
         """Run due import/export jobs and post due webhook deliveries."""
         from swiftmail_core.jobs import run_pending_jobs
         from swiftmail_core.webhooks.dispatcher import Dispatcher
-        from swiftmail_core.webhooks.urls import UrlPolicy
 
         jobs = run_pending_jobs(self, limit=BACKGROUND_JOBS_PER_TICK)
-        dispatcher = Dispatcher(str(self.settings.require("secret_key")),
-                                UrlPolicy.from_settings(self.settings), self.plugins)
+        dispatcher = Dispatcher.from_settings(self.settings, self.plugins)
         return {"jobs": jobs, "webhook_deliveries": dispatcher.deliver_due()}
 
     def _start_background(self) -> None:

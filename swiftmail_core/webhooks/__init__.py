@@ -2,9 +2,10 @@
 
 ``urls.check_webhook_url`` is what saving a webhook calls; ``queue.enqueue_within``
 (called by ``record_events`` in the same transaction) turns stored events into
-deliveries; ``Dispatcher`` claims due deliveries, checks
-the address again, POSTs, logs, retries with backoff for a day and disables
-a webhook that keeps failing (recording a ``webhook_disabled`` event).
+deliveries; ``Dispatcher`` claims due deliveries exactly once
+(``leases``), checks the address again, POSTs them concurrently with a limit
+per webhook, logs, retries with backoff for a day, pauses a failing webhook
+meanwhile and disables one that keeps failing (a ``webhook_disabled`` event).
 """
 
 from swiftmail_core.webhooks.signing import SIGNATURE_HEADER, sign_payload, verify_signature

@@ -1,21 +1,30 @@
-"""Webhook deliveries: enqueue from events, claim, POST, log, retry, disable.
+"""Webhook deliveries: claim, POST concurrently, log, retry, pause, disable.
 
 Deliveries are rows of ``webhook_deliveries`` (the delivery log a tenant
-reads). Workers claim due rows with ``FOR UPDATE SKIP LOCKED`` and a lease;
-an expired lease is claimable again. A failed attempt is retried with
-exponential backoff (30 s doubling, capped at 2 h) until ``retry_window``
-(a day) after the event; then it is abandoned and, if the webhook has not
-succeeded since, the webhook is disabled and a ``webhook_disabled`` event is
-recorded for the tenant.
+reads). A dispatcher claims due rows exactly once (``leases.claim_due``: a
+lease and a lease token, at most ``endpoint_concurrency`` in flight per
+webhook) and POSTs them on a pool of ``concurrency`` threads, claiming more
+as threads free up, so a slow receiver holds at most its own slots. Only
+the holder of a delivery's lease token records its result.
+
+A failed attempt is retried with exponential backoff (30 s doubling, capped
+at 2 h) until ``retry_window`` (a day) after the event; then it is abandoned
+and, if the webhook has not succeeded since, the webhook is disabled and a
+``webhook_disabled`` event is recorded for the tenant. Every failure also
+pauses the webhook (``paused_until``, the same backoff on its failures in a
+row), so a failing or timing-out receiver is not tried for its other
+deliveries meanwhile; a success ends the pause.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import random
+import threading
+import time
 import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import structlog
 
@@ -24,6 +33,8 @@ from swiftmail_core.db import system_tx
 from swiftmail_core.errors import ValidationError
 from swiftmail_core.events import EventRecord, record_events
 from swiftmail_core.plugins import PluginManager
+from swiftmail_core.settings import Settings
+from swiftmail_core.webhooks.leases import Claimed, claim_due, release
 from swiftmail_core.webhooks.signing import SIGNATURE_HEADER, sign_payload
 from swiftmail_core.webhooks.transport import PostResult, post
 from swiftmail_core.webhooks.urls import UrlPolicy, check_webhook_url
@@ -41,22 +52,10 @@ def next_delay(attempts: int, jitter: float = 0.1) -> datetime.timedelta:
     return delay * (1 + random.uniform(0, jitter))
 
 
-@dataclasses.dataclass(frozen=True)
-class Claimed:
-    """A delivery claimed for one attempt, with what is needed to send it."""
-
-    tenant_id: uuid.UUID
-    delivery_id: int
-    webhook_id: uuid.UUID
-    url: str
-    secret_encrypted: bytes
-    payload: dict
-    attempts: int
-    created_at: datetime.datetime
 
 
 class Dispatcher:
-    """Deliver due webhook deliveries; one instance per worker process."""
+    """Deliver due webhook deliveries concurrently; one instance per deliverer."""
 
     def __init__(
         self,
@@ -68,6 +67,10 @@ class Dispatcher:
         retry_window: datetime.timedelta = RETRY_WINDOW,
         resolve=None,
         tenant_id: uuid.UUID | None = None,
+        concurrency: int = 8,
+        endpoint_concurrency: int = 2,
+        lease: datetime.timedelta | None = None,
+        poll_seconds: float = 0.2,
     ) -> None:
         self.secret_key = secret_key
         self.policy = policy
@@ -76,40 +79,32 @@ class Dispatcher:
         self.retry_window = retry_window
         self.resolve = resolve
         self.tenant_id = tenant_id  # deliver one tenant's webhooks only (None: all)
+        self.concurrency = max(1, concurrency)
+        self.endpoint_concurrency = max(1, endpoint_concurrency)
+        # NOTE: the lease outlasts any attempt (connect retries, answer), so a
+        # claim never expires under a POST still in flight.
+        self.lease = lease or max(LEASE, datetime.timedelta(seconds=3 * timeout + 30))
+        self.poll_seconds = poll_seconds
+        self._paused: dict[tuple[uuid.UUID, uuid.UUID], datetime.datetime] = {}
+        self._lock = threading.Lock()
 
-    @property
-    def _tenant(self) -> str | None:
-        return str(self.tenant_id) if self.tenant_id else None
+    @classmethod
+    def from_settings(cls, settings: Settings, plugins: PluginManager | None = None,
+                      **options) -> Dispatcher:
+        """Build the dispatcher the settings describe."""
+        return cls(
+            str(settings.require("secret_key")), UrlPolicy.from_settings(settings), plugins,
+            timeout=float(settings.webhook_timeout_seconds),
+            concurrency=int(settings.webhook_concurrency),
+            endpoint_concurrency=int(settings.webhook_endpoint_concurrency),
+            **options,
+        )
 
     def claim(self, limit: int = 50) -> list[Claimed]:
-        """Lease up to ``limit`` due deliveries of enabled webhooks."""
-        with system_tx() as database:
-            rows = database.execute_sql(
-                "WITH due AS (SELECT d.tenant_id, d.id FROM webhook_deliveries d "
-                "WHERE d.next_attempt_at <= now() AND (d.status = 'pending' OR "
-                "(d.status = 'delivering' AND d.lease_expires_at < now())) "
-                "AND (%s::uuid IS NULL OR d.tenant_id = %s::uuid) "
-                "ORDER BY d.next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED) "
-                "UPDATE webhook_deliveries d SET status = 'delivering', "
-                "lease_expires_at = now() + %s, updated_at = now() FROM due, webhooks w "
-                "WHERE d.tenant_id = due.tenant_id AND d.id = due.id "
-                "AND w.tenant_id = d.tenant_id AND w.id = d.webhook_id "
-                "RETURNING d.tenant_id, d.id, d.webhook_id, w.url, w.secret_encrypted, "
-                "d.payload, d.attempts, d.created_at, w.enabled",
-                (self._tenant, self._tenant, limit, LEASE),
-            ).fetchall()
-            disabled = [(str(r[0]), r[1]) for r in rows if not r[8]]
-            for tenant, delivery in disabled:
-                database.execute_sql(
-                    "UPDATE webhook_deliveries SET status = 'abandoned', "
-                    "response_excerpt = 'webhook disabled', updated_at = now() "
-                    "WHERE tenant_id = %s AND id = %s", (tenant, delivery),
-                )
-        return [
-            Claimed(uuid.UUID(str(r[0])), r[1], uuid.UUID(str(r[2])), r[3], bytes(r[4]),
-                    r[5] if isinstance(r[5], dict) else json.loads(r[5]), r[6], r[7])
-            for r in rows if r[8]
-        ]
+        """Lease up to ``limit`` due deliveries of enabled, unpaused webhooks."""
+        return claim_due(limit, lease=self.lease,
+                         endpoint_concurrency=self.endpoint_concurrency,
+                         tenant_id=self.tenant_id)
 
     def attempt(self, claimed: Claimed) -> PostResult:
         """Check the URL again, sign and POST one delivery."""
@@ -128,60 +123,125 @@ class Dispatcher:
         }
         return post(checked, body, headers, timeout=self.timeout)
 
-    def finish(self, claimed: Claimed, result: PostResult) -> None:
-        """Log the attempt; schedule a retry, abandon, or disable the webhook."""
-        attempts = claimed.attempts + 1
+    def finish(self, claimed: Claimed, result: PostResult) -> bool:
+        """Log the attempt; schedule a retry, abandon, or disable the webhook.
+
+        Returns False, recording nothing, when the claim's lease was lost
+        (expired and reclaimed): another deliverer owns the delivery now.
+        """
         tenant, delivery = str(claimed.tenant_id), claimed.delivery_id
+        webhook = str(claimed.webhook_id)
+        guard = (tenant, delivery, claimed.lease_token)
         disabled = False
         with system_tx() as database:
             if result.ok:
+                updated = database.execute_sql(
+                    "UPDATE webhook_deliveries SET status = 'succeeded', "
+                    "attempts = attempts + 1, response_status = %s, response_excerpt = %s, "
+                    "lease_expires_at = NULL, lease_token = NULL, updated_at = now() "
+                    "WHERE tenant_id = %s AND id = %s AND status = 'delivering' "
+                    "AND lease_token = %s",
+                    (result.status, result.excerpt, *guard),
+                ).rowcount
+                if updated != 1:
+                    return self._lost(claimed)
                 database.execute_sql(
-                    "UPDATE webhook_deliveries SET status = 'succeeded', attempts = %s, "
-                    "response_status = %s, response_excerpt = %s, lease_expires_at = NULL, "
-                    "updated_at = now() WHERE tenant_id = %s AND id = %s",
-                    (attempts, result.status, result.excerpt, tenant, delivery),
+                    "UPDATE webhooks SET consecutive_failures = 0, paused_until = NULL, "
+                    "updated_at = now() WHERE tenant_id = %s AND id = %s", (tenant, webhook),
                 )
-                database.execute_sql(
-                    "UPDATE webhooks SET consecutive_failures = 0, updated_at = now() "
-                    "WHERE tenant_id = %s AND id = %s", (tenant, str(claimed.webhook_id)),
-                )
-                return
+                with self._lock:
+                    self._paused.pop(claimed.endpoint, None)
+                return True
             now = datetime.datetime.now(datetime.UTC)
-            retry_at = now + next_delay(attempts)
+            retry_at = now + next_delay(claimed.attempts + 1)
             give_up = retry_at - claimed.created_at > self.retry_window
-            database.execute_sql(
-                "UPDATE webhook_deliveries SET status = %s, attempts = %s, "
+            updated = database.execute_sql(
+                "UPDATE webhook_deliveries SET status = %s, attempts = attempts + 1, "
                 "next_attempt_at = %s, response_status = %s, response_excerpt = %s, "
-                "lease_expires_at = NULL, updated_at = now() WHERE tenant_id = %s AND id = %s",
-                ("abandoned" if give_up else "pending", attempts, retry_at,
-                 result.status or None, result.excerpt, tenant, delivery),
-            )
-            failures = database.execute_sql(
+                "lease_expires_at = NULL, lease_token = NULL, updated_at = now() "
+                "WHERE tenant_id = %s AND id = %s AND status = 'delivering' "
+                "AND lease_token = %s",
+                ("abandoned" if give_up else "pending", retry_at,
+                 result.status or None, result.excerpt, *guard),
+            ).rowcount
+            if updated != 1:
+                return self._lost(claimed)
+            failures, enabled, paused_until = database.execute_sql(
                 "UPDATE webhooks SET consecutive_failures = consecutive_failures + 1, "
-                "updated_at = now() WHERE tenant_id = %s AND id = %s "
-                "RETURNING consecutive_failures, enabled",
-                (tenant, str(claimed.webhook_id)),
+                "paused_until = now() + least(%s * power(2, least(consecutive_failures, 16)), "
+                "%s), updated_at = now() WHERE tenant_id = %s AND id = %s "
+                "RETURNING consecutive_failures, enabled, paused_until",
+                (FIRST_RETRY, MAX_RETRY, tenant, webhook),
             ).fetchone()
-            if give_up and failures and failures[1]:
+            with self._lock:
+                self._paused[claimed.endpoint] = paused_until
+            if give_up and enabled:
                 reason = (f"deliveries failed for {self.retry_window} "
-                          f"({failures[0]} failures in a row); last: {result.excerpt[:200]}")
+                          f"({failures} failures in a row); last: {result.excerpt[:200]}")
                 database.execute_sql(
                     "UPDATE webhooks SET enabled = false, disabled_reason = %s, "
                     "updated_at = now() WHERE tenant_id = %s AND id = %s",
-                    (reason, tenant, str(claimed.webhook_id)),
+                    (reason, tenant, webhook),
                 )
                 disabled = True
+        log.info("webhook_delivery_failed", tenant_id=tenant, webhook_id=webhook,
+                 delivery_id=delivery, status=result.status, paused_until=str(paused_until))
         if disabled:
             record_events([EventRecord(
                 claimed.tenant_id, "webhook_disabled",
                 source_key=f"webhook_disabled:{claimed.webhook_id}:{delivery}",
-                detail={"webhook_id": str(claimed.webhook_id), "url": claimed.url},
+                detail={"webhook_id": webhook, "url": claimed.url},
             )], self.plugins)
-            log.warning("webhook_disabled", tenant_id=tenant, webhook_id=str(claimed.webhook_id))
+            log.warning("webhook_disabled", tenant_id=tenant, webhook_id=webhook)
+        return True
 
-    def deliver_due(self, limit: int = 50) -> int:
-        """Claim and attempt due deliveries; return how many were attempted."""
-        claimed = self.claim(limit)
-        for item in claimed:
-            self.finish(item, self.attempt(item))
-        return len(claimed)
+    @staticmethod
+    def _lost(claimed: Claimed) -> bool:
+        log.warning("webhook_result_ignored", reason="lease lost",
+                    tenant_id=str(claimed.tenant_id), delivery_id=claimed.delivery_id)
+        return False
+
+    def deliver_one(self, claimed: Claimed) -> None:
+        """Attempt one claimed delivery and record it; never raises."""
+        try:
+            with self._lock:
+                paused_until = self._paused.get(claimed.endpoint)
+            if paused_until and paused_until > datetime.datetime.now(datetime.UTC):
+                release(claimed, paused_until)  # paused since the claim: not its turn
+                return
+            if time.monotonic() + 3 * self.timeout > claimed.lease_deadline:
+                release(claimed)  # too little lease left to finish the POST in
+                return
+            try:
+                result = self.attempt(claimed)
+            except Exception as ex:  # e.g. a secret that no longer decrypts
+                log.warning("webhook_attempt_failed", tenant_id=str(claimed.tenant_id),
+                            delivery_id=claimed.delivery_id, error=str(ex))
+                result = PostResult(0, f"not sent: {ex}"[:1000])
+            self.finish(claimed, result)
+        except Exception:
+            # Left 'delivering': the sweeper reclaims it when the lease expires.
+            log.exception("webhook_delivery_not_recorded", tenant_id=str(claimed.tenant_id),
+                          delivery_id=claimed.delivery_id)
+
+    def deliver_due(self, limit: int = 500) -> int:
+        """Claim and attempt due deliveries concurrently; return how many were claimed.
+
+        Claims as many as there are free threads, and more as each POST ends,
+        until nothing is due and nothing is in flight (or ``limit`` claims).
+        """
+        claimed_count = 0
+        in_flight: set[Future] = set()
+        with self._lock:
+            self._paused.clear()  # pauses seen in this round only; claims read the table
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="swiftmail-webhook") as pool:
+            while True:
+                free = min(self.concurrency - len(in_flight), limit - claimed_count)
+                if free > 0:
+                    for item in self.claim(free):
+                        in_flight.add(pool.submit(self.deliver_one, item))
+                        claimed_count += 1
+                if not in_flight:
+                    return claimed_count
+                _, in_flight = wait(in_flight, timeout=self.poll_seconds,
+                                    return_when=FIRST_COMPLETED)

@@ -49,7 +49,10 @@ SCHEMA = obj({
     "object": {"type": "string", "const": "webhook"}, "id": UUID, "url": STRING,
     "event_types": {"type": "array", "items": {"type": "string", "enum": list(EVENT_TYPES)}},
     "enabled": BOOLEAN, "disabled_reason": {"type": ["string", "null"]},
-    "consecutive_failures": INTEGER, "created_at": TIMESTAMP, "updated_at": TIMESTAMP,
+    "consecutive_failures": INTEGER,
+    "paused_until": {**NULLABLE_TIMESTAMP, "description":
+                     "Deliveries wait until then after a failure (backoff); null when not paused."},
+    "created_at": TIMESTAMP, "updated_at": TIMESTAMP,
 })
 WITH_SECRET = obj({**SCHEMA["properties"], "secret": {
     "type": "string", "description": "The signing secret: shown in this response only."}})
@@ -83,6 +86,7 @@ def serialize(row: Webhook) -> dict[str, Any]:
             "event_types": list(row.event_types or ()), "enabled": row.enabled,
             "disabled_reason": row.disabled_reason,
             "consecutive_failures": row.consecutive_failures,
+            "paused_until": row.paused_until,
             "created_at": row.created_at, "updated_at": row.updated_at}
 
 
@@ -157,7 +161,7 @@ class WebhookResource:
         if "url" in values:
             values["url"] = _url(values["url"], self.settings)
         if values.get("enabled") is True and not row.enabled:
-            values.update(disabled_reason=None, consecutive_failures=0)
+            values.update(disabled_reason=None, consecutive_failures=0, paused_until=None)
         if values:
             Webhook.update(updated_at=utcnow(), **values).where(Webhook.id == row.id).execute()
         resp.media = serialize(Webhook.get(Webhook.id == row.id))

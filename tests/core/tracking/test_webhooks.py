@@ -87,9 +87,11 @@ def deliveries(tenant_id) -> list[tuple]:  # type: ignore[no-untyped-def]
 
 
 def make_due(tenant_id) -> None:  # type: ignore[no-untyped-def]
+    """Skip the backoff: the deliveries' retry time and the webhook's pause."""
     with tenant_tx(tenant_id):
         app_db.execute_sql("UPDATE webhook_deliveries SET next_attempt_at = now() "
                            "WHERE status = 'pending'")
+        app_db.execute_sql("UPDATE webhooks SET paused_until = NULL")
 
 
 def test_signature_verifies_and_refuses_changes() -> None:
