@@ -2,15 +2,21 @@
 
 Keys live encrypted in ``sending_domains``; the relay reads them as the
 system role (it signs for every tenant) and decrypts them with
-``secret_key``. A parsed key is cached for ``ttl`` seconds so signing never
-waits on the database in the steady state.
+``secret_key``. A verified domain and a parsed key are cached for ``ttl``
+seconds (300) so signing never waits on the database in the steady state;
+an unknown or not yet verified domain only for ``negative_ttl`` (30), so a
+domain verified a minute ago is accepted. The caches are bounded
+(``max_entries`` each) and thread-safe: lookups run in worker threads.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from collections.abc import Callable
 
+from cachetools import TTLCache
 from swiftmail_relay import dkim
 
 from swiftmail_core import crypto
@@ -21,19 +27,28 @@ from swiftmail_core.models import SendingDomain
 class KeyStore:
     """Find the signing keys and verification state of a tenant's domains."""
 
-    def __init__(self, secret_key: str, *, ttl: float = 300.0, ed25519: bool = True) -> None:
+    def __init__(self, secret_key: str, *, ttl: float = 300.0, negative_ttl: float = 30.0,
+                 ed25519: bool = True, max_entries: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.secret_key = secret_key
         self.ttl = ttl
         self.ed25519 = ed25519
-        self._cache: dict[tuple[str, str], tuple[float, SendingDomain | None]] = {}
-        self._signing: dict[tuple[str, str], tuple[float, list[dkim.SigningKey]]] = {}
+        self._verified: TTLCache[tuple[str, str], SendingDomain] = TTLCache(
+            max_entries, ttl, timer=clock)
+        self._others: TTLCache[tuple[str, str], SendingDomain | None] = TTLCache(
+            max_entries, negative_ttl, timer=clock)
+        self._signing: TTLCache[tuple[str, str], list[dkim.SigningKey]] = TTLCache(
+            max_entries, ttl, timer=clock)
+        self._lock = threading.Lock()
 
     def domain(self, tenant_id: uuid.UUID | str, domain: str) -> SendingDomain | None:
         """Return the tenant's sending domain row for ``domain`` (cached)."""
         key = (str(tenant_id), domain.lower())
-        cached = self._cache.get(key)
-        if cached and cached[0] > time.monotonic():
-            return cached[1]
+        with self._lock:
+            if key in self._verified:
+                return self._verified[key]
+            if key in self._others:
+                return self._others[key]
         # APPSEC: the lookup is keyed by the tenant the credential fixed, so
         # one tenant can never sign with (or send from) another's domain.
         with system_tx():
@@ -43,7 +58,11 @@ class KeyStore:
                 .bind(system_db)
                 .first()
             )
-        self._cache[key] = (time.monotonic() + self.ttl, row)
+        with self._lock:
+            if row is not None and row.verified_at is not None:
+                self._verified[key] = row
+            else:
+                self._others[key] = row
         return row
 
     def is_verified(self, tenant_id: uuid.UUID | str, domain: str) -> bool:
@@ -54,11 +73,13 @@ class KeyStore:
     def signing_keys(self, tenant_id: uuid.UUID | str, domain: str) -> list[dkim.SigningKey]:
         """Return the RSA key (and Ed25519 key, if any) for the From domain."""
         key = (str(tenant_id), domain.lower())
-        cached = self._signing.get(key)
-        if cached and cached[0] > time.monotonic():
-            return cached[1]
+        with self._lock:
+            cached = self._signing.get(key)
+        if cached is not None:
+            return cached
         keys = self._load_signing_keys(tenant_id, domain)
-        self._signing[key] = (time.monotonic() + self.ttl, keys)
+        with self._lock:
+            self._signing[key] = keys
         return keys
 
     def _load_signing_keys(self, tenant_id: uuid.UUID | str, domain: str) -> list[dkim.SigningKey]:
@@ -77,5 +98,7 @@ class KeyStore:
 
     def forget(self) -> None:
         """Drop cached rows (after a key rotation or verification)."""
-        self._cache.clear()
-        self._signing.clear()
+        with self._lock:
+            self._verified.clear()
+            self._others.clear()
+            self._signing.clear()
