@@ -27,7 +27,6 @@ import functools
 import time
 import uuid
 from collections.abc import Sequence
-from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,11 @@ import structlog
 from swiftmail_relay import dkim, metrics
 from swiftmail_relay.config import RelayConfig
 from swiftmail_relay.keys import KeyStore
+from swiftmail_relay.message_checks import (
+    canonical_line_endings,
+    from_domain,
+    local_received_header,
+)
 from swiftmail_relay.spool import Envelope, Recipient, Spool, new_id
 
 from swiftmail_core.settings import Settings
@@ -53,19 +57,13 @@ def _keys(secret_key: str, ed25519: bool) -> KeyStore:
     return KeyStore(secret_key, ed25519=ed25519)
 
 
-def from_domain(raw: bytes) -> str | None:
-    """Return the domain of the From header of a message, lower case."""
-    header_block, _ = dkim.split_message(raw)
-    for name, value in dkim.parse_headers(header_block):
-        if name.strip().lower() == b"from":
-            address = parseaddr(value.decode("utf-8", "replace").replace("\r\n", ""))[1]
-            return address.rpartition("@")[2].lower() or None
-    return None
-
-
 def sign_for_tenant(settings: Settings, config: RelayConfig, raw: bytes,
                     tenant_id: uuid.UUID | str | None) -> bytes:
-    """DKIM-sign ``raw`` with the tenant's key for its From domain (if it has one)."""
+    """DKIM-sign ``raw`` with the tenant's key for its From domain (if it has one).
+
+    Line endings are made CRLF first: the signed bytes are the bytes sent.
+    """
+    raw = canonical_line_endings(raw)
     domain = from_domain(raw)
     if tenant_id is None or domain is None or not settings.secret_key:
         return raw
@@ -115,6 +113,7 @@ def spool_message(
         campaign_id=str(campaign_id) if campaign_id else None, sender_domain=from_domain(raw),
     )
     envelope.warmup_plan = warmup_plan(settings, config, tenant_id, envelope.sender_domain)
+    raw = local_received_header(hostname=config.hostname, queue_id=envelope.id) + raw
     body = sign_for_tenant(settings, config, raw, tenant_id) if sign else raw
     queue_id = _spool(config.spool_dir).write(envelope, body)
     metrics.ACCEPTED.labels(source="handoff").inc()
@@ -138,8 +137,8 @@ def prepare_message(settings: Settings, config: RelayConfig,
     )
     envelope.warmup_plan = warmup_plan(settings, config, message.tenant_id,
                                        envelope.sender_domain)
-    body = sign_for_tenant(settings, config, message.raw, message.tenant_id) if sign \
-        else message.raw
+    raw = local_received_header(hostname=config.hostname, queue_id=envelope.id) + message.raw
+    body = sign_for_tenant(settings, config, raw, message.tenant_id) if sign else raw
     return envelope, body
 
 

@@ -5,9 +5,14 @@ successful AUTH (530 otherwise); AUTH PLAIN/LOGIN is offered only after
 STARTTLS, except on a listener the operator names in ``trusted_listeners``
 (loopback, for the platform itself). The credential (an ``sm_live_`` API key
 as the password, or any credential an auth plugin accepts) resolves to a
-principal whose tenant is fixed for the session; the message's From domain
-must be one of that tenant's verified sending domains. Replies 250 to DATA
-only after the spool holds the message durably; 451/452 otherwise.
+principal whose tenant is fixed for the session. The envelope sender must be
+in one of that tenant's verified sending domains (or be its own VERP
+address, or null), so a later DSN never goes to a third party; every author
+domain of the message (each From mailbox and Sender) must be one too.
+Replies 250 to DATA only after the spool holds the message durably;
+451/452 otherwise. What the message must look like and what the relay adds
+to it (``Received:``, ``Date:``, ``Message-ID:``; ``Bcc:`` removed) is
+``swiftmail_relay.message_checks``.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import asyncio
 import hashlib
 import re
 import ssl
-import time
+import threading
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
@@ -24,57 +29,46 @@ from typing import Any
 
 import structlog
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from swiftmail_relay import metrics
+from cachetools import TTLCache
+from swiftmail_relay import metrics, verp
+from swiftmail_relay.auth_failures import AuthFailures
 from swiftmail_relay.config import RelayConfig
-from swiftmail_relay.handoff import from_domain, sign_for_tenant
+from swiftmail_relay.handoff import sign_for_tenant
 from swiftmail_relay.keys import KeyStore
 from swiftmail_relay.listener_errors import TransientOnError
+from swiftmail_relay.message_checks import (
+    author_domains,
+    canonical_line_endings,
+    complete_headers,
+    has_long_line,
+    header_problem,
+    received_header,
+)
+from swiftmail_relay.smtp_server import RelaySMTP
 from swiftmail_relay.spool import Envelope as SpoolEnvelope
 from swiftmail_relay.spool import Recipient, Spool, SpoolError, new_id
 
-from swiftmail_core.errors import SwiftMailError
+from swiftmail_core.errors import (
+    AuthenticationError,
+    PermissionDeniedError,
+    SwiftMailError,
+    ValidationError,
+)
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.principal import Credentials, Principal
 from swiftmail_core.settings import Settings
+
+__all__ = ["SubmissionHandler", "header_problem", "make_smtp_factory", "serve_submission",
+           "tls_context"]
 
 log = structlog.get_logger("swiftmail.relay.submission")
 SEND_SCOPE = "messages:write"
 MAX_RECIPIENTS = 1000
 AUTH_CACHE_SECONDS = 60.0
+AUTH_CACHE_ENTRIES = 10_000
+LINE_TOO_LONG = "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)"
+TEMPORARY_AUTH_FAILURE = "454 4.7.0 Temporary authentication failure, try again later"
 _ADDRESS = re.compile(r"^[^\s@<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
-_HEADER_NAME = re.compile(rb"^[!-9;-~]+$")
-SINGLE_HEADERS = (b"from", b"sender", b"to", b"cc", b"subject", b"date", b"message-id",
-                  b"reply-to")
-
-
-def header_problem(raw: bytes) -> str | None:
-    """Return why a message's header block is unacceptable, or None.
-
-    APPSEC: refuses header injection: NUL bytes, bare CR, lines that are
-    neither a field nor a continuation, and duplicated single fields (a
-    second From or To smuggled through an application's input).
-    """
-    end = raw.find(b"\r\n\r\n")
-    block = raw[: end if end != -1 else len(raw)]
-    if b"\x00" in block:
-        return "NUL byte in the header"
-    if re.search(rb"\r(?!\n)", block):
-        return "bare CR in the header"
-    counts: dict[bytes, int] = {}
-    for line in block.split(b"\r\n"):
-        if not line or line[:1] in (b" ", b"\t"):
-            continue
-        name, sep, _ = line.partition(b":")
-        if not sep or not _HEADER_NAME.match(name):
-            return "malformed header line"
-        lowered = name.lower()
-        counts[lowered] = counts.get(lowered, 0) + 1
-    for name in SINGLE_HEADERS:
-        if counts.get(name, 0) > 1:
-            return f"more than one {name.decode()} header"
-    if counts.get(b"from", 0) != 1:
-        return "exactly one From header is required"
-    return None
 
 
 def _body_type(mail_options: list[str]) -> str:
@@ -105,30 +99,38 @@ class SubmissionHandler(TransientOnError):
         self.spool = spool or Spool(config.spool_dir)
         self.keys = keys or KeyStore(settings.secret_key or "", ed25519=config.dkim_ed25519)
         self.notify = notify
-        self._auth_cache: dict[bytes, tuple[float, Principal | None]] = {}
+        # Only successful lookups are cached: a key created a moment ago works at once.
+        self._auth_cache: TTLCache[bytes, Principal] = TTLCache(AUTH_CACHE_ENTRIES,
+                                                                AUTH_CACHE_SECONDS)
+        self._auth_lock = threading.Lock()
 
     # Authentication ---------------------------------------------------------
 
     def authenticate(self, server: SMTP, session: Session, envelope: Envelope,
                      mechanism: str, auth_data: Any) -> AuthResult:
-        """Resolve SMTP AUTH credentials to a principal through the plugins."""
+        """Resolve SMTP AUTH credentials to a principal through the plugins.
+
+        Blocking (a database lookup): the listener calls it in a worker thread.
+        """
         if mechanism not in ("PLAIN", "LOGIN") or not isinstance(auth_data, LoginPassword):
             return AuthResult(success=False, handled=False)
         username = auth_data.login.decode("utf-8", "replace")
         password = auth_data.password.decode("utf-8", "replace")
         fingerprint = hashlib.sha256(auth_data.login + b"\0" + auth_data.password).digest()
-        cached = self._auth_cache.get(fingerprint)
-        if cached and cached[0] > time.monotonic():
-            principal = cached[1]
-        else:
-            # NOTE: aiosmtpd calls authenticators synchronously; the lookup is
-            # one indexed query and is cached, so the loop stalls rarely.
+        with self._auth_lock:
+            principal = self._auth_cache.get(fingerprint)
+        if principal is None:
             try:
                 principal = self.plugins.authenticate(Credentials(
                     username=username, password=password, remote_addr=(session.peer or ("",))[0]))
-            except SwiftMailError:
+            except (AuthenticationError, PermissionDeniedError, ValidationError):
                 principal = None
-            self._auth_cache[fingerprint] = (time.monotonic() + AUTH_CACHE_SECONDS, principal)
+            except SwiftMailError as ex:
+                log.warning("smtp_auth_unavailable", error=str(ex))
+                return AuthResult(success=False, handled=False, message=TEMPORARY_AUTH_FAILURE)
+            if principal is not None:
+                with self._auth_lock:
+                    self._auth_cache[fingerprint] = principal
         # APPSEC: the principal must be allowed to send; its tenant is now fixed.
         if principal is None or not principal.can("editor", SEND_SCOPE):
             log.info("smtp_auth_failed", username=username, peer=str(session.peer))
@@ -139,14 +141,29 @@ class SubmissionHandler(TransientOnError):
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
-        """Accept a reverse path only from an authenticated session."""
-        if not session.authenticated:
+        """Accept a reverse path of the tenant's own from an authenticated session."""
+        principal = session.auth_data
+        if not session.authenticated or not isinstance(principal, Principal):
             return "530 5.7.0 Authentication required"
         if address and not _ADDRESS.match(address):
             return "553 5.1.7 Bad sender address syntax"
+        if address and not await self._own_reverse_path(principal, address):
+            # APPSEC: a DSN goes to the reverse path; a third party's address
+            # there would turn this relay into a backscatter source.
+            return (f"553 5.7.1 Sender address {address} is not in a verified sending "
+                    "domain of this account")
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
+
+    async def _own_reverse_path(self, principal: Principal, address: str) -> bool:
+        """Return True for the tenant's own VERP address or one in its verified domains."""
+        if self.settings.secret_key:
+            owner = verp.decode(self.settings.secret_key, address)
+            if owner is not None:
+                return str(owner[0]) == str(principal.tenant_id)
+        domain = address.rpartition("@")[2].lower()
+        return await asyncio.to_thread(self.keys.is_verified, principal.tenant_id, domain)
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -163,7 +180,7 @@ class SubmissionHandler(TransientOnError):
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        """Check the headers and sender domain, sign, spool durably, then 250."""
+        """Check the message and its author domains, complete, sign, spool, then 250."""
         principal = session.auth_data
         if not session.authenticated or not isinstance(principal, Principal):
             return "530 5.7.0 Authentication required"
@@ -173,30 +190,37 @@ class SubmissionHandler(TransientOnError):
         problem = header_problem(raw)
         if problem:
             return f"554 5.6.0 Message refused: {problem}"
-        domain = from_domain(raw)
-        if domain is None:
-            return "554 5.6.0 Message refused: no usable From address"
-        try:
-            verified = await asyncio.to_thread(self.keys.is_verified, principal.tenant_id, domain)
-        except SwiftMailError:
-            return "451 4.3.0 Cannot check the sender domain now, try again later"
-        if not verified:
+        # Once, before signing: the signed bytes are the bytes sent.
+        raw = canonical_line_endings(raw)
+        if has_long_line(raw):
+            return LINE_TOO_LONG
+        domains = author_domains(raw)
+        if not domains:
+            return "554 5.6.0 Message refused: the From header is ambiguous"
+        tenant_id = principal.tenant_id
+        unverified = await asyncio.to_thread(
+            lambda: [d for d in domains if not self.keys.is_verified(tenant_id, d)])
+        if unverified:
             # APPSEC: a tenant sends only from its own verified domains.
-            return f"550 5.7.1 Sender domain {domain} is not a verified sending domain of this account"
+            return (f"550 5.7.1 Sender domain {unverified[0]} is not a verified sending domain "
+                    "of this account")
+        domain = domains[0]
         spooled = SpoolEnvelope(
             id=new_id(), mail_from=envelope.mail_from or "",
             recipients=[Recipient(address) for address in envelope.rcpt_tos],
-            tenant_id=str(principal.tenant_id), source="submission", sender_domain=domain,
+            tenant_id=str(tenant_id), source="submission", sender_domain=domain,
             smtputf8=bool(envelope.smtp_utf8), body_type=_body_type(envelope.mail_options),
         )
-        lookup = getattr(self.keys, "domain", None)
-        if lookup is not None:
-            row = await asyncio.to_thread(lookup, principal.tenant_id, domain)
-            if row is not None and row.warmup_plan:
-                spooled.warmup_plan = dict(row.warmup_plan)
+        raw = complete_headers(raw, message_id_domain=domain, trace=received_header(
+            helo=session.host_name, peer_ip=str((session.peer or ("unknown",))[0]),
+            hostname=self.config.hostname, protocol=_protocol(session, envelope),
+            queue_id=spooled.id, recipients=envelope.rcpt_tos))
+        row = await asyncio.to_thread(self.keys.domain, tenant_id, domain)
+        if row is not None and row.warmup_plan:
+            spooled.warmup_plan = dict(row.warmup_plan)
         try:
             signed = await asyncio.to_thread(
-                sign_for_tenant, self.settings, self.config, raw, principal.tenant_id)
+                sign_for_tenant, self.settings, self.config, raw, tenant_id)
             queue_id = await asyncio.to_thread(self.spool.write, spooled, signed)
         except SpoolError as ex:
             log.error("spool_write_failed", error=str(ex))
@@ -210,6 +234,12 @@ class SubmissionHandler(TransientOnError):
         return f"250 2.0.0 OK queued as {queue_id}"
 
 
+def _protocol(session: Session, envelope: Envelope) -> str:
+    """Return the ``with`` keyword of the trace field (RFC 3848, RFC 6531)."""
+    base = "UTF8SMTP" if envelope.smtp_utf8 else "ESMTP"
+    return base + ("S" if session.ssl is not None else "") + "A"
+
+
 def make_smtp_factory(
     handler: Any,
     config: RelayConfig,
@@ -217,8 +247,13 @@ def make_smtp_factory(
     trusted: bool,
     tls_context: ssl.SSLContext | None,
     authenticator: Any = None,
+    auth_failures: AuthFailures | None = None,
 ) -> Callable[[], SMTP]:
-    """Return a protocol factory for ``loop.create_server``."""
+    """Return a protocol factory for ``loop.create_server``.
+
+    Every session of the listener shares one ``AuthFailures`` count.
+    """
+    failures = auth_failures or AuthFailures()
 
     def factory() -> SMTP:
         with warnings.catch_warnings():
@@ -228,8 +263,9 @@ def make_smtp_factory(
             return _smtp()
 
     def _smtp() -> SMTP:
-        return SMTP(
+        return RelaySMTP(
             handler,
+            auth_failures=failures,
             hostname=config.hostname,
             data_size_limit=config.max_message_size,
             enable_SMTPUTF8=True,

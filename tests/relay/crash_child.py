@@ -36,6 +36,9 @@ class AllVerified:
     def is_verified(self, tenant_id, domain) -> bool:  # type: ignore[no-untyped-def]
         return True
 
+    def domain(self, tenant_id, domain):  # type: ignore[no-untyped-def]
+        return None  # no warm-up plan
+
 
 async def main(options: dict) -> None:  # type: ignore[type-arg]
     settings = Settings(data_dir=Path(options["data_dir"]), dns_nameservers=("127.0.0.1",),

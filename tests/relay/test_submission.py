@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import datetime
 import ssl
+import threading
 import uuid
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from swiftmail_relay.auth_failures import AuthFailures
 from swiftmail_relay.config import RelayConfig
 from swiftmail_relay.spool import Spool, SpoolError
 from swiftmail_relay.submission import (
@@ -65,12 +67,14 @@ def listener(runtime, tmp_path):  # type: ignore[no-untyped-def]
         cert, key = _certificate(tmp_path)
         config = RelayConfig.from_settings(settings, tls_cert=cert, tls_key=key,
                                            max_message_size=overrides.pop("size", 100_000))
+        auth_failures = overrides.pop("auth_failures", None)
         handler = SubmissionHandler(settings, config, runtime.plugins)
         for name, value in overrides.items():
             setattr(handler, name, value)
         factory = make_smtp_factory(handler, config, trusted=trusted,
                                     tls_context=tls_context(config),
-                                    authenticator=handler.authenticate)
+                                    authenticator=handler.authenticate,
+                                    auth_failures=auth_failures)
 
         async def main():  # type: ignore[no-untyped-def]
             server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
@@ -145,7 +149,7 @@ def test_authenticated_submission_is_spooled_signed(  # type: ignore[no-untyped-
         assert reply.startswith("2.0.0 OK queued as")
         for domain in (unverified, foreign):
             with pytest.raises(aiosmtplib.SMTPDataError) as caught:
-                await client.sendmail(f"app@{domain}", ["user@example.com"], _message(domain))
+                await client.sendmail(f"app@{own}", ["user@example.com"], _message(domain))
             assert caught.value.code == 550
         with pytest.raises(aiosmtplib.SMTPDataError) as injected:
             await client.sendmail(f"app@{own}", ["user@example.com"],
@@ -233,3 +237,318 @@ def test_smtputf8_submission_is_flagged_on_the_envelope(  # type: ignore[no-unty
     flags = {spool.read_envelope(q).recipients[0].address: spool.read_envelope(q).smtputf8
              for q in spool.scan()}
     assert flags == {"usér@example.com": True, "plain@example.com": False}
+
+
+async def _raw_data(client, raw: bytes):  # type: ignore[no-untyped-def]
+    """Send DATA with ``raw`` exactly as given (aiosmtplib would fix line endings)."""
+    started = await client.execute_command(b"DATA")
+    assert started.code == 354
+    client.protocol.write(raw + (b".\r\n" if raw.endswith(b"\r\n") else b"\r\n.\r\n"))
+    return await client.protocol.read_response(timeout=10)
+
+
+def _as_sent(raw: bytes) -> bytes:
+    """Return ``raw`` as the relay's SMTP client puts it on the wire (CRLF everywhere)."""
+    from aiosmtplib.protocol import LINE_ENDINGS_REGEX
+
+    return LINE_ENDINGS_REGEX.sub(b"\r\n", raw)
+
+
+def _spooled(tmp_path) -> list[bytes]:  # type: ignore[no-untyped-def]
+    spool = Spool(tmp_path / "spool")
+    return [spool.read(queue_id)[1] for queue_id in sorted(spool.scan())]
+
+
+def _header_block(raw: bytes) -> bytes:
+    return raw.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+
+
+def test_a_from_hidden_behind_a_bare_lf_is_refused(listener, tenant_a, tenant_b,  # type: ignore[no-untyped-def]
+                                                   sending_domain, tmp_path) -> None:
+    # Regression: the check split lines only on CRLF, so "From: a\nFrom: b" was one From
+    # (250), and the next hop got two From fields.
+    key = create_api_key(tenant_a.id, role="editor").key
+    own = sending_domain(tenant_a.id, f"a{uuid.uuid4().hex[:8]}.example")
+    foreign = sending_domain(tenant_b.id, f"b{uuid.uuid4().hex[:8]}.example")
+
+    async def scenario(client, handler):  # type: ignore[no-untyped-def]
+        await client.ehlo()
+        await client.login("app", key)
+        await client.mail(f"app@{own}")
+        await client.rcpt("user@example.com")
+        reply = await _raw_data(client, (
+            f"From: app@{own}\nFrom: ceo@{foreign}\r\nTo: user@example.com\r\n"
+            "Subject: hi\r\n\r\nbody\r\n").encode())
+        assert (reply.code, reply.message[:5]) == (554, "5.6.0")
+        assert "more than one from" in reply.message
+
+    listener(scenario, trusted=True)
+    assert _spooled(tmp_path) == []
+
+
+def test_a_from_with_two_mailboxes_needs_a_sender_and_both_are_checked(  # type: ignore[no-untyped-def]
+    listener, tenant_a, tenant_b, sending_domain, tmp_path
+) -> None:
+    # Regression: "From: a@own, b@foreign" was accepted with only the first mailbox checked.
+    key = create_api_key(tenant_a.id, role="editor").key
+    own = sending_domain(tenant_a.id, f"a{uuid.uuid4().hex[:8]}.example")
+    other = sending_domain(tenant_a.id, f"o{uuid.uuid4().hex[:8]}.example")
+    foreign = sending_domain(tenant_b.id, f"b{uuid.uuid4().hex[:8]}.example")
+
+    def message(headers: str) -> bytes:
+        return f"{headers}To: user@example.com\r\nSubject: hi\r\n\r\nbody\r\n".encode()
+
+    async def scenario(client, handler):  # type: ignore[no-untyped-def]
+        await client.ehlo()
+        await client.login("app", key)
+        with pytest.raises(aiosmtplib.SMTPDataError) as no_sender:
+            await client.sendmail(f"app@{own}", ["user@example.com"],
+                                  message(f"From: app@{own}, ceo@{foreign}\r\n"))
+        assert no_sender.value.code == 554 and no_sender.value.message.startswith("5.6.0")
+        with pytest.raises(aiosmtplib.SMTPDataError) as foreign_author:
+            await client.sendmail(f"app@{own}", ["user@example.com"], message(
+                f"From: app@{own}, ceo@{foreign}\r\nSender: app@{own}\r\n"))
+        assert foreign_author.value.code == 550 and foreign in foreign_author.value.message
+        with pytest.raises(aiosmtplib.SMTPDataError) as foreign_sender:
+            await client.sendmail(f"app@{own}", ["user@example.com"], message(
+                f"From: app@{own}\r\nSender: ceo@{foreign}\r\n"))
+        assert foreign_sender.value.code == 550
+        _errors, reply = await client.sendmail(f"app@{own}", ["user@example.com"], message(
+            f"From: app@{own}, team@{other}\r\nSender: app@{own}\r\n"))
+        assert reply.startswith("2.0.0")
+
+    listener(scenario, trusted=True)
+    assert len(_spooled(tmp_path)) == 1
+
+
+def test_the_envelope_sender_must_be_the_tenants_own(  # type: ignore[no-untyped-def]
+    listener, runtime, tenant_a, tenant_b, sending_domain, tmp_path
+) -> None:
+    # Regression: MAIL FROM:<someone-else@elsewhere> was accepted, and the DSN of a later
+    # bounce went to that third party (backscatter).
+    from swiftmail_relay import verp
+
+    key = create_api_key(tenant_a.id, role="editor").key
+    own = sending_domain(tenant_a.id, f"a{uuid.uuid4().hex[:8]}.example")
+    unverified = sending_domain(tenant_a.id, f"u{uuid.uuid4().hex[:8]}.example", verified=False)
+    secret = runtime.settings.secret_key
+    own_verp = verp.encode(secret, tenant_a.id, 0, f"bounces.{own}")
+    foreign_verp = verp.encode(secret, tenant_b.id, 0, f"bounces.{own}")
+
+    async def scenario(client, handler):  # type: ignore[no-untyped-def]
+        await client.ehlo()
+        await client.login("app", key)
+        for sender in ("someone-else@elsewhere.example", f"app@{unverified}", foreign_verp):
+            with pytest.raises(aiosmtplib.SMTPSenderRefused) as caught:
+                await client.mail(sender)
+            assert (caught.value.code, caught.value.message[:5]) == (553, "5.7.1")
+            await client.rset()
+        for sender in (f"app@{own}", f"APP@{own.upper()}", own_verp):
+            _errors, reply = await client.sendmail(sender, ["user@example.com"], _message(own))
+            assert reply.startswith("2.0.0")
+
+    listener(scenario, trusted=True)
+    spool = Spool(tmp_path / "spool")
+    senders = sorted(spool.read_envelope(q).mail_from for q in spool.scan())
+    assert senders == sorted([f"app@{own}", f"APP@{own.upper()}", own_verp])
+
+
+def test_a_bare_cr_in_the_body_is_made_crlf_before_signing(  # type: ignore[no-untyped-def]
+    listener, tenant_a, sending_domain, dkim_dnsfunc, tmp_path
+) -> None:
+    # Regression: a bare CR was signed as is and sent as CRLF: "body has been altered".
+    import dkim as dkimpy
+
+    key = create_api_key(tenant_a.id, role="editor").key
+    own = sending_domain(tenant_a.id, f"a{uuid.uuid4().hex[:8]}.example")
+
+    async def scenario(client, handler):  # type: ignore[no-untyped-def]
+        await client.ehlo()
+        await client.login("app", key)
+        await client.mail(f"app@{own}")
+        await client.rcpt("user@example.com")
+        reply = await _raw_data(client, _message(own).replace(
+            b"body\r\n", b"first line\rsecond line\r\nthird\r\n"))
+        assert reply.code == 250
+
+    listener(scenario, trusted=True)
+    (raw,) = _spooled(tmp_path)
+    assert raw == _as_sent(raw)
+    assert raw.endswith(b"first line\r\nsecond line\r\nthird\r\n")
+    assert dkimpy.verify(_as_sent(raw), dnsfunc=dkim_dnsfunc)
+
+
+def test_lf_only_messages_are_accepted_and_over_long_lines_get_an_enhanced_code(  # type: ignore[no-untyped-def]
+    listener, tenant_a, sending_domain, dkim_dnsfunc, tmp_path
+) -> None:
+    # Regression: an LF-only message over ~1,000 bytes was one "line" to the listener,
+    # which reads up to CRLF: "500 Line too long", without an enhanced code.
+    import dkim as dkimpy
+
+    key = create_api_key(tenant_a.id, role="editor").key
+    own = sending_domain(tenant_a.id, f"a{uuid.uuid4().hex[:8]}.example")
+    lf_only = (f"From: app@{own}\nTo: user@example.com\nSubject: long\n\n".encode()
+               + b"".join(b"line %03d " % n + b"x" * 70 + b"\n" for n in range(100)))
+
+    async def scenario(client, handler):  # type: ignore[no-untyped-def]
+        await client.ehlo()
+        await client.login("app", key)
+        await client.mail(f"app@{own}")
+        await client.rcpt("user@example.com")
+        accepted = await _raw_data(client, lf_only)
+        assert accepted.code == 250, accepted
+        for long_line in (b"y" * 1200 + b"\r\n", b"z" * 1200 + b"\n"):
+            await client.mail(f"app@{own}")
+            await client.rcpt("user@example.com")
+            refused = await _raw_data(client, _message(own) + long_line)
+            assert (refused.code, refused.message[:5]) == (500, "5.5.2"), refused
+        assert (await client.noop()).code == 250  # the session goes on
+
+    listener(scenario, trusted=True)
+    (raw,) = _spooled(tmp_path)
+    assert raw == _as_sent(raw) and raw.count(b"\r\n") > 100
+    assert dkimpy.verify(raw, dnsfunc=dkim_dnsfunc)
+
+
+def test_received_date_and_message_id_are_added_and_bcc_is_removed(  # type: ignore[no-untyped-def]
+    listener, tenant_a, sending_domain, dkim_dnsfunc, tmp_path
+) -> None:
+    # Regression: no trace field, no Date or Message-ID when the submitter left them out,
+    # and Bcc went to every recipient.
+    import email
+    import email.policy
+
+    import dkim as dkimpy
+
+    key = create_api_key(tenant_a.id, role="editor").key
+    own = sending_domain(tenant_a.id, f"a{uuid.uuid4().hex[:8]}.example")
+    bare = (f"From: app@{own}\r\nTo: user@example.com\r\nBcc: hidden@example.net,\r\n"
+            f" other@example.net\r\nSubject: hi\r\n\r\nbody\r\n").encode()
+
+    async def scenario(client, handler):  # type: ignore[no-untyped-def]
+        await client.ehlo(hostname="client.example")
+        await client.login("app", key)
+        await client.sendmail(f"app@{own}", ["user@example.com", "hidden@example.net"], bare)
+        await client.sendmail(f"app@{own}", ["user@example.com"], _message(own, extra=(
+            "Date: Fri, 27 Nov 2026 20:00:00 +0000\r\n")))
+
+    listener(scenario, trusted=True)
+    completed, kept = _spooled(tmp_path)
+    parsed = email.message_from_bytes(completed, policy=email.policy.default)
+    received = str(parsed["Received"])
+    assert received.startswith("from client.example ([127.0.0.1])")
+    assert "by localhost (SwiftMail) with ESMTPA id" in received
+    assert "for <" not in received  # two recipients: none named
+    assert parsed["Date"].datetime is not None
+    assert parsed["Message-ID"].endswith(f"@{own}>")
+    assert b"hidden@" not in completed and b"other@" not in completed and "Bcc" not in parsed
+    assert dkimpy.verify(completed, dnsfunc=dkim_dnsfunc)
+    kept_headers = email.message_from_bytes(kept, policy=email.policy.default)
+    assert kept_headers.get_all("Date") == ["Fri, 27 Nov 2026 20:00:00 +0000"]
+    assert len(kept_headers.get_all("Message-ID")) == 1
+    assert "for <user@example.com>" in str(kept_headers["Received"])
+
+
+class _RecordingFailures(AuthFailures):
+    """AuthFailures with tiny delays that remembers the delays it asked for."""
+
+    def __init__(self) -> None:
+        super().__init__(limit=5, base_delay=0.001, max_delay=0.004)
+        self.delays: list[float] = []
+
+    def failed(self, address: str) -> float:
+        delay = super().failed(address)
+        self.delays.append(delay)
+        return delay
+
+
+async def _try_login(client, password: str) -> int:  # type: ignore[no-untyped-def]
+    try:
+        return (await client.auth_plain("app", password)).code
+    except aiosmtplib.SMTPResponseException as ex:
+        return ex.code
+    except aiosmtplib.SMTPServerDisconnected:
+        return 0
+
+
+def test_repeated_failed_auth_is_slowed_then_disconnected_per_source_address(listener) -> None:  # type: ignore[no-untyped-def]
+    # Regression: 30 failed AUTH in one session were all answered at once.
+    failures = _RecordingFailures()
+    wrong = "sm_live_nothere_" + "x" * 40
+
+    async def scenario(client, handler):  # type: ignore[no-untyped-def]
+        await client.ehlo()
+        codes = []
+        for _ in range(30):
+            codes.append(await _try_login(client, wrong))
+            if codes[-1] != 535:
+                break
+        assert codes == [535, 535, 535, 535, 421]
+        assert not client.is_connected
+        again = aiosmtplib.SMTP(hostname="127.0.0.1", port=client.port, timeout=10,
+                                start_tls=False)
+        await again.connect()
+        await again.ehlo()
+        assert await _try_login(again, wrong) == 421  # counted per address, not per session
+        elsewhere = aiosmtplib.SMTP(hostname="127.0.0.1", port=client.port, timeout=10,
+                                    start_tls=False, source_address=("127.0.0.2", 0))
+        await elsewhere.connect()
+        await elsewhere.ehlo()
+        assert await _try_login(elsewhere, wrong) == 535
+        await elsewhere.quit()
+
+    listener(scenario, trusted=True, auth_failures=failures)
+    assert failures.delays == [0.001, 0.002, 0.004, 0.004, 0.004, 0.001]
+
+
+def test_the_credential_lookup_runs_off_the_event_loop(listener, runtime, tenant_a) -> None:  # type: ignore[no-untyped-def]
+    # Regression: AUTH looked the key up in the database on the event loop, so a slow
+    # lookup stalled every other session.
+    key = create_api_key(tenant_a.id, role="editor").key
+    release = threading.Event()
+    order: list[str] = []
+
+    class SlowPlugins:
+        def authenticate(self, credentials):  # type: ignore[no-untyped-def]
+            order.append("lookup started")
+            release.wait(10)
+            order.append("lookup done")
+            return runtime.plugins.authenticate(credentials)
+
+    async def scenario(client, handler):  # type: ignore[no-untyped-def]
+        await client.ehlo()
+        login = asyncio.create_task(client.login("app", key))
+        for _ in range(1000):
+            if order:
+                break
+            await asyncio.sleep(0.01)
+        other = aiosmtplib.SMTP(hostname="127.0.0.1", port=client.port, timeout=10,
+                                start_tls=False)
+        await other.connect()
+        await other.ehlo()
+        await other.noop()
+        order.append("other session served")
+        release.set()
+        assert (await login).code == 235
+        await other.quit()
+
+    listener(scenario, trusted=True, plugins=SlowPlugins())
+    assert order == ["lookup started", "other session served", "lookup done"]
+
+
+def test_the_credential_cache_is_bounded_and_keeps_only_successes(listener, tenant_a) -> None:  # type: ignore[no-untyped-def]
+    # Regression: the auth cache was a dict that was never evicted, failures included.
+    from cachetools import TTLCache
+    from swiftmail_relay.submission import AUTH_CACHE_ENTRIES, AUTH_CACHE_SECONDS
+
+    key = create_api_key(tenant_a.id, role="editor").key
+
+    async def scenario(client, handler):  # type: ignore[no-untyped-def]
+        await client.ehlo()
+        assert await _try_login(client, "sm_live_nothere_" + "x" * 40) == 535
+        assert await _try_login(client, key) == 235
+        return handler._auth_cache
+
+    cache = listener(scenario, trusted=True)
+    assert isinstance(cache, TTLCache)
+    assert (cache.maxsize, cache.ttl, len(cache)) == (AUTH_CACHE_ENTRIES, AUTH_CACHE_SECONDS, 1)
