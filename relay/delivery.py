@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 import re
 import ssl
 import time
@@ -74,6 +75,11 @@ def dot_stuff(message: bytes) -> bytes:
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     return data + b".\r\n"
+
+
+def _slot_backoff(refused: int) -> float:
+    """Return seconds before asking for a shared slot again: 50 ms doubling to 2 s, ±50 %."""
+    return min(2.0, 0.05 * 2 ** min(refused - 1, 6)) * random.uniform(0.5, 1.5)
 
 
 class ConnectFailed(Exception):
@@ -203,6 +209,7 @@ class Deliverer:
         """Return (connection, reused): an idle one, or a new one within the cap."""
         site = route.site
         condition = self._condition(site)
+        refused = 0
         async with condition:
             while True:
                 idle = self._idle.get(site, [])
@@ -211,14 +218,17 @@ class Deliverer:
                     if time.monotonic() - connection.idle_since < IDLE_SECONDS and (
                             self._tls is None or self._tls.acceptable(connection, sts)):
                         return connection, True
-                    self._discard(connection, notify=False)
+                    self._discard(connection)
                 if self._open.get(site, 0) < self.config.max_connections_per_site:
                     if self._acquire_slot is None or await self._acquire_slot(site):
                         self._open[site] = self._open.get(site, 0) + 1
                         break
-                    # Shared cap reached in another relay: wait a little.
+                    # Shared cap reached (other relays hold the slots): ask again
+                    # after a growing, jittered pause, or at once on a local release.
+                    refused += 1
                     try:
-                        await asyncio.wait_for(condition.wait(), 0.05)
+                        async with asyncio.timeout(_slot_backoff(refused)):
+                            await condition.wait()
                     except TimeoutError:
                         pass
                     continue

@@ -7,6 +7,11 @@ group. Four limits: concurrent connections (a Redis sorted set of leased
 slots), new connections per minute, messages per second (fixed windows)
 and messages per connection (enforced by the deliverer).
 
+Slot leases are short (``LEASE``, 15 s) and a heartbeat task of the live
+process renews every lease it holds each ``LEASE / 3`` seconds, so the slots
+of a relay that died (``kill -9``, a lost host) free themselves within one
+lease, while a live relay keeps its slots however long a session lasts.
+
 Warm-up: per sending domain and per sending IP, a day-indexed hourly cap
 per provider group, ``warmup_start_per_hour * warmup_factor ** day``; mail
 over the cap waits (an internal deferral) and goes when the cap allows. An
@@ -19,6 +24,7 @@ set time. Replies this relay made itself (``Reply.local``) never match.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 import re
@@ -28,11 +34,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
+import structlog
 from swiftmail_relay.classify import Reply
 from swiftmail_relay.config import RelayConfig
 from swiftmail_relay.mx import Route
 from swiftmail_relay.spool import Envelope
 from swiftmail_relay.throttle import SitePolicy
+
+log = structlog.get_logger("swiftmail.relay.shaping")
 
 DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {
     "google": ("google.com", "googlemail.com"),
@@ -98,11 +107,14 @@ def _policy(values: Mapping[str, Any], base: SitePolicy) -> SitePolicy:
 class RedisShaper:
     """The ``Throttle`` the relay uses in production: limits held in Redis."""
 
-    LEASE = 600.0
+    LEASE = 15.0
 
     def __init__(self, config: RelayConfig, redis_url: str, *,
-                 backoff: tuple[BackoffRule, ...] = DEFAULT_BACKOFF) -> None:
+                 backoff: tuple[BackoffRule, ...] = DEFAULT_BACKOFF,
+                 lease: float | None = None) -> None:
         self.config = config
+        self.lease = lease or self.LEASE
+        self._heartbeat: asyncio.Task[None] | None = None
         self.redis = aioredis.Redis.from_url(redis_url, socket_timeout=5,
                                              socket_connect_timeout=5)
         self.prefix = config.redis_prefix
@@ -155,13 +167,40 @@ class RedisShaper:
         token = secrets.token_hex(8)
         granted = await self._acquire(
             keys=[f"{self.prefix}:conn:{scope}", f"{self.prefix}:cpm:{scope}:{int(now // 60)}"],
-            args=[now, now + self.LEASE, policy.max_connections, token,
+            args=[now, now + self.lease, policy.max_connections, token,
                   policy.connections_per_minute],
         )
         if granted:
             self._held.setdefault(scope, []).append(token)
             self.acquired += 1
+            if self._heartbeat is None or self._heartbeat.done():
+                self._heartbeat = asyncio.create_task(self._renew_forever())
         return bool(granted)
+
+    async def _renew_forever(self) -> None:
+        """Renew every lease this process holds, every third of a lease."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                await self.renew()
+            except Exception as ex:  # Redis down: retry next round
+                log.warning("slot_renew_failed", error=str(ex))
+
+    async def renew(self) -> int:
+        """Push the expiry of every held lease one lease ahead; return how many."""
+        expires = time.time() + self.lease
+        renewed = 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for scope, tokens in self._held.items():
+                if tokens:
+                    # XX: never re-create a lease a release (or expiry) removed.
+                    pipe.zadd(f"{self.prefix}:conn:{scope}", dict.fromkeys(tokens, expires),
+                              xx=True)
+                    pipe.expire(f"{self.prefix}:conn:{scope}", 3600)
+                    renewed += len(tokens)
+            if renewed:
+                await pipe.execute()
+        return renewed
 
     async def release_connection(self, site: str) -> None:
         """Return a leased slot."""
@@ -253,5 +292,8 @@ class RedisShaper:
                     return
 
     async def close(self) -> None:
-        """Close the Redis connection."""
+        """Stop renewing leases and close the Redis connection."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
         await self.redis.aclose()
