@@ -80,8 +80,8 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "%", "+"})
     code_generator_class = _BoundedCodeGenerator
 
-    def __init__(self, *, autoescape: bool) -> None:
-        super().__init__(autoescape=autoescape, undefined=ChainableUndefined)
+    def __init__(self, *, autoescape: bool, **options: Any) -> None:
+        super().__init__(autoescape=autoescape, undefined=ChainableUndefined, **options)
         self.budget = _Budget()
         self.globals.pop("lipsum", None)
         self.globals["_sm_iter"] = self._guarded_iter

@@ -2,8 +2,10 @@
 
 Default templates live in ``web/templates/public/``. A tenant overrides any of
 them by storing its own source under ``settings.public_templates`` (a JSON
-object of template name to source) on its tenant row; overrides run in
-Jinja2's immutable sandbox with autoescape, like every tenant template.
+object of template name to source) on its tenant row. Pages with overrides
+run in the campaign renderer's sandbox (``TemplateSandbox``) under its time
+budget, with output capped at ``MAX_PAGE``; an override that fails, takes too
+long or grows too large shows the default page instead.
 Strings are marked with ``{% trans %}``/``_()``; catalogues are read from
 ``web/locale/<lang>/LC_MESSAGES/swiftmail.mo`` when present (English is the
 source language, so a missing catalogue shows English).
@@ -22,7 +24,8 @@ from typing import Any
 import jinja2
 import markupsafe
 import structlog
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from swiftmail_core.rendering.sandbox import RenderLimits, TemplateSandbox
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates" / "public"
 LOCALE_DIR = Path(__file__).resolve().parent.parent / "locale"
@@ -30,15 +33,17 @@ OVERRIDE_KEY = "public_templates"
 OVERRIDE_LIMIT = 64 * 1024
 #: A rendered page larger than this falls back to the default template.
 MAX_PAGE = 512 * 1024
+#: A tenant's page gets the time budget of a campaign render.
+PAGE_LIMITS = RenderLimits(max_output_chars=MAX_PAGE)
 log = structlog.get_logger("swiftmail.pages")
 
 
-def _environment(overrides: tuple[tuple[str, str], ...]) -> jinja2.Environment:
+def _environment(overrides: tuple[tuple[str, str], ...]) -> TemplateSandbox:
     loaders: list[jinja2.BaseLoader] = []
     if overrides:
         loaders.append(jinja2.DictLoader(dict(overrides)))
     loaders.append(jinja2.FileSystemLoader(str(TEMPLATE_DIR)))
-    environment = ImmutableSandboxedEnvironment(
+    environment = TemplateSandbox(
         loader=jinja2.ChoiceLoader(loaders),
         autoescape=True,
         extensions=["jinja2.ext.i18n"],
@@ -50,11 +55,11 @@ def _environment(overrides: tuple[tuple[str, str], ...]) -> jinja2.Environment:
 
 
 @functools.lru_cache(maxsize=256)
-def _cached_environment(key: str, overrides: tuple[tuple[str, str], ...]) -> jinja2.Environment:
+def _cached_environment(key: str, overrides: tuple[tuple[str, str], ...]) -> TemplateSandbox:
     return _environment(overrides)
 
 
-def environment_for(tenant_settings: Mapping[str, Any] | None) -> jinja2.Environment:
+def environment_for(tenant_settings: Mapping[str, Any] | None) -> TemplateSandbox:
     """Return the template environment with the tenant's overrides, if any."""
     raw = (tenant_settings or {}).get(OVERRIDE_KEY) or {}
     overrides = tuple(sorted(
@@ -130,13 +135,15 @@ def render_page(
     gettext_, ngettext_ = _newstyle(translations(language))
     variables = {"language": language or "en", "gettext": gettext_, "ngettext": ngettext_,
                  "_": gettext_, **context}
+    default = environment_for(None)
     environment = environment_for(tenant_settings)
+    if environment is default:
+        return default.get_template(template).render(**variables)
     try:
-        page = environment.get_template(template).render(**variables)
-    except Exception as ex:  # a tenant's override that fails: the default page, never a 500
+        return environment.render_field(
+            f"{OVERRIDE_KEY}.{template}", environment.get_template(template), variables,
+            PAGE_LIMITS)
+    except Exception as ex:  # never a 500 for a tenant's template
+        # A tenant's override that fails, is too slow or too large: the default page.
         log.warning("page_override_failed", template=template, error=str(ex))
-        return environment_for(None).get_template(template).render(**variables)
-    if len(page) > MAX_PAGE:
-        log.warning("page_override_too_large", template=template, size=len(page))
-        return environment_for(None).get_template(template).render(**variables)
-    return page
+        return default.get_template(template).render(**variables)

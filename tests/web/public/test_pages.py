@@ -356,6 +356,35 @@ def test_a_failing_page_override_falls_back_to_the_default_page(public_client, s
         assert page.status_code == 200 and len(page.text) < 100_000
 
 
+def test_a_slow_page_override_runs_under_the_campaign_time_budget(
+        public_client, settings, sent_message, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Regression: overrides rendered without a time limit (7.2 s on every page view).
+    from swiftmail_web.public import render
+
+    from swiftmail_core.rendering import RenderLimits
+
+    assert render.PAGE_LIMITS.max_render_seconds == RenderLimits().max_render_seconds
+    assert render.PAGE_LIMITS.max_output_chars == render.MAX_PAGE
+    # The same limits, with a budget short enough for the suite.
+    monkeypatch.setattr(render, "PAGE_LIMITS",
+                        RenderLimits(max_output_chars=render.MAX_PAGE, max_render_seconds=0.1),
+                        raising=False)
+    m = sent_message
+    with tenant_tx(m.tenant_id):
+        app_db.execute_sql(
+            "UPDATE tenants SET settings = jsonb_build_object('public_templates', "
+            "jsonb_build_object('unsubscribe.html', %s::text)) WHERE id = %s",
+            ('{% extends "base.html" %}{% block content %}<h1>Slow bye</h1>'
+             '{% for i in range(3000) %}{% for j in range(3000) %}{% endfor %}{% endfor %}'
+             '{% endblock %}', str(m.tenant_id)))
+    token = tokens.make_unsubscribe_token(settings.secret_key, m.tenant_id, m.contact_id,
+                                          m.list_id)
+    page = public_client.simulate_get(f"/u/{token}")
+    assert page.status_code == 200
+    assert "Slow bye" not in page.text       # over budget: the default page
+    assert "unsubscribe" in page.text.lower()
+
+
 def test_page_overrides_are_checked_when_saved(make_caller, tenant_a) -> None:  # type: ignore[no-untyped-def]
     owner = make_caller(tenant_a, "owner")
     for overrides, field in (
