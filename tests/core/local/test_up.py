@@ -36,7 +36,7 @@ def _get(url: str, **kw) -> int:  # type: ignore[no-untyped-def]
 
 def test_up_sends_a_message_to_the_catch_sink_and_stops_on_sigint(
         test_environ, runtime, make_tenant, tmp_path, run_id) -> None:  # type: ignore[no-untyped-def]
-    api_port, submission_port = _free_port(), _free_port()
+    api_port, submission_port, intake_port = _free_port(), _free_port(), _free_port()
     data_dir = tmp_path / "data"
     env = {**os.environ, **test_environ,
            "SWIFTMAIL_DATA_DIR": str(data_dir),
@@ -45,7 +45,8 @@ def test_up_sends_a_message_to_the_catch_sink_and_stops_on_sigint(
            "SWIFTMAIL_PLUGIN_RELAY_SPOOL_DIR": str(tmp_path / "spool"),
            "SWIFTMAIL_PLUGIN_RELAY_SCAN_INTERVAL": "0.2",
            "SWIFTMAIL_PLUGIN_RELAY_REDIS_PREFIX": f"swiftmail-test-{run_id}:up",
-           "SWIFTMAIL_PLUGIN_RELAY_TRANSPORT_MODE": "handoff",
+           # The default network hand-off, to this up's own relay intake.
+           "SWIFTMAIL_PLUGIN_RELAY_INTAKE_LISTEN": f"127.0.0.1:{intake_port}",
            "SWIFTMAIL_PLUGIN_TRACKING_STREAM": f"swiftmail-test-{run_id}:up-hits",
            "SWIFTMAIL_WORKER_QUEUE_NAME": f"swiftmail-test-{run_id}-up"}
     process = subprocess.Popen(

@@ -1,0 +1,213 @@
+"""The relay transport's network mode: relays over HTTP, failover, unknown outcomes."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from swiftmail_plugins.relay_transport import (
+    RelayHandoffTransport,
+    RelayNetworkTransport,
+    build,
+)
+from swiftmail_plugins.smtp_transport import SmtpTransport
+from swiftmail_relay import spool as spool_module
+from swiftmail_relay.intake_client import relay_url
+from swiftmail_relay.spool_lock import SpoolLock
+
+from swiftmail_core.errors import ConfigurationError
+from swiftmail_core.plugins import PluginManager
+from swiftmail_core.sending import lifecycle, sweeper
+from swiftmail_core.sending.worker import SendingWorker
+from tests.core.sending.conftest import (
+    add_subscribers,
+    ledger_counts,
+    make_campaign,
+    make_list,
+    park_other_tenants_work,
+)
+from tests.plugins.standins.smtp_sink import free_port
+from tests.relay.intake_helpers import IntakeThread
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_modes_and_relay_addresses(settings) -> None:  # type: ignore[no-untyped-def]
+    assert isinstance(build(settings, {}), RelayNetworkTransport)
+    assert isinstance(build(settings, {"mode": "handoff"}), RelayHandoffTransport)
+    assert isinstance(build(settings, {"mode": "smtp"}), SmtpTransport)
+    for bad in ({"mode": "carrier-pigeon"}, {"relays": ""}, {"relays": "relay1:http"}):
+        with pytest.raises(ConfigurationError):
+            build(settings, bad)
+    assert relay_url("10.0.0.2") == "http://10.0.0.2:2526"
+    assert relay_url("10.0.0.2:9000") == "http://10.0.0.2:9000"
+    assert relay_url("[::1]:9000") == "http://[::1]:9000"
+    assert relay_url("::1") == "http://[::1]:2526"
+    assert relay_url("https://relay1.example:2526/") == "https://relay1.example:2526"
+
+
+def _closed_port() -> str:
+    return f"127.0.0.1:{free_port()}"  # nothing listens: connection refused
+
+
+class AnswerLost:
+    """A relay that reads the whole request, then drops the connection unanswered."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.requests = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> str:
+        """Return HOST:PORT."""
+        return f"127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                connection, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.settimeout(10)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += connection.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))
+                while len(body) < length:
+                    body += connection.recv(65536)
+                self.requests += 1
+            # closed without a byte of answer
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self.stopping.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def _campaign(tenant_id, count: int, start: int = 0):  # type: ignore[no-untyped-def]
+    first = make_list(tenant_id)
+    add_subscribers(tenant_id, first, count, start=start)
+    return make_campaign(tenant_id, [first], transport="relay")
+
+
+def _send(settings, tenant_id, campaign_id, options):  # type: ignore[no-untyped-def]
+    configured = dataclasses.replace(settings, plugins={"relay_transport": options})
+    plugins = PluginManager.load(configured)
+    transport = plugins.transport("relay")
+    transport.pool._turn = itertools.count(0)  # the listed order, for a deterministic test
+    lifecycle.schedule_campaign(tenant_id, campaign_id)
+    sweeper.tick(configured, plugins)
+    park_other_tenants_work(tenant_id)
+    SendingWorker(configured, plugins).drain(30)
+    transport.close()
+    return transport
+
+
+def test_a_down_relay_fails_over_to_the_next(settings, runtime, tenant_a, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    campaign_id = _campaign(tenant_a.id, 12)
+    with IntakeThread(settings, tmp_path / "second") as second:
+        _send(settings, tenant_a.id, campaign_id,
+              {"relays": [_closed_port(), second.address], "max_request_bytes": 20000})
+        spooled = [second.spool.read(queue_id) for queue_id in second.spool.scan()]
+    assert ledger_counts(tenant_a.id, campaign_id) == {"accepted": 12}
+    assert len(spooled) == 12
+    assert all(env.tenant_id == str(tenant_a.id) and env.campaign_id == str(campaign_id)
+               and env.recipients[0].ledger_id for env, _ in spooled)
+
+
+def test_a_relay_whose_spool_refuses_hands_over_to_the_next(settings, runtime, tenant_a,
+                                                            tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    class FullSpool(spool_module.Spool):
+        def write_many(self, items):  # type: ignore[no-untyped-def]
+            raise spool_module.SpoolError("spool cannot write: No space left", no_space=True)
+
+    campaign_id = _campaign(tenant_a.id, 5, start=50)
+    with IntakeThread(settings, tmp_path / "full", spool=FullSpool(tmp_path / "full")) as full, \
+            IntakeThread(settings, tmp_path / "ok") as healthy:
+        _send(settings, tenant_a.id, campaign_id, {"relays": [full.address, healthy.address]})
+        assert len(list(healthy.spool.scan())) == 5
+    assert ledger_counts(tenant_a.id, campaign_id) == {"accepted": 5}
+
+
+def test_an_answer_lost_after_sending_is_unknown_and_never_resent(settings, runtime, tenant_a,
+                                                                  tmp_path) -> None:  # type: ignore[no-untyped-def]
+    campaign_id = _campaign(tenant_a.id, 4, start=80)
+    lossy = AnswerLost()
+    try:
+        with IntakeThread(settings, tmp_path / "second") as second:
+            _send(settings, tenant_a.id, campaign_id, {"relays": [lossy.address, second.address]})
+            assert list(second.spool.scan()) == []  # not resent to another relay
+    finally:
+        lossy.stop()
+    assert lossy.requests == 1
+    assert ledger_counts(tenant_a.id, campaign_id) == {"unknown": 4}
+
+
+def test_no_relay_at_all_defers_the_batch(settings, runtime, tenant_a) -> None:  # type: ignore[no-untyped-def]
+    campaign_id = _campaign(tenant_a.id, 3, start=90)
+    _send(settings, tenant_a.id, campaign_id, {"relays": [_closed_port(), _closed_port()]})
+    assert ledger_counts(tenant_a.id, campaign_id) == {"deferred": 3}
+
+
+def test_handoff_without_a_local_relay_is_refused(settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Regression: with the relay on another host, hand-off stranded every message in the
+    # worker host's spool while `doctor` only warned.
+    spool = tmp_path / "spool"
+    configured = dataclasses.replace(settings, plugins={
+        "relay": {"spool_dir": str(spool)},
+        "relay_transport": {"mode": "handoff", "handoff_wait": "0.3"}})
+    plugins = PluginManager.load(configured)
+
+    def finding():  # type: ignore[no-untyped-def]
+        (found,) = [f for f in PluginManager.load(configured).doctor_checks()
+                    if f.check.startswith("relay transport")]
+        return found
+
+    stranded = finding()
+    assert not stranded.ok and not stranded.warning and "mode = \"network\"" in stranded.detail
+    with pytest.raises(ConfigurationError, match="no `swiftmail relay run` delivers"):
+        plugins.transport("relay").preflight()
+    lock = SpoolLock(spool).acquire()
+    try:
+        assert finding().ok
+        plugins.transport("relay").preflight()
+    finally:
+        lock.release()
+
+
+def test_the_worker_refuses_to_start_with_a_stranding_handoff(test_environ, targets,
+                                                              tmp_path) -> None:  # type: ignore[no-untyped-def]
+    environ = {**os.environ, **test_environ,
+               "SWIFTMAIL_PLUGIN_RELAY_SPOOL_DIR": str(tmp_path / "spool"),
+               "SWIFTMAIL_PLUGIN_RELAY_TRANSPORT_MODE": "handoff",
+               "SWIFTMAIL_PLUGIN_RELAY_TRANSPORT_HANDOFF_WAIT": "0.2"}
+    result = subprocess.run([sys.executable, "-m", "swiftmail_core.cli", "worker"], cwd=ROOT,
+                            env=environ, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1, result.stderr
+    assert "no `swiftmail relay run` delivers" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_doctor_warns_about_unreachable_network_relays(settings) -> None:  # type: ignore[no-untyped-def]
+    configured = dataclasses.replace(settings, plugins={"relay_transport": {
+        "relays": [_closed_port()]}})
+    (found,) = [f for f in PluginManager.load(configured).doctor_checks()
+                if f.check.startswith("relay transport")]
+    assert not found.ok and found.warning and "not reachable" in found.detail
