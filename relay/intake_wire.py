@@ -25,9 +25,9 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from swiftmail_relay.handoff import from_domain
+from swiftmail_relay.message_checks import from_domain, header_problem
 from swiftmail_relay.spool import Envelope, Recipient, new_id
-from swiftmail_relay.submission import _ADDRESS, header_problem
+from swiftmail_relay.submission import _ADDRESS
 
 from swiftmail_core.errors import ValidationError
 
