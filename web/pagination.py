@@ -16,6 +16,7 @@ from peewee import Field as PeeweeField
 from peewee import ModelSelect, Tuple, UUIDField
 
 from swiftmail_core.errors import ValidationError
+from swiftmail_core.public_ids import PublicIds
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -28,12 +29,14 @@ PARAMETERS: list[dict[str, Any]] = [
 ]
 
 
-def bigint_cursor(value: str) -> int:
-    """Parse a cursor over a bigint id (raises ValueError outside 1..2**63-1)."""
-    number = int(value)
-    if not 1 <= number < 2**63:
-        raise ValueError("out of range")
-    return number
+def public_cursor(ids: PublicIds, kind: str, tenant_id: uuid.UUID) -> Callable[[str], int]:
+    """Return a cursor parser for public ids of ``kind`` (ValueError unless the tenant's)."""
+    def parse(value: str) -> int:
+        ident = ids.decode(kind, tenant_id, value)
+        if ident is None:
+            raise ValueError("not an id of this tenant")
+        return ident
+    return parse
 
 
 def page_limit(req: falcon.Request) -> int:

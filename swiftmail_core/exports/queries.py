@@ -57,9 +57,14 @@ def suppressions_query() -> str:
 
 
 def ledger_query(cursor: Any, campaign_id: uuid.UUID | None) -> str:
-    """Return the message ledger export query (one campaign, or every message)."""
+    """Return the message ledger export query (one campaign, or every message).
+
+    APPSEC: the row's internal id comes from a sequence shared by every
+    tenant, so it is not exported (the API shows it only as an opaque public
+    id); ``message_id``, the RFC 5322 Message-ID, identifies each message.
+    """
     columns = _select([
-        ("m.id", False), ("m.campaign_id", False), ("m.contact_id", False), ("m.email", True),
+        ("m.campaign_id", False), ("m.contact_id", False), ("m.email", True),
         ("m.kind", False), ("m.status", False), ("m.attempts", False),
         ("m.message_id", True), ("m.transport", True), ("m.provider_message_id", True),
         ("m.last_error", True), ("m.created_at", False), ("m.sent_at", False),

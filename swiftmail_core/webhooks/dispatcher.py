@@ -33,6 +33,7 @@ from swiftmail_core.db import system_tx
 from swiftmail_core.errors import ValidationError
 from swiftmail_core.events import EventRecord, record_events
 from swiftmail_core.plugins import PluginManager
+from swiftmail_core.public_ids import public_ids
 from swiftmail_core.settings import Settings
 from swiftmail_core.webhooks.leases import Claimed, claim_due, release
 from swiftmail_core.webhooks.signing import SIGNATURE_HEADER, sign_payload
@@ -112,13 +113,17 @@ class Dispatcher:
             checked = check_webhook_url(claimed.url, self.policy, self.resolve)
         except ValidationError as ex:
             return PostResult(0, f"refused: {ex}")
-        body = json.dumps(claimed.payload, separators=(",", ":"), sort_keys=True).encode()
+        # APPSEC: receivers see the public ids the API shows, never global sequence values.
+        ids = public_ids(self.secret_key)
+        tenant = _as_uuid(claimed.tenant_id)
+        payload = ids.public_event_payload(tenant, claimed.payload)
+        body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
         secret = decrypt(self.secret_key, claimed.secret_encrypted)
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "SwiftMail-Webhooks/1",
             SIGNATURE_HEADER: sign_payload(secret, body),
-            "SwiftMail-Delivery": str(claimed.delivery_id),
+            "SwiftMail-Delivery": ids.encode("webhook_delivery", tenant, int(claimed.delivery_id)),
             "SwiftMail-Event": str(claimed.payload.get("type", "")),
         }
         return post(checked, body, headers, timeout=self.timeout)
@@ -245,3 +250,7 @@ class Dispatcher:
                     return claimed_count
                 _, in_flight = wait(in_flight, timeout=self.poll_seconds,
                                     return_when=FIRST_COMPLETED)
+
+
+def _as_uuid(value: uuid.UUID | str) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))

@@ -14,10 +14,12 @@ import falcon
 from swiftmail_web import access
 from swiftmail_web.jsonio import parse_uuid
 from swiftmail_web.openapi import Operation
+from swiftmail_web.resources.common import principal
 
 from swiftmail_core import analytics
 from swiftmail_core.analytics.export import domains_csv, series_csv
 from swiftmail_core.errors import ValidationError
+from swiftmail_core.public_ids import PublicIds, public_ids
 
 STATS = {"type": "object"}
 RANGE_QUERY = (
@@ -84,9 +86,16 @@ class CampaignLinksResource:
     policy = READ
     docs = {"GET": Operation("Get clicks per link", response=STATS)}
 
+    def __init__(self, ids: PublicIds) -> None:
+        self.ids = ids
+
     def on_get(self, req: falcon.Request, resp: falcon.Response, campaign_id: str) -> None:
-        """Return total and unique clicks per link."""
-        resp.media = analytics.campaign_links(parse_uuid(campaign_id, "campaign"))
+        """Return total and unique clicks per link (link ids made public)."""
+        stats = analytics.campaign_links(parse_uuid(campaign_id, "campaign"))
+        tenant = principal(req).tenant_id
+        for link in stats["data"]:
+            link["link_id"] = self.ids.encode("link", tenant, link["link_id"])
+        resp.media = stats
 
 
 class CampaignDomainsResource:
@@ -168,7 +177,7 @@ def routes(services: dict[str, Any]) -> list[tuple[str, Any]]:
     return [
         (base, CampaignStatsResource()),
         (f"{base}/timeseries", CampaignTimeseriesResource()),
-        (f"{base}/links", CampaignLinksResource()),
+        (f"{base}/links", CampaignLinksResource(public_ids(services["settings"].secret_key))),
         (f"{base}/domains", CampaignDomainsResource()),
         (f"{base}/export.csv", CampaignExportResource()),
         ("/v1/analytics/tenant", TenantStatsResource()),

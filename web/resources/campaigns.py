@@ -19,7 +19,7 @@ from peewee import Cast, Value, fn
 from swiftmail_web import access
 from swiftmail_web.jsonio import Field, Fields, read_body
 from swiftmail_web.openapi import Operation, obj, page_of
-from swiftmail_web.pagination import bigint_cursor, paginate
+from swiftmail_web.pagination import paginate, public_cursor
 from swiftmail_web.resources.common import (
     BOOLEAN,
     INTEGER,
@@ -45,6 +45,7 @@ from swiftmail_core.models import (
     Template,
     utcnow,
 )
+from swiftmail_core.public_ids import PublicIds, public_ids
 from swiftmail_core.sending import lifecycle
 
 _HEADER_NAME = re.compile(r"^X-[A-Za-z0-9-]{1,64}$")
@@ -92,7 +93,7 @@ LEDGER_STATUSES = ("queued", "sending", "accepted", "deferred", "delivered", "bo
                    "complained", "failed", "suppressed", "cancelled", "expired", "unknown",
                    "held")
 LEDGER = obj({
-    "object": {"type": "string", "const": "message"}, "id": INTEGER,
+    "object": {"type": "string", "const": "message"}, "id": STRING,
     "campaign_id": {"type": ["string", "null"]}, "contact_id": {"type": ["string", "null"]},
     "email": STRING, "kind": STRING, "status": {"type": "string", "enum": list(LEDGER_STATUSES)},
     "attempts": INTEGER, "next_attempt_at": TIMESTAMP, "message_id": {"type": ["string", "null"]},
@@ -117,10 +118,17 @@ def serialize(row: Campaign | dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def serialize_message(row: Message) -> dict[str, Any]:
-    """Return the API shape of one ledger row (payload excluded)."""
-    keys = [k for k in LEDGER["properties"] if k != "object"]
-    return {"object": "message", **{k: getattr(row, k) for k in keys}}
+def serialize_message(row: Message | dict[str, Any], ids: PublicIds) -> dict[str, Any]:
+    """Return the API shape of one ledger row (payload excluded, id made public)."""
+    values = row if isinstance(row, dict) else row.__data__
+    keys = [k for k in LEDGER["properties"] if k not in ("object", "id")]
+    tenant = values["tenant_id"]
+    return {"object": "message", "id": ids.encode("message", _as_uuid(tenant), values["id"]),
+            **{k: values.get(k) for k in keys}}
+
+
+def _as_uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
 def _check_references(values: dict[str, Any]) -> None:
@@ -360,12 +368,16 @@ class TestSendResource(_Action):
     body = TEST
     docs = {"POST": Operation("Send test messages", body=TEST, response=obj({
         "object": {"type": "string", "const": "test_send"},
-        "message_ids": {"type": "array", "items": INTEGER}}))}
+        "message_ids": {"type": "array", "items": STRING}}))}
+
+    def __init__(self, ids: PublicIds) -> None:
+        self.ids = ids
 
     def run(self, tenant: uuid.UUID, campaign_id: uuid.UUID, values: dict[str, Any]) -> Any:
         """Queue test messages."""
-        ids = lifecycle.test_send(tenant, campaign_id, values["emails"])
-        return {"object": "test_send", "message_ids": ids}
+        made = lifecycle.test_send(tenant, campaign_id, values["emails"])
+        return {"object": "test_send",
+                "message_ids": [self.ids.encode("message", tenant, ident) for ident in made]}
 
 
 class ResendFailedResource(_Action):
@@ -389,6 +401,9 @@ class LedgerResource:
         query=({"name": "status", "in": "query", "required": False,
                 "schema": {"type": "string", "enum": list(LEDGER_STATUSES)}},))}
 
+    def __init__(self, ids: PublicIds) -> None:
+        self.ids = ids
+
     def on_get(self, req: falcon.Request, resp: falcon.Response, campaign_id: str) -> None:
         """List ledger rows, oldest first."""
         row = get_or_404(Campaign.select(), Campaign.id, campaign_id, "campaign")
@@ -398,8 +413,10 @@ class LedgerResource:
             if status not in LEDGER_STATUSES:
                 raise ValidationError.for_field("status", "is not a ledger status")
             query = query.where(Message.status == status)
-        resp.media = paginate(req, query, Message.created_at, Message.id, serialize_message,
-                              cursor_value=bigint_cursor)
+        tenant = principal(req).tenant_id
+        resp.media = paginate(req, query, Message.created_at, Message.id,
+                              lambda message: serialize_message(message, self.ids),
+                              cursor_value=public_cursor(self.ids, "message", tenant))
 
 
 class StatsResource:
@@ -448,8 +465,9 @@ class MessagesResource:
     docs = {"POST": Operation("Send a transactional message", body=MESSAGE, response=LEDGER,
                               status=202)}
 
-    def __init__(self, check_transport: TransportCheck) -> None:
+    def __init__(self, check_transport: TransportCheck, ids: PublicIds) -> None:
         self.check_transport = check_transport
+        self.ids = ids
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Write the ledger row; the outbox worker sends it."""
@@ -457,14 +475,14 @@ class MessagesResource:
         self.check_transport(values)
         row = lifecycle.send_transactional(principal(req).tenant_id, **values)
         resp.status = 202
-        resp.media = {"object": "message", **{k: row.get(k) for k in LEDGER["properties"]
-                                              if k != "object"}}
+        resp.media = serialize_message(row, self.ids)
 
 
 def routes(services: dict[str, Any]) -> list[tuple[str, Any]]:
     """Return the campaign and message routes."""
     base = "/v1/campaigns/{campaign_id}"
     check_transport = TransportCheck(services.get("plugins"))
+    ids = public_ids(services["settings"].secret_key)
     return [
         ("/v1/campaigns", CampaignsResource(check_transport)),
         (base, CampaignResource(check_transport)),
@@ -473,9 +491,9 @@ def routes(services: dict[str, Any]) -> list[tuple[str, Any]]:
         (base + "/pause", PauseResource()),
         (base + "/resume", ResumeResource()),
         (base + "/cancel", CancelResource()),
-        (base + "/test", TestSendResource()),
+        (base + "/test", TestSendResource(ids)),
         (base + "/resend-failed", ResendFailedResource()),
-        (base + "/messages", LedgerResource()),
+        (base + "/messages", LedgerResource(ids)),
         (base + "/stats", StatsResource()),
-        ("/v1/messages", MessagesResource(check_transport)),
+        ("/v1/messages", MessagesResource(check_transport, ids)),
     ]

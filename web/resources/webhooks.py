@@ -16,7 +16,7 @@ import falcon
 from swiftmail_web import access
 from swiftmail_web.jsonio import Field, Fields, read_body
 from swiftmail_web.openapi import Operation, obj, page_of
-from swiftmail_web.pagination import bigint_cursor, paginate
+from swiftmail_web.pagination import paginate, public_cursor
 from swiftmail_web.resources.common import (
     BOOLEAN,
     INTEGER,
@@ -27,12 +27,14 @@ from swiftmail_web.resources.common import (
     UUID,
     created,
     get_or_404,
+    principal,
     tenant_id,
 )
 
 from swiftmail_core import crypto
 from swiftmail_core.errors import ValidationError
 from swiftmail_core.models import Webhook, WebhookDelivery, utcnow
+from swiftmail_core.public_ids import PublicIds, public_ids
 from swiftmail_core.settings import Settings
 from swiftmail_core.webhooks.urls import UrlPolicy, check_webhook_url
 
@@ -57,7 +59,7 @@ SCHEMA = obj({
 WITH_SECRET = obj({**SCHEMA["properties"], "secret": {
     "type": "string", "description": "The signing secret: shown in this response only."}})
 DELIVERY = obj({
-    "object": {"type": "string", "const": "webhook_delivery"}, "id": INTEGER,
+    "object": {"type": "string", "const": "webhook_delivery"}, "id": STRING,
     "event_type": STRING, "payload": OBJECT, "status": STRING, "attempts": INTEGER,
     "response_status": {"type": ["integer", "null"]},
     "response_excerpt": {"type": ["string", "null"]}, "next_attempt_at": TIMESTAMP,
@@ -90,10 +92,13 @@ def serialize(row: Webhook) -> dict[str, Any]:
             "created_at": row.created_at, "updated_at": row.updated_at}
 
 
-def serialize_delivery(row: WebhookDelivery) -> dict[str, Any]:
-    """Return the API shape of one delivery attempt record."""
-    return {"object": "webhook_delivery", "id": row.id, "event_type": row.event_type,
-            "payload": row.payload, "status": row.status, "attempts": row.attempts,
+def serialize_delivery(row: WebhookDelivery, ids: PublicIds) -> dict[str, Any]:
+    """Return the API shape of one delivery attempt record (ids made public)."""
+    tenant = row.tenant_id if isinstance(row.tenant_id, uuid.UUID) else uuid.UUID(
+        str(row.tenant_id))
+    return {"object": "webhook_delivery", "id": ids.encode("webhook_delivery", tenant, row.id),
+            "event_type": row.event_type,
+            "payload": ids.public_event_payload(tenant, row.payload or {}), "status": row.status, "attempts": row.attempts,
             "response_status": row.response_status, "response_excerpt": row.response_excerpt,
             "next_attempt_at": row.next_attempt_at, "created_at": row.created_at,
             "updated_at": row.updated_at}
@@ -205,12 +210,17 @@ class WebhookDeliveriesResource:
     docs = {"GET": Operation("List a webhook's deliveries", response=page_of(DELIVERY),
                              paginated=True)}
 
+    def __init__(self, ids: PublicIds) -> None:
+        self.ids = ids
+
     def on_get(self, req: falcon.Request, resp: falcon.Response, webhook_id: str) -> None:
         """List deliveries of one webhook."""
         row = get_or_404(Webhook.select(), Webhook.id, webhook_id, "webhook")
         query = WebhookDelivery.select().where(WebhookDelivery.webhook_id == row.id)
-        resp.media = paginate(req, query, WebhookDelivery.created_at, WebhookDelivery.id,
-                              serialize_delivery, cursor_value=bigint_cursor)
+        resp.media = paginate(
+            req, query, WebhookDelivery.created_at, WebhookDelivery.id,
+            lambda delivery: serialize_delivery(delivery, self.ids),
+            cursor_value=public_cursor(self.ids, "webhook_delivery", principal(req).tenant_id))
 
 
 def routes(services: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -220,5 +230,5 @@ def routes(services: dict[str, Any]) -> list[tuple[str, Any]]:
         ("/v1/webhooks", WebhooksResource(settings)),
         ("/v1/webhooks/{webhook_id}", WebhookResource(settings)),
         ("/v1/webhooks/{webhook_id}/rotate-secret", WebhookRotateResource(settings)),
-        ("/v1/webhooks/{webhook_id}/deliveries", WebhookDeliveriesResource()),
+        ("/v1/webhooks/{webhook_id}/deliveries", WebhookDeliveriesResource(public_ids(settings.secret_key))),
     ]

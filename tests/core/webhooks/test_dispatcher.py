@@ -17,6 +17,7 @@ import pytest
 from swiftmail_core.crypto import encrypt
 from swiftmail_core.db import app_db, system_tx, tenant_tx
 from swiftmail_core.events import EventRecord, record_events
+from swiftmail_core.public_ids import public_ids
 from swiftmail_core.webhooks import UrlPolicy
 from swiftmail_core.webhooks import dispatcher as dispatcher_module
 from swiftmail_core.webhooks.dispatcher import Dispatcher
@@ -166,7 +167,9 @@ def test_two_deliverers_post_each_delivery_exactly_once(
         for path in ("one", "two"):
             add_webhook(settings, tenant.id, f"{receiver.url}/{path}")
         add_events(tenant.id, 5)
-    expected = {str(row[0]) for tenant in (tenant_a, tenant_b) for row in deliveries(tenant.id)}
+    ids = public_ids(settings.secret_key)
+    expected = {ids.encode("webhook_delivery", tenant.id, row[0])
+                for tenant in (tenant_a, tenant_b) for row in deliveries(tenant.id)}
     assert len(expected) == 20
 
     def run() -> None:
@@ -211,7 +214,8 @@ def test_a_deliverer_whose_lease_expired_cannot_record_its_result(
             "SELECT consecutive_failures, paused_until FROM webhooks WHERE id = %s",
             (str(webhook_id),)).fetchone()
     assert (failures, paused_until) == (0, None)
-    assert receiver.deliveries == [str(claimed.delivery_id)]
+    assert receiver.deliveries == [public_ids(settings.secret_key).encode(
+        "webhook_delivery", tenant_a.id, claimed.delivery_id)]
 
 
 def test_an_undecryptable_secret_fails_that_endpoint_only(

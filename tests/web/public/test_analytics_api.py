@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime
 
 from swiftmail_core.events import EventRecord, record_events
+from swiftmail_core.public_ids import public_ids
 from tests.core.tracking.conftest import make_sent_message
 
 
-def test_stats_api_and_csv(owner_a, viewer_a, owner_b, tenant_a) -> None:
+def test_stats_api_and_csv(owner_a, viewer_a, owner_b, tenant_a, settings) -> None:  # type: ignore[no-untyped-def]
     m = make_sent_message(tenant_a.id)
     moment = datetime.datetime(2026, 11, 5, 10, tzinfo=datetime.UTC)
     record_events([EventRecord(tenant_a.id, "delivered", moment, message_id=m.message_id,
@@ -21,7 +22,8 @@ def test_stats_api_and_csv(owner_a, viewer_a, owner_b, tenant_a) -> None:
     assert stats.json["delivered"] == 1
     assert stats.json["opens"]["human"] == {"total": 1, "unique": 1}
     assert viewer_a.get(f"{base}/timeseries", params={"interval": "day"}).json["data"]
-    assert viewer_a.get(f"{base}/links").json["data"][0]["link_id"] == m.link_id
+    shown = viewer_a.get(f"{base}/links").json["data"][0]["link_id"]
+    assert public_ids(settings.secret_key).decode("link", tenant_a.id, shown) == m.link_id
     assert viewer_a.get(f"{base}/domains").json["data"][0]["domain"] == "example.com"
     assert owner_b.get(base).status_code == 404
     assert owner_b.get(f"{base}/export.csv").status_code == 404
