@@ -112,12 +112,12 @@ def main() -> None:
     try:
         from swiftmail_core.apikeys import create_api_key
         from swiftmail_core.install import initialise
-        from swiftmail_core.runtime import start
+        from swiftmail_core.runtime import ProcessKind, start
         from swiftmail_core.settings import load_settings
         from swiftmail_core.tenants import create_tenant
 
         initialise(None, {})
-        runtime = start(load_settings())
+        runtime = start(load_settings(), process=ProcessKind.BENCH)
         tenant = create_tenant(f"bench-{uuid.uuid4().hex[:8]}")
         key = create_api_key(tenant.id, role="owner").key
         runtime.close()

@@ -128,12 +128,12 @@ def main() -> None:
 
     initialise(None, {})
     try:
-        from swiftmail_core.runtime import start
+        from swiftmail_core.runtime import ProcessKind, start
         from swiftmail_core.sending.audience import resolve_audience
         from swiftmail_core.settings import load_settings
         from swiftmail_core.tenants import create_tenant
 
-        runtime = start(load_settings())
+        runtime = start(load_settings(), process=ProcessKind.BENCH)
         tenant = create_tenant(f"bench-{uuid.uuid4().hex[:8]}")
         setup_started = time.perf_counter()
         list_ids = populate(tenant.id, args.subscribers)

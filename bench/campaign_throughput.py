@@ -118,12 +118,12 @@ def new_campaign(tenant_id: uuid.UUID, list_id: uuid.UUID) -> uuid.UUID:
 
 def child_worker() -> None:
     """Send until nothing is claimable and every campaign is finished."""
-    from swiftmail_core.runtime import start
+    from swiftmail_core.runtime import ProcessKind, start
     from swiftmail_core.sending import sweeper
     from swiftmail_core.sending.worker import SendingWorker
     from swiftmail_core.settings import load_settings
 
-    runtime = start(load_settings())
+    runtime = start(load_settings(), process=ProcessKind.BENCH)
     worker = SendingWorker(runtime.settings, runtime.plugins)
     idle_since = None
     while True:
@@ -288,11 +288,11 @@ def main() -> None:
     initialise(None, {})
     results: dict[str, list[float]] = {"relay_only": [], "end_to_end": [], "workers_only": []}
     try:
-        from swiftmail_core.runtime import start
+        from swiftmail_core.runtime import ProcessKind, start
         from swiftmail_core.sending import lifecycle
         from swiftmail_core.settings import load_settings
 
-        runtime = start(load_settings())
+        runtime = start(load_settings(), process=ProcessKind.BENCH)
         tenant_id, list_id = setup(args.subscribers)
         if os.environ.get("SWIFTMAIL_BENCH_CPROFILE"):
             import cProfile

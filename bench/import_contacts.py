@@ -72,11 +72,11 @@ def child(path: Path, mode: str) -> None:
     """Run one measurement in this (fresh) process; print its JSON."""
     from swiftmail_core.db import app_db, tenant_tx
     from swiftmail_core.imports.service import import_file
-    from swiftmail_core.runtime import start
+    from swiftmail_core.runtime import ProcessKind, start
     from swiftmail_core.settings import load_settings
     from swiftmail_core.tenants import create_tenant
 
-    runtime = start(load_settings())
+    runtime = start(load_settings(), process=ProcessKind.BENCH)
     tenant = create_tenant(f"bench-{uuid.uuid4().hex[:10]}")
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if mode == "copy":

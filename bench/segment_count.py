@@ -89,12 +89,12 @@ def main() -> int:
     try:
         from swiftmail_core.db import tenant_tx
         from swiftmail_core.models import Contact
-        from swiftmail_core.runtime import start
+        from swiftmail_core.runtime import ProcessKind, start
         from swiftmail_core.segments.service import count_matching, matching_contacts
         from swiftmail_core.settings import load_settings
         from swiftmail_core.tenants import create_tenant
 
-        runtime = start(load_settings())
+        runtime = start(load_settings(), process=ProcessKind.BENCH)
         tenant = create_tenant(f"bench-{uuid.uuid4().hex[:8]}")
         setup_seconds, _ = timed(lambda: populate(tenant.id, args.contacts))
         analyze(env["DATABASE_URL"], "contacts, events")

@@ -94,13 +94,13 @@ def _seed(env: dict[str, str], workdir: Path) -> tuple[Path, Path, uuid.UUID]:
     from swiftmail_core import tokens
     from swiftmail_core.db import app_db, tenant_tx
     from swiftmail_core.install import initialise
-    from swiftmail_core.runtime import start
+    from swiftmail_core.runtime import ProcessKind, start
     from swiftmail_core.settings import load_settings
     from swiftmail_core.tenants import create_tenant
 
     initialise(None, {})
     settings = load_settings()
-    runtime = start(settings)
+    runtime = start(settings, process=ProcessKind.BENCH)
     tenant = create_tenant(f"bench-{uuid.uuid4().hex[:8]}")
     campaign = uuid.uuid4()
     with tenant_tx(tenant.id):
@@ -247,10 +247,10 @@ def main() -> None:
         time.sleep(1)
         acknowledged = int(client.xinfo_stream(stream)["entries-added"])
         from swiftmail_core.db import app_db, tenant_tx
-        from swiftmail_core.runtime import start
+        from swiftmail_core.runtime import ProcessKind, start
         from swiftmail_core.settings import load_settings
 
-        runtime = start(load_settings())
+        runtime = start(load_settings(), process=ProcessKind.BENCH)
         with tenant_tx(tenant_id):
             events, distinct_keys = app_db.execute_sql(
                 "SELECT count(*), count(DISTINCT source_key) FROM events").fetchone()

@@ -99,12 +99,12 @@ def main() -> None:
         from swiftmail_core import analytics
         from swiftmail_core.db import app_db, system_tx, tenant_tx
         from swiftmail_core.install import initialise
-        from swiftmail_core.runtime import start
+        from swiftmail_core.runtime import ProcessKind, start
         from swiftmail_core.settings import load_settings
         from swiftmail_core.tenants import create_tenant
 
         initialise(None, {})
-        runtime = start(load_settings())
+        runtime = start(load_settings(), process=ProcessKind.BENCH)
         tenant = create_tenant(f"bench-{uuid.uuid4().hex[:8]}")
         campaign = uuid.uuid4()
         with tenant_tx(tenant.id):

@@ -34,11 +34,11 @@ def worker(state: CliState, threads: int | None) -> None:
       swiftmail worker --threads 4
       kill -INT <pid>        # graceful stop
     """
+    from swiftmail_core.runtime import ProcessKind
     from swiftmail_core.sending.worker import build_queue
     from swiftmail_core.transports import preflight
 
-    runtime = state.runtime()
-    runtime.plugins.startup()
+    runtime = state.runtime(ProcessKind.WORKER)
     # A configuration that would strand mail (e.g. a hand-off with no local relay) stops here.
     preflight(runtime.plugins.transports().values())
     queue = build_queue(runtime)

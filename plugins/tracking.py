@@ -77,10 +77,11 @@ def drain(state, consumer: str, batch_size: int, once: bool) -> None:
     """
     from swiftmail_web.public.services import PublicConfig
 
+    from swiftmail_core.runtime import ProcessKind
     from swiftmail_core.tracking_ingest import HitStream
     from swiftmail_core.tracking_ingest.drainer import Drainer
 
-    runtime = state.runtime()
+    runtime = state.runtime(ProcessKind.TRACKING_DRAINER)
     config = PublicConfig.from_settings(runtime.settings)
     stream = HitStream(runtime.redis, config.stream)
     stream.ensure_group()
@@ -128,10 +129,11 @@ def deliver(state, once: bool, interval: float) -> None:
       swiftmail webhooks deliver
       swiftmail webhooks deliver --once
     """
+    from swiftmail_core.runtime import ProcessKind
     from swiftmail_core.webhooks.dispatcher import Dispatcher
     from swiftmail_core.webhooks.leases import reclaim_expired_leases
 
-    runtime = state.runtime()
+    runtime = state.runtime(ProcessKind.WEBHOOK_DELIVERER)
     dispatcher = Dispatcher.from_settings(runtime.settings, runtime.plugins)
     while True:
         count = dispatcher.deliver_due()

@@ -74,7 +74,9 @@ def relay_run(state: CliState, no_deliver: bool = False) -> None:
     """
     from swiftmail_relay.runner import run_relay
 
-    runtime = state.runtime()
+    from swiftmail_core.runtime import ProcessKind
+
+    runtime = state.runtime(ProcessKind.RELAY)
     config = RelayConfig.from_settings(state.settings)
     asyncio.run(run_relay(runtime, config, deliver=not no_deliver))
 

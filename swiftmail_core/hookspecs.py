@@ -30,10 +30,20 @@ hookimpl = pluggy.HookimplMarker("swiftmail")
 
 
 @hookspec
-def swiftmail_startup(settings: Settings) -> None:
-    """Run once when a SwiftMail process starts, after plugins load.
+def swiftmail_startup(settings: Settings, process: str) -> None:
+    """Run once in every SwiftMail process as it starts, after plugins load.
+
+    Every process calls it through ``runtime.start``: each gunicorn or
+    uvicorn worker of the API and public apps, the sending worker, the
+    relay, the tracking drainer, the webhook deliverer, every child of
+    ``swiftmail up`` and any other command that connects. An exception stops
+    the process.
 
     :param settings: the effective settings.
+    :param process: what the process is: ``api``, ``public``,
+        ``public-asgi``, ``worker``, ``relay``, ``tracking-drainer``,
+        ``webhook-deliverer``, ``up``, ``cli``, ``test`` or ``bench``
+        (``swiftmail_core.runtime.ProcessKind``); take it only if needed.
     :returns: nothing. Not firstresult: every implementation runs.
     """
 

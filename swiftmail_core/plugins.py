@@ -135,9 +135,9 @@ class PluginManager:
 
     # One typed method per hook -------------------------------------------------
 
-    def startup(self) -> None:
-        """Call ``swiftmail_startup`` on every plugin."""
-        self.pm.hook.swiftmail_startup(settings=self.settings)
+    def startup(self, process: str) -> None:
+        """Call ``swiftmail_startup`` on every plugin (``runtime.start`` does, once)."""
+        self.pm.hook.swiftmail_startup(settings=self.settings, process=str(process))
 
     def transports(self) -> dict[str, Transport]:
         """Return every registered transport by name."""

@@ -1,8 +1,14 @@
-"""Start-up: settings to live database handles, Redis and plugins, once per process."""
+"""Start-up: settings to live database handles, Redis and plugins, once per process.
+
+``start(settings, process=...)`` is the one place a SwiftMail process
+starts: every command, server worker and app factory calls it, and it runs
+the plugins' ``swiftmail_startup`` hook naming the kind of process.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 
 import redis
@@ -11,6 +17,33 @@ from swiftmail_core import db, embedded
 from swiftmail_core.db.targets import DatabaseTargets, database_targets
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.settings import Settings
+
+
+class ProcessKind(enum.StrEnum):
+    """What a process is, as ``swiftmail_startup`` hears it (``process``)."""
+
+    #: ``swiftmail serve``: each gunicorn worker of the API and public pages.
+    API = "api"
+    #: ``swiftmail_web.public.wsgi:app``: each worker of the lean public app.
+    PUBLIC = "public"
+    #: ``swiftmail_web.public.asgi:create_app``: each uvicorn worker of the hot path.
+    PUBLIC_ASGI = "public-asgi"
+    #: ``swiftmail worker``: the sending worker (huey consumer and scheduler).
+    WORKER = "worker"
+    #: ``swiftmail relay run``: the MTA relay.
+    RELAY = "relay"
+    #: ``swiftmail tracking drain``: stores tracking hits as events.
+    TRACKING_DRAINER = "tracking-drainer"
+    #: ``swiftmail webhooks deliver``: posts outgoing webhooks.
+    WEBHOOK_DELIVERER = "webhook-deliverer"
+    #: ``swiftmail up``: the supervisor; its children start as their own kinds.
+    SUPERVISOR = "up"
+    #: any other ``swiftmail`` command that touches the database.
+    CLI = "cli"
+    #: a test session (``swiftmail_core.testing``).
+    TEST = "test"
+    #: a benchmark driver (``bench/``).
+    BENCH = "bench"
 
 
 @dataclasses.dataclass
@@ -39,9 +72,16 @@ class Runtime:
         db.disconnect()
 
 
-def start(settings: Settings, *, plugins: PluginManager | None = None) -> Runtime:
-    """Resolve the database, connect the app and system handles, load plugins."""
+def start(
+    settings: Settings, *, process: ProcessKind, plugins: PluginManager | None = None
+) -> Runtime:
+    """Connect the database handles, load plugins and run ``swiftmail_startup``.
+
+    Call it once per process (after a fork, in the child), naming what the
+    process is; every plugin's ``swiftmail_startup`` runs before this returns.
+    """
     targets = database_targets(settings)
     db.connect(targets, pool_size=settings.db_pool_size)
     manager = plugins or PluginManager.load(settings)
+    manager.startup(process)
     return Runtime(settings=settings, targets=targets, plugins=manager)

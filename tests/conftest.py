@@ -25,7 +25,7 @@ from swiftmail_core import db, embedded
 from swiftmail_core.db.targets import DatabaseTargets, database_targets
 from swiftmail_core.install import initialise
 from swiftmail_core.plugins import PluginManager
-from swiftmail_core.runtime import Runtime, start
+from swiftmail_core.runtime import ProcessKind, Runtime, start
 from swiftmail_core.settings import Settings, load_settings
 
 RUN_ID = secrets.token_hex(4)
@@ -175,7 +175,7 @@ def targets(settings: Settings, test_environ: dict[str, str]) -> Iterator[Databa
 @pytest.fixture(scope="session")
 def runtime(settings: Settings, targets: DatabaseTargets) -> Iterator[Runtime]:
     """A connected runtime (app and system handles, built-in plugins)."""
-    started = start(settings)
+    started = start(settings, process=ProcessKind.TEST)
     yield started
     started.close()
 

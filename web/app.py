@@ -83,11 +83,10 @@ def create_app(
 def get_app() -> falcon.App:
     """Return the application for gunicorn: settings, runtime, then ``create_app``."""
     from swiftmail_core.logs import configure_logging
-    from swiftmail_core.runtime import start
+    from swiftmail_core.runtime import ProcessKind, start
     from swiftmail_core.settings import load_settings
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    runtime = start(settings)
-    runtime.plugins.startup()
+    runtime = start(settings, process=ProcessKind.API)
     return create_app(settings, runtime.plugins, redis_client=runtime.redis)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from swiftmail_core.logs import configure_logging
-from swiftmail_core.runtime import Runtime, start
+from swiftmail_core.runtime import ProcessKind, Runtime, start
 from swiftmail_core.settings import Settings, load_settings
 
 
@@ -31,10 +31,14 @@ class CliState:
         self._settings = None
         return self.settings
 
-    def runtime(self) -> Runtime:
-        """Return a connected runtime (database handles and plugins)."""
+    def runtime(self, process: ProcessKind = ProcessKind.CLI) -> Runtime:
+        """Return a connected runtime, started on first use as ``process``.
+
+        A long-running command names its kind (``state.runtime(ProcessKind.WORKER)``)
+        before anything else asks for the runtime; other commands are ``cli``.
+        """
         if self._runtime is None:
-            self._runtime = start(self.settings)
+            self._runtime = start(self.settings, process=process)
         return self._runtime
 
     def close(self) -> None:

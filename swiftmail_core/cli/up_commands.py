@@ -12,6 +12,7 @@ from swiftmail_core.cli.state import CliState
 from swiftmail_core.install import initialise
 from swiftmail_core.local.catch_sink import CatchSink
 from swiftmail_core.local.supervisor import ProcessSpec, Supervisor, swiftmail_argv
+from swiftmail_core.runtime import ProcessKind
 from swiftmail_core.settings import Settings
 
 
@@ -43,7 +44,8 @@ def up(state: CliState, bind: str, catch: bool | None) -> None:
     if settings.uses_embedded_postgres:
         initialise(state.config, state.overrides)
         settings = state.reload()
-    state.runtime()  # starts the embedded engines the children share; fails early if down
+    # Starts the embedded engines the children share; fails early if down.
+    state.runtime(ProcessKind.SUPERVISOR)
     if catch is None:
         catch = settings.uses_embedded_postgres
     relay_environ: dict[str, str] = {}

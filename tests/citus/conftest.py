@@ -65,12 +65,12 @@ def citus_environ(citus_cluster: CitusCluster, tmp_path_factory, redis_url: str,
 @pytest.fixture(scope="session")
 def citus_runtime(citus_environ: dict[str, str]):  # type: ignore[no-untyped-def]
     """A runtime on the coordinator after `swiftmail init --citus`."""
-    from swiftmail_core.runtime import start
+    from swiftmail_core.runtime import ProcessKind, start
     from swiftmail_core.settings import load_settings
     from tests.cli_helpers import run_swiftmail
 
     initialised = run_swiftmail("init", "--yes", "--citus", env=citus_environ, timeout=300)
     assert initialised.returncode == 0, initialised.stdout + initialised.stderr
-    runtime = start(load_settings(environ=citus_environ))
+    runtime = start(load_settings(environ=citus_environ), process=ProcessKind.TEST)
     yield runtime
     runtime.close()

@@ -153,12 +153,12 @@ def create_app() -> falcon.asgi.App:
     from swiftmail_web.public.services import PublicServices
 
     from swiftmail_core.logs import configure_logging
-    from swiftmail_core.runtime import start
+    from swiftmail_core.runtime import ProcessKind, start
     from swiftmail_core.settings import load_settings
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    runtime = start(settings)
+    runtime = start(settings, process=ProcessKind.PUBLIC_ASGI)
     services = PublicServices.build(settings, runtime.redis, runtime.plugins)
     timeout = services.config.redis_timeout_ms / 1000
     from redis.asyncio.retry import Retry

@@ -16,12 +16,12 @@ def get_tracking_app() -> falcon.App:
     from swiftmail_web.public.services import PublicServices
 
     from swiftmail_core.logs import configure_logging
-    from swiftmail_core.runtime import start
+    from swiftmail_core.runtime import ProcessKind, start
     from swiftmail_core.settings import load_settings
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    runtime = start(settings)
+    runtime = start(settings, process=ProcessKind.PUBLIC)
     return create_tracking_app(PublicServices.build(settings, runtime.redis, runtime.plugins))
 
 
