@@ -23,6 +23,13 @@ def test_webhook_lifecycle(owner_a, viewer_a, settings) -> None:
     rotated = owner_a.post(path + "/rotate-secret")
     assert rotated.status_code == 200 and rotated.json["secret"] != secret
     assert owner_a.patch(path, {"enabled": False}).json["enabled"] is False
+    assert owner_a.get(path).json["paused_until"] is None
+    with tenant_tx(owner_a.tenant_id):  # paused after failures, then disabled
+        Webhook.update(paused_until=Webhook.created_at, consecutive_failures=3).where(
+            Webhook.id == made.json["id"]).execute()
+    assert owner_a.get(path).json["paused_until"] is not None
+    enabled = owner_a.patch(path, {"enabled": True}).json  # re-enabling ends the pause
+    assert (enabled["paused_until"], enabled["consecutive_failures"]) == (None, 0)
     assert owner_a.get(path + "/deliveries").json == {"object": "list", "data": [],
                                                       "has_more": False}
     assert viewer_a.post(path + "/rotate-secret").status_code == 403

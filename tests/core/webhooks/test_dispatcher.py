@@ -18,10 +18,10 @@ from swiftmail_core.crypto import encrypt
 from swiftmail_core.db import app_db, system_tx, tenant_tx
 from swiftmail_core.events import EventRecord, record_events
 from swiftmail_core.public_ids import public_ids
+from swiftmail_core.sending import sweeper
 from swiftmail_core.webhooks import UrlPolicy
 from swiftmail_core.webhooks import dispatcher as dispatcher_module
 from swiftmail_core.webhooks.dispatcher import Dispatcher
-from swiftmail_core.webhooks.leases import reclaim_expired_leases
 from swiftmail_core.webhooks.transport import PostResult
 
 SECRET = "whsec_test_secret"
@@ -194,7 +194,7 @@ def test_two_deliverers_post_each_delivery_exactly_once(
 
 
 def test_a_deliverer_whose_lease_expired_cannot_record_its_result(
-        settings, tenant_a, receivers) -> None:
+        settings, tenant_a, receivers, plugin_manager) -> None:
     receiver = receivers()
     webhook_id = add_webhook(settings, tenant_a.id, receiver.url)
     add_events(tenant_a.id)
@@ -203,7 +203,7 @@ def test_a_deliverer_whose_lease_expired_cannot_record_its_result(
     with tenant_tx(tenant_a.id):  # the late deliverer stalls past its lease
         app_db.execute_sql("UPDATE webhook_deliveries SET lease_expires_at = now() - "
                            "interval '1 second' WHERE id = %s", (claimed.delivery_id,))
-    assert reclaim_expired_leases() >= 1  # the sweeper's job
+    assert sweeper.tick(settings, plugin_manager)["webhook_reclaimed"] >= 1
     [row] = deliveries(tenant_a.id)
     assert row[1:3] == ("pending", 1) and "lease expired" in row[4]
     assert Dispatcher(settings.secret_key, LOOPBACK, tenant_id=tenant_a.id).deliver_due() == 1
