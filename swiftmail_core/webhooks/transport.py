@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import ssl
+import time
 
 import urllib3
 
@@ -71,7 +72,12 @@ def post(
 ) -> PostResult:
     """POST ``body`` once to the first reachable checked address; never follow redirects."""
     last_error = "no address"
-    for address in checked.addresses:
+    # NOTE: further addresses are tried only within one timeout, so an attempt
+    # always ends well inside the dispatcher's lease (3 timeouts + 30 s).
+    give_up_at = time.monotonic() + timeout
+    for index, address in enumerate(checked.addresses):
+        if index and time.monotonic() > give_up_at:
+            break
         pool = _pool(checked, address, timeout)
         try:
             response = pool.urlopen(
