@@ -24,22 +24,33 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
-import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-
-from scratch import drop_database, environment
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench._common import (  # noqa: E402
+    Unfinished,
+    arguments,
+    drop_database,
+    environment,
+    free_port,
+    median,
+    ratio,
+    require,
+    run,
+    run_wrk,
+    stop,
+)
 
 POST_SCRIPT = """
 counter = 0
@@ -58,56 +69,13 @@ end
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _seconds(value: str) -> float:
-    match = re.match(r"([\d.]+)(us|ms|s|m|h)$", value)
-    if match is None:
-        raise ValueError(f"cannot read wrk latency {value!r}")
-    number, unit = match.groups()
-    return float(number) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
-
-
-def run_wrk(url: str, seconds: int, connections: int, headers: list[str],
-            script: Path | None = None) -> dict[str, float]:
-    """Run wrk once; return requests/s, p50/p99 in ms, and non-2xx responses."""
-    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
-    for header in headers:
-        command += ["-H", header]
-    if script is not None:
-        command += ["-s", str(script)]
-    output = subprocess.run([*command, url], capture_output=True, text=True,
-                            check=True).stdout
-    if "50%" not in output:
-        raise RuntimeError(f"wrk printed no latency distribution:\n{output}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    p50 = _seconds(re.search(r"^\s*50%\s+(\S+)\s*$", output, re.M).group(1))  # type: ignore[union-attr]
-    p99 = _seconds(re.search(r"^\s*99%\s+(\S+)\s*$", output, re.M).group(1))  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    return {"rps": rps, "p50_ms": p50 * 1000, "p99_ms": p99 * 1000,
-            "non_2xx": float(errors.group(1)) if errors else 0.0}
-
-
-def main() -> None:
-    """Set up, serve, measure, print one JSON line, clean up."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=4)
-    args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed: apt-get install wrk")
+def measure(args: argparse.Namespace) -> Mapping[str, Any]:
+    """Set up, serve, measure, clean up; return the figures."""
+    require("wrk")
     workdir = Path(tempfile.mkdtemp(prefix="swiftmail-api-bench-"))
     database = f"swiftmail_bench_api_{uuid.uuid4().hex[:8]}"
     env = environment(workdir, database)
     os.environ.update(env)
-    sys.path.insert(0, str(ROOT))
     server = None
     try:
         from swiftmail_core.apikeys import create_api_key
@@ -122,7 +90,7 @@ def main() -> None:
         key = create_api_key(tenant.id, role="owner").key
         runtime.close()
         workers = args.workers or (os.cpu_count() or 1) * 2 + 1
-        port = _free_port()
+        port = free_port()
         base = f"http://127.0.0.1:{port}"
         server = subprocess.Popen(
             [sys.executable, "-m", "swiftmail_core.cli", "serve", "--bind", f"127.0.0.1:{port}",
@@ -133,7 +101,11 @@ def main() -> None:
                 urllib.request.urlopen(base + "/readyz", timeout=2)  # noqa: S310 - loopback
                 break
             except OSError:
+                if server.poll() is not None:
+                    raise Unfinished(f"swiftmail serve exited with {server.returncode}") from None
                 time.sleep(0.1)
+        else:
+            raise Unfinished("swiftmail serve did not become ready in 30 s")
         auth = f"Authorization: Bearer {key}"
         request = urllib.request.Request(  # noqa: S310 - loopback
             base + "/v1/contacts", data=b'{"email": "target@example.com"}', method="POST",
@@ -150,24 +122,18 @@ def main() -> None:
                                           args.connections, [auth]))
             results["post"].append(run_wrk(base, args.seconds, args.connections,
                                            [auth, "Content-Type: application/json"], script))
-        summary: dict[str, object] = {
-            "benchmark": "api_throughput", "workers": workers, "threads": args.threads,
+        summary: dict[str, Any] = {
+            "workers": workers, "threads": args.threads,
             "connections": args.connections, "seconds": args.seconds, "rounds": args.rounds,
-            "cores": os.cpu_count(),
-            # Other processes on the machine skew every number: record how busy it was.
-            "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
         }
         for name, runs in results.items():
             for metric in ("rps", "p50_ms", "p99_ms", "non_2xx"):
-                summary[f"{name}_{metric}"] = round(statistics.median(r[metric] for r in runs), 2)
+                summary[f"{name}_{metric}"] = median((r[metric] for r in runs), 2)
         for name in ("get", "post"):
-            summary[f"{name}_vs_healthz"] = round(
-                float(summary[f"{name}_rps"]) / float(summary["healthz_rps"]), 3)  # type: ignore[arg-type]
-        print(json.dumps(summary))
+            summary[f"{name}_vs_healthz"] = ratio(summary[f"{name}_rps"], summary["healthz_rps"])
+        return summary
     finally:
-        if server is not None:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
+        stop(server, timeout=30)
         from swiftmail_core import db
 
         db.disconnect()
@@ -175,5 +141,17 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def parser() -> argparse.ArgumentParser:
+    """Return the benchmark's arguments, ``--smoke`` included."""
+    options = arguments(__doc__, smoke={"seconds": 1, "rounds": 1, "connections": 4,
+                                        "workers": 1, "threads": 2})
+    options.add_argument("--seconds", type=int, default=10)
+    options.add_argument("--rounds", type=int, default=3)
+    options.add_argument("--connections", type=int, default=32)
+    options.add_argument("--workers", type=int, default=None)
+    options.add_argument("--threads", type=int, default=4)
+    return options
+
+
 if __name__ == "__main__":
-    main()
+    run("api_throughput", measure, parser())

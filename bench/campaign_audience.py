@@ -21,20 +21,29 @@ resolve < 30 s for 1,000,000.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
-import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.scratch import analyze, drop_database, environment  # noqa: E402
+from bench._common import (  # noqa: E402
+    Unfinished,
+    analyze,
+    arguments,
+    drop_database,
+    environment,
+    median,
+    ratio,
+    run,
+)
 
 
 def populate(tenant_id: uuid.UUID, subscribers: int) -> list[str]:
@@ -112,14 +121,8 @@ def floor(tenant_id: uuid.UUID, list_ids: list[str]) -> tuple[float, int]:
     return time.perf_counter() - started, rows
 
 
-def main() -> None:
-    """Set up, measure, tear down, print one JSON line."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--subscribers", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=50_000)
-    parser.add_argument("--keep", action="store_true", help="Keep the scratch database.")
-    args = parser.parse_args()
+def measure(args: argparse.Namespace) -> Mapping[str, Any]:
+    """Set up, measure, tear down; return the figures."""
     workdir = Path(tempfile.mkdtemp(prefix="swiftmail-bench-"))
     database = f"swiftmail_bench_{secrets.token_hex(4)}"
     env = environment(workdir, database)
@@ -149,7 +152,8 @@ def main() -> None:
             started = time.perf_counter()
             count = resolve_audience(tenant.id, campaign_id, batch_size=args.batch)
             resolves.append(time.perf_counter() - started)
-            assert count == expected, (count, expected)
+            if count != expected:
+                raise Unfinished(f"resolved {count} recipients, the set query finds {expected}")
             counts.append(count)
         runtime.close()
     finally:
@@ -157,24 +161,32 @@ def main() -> None:
             print(f"kept database {database}", file=sys.stderr)
         else:
             drop_database(database)
-    resolve, base = statistics.median(resolves), statistics.median(floors)
-    print(json.dumps({
-        "benchmark": "campaign_audience",
+    resolve, base = median(resolves, 4), median(floors, 4)
+    return {
         "subscribers": args.subscribers,
         "recipients": counts[-1],
         "repeat": args.repeat,
         "batch": args.batch,
         "resolve_s": round(resolve, 2),
         "floor_create_table_as_s": round(base, 2),
-        "ratio_vs_floor": round(resolve / base, 2),
-        "ledger_rows_per_s": round(counts[-1] / resolve),
+        "ratio_vs_floor": ratio(resolve, base, 2),
+        "ledger_rows_per_s": round(counts[-1] / resolve) if resolve else None,
         "target_s": 30,
         "resolves_s": [round(value, 2) for value in resolves],
         "floors_s": [round(value, 2) for value in floors],
         "setup_s": round(setup_seconds, 1),
-        "cpus": os.cpu_count(),
-    }))
+    }
+
+
+def parser() -> argparse.ArgumentParser:
+    """Return the benchmark's arguments, ``--smoke`` included."""
+    options = arguments(__doc__, smoke={"subscribers": 2_000, "repeat": 1, "batch": 500})
+    options.add_argument("--subscribers", type=int, default=1_000_000)
+    options.add_argument("--repeat", type=int, default=3)
+    options.add_argument("--batch", type=int, default=50_000)
+    options.add_argument("--keep", action="store_true", help="Keep the scratch database.")
+    return options
 
 
 if __name__ == "__main__":
-    main()
+    run("campaign_audience", measure, parser())

@@ -17,7 +17,13 @@ Measured in the same run:
 * ``end_to_end_per_s``: a second campaign, workers and relay together,
   from ``schedule`` to the last 250 at the sink; ``ratio_vs_relay_only``.
 
-Prints ONE JSON line (medians over --rounds).
+Prints ONE JSON line (medians over --rounds). A run that does not deliver
+every message exits 1 and names what is missing instead of printing a rate:
+a worker or the relay exits non-zero, the campaign is not sent within
+``--timeout``, or the relay delivers nothing new for ``--stall-seconds`` (the
+relay child then lists the stranded messages on stderr and in the line).
+``--inject-failure kill-relay`` kills the end-to-end relay mid-run (the
+smoke test checks that this exits non-zero).
 
     .venv/bin/python bench/campaign_throughput.py --subscribers 20000 --workers 2 --rounds 1
 """
@@ -29,19 +35,32 @@ import json
 import os
 import secrets
 import shutil
-import statistics
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.relay_throughput import free_port, start_sink, stop  # noqa: E402
-from bench.scratch import drop_database, environment  # noqa: E402
+from bench._common import (  # noqa: E402
+    Unfinished,
+    arguments,
+    drop_database,
+    environment,
+    free_port,
+    median,
+    per_second,
+    ratio,
+    run,
+    start_sink,
+    stop,
+)
 
 RECIPIENT_DOMAIN = "sink.bench.example"
 SENDER_DOMAIN = "news.bench.example"
@@ -138,8 +157,38 @@ def child_worker() -> None:
         time.sleep(0.02)
 
 
+def stranded(relay: Any, limit: int = 20) -> dict[str, Any]:
+    """Describe the messages still in the relay's spool: where each one waits."""
+    ready = {queue_id for queue_id, _ in list(relay._ready._queue)}
+    timed = {queue_id for _, _, queue_id, _ in relay._timers}
+    inflight = {queue_id for queue_id, _ in relay._inflight}
+    entries = []
+    for queue_id in relay.spool.scan():
+        try:
+            envelope = relay.spool.read_envelope(queue_id)
+        except (OSError, ValueError) as ex:
+            entries.append({"queue_id": queue_id, "unreadable": str(ex)})
+            continue
+        entries.append({
+            "queue_id": queue_id,
+            "state_file": (relay.spool.queue / f"{queue_id}.state").exists(),
+            "attempts": [r.attempts for r in envelope.recipients],
+            "status": [r.status for r in envelope.recipients],
+            "next_attempt_in_s": [round(r.next_attempt_at - time.time(), 1)
+                                  for r in envelope.pending],
+            "last_reply": [r.last_reply for r in envelope.recipients if r.last_reply],
+            "loaded": queue_id in relay.envelopes, "ready": queue_id in ready,
+            "timer": queue_id in timed, "in_flight": queue_id in inflight,
+        })
+    return {"count": len(entries), "first": entries[:limit]}
+
+
 def child_relay(expected: int) -> None:
-    """Run the relay until ``expected`` recipients are delivered; print seconds."""
+    """Run the relay until ``expected`` recipients are delivered; print one JSON line.
+
+    Exits 1, describing the stranded messages, when nothing new is delivered
+    for BENCH_STALL_SECONDS.
+    """
     import asyncio
 
     from swiftmail_relay.config import RelayConfig
@@ -153,40 +202,107 @@ def child_relay(expected: int) -> None:
         max_connections_per_site=20, messages_per_connection=1000,
         scan_interval=float(os.environ.get("BENCH_SCAN_INTERVAL", "0.1")),
         hostname="bench.relay.test", warmup=False)
+    stall_seconds = float(os.environ.get("BENCH_STALL_SECONDS", "120"))
 
-    async def run() -> float:
+    async def deliver() -> dict[str, Any]:
         relay = Relay(settings, config)
         started = time.perf_counter()
         await relay.start()
+        progress, progress_at = relay.delivered, time.monotonic()
         while relay.delivered < expected:
             await asyncio.sleep(0.01)
-        elapsed = time.perf_counter() - started
-        await relay.stop()
-        return elapsed
+            if relay.delivered != progress:
+                progress, progress_at = relay.delivered, time.monotonic()
+            elif time.monotonic() - progress_at > stall_seconds:
+                return {"delivered": relay.delivered, "expected": expected,
+                        "stalled_s": stall_seconds, "stranded": stranded(relay)}
+        result: dict[str, Any] = {"seconds": time.perf_counter() - started,
+                                  "delivered": relay.delivered, "expected": expected}
+        stopping = time.perf_counter()
+        try:
+            await asyncio.wait_for(relay.stop(), 60)
+        except TimeoutError:
+            result["stop_hung"] = [repr(task) for task in asyncio.all_tasks()
+                                   if task is not asyncio.current_task()][:20]
+        result["stop_s"] = round(time.perf_counter() - stopping, 2)
+        return result
 
-    print(json.dumps({"seconds": asyncio.run(run())}))
+    result = asyncio.run(deliver())
+    print(json.dumps(result), flush=True)
+    if result.get("stranded"):
+        print(json.dumps(result["stranded"], indent=1), file=sys.stderr)
+    os._exit(0 if result["delivered"] >= expected else 1)
 
 
 def spawn(mode: str, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
-    """Start a child of this script."""
+    """Start a child of this script (the relay's stdout is read, a worker's discarded)."""
     return subprocess.Popen([sys.executable, __file__, "--child", mode, *extra],
                             env={**os.environ, **env}, text=True,
-                            stdout=subprocess.PIPE if mode == "relay" else subprocess.DEVNULL)
+                            stdout=subprocess.PIPE if mode == "relay" else sys.stderr)
 
 
-def wait_sent(tenant_id: uuid.UUID, campaign_id: uuid.UUID, timeout: float = 3600) -> None:
-    """Wait until the campaign is sent."""
+def wait_sent(tenant_id: uuid.UUID, campaign_id: uuid.UUID, timeout: float) -> None:
+    """Wait until the campaign is sent; raise Unfinished after ``timeout`` seconds."""
     from swiftmail_core.db import tenant_tx
 
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         with tenant_tx(tenant_id) as database:
             status = database.execute_sql("SELECT status FROM campaigns WHERE id = %s",
                                           (str(campaign_id),)).fetchone()[0]
+            counts = dict(database.execute_sql(
+                "SELECT status, count(*) FROM messages WHERE campaign_id = %s GROUP BY 1",
+                (str(campaign_id),)).fetchall())
         if status == "sent":
             return
+        if time.monotonic() > deadline:
+            raise Unfinished(f"campaign {status} after {timeout:.0f} s, messages {counts}")
         time.sleep(0.1)
-    raise TimeoutError("campaign did not finish")
+
+
+def finish_workers(workers: list[subprocess.Popen[str]], timeout: float) -> None:
+    """Wait for the worker processes; raise Unfinished when one fails or hangs."""
+    deadline = time.monotonic() + timeout
+    for worker in workers:
+        try:
+            worker.wait(max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for other in workers:
+                stop(other)
+            raise Unfinished(f"a worker was still running after {timeout:.0f} s") from None
+    codes = [worker.returncode for worker in workers]
+    if any(codes):
+        raise Unfinished(f"workers exited with {codes}")
+
+
+def relay_seconds(relay: subprocess.Popen[str], expected: int, timeout: float,
+                  kill_after: float | None = None) -> float:
+    """Wait for a relay child; return its delivery seconds, or raise Unfinished.
+
+    ``kill_after`` (the injected failure) SIGKILLs it that many seconds in.
+    """
+    if kill_after is not None:
+        time.sleep(kill_after)
+        relay.send_signal(signal.SIGKILL)
+    try:
+        out, _ = relay.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop(relay)
+        raise Unfinished(f"the relay was still delivering after {timeout:.0f} s") from None
+    lines = out.strip().splitlines()
+    report = json.loads(lines[-1]) if lines else {}
+    if relay.returncode != 0 or report.get("delivered", 0) < expected:
+        detail = (f", {report['stranded']['count']} messages stranded in the spool "
+                  f"(first: {report['stranded']['first'][:3]})" if report.get("stranded") else "")
+        raise Unfinished(f"the relay exited with {relay.returncode} having delivered "
+                         f"{report.get('delivered', 'an unknown number')} of {expected}{detail}")
+    if report.get("stop_hung"):
+        print(f"relay stop hung: {report['stop_hung']}", file=sys.stderr)
+    STOP_SECONDS.append(report.get("stop_s", 0.0))
+    return float(report["seconds"])
+
+
+STOP_SECONDS: list[float] = []
 
 
 def profile(runtime: object, tenant_id: uuid.UUID, list_id: uuid.UUID, count: int = 1000
@@ -245,21 +361,8 @@ def profile(runtime: object, tenant_id: uuid.UUID, list_id: uuid.UUID, count: in
             "record_results_us": round(record_s * per), "message_bytes": len(rendered.raw)}
 
 
-def main() -> None:
-    """Set up, measure, tear down, print one JSON line."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--subscribers", type=int, default=20_000)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--child", nargs="+")
-    args = parser.parse_args()
-    if args.child:
-        from swiftmail_core.logs import configure_logging
-
-        configure_logging("warning", "json")
-        child_worker() if args.child[0] == "worker" else child_relay(int(args.child[1]))
-        return
-
+def measure(args: argparse.Namespace) -> Mapping[str, Any]:
+    """Set up, measure, tear down; return the figures."""
     import logging
 
     import structlog
@@ -270,84 +373,111 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="swiftmail-bench-"))
     database = f"swiftmail_bench_{secrets.token_hex(4)}"
     env = environment(workdir, database)
+    sink_port = free_port()
+    sink = start_sink(sink_port)
     dns = DnsServer().start()
     dns.add(RECIPIENT_DOMAIN, "MX", f"10 mx.{RECIPIENT_DOMAIN}.")
     dns.add(f"mx.{RECIPIENT_DOMAIN}", "A", "127.0.0.1")
-    sink_port = free_port()
-    sink = start_sink(sink_port)
     env.update({
         "SWIFTMAIL_PLUGIN_RELAY_SPOOL_DIR": str(workdir / "spool"),
         "SWIFTMAIL_DNS_NAMESERVERS": "127.0.0.1", "SWIFTMAIL_DNS_PORT": str(dns.port),
         "SWIFTMAIL_SEND_BATCH_SIZE": "200", "SWIFTMAIL_SEND_LEASE_SECONDS": "120",
         "SWIFTMAIL_WORKER_QUEUE_NAME": f"bench-{database}", "BENCH_SINK_PORT": str(sink_port),
         "SWIFTMAIL_PUBLIC_URL": "https://t.news.bench.example",
+        "BENCH_STALL_SECONDS": str(args.stall_seconds),
     })
     os.environ.update(env)
-    from swiftmail_core.install import initialise
-
-    initialise(None, {})
     results: dict[str, list[float]] = {"relay_only": [], "end_to_end": [], "workers_only": []}
+    n = args.subscribers
+    kill_after = 0.5 if args.inject_failure == "kill-relay" else None
     try:
+        from swiftmail_core.install import initialise
+
+        initialise(None, {})
         from swiftmail_core.runtime import ProcessKind, start
         from swiftmail_core.sending import lifecycle
         from swiftmail_core.settings import load_settings
 
         runtime = start(load_settings(), process=ProcessKind.BENCH)
-        tenant_id, list_id = setup(args.subscribers)
+        tenant_id, list_id = setup(n)
+        profile_count = min(1000, n)
         if os.environ.get("SWIFTMAIL_BENCH_CPROFILE"):
             import cProfile
             import pstats
 
             profiler = cProfile.Profile()
-            profile_us = profiler.runcall(profile, runtime, tenant_id, list_id)
+            profile_us = profiler.runcall(profile, runtime, tenant_id, list_id, profile_count)
             pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
         else:
-            profile_us = profile(runtime, tenant_id, list_id)
+            profile_us = profile(runtime, tenant_id, list_id, profile_count)
         shutil.rmtree(workdir / "spool", ignore_errors=True)  # the profile's messages
-        n = args.subscribers
         for _ in range(args.rounds):
             # Relay only: workers fill the spool first, then the relay delivers.
             campaign_id = new_campaign(tenant_id, list_id)
             started = time.perf_counter()
             lifecycle.schedule_campaign(tenant_id, campaign_id)
-            workers = [spawn("worker", env) for _ in range(args.workers)]
-            for worker in workers:
-                worker.wait()
-            wait_sent(tenant_id, campaign_id)
-            results["workers_only"].append(n / (time.perf_counter() - started))
-            relay = spawn("relay", env, str(n))
-            out, _ = relay.communicate()
-            results["relay_only"].append(n / json.loads(out.strip().splitlines()[-1])["seconds"])
+            finish_workers([spawn("worker", env) for _ in range(args.workers)], args.timeout)
+            wait_sent(tenant_id, campaign_id, args.timeout)
+            results["workers_only"].append(per_second(n, time.perf_counter() - started))
+            seconds = relay_seconds(spawn("relay", env, str(n)), n, args.timeout)
+            results["relay_only"].append(per_second(n, seconds))
             # End to end: workers and relay together from "campaign starts".
             campaign_id = new_campaign(tenant_id, list_id)
             started = time.perf_counter()
             lifecycle.schedule_campaign(tenant_id, campaign_id)
             relay = spawn("relay", env, str(n))
             workers = [spawn("worker", env) for _ in range(args.workers)]
-            relay.communicate()
-            results["end_to_end"].append(n / (time.perf_counter() - started))
-            for worker in workers:
-                worker.wait()
+            try:
+                relay_seconds(relay, n, args.timeout, kill_after)
+            finally:
+                finish_workers(workers, args.timeout)
+            results["end_to_end"].append(per_second(n, time.perf_counter() - started))
         runtime.close()
     finally:
         stop(sink)
         dns.stop()
         drop_database(database)
-    e2e = statistics.median(results["end_to_end"])
-    relay_only = statistics.median(results["relay_only"])
-    print(json.dumps({
-        "benchmark": "campaign_throughput",
+        shutil.rmtree(workdir, ignore_errors=True)
+    e2e = median(results["end_to_end"])
+    relay_only = median(results["relay_only"])
+    return {
         "path": "worker -> relay transport (spool hand-off, DKIM RSA-2048) -> relay -> smtp-sink",
-        "subscribers": n, "workers": args.workers, "rounds": args.rounds, "cpus": os.cpu_count(),
-        "end_to_end_per_s": round(e2e, 1),
+        "subscribers": n, "workers": args.workers, "rounds": args.rounds,
+        "end_to_end_per_s": e2e,
         "end_to_end_per_hour": round(e2e * 3600),
-        "relay_only_per_s": round(relay_only, 1),
-        "ratio_vs_relay_only": round(e2e / relay_only, 3),
-        "workers_only_per_s": round(statistics.median(results["workers_only"]), 1),
+        "relay_only_per_s": relay_only,
+        "relay_only_per_hour": round(relay_only * 3600),
+        "ratio_vs_relay_only": ratio(e2e, relay_only),
+        "workers_only_per_s": median(results["workers_only"]),
+        "workers_only_per_hour": round(median(results["workers_only"]) * 3600),
+        "runs_per_s": {name: [round(value, 1) for value in values]
+                       for name, values in results.items()},
+        "relay_stop_s": STOP_SECONDS,
         "profile_us": profile_us,
-        "load_average": os.getloadavg(),
-    }))
+    }
+
+
+def parser() -> argparse.ArgumentParser:
+    """Return the benchmark's arguments, ``--smoke`` included."""
+    options = arguments(__doc__, smoke={"subscribers": 200, "workers": 1, "rounds": 1,
+                                        "timeout": 90.0, "stall_seconds": 30.0})
+    options.add_argument("--subscribers", type=int, default=20_000)
+    options.add_argument("--workers", type=int, default=2)
+    options.add_argument("--rounds", type=int, default=1)
+    options.add_argument("--timeout", type=float, default=3600.0,
+                         help="seconds each phase may take before the run counts as unfinished")
+    options.add_argument("--stall-seconds", type=float, default=120.0,
+                         help="the relay delivering nothing new this long counts as stranded")
+    options.add_argument("--inject-failure", choices=("kill-relay",),
+                         help="kill-relay: SIGKILL the end-to-end relay 0.5 s in (must exit 1)")
+    return options
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--child"]:
+        from swiftmail_core.logs import configure_logging
+
+        configure_logging("warning", "json")
+        child_worker() if sys.argv[2] == "worker" else child_relay(int(sys.argv[3]))
+    else:
+        run("campaign_throughput", measure, parser())

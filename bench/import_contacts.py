@@ -25,17 +25,29 @@ import os
 import random
 import resource
 import secrets
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import psycopg2
-from scratch import ADMIN_URL, drop_database
-from scratch import environment as scratch_environment
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench._common import (  # noqa: E402
+    ADMIN_URL,
+    Unfinished,
+    arguments,
+    drop_database,
+    median,
+    run,
+)
+from bench._common import environment as scratch_environment  # noqa: E402
 
 CITIES = ["Paris", "Oslo", "Lyon", "Bern", "Kyiv", "Lima", "Rome", "Nice", "Graz", "Kobe"]
 PLANS = ["free", "pro", "team", ""]
@@ -110,7 +122,8 @@ def child(path: Path, mode: str) -> None:
     elapsed = time.perf_counter() - started
     own_cpu = time.process_time() - own_cpu
     pg_cpu = backend_cpu_seconds(backend) - pg_cpu
-    assert job.status == "succeeded", job.error
+    if job.status != "succeeded":
+        raise SystemExit(f"import {job.status}: {job.error}")
     print(json.dumps({
         "seconds": elapsed,
         "python_cpu_s": own_cpu,
@@ -139,23 +152,13 @@ def run_child(path: Path, mode: str, env: dict[str, str]) -> dict:  # type: igno
         env={**os.environ, **env}, capture_output=True, text=True, check=False,
     )
     if completed.returncode != 0:
-        raise SystemExit(f"child {mode} failed:\n{completed.stderr[-3000:]}")
+        print(completed.stderr[-3000:], file=sys.stderr)
+        raise Unfinished(f"child {mode} exited with {completed.returncode}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    """Set up, measure, tear down, print one JSON line."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--small", type=int, default=250_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--child", nargs=2, metavar=("MODE", "PATH"))
-    parser.add_argument("--keep", action="store_true", help="Keep the scratch database.")
-    args = parser.parse_args()
-    if args.child:
-        child(Path(args.child[1]), args.child[0])
-        return
-
+def measure(args: argparse.Namespace) -> Mapping[str, Any]:
+    """Set up, measure, tear down; return the figures."""
     workdir = Path(tempfile.mkdtemp(prefix="swiftmail-bench-"))
     database = f"swiftmail_bench_{secrets.token_hex(4)}"
     env = scratch_environment(workdir, database, "swiftmail_bench_import")
@@ -181,12 +184,15 @@ def main() -> None:
                 floors.append(floor["seconds"])
                 floor_cpu.append(floor["postgres_cpu_s"])
                 last = run_child(path, "import", env)
+                if last["rows_ok"] + last["rows_failed"] != rows:
+                    raise Unfinished(f"the import read {last['rows_ok']} + {last['rows_failed']} "
+                                     f"of {rows} rows")
                 imports.append(last["seconds"])
                 pg_cpu.append(last["postgres_cpu_s"])
                 py_cpu.append(last["python_cpu_s"])
                 peaks.append(last["peak_rss_kib"])
                 growth.append(last["peak_rss_kib"] - last["rss_before_kib"])
-            floor, took = statistics.median(floors), statistics.median(imports)
+            floor, took = median(floors, 4), median(imports, 4)
             results[str(rows)] = {
                 "file_mib": round(path.stat().st_size / 2**20, 1),
                 "copy_floor_s": round(floor, 2),
@@ -194,12 +200,12 @@ def main() -> None:
                 "ratio_vs_copy": round(took / floor, 2),
                 "rows_per_s": round(rows / took),
                 "cpu_s": {
-                    "copy_floor_postgres": round(statistics.median(floor_cpu), 2),
-                    "import_postgres": round(statistics.median(pg_cpu), 2),
-                    "import_python": round(statistics.median(py_cpu), 2),
+                    "copy_floor_postgres": median(floor_cpu, 2),
+                    "import_postgres": median(pg_cpu, 2),
+                    "import_python": median(py_cpu, 2),
                 },
-                "peak_rss_mib": round(statistics.median(peaks) / 1024, 1),
-                "rss_growth_mib": round(statistics.median(growth) / 1024, 1),
+                "peak_rss_mib": round(median(peaks, 4) / 1024, 1),
+                "rss_growth_mib": round(median(growth, 4) / 1024, 1),
                 "imports_s": [round(value, 2) for value in imports],
                 "copies_s": [round(value, 2) for value in floors],
                 "rows_ok": last["rows_ok"], "rows_failed": last["rows_failed"],
@@ -215,9 +221,7 @@ def main() -> None:
         else:
             drop_database(database)
     big = results[str(args.rows)]
-    print(json.dumps({
-        "load_average_at_end": [round(value, 2) for value in os.getloadavg()],
-        "benchmark": "import_contacts",
+    return {
         "rows": args.rows,
         "repeat": args.repeat,
         "import_s_median": big["import_s"],
@@ -226,8 +230,21 @@ def main() -> None:
         "target_s": 30,
         "meets_target": big["import_s"] < 30,
         "sizes": results,
-    }))
+    }
+
+
+def parser() -> argparse.ArgumentParser:
+    """Return the benchmark's arguments, ``--smoke`` included."""
+    options = arguments(__doc__, smoke={"rows": 2_000, "small": 500, "repeat": 1})
+    options.add_argument("--rows", type=int, default=1_000_000)
+    options.add_argument("--small", type=int, default=250_000)
+    options.add_argument("--repeat", type=int, default=3)
+    options.add_argument("--keep", action="store_true", help="Keep the scratch database.")
+    return options
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--child"]:  # one measurement in a fresh process: MODE PATH
+        child(Path(sys.argv[3]), sys.argv[2])
+    else:
+        run("import_contacts", measure, parser())

@@ -24,18 +24,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
-import os
 import shutil
-import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -47,11 +44,20 @@ from swiftmail_relay.config import RelayConfig  # noqa: E402
 from swiftmail_relay.engine import Relay  # noqa: E402
 from swiftmail_relay.spool import Envelope, Recipient, Spool, new_id  # noqa: E402
 
+from bench._common import (  # noqa: E402
+    Unfinished,
+    arguments,
+    free_port,
+    median,
+    ratio,
+    require,
+    run,
+    start_sink,
+    stop,
+)
 from swiftmail_core.settings import Settings  # noqa: E402
 from tests.relay.dnsserver import DnsServer  # noqa: E402
 
-SINK = "/usr/sbin/smtp-sink"
-SOURCE = "/usr/sbin/smtp-source"
 DOMAIN = "sink.bench.example"
 SENDER = "news.bench.example"
 
@@ -73,19 +79,12 @@ def html_message(index: int, size: int = 20 * 1024) -> bytes:
     return headers.encode() + body.replace("\n", "\r\n").encode()
 
 
-def free_port() -> int:
-    """Return a free TCP port on 127.0.0.1."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def rate(count: int, seconds: float) -> float:
     """Return count/seconds rounded."""
     return round(count / seconds, 1)
 
 
-def measure_openssl(key: dkim.SigningKey, seconds: float = 2.0) -> float:
+def measure_openssl(key: dkim.SigningKey, seconds: float) -> float:
     """RSA-2048 signatures per second through cryptography (one core)."""
     data = b"x" * 600
     count, started = 0, time.perf_counter()
@@ -95,7 +94,7 @@ def measure_openssl(key: dkim.SigningKey, seconds: float = 2.0) -> float:
     return rate(count, time.perf_counter() - started)
 
 
-def measure_dkimpy(pem: bytes, message: bytes, seconds: float = 2.0) -> float:
+def measure_dkimpy(pem: bytes, message: bytes, seconds: float) -> float:
     """dkimpy signatures per second on one 20 KB message."""
     import dkim as dkimpy
 
@@ -107,7 +106,7 @@ def measure_dkimpy(pem: bytes, message: bytes, seconds: float = 2.0) -> float:
     return rate(count, time.perf_counter() - started)
 
 
-def measure_ours(key: dkim.SigningKey, message: bytes, seconds: float = 2.0) -> float:
+def measure_ours(key: dkim.SigningKey, message: bytes, seconds: float) -> float:
     """swiftmail_relay.dkim signatures per second on one 20 KB message."""
     count, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
@@ -116,33 +115,10 @@ def measure_ours(key: dkim.SigningKey, message: bytes, seconds: float = 2.0) -> 
     return rate(count, time.perf_counter() - started)
 
 
-def start_sink(port: int) -> subprocess.Popen[bytes]:
-    """Start Postfix smtp-sink on 127.0.0.1:port."""
-    process = subprocess.Popen(
-        [SINK, "-u", "nobody", "-m", "200", f"127.0.0.1:{port}", "1024"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("smtp-sink did not start")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a process we started."""
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
 def measure_postfix(port: int, messages: int) -> float:
     """smtp-source to smtp-sink messages per second (20 sessions, 20 KB)."""
     started = time.perf_counter()
-    subprocess.run([SOURCE, "-s", "20", "-l", "20480", "-m", str(messages), "-f",
+    subprocess.run([require("smtp-source"), "-s", "20", "-l", "20480", "-m", str(messages), "-f",
                     f"a@{SENDER}", "-t", f"b@{DOMAIN}", f"127.0.0.1:{port}"], check=True)
     return rate(messages, time.perf_counter() - started)
 
@@ -179,35 +155,50 @@ def make_relay(spool_dir: Path, dns_port: int, sink_port: int) -> Relay:
     return Relay(settings, config)
 
 
-async def deliver(relay: Relay, expected: int, timeout: float = 600.0) -> float:
-    """Start the relay and wait until ``expected`` recipients are delivered."""
+async def deliver(relay: Relay, expected: int, timeout: float,
+                  producer: multiprocessing.process.BaseProcess | None = None) -> float:
+    """Start the relay (then ``producer``) and wait until ``expected`` recipients are delivered.
+
+    Raises Unfinished when the producer fails or ``timeout`` seconds pass first.
+    """
     started = time.perf_counter()
     await relay.start()
+    if producer is not None:
+        # NOTE: after the relay's start, which clears the spool's tmp/ of half-written files.
+        producer.start()
     deadline = started + timeout
-    while relay.delivered < expected:
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"delivered {relay.delivered} of {expected}")
-        await asyncio.sleep(0.01)
-    elapsed = time.perf_counter() - started
-    await relay.stop()
-    return elapsed
+    try:
+        while relay.delivered < expected:
+            if producer is not None and producer.exitcode not in (None, 0):
+                raise Unfinished(f"the intake process exited with {producer.exitcode}")
+            if time.perf_counter() > deadline:
+                raise Unfinished(f"the relay delivered {relay.delivered} of {expected} "
+                                 f"in {timeout:.0f} s")
+            await asyncio.sleep(0.01)
+        return time.perf_counter() - started
+    finally:
+        await relay.stop()
 
 
-def run_round(workdir: Path, pem: bytes, messages: int, dns_port: int, sink_port: int) -> dict[str, float]:
+def run_round(workdir: Path, pem: bytes, messages: int, dns_port: int, sink_port: int,
+              timeout: float) -> dict[str, float]:
     """One round: intake, delivery, end to end."""
     spool_dir = workdir / "spool"
     shutil.rmtree(spool_dir, ignore_errors=True)
     intake_seconds = fill(spool_dir, pem, messages)
-    delivery_seconds = asyncio.run(deliver(make_relay(spool_dir, dns_port, sink_port), messages))
+    delivery_seconds = asyncio.run(deliver(make_relay(spool_dir, dns_port, sink_port),
+                                           messages, timeout))
     shutil.rmtree(spool_dir, ignore_errors=True)
     Spool(spool_dir)
     producer = multiprocessing.get_context("fork").Process(
         target=_fill_process, args=(str(spool_dir), pem, messages))
-    started = time.perf_counter()
-    producer.start()
-    asyncio.run(deliver(make_relay(spool_dir, dns_port, sink_port), messages))
-    producer.join()
-    end_to_end = time.perf_counter() - started
+    try:
+        end_to_end = asyncio.run(deliver(make_relay(spool_dir, dns_port, sink_port), messages,
+                                         timeout, producer))
+    finally:
+        producer.join(timeout=60)
+    if producer.exitcode != 0:
+        raise Unfinished(f"the intake process exited with {producer.exitcode}")
     return {
         "intake_per_s": rate(messages, intake_seconds),
         "delivery_per_s": rate(messages, delivery_seconds),
@@ -215,24 +206,22 @@ def run_round(workdir: Path, pem: bytes, messages: int, dns_port: int, sink_port
     }
 
 
-def main() -> None:
-    """Run the benchmark and print one JSON line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=10000)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+def measure(args: argparse.Namespace) -> Mapping[str, Any]:
+    """Run the benchmark; return the figures."""
     import logging
 
     import structlog
 
+    require("smtp-sink")
+    require("smtp-source")
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     pem, _public = dkim.generate_rsa_pem()
     key = dkim.load_key(SENDER, "sm1", pem)
     sample = html_message(0)
     limits = {
-        "openssl_rsa2048_signs_per_s": measure_openssl(key),
-        "dkimpy_signs_per_s": measure_dkimpy(pem, sample),
-        "swiftmail_dkim_signs_per_s": measure_ours(key, sample),
+        "openssl_rsa2048_signs_per_s": measure_openssl(key, args.sign_seconds),
+        "dkimpy_signs_per_s": measure_dkimpy(pem, sample, args.sign_seconds),
+        "swiftmail_dkim_signs_per_s": measure_ours(key, sample, args.sign_seconds),
     }
     dns = DnsServer().start()
     dns.add(DOMAIN, "MX", f"10 mx.{DOMAIN}.")
@@ -245,31 +234,43 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="swiftmail-bench-") as directory:
             for _ in range(args.rounds):
                 postfix.append(measure_postfix(sink_port, args.messages))
-                rounds.append(run_round(Path(directory), pem, args.messages, dns.port, sink_port))
+                rounds.append(run_round(Path(directory), pem, args.messages, dns.port,
+                                        sink_port, args.timeout))
     finally:
         stop(sink)
         dns.stop()
-    result: dict[str, object] = {
-        "benchmark": "relay_throughput",
+    result: dict[str, Any] = {
         "messages": args.messages,
         "rounds": args.rounds,
         "message_bytes": len(sample),
-        "cpus": os.cpu_count(),
         **limits,
-        "postfix_source_to_sink_per_s": statistics.median(postfix),
+        "postfix_source_to_sink_per_s": median(postfix),
     }
     for name in ("intake_per_s", "delivery_per_s", "end_to_end_per_s"):
-        result[name] = statistics.median(r[name] for r in rounds)
-    result["delivery_per_hour"] = int(float(result["delivery_per_s"]) * 3600)  # type: ignore[arg-type]
-    result["end_to_end_per_hour"] = int(float(result["end_to_end_per_s"]) * 3600)  # type: ignore[arg-type]
-    result["delivery_vs_postfix"] = round(
-        float(result["delivery_per_s"]) / float(result["postfix_source_to_sink_per_s"]), 3)  # type: ignore[arg-type]
-    result["signing_vs_openssl"] = round(
-        limits["swiftmail_dkim_signs_per_s"] / limits["openssl_rsa2048_signs_per_s"], 3)
-    result["signing_vs_dkimpy"] = round(
-        limits["swiftmail_dkim_signs_per_s"] / limits["dkimpy_signs_per_s"], 1)
-    print(json.dumps(result))
+        result[name] = median(r[name] for r in rounds)
+    result["delivery_per_hour"] = int(result["delivery_per_s"] * 3600)
+    result["end_to_end_per_hour"] = int(result["end_to_end_per_s"] * 3600)
+    result["delivery_vs_postfix"] = ratio(result["delivery_per_s"],
+                                          result["postfix_source_to_sink_per_s"])
+    result["signing_vs_openssl"] = ratio(limits["swiftmail_dkim_signs_per_s"],
+                                         limits["openssl_rsa2048_signs_per_s"])
+    result["signing_vs_dkimpy"] = ratio(limits["swiftmail_dkim_signs_per_s"],
+                                        limits["dkimpy_signs_per_s"], 1)
+    return result
+
+
+def parser() -> argparse.ArgumentParser:
+    """Return the benchmark's arguments, ``--smoke`` included."""
+    options = arguments(__doc__, smoke={"messages": 200, "rounds": 1, "sign_seconds": 0.2,
+                                        "timeout": 60.0})
+    options.add_argument("--messages", type=int, default=10000)
+    options.add_argument("--rounds", type=int, default=3)
+    options.add_argument("--sign-seconds", type=float, default=2.0,
+                         help="how long each signing measurement runs")
+    options.add_argument("--timeout", type=float, default=600.0,
+                         help="seconds a delivery may take before the run counts as unfinished")
+    return options
 
 
 if __name__ == "__main__":
-    main()
+    run("relay_throughput", measure, parser())

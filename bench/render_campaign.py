@@ -13,11 +13,16 @@ line with medians over several runs.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
+import sys
 import time
 import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import Unfinished, arguments, median, run
 from swiftmail_core.rendering import CampaignRenderer, links_in
 from swiftmail_core.settings import Settings
 
@@ -116,20 +121,16 @@ def per_message_us(render, people: list[dict]) -> float:
     return (time.process_time() - started) / len(people) * 1e6
 
 
-def main() -> None:
-    """Run the benchmark and print one JSON line."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--messages", type=int, default=1000)
-    parser.add_argument("--runs", type=int, default=7)
-    args = parser.parse_args()
-
+def measure(args: argparse.Namespace) -> Mapping[str, Any]:
+    """Run the benchmark; return the figures."""
     started = time.perf_counter()
     renderer = build_renderer()
     compile_ms = (time.perf_counter() - started) * 1000
     people = contacts(args.messages)
     sample = renderer.render(1, people[0])
     slow_css = build_renderer(css_per_message=True)
-    assert slow_css.inline_per_message and not renderer.inline_per_message
+    if not slow_css.inline_per_message or renderer.inline_per_message:
+        raise Unfinished("the CSS was not inlined where each renderer should inline it")
     fast, reference, parts_only, ratios, css_each = [], [], [], [], []
     for _ in range(args.runs):  # interleaved, so drift hits all alike
         css_each.append(per_message_us(slow_css.render, people))
@@ -137,29 +138,31 @@ def main() -> None:
         reference.append(per_message_us(renderer.render_reference, people))
         parts_only.append(per_message_us(renderer.render_parts, people))
         ratios.append(reference[-1] / fast[-1])
-    fast_us = statistics.median(fast)
-    reference_us = statistics.median(reference)
-    print(
-        json.dumps(
-            {
-                "bench": "render_campaign",
-                "messages_per_run": args.messages,
-                "runs": args.runs,
-                "template_html_bytes": len(campaign_html()),
-                "message_bytes": len(sample.raw),
-                "tracked_links": len(renderer.link_ids_used),
-                "css_inlined_at_compile": not renderer.inline_per_message,
-                "compile_ms": round(compile_ms, 2),
-                "fast_us_per_message": round(fast_us, 1),
-                "reference_emailmessage_us_per_message": round(reference_us, 1),
-                "render_parts_no_mime_us_per_message": round(statistics.median(parts_only), 1),
-                "fast_with_css_inlined_per_message_us": round(statistics.median(css_each), 1),
-                "speedup_vs_reference": round(statistics.median(ratios), 2),
-                "fast_messages_per_hour_one_core": int(3600e6 / fast_us),
-            }
-        )
-    )
+    fast_us = median(fast)
+    return {
+        "messages_per_run": args.messages,
+        "runs": args.runs,
+        "template_html_bytes": len(campaign_html()),
+        "message_bytes": len(sample.raw),
+        "tracked_links": len(renderer.link_ids_used),
+        "css_inlined_at_compile": not renderer.inline_per_message,
+        "compile_ms": round(compile_ms, 2),
+        "fast_us_per_message": fast_us,
+        "reference_emailmessage_us_per_message": median(reference),
+        "render_parts_no_mime_us_per_message": median(parts_only),
+        "fast_with_css_inlined_per_message_us": median(css_each),
+        "speedup_vs_reference": median(ratios, 2),
+        "fast_messages_per_hour_one_core": int(3600e6 / fast_us),
+    }
+
+
+def parser() -> argparse.ArgumentParser:
+    """Return the benchmark's arguments, ``--smoke`` included."""
+    options = arguments(__doc__, smoke={"messages": 50, "runs": 1})
+    options.add_argument("--messages", type=int, default=1000)
+    options.add_argument("--runs", type=int, default=7)
+    return options
 
 
 if __name__ == "__main__":
-    main()
+    run("render_campaign", measure, parser())

@@ -19,20 +19,28 @@ a count is not what the data says. ``--smoke`` runs 10,000 contacts.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
-import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.scratch import analyze, drop_database, environment  # noqa: E402
+from bench._common import (  # noqa: E402
+    Unfinished,
+    analyze,
+    arguments,
+    drop_database,
+    environment,
+    median,
+    run,
+)
 
 ATTRIBUTE = {"attribute": "plan", "op": "eq", "value": "pro"}
 BOTH = {"all": [ATTRIBUTE, {"event": "opened", "within_days": 30}]}
@@ -70,15 +78,8 @@ def timed(function):  # type: ignore[no-untyped-def]
     return time.perf_counter() - started, result
 
 
-def main() -> int:
-    """Set up, measure, tear down, print one JSON line; return the exit code."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--contacts", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--smoke", action="store_true", help="10,000 contacts, 2 repeats.")
-    args = parser.parse_args()
-    if args.smoke:
-        args.contacts, args.repeat = 10_000, 2
+def measure(args: argparse.Namespace) -> Mapping[str, Any]:
+    """Set up, measure, tear down; return the figures (Unfinished when a count is wrong)."""
     workdir = Path(tempfile.mkdtemp(prefix="swiftmail-bench-"))
     database = f"swiftmail_bench_{secrets.token_hex(4)}"
     env = environment(workdir, database)
@@ -127,9 +128,11 @@ def main() -> int:
     complete = (results["floor"] == args.contacts and results["attribute"] == pro
                 and results["attribute_and_engagement"] == recent
                 and results["preview"] == min(20, recent))
-    medians = {name: statistics.median(values) for name, values in measures.items()}
-    print(json.dumps({
-        "benchmark": "segment_count",
+    if not complete:
+        raise Unfinished(f"wrong counts {results}: expected {args.contacts} contacts, "
+                         f"{pro} pro, {recent} pro and recent")
+    medians = {name: median(values, 6) for name, values in measures.items()}
+    return {
         "contacts": args.contacts,
         "repeat": args.repeat,
         "complete": complete,
@@ -138,10 +141,16 @@ def main() -> int:
         **{f"{name}_vs_floor": round(value / medians["floor"], 2)
            for name, value in medians.items() if name != "floor"},
         "setup_s": round(setup_seconds, 1),
-        "cpus": os.cpu_count(),
-    }))
-    return 0 if complete else 1
+    }
+
+
+def parser() -> argparse.ArgumentParser:
+    """Return the benchmark's arguments, ``--smoke`` included."""
+    options = arguments(__doc__, smoke={"contacts": 10_000, "repeat": 2})
+    options.add_argument("--contacts", type=int, default=1_000_000)
+    options.add_argument("--repeat", type=int, default=5)
+    return options
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run("segment_count", measure, parser())

@@ -23,24 +23,36 @@ compares the events stored with the hits Redis acknowledged (``XADD``s, from
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api_throughput import _free_port, run_wrk
-from scratch import drop_database, environment
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench._common import (  # noqa: E402
+    Unfinished,
+    arguments,
+    drop_database,
+    environment,
+    free_port,
+    median,
+    ratio,
+    require,
+    run,
+    run_wrk,
+    stop,
+)
+
 MESSAGES = 1000
 ROTATE_SCRIPT = """
 local paths = {}
@@ -86,7 +98,7 @@ def _wait_http(url: str) -> None:
             return
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError(f"{url} never answered")
+    raise Unfinished(f"{url} never answered")
 
 
 def _seed(env: dict[str, str], workdir: Path) -> tuple[Path, Path, uuid.UUID]:
@@ -143,35 +155,10 @@ def _gunicorn(app: str, port: int, env: dict[str, str], args: argparse.Namespace
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _stop(process: subprocess.Popen | None) -> None:
-    if process is not None and process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def main() -> None:
-    """Set up, measure, print one JSON line, clean up."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--worker-class", default="gthread")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--server", choices=("gunicorn", "uvicorn"), default="gunicorn",
-                        help="gunicorn: the WSGI app; uvicorn: the ASGI hot path "
-                             "(swiftmail_web.public.asgi, batched XADDs).")
-    parser.add_argument("--drain", choices=("during", "after"), default="during",
-                        help="Run the drainer during the load, or only after it (burst mode).")
-    parser.add_argument("--drain-nice", type=int, default=0,
-                        help="Run the drainer under nice(1) with this increment.")
-    args = parser.parse_args()
-    for tool in ("wrk", "nginx"):
-        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
-            sys.exit(f"{tool} is not installed: apt-get install {tool}")
+def measure(args: argparse.Namespace) -> Mapping[str, Any]:
+    """Set up, measure, clean up; return the figures."""
+    require("wrk")
+    nginx = require("nginx")
     workdir = Path(tempfile.mkdtemp(prefix="swiftmail-tracking-bench-"))
     workdir.chmod(0o755)  # nginx workers (user nobody) read the static GIF here
     database = f"swiftmail_bench_tracking_{uuid.uuid4().hex[:8]}"
@@ -191,13 +178,12 @@ def main() -> None:
         from swiftmail_web.public.tracking import PIXEL
 
         (nginx_dir / "static" / "pixel.gif").write_bytes(PIXEL)
-        nginx_port = _free_port()
+        nginx_port = free_port()
         (nginx_dir / "nginx.conf").write_text(NGINX_CONF % {"dir": nginx_dir, "port": nginx_port})
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         subprocess.run([nginx, "-c", str(nginx_dir / "nginx.conf"), "-p", str(nginx_dir)],
                        check=True)
         (workdir / "bare_app.py").write_text(BARE_APP)
-        bare_port, app_port = _free_port(), _free_port()
+        bare_port, app_port = free_port(), free_port()
         processes.append(_gunicorn("bare_app:app", bare_port, env, args, str(workdir)))
         if args.server == "uvicorn":
             processes.append(subprocess.Popen(
@@ -259,11 +245,13 @@ def main() -> None:
                 "AND metric IN ('opened.human', 'opened.machine', 'clicked.human', "
                 "'clicked.machine')").fetchone()[0]
         runtime.close()
-        summary: dict[str, object] = {
-            "benchmark": "tracking_hits", "server": args.server, "workers": args.workers,
+        if int(events) != acknowledged:
+            raise Unfinished(f"{acknowledged} hits acknowledged, {events} events stored "
+                             f"(backlog {client.xlen(stream)} after {drain_seconds:.0f} s)")
+        summary: dict[str, Any] = {
+            "server": args.server, "workers": args.workers,
             "worker_class": args.worker_class, "threads": args.threads,
             "connections": args.connections, "seconds": args.seconds, "rounds": args.rounds,
-            "cores": os.cpu_count(), "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
             "hits_acknowledged": acknowledged, "events_stored": int(events),
             "rollup_hits": int(rolled), "distinct_source_keys": int(distinct_keys), "events_equal_hits": int(events) == acknowledged,
             "drain": args.drain, "drain_nice": args.drain_nice, "backlog_at_end": backlog_at_end,
@@ -273,14 +261,13 @@ def main() -> None:
         }
         for name, runs in results.items():
             for metric in ("rps", "p50_ms", "p99_ms", "non_2xx"):
-                summary[f"{name}_{metric}"] = round(statistics.median(r[metric] for r in runs), 2)
+                summary[f"{name}_{metric}"] = median((r[metric] for r in runs), 2)
         for name in ("bare", "pixel", "click"):
-            summary[f"{name}_vs_nginx"] = round(
-                float(summary[f"{name}_rps"]) / float(summary["nginx_rps"]), 3)  # type: ignore[arg-type]
-        print(json.dumps(summary))
+            summary[f"{name}_vs_nginx"] = ratio(summary[f"{name}_rps"], summary["nginx_rps"])
+        return summary
     finally:
         for process in processes:
-            _stop(process)
+            stop(process, timeout=30)
         pid_file = nginx_dir / "nginx.pid"
         if pid_file.exists():
             os.kill(int(pid_file.read_text().strip()), signal.SIGQUIT)
@@ -297,5 +284,25 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def parser() -> argparse.ArgumentParser:
+    """Return the benchmark's arguments, ``--smoke`` included."""
+    options = arguments(__doc__, smoke={"seconds": 1, "rounds": 1, "connections": 4,
+                                        "workers": 1})
+    options.add_argument("--seconds", type=int, default=10)
+    options.add_argument("--rounds", type=int, default=3)
+    options.add_argument("--connections", type=int, default=50)
+    options.add_argument("--workers", type=int, default=4)
+    options.add_argument("--worker-class", default="gthread")
+    options.add_argument("--threads", type=int, default=2)
+    options.add_argument("--server", choices=("gunicorn", "uvicorn"), default="gunicorn",
+                         help="gunicorn: the WSGI app; uvicorn: the ASGI hot path "
+                              "(swiftmail_web.public.asgi, batched XADDs).")
+    options.add_argument("--drain", choices=("during", "after"), default="during",
+                         help="Run the drainer during the load, or only after it (burst mode).")
+    options.add_argument("--drain-nice", type=int, default=0,
+                         help="Run the drainer under nice(1) with this increment.")
+    return options
+
+
 if __name__ == "__main__":
-    main()
+    run("tracking_hits", measure, parser())

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import shutil
 import statistics
@@ -29,12 +28,14 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scratch import drop_database, environment
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench._common import Unfinished, arguments, drop_database, environment, run
 
 EVENT_MIX = """
 CASE WHEN r < 0.18 THEN 'accepted' WHEN r < 0.36 THEN 'delivered' WHEN r < 0.40 THEN 'deferred'
@@ -84,13 +85,8 @@ def _timed(call, repeat: int) -> dict[str, float]:  # type: ignore[no-untyped-de
             "p99_ms": round(samples[min(len(samples) - 1, int(len(samples) * 0.99))], 2)}
 
 
-def main() -> None:
-    """Set up, measure, print one JSON line, clean up."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=10_000_000)
-    parser.add_argument("--repeat", type=int, default=50)
-    parser.add_argument("--baseline-repeat", type=int, default=3)
-    args = parser.parse_args()
+def measure(args: argparse.Namespace) -> Mapping[str, Any]:
+    """Set up, measure, clean up; return the figures."""
     workdir = Path(tempfile.mkdtemp(prefix="swiftmail-stats-bench-"))
     database = f"swiftmail_bench_stats_{uuid.uuid4().hex[:8]}"
     env = environment(workdir, database)
@@ -171,11 +167,12 @@ def main() -> None:
             check = analytics.campaign_summary(campaign)
             raw = app_db.execute_sql("SELECT count(*) FROM events").fetchone()[0]
         runtime.close()
-        summary: dict[str, object] = {
-            "benchmark": "tracking_stats", "events": int(raw), "rollup_rows": int(rollup_rows),
+        if int(raw) != args.events:
+            raise Unfinished(f"{raw} events stored of {args.events}")
+        summary: dict[str, Any] = {
+            "events": int(raw), "rollup_rows": int(rollup_rows),
             "load_seconds": round(load_seconds, 1), "rollup_build_seconds": round(rollup_seconds, 1),
-            "repeat": args.repeat, "cores": os.cpu_count(),
-            "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
+            "repeat": args.repeat,
             "summary_delivered": check["delivered"],
         }
         for name, timing in results.items():
@@ -183,7 +180,7 @@ def main() -> None:
                 summary[f"{name}_{metric}"] = value
         summary["summary_speedup_vs_raw_count"] = round(
             results["baseline_raw_count"]["p50_ms"] / results["summary"]["p50_ms"], 1)
-        print(json.dumps(summary))
+        return summary
     finally:
         from swiftmail_core import db
 
@@ -192,5 +189,14 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def parser() -> argparse.ArgumentParser:
+    """Return the benchmark's arguments, ``--smoke`` included."""
+    options = arguments(__doc__, smoke={"events": 20_000, "repeat": 3, "baseline_repeat": 1})
+    options.add_argument("--events", type=int, default=10_000_000)
+    options.add_argument("--repeat", type=int, default=50)
+    options.add_argument("--baseline-repeat", type=int, default=3)
+    return options
+
+
 if __name__ == "__main__":
-    main()
+    run("tracking_stats", measure, parser())
