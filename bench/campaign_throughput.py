@@ -380,6 +380,9 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
     dns.add(f"mx.{RECIPIENT_DOMAIN}", "A", "127.0.0.1")
     env.update({
         "SWIFTMAIL_PLUGIN_RELAY_SPOOL_DIR": str(workdir / "spool"),
+        # The in-process spool hand-off (network mode is the default): workers
+        # spool while no relay runs in the workers-only phase.
+        "SWIFTMAIL_PLUGIN_RELAY_TRANSPORT_MODE": "handoff",
         "SWIFTMAIL_DNS_NAMESERVERS": "127.0.0.1", "SWIFTMAIL_DNS_PORT": str(dns.port),
         "SWIFTMAIL_SEND_BATCH_SIZE": "200", "SWIFTMAIL_SEND_LEASE_SECONDS": "120",
         "SWIFTMAIL_WORKER_QUEUE_NAME": f"bench-{database}", "BENCH_SINK_PORT": str(sink_port),
