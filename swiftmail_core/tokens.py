@@ -11,14 +11,20 @@ Reading a token that was altered, truncated, lengthened, signed for another
 kind or with another key raises ``ValidationError`` (field ``token``), always
 with the same message so that nothing leaks which check failed.
 
+Ledger and link ids come from sequences shared by every tenant, so open,
+click and view tokens carry them sealed: one AES block (a key derived for
+that purpose) holding the ids, so a recipient who decodes a link learns
+nothing about anyone's volume. Tokens of the earlier kinds 1, 2 and 6 (ids in
+the clear) are still read: mail sent before keeps working.
+
 Kinds and fields::
 
-    open         tenant_id, message_id (ledger row)
-    click        tenant_id, link_id, message_id
+    open         tenant_id, message_id (ledger row, sealed)
+    click        tenant_id, link_id, message_id (sealed together)
     unsubscribe  tenant_id, contact_id, list_id or None (None: every list)
     preferences  tenant_id, contact_id
     confirm      tenant_id, contact_id, list_id (double opt-in)
-    view         tenant_id, message_id ("view in browser")
+    view         tenant_id, message_id ("view in browser", sealed)
 
 Public URL paths (the tracking endpoints implement them; the base is
 ``settings.public_url`` or ``https://{tracking_domain}`` of the sending domain,
@@ -43,8 +49,11 @@ import hashlib
 import hmac
 import re
 import struct
+import threading
 import uuid
 from collections.abc import Callable
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from swiftmail_core.crypto import derive_key
 from swiftmail_core.errors import ValidationError
@@ -63,6 +72,9 @@ KIND_UNSUBSCRIBE = 3
 KIND_PREFERENCES = 4
 KIND_CONFIRM = 5
 KIND_VIEW = 6
+KIND_OPEN_SEALED = 7
+KIND_CLICK_SEALED = 8
+KIND_VIEW_SEALED = 9
 _PURPOSES = {
     KIND_OPEN: "token:open",
     KIND_CLICK: "token:click",
@@ -70,6 +82,9 @@ _PURPOSES = {
     KIND_PREFERENCES: "token:preferences",
     KIND_CONFIRM: "token:confirm",
     KIND_VIEW: "token:view",
+    KIND_OPEN_SEALED: "token:open:sealed",
+    KIND_CLICK_SEALED: "token:click:sealed",
+    KIND_VIEW_SEALED: "token:view:sealed",
 }
 _BODY_LENGTHS = {
     KIND_OPEN: 16 + 8,
@@ -78,7 +93,13 @@ _BODY_LENGTHS = {
     KIND_PREFERENCES: 16 + 16,
     KIND_CONFIRM: 16 + 16 + 16,
     KIND_VIEW: 16 + 8,
+    KIND_OPEN_SEALED: 16 + 16,
+    KIND_CLICK_SEALED: 16 + 16,
+    KIND_VIEW_SEALED: 16 + 16,
 }
+#: The sealed kind that replaced each kind with ids in the clear.
+_SEALED = {KIND_OPEN: KIND_OPEN_SEALED, KIND_CLICK: KIND_CLICK_SEALED,
+           KIND_VIEW: KIND_VIEW_SEALED}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +202,42 @@ class TokenSigner:
             kind: HmacSha256(derive_key(secret_key, purpose)) for kind, purpose in _PURPOSES.items()
         }
         self._prefixes = {kind: bytes((kind,)) for kind in _PURPOSES}
+        # NOTE: ECB over exactly one block is a keyed permutation of the two ids:
+        # it hides them and the HMAC around the token keeps them unforgeable.
+        self._ids_cipher = Cipher(algorithms.AES(derive_key(secret_key, "token:ids")[:16]),
+                                  modes.ECB())  # noqa: S305
+        self._local = threading.local()
+
+    def _codec(self) -> tuple:
+        """Return this thread's (encryptor, decryptor): contexts are not thread-safe."""
+        codec = getattr(self._local, "codec", None)
+        if codec is None:
+            codec = self._local.codec = (self._ids_cipher.encryptor(),
+                                         self._ids_cipher.decryptor())
+        return codec
+
+    def seal_ids(self, first: int, second: int = 0) -> bytes:
+        """Return the one-block encryption of two ids."""
+        return self._codec()[0].update(_U64_PAIR.pack(first, second))
+
+    def open_ids(self, block: bytes) -> tuple[int, int]:
+        """Return the two ids sealed in ``block``."""
+        return _U64_PAIR.unpack(self._codec()[1].update(block))
+
+    def read_ids(self, kind: int, token: str) -> tuple[bytes, int, int]:
+        """Verify a token of ``kind`` or of its sealed successor; return (tenant, ids).
+
+        For open and view tokens the second id is 0.
+        """
+        try:
+            body = self.open(_SEALED[kind], token)
+        except ValidationError:
+            body = self.open(kind, token)  # a token minted before ids were sealed
+            first, second = (_U64_PAIR.unpack(body[16:]) if len(body) == 32
+                             else (_U64.unpack(body[16:])[0], 0))
+            return body[:16], first, second
+        first, second = self.open_ids(body[16:])
+        return body[:16], first, second
 
     def seal(self, kind: int, body: bytes) -> str:
         """Return the token for ``body`` of ``kind`` (kind byte prepended)."""
@@ -215,11 +272,12 @@ class TokenSigner:
     # Hot-path helpers used per message by the renderer.
     def click(self, tenant: bytes, link_id: int, message_id: int) -> str:
         """Return a click token from a packed tenant id."""
-        return self.seal(KIND_CLICK, tenant + _U64_PAIR.pack(link_id, message_id))
+        return self.seal(KIND_CLICK_SEALED, tenant + self.seal_ids(link_id, message_id))
 
     def open_pixel(self, tenant: bytes, message_id: int) -> str:
         """Return an open token from a packed tenant id."""
-        return self.seal(KIND_OPEN, tenant + _u64(message_id))
+        _u64(message_id)
+        return self.seal(KIND_OPEN_SEALED, tenant + self.seal_ids(message_id))
 
     def click_minter(self, tenant: bytes) -> Callable[[int, int], str]:
         """Return ``mint(link_id, message_id) -> click token`` for one tenant.
@@ -227,14 +285,15 @@ class TokenSigner:
         The per-message hot path: the HMAC's inner state has already hashed
         the kind byte and tenant id, and no call goes through ``seal``.
         """
-        mac = self._macs[KIND_CLICK]
-        prefix = self._prefixes[KIND_CLICK] + tenant
+        mac = self._macs[KIND_CLICK_SEALED]
+        prefix = self._prefixes[KIND_CLICK_SEALED] + tenant
         inner_with_prefix = mac._inner.copy()
         inner_with_prefix.update(prefix)
         outer, pack, b2a, urlsafe = mac._outer, _U64_PAIR.pack, binascii.b2a_base64, _URLSAFE
+        codec = self._codec
 
         def mint(link_id: int, message_id: int) -> str:
-            ids = pack(link_id, message_id)
+            ids = codec()[0].update(pack(link_id, message_id))
             inner = inner_with_prefix.copy()
             inner.update(ids)
             final = outer.copy()
@@ -258,29 +317,27 @@ def signer(secret_key: str) -> TokenSigner:
 
 def make_open_token(secret_key: str, tenant_id: uuid.UUID, message_id: int) -> str:
     """Return the open-pixel token for a ledger message."""
-    return signer(secret_key).seal(KIND_OPEN, _uuid_bytes(tenant_id) + _u64(message_id))
+    return signer(secret_key).open_pixel(_uuid_bytes(tenant_id), message_id)
 
 
 def read_open_token(secret_key: str, token: str) -> OpenToken:
     """Verify and unpack an open-pixel token."""
-    body = signer(secret_key).open(KIND_OPEN, token)
-    return OpenToken(uuid.UUID(bytes=body[:16]), _U64.unpack(body[16:])[0])
+    tenant, message_id, _ = signer(secret_key).read_ids(KIND_OPEN, token)
+    return OpenToken(uuid.UUID(bytes=tenant), message_id)
 
 
 def make_click_token(
     secret_key: str, tenant_id: uuid.UUID, link_id: int, message_id: int
 ) -> str:
     """Return the click token for a stored link in a ledger message."""
-    return signer(secret_key).seal(
-        KIND_CLICK, _uuid_bytes(tenant_id) + _u64(link_id) + _u64(message_id)
-    )
+    _u64(link_id), _u64(message_id)
+    return signer(secret_key).click(_uuid_bytes(tenant_id), link_id, message_id)
 
 
 def read_click_token(secret_key: str, token: str) -> ClickToken:
     """Verify and unpack a click token."""
-    body = signer(secret_key).open(KIND_CLICK, token)
-    link_id, message_id = _U64_PAIR.unpack(body[16:])
-    return ClickToken(uuid.UUID(bytes=body[:16]), link_id, message_id)
+    tenant, link_id, message_id = signer(secret_key).read_ids(KIND_CLICK, token)
+    return ClickToken(uuid.UUID(bytes=tenant), link_id, message_id)
 
 
 def make_unsubscribe_token(
@@ -339,13 +396,15 @@ def read_confirm_token(secret_key: str, token: str) -> ConfirmToken:
 
 def make_view_token(secret_key: str, tenant_id: uuid.UUID, message_id: int) -> str:
     """Return the "view in browser" token of a ledger message."""
-    return signer(secret_key).seal(KIND_VIEW, _uuid_bytes(tenant_id) + _u64(message_id))
+    sealer = signer(secret_key)
+    _u64(message_id)
+    return sealer.seal(KIND_VIEW_SEALED, _uuid_bytes(tenant_id) + sealer.seal_ids(message_id))
 
 
 def read_view_token(secret_key: str, token: str) -> ViewToken:
     """Verify and unpack a "view in browser" token."""
-    body = signer(secret_key).open(KIND_VIEW, token)
-    return ViewToken(uuid.UUID(bytes=body[:16]), _U64.unpack(body[16:])[0])
+    tenant, message_id, _ = signer(secret_key).read_ids(KIND_VIEW, token)
+    return ViewToken(uuid.UUID(bytes=tenant), message_id)
 
 
 # URL builders ---------------------------------------------------------------

@@ -78,7 +78,29 @@ def test_mac_is_crypto_sign_truncated() -> None:
     token = tokens.make_click_token(KEY, TENANT, 7, 42)
     raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     payload, mac = raw[:-16], raw[-16:]
-    assert mac == crypto.sign(KEY, "token:click", payload)[:16]
+    assert mac == crypto.sign(KEY, "token:click:sealed", payload)[:16]
+
+
+def test_ids_are_sealed_and_earlier_clear_tokens_still_read() -> None:
+    # Regression: open, click and view tokens carried the global ledger and link ids
+    # in the clear, so any recipient could read the platform's volume off a link.
+    signer = tokens.signer(KEY)
+    click = tokens.make_click_token(KEY, TENANT, 7, 42)
+    raw = base64.urlsafe_b64decode(click + "=" * (-len(click) % 4))
+    assert (7).to_bytes(8, "big") + (42).to_bytes(8, "big") not in raw
+    for kind, make, read in (
+            (tokens.KIND_OPEN, tokens.make_open_token, tokens.read_open_token),
+            (tokens.KIND_VIEW, tokens.make_view_token, tokens.read_view_token)):
+        raw = base64.urlsafe_b64decode(make(KEY, TENANT, 42) + "==")
+        assert (42).to_bytes(8, "big") not in raw
+        clear = signer.seal(kind, TENANT.bytes + (42).to_bytes(8, "big"))
+        assert read(KEY, clear).message_id == 42
+    clear_click = signer.seal(tokens.KIND_CLICK, TENANT.bytes + (7).to_bytes(8, "big")
+                              + (42).to_bytes(8, "big"))
+    assert (tokens.read_click_token(KEY, clear_click).link_id,
+            tokens.read_click_token(KEY, clear_click).message_id) == (7, 42)
+    assert tokens.read_click_token(KEY, click).message_id == 42
+    assert signer.click_minter(TENANT.bytes)(7, 42) == click
 
 
 @pytest.mark.parametrize("kind", ["open", "click", "unsubscribe", "preferences", "confirm", "view"])
