@@ -30,6 +30,7 @@ from swiftmail_relay.classify import Reply, classify
 from swiftmail_relay.config import RelayConfig
 from swiftmail_relay.dsn import Finding, parse_report
 from swiftmail_relay.listener_errors import TransientOnError
+from swiftmail_relay.message_checks import canonical_line_endings, split_header_block
 from swiftmail_relay.outcomes import Outcome
 
 from swiftmail_core.settings import Settings
@@ -37,6 +38,29 @@ from swiftmail_core.settings import Settings
 log = structlog.get_logger("swiftmail.relay.bounces")
 UNSUBSCRIBE_LOCAL_PART = "unsubscribe"
 UNSUBSCRIBE_SUBJECT = re.compile(r"unsubscribe-([A-Za-z0-9_-]+)")
+
+
+def report_digest(raw: bytes) -> str:
+    """Return a key of a report that survives re-delivery (trace fields differ, content not).
+
+    The report's Message-ID and its body, line endings made CRLF: a copy that
+    took another route, or was sent again after a lost reply, gets the same key.
+    """
+    lines, body_at = split_header_block(raw)
+    message_id = b""
+    for line in lines:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"message-id":
+            message_id = value.strip()
+    body = canonical_line_endings(raw[body_at:])
+    return hashlib.sha256(message_id + b"\0" + body).hexdigest()[:20]
+
+
+def _subject(raw: bytes) -> str:
+    """Return the Subject of a message (headers only are parsed)."""
+    _, body_at = split_header_block(raw)
+    return str(BytesHeaderParser(policy=email.policy.default).parsebytes(
+        raw[:body_at])["Subject"] or "")
 
 
 class BounceHandler(TransientOnError):
@@ -49,8 +73,10 @@ class BounceHandler(TransientOnError):
         self.record = record
 
     def _verp(self, address: str) -> tuple[uuid.UUID, int | None] | None:
-        if not self.config.bounce_domain or not self.settings.secret_key:
-            return None  # no bounce domain configured: the listener takes no VERP mail
+        # APPSEC: the token's HMAC is the proof, whatever the domain: every
+        # tenant's return-path domain (``bounces.<domain>``) and ``bounce_domain``.
+        if not self.settings.secret_key:
+            return None
         return verp.decode(self.settings.secret_key, address)
 
     @staticmethod
@@ -76,7 +102,8 @@ class BounceHandler(TransientOnError):
             raw = raw.encode("utf-8", "surrogateescape")
         if any(self._is_unsubscribe(rcpt) for rcpt in envelope.rcpt_tos):
             return await self._unsubscribe(raw)
-        outcomes = self.outcomes(envelope.rcpt_tos, raw)
+        # A report may be 25 MiB: parse it in a worker thread, never on the loop.
+        outcomes = await asyncio.to_thread(self.outcomes, list(envelope.rcpt_tos), raw)
         if outcomes:
             try:
                 await asyncio.to_thread(self.record, outcomes)
@@ -91,7 +118,7 @@ class BounceHandler(TransientOnError):
         from swiftmail_core.errors import SwiftMailError
         from swiftmail_core.tokens import read_unsubscribe_token
 
-        subject = BytesHeaderParser(policy=email.policy.default).parsebytes(raw)["Subject"] or ""
+        subject = await asyncio.to_thread(_subject, raw)
         match = UNSUBSCRIBE_SUBJECT.search(str(subject))
         try:
             if match is None or not self.settings.secret_key:
@@ -110,7 +137,7 @@ class BounceHandler(TransientOnError):
 
     def outcomes(self, recipients: Sequence[str], raw: bytes) -> list[Outcome]:
         """Turn a report sent to ``recipients`` into outcomes."""
-        digest = hashlib.sha256(raw).hexdigest()[:20]
+        digest = report_digest(raw)
         findings = parse_report(raw)
         result = []
         for rcpt in recipients:
@@ -129,6 +156,10 @@ class BounceHandler(TransientOnError):
     def _outcome(target: tuple[uuid.UUID, int | None], finding: Finding, digest: str) -> Outcome | None:
         tenant_id, ledger_id = target
         source_key = f"report:{digest}:{finding.recipient.lower()}:{finding.kind}"
+        if ledger_id is not None and finding.kind in ("bounced", "complained"):
+            # One message bounces or draws a complaint once, however many
+            # copies of the report arrive (the reputation rates count these).
+            source_key = f"report:ledger:{ledger_id}:{finding.recipient.lower()}:{finding.kind}"
         if finding.kind == "complained":
             return Outcome(tenant_id=tenant_id, type="complained", email=finding.recipient,
                            ledger_id=ledger_id, source_key=source_key,

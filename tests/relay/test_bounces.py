@@ -49,13 +49,14 @@ def _arf(recipient: str, return_path: str) -> bytes:
 @pytest.fixture
 def bounce_listener(runtime, tmp_path):  # type: ignore[no-untyped-def]
     """Run a scenario against the bounce listener on a random loopback port."""
-    config = RelayConfig.from_settings(runtime.settings, spool_dir=str(tmp_path / "spool"),
-                                       bounce_domain=BOUNCE_DOMAIN, fbl_address=FBL)
-    handler = BounceHandler(runtime.settings, config,
-                            functools.partial(record_outcomes, plugins=runtime.plugins))
-    factory = make_smtp_factory(handler, config, trusted=True, tls_context=None)
 
-    def run(scenario):  # type: ignore[no-untyped-def]
+    def run(scenario, *, bounce_domain: str = BOUNCE_DOMAIN):  # type: ignore[no-untyped-def]
+        config = RelayConfig.from_settings(runtime.settings, spool_dir=str(tmp_path / "spool"),
+                                           bounce_domain=bounce_domain, fbl_address=FBL)
+        handler = BounceHandler(runtime.settings, config,
+                                functools.partial(record_outcomes, plugins=runtime.plugins))
+        factory = make_smtp_factory(handler, config, trusted=True, tls_context=None)
+
         async def main():  # type: ignore[no-untyped-def]
             server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
             port = server.sockets[0].getsockname()[1]
@@ -204,3 +205,129 @@ def test_list_unsubscribe_mailto_unsubscribes(bounce_listener, runtime, tenant_a
         status = app_db.execute_sql(
             "SELECT status FROM subscriptions WHERE list_id = %s", (str(list_id),)).fetchone()[0]
     assert status == "unsubscribed"
+
+
+def test_bounces_on_every_tenants_return_path_domain_are_taken_without_a_bounce_domain(  # type: ignore[no-untyped-def]
+    bounce_listener, runtime, tenant_a, ledger_row
+) -> None:
+    # Regression: with no global bounce_domain set the listener refused every VERP
+    # address, so bounces to bounces.<sending domain> were lost.
+    email = f"gone{uuid.uuid4().hex[:6]}@example.net"
+    ledger_id = ledger_row(tenant_a.id, email)
+    address = verp.encode(runtime.settings.secret_key, tenant_a.id, ledger_id,
+                          "bounces.tenant-a.example")
+
+    async def scenario(client):  # type: ignore[no-untyped-def]
+        await client.sendmail("", [address], _dsn(email, address))
+
+    bounce_listener(scenario, bounce_domain="")
+    with tenant_tx(tenant_a.id):
+        events = [e.type for e in Event.select().where(Event.message_id == ledger_id)]
+    assert events == ["bounced"]
+
+
+def test_a_report_received_twice_counts_once(bounce_listener, runtime, tenant_a, ledger_row) -> None:  # type: ignore[no-untyped-def]
+    # Regression: the key was a hash of the whole message, so a copy with another
+    # trace field (another route, or a resend after a lost reply) counted again.
+    bounced = f"gone{uuid.uuid4().hex[:6]}@example.net"
+    angry = f"angry{uuid.uuid4().hex[:6]}@example.net"
+    bounce_row, complaint_row = ledger_row(tenant_a.id, bounced), ledger_row(tenant_a.id, angry)
+    bounce_to = verp.encode(runtime.settings.secret_key, tenant_a.id, bounce_row, BOUNCE_DOMAIN)
+    complaint_return = verp.encode(runtime.settings.secret_key, tenant_a.id, complaint_row,
+                                   BOUNCE_DOMAIN)
+
+    async def scenario(client):  # type: ignore[no-untyped-def]
+        for hop in ("mx1", "mx2"):
+            trace = f"Received: from {hop}.isp.example by relay.test; Sat, 5 Dec 2026 10:00:00 +0000\r\n"
+            await client.sendmail("", [bounce_to], trace.encode() + _dsn(bounced, bounce_to))
+            await client.sendmail("fbl@isp.example", [FBL],
+                                  trace.encode() + _arf(angry, complaint_return))
+
+    bounce_listener(scenario)
+    with tenant_tx(tenant_a.id):
+        events = sorted((e.message_id, e.type) for e in Event.select().where(
+            Event.message_id.in_([bounce_row, complaint_row])))
+    assert events == sorted([(bounce_row, "bounced"), (complaint_row, "complained")])
+
+
+def test_reports_are_parsed_off_the_event_loop(bounce_listener, runtime, tenant_a, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Regression: a report of up to 25 MiB was parsed on the loop, stalling every session.
+    import threading
+
+    from swiftmail_relay import bounces
+
+    release = threading.Event()
+    order: list[str] = []
+
+    def slow_parse(raw):  # type: ignore[no-untyped-def]
+        order.append("parse started")
+        release.wait(10)
+        order.append("parse done")
+        return []
+
+    monkeypatch.setattr(bounces, "parse_report", slow_parse)
+    address = verp.encode(runtime.settings.secret_key, tenant_a.id, 1, BOUNCE_DOMAIN)
+
+    async def scenario(client):  # type: ignore[no-untyped-def]
+        sending = asyncio.create_task(client.sendmail("", [address], _dsn("x@example.net", address)))
+        for _ in range(1000):
+            if order:
+                break
+            await asyncio.sleep(0.01)
+        other = aiosmtplib.SMTP(hostname="127.0.0.1", port=client.port, start_tls=False, timeout=10)
+        await other.connect()
+        await other.ehlo()
+        await other.noop()
+        order.append("other session served")
+        release.set()
+        await sending
+        await other.quit()
+
+    bounce_listener(scenario)
+    assert order == ["parse started", "other session served", "parse done"]
+
+
+def test_a_permanent_failure_is_reported_while_another_recipient_is_still_deferred(  # type: ignore[no-untyped-def]
+    dns_server, peers, relay_factory, tmp_path
+) -> None:
+    # Regression: the DSN for the permanent failure waited until the deferred recipient
+    # was final too (up to max_age, 4 days).
+    (peer,) = peers(1, first=51)
+    domain = f"r{uuid.uuid4().hex[:8]}.example"
+    tries = {"later": 0}
+
+    def rcpt(address: str) -> str:
+        if address.startswith("gone"):
+            return "550 5.1.1 no such user"
+        if address.startswith("later"):
+            tries["later"] += 1
+            return "450 4.2.0 try again later"
+        return "250 2.1.5 ok"
+
+    peer.rcpt = rcpt
+    dns_server.add(domain, "MX", f"10 mx.{domain}.")
+    dns_server.add(f"mx.{domain}", "A", peer.host)
+    relay = relay_factory(peer.port)
+
+    def dsns() -> list:  # type: ignore[type-arg]
+        return [m for m in peer.messages if m.mail_from == ""]
+
+    async def scenario() -> None:
+        await relay.start()
+        try:
+            envelope = Envelope(id=new_id(), mail_from=f"app@{domain}", source="submission",
+                                recipients=[Recipient(f"gone@{domain}"), Recipient(f"later@{domain}")])
+            relay.notify([relay.spool.write(envelope, b"From: app@x\r\nSubject: s\r\n\r\nbody\r\n")])
+            for _ in range(500):
+                if dsns() and tries["later"] >= 4:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            await relay.stop()
+
+    asyncio.run(scenario())
+    (dsn,) = dsns()  # once, not again on each retry of the deferred recipient
+    assert dsn.recipients == [f"app@{domain}"]
+    assert f"gone@{domain}".encode() in dsn.data and f"later@{domain}".encode() not in dsn.data
+    assert tries["later"] >= 4
+    assert [e.source for e in relay.finals] == ["dsn"]  # the message itself is still deferred
