@@ -99,6 +99,7 @@ class Relay:
         self._tasks: list[asyncio.Task[Any]] = []
         self._lock: SpoolLock | None = None
         self._background: set[asyncio.Future[Any]] = set()
+        self._loading: set[asyncio.Task[None]] = set()
         self._loaded_at: dict[str, float] = {}
         self._finished: dict[str, float] = {}
         self._last_full_scan = time.monotonic()
@@ -152,7 +153,7 @@ class Relay:
             due = any(
                 r.next_attempt_at <= soon for e in self.envelopes.values() for r in e.pending
             )
-            if not due and not self._inflight and self._ready.empty():
+            if not due and not self._inflight and self._ready.empty() and not self._loading:
                 return
             await asyncio.sleep(0.02)
         raise TimeoutError("relay still busy")
@@ -163,23 +164,47 @@ class Relay:
         for queue_id in self.spool.scan():
             self._load(queue_id)
 
-    def _load(self, queue_id: str) -> None:
+    def _read(self, queue_id: str) -> Envelope | None:
+        """Read one envelope from the spool (blocking: call it in a thread)."""
         try:
-            envelope = self.spool.read_envelope(queue_id)
+            return self.spool.read_envelope(queue_id)
         except (OSError, ValueError) as ex:
             log.warning("spool_unreadable", queue_id=queue_id, error=str(ex))
-            return
+            return None
+
+    def _admit(self, queue_id: str, envelope: Envelope) -> None:
+        """Take a read envelope and schedule its recipients' domains (on the loop)."""
+        if queue_id in self.envelopes or queue_id in self._finished:
+            return  # read twice (a scan and a notify raced): it is already here
         self.envelopes[queue_id] = envelope
         self._loaded_at[queue_id] = time.monotonic()
         for domain in {r.domain for r in envelope.pending}:
             when = min(r.next_attempt_at for r in envelope.pending if r.domain == domain)
             self._schedule(queue_id, domain, when)
 
+    def _load(self, queue_id: str) -> None:
+        envelope = self._read(queue_id)
+        if envelope is not None:
+            self._admit(queue_id, envelope)
+
+    async def _load_many(self, queue_ids: Sequence[str]) -> None:
+        """Read envelopes in a worker thread, then admit them on the loop."""
+        wanted = [q for q in queue_ids if q not in self.envelopes and q not in self._finished]
+        if not wanted:
+            return
+        envelopes = await asyncio.to_thread(lambda: [self._read(q) for q in wanted])
+        for queue_id, envelope in zip(wanted, envelopes, strict=True):
+            if envelope is not None:
+                self._admit(queue_id, envelope)
+
     def notify(self, queue_ids: Sequence[str]) -> None:
-        """Take newly spooled messages at once (in-process hand-off)."""
-        for queue_id in queue_ids:
-            if queue_id not in self.envelopes and queue_id not in self._finished:
-                self._load(queue_id)
+        """Take newly spooled messages at once (in-process hand-off).
+
+        Call it on the relay's loop; the envelopes are read in a worker thread.
+        """
+        task = asyncio.get_running_loop().create_task(self._load_many(list(queue_ids)))
+        self._loading.add(task)
+        task.add_done_callback(self._loading.discard)
 
     def _schedule(self, queue_id: str, domain: str, when: float) -> None:
         if when <= self.clock():
@@ -218,18 +243,14 @@ class Relay:
         missed and to forget messages the CLI held or purged.
         """
         started = time.monotonic()
-        for queue_id in await asyncio.to_thread(self.spool.take_new):
-            if queue_id not in self.envelopes and queue_id not in self._finished:
-                self._load(queue_id)
+        await self._load_many(await asyncio.to_thread(self.spool.take_new))
         if full is None:
             full = started - self._last_full_scan >= FULL_SCAN_SECONDS
         if full:
             self._last_full_scan = started
             present = set(await asyncio.to_thread(lambda: list(self.spool.scan())))
-            for queue_id in present - set(self.envelopes):
-                # A finished message may still be listed while its file is removed.
-                if queue_id not in self._finished:
-                    self._load(queue_id)
+            # A finished message may still be listed while its file is removed.
+            await self._load_many(sorted(present - set(self.envelopes)))
             busy = {queue_id for queue_id, _ in self._inflight}
             for queue_id in set(self.envelopes) - present - busy:
                 # Held or purged by the CLI; never one loaded after the listing began.
@@ -239,16 +260,24 @@ class Relay:
         for queue_id, when in list(self._finished.items()):
             if when < started - 60:
                 del self._finished[queue_id]
-        self._apply_controls()
+        self._apply_controls(await asyncio.to_thread(self._take_controls))
         metrics.QUEUE_DEPTH.labels(state="active").set(len(self.envelopes))
 
-    def _apply_controls(self) -> None:
+    def _take_controls(self) -> list[dict[str, Any]]:
+        """Read and remove the CLI's control files (blocking: call it in a thread)."""
+        commands = []
         for path in sorted(self.spool.control.glob("*.json")):
             try:
                 command = json.loads(path.read_bytes())
                 path.unlink()
             except (OSError, ValueError):
                 continue
+            if isinstance(command, dict):
+                commands.append(command)
+        return commands
+
+    def _apply_controls(self, commands: list[dict[str, Any]]) -> None:
+        for command in commands:
             if command.get("action") != "retry":
                 continue
             for queue_id, envelope in list(self.envelopes.items()):
@@ -285,13 +314,25 @@ class Relay:
                 self._inflight.discard(key)
 
     def return_path(self, envelope: Envelope, recipient: Recipient) -> str:
-        """Return the MAIL FROM for one recipient: VERP when a tenant is known."""
+        """Return the MAIL FROM for one recipient: VERP when a tenant is known.
+
+        A VERP address the renderer wrote keeps its domain (the sending
+        domain's return-path domain, ``bounces.<domain>``, so SPF aligns with
+        From), encoded for this recipient's ledger row; other tenant mail
+        gets VERP on ``bounce_domain`` when one is set.
+        """
         if envelope.source == "dsn" or not envelope.mail_from:
             return ""
-        if envelope.tenant_id and self.config.bounce_domain and self.settings.secret_key:
-            return verp.encode(self.settings.secret_key, envelope.tenant_id, recipient.ledger_id,
-                               self.config.bounce_domain)
-        return envelope.mail_from
+        secret = self.settings.secret_key
+        if not envelope.tenant_id or not secret:
+            return envelope.mail_from
+        if verp.decode(secret, envelope.mail_from) is not None:
+            domain = envelope.mail_from.rpartition("@")[2]
+        elif self.config.bounce_domain:
+            domain = self.config.bounce_domain
+        else:
+            return envelope.mail_from
+        return verp.encode(secret, envelope.tenant_id, recipient.ledger_id, domain)
 
     async def _process(self, queue_id: str, domain: str) -> None:
         envelope = self.envelopes.get(queue_id)
@@ -441,10 +482,15 @@ class Relay:
             waiter = self.sink.add(outcomes)
             if finished:
                 await waiter  # events committed before the spool forgets the message
-        if finished and envelope.source == "submission" and envelope.mail_from:
-            failed = [r for r in envelope.recipients if r.status in (BOUNCED, EXPIRED)]
+        if envelope.source == "submission" and envelope.mail_from:
+            # Each failure is reported once, when it happens, not when the last
+            # recipient is final (a deferred one may take up to max_age).
+            failed = [r for r in envelope.recipients
+                      if r.status in (BOUNCED, EXPIRED) and not r.dsn_sent]
             if failed:
                 dsn_id = await asyncio.to_thread(self._write_dsn, envelope, failed)
+                for recipient in failed:
+                    recipient.dsn_sent = True
                 self.notify([dsn_id])
         if finished:
             self._finished[envelope.id] = time.monotonic()

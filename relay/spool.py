@@ -70,6 +70,7 @@ class Recipient:
     next_attempt_at: float = 0.0
     last_reply: str = ""
     bounce_class: str | None = None
+    dsn_sent: bool = False  # a DSN for this recipient's failure is spooled
 
     @property
     def domain(self) -> str:

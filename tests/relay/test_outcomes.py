@@ -158,3 +158,39 @@ def test_tenant_warmup_plan_travels_with_the_message(  # type: ignore[no-untyped
     assert len(peer.messages) == 2  # the tenant's plan: 2 per hour on day 0
     plans = [e.warmup_plan for e in relay.envelopes.values()]
     assert plans == [{"start_per_hour": 2, "factor": 2.0}] * 2
+
+
+def test_campaign_mail_keeps_its_per_domain_return_path_with_a_bounce_domain_set(  # type: ignore[no-untyped-def]
+    runtime, tenant_a, dns_server, peers, relay_factory, sending_domain, ledger_row, tmp_path,
+) -> None:
+    # Regression: with bounce_domain set, the relay replaced the renderer's
+    # b+TOKEN@bounces.<sending domain> with VERP on bounce_domain, so SPF no longer
+    # aligned with the From domain.
+    from swiftmail_relay import verp
+
+    (peer,) = peers(1, first=42)
+    domain = sending_domain(tenant_a.id, f"s{uuid.uuid4().hex[:8]}.example")
+    rcpt_domain = f"r{uuid.uuid4().hex[:8]}.example"
+    dns_server.add(rcpt_domain, "MX", f"10 mx.{rcpt_domain}.")
+    dns_server.add(f"mx.{rcpt_domain}", "A", peer.host)
+    to = f"user@{rcpt_domain}"
+    ledger_id = ledger_row(tenant_a.id, to)
+    secret = runtime.settings.secret_key
+    settings, relay = _setup(runtime, relay_factory, peer, tmp_path)
+
+    async def scenario() -> None:
+        await relay.start()
+        try:
+            relay.notify([spool_message(
+                settings, raw=_message(domain, to), recipients=[to], tenant_id=tenant_a.id,
+                envelope_from=verp.encode(secret, tenant_a.id, ledger_id, f"bounces.{domain}"),
+                ledger_ids=[ledger_id])])
+            await relay.idle(20)
+        finally:
+            await relay.stop()
+
+    asyncio.run(scenario())
+    (received,) = peer.messages
+    assert received.mail_from == verp.encode(secret, tenant_a.id, ledger_id, f"bounces.{domain}")
+    headers = received.data.split(b"\r\n\r\n")[0]
+    assert headers.count(b"\r\nReceived: by localhost (SwiftMail) with local id ") == 1
