@@ -17,12 +17,13 @@ recipient will see as the author, so each one is checked, not only the first.
 from __future__ import annotations
 
 import datetime
+import email.message
 import email.policy
 import email.utils
 import re
 from collections import Counter
 from email.errors import MessageError
-from email.parser import BytesHeaderParser
+from email.parser import HeaderParser
 from email.utils import parseaddr
 
 from swiftmail_relay import dkim
@@ -34,7 +35,12 @@ _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 _BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _LONG_LINE = re.compile(rb"[^\r\n]{%d}" % (MAX_LINE_OCTETS + 1))
 _HELO_UNSAFE = re.compile(r"[^A-Za-z0-9.\-\[\]:_]")
-_PARSER = BytesHeaderParser(policy=email.policy.default)
+_PARSER = HeaderParser(policy=email.policy.default)
+
+
+def _parse_headers(block: bytes) -> email.message.EmailMessage:
+    """Parse a header block; 8-bit text is read as UTF-8 (RFC 6532), as ``from_domain`` does."""
+    return _PARSER.parsestr(block.decode("utf-8", "surrogateescape") + "\r\n")  # type: ignore[return-value]
 
 
 def from_domain(raw: bytes) -> str | None:
@@ -91,7 +97,7 @@ def header_problem(raw: bytes) -> str | None:
         name, sep, _ = line.partition(b":")
         if not sep or not _HEADER_NAME.match(name):
             return "malformed header line"
-    headers = _PARSER.parsebytes(canonical_line_endings(block) + b"\r\n")
+    headers = _parse_headers(canonical_line_endings(block))
     counts = Counter(name.lower() for name in headers.keys())
     for name in SINGLE_HEADERS:
         if counts[name] > 1:
@@ -120,7 +126,7 @@ def author_domains(raw: bytes) -> list[str]:
     reads differently to different parsers (refuse the message).
     """
     _lines, body_at = split_header_block(raw)
-    headers = _PARSER.parsebytes(raw[:body_at] + b"\r\n")
+    headers = _parse_headers(raw[:body_at])
     mailboxes = list(headers["From"].addresses)
     if headers["Sender"] is not None:
         mailboxes += list(headers["Sender"].addresses)

@@ -64,3 +64,10 @@ def test_complete_headers_adds_what_is_missing_and_drops_bcc() -> None:
     kept = complete_headers(b"From: a@b\r\nDate: x\r\nMessage-ID: <1@b>\r\n\r\nbody",
                             trace=b"", message_id_domain="b")
     assert kept == b"From: a@b\r\nDate: x\r\nMessage-ID: <1@b>\r\n\r\nbody"
+
+
+def test_utf8_headers_read_the_same_to_both_parsers() -> None:
+    # RFC 6532 headers (SMTPUTF8 mail) must not look ambiguous.
+    raw = "From: Jörg <jörg@bücher.example>\r\nSubject: Grüße\r\n\r\nx".encode()
+    assert header_problem(raw) is None
+    assert author_domains(raw) == ["bücher.example"]
