@@ -84,6 +84,7 @@ class RelayConfig:
     provider_groups: Any = None  # {group: [mx suffix, ...]}, see shaping.DEFAULT_GROUPS
     policies: Any = None  # {group or "default": {max_connections, messages_per_connection, ...}}
     scan_interval: float = 1.0
+    overdue_after: float = 120.0  # the watchdog reschedules mail due, idle and unqueued this long
     # Outbound TLS policies (docs/relay.md "Transport security").
     mta_sts: bool = True
     dane: bool = True
@@ -164,7 +165,7 @@ class RelayConfig:
                         "reputation_window", "reputation_min_sample", "intake_max_body"):
                 return int(value)
             if name in ("max_age", "retry_base", "retry_cap", "connect_timeout", "dns_timeout",
-                        "command_timeout", "scan_interval", "max_bounce_rate", "max_complaint_rate",
+                        "command_timeout", "scan_interval", "overdue_after", "max_bounce_rate", "max_complaint_rate",
                         "intake_clock_skew"):
                 return float(value)
             if name in ("dkim_ed25519", "warmup", "mta_sts", "dane", "intake_tls"):

@@ -7,11 +7,16 @@ picks up messages other processes spooled (listeners, the hand-off API) and
 CLI control files. Throttle waits are internal deferrals: they never count
 as an attempt and never inflate the retry exponent; expiry is checked every
 time an item comes up, including after a throttle wait.
+
+A wake-up for an item already in flight is kept, not dropped: the item runs
+again when the current run ends. A watchdog (``swiftmail_relay.watchdog``)
+reschedules anything due, idle and unqueued for ``overdue_after`` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import heapq
 import itertools
 import json
@@ -22,7 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
-from swiftmail_relay import metrics, verp
+from swiftmail_relay import metrics, verp, watchdog
 from swiftmail_relay.classify import DEFAULT_RULES, Reply, Rule, classify
 from swiftmail_relay.config import RelayConfig
 from swiftmail_relay.delivery import Deliverer
@@ -49,6 +54,7 @@ from swiftmail_core.settings import Settings
 
 log = structlog.get_logger("swiftmail.relay")
 FULL_SCAN_SECONDS = 30.0
+WATCHDOG_SECONDS = 10.0  # how often the watchdog looks (at most)
 
 
 def backoff(attempts: int, config: RelayConfig, rng: random.Random) -> float:
@@ -96,6 +102,8 @@ class Relay:
         self._sequence = itertools.count()
         self._timer_changed = asyncio.Event()
         self._inflight: set[tuple[str, str]] = set()
+        self._queued: collections.Counter[tuple[str, str]] = collections.Counter()  # in _ready
+        self._rerun: set[tuple[str, str]] = set()  # woken while in flight: run again after
         self._tasks: list[asyncio.Task[Any]] = []
         self._lock: SpoolLock | None = None
         self._background: set[asyncio.Future[Any]] = set()
@@ -121,16 +129,21 @@ class Relay:
         self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.config.workers)]
         self._tasks.append(asyncio.create_task(self._timer_loop()))
         self._tasks.append(asyncio.create_task(self._scan_loop()))
+        self._tasks.append(asyncio.create_task(self._watchdog_loop()))
         log.info("relay_started", spool=str(self.spool.root), messages=len(self.envelopes))
 
     async def stop(self) -> None:
-        """Stop workers and close connections (the spool keeps everything)."""
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Stop workers and close connections (the spool keeps everything).
+
+        NOTE: a task is cancelled again until it ends: on Python 3.11
+        ``asyncio.wait_for`` swallows a cancellation that lands as its inner
+        future completes, and a loop around it would then run for ever.
+        """
+        pending = set(self._tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=1.0)
         self._tasks = []
         try:
             await asyncio.wait_for(asyncio.gather(
@@ -144,6 +157,10 @@ class Relay:
             await asyncio.wait_for(close(), 5)
         if self.sink is not None:
             await self.sink.stop()
+        if self._lock is not None:
+            # Only now may another relay deliver from this spool.
+            self._lock.release()
+            self._lock = None
 
     async def idle(self, timeout: float = 30.0, horizon: float = 5.0) -> None:
         """Wait until nothing is due within ``horizon`` seconds (tests, benchmarks)."""
@@ -208,10 +225,14 @@ class Relay:
 
     def _schedule(self, queue_id: str, domain: str, when: float) -> None:
         if when <= self.clock():
-            self._ready.put_nowait((queue_id, domain))
+            self._enqueue((queue_id, domain))
             return
         heapq.heappush(self._timers, (when, next(self._sequence), queue_id, domain))
         self._timer_changed.set()
+
+    def _enqueue(self, key: tuple[str, str]) -> None:
+        self._queued[key] += 1
+        self._ready.put_nowait(key)
 
     async def _timer_loop(self) -> None:
         while True:
@@ -219,12 +240,31 @@ class Relay:
             now = self.clock()
             while self._timers and self._timers[0][0] <= now:
                 _, _, queue_id, domain = heapq.heappop(self._timers)
-                self._ready.put_nowait((queue_id, domain))
+                self._enqueue((queue_id, domain))
             delay = (self._timers[0][0] - now) if self._timers else 3600.0
             try:
-                await asyncio.wait_for(self._timer_changed.wait(), min(delay, 1.0))
+                async with asyncio.timeout(min(delay, 1.0)):
+                    await self._timer_changed.wait()
             except TimeoutError:
                 pass
+
+    async def _watchdog_loop(self) -> None:
+        bound = self.config.overdue_after
+        while True:
+            await asyncio.sleep(min(WATCHDOG_SECONDS, max(bound / 4, 0.05)))
+            self.check_overdue()
+
+    def check_overdue(self) -> int:
+        """Log, count and reschedule every lost wake-up (see ``watchdog``); return how many."""
+        now = self.clock()
+        found = watchdog.overdue(self.envelopes, self._inflight, self._queued, now,
+                                 self.config.overdue_after)
+        for queue_id, domain, late in found:
+            log.warning("message_overdue", queue_id=queue_id, recipient_domain=domain,
+                        overdue_seconds=round(late, 1))
+            metrics.OVERDUE.inc()
+            self._schedule(queue_id, domain, now)
+        return len(found)
 
     async def _scan_loop(self) -> None:
         while True:
@@ -293,9 +333,12 @@ class Relay:
 
     async def _worker(self) -> None:
         while True:
-            queue_id, domain = await self._ready.get()
-            key = (queue_id, domain)
+            queue_id, domain = key = await self._ready.get()
+            self._queued[key] -= 1
+            if self._queued[key] <= 0:
+                del self._queued[key]
             if key in self._inflight:
+                self._rerun.add(key)  # run again once the current run ends
                 continue
             self._inflight.add(key)
             try:
@@ -312,6 +355,9 @@ class Relay:
                     self._schedule(queue_id, domain, self.clock() + self.config.retry_base)
             finally:
                 self._inflight.discard(key)
+                if key in self._rerun:
+                    self._rerun.discard(key)
+                    self._enqueue(key)
 
     def return_path(self, envelope: Envelope, recipient: Recipient) -> str:
         """Return the MAIL FROM for one recipient: VERP when a tenant is known.

@@ -11,6 +11,9 @@ DEFERRALS = Counter("swiftmail_relay_deferrals_total", "Recipient deferrals, by 
                     ["bounce_class"])
 BOUNCES = Counter("swiftmail_relay_bounces_total", "Recipients bounced, by class.",
                   ["bounce_class"])
+OVERDUE = Counter("swiftmail_relay_overdue_total",
+                  "Messages found due, idle and unqueued past overdue_after (a lost wake-up), "
+                  "rescheduled by the watchdog.")
 EXPIRIES = Counter("swiftmail_relay_expiries_total", "Recipients expired after max age.")
 CONNECTIONS = Counter("swiftmail_relay_connections_total", "SMTP connections opened, by TLS use.",
                       ["tls"])

@@ -27,17 +27,28 @@ class OutcomeSink:
         self._pending: list[tuple[list[Outcome], asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         """Start the background writer."""
         self._task = asyncio.create_task(self._run())
 
-    async def stop(self) -> None:
-        """Write what is queued, then stop."""
-        if self._task is not None:
-            await self._drain()
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Write what is queued (a write in progress included), then stop.
+
+        Gives up after ``timeout`` seconds when the database stays down;
+        what was not written is then recorded again from the spool.
+        """
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        _, pending = await asyncio.wait({self._task}, timeout=timeout)
+        if pending:
+            log.warning("outcome_sink_stop_timeout", queued=len(self._pending))
+        while not self._task.done():
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.wait({self._task}, timeout=1.0)
 
     def add(self, outcomes: list[Outcome]) -> asyncio.Future[None]:
         """Queue outcomes; the returned future resolves when they are stored."""
@@ -45,10 +56,6 @@ class OutcomeSink:
         self._pending.append((outcomes, future))
         self._wake.set()
         return future
-
-    async def _drain(self) -> None:
-        while self._pending:
-            await self._write_once()
 
     async def _run(self) -> None:
         delay = 0.5
@@ -63,6 +70,8 @@ class OutcomeSink:
                     log.exception("outcome_write_failed")
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 30.0)
+            if self._stopping:
+                return
 
     async def _write_once(self) -> None:
         taken: list[tuple[list[Outcome], asyncio.Future[None]]] = []

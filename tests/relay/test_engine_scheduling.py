@@ -1,0 +1,59 @@
+"""The engine's scheduling: stop always ends, lost wake-ups are found, none are dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from swiftmail_relay import metrics
+from swiftmail_relay.spool import DELIVERED, Envelope, Recipient, new_id
+
+MESSAGE = b"From: a@sender.example\r\nTo: x@y\r\nSubject: t\r\n\r\nhello\r\n"
+
+
+def _domain(dns_server, peer) -> str:  # type: ignore[no-untyped-def]
+    domain = f"e{uuid.uuid4().hex[:10]}.example"
+    dns_server.add(domain, "MX", f"10 mx.{domain}.")
+    dns_server.add(f"mx.{domain}", "A", peer.host)
+    return domain
+
+
+def test_stop_ends_when_a_timer_change_meets_the_cancellation(relay_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Python 3.11's wait_for swallows a cancellation that lands as the event
+    # it waits for is set: the timer loop then ran for ever and stop() hung.
+    relay = relay_factory(2525)
+
+    async def scenario() -> None:
+        await relay.start()
+        await asyncio.sleep(0.05)
+        relay._schedule("nothing", "nowhere.example", relay.clock() + 3600)  # sets the event
+        await asyncio.wait_for(relay.stop(), 10)
+
+    asyncio.run(scenario())
+
+
+def test_watchdog_reschedules_a_lost_wakeup(dns_server, peers, relay_factory) -> None:  # type: ignore[no-untyped-def]
+    (peer,) = peers(1, first=85)
+    domain = _domain(dns_server, peer)
+    relay = relay_factory(peer.port, overdue_after=0.3)
+    before = metrics.OVERDUE._value.get()
+
+    async def scenario() -> None:
+        await relay.start()
+        try:
+            envelope = Envelope(id=new_id(), mail_from="b@sender.example",
+                                recipients=[Recipient(f"lost@{domain}")])
+            relay.spool.write(envelope, MESSAGE)
+            relay.spool.take_new()
+            # Loaded but never scheduled: what a lost wake-up leaves behind.
+            relay.envelopes[envelope.id] = relay.spool.read_envelope(envelope.id)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 15
+            while not relay.finals and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            await relay.stop()
+
+    asyncio.run(scenario())
+    assert [r.status for e in relay.finals for r in e.recipients] == [DELIVERED]
+    assert metrics.OVERDUE._value.get() - before == 1
