@@ -23,11 +23,9 @@ from swiftmail_core.settings import Settings
 
 
 def _redis_client(settings: Settings):
-    import redis
+    from swiftmail_core import redis_clients
 
-    from swiftmail_core import embedded
-
-    return redis.Redis.from_url(settings.redis_url or embedded.redis_url(settings.data_dir))
+    return redis_clients.client(settings)
 
 
 @hookimpl

@@ -155,14 +155,12 @@ def relay_tls_report(state: CliState, day: str | None) -> None:
         dt.datetime.strptime(day, "%Y-%m-%d")
     except ValueError:
         raise ValidationError.for_field("date", f"{day!r} is not a YYYY-MM-DD day") from None
-    import redis
-
-    from swiftmail_core import embedded
+    from swiftmail_core import redis_clients
 
     settings = state.settings
     config = RelayConfig.from_settings(settings)
     # Only Redis is needed: no database connection for a report.
-    client = redis.Redis.from_url(settings.redis_url or embedded.redis_url(settings.data_dir))
+    client = redis_clients.client(settings)
     reports = build_reports(
         client, config.redis_prefix, day,
         organization=config.tlsrpt_organization or config.hostname,

@@ -6,7 +6,6 @@ import asyncio
 import functools
 import signal
 
-import redis.asyncio as aioredis
 import structlog
 from prometheus_client import start_http_server
 from swiftmail_relay.bounces import BounceHandler
@@ -21,6 +20,7 @@ from swiftmail_relay.submission import make_smtp_factory, serve_submission
 from swiftmail_relay.tls_policy import TlsPolicies
 from swiftmail_relay.tls_report import RedisTlsRecorder
 
+from swiftmail_core import redis_clients
 from swiftmail_core.runtime import Runtime
 
 log = structlog.get_logger("swiftmail.relay")
@@ -30,10 +30,10 @@ async def run_relay(runtime: Runtime, config: RelayConfig, *, deliver: bool = Tr
     """Start delivery and the listeners; return after SIGTERM or SIGINT."""
     settings = runtime.settings
     relay = Relay(
-        settings, config, throttle=RedisShaper(config, runtime.redis_url),
+        settings, config, throttle=RedisShaper(config, redis_clients.async_client(settings)),
         sink=OutcomeSink(functools.partial(record_outcomes, plugins=runtime.plugins)),
         tls_policies=TlsPolicies(settings, config, recorder=RedisTlsRecorder(
-            aioredis.from_url(runtime.redis_url), config.redis_prefix)),
+            redis_clients.async_client(settings), config.redis_prefix)),
     )
     servers = []
     if deliver:

@@ -20,6 +20,13 @@ IP or domain idle for ``warmup_idle_days`` starts again at day 0.
 Adaptive backoff: remote replies matching a rule (Yahoo ``[TSS04]``, "rate
 limited due to IP reputation", Gmail "unusual rate") suspend the site for a
 set time. Replies this relay made itself (``Reply.local``) never match.
+
+Fail safe: when Redis cannot be asked (down, failing over), a lost counter
+never means unthrottled sending. ``admit`` holds the mail for
+``UNAVAILABLE_HOLD_SECONDS`` (an internal deferral, no attempt counted), no
+new connection slot is granted, a slot that cannot be given back stays
+leased until its lease runs out (fewer connections, never more), and a
+backoff that cannot be stored suspends the site in this process.
 """
 
 from __future__ import annotations
@@ -33,8 +40,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 import structlog
+from swiftmail_relay import metrics
 from swiftmail_relay.classify import Reply
 from swiftmail_relay.config import RelayConfig
 from swiftmail_relay.mx import Route
@@ -99,6 +108,15 @@ return 1
 """
 
 
+#: Seconds mail waits when Redis cannot be asked, before admission is tried again.
+UNAVAILABLE_HOLD_SECONDS = 5.0
+#: Seconds a refused slot request (Redis unreachable) waits before saying no,
+#: so the deliverer's polling does not spin while Redis fails over.
+UNAVAILABLE_SLOT_PAUSE = 1.0
+#: What a failed Redis call raises: the client's errors and the socket's.
+REDIS_FAILURES = (redis.RedisError, OSError)
+
+
 def _policy(values: Mapping[str, Any], base: SitePolicy) -> SitePolicy:
     fields = {f.name for f in dataclasses.fields(SitePolicy)}
     return dataclasses.replace(base, **{k: v for k, v in values.items() if k in fields})
@@ -109,14 +127,14 @@ class RedisShaper:
 
     LEASE = 15.0
 
-    def __init__(self, config: RelayConfig, redis_url: str, *,
+    def __init__(self, config: RelayConfig, client: aioredis.Redis, *,
                  backoff: tuple[BackoffRule, ...] = DEFAULT_BACKOFF,
                  lease: float | None = None) -> None:
         self.config = config
         self.lease = lease or self.LEASE
         self._heartbeat: asyncio.Task[None] | None = None
-        self.redis = aioredis.Redis.from_url(redis_url, socket_timeout=5,
-                                             socket_connect_timeout=5)
+        #: From ``swiftmail_core.redis_clients`` (a URL's server or the Sentinels' master).
+        self.redis = client
         self.prefix = config.redis_prefix
         self.backoff = backoff
         groups = config.provider_groups or DEFAULT_GROUPS
@@ -129,7 +147,10 @@ class RedisShaper:
         for name, values in (config.policies or {}).items():
             self.policies[name] = _policy(values, self.policies.get(name, self.policies["default"]))
         self._held: dict[str, list[str]] = {}
+        #: Suspensions this process could not store in Redis: scope -> monotonic end.
+        self._local_suspensions: dict[str, float] = {}
         self.acquired = self.released = 0
+        self.unavailable = 0
         self._acquire = self.redis.register_script(ACQUIRE)
         self._count = self.redis.register_script(COUNT_UNDER)
 
@@ -159,17 +180,32 @@ class RedisShaper:
 
     # Connections -------------------------------------------------------------
 
+    def _unavailable(self, action: str, ex: BaseException) -> None:
+        self.unavailable += 1
+        metrics.THROTTLE_WAITS.labels(reason="redis_unavailable").inc()
+        log.warning("shaping_unavailable", action=action, error=f"{type(ex).__name__}: {ex}")
+
     async def acquire_connection(self, site: str) -> bool:
-        """Lease a connection slot in Redis; False when the shared cap is full."""
+        """Lease a connection slot in Redis; False when the shared cap is full.
+
+        False too when Redis cannot be asked (after a short pause): no slot
+        is granted that the shared count does not hold.
+        """
         policy = self.policy_for_site(site)
         scope = self.scope(site)
         now = time.time()
         token = secrets.token_hex(8)
-        granted = await self._acquire(
-            keys=[f"{self.prefix}:conn:{scope}", f"{self.prefix}:cpm:{scope}:{int(now // 60)}"],
-            args=[now, now + self.lease, policy.max_connections, token,
-                  policy.connections_per_minute],
-        )
+        try:
+            granted = await self._acquire(
+                keys=[f"{self.prefix}:conn:{scope}",
+                      f"{self.prefix}:cpm:{scope}:{int(now // 60)}"],
+                args=[now, now + self.lease, policy.max_connections, token,
+                      policy.connections_per_minute],
+            )
+        except REDIS_FAILURES as ex:
+            self._unavailable("acquire_connection", ex)
+            await asyncio.sleep(UNAVAILABLE_SLOT_PAUSE)
+            return False
         if granted:
             self._held.setdefault(scope, []).append(token)
             self.acquired += 1
@@ -203,18 +239,35 @@ class RedisShaper:
         return renewed
 
     async def release_connection(self, site: str) -> None:
-        """Return a leased slot."""
+        """Return a leased slot (one Redis cannot take back expires with its lease)."""
         scope = self.scope(site)
         tokens = self._held.get(scope)
         self.released += 1
         if tokens:
-            await self.redis.zrem(f"{self.prefix}:conn:{scope}", tokens.pop())
+            try:
+                await self.redis.zrem(f"{self.prefix}:conn:{scope}", tokens.pop())
+            except REDIS_FAILURES as ex:
+                self._unavailable("release_connection", ex)
 
     # Admission ----------------------------------------------------------------
 
     async def admit(self, route: Route, envelope: Envelope, recipients: int,
                     source: str | None = None) -> float:
-        """Return 0 to go now, else seconds to wait (suspension, rate, warm-up)."""
+        """Return 0 to go now, else seconds to wait (suspension, rate, warm-up).
+
+        Redis unreachable: hold for ``UNAVAILABLE_HOLD_SECONDS``, never go.
+        """
+        local = self._local_suspensions.get(self.scope(route.site), 0.0) - time.monotonic()
+        if local > 0:
+            return local
+        try:
+            return await self._admit(route, envelope, recipients, source)
+        except REDIS_FAILURES as ex:
+            self._unavailable("admit", ex)
+            return UNAVAILABLE_HOLD_SECONDS
+
+    async def _admit(self, route: Route, envelope: Envelope, recipients: int,
+                     source: str | None) -> float:
         scope = self.scope(route.site)
         suspended = await self.redis.pttl(f"{self.prefix}:suspend:{scope}")
         if suspended and suspended > 0:
@@ -287,8 +340,13 @@ class RedisShaper:
                 continue
             for rule in self.backoff:
                 if rule.pattern.search(reply.text):
-                    await self.redis.set(f"{self.prefix}:suspend:{self.scope(route.site)}",
-                                         "1", px=int(rule.seconds * 1000))
+                    scope = self.scope(route.site)
+                    try:
+                        await self.redis.set(f"{self.prefix}:suspend:{scope}",
+                                             "1", px=int(rule.seconds * 1000))
+                    except REDIS_FAILURES as ex:
+                        self._unavailable("observe", ex)
+                        self._local_suspensions[scope] = time.monotonic() + rule.seconds
                     return
 
     async def close(self) -> None:

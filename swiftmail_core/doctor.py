@@ -6,7 +6,7 @@ import dns.exception
 import dns.resolver
 import redis
 
-from swiftmail_core import embedded
+from swiftmail_core import redis_clients
 from swiftmail_core.db.audit import Finding, audit, check_connectable
 from swiftmail_core.db.migrate import pending_migrations
 from swiftmail_core.db.targets import database_targets
@@ -40,12 +40,11 @@ def _check_dns(settings: Settings) -> Finding:
 
 def _check_redis(settings: Settings) -> Finding:
     try:
-        url = embedded.redis_url(settings.data_dir) if settings.uses_embedded_redis else settings.redis_url
-        assert url is not None
-        redis.Redis.from_url(url, socket_timeout=5).ping()
+        redis_clients.client(settings, retries=0).ping()
+        where = redis_clients.describe(settings)
     except (SwiftMailError, redis.RedisError, OSError) as ex:
         return Finding(False, "Redis answers", str(ex))
-    return Finding(True, "Redis answers", "embedded" if settings.uses_embedded_redis else "")
+    return Finding(True, "Redis answers", where)
 
 
 def run_checks(settings: Settings) -> list[Finding]:

@@ -13,7 +13,7 @@ import functools
 
 import redis
 
-from swiftmail_core import db, embedded
+from swiftmail_core import db, redis_clients
 from swiftmail_core.db.targets import DatabaseTargets, database_targets
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.settings import Settings
@@ -55,17 +55,9 @@ class Runtime:
     plugins: PluginManager
 
     @functools.cached_property
-    def redis_url(self) -> str:
-        """Return the Redis URL, starting the embedded Redis if none is configured."""
-        if self.settings.uses_embedded_redis:
-            return embedded.redis_url(self.settings.data_dir)
-        assert self.settings.redis_url is not None
-        return self.settings.redis_url
-
-    @functools.cached_property
     def redis(self) -> redis.Redis:
-        """Return a shared Redis client."""
-        return redis.Redis.from_url(self.redis_url)
+        """Return a shared Redis client (a URL's server or the Sentinels' master)."""
+        return redis_clients.client(self.settings)
 
     def close(self) -> None:
         """Release pooled database connections."""
@@ -81,7 +73,8 @@ def start(
     process is; every plugin's ``swiftmail_startup`` runs before this returns.
     """
     targets = database_targets(settings)
-    db.connect(targets, pool_size=settings.db_pool_size)
+    db.connect(targets, pool_size=settings.db_pool_size,
+               failover_wait_seconds=settings.db_failover_wait_seconds)
     manager = plugins or PluginManager.load(settings)
     manager.startup(process)
     return Runtime(settings=settings, targets=targets, plugins=manager)

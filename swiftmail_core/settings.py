@@ -103,6 +103,21 @@ class Settings:
     )
     db_system_password: str | None = _setting(None, "Password of the system role.", secret=True)
     db_pool_size: int = _setting(10, "Connections per process and role.")
+    db_connect_timeout_seconds: int = _setting(
+        5,
+        "Seconds to connect to one PostgreSQL host; a multi-host database_url "
+        "(host=a,b with target_session_attrs=read-write) tries the next after this.",
+    )
+    db_dead_connection_seconds: int = _setting(
+        30,
+        "A PostgreSQL server that stops answering (host down, cable cut) is given up after "
+        "about this long: TCP keepalives and tcp_user_timeout on every connection.",
+    )
+    db_failover_wait_seconds: int = _setting(
+        30,
+        "After losing its connection, a transaction that is safe to repeat (claims, state "
+        "writes) waits up to this long for a writable primary, then runs once more.",
+    )
     citus: bool = _setting(
         False,
         "database_url is a Citus coordinator: `init` distributes every tenant table by "
@@ -114,7 +129,27 @@ class Settings:
         "(empty: take the workers the coordinator already has).",
     )
     redis_url: str | None = _setting(
-        None, "Redis URL. Unset: the embedded Redis in data_dir.", env=("REDIS_URL",)
+        None, "Redis URL. Unset (and no redis_sentinels): the embedded Redis in data_dir.",
+        env=("REDIS_URL",)
+    )
+    redis_sentinels: tuple[str, ...] = _setting(
+        (),
+        "Comma-separated HOST:PORT of Redis Sentinels. Set: every client finds the master of "
+        "redis_sentinel_service through them and follows a failover (redis_url is not used).",
+    )
+    redis_sentinel_service: str = _setting(
+        "swiftmail", "The master name the Sentinels monitor (`sentinel monitor NAME ...`)."
+    )
+    redis_sentinel_password: str | None = _setting(
+        None, "Password of the Sentinels themselves (their requirepass).", secret=True
+    )
+    redis_password: str | None = _setting(
+        None,
+        "Password of the Redis master and replicas in Sentinel mode (a redis_url carries its own).",
+        secret=True,
+    )
+    redis_db: int = _setting(
+        0, "Redis database number in Sentinel mode (a redis_url carries its own)."
     )
     secret_key: str | None = _setting(
         None,
@@ -200,8 +235,8 @@ class Settings:
 
     @property
     def uses_embedded_redis(self) -> bool:
-        """True when no redis_url is configured."""
-        return not self.redis_url
+        """True when neither redis_url nor redis_sentinels is configured."""
+        return not self.redis_url and not self.redis_sentinels
 
     def require(self, name: str) -> Any:
         """Return a setting's value, or raise naming the setting and the fix."""

@@ -44,10 +44,10 @@ def create_app(
 
     config = config or WebConfig.from_settings(settings)
     if redis_client is None:
-        from swiftmail_core import embedded
+        from swiftmail_core import redis_clients
 
-        url = settings.redis_url or embedded.redis_url(settings.data_dir)
-        redis_client = redis.Redis.from_url(url)
+        # NOTE: the rate limiter fails open, so a request never waits out a failover.
+        redis_client = redis_clients.client(settings, timeout=2.0, retries=1)
     limiter = RateLimiter(
         redis_client,
         Limits(config.rate_limit_per_tenant, config.rate_limit_per_key),
@@ -89,4 +89,4 @@ def get_app() -> falcon.App:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     runtime = start(settings, process=ProcessKind.API)
-    return create_app(settings, runtime.plugins, redis_client=runtime.redis)
+    return create_app(settings, runtime.plugins)

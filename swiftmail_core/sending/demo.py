@@ -132,9 +132,11 @@ class _RelayThread:
         from swiftmail_relay.shaping import RedisShaper
         from swiftmail_relay.sink import OutcomeSink
 
+        from swiftmail_core import redis_clients
+
         self.relay = Relay(
             self.settings, self.config,
-            throttle=RedisShaper(self.config, self.runtime.redis_url),
+            throttle=RedisShaper(self.config, redis_clients.async_client(self.settings)),
             sink=OutcomeSink(functools.partial(record_outcomes, plugins=self.plugins)),
             on_final=self._final,
         )

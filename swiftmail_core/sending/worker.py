@@ -26,9 +26,9 @@ import time
 import uuid
 from typing import Any
 
-from huey import RedisHuey
 from huey.consumer import Consumer, Scheduler
 
+from swiftmail_core import redis_clients
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.sending import outbox, sweeper, transport_failures
 from swiftmail_core.sending.compose import Composer
@@ -120,10 +120,10 @@ class SendingWorker:
 class SendingQueue:
     """The huey application of the sending machinery."""
 
-    def __init__(self, settings: Settings, plugins: PluginManager, redis_url: str) -> None:
+    def __init__(self, settings: Settings, plugins: PluginManager) -> None:
         self.settings = settings
         self.plugins = plugins
-        self.huey = RedisHuey(settings.worker_queue_name, url=redis_url, results=False)
+        self.huey = redis_clients.huey(settings, settings.worker_queue_name, results=False)
         self._worker: SendingWorker | None = None
         self.drain = self.huey.task(name="drain")(self._drain)
         self.tick = self.huey.periodic_task(lambda _: True, name="tick")(self._tick)
@@ -196,4 +196,4 @@ class SendingQueue:
 
 def build_queue(runtime: Any) -> SendingQueue:
     """Return the sending queue for a started runtime."""
-    return SendingQueue(runtime.settings, runtime.plugins, runtime.redis_url)
+    return SendingQueue(runtime.settings, runtime.plugins)

@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+import redis.asyncio
 from swiftmail_relay.config import RelayConfig
 from swiftmail_relay.engine import Relay
 from swiftmail_relay.shaping import RedisShaper
@@ -26,7 +27,8 @@ async def main(options: dict) -> None:  # type: ignore[type-arg]
         hostname="shaping.relay.test", workers=16, max_connections_per_site=6,
         messages_per_connection=3, warmup=False, redis_prefix=options["prefix"],
         policies={"default": {"max_connections": 2}})
-    relay = Relay(settings, config, throttle=RedisShaper(config, options["redis_url"]))
+    relay = Relay(settings, config, throttle=RedisShaper(
+        config, redis.asyncio.Redis.from_url(options["redis_url"])))
     await relay.start()
     try:
         await relay.idle(40)

@@ -102,7 +102,10 @@ def test_warm_up_is_counted_per_source_address(tmp_path) -> None:  # type: ignor
     from swiftmail_core.settings import Settings
 
     config = RelayConfig.from_settings(Settings(data_dir=tmp_path), **POOLS)
-    shaper = RedisShaper(config, "redis://127.0.0.1:1/0")  # no command is sent
+    import redis.asyncio
+
+    # No command is sent.
+    shaper = RedisShaper(config, redis.asyncio.Redis.from_url("redis://127.0.0.1:1/0"))
     envelope = Envelope(id=new_id(), mail_from="", recipients=[])
     assert shaper._warmup_subjects(envelope, "a3")[0][0] == "ip:a3"
     assert shaper._warmup_subjects(envelope)[0][0] == "ip:default"

@@ -127,6 +127,7 @@ def test_expiry_records_expired_without_suppression(  # type: ignore[no-untyped-
 def test_tenant_warmup_plan_travels_with_the_message(  # type: ignore[no-untyped-def]
     runtime, tenant_a, dns_server, peers, relay_factory, sending_domain, tmp_path, redis_url, run_id,
 ) -> None:
+    import redis.asyncio
     from swiftmail_relay.shaping import RedisShaper
 
     (peer,) = peers(1, first=43)
@@ -141,7 +142,7 @@ def test_tenant_warmup_plan_travels_with_the_message(  # type: ignore[no-untyped
     relay = relay_factory(
         peer.port, settings=settings,
         throttle=lambda config: RedisShaper(dataclasses.replace(config, redis_prefix=prefix),
-                                            redis_url))
+                                            redis.asyncio.Redis.from_url(redis_url)))
 
     async def scenario() -> None:
         ids = [spool_message(settings, raw=_message(domain, f"u{i}@{rcpt_domain}"),

@@ -37,7 +37,10 @@ def shaper(redis_url, run_id):  # type: ignore[no-untyped-def]
     def factory(config):  # type: ignore[no-untyped-def]
         import dataclasses
 
-        return RedisShaper(dataclasses.replace(config, redis_prefix=prefix), redis_url)
+        import redis.asyncio
+
+        return RedisShaper(dataclasses.replace(config, redis_prefix=prefix),
+                           redis.asyncio.Redis.from_url(redis_url))
 
     return factory
 
@@ -213,3 +216,34 @@ def test_mail_waiting_on_warmup_still_expires(dns_server, peers, relay_factory, 
     statuses = sorted(r.status for e in relay.finals for r in e.recipients)
     assert statuses == ["delivered", "expired", "expired"]
     assert all(r.attempts == 0 for e in relay.finals for r in e.recipients if r.status == "expired")
+
+
+def test_limits_hold_mail_when_redis_cannot_be_asked(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A lost counter never means unthrottled sending: admission holds, no slot is granted."""
+    import redis.asyncio
+    from swiftmail_relay import shaping
+    from swiftmail_relay.classify import Reply
+    from swiftmail_relay.config import RelayConfig
+    from swiftmail_relay.mx import MxHost, Route
+
+    from swiftmail_core.settings import Settings
+
+    monkeypatch.setattr(shaping, "UNAVAILABLE_SLOT_PAUSE", 0.01)
+    config = RelayConfig.from_settings(Settings(data_dir=tmp_path))
+    # Nothing listens on port 1: every command fails with a connection error.
+    shaper = RedisShaper(config, redis.asyncio.Redis.from_url(
+        "redis://127.0.0.1:1/0", socket_connect_timeout=0.5, retry=None))
+    route = Route("gmail.com", (MxHost("gmail-smtp-in.l.google.com", 5, ("127.0.0.9",)),))
+    envelope = Envelope(id=new_id(), mail_from="b@warm.example",
+                        recipients=[Recipient("u@gmail.com")])
+
+    async def scenario() -> None:
+        assert await shaper.admit(route, envelope, 1) == shaping.UNAVAILABLE_HOLD_SECONDS
+        assert await shaper.acquire_connection(route.site) is False
+        await shaper.release_connection(route.site)  # never raises
+        await shaper.observe(route, [Reply(421, "4.7.0 [TSS04] Messages deferred")])
+        # The backoff Redis could not store is kept in this process.
+        assert await shaper.admit(route, envelope, 1) > 1000
+
+    asyncio.run(scenario())
+    assert shaper.unavailable >= 3

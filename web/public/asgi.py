@@ -160,13 +160,10 @@ def create_app() -> falcon.asgi.App:
     configure_logging(settings.log_level, settings.log_format)
     runtime = start(settings, process=ProcessKind.PUBLIC_ASGI)
     services = PublicServices.build(settings, runtime.redis, runtime.plugins)
-    timeout = services.config.redis_timeout_ms / 1000
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
+    from swiftmail_core import redis_clients
 
-    return build_app(services, redis.asyncio.Redis.from_url(
-        runtime.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0)))
+    return build_app(services, redis_clients.async_client(
+        settings, timeout=services.config.redis_timeout_ms / 1000, retries=0))
 
 
 def build_app(services, client: redis.asyncio.Redis) -> falcon.asgi.App:

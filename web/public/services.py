@@ -8,9 +8,8 @@ import uuid
 from typing import Any
 
 import redis as redis_lib
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from swiftmail_core import redis_clients
 from swiftmail_core.db import system_tx
 from swiftmail_core.errors import ConfigurationError
 from swiftmail_core.plugins import PluginManager
@@ -139,20 +138,6 @@ class PublicServices:
     ) -> PublicServices:
         """Build the services from settings and a Redis client (bounded for the hot path)."""
         config = config or PublicConfig.from_settings(settings)
-        bounded = bounded_client(redis_client, config.redis_timeout_ms / 1000)
+        bounded = redis_clients.bounded(redis_client, config.redis_timeout_ms / 1000)
         return cls(settings, bounded, plugins, config,
                    HitStream(bounded, config.stream), LinkResolver())
-
-
-def bounded_client(client: redis_lib.Redis, seconds: float) -> redis_lib.Redis:
-    """Return a client on the same server whose calls give up after ``seconds``.
-
-    A stalled Redis (the TCP connection open, no answer) made every pixel and
-    click wait; with this, the visitor is answered at once and the hit logged.
-    """
-    pool = client.connection_pool
-    # NOTE: no retries either: redis-py retries a timed-out call with backoff by default.
-    kwargs = {**pool.connection_kwargs, "socket_timeout": seconds,
-              "socket_connect_timeout": seconds, "retry": Retry(NoBackoff(), 0)}
-    return redis_lib.Redis(connection_pool=redis_lib.ConnectionPool(
-        connection_class=pool.connection_class, **kwargs))

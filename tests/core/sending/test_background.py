@@ -12,7 +12,7 @@ def test_background_runs_queued_jobs(runtime, tenant_a, run_id) -> None:  # type
     import dataclasses
 
     settings = dataclasses.replace(runtime.settings, worker_queue_name=f"bg-{run_id}")
-    queue = SendingQueue(settings, runtime.plugins, runtime.redis_url)
+    queue = SendingQueue(settings, runtime.plugins)
     with tenant_tx(tenant_a.id):
         job = create_export("export_suppressions", {})
     done: dict[str, int] = {}
