@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from playhouse.pool import PooledPostgresqlDatabase
 from psycopg2.extensions import parse_dsn
 
+from swiftmail_core.db import failover
 from swiftmail_core.db.targets import DatabaseTargets
 from swiftmail_core.errors import TenantIsolationError
 
@@ -32,8 +33,13 @@ system_db = PooledPostgresqlDatabase(None)
 _state = threading.local()
 
 
-def connect(targets: DatabaseTargets, pool_size: int = 10) -> None:
-    """Point the app and system handles at their roles' connections."""
+def connect(targets: DatabaseTargets, pool_size: int = 10,
+            failover_wait_seconds: float = 30.0) -> None:
+    """Point the app and system handles at their roles' connections.
+
+    ``failover_wait_seconds``: how long ``failover.retry_after_failover``
+    waits for a writable primary before its one retry.
+    """
     for database, role in ((app_db, "app"), (system_db, "system")):
         params = parse_dsn(targets.dsn(role))  # type: ignore[arg-type]
         name = params.pop("dbname")
@@ -44,6 +50,7 @@ def connect(targets: DatabaseTargets, pool_size: int = 10) -> None:
             timeout=30,
             **params,
         )
+    failover.configure(targets.dsn("system"), failover_wait_seconds, (app_db, system_db))
 
 
 def disconnect() -> None:

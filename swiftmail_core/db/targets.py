@@ -3,6 +3,14 @@
 ``database_url`` names the server and the database; each role (owner, app,
 system) connects to that database with its own name and password. With no
 ``database_url`` the embedded PostgreSQL in ``data_dir`` is used.
+
+A primary with standbys is named by a libpq multi-host URL, e.g.
+``postgresql://db1:5432,db2:5432/swiftmail?target_session_attrs=read-write``:
+libpq tries each host in turn and keeps the one that accepts writes, so a
+new connection after a failover finds the new primary. Every DSN also gets a
+connect timeout per host and TCP keepalives with ``tcp_user_timeout``
+(unless the URL sets its own), so a silent server is given up rather than
+waited on until the kernel's default of many minutes.
 """
 
 from __future__ import annotations
@@ -44,6 +52,21 @@ def _parse(url: str, setting: str) -> dict[str, str]:
         ) from ex
 
 
+def connection_options(settings: Settings) -> dict[str, str]:
+    """Return the libpq timeout and keepalive options the settings ask for."""
+    dead = max(3, int(settings.db_dead_connection_seconds))
+    return {
+        "connect_timeout": str(max(1, int(settings.db_connect_timeout_seconds))),
+        "keepalives": "1",
+        # Probing starts after dead/2 idle seconds; 3 unanswered probes dead/6 apart end it.
+        "keepalives_idle": str(max(1, dead // 2)),
+        "keepalives_interval": str(max(1, dead // 6)),
+        "keepalives_count": "3",
+        # Data sent and not acknowledged for this long ends the connection too.
+        "tcp_user_timeout": str(dead * 1000),
+    }
+
+
 def database_targets(settings: Settings) -> DatabaseTargets:
     """Resolve the admin and per-role DSNs, starting the embedded server if needed."""
     if settings.uses_embedded_postgres:
@@ -63,7 +86,9 @@ def database_targets(settings: Settings) -> DatabaseTargets:
         location = {k: v for k, v in parsed.items() if k not in ("user", "password")}
         admin_url = settings.database_admin_url or settings.database_url
         admin = _parse(admin_url, "database_admin_url")
-    admin_dsn = make_dsn(**{**admin, "dbname": admin.get("dbname", "postgres")})
+    options = connection_options(settings)
+    location = {**options, **location}
+    admin_dsn = make_dsn(**{**options, **admin, "dbname": admin.get("dbname", "postgres")})
     names = {
         "owner": settings.db_owner_role,
         "app": settings.db_app_role,

@@ -14,6 +14,10 @@ before any network I/O:
 4. lease the rest to this worker (``sending``, ``lease_owner``,
    ``lease_expires_at``) and count the attempt.
 
+A claim that loses its server (a PostgreSQL failover) is run once more
+against the new primary (``db.failover``); if the lost COMMIT had landed,
+those rows wait for the sweeper after ``send_lease_seconds``, never sent twice.
+
 ``record_results`` reports each transport answer to the one state writer
 (``sending.state``), which applies it only while this worker still holds
 the row's lease, so a batch whose lease expired and was claimed again
@@ -34,6 +38,7 @@ from typing import Any
 from psycopg2.extras import execute_values
 
 from swiftmail_core.db import system_tx
+from swiftmail_core.db.failover import retry_after_failover
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.sending.state import Report, apply_reports
 from swiftmail_core.transports import Outcome, SendResult
@@ -139,6 +144,7 @@ def _spend_budgets(database: Any, wanted: Mapping[str, int]) -> dict[str, tuple[
     return grants
 
 
+@retry_after_failover
 def claim_batch(
     lease_owner: str | None = None, *, limit: int = 100, lease_seconds: int = 300
 ) -> list[ClaimedMessage]:
@@ -292,6 +298,7 @@ def fail_unrenderable(claimed: Sequence[ClaimedMessage], reasons: Mapping[int, s
         for m in claimed if m.ledger_id in reasons])
 
 
+@retry_after_failover
 def release(claimed: Sequence[ClaimedMessage], delay_seconds: float = 0,
             status: str = "queued") -> None:
     """Give leased rows back (``queued``, or ``held`` for a paused campaign), attempt uncounted."""

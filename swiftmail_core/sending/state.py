@@ -49,6 +49,7 @@ from typing import Any
 from psycopg2.extras import execute_values
 
 from swiftmail_core.db import system_tx
+from swiftmail_core.db.failover import retry_after_failover
 from swiftmail_core.events import EventRecord, notify_plugins, store_events
 from swiftmail_core.models import utcnow
 from swiftmail_core.plugins import PluginManager
@@ -128,10 +129,22 @@ def next_status(current: str, report: Report, lease_holds: bool) -> str | None:
 
 
 def apply_reports(reports: Sequence[Report], plugins: PluginManager | None = None) -> Applied:
-    """Apply reports to their rows, events and suppressions in one transaction."""
-    applied = Applied()
+    """Apply reports to their rows, events and suppressions in one transaction.
+
+    A transaction that loses its server (a PostgreSQL failover) runs once more
+    on the new primary: transitions, lease checks and event source keys make a
+    second run change nothing the first one committed.
+    """
     if not reports:
-        return applied
+        return Applied()
+    applied = _apply_in_transaction(reports)
+    notify_plugins(plugins, applied.events)
+    return applied
+
+
+@retry_after_failover
+def _apply_in_transaction(reports: Sequence[Report]) -> Applied:
+    applied = Applied()
     with system_tx() as database:
         rows = _lock_rows(database, reports)
         events: list[EventRecord] = []
@@ -152,7 +165,6 @@ def apply_reports(reports: Sequence[Report], plugins: PluginManager | None = Non
         _write_rows(database, rows)
         suppress_within(database, suppressions)
         applied.events = store_events(database, events)
-    notify_plugins(plugins, applied.events)
     return applied
 
 
