@@ -44,7 +44,7 @@ async def run_relay(runtime: Runtime, config: RelayConfig, *, deliver: bool = Tr
     if config.intake_listen:
         servers.append(await serve_intake(
             settings, config, notify=relay.notify if deliver else None,
-            guard=RedisReplayGuard(aioredis.from_url(runtime.redis_url), config.redis_prefix)))
+            guard=RedisReplayGuard(redis_clients.async_client(settings), config.redis_prefix)))
     if config.bounce_listen:
         handler = BounceHandler(settings, config,
                                 functools.partial(record_outcomes, plugins=runtime.plugins))
