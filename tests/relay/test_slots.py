@@ -19,7 +19,10 @@ def shaper(redis_url, run_id):  # type: ignore[no-untyped-def]
     prefix = f"{run_id}:slots:{uuid.uuid4().hex[:6]}"
 
     def factory(config):  # type: ignore[no-untyped-def]
-        return RedisShaper(dataclasses.replace(config, redis_prefix=prefix), redis_url)
+        import redis.asyncio
+
+        return RedisShaper(dataclasses.replace(config, redis_prefix=prefix),
+                           redis.asyncio.Redis.from_url(redis_url))
 
     return factory
 
