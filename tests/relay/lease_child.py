@@ -10,6 +10,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+import redis.asyncio
 from swiftmail_relay.config import RelayConfig
 from swiftmail_relay.shaping import RedisShaper
 
@@ -20,7 +21,7 @@ async def main(redis_url: str, prefix: str, site: str, count: int, lease: float)
     config = dataclasses.replace(
         RelayConfig.from_settings(Settings(data_dir=Path("/nonexistent")), spool_dir="/nonexistent"),
         redis_prefix=prefix)
-    shaper = RedisShaper(config, redis_url, lease=lease)
+    shaper = RedisShaper(config, redis.asyncio.Redis.from_url(redis_url), lease=lease)
     for _ in range(count):
         assert await shaper.acquire_connection(site)
     print("held", flush=True)

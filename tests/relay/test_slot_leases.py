@@ -20,6 +20,12 @@ RAW = b"From: a@sender.example\r\nTo: x@y\r\nSubject: s\r\n\r\nbody\r\n"
 LEASE = 0.6  # seconds: the production lease is 15 s
 
 
+def _client(redis_url: str):  # type: ignore[no-untyped-def]
+    import redis.asyncio
+
+    return redis.asyncio.Redis.from_url(redis_url)
+
+
 def _route(dns_server, peer) -> str:  # type: ignore[no-untyped-def]
     domain = f"l{uuid.uuid4().hex[:8]}.example"
     dns_server.add(domain, "MX", f"10 mx.{domain}.")
@@ -80,7 +86,7 @@ def test_slots_of_a_killed_relay_free_within_a_lease(  # type: ignore[no-untyped
 
     relay = relay_factory(peer.port, warmup=False, policies={"default": {"max_connections": 1}},
                           throttle=lambda config: RedisShaper(
-                              dataclasses.replace(config, redis_prefix=prefix), redis_url,
+                              dataclasses.replace(config, redis_prefix=prefix), _client(redis_url),
                               lease=LEASE))
     _run(relay, 3, domain, timeout=20)
     assert [r.status for e in relay.finals for r in e.recipients] == [DELIVERED] * 3
@@ -90,8 +96,8 @@ def test_a_live_relay_keeps_its_slot_past_many_leases(redis_url, prefix, tmp_pat
     config = _config(tmp_path, prefix)
 
     async def scenario() -> tuple[bool, bool, int]:
-        holder = RedisShaper(config, redis_url, lease=LEASE)
-        other = RedisShaper(config, redis_url, lease=LEASE)
+        holder = RedisShaper(config, _client(redis_url), lease=LEASE)
+        other = RedisShaper(config, _client(redis_url), lease=LEASE)
         try:
             assert await holder.acquire_connection("mx.held.example")
             await asyncio.sleep(LEASE * 5)  # the heartbeat renews it meanwhile
@@ -118,7 +124,8 @@ def test_waiting_for_a_shared_slot_does_not_spin(  # type: ignore[no-untyped-def
     asks: list[str] = []
 
     def counting(relay_config):  # type: ignore[no-untyped-def]
-        shaper = RedisShaper(dataclasses.replace(relay_config, redis_prefix=prefix), redis_url)
+        shaper = RedisShaper(dataclasses.replace(relay_config, redis_prefix=prefix),
+                             _client(redis_url))
         real = shaper.acquire_connection
 
         async def acquire(slot_site: str) -> bool:
@@ -131,7 +138,7 @@ def test_waiting_for_a_shared_slot_does_not_spin(  # type: ignore[no-untyped-def
     holder: list[RedisShaper] = []
 
     async def hold() -> None:
-        holder.append(RedisShaper(config, redis_url))
+        holder.append(RedisShaper(config, _client(redis_url)))
         assert await holder[0].acquire_connection(site)
 
     async def release_later() -> None:
