@@ -37,10 +37,8 @@ from swiftmail_relay.handoff import sign_for_tenant
 from swiftmail_relay.keys import KeyStore
 from swiftmail_relay.listener_errors import TransientOnError
 from swiftmail_relay.message_checks import (
-    author_domains,
-    canonical_line_endings,
+    check_submission,
     complete_headers,
-    has_long_line,
     header_problem,
     received_header,
 )
@@ -66,7 +64,6 @@ SEND_SCOPE = "messages:write"
 MAX_RECIPIENTS = 1000
 AUTH_CACHE_SECONDS = 60.0
 AUTH_CACHE_ENTRIES = 10_000
-LINE_TOO_LONG = "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)"
 TEMPORARY_AUTH_FAILURE = "454 4.7.0 Temporary authentication failure, try again later"
 _ADDRESS = re.compile(r"^[^\s@<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 
@@ -187,16 +184,10 @@ class SubmissionHandler(TransientOnError):
         raw = envelope.original_content or b""
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
-        problem = header_problem(raw)
-        if problem:
-            return f"554 5.6.0 Message refused: {problem}"
-        # Once, before signing: the signed bytes are the bytes sent.
-        raw = canonical_line_endings(raw)
-        if has_long_line(raw):
-            return LINE_TOO_LONG
-        domains = author_domains(raw)
-        if not domains:
-            return "554 5.6.0 Message refused: the From header is ambiguous"
+        checked = await asyncio.to_thread(check_submission, raw)
+        if checked.refusal:
+            return checked.refusal
+        domains = checked.author_domains
         tenant_id = principal.tenant_id
         unverified = await asyncio.to_thread(
             lambda: [d for d in domains if not self.keys.is_verified(tenant_id, d)])
@@ -211,16 +202,17 @@ class SubmissionHandler(TransientOnError):
             tenant_id=str(tenant_id), source="submission", sender_domain=domain,
             smtputf8=bool(envelope.smtp_utf8), body_type=_body_type(envelope.mail_options),
         )
-        raw = complete_headers(raw, message_id_domain=domain, trace=received_header(
+        trace = received_header(
             helo=session.host_name, peer_ip=str((session.peer or ("unknown",))[0]),
             hostname=self.config.hostname, protocol=_protocol(session, envelope),
-            queue_id=spooled.id, recipients=envelope.rcpt_tos))
+            queue_id=spooled.id, recipients=envelope.rcpt_tos)
         row = await asyncio.to_thread(self.keys.domain, tenant_id, domain)
         if row is not None and row.warmup_plan:
             spooled.warmup_plan = dict(row.warmup_plan)
         try:
-            signed = await asyncio.to_thread(
-                sign_for_tenant, self.settings, self.config, raw, tenant_id)
+            signed = await asyncio.to_thread(lambda: sign_for_tenant(
+                self.settings, self.config,
+                complete_headers(checked.raw, trace=trace, message_id_domain=domain), tenant_id))
             queue_id = await asyncio.to_thread(self.spool.write, spooled, signed)
         except SpoolError as ex:
             log.error("spool_write_failed", error=str(ex))
