@@ -368,7 +368,7 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    from tests.relay.dnsserver import DnsServer
+    from swiftmail_core.testing.dns import DnsServer
 
     workdir = Path(tempfile.mkdtemp(prefix="swiftmail-bench-"))
     database = f"swiftmail_bench_{secrets.token_hex(4)}"

@@ -56,7 +56,7 @@ from bench._common import (  # noqa: E402
     stop,
 )
 from swiftmail_core.settings import Settings  # noqa: E402
-from tests.relay.dnsserver import DnsServer  # noqa: E402
+from swiftmail_core.testing.dns import DnsServer  # noqa: E402
 
 DOMAIN = "sink.bench.example"
 SENDER = "news.bench.example"

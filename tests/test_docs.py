@@ -47,3 +47,19 @@ def test_every_command_help_has_an_example() -> None:
     for section in sections:
         title = section.splitlines()[0]
         assert "Example" in section, f"{title.strip()} --help has no example"
+
+
+def test_every_shipped_fixture_is_documented_for_plugin_authors() -> None:
+    import importlib
+
+    from _pytest.fixtures import FixtureFunctionDefinition
+
+    import swiftmail_core.testing
+
+    text = (DOCS / "plugins.md").read_text()
+    testing = text[text.index("## Testing your plugin"):text.index("## Hooks")]
+    for module_name in swiftmail_core.testing.pytest_plugins:
+        module = importlib.import_module(module_name)
+        for name, value in vars(module).items():
+            if isinstance(value, FixtureFunctionDefinition):
+                assert f"`{name}`" in testing, f"docs/plugins.md lacks fixture {name}"

@@ -20,8 +20,8 @@ import pytest
 from psycopg2 import sql
 
 from swiftmail_core.db.targets import DatabaseTargets
+from swiftmail_core.testing.services import TEST_PASSWORD, TEST_ROLES
 from tests.cli_helpers import run_swiftmail
-from tests.conftest import TEST_PASSWORD, TEST_ROLES
 from tests.contrib import role_files
 from tests.contrib.role_files import ROLE_DIR, render
 

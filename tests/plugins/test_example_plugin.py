@@ -67,3 +67,19 @@ def test_example_transport_is_usable(installed_example: Path, monkeypatch) -> No
     transport = manager.transport("example-memory")
     message = OutboundMessage(7, uuid.uuid4(), "b@x.test", "r@y.test", b"raw", "<m@x>")
     assert transport.send([message])[0].outcome is Outcome.ACCEPTED
+
+
+def test_example_plugin_tests_pass_on_the_shipped_fixtures(installed_example: Path) -> None:
+    # The plugin's own suite loads swiftmail_core.testing with one line of conftest.py
+    # and runs on real PostgreSQL and Redis, in a process of its own.
+    import os
+
+    env = {key: value for key, value in os.environ.items()
+           if (not key.startswith("SWIFTMAIL_") or key.startswith("SWIFTMAIL_TEST_"))
+           and key not in ("DATABASE_URL", "REDIS_URL", "PYTEST_ADDOPTS")}
+    env["PYTHONPATH"] = str(installed_example)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=EXAMPLE, env=env,
+        capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "5 passed" in result.stdout, result.stdout[-2000:]

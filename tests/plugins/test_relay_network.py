@@ -26,6 +26,7 @@ from swiftmail_core.errors import ConfigurationError
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.sending import lifecycle, sweeper
 from swiftmail_core.sending.worker import SendingWorker
+from swiftmail_core.testing.smtp_sink import free_port
 from tests.core.sending.conftest import (
     add_subscribers,
     ledger_counts,
@@ -33,7 +34,6 @@ from tests.core.sending.conftest import (
     make_list,
     park_other_tenants_work,
 )
-from tests.plugins.standins.smtp_sink import free_port
 from tests.relay.intake_helpers import IntakeThread
 
 ROOT = Path(__file__).resolve().parents[2]

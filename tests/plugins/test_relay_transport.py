@@ -17,14 +17,14 @@ from swiftmail_core.db import tenant_tx
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.sending import lifecycle, sweeper
 from swiftmail_core.sending.worker import SendingWorker
+from swiftmail_core.testing.dns import DnsServer
+from swiftmail_core.testing.smtp_sink import SmtpSink
 from tests.core.sending.conftest import (
     add_subscribers,
     make_campaign,
     make_list,
     park_other_tenants_work,
 )
-from tests.plugins.standins.smtp_sink import SmtpSink
-from tests.relay.dnsserver import DnsServer
 
 DOMAIN = "example.test"
 
@@ -114,7 +114,7 @@ def test_smtp_mode_submits_to_the_relay_listener_with_an_api_key(settings, runti
 
     from swiftmail_core import crypto
     from swiftmail_core.apikeys import create_api_key
-    from tests.plugins.standins.smtp_sink import free_port
+    from swiftmail_core.testing.smtp_sink import free_port
 
     domain = f"s{uuid.uuid4().hex[:8]}.example"
     pem, public = dkim.generate_rsa_pem()

@@ -7,8 +7,8 @@ import uuid
 import pytest
 from swiftmail_plugins.smtp_transport import SmtpTransport, classify_reply
 
+from swiftmail_core.testing.smtp_sink import SmtpSink
 from swiftmail_core.transports import OutboundMessage, Outcome
-from tests.plugins.standins.smtp_sink import SmtpSink
 
 
 def _message(ledger_id: int, recipient: str) -> OutboundMessage:

@@ -9,7 +9,7 @@ import dns.resolver
 import pytest
 from swiftmail_relay import dkim
 
-from tests.relay.dnsserver import DnsServer
+from swiftmail_core.testing.dns import DnsServer
 
 
 def txt_strings(value: str) -> str:

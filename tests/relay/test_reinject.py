@@ -13,7 +13,7 @@ from swiftmail_relay.spool_lock import SpoolLock
 
 from swiftmail_core.cli.state import CliState
 from swiftmail_core.errors import ConfigurationError
-from tests.plugins.standins.smtp_sink import SmtpSink
+from swiftmail_core.testing.smtp_sink import SmtpSink
 
 RAW = b"From: n@sender.test\r\nTo: x@example.test\r\nSubject: s\r\n\r\nbody\r\n"
 

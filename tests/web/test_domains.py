@@ -12,7 +12,7 @@ from swiftmail_web.app import create_app
 from swiftmail_core import crypto
 from swiftmail_core.db import tenant_tx
 from swiftmail_core.models import SendingDomain
-from tests.relay.dnsserver import DnsServer
+from swiftmail_core.testing.dns import DnsServer
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ import pytest
 
 from swiftmail_core.db import system_tx, tenant_tx
 from swiftmail_core.sending import lifecycle
+from swiftmail_core.testing.smtp_sink import SmtpSink
 from tests.core.sending.conftest import add_subscribers, make_campaign, make_list
-from tests.plugins.standins.smtp_sink import SmtpSink
 
 BATCH = 50
 DOMAIN = "faults.example.test"  # other tests' leftover rows never go here

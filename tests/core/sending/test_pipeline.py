@@ -12,8 +12,8 @@ from swiftmail_core.hookspecs import hookimpl
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.sending import lifecycle, sweeper
 from swiftmail_core.sending.worker import SendingWorker
+from swiftmail_core.testing.smtp_sink import SmtpSink
 from tests.core.sending.conftest import ledger_counts
-from tests.plugins.standins.smtp_sink import SmtpSink
 
 
 class _SinkTransportPlugin:

@@ -14,9 +14,9 @@ from swiftmail_core.crypto import encrypt
 from swiftmail_core.db import app_db, tenant_tx
 from swiftmail_core.errors import ValidationError
 from swiftmail_core.events import EventRecord, record_events
+from swiftmail_core.testing.dns import DnsServer
 from swiftmail_core.webhooks import UrlPolicy, check_webhook_url, sign_payload, verify_signature
 from swiftmail_core.webhooks.dispatcher import Dispatcher, next_delay
-from tests.relay.dnsserver import DnsServer
 
 SECRET = "whsec_test_secret"
 LOOPBACK = UrlPolicy(allow_loopback_http=True)

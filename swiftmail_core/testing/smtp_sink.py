@@ -1,4 +1,4 @@
-"""A counting SMTP sink on loopback (aiosmtpd) with scriptable failures."""
+"""A counting SMTP sink on loopback (aiosmtpd) with scriptable failures, and its fixture."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import email
 import email.policy
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import pytest
 from aiosmtpd.controller import Controller
 
 
@@ -72,3 +73,10 @@ class SmtpSink:
 
     def __exit__(self, *exc: object) -> None:
         self.controller.stop()
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    """A running counting SMTP sink on loopback (``smtp_sink.port``, ``.handler``)."""
+    with SmtpSink() as running:
+        yield running

@@ -1,19 +1,20 @@
-"""Web fixtures: the app on real PostgreSQL and Redis, keys for two tenants."""
+"""Fixtures for the REST API: the app from the pure factory and keyed callers."""
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import falcon
 import falcon.testing
 import pytest
-from swiftmail_web.app import create_app
-from swiftmail_web.config import WebConfig
+import redis as redis_lib
 
 from swiftmail_core.apikeys import create_api_key
+from swiftmail_core.runtime import Runtime
+from swiftmail_core.settings import Settings
 
 
 @dataclasses.dataclass
@@ -49,18 +50,20 @@ class Caller:
 
 
 @pytest.fixture(scope="session")
-def web_config(run_id: str) -> WebConfig:
-    """Generous limits and a per-run Redis prefix."""
+def web_config(run_id: str) -> Any:
+    """The web plugin's settings: generous limits and a per-run Redis prefix."""
+    from swiftmail_web.config import WebConfig
+
     return WebConfig(redis_prefix=f"swiftmail-test-{run_id}:", rate_limit_per_tenant=100_000,
                      rate_limit_per_key=100_000)
 
 
 @pytest.fixture(scope="session")
-def app(runtime, settings, redis_url, web_config) -> falcon.App:  # type: ignore[no-untyped-def]
-    """The API application built by the pure factory."""
-    import redis
+def app(runtime: Runtime, settings: Settings, redis_url: str, web_config: Any) -> falcon.App:
+    """The API application built by the pure factory, with every installed plugin's routes."""
+    from swiftmail_web.app import create_app
 
-    return create_app(settings, runtime.plugins, redis_client=redis.Redis.from_url(redis_url),
+    return create_app(settings, runtime.plugins, redis_client=redis_lib.Redis.from_url(redis_url),
                       config=web_config)
 
 
@@ -71,10 +74,10 @@ def client(app: falcon.App) -> falcon.testing.TestClient:
 
 
 @pytest.fixture
-def make_caller(client: falcon.testing.TestClient):  # type: ignore[no-untyped-def]
+def make_caller(client: falcon.testing.TestClient) -> Callable[..., Caller]:
     """Factory: a caller with a fresh key of ``role`` for ``tenant``."""
 
-    def factory(tenant, role: str = "owner", scopes: tuple[str, ...] = ()) -> Caller:  # type: ignore[no-untyped-def]
+    def factory(tenant: Any, role: str = "owner", scopes: tuple[str, ...] = ()) -> Caller:
         created = create_api_key(tenant.id, role=role, name=f"test-{role}", scopes=scopes)
         return Caller(client, created.key, tenant.id, role)
 
@@ -82,31 +85,31 @@ def make_caller(client: falcon.testing.TestClient):  # type: ignore[no-untyped-d
 
 
 @pytest.fixture
-def owner_a(make_caller, tenant_a) -> Caller:  # type: ignore[no-untyped-def]
+def owner_a(make_caller: Callable[..., Caller], tenant_a: Any) -> Caller:
     """Tenant A's owner."""
     return make_caller(tenant_a, "owner")
 
 
 @pytest.fixture
-def viewer_a(make_caller, tenant_a) -> Caller:  # type: ignore[no-untyped-def]
+def viewer_a(make_caller: Callable[..., Caller], tenant_a: Any) -> Caller:
     """Tenant A's viewer."""
     return make_caller(tenant_a, "viewer")
 
 
 @pytest.fixture
-def editor_a(make_caller, tenant_a) -> Caller:  # type: ignore[no-untyped-def]
+def editor_a(make_caller: Callable[..., Caller], tenant_a: Any) -> Caller:
     """Tenant A's editor."""
     return make_caller(tenant_a, "editor")
 
 
 @pytest.fixture
-def owner_b(make_caller, tenant_b) -> Caller:  # type: ignore[no-untyped-def]
+def owner_b(make_caller: Callable[..., Caller], tenant_b: Any) -> Caller:
     """Tenant B's owner."""
     return make_caller(tenant_b, "owner")
 
 
 @pytest.fixture
-def flush_prefix(redis_client, web_config) -> Iterator[None]:  # type: ignore[no-untyped-def]
+def flush_prefix(redis_client: redis_lib.Redis, web_config: Any) -> Iterator[None]:
     """Delete this run's Redis keys after a test."""
     yield
     for name in redis_client.scan_iter(match=web_config.redis_prefix + "*"):
