@@ -27,6 +27,7 @@ from aiosmtpd.smtp import SMTP
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.sending import lifecycle, sweeper
 from swiftmail_core.sending.worker import SendingWorker
+from swiftmail_core.testing.smtp_sink import free_port
 from tests.core.sending.conftest import (
     add_subscribers,
     ledger_counts,
@@ -34,7 +35,6 @@ from tests.core.sending.conftest import (
     make_list,
     park_other_tenants_work,
 )
-from tests.plugins.standins.smtp_sink import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTS = ("127.0.0.2", "127.0.0.3")
