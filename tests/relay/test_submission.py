@@ -552,3 +552,26 @@ def test_the_credential_cache_is_bounded_and_keeps_only_successes(listener, tena
     cache = listener(scenario, trusted=True)
     assert isinstance(cache, TTLCache)
     assert (cache.maxsize, cache.ttl, len(cache)) == (AUTH_CACHE_ENTRIES, AUTH_CACHE_SECONDS, 1)
+
+
+def test_lf_only_mail_after_starttls_is_taken_and_traced_as_esmtpsa(  # type: ignore[no-untyped-def]
+    listener, tenant_a, sending_domain, tmp_path
+) -> None:
+    key = create_api_key(tenant_a.id, role="editor").key
+    own = sending_domain(tenant_a.id, f"a{uuid.uuid4().hex[:8]}.example")
+    lf_only = (f"From: app@{own}\nTo: u@example.com\nSubject: x\n\n".encode()
+               + b"".join(b"line %04d\n" % n for n in range(400)))
+
+    async def scenario(client, handler):  # type: ignore[no-untyped-def]
+        await client.ehlo()
+        await client.starttls()
+        await client.ehlo()
+        await client.login("app", key)
+        await client.mail(f"app@{own}")
+        await client.rcpt("u@example.com")
+        assert (await _raw_data(client, lf_only)).code == 250
+        assert (await client.noop()).code == 250
+
+    listener(scenario, trusted=False)
+    (raw,) = _spooled(tmp_path)
+    assert b"(SwiftMail) with ESMTPSA id " in raw and raw == _as_sent(raw)
