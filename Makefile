@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-citus lint type docs clean
+.PHONY: demo test test-citus test-ha lint type docs clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ CITUS_VENDOR ?= ../shared/vendor/citus
 test-citus: $(STAMP)  ## the Citus suite: a real coordinator and two workers on this machine
 	@if [ ! -f /usr/lib/postgresql/15/lib/citus.so ]; then bash $(CITUS_VENDOR)/build.sh; fi
 	SWIFTMAIL_TEST_CITUS=1 $(VENV)/bin/python -m pytest -p no:cacheprovider tests/citus
+
+test-ha: $(STAMP)  ## the failover suite: Redis Sentinel and a PostgreSQL standby on loopback
+	SWIFTMAIL_TEST_HA=1 timeout 600 $(VENV)/bin/python -m pytest -p no:cacheprovider -s tests/ha
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

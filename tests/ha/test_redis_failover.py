@@ -1,0 +1,145 @@
+"""Kill the Redis master: Sentinel promotes the replica and every SwiftMail client follows.
+
+Real redis-server master and replica, three redis-sentinel processes
+(``down-after-milliseconds`` 1000). While a writer adds tracking hits
+(through the hot path's bounded client) and counts with INCR, the master is
+killed with SIGKILL; the huey queue, the API rate limiter and the relay's
+connection slots must all work again without a restart, through the
+Sentinels. Measured (printed, never asserted): seconds from the kill to each
+client working, hits refused while there was no master, hits and counts
+acknowledged by the old master but lost with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+
+import falcon
+import redis
+
+from swiftmail_core import redis_clients
+from swiftmail_core.principal import Principal
+from swiftmail_core.settings import Settings
+from swiftmail_core.tracking_ingest import HitStream
+from swiftmail_core.tracking_ingest.hits import Hit
+from tests.ha.conftest import measure
+from tests.ha.engines import SERVICE
+
+RECOVERY_LIMIT = 60.0
+
+
+class Writer(threading.Thread):
+    """Add hits and count, as the tracking hot path and the limiters do, until stopped."""
+
+    def __init__(self, settings: Settings, stream: str, counter: str) -> None:
+        super().__init__(daemon=True)
+        self.hits = HitStream(redis_clients.bounded(redis_clients.client(settings), 0.05), stream)
+        self.counter = redis_clients.bounded(redis_clients.client(settings), 0.05)
+        self.counter_key = counter
+        self.stop = threading.Event()
+        self.failed_once = threading.Event()
+        self.acked_before: list[str] = []
+        self.refused = 0
+        self.last_count_before = 0
+        self.first_count_after: int | None = None
+
+    def run(self) -> None:
+        tenant = uuid.uuid4()
+        while not self.stop.is_set():
+            try:
+                entry = self.hits.add(Hit("open", tenant, len(self.acked_before) + 1))
+                count = int(self.counter.incr(self.counter_key))
+            except (redis.RedisError, OSError):
+                self.refused += 1
+                self.failed_once.set()
+                time.sleep(0.01)
+                continue
+            if not self.failed_once.is_set():
+                self.acked_before.append(entry)
+                self.last_count_before = count
+            elif self.first_count_after is None:
+                self.first_count_after = count
+            time.sleep(0.002)
+
+
+def test_clients_follow_a_sentinel_failover(sentinel_set, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from swiftmail_relay.config import RelayConfig
+    from swiftmail_relay.shaping import RedisShaper
+    from swiftmail_web.ratelimit import Limits, RateLimiter
+
+    settings = Settings(data_dir=tmp_path, redis_sentinels=sentinel_set.sentinels,
+                        redis_sentinel_service=SERVICE)
+    assert not settings.uses_embedded_redis
+    huey = redis_clients.huey(settings, "ha-failover", results=False)
+    task = huey.task(name="noop")(lambda: None)
+    limiter = RateLimiter(redis_clients.client(settings, timeout=2.0, retries=1),
+                          Limits(10**6, 10**6), prefix="ha:")
+    principal = Principal(tenant_id=uuid.uuid4(), role="admin")
+    shaper = RedisShaper(RelayConfig.from_settings(settings), redis_clients.async_client(settings))
+    loop = asyncio.new_event_loop()
+
+    def enqueue() -> bool:
+        huey.enqueue(task.s())
+        return True
+
+    def rate_limit() -> bool:
+        response = falcon.Response()
+        limiter.hit(principal, response)  # fails open: only a counted hit sets the header
+        return response.get_header("RateLimit-Remaining") is not None
+
+    def relay_slot() -> bool:
+        async def take_and_give_back() -> bool:
+            if not await shaper.acquire_connection("mx.ha.example"):
+                return False
+            await shaper.release_connection("mx.ha.example")
+            return True
+
+        return loop.run_until_complete(take_and_give_back())
+
+    checks = {"huey_enqueue": enqueue, "rate_limit": rate_limit, "relay_slot": relay_slot}
+    try:
+        assert all(check() for check in checks.values())
+        assert sentinel_set.master_address()[1] == sentinel_set.master_port
+        writer = Writer(settings, f"ha-hits-{uuid.uuid4().hex[:6]}", "ha:count")
+        writer.start()
+        time.sleep(1.0)  # some acknowledged hits and counts before the kill
+
+        killed_at = time.monotonic()
+        sentinel_set.kill_master()
+        recovered: dict[str, float] = {}
+        while len(recovered) < len(checks):
+            assert time.monotonic() - killed_at < RECOVERY_LIMIT, sentinel_set.logs()
+            for name, check in checks.items():
+                if name in recovered:
+                    continue
+                try:
+                    if check():
+                        recovered[name] = round(time.monotonic() - killed_at, 2)
+                except (redis.RedisError, OSError):
+                    pass
+            time.sleep(0.1)
+        promoted = sentinel_set.master_address()
+        while writer.first_count_after is None:
+            assert time.monotonic() - killed_at < RECOVERY_LIMIT
+            time.sleep(0.05)
+        writer.stop.set()
+        writer.join(10)
+
+        assert promoted[1] == sentinel_set.replica_port
+        survivors = {entry.decode() for entry, _ in
+                     redis_clients.client(settings).xrange(writer.hits.name)}
+        lost_hits = [entry for entry in writer.acked_before if entry not in survivors]
+        measure("redis_sentinel_failover",
+                seconds_to_recover=recovered,
+                hits_acknowledged_before_kill=len(writer.acked_before),
+                hits_acknowledged_then_lost=len(lost_hits),
+                hits_refused_while_no_master=writer.refused,
+                counts_acknowledged_then_lost=writer.last_count_before
+                - (writer.first_count_after - 1))
+        assert huey.pending_count() >= 2  # the queue before the kill was on the replica too
+    finally:
+        loop.run_until_complete(shaper.close())
+        loop.close()
