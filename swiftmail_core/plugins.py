@@ -82,11 +82,15 @@ class PluginManager:
         fails to import or that cannot register raises ``PluginError``: one
         line naming the plugin and how to disable it.
         """
+        checked: set[str] = {HOST_DISTRIBUTION}  # the built-ins ship with the host
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if not self._wanted(entry_point.name) or self.pm.has_plugin(entry_point.name):
                 continue
-            if entry_point.dist is not None:
-                check_host_requirement(entry_point.name, entry_point.dist)
+            # NOTE: each .metadata parses the METADATA file again: read it once.
+            metadata = entry_point.dist.metadata if entry_point.dist is not None else None
+            if metadata is not None and canonicalize_name(metadata["Name"]) not in checked:
+                check_host_requirement(entry_point.name, metadata)
+                checked.add(canonicalize_name(metadata["Name"]))
             try:
                 plugin = entry_point.load()
             except Exception as ex:
@@ -96,8 +100,8 @@ class PluginManager:
                     f"or add it to SWIFTMAIL_DISABLED_PLUGINS"
                 ) from ex
             self.register(plugin, entry_point.name)
-            if entry_point.dist is not None:
-                self._versions[entry_point.name] = entry_point.dist.version
+            if metadata is not None:
+                self._versions[entry_point.name] = metadata["Version"]
 
     def register(self, plugin: Any, name: str | None = None) -> None:
         """Register a module or object implementing hooks."""
@@ -231,9 +235,9 @@ def _one_line(ex: BaseException) -> str:
     return " ".join(line.strip() for line in str(ex).splitlines() if line.strip())
 
 
-def check_host_requirement(name: str, dist: importlib.metadata.Distribution) -> None:
+def check_host_requirement(name: str, metadata: importlib.metadata.PackageMetadata) -> None:
     """Refuse plugin ``name`` when its distribution requires another SwiftMail version."""
-    for line in dist.requires or ():
+    for line in metadata.get_all("Requires-Dist") or ():
         try:
             requirement = Requirement(line)
         except InvalidRequirement:
@@ -244,7 +248,7 @@ def check_host_requirement(name: str, dist: importlib.metadata.Distribution) -> 
             continue
         if not requirement.specifier.contains(__version__, prereleases=True):
             raise PluginError(
-                f"plugin {name!r} ({dist.metadata['Name']} {dist.version}) requires "
+                f"plugin {name!r} ({metadata['Name']} {metadata['Version']}) requires "
                 f"{requirement}, but this is swiftmail {__version__}: install a release of the "
                 "plugin made for it, or add it to SWIFTMAIL_DISABLED_PLUGINS"
             )

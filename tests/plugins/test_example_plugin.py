@@ -52,7 +52,7 @@ def test_example_plugin_declares_the_host_versions_it_targets(installed_example:
     wanted = [Requirement(line) for line in dist.requires or ()]
     assert [str(r.specifier) for r in wanted if r.name == "swiftmail"] == ["<0.2,>=0.1"]
     assert __version__ in wanted[0].specifier
-    check_host_requirement("example", dist)  # this host is one it targets
+    check_host_requirement("example", dist.metadata)  # this host is one it targets
 
 
 def test_example_transport_is_usable(installed_example: Path, monkeypatch) -> None:
