@@ -364,8 +364,10 @@ class Relay:
 
         A VERP address the renderer wrote keeps its domain (the sending
         domain's return-path domain, ``bounces.<domain>``, so SPF aligns with
-        From), encoded for this recipient's ledger row; other tenant mail
-        gets VERP on ``bounce_domain`` when one is set.
+        From), encoded for this recipient's ledger row. Other tenant mail
+        gets VERP when ``bounce_domain`` is set: on the sending domain's
+        return-path domain when the submission recorded one, else on
+        ``bounce_domain``.
         """
         if envelope.source == "dsn" or not envelope.mail_from:
             return ""
@@ -375,7 +377,7 @@ class Relay:
         if verp.decode(secret, envelope.mail_from) is not None:
             domain = envelope.mail_from.rpartition("@")[2]
         elif self.config.bounce_domain:
-            domain = self.config.bounce_domain
+            domain = envelope.return_path_domain or self.config.bounce_domain
         else:
             return envelope.mail_from
         return verp.encode(secret, envelope.tenant_id, recipient.ledger_id, domain)

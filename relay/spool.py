@@ -94,6 +94,7 @@ class Envelope:
     size: int = 0
     smtputf8: bool = False  # the submitter used SMTPUTF8: pass it on (or bounce) when relaying
     body_type: str = ""  # the submission's BODY= (8BITMIME), passed on when relaying
+    return_path_domain: str = ""  # the sending domain's VERP domain (bounces.<domain>), if set
 
     def to_json(self) -> bytes:
         """Serialise for the spool file."""

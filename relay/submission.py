@@ -209,6 +209,9 @@ class SubmissionHandler(TransientOnError):
         row = await asyncio.to_thread(self.keys.domain, tenant_id, domain)
         if row is not None and row.warmup_plan:
             spooled.warmup_plan = dict(row.warmup_plan)
+        if row is not None and row.return_path_domain:
+            # Bounces then come back on the From domain's own return path (SPF aligned).
+            spooled.return_path_domain = row.return_path_domain
         try:
             signed = await asyncio.to_thread(lambda: sign_for_tenant(
                 self.settings, self.config,

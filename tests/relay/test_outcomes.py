@@ -195,3 +195,33 @@ def test_campaign_mail_keeps_its_per_domain_return_path_with_a_bounce_domain_set
     assert received.mail_from == verp.encode(secret, tenant_a.id, ledger_id, f"bounces.{domain}")
     headers = received.data.split(b"\r\n\r\n")[0]
     assert headers.count(b"\r\nReceived: by localhost (SwiftMail) with local id ") == 1
+
+
+def test_the_return_path_of_each_kind_of_mail(runtime, tenant_a, relay_factory) -> None:  # type: ignore[no-untyped-def]
+    from swiftmail_relay import verp
+    from swiftmail_relay.spool import Envelope, Recipient
+
+    secret = runtime.settings.secret_key
+    recipient = Recipient("user@example.net", ledger_id=7)
+
+    def path(relay, **fields) -> str:  # type: ignore[no-untyped-def]
+        envelope = Envelope(id="q", recipients=[recipient], tenant_id=str(tenant_a.id), **fields)
+        return relay.return_path(envelope, recipient)
+
+    campaign = verp.encode(secret, tenant_a.id, 0, "bounces.news.example")
+    for bounce_domain in ("bounce.relay.test", ""):
+        relay = relay_factory(1, settings=runtime.settings, bounce_domain=bounce_domain)
+        # The renderer's per-domain VERP keeps its domain, encoded for the recipient's row.
+        assert path(relay, mail_from=campaign) == verp.encode(
+            secret, tenant_a.id, 7, "bounces.news.example")
+        assert path(relay, mail_from="", source="submission") == ""
+        assert path(relay, mail_from="a@news.example", source="dsn") == ""
+    relay = relay_factory(1, settings=runtime.settings, bounce_domain="bounce.relay.test")
+    assert path(relay, mail_from="app@news.example", source="submission",
+                return_path_domain="bounces.news.example") == verp.encode(
+        secret, tenant_a.id, 7, "bounces.news.example")
+    assert path(relay, mail_from="app@news.example", source="submission") == verp.encode(
+        secret, tenant_a.id, 7, "bounce.relay.test")
+    relay = relay_factory(1, settings=runtime.settings)
+    assert path(relay, mail_from="app@news.example", source="submission",
+                return_path_domain="bounces.news.example") == "app@news.example"

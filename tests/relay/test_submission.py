@@ -575,3 +575,29 @@ def test_lf_only_mail_after_starttls_is_taken_and_traced_as_esmtpsa(  # type: ig
     listener(scenario, trusted=False)
     (raw,) = _spooled(tmp_path)
     assert b"(SwiftMail) with ESMTPSA id " in raw and raw == _as_sent(raw)
+
+
+def test_a_submission_records_its_domains_return_path_domain(  # type: ignore[no-untyped-def]
+    listener, tenant_a, sending_domain, tmp_path
+) -> None:
+    # With bounce_domain set, relayed submissions then bounce to bounces.<From domain>
+    # (SPF aligned with From), not to the global bounce_domain.
+    from swiftmail_core.db import tenant_tx
+    from swiftmail_core.models import SendingDomain
+
+    key = create_api_key(tenant_a.id, role="editor").key
+    own = sending_domain(tenant_a.id, f"a{uuid.uuid4().hex[:8]}.example")
+    with tenant_tx(tenant_a.id):
+        SendingDomain.update(return_path_domain=f"bounces.{own}").where(
+            (SendingDomain.tenant_id == tenant_a.id) & (SendingDomain.domain == own)).execute()
+
+    async def scenario(client, handler):  # type: ignore[no-untyped-def]
+        await client.ehlo()
+        await client.login("app", key)
+        await client.sendmail(f"app@{own}", ["user@example.com"], _message(own))
+
+    listener(scenario, trusted=True)
+    spool = Spool(tmp_path / "spool")
+    (queue_id,) = list(spool.scan())
+    envelope = spool.read_envelope(queue_id)
+    assert envelope.return_path_domain == f"bounces.{own}" and envelope.mail_from == f"app@{own}"
