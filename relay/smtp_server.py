@@ -10,14 +10,19 @@
   genuinely over-long lines with ``500 5.5.2``. Command lines keep
   aiosmtpd's limit.
 * aiosmtpd's own fixed replies get enhanced status codes.
+* No warning per connection: aiosmtpd warns about AUTH without TLS each time
+  a session starts (deliberate on an operator-named loopback listener, whose
+  start-up line says ``trusted=True``) and about its deprecated
+  ``Session.login_data`` on each successful AUTH.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
-from aiosmtpd.smtp import DATA_SIZE_DEFAULT, SMTP, AuthResult, syntax
+from aiosmtpd.smtp import DATA_SIZE_DEFAULT, SMTP, AuthResult, Session, syntax
 from swiftmail_relay.auth_failures import AuthFailures
 
 TOO_MANY_FAILURES = "421 4.7.0 Too many failed authentications, closing connection"
@@ -26,6 +31,30 @@ _ENHANCED = {
     "552 Error: Too much mail data": "552 5.3.4 Message too big for this system",
 }
 _CHECK_OFF_LOOP = AuthResult(success=False, handled=True)
+_PER_SESSION_WARNING = "auth_required == True but auth_require_tls == False"
+
+
+class _PerSessionWarnings(logging.Filter):
+    """Drop aiosmtpd's AUTH-without-TLS warning, which it repeats for every session."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != _PER_SESSION_WARNING
+
+
+logging.getLogger("mail.log").addFilter(_PerSessionWarnings())
+
+
+class _Session(Session):
+    """aiosmtpd's session without the deprecation warning on ``login_data``."""
+
+    @property
+    def login_data(self) -> Any:
+        """The AUTH login name (kept because aiosmtpd still sets it)."""
+        return self._login_data
+
+    @login_data.setter
+    def login_data(self, value: Any) -> None:
+        self._login_data = value
 
 
 class RelaySMTP(SMTP):
@@ -36,6 +65,9 @@ class RelaySMTP(SMTP):
         super().__init__(handler, **kwargs)
         self.auth_failures = auth_failures or AuthFailures()
         self._presented: tuple[str, Any] | None = None
+
+    def _create_session(self) -> Session:
+        return _Session(self.loop)
 
     async def push(self, status: bytes | str) -> None:
         """Send a reply, with an enhanced code where aiosmtpd's own text lacks one."""

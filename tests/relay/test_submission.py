@@ -601,3 +601,25 @@ def test_a_submission_records_its_domains_return_path_domain(  # type: ignore[no
     (queue_id,) = list(spool.scan())
     envelope = spool.read_envelope(queue_id)
     assert envelope.return_path_domain == f"bounces.{own}" and envelope.mail_from == f"app@{own}"
+
+
+def test_sessions_log_no_warning_per_connection(listener, tenant_a, sending_domain, caplog) -> None:  # type: ignore[no-untyped-def]
+    # Regression: every session on a trusted listener logged "auth_required == True but
+    # auth_require_tls == False", and every AUTH "Session.login_data is deprecated".
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="mail.log")
+    key = create_api_key(tenant_a.id, role="editor").key
+    own = sending_domain(tenant_a.id, f"a{uuid.uuid4().hex[:8]}.example")
+
+    async def scenario(client, handler):  # type: ignore[no-untyped-def]
+        for _ in range(3):
+            session = aiosmtplib.SMTP(hostname="127.0.0.1", port=client.port, timeout=10,
+                                      start_tls=False)
+            await session.connect()
+            await session.login("app", key)
+            await session.sendmail(f"app@{own}", ["user@example.com"], _message(own))
+            await session.quit()
+
+    listener(scenario, trusted=True)
+    assert [r.getMessage() for r in caplog.records if r.name == "mail.log"] == []
