@@ -84,10 +84,10 @@ class ConnectionCountingSink:
             return sum(self.per_recipient.values())
 
 
-def _wait_listening(host: str, port: int, process: subprocess.Popen[str]) -> None:
+def _wait_listening(host: str, port: int, process: subprocess.Popen[str], log: Path) -> None:
     deadline = time.monotonic() + 30
     while True:
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        assert process.poll() is None, log.read_text()[-3000:]
         try:
             socket.create_connection((host, port), timeout=1).close()
             return
@@ -96,60 +96,101 @@ def _wait_listening(host: str, port: int, process: subprocess.Popen[str]) -> Non
             time.sleep(0.1)
 
 
+class RelayHost:
+    """One `swiftmail relay run` process standing for a relay host on ``host``."""
+
+    def __init__(self, index: int, host: str, port: int, prefix: str, sink_port: int,
+                 tmp_path: Path, environ: dict[str, str]) -> None:
+        self.index, self.host, self.port, self.prefix = index, host, port, prefix
+        self.sink_port = sink_port
+        self.tmp_path = tmp_path
+        self.environ = environ
+        self.process: subprocess.Popen[str] | None = None
+
+    @property
+    def address(self) -> str:
+        """Return the intake's HOST:PORT."""
+        return f"{self.host}:{self.port}"
+
+    def start(self, **options: Any) -> RelayHost:
+        """Write this host's config and start its relay; return once the intake listens."""
+        index, host = self.index, self.host
+        options = {"smtp_port": self.sink_port, **options}
+        lines = ["[plugins.relay]",
+                 f'spool_dir = "{self.tmp_path / f"spool{index}"}"',
+                 f'intake_listen = "{host}:{self.port}"', 'submission_listen = "off"',
+                 'relayhost = "127.0.0.1"',
+                 'allow_networks = "127.0.0.0/8"', f'redis_prefix = "{self.prefix}"',
+                 "scan_interval = 0.2", "retry_base = 0.5", "retry_cap = 1.0",
+                 f'hostname = "relay{index}.test"', 'default_pool = "own"',
+                 *(f"{key} = {value}" for key, value in options.items()
+                   if not isinstance(value, dict)),
+                 "[plugins.relay.source_addresses]", f'ip{index} = "{host}"',
+                 "[plugins.relay.ip_pools]", f'own = ["ip{index}"]']
+        for key, value in options.items():
+            if isinstance(value, dict):
+                for name, table in value.items():
+                    lines.append(f"[plugins.relay.{key}.{name}]")
+                    lines.extend(f"{k} = {v}" for k, v in table.items())
+        config = self.tmp_path / f"relay{index}.toml"
+        config.write_text("\n".join(lines) + "\n")
+        # A file, not a pipe: a relay must never block on a log line nobody reads.
+        self.log = self.tmp_path / f"relay{index}.log"
+        with self.log.open("a") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "swiftmail_core.cli", "relay", "run"], cwd=ROOT,
+                env={**self.environ, "SWIFTMAIL_CONFIG": str(config), "SWIFTMAIL_LOG_LEVEL": "debug"},
+                stdout=log, stderr=subprocess.STDOUT, text=True)
+        _wait_listening(host, self.port, self.process, self.log)
+        return self
+
+    def kill(self) -> None:
+        """Kill the relay at once (SIGKILL), as a host that dies."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def stop(self) -> None:
+        """Stop the relay with SIGTERM (SIGKILL if it hangs)."""
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            self.process = None
+
+
 @pytest.fixture
-def two_relays(test_environ, targets, tmp_path, run_id):  # type: ignore[no-untyped-def]
-    """Factory: start a relay process on each of HOSTS with [plugins.relay] ``options``."""
-    started: list[subprocess.Popen[str]] = []
+def relay_hosts(test_environ, targets, tmp_path, run_id):  # type: ignore[no-untyped-def]
+    """(hosts, sink): a relay host (not started) on each of HOSTS, one sink for both."""
     sink = ConnectionCountingSink()
     sink.controller.start()
-
-    def start(**options: Any) -> tuple[list[str], ConnectionCountingSink]:
-        port = free_port()
-        prefix = f"{run_id}:two-hosts:{time.time_ns()}"
-        addresses = []
-        for index, host in enumerate(HOSTS):
-            config = tmp_path / f"relay{index}.toml"
-            lines = ["[plugins.relay]",
-                     f'spool_dir = "{tmp_path / f"spool{index}"}"',
-                     f'intake_listen = "{host}:{port}"', 'submission_listen = "off"',
-                     'relayhost = "127.0.0.1"', f"smtp_port = {sink.port}",
-                     'allow_networks = "127.0.0.0/8"', f'redis_prefix = "{prefix}"',
-                     "scan_interval = 0.2", "retry_base = 0.5", "retry_cap = 1.0",
-                     f'hostname = "relay{index}.test"', 'default_pool = "own"',
-                     *(f"{key} = {value}" for key, value in options.items()
-                       if not isinstance(value, dict)),
-                     "[plugins.relay.source_addresses]", f'ip{index} = "{host}"',
-                     "[plugins.relay.ip_pools]", f'own = ["ip{index}"]']
-            for key, value in options.items():
-                if isinstance(value, dict):
-                    for name, table in value.items():
-                        lines.append(f"[plugins.relay.{key}.{name}]")
-                        lines.extend(f"{k} = {v}" for k, v in table.items())
-            config.write_text("\n".join(lines) + "\n")
-            environ = {**os.environ, **test_environ, "SWIFTMAIL_CONFIG": str(config)}
-            process = subprocess.Popen(
-                [sys.executable, "-m", "swiftmail_core.cli", "relay", "run"], cwd=ROOT,
-                env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            started.append(process)
-            _wait_listening(host, port, process)
-            addresses.append(f"{host}:{port}")
-        return addresses, sink
-
-    yield start
-    for process in started:
-        process.terminate()
-    for process in started:
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+    port = free_port()
+    prefix = f"{run_id}:two-hosts:{time.time_ns()}"
+    hosts = [RelayHost(index, host, port, prefix, sink.port, tmp_path,
+                       {**os.environ, **test_environ}) for index, host in enumerate(HOSTS)]
+    yield hosts, sink
+    for relay in hosts:
+        relay.stop()
     sink.controller.stop()
 
 
-def _send_campaign(settings, tenant_id, relays: list[str], count: int) -> Any:  # type: ignore[no-untyped-def]
+@pytest.fixture
+def two_relays(relay_hosts):  # type: ignore[no-untyped-def]
+    """Factory: start both relay hosts with [plugins.relay] ``options``."""
+    hosts, sink = relay_hosts
+
+    def start(**options: Any) -> tuple[list[str], ConnectionCountingSink]:
+        return [relay.start(**options).address for relay in hosts], sink
+
+    return start
+
+
+def _send_campaign(settings, tenant_id, relays: list[str], count: int, start: int = 0) -> Any:  # type: ignore[no-untyped-def]
     first = make_list(tenant_id)
-    add_subscribers(tenant_id, first, count)
+    add_subscribers(tenant_id, first, count, start=start)
     campaign_id = make_campaign(tenant_id, [first], transport="relay")
     configured = dataclasses.replace(settings, send_batch_size=10, plugins={
         "relay_transport": {"mode": "network", "relays": relays}})
@@ -197,3 +238,23 @@ def test_a_domain_warmup_cap_holds_across_two_relay_hosts(settings, runtime, ten
     assert all(count <= 15 for count in sink.by_client.values())
     counts = ledger_counts(tenant_a.id, campaign_id)
     assert counts.get("delivered", 0) <= 15 and sum(counts.values()) == 40
+
+
+def test_a_dead_relay_is_skipped_and_delivers_its_spool_when_it_returns(
+        settings, runtime, tenant_a, relay_hosts) -> None:  # type: ignore[no-untyped-def]
+    (first, second), sink = relay_hosts
+    first.start(warmup="false", smtp_port=free_port())  # its next hop is down: mail waits
+    second.start(warmup="false")
+    waiting = _send_campaign(settings, tenant_a.id, [first.address], 20)
+    assert ledger_counts(tenant_a.id, waiting) == {"accepted": 20}
+    first.kill()  # the host dies with 20 messages in its spool
+    failed_over = _send_campaign(settings, tenant_a.id, [first.address, second.address], 20,
+                                 start=100)
+    _wait_for(lambda: ledger_counts(tenant_a.id, failed_over) == {"delivered": 20})
+    assert ledger_counts(tenant_a.id, failed_over) == {"delivered": 20}
+    assert dict(sink.by_client) == {HOSTS[1]: 20}
+    first.start(warmup="false")  # the host returns, its next hop reachable again
+    _wait_for(lambda: ledger_counts(tenant_a.id, waiting) == {"delivered": 20})
+    assert ledger_counts(tenant_a.id, waiting) == {"delivered": 20}
+    assert dict(sink.by_client) == {HOSTS[0]: 20, HOSTS[1]: 20}
+    assert sink.delivered() == 40 and max(sink.per_recipient.values()) == 1
