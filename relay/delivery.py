@@ -275,11 +275,28 @@ class Deliverer:
             finally:
                 self._discard(connection)
             return
-        connection.idle_since = time.monotonic()
+        connection.idle_since = since = time.monotonic()
         condition = self._condition(connection.site)
         async with condition:
             self._idle.setdefault(connection.site, []).append(connection)
             condition.notify()
+        # An idle connection holds a shared slot (renewed while this process lives):
+        # close it once stale, or another relay for the site could wait for ever.
+        asyncio.get_running_loop().call_later(
+            IDLE_SECONDS, lambda: self._background(self._close_if_idle(connection, since)))
+
+    async def _close_if_idle(self, connection: Connection, since: float) -> None:
+        """Close ``connection`` if it has sat idle since ``since``, giving its slot back."""
+        idle = self._idle.get(connection.site, [])
+        if connection not in idle or connection.idle_since != since:
+            return  # taken again meanwhile
+        idle.remove(connection)
+        try:
+            await connection.client.quit(timeout=2)
+        except (TimeoutError, aiosmtplib.SMTPException, OSError, ValueError):
+            pass  # closed below either way
+        finally:
+            self._discard(connection)
 
     # Transactions -----------------------------------------------------------
 
