@@ -139,7 +139,7 @@ class RelayHost:
         with self.log.open("a") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "swiftmail_core.cli", "relay", "run"], cwd=ROOT,
-                env={**self.environ, "SWIFTMAIL_CONFIG": str(config), "SWIFTMAIL_LOG_LEVEL": "debug"},
+                env={**self.environ, "SWIFTMAIL_CONFIG": str(config)},
                 stdout=log, stderr=subprocess.STDOUT, text=True)
         _wait_listening(host, self.port, self.process, self.log)
         return self
