@@ -142,6 +142,20 @@ class RedisSentinelSet:
         process.send_signal(signal.SIGKILL)
         process.wait(10)
 
+    def event_times(self, event: str) -> list[float]:
+        """Return the wall-clock times the Sentinels logged ``event`` (e.g. ``+switch-master``)."""
+        import datetime as dt
+
+        times = []
+        for path in self.base.glob("sentinel*.log"):
+            for line in path.read_text(errors="replace").splitlines():
+                # 1234:X 05 Dec 2026 19:49:16.123 # +switch-master swiftmail ...
+                parts = line.split(" ", 6)
+                if len(parts) == 7 and parts[6].startswith(event + " "):
+                    stamp = dt.datetime.strptime(" ".join(parts[1:5]), "%d %b %Y %H:%M:%S.%f")
+                    times.append(stamp.replace(tzinfo=dt.UTC).timestamp())
+        return times
+
     def logs(self) -> str:
         """Return the tail of every log, for a failure message."""
         return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-1500:]}"

@@ -55,6 +55,27 @@ def _install(pair, tmp_path) -> dict[str, str]:  # type: ignore[no-untyped-def]
     return environ
 
 
+def _commit_milliseconds(url: str, count: int = 200) -> dict[str, float]:
+    """Time small commits with and without waiting for the synchronous standby."""
+    connection = psycopg2.connect(url)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE TABLE IF NOT EXISTS ha_commit_probe (n int)")
+            connection.commit()
+            timings = {}
+            for mode in ("local", "on"):
+                cursor.execute(f"SET synchronous_commit = {mode}")
+                connection.commit()
+                started = time.perf_counter()
+                for n in range(count):
+                    cursor.execute("INSERT INTO ha_commit_probe VALUES (%s)", (n,))
+                    connection.commit()
+                timings[mode] = round((time.perf_counter() - started) * 1000 / count, 3)
+            return timings
+    finally:
+        connection.close()
+
+
 def test_claims_and_state_writes_survive_a_promotion(postgres_pair, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from swiftmail_core.sending import outbox
     from swiftmail_core.sending.lifecycle import send_transactional
@@ -62,6 +83,7 @@ def test_claims_and_state_writes_survive_a_promotion(postgres_pair, tmp_path) ->
 
     environ = _install(postgres_pair, tmp_path)
     postgres_pair.start_standby()
+    commit_ms = _commit_milliseconds(postgres_pair.admin_url("primary", "swiftmail_ha"))
     settings = load_settings(environ=environ)
     targets = database_targets(settings)
     db.connect(targets, pool_size=4, failover_wait_seconds=settings.db_failover_wait_seconds)
@@ -127,6 +149,7 @@ def test_claims_and_state_writes_survive_a_promotion(postgres_pair, tmp_path) ->
         assert events == distinct == 20  # each answer counted once
         measure("postgres_promotion",
                 promote_after_crash=PROMOTE_AFTER,
+                commit_ms_async=commit_ms["local"], commit_ms_synchronous=commit_ms["on"],
                 state_write_seconds_after_crash=round(
                     stamps["state_write_retried"] - stamps["crashed"], 2),
                 state_write_seconds_after_promotion=round(
