@@ -82,6 +82,14 @@ def _slot_backoff(refused: int) -> float:
     return min(2.0, 0.05 * 2 ** min(refused - 1, 6)) * random.uniform(0.5, 1.5)
 
 
+class Throttled(Exception):
+    """The admission check said wait: nothing was sent; ``wait`` says how long."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"throttled for {float(wait):.1f} s")
+        self.wait = wait
+
+
 class ConnectFailed(Exception):
     """Every MX of a route failed before a transaction could start."""
 
@@ -204,8 +212,8 @@ class Deliverer:
             last = Reply(451, f"4.4.1 all MX hosts refused service: {last}", local=True)
         raise ConnectFailed(last)
 
-    async def _checkout(self, route: Route,
-                        sts: StsPolicy | None = None) -> tuple[Connection, bool]:
+    async def _checkout(self, route: Route, sts: StsPolicy | None = None,
+                        on_wait: Callable[[], None] | None = None) -> tuple[Connection, bool]:
         """Return (connection, reused): an idle one, or a new one within the cap."""
         site = route.site
         condition = self._condition(site)
@@ -226,12 +234,16 @@ class Deliverer:
                     # Shared cap reached (other relays hold the slots): ask again
                     # after a growing, jittered pause, or at once on a local release.
                     refused += 1
+                    if on_wait is not None:
+                        on_wait()
                     try:
                         async with asyncio.timeout(_slot_backoff(refused)):
                             await condition.wait()
                     except TimeoutError:
                         pass
                     continue
+                if on_wait is not None:
+                    on_wait()
                 await condition.wait()
         try:
             return await self._open_connection(route, sts), False
@@ -310,11 +322,17 @@ class Deliverer:
         messages_per_connection: int | None = None,
         smtputf8: bool = False,
         eight_bit: bool = False,
+        admit: Callable[[], Awaitable[float]] | None = None,
+        on_wait: Callable[[], None] | None = None,
     ) -> dict[str, Reply]:
         """Deliver one message to recipients of one domain; a Reply per recipient.
 
         ``smtputf8`` and ``eight_bit`` say the submission used SMTPUTF8 or
         BODY=8BITMIME; either is also inferred from the addresses and bytes.
+        ``admit`` runs once a connection is in hand, right before MAIL: a
+        positive answer checks the connection back in unused and raises
+        ``Throttled``. ``on_wait`` is called when the site's connection cap
+        makes this message wait for a slot.
         """
         cap = messages_per_connection or self.config.messages_per_connection
         refused = _refuse_controls(mail_from, recipients)
@@ -327,9 +345,18 @@ class Deliverer:
             eight_bit=eight_bit or not message.isascii())
         sts = await self._tls.sts(route.domain) if self._tls is not None else None
         try:
-            connection, reused = await self._checkout(route, sts)
+            connection, reused = await self._checkout(route, sts, on_wait)
         except ConnectFailed as failure:
             return dict.fromkeys(recipients, failure.reply)
+        if admit is not None:
+            try:
+                wait = await admit()
+            except BaseException:
+                await self._checkin(connection, cap)
+                raise
+            if wait > 0:
+                await self._checkin(connection, cap)
+                raise Throttled(wait)
         try:
             replies = await self._attempt(connection, mail_from, recipients, message, options)
         except _Reconnect as closed:

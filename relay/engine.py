@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import heapq
 import itertools
 import json
@@ -27,10 +28,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
-from swiftmail_relay import metrics, verp, watchdog
+from swiftmail_relay import metrics, queue_ops, verp, watchdog
 from swiftmail_relay.classify import DEFAULT_RULES, Reply, Rule, classify
 from swiftmail_relay.config import RelayConfig
-from swiftmail_relay.delivery import Deliverer
+from swiftmail_relay.delivery import Deliverer, Throttled
 from swiftmail_relay.dkim import split_message
 from swiftmail_relay.dsn import build_dsn
 from swiftmail_relay.ip_pools import IpPools, SourceAddress
@@ -55,6 +56,7 @@ from swiftmail_core.settings import Settings
 log = structlog.get_logger("swiftmail.relay")
 FULL_SCAN_SECONDS = 30.0
 WATCHDOG_SECONDS = 10.0  # how often the watchdog looks (at most)
+WAITS_SECONDS = 2.0  # how often what messages wait for is published for the CLI
 
 
 def backoff(attempts: int, config: RelayConfig, rng: random.Random) -> float:
@@ -104,6 +106,7 @@ class Relay:
         self._inflight: set[tuple[str, str]] = set()
         self._queued: collections.Counter[tuple[str, str]] = collections.Counter()  # in _ready
         self._rerun: set[tuple[str, str]] = set()  # woken while in flight: run again after
+        self.waits: dict[str, tuple[str, float | None]] = {}  # queue id: (reason, until)
         self._tasks: list[asyncio.Task[Any]] = []
         self._lock: SpoolLock | None = None
         self._background: set[asyncio.Future[Any]] = set()
@@ -267,12 +270,25 @@ class Relay:
         return len(found)
 
     async def _scan_loop(self) -> None:
+        published = 0.0
         while True:
             await asyncio.sleep(self.config.scan_interval)
             try:
                 await self.scan_once()
             except Exception:
                 log.exception("spool_scan_failed")
+            if time.monotonic() - published >= WAITS_SECONDS:
+                published = time.monotonic()
+                await self._publish_waits()
+
+    async def _publish_waits(self) -> None:
+        """Write what messages wait for where ``swiftmail relay queue --detail`` reads it."""
+        waits = {q: w for q, w in self.waits.items() if q in self.envelopes}
+        inflight = [queue_id for queue_id, _ in self._inflight]
+        try:
+            await asyncio.to_thread(queue_ops.write_waits, self.spool, waits, inflight)
+        except OSError as ex:
+            log.warning("waits_publish_failed", error=str(ex))
 
     async def scan_once(self, *, full: bool | None = None) -> None:
         """Load announced messages, apply control files; list the whole spool now and then.
@@ -394,6 +410,7 @@ class Relay:
         if later > now:
             self._schedule(queue_id, domain, later)
             return
+        self.waits.pop(queue_id, None)
         outcomes: list[Outcome] = []
         if now >= envelope.created_at + self.config.max_age:
             for recipient in due:
@@ -412,16 +429,10 @@ class Relay:
             await self._settle(envelope, domain, outcomes)
             return
         source = self.pools.choose(envelope.id, envelope.tenant_id, envelope.sender_domain)
-        wait = await self.throttle.admit(route, envelope, len(due),
-                                         source=source.name if source else None)
+        blocked = getattr(self.throttle, "blocked", None)
+        wait = await blocked(route) if blocked is not None else 0.0
         if wait > 0:
-            # Internal deferral: no attempt counted, no event, no backoff growth.
-            metrics.THROTTLE_WAITS.labels(reason="throttle").inc()
-            # Expiry is checked while waiting too: wake no later than the deadline.
-            wake = min(now + wait, envelope.created_at + self.config.max_age)
-            for recipient in due:
-                recipient.next_attempt_at = wake
-            self._schedule(queue_id, domain, wake)
+            self._hold_back(envelope, due, wait, now)
             return
         try:
             body = await asyncio.to_thread(self.spool.read_body, queue_id)
@@ -434,17 +445,55 @@ class Relay:
         for recipient in due:
             groups.setdefault(self.return_path(envelope, recipient), []).append(recipient)
         policy = self.throttle.policy(route)
+        held: list[Recipient] = []
         for mail_from, recipients in groups.items():
-            replies = await self._deliverer_for(source).send(
-                route, mail_from, [r.address for r in recipients], body,
-                messages_per_connection=policy.messages_per_connection,
-                smtputf8=envelope.smtputf8, eight_bit=envelope.body_type.upper() == "8BITMIME",
-            )
+            if held:
+                held.extend(recipients)
+                continue
+            # Admission happens with a connection in hand, right before MAIL.
+            admit = functools.partial(self.throttle.admit, route, envelope, len(recipients),
+                                      source=source.name if source else None)
+            try:
+                replies = await self._deliverer_for(source).send(
+                    route, mail_from, [r.address for r in recipients], body,
+                    messages_per_connection=policy.messages_per_connection,
+                    smtputf8=envelope.smtputf8,
+                    eight_bit=envelope.body_type.upper() == "8BITMIME",
+                    admit=admit, on_wait=functools.partial(self._note_wait, queue_id, "slot"),
+                )
+            except Throttled as throttled:
+                held.extend(recipients)
+                wait = throttled.wait
+                continue
+            if self.waits.get(queue_id, ("",))[0] == "slot":
+                del self.waits[queue_id]
             await self.throttle.observe(route, list(replies.values()))
             for recipient in recipients:
                 self._apply(envelope, recipient, replies[recipient.address], outcomes,
                             route=route)
+        if held:
+            if not outcomes:
+                self._hold_back(envelope, held, wait, now)
+                return
+            self._hold_back(envelope, held, wait, now, schedule=False)
         await self._settle(envelope, domain, outcomes)
+
+    def _hold_back(self, envelope: Envelope, recipients: list[Recipient], wait: float,
+                   now: float, *, schedule: bool = True) -> None:
+        """Defer internally (a throttle): no attempt counted, no event, no backoff growth."""
+        reason = getattr(wait, "reason", "rate") or "rate"
+        metrics.THROTTLE_WAITS.labels(reason=reason).inc()
+        # Expiry is checked while waiting too: wake no later than the deadline.
+        wake = min(now + wait, envelope.created_at + self.config.max_age)
+        for recipient in recipients:
+            recipient.next_attempt_at = wake
+        self._note_wait(envelope.id, reason, wake)
+        if schedule:
+            self._schedule(envelope.id, recipients[0].domain, wake)
+
+    def _note_wait(self, queue_id: str, reason: str, until: float | None = None) -> None:
+        """Remember what a message waits for (``swiftmail relay queue --detail``)."""
+        self.waits[queue_id] = (reason, until)
 
     def _apply(
         self,
@@ -542,6 +591,7 @@ class Relay:
                 self.notify([dsn_id])
         if finished:
             self._finished[envelope.id] = time.monotonic()
+            self.waits.pop(envelope.id, None)
             self.envelopes.pop(envelope.id, None)
             self._loaded_at.pop(envelope.id, None)
             if self.on_final is not None:

@@ -84,14 +84,30 @@ def relay_run(state: CliState, no_deliver: bool = False) -> None:
 @relay_group.command("queue")
 @click.option("--json", "as_json", is_flag=True, envvar="SWIFTMAIL_RELAY_JSON",
               help="Print JSON instead of a table.")
+@click.option("--detail", is_flag=True,
+              help="One line per message: queue id, tenant, destination, attempts, next "
+                   "attempt, what it waits for (retry, warm-up, rate, slot, ...), last reply.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
+              help="With --detail: at most this many messages, soonest next attempt first.")
+@click.option("--domain", help="With --detail: only messages to this recipient domain.")
 @click.pass_obj
-def relay_queue(state: CliState, as_json: bool) -> None:
-    """Show queue depth per destination domain and per tenant.
+def relay_queue(state: CliState, as_json: bool, detail: bool, limit: int,
+                domain: str | None) -> None:
+    """Show queue depth per destination domain and per tenant, or per message.
 
     \b
-    Example:
+    Examples:
       swiftmail relay queue --json
+      swiftmail relay queue --detail --domain gmail.com --limit 20
     """
+    if detail:
+        selector = queue_ops.Selector(domain=domain.lower()) if domain else None
+        rows = queue_ops.detail(_spool(state), selector, limit=limit)
+        if as_json:
+            click.echo(json.dumps(rows))
+            return
+        _print_detail(rows)
+        return
     report = queue_ops.depth(_spool(state))
     if as_json:
         click.echo(json.dumps(report))
@@ -103,6 +119,20 @@ def relay_queue(state: CliState, as_json: bool) -> None:
         click.echo(f"\n{title:<40} pending")
         for name, count in rows.items():
             click.echo(f"{name:<40} {count}")
+
+
+def _print_detail(rows: list[dict]) -> None:  # type: ignore[type-arg]
+    import datetime
+
+    click.echo(f"{'queue id':<24} {'tenant':<36} {'destination':<28} {'tries':>5} "
+               f"{'next attempt (UTC)':<20} {'waits for':<10} last reply")
+    now = datetime.datetime.now(datetime.UTC)
+    for row in rows:
+        when = datetime.datetime.fromtimestamp(row["next_attempt"], datetime.UTC)
+        shown = "now" if when <= now else f"{when:%Y-%m-%d %H:%M:%S}"
+        click.echo(f"{row['queue_id']:<24} {row['tenant'] or '-':<36} "
+                   f"{','.join(row['destination'])[:28]:<28} {row['attempts']:>5} "
+                   f"{shown:<20} {row['waits_for']:<10} {row['last_reply'][:80]}")
 
 
 @relay_group.command("reinject")

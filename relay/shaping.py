@@ -2,10 +2,12 @@
 
 Limits apply per destination *site* (the set of MX hosts, so every domain a
 provider hosts shares one limit) or, when the MX names match a provider
-group (Google, Microsoft, Yahoo, Apple by MX suffix, configurable), per
-group. Four limits: concurrent connections (a Redis sorted set of leased
-slots), new connections per minute, messages per second (fixed windows)
-and messages per connection (enforced by the deliverer).
+group (Google, Microsoft, Yahoo, Apple by MX suffix; ``provider_groups``
+adds groups or changes them, see ``provider_groups()``), per group. Four
+limits: concurrent connections (a Redis sorted set of leased slots), new
+connections per minute, messages per second (fixed windows) and messages
+per connection (enforced by the deliverer). Rate and warm-up budgets are
+taken together, at the moment of sending, or not at all.
 
 Slot leases are short (``LEASE``, 15 s) and a heartbeat task of the live
 process renews every lease it holds each ``LEASE / 3`` seconds, so the slots
@@ -48,7 +50,7 @@ from swiftmail_relay.classify import Reply
 from swiftmail_relay.config import RelayConfig
 from swiftmail_relay.mx import Route
 from swiftmail_relay.spool import Envelope
-from swiftmail_relay.throttle import SitePolicy
+from swiftmail_relay.throttle import SitePolicy, Wait
 
 log = structlog.get_logger("swiftmail.relay.shaping")
 
@@ -97,14 +99,19 @@ redis.call('EXPIRE', KEYS[1], 3600)
 return 1
 """
 
-COUNT_UNDER = """
-local used = redis.call('INCRBY', KEYS[1], ARGV[1])
-if used == tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
-if used > tonumber(ARGV[2]) then
-  redis.call('DECRBY', KEYS[1], ARGV[1])
-  return 0
+# Take every budget or none: ARGV = n, then (count, cap, ttl) per key.
+# Returns 0 when all were taken, else the 1-based index of the first refusal.
+TAKE_ALL = """
+local n = tonumber(ARGV[1])
+for i = 1, n do
+  local used = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if used + tonumber(ARGV[3 * i - 1]) > tonumber(ARGV[3 * i]) then return i end
 end
-return 1
+for i = 1, n do
+  local used = redis.call('INCRBY', KEYS[i], ARGV[3 * i - 1])
+  if used == tonumber(ARGV[3 * i - 1]) then redis.call('EXPIRE', KEYS[i], ARGV[3 * i + 1]) end
+end
+return 0
 """
 
 
@@ -115,6 +122,37 @@ UNAVAILABLE_HOLD_SECONDS = 5.0
 UNAVAILABLE_SLOT_PAUSE = 1.0
 #: What a failed Redis call raises: the client's errors and the socket's.
 REDIS_FAILURES = (redis.RedisError, OSError)
+
+
+def provider_groups(configured: Mapping[str, Any] | None) -> dict[str, tuple[str, ...]]:
+    """Return the provider groups: the built-in ones extended by ``provider_groups``.
+
+    A configured group adds to the built-ins or, under a built-in's name,
+    replaces that group's suffixes; an empty list removes a group (list
+    every built-in name with ``[]`` to replace them all). Configured groups
+    are matched first, so they may claim a suffix a built-in group has.
+    """
+    merged: dict[str, tuple[str, ...]] = {}
+    for name, suffixes in {**DEFAULT_GROUPS, **(configured or {})}.items():
+        if isinstance(suffixes, str):
+            suffixes = [suffixes]
+        cleaned = tuple(str(s).lower().strip().lstrip(".") for s in suffixes if str(s).strip())
+        if cleaned:
+            merged[name] = cleaned
+    ordered = [name for name in (configured or {}) if name in merged]
+    ordered += [name for name in merged if name not in ordered]
+    return {name: merged[name] for name in ordered}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Budget:
+    """One counter an admission takes from: key, amount, cap, TTL, and the wait if refused."""
+
+    key: str
+    count: int
+    cap: int
+    ttl: int
+    wait: Wait
 
 
 def _policy(values: Mapping[str, Any], base: SitePolicy) -> SitePolicy:
@@ -137,9 +175,7 @@ class RedisShaper:
         self.redis = client
         self.prefix = config.redis_prefix
         self.backoff = backoff
-        groups = config.provider_groups or DEFAULT_GROUPS
-        self.groups = {name: tuple(s.lower().lstrip(".") for s in suffixes)
-                       for name, suffixes in groups.items()}
+        self.groups = provider_groups(config.provider_groups)
         self.policies = dict(DEFAULT_POLICIES)
         self.policies["default"] = dataclasses.replace(
             self.policies["default"], max_connections=config.max_connections_per_site,
@@ -152,7 +188,7 @@ class RedisShaper:
         self.acquired = self.released = 0
         self.unavailable = 0
         self._acquire = self.redis.register_script(ACQUIRE)
-        self._count = self.redis.register_script(COUNT_UNDER)
+        self._take = self.redis.register_script(TAKE_ALL)
 
     # Keys and policies -------------------------------------------------------
 
@@ -251,41 +287,73 @@ class RedisShaper:
 
     # Admission ----------------------------------------------------------------
 
+    async def blocked(self, route: Route) -> Wait:
+        """Return how long the route's site is suspended (0: not), counting nothing."""
+        scope = self.scope(route.site)
+        local = self._local_suspensions.get(scope, 0.0) - time.monotonic()
+        if local > 0:
+            return Wait(local, "suspended")
+        try:
+            suspended = await self.redis.pttl(f"{self.prefix}:suspend:{scope}")
+        except REDIS_FAILURES as ex:
+            self._unavailable("blocked", ex)
+            return Wait(UNAVAILABLE_HOLD_SECONDS, "unavailable")
+        if suspended and suspended > 0:
+            return Wait(suspended / 1000.0, "suspended")
+        return Wait(0.0, "")
+
     async def admit(self, route: Route, envelope: Envelope, recipients: int,
                     source: str | None = None) -> float:
         """Return 0 to go now, else seconds to wait (suspension, rate, warm-up).
 
+        Every limit is checked and every budget taken in one Redis script:
+        the message's recipients count against the messages-per-second
+        window, the source address's and the sending domain's warm-up caps
+        only when all of them admit it. Called with a connection in hand,
+        right before MAIL, so nothing admitted waits behind a connection cap.
         Redis unreachable: hold for ``UNAVAILABLE_HOLD_SECONDS``, never go.
         """
-        local = self._local_suspensions.get(self.scope(route.site), 0.0) - time.monotonic()
-        if local > 0:
-            return local
+        suspended = await self.blocked(route)
+        if suspended > 0:
+            return suspended
         try:
             return await self._admit(route, envelope, recipients, source)
         except REDIS_FAILURES as ex:
             self._unavailable("admit", ex)
-            return UNAVAILABLE_HOLD_SECONDS
+            return Wait(UNAVAILABLE_HOLD_SECONDS, "unavailable")
 
     async def _admit(self, route: Route, envelope: Envelope, recipients: int,
                      source: str | None) -> float:
         scope = self.scope(route.site)
-        suspended = await self.redis.pttl(f"{self.prefix}:suspend:{scope}")
-        if suspended and suspended > 0:
-            return suspended / 1000.0
         now = time.time()
         policy = self.policy(route)
+        budgets: list[_Budget] = []
         if policy.messages_per_second > 0:
             window = int(now)
-            ok = await self._count(keys=[f"{self.prefix}:mps:{scope}:{window}"],
-                                   args=[recipients, math.ceil(policy.messages_per_second), 5])
-            if not ok:
-                return (window + 1 - now) + 0.01
+            budgets.append(_Budget(f"{self.prefix}:mps:{scope}:{window}", recipients,
+                                   math.ceil(policy.messages_per_second), 5,
+                                   Wait((window + 1 - now) + 0.01, "rate")))
+        warm: list[str] = []
         if self.config.warmup:
             group = self.group(route.site) or "other"
+            hour = int(now // 3600)
             for subject, plan in self._warmup_subjects(envelope, source):
-                wait = await self._warmup(subject, group, recipients, now, plan)
-                if wait > 0:
-                    return wait
+                cap = await self._warmup_cap_now(subject, now, plan)
+                warm.append(subject)
+                if cap is None:
+                    continue  # fully warm
+                budgets.append(_Budget(f"{self.prefix}:warm:n:{subject}:{group}:{hour}",
+                                       min(recipients, cap), cap, 7200,
+                                       Wait((hour + 1) * 3600 - now + 1, "warm-up")))
+        if budgets:
+            refused = await self._take(
+                keys=[b.key for b in budgets],
+                args=[len(budgets), *(v for b in budgets for v in (b.count, b.cap, b.ttl))])
+            if refused:
+                return budgets[int(refused) - 1].wait
+        if warm:
+            await self.redis.mset({f"{self.prefix}:warm:last:{subject}": now
+                                   for subject in warm})
         return 0.0
 
     def _warmup_subjects(self, envelope: Envelope,
@@ -309,8 +377,9 @@ class RedisShaper:
         factor = float(plan.get("factor", self.config.warmup_factor))
         return int(start * factor ** day)
 
-    async def _warmup(self, subject: str, group: str, count: int, now: float,
-                      plan: Mapping[str, Any] | None = None) -> float:
+    async def _warmup_cap_now(self, subject: str, now: float,
+                              plan: Mapping[str, Any] | None = None) -> int | None:
+        """Return this hour's cap for ``subject`` (None when fully warm); start its clock."""
         start_key = f"{self.prefix}:warm:start:{subject}"
         last_key = f"{self.prefix}:warm:last:{subject}"
         start, last = await self.redis.mget(start_key, last_key)
@@ -320,16 +389,8 @@ class RedisShaper:
             start = now
         day = max(0, int((now - float(start)) // 86400))
         if day > 60:  # fully warm: the cap no longer binds
-            await self.redis.set(last_key, now)
-            return 0.0
-        hour = int(now // 3600)
-        cap = max(1, self.warmup_cap(day, plan))
-        ok = await self._count(keys=[f"{self.prefix}:warm:n:{subject}:{group}:{hour}"],
-                               args=[min(count, cap), cap, 7200])
-        if not ok:
-            return (hour + 1) * 3600 - now + 1
-        await self.redis.set(last_key, now)
-        return 0.0
+            return None
+        return max(1, self.warmup_cap(day, plan))
 
     # Learning -----------------------------------------------------------------
 

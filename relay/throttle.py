@@ -13,6 +13,18 @@ from swiftmail_relay.mx import Route
 from swiftmail_relay.spool import Envelope
 
 
+class Wait(float):
+    """Seconds to wait, and what for: ``rate``, ``warm-up`` or ``suspended``."""
+
+    reason: str
+
+    def __new__(cls, seconds: float, reason: str = "rate") -> Wait:
+        """Build a wait of ``seconds`` for ``reason``."""
+        wait = super().__new__(cls, seconds)
+        wait.reason = reason
+        return wait
+
+
 @dataclasses.dataclass(frozen=True)
 class SitePolicy:
     """Limits for one destination site (or provider group)."""
