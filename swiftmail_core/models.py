@@ -240,11 +240,36 @@ class Campaign(TenantModel):
     recipient_count = BigIntegerField(default=0)
     paused_reason = TextField(null=True)
     transport_failures = IntegerField(default=0)
+    ab_test_percent = IntegerField(null=True)
+    ab_metric = CharField(null=True)
+    ab_decide_after_seconds = IntegerField(null=True)
+    ab_winner = CharField(null=True)
+    ab_decided_at = DateTimeField(null=True)
+    ab_decided_by = CharField(null=True)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
 
     class Meta:
         primary_key = CompositeKey("tenant_id", "id")
+
+
+class CampaignVariant(TenantModel):
+    """One variant of an A/B tested campaign; a NULL field falls back to the campaign's."""
+
+    campaign_id = UUIDField()
+    key = CharField()
+    name = TextField(default="")
+    subject = TextField(null=True)
+    from_name = TextField(null=True)
+    preheader = TextField(null=True)
+    html = TextField(null=True)
+    text = TextField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        primary_key = CompositeKey("tenant_id", "campaign_id", "key")
+        table_name = "campaign_variants"
 
 
 class Message(TenantModel):
@@ -265,6 +290,7 @@ class Message(TenantModel):
     provider_message_id = TextField(null=True)
     last_error = TextField(null=True)
     payload = BinaryJSONField(default=dict)
+    variant = CharField(null=True)
     created_at = DateTimeField(default=utcnow)
     sent_at = DateTimeField(null=True)
     updated_at = DateTimeField(default=utcnow)

@@ -110,7 +110,7 @@ def normalise_email(value: str) -> str:
 class Field:
     """One body field: its JSON type and checks."""
 
-    kind: str  # string, email, uuid, datetime, integer, boolean, object, uuid_list, string_list
+    kind: str  # string, email, uuid, datetime, integer, boolean, object, *_list
     required: bool = False
     nullable: bool = False
     max_length: int | None = None
@@ -221,6 +221,9 @@ class Field:
     def _email_list(self, name: str, value: Any) -> tuple[Any, str | None]:
         return self._list(value, Field("email"), name)
 
+    def _object_list(self, name: str, value: Any) -> tuple[Any, str | None]:
+        return self._list(value, Field("object"), name)
+
     def json_schema(self) -> dict[str, Any]:
         """Return the JSON Schema (OpenAPI 3.1) of this field."""
         simple: dict[str, dict[str, Any]] = {
@@ -234,6 +237,7 @@ class Field:
             "uuid_list": {"type": "array", "items": {"type": "string", "format": "uuid"}},
             "string_list": {"type": "array", "items": {"type": "string"}},
             "email_list": {"type": "array", "items": {"type": "string", "format": "email"}},
+            "object_list": {"type": "array", "items": {"type": "object"}},
         }
         schema = dict(simple[self.kind])
         if self.kind == "string":

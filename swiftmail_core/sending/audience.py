@@ -10,11 +10,20 @@ campaign has a sunset, and not suppressed, one row per contact
 ``parallel`` connections at once. ``ON CONFLICT DO
 NOTHING`` on the one-row-per-recipient index makes a re-run after a crash
 harmless: resolution can always be run again until it marks the campaign.
+
+An A/B tested campaign (``swiftmail_core.ab_tests``) splits each range in
+the same statement: its contacts are drawn in random order, the first
+``ab_test_percent`` of them (rounded at random, so the share holds on
+average over any number of ranges) are dealt round robin to the variants
+from a random starting variant and queued with ``variant`` set; the rest
+are written ``waiting``, out of the due set, until the winner is chosen.
+A range is one transaction, so a recipient is drawn once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import random
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -51,9 +60,24 @@ WITH batch AS (
           WHERE x.tenant_id = c.tenant_id AND x.email_lower = c.email_lower
             AND (x.expires_at IS NULL OR x.expires_at > now()))
 )
+"""
+_INSERT_SQL = """
 INSERT INTO messages (tenant_id, campaign_id, contact_id, email, kind, transport)
 SELECT %s::uuid, %s::uuid, b.id, b.email, 'campaign', %s
 FROM batch b ORDER BY b.id
+"""
+#: An A/B test's range: a random draw, the test share dealt to the variants, the rest waiting.
+_AB_INSERT_SQL = """
+, drawn AS (
+    SELECT b.id, b.email, row_number() OVER (ORDER BY random()) - 1 AS n,
+           floor(count(*) OVER () * %s / 100.0 + %s) AS quota
+    FROM batch b
+)
+INSERT INTO messages (tenant_id, campaign_id, contact_id, email, kind, transport, status, variant)
+SELECT %s::uuid, %s::uuid, d.id, d.email, 'campaign', %s,
+       CASE WHEN d.n < d.quota THEN 'queued' ELSE 'waiting' END,
+       CASE WHEN d.n < d.quota THEN (%s::text[])[(1 + mod(d.n + %s, %s))::int] END
+FROM drawn d ORDER BY d.id
 """
 #: A re-run after a crash meets rows already written: it skips them.
 _RERUN = """
@@ -71,6 +95,8 @@ class Audience:
     list_ids: list[str]
     segments: list[CompiledSegment]
     sunset_days: int | None
+    variants: list[str] = dataclasses.field(default_factory=list)
+    test_percent: int | None = None
 
     def batch(self, low: str, high: str | None, *, rerun: bool = False) -> tuple[str, list[Any]]:
         """Return the INSERT of one id range of the audience and its parameters."""
@@ -86,9 +112,17 @@ class Audience:
         if self.sunset_days:
             sunset, sunset_params = _SUNSET, [self.sunset_days, self.sunset_days]
         sql = _BATCH_SQL.format(audience=" OR ".join(parts) or "false", sunset=sunset)
-        return (sql.rstrip() + (_RERUN if rerun else ""),
-                [self.tenant_id, low, high, high, *params, *sunset_params,
-                 self.tenant_id, self.campaign_id, self.transport])
+        head = [self.tenant_id, low, high, high, *params, *sunset_params]
+        if self.variants and self.test_percent:
+            sql = sql.rstrip() + _AB_INSERT_SQL
+            # NOTE: a random fraction rounds each range's share up or down, so the
+            # test share holds on average; a random first variant spreads the odd ones.
+            return (sql.rstrip() + (_RERUN if rerun else ""),
+                    [*head, self.test_percent, random.random(),
+                     self.tenant_id, self.campaign_id, self.transport, self.variants,
+                     random.randrange(len(self.variants)), len(self.variants)])
+        return (sql.rstrip() + _INSERT_SQL.rstrip() + (_RERUN if rerun else ""),
+                [*head, self.tenant_id, self.campaign_id, self.transport])
 
 
 def load_audience(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> Audience | None:
@@ -96,19 +130,23 @@ def load_audience(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> A
     with tenant_tx(tenant_id) as database:
         row = database.execute_sql(
             "SELECT list_ids::text[], segment_ids::text[], sunset_days, transport, "
-            "audience_resolved_at FROM campaigns WHERE id = %s", (str(campaign_id),),
+            "audience_resolved_at, ab_test_percent FROM campaigns WHERE id = %s",
+            (str(campaign_id),),
         ).fetchone()
         if row is None:
             raise NotFoundError(f"no campaign {campaign_id}")
-        list_ids, segment_ids, sunset_days, transport, resolved_at = row
+        list_ids, segment_ids, sunset_days, transport, resolved_at, test_percent = row
         if resolved_at is not None:
             return None
+        variants = [key for (key,) in database.execute_sql(
+            "SELECT key FROM campaign_variants WHERE campaign_id = %s ORDER BY key",
+            (str(campaign_id),))] if test_percent else []
         definitions = [definition for (definition,) in database.execute_sql(
             "SELECT definition FROM segments WHERE id = ANY (%s::uuid[]) ORDER BY id",
             (list(segment_ids or []),))]
     segments = [compile_segment(tenant_id, parse_definition(d)) for d in definitions]
     return Audience(str(tenant_id), str(campaign_id), transport, list(list_ids or []),
-                    segments, sunset_days)
+                    segments, sunset_days, variants, test_percent)
 
 
 _BOUNDARY_SQL = """

@@ -18,6 +18,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from swiftmail_core.ab_tests.variants import load_variants, variant_campaign
 from swiftmail_core.db import system_tx
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.rendering import CampaignRenderer
@@ -51,12 +52,19 @@ class Composer:
         self._lock = threading.Lock()
 
     def _load_campaign(
-        self, database: Any, tenant_id: uuid.UUID, campaign_id: uuid.UUID
+        self, database: Any, tenant_id: uuid.UUID, campaign_id: uuid.UUID, variant: str | None
     ) -> tuple[Any, list[str]]:
         (campaign,) = _fetch_dicts(
             database, "SELECT * FROM campaigns WHERE tenant_id = %s AND id = %s",
             (str(tenant_id), str(campaign_id)))
-        return self._build(database, tenant_id, campaign), [str(i) for i in campaign["list_ids"]]
+        content = campaign
+        if variant is not None:
+            # An A/B row renders its variant's content (unset fields: the campaign's).
+            found = load_variants(database, tenant_id, campaign_id).get(variant)
+            if found is None:
+                raise LookupError(f"campaign {campaign_id} has no variant {variant!r}")
+            content = variant_campaign(campaign, found)
+        return self._build(database, tenant_id, content), [str(i) for i in campaign["list_ids"]]
 
     def _build(self, database: Any, tenant_id: uuid.UUID, campaign: dict[str, Any]) -> Any:
         (tenant,) = _fetch_dicts(database, "SELECT * FROM tenants WHERE id = %s", (str(tenant_id),))
@@ -75,24 +83,27 @@ class Composer:
         return _renderer_class()(campaign, tenant, domain, self.settings, self.plugins, link_ids)
 
     def _renderer(
-        self, database: Any, tenant_id: uuid.UUID, campaign_id: uuid.UUID
+        self, database: Any, tenant_id: uuid.UUID, campaign_id: uuid.UUID,
+        variant: str | None = None,
     ) -> tuple[Any, list[str]]:
-        """Return the campaign's compiled renderer, rebuilt whenever the campaign changed.
+        """Return the campaign's (or its variant's) renderer, rebuilt whenever it changed.
 
-        Keyed on the campaign's ``updated_at`` (one indexed lookup per batch), so an
-        edit reaches the very next message in every worker process; at most
-        ``RENDERER_CACHE_SIZE`` renderers are kept, least recently used first out.
+        Keyed on the campaign's ``updated_at`` (one indexed lookup per batch) and
+        the A/B variant, so an edit reaches the very next message in every
+        worker process (editing a variant moves the campaign's ``updated_at``
+        too); at most ``RENDERER_CACHE_SIZE`` renderers are kept, least
+        recently used first out.
         """
         row = database.execute_sql(
             "SELECT updated_at FROM campaigns WHERE tenant_id = %s AND id = %s",
             (str(tenant_id), str(campaign_id))).fetchone()
-        key = (tenant_id, campaign_id, row[0] if row else None)
+        key = (tenant_id, campaign_id, row[0] if row else None, variant)
         with self._lock:
             cached = self._renderers.get(key)
             if cached is not None:
                 self._renderers.move_to_end(key)
                 return cached
-        renderer, list_ids = self._load_campaign(database, tenant_id, campaign_id)
+        renderer, list_ids = self._load_campaign(database, tenant_id, campaign_id, variant)
         with self._lock:
             self._renderers[key] = (renderer, list_ids)
             while len(self._renderers) > RENDERER_CACHE_SIZE:
@@ -105,17 +116,19 @@ class Composer:
         """Render claimed rows; return the messages and {ledger_id: error} for failures."""
         messages: list[OutboundMessage] = []
         failures: dict[int, str] = {}
-        groups: dict[tuple[uuid.UUID, uuid.UUID | None], list[ClaimedMessage]] = defaultdict(list)
+        groups: dict[tuple[uuid.UUID, uuid.UUID | None, str | None],
+                     list[ClaimedMessage]] = defaultdict(list)
         for row in claimed:
-            groups[(row.tenant_id, row.campaign_id)].append(row)
+            groups[(row.tenant_id, row.campaign_id, row.variant)].append(row)
         with system_tx() as database:
-            for (tenant_id, campaign_id), rows in groups.items():
+            for (tenant_id, campaign_id, variant), rows in groups.items():
                 renderer: Any = None
                 list_ids: list[str] = []
                 broken = ""
                 if campaign_id is not None:
                     try:
-                        renderer, list_ids = self._renderer(database, tenant_id, campaign_id)
+                        renderer, list_ids = self._renderer(database, tenant_id, campaign_id,
+                                                            variant)
                     except Exception as ex:  # NOTE: a broken campaign fails its rows only
                         log.warning("campaign %s cannot render: %s", campaign_id, ex)
                         broken = f"rendering failed: {ex}"
@@ -142,7 +155,7 @@ class Composer:
         """
         found = _fetch_dicts(
             database, "SELECT id, tenant_id, campaign_id, contact_id, email, kind, transport, "
-            "attempts, payload FROM messages WHERE tenant_id = %s AND id = %s",
+            "attempts, payload, variant FROM messages WHERE tenant_id = %s AND id = %s",
             (str(tenant_id), ledger_id))
         if not found:
             return None
@@ -151,8 +164,9 @@ class Composer:
             ledger_id=int(data["id"]), tenant_id=tenant_id,
             campaign_id=_as_uuid(data["campaign_id"]), contact_id=_as_uuid(data["contact_id"]),
             email=data["email"], kind=data["kind"], transport=data["transport"],
-            attempts=int(data["attempts"]), payload=data["payload"] or {}, lease_owner="")
-        renderer, list_ids = (self._renderer(database, tenant_id, row.campaign_id)
+            attempts=int(data["attempts"]), payload=data["payload"] or {}, lease_owner="",
+            variant=data["variant"])
+        renderer, list_ids = (self._renderer(database, tenant_id, row.campaign_id, row.variant)
                               if row.campaign_id is not None else (None, []))
         contacts = _contacts(database, tenant_id, list_ids,
                              [row.contact_id] if row.contact_id else [])

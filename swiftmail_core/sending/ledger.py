@@ -12,7 +12,7 @@ from swiftmail_core.models import Event, Message
 LEDGER_FIELDS = (
     "id", "campaign_id", "contact_id", "email", "kind", "status", "attempts",
     "next_attempt_at", "message_id", "transport", "provider_message_id", "last_error",
-    "created_at", "sent_at", "updated_at",
+    "variant", "created_at", "sent_at", "updated_at",
 )
 
 

@@ -33,8 +33,9 @@ TRANSITIONS: Mapping[str, frozenset[str]] = {
     CANCELLED: frozenset(),
 }
 
-#: Ledger statuses that still have work ahead of them.
-PENDING_STATUSES = ("queued", "sending", "deferred")
+#: Ledger statuses that still have work ahead of them ('waiting': the rest of an
+#: A/B test's audience, until the winner is chosen).
+PENDING_STATUSES = ("queued", "sending", "deferred", "waiting")
 #: Ledger statuses "resend to failed" puts back in the queue.
 RESENDABLE_STATUSES = ("failed", "expired")
 MAX_TEST_RECIPIENTS = 10
@@ -124,7 +125,11 @@ def unschedule_campaign(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str
 
 
 def pause_campaign(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> dict[str, Any]:
-    """Stop claiming a sending campaign's rows; messages in flight finish."""
+    """Stop claiming a sending campaign's rows; messages in flight finish.
+
+    An A/B test's waiting rows stay waiting (they are not due); a winner
+    chosen while paused releases them as ``held``.
+    """
     campaign_uuid = _as_uuid(campaign_id, "campaign_id")
     with tenant_tx(tenant_id):
         campaign = _transition(campaign_uuid, (SENDING,), PAUSED)
@@ -151,13 +156,14 @@ def _move_rows(campaign_id: uuid.UUID, from_statuses: tuple[str, ...], to: str,
 
 
 def cancel_campaign(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> dict[str, Any]:
-    """Cancel a campaign: queued and deferred rows become cancelled."""
+    """Cancel a campaign: queued, deferred, held and waiting rows become cancelled."""
     campaign_uuid = _as_uuid(campaign_id, "campaign_id")
     with tenant_tx(tenant_id):
         campaign = _transition(
             campaign_uuid, (DRAFT, SCHEDULED, SENDING, PAUSED), CANCELLED, finished_at=utcnow()
         )
-        _move_rows(campaign_uuid, ("queued", "deferred", "held"), "cancelled", lease_owner=None)
+        _move_rows(campaign_uuid, ("queued", "deferred", "held", "waiting"), "cancelled",
+                   lease_owner=None)
         return campaign_dict(campaign)
 
 

@@ -60,6 +60,7 @@ class ClaimedMessage:
     attempts: int
     payload: Mapping[str, Any]
     lease_owner: str
+    variant: str | None = None
 
 
 _CANDIDATES_SQL = """
@@ -209,7 +210,7 @@ def claim_batch(
             "FROM (VALUES %s) AS v (tenant_id, id, owner, lease) "
             "WHERE m.tenant_id = v.tenant_id::uuid AND m.id = v.id "
             "RETURNING m.id, m.tenant_id, m.campaign_id, m.contact_id, m.email, m.kind, "
-            "m.transport, m.attempts, m.payload",
+            "m.transport, m.attempts, m.payload, m.variant",
             [(tenant, ledger_id, owner, float(lease_seconds)) for tenant, ledger_id in leased],
             fetch=True,
         )
@@ -217,7 +218,7 @@ def claim_batch(
         ClaimedMessage(
             ledger_id=int(row[0]), tenant_id=_uuid(row[1]), campaign_id=_uuid(row[2]),
             contact_id=_uuid(row[3]), email=row[4], kind=row[5], transport=row[6],
-            attempts=int(row[7]), payload=row[8] or {}, lease_owner=owner,
+            attempts=int(row[7]), payload=row[8] or {}, lease_owner=owner, variant=row[9],
         )
         for row in rows
     ]

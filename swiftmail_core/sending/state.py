@@ -15,6 +15,12 @@ States::
                  |-> deferred -> sending ...   |-> expired
                  |-> bounced / expired / failed / unknown
     queued -> suppressed / cancelled (at claim time, or by a cancel)
+    queued / deferred <-> held (a paused campaign's rows, ``lifecycle``)
+    waiting -> queued / held (an A/B test's decision: ``ab_tests.decision``) / cancelled
+
+``waiting`` rows (the rest of an A/B test's audience) are outside the due
+set and never reported on: nothing was sent. They leave it only by the
+test's one conditional decision, which also gives them the winner's variant.
 
 Reports can arrive late or out of order and still come out right:
 

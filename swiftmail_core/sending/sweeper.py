@@ -1,4 +1,4 @@
-"""Periodic machinery: start due campaigns, reclaim leases, finish campaigns.
+"""Periodic machinery: start due campaigns, decide A/B tests, reclaim leases, finish.
 
 Every function here is idempotent and safe to run from several workers at
 once; together they make Redis disposable: whatever a flushed queue or a
@@ -15,6 +15,8 @@ import logging
 import uuid
 from typing import Any
 
+from swiftmail_core.ab_tests.decision import decide_due_tests
+from swiftmail_core.ab_tests.variants import load_variants
 from swiftmail_core.db import system_tx, tenant_tx
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.sending.audience import resolve_audience
@@ -79,7 +81,7 @@ def prepare_campaign(
 
 
 def _register_links(tenant_id: uuid.UUID, campaign_id: uuid.UUID) -> None:
-    """Insert the campaign's tracked links (the renderer signs their ids)."""
+    """Insert the tracked links of the campaign and of each A/B variant's HTML."""
     with tenant_tx(tenant_id) as database:
         row = database.execute_sql(
             "SELECT html, tracking_enabled FROM campaigns WHERE id = %s", (str(campaign_id),)
@@ -87,6 +89,9 @@ def _register_links(tenant_id: uuid.UUID, campaign_id: uuid.UUID) -> None:
         if not row or not row[1]:
             return
         register_links(database, tenant_id, campaign_id, row[0] or "")
+        for variant in load_variants(database, tenant_id, campaign_id).values():
+            if variant["html"]:
+                register_links(database, tenant_id, campaign_id, variant["html"])
 
 
 def reclaim_expired_leases() -> int:
@@ -135,14 +140,19 @@ def expire_unknown_outcomes(after_hours: float, plugins: PluginManager | None = 
 
 
 def complete_campaigns() -> list[tuple[uuid.UUID, uuid.UUID]]:
-    """Mark sending campaigns with no pending rows as sent; return them."""
+    """Mark sending campaigns with no pending rows as sent; return them.
+
+    An A/B test's ``waiting`` rows are pending: its campaign is not finished
+    before the winner is chosen and they are sent.
+    """
     with system_tx() as database:
         rows = database.execute_sql(
             "UPDATE campaigns c SET status = 'sent', finished_at = now(), updated_at = now() "
             "WHERE c.status = 'sending' AND c.audience_resolved_at IS NOT NULL "
             "AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.tenant_id = c.tenant_id "
             "AND m.campaign_id = c.id AND m.kind = 'campaign' "
-            "AND m.status IN ('queued', 'sending', 'deferred')) RETURNING c.tenant_id, c.id"
+            "AND m.status IN ('queued', 'sending', 'deferred', 'waiting')) "
+            "RETURNING c.tenant_id, c.id"
         ).fetchall()
     return [(_uuid(t), _uuid(c)) for t, c in rows]
 
@@ -201,12 +211,14 @@ def tick(settings: Settings, plugins: PluginManager) -> dict[str, int]:
             resolved += prepare_campaign(tenant_id, campaign_id, settings, plugins)
         except Exception:
             log.exception("preparing campaign %s failed; the next tick retries", campaign_id)
+    decided = decide_due_tests()
     reclaimed = reclaim_expired_leases()
     webhook_reclaimed = reclaim_webhook_leases()
     expired_unknown = expire_unknown_outcomes(settings.send_unknown_outcome_hours, plugins)
     finished = complete_campaigns()
     partitions = maintain_event_partitions()
-    return {"started": len(started), "resolved": resolved, "reclaimed": reclaimed,
+    return {"started": len(started), "resolved": resolved, "ab_decided": len(decided),
+            "reclaimed": reclaimed,
             "webhook_reclaimed": webhook_reclaimed, "expired_unknown": expired_unknown,
             "finished": len(finished), "event_partitions": partitions}
 

@@ -43,6 +43,11 @@ class Caller:
         return self.client.simulate_patch(
             path, json=json, headers=self._headers(kw.pop("headers", None)), **kw)
 
+    def put(self, path: str, json: Any = None, **kw: Any) -> falcon.testing.Result:
+        """PUT JSON as this caller."""
+        return self.client.simulate_put(
+            path, json=json, headers=self._headers(kw.pop("headers", None)), **kw)
+
     def delete(self, path: str, **kw: Any) -> falcon.testing.Result:
         """DELETE as this caller."""
         return self.client.simulate_delete(

@@ -53,6 +53,8 @@ SEED = {
     "VALUES (%(t)s, 1, 'opened.human', now())",
     "event_sources": "INSERT INTO event_sources (tenant_id, source_key) VALUES (%(t)s, %(u)s)",
     "sending_pauses": "INSERT INTO sending_pauses (tenant_id, reason) VALUES (%(t)s, 'test')",
+    "campaign_variants": "INSERT INTO campaign_variants (tenant_id, campaign_id, key) "
+    "VALUES (%(t)s, %(k)s, 'A')",
     "segments": "INSERT INTO segments (tenant_id, name, definition) "
     "VALUES (%(t)s, 'segment', '{\"all\": [{\"field\": \"status\", \"op\": \"eq\", \"value\": \"active\"}]}')",
 }

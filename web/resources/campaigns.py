@@ -91,15 +91,18 @@ SCHEMA = obj({
 })
 LEDGER_STATUSES = ("queued", "sending", "accepted", "deferred", "delivered", "bounced",
                    "complained", "failed", "suppressed", "cancelled", "expired", "unknown",
-                   "held")
+                   "held", "waiting")
 LEDGER = obj({
     "object": {"type": "string", "const": "message"}, "id": STRING,
     "campaign_id": {"type": ["string", "null"]}, "contact_id": {"type": ["string", "null"]},
     "email": STRING, "kind": STRING, "status": {"type": "string", "enum": list(LEDGER_STATUSES)},
     "attempts": INTEGER, "next_attempt_at": TIMESTAMP, "message_id": {"type": ["string", "null"]},
     "transport": STRING, "provider_message_id": {"type": ["string", "null"]},
-    "last_error": {"type": ["string", "null"]}, "created_at": TIMESTAMP,
-    "sent_at": NULLABLE_TIMESTAMP, "updated_at": TIMESTAMP,
+    "last_error": {"type": ["string", "null"]},
+    "variant": {"type": ["string", "null"],
+                "description": "The A/B test variant this recipient got (A to E); null "
+                "outside a test, and while the recipient waits for the winner."},
+    "created_at": TIMESTAMP, "sent_at": NULLABLE_TIMESTAMP, "updated_at": TIMESTAMP,
 })
 STATS = obj({
     "object": {"type": "string", "const": "campaign_stats"}, "campaign_id": UUID,

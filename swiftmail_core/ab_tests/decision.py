@@ -1,0 +1,138 @@
+"""The winner of an A/B test, and the rest of the audience sent with it.
+
+``decide`` is the one place a winner is recorded: ONE conditional UPDATE of
+the campaign (``ab_decided_at IS NULL``, campaign sending or paused) takes the
+decision, and in the same transaction the waiting rows get the winner's
+variant and join the queue (``held`` instead while the campaign is paused,
+so resuming sends them). Whoever loses a race (two ticks, a tick and a
+person, two people) changes nothing, so no row ever gets two variants and
+none is queued twice. Rows only leave ``waiting`` here or by a cancel.
+
+The periodic tick (``decide_due_tests``, run once cluster-wide) decides the
+tests whose ``decide_after_seconds`` have passed since the audience was
+resolved, by unique human opens or clicks per delivered message; a paused
+campaign is decided after it resumes; a ``manual`` test waits for
+``choose_winner``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from swiftmail_core.ab_tests.stats import variant_counts
+from swiftmail_core.ab_tests.variants import load_variants
+from swiftmail_core.db import system_tx, tenant_tx
+from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
+
+log = logging.getLogger(__name__)
+#: Which count each automatic metric compares (per delivered message).
+METRIC_COUNTS = {"opens": "opens", "clicks": "clicks"}
+
+_DECIDE_SQL = """
+UPDATE campaigns SET ab_winner = %s, ab_decided_at = now(), ab_decided_by = %s
+WHERE tenant_id = %s AND id = %s AND ab_metric IS NOT NULL AND ab_decided_at IS NULL
+  AND status IN ('sending', 'paused') AND audience_resolved_at IS NOT NULL
+RETURNING status
+"""
+_RELEASE_SQL = """
+UPDATE messages SET variant = %s, status = %s, next_attempt_at = now(), updated_at = now()
+WHERE tenant_id = %s AND campaign_id = %s AND kind = 'campaign' AND status = 'waiting'
+"""
+_DUE_SQL = """
+SELECT tenant_id, id, ab_metric FROM campaigns
+WHERE status = 'sending' AND ab_metric IN ('opens', 'clicks') AND ab_decided_at IS NULL
+  AND audience_resolved_at IS NOT NULL
+  AND audience_resolved_at + make_interval(secs => ab_decide_after_seconds) <= now()
+ORDER BY audience_resolved_at
+"""
+
+
+def decide(database: Any, tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str,
+           winner: str, decided_by: str) -> int | None:
+    """Record ``winner`` and release the waiting rows with it; None if already decided.
+
+    Returns how many waiting rows were released. Runs in the caller's
+    transaction (tenant or system role).
+    """
+    row = database.execute_sql(
+        _DECIDE_SQL, (winner, decided_by, str(tenant_id), str(campaign_id))).fetchone()
+    if row is None:
+        return None
+    status = "held" if row[0] == "paused" else "queued"
+    cursor = database.execute_sql(_RELEASE_SQL, (winner, status, str(tenant_id),
+                                                 str(campaign_id)))
+    return int(cursor.rowcount)
+
+
+def pick_winner(counts: dict[str, dict[str, int]], variants: list[str], metric: str) -> str:
+    """Return the variant with the best rate of ``metric``; ties go to the earlier key."""
+    measure = METRIC_COUNTS[metric]
+
+    def score(key: str) -> tuple[float, int]:
+        found = counts.get(key) or {"delivered": 0, measure: 0}
+        delivered = found["delivered"]
+        return (found[measure] / delivered if delivered else 0.0, -variants.index(key))
+
+    return max(variants, key=score)
+
+
+def decide_due_tests() -> list[tuple[uuid.UUID, uuid.UUID, str]]:
+    """Decide every test whose time has come; return (tenant, campaign, winner) decided."""
+    with system_tx() as database:
+        due = database.execute_sql(_DUE_SQL).fetchall()
+    decided = []
+    for tenant_id, campaign_id, metric in due:
+        try:
+            with system_tx() as database:
+                variants = sorted(load_variants(database, tenant_id, campaign_id))
+                if not variants:
+                    continue
+                counts = variant_counts(database, tenant_id, campaign_id)
+                winner = pick_winner(counts, variants, metric)
+                released = decide(database, tenant_id, campaign_id, winner, metric)
+        except Exception:
+            log.exception("deciding the A/B test of campaign %s failed; the next tick retries",
+                          campaign_id)
+            continue
+        if released is not None:
+            log.info("A/B test of campaign %s decided by %s: %s wins, %d rows queued",
+                     campaign_id, metric, winner, released)
+            decided.append((_uuid(tenant_id), _uuid(campaign_id), winner))
+    return decided
+
+
+def choose_winner(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID, variant: str) -> int:
+    """Pick the winner by hand; return how many waiting rows it released.
+
+    Raises ValidationError (naming ``variant``) for a variant the campaign
+    lacks and ConflictError when the test is decided already or the
+    campaign is not sending or paused.
+    """
+    with tenant_tx(tenant_id) as database:
+        found = database.execute_sql(
+            "SELECT status, ab_metric, ab_winner, audience_resolved_at FROM campaigns "
+            "WHERE id = %s FOR UPDATE", (str(campaign_id),)).fetchone()
+        if found is None:
+            raise NotFoundError(f"no campaign {campaign_id}")
+        status, metric, winner, resolved_at = found
+        if metric is None:
+            raise NotFoundError(f"campaign {campaign_id} has no A/B test")
+        variants = load_variants(database, tenant_id, campaign_id)
+        if variant not in variants:
+            raise ValidationError.for_field(
+                "variant", f"no variant {variant!r}; this test has {', '.join(sorted(variants))}")
+        if winner is not None:
+            raise ConflictError(f"the A/B test is decided already: {winner} won")
+        if status not in ("sending", "paused") or resolved_at is None:
+            raise ConflictError(f"campaign is {status}; a winner can be chosen once its test "
+                                "is being sent (sending or paused)")
+        released = decide(database, tenant_id, campaign_id, variant, "manual")
+        if released is None:  # pragma: no cover - the row lock above makes this unreachable
+            raise ConflictError("the A/B test was decided meanwhile")
+        return released
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
