@@ -25,11 +25,13 @@ import dataclasses
 import itertools
 import json
 import random
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
+import urllib3
 from swiftmail_relay.platform_auth import SIGNATURE_HEADER, sign_request
 from swiftmail_relay.platform_intake import INTAKE_PATH
 
@@ -134,6 +136,10 @@ class RelayPool:
                 continue
             except OutcomeUnknown as ex:
                 self.mark_down(url)
+                if _handshake_refused(ex):
+                    reasons.append(f"{url}: TLS certificate not trusted ({ex}); set ca_file")
+                    statuses.append(0)
+                    continue
                 log.warning("relay_answer_lost", relay=url, error=str(ex))
                 return PostResult("unknown", url, reason=f"{url}: answer lost after sending "
                                   f"({ex}); outcome unknown, not resent")
@@ -156,6 +162,14 @@ class RelayPool:
         """Close every relay's pooled connections."""
         for client in self.clients.values():
             client.close()
+
+
+def _handshake_refused(error: BaseException) -> bool:
+    """Return True when the relay's certificate failed verification (nothing was sent)."""
+    cause = error.__cause__
+    reason = getattr(cause, "reason", cause)
+    return isinstance(reason, urllib3.exceptions.SSLError) and any(
+        isinstance(arg, ssl.SSLCertVerificationError) for arg in reason.args)
 
 
 def _queue_ids(body: bytes) -> tuple[str, ...] | None:

@@ -211,3 +211,23 @@ def test_doctor_warns_about_unreachable_network_relays(settings) -> None:  # typ
     (found,) = [f for f in PluginManager.load(configured).doctor_checks()
                 if f.check.startswith("relay transport")]
     assert not found.ok and found.warning and "not reachable" in found.detail
+
+
+def test_relays_over_tls_need_their_ca(settings, runtime, tenant_a, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.relay.tls_peers import Pki
+
+    pki = Pki()
+    chain, key, _ = pki.issue(tmp_path, "localhost")
+    ca_file = pki.write_ca(tmp_path / "ca.pem")
+    with IntakeThread(settings, tmp_path / "spool", intake_tls=True, tls_cert=str(chain),
+                      tls_key=str(key)) as secure:
+        url = f"https://localhost:{secure.server.address[1]}"
+        untrusted = _campaign(tenant_a.id, 2, start=200)
+        # Not trusted: the handshake fails before a byte of the request, so the batch waits
+        # (deferred), never 'unknown'.
+        _send(settings, tenant_a.id, untrusted, {"relays": [url]})
+        assert ledger_counts(tenant_a.id, untrusted) == {"deferred": 2}
+        trusted = _campaign(tenant_a.id, 3, start=300)
+        _send(settings, tenant_a.id, trusted, {"relays": [url], "ca_file": str(ca_file)})
+        assert ledger_counts(tenant_a.id, trusted) == {"accepted": 3}
+        assert len(list(secure.spool.scan())) == 3
