@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import signal
+from typing import Any
 
 import click
 import structlog
@@ -47,7 +48,15 @@ def worker(state: CliState, threads: int | None) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     structlog.get_logger("swiftmail.worker").info(
         "worker_started", threads=consumer.workers, tick_seconds=state.settings.worker_tick_seconds)
-    consumer.run()
+    run_until_stopped(consumer, runtime.plugins)
+
+
+def run_until_stopped(consumer: Any, plugins: Any) -> None:
+    """Run the huey consumer; on the way out, close every transport's connections."""
+    try:
+        consumer.run()
+    finally:
+        plugins.close_transports()
 
 
 @click.group(epilog="Example:\n\n\b\n  swiftmail send schedule acme 6f1c... --at now")

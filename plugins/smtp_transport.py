@@ -6,7 +6,8 @@ Settings (``[plugins.smtp]`` or ``SWIFTMAIL_PLUGIN_SMTP_*``): ``host``
 ``timeout`` (seconds), ``verify`` (verify TLS certificates, default true).
 
 Each worker thread keeps its own connection open across batches and
-reconnects once when the server dropped it before DATA; a connection lost
+reconnects once when the server dropped it before DATA; ``close`` (which
+the plugin host calls when a worker shuts down) closes every thread's; a connection lost
 once DATA began is never retried (the message may have been taken): its
 outcome is ``unknown``. Replies map to outcomes:
 2xx accepted, 4xx deferred, 5xx rejected (a 5.1.x or 550/551/553 recipient
@@ -73,7 +74,8 @@ class SmtpTransport:
         self.password = options.get("password") or None
         self.timeout = float(options.get("timeout", 30))
         self.verify = str(options.get("verify", "true")).lower() not in ("0", "false", "no")
-        self._local = threading.local()
+        self._connections: dict[int, smtplib.SMTP] = {}  # thread id: its connection
+        self._lock = threading.Lock()
 
     def _tls_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context()
@@ -98,15 +100,16 @@ class SmtpTransport:
         return connection
 
     def _connection(self) -> smtplib.SMTP:
-        connection = getattr(self._local, "connection", None)
+        connection = self._connections.get(threading.get_ident())
         if connection is None:
             connection = self._connect()
-            self._local.connection = connection
+            with self._lock:
+                self._connections[threading.get_ident()] = connection
         return connection
 
     def _drop(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        self._local.connection = None
+        with self._lock:
+            connection = self._connections.pop(threading.get_ident(), None)
         if connection is not None:
             try:
                 connection.close()
@@ -167,7 +170,7 @@ class SmtpTransport:
         raise AssertionError("unreachable")
 
     def _reset(self) -> None:
-        connection = getattr(self._local, "connection", None)
+        connection = self._connections.get(threading.get_ident())
         if connection is not None:
             try:
                 connection.rset()
@@ -179,14 +182,21 @@ class SmtpTransport:
         return [self._send_one(message) for message in messages]
 
     def close(self) -> None:
-        """Close this thread's connection."""
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
+        """Close every thread's connection (QUIT, then the socket).
+
+        Call it once the threads are done sending (the host does, at worker
+        shutdown); a thread that sends afterwards opens a new connection.
+        """
+        with self._lock:
+            connections = list(self._connections.values())
+            self._connections.clear()
+        for connection in connections:
             try:
                 connection.quit()
             except (smtplib.SMTPException, OSError):
                 pass
-        self._local.connection = None
+            finally:
+                connection.close()
 
 
 @hookimpl

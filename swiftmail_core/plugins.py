@@ -158,6 +158,19 @@ class PluginManager:
             self._transports = found
         return self._transports
 
+    def close_transports(self) -> None:
+        """Call ``close`` on every transport built so far (worker shutdown).
+
+        A transport whose ``close`` raises is logged by name; the others
+        are still closed. The next ``transports()`` call builds them anew.
+        """
+        transports, self._transports = self._transports or {}, None
+        for name, transport in transports.items():
+            try:
+                transport.close()
+            except Exception:
+                log.exception("transport %s failed to close", name)
+
     def transport(self, name: str) -> Transport:
         """Return one transport by name, or raise naming the installed ones."""
         transports = self.transports()
