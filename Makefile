@@ -24,7 +24,7 @@ test-citus: $(STAMP)  ## the Citus suite: a real coordinator and two workers on 
 	@if [ ! -f /usr/lib/postgresql/15/lib/citus.so ]; then bash $(CITUS_VENDOR)/build.sh; fi
 	SWIFTMAIL_TEST_CITUS=1 $(VENV)/bin/python -m pytest -p no:cacheprovider tests/citus
 
-test-ha: $(STAMP)  ## the failover suite: Redis Sentinel and a PostgreSQL standby on loopback
+test-ha: $(STAMP)  ## the failover suite: Redis Sentinel, a PostgreSQL standby, Patroni with etcd, on loopback
 	SWIFTMAIL_TEST_HA=1 timeout 600 $(VENV)/bin/python -m pytest -p no:cacheprovider -s tests/ha
 
 lint: $(STAMP)

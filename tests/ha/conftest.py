@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 
 from tests.ha.engines import PG_BIN, PostgresPair, RedisSentinelSet, sentinel_binary
+from tests.ha.patroni import PatroniCluster, patroni_installed
 
 RUN = os.environ.get("SWIFTMAIL_TEST_HA") == "1"
+PASSWORD = "ha-test-password"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -27,6 +29,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if Path(str(item.fspath)).parent == Path(__file__).parent:
             item.add_marker(pytest.mark.skip(reason="failover suite: run `make test-ha`"))
+
+
+def install(database_url: str, admin_url: str, data_dir: Path) -> dict[str, str]:
+    """Initialise SwiftMail on a cluster through ``init``'s code path; return its environment."""
+    from swiftmail_core.install import initialise
+
+    environ = {
+        "SWIFTMAIL_DATA_DIR": str(data_dir),
+        "SWIFTMAIL_CONFIG": str(data_dir / "swiftmail.toml"),
+        "DATABASE_URL": database_url,
+        "SWIFTMAIL_DATABASE_ADMIN_URL": admin_url,
+        "SWIFTMAIL_SECRET_KEY": "ha-test-secret-" + "x" * 32,
+        "SWIFTMAIL_DB_OWNER_PASSWORD": PASSWORD,
+        "SWIFTMAIL_DB_APP_PASSWORD": PASSWORD,
+        "SWIFTMAIL_DB_SYSTEM_PASSWORD": PASSWORD,
+        "SWIFTMAIL_DB_FAILOVER_WAIT_SECONDS": "30",
+        "SWIFTMAIL_DB_CONNECT_TIMEOUT_SECONDS": "2",
+    }
+    saved = dict(os.environ)
+    os.environ.update(environ)
+    try:
+        initialise(None, {})
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return environ
 
 
 def measure(name: str, **figures: object) -> None:
@@ -57,3 +85,15 @@ def postgres_pair() -> Iterator[PostgresPair]:
         yield pair
     finally:
         pair.stop()
+
+
+@pytest.fixture
+def patroni_cluster() -> Iterator[PatroniCluster]:
+    """etcd and two Patroni-managed PostgreSQL nodes, removed even after a failure."""
+    if not patroni_installed():
+        pytest.fail("patroni and etcd are not installed: bash .ci/system-packages")
+    cluster = PatroniCluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()

@@ -23,36 +23,11 @@ import psycopg2
 from swiftmail_core import db
 from swiftmail_core.db import failover
 from swiftmail_core.db.targets import database_targets
-from swiftmail_core.install import initialise
 from swiftmail_core.settings import load_settings
 from swiftmail_core.transports import Outcome, SendResult
-from tests.ha.conftest import measure
+from tests.ha.conftest import install, measure
 
 PROMOTE_AFTER = 2.0
-PASSWORD = "ha-test-password"
-
-
-def _install(pair, tmp_path) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    environ = {
-        "SWIFTMAIL_DATA_DIR": str(tmp_path),
-        "SWIFTMAIL_CONFIG": str(tmp_path / "swiftmail.toml"),
-        "DATABASE_URL": pair.url("swiftmail_ha"),
-        "SWIFTMAIL_DATABASE_ADMIN_URL": pair.url("postgres", user="postgres"),
-        "SWIFTMAIL_SECRET_KEY": "ha-test-secret-" + "x" * 32,
-        "SWIFTMAIL_DB_OWNER_PASSWORD": PASSWORD,
-        "SWIFTMAIL_DB_APP_PASSWORD": PASSWORD,
-        "SWIFTMAIL_DB_SYSTEM_PASSWORD": PASSWORD,
-        "SWIFTMAIL_DB_FAILOVER_WAIT_SECONDS": "30",
-        "SWIFTMAIL_DB_CONNECT_TIMEOUT_SECONDS": "2",
-    }
-    saved = dict(os.environ)
-    os.environ.update(environ)
-    try:
-        initialise(None, {})
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    return environ
 
 
 def _commit_milliseconds(url: str, count: int = 200) -> dict[str, float]:
@@ -81,7 +56,8 @@ def test_claims_and_state_writes_survive_a_promotion(postgres_pair, tmp_path) ->
     from swiftmail_core.sending.lifecycle import send_transactional
     from swiftmail_core.tenants import create_tenant
 
-    environ = _install(postgres_pair, tmp_path)
+    environ = install(postgres_pair.url("swiftmail_ha"),
+                      postgres_pair.url("postgres", user="postgres"), tmp_path)
     postgres_pair.start_standby()
     commit_ms = _commit_milliseconds(postgres_pair.admin_url("primary", "swiftmail_ha"))
     settings = load_settings(environ=environ)
