@@ -1,4 +1,4 @@
-"""Every curl example in docs/api.md and docs/segments.md runs, as written, against the API.
+"""Every curl example in docs/api.md, segments.md and ab-tests.md runs, as written, against the API.
 
 The examples run in order with real curl against the app on a loopback port;
 ids the examples refer to (``$LIST``, ``$CAMP``...) are taken from the
@@ -25,11 +25,12 @@ from swiftmail_core.apikeys import create_api_key
 from swiftmail_core.db import app_db, tenant_tx
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-PAGES = ("api.md", "segments.md")
+PAGES = ("api.md", "segments.md", "ab-tests.md")
 # Examples whose documented answer is not 2xx, by a piece of their text.
 EXPECTED = {
     '"attributes": {"plan": "pro"}}\' $SM/v1/contacts': 409,  # "409 if the email exists"
     "$SM/v1/campaigns/$CAMP/pause": 409,  # the example campaign is scheduled, not sending
+    "$SM/v1/campaigns/$CAMP/ab/winner": 409,  # "409 here: the example campaign is a draft"
 }
 # Which variable an example's response sets, by the path it POSTs to.
 CREATES = [
