@@ -8,9 +8,9 @@ at COMMIT leaves its outcome unknown to us. Only transactions that are safe
 to run twice may therefore be repeated, and they say so by using
 ``retry_after_failover``:
 
-* a claim (``outbox.claim_batch``): if the lost COMMIT had landed, those rows
-  stay leased to an owner nobody holds and the sweeper re-queues them after
-  ``send_lease_seconds``: late, never lost, never sent twice;
+* a claim (``outbox.claim_batch``): if the lost COMMIT had landed, the run
+  again finds the rows already leased to its owner and returns them, so no
+  second batch is taken;
 * state writes (``state.apply_reports``, ``outbox.release``): guarded by the
   lease and the transition table, events deduplicated by source key, so a
   second run changes nothing the first one made.

@@ -16,7 +16,7 @@ before any network I/O:
 
 A claim that loses its server (a PostgreSQL failover) is run once more
 against the new primary (``db.failover``); if the lost COMMIT had landed,
-those rows wait for the sweeper after ``send_lease_seconds``, never sent twice.
+the rows already leased to this owner come back instead of a second batch.
 
 ``record_results`` reports each transport answer to the one state writer
 (``sending.state``), which applies it only while this worker still holds
@@ -89,6 +89,11 @@ PARKED_STATUS = {"paused": "held"}
 #: audience of a million rows is written the statistics still say "few due
 #: rows", and the planner would rather bitmap-scan and sort every due row on
 #: each claim; these settings last for the claim transaction only.
+#: Rows still leased to one owner (the partial index on leased rows finds them).
+_HELD_SQL = (
+    "SELECT id, tenant_id, campaign_id, contact_id, email, kind, transport, attempts, "
+    "payload, variant FROM messages "
+    "WHERE status = 'sending' AND lease_owner = %s AND lease_expires_at > now() ORDER BY id")
 _CLAIM_PLANNER_SQL = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off"
 
 _BUDGET_SQL = """
@@ -149,9 +154,18 @@ def _spend_budgets(database: Any, wanted: Mapping[str, int]) -> dict[str, tuple[
 def claim_batch(
     lease_owner: str | None = None, *, limit: int = 100, lease_seconds: int = 300
 ) -> list[ClaimedMessage]:
-    """Lease up to ``limit`` due rows to ``lease_owner`` and commit; return them."""
+    """Lease up to ``limit`` due rows to ``lease_owner`` and commit; return them.
+
+    Rows this owner already holds come back instead of new ones: a claim run
+    again after its COMMIT landed but the answer was lost (a failover) gets
+    the same batch, not a second one.
+    """
     owner = lease_owner or f"w-{uuid.uuid4().hex}"
     with system_tx() as database:
+        if lease_owner is not None:
+            held = database.execute_sql(_HELD_SQL, (owner,)).fetchall()
+            if held:
+                return _claimed(held, owner)
         database.execute_sql(_CLAIM_PLANNER_SQL)
         found = database.execute_sql(_CANDIDATES_SQL, (limit,)).fetchall()
         if not found:
@@ -214,6 +228,10 @@ def claim_batch(
             [(tenant, ledger_id, owner, float(lease_seconds)) for tenant, ledger_id in leased],
             fetch=True,
         )
+    return _claimed(rows, owner)
+
+
+def _claimed(rows: Sequence[Sequence[Any]], owner: str) -> list[ClaimedMessage]:
     return [
         ClaimedMessage(
             ledger_id=int(row[0]), tenant_id=_uuid(row[1]), campaign_id=_uuid(row[2]),

@@ -80,3 +80,20 @@ def test_expired_lease_is_reclaimed_and_late_answer_of_old_owner_is_ignored(tena
         ).fetchone()
     # record_results counts what it applied: the old owner's late answer applied nothing
     assert late == {} and (status, owner) == ("sending", "new")
+
+
+def test_a_claim_run_again_gets_the_batch_it_already_holds(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    """A claim retried after a failover lost its answer (but not its COMMIT) takes no second batch."""
+    import uuid
+
+    _queue(tenant_a.id, 4)
+    _budget(tenant_a.id, rate=100, quota=1000, tokens=100, day_count=0)
+    owner = f"retry-{uuid.uuid4().hex[:8]}"
+    first = outbox.claim_batch(owner, limit=1000)
+    try:
+        again = outbox.claim_batch(owner, limit=1000)
+        assert sorted(c.ledger_id for c in again) == sorted(c.ledger_id for c in first)
+        assert {c.attempts for c in again} == {c.attempts for c in first}
+        assert len([c for c in first if c.tenant_id == tenant_a.id]) == 4
+    finally:
+        outbox.release(first)
