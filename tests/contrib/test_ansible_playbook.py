@@ -155,3 +155,48 @@ def test_preflight_stops_with_a_clear_message(
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
     assert list((tmp_path / "out").iterdir()) == [], "nothing rendered after a failed check"
+
+
+def _relay_play(tmp_path: Path, inventory: str) -> subprocess.CompletedProcess[str]:
+    """Run the role's relays.yml on local hosts; each writes the relays it worked out."""
+    (tmp_path / "inventory").write_text(inventory)
+    (tmp_path / "out").mkdir(exist_ok=True)
+    play = [{
+        "name": "Relays the workers hand mail to",
+        "hosts": "all",
+        "connection": "local",
+        "gather_facts": False,
+        "vars": {"ansible_python_interpreter": sys.executable},
+        "tasks": [
+            {"name": "Work out the relays", "ansible.builtin.include_role": {
+                "name": "swiftmail", "tasks_from": "relays", "public": True}},
+            {"name": "Write them", "ansible.builtin.copy": {
+                "content": "{{ swiftmail_relay_intakes | to_json }}",
+                "dest": f"{tmp_path}/out/{{{{ inventory_hostname }}}}.json", "mode": "0600"}},
+        ],
+    }]
+    path = tmp_path / "relays.yml"
+    path.write_text(yaml.safe_dump(play, sort_keys=False))
+    return run_playbook(path, tmp_path, "-i", str(tmp_path / "inventory"))
+
+
+def test_workers_on_app_hosts_are_given_every_relay_host(tmp_path: Path) -> None:
+    import json
+
+    result = _relay_play(tmp_path, (
+        "app1 swiftmail_relay_enabled=false\n"
+        "relay1 swiftmail_worker_enabled=false swiftmail_relay_intake_listen=10.0.0.21:2526\n"
+        "relay2 swiftmail_worker_enabled=false swiftmail_relay_intake_listen=10.0.0.22:2526\n"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    written = json.loads((tmp_path / "out" / "app1.json").read_text())
+    assert written == ["10.0.0.21:2526", "10.0.0.22:2526"]
+
+
+def test_a_worker_given_only_a_loopback_relay_elsewhere_stops_the_play(tmp_path: Path) -> None:
+    # Regression: with the relay on another host, the worker handed mail to its own
+    # disk (or its own loopback) and every message was stranded.
+    result = _relay_play(tmp_path, (
+        "app1 swiftmail_relay_enabled=false\n"
+        "relay1 swiftmail_worker_enabled=false\n"))
+    assert result.returncode != 0
+    assert "could reach no relay" in result.stdout + result.stderr
