@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from swiftmail_core.ab_tests.variants import CONTENT_FIELDS, load_variants
 from swiftmail_core.db import tenant_tx
 from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
 from swiftmail_core.models import Campaign, Message, utcnow
@@ -180,12 +181,14 @@ def _clean_addresses(emails: Iterable[str], field: str) -> list[str]:
 
 
 def test_send(
-    tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str, emails: Iterable[str]
+    tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str, emails: Iterable[str],
+    variant: str | None = None,
 ) -> list[int]:
     """Queue the campaign to the given addresses as test messages; return ledger ids.
 
     A test address that is a contact is personalised with that contact's
     fields; any other gets an empty contact. Works in any campaign status.
+    ``variant`` sends that A/B test variant's content (its rows record it).
     """
     campaign_uuid = _as_uuid(campaign_id, "campaign_id")
     addresses = _clean_addresses(emails, "emails")
@@ -205,6 +208,13 @@ def test_send(
                     "subject": campaign.subject or found[0],
                     "preheader": campaign.preheader or found[1],
                     "html": found[2], "text": campaign.text or found[3]}}
+        if variant is not None:
+            chosen = load_variants(database, campaign.tenant_id, campaign_uuid).get(variant)
+            if chosen is None:
+                raise ValidationError.for_field("variant", f"the campaign has no variant {variant!r}")
+            # NOTE: the variant's content travels with the row, like a template's does.
+            content = {"override": {**content.get("override", {}), **{
+                field: chosen[field] for field in CONTENT_FIELDS if chosen[field] is not None}}}
         if campaign.tracking_enabled:
             # A draft's links are registered when it starts; a test send needs them now.
             register_links(database, campaign.tenant_id, campaign_uuid,
@@ -213,10 +223,10 @@ def test_send(
         for address in addresses:
             row = database.execute_sql(
                 "INSERT INTO messages (tenant_id, campaign_id, contact_id, email, kind, transport, "
-                "payload) SELECT %s, %s, (SELECT id FROM contacts WHERE email_lower = lower(%s)), "
-                "%s, 'test', %s, %s::jsonb RETURNING id",
+                "payload, variant) SELECT %s, %s, (SELECT id FROM contacts WHERE "
+                "email_lower = lower(%s)), %s, 'test', %s, %s::jsonb, %s RETURNING id",
                 (str(campaign.tenant_id), str(campaign_uuid), address, address, campaign.transport,
-                 _json(content)),
+                 _json(content), variant),
             ).fetchone()
             ids.append(int(row[0]))
         return ids

@@ -132,3 +132,16 @@ def test_winner_by_hand_checks_state_and_variant(owner_a) -> None:
     assert replayed.status_code == 200 and replayed.headers.get("idempotent-replayed") == "true"
     again = owner_a.post(f"{path}/winner", {"variant": "A"})
     assert again.status_code == 409 and "B won" in again.json["detail"]
+
+
+def test_a_test_send_names_a_variant_of_the_test(owner_a) -> None:
+    campaign = _draft(owner_a)
+    path = f"/v1/campaigns/{campaign['id']}"
+    assert _field(owner_a.post(f"{path}/test", {"emails": ["qa@example.com"],
+                                                 "variant": "B"})) == "variant"  # no test yet
+    owner_a.put(f"{path}/ab", {"variants": VARIANTS})
+    sent = owner_a.post(f"{path}/test", {"emails": ["qa@example.com"], "variant": "B"})
+    assert sent.status_code == 200, sent.text
+    (message_id,) = sent.json["message_ids"]
+    ledger = owner_a.get(f"{path}/messages").json["data"]
+    assert [(m["id"], m["kind"], m["variant"]) for m in ledger] == [(message_id, "test", "B")]

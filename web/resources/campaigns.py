@@ -285,7 +285,9 @@ class CampaignResource:
 
 SCHEDULE = Fields(scheduled_at=Field("datetime", nullable=True,
                                      description="When to start; omit or null for now."))
-TEST = Fields(emails=Field("email_list", required=True, max_items=10))
+TEST = Fields(emails=Field("email_list", required=True, max_items=10),
+              variant=Field("string", enum=("A", "B", "C", "D", "E"),
+                            description="Send this A/B test variant (docs/ab-tests.md)."))
 EMPTY = Fields()
 
 
@@ -378,7 +380,7 @@ class TestSendResource(_Action):
 
     def run(self, tenant: uuid.UUID, campaign_id: uuid.UUID, values: dict[str, Any]) -> Any:
         """Queue test messages."""
-        made = lifecycle.test_send(tenant, campaign_id, values["emails"])
+        made = lifecycle.test_send(tenant, campaign_id, values["emails"], values.get("variant"))
         return {"object": "test_send",
                 "message_ids": [self.ids.encode("message", tenant, ident) for ident in made]}
 

@@ -265,3 +265,22 @@ def test_a_winner_chosen_while_paused_waits_for_the_resume(tenant_a, sending, si
     assert sink.handler.count() == 20 and max(sink.handler.per_recipient.values()) == 1
     got = _variants_by_email(tenant_a.id, campaign_id)
     assert Counter(got.values())["A"] == 15
+
+
+def test_a_test_send_of_one_variant(tenant_a, sending, sink) -> None:
+    park_other_tenants_work(tenant_a.id)
+    _, _, worker = sending
+    campaign_id = _ab_campaign(tenant_a.id, 2, "opens")  # still a draft
+    (ledger_id,) = lifecycle.test_send(tenant_a.id, campaign_id, ["qa@else.test"], "B")
+    worker.drain(10)
+    (message,) = [m for m in sink.handler.messages() if str(m["To"]) == "qa@else.test"]
+    assert (str(message["Subject"]), "Ana" in str(message["From"])) == ("Subject B", True)
+    html = message.get_body(("html",)).get_content()
+    assert "Bold" in html and "/t/c/" in html and "shop.example" not in html
+    with tenant_tx(tenant_a.id) as database:
+        assert database.execute_sql(
+            "SELECT kind, variant, status FROM messages WHERE id = %s", (ledger_id,)
+        ).fetchone() == ("test", "B", "accepted")
+        assert database.execute_sql(
+            "SELECT count(*) FROM links WHERE campaign_id = %s AND url = 'https://shop.example/b'",
+            (str(campaign_id),)).fetchone()[0] == 1
