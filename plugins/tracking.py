@@ -8,6 +8,7 @@ and ``swiftmail webhooks deliver``. Webhook deliveries are queued by
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -20,6 +21,8 @@ import falcon
 from swiftmail_core.hookspecs import hookimpl
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.settings import Settings
+
+log = logging.getLogger("swiftmail.webhooks")
 
 
 def _redis_client(settings: Settings):
@@ -134,9 +137,17 @@ def deliver(state, once: bool, interval: float) -> None:
     runtime = state.runtime(ProcessKind.WEBHOOK_DELIVERER)
     dispatcher = Dispatcher.from_settings(runtime.settings, runtime.plugins)
     while True:
-        count = dispatcher.deliver_due()
-        if count == 0:
-            reclaim_expired_leases()  # as the sweeper does, for a deliverer run alone
+        try:
+            count = dispatcher.deliver_due()
+            if count == 0:
+                reclaim_expired_leases()  # as the sweeper does, for a deliverer run alone
+        except Exception:
+            if once:
+                raise
+            # NOTE: a database failover must not end the deliverer: the next poll reconnects.
+            log.exception("webhook delivery round failed; retrying after the interval")
+            time.sleep(interval)
+            continue
         if once and count == 0:
             return
         if count == 0:

@@ -16,6 +16,7 @@ from typing import Any
 import falcon
 import structlog
 
+from swiftmail_core.db.failover import is_lost_server
 from swiftmail_core.errors import PROBLEM_BASE, SwiftMailError
 
 PROBLEM_JSON = "application/problem+json"
@@ -89,6 +90,10 @@ def render_http_error(
     _write(req, resp, status, body)
 
 
+#: Seconds a client is told to wait when the database went away mid-request.
+RETRY_AFTER_FAILOVER = 5
+
+
 def render_unexpected(
     req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]
 ) -> None:
@@ -98,6 +103,18 @@ def render_unexpected(
         return
     if isinstance(ex, SwiftMailError):
         render_swiftmail_error(req, resp, ex, params)
+        return
+    if is_lost_server(ex):
+        # A PostgreSQL failover: the next request connects to the new primary.
+        log.warning("database unavailable", path=req.path, method=req.method, error=str(ex))
+        resp.set_header("Retry-After", str(RETRY_AFTER_FAILOVER))
+        _write(req, resp, 503, {
+            "type": PROBLEM_BASE + "unavailable",
+            "title": "Service unavailable",
+            "status": 503,
+            "detail": "the database is unavailable (failing over?); retry shortly, with the "
+                      "same Idempotency-Key for a POST",
+        })
         return
     log.exception("unhandled exception", path=req.path, method=req.method)
     # APPSEC: no exception text or traceback reaches the client.

@@ -110,3 +110,33 @@ def test_nul_in_url_is_422_not_500(owner_a) -> None:
         result = owner_a.get(path, query_string=query)
         assert result.status_code == 422, (path, query, result.status_code)
         assert result.headers["Content-Type"] == "application/problem+json"
+
+
+def test_a_lost_database_is_a_503_with_retry_after(targets) -> None:  # type: ignore[no-untyped-def]
+    """A request whose database connection dies (a failover) is told to retry, not a 500."""
+    import falcon
+    import falcon.testing
+    import psycopg2
+    from swiftmail_web import errors
+
+    class Lost:
+        def on_get(self, req, resp) -> None:  # type: ignore[no-untyped-def]
+            connection = psycopg2.connect(targets.dsn("app"))
+            admin = psycopg2.connect(targets.admin_dsn)
+            admin.autocommit = True
+            try:
+                with admin.cursor() as cursor:
+                    cursor.execute("SELECT pg_terminate_backend(%s)",
+                                   (connection.get_backend_pid(),))
+                connection.cursor().execute("SELECT 1")  # the server is gone
+            finally:
+                admin.close()
+                connection.close()
+
+    app = falcon.App()
+    errors.install(app)
+    app.add_route("/lost", Lost())
+    result = falcon.testing.TestClient(app).simulate_get("/lost")
+    assert result.status_code == 503
+    assert result.headers["Retry-After"] == "5"
+    assert result.json["type"].endswith("unavailable")
