@@ -231,3 +231,92 @@ def test_relays_over_tls_need_their_ca(settings, runtime, tenant_a, tmp_path) ->
         _send(settings, tenant_a.id, trusted, {"relays": [url], "ca_file": str(ca_file)})
         assert ledger_counts(tenant_a.id, trusted) == {"accepted": 3}
         assert len(list(secure.spool.scan())) == 3
+
+
+class AnswerDroppingProxy:
+    """Forwards a request to a real intake and drops the intake's answer on the floor."""
+
+    def __init__(self, target: str) -> None:
+        host, _, port = target.rpartition(":")
+        self.target = (host, int(port))
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.forwarded = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> str:
+        """Return HOST:PORT."""
+        return f"127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                client, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with client, socket.create_connection(self.target, timeout=10) as upstream:
+                client.settimeout(10)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += client.recv(65536)
+                head = data.partition(b"\r\n\r\n")[0]
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))
+                while len(data) - len(head) - 4 < length:
+                    data += client.recv(65536)
+                upstream.sendall(data)
+                upstream.recv(65536)  # the relay answered 200 (durable); the worker never hears it
+                self.forwarded += 1
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self.stopping.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def test_an_unknown_outcome_settles_when_the_relay_delivers(settings, runtime, tenant_a,
+                                                             tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+    import functools
+
+    from swiftmail_relay.config import RelayConfig
+    from swiftmail_relay.engine import Relay
+    from swiftmail_relay.outcomes import record_outcomes
+    from swiftmail_relay.sink import OutcomeSink
+
+    from swiftmail_core.testing.smtp_sink import SmtpSink
+
+    campaign_id = _campaign(tenant_a.id, 5, start=400)
+    with IntakeThread(settings, tmp_path / "spool") as intake:
+        proxy = AnswerDroppingProxy(intake.address)
+        try:
+            _send(settings, tenant_a.id, campaign_id, {"relays": [proxy.address]})
+        finally:
+            proxy.stop()
+    assert proxy.forwarded == 1
+    assert ledger_counts(tenant_a.id, campaign_id) == {"unknown": 5}  # never resent
+    with SmtpSink() as sink:
+        config = RelayConfig.from_settings(
+            settings, spool_dir=str(tmp_path / "spool"), relayhost="127.0.0.1",
+            smtp_port=sink.port, allow_networks="127.0.0.0/8", warmup=False,
+            scan_interval=0.1, hostname="relay.test")
+        plugins = PluginManager.load(settings)
+        relay = Relay(settings, config, sink=OutcomeSink(
+            functools.partial(record_outcomes, plugins=plugins)))
+
+        async def deliver() -> None:
+            await relay.start()
+            try:
+                await relay.idle(30)
+            finally:
+                await relay.stop()
+
+        asyncio.run(deliver())
+        assert sink.handler.count() == 5
+    assert ledger_counts(tenant_a.id, campaign_id) == {"delivered": 5}
