@@ -17,6 +17,7 @@ import os
 import threading
 import uuid
 
+from swiftmail_relay import metrics
 from swiftmail_relay.spool import BOUNCED, DELIVERED, Envelope, Recipient, new_id
 
 RAW = b"From: news@sender.example\r\nTo: x@y\r\nSubject: s\r\n\r\nbody\r\n"
@@ -68,7 +69,8 @@ def test_every_message_reaches_a_final_state(dns_server, peers, relay_factory) -
         domains.append(domain)
     relay = relay_factory(found[0].port, workers=32, max_connections_per_site=4,
                           messages_per_connection=50, retry_base=0.05, retry_cap=0.2,
-                          scan_interval=0.05)
+                          scan_interval=0.05, overdue_after=10)
+    overdue_before = metrics.OVERDUE._value.get()
     written: list[str] = []
 
     def hand_off(first: int, last: int, notify) -> None:  # type: ignore[no-untyped-def]
@@ -112,3 +114,5 @@ def test_every_message_reaches_a_final_state(dns_server, peers, relay_factory) -
     assert statuses[BOUNCED] == BOUNCING
     assert statuses[DELIVERED] == COUNT - BOUNCING
     assert not list(relay.spool.scan())
+    # Every message got there on its own wake-ups: the watchdog found none lost.
+    assert metrics.OVERDUE._value.get() == overdue_before
