@@ -435,6 +435,9 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
             finally:
                 finish_workers(workers, args.timeout)
             results["end_to_end"].append(per_second(n, time.perf_counter() - started))
+            print(f"round {len(results['end_to_end'])} of {args.rounds}: " + json.dumps(
+                {name: round(values[-1], 1) for name, values in results.items()}),
+                file=sys.stderr, flush=True)
         runtime.close()
     finally:
         stop(sink)
