@@ -61,9 +61,11 @@ def relay_group(ctx: click.Context) -> None:
               help="Only listen and spool (extra listener processes sharing the port).")
 @click.pass_obj
 def relay_run(state: CliState, no_deliver: bool = False) -> None:
-    """Deliver the spool and listen for submissions and bounces until stopped.
+    """Deliver the spool and listen for platform hand-offs, submissions and bounces.
 
-    Settings live in [plugins.relay] (see docs/relay.md).
+    Runs until stopped. Workers on any host hand mail to the platform
+    intake (intake_listen, default 127.0.0.1:2526, signed with the platform
+    secret). Settings live in [plugins.relay] (see docs/relay.md).
 
     \b
     Example:
