@@ -13,7 +13,8 @@ The answer is 200 with the queue ids only once every message of the batch
 is durably in the spool (write, fsync, rename, fsync of the directory:
 ``Spool.write_many``); a spool that cannot write answers 503 and keeps
 nothing, so the worker tries another relay. Errors are RFC 9457
-problem+json naming the field.
+problem+json naming the field. ``GET /healthz`` answers 200 while the spool
+takes writes (503 otherwise) and says whether a deliverer runs on it.
 
 Served by uvicorn inside the relay's own event loop (falcon's ASGI app), on
 a socket bound with ``SO_REUSEPORT`` like the submission listener.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -54,6 +56,7 @@ from swiftmail_core.settings import Settings
 
 log = structlog.get_logger("swiftmail.relay.intake")
 INTAKE_PATH = "/v1/spool"
+HEALTH_PATH = "/healthz"
 PROBLEM_JSON = "application/problem+json"
 RETRY_AFTER_SECONDS = 5
 
@@ -127,6 +130,23 @@ class SpoolResource:
         return b"".join(chunks)
 
 
+class HealthResource:
+    """``GET /healthz``: 200 while this relay can spool (for load balancers, probes)."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        """Answer whether the spool takes writes and whether a deliverer runs on it."""
+        from swiftmail_relay.spool_lock import deliverer_running
+
+        writable = os.access(self.spool.tmp, os.W_OK) and os.access(self.spool.queue, os.W_OK)
+        resp.status = falcon.HTTP_200 if writable else falcon.HTTP_503
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = json.dumps({"spool_writable": writable,
+                                "delivering": deliverer_running(self.spool.root)}).encode()
+
+
 async def _render_error(req: falcon.asgi.Request, resp: falcon.asgi.Response,
                         ex: Exception, params: dict[str, Any]) -> None:
     """Answer any error as RFC 9457 problem+json, never with internals."""
@@ -152,6 +172,7 @@ def create_app(config: RelayConfig, spool: Spool, secrets: Sequence[bytes], guar
     """Return the intake's ASGI app."""
     app = falcon.asgi.App()
     app.add_route(INTAKE_PATH, SpoolResource(config, spool, secrets, guard, notify))
+    app.add_route(HEALTH_PATH, HealthResource(spool))
     app.add_error_handler(Exception, _render_error)
     return app
 

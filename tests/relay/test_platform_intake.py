@@ -137,3 +137,9 @@ def test_no_200_before_the_batch_is_durable(settings, tmp_path, monkeypatch) -> 
         fresh = Spool(tmp_path / "spool")
         for queue_id in json.loads(accepted.data)["queue_ids"]:
             assert fresh.read(queue_id)[1] == RAW
+
+
+def test_healthz_says_whether_the_spool_takes_mail(intake) -> None:  # type: ignore[no-untyped-def]
+    response = urllib3.request("GET", intake.url.replace("/v1/spool", "/healthz"), timeout=10)
+    assert response.status == 200
+    assert json.loads(response.data) == {"spool_writable": True, "delivering": False}
