@@ -11,6 +11,7 @@ from swiftmail_core.db import app_db, system_tx, tenant_tx
 from swiftmail_core.errors import NotFoundError, ValidationError
 from swiftmail_core.events import EventRecord, record_events
 from swiftmail_core.plugins import PluginManager
+from swiftmail_core.sending import due_tenants
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 
@@ -102,6 +103,7 @@ def _queue_confirmation(target: PublicList, contact_id: uuid.UUID, email: str,
         "VALUES (%s, %s, %s, 'confirmation', 'relay', %s::jsonb)",
         (str(target.tenant_id), str(contact_id), email, json.dumps(payload)),
     )
+    due_tenants.mark_due(app_db, target.tenant_id)
 
 
 def signup(

@@ -35,6 +35,7 @@ from swiftmail_core.errors import NotFoundError
 from swiftmail_core.models import utcnow
 from swiftmail_core.segments.compiler import CompiledSegment, compile_segment
 from swiftmail_core.segments.definition import parse_definition
+from swiftmail_core.sending import due_tenants
 
 DEFAULT_BATCH_SIZE = 50_000
 _ON_LISTS = """EXISTS (
@@ -210,4 +211,6 @@ def resolve_audience(
             "recipient_count = %s, updated_at = now() WHERE id = %s",
             (utcnow(), count, str(campaign_id)),
         )
+        if count:
+            due_tenants.mark_due(database, tenant_id)
     return int(count)

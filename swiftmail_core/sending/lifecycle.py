@@ -16,9 +16,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from swiftmail_core.ab_tests.variants import CONTENT_FIELDS, load_variants
-from swiftmail_core.db import tenant_tx
+from swiftmail_core.db import app_db, tenant_tx
 from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
 from swiftmail_core.models import Campaign, Message, utcnow
+from swiftmail_core.sending import due_tenants
 from swiftmail_core.sending.links import register_links
 
 DRAFT, SCHEDULED, SENDING, PAUSED, SENT, CANCELLED = (
@@ -145,6 +146,7 @@ def resume_campaign(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) ->
         campaign = _transition(campaign_uuid, (PAUSED,), SENDING, paused_reason=None,
                                transport_failures=0)
         _move_rows(campaign_uuid, ("held",), "queued", next_attempt_at=utcnow())
+        due_tenants.mark_due(app_db, campaign.tenant_id)
         return campaign_dict(campaign)
 
 
@@ -229,6 +231,7 @@ def test_send(
                  _json(content), variant),
             ).fetchone()
             ids.append(int(row[0]))
+        due_tenants.mark_due(database, campaign.tenant_id)
         return ids
 
 
@@ -259,6 +262,7 @@ def resend_failed(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> i
         )
         if count:
             _transition(campaign_uuid, (SENT,), SENDING, finished_at=None)
+            due_tenants.mark_due(app_db, campaign.tenant_id)
         return int(count)
 
 
@@ -317,6 +321,7 @@ def send_transactional(
             "'transactional', %s, %s::jsonb RETURNING id",
             (str(tenant_id), recipient, recipient, transport, _json(payload)),
         ).fetchone()
+        due_tenants.mark_due(database, tenant_id)
         message = Message.select().where(Message.id == row[0]).get()
         return dict(message.__data__)
 

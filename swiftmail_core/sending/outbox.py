@@ -1,17 +1,21 @@
 """The outbox: claim due ledger rows under a lease, and record what happened.
 
-``claim_batch`` runs as the system role in one short transaction and commits
-before any network I/O:
+``claim_batch`` claims tenant by tenant, each tenant in one short system
+transaction committed before any network I/O, every statement naming the
+tenant (a single-shard query on Citus, where row locks need one):
 
-1. lock due rows (``queued``/``deferred``, due now) with ``FOR UPDATE SKIP
-   LOCKED`` so concurrent workers never share a row; rows of a campaign that
-   is no longer sending leave the due set (``held`` while it is paused,
-   ``cancelled`` otherwise) instead of being walked by every claim;
-2. end rows whose address is suppressed (or whose contact is no longer
+1. find tenants with due mail in ``outbox_tenants`` (``due_tenants``) and
+   give each an equal share of the batch, starting after the tenant served
+   last, so no tenant's campaign starves another's mail;
+2. lock the tenant's due rows (``queued``/``deferred``, due now) with ``FOR
+   UPDATE SKIP LOCKED`` so concurrent workers never share a row; rows of a
+   campaign that is no longer sending leave the due set (``held`` while it
+   is paused, ``cancelled`` otherwise) instead of being walked by every claim;
+3. end rows whose address is suppressed (or whose contact is no longer
    active) as ``suppressed``: suppression is checked at claim time;
-3. spend each tenant's send budget (rate per second as a token bucket and
+4. spend the tenant's send budget (rate per second as a token bucket and
    the daily quota, in ``send_budgets``) and push rows over budget later;
-4. lease the rest to this worker (``sending``, ``lease_owner``,
+5. lease the rest to this worker (``sending``, ``lease_owner``,
    ``lease_expires_at``) and count the attempt.
 
 A claim that loses its server (a PostgreSQL failover) is run once more
@@ -26,20 +30,20 @@ elsewhere never overwrites the newer attempt.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime
 import json
 import math
+import threading
 import uuid
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-from psycopg2.extras import execute_values
 
 from swiftmail_core.db import system_tx
 from swiftmail_core.db.failover import retry_after_failover
 from swiftmail_core.plugins import PluginManager
+from swiftmail_core.sending import due_tenants
 from swiftmail_core.sending.state import Report, apply_reports
 from swiftmail_core.transports import Outcome, SendResult
 
@@ -67,20 +71,21 @@ _CANDIDATES_SQL = """
 WITH picked AS (
     SELECT m.tenant_id, m.id, m.kind, m.contact_id, m.email, m.campaign_id
     FROM messages m
-    WHERE m.status IN ('queued', 'deferred') AND m.next_attempt_at <= now()
+    WHERE m.tenant_id = %(tenant)s AND m.status IN ('queued', 'deferred')
+      AND m.next_attempt_at <= now()
     ORDER BY m.next_attempt_at
-    LIMIT %s
+    LIMIT %(limit)s
     FOR UPDATE OF m SKIP LOCKED
 )
-SELECT p.tenant_id, p.id,
+SELECT p.id,
        (p.kind = 'campaign' AND ct.status IS DISTINCT FROM 'active') OR EXISTS (
            SELECT 1 FROM suppressions x
-           WHERE x.tenant_id = p.tenant_id AND x.email_lower = lower(p.email)
+           WHERE x.tenant_id = %(tenant)s AND x.email_lower = lower(p.email)
              AND (x.expires_at IS NULL OR x.expires_at > now())) AS suppressed,
        CASE WHEN p.kind <> 'campaign' THEN 'sending' ELSE cp.status END AS campaign_status
 FROM picked p
-LEFT JOIN contacts ct ON ct.tenant_id = p.tenant_id AND ct.id = p.contact_id
-LEFT JOIN campaigns cp ON cp.tenant_id = p.tenant_id AND cp.id = p.campaign_id
+LEFT JOIN contacts ct ON ct.tenant_id = %(tenant)s AND ct.id = p.contact_id
+LEFT JOIN campaigns cp ON cp.tenant_id = %(tenant)s AND cp.id = p.campaign_id
 """
 #: Where a due row of a campaign that is not sending goes, out of the due index:
 #: a paused campaign's rows wait as 'held' until it resumes; any other state ends them.
@@ -91,148 +96,112 @@ PARKED_STATUS = {"paused": "held"}
 #: each claim; these settings last for the claim transaction only.
 #: Rows still leased to one owner (the partial index on leased rows finds them).
 _HELD_SQL = (
-    "SELECT id, tenant_id, campaign_id, contact_id, email, kind, transport, attempts, "
+    "/* cross-tenant */ SELECT id, tenant_id, campaign_id, contact_id, email, kind, transport, attempts, "
     "payload, variant FROM messages "
     "WHERE status = 'sending' AND lease_owner = %s AND lease_expires_at > now() ORDER BY id")
 _CLAIM_PLANNER_SQL = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off"
 
 _BUDGET_SQL = """
-SELECT b.tenant_id, b.tokens, extract(epoch FROM now() - b.refilled_at), b.day = current_date,
+SELECT b.tokens, extract(epoch FROM now() - b.refilled_at), b.day = current_date,
        b.day_count, t.send_rate_per_second, t.daily_quota,
        CASE WHEN EXISTS (SELECT 1 FROM sending_pauses p
-                         WHERE p.tenant_id = t.id AND p.resumed_at IS NULL)
+                         WHERE p.tenant_id = %(tenant)s AND p.resumed_at IS NULL)
             THEN 'paused' ELSE t.status END,
        extract(epoch FROM (current_date + 1)::timestamptz - now())
 FROM send_budgets b JOIN tenants t ON t.id = b.tenant_id
-WHERE b.tenant_id = ANY (%s::uuid[])
-ORDER BY b.tenant_id
+WHERE b.tenant_id = %(tenant)s
 FOR UPDATE OF b
 """
+#: How long a tenant that may not send (suspended, paused) waits before the next look.
+BLOCKED_WAIT_SECONDS = 300.0
 
 
-def _spend_budgets(database: Any, wanted: Mapping[str, int]) -> dict[str, tuple[int, float]]:
-    """Spend budgets for ``{tenant: rows wanted}``; return {tenant: (granted, wait_seconds)}."""
-    tenants = sorted(wanted)
+def _spend_budget(database: Any, tenant: str, wanted: int) -> tuple[int, float]:
+    """Spend the tenant's budget for ``wanted`` rows; return (granted, wait_seconds)."""
     database.execute_sql(
         "INSERT INTO send_budgets (tenant_id, tokens) "
-        "SELECT t.id, t.send_rate_per_second FROM tenants t WHERE t.id = ANY (%s::uuid[]) "
+        "SELECT t.id, t.send_rate_per_second FROM tenants t WHERE t.id = %s "
         "ON CONFLICT (tenant_id) DO NOTHING",
-        (tenants,),
+        (tenant,),
     )
-    grants: dict[str, tuple[int, float]] = {}
-    updates = []
-    for (tenant, tokens, elapsed, same_day, day_count, rate, quota, status,
-         to_midnight) in database.execute_sql(_BUDGET_SQL, (tenants,)).fetchall():
-        tenant = str(tenant)
-        if status != "active":
-            grants[tenant] = (0, 300.0)
-            continue
-        tokens = min(float(rate), float(tokens) + float(elapsed) * rate)
-        day_count = int(day_count) if same_day else 0
-        quota_left = max(0, int(quota) - day_count)
-        granted = min(wanted[tenant], math.floor(tokens), quota_left)
-        if granted < wanted[tenant]:
-            wait = float(to_midnight) if quota_left <= granted else (
-                (wanted[tenant] - granted) / rate)
-        else:
-            wait = 0.0
-        grants[tenant] = (granted, max(wait, 0.05))
-        updates.append((tenant, tokens - granted, day_count + granted))
-    if updates:
-        execute_values(
-            database.cursor(),
-            "UPDATE send_budgets b SET tokens = v.tokens, refilled_at = now(), "
-            "day = current_date, day_count = v.day_count "
-            "FROM (VALUES %s) AS v (tenant_id, tokens, day_count) "
-            "WHERE b.tenant_id = v.tenant_id::uuid",
-            updates,
-        )
-    return grants
+    found = database.execute_sql(_BUDGET_SQL, {"tenant": tenant}).fetchone()
+    if found is None:
+        return 0, BLOCKED_WAIT_SECONDS
+    tokens, elapsed, same_day, day_count, rate, quota, status, to_midnight = found
+    if status != "active":
+        return 0, BLOCKED_WAIT_SECONDS
+    tokens = min(float(rate), float(tokens) + float(elapsed) * rate)
+    day_count = int(day_count) if same_day else 0
+    quota_left = max(0, int(quota) - day_count)
+    granted = min(wanted, math.floor(tokens), quota_left)
+    if granted < wanted:
+        wait = float(to_midnight) if quota_left <= granted else (wanted - granted) / rate
+    else:
+        wait = 0.0
+    database.execute_sql(
+        "UPDATE send_budgets SET tokens = %s, refilled_at = now(), day = current_date, "
+        "day_count = %s WHERE tenant_id = %s", (tokens - granted, day_count + granted, tenant))
+    return granted, max(wait, 0.05)
 
 
-@retry_after_failover
-def claim_batch(
-    lease_owner: str | None = None, *, limit: int = 100, lease_seconds: int = 300
-) -> list[ClaimedMessage]:
-    """Lease up to ``limit`` due rows to ``lease_owner`` and commit; return them.
+def _claim_tenant(tenant: str, owner: str, limit: int,
+                  lease_seconds: int) -> tuple[list[ClaimedMessage], bool]:
+    """Lease up to ``limit`` of one tenant's due rows; return them and whether it has more.
 
-    Rows this owner already holds come back instead of new ones: a claim run
-    again after its COMMIT landed but the answer was lost (a failover) gets
-    the same batch, not a second one.
+    Every statement names the tenant: on Citus it is a single-shard (router)
+    transaction. When the tenant ran out of due rows or of budget, its hint
+    in ``outbox_tenants`` moves on in the same transaction.
     """
-    owner = lease_owner or f"w-{uuid.uuid4().hex}"
     with system_tx() as database:
-        if lease_owner is not None:
-            held = database.execute_sql(_HELD_SQL, (owner,)).fetchall()
-            if held:
-                return _claimed(held, owner)
         database.execute_sql(_CLAIM_PLANNER_SQL)
-        found = database.execute_sql(_CANDIDATES_SQL, (limit,)).fetchall()
-        if not found:
-            return []
-        parked = [(str(t), i, PARKED_STATUS.get(status, "cancelled"))
-                  for t, i, _, status in found if status != "sending"]
-        if parked:
+        found = database.execute_sql(
+            _CANDIDATES_SQL, {"tenant": tenant, "limit": limit}).fetchall()
+        more = len(found) == limit
+        parked: dict[str, list[int]] = {}
+        for i, _, status in found:
+            if status != "sending":
+                parked.setdefault(PARKED_STATUS.get(status, "cancelled"), []).append(int(i))
+        for status, parked_ids in parked.items():
             # NOTE: a row whose campaign stopped sending leaves the due set here, once,
             # instead of being walked (and skipped) by every claim after this one.
-            execute_values(
-                database.cursor(),
-                "UPDATE messages m SET status = v.status, updated_at = now() "
-                "FROM (VALUES %s) AS v (tenant_id, id, status) "
-                "WHERE m.tenant_id = v.tenant_id::uuid AND m.id = v.id",
-                parked,
-            )
-        candidates = [(t, i, is_suppressed) for t, i, is_suppressed, status in found
+            database.execute_sql(
+                "UPDATE messages SET status = %s, updated_at = now() "
+                "WHERE tenant_id = %s AND id = ANY (%s::bigint[])", (status, tenant, parked_ids))
+        candidates = [(i, is_suppressed) for i, is_suppressed, status in found
                       if status == "sending"]
-        suppressed = [(str(t), i) for t, i, is_suppressed in candidates if is_suppressed]
+        suppressed = [i for i, is_suppressed in candidates if is_suppressed]
         if suppressed:
-            execute_values(
-                database.cursor(),
-                "UPDATE messages m SET status = 'suppressed', last_error = 'suppressed at send time', "
-                "updated_at = now() FROM (VALUES %s) AS v (tenant_id, id) "
-                "WHERE m.tenant_id = v.tenant_id::uuid AND m.id = v.id",
-                suppressed,
-            )
-        by_tenant: dict[str, list[int]] = defaultdict(list)
-        for tenant, ledger_id, is_suppressed in candidates:
-            if not is_suppressed:
-                by_tenant[str(tenant)].append(int(ledger_id))
-        if not by_tenant:
-            return []
-        grants = _spend_budgets(database, {t: len(ids) for t, ids in by_tenant.items()})
-        leased: list[tuple[str, int]] = []
-        later: list[tuple[str, int, float]] = []
-        for tenant, ids in by_tenant.items():
-            granted, wait = grants.get(tenant, (0, 300.0))
-            leased.extend((tenant, i) for i in ids[:granted])
-            later.extend((tenant, i, wait) for i in ids[granted:])
-        if later:
-            execute_values(
-                database.cursor(),
-                "UPDATE messages m SET next_attempt_at = now() + make_interval(secs => v.wait) "
-                "FROM (VALUES %s) AS v (tenant_id, id, wait) "
-                "WHERE m.tenant_id = v.tenant_id::uuid AND m.id = v.id",
-                later,
-            )
-        if not leased:
-            return []
-        rows = execute_values(
-            database.cursor(),
-            "UPDATE messages m SET status = 'sending', lease_owner = v.owner, "
-            "lease_expires_at = now() + make_interval(secs => v.lease), "
-            "attempts = m.attempts + 1, updated_at = now() "
-            "FROM (VALUES %s) AS v (tenant_id, id, owner, lease) "
-            "WHERE m.tenant_id = v.tenant_id::uuid AND m.id = v.id "
-            "RETURNING m.id, m.tenant_id, m.campaign_id, m.contact_id, m.email, m.kind, "
-            "m.transport, m.attempts, m.payload, m.variant",
-            [(tenant, ledger_id, owner, float(lease_seconds)) for tenant, ledger_id in leased],
-            fetch=True,
-        )
-    return _claimed(rows, owner)
+            database.execute_sql(
+                "UPDATE messages SET status = 'suppressed', "
+                "last_error = 'suppressed at send time', updated_at = now() "
+                "WHERE tenant_id = %s AND id = ANY (%s::bigint[])", (tenant, suppressed))
+        ids = [int(i) for i, is_suppressed in candidates if not is_suppressed]
+        rows: list[Any] = []
+        wait: float | None = None
+        if ids:
+            granted, budget_wait = _spend_budget(database, tenant, len(ids))
+            if granted < len(ids):
+                wait, more = budget_wait, False
+                database.execute_sql(
+                    "UPDATE messages SET next_attempt_at = now() + make_interval(secs => %s) "
+                    "WHERE tenant_id = %s AND id = ANY (%s::bigint[])",
+                    (budget_wait, tenant, ids[granted:]))
+            if granted:
+                rows = database.execute_sql(
+                    "UPDATE messages SET status = 'sending', lease_owner = %s, "
+                    "lease_expires_at = now() + make_interval(secs => %s), "
+                    "attempts = attempts + 1, updated_at = now() "
+                    "WHERE tenant_id = %s AND id = ANY (%s::bigint[]) "
+                    "RETURNING id, tenant_id, campaign_id, contact_id, email, kind, "
+                    "transport, attempts, payload, variant",
+                    (owner, float(lease_seconds), tenant, ids[:granted])).fetchall()
+        if not more:
+            due_tenants.settle_within(database, tenant, wait)
+    return _claimed(rows, owner), more
 
 
 def _claimed(rows: Sequence[Sequence[Any]], owner: str) -> list[ClaimedMessage]:
-    return [
+    claimed = [
         ClaimedMessage(
             ledger_id=int(row[0]), tenant_id=_uuid(row[1]), campaign_id=_uuid(row[2]),
             contact_id=_uuid(row[3]), email=row[4], kind=row[5], transport=row[6],
@@ -240,6 +209,88 @@ def _claimed(rows: Sequence[Sequence[Any]], owner: str) -> list[ClaimedMessage]:
         )
         for row in rows
     ]
+    claimed.sort(key=lambda message: message.ledger_id)
+    return claimed
+
+
+class _Rotation:
+    """Where the next claim round starts: just after the tenant served last."""
+
+    def __init__(self) -> None:
+        self._last = ""
+        self._lock = threading.Lock()
+
+    def order(self, tenants: Sequence[str]) -> list[str]:
+        """Return ``tenants`` (sorted) starting after the one served last."""
+        with self._lock:
+            cut = bisect.bisect_right(tenants, self._last)
+        return [*tenants[cut:], *tenants[:cut]]
+
+    def served(self, tenant: str) -> None:
+        """Remember ``tenant`` as served last."""
+        with self._lock:
+            self._last = tenant
+
+
+_rotation = _Rotation()
+
+
+def _claim_round(owner: str, limit: int, lease_seconds: int) -> list[ClaimedMessage]:
+    """Give each due tenant an equal share of ``limit``, then spare room to the busy ones."""
+    tenants = _rotation.order(due_tenants.due_now())
+    if not tenants:
+        return []
+    share = max(1, math.ceil(limit / len(tenants)))
+    claimed: list[ClaimedMessage] = []
+    busy: list[str] = []
+    for tenant in tenants:
+        room = limit - len(claimed)
+        if room <= 0:
+            break
+        got, more = _claim_tenant(tenant, owner, min(share, room), lease_seconds)
+        _rotation.served(tenant)
+        claimed.extend(got)
+        if more:
+            busy.append(tenant)
+    for tenant in busy:
+        room = limit - len(claimed)
+        if room <= 0:
+            break
+        claimed.extend(_claim_tenant(tenant, owner, room, lease_seconds)[0])
+    return claimed
+
+
+@retry_after_failover
+def claim_batch(
+    lease_owner: str | None = None, *, limit: int = 100, lease_seconds: int = 300
+) -> list[ClaimedMessage]:
+    """Lease up to ``limit`` due rows to ``lease_owner``, fairly across tenants; return them.
+
+    Tenants with due mail (``due_tenants``) each get an equal share of the
+    batch, starting after the tenant served last, so one tenant's huge
+    campaign never starves another's transactional mail; room they leave
+    goes to tenants with more. Each tenant is claimed in its own short
+    transaction, committed before any network I/O. A round that found
+    nothing rebuilds the hints from the ledger once and tries again.
+
+    Rows this owner already holds come back instead of new ones: a claim run
+    again after its COMMIT landed but the answer was lost (a failover) gets
+    the same batch, not a second one.
+    """
+    owner = lease_owner or f"w-{uuid.uuid4().hex}"
+    if lease_owner is not None:
+        with system_tx() as database:
+            held = database.execute_sql(_HELD_SQL, (owner,)).fetchall()
+        if held:
+            return _claimed(held, owner)
+    claimed = _claim_round(owner, limit, lease_seconds)
+    if not claimed and due_tenants.refresh():
+        claimed = _claim_round(owner, limit, lease_seconds)
+    return claimed
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _uuid(value: Any) -> Any:
@@ -323,21 +374,22 @@ def release(claimed: Sequence[ClaimedMessage], delay_seconds: float = 0,
     """Give leased rows back (``queued``, or ``held`` for a paused campaign), attempt uncounted."""
     if status not in ("queued", "held"):
         raise ValueError(f"cannot release rows as {status!r}")
-    rows = [(str(m.tenant_id), m.ledger_id, m.lease_owner) for m in claimed]
-    if not rows:
-        return
-    with system_tx() as database:
-        execute_values(
-            database.cursor(),
-            f"UPDATE messages m SET status = '{status}', "
-            "attempts = greatest(m.attempts - 1, 0), "
-            f"next_attempt_at = now() + interval '{float(delay_seconds)} seconds', "
-            "lease_expires_at = NULL, updated_at = now() "
-            "FROM (VALUES %s) AS v (tenant_id, id, owner) "
-            "WHERE m.tenant_id = v.tenant_id::uuid AND m.id = v.id AND m.lease_owner = v.owner "
-            "AND m.status = 'sending'",
-            rows,
-        )
+    groups: dict[tuple[str, str], list[int]] = {}
+    for message in claimed:
+        groups.setdefault((str(message.tenant_id), message.lease_owner), []).append(
+            message.ledger_id)
+    for (tenant, owner), ids in sorted(groups.items()):
+        with system_tx() as database:
+            database.execute_sql(
+                "UPDATE messages SET status = %s, attempts = greatest(attempts - 1, 0), "
+                "next_attempt_at = now() + make_interval(secs => %s), "
+                "lease_expires_at = NULL, updated_at = now() "
+                "WHERE tenant_id = %s AND id = ANY (%s::bigint[]) AND lease_owner = %s "
+                "AND status = 'sending'",
+                (status, float(delay_seconds), tenant, ids, owner))
+            if status == "queued":
+                due_tenants.mark_due(database, tenant, _utcnow() + datetime.timedelta(
+                    seconds=float(delay_seconds)))
 
 
 def to_json(value: Any) -> str:

@@ -6,7 +6,8 @@ deferrals, bounces, expiries), provider webhooks (SendGrid, Mailgun) and
 DSN/ARF reports. ``apply_reports`` locks the rows, moves each along
 ``TRANSITIONS``, and stores the row changes, the events (deduplicated by
 source key, with rollups) and the suppressions in ONE system transaction per
-batch; plugins hear of the new events after the commit.
+tenant of the batch (every statement names the tenant: one shard on Citus);
+plugins hear of the new events after the commits.
 
 States::
 
@@ -59,6 +60,7 @@ from swiftmail_core.db.failover import retry_after_failover
 from swiftmail_core.events import EventRecord, notify_plugins, store_events
 from swiftmail_core.models import utcnow
 from swiftmail_core.plugins import PluginManager
+from swiftmail_core.sending import due_tenants
 from swiftmail_core.suppressions import SuppressionEntry, suppress_within
 
 KEEP = None
@@ -135,58 +137,75 @@ def next_status(current: str, report: Report, lease_holds: bool) -> str | None:
 
 
 def apply_reports(reports: Sequence[Report], plugins: PluginManager | None = None) -> Applied:
-    """Apply reports to their rows, events and suppressions in one transaction.
+    """Apply reports to their rows, events and suppressions, one transaction per tenant.
 
-    A transaction that loses its server (a PostgreSQL failover) runs once more
-    on the new primary: transitions, lease checks and event source keys make a
-    second run change nothing the first one committed.
+    A tenant's transaction that loses its server (a PostgreSQL failover) runs
+    once more on the new primary: transitions, lease checks and event source
+    keys make a second run change nothing the first one committed.
     """
-    if not reports:
-        return Applied()
-    applied = _apply_in_transaction(reports)
+    applied = Applied()
+    by_tenant: dict[str, list[Report]] = defaultdict(list)
+    for report in reports:
+        by_tenant[str(report.tenant_id)].append(report)
+    for tenant in sorted(by_tenant):
+        part = _apply_in_transaction(tenant, by_tenant[tenant])
+        for status, count in part.statuses.items():
+            applied.statuses[status] += count
+        applied.events.extend(part.events)
+        applied.ignored += part.ignored
     notify_plugins(plugins, applied.events)
     return applied
 
 
 @retry_after_failover
-def _apply_in_transaction(reports: Sequence[Report]) -> Applied:
+def _apply_in_transaction(tenant: str, reports: Sequence[Report]) -> Applied:
+    # NOTE: one tenant per transaction: every statement names the tenant, so on
+    # Citus each is a single-shard query (row locks need one) and commits on one node.
     applied = Applied()
     with system_tx() as database:
-        rows = _lock_rows(database, reports)
-        events: list[EventRecord] = []
-        suppressions: list[SuppressionEntry] = []
-        for report in reports:
-            row = rows.get((str(report.tenant_id), report.ledger_id)) if report.ledger_id else None
-            if report.ledger_id is not None and (row is None or not _email_matches(report, row)):
-                applied.ignored += 1  # APPSEC: only a row of this tenant, to this address
-                continue
-            if row is not None and not _advance(row, report, applied):
-                applied.ignored += 1
-                continue
-            if report.type in EVENT_TYPES:
-                events.append(_event(report, row))
-            entry = _suppression(report, row)
-            if entry is not None:
-                suppressions.append(entry)
-        _write_rows(database, rows)
-        suppress_within(database, suppressions)
-        applied.events = store_events(database, events)
+        applied.events = _apply_tenant(database, tenant, reports, applied)
     return applied
 
 
-def _lock_rows(database: Any, reports: Sequence[Report]) -> dict[tuple[str, int], _Row]:
-    keys = sorted({(str(r.tenant_id), r.ledger_id) for r in reports if r.ledger_id is not None})
-    if not keys:
+def _apply_tenant(database: Any, tenant: str, reports: Sequence[Report],
+                  applied: Applied) -> list[EventRecord]:
+    """Apply one tenant's reports inside the caller's transaction; return new events."""
+    rows = _lock_rows(database, tenant, reports)
+    events: list[EventRecord] = []
+    suppressions: list[SuppressionEntry] = []
+    for report in reports:
+        row = rows.get(report.ledger_id) if report.ledger_id else None
+        if report.ledger_id is not None and (row is None or not _email_matches(report, row)):
+            applied.ignored += 1  # APPSEC: only a row of this tenant, to this address
+            continue
+        if row is not None and not _advance(row, report, applied):
+            applied.ignored += 1
+            continue
+        if report.type in EVENT_TYPES:
+            events.append(_event(report, row))
+        entry = _suppression(report, row)
+        if entry is not None:
+            suppressions.append(entry)
+    _write_rows(database, tenant, rows)
+    retries = [row.changes["next_attempt_at"] for row in rows.values()
+               if row.changes.get("status", row.status) == "deferred"
+               and row.changes.get("next_attempt_at") is not None]
+    if retries:
+        due_tenants.mark_due(database, tenant, min(retries))
+    suppress_within(database, suppressions)
+    return store_events(database, events)
+
+
+def _lock_rows(database: Any, tenant: str, reports: Sequence[Report]) -> dict[int, _Row]:
+    ids = sorted({int(r.ledger_id) for r in reports if r.ledger_id is not None})
+    if not ids:
         return {}
-    found = execute_values(
-        database.cursor(),
-        "SELECT m.tenant_id::text, m.id, m.status, m.lease_owner, m.campaign_id, "
-        "m.contact_id, m.email, m.kind FROM messages m "
-        "JOIN (VALUES %s) AS v (tenant_id, id) ON m.tenant_id = v.tenant_id::uuid "
-        "AND m.id = v.id::bigint ORDER BY m.tenant_id, m.id FOR UPDATE OF m",
-        keys, fetch=True)
-    return {(tenant, int(ident)): _Row(status, owner, campaign, contact, email, kind)
-            for tenant, ident, status, owner, campaign, contact, email, kind in found}
+    found = database.execute_sql(
+        "SELECT id, status, lease_owner, campaign_id, contact_id, email, kind FROM messages "
+        "WHERE tenant_id = %s AND id = ANY (%s::bigint[]) ORDER BY id FOR UPDATE",
+        (tenant, ids)).fetchall()
+    return {int(ident): _Row(status, owner, campaign, contact, email, kind)
+            for ident, status, owner, campaign, contact, email, kind in found}
 
 
 def _email_matches(report: Report, row: _Row) -> bool:
@@ -233,17 +252,18 @@ _COLUMNS = ("status", "lease_expires_at", "next_attempt_at", "sent_at", "last_er
             "provider_message_id", "message_id")
 
 
-def _write_rows(database: Any, rows: Mapping[tuple[str, int], _Row]) -> None:
-    changed = [(key, row) for key, row in rows.items() if row.changes]
+def _write_rows(database: Any, tenant: str, rows: Mapping[int, _Row]) -> None:
+    changed = [(ident, row) for ident, row in rows.items() if row.changes]
     if not changed:
         return
     values = []
-    for (tenant, ident), row in changed:
+    for ident, row in changed:
         change = row.changes
         values.append((
-            tenant, ident, change.get("status"), "lease_expires_at" in change,
+            ident, change.get("status"), "lease_expires_at" in change,
             change.get("next_attempt_at"), change.get("sent_at"), change.get("last_error"),
             change.get("provider_message_id"), change.get("message_id")))
+    # APPSEC: the tenant is the text of a UUID (it keys the reports' tenant_id).
     execute_values(
         database.cursor(),
         "UPDATE messages m SET status = coalesce(v.status, m.status), "
@@ -253,9 +273,9 @@ def _write_rows(database: Any, rows: Mapping[tuple[str, int], _Row]) -> None:
         "last_error = coalesce(v.last_error, m.last_error), "
         "provider_message_id = coalesce(v.provider_message_id, m.provider_message_id), "
         "message_id = coalesce(v.message_id, m.message_id), updated_at = now() "
-        "FROM (VALUES %s) AS v (tenant_id, id, status, clear_lease, next_attempt_at, sent_at, "
+        "FROM (VALUES %s) AS v (id, status, clear_lease, next_attempt_at, sent_at, "
         "last_error, provider_message_id, message_id) "
-        "WHERE m.tenant_id = v.tenant_id::uuid AND m.id = v.id::bigint",
+        f"WHERE m.tenant_id = '{uuid.UUID(tenant)}' AND m.id = v.id::bigint",
         values)
 
 

@@ -19,6 +19,7 @@ from swiftmail_core.ab_tests.decision import decide_due_tests
 from swiftmail_core.ab_tests.variants import load_variants
 from swiftmail_core.db import system_tx, tenant_tx
 from swiftmail_core.plugins import PluginManager
+from swiftmail_core.sending import due_tenants
 from swiftmail_core.sending.audience import resolve_audience
 from swiftmail_core.sending.links import register_links
 from swiftmail_core.sending.state import Report, apply_reports
@@ -103,14 +104,17 @@ def reclaim_expired_leases() -> int:
     ``cancelled`` (it used to go back to ``queued`` and stay there forever).
     """
     with system_tx() as database:
-        cursor = database.execute_sql(
+        rows = database.execute_sql(
             "UPDATE messages m SET status = CASE (SELECT c.status FROM campaigns c "
             "  WHERE c.tenant_id = m.tenant_id AND c.id = m.campaign_id) "
             "  WHEN 'paused' THEN 'held' WHEN 'cancelled' THEN 'cancelled' ELSE 'queued' END, "
             "lease_expires_at = NULL, next_attempt_at = now(), updated_at = now() "
-            "WHERE m.status = 'sending' AND m.lease_expires_at < now()"
-        )
-        return int(cursor.rowcount)
+            "WHERE m.status = 'sending' AND m.lease_expires_at < now() "
+            "RETURNING m.tenant_id::text, m.status"
+        ).fetchall()
+        for tenant in sorted({tenant for tenant, status in rows if status == "queued"}):
+            due_tenants.mark_due(database, tenant)
+        return len(rows)
 
 
 def expire_unknown_outcomes(after_hours: float, plugins: PluginManager | None = None,
@@ -215,12 +219,14 @@ def tick(settings: Settings, plugins: PluginManager) -> dict[str, int]:
     reclaimed = reclaim_expired_leases()
     webhook_reclaimed = reclaim_webhook_leases()
     expired_unknown = expire_unknown_outcomes(settings.send_unknown_outcome_hours, plugins)
+    # Reclaimed rows, and mail queued by any path that left no hint, get one here.
+    hinted = due_tenants.refresh()
     finished = complete_campaigns()
     partitions = maintain_event_partitions()
     return {"started": len(started), "resolved": resolved, "ab_decided": len(decided),
             "reclaimed": reclaimed,
             "webhook_reclaimed": webhook_reclaimed, "expired_unknown": expired_unknown,
-            "finished": len(finished), "event_partitions": partitions}
+            "due_tenants": hinted, "finished": len(finished), "event_partitions": partitions}
 
 
 def maintain_event_partitions(months_ahead: int = 3) -> int:

@@ -8,7 +8,7 @@ from swiftmail_relay import reputation
 from swiftmail_relay.outcomes import Outcome, record_outcomes
 
 from swiftmail_core.db import system_tx, tenant_tx
-from swiftmail_core.sending import outbox
+from swiftmail_core.sending import due_tenants, outbox
 from tests.cli_helpers import run_swiftmail
 
 
@@ -32,10 +32,12 @@ def _report(tenant_id, rows, kind: str, bounce_class: str | None, plugins) -> No
 
 def _queued(tenant_id) -> int:  # type: ignore[no-untyped-def]
     with tenant_tx(tenant_id) as database:
-        return int(database.execute_sql(
+        ledger_id = int(database.execute_sql(
             "INSERT INTO messages (tenant_id, email, kind, status, transport) "
             "VALUES (%s, 'next@r.example', 'transactional', 'queued', 'relay') RETURNING id",
             (str(tenant_id),)).fetchone()[0])
+        due_tenants.mark_due(database, tenant_id)
+        return ledger_id
 
 
 def _events(tenant_id, kind: str) -> list[dict]:  # type: ignore[type-arg, no-untyped-def]

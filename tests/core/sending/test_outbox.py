@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from swiftmail_core.db import system_tx, tenant_tx
-from swiftmail_core.sending import outbox
+from swiftmail_core.sending import due_tenants, outbox
 from swiftmail_core.sending.sweeper import reclaim_expired_leases
 
 
@@ -13,6 +13,7 @@ def _queue(tenant_id, count: int) -> None:  # type: ignore[no-untyped-def]
             "INSERT INTO messages (tenant_id, email, kind, transport) "
             "SELECT %s, 'r' || i || '@x.test', 'transactional', 'none' FROM generate_series(1, %s) i",
             (str(tenant_id), count))
+        due_tenants.mark_due(database, tenant_id)
 
 
 def _budget(tenant_id, *, rate: int, quota: int, tokens: float, day_count: int) -> None:  # type: ignore[no-untyped-def]
@@ -97,3 +98,49 @@ def test_a_claim_run_again_gets_the_batch_it_already_holds(tenant_a) -> None:  #
         assert len([c for c in first if c.tenant_id == tenant_a.id]) == 4
     finally:
         outbox.release(first)
+
+
+def _counts(claimed) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    counts: dict = {}  # type: ignore[type-arg]
+    for message in claimed:
+        counts[message.tenant_id] = counts.get(message.tenant_id, 0) + 1
+    return counts
+
+
+def test_a_big_campaign_does_not_starve_another_tenants_mail(tenant_a, tenant_b) -> None:  # type: ignore[no-untyped-def]
+    from tests.core.sending.conftest import park_other_tenants_work
+
+    park_other_tenants_work(tenant_a.id)
+    _queue(tenant_a.id, 500)  # due first: the old global claim took these 20 first
+    _queue(tenant_b.id, 3)
+    claimed = outbox.claim_batch(limit=20)
+    assert _counts(claimed) == {tenant_a.id: 17, tenant_b.id: 3}
+    outbox.release(claimed)
+
+
+def test_tenants_take_turns_when_the_batch_is_smaller_than_them(make_tenant) -> None:  # type: ignore[no-untyped-def]
+    from tests.core.sending.conftest import park_other_tenants_work
+
+    tenants = [make_tenant("rr") for _ in range(5)]
+    park_other_tenants_work(tenants[0].id)
+    for tenant in tenants:
+        _queue(tenant.id, 4)
+    served = []
+    for _ in range(3):  # 5 tenants, 2 rows a claim: everyone within 3 claims
+        claimed = outbox.claim_batch(limit=2)
+        assert len(claimed) == 2 and len(_counts(claimed)) == 2  # one row each
+        served.extend(message.tenant_id for message in claimed)
+    assert {tenant.id for tenant in tenants} <= set(served)
+
+
+def test_a_tenant_out_of_work_or_budget_leaves_the_due_tenants(tenant_a, tenant_b) -> None:  # type: ignore[no-untyped-def]
+    _queue(tenant_a.id, 2)
+    _queue(tenant_b.id, 10)
+    _budget(tenant_b.id, rate=3, quota=1000, tokens=3, day_count=0)
+    claimed = outbox.claim_batch(limit=1000)
+    with system_tx() as database:
+        hints = dict(database.execute_sql(
+            "SELECT tenant_id, due_at > now() FROM outbox_tenants WHERE tenant_id IN (%s, %s)",
+            (str(tenant_a.id), str(tenant_b.id))).fetchall())
+    outbox.release(claimed)
+    assert hints == {tenant_b.id: True}  # a: nothing left; b: back when tokens refill
