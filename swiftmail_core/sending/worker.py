@@ -63,11 +63,13 @@ class SendingWorker:
             return 0
         messages, failures = self.composer.compose(claimed)
         outbox.fail_unrenderable(claimed, failures)
-        by_transport: dict[str, list[Any]] = {}
-        for message, row in zip(messages, [c for c in claimed if c.ledger_id not in failures],
-                                strict=True):
-            by_transport.setdefault(row.transport or DEFAULT_TRANSPORT, []).append(message)
         rows = {row.ledger_id: row for row in claimed}
+        by_transport: dict[str, list[Any]] = {}
+        for message in messages:
+            # NOTE: by ledger id: the composer returns messages grouped by campaign,
+            # not in claim order.
+            transport = rows[message.ledger_id].transport or DEFAULT_TRANSPORT
+            by_transport.setdefault(transport, []).append(message)
         for name, batch in by_transport.items():
             batch_rows = [rows[message.ledger_id] for message in batch]
             try:

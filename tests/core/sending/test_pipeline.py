@@ -10,7 +10,7 @@ from swiftmail_plugins.smtp_transport import SmtpTransport
 from swiftmail_core.db import tenant_tx
 from swiftmail_core.hookspecs import hookimpl
 from swiftmail_core.plugins import PluginManager
-from swiftmail_core.sending import lifecycle, sweeper
+from swiftmail_core.sending import due_tenants, lifecycle, sweeper
 from swiftmail_core.sending.worker import SendingWorker
 from swiftmail_core.testing.smtp_sink import SmtpSink
 from tests.core.sending.conftest import ledger_counts
@@ -219,3 +219,67 @@ def test_a_test_send_of_a_draft_with_tracked_links_renders(audience, sending, si
     with tenant_tx(tenant.id) as database:
         assert database.execute_sql("SELECT status FROM messages WHERE id = %s",
                                     (ledger_id,)).fetchone()[0] == "accepted"
+
+
+class _RecordingTransport:
+    """A transport that accepts everything and remembers which rows it was given."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.ledger_ids: list[int] = []
+
+    def send(self, messages):  # type: ignore[no-untyped-def]
+        from swiftmail_core.transports import Outcome, SendResult
+
+        self.ledger_ids.extend(m.ledger_id for m in messages)
+        return [SendResult(m.ledger_id, Outcome.ACCEPTED) for m in messages]
+
+    def close(self) -> None:
+        pass
+
+
+class _RecorderPlugin:
+    def __init__(self, transport: _RecordingTransport) -> None:
+        self.transport = transport
+
+    @hookimpl
+    def swiftmail_register_transports(self, settings):  # type: ignore[no-untyped-def]
+        return [self.transport]
+
+
+def test_each_message_goes_through_its_own_rows_transport(tenant_a, settings, sink) -> None:  # type: ignore[no-untyped-def]
+    """A batch whose campaign and transactional rows interleave in due order.
+
+    The composer returns messages grouped by campaign; the worker used to pair
+    them with the claimed rows by position, so a campaign message could go out
+    through the transactional row's transport (and the other way round).
+    """
+    from tests.core.sending.conftest import make_campaign, park_other_tenants_work
+
+    recorder = _RecordingTransport()
+    plugins = PluginManager.load(settings, extra=[_SinkTransportPlugin(sink.port),
+                                                  _RecorderPlugin(recorder)])
+    campaign_id = make_campaign(tenant_a.id, [], transport="sink")
+    with tenant_tx(tenant_a.id) as database:
+        database.execute_sql("UPDATE campaigns SET status = 'sending' WHERE id = %s",
+                             (str(campaign_id),))
+        ids = {}
+        for name, kind, ago in (("c1", "campaign", 3), ("t1", "transactional", 2),
+                                ("c2", "campaign", 1)):
+            contact = database.execute_sql(
+                "INSERT INTO contacts (tenant_id, email) VALUES (%s, %s) RETURNING id",
+                (str(tenant_a.id), f"{name}@pair.example.test")).fetchone()[0]
+            ids[name] = database.execute_sql(
+                "INSERT INTO messages (tenant_id, campaign_id, contact_id, email, kind, transport, "
+                "payload, next_attempt_at) VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, "
+                "now() - make_interval(secs => %s)) RETURNING id",
+                (str(tenant_a.id), str(campaign_id) if kind == "campaign" else None, str(contact),
+                 f"{name}@pair.example.test", kind, "sink" if kind == "campaign" else "recorder",
+                 '{"subject": "s", "text": "t", "html": "", "from_email": "a@sender.test", '
+                 '"from_name": "", "reply_to": "", "data": {}}', ago)).fetchone()[0]
+        due_tenants.mark_due(database, tenant_a.id)
+    park_other_tenants_work(tenant_a.id)
+    assert SendingWorker(settings, plugins).process_batch(limit=10) == 3
+    assert recorder.ledger_ids == [ids["t1"]]
+    assert sorted(sink.handler.per_recipient) == ["c1@pair.example.test", "c2@pair.example.test"]
