@@ -10,6 +10,7 @@ cross-tenant machinery rebinds a query with ``.bind(system_db)`` inside
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 from peewee import (
     BigIntegerField,
@@ -25,7 +26,7 @@ from peewee import (
 )
 from playhouse.postgres_ext import ArrayField, BinaryJSONField, IPField
 
-from swiftmail_core.db import app_db
+from swiftmail_core.db import app_db, current_tenant
 
 
 def utcnow() -> datetime.datetime:
@@ -46,9 +47,36 @@ class BaseModel(Model):
 
 
 class TenantModel(BaseModel):
-    """A table whose rows belong to one tenant (row-level security applies)."""
+    """A table whose rows belong to one tenant (row-level security applies).
+
+    Inside ``tenant_tx`` every SELECT, UPDATE and DELETE built from a tenant
+    model names the tenant (``tenant_id = <the transaction's tenant>``), so on
+    Citus it is a single-shard (router) query; row-level security stays the
+    guard, this only routes. Outside a tenant transaction (system machinery)
+    queries are left as written.
+    """
 
     tenant_id = UUIDField()
+
+    @classmethod
+    def select(cls, *fields: Any) -> Any:
+        """Return a SELECT scoped to the current tenant (see the class)."""
+        return cls._scoped(super().select(*fields))
+
+    @classmethod
+    def update(cls, __data: Any = None, **update: Any) -> Any:
+        """Return an UPDATE scoped to the current tenant."""
+        return cls._scoped(super().update(__data, **update))
+
+    @classmethod
+    def delete(cls) -> Any:
+        """Return a DELETE scoped to the current tenant."""
+        return cls._scoped(super().delete())
+
+    @classmethod
+    def _scoped(cls, query: Any) -> Any:
+        tenant = current_tenant()
+        return query if tenant is None else query.where(cls.tenant_id == tenant)
 
 
 class Tenant(BaseModel):
