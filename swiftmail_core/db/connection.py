@@ -31,6 +31,7 @@ app_db = PooledPostgresqlDatabase(None)
 system_db = PooledPostgresqlDatabase(None)
 
 _state = threading.local()
+_distributed: dict[str, bool] = {}
 
 
 def connect(targets: DatabaseTargets, pool_size: int = 10,
@@ -51,6 +52,23 @@ def connect(targets: DatabaseTargets, pool_size: int = 10,
             **params,
         )
     failover.configure(targets.dsn("system"), failover_wait_seconds, (app_db, system_db))
+
+
+def is_distributed() -> bool:
+    """Return True when the database is a Citus coordinator (asked once per process).
+
+    For the few statements whose fastest single-node form Citus cannot run;
+    everything else is written once for both.
+    """
+    name = str(system_db.database)
+    if name not in _distributed:
+        query = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"
+        if system_db.is_closed():
+            with system_db.connection_context():
+                _distributed[name] = bool(system_db.execute_sql(query).fetchone()[0])
+        else:
+            _distributed[name] = bool(system_db.execute_sql(query).fetchone()[0])
+    return _distributed[name]
 
 
 def disconnect() -> None:

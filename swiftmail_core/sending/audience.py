@@ -23,14 +23,16 @@ A range is one transaction, so a recipient is drawn once.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from peewee import IntegrityError
+from psycopg2.extras import execute_values
 
-from swiftmail_core.db import tenant_tx
+from swiftmail_core.db import is_distributed, tenant_tx
 from swiftmail_core.errors import NotFoundError
 from swiftmail_core.models import utcnow
 from swiftmail_core.segments.compiler import CompiledSegment, compile_segment
@@ -48,19 +50,20 @@ _SUNSET = """(c.created_at >= now() - make_interval(days => %s) OR EXISTS (
           WHERE e.tenant_id = c.tenant_id AND e.contact_id = c.id
             AND e.type IN ('opened', 'clicked')
             AND e.occurred_at >= now() - make_interval(days => %s)))"""
+_SELECT_SQL = """
+SELECT c.id, c.email
+FROM contacts c
+WHERE c.tenant_id = %s::uuid AND c.id >= %s::uuid AND (%s::uuid IS NULL OR c.id < %s::uuid)
+  AND c.status = 'active'
+  AND ({audience})
+  AND {sunset}
+  AND NOT EXISTS (
+      SELECT 1 FROM suppressions x
+      WHERE x.tenant_id = c.tenant_id AND x.email_lower = c.email_lower
+        AND (x.expires_at IS NULL OR x.expires_at > now()))
+"""
 _BATCH_SQL = """
-WITH batch AS (
-    SELECT c.id, c.email
-    FROM contacts c
-    WHERE c.tenant_id = %s::uuid AND c.id >= %s::uuid AND (%s::uuid IS NULL OR c.id < %s::uuid)
-      AND c.status = 'active'
-      AND ({audience})
-      AND {sunset}
-      AND NOT EXISTS (
-          SELECT 1 FROM suppressions x
-          WHERE x.tenant_id = c.tenant_id AND x.email_lower = c.email_lower
-            AND (x.expires_at IS NULL OR x.expires_at > now()))
-)
+WITH batch AS ({select})
 """
 _INSERT_SQL = """
 INSERT INTO messages (tenant_id, campaign_id, contact_id, email, kind, transport)
@@ -79,6 +82,13 @@ SELECT %s::uuid, %s::uuid, d.id, d.email, 'campaign', %s,
        CASE WHEN d.n < d.quota THEN 'queued' ELSE 'waiting' END,
        CASE WHEN d.n < d.quota THEN (%s::text[])[(1 + mod(d.n + %s, %s))::int] END
 FROM drawn d ORDER BY d.id
+"""
+#: On Citus the rows go through the client: an INSERT ... SELECT whose SELECT
+#: has correlated subqueries under row-level security is refused there (and
+#: the coordinator's fallback, COPY, is refused with row-level security).
+_VALUES_SQL = """
+INSERT INTO messages (tenant_id, campaign_id, contact_id, email, kind, transport, status, variant)
+VALUES %s
 """
 #: A re-run after a crash meets rows already written: it skips them.
 _RERUN = """
@@ -99,8 +109,8 @@ class Audience:
     variants: list[str] = dataclasses.field(default_factory=list)
     test_percent: int | None = None
 
-    def batch(self, low: str, high: str | None, *, rerun: bool = False) -> tuple[str, list[Any]]:
-        """Return the INSERT of one id range of the audience and its parameters."""
+    def select(self, low: str, high: str | None) -> tuple[str, list[Any]]:
+        """Return the SELECT of one id range of the audience (id, email) and its parameters."""
         parts, params = [], []
         if self.list_ids:
             parts.append(_ON_LISTS)
@@ -112,8 +122,13 @@ class Audience:
         sunset_params: list[Any] = []
         if self.sunset_days:
             sunset, sunset_params = _SUNSET, [self.sunset_days, self.sunset_days]
-        sql = _BATCH_SQL.format(audience=" OR ".join(parts) or "false", sunset=sunset)
-        head = [self.tenant_id, low, high, high, *params, *sunset_params]
+        sql = _SELECT_SQL.format(audience=" OR ".join(parts) or "false", sunset=sunset)
+        return sql, [self.tenant_id, low, high, high, *params, *sunset_params]
+
+    def batch(self, low: str, high: str | None, *, rerun: bool = False) -> tuple[str, list[Any]]:
+        """Return the INSERT of one id range of the audience and its parameters."""
+        select, head = self.select(low, high)
+        sql = _BATCH_SQL.format(select=select)
         if self.variants and self.test_percent:
             sql = sql.rstrip() + _AB_INSERT_SQL
             # NOTE: a random fraction rounds each range's share up or down, so the
@@ -125,14 +140,41 @@ class Audience:
         return (sql.rstrip() + _INSERT_SQL.rstrip() + (_RERUN if rerun else ""),
                 [*head, self.tenant_id, self.campaign_id, self.transport])
 
+    def insert_through_client(self, database: Any, low: str, high: str | None, *,
+                              rerun: bool = False) -> None:
+        """Write one id range by selecting it and inserting the rows (the Citus path).
+
+        An A/B test's draw is the same as ``batch``'s, made here: a random
+        order, the test share (rounded at random) dealt to the variants in
+        turn from a random first one, the rest ``waiting``.
+        """
+        rows = sorted(database.execute_sql(*self.select(low, high)).fetchall(),
+                      key=lambda row: str(row[0]))
+        if not rows:
+            return
+        draw: dict[Any, tuple[str, str | None]] = {}
+        if self.variants and self.test_percent:
+            order = random.sample(range(len(rows)), len(rows))
+            quota = math.floor(len(rows) * self.test_percent / 100.0 + random.random())
+            first = random.randrange(len(self.variants))
+            for n, index in enumerate(order):
+                draw[rows[index][0]] = (
+                    ("queued", self.variants[(n + first) % len(self.variants)]) if n < quota
+                    else ("waiting", None))
+        execute_values(
+            database.cursor(), _VALUES_SQL.rstrip() + (_RERUN if rerun else ""),
+            [(self.tenant_id, self.campaign_id, str(contact), email, "campaign", self.transport,
+              *draw.get(contact, ("queued", None))) for contact, email in rows],
+            template="(%s::uuid, %s::uuid, %s::uuid, %s, %s, %s, %s, %s)", page_size=5000)
+
 
 def load_audience(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> Audience | None:
     """Return the campaign's audience, or None when it is already resolved."""
     with tenant_tx(tenant_id) as database:
         row = database.execute_sql(
             "SELECT list_ids::text[], segment_ids::text[], sunset_days, transport, "
-            "audience_resolved_at, ab_test_percent FROM campaigns WHERE id = %s",
-            (str(campaign_id),),
+            "audience_resolved_at, ab_test_percent FROM campaigns "
+            "WHERE tenant_id = %s AND id = %s", (str(tenant_id), str(campaign_id)),
         ).fetchone()
         if row is None:
             raise NotFoundError(f"no campaign {campaign_id}")
@@ -140,18 +182,18 @@ def load_audience(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> A
         if resolved_at is not None:
             return None
         variants = [key for (key,) in database.execute_sql(
-            "SELECT key FROM campaign_variants WHERE campaign_id = %s ORDER BY key",
-            (str(campaign_id),))] if test_percent else []
+            "SELECT key FROM campaign_variants WHERE tenant_id = %s AND campaign_id = %s "
+            "ORDER BY key", (str(tenant_id), str(campaign_id)))] if test_percent else []
         definitions = [definition for (definition,) in database.execute_sql(
-            "SELECT definition FROM segments WHERE id = ANY (%s::uuid[]) ORDER BY id",
-            (list(segment_ids or []),))]
+            "SELECT definition FROM segments WHERE tenant_id = %s AND id = ANY (%s::uuid[]) "
+            "ORDER BY id", (str(tenant_id), list(segment_ids or [])))]
     segments = [compile_segment(tenant_id, parse_definition(d)) for d in definitions]
     return Audience(str(tenant_id), str(campaign_id), transport, list(list_ids or []),
                     segments, sunset_days, variants, test_percent)
 
 
 _BOUNDARY_SQL = """
-SELECT id FROM contacts WHERE id > %s::uuid ORDER BY id OFFSET %s LIMIT 1
+SELECT id FROM contacts WHERE tenant_id = %s AND id > %s::uuid ORDER BY id OFFSET %s LIMIT 1
 """
 
 _NIL = "00000000-0000-0000-0000-000000000000"
@@ -162,7 +204,8 @@ def _ranges(tenant_id: uuid.UUID | str, batch_size: int) -> list[tuple[str, str 
     bounds = [_NIL]
     with tenant_tx(tenant_id) as database:
         while True:
-            row = database.execute_sql(_BOUNDARY_SQL, (bounds[-1], batch_size - 1)).fetchone()
+            row = database.execute_sql(_BOUNDARY_SQL,
+                                       (str(tenant_id), bounds[-1], batch_size - 1)).fetchone()
             if row is None:
                 break
             bounds.append(str(row[0]))
@@ -182,17 +225,23 @@ def resolve_audience(
     ``audience_resolved_at`` and ``recipient_count`` when done.
     """
     audience = load_audience(tenant_id, campaign_id)
+    distributed = is_distributed()
     if audience is not None:
         def run(bounds: tuple[str, str | None]) -> None:
             # NOTE: a plain INSERT is the fast path (no speculative insertion);
             # only a range that meets rows from an interrupted run pays for
             # ON CONFLICT.
-            try:
-                with tenant_tx(tenant_id) as database:
-                    database.execute_sql(*audience.batch(*bounds))
-            except IntegrityError:
-                with tenant_tx(tenant_id) as database:
-                    database.execute_sql(*audience.batch(*bounds, rerun=True))
+            for rerun in (False, True):
+                try:
+                    with tenant_tx(tenant_id) as database:
+                        if distributed:
+                            audience.insert_through_client(database, *bounds, rerun=rerun)
+                        else:
+                            database.execute_sql(*audience.batch(*bounds, rerun=rerun))
+                    return
+                except IntegrityError:
+                    if rerun:
+                        raise
 
         ranges = _ranges(tenant_id, batch_size)
         if parallel <= 1 or len(ranges) == 1:
@@ -203,13 +252,13 @@ def resolve_audience(
                 list(pool.map(run, ranges))
     with tenant_tx(tenant_id) as database:
         (count,) = database.execute_sql(
-            "SELECT count(*) FROM messages WHERE campaign_id = %s AND kind = 'campaign'",
-            (str(campaign_id),),
+            "SELECT count(*) FROM messages WHERE tenant_id = %s AND campaign_id = %s "
+            "AND kind = 'campaign'", (str(tenant_id), str(campaign_id)),
         ).fetchone()
         database.execute_sql(
             "UPDATE campaigns SET audience_resolved_at = coalesce(audience_resolved_at, %s), "
-            "recipient_count = %s, updated_at = now() WHERE id = %s",
-            (utcnow(), count, str(campaign_id)),
+            "recipient_count = %s, updated_at = now() WHERE tenant_id = %s AND id = %s",
+            (utcnow(), count, str(tenant_id), str(campaign_id)),
         )
         if count:
             due_tenants.mark_due(database, tenant_id)

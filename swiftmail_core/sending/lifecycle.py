@@ -225,10 +225,11 @@ def test_send(
         for address in addresses:
             row = database.execute_sql(
                 "INSERT INTO messages (tenant_id, campaign_id, contact_id, email, kind, transport, "
-                "payload, variant) SELECT %s, %s, (SELECT id FROM contacts WHERE "
-                "email_lower = lower(%s)), %s, 'test', %s, %s::jsonb, %s RETURNING id",
-                (str(campaign.tenant_id), str(campaign_uuid), address, address, campaign.transport,
-                 _json(content), variant),
+                "payload, variant) VALUES (%s, %s, %s, %s, 'test', %s, %s::jsonb, %s) "
+                "RETURNING id",
+                (str(campaign.tenant_id), str(campaign_uuid),
+                 _contact_id(database, campaign.tenant_id, address), address,
+                 campaign.transport, _json(content), variant),
             ).fetchone()
             ids.append(int(row[0]))
         due_tenants.mark_due(database, campaign.tenant_id)
@@ -317,13 +318,25 @@ def send_transactional(
             payload.update(subject=subject or subject_t, html=html or html_t, text=text or text_t)
         row = database.execute_sql(
             "INSERT INTO messages (tenant_id, contact_id, email, kind, transport, payload) "
-            "SELECT %s, (SELECT id FROM contacts WHERE email_lower = lower(%s)), %s, "
-            "'transactional', %s, %s::jsonb RETURNING id",
-            (str(tenant_id), recipient, recipient, transport, _json(payload)),
+            "VALUES (%s, %s, %s, 'transactional', %s, %s::jsonb) RETURNING id",
+            (str(tenant_id), _contact_id(database, tenant_id, recipient), recipient, transport,
+             _json(payload)),
         ).fetchone()
         due_tenants.mark_due(database, tenant_id)
         message = Message.select().where(Message.id == row[0]).get()
         return dict(message.__data__)
+
+
+def _contact_id(database: Any, tenant_id: uuid.UUID | str, email: str) -> str | None:
+    """Return the id of the tenant's contact with this address, if any.
+
+    NOTE: a separate query, not a subquery of the INSERT: on Citus an INSERT
+    with a subquery is planned as INSERT ... SELECT on the coordinator.
+    """
+    row = database.execute_sql(
+        "SELECT id FROM contacts WHERE tenant_id = %s AND email_lower = lower(%s)",
+        (str(tenant_id), email)).fetchone()
+    return str(row[0]) if row else None
 
 
 def _json(value: Any) -> str:

@@ -268,15 +268,19 @@ def _write_rows(database: Any, tenant: str, rows: Mapping[int, _Row]) -> None:
         database.cursor(),
         "UPDATE messages m SET status = coalesce(v.status, m.status), "
         "lease_expires_at = CASE WHEN v.clear_lease THEN NULL ELSE m.lease_expires_at END, "
-        "next_attempt_at = coalesce(v.next_attempt_at::timestamptz, m.next_attempt_at), "
-        "sent_at = coalesce(m.sent_at, v.sent_at::timestamptz), "
+        "next_attempt_at = coalesce(v.next_attempt_at, m.next_attempt_at), "
+        "sent_at = coalesce(m.sent_at, v.sent_at), "
         "last_error = coalesce(v.last_error, m.last_error), "
         "provider_message_id = coalesce(v.provider_message_id, m.provider_message_id), "
         "message_id = coalesce(v.message_id, m.message_id), updated_at = now() "
         "FROM (VALUES %s) AS v (id, status, clear_lease, next_attempt_at, sent_at, "
         "last_error, provider_message_id, message_id) "
-        f"WHERE m.tenant_id = '{uuid.UUID(tenant)}' AND m.id = v.id::bigint",
-        values)
+        f"WHERE m.tenant_id = '{uuid.UUID(tenant)}' AND m.id = v.id",
+        values,
+        # NOTE: typed in VALUES, not cast in SET: Citus refuses a non-immutable
+        # cast (text to timestamptz) inside COALESCE in an UPDATE.
+        template="(%s::bigint, %s::text, %s::boolean, %s::timestamptz, %s::timestamptz, "
+                 "%s::text, %s::text, %s::text)")
 
 
 def _event(report: Report, row: _Row | None) -> EventRecord:

@@ -105,9 +105,12 @@ def reclaim_expired_leases() -> int:
     """
     with system_tx() as database:
         rows = database.execute_sql(
-            "UPDATE messages m SET status = CASE (SELECT c.status FROM campaigns c "
-            "  WHERE c.tenant_id = m.tenant_id AND c.id = m.campaign_id) "
-            "  WHEN 'paused' THEN 'held' WHEN 'cancelled' THEN 'cancelled' ELSE 'queued' END, "
+            # NOTE: a searched CASE: Citus 13.2 deparses a simple one (CASE x WHEN ...)
+            # inside a pushed-down subquery wrongly ("operator does not exist").
+            "UPDATE messages m SET status = coalesce((SELECT CASE "
+            "  WHEN c.status = 'paused' THEN 'held' WHEN c.status = 'cancelled' THEN 'cancelled' "
+            "  END FROM campaigns c WHERE c.tenant_id = m.tenant_id AND c.id = m.campaign_id), "
+            "  'queued'), "
             "lease_expires_at = NULL, next_attempt_at = now(), updated_at = now() "
             "WHERE m.status = 'sending' AND m.lease_expires_at < now() "
             "RETURNING m.tenant_id::text, m.status"
