@@ -59,6 +59,9 @@ INTAKE_PATH = "/v1/spool"
 HEALTH_PATH = "/healthz"
 PROBLEM_JSON = "application/problem+json"
 RETRY_AFTER_SECONDS = 5
+#: Requests served at once (uvicorn answers 503 beyond, and the worker tries the next
+#: relay): with intake_max_body this bounds the memory bodies can take.
+CONCURRENT_REQUESTS = 32
 
 
 class PayloadTooLargeError(SwiftMailError):
@@ -239,7 +242,7 @@ async def serve_intake(
     sock = bind(host, port)
     server = _LoopServer(uvicorn.Config(
         app, lifespan="off", log_config=None, access_log=False, server_header=False,
-        limit_concurrency=256, timeout_keep_alive=30, **tls))
+        limit_concurrency=CONCURRENT_REQUESTS, timeout_keep_alive=30, **tls))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():
