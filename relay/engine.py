@@ -149,21 +149,26 @@ class Relay:
             _, pending = await asyncio.wait(pending, timeout=1.0)
         self._tasks = []
         try:
-            await asyncio.wait_for(asyncio.gather(
-                self.deliverer.close(), *(d.close() for d in self._deliverers.values())), 15)
-        except TimeoutError:
-            log.warning("relay_close_timeout", tasks=[
-                repr(task.get_stack(limit=3)) for task in asyncio.all_tasks()
-                if task is not asyncio.current_task()])
-        close = getattr(self.throttle, "close", None)
-        if close is not None:
-            await asyncio.wait_for(close(), 5)
-        if self.sink is not None:
-            await self.sink.stop()
-        if self._lock is not None:
-            # Only now may another relay deliver from this spool.
-            self._lock.release()
-            self._lock = None
+            try:
+                await asyncio.wait_for(asyncio.gather(
+                    self.deliverer.close(), *(d.close() for d in self._deliverers.values())), 15)
+            except TimeoutError:
+                log.warning("relay_close_timeout", tasks=[
+                    repr(task.get_stack(limit=3)) for task in asyncio.all_tasks()
+                    if task is not asyncio.current_task()])
+            close = getattr(self.throttle, "close", None)
+            if close is not None:
+                try:
+                    await asyncio.wait_for(close(), 5)
+                except TimeoutError:
+                    log.warning("throttle_close_timeout")
+            if self.sink is not None:
+                await self.sink.stop()
+        finally:
+            if self._lock is not None:
+                # Only now may another relay deliver from this spool.
+                self._lock.release()
+                self._lock = None
 
     async def idle(self, timeout: float = 30.0, horizon: float = 5.0) -> None:
         """Wait until nothing is due within ``horizon`` seconds (tests, benchmarks)."""
