@@ -59,9 +59,11 @@ INTAKE_PATH = "/v1/spool"
 HEALTH_PATH = "/healthz"
 PROBLEM_JSON = "application/problem+json"
 RETRY_AFTER_SECONDS = 5
-#: Requests served at once (uvicorn answers 503 beyond, and the worker tries the next
-#: relay): with intake_max_body this bounds the memory bodies can take.
-CONCURRENT_REQUESTS = 32
+#: Bodies read and spooled at once; later requests wait their turn unread, so with
+#: intake_max_body this bounds the memory bodies take.
+CONCURRENT_BODIES = 32
+#: Open connections (keep-alive ones from every worker included); 503 beyond.
+MAX_CONNECTIONS = 4096
 
 
 class PayloadTooLargeError(SwiftMailError):
@@ -83,9 +85,14 @@ class SpoolResource:
         self.secrets = tuple(secrets)
         self.guard = guard
         self.notify = notify
+        self._bodies = asyncio.Semaphore(CONCURRENT_BODIES)
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """Spool a signed batch; answer its queue ids once durable."""
+        async with self._bodies:
+            await self._spool_batch(req, resp)
+
+    async def _spool_batch(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         body = await self._bounded_body(req)
         # APPSEC: the platform secret or nothing; checked before the body is parsed.
         digest = verify_request(self.secrets, req.get_header(SIGNATURE_HEADER) or "", body,
@@ -242,7 +249,7 @@ async def serve_intake(
     sock = bind(host, port)
     server = _LoopServer(uvicorn.Config(
         app, lifespan="off", log_config=None, access_log=False, server_header=False,
-        limit_concurrency=CONCURRENT_REQUESTS, timeout_keep_alive=30, **tls))
+        limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=30, **tls))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():
