@@ -41,7 +41,7 @@ UPDATE messages SET variant = %s, status = %s, next_attempt_at = now(), updated_
 WHERE tenant_id = %s AND campaign_id = %s AND kind = 'campaign' AND status = 'waiting'
 """
 _DUE_SQL = """
-SELECT tenant_id, id, ab_metric FROM campaigns
+/* cross-tenant */ SELECT tenant_id, id, ab_metric FROM campaigns
 WHERE status = 'sending' AND ab_metric IN ('opens', 'clicks') AND ab_decided_at IS NULL
   AND audience_resolved_at IS NOT NULL
   AND audience_resolved_at + make_interval(secs => ab_decide_after_seconds) <= now()

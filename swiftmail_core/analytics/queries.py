@@ -7,15 +7,24 @@ import uuid
 from collections import defaultdict
 
 from swiftmail_core.analytics.shape import delivery_by_domain, stats_from_counts
-from swiftmail_core.db import app_db
-from swiftmail_core.errors import NotFoundError, ValidationError
+from swiftmail_core.db import app_db, current_tenant
+from swiftmail_core.errors import NotFoundError, TenantIsolationError, ValidationError
 
 INTERVALS = ("hour", "day")
 
 
+def _tenant() -> str:
+    """Return the enclosing tenant_tx's tenant: every query names it (one shard on Citus)."""
+    tenant = current_tenant()
+    if tenant is None:
+        raise TenantIsolationError("analytics queries run inside tenant_tx")
+    return str(tenant)
+
+
 def _campaign(campaign_id: uuid.UUID) -> tuple[str, int]:
     row = app_db.execute_sql(
-        "SELECT name, recipient_count FROM campaigns WHERE id = %s", (str(campaign_id),)
+        "SELECT name, recipient_count FROM campaigns WHERE tenant_id = %s AND id = %s",
+        (_tenant(), str(campaign_id))
     ).fetchone()
     if row is None:
         raise NotFoundError(f"campaign {campaign_id} not found")
@@ -26,15 +35,17 @@ def campaign_summary(campaign_id: uuid.UUID) -> dict:
     """Return the campaign's totals (inside its tenant's ``tenant_tx``)."""
     name, recipients = _campaign(campaign_id)
     rows = app_db.execute_sql(
-        "SELECT metric, sum(value) FROM campaign_rollups WHERE campaign_id = %s "
-        "AND dimension COLLATE \"C\" = '' GROUP BY metric", (str(campaign_id),),
+        "SELECT metric, sum(value) FROM campaign_rollups WHERE tenant_id = %s "
+        "AND campaign_id = %s AND dimension COLLATE \"C\" = '' GROUP BY metric",
+        (_tenant(), str(campaign_id)),
     ).fetchall()
     # NOTE: ORDER BY ... LIMIT 1 walks the primary key from either end.
     first_last = app_db.execute_sql(
-        "SELECT (SELECT bucket FROM campaign_rollups WHERE campaign_id = %s "
+        "SELECT (SELECT bucket FROM campaign_rollups WHERE tenant_id = %s AND campaign_id = %s "
         "ORDER BY tenant_id, campaign_id, bucket LIMIT 1), (SELECT bucket FROM campaign_rollups "
-        "WHERE campaign_id = %s ORDER BY tenant_id DESC, campaign_id DESC, bucket DESC LIMIT 1)",
-        (str(campaign_id), str(campaign_id)),
+        "WHERE tenant_id = %s AND campaign_id = %s "
+        "ORDER BY tenant_id DESC, campaign_id DESC, bucket DESC LIMIT 1)",
+        (_tenant(), str(campaign_id), _tenant(), str(campaign_id)),
     ).fetchone()
     return {
         "object": "campaign_stats", "campaign_id": str(campaign_id), "name": name,
@@ -51,8 +62,8 @@ def campaign_timeseries(campaign_id: uuid.UUID, interval: str = "hour") -> dict:
     _campaign(campaign_id)
     rows = app_db.execute_sql(
         "SELECT date_trunc(%s, bucket, 'UTC') AS b, metric, sum(value) FROM campaign_rollups "
-        "WHERE campaign_id = %s AND dimension COLLATE \"C\" = '' GROUP BY b, metric ORDER BY b",
-        (interval, str(campaign_id)),
+        "WHERE tenant_id = %s AND campaign_id = %s AND dimension COLLATE \"C\" = '' "
+        "GROUP BY b, metric ORDER BY b", (interval, _tenant(), str(campaign_id)),
     ).fetchall()
     return {"object": "timeseries", "campaign_id": str(campaign_id), "interval": interval,
             "data": _series(rows)}
@@ -70,13 +81,13 @@ def campaign_links(campaign_id: uuid.UUID) -> dict:
     _campaign(campaign_id)
     rows = app_db.execute_sql(
         "SELECT split_part(r.dimension, ':', 2)::bigint AS link_id, r.metric, sum(r.value) "
-        "FROM campaign_rollups r WHERE r.campaign_id = %s AND r.dimension COLLATE \"C\" >= 'link:' "
-        "AND r.dimension COLLATE \"C\" < 'link;' "
-        "GROUP BY 1, 2", (str(campaign_id),),
+        "FROM campaign_rollups r WHERE r.tenant_id = %s AND r.campaign_id = %s "
+        "AND r.dimension COLLATE \"C\" >= 'link:' AND r.dimension COLLATE \"C\" < 'link;' "
+        "GROUP BY 1, 2", (_tenant(), str(campaign_id)),
     ).fetchall()
     links = app_db.execute_sql(
-        "SELECT id, url, label FROM links WHERE campaign_id = %s ORDER BY id",
-        (str(campaign_id),),
+        "SELECT id, url, label FROM links WHERE tenant_id = %s AND campaign_id = %s ORDER BY id",
+        (_tenant(), str(campaign_id)),
     ).fetchall()
     counts: dict[int, dict[str, int]] = defaultdict(dict)
     for link_id, metric, value in rows:
@@ -105,9 +116,10 @@ def campaign_domains(campaign_id: uuid.UUID) -> dict:
     """Return delivered, deferred and bounced counts per recipient domain."""
     _campaign(campaign_id)
     rows = app_db.execute_sql(
-        "SELECT dimension, metric, sum(value) FROM campaign_rollups WHERE campaign_id = %s "
+        "SELECT dimension, metric, sum(value) FROM campaign_rollups WHERE tenant_id = %s "
+        "AND campaign_id = %s "
         "AND dimension COLLATE \"C\" >= 'domain:' AND dimension COLLATE \"C\" < 'domain;' "
-        "GROUP BY 1, 2", (str(campaign_id),),
+        "GROUP BY 1, 2", (_tenant(), str(campaign_id)),
     ).fetchall()
     return {"object": "list", "campaign_id": str(campaign_id), "data": _domains(rows)}
 
@@ -124,15 +136,15 @@ def tenant_summary(start: datetime.datetime, end: datetime.datetime) -> dict:
     _range(start, end)
     rows = app_db.execute_sql(
         "SELECT date_trunc('day', bucket, 'UTC') AS b, metric, sum(value) "
-        "FROM campaign_rollups WHERE bucket >= %s AND bucket < %s AND dimension = '' "
-        "GROUP BY b, metric ORDER BY b", (start, end),
+        "FROM campaign_rollups WHERE tenant_id = %s AND bucket >= %s AND bucket < %s "
+        "AND dimension = '' GROUP BY b, metric ORDER BY b", (_tenant(), start, end),
     ).fetchall()
     totals: dict[str, int] = defaultdict(int)
     for _bucket, metric, value in rows:
         totals[metric] += int(value)
     campaigns = app_db.execute_sql(
         "SELECT count(DISTINCT campaign_id) FROM campaign_rollups "
-        "WHERE bucket >= %s AND bucket < %s", (start, end),
+        "WHERE tenant_id = %s AND bucket >= %s AND bucket < %s", (_tenant(), start, end),
     ).fetchone()[0]
     return {"object": "tenant_stats", "from": start, "to": end, "campaigns": int(campaigns),
             **stats_from_counts(totals), "daily": _series(rows)}
@@ -142,7 +154,8 @@ def tenant_domains(start: datetime.datetime, end: datetime.datetime) -> dict:
     """Return per-recipient-domain delivery over ``[start, end)``, all campaigns."""
     _range(start, end)
     rows = app_db.execute_sql(
-        "SELECT dimension, metric, sum(value) FROM campaign_rollups WHERE bucket >= %s "
-        "AND bucket < %s AND dimension LIKE 'domain:%%' GROUP BY 1, 2", (start, end),
+        "SELECT dimension, metric, sum(value) FROM campaign_rollups WHERE tenant_id = %s "
+        "AND bucket >= %s AND bucket < %s AND dimension LIKE 'domain:%%' GROUP BY 1, 2",
+        (_tenant(), start, end),
     ).fetchall()
     return {"object": "list", "from": start, "to": end, "data": _domains(rows)}

@@ -213,11 +213,11 @@ def _contacts(database: Any, tenant_id: uuid.UUID, list_ids: Sequence[str],
         for contact in _fetch_dicts(
             database,
             "SELECT c.id, c.email, c.name, c.attributes, c.status, c.created_at, "
-            "(SELECT s.list_id FROM subscriptions s WHERE s.tenant_id = c.tenant_id "
+            "(SELECT s.list_id FROM subscriptions s WHERE s.tenant_id = %s "
             " AND s.contact_id = c.id AND s.list_id = ANY (%s::uuid[]) "
             " ORDER BY s.status = 'confirmed' DESC LIMIT 1) AS list_id "
             "FROM contacts c WHERE c.tenant_id = %s AND c.id = ANY (%s::uuid[])",
-            (list(list_ids), str(tenant_id), [str(c) for c in contact_ids]))
+            (str(tenant_id), list(list_ids), str(tenant_id), [str(c) for c in contact_ids]))
     }
 
 

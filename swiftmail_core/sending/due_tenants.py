@@ -53,7 +53,7 @@ def due_now() -> list[str]:
     """Return the tenants whose hint says mail is due now, in tenant id order."""
     with system_tx() as database:
         rows = database.execute_sql(
-            "SELECT tenant_id::text FROM outbox_tenants WHERE due_at <= now() "
+            "/* cross-tenant */ SELECT tenant_id::text FROM outbox_tenants WHERE due_at <= now() "
             "ORDER BY tenant_id").fetchall()
     return [tenant for (tenant,) in rows]
 
@@ -88,7 +88,7 @@ def refresh() -> int:
     """
     with system_tx() as database:
         cursor = database.execute_sql(
-            "INSERT INTO outbox_tenants AS o (tenant_id, due_at) "
+            "/* cross-tenant */ INSERT INTO outbox_tenants AS o (tenant_id, due_at) "
             "SELECT m.tenant_id, min(m.next_attempt_at) FROM messages m "
             "WHERE m.status IN ('queued', 'deferred') AND m.next_attempt_at <= now() "
             "GROUP BY m.tenant_id "

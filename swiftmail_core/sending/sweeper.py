@@ -37,7 +37,8 @@ def start_due_campaigns() -> list[tuple[uuid.UUID, uuid.UUID]]:
     """
     with system_tx() as database:
         rows = database.execute_sql(
-            "UPDATE campaigns SET status = 'sending', started_at = now(), updated_at = now() "
+            "/* cross-tenant */ UPDATE campaigns SET status = 'sending', started_at = now(), "
+            "updated_at = now() "
             "WHERE status = 'scheduled' AND scheduled_at <= now() RETURNING tenant_id, id"
         ).fetchall()
     return [(_uuid(t), _uuid(c)) for t, c in rows]
@@ -51,7 +52,7 @@ def unresolved_campaigns() -> list[tuple[uuid.UUID, uuid.UUID]]:
     """Return sending campaigns whose ledger is not written yet (e.g. after a crash)."""
     with system_tx() as database:
         rows = database.execute_sql(
-            "SELECT tenant_id, id FROM campaigns "
+            "/* cross-tenant */ SELECT tenant_id, id FROM campaigns "
             "WHERE status IN ('sending', 'paused') AND audience_resolved_at IS NULL"
         ).fetchall()
     return [(_uuid(t), _uuid(c)) for t, c in rows]
@@ -64,9 +65,9 @@ def prepare_campaign(
     with tenant_tx(tenant_id) as database:
         row = database.execute_sql(
             "SELECT c.template_id, c.html, t.subject, t.preheader, t.html, t.text "
-            "FROM campaigns c LEFT JOIN templates t ON t.tenant_id = c.tenant_id "
-            "AND t.id = c.template_id WHERE c.id = %s",
-            (str(campaign_id),),
+            "FROM campaigns c LEFT JOIN templates t ON t.tenant_id = %s "
+            "AND t.id = c.template_id WHERE c.tenant_id = %s AND c.id = %s",
+            (str(tenant_id), str(tenant_id), str(campaign_id)),
         ).fetchone()
         if row and row[0] and not row[1]:
             # NOTE: the template is copied into the campaign when it starts, so
@@ -85,7 +86,8 @@ def _register_links(tenant_id: uuid.UUID, campaign_id: uuid.UUID) -> None:
     """Insert the tracked links of the campaign and of each A/B variant's HTML."""
     with tenant_tx(tenant_id) as database:
         row = database.execute_sql(
-            "SELECT html, tracking_enabled FROM campaigns WHERE id = %s", (str(campaign_id),)
+            "SELECT html, tracking_enabled FROM campaigns WHERE tenant_id = %s AND id = %s",
+            (str(tenant_id), str(campaign_id))
         ).fetchone()
         if not row or not row[1]:
             return
@@ -107,7 +109,7 @@ def reclaim_expired_leases() -> int:
         rows = database.execute_sql(
             # NOTE: a searched CASE: Citus 13.2 deparses a simple one (CASE x WHEN ...)
             # inside a pushed-down subquery wrongly ("operator does not exist").
-            "UPDATE messages m SET status = coalesce((SELECT CASE "
+            "/* cross-tenant */ UPDATE messages m SET status = coalesce((SELECT CASE "
             "  WHEN c.status = 'paused' THEN 'held' WHEN c.status = 'cancelled' THEN 'cancelled' "
             "  END FROM campaigns c WHERE c.tenant_id = m.tenant_id AND c.id = m.campaign_id), "
             "  'queued'), "
@@ -132,7 +134,7 @@ def expire_unknown_outcomes(after_hours: float, plugins: PluginManager | None = 
     """
     with system_tx() as database:
         rows = database.execute_sql(
-            "SELECT tenant_id, id FROM messages WHERE status = 'unknown' "
+            "/* cross-tenant */ SELECT tenant_id, id FROM messages WHERE status = 'unknown' "
             "AND updated_at < now() - make_interval(secs => %s) ORDER BY updated_at LIMIT %s",
             (after_hours * 3600.0, batch_size)).fetchall()
     if not rows:
@@ -154,7 +156,7 @@ def complete_campaigns() -> list[tuple[uuid.UUID, uuid.UUID]]:
     """
     with system_tx() as database:
         rows = database.execute_sql(
-            "UPDATE campaigns c SET status = 'sent', finished_at = now(), updated_at = now() "
+            "/* cross-tenant */ UPDATE campaigns c SET status = 'sent', finished_at = now(), updated_at = now() "
             "WHERE c.status = 'sending' AND c.audience_resolved_at IS NOT NULL "
             "AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.tenant_id = c.tenant_id "
             "AND m.campaign_id = c.id AND m.kind = 'campaign' "
@@ -168,7 +170,7 @@ def has_due_work() -> bool:
     """Return True when some ledger row is due now (cheap: the due index)."""
     with system_tx() as database:
         return database.execute_sql(
-            "SELECT EXISTS (SELECT 1 FROM messages WHERE status IN ('queued', 'deferred') "
+            "/* cross-tenant */ SELECT EXISTS (SELECT 1 FROM messages WHERE status IN ('queued', 'deferred') "
             "AND next_attempt_at <= now())"
         ).fetchone()[0]
 
@@ -235,5 +237,5 @@ def tick(settings: Settings, plugins: PluginManager) -> dict[str, int]:
 def maintain_event_partitions(months_ahead: int = 3) -> int:
     """Create event partitions months ahead (moving rows stranded in the default one)."""
     with system_tx() as database:
-        return int(database.execute_sql("SELECT swiftmail_ensure_event_partitions(%s)",
+        return int(database.execute_sql("/* cross-tenant */ SELECT swiftmail_ensure_event_partitions(%s)",
                                         (months_ahead,)).fetchone()[0])

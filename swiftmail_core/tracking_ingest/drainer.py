@@ -14,6 +14,7 @@ import datetime
 import logging
 import threading
 import uuid
+from typing import Any
 
 from swiftmail_core.db import system_tx
 from swiftmail_core.events import EventRecord, record_events
@@ -36,18 +37,23 @@ class LedgerRow:
 
 
 def load_ledger_rows(keys: set[tuple[uuid.UUID, int]]) -> dict[tuple[uuid.UUID, int], LedgerRow]:
-    """Return the ledger rows of (tenant, message) pairs in one query."""
+    """Return the ledger rows of (tenant, message) pairs, one query per tenant.
+
+    Each query names its tenant, so on Citus it reads one shard.
+    """
     if not keys:
         return {}
-    tenants = [str(tenant) for tenant, _ in keys]
-    ids = [message for _, message in keys]
+    by_tenant: dict[str, list[int]] = {}
+    for tenant, message in keys:
+        by_tenant.setdefault(str(tenant), []).append(message)
+    rows: list[Any] = []
     with system_tx() as database:
-        rows = database.execute_sql(
-            "SELECT m.tenant_id, m.id, m.campaign_id, m.contact_id, m.email, m.sent_at "
-            "FROM messages m JOIN unnest(%s::uuid[], %s::bigint[]) AS k (tenant_id, id) "
-            "ON m.tenant_id = k.tenant_id AND m.id = k.id",
-            (tenants, ids),
-        ).fetchall()
+        for tenant, ids in sorted(by_tenant.items()):
+            rows.extend(database.execute_sql(
+                "SELECT m.tenant_id, m.id, m.campaign_id, m.contact_id, m.email, m.sent_at "
+                "FROM messages m WHERE m.tenant_id = %s AND m.id = ANY (%s::bigint[])",
+                (tenant, sorted(ids)),
+            ).fetchall())
     return {
         (uuid.UUID(str(tenant)), message): LedgerRow(
             uuid.UUID(str(campaign)) if campaign else None,

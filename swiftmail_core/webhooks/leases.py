@@ -152,7 +152,8 @@ def reclaim_expired_leases() -> int:
     """
     with system_tx() as database:
         cursor = database.execute_sql(
-            "UPDATE webhook_deliveries SET status = 'pending', attempts = attempts + 1, "
+            "/* cross-tenant */ UPDATE webhook_deliveries SET status = 'pending', "
+            "attempts = attempts + 1, "
             "lease_token = NULL, lease_expires_at = NULL, next_attempt_at = now(), "
             "response_status = NULL, response_excerpt = %s, updated_at = now() "
             "WHERE status = 'delivering' AND lease_expires_at < now()",

@@ -6,12 +6,19 @@ builds Citus from ``../shared/vendor/citus`` first when it is missing).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import falcon.testing
 import pytest
+import redis
+from swiftmail_plugins.smtp_transport import SmtpTransport
 
+from swiftmail_core.hookspecs import hookimpl
+from swiftmail_core.plugins import PluginManager
+from swiftmail_core.testing.smtp_sink import SmtpSink
 from tests.citus.cluster import CitusCluster, citus_installed
 
 RUN = os.environ.get("SWIFTMAIL_TEST_CITUS") == "1"
@@ -74,3 +81,37 @@ def citus_runtime(citus_environ: dict[str, str]):  # type: ignore[no-untyped-def
     runtime = start(load_settings(environ=citus_environ), process=ProcessKind.TEST)
     yield runtime
     runtime.close()
+
+
+class SinkTransportPlugin:
+    """Registers an SMTP transport named 'sink' pointed at a local sink."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    @hookimpl
+    def swiftmail_register_transports(self, settings):  # type: ignore[no-untyped-def]
+        return [SmtpTransport({"host": "127.0.0.1", "port": self.port}, name="sink")]
+
+
+@pytest.fixture
+def sink():  # type: ignore[no-untyped-def]
+    with SmtpSink() as running:
+        yield running
+
+
+@pytest.fixture
+def cluster_app(citus_runtime, sink, redis_url, run_id):  # type: ignore[no-untyped-def]
+    """(settings, plugins with a 'sink' transport, API client, Redis) on the coordinator."""
+    from swiftmail_web.app import create_app
+    from swiftmail_web.config import WebConfig
+
+    settings = dataclasses.replace(citus_runtime.settings, send_retry_base_seconds=0,
+                                   send_batch_size=20)
+    plugins = PluginManager.load(settings, extra=[SinkTransportPlugin(sink.port)])
+    client = redis.Redis.from_url(redis_url)
+    app = create_app(settings, plugins, redis_client=client,
+                     config=WebConfig(redis_prefix=f"swiftmail-citus-{run_id}:"))
+    return settings, plugins, falcon.testing.TestClient(app), client
+
+

@@ -7,32 +7,16 @@ from Redis) -> events and rollups, read back through the analytics API.
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from typing import Any
 
 import falcon.testing
-import pytest
-import redis
-from swiftmail_plugins.smtp_transport import SmtpTransport
 
 from swiftmail_core import tokens
-from swiftmail_core.hookspecs import hookimpl
-from swiftmail_core.plugins import PluginManager
 from swiftmail_core.sending import sweeper
 from swiftmail_core.sending.worker import SendingWorker
-from swiftmail_core.testing.smtp_sink import SmtpSink
 
 RECIPIENTS = 30
-
-
-class _SinkTransportPlugin:
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    @hookimpl
-    def swiftmail_register_transports(self, settings):  # type: ignore[no-untyped-def]
-        return [SmtpTransport({"host": "127.0.0.1", "port": self.port}, name="sink")]
 
 
 class Caller:
@@ -53,27 +37,6 @@ class Caller:
     def get(self, path: str, **params: Any) -> Any:
         """GET with query parameters; return the result."""
         return self.client.simulate_get(path, params=params, headers=self.headers)
-
-
-@pytest.fixture
-def sink():  # type: ignore[no-untyped-def]
-    with SmtpSink() as running:
-        yield running
-
-
-@pytest.fixture
-def cluster_app(citus_runtime, sink, redis_url, run_id):  # type: ignore[no-untyped-def]
-    """(settings, plugins with a 'sink' transport, API client, Redis) on the coordinator."""
-    from swiftmail_web.app import create_app
-    from swiftmail_web.config import WebConfig
-
-    settings = dataclasses.replace(citus_runtime.settings, send_retry_base_seconds=0,
-                                   send_batch_size=20)
-    plugins = PluginManager.load(settings, extra=[_SinkTransportPlugin(sink.port)])
-    client = redis.Redis.from_url(redis_url)
-    app = create_app(settings, plugins, redis_client=client,
-                     config=WebConfig(redis_prefix=f"swiftmail-citus-{run_id}:"))
-    return settings, plugins, falcon.testing.TestClient(app), client
 
 
 def new_caller(client: falcon.testing.TestClient, slug: str) -> Caller:
