@@ -12,6 +12,7 @@ import falcon.testing
 import pytest
 import redis as redis_lib
 
+from swiftmail_core import redis_clients
 from swiftmail_core.apikeys import create_api_key
 from swiftmail_core.runtime import Runtime
 from swiftmail_core.settings import Settings
@@ -64,11 +65,11 @@ def web_config(run_id: str) -> Any:
 
 
 @pytest.fixture(scope="session")
-def app(runtime: Runtime, settings: Settings, redis_url: str, web_config: Any) -> falcon.App:
+def app(runtime: Runtime, settings: Settings, web_config: Any) -> falcon.App:
     """The API application built by the pure factory, with every installed plugin's routes."""
     from swiftmail_web.app import create_app
 
-    return create_app(settings, runtime.plugins, redis_client=redis_lib.Redis.from_url(redis_url),
+    return create_app(settings, runtime.plugins, redis_client=redis_clients.client(settings),
                       config=web_config)
 
 

@@ -21,7 +21,7 @@ import pytest
 import redis as redis_lib
 from psycopg2 import sql
 
-from swiftmail_core import db, embedded
+from swiftmail_core import db, embedded, redis_clients
 from swiftmail_core.db.targets import DatabaseTargets, database_targets
 from swiftmail_core.install import initialise
 from swiftmail_core.plugins import PluginManager
@@ -47,8 +47,9 @@ def _reachable_postgres(url: str) -> bool:
 
 
 def _reachable_redis(url: str) -> bool:
+    probe = redis_clients.client(load_settings(environ={"REDIS_URL": url}), timeout=2, retries=0)
     try:
-        return bool(redis_lib.Redis.from_url(url, socket_timeout=2).ping())
+        return bool(probe.ping())
     except (redis_lib.RedisError, OSError):
         return False
 
@@ -203,6 +204,6 @@ def app_connection(targets: DatabaseTargets) -> Iterator[psycopg2.extensions.con
 
 
 @pytest.fixture
-def redis_client(redis_url: str) -> redis_lib.Redis:
-    """A Redis client on the test server."""
-    return redis_lib.Redis.from_url(redis_url)
+def redis_client(settings: Settings) -> redis_lib.Redis:
+    """A Redis client on the test server (built as production builds one)."""
+    return redis_clients.client(settings)
