@@ -42,6 +42,53 @@ SENTINEL_TIMEOUT = 1.0
 HEALTH_CHECK_SECONDS = 10
 
 
+class SentinelConnection(redis.sentinel.SentinelManagedConnection):
+    """A Sentinel-managed connection that asks the Sentinels on every reconnect.
+
+    redis-py reconnects a dropped connection inside a command's retries
+    (``send_packed_command`` calls ``connect_check_health``) to the address
+    it had, never asking the Sentinels again. After a master went silent (a
+    cut cable, a stopped process) the retries then go on timing out against
+    it for good. Here every (re)connect to the master starts with a lookup.
+    """
+
+    def connect_to(self, address: tuple[str, int]) -> None:
+        """Connect to ``address`` (already looked up) without a second lookup."""
+        self.host, self.port = address
+        super(redis.sentinel.SentinelManagedConnection, self).connect_check_health(
+            check_health=self.connection_pool.check_connection, retry_socket_connect=False)
+
+    def connect_check_health(self, check_health: bool = True,
+                             retry_socket_connect: bool = True) -> None:
+        """Connect to the master the Sentinels name now (one try: the command retries)."""
+        if self._sock:
+            return
+        if self.connection_pool.is_master:
+            self.host, self.port = self.connection_pool.get_master_address()
+        super(redis.sentinel.SentinelManagedConnection, self).connect_check_health(
+            check_health=check_health, retry_socket_connect=False)
+
+
+class AsyncSentinelConnection(redis.asyncio.sentinel.SentinelManagedConnection):
+    """The asyncio twin of ``SentinelConnection``."""
+
+    async def connect_to(self, address: tuple[str, int]) -> None:
+        """Connect to ``address`` (already looked up) without a second lookup."""
+        self.host, self.port = address
+        await super(redis.asyncio.sentinel.SentinelManagedConnection, self).connect_check_health(
+            check_health=self.connection_pool.check_connection, retry_socket_connect=False)
+
+    async def connect_check_health(self, check_health: bool = True,
+                                   retry_socket_connect: bool = True) -> None:
+        """Connect to the master the Sentinels name now (one try: the command retries)."""
+        if self.is_connected:
+            return
+        if self.connection_pool.is_master:
+            self.host, self.port = await self.connection_pool.get_master_address()
+        await super(redis.asyncio.sentinel.SentinelManagedConnection, self).connect_check_health(
+            check_health=check_health, retry_socket_connect=False)
+
+
 def _backoff(retries: int) -> Any:
     return ExponentialBackoff(cap=2.0, base=0.2) if retries else NoBackoff()
 
@@ -112,7 +159,8 @@ def client(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT,
     options = _options(timeout, retries)
     if uses_sentinel(settings):
         return sentinel(settings).master_for(
-            settings.redis_sentinel_service, **_node_kwargs(settings), **options)
+            settings.redis_sentinel_service, connection_class=SentinelConnection,
+            **_node_kwargs(settings), **options)
     return redis.Redis.from_url(url(settings), **options)
 
 
@@ -124,7 +172,8 @@ def async_client(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT,
         manager = redis.asyncio.sentinel.Sentinel(
             sentinel_addresses(settings), sentinel_kwargs=_sentinel_kwargs(settings))
         return manager.master_for(
-            settings.redis_sentinel_service, **_node_kwargs(settings), **options)
+            settings.redis_sentinel_service, connection_class=AsyncSentinelConnection,
+            **_node_kwargs(settings), **options)
     return redis.asyncio.Redis.from_url(url(settings), **options)
 
 
@@ -152,7 +201,7 @@ def bounded(source: redis.Redis, seconds: float) -> redis.Redis:
     if isinstance(pool, redis.sentinel.SentinelConnectionPool):
         return pool.sentinel_manager.master_for(pool.service_name, **{
             **{k: v for k, v in pool.connection_kwargs.items() if k != "connection_pool"},
-            **options})
+            "connection_class": pool.connection_class, **options})
     return redis.Redis(connection_pool=redis.ConnectionPool(
         connection_class=pool.connection_class, **{**pool.connection_kwargs, **options}))
 

@@ -172,3 +172,33 @@ def test_clients_follow_a_sentinel_failover(sentinel_set, tmp_path) -> None:  # 
         loop.call_soon_threadsafe(loop.stop)
         loop_thread.join(10)
         loop.close()
+
+
+def test_clients_leave_a_master_that_went_silent(sentinel_set, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A master that stops answering (SIGSTOP: its port still accepts) is left for the new one.
+
+    redis-py reconnected a timed-out connection to the address it had, never
+    asking the Sentinels again; on a silent master every retry then timed out
+    against it (the cluster test's cut cable showed it).
+    """
+    import signal
+
+    settings = Settings(data_dir=tmp_path, redis_sentinels=sentinel_set.sentinels,
+                        redis_sentinel_service=SERVICE)
+    client = redis_clients.client(settings)
+    async_client = redis_clients.async_client(settings)
+    loop = asyncio.new_event_loop()
+    try:
+        client.set("silent", 0)
+        loop.run_until_complete(async_client.set("silent-async", 0))  # a pooled connection each
+        stopped_at = time.monotonic()
+        sentinel_set.processes["master"].send_signal(signal.SIGSTOP)
+        while sentinel_set.master_address()[1] != sentinel_set.replica_port:
+            assert time.monotonic() - stopped_at < RECOVERY_LIMIT, sentinel_set.logs()
+            time.sleep(0.2)
+        assert client.incr("silent") == 1
+        assert loop.run_until_complete(async_client.incr("silent-async")) == 1
+        measure("redis_master_silent", seconds_to_write=round(time.monotonic() - stopped_at, 2))
+    finally:
+        loop.run_until_complete(async_client.aclose())
+        loop.close()
