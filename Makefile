@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-citus test-ha lint type docs clean
+.PHONY: demo test test-citus test-ha test-cluster lint type docs clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ test-citus: $(STAMP)  ## the Citus suite: a real coordinator and two workers on 
 
 test-ha: $(STAMP)  ## the failover suite: Redis Sentinel, a PostgreSQL standby, Patroni with etcd, on loopback
 	SWIFTMAIL_TEST_HA=1 timeout 600 $(VENV)/bin/python -m pytest -p no:cacheprovider -s tests/ha
+
+test-cluster: $(STAMP)  ## hosts as network namespaces (root): cut cables to the HA engines
+	SWIFTMAIL_TEST_CLUSTER=1 timeout 600 $(VENV)/bin/python -m pytest -p no:cacheprovider -s tests/cluster
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
