@@ -366,19 +366,37 @@ class Relay:
                 await self._process(queue_id, domain)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as ex:
                 log.exception("delivery_failed", queue_id=queue_id, domain=domain)
-                envelope = self.envelopes.get(queue_id)
-                if envelope is not None:
-                    for recipient in envelope.pending:
-                        if recipient.domain == domain:
-                            recipient.next_attempt_at = self.clock() + self.config.retry_base
-                    self._schedule(queue_id, domain, self.clock() + self.config.retry_base)
+                await self._failed(queue_id, domain, ex)
             finally:
                 self._inflight.discard(key)
                 if key in self._rerun:
                     self._rerun.discard(key)
                     self._enqueue(key)
+
+    async def _failed(self, queue_id: str, domain: str, error: Exception) -> None:
+        """Defer an item whose run raised: an attempt, an event, backoff, and in time expiry.
+
+        A message that meets the same bug on every try so ends as an expired
+        bounce with a DSN, never retrying silently for ever at ``attempts: 0``.
+        """
+        envelope = self.envelopes.get(queue_id)
+        if envelope is None:
+            return
+        due = [r for r in envelope.pending if r.domain == domain]
+        reply = Reply(451, f"4.3.0 local error in delivery: {type(error).__name__}", local=True)
+        outcomes: list[Outcome] = []
+        try:
+            for recipient in due:
+                self._apply(envelope, recipient, reply, outcomes, permanent=False)
+            await self._settle(envelope, domain, outcomes)
+        except Exception:
+            log.exception("delivery_failure_not_recorded", queue_id=queue_id, domain=domain)
+            retry = self.clock() + self.config.retry_base
+            for recipient in due:
+                recipient.next_attempt_at = retry
+            self._schedule(queue_id, domain, retry)
 
     def return_path(self, envelope: Envelope, recipient: Recipient) -> str:
         """Return the MAIL FROM for one recipient: VERP when a tenant is known.

@@ -57,3 +57,31 @@ def test_watchdog_reschedules_a_lost_wakeup(dns_server, peers, relay_factory) ->
     asyncio.run(scenario())
     assert [r.status for e in relay.finals for r in e.recipients] == [DELIVERED]
     assert metrics.OVERDUE._value.get() - before == 1
+
+
+def test_a_run_that_raises_counts_an_attempt_and_ends_expired(dns_server, peers, relay_factory) -> None:  # type: ignore[no-untyped-def]
+    (peer,) = peers(1, first=89)
+    domain = _domain(dns_server, peer)
+    relay = relay_factory(peer.port, retry_base=0.05, retry_cap=0.1, max_age=1.5)
+
+    async def broken_route(name: str):  # type: ignore[no-untyped-def]
+        raise RuntimeError("a bug on every try")
+
+    relay.resolver.route = broken_route
+
+    async def scenario() -> None:
+        await relay.start()
+        try:
+            relay.notify([relay.spool.write(Envelope(
+                id=new_id(), mail_from="", recipients=[Recipient(f"x@{domain}")]), MESSAGE)])
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 15
+            while not relay.finals and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            await relay.stop()
+
+    asyncio.run(scenario())
+    (recipient,) = [r for e in relay.finals for r in e.recipients]
+    # Before, it retried silently at attempts 0 (no event) until it expired.
+    assert recipient.status == "expired" and recipient.attempts >= 2
