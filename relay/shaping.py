@@ -330,8 +330,10 @@ class RedisShaper:
         budgets: list[_Budget] = []
         if policy.messages_per_second > 0:
             window = int(now)
-            budgets.append(_Budget(f"{self.prefix}:mps:{scope}:{window}", recipients,
-                                   math.ceil(policy.messages_per_second), 5,
+            per_second = math.ceil(policy.messages_per_second)
+            # A transaction with more recipients than a second allows takes a whole second.
+            budgets.append(_Budget(f"{self.prefix}:mps:{scope}:{window}",
+                                   min(recipients, per_second), per_second, 5,
                                    Wait((window + 1 - now) + 0.01, "rate")))
         warm: list[str] = []
         if self.config.warmup:

@@ -191,3 +191,33 @@ def test_a_running_relay_publishes_warmup_waits(  # type: ignore[no-untyped-def]
     asyncio.run(scenario())
     (row,) = queue_ops.detail(relay.spool)
     assert row["waits_for"] == "warm-up" and row["next_attempt"] > time.time() + 60
+
+
+def test_a_transaction_larger_than_the_rate_still_goes(redis_url, prefix, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config = dataclasses.replace(
+        RelayConfig.from_settings(Settings(data_dir=tmp_path), warmup=False,
+                                  policies={"default": {"messages_per_second": 2}}),
+        redis_prefix=prefix)
+    route = Route("big.example", (MxHost("mx.big.example", 10, ("127.0.0.1",)),))
+    envelope = Envelope(id=new_id(), mail_from="a@b", recipients=[])
+
+    async def admit() -> float:
+        shaper = RedisShaper(config, _client(redis_url))
+        try:
+            for _ in range(3):  # a window that is already full makes it wait, at most 3 s
+                wait = await shaper.admit(route, envelope, 5)
+                if wait == 0:
+                    return wait
+                await asyncio.sleep(wait)
+            return wait
+        finally:
+            await shaper.close()
+
+    assert asyncio.run(admit()) == 0  # 5 recipients against 2/s: it was never admitted
+
+
+def test_submission_records_the_declared_body_type() -> None:
+    from swiftmail_relay.submission import _body_type
+
+    assert _body_type(["SIZE=100", "BODY=8bitmime", "SMTPUTF8"]) == "8BITMIME"
+    assert _body_type(["SIZE=100"]) == ""
