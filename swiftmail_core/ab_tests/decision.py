@@ -2,11 +2,16 @@
 
 ``decide`` is the one place a winner is recorded: ONE conditional UPDATE of
 the campaign (``ab_decided_at IS NULL``, campaign sending or paused) takes the
-decision, and in the same transaction the waiting rows get the winner's
-variant and join the queue (``held`` instead while the campaign is paused,
-so resuming sends them). Whoever loses a race (two ticks, a tick and a
-person, two people) changes nothing, so no row ever gets two variants and
-none is queued twice. Rows only leave ``waiting`` here or by a cancel.
+decision, and in the same transaction the first ``RELEASE_BATCH`` waiting
+rows get the winner's variant and join the queue (``held`` instead while the
+campaign is paused, so resuming sends them). Whoever loses a race (two ticks,
+a tick and a person, two people) changes nothing, so no row ever gets two
+variants and none is queued twice. The tick releases the rest in batches of
+their own transactions (``release_decided``), each taking the winner from the
+campaign row under a share lock, so a long release never holds the campaign
+(pause and cancel wait for one batch at most) and a crash between batches
+only leaves rows for the next tick. Rows leave ``waiting`` only here or by a
+cancel.
 
 The periodic tick (``decide_due_tests``, run once cluster-wide) decides the
 tests whose ``decide_after_seconds`` have passed since the audience was
@@ -27,6 +32,10 @@ from swiftmail_core.db import system_tx, tenant_tx
 from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
 
 log = logging.getLogger(__name__)
+#: Waiting rows moved to the queue per transaction.
+RELEASE_BATCH = 50_000
+#: Batches one tick releases at most (the next tick goes on).
+RELEASE_BATCHES_PER_TICK = 40
 #: Which count each automatic metric compares (per delivered message).
 METRIC_COUNTS = {"opens": "opens", "clicks": "clicks"}
 
@@ -38,7 +47,16 @@ RETURNING status
 """
 _RELEASE_SQL = """
 UPDATE messages SET variant = %s, status = %s, next_attempt_at = now(), updated_at = now()
-WHERE tenant_id = %s AND campaign_id = %s AND kind = 'campaign' AND status = 'waiting'
+WHERE tenant_id = %s AND id IN (
+    SELECT id FROM messages WHERE tenant_id = %s AND campaign_id = %s AND status = 'waiting'
+    ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
+"""
+_DECIDED_SQL = """
+SELECT c.tenant_id, c.id FROM campaigns c
+WHERE c.ab_winner IS NOT NULL AND c.status IN ('sending', 'paused')
+  AND EXISTS (SELECT 1 FROM messages m WHERE m.tenant_id = c.tenant_id
+              AND m.campaign_id = c.id AND m.status = 'waiting')
+ORDER BY c.ab_decided_at
 """
 _DUE_SQL = """
 /* cross-tenant */ SELECT tenant_id, id, ab_metric FROM campaigns
@@ -50,8 +68,8 @@ ORDER BY audience_resolved_at
 
 
 def decide(database: Any, tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str,
-           winner: str, decided_by: str) -> int | None:
-    """Record ``winner`` and release the waiting rows with it; None if already decided.
+           winner: str, decided_by: str, *, limit: int = RELEASE_BATCH) -> int | None:
+    """Record ``winner`` and release up to ``limit`` waiting rows; None if already decided.
 
     Returns how many waiting rows were released. Runs in the caller's
     transaction (tenant or system role).
@@ -60,10 +78,48 @@ def decide(database: Any, tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | s
         _DECIDE_SQL, (winner, decided_by, str(tenant_id), str(campaign_id))).fetchone()
     if row is None:
         return None
-    status = "held" if row[0] == "paused" else "queued"
-    cursor = database.execute_sql(_RELEASE_SQL, (winner, status, str(tenant_id),
-                                                 str(campaign_id)))
+    return _release(database, tenant_id, campaign_id, winner, row[0], limit)
+
+
+def _release(database: Any, tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str,
+             winner: str, campaign_status: str, limit: int) -> int:
+    status = "held" if campaign_status == "paused" else "queued"
+    cursor = database.execute_sql(_RELEASE_SQL, (winner, status, str(tenant_id), str(tenant_id),
+                                                 str(campaign_id), limit))
     return int(cursor.rowcount)
+
+
+def release_batch(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str,
+                  limit: int = RELEASE_BATCH) -> int:
+    """Release up to ``limit`` more waiting rows of a decided test; return how many.
+
+    The winner and the campaign's state are read under a share lock of the
+    campaign row, so a pause or cancel waits for this batch and the next
+    batch sees it (a cancelled campaign's rows are the cancel's to end).
+    """
+    with system_tx() as database:
+        row = database.execute_sql(
+            "SELECT ab_winner, status FROM campaigns WHERE tenant_id = %s AND id = %s "
+            "FOR SHARE", (str(tenant_id), str(campaign_id))).fetchone()
+        if row is None or row[0] is None or row[1] not in ("sending", "paused"):
+            return 0
+        return _release(database, tenant_id, campaign_id, row[0], row[1], limit)
+
+
+def release_decided(max_batches: int = RELEASE_BATCHES_PER_TICK,
+                    batch_size: int = RELEASE_BATCH) -> int:
+    """Release waiting rows of decided tests, batch by batch; return how many."""
+    with system_tx() as database:
+        campaigns = database.execute_sql(_DECIDED_SQL).fetchall()
+    released, batches = 0, 0
+    for tenant_id, campaign_id in campaigns:
+        while batches < max_batches:
+            batches += 1
+            moved = release_batch(tenant_id, campaign_id, batch_size)
+            released += moved
+            if moved < batch_size:
+                break
+    return released
 
 
 def pick_winner(counts: dict[str, dict[str, int]], variants: list[str], metric: str) -> str:
@@ -105,6 +161,8 @@ def decide_due_tests() -> list[tuple[uuid.UUID, uuid.UUID, str]]:
 
 def choose_winner(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID, variant: str) -> int:
     """Pick the winner by hand; return how many waiting rows it released.
+
+    Up to ``RELEASE_BATCH`` rows go with the decision; the tick releases the rest.
 
     Raises ValidationError (naming ``variant``) for a variant the campaign
     lacks and ConflictError when the test is decided already or the

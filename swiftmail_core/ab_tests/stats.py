@@ -15,20 +15,23 @@ from typing import Any
 
 #: z for a two-sided 95% interval.
 Z_95 = 1.959963984540054
-HANDED_OVER = ("accepted", "delivered", "complained")
 
 _STATS_SQL = """
-SELECT m.variant,
-       count(*) AS recipients,
-       count(*) FILTER (WHERE m.status IN ('accepted', 'delivered', 'complained')) AS delivered,
-       count(*) FILTER (WHERE EXISTS (
-           SELECT 1 FROM engagement_firsts f WHERE f.tenant_id = m.tenant_id
-             AND f.message_id = m.id AND f.metric = 'opened.human' AND f.link_id = 0)) AS opens,
-       count(*) FILTER (WHERE EXISTS (
-           SELECT 1 FROM engagement_firsts f WHERE f.tenant_id = m.tenant_id
-             AND f.message_id = m.id AND f.metric = 'clicked.human' AND f.link_id = 0)) AS clicks
-FROM messages m
-WHERE m.tenant_id = %s AND m.campaign_id = %s AND m.kind = 'campaign' AND m.variant IS NOT NULL
+SELECT variant, count(*),
+       count(*) FILTER (WHERE status IN ('accepted', 'delivered', 'complained'))
+FROM messages
+WHERE tenant_id = %s AND campaign_id = %s AND kind = 'campaign' AND variant IS NOT NULL
+GROUP BY variant
+"""
+#: Human first opens and clicks by variant, from the campaign's engagement firsts.
+_ENGAGED_SQL = """
+SELECT m.variant, count(*) FILTER (WHERE f.metric = 'opened.human'),
+       count(*) FILTER (WHERE f.metric = 'clicked.human')
+FROM engagement_firsts f
+JOIN messages m ON m.tenant_id = f.tenant_id AND m.id = f.message_id
+WHERE f.tenant_id = %s AND f.campaign_id = %s AND f.link_id = 0
+  AND f.metric IN ('opened.human', 'clicked.human')
+  AND m.kind = 'campaign' AND m.variant IS NOT NULL
 GROUP BY m.variant
 """
 
@@ -58,10 +61,14 @@ def rate(successes: int, trials: int) -> dict[str, float | None]:
 def variant_counts(database: Any, tenant_id: uuid.UUID | str,
                    campaign_id: uuid.UUID | str) -> dict[str, dict[str, int]]:
     """Return {variant: {recipients, delivered, opens, clicks}} (in the caller's transaction)."""
-    rows = database.execute_sql(_STATS_SQL, (str(tenant_id), str(campaign_id))).fetchall()
-    return {variant: {"recipients": int(recipients), "delivered": int(delivered),
-                      "opens": int(opens), "clicks": int(clicks)}
-            for variant, recipients, delivered, opens, clicks in rows}
+    params = (str(tenant_id), str(campaign_id))
+    counts = {variant: {"recipients": int(recipients), "delivered": int(delivered),
+                        "opens": 0, "clicks": 0}
+              for variant, recipients, delivered in database.execute_sql(_STATS_SQL, params)}
+    for variant, opens, clicks in database.execute_sql(_ENGAGED_SQL, params):
+        if variant in counts:
+            counts[variant].update(opens=int(opens), clicks=int(clicks))
+    return counts
 
 
 def variant_results(counts: dict[str, int]) -> dict[str, Any]:

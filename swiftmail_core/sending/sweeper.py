@@ -15,7 +15,7 @@ import logging
 import uuid
 from typing import Any
 
-from swiftmail_core.ab_tests.decision import decide_due_tests
+from swiftmail_core.ab_tests.decision import decide_due_tests, release_decided
 from swiftmail_core.ab_tests.variants import load_variants
 from swiftmail_core.db import system_tx, tenant_tx
 from swiftmail_core.plugins import PluginManager
@@ -221,6 +221,7 @@ def tick(settings: Settings, plugins: PluginManager) -> dict[str, int]:
         except Exception:
             log.exception("preparing campaign %s failed; the next tick retries", campaign_id)
     decided = decide_due_tests()
+    released = release_decided()
     reclaimed = reclaim_expired_leases()
     webhook_reclaimed = reclaim_webhook_leases()
     expired_unknown = expire_unknown_outcomes(settings.send_unknown_outcome_hours, plugins)
@@ -229,6 +230,7 @@ def tick(settings: Settings, plugins: PluginManager) -> dict[str, int]:
     finished = complete_campaigns()
     partitions = maintain_event_partitions()
     return {"started": len(started), "resolved": resolved, "ab_decided": len(decided),
+            "ab_released": released,
             "reclaimed": reclaimed,
             "webhook_reclaimed": webhook_reclaimed, "expired_unknown": expired_unknown,
             "due_tenants": hinted, "finished": len(finished), "event_partitions": partitions}

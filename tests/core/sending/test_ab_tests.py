@@ -231,3 +231,33 @@ def test_racing_decisions_pick_exactly_one_winner(tenant_a, round_: int) -> None
     for key in "ABC":
         expected = before[("queued", key)] + (waiting_before if key == chosen else 0)
         assert after[("queued", key)] == expected, (key, chosen, before, after)
+
+
+def test_the_rest_is_released_in_batches_that_heed_pause_and_cancel(tenant_a) -> None:
+    campaign_id = ab_campaign(tenant_a.id, 100, percent=20)
+    start(tenant_a.id, campaign_id)
+    resolve_audience(tenant_a.id, campaign_id)
+    before = ledger(tenant_a.id, campaign_id)
+    waiting = before[("waiting", None)]
+    with system_tx() as database:
+        assert decision.decide(database, tenant_a.id, campaign_id, "B", "manual", limit=10) == 10
+    assert decision.release_batch(tenant_a.id, campaign_id, 10) == 10
+    lifecycle.pause_campaign(tenant_a.id, campaign_id)
+    assert decision.release_batch(tenant_a.id, campaign_id, 10) == 10
+    rows = ledger(tenant_a.id, campaign_id)
+    assert rows[("held", "B")] == before[("queued", "B")] + 30  # paused: all of it held
+    lifecycle.resume_campaign(tenant_a.id, campaign_id)
+    assert decision.release_decided(batch_size=25) >= waiting - 30
+    rows = ledger(tenant_a.id, campaign_id)
+    assert rows[("waiting", None)] == 0
+    assert rows[("queued", "B")] == before[("queued", "B")] + waiting
+    assert rows[("queued", "A")] == before[("queued", "A")]
+    # Cancelled between batches: the cancel ends the rest, no batch queues them.
+    other = ab_campaign(tenant_a.id, 50, percent=20)
+    start(tenant_a.id, other)
+    resolve_audience(tenant_a.id, other)
+    with system_tx() as database:
+        decision.decide(database, tenant_a.id, other, "A", "manual", limit=5)
+    lifecycle.cancel_campaign(tenant_a.id, other)
+    assert decision.release_batch(tenant_a.id, other, 10) == 0
+    assert {status for status, _ in ledger(tenant_a.id, other)} == {"cancelled"}
