@@ -74,6 +74,17 @@ def park_other_tenants_work(tenant_id: uuid.UUID) -> None:
             "AND status IN ('queued', 'deferred', 'sending', 'held')", (str(tenant_id),))
 
 
+def cancel_leftover_work(tenant_id: uuid.UUID) -> None:
+    """Cancel the tenant's unsent ledger rows, so later tests' claims never meet them."""
+    from swiftmail_core.db import system_tx
+
+    with system_tx() as database:
+        database.execute_sql(
+            "UPDATE messages SET status = 'cancelled' WHERE tenant_id = %s "
+            "AND status IN ('queued', 'deferred', 'sending', 'held', 'waiting')",
+            (str(tenant_id),))
+
+
 def ledger_counts(tenant_id: uuid.UUID, campaign_id: uuid.UUID) -> dict[str, int]:
     """Return {status: count} of a campaign's ledger."""
     with tenant_tx(tenant_id) as database:
