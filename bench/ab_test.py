@@ -9,8 +9,10 @@ whose lists hold ``--subscribers`` contacts (the audience benchmark's data:
   draw and the round-robin deal inside each range's ``INSERT ... SELECT``);
 * stats: ``ab_tests.stats.variant_counts`` (what ``GET .../ab`` and the
   decision read) with 30% of the test opened and 5% clicked by people;
-* decide: the tick's ``decide_due_tests``: pick the winner and move the 80%
-  waiting rows to the queue with its variant, in one transaction;
+* decide: the tick's ``decide_due_tests``: pick the winner and move the first
+  batch of waiting rows (50,000) to the queue with its variant;
+* release: what the tick's ``release_decided`` does, the other waiting rows
+  batch by batch (the longest one transaction lasts: ``release_batch_max_s``);
 * stats_after: the results again once every row has a variant.
 
 Prints ONE JSON line.
@@ -95,6 +97,7 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
 
     initialise(None, {})
     try:
+        from swiftmail_core.ab_tests import decision
         from swiftmail_core.ab_tests.decision import decide_due_tests
         from swiftmail_core.ab_tests.stats import variant_counts
         from swiftmail_core.db import tenant_tx
@@ -126,6 +129,17 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
         decide_s, decided = timed(decide_due_tests)
         if [d[2] for d in decided] != ["B"]:
             raise Unfinished(f"expected B to win, decided: {decided}")
+        # The tick's release_decided, batch by batch for this campaign, each timed.
+        batches: list[float] = []
+        released = 0
+        started = time.perf_counter()
+        while True:
+            seconds, moved = timed(lambda: decision.release_batch(tenant.id, tested))
+            batches.append(seconds)
+            released += moved
+            if moved < decision.RELEASE_BATCH:
+                break
+        release_s = time.perf_counter() - started
         stats_after_s, after = timed(counts)
         if sum(found["recipients"] for found in after.values()) != recipients:
             raise Unfinished("not every row has a variant after the decision")
@@ -141,7 +155,11 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
         "resolve_ab_s": round(ab_s, 2),
         "stats_s": round(stats_s, 3),
         "decide_s": round(decide_s, 2),
+        "release_s": round(release_s, 2),
+        "release_batches": len(batches),
+        "release_batch_max_s": round(max(batches, default=0.0), 2),
         "released": recipients - in_test,
+        "released_by_release": released,
         "stats_after_s": round(stats_after_s, 3),
     }
 
