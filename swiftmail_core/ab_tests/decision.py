@@ -30,6 +30,7 @@ from swiftmail_core.ab_tests.stats import variant_counts
 from swiftmail_core.ab_tests.variants import load_variants
 from swiftmail_core.db import system_tx, tenant_tx
 from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
+from swiftmail_core.sending import due_tenants
 
 log = logging.getLogger(__name__)
 #: Waiting rows moved to the queue per transaction.
@@ -86,6 +87,8 @@ def _release(database: Any, tenant_id: uuid.UUID | str, campaign_id: uuid.UUID |
     status = "held" if campaign_status == "paused" else "queued"
     cursor = database.execute_sql(_RELEASE_SQL, (winner, status, str(tenant_id), str(tenant_id),
                                                  str(campaign_id), limit))
+    if cursor.rowcount and status == "queued":
+        due_tenants.mark_due(database, tenant_id)  # claims start from the due tenants
     return int(cursor.rowcount)
 
 

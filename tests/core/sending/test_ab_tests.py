@@ -274,3 +274,17 @@ def test_the_rest_is_released_in_batches_that_heed_pause_and_cancel(tenant_a) ->
     lifecycle.cancel_campaign(tenant_a.id, other)
     assert decision.release_batch(tenant_a.id, other, 10) == 0
     assert {status for status, _ in ledger(tenant_a.id, other)} == {"cancelled"}
+
+
+def test_a_winner_by_hand_queues_the_rest_and_marks_the_tenant_due(tenant_a) -> None:
+    campaign_id = ab_campaign(tenant_a.id, 30, metric="manual")
+    start(tenant_a.id, campaign_id)
+    resolve_audience(tenant_a.id, campaign_id)
+    waiting = ledger(tenant_a.id, campaign_id)[("waiting", None)]
+    with system_tx() as database:
+        database.execute_sql("DELETE FROM outbox_tenants WHERE tenant_id = %s", (str(tenant_a.id),))
+    assert decision.choose_winner(tenant_a.id, campaign_id, "A") == waiting
+    assert ledger(tenant_a.id, campaign_id)[("waiting", None)] == 0
+    with system_tx() as database:
+        assert database.execute_sql("SELECT count(*) FROM outbox_tenants WHERE tenant_id = %s",
+                                    (str(tenant_a.id),)).fetchone()[0] == 1
