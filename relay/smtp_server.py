@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import Executor
 from typing import Any
 
 from aiosmtpd.smtp import DATA_SIZE_DEFAULT, SMTP, AuthResult, Session, syntax
@@ -61,9 +62,10 @@ class RelaySMTP(SMTP):
     """One SMTP session of a relay listener (submission or bounces)."""
 
     def __init__(self, handler: Any, *, auth_failures: AuthFailures | None = None,
-                 **kwargs: Any) -> None:
+                 auth_executor: Executor | None = None, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self.auth_failures = auth_failures or AuthFailures()
+        self.auth_executor = auth_executor  # None: the loop's default executor
         self._presented: tuple[str, Any] | None = None
 
     def _create_session(self) -> Session:
@@ -123,7 +125,8 @@ class RelaySMTP(SMTP):
             return result  # the client's input was refused before any check
         mechanism, auth_data = self._presented
         self._presented = None
-        result = await asyncio.to_thread(SMTP._authenticate, self, mechanism, auth_data)
+        result = await asyncio.get_running_loop().run_in_executor(
+            self.auth_executor, SMTP._authenticate, self, mechanism, auth_data)
         if result.success or (result.message or "").startswith("454"):
             return result  # a temporary failure is no failed guess
         delay = self.auth_failures.failed(self._peer_address)

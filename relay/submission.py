@@ -25,6 +25,7 @@ import threading
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
@@ -64,6 +65,7 @@ SEND_SCOPE = "messages:write"
 MAX_RECIPIENTS = 1000
 AUTH_CACHE_SECONDS = 60.0
 AUTH_CACHE_ENTRIES = 10_000
+LOOKUP_THREADS = 8
 TEMPORARY_AUTH_FAILURE = "454 4.7.0 Temporary authentication failure, try again later"
 _ADDRESS = re.compile(r"^[^\s@<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 
@@ -100,6 +102,13 @@ class SubmissionHandler(TransientOnError):
         self._auth_cache: TTLCache[bytes, Principal] = TTLCache(AUTH_CACHE_ENTRIES,
                                                                 AUTH_CACHE_SECONDS)
         self._auth_lock = threading.Lock()
+        # Database lookups (AUTH, sending domains) get their own threads: a
+        # stalled database then holds these, never the threads the spool
+        # writes and deliveries use.
+        self.lookups = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="relay-lookup")
+
+    async def _lookup(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.lookups, function, *args)
 
     # Authentication ---------------------------------------------------------
 
@@ -160,7 +169,7 @@ class SubmissionHandler(TransientOnError):
             if owner is not None:
                 return str(owner[0]) == str(principal.tenant_id)
         domain = address.rpartition("@")[2].lower()
-        return await asyncio.to_thread(self.keys.is_verified, principal.tenant_id, domain)
+        return await self._lookup(self.keys.is_verified, principal.tenant_id, domain)
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -189,7 +198,7 @@ class SubmissionHandler(TransientOnError):
             return checked.refusal
         domains = checked.author_domains
         tenant_id = principal.tenant_id
-        unverified = await asyncio.to_thread(
+        unverified = await self._lookup(
             lambda: [d for d in domains if not self.keys.is_verified(tenant_id, d)])
         if unverified:
             # APPSEC: a tenant sends only from its own verified domains.
@@ -206,7 +215,7 @@ class SubmissionHandler(TransientOnError):
             helo=session.host_name, peer_ip=str((session.peer or ("unknown",))[0]),
             hostname=self.config.hostname, protocol=_protocol(session, envelope),
             queue_id=spooled.id, recipients=envelope.rcpt_tos)
-        row = await asyncio.to_thread(self.keys.domain, tenant_id, domain)
+        row = await self._lookup(self.keys.domain, tenant_id, domain)
         if row is not None and row.warmup_plan:
             spooled.warmup_plan = dict(row.warmup_plan)
         if row is not None and row.return_path_domain:
@@ -261,6 +270,7 @@ def make_smtp_factory(
         return RelaySMTP(
             handler,
             auth_failures=failures,
+            auth_executor=getattr(handler, "lookups", None),
             hostname=config.hostname,
             data_size_limit=config.max_message_size,
             enable_SMTPUTF8=True,

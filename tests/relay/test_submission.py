@@ -623,3 +623,42 @@ def test_sessions_log_no_warning_per_connection(listener, tenant_a, sending_doma
 
     listener(scenario, trusted=True)
     assert [r.getMessage() for r in caplog.records if r.name == "mail.log"] == []
+
+
+def test_stalled_credential_lookups_leave_the_shared_worker_threads_free(listener, runtime, tenant_a) -> None:  # type: ignore[no-untyped-def]
+    # Regression: AUTH lookups ran in the loop's default executor, which the spool writes
+    # and deliveries share; as many stalled lookups as it has threads stalled them all.
+    import os
+
+    key = create_api_key(tenant_a.id, role="editor").key
+    release = threading.Event()
+    started = threading.Semaphore(0)
+    sessions = min(32, (os.cpu_count() or 1) + 4) + 1  # more than the default executor holds
+
+    class StalledDatabase:
+        def authenticate(self, credentials):  # type: ignore[no-untyped-def]
+            started.release()
+            release.wait(10)
+            return runtime.plugins.authenticate(credentials)
+
+    async def scenario(client, handler):  # type: ignore[no-untyped-def]
+        clients = []
+        for _ in range(sessions):
+            other = aiosmtplib.SMTP(hostname="127.0.0.1", port=client.port, timeout=20,
+                                    start_tls=False)
+            await other.connect()
+            await other.ehlo()
+            clients.append(other)
+        logins = [asyncio.create_task(c.auth_plain("app", key)) for c in clients]
+        for _ in range(1000):
+            if started.acquire(blocking=False) or all(login.done() for login in logins):
+                break
+            await asyncio.sleep(0.01)
+        try:
+            # The loop's default executor (spool writes, signing) still answers at once.
+            assert await asyncio.wait_for(asyncio.to_thread(lambda: "free"), 5) == "free"
+        finally:
+            release.set()
+        assert [(await login).code for login in logins] == [235] * sessions
+
+    listener(scenario, trusted=True, plugins=StalledDatabase())
