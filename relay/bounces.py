@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import email.policy
+import functools
 import hashlib
 import re
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from email.parser import BytesHeaderParser
+from typing import Any
 
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -37,6 +40,7 @@ from swiftmail_core.settings import Settings
 
 log = structlog.get_logger("swiftmail.relay.bounces")
 UNSUBSCRIBE_LOCAL_PART = "unsubscribe"
+WORKER_THREADS = 4
 UNSUBSCRIBE_SUBJECT = re.compile(r"unsubscribe-([A-Za-z0-9_-]+)")
 
 
@@ -71,6 +75,14 @@ class BounceHandler(TransientOnError):
         self.settings = settings
         self.config = config
         self.record = record
+        # Parsing (CPU, up to 25 MiB) and database writes get their own threads:
+        # a flood of reports or a stalled database holds these, never the
+        # threads the relay's spool writes and deliveries use.
+        self.workers = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="relay-bounces")
+
+    async def _off_loop(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(
+            self.workers, functools.partial(function, *args))
 
     def _verp(self, address: str) -> tuple[uuid.UUID, int | None] | None:
         # APPSEC: the token's HMAC is the proof, whatever the domain: every
@@ -103,10 +115,10 @@ class BounceHandler(TransientOnError):
         if any(self._is_unsubscribe(rcpt) for rcpt in envelope.rcpt_tos):
             return await self._unsubscribe(raw)
         # A report may be 25 MiB: parse it in a worker thread, never on the loop.
-        outcomes = await asyncio.to_thread(self.outcomes, list(envelope.rcpt_tos), raw)
+        outcomes = await self._off_loop(self.outcomes, list(envelope.rcpt_tos), raw)
         if outcomes:
             try:
-                await asyncio.to_thread(self.record, outcomes)
+                await self._off_loop(self.record, outcomes)
             except Exception as ex:
                 log.error("bounce_record_failed", error=str(ex))
                 return "451 4.3.0 Cannot record the report now, try again later"
@@ -118,7 +130,7 @@ class BounceHandler(TransientOnError):
         from swiftmail_core.errors import SwiftMailError
         from swiftmail_core.tokens import read_unsubscribe_token
 
-        subject = await asyncio.to_thread(_subject, raw)
+        subject = await self._off_loop(_subject, raw)
         match = UNSUBSCRIBE_SUBJECT.search(str(subject))
         try:
             if match is None or not self.settings.secret_key:
@@ -128,8 +140,9 @@ class BounceHandler(TransientOnError):
         except (ValueError, SwiftMailError):
             return "550 5.7.1 No valid unsubscribe token in the Subject"
         try:
-            await asyncio.to_thread(self_service.unsubscribe, token.tenant_id,
-                                    token.contact_id, token.list_id, source="mailto")
+            await self._off_loop(functools.partial(
+                self_service.unsubscribe, token.tenant_id, token.contact_id, token.list_id,
+                source="mailto"))
         except Exception as ex:
             log.error("mailto_unsubscribe_failed", error=str(ex))
             return "451 4.3.0 Cannot record the unsubscribe now, try again later"

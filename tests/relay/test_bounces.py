@@ -50,11 +50,11 @@ def _arf(recipient: str, return_path: str) -> bytes:
 def bounce_listener(runtime, tmp_path):  # type: ignore[no-untyped-def]
     """Run a scenario against the bounce listener on a random loopback port."""
 
-    def run(scenario, *, bounce_domain: str = BOUNCE_DOMAIN):  # type: ignore[no-untyped-def]
+    def run(scenario, *, bounce_domain: str = BOUNCE_DOMAIN, record=None):  # type: ignore[no-untyped-def]
         config = RelayConfig.from_settings(runtime.settings, spool_dir=str(tmp_path / "spool"),
                                            bounce_domain=bounce_domain, fbl_address=FBL)
-        handler = BounceHandler(runtime.settings, config,
-                                functools.partial(record_outcomes, plugins=runtime.plugins))
+        handler = BounceHandler(runtime.settings, config, record or functools.partial(
+            record_outcomes, plugins=runtime.plugins))
         factory = make_smtp_factory(handler, config, trusted=True, tls_context=None)
 
         async def main():  # type: ignore[no-untyped-def]
@@ -331,3 +331,43 @@ def test_a_permanent_failure_is_reported_while_another_recipient_is_still_deferr
     assert f"gone@{domain}".encode() in dsn.data and f"later@{domain}".encode() not in dsn.data
     assert tries["later"] >= 4
     assert [e.source for e in relay.finals] == ["dsn"]  # the message itself is still deferred
+
+
+def test_a_stalled_database_leaves_the_shared_worker_threads_free(  # type: ignore[no-untyped-def]
+    bounce_listener, runtime, tenant_a
+) -> None:
+    # Regression: report parsing and recording ran in the loop's default executor, which
+    # the spool writes and deliveries share; enough stalled writes stalled them all.
+    import os
+    import threading
+
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def stalled(outcomes):  # type: ignore[no-untyped-def]
+        started.release()
+        release.wait(10)
+
+    sessions = min(32, (os.cpu_count() or 1) + 4) + 1
+    address = verp.encode(runtime.settings.secret_key, tenant_a.id, 1, BOUNCE_DOMAIN)
+
+    async def scenario(client):  # type: ignore[no-untyped-def]
+        clients = []
+        for _ in range(sessions):
+            other = aiosmtplib.SMTP(hostname="127.0.0.1", port=client.port, start_tls=False,
+                                    timeout=20)
+            await other.connect()
+            clients.append(other)
+        sends = [asyncio.create_task(c.sendmail("", [address], _dsn("x@example.net", address)))
+                 for c in clients]
+        for _ in range(1000):
+            if started.acquire(blocking=False) or all(send.done() for send in sends):
+                break
+            await asyncio.sleep(0.01)
+        try:
+            assert await asyncio.wait_for(asyncio.to_thread(lambda: "free"), 5) == "free"
+        finally:
+            release.set()
+        await asyncio.gather(*sends)
+
+    bounce_listener(scenario, record=stalled)
