@@ -65,7 +65,7 @@ def ledger_query(cursor: Any, campaign_id: uuid.UUID | None) -> str:
     """
     columns = _select([
         ("m.campaign_id", False), ("m.contact_id", False), ("m.email", True),
-        ("m.kind", False), ("m.status", False), ("m.attempts", False),
+        ("m.kind", False), ("m.status", False), ("m.variant", False), ("m.attempts", False),
         ("m.message_id", True), ("m.transport", True), ("m.provider_message_id", True),
         ("m.last_error", True), ("m.created_at", False), ("m.sent_at", False),
         ("m.updated_at", False),

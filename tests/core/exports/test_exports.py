@@ -118,13 +118,13 @@ def test_ledger_export(runtime, tenant_a, tenant_b) -> None:
             (str(tenant_a.id), str(campaign)),
         )
         app_db.execute_sql(
-            "INSERT INTO messages (tenant_id, campaign_id, email, status, last_error) "
-            "VALUES (%s, %s, 'r@example.com', 'bounced', '-ERR mailbox unavailable')",
+            "INSERT INTO messages (tenant_id, campaign_id, email, status, last_error, variant) "
+            "VALUES (%s, %s, 'r@example.com', 'bounced', '-ERR mailbox unavailable', 'B')",
             (str(tenant_a.id), str(campaign)),
         )
     job = export_now(runtime, tenant_a.id, "export_ledger", {"campaign": str(campaign)})
     (row,) = _read(runtime, tenant_a.id, job.id)
-    assert (row["email"], row["status"]) == ("r@example.com", "bounced")
+    assert (row["email"], row["status"], row["variant"]) == ("r@example.com", "bounced", "B")
     assert row["last_error"] == "'-ERR mailbox unavailable"
     with tenant_tx(tenant_b.id), pytest.raises(NotFoundError):
         create_export("export_ledger", {"campaign": str(campaign)})

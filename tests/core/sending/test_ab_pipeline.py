@@ -25,6 +25,7 @@ from swiftmail_core.db import app_db, system_tx, tenant_tx
 from swiftmail_core.hookspecs import hookimpl
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.sending import lifecycle, outbox, sweeper
+from swiftmail_core.sending.compose import Composer
 from swiftmail_core.sending.worker import SendingWorker
 from swiftmail_core.testing.smtp_sink import SmtpSink
 from swiftmail_core.tracking_ingest import HitStream
@@ -196,6 +197,15 @@ def test_a_test_then_the_winner_through_the_real_pipeline(tenant_a, sending, sin
             "SELECT url FROM links WHERE campaign_id = %s", (str(campaign_id),))}
     assert status == "sent"
     assert links == {"https://shop.example/a", "https://shop.example/b"}
+    # "View in browser" renders each row's own variant.
+    composer = Composer(settings, plugins)
+    with tenant_tx(tenant_a.id) as database:
+        rows_by_variant = dict(database.execute_sql(
+            "SELECT variant, min(id) FROM messages WHERE campaign_id = %s GROUP BY variant",
+            (str(campaign_id),)).fetchall())
+    with system_tx() as database:
+        assert "Plain" in composer.sent_html(database, tenant_a.id, rows_by_variant["A"])
+        assert "Bold" in composer.sent_html(database, tenant_a.id, rows_by_variant["B"])
     final = _show(tenant_a.id, campaign_id)
     assert (final["phase"], final["winner"], final["decided_by"]) == ("decided", "B", "clicks")
     assert final["variants"][1]["recipients"] == 30
