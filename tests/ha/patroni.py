@@ -31,13 +31,16 @@ def patroni_installed() -> bool:
     return bool(shutil.which("patroni") and shutil.which("etcd"))
 
 
-def _config(base: Path, name: str, pg_port: int, rest_port: int, etcd_port: int) -> str:
+def config(base: Path, name: str, pg_port: int, rest_port: int, etcd_port: int, *,
+           address: str = "127.0.0.1", etcd_address: str = "127.0.0.1",
+           network: str = "127.0.0.1/32") -> str:
+    """Return a Patroni node's configuration (JSON is YAML) for ``address``."""
     return json.dumps({
         "scope": "swiftmail-ha", "name": name,
         "log": {"level": "INFO", "dir": str(base / f"{name}-log")},
-        "restapi": {"listen": f"127.0.0.1:{rest_port}",
-                    "connect_address": f"127.0.0.1:{rest_port}"},
-        "etcd3": {"hosts": [f"127.0.0.1:{etcd_port}"]},
+        "restapi": {"listen": f"{address}:{rest_port}",
+                    "connect_address": f"{address}:{rest_port}"},
+        "etcd3": {"hosts": [f"{etcd_address}:{etcd_port}"]},
         "bootstrap": {
             "dcs": {"ttl": TTL, "loop_wait": LOOP_WAIT, "retry_timeout": 3,
                     "maximum_lag_on_failover": 1048576, "synchronous_mode": True,
@@ -47,16 +50,17 @@ def _config(base: Path, name: str, pg_port: int, rest_port: int, etcd_port: int)
                         "hot_standby": "on", "max_wal_senders": 5,
                         "max_replication_slots": 5}}},
             "initdb": [{"encoding": "UTF8"}, {"locale": "C.UTF-8"}],
-            "pg_hba": ["local all all trust", "host replication all 127.0.0.1/32 trust",
-                       "host all all 127.0.0.1/32 trust"],
+            "pg_hba": ["local all all trust", f"host replication all {network} trust",
+                       f"host all all {network} trust"],
         },
         "postgresql": {
-            "listen": f"127.0.0.1:{pg_port}", "connect_address": f"127.0.0.1:{pg_port}",
+            "listen": f"{address}:{pg_port}", "connect_address": f"{address}:{pg_port}",
             "data_dir": str(base / name), "bin_dir": str(PG_BIN),
             "pgpass": str(base / f"{name}.pgpass"),
             "authentication": {"superuser": {"username": "postgres"},
                                "replication": {"username": "postgres"}},
-            "parameters": {"unix_socket_directories": str(base)},
+            # Each node its own socket directory: nodes may share a port on different hosts.
+            "parameters": {"unix_socket_directories": str(base / f"{name}-log")},
         },
     })
 
@@ -103,7 +107,7 @@ class PatroniCluster:
             if os.geteuid() == 0:
                 shutil.chown(self.base / f"{name}-log", "postgres", "postgres")
             conf = self.base / f"{name}.yml"
-            conf.write_text(_config(self.base, name, ports["pg"], ports["rest"], self.etcd_port))
+            conf.write_text(config(self.base, name, ports["pg"], ports["rest"], self.etcd_port))
             argv = ["patroni", str(conf)]
             if os.geteuid() == 0:
                 argv = ["runuser", "-u", "postgres", "--", *argv]
