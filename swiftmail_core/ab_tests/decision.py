@@ -15,9 +15,10 @@ cancel.
 
 The periodic tick (``decide_due_tests``, run once cluster-wide) decides the
 tests whose ``decide_after_seconds`` have passed since the audience was
-resolved, by unique human opens or clicks per delivered message; a paused
-campaign is decided after it resumes; a ``manual`` test waits for
-``choose_winner``.
+resolved and whose test messages have all been handed over (a throttled
+test is not judged on the part that went out), by unique human opens or
+clicks per delivered message; a paused campaign is decided after it
+resumes; a ``manual`` test waits for ``choose_winner``.
 """
 
 from __future__ import annotations
@@ -53,18 +54,22 @@ WHERE tenant_id = %s AND id IN (
     ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
 """
 _DECIDED_SQL = """
-SELECT c.tenant_id, c.id FROM campaigns c
+/* cross-tenant */ SELECT c.tenant_id, c.id FROM campaigns c
 WHERE c.ab_winner IS NOT NULL AND c.status IN ('sending', 'paused')
   AND EXISTS (SELECT 1 FROM messages m WHERE m.tenant_id = c.tenant_id
               AND m.campaign_id = c.id AND m.status = 'waiting')
 ORDER BY c.ab_decided_at
 """
+#: Tests whose time has come and whose test messages have all been handed over
+#: (none queued or being sent; a deferred one does not hold the decision up).
 _DUE_SQL = """
-/* cross-tenant */ SELECT tenant_id, id, ab_metric FROM campaigns
-WHERE status = 'sending' AND ab_metric IN ('opens', 'clicks') AND ab_decided_at IS NULL
-  AND audience_resolved_at IS NOT NULL
-  AND audience_resolved_at + make_interval(secs => ab_decide_after_seconds) <= now()
-ORDER BY audience_resolved_at
+/* cross-tenant */ SELECT c.tenant_id, c.id, c.ab_metric FROM campaigns c
+WHERE c.status = 'sending' AND c.ab_metric IN ('opens', 'clicks') AND c.ab_decided_at IS NULL
+  AND c.audience_resolved_at IS NOT NULL
+  AND c.audience_resolved_at + make_interval(secs => c.ab_decide_after_seconds) <= now()
+  AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.tenant_id = c.tenant_id
+                  AND m.campaign_id = c.id AND m.status IN ('queued', 'sending'))
+ORDER BY c.audience_resolved_at
 """
 
 
