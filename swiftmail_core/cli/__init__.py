@@ -95,6 +95,9 @@ def cli(
     Redis kept in the data directory. Set DATABASE_URL and REDIS_URL to use
     your own servers.
     """
+    from swiftmail_core.local.supervisor import die_with_supervisor
+
+    die_with_supervisor()
     overrides = {"data_dir": data_dir, "database_url": database_url, "redis_url": redis_url}
     ctx.obj = CliState(config=config, overrides=overrides)
     ctx.call_on_close(ctx.obj.close)

@@ -10,6 +10,7 @@ half-running install.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import os
 import signal
@@ -20,6 +21,26 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 STOP_GRACE_SECONDS = 25.0
+#: Set in each child's environment: the pid of the supervisor it must not outlive.
+SUPERVISOR_PID_ENV = "SWIFTMAIL_SUPERVISOR_PID"
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_supervisor() -> None:
+    """In a child of ``swiftmail up``: be sent SIGTERM when the supervisor dies.
+
+    The children run in their own session (so Ctrl-C reaches only the
+    supervisor, which stops them in order); without this, a supervisor killed
+    with SIGKILL left them running. Linux only (``prctl``); elsewhere a no-op.
+    The variable is removed so that grandchildren do not check it.
+    """
+    expected = os.environ.pop(SUPERVISOR_PID_ENV, None)
+    if not expected or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != int(expected):  # the supervisor died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +73,8 @@ class Supervisor:
         readers = []
         for spec in self.specs:
             process = subprocess.Popen(
-                list(spec.argv), env={**os.environ, **spec.environ}, text=True, bufsize=1,
+                list(spec.argv), text=True, bufsize=1,
+                env={**os.environ, **spec.environ, SUPERVISOR_PID_ENV: str(os.getpid())},
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)  # Ctrl-C reaches only us; we stop the children in order
             self.processes[spec.name] = process

@@ -120,3 +120,52 @@ def test_catch_sink_keeps_each_message_with_its_envelope(tmp_path: Path) -> None
     text = caught.read_text()
     assert "X-SwiftMail-Caught-For: b@example.com, c@example.com" in text
     assert "Subject: hi" in text and sink.caught == 1
+
+
+SUPERVISED_CHILD = """
+import sys, time
+from swiftmail_core.local.supervisor import die_with_supervisor
+die_with_supervisor()
+print("ready", flush=True)
+time.sleep(120)
+"""
+SUPERVISOR = """
+import sys
+from swiftmail_core.local.supervisor import ProcessSpec, Supervisor
+supervisor = Supervisor([ProcessSpec("child", [sys.executable, "-c", sys.argv[1]])])
+sys.exit(supervisor.run())
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_children_do_not_outlive_a_killed_supervisor() -> None:
+    # Regression: `swiftmail up` starts its children in their own session; when `up`
+    # itself was killed with SIGKILL they kept running (and holding their ports).
+    supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISOR, SUPERVISED_CHILD],
+                                  stdout=subprocess.PIPE, text=True)
+    child_pid = None
+    try:
+        assert supervisor.stdout is not None
+        assert "ready" in supervisor.stdout.readline()
+        found = subprocess.run(["pgrep", "-P", str(supervisor.pid)], capture_output=True,
+                               text=True, check=True).stdout.split()
+        child_pid = int(found[0])
+        supervisor.kill()
+        supervisor.wait(10)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _running(child_pid):
+            time.sleep(0.1)
+        assert not _running(child_pid), "the child outlived its killed supervisor"
+    finally:
+        supervisor.kill()
+        if child_pid is not None:
+            try:
+                os.kill(child_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
