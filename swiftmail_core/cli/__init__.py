@@ -106,6 +106,7 @@ def cli(
 def _register_builtin_commands() -> None:
     from swiftmail_core.cli import (
         apikey_commands,
+        citus_commands,
         demo_commands,
         doctor_commands,
         embedded_commands,
@@ -118,7 +119,7 @@ def _register_builtin_commands() -> None:
 
     for module in (
         setup_commands, doctor_commands, tenant_commands, user_commands, apikey_commands,
-        plugin_commands, demo_commands, embedded_commands, up_commands,
+        plugin_commands, demo_commands, embedded_commands, up_commands, citus_commands,
     ):
         for command in module.COMMANDS:
             cli.add_command(command)

@@ -216,3 +216,80 @@ def _policies_on_shards(cursor: Any, table: str) -> Finding:
     return Finding(not bad, f"{table} shards have FORCE RLS and its {expected} policies",
                    f"{len(bad)} shard(s) differ" if bad else "")
 
+
+
+@dataclasses.dataclass(frozen=True)
+class TenantPlacement:
+    """Where one tenant's rows live: its shard group's anchor shard and node."""
+
+    shard_id: int
+    node: str
+
+    @property
+    def hostport(self) -> tuple[str, int]:
+        """Return the node as (host, port)."""
+        return _hostport(self.node)
+
+
+#: The tenant table whose shard names a tenant's colocated shard group.
+ANCHOR_TABLE = "messages"
+#: Moves and splits block writes to the moved shards while they copy (logical
+#: replication would need wal_level = logical on every node); SwiftMail's
+#: writers wait, nothing fails.
+TRANSFER_MODE = "block_writes"
+
+
+def tenant_placement(targets: DatabaseTargets, tenant_id: str) -> TenantPlacement:
+    """Return the shard and the node holding ``tenant_id``'s rows."""
+    with _connect(_admin_dsn(targets, database=targets.database),
+                  "the coordinator") as connection, connection.cursor() as cursor:
+        return _placement(cursor, tenant_id)
+
+
+def _placement(cursor: Any, tenant_id: str) -> TenantPlacement:
+    cursor.execute(
+        "SELECT s.shardid, s.nodename || ':' || s.nodeport FROM citus_shards s "
+        "WHERE s.shardid = get_shard_id_for_distribution_column(%s, %s::uuid)",
+        (ANCHOR_TABLE, tenant_id))
+    row = cursor.fetchone()
+    if row is None:
+        raise ConfigurationError(f"no shard holds tenant {tenant_id}: is this a Citus install?")
+    return TenantPlacement(int(row[0]), str(row[1]))
+
+
+def isolate_tenant(targets: DatabaseTargets, tenant_id: str) -> TenantPlacement:
+    """Give ``tenant_id`` shards of its own (every colocated table); return them.
+
+    Idempotent: a tenant already alone in its shards keeps them.
+    """
+    with _connect(_admin_dsn(targets, database=targets.database),
+                  "the coordinator") as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT shardminvalue = shardmaxvalue FROM pg_dist_shard "
+            "WHERE shardid = get_shard_id_for_distribution_column(%s, %s::uuid)",
+            (ANCHOR_TABLE, tenant_id))
+        alone = cursor.fetchone()
+        if not (alone and alone[0]):
+            cursor.execute(
+                "SELECT isolate_tenant_to_new_shard(%s, %s::uuid, 'CASCADE', "
+                "shard_transfer_mode => %s)", (ANCHOR_TABLE, tenant_id, TRANSFER_MODE))
+        return _placement(cursor, tenant_id)
+
+
+def move_tenant(targets: DatabaseTargets, tenant_id: str, to_node: str) -> TenantPlacement:
+    """Move ``tenant_id``'s shard group to the worker ``to_node`` (HOST:PORT); return it.
+
+    The shards move with every shard colocated with them, so isolate a big
+    tenant first to move it alone.
+    """
+    host, port = _hostport(to_node)
+    with _connect(_admin_dsn(targets, database=targets.database),
+                  "the coordinator") as connection, connection.cursor() as cursor:
+        placement = _placement(cursor, tenant_id)
+        source_host, source_port = placement.hostport
+        if (source_host, source_port) != (host, port):
+            cursor.execute(
+                "SELECT citus_move_shard_placement(%s, %s, %s, %s, %s, "
+                "shard_transfer_mode => %s)",
+                (placement.shard_id, source_host, source_port, host, port, TRANSFER_MODE))
+        return _placement(cursor, tenant_id)
