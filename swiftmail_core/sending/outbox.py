@@ -41,6 +41,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from swiftmail_core.db import system_tx
+from swiftmail_core.db.conflicts import retry_on_conflict
 from swiftmail_core.db.failover import retry_after_failover
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.sending import due_tenants
@@ -144,6 +145,7 @@ def _spend_budget(database: Any, tenant: str, wanted: int) -> tuple[int, float]:
     return granted, max(wait, 0.05)
 
 
+@retry_on_conflict
 def _claim_tenant(tenant: str, owner: str, limit: int,
                   lease_seconds: int) -> tuple[list[ClaimedMessage], bool]:
     """Lease up to ``limit`` of one tenant's due rows; return them and whether it has more.
@@ -369,6 +371,7 @@ def fail_unrenderable(claimed: Sequence[ClaimedMessage], reasons: Mapping[int, s
 
 
 @retry_after_failover
+@retry_on_conflict
 def release(claimed: Sequence[ClaimedMessage], delay_seconds: float = 0,
             status: str = "queued") -> None:
     """Give leased rows back (``queued``, or ``held`` for a paused campaign), attempt uncounted."""

@@ -56,6 +56,7 @@ from typing import Any
 from psycopg2.extras import execute_values
 
 from swiftmail_core.db import system_tx
+from swiftmail_core.db.conflicts import retry_on_conflict
 from swiftmail_core.db.failover import retry_after_failover
 from swiftmail_core.events import EventRecord, notify_plugins, store_events
 from swiftmail_core.models import utcnow
@@ -158,6 +159,7 @@ def apply_reports(reports: Sequence[Report], plugins: PluginManager | None = Non
 
 
 @retry_after_failover
+@retry_on_conflict
 def _apply_in_transaction(tenant: str, reports: Sequence[Report]) -> Applied:
     # NOTE: one tenant per transaction: every statement names the tenant, so on
     # Citus each is a single-shard query (row locks need one) and commits on one node.
