@@ -27,8 +27,14 @@ test-citus: $(STAMP)  ## the Citus suite: a real coordinator and two workers on 
 test-ha: $(STAMP)  ## the failover suite: Redis Sentinel, a PostgreSQL standby, Patroni with etcd, on loopback
 	SWIFTMAIL_TEST_HA=1 timeout 600 $(VENV)/bin/python -m pytest -p no:cacheprovider -s tests/ha
 
-test-cluster: $(STAMP)  ## hosts as network namespaces (root): cut cables to the HA engines
-	SWIFTMAIL_TEST_CLUSTER=1 timeout 600 $(VENV)/bin/python -m pytest -p no:cacheprovider -s tests/cluster
+CLUSTER_MEASURES ?= /tmp/swiftmail-cluster-measures.jsonl
+
+test-cluster: $(STAMP)  ## hosts as network namespaces (root): cut cables to the HA engines; last line JSON
+	rm -f $(CLUSTER_MEASURES)
+	SWIFTMAIL_TEST_CLUSTER=1 SWIFTMAIL_MEASURE_FILE=$(CLUSTER_MEASURES) timeout 900 \
+	  $(VENV)/bin/python -m pytest -p no:cacheprovider -s tests/cluster; \
+	  status=$$?; $(VENV)/bin/python -m tests.cluster.summary $(CLUSTER_MEASURES) $$status; \
+	  exit $$status
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

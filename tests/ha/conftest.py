@@ -58,8 +58,16 @@ def install(database_url: str, admin_url: str, data_dir: Path) -> dict[str, str]
 
 
 def measure(name: str, **figures: object) -> None:
-    """Print one measurement line (collected into docs/availability.md)."""
-    print(f"HA-MEASURE {json.dumps({'test': name, **figures}, sort_keys=True)}", flush=True)
+    """Print one measurement line (collected into docs/availability.md).
+
+    With ``SWIFTMAIL_MEASURE_FILE`` set, the line is appended there too, for
+    the summary ``make test-cluster`` prints last (``tests/cluster/summary.py``).
+    """
+    line = json.dumps({"test": name, **figures}, sort_keys=True)
+    print(f"HA-MEASURE {line}", flush=True)
+    if os.environ.get("SWIFTMAIL_MEASURE_FILE"):
+        with open(os.environ["SWIFTMAIL_MEASURE_FILE"], "a") as handle:
+            handle.write(line + "\n")
 
 
 @pytest.fixture
