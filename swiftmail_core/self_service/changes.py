@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from swiftmail_core.db import app_db, tenant_tx
 from swiftmail_core.errors import NotFoundError
 from swiftmail_core.events import EventRecord, record_events
+from swiftmail_core.journeys.enrollment import enroll_subscribed, exit_contact
 from swiftmail_core.plugins import PluginManager
 
 
@@ -147,6 +148,9 @@ def unsubscribe(
             )
             _cancel_queued(tenant_id, contact_id, None)
             changed = changed + added
+        if changed:
+            # Any unsubscribe takes the contact out of every journey at once.
+            exit_contact(app_db, tenant_id, contact_id, "unsubscribed")
         campaign_id = _last_campaign(tenant_id, contact_id) if changed else None
     if changed:
         record_events([EventRecord(
@@ -196,6 +200,7 @@ def set_preferences(
                 "WHERE tenant_id = %s AND id = %s AND status = 'unsubscribed'",
                 (str(tenant_id), str(contact_id)),
             )
+            enroll_subscribed(app_db, tenant_id, resubscribed, [contact_id])
         record_events([EventRecord(
             tenant_id, "subscribed", contact_id=contact_id, email=view.email,
             detail={"list_ids": [str(x) for x in resubscribed], "source": "preferences"},
@@ -225,6 +230,8 @@ def confirm(
             "AND status = 'unconfirmed' RETURNING 1",
             (ip or None, str(tenant_id), str(contact_id), str(list_id)),
         ).fetchall()
+        if changed:
+            enroll_subscribed(app_db, tenant_id, [list_id], [contact_id])
     if changed:
         record_events([EventRecord(
             tenant_id, "confirmed", contact_id=contact_id, email=view.email,

@@ -10,6 +10,7 @@ import uuid
 from swiftmail_core.db import app_db, system_tx, tenant_tx
 from swiftmail_core.errors import NotFoundError, ValidationError
 from swiftmail_core.events import EventRecord, record_events
+from swiftmail_core.journeys.enrollment import enroll_subscribed
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.sending import due_tenants
 
@@ -155,6 +156,8 @@ def signup(
             "consent_ip = EXCLUDED.consent_ip, updated_at = now() RETURNING status",
             (tenant, str(target.list_id), str(contact_id), status, ip or None, status),
         ).fetchone()[0]
+        if current == "confirmed":
+            enroll_subscribed(app_db, tenant, [target.list_id], [contact_id])
         # A confirmation email at most every 10 minutes per address and list.
         if current == "unconfirmed" and (previous is None or not previous[1]):
             _queue_confirmation(target, uuid.UUID(str(contact_id)), email, confirm_secret,

@@ -79,7 +79,7 @@ WITH picked AS (
     FOR UPDATE OF m SKIP LOCKED
 )
 SELECT p.id,
-       (p.kind = 'campaign' AND ct.status IS DISTINCT FROM 'active') OR EXISTS (
+       (p.kind IN ('campaign', 'journey') AND ct.status IS DISTINCT FROM 'active') OR EXISTS (
            SELECT 1 FROM suppressions x
            WHERE x.tenant_id = %(tenant)s AND x.email_lower = lower(p.email)
              AND (x.expires_at IS NULL OR x.expires_at > now())) AS suppressed,

@@ -6,9 +6,10 @@ campaigns, resolve audiences, reclaim expired leases, finish campaigns) in
 whichever worker wins the cluster-wide ``scheduler_ticks`` lease, and, when
 work is due, enqueues ``drain`` tasks that claim and send batches until
 nothing is due. Each tick also starts one background round on a thread of
-its own (unless the last is still running) that runs due import/export jobs
-and posts due webhook deliveries, so they never occupy a sending thread; both
-claim their rows with leases in PostgreSQL too. Losing the queue (a flushed
+its own (unless the last is still running) that runs due import/export jobs,
+due journey steps (a bounded batch) and posts due webhook deliveries, so they
+never occupy a sending thread; all claim their rows with leases in PostgreSQL
+too. Losing the queue (a flushed
 Redis, a killed consumer) loses only wake-ups.
 
 Stop ``swiftmail worker`` with SIGINT for a graceful shutdown: huey lets
@@ -29,6 +30,7 @@ from typing import Any
 from huey.consumer import Consumer, Scheduler
 
 from swiftmail_core import redis_clients
+from swiftmail_core.journeys import runner as journey_runner
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.sending import outbox, sweeper, transport_failures
 from swiftmail_core.sending.compose import Composer
@@ -40,6 +42,9 @@ log = logging.getLogger(__name__)
 DEFAULT_TRANSPORT = "relay"
 #: Import/export jobs one background task runs before the next tick.
 BACKGROUND_JOBS_PER_TICK = 5
+#: Journey enrollments (each up to its next wait) one background round runs, at most.
+JOURNEY_ENROLLMENTS_PER_TICK = 2000
+JOURNEY_SECONDS_PER_TICK = 20.0
 
 
 class SendingWorker:
@@ -150,8 +155,13 @@ class SendingQueue:
         from swiftmail_core.webhooks.dispatcher import Dispatcher
 
         jobs = run_pending_jobs(self, limit=BACKGROUND_JOBS_PER_TICK)
+        # NOTE: journeys run here, off the sending threads, a bounded batch per tick:
+        # their emails join the outbox like any other and cannot starve a campaign.
+        steps = journey_runner.run_due(JOURNEY_ENROLLMENTS_PER_TICK, owner=f"{self.worker.identity}:journeys",
+                                       max_seconds=JOURNEY_SECONDS_PER_TICK)
         dispatcher = Dispatcher.from_settings(self.settings, self.plugins)
-        return {"jobs": jobs, "webhook_deliveries": dispatcher.deliver_due()}
+        return {"jobs": jobs, "journey_enrollments": steps,
+                "webhook_deliveries": dispatcher.deliver_due()}
 
     def _start_background(self) -> None:
         """Run background work on its own thread, never on a sending thread."""

@@ -23,6 +23,7 @@ from swiftmail_web.resources.common import (
 )
 
 from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
+from swiftmail_core.journeys.enrollment import enroll_subscribed
 from swiftmail_core.models import Contact, MailingList, Subscription, utcnow
 
 STATUSES = ("active", "unsubscribed", "bounced", "complained", "blocklisted")
@@ -246,6 +247,7 @@ class ContactsBulkResource:
                 """,
                 (tenant, now, now, [str(x) for x in list_ids], [str(x) for x in ids]),
             )
+            enroll_subscribed(Contact._meta.database, tenant, list_ids, ids)
         inserted = sum(1 for row in results if row[1])
         resp.media = {"object": "bulk_result", "created": inserted,
                       "updated": len(results) - inserted, "ids": ids}

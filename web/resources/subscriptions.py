@@ -28,6 +28,7 @@ from swiftmail_web.resources.common import (
 )
 
 from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
+from swiftmail_core.journeys.enrollment import enroll_subscribed
 from swiftmail_core.models import (
     Campaign,
     Contact,
@@ -179,6 +180,9 @@ class SubscriptionsResource:
                                 unsubscribed_at=None, updated_at=now).where(
                 Subscription.list_id == list_row.id,
                 Subscription.contact_id == contact.id).execute()
+        if status == "confirmed":
+            enroll_subscribed(Subscription._meta.database, tenant_id(req), [list_row.id],
+                              [contact.id])
         if status == "unconfirmed":
             # NOTE: the ledger row is the send request; the outbox worker sends it
             # through the same path as a transactional message (payload content).

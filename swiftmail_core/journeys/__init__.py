@@ -1,0 +1,1 @@
+"""Automated journeys: triggers, versioned steps and their durable execution."""

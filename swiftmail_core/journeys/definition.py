@@ -1,0 +1,202 @@
+"""Parse a journey's trigger and steps (JSON) into checked dataclasses.
+
+Every part is checked against a closed vocabulary, and an error names the
+exact place that is wrong, e.g. ``steps[2].seconds``. Shapes::
+
+    trigger: {"type": "list_subscribed", "list_id": "<list id>"}
+             {"type": "event", "name": "trial_started"}
+    steps:   [{"id": "welcome", "type": "send_email", "from_email": "a@b.example",
+               "subject": "Hi {{ contact.name }}", "html": "...", "text": "...",
+               "template_id": "<template id>", "from_name": "...", "reply_to": "..."},
+              {"type": "wait", "seconds": 86400},
+              {"type": "branch", "condition": <segment condition>,
+               "then": "<step id>" | "exit" | "next", "else": ...},
+              {"type": "add_to_list" | "remove_from_list", "list_id": "<list id>"},
+              {"type": "exit"}]
+
+A step's ``id`` is optional (``step-<n>`` by default) and unique. A branch
+may only jump forward, so every journey ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import uuid
+from typing import Any
+
+from swiftmail_core.errors import ValidationError
+from swiftmail_core.segments.definition import Condition, parse_definition
+
+MAX_STEPS = 50
+MAX_WAIT_SECONDS = 366 * 86400
+MAX_TEXT = 200_000
+STEP_ID = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
+EVENT_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+STEP_TYPES = ("send_email", "wait", "branch", "add_to_list", "remove_from_list", "exit")
+TRIGGER_TYPES = ("list_subscribed", "event")
+#: Jump targets a branch may name besides a later step's id.
+EXIT, NEXT = "exit", "next"
+
+
+@dataclasses.dataclass(frozen=True)
+class Trigger:
+    """What enrolls a contact: ``key`` is the list id or the event name."""
+
+    type: str
+    key: str
+
+    def to_json(self) -> dict[str, str]:
+        """Return the API shape."""
+        if self.type == "list_subscribed":
+            return {"type": self.type, "list_id": self.key}
+        return {"type": self.type, "name": self.key}
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One checked step; ``options`` holds the type's own fields as written."""
+
+    id: str
+    type: str
+    options: dict[str, Any]
+    condition: Condition | None = None
+
+
+def _fail(path: str, message: str) -> ValidationError:
+    return ValidationError(f"invalid journey: {path} {message}",
+                           errors=[{"field": path, "message": message}])
+
+
+def parse_trigger(raw: Any, path: str = "trigger") -> Trigger:
+    """Return the checked trigger, or raise ValidationError naming the bad part."""
+    if not isinstance(raw, dict):
+        raise _fail(path, "must be an object such as {\"type\": \"event\", \"name\": \"...\"}")
+    kind = raw.get("type")
+    if kind not in TRIGGER_TYPES:
+        raise _fail(f"{path}.type", f"must be one of {', '.join(TRIGGER_TYPES)}")
+    if kind == "list_subscribed":
+        _only(raw, path, {"type", "list_id"})
+        return Trigger(kind, str(_uuid(raw.get("list_id"), f"{path}.list_id")))
+    _only(raw, path, {"type", "name"})
+    name = raw.get("name")
+    if not isinstance(name, str) or not EVENT_NAME.match(name):
+        raise _fail(f"{path}.name", "must be 1-100 letters, digits or _ . : -")
+    return Trigger(kind, name)
+
+
+def parse_steps(raw: Any, path: str = "steps") -> tuple[Step, ...]:
+    """Return the checked steps, or raise ValidationError naming the bad part."""
+    if not isinstance(raw, list) or not raw:
+        raise _fail(path, "must be a non-empty array of steps")
+    if len(raw) > MAX_STEPS:
+        raise _fail(path, f"must have at most {MAX_STEPS} steps")
+    steps: list[Step] = []
+    seen: set[str] = set()
+    for index, item in enumerate(raw):
+        where = f"{path}[{index}]"
+        if not isinstance(item, dict):
+            raise _fail(where, "must be an object with a type")
+        step_id = item.get("id", f"step-{index + 1}")
+        if not isinstance(step_id, str) or not STEP_ID.match(step_id) or step_id in (EXIT, NEXT):
+            raise _fail(f"{where}.id", "must be 1-60 letters, digits, _ or - (not exit/next)")
+        if step_id in seen:
+            raise _fail(f"{where}.id", f"repeats the id {step_id!r}")
+        seen.add(step_id)
+        steps.append(_step(item, where, step_id))
+    order = {step.id: index for index, step in enumerate(steps)}
+    for index, step in enumerate(steps):
+        if step.type != "branch":
+            continue
+        for arm in ("then", "else"):
+            target = step.options[arm]
+            if target in (EXIT, NEXT):
+                continue
+            if target not in order:
+                raise _fail(f"{path}[{index}].{arm}", f"names no step {target!r}")
+            if order[target] <= index:
+                raise _fail(f"{path}[{index}].{arm}", "must jump forward (a later step)")
+    return tuple(steps)
+
+
+def _step(raw: dict[str, Any], path: str, step_id: str) -> Step:
+    kind = raw.get("type")
+    if kind not in STEP_TYPES:
+        raise _fail(f"{path}.type", f"must be one of {', '.join(STEP_TYPES)}")
+    if kind == "wait":
+        _only(raw, path, {"id", "type", "seconds"})
+        seconds = raw.get("seconds")
+        if (not isinstance(seconds, int) or isinstance(seconds, bool)
+                or not 0 <= seconds <= MAX_WAIT_SECONDS):
+            raise _fail(f"{path}.seconds", f"must be an integer from 0 to {MAX_WAIT_SECONDS}")
+        return Step(step_id, kind, {"seconds": seconds})
+    if kind == "send_email":
+        return Step(step_id, kind, _email(raw, path))
+    if kind == "branch":
+        _only(raw, path, {"id", "type", "condition", "then", "else"})
+        if "condition" not in raw:
+            raise _fail(f"{path}.condition", "is required (a segment condition)")
+        try:
+            condition = parse_definition(raw["condition"])
+        except ValidationError as ex:
+            raise _relabel(ex, f"{path}.condition") from ex
+        options = {"condition": raw["condition"]}
+        for arm in ("then", "else"):
+            target = raw.get(arm, NEXT)
+            if not isinstance(target, str):
+                raise _fail(f"{path}.{arm}", "must be a step id, \"next\" or \"exit\"")
+            options[arm] = target
+        return Step(step_id, kind, options, condition)
+    if kind in ("add_to_list", "remove_from_list"):
+        _only(raw, path, {"id", "type", "list_id"})
+        return Step(step_id, kind, {"list_id": str(_uuid(raw.get("list_id"), f"{path}.list_id"))})
+    _only(raw, path, {"id", "type"})
+    return Step(step_id, kind, {})
+
+
+def _email(raw: dict[str, Any], path: str) -> dict[str, Any]:
+    fields = {"subject", "html", "text", "template_id", "from_email", "from_name", "reply_to"}
+    _only(raw, path, {"id", "type"} | fields)
+    options: dict[str, Any] = {}
+    for name in fields - {"template_id"}:
+        value = raw.get(name, "")
+        if not isinstance(value, str) or len(value) > MAX_TEXT:
+            raise _fail(f"{path}.{name}", f"must be a string of at most {MAX_TEXT} characters")
+        if name in ("subject", "from_email", "from_name", "reply_to") and any(
+                ch in value for ch in "\r\n\0"):
+            raise _fail(f"{path}.{name}", "must not contain CR, LF or NUL")
+        options[name] = value
+    if "template_id" in raw and raw["template_id"] is not None:
+        options["template_id"] = str(_uuid(raw["template_id"], f"{path}.template_id"))
+    else:
+        options["template_id"] = None
+        if not options["subject"]:
+            raise _fail(f"{path}.subject", "give a subject, or a template_id")
+        if not (options["html"] or options["text"]):
+            raise _fail(f"{path}.html", "give html or text, or a template_id")
+    if "@" not in options["from_email"]:
+        raise _fail(f"{path}.from_email", "must be an email address")
+    return options
+
+
+def _relabel(ex: ValidationError, path: str) -> ValidationError:
+    errors = [{**error, "field": path + str(error.get("field", ""))[len("definition"):]}
+              for error in (ex.errors or [])]
+    message = errors[0]["message"] if errors else str(ex)
+    return ValidationError(f"invalid journey: {errors[0]['field'] if errors else path} {message}",
+                           errors=errors or [{"field": path, "message": message}])
+
+
+def _only(raw: dict[str, Any], path: str, allowed: set[str]) -> None:
+    extra = sorted(set(raw) - allowed)
+    if extra:
+        raise _fail(f"{path}.{extra[0]}", "is not a known field here")
+
+
+def _uuid(value: Any, path: str) -> uuid.UUID:
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise _fail(path, "must be an id (a UUID)")

@@ -1,0 +1,299 @@
+"""Run due journey steps: claim positions under a lease, apply steps atomically.
+
+1. ``claim_due`` leases due enrollments across tenants (system role, ``FOR
+   UPDATE SKIP LOCKED``): ``status = 'active'``, ``next_run_at <= now()`` and
+   no live lease. An expired lease (its worker died) is claimable again, so
+   the claim is also the sweeper.
+2. ``run_enrollment`` opens the enrollment's ``tenant_tx``, locks the row
+   while this worker still holds its lease, and applies steps from the
+   current one until a wait, the end or an exit. Each step's effect (a
+   ledger row, a subscription, a jump), its ``journey_step_runs`` row and the
+   enrollment's advance commit together: a crash before COMMIT leaves no
+   trace and the step runs again after the lease expires; after COMMIT the
+   position has moved on. The step-run key ``(enrollment, step)`` refuses a
+   second run of a step outright.
+3. A step that raises is rolled back; the enrollment retries later with
+   backoff (``attempts``) and exits as ``failed`` after ``MAX_ATTEMPTS``.
+
+A contact who is no longer active (unsubscribed, bounced...) or whose
+address is suppressed leaves the journey when its next step comes due.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+from swiftmail_core.db import system_tx, tenant_tx
+from swiftmail_core.journeys.definition import EXIT, NEXT, Step, parse_steps
+from swiftmail_core.journeys.enrollment import enroll_subscribed
+from swiftmail_core.segments.compiler import compile_segment
+from swiftmail_core.sending import due_tenants
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 120
+MAX_ATTEMPTS = 5
+RETRY_BASE_SECONDS = 30
+#: A paused journey's contacts look again after this long.
+PAUSED_WAIT_SECONDS = 60
+#: What journey emails go through (the same default as campaigns).
+DEFAULT_TRANSPORT = "relay"
+
+_CLAIM_SQL = """
+/* cross-tenant */ UPDATE journey_enrollments e
+SET lease_owner = %(owner)s, lease_expires_at = now() + make_interval(secs => %(lease)s)
+FROM (SELECT tenant_id, id FROM journey_enrollments
+      WHERE status = 'active' AND next_run_at <= now()
+        AND (lease_expires_at IS NULL OR lease_expires_at <= now())
+      ORDER BY next_run_at
+      LIMIT %(limit)s
+      FOR UPDATE SKIP LOCKED) due
+WHERE e.tenant_id = due.tenant_id AND e.id = due.id
+RETURNING e.tenant_id, e.id
+"""
+
+_LOAD_SQL = """
+SELECT e.journey_id, e.contact_id, e.version, e.step, e.trigger_data, j.status,
+       c.status, c.email,
+       EXISTS (SELECT 1 FROM suppressions x WHERE x.tenant_id = e.tenant_id
+               AND x.email_lower = c.email_lower
+               AND (x.expires_at IS NULL OR x.expires_at > now()))
+FROM journey_enrollments e
+JOIN journeys j ON j.tenant_id = e.tenant_id AND j.id = e.journey_id
+JOIN contacts c ON c.tenant_id = e.tenant_id AND c.id = e.contact_id
+WHERE e.tenant_id = %s AND e.id = %s AND e.status = 'active' AND e.lease_owner = %s
+FOR UPDATE OF e
+"""
+
+_versions: dict[tuple[str, str, int], tuple[Step, ...]] = {}
+_versions_lock = threading.Lock()
+
+
+@dataclasses.dataclass
+class _Position:
+    tenant_id: str
+    enrollment_id: str
+    journey_id: str
+    contact_id: str
+    email: str
+    version: int
+    trigger_data: dict[str, Any]
+
+
+def claim_due(owner: str, limit: int, lease_seconds: int = LEASE_SECONDS,
+              ) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """Lease up to ``limit`` due enrollments to ``owner``; return (tenant, enrollment) ids."""
+    with system_tx() as database:
+        rows = database.execute_sql(_CLAIM_SQL, {
+            "owner": owner, "lease": lease_seconds, "limit": limit}).fetchall()
+    return [(uuid.UUID(str(tenant)), uuid.UUID(str(ident))) for tenant, ident in rows]
+
+
+def run_due(limit: int = 500, *, owner: str | None = None, max_seconds: float = 10.0,
+            lease_seconds: int = LEASE_SECONDS) -> int:
+    """Claim and run due enrollments until none is due, ``limit`` or time is up.
+
+    Returns how many enrollments were run (each up to its next wait or end).
+    """
+    owner = owner or f"journeys:{uuid.uuid4().hex[:12]}"
+    deadline = time.monotonic() + max_seconds
+    done = 0
+    while done < limit and time.monotonic() < deadline:
+        claimed = claim_due(owner, min(100, limit - done), lease_seconds)
+        if not claimed:
+            break
+        for tenant_id, enrollment_id in claimed:
+            run_enrollment(tenant_id, enrollment_id, owner)
+            done += 1
+    return done
+
+
+def run_enrollment(tenant_id: uuid.UUID, enrollment_id: uuid.UUID, owner: str) -> str | None:
+    """Apply the enrollment's due steps while ``owner`` holds its lease.
+
+    Returns the enrollment's status afterwards, or None when the lease was
+    lost (another worker has it now) or the enrollment already finished.
+    """
+    try:
+        with tenant_tx(tenant_id) as database:
+            return _run(database, str(tenant_id), str(enrollment_id), owner)
+    except Exception as ex:  # NOTE: rolled back: the step left no trace
+        log.exception("journey enrollment %s failed a step", enrollment_id)
+        _note_failure(tenant_id, enrollment_id, owner, ex)
+        return "active"
+
+
+def _run(database: Any, tenant_id: str, enrollment_id: str, owner: str) -> str | None:
+    found = database.execute_sql(_LOAD_SQL, (tenant_id, enrollment_id, owner)).fetchone()
+    if found is None:
+        return None
+    (journey_id, contact_id, version, step, trigger_data, journey_status, contact_status,
+     email, suppressed) = found
+    if journey_status == "paused":
+        _finish(database, tenant_id, enrollment_id, step=step,
+                next_run_at=f"now() + interval '{PAUSED_WAIT_SECONDS} seconds'")
+        return "active"
+    reason = ("journey_archived" if journey_status == "archived"
+              else "suppressed" if suppressed
+              else None if contact_status == "active" else f"contact_{contact_status}")
+    if reason:
+        _finish(database, tenant_id, enrollment_id, step=step, status="exited", reason=reason)
+        return "exited"
+    steps = _steps(database, tenant_id, str(journey_id), int(version))
+    position = _Position(tenant_id, enrollment_id, str(journey_id), str(contact_id), email,
+                         int(version), trigger_data if isinstance(trigger_data, dict) else {})
+    index = int(step)
+    while index < len(steps):
+        current = steps[index]
+        outcome, message_id, target = _apply(database, position, current)
+        database.execute_sql(
+            "INSERT INTO journey_step_runs (tenant_id, enrollment_id, step, journey_id, "
+            "version, step_id, outcome, message_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (tenant_id, enrollment_id, index, position.journey_id, position.version,
+             current.id, outcome, message_id))
+        if current.type == "exit" or target == EXIT:
+            _finish(database, tenant_id, enrollment_id, step=index + 1, status="exited",
+                    reason="exit_step" if current.type == "exit" else f"branch:{current.id}")
+            return "exited"
+        index = index + 1 if target in (None, NEXT) else _index(steps, target)
+        if current.type == "wait" and current.options["seconds"] > 0:
+            _finish(database, tenant_id, enrollment_id, step=index,
+                    next_run_at=f"now() + interval '{int(current.options['seconds'])} seconds'")
+            return "active"
+    _finish(database, tenant_id, enrollment_id, step=index, status="completed")
+    return "completed"
+
+
+def _index(steps: tuple[Step, ...], step_id: str) -> int:
+    return next(i for i, step in enumerate(steps) if step.id == step_id)
+
+
+def _finish(database: Any, tenant_id: str, enrollment_id: str, *, step: int,
+            status: str = "active", reason: str | None = None,
+            next_run_at: str = "now()") -> None:
+    """Move the enrollment on and release its lease (in the step's transaction)."""
+    # NOTE: next_run_at is only ever one of this module's fixed expressions.
+    database.execute_sql(
+        f"UPDATE journey_enrollments SET step = %s, status = %s, exit_reason = %s, "
+        f"next_run_at = {next_run_at}, lease_owner = NULL, lease_expires_at = NULL, "
+        f"attempts = 0, last_error = NULL, updated_at = now(), "
+        f"finished_at = CASE WHEN %s = 'active' THEN NULL ELSE now() END "
+        f"WHERE tenant_id = %s AND id = %s",
+        (step, status, reason, status, tenant_id, enrollment_id))
+
+
+def _steps(database: Any, tenant_id: str, journey_id: str, version: int) -> tuple[Step, ...]:
+    key = (tenant_id, journey_id, version)
+    with _versions_lock:
+        cached = _versions.get(key)
+    if cached is not None:
+        return cached  # versions are immutable
+    (definition,) = database.execute_sql(
+        "SELECT definition FROM journey_versions WHERE tenant_id = %s AND journey_id = %s "
+        "AND version = %s", key).fetchone()
+    steps = parse_steps(definition.get("steps"))
+    with _versions_lock:
+        if len(_versions) > 10_000:
+            _versions.clear()
+        _versions[key] = steps
+    return steps
+
+
+def _apply(database: Any, position: _Position,
+           step: Step) -> tuple[str, int | None, str | None]:
+    """Apply one step; return (outcome, ledger id, jump target)."""
+    if step.type == "send_email":
+        return "sent", _send_email(database, position, step), None
+    if step.type == "branch":
+        compiled = compile_segment(position.tenant_id, step.condition, alias="c")
+        (matched,) = database.execute_sql(
+            f"SELECT EXISTS (SELECT 1 FROM contacts c WHERE c.tenant_id = %s AND c.id = %s "
+            f"AND {compiled.sql})",
+            (position.tenant_id, position.contact_id, *compiled.params)).fetchone()
+        arm = "then" if matched else "else"
+        return arm, None, step.options[arm]
+    if step.type in ("add_to_list", "remove_from_list"):
+        return _change_list(database, position, step), None, None
+    if step.type == "wait":
+        return "waited", None, None
+    return "exit", None, None
+
+
+def _change_list(database: Any, position: _Position, step: Step) -> str:
+    list_id = step.options["list_id"]
+    exists = database.execute_sql("SELECT 1 FROM lists WHERE tenant_id = %s AND id = %s",
+                                  (position.tenant_id, list_id)).fetchone()
+    if not exists:
+        return "list_missing"
+    if step.type == "remove_from_list":
+        # NOTE: a removal, not the contact's unsubscribe: no suppression, no exit.
+        database.execute_sql(
+            "DELETE FROM subscriptions WHERE tenant_id = %s AND list_id = %s "
+            "AND contact_id = %s AND status <> 'unsubscribed'",
+            (position.tenant_id, list_id, position.contact_id))
+        return "removed"
+    # An unsubscribed contact is never put back on a list by automation.
+    database.execute_sql(
+        "INSERT INTO subscriptions (tenant_id, list_id, contact_id, status, consent_source, "
+        "consent_at, confirmed_at) VALUES (%s, %s, %s, 'confirmed', 'journey', now(), now()) "
+        "ON CONFLICT (tenant_id, list_id, contact_id) DO UPDATE "
+        "SET status = 'confirmed', confirmed_at = now(), updated_at = now() "
+        "WHERE subscriptions.status = 'unconfirmed'",
+        (position.tenant_id, list_id, position.contact_id))
+    enroll_subscribed(database, position.tenant_id, [list_id], [position.contact_id])
+    return "added"
+
+
+def _send_email(database: Any, position: _Position, step: Step) -> int:
+    """Write the step's email to the ledger (kind 'journey'); return its id."""
+    options = step.options
+    payload = {
+        "subject": options["subject"], "html": options["html"], "text": options["text"],
+        "template_id": options["template_id"], "from_email": options["from_email"],
+        "from_name": options["from_name"], "reply_to": options["reply_to"],
+        "data": position.trigger_data, "journey_id": position.journey_id,
+        "enrollment_id": position.enrollment_id, "step_id": step.id,
+    }
+    if options["template_id"]:
+        # NOTE: snapshot the template: workers (system role) never read templates.
+        found = database.execute_sql(
+            "SELECT subject, html, text FROM templates WHERE tenant_id = %s AND id = %s",
+            (position.tenant_id, options["template_id"])).fetchone()
+        if found is None:
+            raise LookupError(f"step {step.id}: template {options['template_id']} is gone")
+        payload.update(subject=options["subject"] or found[0],
+                       html=options["html"] or found[1], text=options["text"] or found[2])
+    (ledger_id,) = database.execute_sql(
+        "INSERT INTO messages (tenant_id, contact_id, email, kind, transport, payload) "
+        "VALUES (%s, %s, %s, 'journey', %s, %s::jsonb) RETURNING id",
+        (position.tenant_id, position.contact_id, position.email, DEFAULT_TRANSPORT,
+         json.dumps(payload, default=str))).fetchone()
+    due_tenants.mark_due(database, position.tenant_id)
+    return int(ledger_id)
+
+
+def _note_failure(tenant_id: uuid.UUID, enrollment_id: uuid.UUID, owner: str,
+                  ex: BaseException) -> None:
+    """Count a failed try: retry later with backoff, or exit as failed."""
+    try:
+        with tenant_tx(tenant_id) as database:
+            database.execute_sql(
+                "UPDATE journey_enrollments SET attempts = attempts + 1, last_error = %s, "
+                "lease_owner = NULL, lease_expires_at = NULL, updated_at = now(), "
+                "next_run_at = now() + make_interval(secs => %s * power(2, attempts)), "
+                "status = CASE WHEN attempts + 1 >= %s THEN 'exited' ELSE status END, "
+                "exit_reason = CASE WHEN attempts + 1 >= %s THEN 'failed' ELSE exit_reason END, "
+                "finished_at = CASE WHEN attempts + 1 >= %s THEN now() ELSE finished_at END "
+                "WHERE tenant_id = %s AND id = %s AND lease_owner = %s AND status = 'active'",
+                (str(ex)[:500], RETRY_BASE_SECONDS, MAX_ATTEMPTS, MAX_ATTEMPTS, MAX_ATTEMPTS,
+                 str(tenant_id), str(enrollment_id), owner))
+    except Exception:
+        log.exception("could not record the failure of enrollment %s; its lease expires",
+                      enrollment_id)
+

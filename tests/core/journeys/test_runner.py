@@ -1,0 +1,267 @@
+"""Journeys run durably: each step once, in order, across exceptions and killed workers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from swiftmail_core.db import tenant_tx
+from swiftmail_core.journeys import runner
+from swiftmail_core.journeys.enrollment import enroll_event, enroll_subscribed, exit_contact
+from swiftmail_core.journeys.service import add_version
+from tests.core.journeys.conftest import (
+    email_step,
+    enrollment,
+    journey_mail,
+    make_contact,
+    make_due,
+    make_journey,
+)
+from tests.core.sending.conftest import make_list
+
+WELCOME = [email_step("welcome"), {"id": "pause", "type": "wait", "seconds": 3600},
+           email_step("tips")]
+
+
+def _fire(tenant_id, contact_id, name="signup", **data):  # type: ignore[no-untyped-def]
+    with tenant_tx(tenant_id) as database:
+        return enroll_event(database, tenant_id, name, contact_id, data)
+
+
+def _step_runs(tenant_id, contact_id) -> list[tuple[int, str]]:  # type: ignore[no-untyped-def]
+    with tenant_tx(tenant_id) as database:
+        return [tuple(row) for row in database.execute_sql(
+            "SELECT r.step, r.step_id FROM journey_step_runs r JOIN journey_enrollments e "
+            "ON e.tenant_id = r.tenant_id AND e.id = r.enrollment_id "
+            "WHERE e.contact_id = %s ORDER BY r.step", (contact_id,))]
+
+
+def test_an_event_enrolls_once_and_steps_run_in_order_with_waits(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    journey = make_journey(tenant_a.id, WELCOME)
+    contact = make_contact(tenant_a.id, "ann@journey.test")
+    assert _fire(tenant_a.id, contact, plan="pro") == [journey]
+    assert _fire(tenant_a.id, contact, plan="other") == []  # a second firing enrolls once
+    runner.run_due()
+    mail = journey_mail(tenant_a.id, contact)
+    assert [m["step_id"] for m in mail] == ["welcome"]
+    assert mail[0]["status"] == "queued" and mail[0]["payload"]["data"]["plan"] == "pro"
+    row = enrollment(tenant_a.id, journey, contact)
+    assert (row["step"], row["status"], row["lease_owner"]) == (2, "active", None)
+    runner.run_due()  # the wait is not over: nothing more
+    assert len(journey_mail(tenant_a.id, contact)) == 1
+    make_due(tenant_a.id)
+    runner.run_due()
+    assert [m["step_id"] for m in journey_mail(tenant_a.id, contact)] == ["welcome", "tips"]
+    assert enrollment(tenant_a.id, journey, contact)["status"] == "completed"
+    assert _step_runs(tenant_a.id, contact) == [(0, "welcome"), (1, "pause"), (2, "tips")]
+
+
+def test_an_exception_mid_step_leaves_no_trace_and_the_step_runs_once_later(
+        tenant_a, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    journey = make_journey(tenant_a.id, WELCOME)
+    contact = make_contact(tenant_a.id, "boom@journey.test")
+    _fire(tenant_a.id, contact)
+    original = runner._send_email
+
+    def send_then_fail(*args, **kwargs):  # type: ignore[no-untyped-def]
+        original(*args, **kwargs)  # the ledger row is written...
+        raise RuntimeError("worker fell over")  # ...and the transaction dies with it
+
+    monkeypatch.setattr(runner, "_send_email", send_then_fail)
+    runner.run_due()
+    assert journey_mail(tenant_a.id, contact) == []
+    row = enrollment(tenant_a.id, journey, contact)
+    assert (row["step"], row["attempts"], row["lease_owner"]) == (0, 1, None)
+    assert "worker fell over" in row["last_error"]
+    monkeypatch.setattr(runner, "_send_email", original)
+    make_due(tenant_a.id)
+    runner.run_due()
+    runner.run_due()
+    assert [m["step_id"] for m in journey_mail(tenant_a.id, contact)] == ["welcome"]
+    assert enrollment(tenant_a.id, journey, contact)["attempts"] == 0
+
+
+def test_a_worker_killed_mid_step_loses_nothing_and_sends_nothing_twice(
+        tenant_a, test_environ) -> None:  # type: ignore[no-untyped-def]
+    journey = make_journey(tenant_a.id, WELCOME)
+    contact = make_contact(tenant_a.id, "killed@journey.test")
+    _fire(tenant_a.id, contact)
+    script = textwrap.dedent(f"""
+        import os, signal
+        from swiftmail_core.journeys import runner
+        from swiftmail_core.runtime import ProcessKind, start
+        from swiftmail_core.settings import load_settings
+
+        start(load_settings(), process=ProcessKind.TEST)
+        original = runner._send_email
+
+        def send_then_die(*args, **kwargs):
+            original(*args, **kwargs)
+            os.kill(os.getpid(), signal.SIGKILL)  # before COMMIT
+
+        runner._send_email = send_then_die
+        claimed = runner.claim_due("doomed", 1000)
+        for tenant, ident in claimed:
+            if str(tenant) == {str(tenant_a.id)!r}:
+                runner.run_enrollment(tenant, ident, "doomed")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, **test_environ},
+                          capture_output=True, timeout=60, check=False)
+    assert done.returncode == -9, done.stderr.decode()[-2000:]
+    row = enrollment(tenant_a.id, journey, contact)
+    assert (row["step"], row["lease_owner"]) == (0, "doomed")
+    assert journey_mail(tenant_a.id, contact) == []
+    runner.run_due()  # the lease is still live: nobody else takes it
+    assert journey_mail(tenant_a.id, contact) == []
+    make_due(tenant_a.id)  # the lease expires: the claim reclaims it
+    runner.run_due()
+    assert [m["step_id"] for m in journey_mail(tenant_a.id, contact)] == ["welcome"]
+    assert _step_runs(tenant_a.id, contact) == [(0, "welcome"), (1, "pause")]
+
+
+def test_concurrent_claims_never_share_an_enrollment(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    make_journey(tenant_a.id, WELCOME)
+    for index in range(6):
+        _fire(tenant_a.id, make_contact(tenant_a.id, f"c{index}@claims.test"))
+    first = runner.claim_due("one", 1000)
+    second = runner.claim_due("two", 1000)
+    ours = {ident for tenant, ident in first if tenant == tenant_a.id}
+    assert len(ours) == 6 and not ours & {ident for _, ident in second}
+    for tenant, ident in second:  # someone else's lease: a run does nothing
+        assert runner.run_enrollment(tenant, ident, "one") is None
+
+
+def test_editing_makes_a_version_and_contacts_finish_on_theirs(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    journey = make_journey(tenant_a.id, WELCOME)
+    early = make_contact(tenant_a.id, "early@versions.test")
+    _fire(tenant_a.id, early)
+    runner.run_due()
+    with tenant_tx(tenant_a.id) as database:
+        assert add_version(database, tenant_a.id, journey,
+                           [email_step("new-welcome"), email_step("new-tips")]) == 2
+    late = make_contact(tenant_a.id, "late@versions.test")
+    _fire(tenant_a.id, late)
+    make_due(tenant_a.id)
+    runner.run_due()
+    assert [m["step_id"] for m in journey_mail(tenant_a.id, early)] == ["welcome", "tips"]
+    assert [m["step_id"] for m in journey_mail(tenant_a.id, late)] == ["new-welcome",
+                                                                       "new-tips"]
+    assert enrollment(tenant_a.id, journey, early)["version"] == 1
+    assert enrollment(tenant_a.id, journey, late)["version"] == 2
+
+
+def test_branch_lists_and_exit(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    vip_list, old_list = make_list(tenant_a.id), make_list(tenant_a.id)
+    steps = [
+        {"id": "check", "type": "branch", "then": "vip",
+         "condition": {"attribute": "plan", "op": "eq", "value": "pro"}},
+        email_step("basic"),
+        {"type": "exit"},
+        {"id": "vip", "type": "add_to_list", "list_id": str(vip_list)},
+        {"type": "remove_from_list", "list_id": str(old_list)},
+        email_step("vip-mail"),
+    ]
+    journey = make_journey(tenant_a.id, steps)
+    pro = make_contact(tenant_a.id, "pro@branch.test", plan="pro")
+    free = make_contact(tenant_a.id, "free@branch.test", plan="free")
+    with tenant_tx(tenant_a.id) as database:
+        database.execute_sql("INSERT INTO subscriptions (tenant_id, list_id, contact_id, status) "
+                             "VALUES (%s, %s, %s, 'confirmed')",
+                             (str(tenant_a.id), str(old_list), pro))
+    _fire(tenant_a.id, pro)
+    _fire(tenant_a.id, free)
+    runner.run_due()
+    assert [m["step_id"] for m in journey_mail(tenant_a.id, pro)] == ["vip-mail"]
+    assert [m["step_id"] for m in journey_mail(tenant_a.id, free)] == ["basic"]
+    assert enrollment(tenant_a.id, journey, pro)["status"] == "completed"
+    free_row = enrollment(tenant_a.id, journey, free)
+    assert (free_row["status"], free_row["exit_reason"]) == ("exited", "exit_step")
+    with tenant_tx(tenant_a.id) as database:
+        lists = {str(row[0]) for row in database.execute_sql(
+            "SELECT list_id FROM subscriptions WHERE contact_id = %s AND status = 'confirmed'",
+            (pro,))}
+    assert lists == {str(vip_list)}
+
+
+@pytest.mark.parametrize("how", ["unsubscribed", "suppressed", "exit_contact"])
+def test_unsubscribed_or_suppressed_contacts_leave_at_once(tenant_a, how) -> None:  # type: ignore[no-untyped-def]
+    journey = make_journey(tenant_a.id, WELCOME)
+    contact = make_contact(tenant_a.id, f"{how}@leave.test")
+    _fire(tenant_a.id, contact)
+    with tenant_tx(tenant_a.id) as database:
+        if how == "unsubscribed":
+            database.execute_sql("UPDATE contacts SET status = 'unsubscribed' WHERE id = %s",
+                                 (contact,))
+        elif how == "suppressed":
+            database.execute_sql("INSERT INTO suppressions (tenant_id, email_lower, reason) "
+                                 "VALUES (%s, %s, 'manual')", (str(tenant_a.id),
+                                                               f"{how}@leave.test"))
+        else:
+            assert exit_contact(database, tenant_a.id, contact, "unsubscribed") == 1
+    runner.run_due()
+    assert journey_mail(tenant_a.id, contact) == []
+    assert enrollment(tenant_a.id, journey, contact)["status"] == "exited"
+
+
+def test_a_confirmed_subscription_enrolls_once_and_only_in_its_tenant(
+        tenant_a, tenant_b) -> None:  # type: ignore[no-untyped-def]
+    list_id = make_list(tenant_a.id)
+    journey = make_journey(tenant_a.id, WELCOME,
+                           trigger={"type": "list_subscribed", "list_id": str(list_id)})
+    contact = make_contact(tenant_a.id, "sub@lists.test")
+    with tenant_tx(tenant_a.id) as database:
+        database.execute_sql("INSERT INTO subscriptions (tenant_id, list_id, contact_id, status) "
+                             "VALUES (%s, %s, %s, 'unconfirmed')",
+                             (str(tenant_a.id), str(list_id), contact))
+        assert enroll_subscribed(database, tenant_a.id, [list_id], [contact]) == 0
+        database.execute_sql("UPDATE subscriptions SET status = 'confirmed'")
+        assert enroll_subscribed(database, tenant_a.id, [list_id], [contact]) == 1
+        assert enroll_subscribed(database, tenant_a.id, [list_id], [contact]) == 0
+    # tenant B naming A's list and contact enrolls nobody (and sees nothing)
+    make_journey(tenant_b.id, WELCOME, trigger={"type": "list_subscribed",
+                                                "list_id": str(list_id)})
+    with tenant_tx(tenant_b.id) as database:
+        assert enroll_subscribed(database, tenant_b.id, [list_id], [contact]) == 0
+        assert enroll_event(database, tenant_b.id, "signup", contact, {}) == []
+    assert enrollment(tenant_a.id, journey, contact)["status"] == "active"
+
+
+def test_a_journey_email_renders_through_the_campaign_renderer(runtime, tenant_a) -> None:  # type: ignore[no-untyped-def]
+    from swiftmail_core.sending.compose import Composer
+
+    step = {**email_step("welcome"), "html": "<p>Hi {{ contact.name }}, plan "
+                                             "{{ contact.data.plan }}</p>"}
+    make_journey(tenant_a.id, [step])
+    contact = make_contact(tenant_a.id, "render@journey.test")
+    _fire(tenant_a.id, contact, plan="gold")
+    runner.run_due()
+    (_mail,) = journey_mail(tenant_a.id, contact)
+    with tenant_tx(tenant_a.id) as database:
+        (ledger_id,) = database.execute_sql(
+            "SELECT id FROM messages WHERE contact_id = %s", (contact,)).fetchone()
+        html = Composer(runtime.settings, runtime.plugins).sent_html(database, tenant_a.id,
+                                                                     ledger_id)
+    assert "Hi N, plan gold" in html and "Unsubscribe" in html
+
+
+def test_unsubscribing_takes_the_contact_out_of_every_journey(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    from swiftmail_core import self_service
+
+    list_id = make_list(tenant_a.id)
+    journeys = [make_journey(tenant_a.id, WELCOME) for _ in range(2)]
+    contact = make_contact(tenant_a.id, "bye@journey.test")
+    with tenant_tx(tenant_a.id) as database:
+        database.execute_sql("INSERT INTO subscriptions (tenant_id, list_id, contact_id, status) "
+                             "VALUES (%s, %s, %s, 'confirmed')",
+                             (str(tenant_a.id), str(list_id), contact))
+    _fire(tenant_a.id, contact)
+    import uuid
+
+    self_service.unsubscribe(tenant_a.id, uuid.UUID(contact), list_id, source="test")
+    for journey in journeys:
+        row = enrollment(tenant_a.id, journey, contact)
+        assert (row["status"], row["exit_reason"]) == ("exited", "unsubscribed")
