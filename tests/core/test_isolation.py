@@ -58,6 +58,14 @@ SEED = {
     "VALUES (%(t)s, %(k)s, 'A')",
     "segments": "INSERT INTO segments (tenant_id, name, definition) "
     "VALUES (%(t)s, 'segment', '{\"all\": [{\"field\": \"status\", \"op\": \"eq\", \"value\": \"active\"}]}')",
+    "journeys": "INSERT INTO journeys (tenant_id, id, name, trigger_type, trigger_key) "
+    "VALUES (%(t)s, %(j)s, 'journey', 'event', 'signup')",
+    "journey_versions": "INSERT INTO journey_versions (tenant_id, journey_id, version, definition) "
+    "VALUES (%(t)s, %(j)s, 1, '{\"steps\": [{\"type\": \"exit\"}]}')",
+    "journey_enrollments": "INSERT INTO journey_enrollments (tenant_id, id, journey_id, contact_id, "
+    "version) VALUES (%(t)s, %(e)s, %(j)s, %(c)s, 1)",
+    "journey_step_runs": "INSERT INTO journey_step_runs (tenant_id, enrollment_id, step, journey_id, "
+    "version, step_id) VALUES (%(t)s, %(e)s, 0, %(j)s, 1, 'step-1')",
 }
 
 
@@ -80,6 +88,7 @@ def seed(tenant_id: uuid.UUID) -> None:
     values = {
         "t": str(tenant_id), "u": uuid.uuid4().hex, "c": str(uuid.uuid4()),
         "l": str(uuid.uuid4()), "k": str(uuid.uuid4()), "w": str(uuid.uuid4()),
+        "j": str(uuid.uuid4()), "e": str(uuid.uuid4()),
     }
     with tenant_tx(tenant_id):
         for statement in SEED.values():
@@ -146,7 +155,8 @@ def test_without_tenant_selects_see_nothing_and_inserts_fail(
         if not statement:
             continue
         values = {"t": str(tenant_a.id), "u": uuid.uuid4().hex, "c": str(uuid.uuid4()),
-                  "l": str(uuid.uuid4()), "k": str(uuid.uuid4()), "w": str(uuid.uuid4())}
+                  "l": str(uuid.uuid4()), "k": str(uuid.uuid4()), "w": str(uuid.uuid4()),
+                  "j": str(uuid.uuid4()), "e": str(uuid.uuid4())}
         with app_connection.cursor() as cursor, pytest.raises(psycopg2.Error):
             cursor.execute(statement, values)
         app_connection.rollback()

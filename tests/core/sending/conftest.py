@@ -72,6 +72,9 @@ def park_other_tenants_work(tenant_id: uuid.UUID) -> None:
         database.execute_sql(
             "UPDATE messages SET status = 'cancelled' WHERE tenant_id <> %s "
             "AND status IN ('queued', 'deferred', 'sending', 'held')", (str(tenant_id),))
+        # Their tenants would still take a share of the next claim.
+        database.execute_sql("DELETE FROM outbox_tenants WHERE tenant_id <> %s",
+                             (str(tenant_id),))
 
 
 def cancel_leftover_work(tenant_id: uuid.UUID) -> None:
