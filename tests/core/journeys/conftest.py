@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 from swiftmail_core.db import system_tx, tenant_tx
 from swiftmail_core.journeys.service import create_journey
 
 SENDER = "news@sender.test"
+
+
+def cancel_journey_mail() -> None:
+    """Cancel queued journey mail, so no later test's worker or sink sees it."""
+    with system_tx() as database:
+        database.execute_sql("UPDATE messages SET status = 'cancelled' WHERE kind = 'journey' "
+                             "AND status IN ('queued', 'deferred')")
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_mail(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "tenant_a" in request.fixturenames:
+        cancel_journey_mail()
 
 
 def email_step(step_id: str, subject: str = "Hi {{ contact.name }}") -> dict[str, Any]:
