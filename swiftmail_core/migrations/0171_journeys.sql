@@ -1,4 +1,4 @@
--- 0163: automated journeys (docs/journeys.md).
+-- 0171: automated journeys (docs/journeys.md).
 --
 -- A journey starts on a trigger (a confirmed subscription to a list, or an
 -- API event) and runs the steps of one immutable version. Each contact's
