@@ -79,7 +79,12 @@ def load_subscriber(tenant_id: uuid.UUID, contact_id: uuid.UUID) -> SubscriberVi
 
 
 def _cancel_queued(tenant_id: uuid.UUID, contact_id: uuid.UUID, list_ids: list[str] | None) -> None:
-    """Cancel this contact's campaign mail not yet claimed (all, or for these lists)."""
+    """Cancel this contact's campaign mail not yet claimed (all, or for these lists).
+
+    That includes rows not due yet: an A/B test's ``waiting`` rows and a paused
+    campaign's ``held`` ones join the queue later, and the claim checks the
+    contact and suppressions, not one list's subscription.
+    """
     scope = ""
     params: list[object] = [str(tenant_id), str(contact_id)]
     if list_ids is not None:
@@ -89,7 +94,7 @@ def _cancel_queued(tenant_id: uuid.UUID, contact_id: uuid.UUID, list_ids: list[s
     app_db.execute_sql(
         "UPDATE messages SET status = 'cancelled', last_error = 'unsubscribed', "
         "updated_at = now() WHERE tenant_id = %s AND contact_id = %s AND kind = 'campaign' "
-        "AND status IN ('queued', 'deferred')" + scope,
+        "AND status IN ('queued', 'deferred', 'held', 'waiting')" + scope,
         params,
     )
 
