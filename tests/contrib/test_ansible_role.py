@@ -246,6 +246,20 @@ def test_extra_settings_are_written_as_given(tmp_path: Path) -> None:
     assert {name: getattr(settings, name) for name in free} == extra
 
 
+def test_sentinel_settings_go_through_extra_settings(tmp_path: Path) -> None:
+    """The README's Redis Sentinel example renders settings SwiftMail reads."""
+    from swiftmail_core import redis_clients
+
+    extra = {"redis_sentinels": ["redis1.internal:26379", "redis2.internal:26379"],
+             "redis_sentinel_service": "swiftmail", "redis_password": 'p"w'}
+    settings = load_settings(
+        write_settings(tmp_path, SAMPLE | {"swiftmail_extra_settings": extra}), environ={})
+    assert redis_clients.sentinel_addresses(settings) == [("redis1.internal", 26379),
+                                                          ("redis2.internal", 26379)]
+    assert (settings.redis_sentinel_service, settings.redis_password) == ("swiftmail", 'p"w')
+    assert not settings.uses_embedded_redis
+
+
 def test_relay_table_is_a_valid_relay_config(tmp_path: Path) -> None:
     settings = load_settings(write_settings(tmp_path, SAMPLE), environ={})
     relay = RelayConfig.from_settings(settings)
