@@ -75,6 +75,10 @@ class ReplayGuard(Protocol):
         """Return True the first time ``digest`` is seen within ``ttl`` seconds."""
         ...
 
+    async def forget(self, digest: str) -> None:
+        """Forget ``digest``: its request kept nothing and may come again."""
+        ...
+
 
 class RedisReplayGuard:
     """Replay memory shared by every relay through Redis (``SET NX EX``).
@@ -93,6 +97,10 @@ class RedisReplayGuard:
             f"{self.prefix}:intake:seen:{digest}", b"1", nx=True, ex=max(1, int(ttl)))
         return bool(stored)
 
+    async def forget(self, digest: str) -> None:
+        """Drop ``digest`` so any relay takes its request again."""
+        await self.client.delete(f"{self.prefix}:intake:seen:{digest}")  # type: ignore[attr-defined]
+
 
 class MemoryReplayGuard:
     """Replay memory of one process (tests, a single relay without Redis)."""
@@ -110,3 +118,7 @@ class MemoryReplayGuard:
             return False
         self._seen[digest] = now + ttl
         return True
+
+    async def forget(self, digest: str) -> None:
+        """Drop ``digest`` so this process takes its request again."""
+        self._seen.pop(digest, None)

@@ -117,6 +117,10 @@ class SpoolResource:
             queue_ids = await asyncio.to_thread(self.spool.write_many, items)
         except SpoolError as ex:
             log.error("spool_write_failed", error=str(ex), source="intake")
+            # Nothing was kept: the worker hands this same request to the next relay,
+            # which shares the replay memory and must not take it for a replay.
+            with contextlib.suppress(Exception):
+                await self.guard.forget(digest)
             raise ServiceUnavailableError(f"the spool cannot take the batch: {ex}") from ex
         metrics.ACCEPTED.labels(source="intake").inc(len(queue_ids))
         if self.notify is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -10,9 +11,15 @@ import pytest
 import urllib3
 from swiftmail_relay import spool as spool_module
 from swiftmail_relay.intake_wire import encode_batch
-from swiftmail_relay.platform_auth import SIGNATURE_HEADER, platform_secrets, sign_request
+from swiftmail_relay.platform_auth import (
+    SIGNATURE_HEADER,
+    RedisReplayGuard,
+    platform_secrets,
+    sign_request,
+)
 from swiftmail_relay.spool import Envelope, Recipient, Spool, new_id
 
+from swiftmail_core import redis_clients
 from swiftmail_core.webhooks.signing import sign_payload
 from tests.relay.intake_helpers import IntakeThread
 
@@ -143,3 +150,35 @@ def test_healthz_says_whether_the_spool_takes_mail(intake) -> None:  # type: ign
     response = urllib3.request("GET", intake.url.replace("/v1/spool", "/healthz"), timeout=10)
     assert response.status == 200
     assert json.loads(response.data) == {"spool_writable": True, "delivering": False}
+
+
+def test_a_request_the_spool_refused_may_be_sent_again(settings, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # A 503 kept nothing, so the worker hands the same signed request to the next
+    # relay (the replay memory is shared through Redis): it must not count as a replay.
+    def failing_fsync(path):  # type: ignore[no-untyped-def]
+        raise OSError(5, "Input/output error")
+
+    with IntakeThread(settings, tmp_path / "spool") as running:
+        monkeypatch.setattr(spool_module, "_fsync_dir", failing_fsync)
+        body = _batch(1)
+        headers = _signed(settings, body)
+        assert _post(running.url, body, headers).status == 503
+        monkeypatch.undo()
+        again = _post(running.url, body, headers)
+        assert again.status == 200, again.data
+        assert _post(running.url, body, headers).status == 401  # now it is a replay
+        assert len(list(running.spool.scan())) == 1
+
+
+def test_the_shared_replay_memory_refuses_a_replay_and_forgets_on_request(settings) -> None:  # type: ignore[no-untyped-def]
+    async def run() -> list[bool]:
+        client = redis_clients.async_client(settings)
+        guard = RedisReplayGuard(client, f"test-{uuid.uuid4().hex}")
+        try:
+            seen = [await guard.first_use("digest", 30), await guard.first_use("digest", 30)]
+            await guard.forget("digest")
+            return [*seen, await guard.first_use("digest", 30)]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == [True, False, True]
