@@ -71,11 +71,14 @@ def measure(name: str, **figures: object) -> None:
 
 
 @pytest.fixture
-def sentinel_set() -> Iterator[RedisSentinelSet]:
-    """A Redis master, replica and three Sentinels, removed even after a failure."""
+def sentinel_set(request: pytest.FixtureRequest) -> Iterator[RedisSentinelSet]:
+    """A Redis master, replica and three Sentinels, removed even after a failure.
+
+    ``down-after-milliseconds`` is 1000 unless the test parametrizes it.
+    """
     if sentinel_binary() is None:
         pytest.fail("redis-sentinel is not installed: bash .ci/system-packages")
-    engines = RedisSentinelSet()
+    engines = RedisSentinelSet(getattr(request, "param", 1000))
     try:
         yield engines.start()
     finally:

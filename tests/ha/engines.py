@@ -46,7 +46,8 @@ def sentinel_binary() -> list[str] | None:
 class RedisSentinelSet:
     """A master, a replica and three Sentinels watching them as ``swiftmail``."""
 
-    def __init__(self) -> None:
+    def __init__(self, down_after_ms: int = 1000) -> None:
+        self.down_after_ms = down_after_ms
         self.base = Path(tempfile.mkdtemp(prefix="swiftmail-ha-redis-"))
         self.master_port = free_port()
         self.replica_port = free_port()
@@ -80,7 +81,7 @@ class RedisSentinelSet:
             conf.write_text(
                 f"port {port}\nbind 127.0.0.1\ndir {self.base}\n"
                 f"sentinel monitor {SERVICE} 127.0.0.1 {self.master_port} 2\n"
-                f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+                f"sentinel down-after-milliseconds {SERVICE} {self.down_after_ms}\n"
                 f"sentinel failover-timeout {SERVICE} 10000\n"
                 f"sentinel parallel-syncs {SERVICE} 1\n")
             self._spawn(f"sentinel{index}", [*command, str(conf)])

@@ -18,6 +18,7 @@ import time
 import uuid
 
 import falcon
+import pytest
 import redis
 
 from swiftmail_core import redis_clients
@@ -65,6 +66,8 @@ class Writer(threading.Thread):
             time.sleep(0.002)
 
 
+@pytest.mark.parametrize("sentinel_set", [1000, 5000], indirect=True,
+                         ids=["down-after-1s", "down-after-5s"])
 def test_clients_follow_a_sentinel_failover(sentinel_set, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from swiftmail_relay.config import RelayConfig
     from swiftmail_relay.shaping import RedisShaper
@@ -157,6 +160,7 @@ def test_clients_follow_a_sentinel_failover(sentinel_set, tmp_path) -> None:  # 
         sdown = sentinel_set.event_times("+sdown")
         switched = sentinel_set.event_times("+switch-master")
         measure("redis_sentinel_failover",
+                down_after_milliseconds=sentinel_set.down_after_ms,
                 seconds_to_recover=recovered,
                 sentinel_seconds_to_detect=round(min(sdown) - killed_wall, 2) if sdown else None,
                 sentinel_seconds_to_switch=round(min(switched) - killed_wall, 2)
