@@ -8,9 +8,10 @@ one setting moves them all.
 * ``redis_url``: one server (or, unset, the embedded Redis in data_dir).
 * ``redis_sentinels``: the master of ``redis_sentinel_service`` as the
   Sentinels name it. Every new connection asks a Sentinel where the master
-  is; a connection to a dead or demoted master fails, is dropped, and the
-  retry reconnects through the Sentinels, so a failover is followed without
-  a restart (redis-py's Sentinel support, huey included).
+  is; a connection to a dead, silent or demoted master fails, is dropped,
+  and the retry reconnects through the Sentinels, so a failover is followed
+  without a restart (redis-py's Sentinel support, huey included, with
+  ``SentinelConnection`` asking again on every reconnect).
 
 Clients carry timeouts (a stalled server never holds a caller forever) and
 a bounded retry with backoff that rides out a failover of a few seconds.
@@ -185,7 +186,7 @@ def huey(settings: Settings, name: str, **options: Any) -> Any:
     """
     from huey import RedisHuey
 
-    pool = client(settings, timeout=max(DEFAULT_TIMEOUT, 3.0), retries=1).connection_pool
+    pool = client(settings, timeout=DEFAULT_TIMEOUT, retries=1).connection_pool
     return RedisHuey(name, connection_pool=pool, **options)
 
 
