@@ -1,4 +1,8 @@
-"""``/healthz`` (the process answers) and ``/readyz`` (PostgreSQL and Redis answer)."""
+"""``/healthz`` (the process answers) and ``/readyz`` (ready for traffic).
+
+``/readyz`` answers 503 while the server drains after SIGTERM
+(``web.draining``) and while PostgreSQL or Redis does not answer.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from typing import Any
 
 import falcon
 import redis
+from swiftmail_web import draining
 
 from swiftmail_core.db import app_db
 
@@ -21,7 +26,7 @@ class HealthResource:
 
 
 class ReadyResource:
-    """Readiness: 200 when the database and Redis answer, else 503 naming which."""
+    """Readiness: 200 when the database and Redis answer and the server is not draining."""
 
     public = True
 
@@ -29,7 +34,11 @@ class ReadyResource:
         self.redis = redis_client
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Check PostgreSQL (as the app role) and Redis."""
+        """Answer 503 while draining, else check PostgreSQL (as the app role) and Redis."""
+        if draining.is_draining():
+            resp.status = 503
+            resp.media = {"status": "draining", "checks": {"process": "draining"}}
+            return
         checks: dict[str, Any] = {}
         try:
             with app_db.connection_context():

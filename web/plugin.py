@@ -24,9 +24,17 @@ from swiftmail_core.settings import Settings
               envvar="SWIFTMAIL_THREADS", help="Threads per worker (keep <= db_pool_size).")
 @click.option("--timeout", type=click.IntRange(5, 600), default=30, show_default=True,
               envvar="SWIFTMAIL_WORKER_TIMEOUT", help="Seconds before a stuck worker restarts.")
+@click.option("--drain-seconds", type=click.FloatRange(0, 300), default=0, show_default=True,
+              envvar="SWIFTMAIL_DRAIN_SECONDS",
+              help="After SIGTERM, keep serving this long with /readyz answering 503, so a "
+                   "load balancer takes the host out first (docs/availability.md).")
+@click.option("--graceful-timeout", type=click.IntRange(1, 600), default=20, show_default=True,
+              envvar="SWIFTMAIL_GRACEFUL_TIMEOUT",
+              help="Seconds requests in flight get to finish once the server stops.")
 @click.pass_obj
 def serve_command(
-    state: CliState, bind: str, workers: int | None, threads: int, timeout: int
+    state: CliState, bind: str, workers: int | None, threads: int, timeout: int,
+    drain_seconds: float, graceful_timeout: int,
 ) -> None:
     """Serve the REST API under gunicorn.
 
@@ -35,6 +43,7 @@ def serve_command(
       swiftmail serve
       swiftmail serve --bind 0.0.0.0:8000 --workers 5
       SWIFTMAIL_BIND=unix:/run/swiftmail.sock swiftmail serve
+      swiftmail serve --bind 10.0.0.11:8000 --drain-seconds 5   # behind HAProxy
     """
     from swiftmail_web.serve import default_workers, serve
 
@@ -46,7 +55,8 @@ def serve_command(
         raise ConfigurationError(
             f"--threads {threads} exceeds setting 'db_pool_size' ({settings.db_pool_size}): "
             "lower --threads or raise SWIFTMAIL_DB_POOL_SIZE")
-    serve(bind, workers or default_workers(), threads, settings.data_dir, timeout)
+    serve(bind, workers or default_workers(), threads, settings.data_dir, timeout,
+          drain_seconds=drain_seconds, graceful_timeout=graceful_timeout)
 
 
 @hookimpl

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from swiftmail_web import draining
 
 
 def default_workers() -> int:
@@ -33,8 +35,9 @@ def _child_exit(server: Any, worker: Any) -> None:
 class ApiServer(BaseApplication):
     """A gunicorn application serving ``swiftmail_web.app:get_app()``."""
 
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any], drain_seconds: float = 0) -> None:
         self.options = options
+        self.drain_seconds = drain_seconds
         super().__init__()
 
     def load_config(self) -> None:
@@ -49,8 +52,18 @@ class ApiServer(BaseApplication):
 
         return get_app()
 
+    def run(self) -> None:
+        """Run gunicorn's master, draining on the first SIGTERM (``web.draining``)."""
+        flag = draining.install()
+        try:
+            draining.DrainingArbiter(self, flag, self.drain_seconds).run()
+        except RuntimeError as ex:  # as gunicorn's own run() reports a failed start
+            print(f"\nError: {ex}\n", file=sys.stderr)
+            sys.exit(1)
 
-def serve(bind: str, workers: int, threads: int, data_dir: Path, timeout: int = 30) -> None:
+
+def serve(bind: str, workers: int, threads: int, data_dir: Path, timeout: int = 30,
+          drain_seconds: float = 0, graceful_timeout: int = 20) -> None:
     """Start gunicorn and block until it stops."""
     prepare_metrics_dir(data_dir)
     ApiServer({
@@ -59,8 +72,8 @@ def serve(bind: str, workers: int, threads: int, data_dir: Path, timeout: int = 
         "threads": threads,
         "worker_class": "gthread",
         "timeout": timeout,
-        "graceful_timeout": 20,
+        "graceful_timeout": graceful_timeout,
         "keepalive": 5,
         "accesslog": None,
         "max_requests": 0,
-    }).run()
+    }, drain_seconds=drain_seconds).run()

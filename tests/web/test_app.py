@@ -140,3 +140,19 @@ def test_a_lost_database_is_a_503_with_retry_after(targets) -> None:  # type: ig
     assert result.status_code == 503
     assert result.headers["Retry-After"] == "5"
     assert result.json["type"].endswith("unavailable")
+
+
+def test_readyz_reports_draining(client) -> None:
+    """After SIGTERM with --drain-seconds, /readyz answers 503 so HAProxy takes the host out."""
+    from swiftmail_web import draining
+
+    saved = draining._flag
+    try:
+        draining.install().set()
+        result = client.simulate_get("/readyz")
+        assert result.status_code == 503
+        assert result.json == {"status": "draining", "checks": {"process": "draining"}}
+        assert client.simulate_get("/healthz").status_code == 200
+    finally:
+        draining._flag = saved
+    assert client.simulate_get("/readyz").status_code == 200
