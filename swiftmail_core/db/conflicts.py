@@ -2,7 +2,8 @@
 
 On Citus, a statement that meets a tenant's shards while they are being split
 (``swiftmail citus isolate-tenant``) fails with ``serialization_failure``
-("a concurrent shard split may have moved the data ... Retry the query"), and
+("a concurrent shard split may have moved the data ... Retry the query") or,
+planned just before the split, "could not find valid entry for shard"; and
 any PostgreSQL transaction can lose a deadlock. Both rolled back entirely, so
 a transaction that is safe to repeat (a claim, a state write: guarded by
 leases, the transition table and event source keys) says so with
@@ -22,6 +23,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: serialization_failure, deadlock_detected.
 RETRY_STATES = frozenset({"40001", "40P01"})
+#: Citus 13.2 reports a statement planned against shards a concurrent split
+#: just replaced as an internal error (XX000) with this text; it is transient.
+TRANSIENT_CITUS_ERRORS = ("could not find valid entry for shard",)
 ATTEMPTS = 5
 PAUSE_SECONDS = 0.2
 
@@ -35,7 +39,9 @@ def is_conflict(ex: BaseException) -> bool:
         if current is None or any(current is s for s in seen):
             continue
         seen.append(current)
-        if getattr(current, "pgcode", None) in RETRY_STATES:
+        code = getattr(current, "pgcode", None)
+        if code in RETRY_STATES or (code == "XX000" and any(
+                text in str(current) for text in TRANSIENT_CITUS_ERRORS)):
             return True
         # peewee wraps the driver's exception as its first argument.
         todo.extend([current.__cause__, current.__context__,

@@ -20,6 +20,7 @@ from typing import Any
 
 from swiftmail_core.ab_tests.variants import load_variants, variant_campaign
 from swiftmail_core.db import system_tx
+from swiftmail_core.db.conflicts import retry_on_conflict
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.rendering import CampaignRenderer
 from swiftmail_core.sending.outbox import ClaimedMessage
@@ -110,6 +111,7 @@ class Composer:
                 self._renderers.popitem(last=False)
         return renderer, list_ids
 
+    @retry_on_conflict
     def compose(
         self, claimed: Sequence[ClaimedMessage]
     ) -> tuple[list[OutboundMessage], dict[int, str]]:
