@@ -30,8 +30,8 @@ ATTEMPTS = 5
 PAUSE_SECONDS = 0.2
 
 
-def is_conflict(ex: BaseException) -> bool:
-    """True when ``ex`` (or what it wraps) asks for the transaction to be retried."""
+def error_chain(ex: BaseException) -> list[BaseException]:
+    """Return ``ex`` and every exception it wraps (cause, context, peewee's wrapped one)."""
     seen: list[BaseException] = []
     todo: list[BaseException | None] = [ex]
     while todo:
@@ -39,13 +39,19 @@ def is_conflict(ex: BaseException) -> bool:
         if current is None or any(current is s for s in seen):
             continue
         seen.append(current)
-        code = getattr(current, "pgcode", None)
-        if code in RETRY_STATES or (code == "XX000" and any(
-                text in str(current) for text in TRANSIENT_CITUS_ERRORS)):
-            return True
         # peewee wraps the driver's exception as its first argument.
         todo.extend([current.__cause__, current.__context__,
                      *(a for a in current.args if isinstance(a, BaseException))])
+    return seen
+
+
+def is_conflict(ex: BaseException) -> bool:
+    """True when ``ex`` (or what it wraps) asks for the transaction to be retried."""
+    for error in error_chain(ex):
+        code = getattr(error, "pgcode", None)
+        if code in RETRY_STATES or (code == "XX000" and any(
+                text in str(error) for text in TRANSIENT_CITUS_ERRORS)):
+            return True
     return False
 
 

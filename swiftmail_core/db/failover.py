@@ -34,6 +34,8 @@ from typing import Any, TypeVar
 import peewee
 import psycopg2
 
+from swiftmail_core.db.conflicts import error_chain
+
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -60,23 +62,9 @@ def configure(probe_dsn: str, wait_seconds: float, pools: tuple[Any, ...]) -> No
     _Config.pools = pools
 
 
-def _chain(ex: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    todo: list[BaseException | None] = [ex]
-    while todo:
-        current = todo.pop()
-        if current is None or any(current is s for s in seen):
-            continue
-        seen.append(current)
-        # peewee wraps the driver's exception as its first argument.
-        todo.extend([current.__cause__, current.__context__,
-                     *(a for a in current.args if isinstance(a, BaseException))])
-    return seen
-
-
 def is_lost_server(ex: BaseException) -> bool:
     """True when ``ex`` says the server went away or cannot take writes."""
-    for error in _chain(ex):
+    for error in error_chain(ex):
         if not isinstance(error, psycopg2.Error | peewee.OperationalError |
                           peewee.InterfaceError | peewee.InternalError):
             continue
