@@ -88,8 +88,8 @@ def test_campaign_benchmark_with_a_killed_relay_exits_non_zero_without_a_rate(
     completed = smoke_runs["killed-relay"].result()
     line = one_json_line(completed)
     assert completed.returncode == UNFINISHED, completed.stderr[-4000:]
-    assert line["status"] == "unfinished"
-    assert "relay" in str(line["error"])
+    assert line["status"] == "unfinished", (line, completed.stderr[-4000:])
+    assert "relay" in str(line["error"]), line
     assert not [key for key in line if key.endswith(("_per_s", "_per_hour"))]
 
 
