@@ -27,14 +27,17 @@ def make_resolver(settings: Settings) -> dns.resolver.Resolver:
     return resolver
 
 
-def _check_dns(settings: Settings) -> Finding:
+def _check_dns(settings: Settings, outside_dns: bool) -> Finding:
     resolver = make_resolver(settings)
     try:
         resolver.resolve(".", "NS")
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
         pass  # an answer, even a negative one, proves the resolver works
     except dns.exception.DNSException as ex:
-        return Finding(False, "DNS resolver answers", f"{type(ex).__name__}: {ex}")
+        detail = f"{type(ex).__name__}: {ex}"
+        if not outside_dns:
+            detail += "; only a relay needs outside DNS (its MX lookups)"
+        return Finding(False, "DNS resolver answers", detail, warning=not outside_dns)
     return Finding(True, "DNS resolver answers", ", ".join(map(str, resolver.nameservers)))
 
 
@@ -47,8 +50,12 @@ def _check_redis(settings: Settings) -> Finding:
     return Finding(True, "Redis answers", where)
 
 
-def run_checks(settings: Settings) -> list[Finding]:
-    """Run every doctor check; never raises for a failed check."""
+def run_checks(settings: Settings, *, outside_dns: bool = True) -> list[Finding]:
+    """Run every doctor check; never raises for a failed check.
+
+    With ``outside_dns`` false a resolver that does not answer is a warning,
+    not a failure: hosts without a relay make no MX lookups.
+    """
     findings: list[Finding] = []
     try:
         targets = database_targets(settings)
@@ -76,5 +83,5 @@ def run_checks(settings: Settings) -> list[Finding]:
         findings.extend(manager.doctor_checks())
     except SwiftMailError as ex:
         findings.append(Finding(False, "plugins load", ex.detail))
-    findings.append(_check_dns(settings))
+    findings.append(_check_dns(settings, outside_dns))
     return findings

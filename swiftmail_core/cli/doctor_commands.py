@@ -9,8 +9,12 @@ from swiftmail_core.doctor import run_checks
 
 
 @click.command()
+@click.option(
+    "--no-outside-dns", "no_outside_dns", is_flag=True,
+    help="A resolver that does not answer is a warning, not a failure (hosts without a relay).",
+)
 @click.pass_obj
-def doctor(state: CliState) -> None:
+def doctor(state: CliState, no_outside_dns: bool) -> None:
     """Check the database, roles, RLS posture, migrations, Redis, plugins and DNS.
 
     Exits 1 when any check fails, printing what to fix. A WARN line is
@@ -19,8 +23,9 @@ def doctor(state: CliState) -> None:
     \b
     Example:
       swiftmail doctor
+      swiftmail doctor --no-outside-dns
     """
-    findings = run_checks(state.settings)
+    findings = run_checks(state.settings, outside_dns=not no_outside_dns)
     for finding in findings:
         mark = "ok  " if finding.ok else "WARN" if finding.warning else "FAIL"
         detail = f" ({finding.detail})" if finding.detail else ""

@@ -142,9 +142,13 @@ def test_ansible_renders_the_templates_like_plain_jinja(tmp_path: Path) -> None:
          "set swiftmail_relay_bind_privileged_ports: true"),
         ({"swiftmail_extra_settings": {"log_level": "debug"}}, SAMPLE["swiftmail_secret_key"],
          "swiftmail_extra_settings sets log_level"),
+        ({"swiftmail_relay_settings": {"submission_listen": "0.0.0.0:2587"}},
+         SAMPLE["swiftmail_secret_key"],
+         "trusted_listeners is not set and there is no tls_cert"),
     ],
     ids=["no-key", "short-key", "no-app-password", "no-dbname", "wheel-without-path",
-         "port-25-without-capability", "extra-setting-collides"],
+         "port-25-without-capability", "extra-setting-collides",
+         "submission-moved-without-trusted-listeners"],
 )
 def test_preflight_stops_with_a_clear_message(
     tmp_path: Path, changes: dict[str, Any], secret_key: str | None, message: str
@@ -200,3 +204,82 @@ def test_a_worker_given_only_a_loopback_relay_elsewhere_stops_the_play(tmp_path:
         "relay1 swiftmail_worker_enabled=false\n"))
     assert result.returncode != 0
     assert "could reach no relay" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "relay_settings",
+    [{"submission_listen": "0.0.0.0:2587", "trusted_listeners": "127.0.0.1:2587"},
+     {"submission_listen": "0.0.0.0:2587", "tls_cert": "/etc/c.pem", "tls_key": "/etc/k.pem"},
+     {"submission_listen": "off"}],
+    ids=["trusted-listeners", "tls-cert", "off"],
+)
+def test_preflight_accepts_a_moved_submission_listener_that_keeps_auth(
+    tmp_path: Path, relay_settings: dict[str, str]
+) -> None:
+    play = write_play(tmp_path, play_variables(swiftmail_relay_settings=relay_settings,
+                                               swiftmail_relay_bind_privileged_ports=False),
+                      SAMPLE["swiftmail_secret_key"])
+    result = run_playbook(play, tmp_path, "-i", "localhost,", "--vault-password-file",
+                          str(tmp_path / "vault-password"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _wheel_tasks(tmp_path: Path, wheels: list[str], current: str, keep: int) -> list[str]:
+    """Run the role's own wheel-pruning tasks on a local directory; return what is left."""
+    import time
+
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    for age, name in enumerate(wheels):  # the first named is the newest
+        (dist / name).write_text(name)
+        stamp = time.time() - 100 * (age + 1)
+        os.utime(dist / name, (stamp, stamp))
+    (dist / "notes.txt").write_text("not a wheel")
+    steps = [task for task in yaml.safe_load((ROLE_DIR / "tasks" / "install.yml").read_text())
+             if task["name"] in ("List the copied wheels", "Delete the older wheels")]
+    assert len(steps) == 2
+    play = [{
+        "name": "Prune wheels", "hosts": "localhost", "connection": "local",
+        "gather_facts": False,
+        "vars": {"ansible_python_interpreter": sys.executable,
+                 "swiftmail_install_source": "wheel", "swiftmail_dist_dir": str(dist),
+                 "swiftmail_wheel_path": f"/controller/{current}",
+                 "swiftmail_keep_wheels": keep},
+        "tasks": steps,
+    }]
+    path = tmp_path / "prune.yml"
+    path.write_text(yaml.safe_dump(play, sort_keys=False))
+    result = run_playbook(path, tmp_path, "-i", "localhost,")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return sorted(p.name for p in dist.iterdir())
+
+
+def test_old_wheels_are_pruned_keeping_the_installed_one(tmp_path: Path) -> None:
+    # Regression: every upgrade left its wheel behind in the dist directory.
+    wheels = ["swiftmail-0.4-py3-none-any.whl", "swiftmail-0.3-py3-none-any.whl",
+              "swiftmail-0.2-py3-none-any.whl", "swiftmail-0.1-py3-none-any.whl"]
+    left = _wheel_tasks(tmp_path, wheels, current="swiftmail-0.4-py3-none-any.whl", keep=2)
+    assert left == ["notes.txt", "swiftmail-0.3-py3-none-any.whl",
+                    "swiftmail-0.4-py3-none-any.whl"]
+
+
+def test_the_installed_wheel_stays_even_when_older_than_the_rest(tmp_path: Path) -> None:
+    wheels = ["swiftmail-0.4-py3-none-any.whl", "swiftmail-0.3-py3-none-any.whl"]
+    left = _wheel_tasks(tmp_path, wheels, current="swiftmail-0.3-py3-none-any.whl", keep=1)
+    assert left == ["notes.txt", "swiftmail-0.3-py3-none-any.whl"]
+
+
+def test_role_passes_ansible_lint_production_profile(tmp_path: Path) -> None:
+    beside = Path(sys.executable).parent / "ansible-lint"
+    lint = str(beside) if beside.exists() else shutil.which("ansible-lint")
+    if not lint:
+        pytest.skip("ansible-lint not installed (pip install -e .[dev])")
+    environ = {**os.environ, "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+               "ANSIBLE_HOME": str(tmp_path / "ansible-home"), "NO_COLOR": "1",
+               "ANSIBLE_ROLES_PATH": str(ROLE_DIR.parent)}
+    result = subprocess.run(
+        [lint, "--profile", "production", "--offline", "--nocolor", "site.yml",
+         "roles/swiftmail"],
+        cwd=ANSIBLE_DIR, env=environ, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -139,18 +139,97 @@ def test_handlers_restart_each_service_on_one_topic() -> None:
     handlers = role_files.tasks(ROLE_DIR / "handlers" / "main.yml")
     restarted = {h["ansible.builtin.systemd_service"]["name"] for h in handlers}
     assert restarted == set(UNITS)
+    assert {h["name"] for h in handlers} == {f"Restart {unit}" for unit in UNITS}
     assert {h["listen"] for h in handlers} == {"Restart swiftmail"}
     assert all(h["ansible.builtin.systemd_service"]["state"] == "restarted" for h in handlers)
 
 
-def test_code_config_and_unit_changes_notify_the_restart() -> None:
+def test_code_and_config_restart_all_but_a_unit_only_its_service() -> None:
+    # Regression: a change to one unit restarted all four services.
     notified = {
-        task["name"]
+        task["name"]: task.get("notify")
         for path in (ROLE_DIR / "tasks").glob("*.yml")
         for task in role_files.tasks(path)
-        if task.get("notify") == "Restart swiftmail"
     }
-    assert {"Install SwiftMail", "Write swiftmail.toml", "Install the systemd units"} <= notified
+    assert notified["Install SwiftMail"] == "Restart swiftmail"
+    assert notified["Write swiftmail.toml"] == "Restart swiftmail"
+    for unit in UNITS:
+        assert notified[f"Install the {unit} unit"] == f"Restart {unit}"
+    assert not [name for name, notify in notified.items()
+                if isinstance(notify, str) and "{{" in notify], "a looped notify hits every handler"
+
+
+def test_handlers_restart_only_services_running_before_the_play() -> None:
+    # Regression: on first install every service was started, then restarted at once.
+    handlers = role_files.tasks(ROLE_DIR / "handlers" / "main.yml")
+    for handler in handlers:
+        unit = handler["ansible.builtin.systemd_service"]["name"]
+        assert f"swiftmail_was_running['{unit}'] | default(false) | bool" in handler["when"]
+    names = [t["name"] for t in role_files.tasks(ROLE_DIR / "tasks" / "services.yml")]
+    assert names.index("Read which services are running") < names.index(
+        "Remember which SwiftMail services were running") < names.index(
+        "Enable and start, or stop and disable, each service")
+    remember = task_named("services.yml", "Remember which SwiftMail services were running")
+    environment = jinja2.Environment()  # noqa: S701 (expressions, not HTML)
+    services = {"swiftmail-api.service": {"state": "running"},
+                "swiftmail-relay.service": {"state": "stopped"}}
+    values = {
+        unit: environment.from_string(template).render(
+            _swiftmail_services=services)
+        for unit, template in remember["ansible.builtin.set_fact"]["swiftmail_was_running"].items()
+    }
+    assert values == {"swiftmail-api": "True", "swiftmail-worker": "False",
+                      "swiftmail-relay": "False", "swiftmail-tracking": "False"}
+
+
+def test_doctor_runs_after_new_services_start_and_before_restarts() -> None:
+    # Regression: doctor ran after every service had been restarted.
+    steps = role_files.tasks(ROLE_DIR / "tasks" / "main.yml")
+    order = [step.get("ansible.builtin.import_tasks") or step.get("ansible.builtin.meta")
+             for step in steps]
+    assert order.index("services.yml") < order.index("doctor.yml") < order.index(
+        "flush_handlers")
+    assert order.count("flush_handlers") == 1
+
+
+def test_doctor_skips_outside_dns_off_relays_and_stops_the_play_itself() -> None:
+    # Regression: doctor failed the whole play on an app host without outside DNS.
+    run = task_named("doctor.yml", "Run swiftmail doctor")
+    assert run["failed_when"] is False and run["changed_when"] is False
+    environment = jinja2.Environment()  # noqa: S701 (an expression, not HTML)
+    environment.filters["bool"] = lambda value: str(value).lower() in ("true", "yes", "1")
+    argv = run["ansible.builtin.command"]["argv"]
+    for outside, expected in ((True, []), (False, ["--no-outside-dns"])):
+        rendered = environment.from_string(argv).render(
+            swiftmail_venv="/opt/swiftmail/venv", swiftmail_doctor_outside_dns=outside)
+        assert rendered.strip() == repr(["/opt/swiftmail/venv/bin/swiftmail", "doctor",
+                                         *expected])
+    assert role_files.defaults()["swiftmail_doctor_outside_dns"] == (
+        "{{ swiftmail_relay_enabled }}")
+    stop = task_named("doctor.yml", "Stop before restarting anything when a check failed")
+    assert "were NOT restarted" in stop["ansible.builtin.fail"]["msg"]
+
+
+def test_check_mode_predicts_only_real_changes() -> None:
+    # Regression: `--check --diff` predicted changes the real run did not make.
+    for path in (ROLE_DIR / "tasks").glob("*.yml"):
+        for task in role_files.tasks(path):
+            assert "ansible.builtin.shell" not in task, task["name"]
+            command = task.get("ansible.builtin.command")
+            if command is not None:
+                assert "changed_when" in task or "creates" in command, task["name"]
+    install = task_named("install.yml", "Install SwiftMail")
+    environment = jinja2.Environment()  # noqa: S701 (an expression, not HTML)
+    when = environment.compile_expression(install["when"].strip().replace(
+        " is changed", ".changed"))
+    def runs(source: str, copied: bool, installed: bool) -> bool:
+        return bool(when(swiftmail_install_source=source,
+                         swiftmail_wheel_copy={"changed": copied},
+                         swiftmail_installed={"stat": {"exists": installed}}))
+    assert runs("wheel", copied=False, installed=True) is False, "same wheel: no pip at all"
+    assert runs("wheel", copied=True, installed=True) is True
+    assert runs("wheel", copied=False, installed=False) is True
+    assert runs("pypi", copied=False, installed=True) is True
 
 
 def test_every_default_is_documented() -> None:
@@ -328,7 +407,7 @@ def test_tracking_drainer_stops_with_sigterm_and_no_capabilities() -> None:
 
 
 def test_every_unit_has_an_enable_flag_in_the_services_loop() -> None:
-    (_, _, start) = role_files.tasks(ROLE_DIR / "tasks" / "services.yml")
+    start = task_named("services.yml", "Enable and start, or stop and disable, each service")
     flags = {item["name"]: item["enabled"] for item in start["loop"]}
     assert set(flags) == set(UNITS)
     defaults = role_files.defaults()
@@ -336,8 +415,17 @@ def test_every_unit_has_an_enable_flag_in_the_services_loop() -> None:
         name = f"swiftmail_{unit.removeprefix('swiftmail-')}_enabled"
         assert flag == "{{ " + name + " }}", unit
         assert defaults[name] is True, name
-    (install, _, _) = role_files.tasks(ROLE_DIR / "tasks" / "services.yml")
-    assert install["loop"] == list(UNITS)
+    for unit in UNITS:
+        install = task_named("services.yml", f"Install the {unit} unit")
+        assert install["ansible.builtin.template"]["src"] == f"{unit}.service.j2"
+
+
+def test_storage_dir_outside_the_data_dir_is_writable() -> None:
+    # Regression: imports failed with a read-only file system under ProtectSystem=strict.
+    for unit in UNITS:
+        entries = dict(service(unit, MINIMAL | {"swiftmail_storage_dir": "/srv/storage"}))
+        assert entries["ReadWritePaths"] == (
+            "/var/lib/swiftmail /var/spool/swiftmail /srv/storage"), unit
 
 
 def test_api_serves_with_bind_workers_and_threads() -> None:

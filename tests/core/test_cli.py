@@ -108,6 +108,23 @@ def test_doctor_passes_on_the_test_install(test_environ, targets) -> None:
     assert "WARN sending-domain DNS targets (public_url is http://127.0.0.1:8000" in result.stdout
 
 
+def test_doctor_without_outside_dns_warns_instead_of_failing(test_environ, targets) -> None:
+    # Regression: on an app host with no outside DNS, doctor failed the whole play.
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))  # bound, never answers: the resolver times out
+        environ = {**test_environ, "SWIFTMAIL_DNS_NAMESERVERS": "127.0.0.1",
+                   "SWIFTMAIL_DNS_PORT": str(silent.getsockname()[1])}
+        strict = run_swiftmail("doctor", env=environ)
+        lenient = run_swiftmail("doctor", "--no-outside-dns", env=environ)
+    assert strict.returncode == 1
+    assert "FAIL DNS resolver answers" in strict.stdout
+    assert lenient.returncode == 0, lenient.stdout + lenient.stderr
+    assert "WARN DNS resolver answers" in lenient.stdout
+    assert "only a relay needs outside DNS" in lenient.stdout
+
+
 def test_plugins_command_lists_builtins(test_environ) -> None:
     result = run_swiftmail("plugins", env=test_environ)
     assert result.returncode == 0, result.stderr
