@@ -167,6 +167,23 @@ class Segment(TenantModel):
         table_name = "segments"
 
 
+class Journey(TenantModel):
+    """An automated journey (``swiftmail_core.journeys``); its steps are versioned."""
+
+    id = UUIDField()
+    name = TextField()
+    status = TextField(default="draft")
+    trigger_type = TextField()
+    trigger_key = TextField()
+    current_version = IntegerField(default=1)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        primary_key = CompositeKey("tenant_id", "id")
+        table_name = "journeys"
+
+
 class MailingList(TenantModel):
     """A list contacts subscribe to."""
 

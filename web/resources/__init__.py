@@ -50,7 +50,7 @@ import falcon
 MODULES = (
     "contacts", "lists", "subscriptions", "api_keys", "tenant", "suppressions",
     "templates", "domains", "webhooks", "campaigns", "messages", "imports", "exports",
-    "segments", "ab_tests",
+    "segments", "ab_tests", "journeys",
 )
 
 

@@ -221,9 +221,14 @@ def test_a_confirmed_subscription_enrolls_once_and_only_in_its_tenant(
         database.execute_sql("UPDATE subscriptions SET status = 'confirmed'")
         assert enroll_subscribed(database, tenant_a.id, [list_id], [contact]) == 1
         assert enroll_subscribed(database, tenant_a.id, [list_id], [contact]) == 0
-    # tenant B naming A's list and contact enrolls nobody (and sees nothing)
-    make_journey(tenant_b.id, WELCOME, trigger={"type": "list_subscribed",
-                                                "list_id": str(list_id)})
+    # tenant B cannot name A's list; naming A's contact enrolls nobody
+    from swiftmail_core.errors import ValidationError
+
+    with pytest.raises(ValidationError) as caught:
+        make_journey(tenant_b.id, WELCOME, trigger={"type": "list_subscribed",
+                                                    "list_id": str(list_id)})
+    assert caught.value.errors[0]["field"] == "trigger.list_id"
+    make_journey(tenant_b.id, WELCOME)
     with tenant_tx(tenant_b.id) as database:
         assert enroll_subscribed(database, tenant_b.id, [list_id], [contact]) == 0
         assert enroll_event(database, tenant_b.id, "signup", contact, {}) == []
