@@ -1,4 +1,4 @@
-"""Every curl example in docs/api.md, segments.md and ab-tests.md runs, as written, against the API.
+"""Every curl example in docs/api.md, segments.md, ab-tests.md and journeys.md runs, as written, against the API.
 
 The examples run in order with real curl against the app on a loopback port;
 ids the examples refer to (``$LIST``, ``$CAMP``...) are taken from the
@@ -25,7 +25,7 @@ from swiftmail_core.apikeys import create_api_key
 from swiftmail_core.db import app_db, tenant_tx
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-PAGES = ("api.md", "segments.md", "ab-tests.md")
+PAGES = ("api.md", "segments.md", "ab-tests.md", "journeys.md")
 # Examples whose documented answer is not 2xx, by a piece of their text.
 EXPECTED = {
     '"attributes": {"plan": "pro"}}\' $SM/v1/contacts': 409,  # "409 if the email exists"
@@ -44,6 +44,7 @@ CREATES = [
     (re.compile(r"/v1/(imports/contacts|imports/suppressions|exports)$"), {"JOB": "id"}),
     (re.compile(r"/v1/api-keys$"), {"KEY_ID": "id"}),
     (re.compile(r"/v1/segments$"), {"SEG": "id"}),
+    (re.compile(r"/v1/journeys$"), {"JOURNEY": "id"}),
 ]
 
 
