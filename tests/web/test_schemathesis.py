@@ -64,6 +64,12 @@ def fuzz_tenants(app, make_tenant_module):  # type: ignore[no-untyped-def]
     made("/v1/suppressions", {"email": "sup@a.example.com"}, auth_a)
     made("/v1/messages", {"to": "r@a.example.com", "from_email": "x@a.example.com",
                           "subject": "s", "text": "t"}, auth_a)
+    journey_steps = [{"type": "send_email", "from_email": "x@a.example.com", "subject": "s",
+                      "text": "t"}, {"type": "wait", "seconds": 60}]
+    a_journey = made("/v1/journeys", {"name": "A journey", "steps": journey_steps,
+                                      "trigger": {"type": "event", "name": "go"}}, auth_a)
+    made(f"/v1/journeys/{a_journey['id']}/activate", {}, auth_a)
+    made("/v1/events", {"name": "go", "contact_id": a_contact["id"]}, auth_a)
 
     ids = {str(tenant_b.id)}
     contact = made("/v1/contacts", {"email": "victim@b.example.com"})
@@ -75,7 +81,10 @@ def fuzz_tenants(app, make_tenant_module):  # type: ignore[no-untyped-def]
     campaign = made("/v1/campaigns", {"name": "B camp", "list_ids": [lst["id"]]})
     key = made("/v1/api-keys", {"role": "viewer"})
     made("/v1/suppressions", {"email": "blocked@b.example.com"})
-    for obj in (contact, lst, template, webhook, domain, campaign, key):
+    journey = made("/v1/journeys", {"name": "B journey", "steps": journey_steps,
+                                    "trigger": {"type": "list_subscribed",
+                                                "list_id": lst["id"]}})
+    for obj in (contact, lst, template, webhook, domain, campaign, key, journey):
         ids.add(obj["id"])
     ids.add(sub["contact_id"])
     return key_a, ids, {"tenant_a": tenant_a.id, "tenant_b": tenant_b.id, "key_b": key_b,
@@ -107,7 +116,7 @@ def all_ids(tenant_id: uuid.UUID) -> set[str]:
     from swiftmail_core.db import tenant_tx
 
     tables = ("contacts", "lists", "templates", "webhooks", "sending_domains", "campaigns",
-              "api_keys", "jobs")
+              "api_keys", "jobs", "journeys")
     with tenant_tx(tenant_id) as database:
         found = {str(tenant_id)}
         for table in tables:
