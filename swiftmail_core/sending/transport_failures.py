@@ -11,48 +11,52 @@ included). A batch that goes through resets the count; resuming clears both.
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
-
-from psycopg2.extras import execute_values
 
 from swiftmail_core.db import system_tx
 from swiftmail_core.events import EventRecord, record_events
 from swiftmail_core.plugins import PluginManager
 
 
+def _by_tenant(rows: Iterable[Any]) -> dict[str, list[str]]:
+    """Return the campaign rows' campaign ids by tenant."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        if row.kind == "campaign" and row.campaign_id is not None:
+            found[str(row.tenant_id)].add(str(row.campaign_id))
+    return {tenant: sorted(ids) for tenant, ids in sorted(found.items())}
+
+
 def note_failure(rows: Sequence[Any], reason: str, *, threshold: int, immediate: bool = False,
                  plugins: PluginManager | None = None) -> set[uuid.UUID]:
     """Count a failed batch for its campaigns; pause those at the threshold; return them."""
-    campaigns = sorted({(str(r.tenant_id), str(r.campaign_id)) for r in rows
-                        if r.kind == "campaign" and r.campaign_id is not None})
+    campaigns = _by_tenant(rows)
     if not campaigns:
         return set()
+    paused: list[tuple[str, str]] = []
     with system_tx() as database:
-        counted = execute_values(
-            database.cursor(),
-            "UPDATE campaigns c SET transport_failures = c.transport_failures + 1 "
-            "FROM (VALUES %s) AS v (tenant_id, id) "
-            "WHERE c.tenant_id = v.tenant_id::uuid AND c.id = v.id::uuid AND c.status = 'sending' "
-            "RETURNING c.tenant_id::text, c.id::text, c.transport_failures",
-            campaigns, fetch=True)
-        due = [(tenant, campaign, reason[:500]) for tenant, campaign, failures in counted
-               if immediate or failures >= threshold]
-        if not due:
-            return set()
-        paused = execute_values(
-            database.cursor(),
-            "UPDATE campaigns c SET status = 'paused', paused_reason = v.reason, "
-            "updated_at = now() FROM (VALUES %s) AS v (tenant_id, id, reason) "
-            "WHERE c.tenant_id = v.tenant_id::uuid AND c.id = v.id::uuid AND c.status = 'sending' "
-            "RETURNING c.tenant_id, c.id",
-            due, fetch=True)
-        execute_values(
-            database.cursor(),
-            "UPDATE messages m SET status = 'held', updated_at = now() "
-            "FROM (VALUES %s) AS v (tenant_id, id) WHERE m.tenant_id = v.tenant_id::uuid "
-            "AND m.campaign_id = v.id::uuid AND m.status IN ('queued', 'deferred')",
-            [(str(t), str(c)) for t, c in paused])
+        # NOTE: every statement names one tenant (a single-shard query on Citus).
+        for tenant, ids in campaigns.items():
+            counted = database.execute_sql(
+                "UPDATE campaigns SET transport_failures = transport_failures + 1 "
+                "WHERE tenant_id = %s AND id = ANY (%s::uuid[]) AND status = 'sending' "
+                "RETURNING id::text, transport_failures", (tenant, ids)).fetchall()
+            due = [campaign for campaign, failures in counted
+                   if immediate or failures >= threshold]
+            if not due:
+                continue
+            stopped = [campaign for (campaign,) in database.execute_sql(
+                "UPDATE campaigns SET status = 'paused', paused_reason = %s, updated_at = now() "
+                "WHERE tenant_id = %s AND id = ANY (%s::uuid[]) AND status = 'sending' "
+                "RETURNING id::text", (reason[:500], tenant, due)).fetchall()]
+            if stopped:
+                database.execute_sql(
+                    "UPDATE messages SET status = 'held', updated_at = now() "
+                    "WHERE tenant_id = %s AND campaign_id = ANY (%s::uuid[]) "
+                    "AND status IN ('queued', 'deferred')", (tenant, stopped))
+                paused.extend((tenant, campaign) for campaign in stopped)
     record_events([
         EventRecord(tenant_id=_uuid(tenant), type="campaign_paused", campaign_id=_uuid(campaign),
                     source_key=f"campaign_paused:{campaign}:{uuid.uuid4().hex}",
@@ -63,16 +67,14 @@ def note_failure(rows: Sequence[Any], reason: str, *, threshold: int, immediate:
 
 def note_success(rows: Iterable[Any]) -> None:
     """Reset the failure count of the campaigns a batch went through for."""
-    campaigns = sorted({(str(r.tenant_id), str(r.campaign_id)) for r in rows
-                        if r.kind == "campaign" and r.campaign_id is not None})
+    campaigns = _by_tenant(rows)
     if not campaigns:
         return
     with system_tx() as database:
-        execute_values(
-            database.cursor(),
-            "UPDATE campaigns c SET transport_failures = 0 FROM (VALUES %s) AS v (tenant_id, id) "
-            "WHERE c.tenant_id = v.tenant_id::uuid AND c.id = v.id::uuid "
-            "AND c.transport_failures <> 0", campaigns)
+        for tenant, ids in campaigns.items():
+            database.execute_sql(
+                "UPDATE campaigns SET transport_failures = 0 WHERE tenant_id = %s "
+                "AND id = ANY (%s::uuid[]) AND transport_failures <> 0", (tenant, ids))
 
 
 def _uuid(value: Any) -> uuid.UUID:
