@@ -179,7 +179,8 @@ def choose_winner(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID, variant: s
     with tenant_tx(tenant_id) as database:
         found = database.execute_sql(
             "SELECT status, ab_metric, ab_winner, audience_resolved_at FROM campaigns "
-            "WHERE id = %s FOR UPDATE", (str(campaign_id),)).fetchone()
+            "WHERE tenant_id = %s AND id = %s FOR UPDATE",
+            (str(tenant_id), str(campaign_id))).fetchone()
         if found is None:
             raise NotFoundError(f"no campaign {campaign_id}")
         status, metric, winner, resolved_at = found

@@ -65,9 +65,12 @@ def _check_variant(index: int, campaign: Mapping[str, Any], variant: Mapping[str
         raise ValidationError(f"invalid variant {KEYS[index]}: {summary}", errors=errors) from ex
 
 
-def _editable(campaign_id: uuid.UUID) -> Campaign:
+def _editable(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID) -> Campaign:
     """Lock the campaign and refuse unless it is a draft or scheduled (in tenant_tx)."""
-    campaign = Campaign.select().where(Campaign.id == campaign_id).for_update().first()
+    # NOTE: the tenant is named, not only implied by row-level security: on
+    # Citus a row lock needs a single-shard query.
+    campaign = Campaign.select().where(Campaign.tenant_id == tenant_id,
+                                       Campaign.id == campaign_id).for_update().first()
     if campaign is None:
         raise NotFoundError(f"no campaign {campaign_id}")
     if campaign.status not in EDITABLE:
@@ -87,12 +90,13 @@ def set_ab_test(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID, settings: Ab
     if not 1 <= settings.test_percent <= 100:
         raise ValidationError.for_field("test_percent", "must be between 1 and 100")
     with tenant_tx(tenant_id):
-        campaign = _editable(campaign_id)
+        campaign = _editable(tenant_id, campaign_id)
         current = dict(campaign.__data__)
         for index, variant in enumerate(variants):
             _check_variant(index, current, variant)
         now = utcnow()
-        CampaignVariant.delete().where(CampaignVariant.campaign_id == campaign_id).execute()
+        CampaignVariant.delete().where(CampaignVariant.tenant_id == tenant_id,
+                                CampaignVariant.campaign_id == campaign_id).execute()
         CampaignVariant.insert_many([
             {"tenant_id": campaign.tenant_id, "campaign_id": campaign_id, "key": key,
              "name": variant.get("name") or "", "created_at": now, "updated_at": now,
@@ -101,18 +105,20 @@ def set_ab_test(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID, settings: Ab
         Campaign.update(
             ab_test_percent=settings.test_percent, ab_metric=settings.metric,
             ab_decide_after_seconds=settings.decide_after_seconds, updated_at=now,
-        ).where(Campaign.id == campaign_id).execute()
+        ).where(Campaign.tenant_id == tenant_id, Campaign.id == campaign_id).execute()
 
 
 def remove_ab_test(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID) -> None:
     """Drop the campaign's A/B test: it sends its own content to everyone again."""
     with tenant_tx(tenant_id):
-        campaign = _editable(campaign_id)
+        campaign = _editable(tenant_id, campaign_id)
         if campaign.ab_metric is None:
             raise NotFoundError(f"campaign {campaign_id} has no A/B test")
-        CampaignVariant.delete().where(CampaignVariant.campaign_id == campaign_id).execute()
+        CampaignVariant.delete().where(CampaignVariant.tenant_id == tenant_id,
+                                CampaignVariant.campaign_id == campaign_id).execute()
         Campaign.update(ab_test_percent=None, ab_metric=None, ab_decide_after_seconds=None,
-                        updated_at=utcnow()).where(Campaign.id == campaign_id).execute()
+                        updated_at=utcnow()).where(Campaign.tenant_id == tenant_id,
+                                                   Campaign.id == campaign_id).execute()
 
 
 def load_variants(database: Any, tenant_id: uuid.UUID | str,

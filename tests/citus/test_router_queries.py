@@ -103,7 +103,22 @@ def test_tenant_paths_never_fan_out(cluster_app, sink, run_id, multi_shard_log) 
                                         "from_email": "app@router.example.com",
                                         "subject": "Hi", "text": "Hello"})
     assert sent.status_code == 202, sent.text
-    assert run_until_idle(settings, plugins) == 6
+    # An A/B test: its variants, the split, a winner by hand, the rest and the results.
+    ab_list = caller.post("/v1/lists", {"name": "AB"}).json["id"]
+    for index in range(4):
+        assert caller.post(f"/v1/lists/{ab_list}/subscriptions",
+                           {"email": f"ab{index}@router.example.test"}).status_code in (200, 201)
+    ab = caller.post("/v1/campaigns", {
+        "name": "AB", "subject": "Hello", "html": "<p>Hi</p>", "list_ids": [ab_list],
+        "from_email": "news@sender.example.com", "transport": "sink"}).json["id"]
+    assert client.simulate_put(f"/v1/campaigns/{ab}/ab", headers=caller.headers, json={
+        "variants": [{"subject": "A"}, {"html": '<p><a href="https://example.com/b">B</a></p>'}],
+        "test_percent": 50, "metric": "manual"}).status_code == 200
+    assert caller.post(f"/v1/campaigns/{ab}/schedule").status_code == 200
+    assert run_until_idle(settings, plugins) == 8
+    assert caller.post(f"/v1/campaigns/{ab}/ab/winner", {"variant": "B"}).status_code == 200
+    assert run_until_idle(settings, plugins) == 2
+    assert caller.get(f"/v1/campaigns/{ab}/ab").json["variants"][1]["recipients"] == 3
 
     ledger = caller.get(f"/v1/campaigns/{campaign_id}/messages").json["data"]
     config = PublicConfig(stream=f"{run_id}:router-hits", redis_prefix=f"router-{run_id}:",

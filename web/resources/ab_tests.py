@@ -117,13 +117,14 @@ def _phase(campaign: Campaign) -> str:
 
 def show(tenant: uuid.UUID, campaign_id: uuid.UUID) -> dict[str, Any]:
     """Return the API shape of a campaign's A/B test (in the caller's tenant_tx)."""
-    campaign = Campaign.select().where(Campaign.id == campaign_id).first()
+    campaign = Campaign.select().where(Campaign.tenant_id == tenant,
+                                       Campaign.id == campaign_id).first()
     if campaign is None or campaign.ab_metric is None:
         raise NotFoundError(f"campaign {campaign_id} has no A/B test")
     counts = stats.variant_counts(app_db, tenant, campaign_id)
     (waiting,) = app_db.execute_sql(
-        "SELECT count(*) FROM messages WHERE campaign_id = %s AND kind = 'campaign' "
-        "AND status = 'waiting'", (str(campaign_id),)).fetchone()
+        "SELECT count(*) FROM messages WHERE tenant_id = %s AND campaign_id = %s "
+        "AND kind = 'campaign' AND status = 'waiting'", (str(tenant), str(campaign_id))).fetchone()
     decide_at = None
     if campaign.audience_resolved_at is not None and campaign.ab_metric != "manual":
         decide_at = campaign.audience_resolved_at + datetime.timedelta(
