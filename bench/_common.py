@@ -22,18 +22,21 @@ It also owns the scratch install a benchmark measures in (:func:`environment`,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -192,6 +195,38 @@ def drop_database(database: str) -> None:
                        "WHERE datname = %s", (database,))
         cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(database)))
     admin.close()
+
+
+@contextlib.contextmanager
+def scratch_install(keep: bool = False) -> Iterator[dict[str, str]]:
+    """Make a throwaway install (data dir, database, ``swiftmail init``); yield its environment.
+
+    The environment is also put in ``os.environ`` for this process. Afterwards
+    the database is dropped and the data dir removed, or with ``keep`` both
+    stay (named on stderr).
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="swiftmail-bench-"))
+    database = f"swiftmail_bench_{secrets.token_hex(4)}"
+    env = environment(workdir, database)
+    os.environ.update(env)
+    try:
+        from swiftmail_core.install import initialise
+
+        initialise(None, {})
+        yield env
+    finally:
+        if keep:
+            print(f"kept database {database} (data dir {workdir})", file=sys.stderr)
+        else:
+            drop_database(database)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def timed(work: Callable[[], Any]) -> tuple[float, Any]:
+    """Return (seconds, result) of one call of ``work``."""
+    started = time.perf_counter()
+    result = work()
+    return time.perf_counter() - started, result
 
 
 def analyze(database_url: str, tables: str) -> None:

@@ -23,10 +23,7 @@ Prints ONE JSON line.
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Mapping
@@ -40,9 +37,9 @@ from bench._common import (  # noqa: E402
     Unfinished,
     analyze,
     arguments,
-    drop_database,
-    environment,
     run,
+    scratch_install,
+    timed,
 )
 from bench.campaign_audience import new_campaign, populate  # noqa: E402
 
@@ -80,23 +77,9 @@ def engage(tenant_id: uuid.UUID, campaign_id: str) -> None:
                 (metric, campaign_id, every, every))
 
 
-def timed(work: Any) -> tuple[float, Any]:
-    """Return (seconds, result) of ``work()``."""
-    started = time.perf_counter()
-    result = work()
-    return time.perf_counter() - started, result
-
-
 def measure(args: argparse.Namespace) -> Mapping[str, Any]:
     """Set up, measure, tear down; return the figures."""
-    workdir = Path(tempfile.mkdtemp(prefix="swiftmail-bench-"))
-    database = f"swiftmail_bench_{secrets.token_hex(4)}"
-    env = environment(workdir, database)
-    os.environ.update(env)
-    from swiftmail_core.install import initialise
-
-    initialise(None, {})
-    try:
+    with scratch_install() as env:
         from swiftmail_core.ab_tests import decision
         from swiftmail_core.ab_tests.decision import decide_due_tests
         from swiftmail_core.ab_tests.stats import variant_counts
@@ -144,8 +127,6 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
         if sum(found["recipients"] for found in after.values()) != recipients:
             raise Unfinished("not every row has a variant after the decision")
         runtime.close()
-    finally:
-        drop_database(database)
     return {
         "subscribers": args.subscribers,
         "recipients": recipients,

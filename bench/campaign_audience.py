@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Mapping
@@ -38,11 +36,10 @@ from bench._common import (  # noqa: E402
     Unfinished,
     analyze,
     arguments,
-    drop_database,
-    environment,
     median,
     ratio,
     run,
+    scratch_install,
 )
 
 
@@ -123,14 +120,7 @@ def floor(tenant_id: uuid.UUID, list_ids: list[str]) -> tuple[float, int]:
 
 def measure(args: argparse.Namespace) -> Mapping[str, Any]:
     """Set up, measure, tear down; return the figures."""
-    workdir = Path(tempfile.mkdtemp(prefix="swiftmail-bench-"))
-    database = f"swiftmail_bench_{secrets.token_hex(4)}"
-    env = environment(workdir, database)
-    os.environ.update(env)
-    from swiftmail_core.install import initialise
-
-    initialise(None, {})
-    try:
+    with scratch_install(args.keep) as env:
         from swiftmail_core.runtime import ProcessKind, start
         from swiftmail_core.sending.audience import resolve_audience
         from swiftmail_core.settings import load_settings
@@ -156,11 +146,6 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
                 raise Unfinished(f"resolved {count} recipients, the set query finds {expected}")
             counts.append(count)
         runtime.close()
-    finally:
-        if args.keep:
-            print(f"kept database {database}", file=sys.stderr)
-        else:
-            drop_database(database)
     resolve, base = median(resolves, 4), median(floors, 4)
     return {
         "subscribers": args.subscribers,

@@ -19,11 +19,7 @@ a count is not what the data says. ``--smoke`` runs 10,000 contacts.
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
 import sys
-import tempfile
-import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,10 +32,10 @@ from bench._common import (  # noqa: E402
     Unfinished,
     analyze,
     arguments,
-    drop_database,
-    environment,
     median,
     run,
+    scratch_install,
+    timed,
 )
 
 ATTRIBUTE = {"attribute": "plan", "op": "eq", "value": "pro"}
@@ -71,23 +67,9 @@ def expected_counts(contacts: int) -> tuple[int, int]:
     return pro, recent
 
 
-def timed(function):  # type: ignore[no-untyped-def]
-    """Return (seconds, result) of one call."""
-    started = time.perf_counter()
-    result = function()
-    return time.perf_counter() - started, result
-
-
 def measure(args: argparse.Namespace) -> Mapping[str, Any]:
     """Set up, measure, tear down; return the figures (Unfinished when a count is wrong)."""
-    workdir = Path(tempfile.mkdtemp(prefix="swiftmail-bench-"))
-    database = f"swiftmail_bench_{secrets.token_hex(4)}"
-    env = environment(workdir, database)
-    os.environ.update(env)
-    from swiftmail_core.install import initialise
-
-    initialise(None, {})
-    try:
+    with scratch_install() as env:
         from swiftmail_core.db import tenant_tx
         from swiftmail_core.models import Contact
         from swiftmail_core.runtime import ProcessKind, start
@@ -122,8 +104,6 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
                 measures[name].append(seconds)
                 results[name] = result
         runtime.close()
-    finally:
-        drop_database(database)
     pro, recent = expected_counts(args.contacts)
     complete = (results["floor"] == args.contacts and results["attribute"] == pro
                 and results["attribute_and_engagement"] == recent
