@@ -134,6 +134,15 @@ def test_winner_by_hand_checks_state_and_variant(owner_a) -> None:
     assert again.status_code == 409 and "B won" in again.json["detail"]
 
 
+def test_a_test_cancelled_before_its_winner_has_ended(owner_a) -> None:
+    campaign = _draft(owner_a)
+    path = f"/v1/campaigns/{campaign['id']}"
+    owner_a.put(f"{path}/ab", {"variants": VARIANTS})
+    assert owner_a.post(f"{path}/cancel").status_code == 200
+    shown = owner_a.get(f"{path}/ab").json
+    assert (shown["phase"], shown["winner"]) == ("ended", None)
+
+
 def test_a_test_send_names_a_variant_of_the_test(owner_a) -> None:
     campaign = _draft(owner_a)
     path = f"/v1/campaigns/{campaign['id']}"

@@ -69,7 +69,7 @@ VARIANT = obj({
     "recipients": INTEGER, "delivered": INTEGER, "unique_opens": INTEGER,
     "unique_clicks": INTEGER, "open_rate": RATE, "click_rate": RATE,
 })
-PHASES = ("not_started", "testing", "waiting_for_choice", "decided")
+PHASES = ("not_started", "testing", "waiting_for_choice", "decided", "ended")
 SCHEMA = obj({
     "object": {"type": "string", "const": "ab_test"}, "campaign_id": UUID,
     "phase": {"type": "string", "enum": list(PHASES)},
@@ -110,6 +110,8 @@ def parse(body: Any) -> tuple[variants.AbSettings, list[dict[str, Any]]]:
 def _phase(campaign: Campaign) -> str:
     if campaign.ab_winner is not None:
         return "decided"
+    if campaign.status in ("sent", "cancelled"):
+        return "ended"  # finished or cancelled before a winner was chosen
     if campaign.audience_resolved_at is None:
         return "not_started"
     return "waiting_for_choice" if campaign.ab_metric == "manual" else "testing"
