@@ -99,6 +99,15 @@ def _cancel_queued(tenant_id: uuid.UUID, contact_id: uuid.UUID, list_ids: list[s
     )
 
 
+def _leave_journeys(tenant_id: uuid.UUID, contact_id: uuid.UUID) -> None:
+    """Take the contact out of every journey, with its journey mail not yet claimed."""
+    exit_contact(app_db, tenant_id, contact_id, "unsubscribed")
+    app_db.execute_sql(
+        "UPDATE messages SET status = 'cancelled', last_error = 'unsubscribed', "
+        "updated_at = now() WHERE tenant_id = %s AND contact_id = %s AND kind = 'journey' "
+        "AND status IN ('queued', 'deferred')", (str(tenant_id), str(contact_id)))
+
+
 def _last_campaign(tenant_id: uuid.UUID, contact_id: uuid.UUID) -> uuid.UUID | None:
     row = app_db.execute_sql(
         "SELECT campaign_id FROM messages WHERE tenant_id = %s AND contact_id = %s "
@@ -155,7 +164,7 @@ def unsubscribe(
             changed = changed + added
         if changed:
             # Any unsubscribe takes the contact out of every journey at once.
-            exit_contact(app_db, tenant_id, contact_id, "unsubscribed")
+            _leave_journeys(tenant_id, contact_id)
         campaign_id = _last_campaign(tenant_id, contact_id) if changed else None
     if changed:
         record_events([EventRecord(
