@@ -9,13 +9,18 @@ exact place that is wrong, e.g. ``steps[2].seconds``. Shapes::
                "subject": "Hi {{ contact.name }}", "html": "...", "text": "...",
                "template_id": "<template id>", "from_name": "...", "reply_to": "..."},
               {"type": "wait", "seconds": 86400},
+              {"type": "wait", "until": {"time": "09:00", "weekdays": ["mon", "tue"]}},
               {"type": "branch", "condition": <segment condition>,
                "then": "<step id>" | "exit" | "next", "else": ...},
+              {"type": "branch", "previous_email": "opened" | "clicked", ...},
               {"type": "add_to_list" | "remove_from_list", "list_id": "<list id>"},
               {"type": "exit"}]
 
 A step's ``id`` is optional (``step-<n>`` by default) and unique. A branch
-may only jump forward, so every journey ends.
+may only jump forward, so every journey ends. ``wait until`` waits for the
+next time of day (on one of the weekdays, any day if omitted) in the
+contact's ``timezone`` attribute (an IANA name), else the tenant's
+``timezone`` setting, else UTC.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ STEP_TYPES = ("send_email", "wait", "branch", "add_to_list", "remove_from_list",
 TRIGGER_TYPES = ("list_subscribed", "event")
 #: Jump targets a branch may name besides a later step's id.
 EXIT, NEXT = "exit", "next"
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+TIME_OF_DAY = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+PREVIOUS_EMAIL = ("opened", "clicked")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +131,9 @@ def _step(raw: dict[str, Any], path: str, step_id: str) -> Step:
     kind = raw.get("type")
     if kind not in STEP_TYPES:
         raise _fail(f"{path}.type", f"must be one of {', '.join(STEP_TYPES)}")
+    if kind == "wait" and "until" in raw:
+        _only(raw, path, {"id", "type", "until"})
+        return Step(step_id, kind, {"until": _until(raw["until"], f"{path}.until")})
     if kind == "wait":
         _only(raw, path, {"id", "type", "seconds"})
         seconds = raw.get("seconds")
@@ -133,14 +144,20 @@ def _step(raw: dict[str, Any], path: str, step_id: str) -> Step:
     if kind == "send_email":
         return Step(step_id, kind, _email(raw, path))
     if kind == "branch":
-        _only(raw, path, {"id", "type", "condition", "then", "else"})
-        if "condition" not in raw:
-            raise _fail(f"{path}.condition", "is required (a segment condition)")
-        try:
-            condition = parse_definition(raw["condition"])
-        except ValidationError as ex:
-            raise _relabel(ex, f"{path}.condition") from ex
-        options = {"condition": raw["condition"]}
+        _only(raw, path, {"id", "type", "condition", "previous_email", "then", "else"})
+        condition = None
+        if ("condition" in raw) == ("previous_email" in raw):
+            raise _fail(f"{path}.condition", "give a segment condition or previous_email")
+        if "previous_email" in raw:
+            if raw["previous_email"] not in PREVIOUS_EMAIL:
+                raise _fail(f"{path}.previous_email", "must be opened or clicked")
+            options: dict[str, Any] = {"previous_email": raw["previous_email"]}
+        else:
+            try:
+                condition = parse_definition(raw["condition"])
+            except ValidationError as ex:
+                raise _relabel(ex, f"{path}.condition") from ex
+            options = {"condition": raw["condition"]}
         for arm in ("then", "else"):
             target = raw.get(arm, NEXT)
             if not isinstance(target, str):
@@ -152,6 +169,19 @@ def _step(raw: dict[str, Any], path: str, step_id: str) -> Step:
         return Step(step_id, kind, {"list_id": str(_uuid(raw.get("list_id"), f"{path}.list_id"))})
     _only(raw, path, {"id", "type"})
     return Step(step_id, kind, {})
+
+
+def _until(raw: Any, path: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise _fail(path, "must be an object such as {\"time\": \"09:00\"}")
+    _only(raw, path, {"time", "weekdays"})
+    if not isinstance(raw.get("time"), str) or not TIME_OF_DAY.match(raw["time"]):
+        raise _fail(f"{path}.time", "must be HH:MM (24-hour)")
+    weekdays = raw.get("weekdays", list(WEEKDAYS))
+    if (not isinstance(weekdays, list) or not weekdays
+            or any(day not in WEEKDAYS for day in weekdays)):
+        raise _fail(f"{path}.weekdays", f"must be a non-empty array of {', '.join(WEEKDAYS)}")
+    return {"time": raw["time"], "weekdays": [day for day in WEEKDAYS if day in weekdays]}
 
 
 def _email(raw: dict[str, Any], path: str) -> dict[str, Any]:

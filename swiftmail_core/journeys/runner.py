@@ -22,6 +22,7 @@ address is suppressed leaves the journey when its next step comes due.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import logging
 import threading
@@ -30,8 +31,10 @@ import uuid
 from typing import Any
 
 from swiftmail_core.db import system_tx, tenant_tx
+from swiftmail_core.journeys import clock
 from swiftmail_core.journeys.definition import EXIT, NEXT, Step, parse_steps
 from swiftmail_core.journeys.enrollment import enroll_subscribed
+from swiftmail_core.models import utcnow
 from swiftmail_core.segments.compiler import compile_segment
 from swiftmail_core.sending import due_tenants
 
@@ -60,13 +63,14 @@ RETURNING e.tenant_id, e.id
 
 _LOAD_SQL = """
 SELECT e.journey_id, e.contact_id, e.version, e.step, e.trigger_data, j.status,
-       c.status, c.email,
+       c.status, c.email, coalesce(c.attributes ->> 'timezone', t.settings ->> 'timezone'),
        EXISTS (SELECT 1 FROM suppressions x WHERE x.tenant_id = e.tenant_id
                AND x.email_lower = c.email_lower
                AND (x.expires_at IS NULL OR x.expires_at > now()))
 FROM journey_enrollments e
 JOIN journeys j ON j.tenant_id = e.tenant_id AND j.id = e.journey_id
 JOIN contacts c ON c.tenant_id = e.tenant_id AND c.id = e.contact_id
+JOIN tenants t ON t.id = e.tenant_id
 WHERE e.tenant_id = %s AND e.id = %s AND e.status = 'active' AND e.lease_owner = %s
 FOR UPDATE OF e
 """
@@ -134,10 +138,9 @@ def _run(database: Any, tenant_id: str, enrollment_id: str, owner: str) -> str |
     if found is None:
         return None
     (journey_id, contact_id, version, step, trigger_data, journey_status, contact_status,
-     email, suppressed) = found
+     email, timezone, suppressed) = found
     if journey_status == "paused":
-        _finish(database, tenant_id, enrollment_id, step=step,
-                next_run_at=f"now() + interval '{PAUSED_WAIT_SECONDS} seconds'")
+        _finish(database, tenant_id, enrollment_id, step=step, delay=PAUSED_WAIT_SECONDS)
         return "active"
     reason = ("journey_archived" if journey_status == "archived"
               else "suppressed" if suppressed
@@ -162,9 +165,13 @@ def _run(database: Any, tenant_id: str, enrollment_id: str, owner: str) -> str |
                     reason="exit_step" if current.type == "exit" else f"branch:{current.id}")
             return "exited"
         index = index + 1 if target in (None, NEXT) else _index(steps, target)
+        if current.type == "wait" and "until" in current.options:
+            at = clock.next_time(utcnow(), current.options["until"], clock.zone(timezone))
+            _finish(database, tenant_id, enrollment_id, step=index, at=at)
+            return "active"
         if current.type == "wait" and current.options["seconds"] > 0:
             _finish(database, tenant_id, enrollment_id, step=index,
-                    next_run_at=f"now() + interval '{int(current.options['seconds'])} seconds'")
+                    delay=current.options["seconds"])
             return "active"
     _finish(database, tenant_id, enrollment_id, step=index, status="completed")
     return "completed"
@@ -175,17 +182,17 @@ def _index(steps: tuple[Step, ...], step_id: str) -> int:
 
 
 def _finish(database: Any, tenant_id: str, enrollment_id: str, *, step: int,
-            status: str = "active", reason: str | None = None,
-            next_run_at: str = "now()") -> None:
-    """Move the enrollment on and release its lease (in the step's transaction)."""
-    # NOTE: next_run_at is only ever one of this module's fixed expressions.
+            status: str = "active", reason: str | None = None, delay: float = 0,
+            at: datetime.datetime | None = None) -> None:
+    """Move the enrollment on (due at ``at``, or ``delay`` seconds from now) and release it."""
     database.execute_sql(
-        f"UPDATE journey_enrollments SET step = %s, status = %s, exit_reason = %s, "
-        f"next_run_at = {next_run_at}, lease_owner = NULL, lease_expires_at = NULL, "
-        f"attempts = 0, last_error = NULL, updated_at = now(), "
-        f"finished_at = CASE WHEN %s = 'active' THEN NULL ELSE now() END "
-        f"WHERE tenant_id = %s AND id = %s",
-        (step, status, reason, status, tenant_id, enrollment_id))
+        "UPDATE journey_enrollments SET step = %s, status = %s, exit_reason = %s, "
+        "next_run_at = coalesce(%s::timestamptz, now() + make_interval(secs => %s)), "
+        "lease_owner = NULL, lease_expires_at = NULL, "
+        "attempts = 0, last_error = NULL, updated_at = now(), "
+        "finished_at = CASE WHEN %s = 'active' THEN NULL ELSE now() END "
+        "WHERE tenant_id = %s AND id = %s",
+        (step, status, reason, at, delay, status, tenant_id, enrollment_id))
 
 
 def _steps(database: Any, tenant_id: str, journey_id: str, version: int) -> tuple[Step, ...]:
@@ -210,6 +217,16 @@ def _apply(database: Any, position: _Position,
     """Apply one step; return (outcome, ledger id, jump target)."""
     if step.type == "send_email":
         return "sent", _send_email(database, position, step), None
+    if step.type == "branch" and "previous_email" in step.options:
+        (matched,) = database.execute_sql(
+            "SELECT EXISTS (SELECT 1 FROM events e WHERE e.tenant_id = %s AND e.message_id = ("
+            " SELECT r.message_id FROM journey_step_runs r WHERE r.tenant_id = %s"
+            " AND r.enrollment_id = %s AND r.message_id IS NOT NULL ORDER BY r.step DESC LIMIT 1)"
+            " AND e.type = %s AND NOT e.is_machine)",
+            (position.tenant_id, position.tenant_id, position.enrollment_id,
+             step.options["previous_email"])).fetchone()
+        arm = "then" if matched else "else"
+        return arm, None, step.options[arm]
     if step.type == "branch":
         compiled = compile_segment(position.tenant_id, step.condition, alias="c")
         (matched,) = database.execute_sql(

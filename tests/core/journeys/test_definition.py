@@ -43,3 +43,14 @@ def test_branches_only_jump_forward_to_known_steps() -> None:
     parsed = parse_steps(steps)
     assert [step.id for step in parsed] == ["a", "step-2", "c"]
     assert _field([{**EMAIL, "id": "x"}, {**EMAIL, "id": "x"}]) == "steps[1].id"
+
+
+def test_wait_until_and_previous_email_are_checked() -> None:
+    assert _field([{"type": "wait", "until": {"time": "25:00"}}]) == "steps[0].until.time"
+    assert _field([{"type": "wait", "until": {"time": "09:00", "weekdays": ["funday"]}}]) == \
+        "steps[0].until.weekdays"
+    assert _field([{"type": "branch", "previous_email": "read"}]) == "steps[0].previous_email"
+    assert _field([{"type": "branch"}]) == "steps[0].condition"
+    (step,) = parse_steps([{"type": "wait", "until": {"time": "09:00",
+                                                      "weekdays": ["fri", "mon"]}}])
+    assert step.options["until"] == {"time": "09:00", "weekdays": ["mon", "fri"]}

@@ -270,3 +270,59 @@ def test_unsubscribing_takes_the_contact_out_of_every_journey(tenant_a) -> None:
     for journey in journeys:
         row = enrollment(tenant_a.id, journey, contact)
         assert (row["status"], row["exit_reason"]) == ("exited", "unsubscribed")
+
+
+def test_branch_on_whether_the_previous_email_was_opened(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    steps = [email_step("first"), {"type": "wait", "seconds": 3600},
+             {"id": "opened", "type": "branch", "previous_email": "opened", "then": "thanks"},
+             email_step("reminder"), {"type": "exit"}, email_step("thanks")]
+    make_journey(tenant_a.id, steps)
+    reader = make_contact(tenant_a.id, "reader@prev.test")
+    ignorer = make_contact(tenant_a.id, "ignorer@prev.test")
+    machine = make_contact(tenant_a.id, "scanner@prev.test")
+    for contact in (reader, ignorer, machine):
+        _fire(tenant_a.id, contact)
+    runner.run_due()
+    with tenant_tx(tenant_a.id) as database:
+        for contact, machine_open in ((reader, False), (machine, True)):
+            (ledger_id,) = database.execute_sql(
+                "SELECT id FROM messages WHERE contact_id = %s", (contact,)).fetchone()
+            database.execute_sql(
+                "INSERT INTO events (tenant_id, type, message_id, contact_id, is_machine) "
+                "VALUES (%s, 'opened', %s, %s, %s)",
+                (str(tenant_a.id), ledger_id, contact, machine_open))
+    make_due(tenant_a.id)
+    runner.run_due()
+    sent = {contact: [m["step_id"] for m in journey_mail(tenant_a.id, contact)]
+            for contact in (reader, ignorer, machine)}
+    assert sent == {reader: ["first", "thanks"], ignorer: ["first", "reminder"],
+                    machine: ["first", "reminder"]}
+
+
+def test_wait_until_a_weekday_and_time_in_the_contacts_zone() -> None:
+    import datetime
+
+    from swiftmail_core.journeys.clock import next_time, zone
+
+    friday_noon_utc = datetime.datetime(2026, 12, 4, 12, 0, tzinfo=datetime.UTC)
+    until = {"time": "09:00", "weekdays": ["mon"]}
+    assert next_time(friday_noon_utc, until, zone("Europe/Oslo")) == datetime.datetime(
+        2026, 12, 7, 8, 0, tzinfo=datetime.UTC)
+    assert next_time(friday_noon_utc, {"time": "09:00", "weekdays": ["fri", "sat"]},
+                     zone("America/New_York")) == datetime.datetime(
+        2026, 12, 4, 14, 0, tzinfo=datetime.UTC)  # 07:00 there: 09:00 the same Friday
+    assert zone("Not/AZone") is datetime.UTC and zone(None) is datetime.UTC
+
+
+def test_a_wait_until_step_sets_the_next_run_in_the_contacts_zone(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    journey = make_journey(tenant_a.id, [
+        {"type": "wait", "until": {"time": "09:00"}}, email_step("morning")])
+    contact = make_contact(tenant_a.id, "tz@journey.test", timezone="Asia/Tokyo")
+    _fire(tenant_a.id, contact)
+    runner.run_due()
+    row = enrollment(tenant_a.id, journey, contact)
+    import zoneinfo
+
+    local = row["next_run_at"].astimezone(zoneinfo.ZoneInfo("Asia/Tokyo"))
+    assert (row["step"], local.hour, local.minute) == (1, 9, 0)
+    assert journey_mail(tenant_a.id, contact) == []
