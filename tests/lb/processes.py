@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -12,9 +13,21 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[2]
 HAPROXY_CFG = REPO / "contrib" / "haproxy" / "haproxy.cfg"
+
+
+def rolling_restart_module() -> ModuleType:
+    """Import contrib/haproxy/rolling_restart.py (a script, not a package)."""
+    path = REPO / "contrib" / "haproxy" / "rolling_restart.py"
+    spec = importlib.util.spec_from_file_location("swiftmail_haproxy_rolling_restart", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 def haproxy_binary() -> str | None:

@@ -17,29 +17,16 @@ Prints one ``LB-MEASURE {json}`` line (``-s`` shows it; docs/availability.md).
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
-import sys
 import time
-from types import ModuleType
 
 from swiftmail_core.apikeys import create_api_key
 from tests.lb.conftest import API_HOSTS
-from tests.lb.processes import REPO, ApiProcess, wait_for
+from tests.lb.processes import ApiProcess, rolling_restart_module, wait_for
 from tests.lb.steady_client import SteadyClient
 
 DRAIN_SECONDS = 4  # > fall 2 x inter 1 s of the template's /readyz check
 CLIENTS = 2
-
-
-def _rolling_restart_module() -> ModuleType:
-    path = REPO / "contrib" / "haproxy" / "rolling_restart.py"
-    spec = importlib.util.spec_from_file_location("swiftmail_haproxy_rolling_restart", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def _served_during(clients: list[SteadyClient], action) -> tuple[int, int, float]:  # type: ignore[no-untyped-def]
@@ -53,7 +40,7 @@ def _served_during(clients: list[SteadyClient], action) -> tuple[int, int, float
 
 
 def test_rolling_restart_fails_no_request(make_api, haproxy, tenant_a) -> None:  # type: ignore[no-untyped-def]
-    tool = _rolling_restart_module()
+    tool = rolling_restart_module()
     apis = [make_api(host, drain_seconds=DRAIN_SECONDS) for host in API_HOSTS]
     for api in apis:
         api.start()
