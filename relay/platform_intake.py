@@ -122,9 +122,14 @@ class SpoolResource:
             with contextlib.suppress(Exception):
                 await self.guard.forget(digest)
             raise ServiceUnavailableError(f"the spool cannot take the batch: {ex}") from ex
-        metrics.ACCEPTED.labels(source="intake").inc(len(queue_ids))
-        if self.notify is not None:
-            self.notify(queue_ids)
+        # The batch is durable: from here on the answer is 200 whatever happens (a 5xx
+        # would send the worker to the next relay, and the mail out twice).
+        try:
+            metrics.ACCEPTED.labels(source="intake").inc(len(queue_ids))
+            if self.notify is not None:
+                self.notify(queue_ids)
+        except Exception:
+            log.exception("intake_wake_up_failed", queued=len(queue_ids))  # the scan finds them
         resp.status = falcon.HTTP_200
         resp.content_type = falcon.MEDIA_JSON
         resp.data = json.dumps({"queue_ids": queue_ids}).encode()

@@ -182,3 +182,18 @@ def test_the_shared_replay_memory_refuses_a_replay_and_forgets_on_request(settin
             await client.aclose()
 
     assert asyncio.run(run()) == [True, False, True]
+
+
+def test_a_durable_batch_is_answered_200_even_when_the_wake_up_fails(settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # A 5xx after the spool write would send the worker to the next relay: mail twice.
+    running = IntakeThread(settings, tmp_path / "spool")
+
+    def broken_notify(queue_ids):  # type: ignore[no-untyped-def]
+        raise RuntimeError("the engine is gone")
+
+    running._notify = broken_notify  # type: ignore[method-assign]
+    with running:
+        body = _batch(2)
+        answer = _post(running.url, body, _signed(settings, body))
+        assert answer.status == 200, answer.data
+        assert sorted(json.loads(answer.data)["queue_ids"]) == sorted(running.spool.scan())
