@@ -4,9 +4,10 @@
    UPDATE SKIP LOCKED``): ``status = 'active'``, ``next_run_at <= now()`` and
    no live lease. An expired lease (its worker died) is claimable again, so
    the claim is also the sweeper.
-2. ``run_enrollment`` opens the enrollment's ``tenant_tx``, locks the row
-   while this worker still holds its lease, and applies steps from the
-   current one until a wait, the end or an exit. Each step's effect (a
+2. ``run_enrollments`` opens the tenant's ``tenant_tx`` (up to
+   ``ENROLLMENTS_PER_TRANSACTION`` enrollments share it, each in its own
+   savepoint), locks each row while this worker still holds its lease, and
+   applies steps from the current one until a wait, the end or an exit. Each step's effect (a
    ledger row, a subscription, a jump), its ``journey_step_runs`` row and the
    enrollment's advance commit together: a crash before COMMIT leaves no
    trace and the step runs again after the lease expires; after COMMIT the
@@ -41,6 +42,9 @@ from swiftmail_core.sending import due_tenants
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 120
+#: Enrollments one claim leases, and how many of a tenant share one transaction.
+CLAIM_BATCH = 200
+ENROLLMENTS_PER_TRANSACTION = 50
 MAX_ATTEMPTS = 5
 RETRY_BASE_SECONDS = 30
 #: A paused journey's contacts look again after this long.
@@ -109,12 +113,17 @@ def run_due(limit: int = 500, *, owner: str | None = None, max_seconds: float = 
     deadline = time.monotonic() + max_seconds
     done = 0
     while done < limit and time.monotonic() < deadline:
-        claimed = claim_due(owner, min(100, limit - done), lease_seconds)
+        claimed = claim_due(owner, min(CLAIM_BATCH, limit - done), lease_seconds)
         if not claimed:
             break
+        by_tenant: dict[uuid.UUID, list[uuid.UUID]] = {}
         for tenant_id, enrollment_id in claimed:
-            run_enrollment(tenant_id, enrollment_id, owner)
-            done += 1
+            by_tenant.setdefault(tenant_id, []).append(enrollment_id)
+        for tenant_id, enrollment_ids in by_tenant.items():
+            for start in range(0, len(enrollment_ids), ENROLLMENTS_PER_TRANSACTION):
+                run_enrollments(tenant_id, enrollment_ids[start:start + ENROLLMENTS_PER_TRANSACTION],
+                                owner)
+        done += len(claimed)
     return done
 
 
@@ -124,13 +133,33 @@ def run_enrollment(tenant_id: uuid.UUID, enrollment_id: uuid.UUID, owner: str) -
     Returns the enrollment's status afterwards, or None when the lease was
     lost (another worker has it now) or the enrollment already finished.
     """
-    try:
-        with tenant_tx(tenant_id) as database:
-            return _run(database, str(tenant_id), str(enrollment_id), owner)
-    except Exception as ex:  # NOTE: rolled back: the step left no trace
-        log.exception("journey enrollment %s failed a step", enrollment_id)
-        _note_failure(tenant_id, enrollment_id, owner, ex)
-        return "active"
+    return run_enrollments(tenant_id, [enrollment_id], owner)[enrollment_id]
+
+
+def run_enrollments(tenant_id: uuid.UUID, enrollment_ids: list[uuid.UUID],
+                    owner: str) -> dict[uuid.UUID, str | None]:
+    """Run several enrollments of one tenant in one transaction; return each one's status.
+
+    Each enrollment runs in a savepoint of its own: one that raises is
+    rolled back alone (it left no trace) and counted as a failed try, while
+    the others commit. If the transaction itself fails, nothing of it
+    commits and every lease expires, to be claimed again.
+    """
+    results: dict[uuid.UUID, str | None] = {}
+    failed: list[tuple[uuid.UUID, BaseException]] = []
+    with tenant_tx(tenant_id) as database:
+        for enrollment_id in enrollment_ids:
+            try:
+                with database.atomic():
+                    results[enrollment_id] = _run(database, str(tenant_id), str(enrollment_id),
+                                                  owner)
+            except Exception as ex:  # NOTE: rolled back to the savepoint: no trace
+                log.exception("journey enrollment %s failed a step", enrollment_id)
+                failed.append((enrollment_id, ex))
+                results[enrollment_id] = "active"
+        for enrollment_id, ex in failed:
+            _note_failure(database, tenant_id, enrollment_id, owner, ex)
+    return results
 
 
 def _run(database: Any, tenant_id: str, enrollment_id: str, owner: str) -> str | None:
@@ -295,22 +324,17 @@ def _send_email(database: Any, position: _Position, step: Step) -> int:
     return int(ledger_id)
 
 
-def _note_failure(tenant_id: uuid.UUID, enrollment_id: uuid.UUID, owner: str,
+def _note_failure(database: Any, tenant_id: uuid.UUID, enrollment_id: uuid.UUID, owner: str,
                   ex: BaseException) -> None:
     """Count a failed try: retry later with backoff, or exit as failed."""
-    try:
-        with tenant_tx(tenant_id) as database:
-            database.execute_sql(
-                "UPDATE journey_enrollments SET attempts = attempts + 1, last_error = %s, "
-                "lease_owner = NULL, lease_expires_at = NULL, updated_at = now(), "
-                "next_run_at = now() + make_interval(secs => %s * power(2, attempts)), "
-                "status = CASE WHEN attempts + 1 >= %s THEN 'exited' ELSE status END, "
-                "exit_reason = CASE WHEN attempts + 1 >= %s THEN 'failed' ELSE exit_reason END, "
-                "finished_at = CASE WHEN attempts + 1 >= %s THEN now() ELSE finished_at END "
-                "WHERE tenant_id = %s AND id = %s AND lease_owner = %s AND status = 'active'",
-                (str(ex)[:500], RETRY_BASE_SECONDS, MAX_ATTEMPTS, MAX_ATTEMPTS, MAX_ATTEMPTS,
-                 str(tenant_id), str(enrollment_id), owner))
-    except Exception:
-        log.exception("could not record the failure of enrollment %s; its lease expires",
-                      enrollment_id)
+    database.execute_sql(
+        "UPDATE journey_enrollments SET attempts = attempts + 1, last_error = %s, "
+        "lease_owner = NULL, lease_expires_at = NULL, updated_at = now(), "
+        "next_run_at = now() + make_interval(secs => %s * power(2, attempts)), "
+        "status = CASE WHEN attempts + 1 >= %s THEN 'exited' ELSE status END, "
+        "exit_reason = CASE WHEN attempts + 1 >= %s THEN 'failed' ELSE exit_reason END, "
+        "finished_at = CASE WHEN attempts + 1 >= %s THEN now() ELSE finished_at END "
+        "WHERE tenant_id = %s AND id = %s AND lease_owner = %s AND status = 'active'",
+        (str(ex)[:500], RETRY_BASE_SECONDS, MAX_ATTEMPTS, MAX_ATTEMPTS, MAX_ATTEMPTS,
+         str(tenant_id), str(enrollment_id), owner))
 

@@ -326,3 +326,30 @@ def test_a_wait_until_step_sets_the_next_run_in_the_contacts_zone(tenant_a) -> N
     local = row["next_run_at"].astimezone(zoneinfo.ZoneInfo("Asia/Tokyo"))
     assert (row["step"], local.hour, local.minute) == (1, 9, 0)
     assert journey_mail(tenant_a.id, contact) == []
+
+
+def test_one_failing_enrollment_does_not_roll_back_the_others_of_its_transaction(
+        tenant_a, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    journey = make_journey(tenant_a.id, WELCOME)
+    good = make_contact(tenant_a.id, "good@batch.test")
+    bad = make_contact(tenant_a.id, "bad@batch.test")
+    _fire(tenant_a.id, good)
+    _fire(tenant_a.id, bad)
+    original = runner._send_email
+
+    def fail_for_bad(database, position, step):  # type: ignore[no-untyped-def]
+        ledger_id = original(database, position, step)
+        if position.email == "bad@batch.test":
+            raise RuntimeError("bad template data")
+        return ledger_id
+
+    monkeypatch.setattr(runner, "_send_email", fail_for_bad)
+    claimed = [ident for tenant, ident in runner.claim_due("batch", 1000)
+               if tenant == tenant_a.id]
+    assert len(claimed) == 2
+    results = runner.run_enrollments(tenant_a.id, claimed, "batch")
+    assert sorted(results.values()) == ["active", "active"]
+    assert [m["step_id"] for m in journey_mail(tenant_a.id, good)] == ["welcome"]
+    assert journey_mail(tenant_a.id, bad) == []
+    assert enrollment(tenant_a.id, journey, bad)["attempts"] == 1
+    assert enrollment(tenant_a.id, journey, good)["step"] == 2
