@@ -5,7 +5,8 @@ became of it. The relays take turns (round robin from a random start per
 process), and one that could not be reached or refused is skipped for
 ``down_seconds`` while others are up. What counts as what:
 
-* no connection could be made (refused, connect timeout, no such host):
+* no connection could be made (refused, connect timeout, no such host) or
+  the TLS handshake failed (an untrusted certificate, no TLS on that port):
   nothing was sent, so the next relay gets the batch;
 * the relay answered 401/403 (our signature: the hosts' platform secrets
   differ), 413, 429 or 5xx: it kept nothing (a 2xx comes only once the
@@ -137,7 +138,8 @@ class RelayPool:
             except OutcomeUnknown as ex:
                 self.mark_down(url)
                 if _handshake_refused(ex):
-                    reasons.append(f"{url}: TLS certificate not trusted ({ex}); set ca_file")
+                    reasons.append(f"{url}: TLS handshake failed ({ex}): set ca_file for an "
+                                   "untrusted certificate, http:// for an intake without TLS")
                     statuses.append(0)
                     continue
                 log.warning("relay_answer_lost", relay=url, error=str(ex))
@@ -164,12 +166,25 @@ class RelayPool:
             client.close()
 
 
+#: OpenSSL reasons that only a TLS handshake fails with: no request went out.
+HANDSHAKE_ONLY_REASONS = frozenset({
+    "WRONG_VERSION_NUMBER",  # the other side does not speak TLS (a plain HTTP intake)
+    "UNKNOWN_PROTOCOL", "UNSUPPORTED_PROTOCOL", "NO_PROTOCOLS_AVAILABLE",
+    "TLSV1_ALERT_PROTOCOL_VERSION", "SSLV3_ALERT_HANDSHAKE_FAILURE",
+})
+
+
 def _handshake_refused(error: BaseException) -> bool:
-    """Return True when the relay's certificate failed verification (nothing was sent)."""
+    """Return True when the TLS handshake failed (an untrusted certificate, no TLS there).
+
+    Nothing of the request was sent, so another relay may take the batch.
+    """
     cause = error.__cause__
     reason = getattr(cause, "reason", cause)
     return isinstance(reason, urllib3.exceptions.SSLError) and any(
-        isinstance(arg, ssl.SSLCertVerificationError) for arg in reason.args)
+        isinstance(arg, ssl.SSLCertVerificationError)
+        or (isinstance(arg, ssl.SSLError) and arg.reason in HANDSHAKE_ONLY_REASONS)
+        for arg in reason.args)
 
 
 def _queue_ids(body: bytes) -> tuple[str, ...] | None:

@@ -233,6 +233,18 @@ def test_relays_over_tls_need_their_ca(settings, runtime, tenant_a, tmp_path) ->
         assert len(list(secure.spool.scan())) == 3
 
 
+def test_https_to_a_plain_intake_waits_instead_of_becoming_unknown(settings, runtime, tenant_a,
+                                                                   tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The intake speaks plain HTTP: the TLS handshake fails before a byte of the request,
+    # so nothing was sent (the next relay may take it; alone, the batch waits).
+    with IntakeThread(settings, tmp_path / "spool") as plain:
+        url = f"https://127.0.0.1:{plain.server.address[1]}"
+        rows = _campaign(tenant_a.id, 2, start=400)
+        _send(settings, tenant_a.id, rows, {"relays": [url]})
+        assert ledger_counts(tenant_a.id, rows) == {"deferred": 2}
+        assert list(plain.spool.scan()) == []
+
+
 class AnswerDroppingProxy:
     """Forwards a request to a real intake and drops the intake's answer on the floor."""
 
