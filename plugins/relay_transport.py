@@ -25,12 +25,11 @@ Settings (``[plugins.relay_transport]`` / ``SWIFTMAIL_PLUGIN_RELAY_TRANSPORT_*``
 
 from __future__ import annotations
 
-import socket
 import time
-import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
+import urllib3
 from swiftmail_plugins.smtp_transport import SmtpTransport
 
 from swiftmail_core.errors import ConfigurationError, ServiceUnavailableError, SwiftMailError
@@ -261,20 +260,39 @@ def _network_finding(options: dict[str, Any]) -> Any:
     from swiftmail_core.db.audit import Finding
 
     relays = parse_relays(options.get("relays", "127.0.0.1:2526"))
-    unreachable = [url for url in relays if not _reachable(url)]
-    if not unreachable:
+    problems = [problem for url in relays
+                if (problem := _probe(url, options.get("ca_file") or None)) is not None]
+    if not problems:
         return Finding(True, CHECK, f"network: {len(relays)} relay(s) reachable")
     return Finding(False, CHECK, (
-        f"network: {len(unreachable)} of {len(relays)} relay(s) not reachable now "
-        f"({', '.join(unreachable)}); workers use the others, and mail waits (deferred) while "
+        f"network: {len(problems)} of {len(relays)} relay(s) not usable now "
+        f"({'; '.join(problems)}); workers use the others, and mail waits (deferred) while "
         "none is up. Start `swiftmail relay run` there or fix plugins.relay_transport.relays"),
         warning=True)
 
 
-def _reachable(url: str) -> bool:
-    parsed = urllib.parse.urlsplit(url)
+def _probe(url: str, ca_file: str | None) -> str | None:
+    """Return what keeps the relay intake at ``url`` from taking mail; None when it answers."""
+    from swiftmail_relay.platform_intake import HEALTH_PATH
+
+    pool = urllib3.PoolManager(**({"ca_certs": ca_file} if ca_file else {}))
     try:
-        with socket.create_connection((parsed.hostname or "", parsed.port or 80), timeout=2):
-            return True
-    except OSError:
-        return False
+        pool.request("GET", url + HEALTH_PATH, retries=False,
+                     timeout=urllib3.Timeout(connect=2.0, read=5.0))
+    except urllib3.exceptions.SSLError as ex:
+        return (f"{url}: TLS handshake failed ({ex}): set ca_file for an untrusted "
+                "certificate, or list an intake without TLS as http://")
+    except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError,
+            urllib3.exceptions.NameResolutionError):
+        return f"{url}: not reachable"
+    except urllib3.exceptions.ProtocolError:
+        # NOTE: a TLS intake drops a plain request unread; a worker would take that for
+        # a lost answer and leave the rows 'unknown'.
+        tls = url.replace("http://", "https://", 1)
+        return (f"{url}: closed the connection without an HTTP answer (an intake with TLS? "
+                f"list it as {tls})")
+    except urllib3.exceptions.HTTPError as ex:
+        return f"{url}: {ex}"
+    finally:
+        pool.clear()
+    return None

@@ -213,6 +213,28 @@ def test_doctor_warns_about_unreachable_network_relays(settings) -> None:  # typ
     assert not found.ok and found.warning and "not reachable" in found.detail
 
 
+def test_doctor_says_when_a_relay_listed_as_http_speaks_tls(settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Plain HTTP to a TLS intake: the intake drops the request unread, which a worker
+    # cannot tell from a lost answer (the rows would become 'unknown'); doctor can.
+    from tests.relay.tls_peers import Pki
+
+    chain, key, _ = Pki().issue(tmp_path, "localhost")
+    with IntakeThread(settings, tmp_path / "spool", intake_tls=True, tls_cert=str(chain),
+                      tls_key=str(key)) as secure, \
+            IntakeThread(settings, tmp_path / "plain") as plain:
+        def finding(relays):  # type: ignore[no-untyped-def]
+            configured = dataclasses.replace(settings, plugins={"relay_transport": {
+                "relays": relays}})
+            (found,) = [f for f in PluginManager.load(configured).doctor_checks()
+                        if f.check.startswith("relay transport")]
+            return found
+
+        assert finding([plain.address]).ok
+        found = finding([plain.address, secure.address])
+        assert not found.ok and found.warning
+        assert f"https://{secure.address}" in found.detail and plain.address not in found.detail
+
+
 def test_relays_over_tls_need_their_ca(settings, runtime, tenant_a, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from tests.relay.tls_peers import Pki
 
