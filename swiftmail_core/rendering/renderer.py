@@ -18,7 +18,8 @@ Inputs are plain dicts (database rows as dicts):
 
 - campaign: ``id``, ``name``, ``subject``, ``preheader``, ``html``, ``text``,
   ``from_name``, ``from_email``, ``reply_to``, ``headers`` (dict),
-  ``tracking_enabled``, ``transport``; optional ``kind`` (Feedback-ID).
+  ``tracking_enabled``, ``transport``; optional ``kind`` (Feedback-ID) and
+  ``track_links`` (default true; false keeps only the open pixel).
 - tenant: ``id``, ``name``, ``slug``.
 - sending_domain: ``domain``, ``return_path_domain``, ``tracking_domain``, or
   None (then the From address's domain is used and links use public_url).
@@ -159,6 +160,9 @@ class CampaignRenderer:
         self._tenant_bytes = self.tenant_id.bytes
         self.campaign_id = _uuid(campaign["id"]) if campaign.get("id") else None
         self.tracking = bool(campaign.get("tracking_enabled", True)) and not preview
+        # Links are tracked only where they are registered (a campaign's ``links``);
+        # ``track_links`` False keeps the open pixel alone (journey emails).
+        self.track_links = self.tracking and bool(campaign.get("track_links", True))
         self._signer = tokens.signer(self.secret_key)
         self._mint_click = self._signer.click_minter(self._tenant_bytes)
 
@@ -230,7 +234,7 @@ class CampaignRenderer:
 
         protected = html_tools.Protected(html_source)
         self.link_ids_used: list[int] = []
-        if self.tracking:
+        if self.track_links:
             html_tools.rewrite_links(protected, link_ids)
             self.link_ids_used = sorted(
                 {link_ids[url] for url in html_tools.links_in(html_source)}

@@ -238,6 +238,9 @@ def transactional_campaign(row: ClaimedMessage) -> dict[str, Any]:
         "html": payload.get("html", ""), "text": payload.get("text", ""),
         "from_email": payload.get("from_email", ""), "from_name": payload.get("from_name", ""),
         "reply_to": payload.get("reply_to", ""), "headers": {}, "sending_domain_id": None,
-        "transport": row.transport, "list_ids": [], "tracking_enabled": False,
+        "transport": row.transport, "list_ids": [],
+        # A journey email is marketing mail: its opens count (stats, "opened the
+        # previous email" branches); its links are not registered, so not rewritten.
+        "tracking_enabled": row.kind == "journey", "track_links": False,
         "template_id": payload.get("template_id"),
     }

@@ -251,6 +251,23 @@ def test_a_journey_email_renders_through_the_campaign_renderer(runtime, tenant_a
         html = Composer(runtime.settings, runtime.plugins).sent_html(database, tenant_a.id,
                                                                      ledger_id)
     assert "Hi N, plan gold" in html and "Unsubscribe" in html
+    assert "/t/o/" in html  # the open pixel: opens count for stats and branches
+
+
+def test_a_journey_email_with_links_keeps_them_as_written(runtime, tenant_a) -> None:  # type: ignore[no-untyped-def]
+    from swiftmail_core.sending.compose import Composer
+
+    step = {**email_step("links"), "html": '<p><a href="https://example.com/x">x</a></p>'}
+    make_journey(tenant_a.id, [step])
+    contact = make_contact(tenant_a.id, "links@journey.test")
+    _fire(tenant_a.id, contact)
+    runner.run_due()
+    with tenant_tx(tenant_a.id) as database:
+        (ledger_id,) = database.execute_sql(
+            "SELECT id FROM messages WHERE contact_id = %s", (contact,)).fetchone()
+        html = Composer(runtime.settings, runtime.plugins).sent_html(database, tenant_a.id,
+                                                                     ledger_id)
+    assert 'href="https://example.com/x"' in html and "/t/o/" in html
 
 
 def test_unsubscribing_takes_the_contact_out_of_every_journey(tenant_a) -> None:  # type: ignore[no-untyped-def]
