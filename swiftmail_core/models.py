@@ -291,6 +291,7 @@ class Campaign(TenantModel):
     ab_winner = CharField(null=True)
     ab_decided_at = DateTimeField(null=True)
     ab_decided_by = CharField(null=True)
+    ab_decided_on = BinaryJSONField(null=True)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
 

@@ -23,6 +23,7 @@ resumes; a ``manual`` test waits for ``choose_winner``.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from typing import Any
@@ -42,7 +43,8 @@ RELEASE_BATCHES_PER_TICK = 40
 METRIC_COUNTS = {"opens": "opens", "clicks": "clicks"}
 
 _DECIDE_SQL = """
-UPDATE campaigns SET ab_winner = %s, ab_decided_at = now(), ab_decided_by = %s
+UPDATE campaigns SET ab_winner = %s, ab_decided_at = now(), ab_decided_by = %s,
+       ab_decided_on = %s::jsonb
 WHERE tenant_id = %s AND id = %s AND ab_metric IS NOT NULL AND ab_decided_at IS NULL
   AND status IN ('sending', 'paused') AND audience_resolved_at IS NOT NULL
 RETURNING status
@@ -74,14 +76,19 @@ ORDER BY c.audience_resolved_at
 
 
 def decide(database: Any, tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str,
-           winner: str, decided_by: str, *, limit: int = RELEASE_BATCH) -> int | None:
+           winner: str, decided_by: str, *, limit: int = RELEASE_BATCH,
+           counts: dict[str, dict[str, int]] | None = None) -> int | None:
     """Record ``winner`` and release up to ``limit`` waiting rows; None if already decided.
 
-    Returns how many waiting rows were released. Runs in the caller's
-    transaction (tenant or system role).
+    ``counts`` (each variant's results now; read here when not given) are
+    kept with the decision. Returns how many waiting rows were released.
+    Runs in the caller's transaction (tenant or system role).
     """
+    if counts is None:
+        counts = variant_counts(database, tenant_id, campaign_id)
     row = database.execute_sql(
-        _DECIDE_SQL, (winner, decided_by, str(tenant_id), str(campaign_id))).fetchone()
+        _DECIDE_SQL, (winner, decided_by, json.dumps(counts), str(tenant_id),
+                      str(campaign_id))).fetchone()
     if row is None:
         return None
     return _release(database, tenant_id, campaign_id, winner, row[0], limit)
@@ -155,7 +162,8 @@ def decide_due_tests() -> list[tuple[uuid.UUID, uuid.UUID, str]]:
                     continue
                 counts = variant_counts(database, tenant_id, campaign_id)
                 winner = pick_winner(counts, variants, metric)
-                released = decide(database, tenant_id, campaign_id, winner, metric)
+                released = decide(database, tenant_id, campaign_id, winner, metric,
+                                  counts=counts)
         except Exception:
             log.exception("deciding the A/B test of campaign %s failed; the next tick retries",
                           campaign_id)

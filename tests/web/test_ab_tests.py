@@ -37,6 +37,7 @@ def test_set_show_and_drop_a_test(owner_a, viewer_a) -> None:
     assert (shown["test_percent"], shown["metric"], shown["decide_after_seconds"]) == (
         30, "clicks", 3600)
     assert shown["winner"] is None and shown["decide_at"] is None and shown["waiting"] == 0
+    assert shown["decided_on"] is None
     first, second = shown["variants"]
     assert (first["key"], first["subject"], first["html"]) == ("A", "Sale!", None)
     assert (second["key"], second["from_name"]) == ("B", "Ana")

@@ -78,6 +78,10 @@ SCHEMA = obj({
     "winner": NULLABLE_STRING,
     "decided_by": {"type": ["string", "null"], "enum": ["opens", "clicks", "manual", None]},
     "decided_at": NULLABLE_TIMESTAMP,
+    "decided_on": {"type": ["object", "null"],
+                   "description": "Each variant's results when the winner was chosen, by key "
+                   "(recipients, delivered, unique_opens, unique_clicks, open_rate, "
+                   "click_rate); null before the decision."},
     "waiting": {"type": "integer", "description": "Recipients waiting for the winner."},
     "variants": {"type": "array", "items": VARIANT},
 })
@@ -134,16 +138,27 @@ def show(tenant: uuid.UUID, campaign_id: uuid.UUID) -> dict[str, Any]:
     shown = []
     for key, variant in variants.load_variants(app_db, tenant, campaign_id).items():
         found = counts.get(key, {"recipients": 0, "delivered": 0, "opens": 0, "clicks": 0})
-        results = stats.variant_results(found)
-        shown.append({
-            **variant, "recipients": results["recipients"], "delivered": results["delivered"],
-            "unique_opens": results["opens"], "unique_clicks": results["clicks"],
-            "open_rate": results["open_rate"], "click_rate": results["click_rate"]})
+        shown.append({**variant, **_results(found)})
     return {"object": "ab_test", "campaign_id": campaign.id, "phase": _phase(campaign),
             "test_percent": campaign.ab_test_percent, "metric": campaign.ab_metric,
             "decide_after_seconds": campaign.ab_decide_after_seconds, "decide_at": decide_at,
             "winner": campaign.ab_winner, "decided_by": campaign.ab_decided_by,
-            "decided_at": campaign.ab_decided_at, "waiting": int(waiting), "variants": shown}
+            "decided_at": campaign.ab_decided_at,
+            "decided_on": _decided_on(campaign.ab_decided_on),
+            "waiting": int(waiting), "variants": shown}
+
+
+def _results(counts: dict[str, int]) -> dict[str, Any]:
+    results = stats.variant_results(counts)
+    return {"recipients": results["recipients"], "delivered": results["delivered"],
+            "unique_opens": results["opens"], "unique_clicks": results["clicks"],
+            "open_rate": results["open_rate"], "click_rate": results["click_rate"]}
+
+
+def _decided_on(snapshot: dict[str, dict[str, int]] | None) -> dict[str, Any] | None:
+    if snapshot is None:
+        return None
+    return {key: _results(counts) for key, counts in sorted(snapshot.items())}
 
 
 def _campaign_uuid(raw: str) -> uuid.UUID:

@@ -209,6 +209,11 @@ def test_a_test_then_the_winner_through_the_real_pipeline(tenant_a, sending, sin
     final = _show(tenant_a.id, campaign_id)
     assert (final["phase"], final["winner"], final["decided_by"]) == ("decided", "B", "clicks")
     assert final["variants"][1]["recipients"] == 30
+    # What B won on: the test phase alone.
+    assert final["decided_on"]["A"]["unique_clicks"] == 0
+    assert (final["decided_on"]["B"]["recipients"], final["decided_on"]["B"]["unique_clicks"]) == (
+        10, 3)
+    assert final["decided_on"]["B"]["click_rate"]["value"] == 0.3
 
 
 def _show(tenant_id: uuid.UUID, campaign_id: uuid.UUID) -> dict:
