@@ -232,9 +232,14 @@ class SubmissionHandler(TransientOnError):
         except SwiftMailError as ex:
             log.error("submission_failed", error=str(ex))
             return "451 4.3.0 Local error in processing, try again later"
-        metrics.ACCEPTED.labels(source="submission").inc()
-        if self.notify is not None:
-            self.notify([queue_id])
+        # Spooled: from here on the answer is 250 whatever happens (a 4xx would make the
+        # client send the message again).
+        try:
+            metrics.ACCEPTED.labels(source="submission").inc()
+            if self.notify is not None:
+                self.notify([queue_id])
+        except Exception:
+            log.exception("submission_wake_up_failed", queue_id=queue_id)  # the scan finds it
         return f"250 2.0.0 OK queued as {queue_id}"
 
 

@@ -186,6 +186,26 @@ def test_spool_failure_answers_451_never_250(listener, tenant_a, sending_domain)
     listener(scenario, trusted=True, spool=BrokenSpool())
 
 
+def test_a_spooled_message_is_250_even_when_the_wake_up_fails(  # type: ignore[no-untyped-def]
+        listener, tenant_a, sending_domain, tmp_path) -> None:
+    # Anything but 250 after the spool write makes the client send it again (or give up
+    # on mail that will be delivered).
+    key = create_api_key(tenant_a.id, role="editor").key
+    own = sending_domain(tenant_a.id, f"a{uuid.uuid4().hex[:8]}.example")
+
+    def broken_notify(queue_ids):  # type: ignore[no-untyped-def]
+        raise RuntimeError("the engine is gone")
+
+    async def scenario(client, handler):  # type: ignore[no-untyped-def]
+        await client.ehlo()
+        await client.login("app", key)
+        _errors, reply = await client.sendmail(f"app@{own}", ["user@example.com"], _message(own))
+        assert reply.startswith("2.0.0 OK queued as")
+
+    listener(scenario, trusted=True, notify=broken_notify)
+    assert len(list(Spool(tmp_path / "spool").scan())) == 1
+
+
 def test_header_problems() -> None:
     assert header_problem(b"From: a@b.example\r\nTo: c@d\r\n\r\nx") is None
     assert header_problem(b"From: a@b.example\r\nFrom: e@f\r\n\r\nx")
