@@ -175,6 +175,7 @@ class Journey(TenantModel):
     status = TextField(default="draft")
     trigger_type = TextField()
     trigger_key = TextField()
+    trigger_days_before = IntegerField(default=0)
     current_version = IntegerField(default=1)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)

@@ -5,6 +5,7 @@ exact place that is wrong, e.g. ``steps[2].seconds``. Shapes::
 
     trigger: {"type": "list_subscribed", "list_id": "<list id>"}
              {"type": "event", "name": "trial_started"}
+             {"type": "date_attribute", "attribute": "trial_end", "days_before": 3}
     steps:   [{"id": "welcome", "type": "send_email", "from_email": "a@b.example",
                "subject": "Hi {{ contact.name }}", "html": "...", "text": "...",
                "template_id": "<template id>", "from_name": "...", "reply_to": "..."},
@@ -39,7 +40,8 @@ MAX_TEXT = 200_000
 STEP_ID = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
 EVENT_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 STEP_TYPES = ("send_email", "wait", "branch", "add_to_list", "remove_from_list", "exit")
-TRIGGER_TYPES = ("list_subscribed", "event")
+TRIGGER_TYPES = ("list_subscribed", "event", "date_attribute")
+ATTRIBUTE_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 #: Jump targets a branch may name besides a later step's id.
 EXIT, NEXT = "exit", "next"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -49,15 +51,18 @@ PREVIOUS_EMAIL = ("opened", "clicked")
 
 @dataclasses.dataclass(frozen=True)
 class Trigger:
-    """What enrolls a contact: ``key`` is the list id or the event name."""
+    """What enrolls a contact: ``key`` is the list id, event name or attribute."""
 
     type: str
     key: str
+    days_before: int = 0
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> dict[str, Any]:
         """Return the API shape."""
         if self.type == "list_subscribed":
             return {"type": self.type, "list_id": self.key}
+        if self.type == "date_attribute":
+            return {"type": self.type, "attribute": self.key, "days_before": self.days_before}
         return {"type": self.type, "name": self.key}
 
 
@@ -86,6 +91,15 @@ def parse_trigger(raw: Any, path: str = "trigger") -> Trigger:
     if kind == "list_subscribed":
         _only(raw, path, {"type", "list_id"})
         return Trigger(kind, str(_uuid(raw.get("list_id"), f"{path}.list_id")))
+    if kind == "date_attribute":
+        _only(raw, path, {"type", "attribute", "days_before"})
+        attribute = raw.get("attribute")
+        if not isinstance(attribute, str) or not ATTRIBUTE_KEY.match(attribute):
+            raise _fail(f"{path}.attribute", "must be 1-100 letters, digits or _ . -")
+        days = raw.get("days_before", 0)
+        if not isinstance(days, int) or isinstance(days, bool) or not -366 <= days <= 366:
+            raise _fail(f"{path}.days_before", "must be an integer from -366 to 366")
+        return Trigger(kind, attribute, days)
     _only(raw, path, {"type", "name"})
     name = raw.get("name")
     if not isinstance(name, str) or not EVENT_NAME.match(name):

@@ -9,10 +9,13 @@ twice enrolls once.
 
 from __future__ import annotations
 
+import datetime
 import json
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from swiftmail_core.db import system_tx, tenant_tx
 
 _ENROLL_SQL = """
 INSERT INTO journey_enrollments (tenant_id, journey_id, contact_id, version, trigger_data)
@@ -71,3 +74,38 @@ def exit_contact(database: Any, tenant_id: uuid.UUID | str, contact_id: uuid.UUI
         "WHERE tenant_id = %s AND contact_id = %s AND status = 'active' RETURNING 1",
         (reason, str(tenant_id), str(contact_id))).fetchall()
     return len(rows)
+
+
+_DATE_SQL = """
+INSERT INTO journey_enrollments (tenant_id, journey_id, contact_id, version, trigger_data)
+SELECT c.tenant_id, %(journey)s, c.id, %(version)s,
+       jsonb_build_object('attribute', %(attribute)s::text, 'date', %(date)s::text)
+FROM contacts c
+WHERE c.tenant_id = %(tenant)s AND c.status = 'active'
+  AND c.attributes @> jsonb_build_object(%(attribute)s::text, %(date)s::text)
+ON CONFLICT (tenant_id, journey_id, contact_id) DO NOTHING
+RETURNING 1
+"""
+
+
+def enroll_date_triggers(today: datetime.date | None = None) -> int:
+    """Enroll contacts whose date attribute, less ``days_before``, is today (UTC).
+
+    Idempotent: run it every tick; a contact enters each journey once. The
+    attribute must hold a date as ``YYYY-MM-DD`` (matched through the
+    attributes' GIN index). Returns how many enrollments were made.
+    """
+    today = today or datetime.datetime.now(datetime.UTC).date()
+    with system_tx() as database:
+        journeys = database.execute_sql(
+            "/* cross-tenant */ SELECT tenant_id, id, current_version, trigger_key, "
+            "trigger_days_before FROM journeys "
+            "WHERE status = 'active' AND trigger_type = 'date_attribute'").fetchall()
+    made = 0
+    for tenant_id, journey_id, version, attribute, days_before in journeys:
+        target = today + datetime.timedelta(days=int(days_before))
+        with tenant_tx(tenant_id) as database:
+            made += len(database.execute_sql(_DATE_SQL, {
+                "tenant": str(tenant_id), "journey": str(journey_id), "version": version,
+                "attribute": attribute, "date": target.isoformat()}).fetchall())
+    return made

@@ -30,6 +30,7 @@ from typing import Any
 from huey.consumer import Consumer, Scheduler
 
 from swiftmail_core import redis_clients
+from swiftmail_core.journeys import enrollment as journey_enrollment
 from swiftmail_core.journeys import runner as journey_runner
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.sending import outbox, sweeper, transport_failures
@@ -157,6 +158,7 @@ class SendingQueue:
         jobs = run_pending_jobs(self, limit=BACKGROUND_JOBS_PER_TICK)
         # NOTE: journeys run here, off the sending threads, a bounded batch per tick:
         # their emails join the outbox like any other and cannot starve a campaign.
+        journey_enrollment.enroll_date_triggers()
         steps = journey_runner.run_due(JOURNEY_ENROLLMENTS_PER_TICK, owner=f"{self.worker.identity}:journeys",
                                        max_seconds=JOURNEY_SECONDS_PER_TICK)
         dispatcher = Dispatcher.from_settings(self.settings, self.plugins)

@@ -104,3 +104,15 @@ def test_subscribing_through_the_api_enrolls(owner_a) -> None:  # type: ignore[n
     answer = owner_a.post(f"/v1/lists/{list_id}/subscriptions", {"email": "s@journeys.test"})
     assert answer.status_code == 201, answer.text
     assert owner_a.get(f"/v1/journeys/{journey['id']}/stats").json["entered"] == 1
+
+
+def test_a_draft_cannot_be_pointed_at_another_tenants_list(owner_a, owner_b) -> None:  # type: ignore[no-untyped-def]
+    their_list = owner_a.post("/v1/lists", {"name": "A only"}).json["id"]
+    draft = owner_b.post("/v1/journeys", BODY).json
+    answer = owner_b.patch(f"/v1/journeys/{draft['id']}",
+                           {"trigger": {"type": "list_subscribed", "list_id": their_list}})
+    assert answer.status_code == 422 and answer.json["errors"][0]["field"] == "trigger.list_id"
+    dated = owner_b.patch(f"/v1/journeys/{draft['id']}", {"trigger": {
+        "type": "date_attribute", "attribute": "trial_end", "days_before": 3}})
+    assert dated.json["trigger"] == {"type": "date_attribute", "attribute": "trial_end",
+                                     "days_before": 3}

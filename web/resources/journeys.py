@@ -34,7 +34,12 @@ from swiftmail_core.db import app_db
 from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
 from swiftmail_core.journeys.definition import EVENT_NAME, Trigger, parse_trigger
 from swiftmail_core.journeys.enrollment import enroll_event
-from swiftmail_core.journeys.service import add_version, create_journey, current_steps
+from swiftmail_core.journeys.service import (
+    add_version,
+    check_references,
+    create_journey,
+    current_steps,
+)
 from swiftmail_core.journeys.stats import journey_stats
 from swiftmail_core.models import Contact, Journey, utcnow
 
@@ -42,7 +47,9 @@ FIELDS = Fields(
     name=Field("string", required=True, min_length=1, max_length=200),
     trigger=Field("object", required=True,
                   description="What enrolls a contact: {\"type\": \"list_subscribed\", "
-                  "\"list_id\": ...} or {\"type\": \"event\", \"name\": ...} (docs/journeys.md)."),
+                  "\"list_id\": ...}, {\"type\": \"event\", \"name\": ...} or "
+                  "{\"type\": \"date_attribute\", \"attribute\": ..., \"days_before\": N} "
+                  "(docs/journeys.md)."),
     steps=Field("object_list", required=True, max_items=50,
                 description="The steps, in order: send_email, wait, branch, add_to_list, "
                 "remove_from_list, exit (docs/journeys.md)."),
@@ -81,7 +88,8 @@ ACTIONS = {
 def serialize(row: Journey) -> dict[str, Any]:
     """Return the API shape of a journey (with its current steps)."""
     return {"object": "journey", "id": row.id, "name": row.name, "status": row.status,
-            "trigger": Trigger(row.trigger_type, row.trigger_key).to_json(),
+            "trigger": Trigger(row.trigger_type, row.trigger_key,
+                               row.trigger_days_before).to_json(),
             "version": row.current_version,
             "steps": current_steps(app_db, row.tenant_id, row.id),
             "created_at": row.created_at, "updated_at": row.updated_at}
@@ -154,7 +162,10 @@ class JourneyResource:
                 raise ConflictError(f"journey {row.id} is {row.status}: its trigger changes "
                                     "only while it is a draft")
             trigger = parse_trigger(values["trigger"])
-            changes.update(trigger_type=trigger.type, trigger_key=trigger.key)
+            if trigger.type == "list_subscribed":
+                check_references(app_db, tenant_id(req), (), trigger)
+            changes.update(trigger_type=trigger.type, trigger_key=trigger.key,
+                           trigger_days_before=trigger.days_before)
         if "name" in values:
             changes["name"] = values["name"]
         try:

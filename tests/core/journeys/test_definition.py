@@ -54,3 +54,14 @@ def test_wait_until_and_previous_email_are_checked() -> None:
     (step,) = parse_steps([{"type": "wait", "until": {"time": "09:00",
                                                       "weekdays": ["fri", "mon"]}}])
     assert step.options["until"] == {"time": "09:00", "weekdays": ["mon", "fri"]}
+
+
+def test_date_attribute_triggers_are_checked() -> None:
+    trigger = parse_trigger({"type": "date_attribute", "attribute": "trial_end",
+                             "days_before": 3})
+    assert trigger.to_json() == {"type": "date_attribute", "attribute": "trial_end",
+                                 "days_before": 3}
+    assert _field({"type": "date_attribute", "attribute": "a b"}, parse_trigger) == \
+        "trigger.attribute"
+    assert _field({"type": "date_attribute", "attribute": "x", "days_before": 999},
+                  parse_trigger) == "trigger.days_before"

@@ -370,3 +370,24 @@ def test_one_failing_enrollment_does_not_roll_back_the_others_of_its_transaction
     assert journey_mail(tenant_a.id, bad) == []
     assert enrollment(tenant_a.id, journey, bad)["attempts"] == 1
     assert enrollment(tenant_a.id, journey, good)["step"] == 2
+
+
+def test_a_date_attribute_enrolls_on_its_day_once(tenant_a, tenant_b) -> None:  # type: ignore[no-untyped-def]
+    import datetime
+
+    from swiftmail_core.journeys.enrollment import enroll_date_triggers
+
+    journey = make_journey(tenant_a.id, [email_step("trial-ends")], trigger={
+        "type": "date_attribute", "attribute": "trial_end", "days_before": 3})
+    today = datetime.date(2031, 3, 10)
+    due = make_contact(tenant_a.id, "due@dates.test", trial_end="2031-03-13")
+    later = make_contact(tenant_a.id, "later@dates.test", trial_end="2031-03-14")
+    theirs = make_contact(tenant_b.id, "due@dates.test", trial_end="2031-03-13")
+    assert enroll_date_triggers(today) >= 1
+    assert enroll_date_triggers(today) == 0  # once
+    assert enrollment(tenant_a.id, journey, due)["trigger_data"] == {
+        "attribute": "trial_end", "date": "2031-03-13"}
+    assert enrollment(tenant_a.id, journey, later) == {}
+    assert enrollment(tenant_b.id, journey, theirs) == {}
+    enroll_date_triggers(today + datetime.timedelta(days=1))
+    assert enrollment(tenant_a.id, journey, later)["status"] == "active"
