@@ -1,4 +1,4 @@
--- 0172: journeys triggered by a date attribute (e.g. 3 days before "trial_end").
+-- 0173: journeys triggered by a date attribute (e.g. 3 days before "trial_end").
 -- trigger_key names the attribute; a contact enters on the day its
 -- attribute (YYYY-MM-DD) minus days_before is today (UTC).
 ALTER TABLE journeys DROP CONSTRAINT journeys_trigger_type_check;
