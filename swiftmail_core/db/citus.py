@@ -28,7 +28,7 @@ from swiftmail_core.db.bootstrap import bootstrap
 from swiftmail_core.db.targets import DatabaseTargets
 from swiftmail_core.errors import ConfigurationError, ServiceUnavailableError
 
-REFERENCE_TABLES = ("tenants", "users", "scheduler_ticks")
+REFERENCE_TABLES = ("tenants", "users", "scheduler_ticks", "api_key_lookups")
 DISTRIBUTION_COLUMN = "tenant_id"
 
 
@@ -105,7 +105,7 @@ def _tenant_tables(cursor: Any) -> list[str]:
         "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = %s AND NOT a.attisdropped "
         "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
         "ORDER BY c.relname", (DISTRIBUTION_COLUMN,))
-    tables = [name for (name,) in cursor.fetchall()]
+    tables = [name for (name,) in cursor.fetchall() if name not in REFERENCE_TABLES]
     cursor.execute(
         "SELECT src.relname, dst.relname FROM pg_constraint k "
         "JOIN pg_class src ON src.oid = k.conrelid JOIN pg_class dst ON dst.oid = k.confrelid "

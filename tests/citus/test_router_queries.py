@@ -21,13 +21,8 @@ import pytest
 from tests.citus.test_sending import ledger_id, new_caller, run_until_idle, start_campaign
 
 MARK = "/* cross-tenant */"
-#: Known multi-shard statements outside the tenant paths' control, with why.
-ALLOWED = {
-    # The presented API key names its tenant only through its lookup id; the
-    # lookup runs once per request (a reference table of lookup ids would
-    # make it local to the coordinator).
-    'FROM "api_keys" AS "t1" INNER JOIN "tenants" AS "t2"': "API key lookup",
-}
+#: Known multi-shard statements outside the tenant paths' control, with why (none).
+ALLOWED: dict[str, str] = {}
 _ENTRY = re.compile(r"^\S+ \S+ \S+ \[\d+\] (?P<user>\S*) (?P<level>[A-Z]+):  (?P<text>.*)$")
 
 

@@ -49,6 +49,7 @@ SEED = {
     "VALUES (%(t)s, %(u)s, '\\x00', 'POST', '/v1/contacts')",
     "jobs": "INSERT INTO jobs (tenant_id, kind) VALUES (%(t)s, 'export_contacts')",
     "send_budgets": "INSERT INTO send_budgets (tenant_id) VALUES (%(t)s)",
+    "api_key_lookups": "INSERT INTO api_key_lookups (lookup_id, tenant_id) VALUES (%(u)s, %(t)s)",
     "outbox_tenants": "INSERT INTO outbox_tenants (tenant_id) VALUES (%(t)s)",
     "engagement_firsts": "INSERT INTO engagement_firsts (tenant_id, message_id, metric, first_at) "
     "VALUES (%(t)s, 1, 'opened.human', now())",
