@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-citus test-ha test-cluster lint type docs clean
+.PHONY: demo test test-citus test-ha test-lb test-cluster lint type docs clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ test-citus: $(STAMP)  ## the Citus suite: a real coordinator and two workers on 
 
 test-ha: $(STAMP)  ## the failover suite: Redis Sentinel, a PostgreSQL standby, Patroni with etcd, on loopback
 	SWIFTMAIL_TEST_HA=1 timeout 600 $(VENV)/bin/python -m pytest -p no:cacheprovider -s tests/ha
+
+test-lb: $(STAMP)  ## the API behind HAProxy: rolling restarts with a steady client (minutes)
+	SWIFTMAIL_TEST_LB=1 timeout 900 $(VENV)/bin/python -m pytest -p no:cacheprovider tests/lb
 
 CLUSTER_MEASURES ?= /tmp/swiftmail-cluster-measures.jsonl
 

@@ -1,6 +1,8 @@
 """Fixtures for the API behind HAProxy: two `swiftmail serve` processes and HAProxy.
 
-Every process a test starts is stopped when it ends, passed or failed.
+Every process a test starts is stopped when it ends, passed or failed. The
+suite takes minutes (API processes start and stop again and again), so the
+main suite skips it; ``make test-lb`` (``SWIFTMAIL_TEST_LB=1``) runs it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,18 @@ from typing import Any
 import pytest
 
 from tests.lb.processes import ApiProcess, HaproxyProcess, free_port, haproxy_binary
+
+RUN = os.environ.get("SWIFTMAIL_TEST_LB") == "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip this folder unless the load-balancer suite was asked for."""
+    if RUN:
+        return
+    for item in items:
+        if Path(str(item.fspath)).parent == Path(__file__).parent:
+            item.add_marker(pytest.mark.skip(reason="load-balancer suite: run `make test-lb`"))
+
 
 # Each API "host" listens on its own loopback address.
 API_HOSTS = ("127.0.0.2", "127.0.0.3")
