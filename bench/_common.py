@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -49,6 +50,7 @@ ADMIN_URL = os.environ.get("SWIFTMAIL_BENCH_ADMIN_URL",
                            "postgresql://postgres@127.0.0.1:5432/postgres")
 PASSWORD = "swiftmail-bench-password"
 SINK = "/usr/sbin/smtp-sink"
+INIT_LOCK = Path(tempfile.gettempdir()) / "swiftmail-bench-init.lock"
 INSTALL_HINTS = {"smtp-sink": "postfix", "smtp-source": "postfix"}
 
 
@@ -197,6 +199,20 @@ def drop_database(database: str) -> None:
     admin.close()
 
 
+def initialise_scratch() -> None:
+    """Run ``swiftmail init`` for the install in ``os.environ``, one benchmark at a time.
+
+    The roles are cluster-wide and shared by every benchmark: two ``init``
+    runs at once fail with "tuple concurrently updated", so they take turns
+    under a lock file (:data:`INIT_LOCK`).
+    """
+    from swiftmail_core.install import initialise
+
+    with INIT_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        initialise(None, {})
+
+
 @contextlib.contextmanager
 def scratch_install(keep: bool = False) -> Iterator[dict[str, str]]:
     """Make a throwaway install (data dir, database, ``swiftmail init``); yield its environment.
@@ -210,9 +226,7 @@ def scratch_install(keep: bool = False) -> Iterator[dict[str, str]]:
     env = environment(workdir, database)
     os.environ.update(env)
     try:
-        from swiftmail_core.install import initialise
-
-        initialise(None, {})
+        initialise_scratch()
         yield env
     finally:
         if keep:

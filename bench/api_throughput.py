@@ -44,6 +44,7 @@ from bench._common import (  # noqa: E402
     drop_database,
     environment,
     free_port,
+    initialise_scratch,
     median,
     ratio,
     require,
@@ -79,12 +80,11 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
     server = None
     try:
         from swiftmail_core.apikeys import create_api_key
-        from swiftmail_core.install import initialise
         from swiftmail_core.runtime import ProcessKind, start
         from swiftmail_core.settings import load_settings
         from swiftmail_core.tenants import create_tenant
 
-        initialise(None, {})
+        initialise_scratch()
         runtime = start(load_settings(), process=ProcessKind.BENCH)
         tenant = create_tenant(f"bench-{uuid.uuid4().hex[:8]}")
         key = create_api_key(tenant.id, role="owner").key

@@ -54,6 +54,7 @@ from bench._common import (  # noqa: E402
     drop_database,
     environment,
     free_port,
+    initialise_scratch,
     median,
     per_second,
     ratio,
@@ -394,9 +395,7 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
     n = args.subscribers
     kill_after = 0.5 if args.inject_failure == "kill-relay" else None
     try:
-        from swiftmail_core.install import initialise
-
-        initialise(None, {})
+        initialise_scratch()
         from swiftmail_core.runtime import ProcessKind, start
         from swiftmail_core.sending import lifecycle
         from swiftmail_core.settings import load_settings

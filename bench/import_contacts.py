@@ -44,6 +44,7 @@ from bench._common import (  # noqa: E402
     Unfinished,
     arguments,
     drop_database,
+    initialise_scratch,
     median,
     run,
 )
@@ -165,9 +166,7 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
     saved = dict(os.environ)
     os.environ.update(env)
     try:
-        from swiftmail_core.install import initialise
-
-        initialise(None, {})
+        initialise_scratch()
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -43,6 +43,7 @@ from bench._common import (  # noqa: E402
     arguments,
     drop_database,
     environment,
+    initialise_scratch,
     per_second,
     run,
 )
@@ -93,9 +94,7 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
     database = f"swiftmail_bench_{secrets.token_hex(4)}"
     env = environment(workdir, database)
     os.environ.update(env)
-    from swiftmail_core.install import initialise
-
-    initialise(None, {})
+    initialise_scratch()
     try:
         from swiftmail_core.db import system_tx, tenant_tx
         from swiftmail_core.journeys import runner

@@ -45,6 +45,7 @@ from bench._common import (  # noqa: E402
     drop_database,
     environment,
     free_port,
+    initialise_scratch,
     median,
     ratio,
     require,
@@ -105,12 +106,11 @@ def _seed(env: dict[str, str], workdir: Path) -> tuple[Path, Path, uuid.UUID]:
     """Create tenant, campaign, ledger rows and link; write the token path files."""
     from swiftmail_core import tokens
     from swiftmail_core.db import app_db, tenant_tx
-    from swiftmail_core.install import initialise
     from swiftmail_core.runtime import ProcessKind, start
     from swiftmail_core.settings import load_settings
     from swiftmail_core.tenants import create_tenant
 
-    initialise(None, {})
+    initialise_scratch()
     settings = load_settings()
     runtime = start(settings, process=ProcessKind.BENCH)
     tenant = create_tenant(f"bench-{uuid.uuid4().hex[:8]}")

@@ -35,7 +35,14 @@ from typing import Any
 import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._common import Unfinished, arguments, drop_database, environment, run
+from bench._common import (
+    Unfinished,
+    arguments,
+    drop_database,
+    environment,
+    initialise_scratch,
+    run,
+)
 
 EVENT_MIX = """
 CASE WHEN r < 0.18 THEN 'accepted' WHEN r < 0.36 THEN 'delivered' WHEN r < 0.40 THEN 'deferred'
@@ -94,12 +101,11 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
     try:
         from swiftmail_core import analytics
         from swiftmail_core.db import app_db, system_tx, tenant_tx
-        from swiftmail_core.install import initialise
         from swiftmail_core.runtime import ProcessKind, start
         from swiftmail_core.settings import load_settings
         from swiftmail_core.tenants import create_tenant
 
-        initialise(None, {})
+        initialise_scratch()
         runtime = start(load_settings(), process=ProcessKind.BENCH)
         tenant = create_tenant(f"bench-{uuid.uuid4().hex[:8]}")
         campaign = uuid.uuid4()

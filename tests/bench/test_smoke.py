@@ -125,3 +125,26 @@ def test_helper_prints_one_line_and_the_exit_code(case: str, tmp_path: Path) -> 
     assert completed.returncode == code
     assert line["status"] == status
     assert ("things_per_s" in line) is (status == "ok")
+
+
+def test_scratch_installs_started_together_all_succeed(tmp_path: Path) -> None:
+    # The roles are cluster-wide and shared by every benchmark: two `init`s at
+    # once failed with "tuple concurrently updated" (CI ran smoke sizes four at a time).
+    script = tmp_path / "install.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from bench._common import arguments, run, scratch_install\n"
+        "def work(args):\n"
+        "    with scratch_install():\n"
+        "        return {}\n"
+        "run('install', work, arguments('install', smoke={}))\n")
+    env = dict(os.environ)
+    if "SWIFTMAIL_TEST_ADMIN_URL" in env:
+        env.setdefault("SWIFTMAIL_BENCH_ADMIN_URL", env["SWIFTMAIL_TEST_ADMIN_URL"])
+    processes = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=env)
+                 for _ in range(4)]
+    outcomes = [process.communicate(timeout=BOUND_SECONDS) for process in processes]
+    for process, (out, err) in zip(processes, outcomes, strict=True):
+        assert process.returncode == OK, (out, err[-2000:])
