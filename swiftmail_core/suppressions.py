@@ -15,6 +15,7 @@ from typing import Any
 from psycopg2.extras import execute_values
 
 from swiftmail_core.db import system_tx
+from swiftmail_core.journeys.enrollment import exit_addresses
 
 CONTACT_STATUS_FOR_REASON = {"hard_bounce": "bounced", "complaint": "complained",
                              "unsubscribe": "unsubscribed"}
@@ -67,4 +68,7 @@ def suppress_within(database: Any, entries: Sequence[SuppressionEntry]) -> int:
             "AND contacts.email_lower = v.email_lower AND contacts.status = 'active'",
             statuses,
         )
+    # A suppressed address leaves every journey at once (its queued mail is
+    # suppressed at claim time anyway).
+    exit_addresses(database, [(e.tenant_id, e.email) for e in entries], "suppressed")
     return len(added)

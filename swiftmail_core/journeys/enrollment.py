@@ -109,3 +109,23 @@ def enroll_date_triggers(today: datetime.date | None = None) -> int:
                 "tenant": str(tenant_id), "journey": str(journey_id), "version": version,
                 "attribute": attribute, "date": target.isoformat()}).fetchall())
     return made
+
+
+def exit_addresses(database: Any, addresses: Iterable[tuple[Any, str]], reason: str) -> int:
+    """Take the contacts with these (tenant id, address) pairs out of every journey.
+
+    For suppressions: the tenant is named in each pair, so the system role's
+    cross-tenant writer and a tenant's own transaction can both call it.
+    """
+    pairs = [(str(tenant), email.lower()) for tenant, email in addresses]
+    if not pairs:
+        return 0
+    rows = database.execute_sql(
+        "UPDATE journey_enrollments e SET status = 'exited', exit_reason = %s, "
+        "finished_at = now(), updated_at = now(), lease_owner = NULL, lease_expires_at = NULL "
+        "FROM contacts c, unnest(%s::uuid[], %s::text[]) AS v (tenant_id, email_lower) "
+        "WHERE c.tenant_id = v.tenant_id AND c.email_lower = v.email_lower "
+        "AND e.tenant_id = c.tenant_id AND e.contact_id = c.id AND e.status = 'active' "
+        "RETURNING 1",
+        (reason, [tenant for tenant, _ in pairs], [email for _, email in pairs])).fetchall()
+    return len(rows)

@@ -116,3 +116,12 @@ def test_a_draft_cannot_be_pointed_at_another_tenants_list(owner_a, owner_b) -> 
         "type": "date_attribute", "attribute": "trial_end", "days_before": 3}})
     assert dated.json["trigger"] == {"type": "date_attribute", "attribute": "trial_end",
                                      "days_before": 3}
+
+
+def test_suppressing_through_the_api_exits_journeys(owner_a) -> None:  # type: ignore[no-untyped-def]
+    journey = owner_a.post("/v1/journeys", BODY).json
+    owner_a.post(f"/v1/journeys/{journey['id']}/activate")
+    owner_a.post("/v1/events", {"name": "signup", "email": "gone@journeys.test"})
+    assert owner_a.post("/v1/suppressions", {"email": "Gone@journeys.test"}).status_code == 201
+    stats = owner_a.get(f"/v1/journeys/{journey['id']}/stats").json
+    assert (stats["exited"], stats["exit_reasons"]) == (1, {"suppressed": 1})

@@ -18,6 +18,7 @@ from swiftmail_web.pagination import paginate
 from swiftmail_web.resources.common import NULLABLE_TIMESTAMP, STRING, TIMESTAMP, tenant_id
 
 from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
+from swiftmail_core.journeys.enrollment import exit_addresses
 from swiftmail_core.models import Suppression, utcnow
 
 REASONS = ("hard_bounce", "complaint", "unsubscribe", "manual", "import", "blocklist")
@@ -85,6 +86,7 @@ class SuppressionsResource:
                                detail=values.get("detail", ""), expires_at=expires_at).execute()
         except IntegrityError as ex:
             raise ConflictError(f"{email!r} is already suppressed") from ex
+        exit_addresses(Suppression._meta.database, [(tenant_id(req), email)], "suppressed")
         resp.status = 201
         resp.media = serialize(_get(email))
         resp.set_header("Location", iri_to_uri(f"/v1/suppressions/{email}"))

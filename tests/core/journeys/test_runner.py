@@ -391,3 +391,18 @@ def test_a_date_attribute_enrolls_on_its_day_once(tenant_a, tenant_b) -> None:  
     assert enrollment(tenant_b.id, journey, theirs) == {}
     enroll_date_triggers(today + datetime.timedelta(days=1))
     assert enrollment(tenant_a.id, journey, later)["status"] == "active"
+
+
+def test_a_suppression_takes_the_contact_out_at_once(tenant_a, tenant_b) -> None:  # type: ignore[no-untyped-def]
+    from swiftmail_core.suppressions import SuppressionEntry, suppress
+
+    journey = make_journey(tenant_a.id, WELCOME)
+    contact = make_contact(tenant_a.id, "Bounced@Supp.test")
+    other = make_contact(tenant_b.id, "bounced@supp.test")
+    theirs = make_journey(tenant_b.id, WELCOME)
+    _fire(tenant_a.id, contact)
+    _fire(tenant_b.id, other)
+    suppress([SuppressionEntry(tenant_a.id, "bounced@supp.test", "hard_bounce")])
+    row = enrollment(tenant_a.id, journey, contact)
+    assert (row["status"], row["exit_reason"]) == ("exited", "suppressed")
+    assert enrollment(tenant_b.id, theirs, other)["status"] == "active"  # only that tenant
