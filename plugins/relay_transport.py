@@ -140,7 +140,19 @@ class RelayNetworkTransport:
             size += cost
         results: list[SendResult] = []
         for index, chunk in enumerate(chunks):
-            done, failure = self._send_chunk(chunk)
+            try:
+                done, failure = self._send_chunk(chunk)
+            except Exception as ex:
+                if not results:
+                    raise
+                # An earlier request was accepted: raising would make the worker send it
+                # again. This one may have gone out (unknown); later ones did not (deferred).
+                results.extend(SendResult(item[0].ledger_id, Outcome.UNKNOWN,
+                                          reason=f"relay hand-off failed: {ex}") for item in chunk)
+                results.extend(SendResult(item[0].ledger_id, Outcome.DEFERRED,
+                                          reason=f"relay hand-off failed: {ex}")
+                               for later in chunks[index + 1:] for item in later)
+                break
             results.extend(done)
             if failure is not None:
                 if not results:

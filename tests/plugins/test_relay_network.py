@@ -160,6 +160,32 @@ def test_an_answer_lost_after_sending_is_unknown_and_never_resent(settings, runt
     assert ledger_counts(tenant_a.id, campaign_id) == {"unknown": 4}
 
 
+def test_an_error_after_an_accepted_chunk_never_resends_that_chunk(
+        settings, runtime, tenant_a, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Regression: an unexpected error on a later request of a batch propagated, the worker
+    # deferred the whole batch and sent the already accepted first request again.
+    from swiftmail_relay.intake_client import RelayPool
+
+    real_post, calls = RelayPool.post, []
+
+    def post(self, body):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("unexpected")
+        return real_post(self, body)
+
+    monkeypatch.setattr(RelayPool, "post", post)
+    campaign_id = _campaign(tenant_a.id, 12, start=120)
+    with IntakeThread(settings, tmp_path / "only") as only:
+        _send(settings, tenant_a.id, campaign_id,
+              {"relays": [only.address], "max_request_bytes": 20000})
+        spooled = len(list(only.spool.scan()))
+    counts = ledger_counts(tenant_a.id, campaign_id)
+    assert len(calls) >= 2 and spooled > 0
+    assert counts.get("accepted") == spooled  # nothing accepted was released to send again
+    assert counts.get("unknown", 0) > 0
+
+
 def test_no_relay_at_all_defers_the_batch(settings, runtime, tenant_a) -> None:  # type: ignore[no-untyped-def]
     campaign_id = _campaign(tenant_a.id, 3, start=90)
     _send(settings, tenant_a.id, campaign_id, {"relays": [_closed_port(), _closed_port()]})
