@@ -1,0 +1,53 @@
+"""The sink host of the cluster test: an aiosmtpd sink and the DNS server naming it.
+
+Usage: python -m tests.cluster.sink_host ADDRESS DOMAIN LOG
+
+Answers DNS on ADDRESS (a free port, UDP and TCP) with ``DOMAIN MX 10
+mx.DOMAIN`` and ``mx.DOMAIN A ADDRESS``, and accepts every message on
+ADDRESS:25, appending one line ``<unix time> <client address> <recipient>`` per accepted
+recipient to LOG (flushed at once, so a reader counts deliveries as they
+happen). Prints ``{"dns_port": N}`` once both listen, then serves until killed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+
+from swiftmail_core.testing.dns import DnsServer
+
+
+class _Counting:
+    """aiosmtpd handler: record each accepted recipient with the time."""
+
+    def __init__(self, log: Path) -> None:
+        self.lock = threading.Lock()
+        self.handle = log.open("a", buffering=1)
+
+    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        with self.lock:
+            now = time.time()
+            for recipient in envelope.rcpt_tos:
+                self.handle.write(f"{now:.3f} {session.peer[0]} {recipient.lower()}\n")
+        return "250 2.0.0 queued"
+
+
+def main(address: str, domain: str, log: str) -> None:
+    """Serve DNS and SMTP on ``address`` until killed."""
+    dns = DnsServer(host=address, ttl=3600).start()
+    dns.add(domain, "MX", f"10 mx.{domain}.")
+    dns.add(f"mx.{domain}", "A", address)
+    smtp = Controller(_Counting(Path(log)), hostname=address, port=25)
+    smtp.start()
+    print(json.dumps({"dns_port": dns.port}), flush=True)
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
