@@ -12,8 +12,11 @@ multi-host URL and Redis through the Sentinels.
 While the campaign is sent, worker1 is killed with SIGKILL (its leased batch
 comes back after ``send_lease_seconds``) and then relay1 (its spool waits;
 it is started again on the same spool, which it drains). Checked: every
-ledger row ends ``delivered``; the sink saw every recipient, each once apart
-from the duplicates of the documented crash windows (counted, bounded).
+ledger row ends ``delivered``, or ``unknown`` when its hand-off to the killed
+relay lost its answer and the relay lost the request (documented: never
+resent, so never twice; counted, bounded); the sink saw every other
+recipient, each once apart from the duplicates of the documented crash
+windows (counted, bounded).
 Measured (printed): seconds from each kill to the next delivery, to the
 killed relay delivering again and to the whole campaign being final.
 """
@@ -31,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.cluster.test_postgres_partition import ETCD_PEER_PORT, ETCD_PORT, PG_PORT, REST_PORT
 from tests.cluster.test_postgres_partition import _leader as leader
 from tests.cluster.test_postgres_partition import _wait as wait
@@ -44,8 +49,11 @@ RECIPIENTS = int(os.environ.get("SWIFTMAIL_CHAOS_RECIPIENTS", "3000"))
 DOMAIN = "chaos.test"
 INTAKE_PORT = 2526
 LEASE_SECONDS, BATCH, THREADS = 15, 50, 2
-LIMIT = 300.0
-FINAL = {"delivered"}
+LIMIT = 120.0
+FINAL_WAIT = 150.0
+#: ``unknown``: a hand-off whose answer was lost when its relay was killed; never resent
+#: (docs/relay.md, "Network mode"), it stays so if the relay lost the request.
+FINAL = {"delivered", "unknown"}
 
 
 def _start_patroni(network, hosts, base: Path, logs: Path) -> None:  # type: ignore[no-untyped-def]
@@ -131,15 +139,17 @@ def _kill(process: subprocess.Popen[bytes]) -> float:
     return when
 
 
-def _until(condition, what: str, logs: Path) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + LIMIT
+def _until(condition, what: str, logs: Path, seconds: float = LIMIT,  # type: ignore[no-untyped-def]
+           pause: float = 0.5) -> None:
+    deadline = time.monotonic() + seconds
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}:\n" + "\n".join(
             f"--- {path}\n{path.read_text(errors='replace')[-2000:]}"
             for path in sorted(logs.glob("*.log")) if path.name != "sink-deliveries.log")
-        time.sleep(0.5)
+        time.sleep(pause)
 
 
+@pytest.mark.timeout(420)
 def test_a_campaign_survives_a_killed_worker_and_a_killed_relay(network, tmp_path) -> None:  # type: ignore[no-untyped-def]
     hosts = start_redis(network, tmp_path)
     for name in ("etcd", "db1", "db2", "sink", "relay1", "relay2", "worker1", "worker2"):
@@ -195,12 +205,18 @@ def test_a_campaign_survives_a_killed_worker_and_a_killed_relay(network, tmp_pat
         ids = json.loads(created.stdout.strip().splitlines()[-1])
         began = time.time()
 
+        url_hosts = ",".join(f"{hosts[n]}:{PG_PORT}" for n in ("db1", "db2"))
+        database = f"postgresql://postgres@{url_hosts}/swiftmail?target_session_attrs=read-write"
+
+        def ledger(query: str) -> list[list[str]]:
+            answer = network.run_in("app", ["psql", database, "-Atc", query], timeout=60)
+            assert answer.returncode == 0, answer.stderr
+            return [line.split("|") for line in answer.stdout.splitlines() if line]
+
         def counts() -> dict[str, int]:
-            answer = network.run_in("app", [sys.executable, "-m", "tests.cluster.campaign_child",
-                                            "counts", ids["tenant"], ids["campaign"]],
-                                    env=control, timeout=120)
-            assert answer.returncode == 0, answer.stdout + answer.stderr
-            return json.loads(answer.stdout.strip().splitlines()[-1])
+            return {status: int(count) for status, count in ledger(
+                "SELECT status, count(*) FROM messages WHERE campaign_id = "
+                f"'{ids['campaign']}' GROUP BY status")}
 
         _until(lambda: len(_deliveries(deliveries)) >= RECIPIENTS * 0.15,
                "the first deliveries", tmp_path)
@@ -212,18 +228,24 @@ def test_a_campaign_survives_a_killed_worker_and_a_killed_relay(network, tmp_pat
         relay_back = time.time()
         start("relay1", ["relay", "run"], relay_conf["relay1"], tmp_path / "relay1")
 
-        _until(lambda: set(counts()) <= FINAL and len(_deliveries(deliveries)) >= RECIPIENTS,
-               "every ledger row final", tmp_path)
+        _until(lambda: set(counts()) <= FINAL, "every ledger row final", tmp_path,
+               seconds=FINAL_WAIT, pause=2.0)
         finished = time.time()
         time.sleep(2.0)  # a late duplicate would show itself
-        ledger = counts()
+        final = counts()
         rows = _deliveries(deliveries)
         per_recipient = collections.Counter(recipient for _, _, recipient in rows)
         expected = {f"user{i}@{DOMAIN}" for i in range(RECIPIENTS)}
         duplicates = sum(count - 1 for count in per_recipient.values())
 
-        assert ledger == {"delivered": RECIPIENTS}, ledger
-        assert set(per_recipient) == expected
+        unknown = {email.lower() for (email,) in ledger(
+            f"SELECT email FROM messages WHERE campaign_id = '{ids['campaign']}' "
+            "AND status = 'unknown'")}
+        assert sum(final.values()) == RECIPIENTS and set(final) <= FINAL, final
+        # A row left `unknown` is one the killed relay really lost: never at the sink.
+        assert set(per_recipient) == expected - unknown
+        # At most the batches in flight to the killed relay (one worker's threads).
+        assert len(unknown) <= THREADS * BATCH, len(unknown)
         # At-least-once: a killed worker's lease resends at most its in-flight batches, a
         # killed relay at most the messages it had delivered but not yet recorded.
         assert duplicates <= THREADS * BATCH * 2, duplicates
@@ -234,7 +256,8 @@ def test_a_campaign_survives_a_killed_worker_and_a_killed_relay(network, tmp_pat
 
         measure("campaign_worker_and_relay_killed",
                 recipients=RECIPIENTS,
-                ledger=ledger,
+                ledger=final,
+                lost_by_killed_relay_unknown=len(unknown),
                 sink_deliveries=len(rows),
                 duplicates=duplicates,
                 recipients_delivered_twice=sum(1 for c in per_recipient.values() if c > 1),
