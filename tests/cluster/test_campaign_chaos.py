@@ -16,7 +16,8 @@ ledger row ends ``delivered``, or ``unknown`` when its hand-off to the killed
 relay lost its answer and the relay lost the request (documented: never
 resent, so never twice; counted, bounded); the sink saw every other
 recipient, each once apart from the duplicates of the documented crash
-windows (counted, bounded).
+windows (counted, bounded); the sink never had more connections open than
+the site's ``max_connections`` shared by both relays.
 Measured (printed): seconds from each kill to the next delivery, to the
 killed relay delivering again and to the whole campaign being final.
 """
@@ -49,6 +50,7 @@ RECIPIENTS = int(os.environ.get("SWIFTMAIL_CHAOS_RECIPIENTS", "3000"))
 DOMAIN = "chaos.test"
 INTAKE_PORT = 2526
 LEASE_SECONDS, BATCH, THREADS = 15, 50, 2
+SITE_CONNECTIONS = 3  # the sink site's max_connections, for both relays together
 LIMIT = 120.0
 FINAL_WAIT = 150.0
 #: ``unknown``: a hand-off whose answer was lost when its relay was killed; never resent
@@ -109,6 +111,7 @@ def _relay_config(host: str, address: str, folder: Path) -> Path:
         'allow_networks = "10.77.0.0/24"', "scan_interval = 0.2", "retry_base = 0.5",
         "retry_cap = 2.0", f'hostname = "{host}.cluster.test"', "warmup = false",
         'default_pool = "own"',
+        "[plugins.relay.policies.default]", f"max_connections = {SITE_CONNECTIONS}",
         "[plugins.relay.source_addresses]", f'own = "{address}"',
         "[plugins.relay.ip_pools]", 'own = ["own"]']) + "\n")
     return path
@@ -249,6 +252,10 @@ def test_a_campaign_survives_a_killed_worker_and_a_killed_relay(network, tmp_pat
         # At-least-once: a killed worker's lease resends at most its in-flight batches, a
         # killed relay at most the messages it had delivered but not yet recorded.
         assert duplicates <= THREADS * BATCH * 2, duplicates
+        # The site's connection cap is shared through Redis: it holds across both relays,
+        # through a relay's death (its slots stay leased) and its restart.
+        peak = max(int(line) for line in deliveries.with_suffix(".peak").read_text().split())
+        assert peak <= SITE_CONNECTIONS, peak
 
         def next_delivery(after: float, source: str | None = None) -> float:
             return round(min(t for t, client, _ in rows
@@ -268,7 +275,9 @@ def test_a_campaign_survives_a_killed_worker_and_a_killed_relay(network, tmp_pat
                 relay_down_seconds=round(relay_back - relay_killed, 1),
                 relay_restart_seconds_to_delivering=next_delivery(relay_back, hosts["relay1"]),
                 relay_kill_seconds_to_all_final=round(finished - relay_killed, 1),
-                send_lease_seconds=LEASE_SECONDS)
+                send_lease_seconds=LEASE_SECONDS,
+                site_max_connections=SITE_CONNECTIONS,
+                sink_peak_connections=peak)
     finally:
         network.remove()
         shutil.rmtree(base, ignore_errors=True)
