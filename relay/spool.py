@@ -2,7 +2,7 @@
 
 Layout under ``spool_dir``::
 
-    tmp/        files being written (never read; cleared at start)
+    tmp/        files being written (never read; stale ones cleared at start)
     queue/      ID.msg   one file: a header line, the envelope (JSON), the message
                 ID.state the latest per-recipient state (atomically replaced)
     hold/       held messages (``swiftmail relay hold``), same file names
@@ -40,6 +40,8 @@ from swiftmail_core.errors import ServiceUnavailableError
 
 log = structlog.get_logger("swiftmail.relay.spool")
 MAGIC = b"SWIFTMAIL-SPOOL 1 "
+#: A file in tmp/ untouched this long is a crash's leftover, not a write in progress.
+TMP_STALE_SECONDS = 300.0
 PENDING, DELIVERED, BOUNCED, EXPIRED = "pending", "delivered", "bounced", "expired"
 FINAL = frozenset({DELIVERED, BOUNCED, EXPIRED})
 
@@ -313,11 +315,19 @@ class Spool:
                 pass
         return ids
 
-    def clear_tmp(self) -> int:
-        """Delete half-written files left by a crash; return how many."""
+    def clear_tmp(self, older_than: float = TMP_STALE_SECONDS) -> int:
+        """Delete half-written files left by a crash; return how many.
+
+        Only files untouched for ``older_than`` seconds: another process may be
+        writing into this spool right now (a hand-off worker, a ``--no-deliver``
+        intake), and a relay starting must not delete its file mid-write.
+        """
         removed = 0
+        cutoff = time.time() - older_than
         for entry in os.scandir(self.tmp):
             try:
+                if entry.stat().st_mtime > cutoff:
+                    continue
                 os.unlink(entry.path)
                 removed += 1
             except OSError:

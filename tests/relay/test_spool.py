@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -91,4 +92,14 @@ def test_missing_spool_directory_raises_451(tmp_path: Path) -> None:
 def test_clear_tmp_removes_half_written(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     (spool.tmp / "partial").write_bytes(b"half")
+    os.utime(spool.tmp / "partial", (time.time() - 3600, time.time() - 3600))
     assert spool.clear_tmp() == 1
+
+
+def test_clear_tmp_keeps_a_file_another_process_is_writing(tmp_path: Path) -> None:
+    # Regression: a relay starting on a spool deleted every file in tmp/, so a hand-off
+    # worker's or an intake's write in progress failed.
+    spool = Spool(tmp_path)
+    (spool.tmp / "being-written").write_bytes(b"half")
+    assert spool.clear_tmp() == 0
+    assert (spool.tmp / "being-written").exists()
