@@ -120,7 +120,9 @@ def test_ansible_renders_the_templates_like_plain_jinja(tmp_path: Path) -> None:
     result = run_playbook(play, tmp_path, "-i", "localhost,", "--vault-password-file",
                           str(tmp_path / "vault-password"))
     assert result.returncode == 0, result.stdout + result.stderr
-    expected_context = variables | {"swiftmail_secret_key": SAMPLE["swiftmail_secret_key"]}
+    # relays.yml did not run: the role's vars say this host does not migrate.
+    expected_context = variables | {"swiftmail_secret_key": SAMPLE["swiftmail_secret_key"],
+                                    "swiftmail_runs_migrations": False}
     for name in TEMPLATES:
         rendered = (tmp_path / "out" / name).read_text()
         assert rendered == render(f"{name}.j2", expected_context), name
@@ -161,6 +163,9 @@ def test_preflight_stops_with_a_clear_message(
     assert list((tmp_path / "out").iterdir()) == [], "nothing rendered after a failed check"
 
 
+RELAY_ONLY = "swiftmail_worker_enabled=false swiftmail_relay_intake_listen=10.0.0.21:2526"
+
+
 def _relay_play(tmp_path: Path, inventory: str) -> subprocess.CompletedProcess[str]:
     """Run the role's relays.yml on local hosts; each writes the relays it worked out."""
     (tmp_path / "inventory").write_text(inventory)
@@ -177,6 +182,9 @@ def _relay_play(tmp_path: Path, inventory: str) -> subprocess.CompletedProcess[s
             {"name": "Write them", "ansible.builtin.copy": {
                 "content": "{{ swiftmail_relay_intakes | to_json }}",
                 "dest": f"{tmp_path}/out/{{{{ inventory_hostname }}}}.json", "mode": "0600"}},
+            {"name": "Write whether it migrates", "ansible.builtin.copy": {
+                "content": "{{ swiftmail_runs_migrations | bool | to_json }}",
+                "dest": f"{tmp_path}/out/{{{{ inventory_hostname }}}}.migrates", "mode": "0600"}},
         ],
     }]
     path = tmp_path / "relays.yml"
@@ -283,3 +291,25 @@ def test_role_passes_ansible_lint_production_profile(tmp_path: Path) -> None:
         cwd=ANSIBLE_DIR, env=environ, capture_output=True, text=True, timeout=300, check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("inventory", "migrating"),
+    [
+        ("app1 swiftmail_relay_enabled=false\napp2 swiftmail_relay_enabled=false\n"
+         f"relay1 {RELAY_ONLY}\n", "app1"),
+        ("[swiftmail_migrate]\napp2 swiftmail_relay_enabled=false\n[others]\n"
+         f"app1 swiftmail_relay_enabled=false\nrelay1 {RELAY_ONLY}\n", "app2"),
+    ],
+    ids=["first-host", "migrate-group"],
+)
+def test_exactly_one_host_runs_the_migrations(
+    tmp_path: Path, inventory: str, migrating: str
+) -> None:
+    import json
+
+    result = _relay_play(tmp_path, inventory)
+    assert result.returncode == 0, result.stdout + result.stderr
+    flags = {path.stem: json.loads(path.read_text())
+             for path in (tmp_path / "out").glob("*.migrates")}
+    assert flags == {host: host == migrating for host in ("app1", "app2", "relay1")}

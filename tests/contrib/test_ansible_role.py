@@ -359,6 +359,20 @@ def test_settings_template_with_only_the_required_variables(tmp_path: Path) -> N
     assert RelayConfig.from_settings(settings).spool_dir == Path("/var/spool/swiftmail")
 
 
+def test_superuser_url_is_written_only_where_migrations_run(tmp_path: Path) -> None:
+    # Regression: the PostgreSQL superuser URL reached every host, relay-only ones too.
+    elsewhere = load_settings(write_settings(
+        tmp_path, SAMPLE | {"swiftmail_runs_migrations": False}), environ={})
+    assert elsewhere.database_admin_url is None
+    here = load_settings(write_settings(
+        tmp_path, SAMPLE | {"swiftmail_runs_migrations": True}), environ={})
+    assert here.database_admin_url == SAMPLE["swiftmail_database_admin_url"]
+    for name in ("Run swiftmail init", "Run swiftmail migrate after an upgrade"):
+        task = task_named("database.yml", name)
+        assert "run_once" not in task, "with serial, run_once migrates once per batch"
+        assert task["when"][0] == "swiftmail_runs_migrations | bool"
+
+
 def test_settings_template_needs_the_secrets() -> None:
     without_key = {k: v for k, v in MINIMAL.items() if k != "swiftmail_secret_key"}
     with pytest.raises(jinja2.UndefinedError, match="swiftmail_secret_key"):
@@ -509,7 +523,7 @@ def changed(task: dict[str, Any], variable: str, stdout: str) -> bool:
 def test_init_reports_changed_from_its_output(stdout: str, expected: bool) -> None:
     task = task_named("database.yml", "Run swiftmail init")
     assert task["ansible.builtin.command"]["argv"][1:] == ["init", "--yes"]
-    assert task["run_once"] is True
+    assert "swiftmail_runs_migrations | bool" in task["when"]
     assert changed(task, "swiftmail_init_result", stdout) is expected
 
 
