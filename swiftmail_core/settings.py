@@ -341,18 +341,32 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
         ) from ex
 
 
+# The settings file of a system install (the Ansible role writes it): found
+# without SWIFTMAIL_CONFIG, so `sudo swiftmail ...` on a production host uses
+# the install's database instead of starting an embedded one in root's home.
+SYSTEM_CONFIG = Path("/etc/swiftmail/swiftmail.toml")
+
+
 def config_path(
     explicit: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
     data_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Return the TOML file to read: --config, SWIFTMAIL_CONFIG, or data_dir's."""
+    """Return the TOML file to read.
+
+    In order: --config, SWIFTMAIL_CONFIG, data_dir's when a data directory is
+    given (--data-dir, SWIFTMAIL_DATA_DIR), /etc/swiftmail/swiftmail.toml when
+    it exists and this user can see it, else the per-user data directory's.
+    """
     environ = os.environ if environ is None else environ
     if explicit:
         return Path(explicit).expanduser()
     if environ.get("SWIFTMAIL_CONFIG"):
         return Path(environ["SWIFTMAIL_CONFIG"]).expanduser()
-    base = data_dir or environ.get("SWIFTMAIL_DATA_DIR") or default_data_dir()
+    base = data_dir or environ.get("SWIFTMAIL_DATA_DIR")
+    if not base and os.path.exists(SYSTEM_CONFIG):
+        return SYSTEM_CONFIG
+    base = base or default_data_dir()
     return Path(base).expanduser() / "swiftmail.toml"
 
 

@@ -47,8 +47,13 @@ SETTINGS_HEADER = """# Configuration
 
 SwiftMail reads one settings object. Precedence, highest first: a CLI flag, the
 environment, the TOML settings file, the default. The file is
-`DATA_DIR/swiftmail.toml` unless `--config` or `SWIFTMAIL_CONFIG` names another;
-`swiftmail init` writes it (mode 0600) with generated secrets.
+`DATA_DIR/swiftmail.toml` unless `--config` or `SWIFTMAIL_CONFIG` names another.
+With neither, nor a data directory given (`--data-dir`, `SWIFTMAIL_DATA_DIR`),
+`/etc/swiftmail/swiftmail.toml` is used when it exists and is visible to the
+user (a system install: `sudo swiftmail tenant list` on a production host finds
+the install's settings and never starts an embedded PostgreSQL); otherwise the
+per-user data directory's. `swiftmail init` writes it (mode 0600) with
+generated secrets.
 `swiftmail config show` prints the effective values with secrets redacted.
 
 Plugin options live in `[plugins.NAME]` tables of the file and in

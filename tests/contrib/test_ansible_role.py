@@ -434,6 +434,16 @@ def test_every_unit_has_an_enable_flag_in_the_services_loop() -> None:
         assert install["ansible.builtin.template"]["src"] == f"{unit}.service.j2"
 
 
+def test_swiftmail_is_on_roots_path_and_finds_the_system_settings() -> None:
+    from swiftmail_core.settings import SYSTEM_CONFIG
+
+    link = task_named("install.yml", "Put the swiftmail command on the PATH")
+    assert link["ansible.builtin.file"]["state"] == "link"
+    assert role_files.defaults()["swiftmail_cli_link"] == "/usr/local/bin/swiftmail"
+    resolved = role_files.resolve(role_files.defaults())
+    assert resolved["swiftmail_config_file"] == str(SYSTEM_CONFIG)
+
+
 def test_storage_dir_outside_the_data_dir_is_writable() -> None:
     # Regression: imports failed with a read-only file system under ProtectSystem=strict.
     for unit in UNITS:

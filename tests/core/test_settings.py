@@ -101,3 +101,28 @@ def test_config_show_hides_plugin_secrets(tmp_path) -> None:
         assert secret not in text
     assert shown["sendgrid"]["base_url"] == "http://127.0.0.1:1"
     assert shown["smtp_transport"]["host"] == "smtp.example.com"
+
+
+def test_system_settings_file_is_found_without_swiftmail_config(tmp_path, monkeypatch) -> None:
+    # Regression: `sudo swiftmail tenant list` on a production host ignored
+    # /etc/swiftmail/swiftmail.toml and started an embedded PostgreSQL in root's home.
+    from swiftmail_core import settings as settings_module
+
+    system = tmp_path / "etc" / "swiftmail.toml"
+    monkeypatch.setattr(settings_module, "SYSTEM_CONFIG", system)
+    monkeypatch.setattr(settings_module, "default_data_dir", lambda: tmp_path / "home")
+    assert settings_module.config_path(environ={}) == tmp_path / "home" / "swiftmail.toml"
+
+    system.parent.mkdir()
+    system.write_text('database_url = "postgresql://db.internal:5432/swiftmail"\n')
+    loaded = load_settings(environ={})
+    assert loaded.config_file == system
+    assert loaded.database_url == "postgresql://db.internal:5432/swiftmail"
+    # An explicit file, SWIFTMAIL_CONFIG or a data directory still win.
+    other = tmp_path / "other.toml"
+    assert settings_module.config_path(other, environ={}) == other
+    assert settings_module.config_path(environ={"SWIFTMAIL_CONFIG": str(other)}) == other
+    assert settings_module.config_path(environ={"SWIFTMAIL_DATA_DIR": str(tmp_path / "d")}) \
+        == tmp_path / "d" / "swiftmail.toml"
+    assert settings_module.config_path(environ={}, data_dir=tmp_path / "e") \
+        == tmp_path / "e" / "swiftmail.toml"
