@@ -286,7 +286,7 @@ def test_role_passes_ansible_lint_production_profile(tmp_path: Path) -> None:
                "ANSIBLE_HOME": str(tmp_path / "ansible-home"), "NO_COLOR": "1",
                "ANSIBLE_ROLES_PATH": str(ROLE_DIR.parent)}
     result = subprocess.run(
-        [lint, "--profile", "production", "--offline", "--nocolor", "site.yml",
+        [lint, "--profile", "production", "--offline", "--nocolor", "site.yml", "monitoring.yml",
          "roles/swiftmail"],
         cwd=ANSIBLE_DIR, env=environ, capture_output=True, text=True, timeout=300, check=False,
     )

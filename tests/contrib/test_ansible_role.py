@@ -22,6 +22,7 @@ from swiftmail_relay.config import RelayConfig
 from swiftmail_core.settings import SETTING_FIELDS, load_settings, read_config_file
 from tests.contrib import role_files
 from tests.contrib.role_files import ANSIBLE_DIR, ROLE_DIR, UNITS, render
+from tests.contrib.role_files import REPO as REPO_ROOT
 
 # Awkward values on purpose: quotes, backslashes, a single quote, '%'.
 SECRET_KEY = 'k3y"with\\quotes-' + "x" * 24
@@ -135,8 +136,14 @@ def test_every_task_is_named_and_uses_one_builtin_module(path: Path) -> None:
         assert modules.pop().startswith("ansible.builtin."), task["name"]
 
 
+def restart_handlers() -> list[dict[str, Any]]:
+    """Return the handlers that restart a SwiftMail service."""
+    return [h for h in role_files.tasks(ROLE_DIR / "handlers" / "main.yml")
+            if "ansible.builtin.systemd_service" in h]
+
+
 def test_handlers_restart_each_service_on_one_topic() -> None:
-    handlers = role_files.tasks(ROLE_DIR / "handlers" / "main.yml")
+    handlers = restart_handlers()
     restarted = {h["ansible.builtin.systemd_service"]["name"] for h in handlers}
     assert restarted == set(UNITS)
     assert {h["name"] for h in handlers} == {f"Restart {unit}" for unit in UNITS}
@@ -161,7 +168,7 @@ def test_code_and_config_restart_all_but_a_unit_only_its_service() -> None:
 
 def test_handlers_restart_only_services_running_before_the_play() -> None:
     # Regression: on first install every service was started, then restarted at once.
-    handlers = role_files.tasks(ROLE_DIR / "handlers" / "main.yml")
+    handlers = restart_handlers()
     for handler in handlers:
         unit = handler["ansible.builtin.systemd_service"]["name"]
         assert f"swiftmail_was_running['{unit}'] | default(false) | bool" in handler["when"]
@@ -542,3 +549,108 @@ def test_migrate_reports_changed_from_its_output() -> None:
     assert changed(task, "swiftmail_migrate_result", "migrations applied: none (up to date)\n") \
         is False
     assert changed(task, "swiftmail_migrate_result", "migrations applied: 0031_x\n") is True
+
+
+# --- monitoring -------------------------------------------------------------------
+
+
+def _exported_metrics() -> set[str]:
+    names: set[str] = set()
+    for path in (REPO_ROOT / "web" / "metrics.py", REPO_ROOT / "relay" / "metrics.py"):
+        names |= set(re.findall(r'"(swiftmail_[a-z_]+)"', path.read_text()))
+    return names
+
+
+def test_alert_rules_use_only_metrics_swiftmail_exports() -> None:
+    rules = role_files.load_yaml(ANSIBLE_DIR / "monitoring" / "swiftmail-alerts.yml")
+    (group,) = rules["groups"]
+    alerts = {rule["alert"]: rule for rule in group["rules"]}
+    assert {"SwiftMailTargetDown", "SwiftMailRelayDeferralRate", "SwiftMailRelayBounceRate",
+            "SwiftMailRelayQueueGrowing", "SwiftMailDoctorFailing"} <= set(alerts)
+    exported = _exported_metrics()
+    for name, rule in alerts.items():
+        used = set(re.findall(r"\b(swiftmail_[a-z_]+)\b", rule["expr"]))
+        assert used <= exported, f"{name}: {used - exported}"
+        assert rule["labels"]["severity"] in ("critical", "warning", "info")
+        assert rule["annotations"]["summary"]
+    assert 'name="swiftmail-doctor.service"' in alerts["SwiftMailDoctorFailing"]["expr"]
+
+
+def test_scrape_config_lists_each_process_at_an_address_prometheus_reaches() -> None:
+    import yaml
+
+    environment = jinja2.Environment(  # noqa: S701 (a config file, not HTML)
+        loader=jinja2.FileSystemLoader(ANSIBLE_DIR), undefined=jinja2.StrictUndefined,
+        trim_blocks=True)
+    hostvars = {
+        "app1": {"ansible_host": "10.0.0.11", "swiftmail_relay_enabled": False,
+                 "swiftmail_api_bind": "0.0.0.0:8000"},
+        "relay1": {"ansible_host": "10.0.0.21", "swiftmail_api_enabled": False,
+                   "swiftmail_relay_settings": {"metrics_listen": "10.0.0.21:9125"}},
+    }
+    text = environment.get_template("monitoring/prometheus-swiftmail.yml.j2").render(
+        groups={"swiftmail": ["app1", "relay1"]}, hostvars=hostvars)
+    jobs = {job["job_name"]: job["static_configs"][0]["targets"]
+            for job in yaml.safe_load(text)["scrape_configs"]}
+    assert jobs == {"swiftmail-api": ["10.0.0.11:8000"],
+                    "swiftmail-relay": ["10.0.0.21:9125"],
+                    "swiftmail-node": ["10.0.0.11:9100", "10.0.0.21:9100"]}
+
+
+def test_doctor_timer_runs_doctor_as_swiftmail() -> None:
+    entries = dict(parse_unit(render("swiftmail-doctor.service.j2", MINIMAL
+                                     | {"swiftmail_relay_enabled": False,
+                                        "swiftmail_doctor_outside_dns": False}))["Service"])
+    assert entries["Type"] == "oneshot"
+    assert entries["ExecStart"] == "/opt/swiftmail/venv/bin/swiftmail doctor --no-outside-dns"
+    assert entries["User"] == "swiftmail"
+    timer = parse_unit(render("swiftmail-doctor.timer.j2", MINIMAL))
+    assert ("OnUnitActiveSec", "15min") in timer["Timer"]
+    assert timer["Install"] == [("WantedBy", "timers.target")]
+
+
+# --- firewall -------------------------------------------------------------------------
+
+FIREWALL = {"swiftmail_firewall_cluster_networks": ["10.0.0.0/24", "fd00::/64"],
+            "swiftmail_firewall_monitoring_networks": ["10.0.9.5/32"],
+            "swiftmail_firewall_admin_networks": ["192.0.2.0/24"]}
+
+
+def ruleset(variables: dict[str, Any]) -> str:
+    return render("swiftmail-nftables.nft.j2", MINIMAL | FIREWALL | variables)
+
+
+def test_relay_host_opens_smtp_to_all_and_its_intake_to_the_cluster_only() -> None:
+    text = ruleset({"swiftmail_api_enabled": "false",
+                    "swiftmail_relay_intake_listen": "10.0.0.21:2526",
+                    "swiftmail_relay_settings": {"metrics_listen": "10.0.0.21:9125"}})
+    assert 'tcp dport { 25, 587 } accept comment "served to the world"' in text
+    assert "ip saddr { 10.0.0.0/24 } tcp dport { 2526 } accept" in text
+    assert "ip6 saddr { fd00::/64 } tcp dport { 2526 } accept" in text
+    assert "ip saddr { 10.0.9.5/32 } tcp dport { 9125, 9100 } accept" in text
+    assert "ip saddr { 192.0.2.0/24 } tcp dport { 22 } accept" in text
+    assert "policy drop;" in text
+
+
+def test_app_host_opens_nothing_to_the_world_and_the_api_to_the_cluster() -> None:
+    text = ruleset({"swiftmail_relay_enabled": "false", "swiftmail_api_bind": "0.0.0.0:8000"})
+    assert "served to the world" not in text
+    assert "ip saddr { 10.0.0.0/24 } tcp dport { 8000 } accept" in text
+    # /metrics is served by the API port: only the monitoring hosts reach it from outside.
+    assert "ip saddr { 10.0.9.5/32 } tcp dport { 8000, 9100 } accept" in text
+
+
+@pytest.mark.skipif(not shutil.which("nft"), reason="nft not installed")
+def test_rendered_ruleset_passes_nft_check(tmp_path: Path) -> None:
+    path = tmp_path / "swiftmail.nft"
+    path.write_text(ruleset({}))
+    result = subprocess.run(["nft", "-c", "-f", str(path)], capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_firewall_is_off_by_default_and_validated_before_loading() -> None:
+    assert role_files.defaults()["swiftmail_firewall_enabled"] is False
+    write = task_named("firewall.yml", "Write the SwiftMail ruleset")
+    assert write["ansible.builtin.template"]["validate"] == "nft -c -f %s"
+    assert write["notify"] == "Load the SwiftMail firewall"
