@@ -77,7 +77,9 @@ def render(template: str, variables: Mapping[str, Any]) -> str:
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
     )
-    context = resolve({**defaults(), **variables})
+    # Ansible's magic variables for a host of an inventory without part groups.
+    magic = {"groups": {"all": ["localhost"]}, "inventory_hostname": "localhost"}
+    context = resolve({**magic, **defaults(), **variables})
     rendered = environment.get_template(template).render(context)
     # Like Ansible: end with at least as many newlines as the template's source.
     source = (TEMPLATES_DIR / template).read_text()

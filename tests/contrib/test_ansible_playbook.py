@@ -313,3 +313,40 @@ def test_exactly_one_host_runs_the_migrations(
     flags = {path.stem: json.loads(path.read_text())
              for path in (tmp_path / "out").glob("*.migrates")}
     assert flags == {host: host == migrating for host in ("app1", "app2", "relay1")}
+
+
+def test_part_groups_decide_which_services_a_host_runs(tmp_path: Path) -> None:
+    # Host groups per part: a host runs a part only when it is in that part's group
+    # (when the inventory has the group); a part without a group runs everywhere.
+    import json
+
+    (tmp_path / "inventory").write_text(
+        "[swiftmail_relay]\nrelay1 swiftmail_relay_intake_listen=10.0.0.21:2526\n"
+        "[swiftmail_api]\napp1\n[swiftmail_worker]\napp1\n"
+        "[swiftmail_tracking]\napp1\n")
+    (tmp_path / "out").mkdir()
+    play = [{
+        "name": "Flags", "hosts": "all", "connection": "local", "gather_facts": False,
+        "vars": {"ansible_python_interpreter": sys.executable},
+        "tasks": [
+            {"name": "Work out the relays", "ansible.builtin.include_role": {
+                "name": "swiftmail", "tasks_from": "relays", "public": True}},
+            {"name": "Write the flags", "ansible.builtin.copy": {
+                "content": "{{ {'api': swiftmail_api_enabled | bool,"
+                           " 'worker': swiftmail_worker_enabled | bool,"
+                           " 'relay': swiftmail_relay_enabled | bool,"
+                           " 'tracking': swiftmail_tracking_enabled | bool,"
+                           " 'relays': swiftmail_relay_intakes} | to_json }}",
+                "dest": f"{tmp_path}/out/{{{{ inventory_hostname }}}}.json", "mode": "0600"}},
+        ],
+    }]
+    path = tmp_path / "flags.yml"
+    path.write_text(yaml.safe_dump(play, sort_keys=False))
+    result = run_playbook(path, tmp_path, "-i", str(tmp_path / "inventory"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    app = json.loads((tmp_path / "out" / "app1.json").read_text())
+    relay = json.loads((tmp_path / "out" / "relay1.json").read_text())
+    assert app == {"api": True, "worker": True, "relay": False, "tracking": True,
+                   "relays": ["10.0.0.21:2526"]}
+    assert relay == {"api": False, "worker": False, "relay": True, "tracking": False,
+                     "relays": ["10.0.0.21:2526"]}

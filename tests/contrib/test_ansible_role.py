@@ -435,7 +435,9 @@ def test_every_unit_has_an_enable_flag_in_the_services_loop() -> None:
     for unit, flag in flags.items():
         name = f"swiftmail_{unit.removeprefix('swiftmail-')}_enabled"
         assert flag == "{{ " + name + " }}", unit
-        assert defaults[name] is True, name
+        group = name.removesuffix("_enabled")
+        assert defaults[name] == (
+            f"{{{{ '{group}' not in groups or inventory_hostname in groups['{group}'] }}}}"), name
     for unit in UNITS:
         install = task_named("services.yml", f"Install the {unit} unit")
         assert install["ansible.builtin.template"]["src"] == f"{unit}.service.j2"
@@ -595,6 +597,17 @@ def test_scrape_config_lists_each_process_at_an_address_prometheus_reaches() -> 
     assert jobs == {"swiftmail-api": ["10.0.0.11:8000"],
                     "swiftmail-relay": ["10.0.0.21:9125"],
                     "swiftmail-node": ["10.0.0.11:9100", "10.0.0.21:9100"]}
+    # Part groups decide without host flags (a split inventory).
+    for variables in hostvars.values():
+        variables.pop("swiftmail_relay_enabled", None)
+        variables.pop("swiftmail_api_enabled", None)
+    text = environment.get_template("monitoring/prometheus-swiftmail.yml.j2").render(
+        groups={"swiftmail": ["app1", "relay1"], "swiftmail_api": ["app1"],
+                "swiftmail_relay": ["relay1"]}, hostvars=hostvars)
+    jobs = {job["job_name"]: job["static_configs"][0]["targets"]
+            for job in yaml.safe_load(text)["scrape_configs"]}
+    assert jobs["swiftmail-api"] == ["10.0.0.11:8000"]
+    assert jobs["swiftmail-relay"] == ["10.0.0.21:9125"]
 
 
 def test_doctor_timer_runs_doctor_as_swiftmail() -> None:
