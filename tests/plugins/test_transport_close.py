@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import pytest
@@ -20,6 +21,12 @@ def _message(ledger_id: int) -> OutboundMessage:
            f"Message-ID: <{ledger_id}@sender.test>\r\n\r\nbody\r\n").encode()
     return OutboundMessage(ledger_id, uuid.uuid4(), "bounces@sender.test", "r@x.test", raw,
                            f"<{ledger_id}@sender.test>")
+
+
+def _until(condition, seconds: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def test_close_quits_every_threads_connection() -> None:
@@ -40,10 +47,12 @@ def test_close_quits_every_threads_connection() -> None:
             thread.join(30)
         assert [r.outcome for r in results] == [Outcome.ACCEPTED] * 3
         transport.close()  # from another thread than any that sent
+        _until(lambda: len(quits) >= 3)  # the sink handles QUIT on its own loop
         assert len(quits) == 3  # before, only the calling thread's (none) was closed
         # A later send opens a fresh connection.
         assert transport.send([_message(9)])[0].outcome is Outcome.ACCEPTED
         transport.close()
+        _until(lambda: len(quits) >= 4)
     assert len(quits) == 4
 
 
