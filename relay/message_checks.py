@@ -55,13 +55,28 @@ class CheckedMessage:
     author_domains: list[str]  # From mailboxes, then Sender; the first is signed for
 
 
+def ascii_domain(domain: str) -> str | None:
+    """Return ``domain`` lower case in its ASCII (IDNA A-label) form, or None if it has none.
+
+    Sending domains are stored in ASCII, so a From written with Unicode labels
+    (RFC 6532) is compared, signed for and looked up in that form.
+    """
+    domain = domain.strip().rstrip(".")
+    if domain.isascii():
+        return domain.lower() or None
+    try:
+        return domain.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return None
+
+
 def from_domain(raw: bytes) -> str | None:
     """Return the domain of the From header of a message, lower case."""
     header_block, _ = dkim.split_message(raw)
     for name, value in dkim.parse_headers(header_block):
         if name.strip().lower() == b"from":
             address = parseaddr(value.decode("utf-8", "replace").replace("\r\n", ""))[1]
-            return address.rpartition("@")[2].lower() or None
+            return ascii_domain(address.rpartition("@")[2])
     return None
 
 
@@ -151,7 +166,10 @@ def check_headers(raw: bytes) -> HeaderCheck:
         return HeaderCheck("a From header with more than one mailbox needs a Sender header", [])
     if "sender" in values and (len(senders) != 1 or not senders[0].domain):
         return HeaderCheck("a Sender header must name exactly one mailbox", [])
-    domains = list(dict.fromkeys(m.domain.lower() for m in (*authors, *senders)))
+    ascii_domains = [ascii_domain(m.domain) for m in (*authors, *senders)]
+    if None in ascii_domains:
+        return HeaderCheck("a From or Sender domain is not a valid domain name", [])
+    domains = list(dict.fromkeys(d for d in ascii_domains if d))
     # APPSEC: the signing key is chosen with ``from_domain`` (parseaddr); a
     # From the two parsers read differently could slip an unchecked domain in.
     if from_domain(raw) != domains[0]:
@@ -165,7 +183,7 @@ def header_problem(raw: bytes) -> str | None:
 
 
 def author_domains(raw: bytes) -> list[str]:
-    """Return the domains of every From mailbox and of Sender, lower case, first From first.
+    """Return the domains of every From mailbox and of Sender, lower-case ASCII (IDNA), first From first.
 
     Empty when the header block is refused. The first entry is the domain
     the relay signs for.

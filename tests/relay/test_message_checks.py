@@ -7,6 +7,7 @@ from swiftmail_relay.message_checks import (
     author_domains,
     canonical_line_endings,
     complete_headers,
+    from_domain,
     has_long_line,
     header_problem,
 )
@@ -70,4 +71,12 @@ def test_utf8_headers_read_the_same_to_both_parsers() -> None:
     # RFC 6532 headers (SMTPUTF8 mail) must not look ambiguous.
     raw = "From: Jörg <jörg@bücher.example>\r\nSubject: Grüße\r\n\r\nx".encode()
     assert header_problem(raw) is None
-    assert author_domains(raw) == ["bücher.example"]
+    assert author_domains(raw) == ["xn--bcher-kva.example"]
+
+
+def test_a_unicode_from_domain_is_checked_in_its_stored_ascii_form() -> None:
+    # Sending domains are stored as A-labels: a From written in U-labels is the same domain.
+    raw = "From: jörg@Bücher.example\r\n\r\nx".encode()
+    assert author_domains(raw) == ["xn--bcher-kva.example"]
+    assert from_domain(raw) == "xn--bcher-kva.example"
+    assert header_problem("From: a@b\u00fc..example\r\n\r\nx".encode()) is not None

@@ -682,3 +682,26 @@ def test_stalled_credential_lookups_leave_the_shared_worker_threads_free(listene
         assert [(await login).code for login in logins] == [235] * sessions
 
     listener(scenario, trusted=True, plugins=StalledDatabase())
+
+
+def test_a_unicode_from_domain_matches_its_stored_ascii_domain(  # type: ignore[no-untyped-def]
+    listener, tenant_a, sending_domain, tmp_path
+) -> None:
+    # Regression: sending domains are stored as A-labels; a From written in U-labels
+    # (SMTPUTF8 mail) was refused as "not a verified sending domain" of its own tenant.
+    key = create_api_key(tenant_a.id, role="editor").key
+    label = f"bücher{uuid.uuid4().hex[:6]}"
+    stored = sending_domain(tenant_a.id, f"{label}.example".encode("idna").decode())
+    message = (f"From: App <app@{label}.example>\r\nTo: user@example.com\r\nSubject: hi\r\n"
+               f"\r\nbody\r\n").encode()
+
+    async def scenario(client, handler):  # type: ignore[no-untyped-def]
+        await client.ehlo()
+        await client.login("app", key)
+        return await client.sendmail(f"app@{stored}", ["user@example.com"], message)
+
+    errors, reply = listener(scenario, trusted=True)
+    assert errors == {} and reply.startswith("2.0.0 OK queued")
+    spool = Spool(tmp_path / "spool")
+    (queue_id,) = list(spool.scan())
+    assert spool.read_envelope(queue_id).sender_domain == stored
