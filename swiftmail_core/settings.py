@@ -261,6 +261,13 @@ class Settings:
                 values[key[len(prefix) :].lower()] = value
         return values
 
+    def effective_plugin_tables(self) -> dict[str, dict[str, Any]]:
+        """Return every non-empty plugin table as plugins see it (TOML overlaid by environment)."""
+        names = sorted({*_installed_plugin_names(),
+                        *(name for name, table in self.plugins.items() if isinstance(table, Mapping))})
+        tables = {name: self.plugin_settings(name) for name in names}
+        return {name: table for name, table in tables.items() if table}
+
     def redacted(
         self, secret_settings: Mapping[str, Collection[str]] | None = None
     ) -> dict[str, Any]:
@@ -281,9 +288,10 @@ class Settings:
                 value = str(value)
             elif isinstance(value, tuple):
                 value = list(value)
-            elif isinstance(value, Mapping):
-                value = {k: redact_plugin_table(v, declared.get(k, ()))
-                         if isinstance(v, Mapping) else v for k, v in value.items()}
+            elif field.name == "plugins":
+                value = {**{k: v for k, v in value.items() if not isinstance(v, Mapping)},
+                         **{name: redact_plugin_table(table, declared.get(name, ()))
+                            for name, table in self.effective_plugin_tables().items()}}
             shown[field.name] = value
         return shown
 

@@ -92,6 +92,8 @@ def config() -> None:
 def config_show(state: CliState, as_json: bool) -> None:
     """Print the effective settings with secrets redacted.
 
+    Plugin tables are shown as plugins see them: the TOML ``[plugins.NAME]``
+    table overlaid by ``SWIFTMAIL_PLUGIN_NAME_KEY`` environment variables.
     Hidden: core secrets, plugin settings each plugin declares secret
     (swiftmail_secret_settings) and any named like a key, secret, password,
     token or credential; URLs keep all but their password.

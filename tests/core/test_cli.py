@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from tests.cli_helpers import run_swiftmail
@@ -240,3 +241,14 @@ def test_config_show_hides_what_plugins_declare_secret(test_environ, tmp_path) -
     assert result.returncode == 0, result.stderr
     assert "opaque-dsn-value" not in result.stdout and "hunter2" not in result.stdout
     assert '"greeting": "hi"' in result.stdout and '"host": "smtp.example.com"' in result.stdout
+
+
+def test_config_show_includes_plugin_settings_from_the_environment(test_environ) -> None:
+    # Regression: SWIFTMAIL_PLUGIN_NAME_KEY values were in effect but missing from the output.
+    env = {**test_environ, "SWIFTMAIL_PLUGIN_RELAY_SPOOL_DIR": "/var/spool/from-env",
+           "SWIFTMAIL_PLUGIN_SENDGRID_API_KEY": "SG.env-secret-value"}
+    result = run_swiftmail("config", "show", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    plugins = json.loads(result.stdout)["plugins"]
+    assert plugins["relay"]["spool_dir"] == "/var/spool/from-env"
+    assert "SG.env-secret-value" not in result.stdout and "api_key" in plugins["sendgrid"]
