@@ -278,6 +278,8 @@ class Campaign(TenantModel):
     list_ids = ArrayField(UUIDField, default=list)
     segment_ids = ArrayField(UUIDField, default=list)
     sunset_days = IntegerField(null=True)
+    local_send_time = TextField(null=True)
+    timezone_fallbacks = BigIntegerField(default=0)
     tracking_enabled = BooleanField(default=True)
     scheduled_at = DateTimeField(null=True)
     started_at = DateTimeField(null=True)

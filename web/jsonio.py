@@ -21,6 +21,7 @@ import falcon
 import falcon.media
 
 from swiftmail_core.errors import ValidationError
+from swiftmail_core.sending.send_time import LOCAL_TIME_PATTERN, parse_local_time
 from swiftmail_core.timestamps import rfc3339
 
 # Fields a client never sets through a body (unless a resource declares one).
@@ -110,7 +111,7 @@ def normalise_email(value: str) -> str:
 class Field:
     """One body field: its JSON type and checks."""
 
-    kind: str  # string, email, uuid, datetime, integer, boolean, object, *_list
+    kind: str  # string, email, uuid, datetime, local_time, integer, boolean, object, *_list
     required: bool = False
     nullable: bool = False
     max_length: int | None = None
@@ -139,6 +140,13 @@ class Field:
             return None, f"must be at most {self.max_length} characters"
         if self.enum is not None and value not in self.enum:
             return None, f"must be one of {', '.join(self.enum)}"
+        return value, None
+
+    def _local_time(self, name: str, value: Any) -> tuple[Any, str | None]:
+        try:
+            parse_local_time(value)
+        except ValueError as ex:
+            return None, str(ex)
         return value, None
 
     def _email(self, name: str, value: Any) -> tuple[Any, str | None]:
@@ -230,6 +238,7 @@ class Field:
             "string": {"type": "string"},
             "email": {"type": "string", "format": "email", "maxLength": 254},
             "uuid": {"type": "string", "format": "uuid"},
+            "local_time": {"type": "string", "pattern": LOCAL_TIME_PATTERN},
             "datetime": {"type": "string", "format": "date-time"},
             "integer": {"type": "integer"},
             "boolean": {"type": "boolean"},

@@ -49,8 +49,15 @@ WHERE tenant_id = %s AND id = %s AND ab_metric IS NOT NULL AND ab_decided_at IS 
   AND status IN ('sending', 'paused') AND audience_resolved_at IS NOT NULL
 RETURNING status
 """
+#: Released rows go now; with a local send time (docs/send-time.md) a row whose
+#: time has passed waits for the same wall-clock time on a later day.
 _RELEASE_SQL = """
-UPDATE messages SET variant = %s, status = %s, next_attempt_at = now(), updated_at = now()
+UPDATE messages SET variant = %s, status = %s, updated_at = now(),
+    next_attempt_at = CASE
+        WHEN NOT %s THEN now()
+        WHEN next_attempt_at >= now() THEN next_attempt_at
+        ELSE next_attempt_at
+             + ceil(extract(epoch FROM now() - next_attempt_at) / 86400) * interval '1 day' END
 WHERE tenant_id = %s AND id IN (
     SELECT id FROM messages WHERE tenant_id = %s AND campaign_id = %s AND status = 'waiting'
     ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
@@ -97,8 +104,11 @@ def decide(database: Any, tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | s
 def _release(database: Any, tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str,
              winner: str, campaign_status: str, limit: int) -> int:
     status = "held" if campaign_status == "paused" else "queued"
-    cursor = database.execute_sql(_RELEASE_SQL, (winner, status, str(tenant_id), str(tenant_id),
-                                                 str(campaign_id), limit))
+    (local,) = database.execute_sql(
+        "SELECT local_send_time IS NOT NULL FROM campaigns WHERE tenant_id = %s AND id = %s",
+        (str(tenant_id), str(campaign_id))).fetchone()
+    cursor = database.execute_sql(_RELEASE_SQL, (winner, status, local, str(tenant_id),
+                                                 str(tenant_id), str(campaign_id), limit))
     if cursor.rowcount and status == "queued":
         due_tenants.mark_due(database, tenant_id)  # claims start from the due tenants
     return int(cursor.rowcount)

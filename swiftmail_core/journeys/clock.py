@@ -27,7 +27,11 @@ def next_time(now: datetime.datetime, until: dict[str, Any],
     local = now.astimezone(tz)
     for offset in range(8):
         day = local.date() + datetime.timedelta(days=offset)
-        candidate = datetime.datetime(day.year, day.month, day.day, hour, minute, tzinfo=tz)
-        if candidate.weekday() in days and candidate > local:
-            return candidate.astimezone(datetime.UTC)
+        wall = datetime.datetime(day.year, day.month, day.day, hour, minute, tzinfo=tz)
+        # NOTE: a wall time a DST change skips or repeats is read as PostgreSQL
+        # reads it (sending.send_time): the later of its two readings.
+        candidate = max(wall.replace(fold=0).astimezone(datetime.UTC),
+                        wall.replace(fold=1).astimezone(datetime.UTC))
+        if wall.weekday() in days and candidate > now:
+            return candidate
     raise AssertionError("a week always holds one of the weekdays")

@@ -8,7 +8,8 @@ exact place that is wrong, e.g. ``steps[2].seconds``. Shapes::
              {"type": "date_attribute", "attribute": "trial_end", "days_before": 3}
     steps:   [{"id": "welcome", "type": "send_email", "from_email": "a@b.example",
                "subject": "Hi {{ contact.name }}", "html": "...", "text": "...",
-               "template_id": "<template id>", "from_name": "...", "reply_to": "..."},
+               "template_id": "<template id>", "from_name": "...", "reply_to": "...",
+               "local_send_time": "09:00"},
               {"type": "wait", "seconds": 86400},
               {"type": "wait", "until": {"time": "09:00", "weekdays": ["mon", "tue"]}},
               {"type": "branch", "condition": <segment condition>,
@@ -21,7 +22,9 @@ A step's ``id`` is optional (``step-<n>`` by default) and unique. A branch
 may only jump forward, so every journey ends. ``wait until`` waits for the
 next time of day (on one of the weekdays, any day if omitted) in the
 contact's ``timezone`` attribute (an IANA name), else the tenant's
-``timezone`` setting, else UTC.
+``timezone`` setting, else UTC; a ``send_email`` step's ``local_send_time``
+holds its email until that time of day in the same zone
+(``swiftmail_core.sending.send_time``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any
 
 from swiftmail_core.errors import ValidationError
 from swiftmail_core.segments.definition import Condition, parse_definition
+from swiftmail_core.sending.send_time import parse_local_time
 
 MAX_STEPS = 50
 MAX_WAIT_SECONDS = 366 * 86400
@@ -200,8 +204,13 @@ def _until(raw: Any, path: str) -> dict[str, Any]:
 
 def _email(raw: dict[str, Any], path: str) -> dict[str, Any]:
     fields = {"subject", "html", "text", "template_id", "from_email", "from_name", "reply_to"}
-    _only(raw, path, {"id", "type"} | fields)
-    options: dict[str, Any] = {}
+    _only(raw, path, {"id", "type", "local_send_time"} | fields)
+    options: dict[str, Any] = {"local_send_time": raw.get("local_send_time")}
+    if options["local_send_time"] is not None:
+        try:
+            parse_local_time(options["local_send_time"])
+        except ValueError as ex:
+            raise _fail(f"{path}.local_send_time", str(ex)) from ex
     for name in fields - {"template_id"}:
         value = raw.get(name, "")
         if not isinstance(value, str) or len(value) > MAX_TEXT:

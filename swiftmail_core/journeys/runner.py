@@ -37,7 +37,7 @@ from swiftmail_core.journeys.definition import EXIT, NEXT, Step, parse_steps
 from swiftmail_core.journeys.enrollment import enroll_subscribed
 from swiftmail_core.models import utcnow
 from swiftmail_core.segments.compiler import compile_segment
-from swiftmail_core.sending import due_tenants
+from swiftmail_core.sending import due_tenants, send_time
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ RETURNING e.tenant_id, e.id
 
 _LOAD_SQL = """
 SELECT e.journey_id, e.contact_id, e.version, e.step, e.trigger_data, j.status,
-       c.status, c.email, coalesce(c.attributes ->> 'timezone', t.settings ->> 'timezone'),
+       c.status, c.email, c.attributes ->> 'timezone', t.settings ->> 'timezone',
        EXISTS (SELECT 1 FROM suppressions x WHERE x.tenant_id = e.tenant_id
                AND x.email_lower = c.email_lower
                AND (x.expires_at IS NULL OR x.expires_at > now()))
@@ -92,6 +92,8 @@ class _Position:
     email: str
     version: int
     trigger_data: dict[str, Any]
+    timezone: str = send_time.DEFAULT_ZONE
+    zone_fell_back: bool = False
 
 
 def claim_due(owner: str, limit: int, lease_seconds: int = LEASE_SECONDS,
@@ -167,7 +169,7 @@ def _run(database: Any, tenant_id: str, enrollment_id: str, owner: str) -> str |
     if found is None:
         return None
     (journey_id, contact_id, version, step, trigger_data, journey_status, contact_status,
-     email, timezone, suppressed) = found
+     email, contact_zone, tenant_zone, suppressed) = found
     if journey_status == "paused":
         _finish(database, tenant_id, enrollment_id, step=step, delay=PAUSED_WAIT_SECONDS)
         return "active"
@@ -178,8 +180,10 @@ def _run(database: Any, tenant_id: str, enrollment_id: str, owner: str) -> str |
         _finish(database, tenant_id, enrollment_id, step=step, status="exited", reason=reason)
         return "exited"
     steps = _steps(database, tenant_id, str(journey_id), int(version))
+    timezone, zone_fell_back = send_time.choose_zone(database, contact_zone, tenant_zone)
     position = _Position(tenant_id, enrollment_id, str(journey_id), str(contact_id), email,
-                         int(version), trigger_data if isinstance(trigger_data, dict) else {})
+                         int(version), trigger_data if isinstance(trigger_data, dict) else {},
+                         timezone, zone_fell_back)
     index = int(step)
     while index < len(steps):
         current = steps[index]
@@ -315,12 +319,21 @@ def _send_email(database: Any, position: _Position, step: Step) -> int:
             raise LookupError(f"step {step.id}: template {options['template_id']} is gone")
         payload.update(subject=options["subject"] or found[0],
                        html=options["html"] or found[1], text=options["text"] or found[2])
+    not_before = None
+    if options.get("local_send_time"):
+        # NOTE: the same SQL rule as a campaign's rows (sending.send_time).
+        not_before = send_time.local_not_before(database, position.timezone,
+                                                options["local_send_time"], utcnow())
+        payload["timezone"] = position.timezone
+        if position.zone_fell_back:
+            payload["timezone_fallback"] = True
     (ledger_id,) = database.execute_sql(
-        "INSERT INTO messages (tenant_id, contact_id, email, kind, transport, payload) "
-        "VALUES (%s, %s, %s, 'journey', %s, %s::jsonb) RETURNING id",
+        "INSERT INTO messages (tenant_id, contact_id, email, kind, transport, payload, "
+        "next_attempt_at) VALUES (%s, %s, %s, 'journey', %s, %s::jsonb, "
+        "coalesce(%s::timestamptz, now())) RETURNING id",
         (position.tenant_id, position.contact_id, position.email, DEFAULT_TRANSPORT,
-         json.dumps(payload, default=str))).fetchone()
-    due_tenants.mark_due(database, position.tenant_id)
+         json.dumps(payload, default=str), not_before)).fetchone()
+    due_tenants.mark_due(database, position.tenant_id, not_before)
     return int(ledger_id)
 
 

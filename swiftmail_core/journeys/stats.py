@@ -17,6 +17,16 @@ GROUP BY r.version, r.step, r.step_id, r.outcome
 ORDER BY r.version, r.step, r.outcome
 """
 
+#: Emails whose contact named an unknown time zone (they got the tenant's).
+_FALLBACKS_SQL = """
+SELECT r.version, r.step, count(*)
+FROM journey_step_runs r
+JOIN messages m ON m.tenant_id = r.tenant_id AND m.id = r.message_id
+WHERE r.tenant_id = %s AND r.journey_id = %s AND r.message_id IS NOT NULL
+  AND m.payload ? 'timezone_fallback'
+GROUP BY r.version, r.step
+"""
+
 
 def journey_stats(database: Any, tenant_id: uuid.UUID | str,
                   journey_id: uuid.UUID | str) -> dict[str, Any]:
@@ -39,11 +49,14 @@ def journey_stats(database: Any, tenant_id: uuid.UUID | str,
             _STEPS_SQL, (tenant, journey)).fetchall():
         entry = steps.setdefault((version, step), {
             "version": version, "position": step, "step_id": step_id, "ran": 0,
-            "outcomes": {}, "opened": 0, "clicked": 0})
+            "outcomes": {}, "opened": 0, "clicked": 0, "timezone_fallbacks": 0})
         entry["ran"] += ran
         entry["outcomes"][outcome] = ran
         entry["opened"] += opened
         entry["clicked"] += clicked
+    for version, step, count in database.execute_sql(_FALLBACKS_SQL, (tenant, journey)):
+        if (version, step) in steps:
+            steps[(version, step)]["timezone_fallbacks"] = count
     return {
         "entered": sum(by_status.values()),
         "active": by_status.get("active", 0),

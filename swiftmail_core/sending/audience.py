@@ -18,11 +18,20 @@ average over any number of ranges) are dealt round robin to the variants
 from a random starting variant and queued with ``variant`` set; the rest
 are written ``waiting``, out of the due set, until the winner is chosen.
 A range is one transaction, so a recipient is drawn once.
+
+A campaign with a ``local_send_time`` (``swiftmail_core.sending.send_time``)
+gets each row's ``next_attempt_at`` computed in the same statement, from the
+contact's zone: the outbox claims a row only once it is due, so the campaign
+spreads over the day with nothing held in memory. Recipients whose zone
+attribute is not a known zone get the tenant's, and each range adds how many
+to ``campaigns.timezone_fallbacks`` in its own transaction (counted once, as
+only rows the range actually wrote count).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
 import random
 import uuid
@@ -37,7 +46,7 @@ from swiftmail_core.errors import NotFoundError
 from swiftmail_core.models import utcnow
 from swiftmail_core.segments.compiler import CompiledSegment, compile_segment
 from swiftmail_core.segments.definition import parse_definition
-from swiftmail_core.sending import due_tenants
+from swiftmail_core.sending import due_tenants, send_time
 
 DEFAULT_BATCH_SIZE = 50_000
 _ON_LISTS = """EXISTS (
@@ -51,7 +60,7 @@ _SUNSET = """(c.created_at >= now() - make_interval(days => %s) OR EXISTS (
             AND e.type IN ('opened', 'clicked')
             AND e.occurred_at >= now() - make_interval(days => %s)))"""
 _SELECT_SQL = """
-SELECT c.id, c.email
+SELECT c.id, c.email, now() AS not_before, false AS zone_fallback
 FROM contacts c
 WHERE c.tenant_id = %s::uuid AND c.id >= %s::uuid AND (%s::uuid IS NULL OR c.id < %s::uuid)
   AND c.status = 'active'
@@ -62,38 +71,62 @@ WHERE c.tenant_id = %s::uuid AND c.id >= %s::uuid AND (%s::uuid IS NULL OR c.id 
       WHERE x.tenant_id = c.tenant_id AND x.email_lower = c.email_lower
         AND (x.expires_at IS NULL OR x.expires_at > now()))
 """
+#: A local send time: each contact's zone (OFFSET 0 keeps it computed once a row),
+#: then the first moment its clock reads the campaign's local time.
+_LOCAL_SELECT_SQL = """
+SELECT z.id, z.email, {not_before} AS not_before, z.zone_fallback
+FROM ({zoned} OFFSET 0) z
+"""
 _BATCH_SQL = """
 WITH batch AS ({select})
 """
 _INSERT_SQL = """
-INSERT INTO messages (tenant_id, campaign_id, contact_id, email, kind, transport)
-SELECT %s::uuid, %s::uuid, b.id, b.email, 'campaign', %s
+INSERT INTO messages (tenant_id, campaign_id, contact_id, email, kind, transport,
+                      next_attempt_at)
+SELECT %s::uuid, %s::uuid, b.id, b.email, 'campaign', %s, b.not_before
 FROM batch b ORDER BY b.id
+"""
+#: How many of the rows a range wrote fell back to the tenant's zone.
+_COUNT_FALLBACKS_SQL = """
+SELECT count(*) FROM inserted i JOIN batch b ON b.id = i.contact_id WHERE b.zone_fallback
 """
 #: An A/B test's range: a random draw, the test share dealt to the variants, the rest waiting.
 _AB_INSERT_SQL = """
 , drawn AS (
-    SELECT b.id, b.email, row_number() OVER (ORDER BY random()) - 1 AS n,
+    SELECT b.id, b.email, b.not_before, row_number() OVER (ORDER BY random()) - 1 AS n,
            floor(count(*) OVER () * %s / 100.0 + %s) AS quota
     FROM batch b
 )
-INSERT INTO messages (tenant_id, campaign_id, contact_id, email, kind, transport, status, variant)
+INSERT INTO messages (tenant_id, campaign_id, contact_id, email, kind, transport, status, variant,
+                      next_attempt_at)
 SELECT %s::uuid, %s::uuid, d.id, d.email, 'campaign', %s,
        CASE WHEN d.n < d.quota THEN 'queued' ELSE 'waiting' END,
-       CASE WHEN d.n < d.quota THEN (%s::text[])[(1 + mod(d.n + %s, %s))::int] END
+       CASE WHEN d.n < d.quota THEN (%s::text[])[(1 + mod(d.n + %s, %s))::int] END,
+       d.not_before
 FROM drawn d ORDER BY d.id
 """
 #: On Citus the rows go through the client: an INSERT ... SELECT whose SELECT
 #: has correlated subqueries under row-level security is refused there (and
 #: the coordinator's fallback, COPY, is refused with row-level security).
 _VALUES_SQL = """
-INSERT INTO messages (tenant_id, campaign_id, contact_id, email, kind, transport, status, variant)
+INSERT INTO messages (tenant_id, campaign_id, contact_id, email, kind, transport, status, variant,
+                      next_attempt_at)
 VALUES %s
 """
 #: A re-run after a crash meets rows already written: it skips them.
 _RERUN = """
 ON CONFLICT (tenant_id, campaign_id, contact_id) WHERE kind = 'campaign' DO NOTHING
 """
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalSendTime:
+    """A campaign's local send time: the clock time, its reference and the zones."""
+
+    local_time: str
+    reference: datetime.datetime
+    fallback_zone: str
+    zone_names: list[str]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,9 +141,10 @@ class Audience:
     sunset_days: int | None
     variants: list[str] = dataclasses.field(default_factory=list)
     test_percent: int | None = None
+    send_time: LocalSendTime | None = None
 
     def select(self, low: str, high: str | None) -> tuple[str, list[Any]]:
-        """Return the SELECT of one id range of the audience (id, email) and its parameters."""
+        """Return the SELECT of one id range (id, email, not_before, zone_fallback) and its parameters."""
         parts, params = [], []
         if self.list_ids:
             parts.append(_ON_LISTS)
@@ -123,35 +157,58 @@ class Audience:
         if self.sunset_days:
             sunset, sunset_params = _SUNSET, [self.sunset_days, self.sunset_days]
         sql = _SELECT_SQL.format(audience=" OR ".join(parts) or "false", sunset=sunset)
-        return sql, [self.tenant_id, low, high, high, *params, *sunset_params]
+        where = [self.tenant_id, low, high, high, *params, *sunset_params]
+        local = self.send_time
+        if local is None:
+            return sql, where
+        zoned = sql.replace(
+            "now() AS not_before, false AS zone_fallback",
+            f"{send_time.contact_zone_sql('c.attributes')} AS zone, "
+            f"{send_time.fell_back_sql('c.attributes')} AS zone_fallback", 1)
+        return (_LOCAL_SELECT_SQL.format(not_before=send_time.not_before_sql("z.zone"),
+                                         zoned=zoned.strip()),
+                [*send_time.not_before_params(local.reference, local.local_time),
+                 local.zone_names, local.fallback_zone, local.zone_names, *where])
 
     def batch(self, low: str, high: str | None, *, rerun: bool = False) -> tuple[str, list[Any]]:
-        """Return the INSERT of one id range of the audience and its parameters."""
+        """Return the INSERT of one id range of the audience and its parameters.
+
+        With a local send time the statement answers how many of the rows it
+        wrote fell back to the tenant's zone (one row, one count).
+        """
         select, head = self.select(low, high)
-        sql = _BATCH_SQL.format(select=select)
+        sql = _BATCH_SQL.format(select=select).rstrip()
         if self.variants and self.test_percent:
-            sql = sql.rstrip() + _AB_INSERT_SQL
             # NOTE: a random fraction rounds each range's share up or down, so the
             # test share holds on average; a random first variant spreads the odd ones.
-            return (sql.rstrip() + (_RERUN if rerun else ""),
-                    [*head, self.test_percent, random.random(),
-                     self.tenant_id, self.campaign_id, self.transport, self.variants,
-                     random.randrange(len(self.variants)), len(self.variants)])
-        return (sql.rstrip() + _INSERT_SQL.rstrip() + (_RERUN if rerun else ""),
-                [*head, self.tenant_id, self.campaign_id, self.transport])
+            insert = _AB_INSERT_SQL.rstrip()
+            params = [*head, self.test_percent, random.random(),
+                      self.tenant_id, self.campaign_id, self.transport, self.variants,
+                      random.randrange(len(self.variants)), len(self.variants)]
+        else:
+            insert = _INSERT_SQL.rstrip()
+            params = [*head, self.tenant_id, self.campaign_id, self.transport]
+        insert += _RERUN.rstrip() if rerun else ""
+        if self.send_time is None:
+            return sql + insert, params
+        # The INSERT becomes a CTE so the statement can count what it wrote.
+        head_cte, _, statement = insert.partition("INSERT INTO")
+        return (sql + head_cte + ", inserted AS (INSERT INTO" + statement
+                + " RETURNING contact_id)" + _COUNT_FALLBACKS_SQL.rstrip(), params)
 
     def insert_through_client(self, database: Any, low: str, high: str | None, *,
-                              rerun: bool = False) -> None:
+                              rerun: bool = False) -> int:
         """Write one id range by selecting it and inserting the rows (the Citus path).
 
         An A/B test's draw is the same as ``batch``'s, made here: a random
         order, the test share (rounded at random) dealt to the variants in
-        turn from a random first one, the rest ``waiting``.
+        turn from a random first one, the rest ``waiting``. Returns how many
+        of the rows written fell back to the tenant's zone.
         """
         rows = sorted(database.execute_sql(*self.select(low, high)).fetchall(),
                       key=lambda row: str(row[0]))
         if not rows:
-            return
+            return 0
         draw: dict[Any, tuple[str, str | None]] = {}
         if self.variants and self.test_percent:
             order = random.sample(range(len(rows)), len(rows))
@@ -161,11 +218,16 @@ class Audience:
                 draw[rows[index][0]] = (
                     ("queued", self.variants[(n + first) % len(self.variants)]) if n < quota
                     else ("waiting", None))
-        execute_values(
-            database.cursor(), _VALUES_SQL.rstrip() + (_RERUN if rerun else ""),
+        written = execute_values(
+            database.cursor(),
+            _VALUES_SQL.rstrip() + (_RERUN if rerun else "").rstrip() + " RETURNING contact_id",
             [(self.tenant_id, self.campaign_id, str(contact), email, "campaign", self.transport,
-              *draw.get(contact, ("queued", None))) for contact, email in rows],
-            template="(%s::uuid, %s::uuid, %s::uuid, %s, %s, %s, %s, %s)", page_size=5000)
+              *draw.get(contact, ("queued", None)), not_before)
+             for contact, email, not_before, _ in rows],
+            template="(%s::uuid, %s::uuid, %s::uuid, %s, %s, %s, %s, %s, %s::timestamptz)",
+            page_size=5000, fetch=True)
+        fell_back = {str(contact) for contact, _, _, fallback in rows if fallback}
+        return sum(1 for (contact,) in written if str(contact) in fell_back)
 
 
 def load_audience(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> Audience | None:
@@ -173,12 +235,14 @@ def load_audience(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> A
     with tenant_tx(tenant_id) as database:
         row = database.execute_sql(
             "SELECT list_ids::text[], segment_ids::text[], sunset_days, transport, "
-            "audience_resolved_at, ab_test_percent FROM campaigns "
+            "audience_resolved_at, ab_test_percent, local_send_time, "
+            "coalesce(scheduled_at, started_at, now()) FROM campaigns "
             "WHERE tenant_id = %s AND id = %s", (str(tenant_id), str(campaign_id)),
         ).fetchone()
         if row is None:
             raise NotFoundError(f"no campaign {campaign_id}")
-        list_ids, segment_ids, sunset_days, transport, resolved_at, test_percent = row
+        (list_ids, segment_ids, sunset_days, transport, resolved_at, test_percent,
+         local_time, reference) = row
         if resolved_at is not None:
             return None
         variants = [key for (key,) in database.execute_sql(
@@ -187,9 +251,13 @@ def load_audience(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> A
         definitions = [definition for (definition,) in database.execute_sql(
             "SELECT definition FROM segments WHERE tenant_id = %s AND id = ANY (%s::uuid[]) "
             "ORDER BY id", (str(tenant_id), list(segment_ids or [])))]
+        local = None
+        if local_time:
+            local = LocalSendTime(local_time, reference, send_time.tenant_zone(database, tenant_id),
+                                  sorted(send_time.zone_names(database)))
     segments = [compile_segment(tenant_id, parse_definition(d)) for d in definitions]
     return Audience(str(tenant_id), str(campaign_id), transport, list(list_ids or []),
-                    segments, sunset_days, variants, test_percent)
+                    segments, sunset_days, variants, test_percent, local)
 
 
 _BOUNDARY_SQL = """
@@ -235,9 +303,16 @@ def resolve_audience(
                 try:
                     with tenant_tx(tenant_id) as database:
                         if distributed:
-                            audience.insert_through_client(database, *bounds, rerun=rerun)
+                            fell_back = audience.insert_through_client(database, *bounds,
+                                                                       rerun=rerun)
                         else:
-                            database.execute_sql(*audience.batch(*bounds, rerun=rerun))
+                            cursor = database.execute_sql(*audience.batch(*bounds, rerun=rerun))
+                            fell_back = cursor.fetchone()[0] if audience.send_time else 0
+                        if fell_back:
+                            database.execute_sql(
+                                "UPDATE campaigns SET timezone_fallbacks = timezone_fallbacks + %s "
+                                "WHERE tenant_id = %s AND id = %s",
+                                (fell_back, str(tenant_id), str(campaign_id)))
                     return
                 except IntegrityError:
                     if rerun:
@@ -260,6 +335,13 @@ def resolve_audience(
             "recipient_count = %s, updated_at = now() WHERE tenant_id = %s AND id = %s",
             (utcnow(), count, str(tenant_id), str(campaign_id)),
         )
-        if count:
+        if count and audience is not None and audience.send_time is not None:
+            # NOTE: with a local send time the first row may be due hours from now.
+            (first_due,) = database.execute_sql(
+                "SELECT min(next_attempt_at) FROM messages WHERE tenant_id = %s "
+                "AND campaign_id = %s AND status IN ('queued', 'deferred')",
+                (str(tenant_id), str(campaign_id))).fetchone()
+            due_tenants.mark_due(database, tenant_id, first_due)
+        elif count:
             due_tenants.mark_due(database, tenant_id)
     return int(count)

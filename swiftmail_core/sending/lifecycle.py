@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from peewee import fn
+
 from swiftmail_core.ab_tests.variants import CONTENT_FIELDS, load_variants
 from swiftmail_core.db import app_db, tenant_tx
 from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
@@ -145,7 +147,9 @@ def resume_campaign(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) ->
     with tenant_tx(tenant_id):
         campaign = _transition(campaign_uuid, (PAUSED,), SENDING, paused_reason=None,
                                transport_failures=0)
-        _move_rows(campaign_uuid, ("held",), "queued", next_attempt_at=utcnow())
+        # NOTE: a row with a local send time still ahead keeps it (docs/send-time.md).
+        _move_rows(campaign_uuid, ("held",), "queued",
+                   next_attempt_at=fn.GREATEST(Message.next_attempt_at, utcnow()))
         due_tenants.mark_due(app_db, campaign.tenant_id)
         return campaign_dict(campaign)
 

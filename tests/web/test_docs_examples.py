@@ -1,4 +1,4 @@
-"""Every curl example in docs/api.md, segments.md, ab-tests.md and journeys.md runs, as written, against the API.
+"""Every curl example in docs/api.md, segments.md, ab-tests.md, journeys.md and send-time.md runs, as written, against the API.
 
 The examples run in order with real curl against the app on a loopback port;
 ids the examples refer to (``$LIST``, ``$CAMP``...) are taken from the
@@ -25,12 +25,13 @@ from swiftmail_core.apikeys import create_api_key
 from swiftmail_core.db import app_db, tenant_tx
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-PAGES = ("api.md", "segments.md", "ab-tests.md", "journeys.md")
+PAGES = ("api.md", "segments.md", "ab-tests.md", "journeys.md", "send-time.md")
 # Examples whose documented answer is not 2xx, by a piece of their text.
 EXPECTED = {
     '"attributes": {"plan": "pro"}}\' $SM/v1/contacts': 409,  # "409 if the email exists"
     "$SM/v1/campaigns/$CAMP/pause": 409,  # the example campaign is scheduled, not sending
     "$SM/v1/campaigns/$CAMP/ab/winner": 409,  # "409 here: the example campaign is a draft"
+    '"local_send_time": "9am"': 422,  # the bad value the page shows
 }
 # Which variable an example's response sets, by the path it POSTs to.
 CREATES = [

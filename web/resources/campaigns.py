@@ -9,6 +9,7 @@ scheduled.
 
 from __future__ import annotations
 
+import datetime
 import re
 import uuid
 from collections.abc import Iterable
@@ -47,6 +48,7 @@ from swiftmail_core.models import (
 )
 from swiftmail_core.public_ids import PublicIds, public_ids
 from swiftmail_core.sending import lifecycle
+from swiftmail_core.sending.send_time import LOCAL_TIME_PATTERN
 
 _HEADER_NAME = re.compile(r"^X-[A-Za-z0-9-]{1,64}$")
 STATUSES = ("draft", "scheduled", "sending", "paused", "sent", "cancelled")
@@ -70,6 +72,10 @@ FIELDS = Fields(
     sunset_days=Field("integer", nullable=True, minimum=1, maximum=3650,
                       description="Skip contacts added more than N days ago with no open or "
                       "click in the last N days."),
+    local_send_time=Field("local_time", nullable=True,
+                          description="Send at this time (HH:MM) on each recipient's clock: "
+                          "its timezone attribute, else the tenant's timezone setting, else "
+                          "UTC; the first such moment from the start (docs/send-time.md)."),
     tracking_enabled=Field("boolean"),
 )
 SCHEMA = obj({
@@ -82,6 +88,7 @@ SCHEMA = obj({
     "list_ids": {"type": "array", "items": UUID},
     "segment_ids": {"type": "array", "items": UUID},
     "sunset_days": {"type": ["integer", "null"]}, "tracking_enabled": BOOLEAN,
+    "local_send_time": {"type": ["string", "null"], "pattern": LOCAL_TIME_PATTERN},
     "scheduled_at": NULLABLE_TIMESTAMP, "started_at": NULLABLE_TIMESTAMP,
     "finished_at": NULLABLE_TIMESTAMP, "recipient_count": INTEGER,
     "paused_reason": {"type": ["string", "null"],
@@ -104,10 +111,22 @@ LEDGER = obj({
                 "outside a test, and while the recipient waits for the winner."},
     "created_at": TIMESTAMP, "sent_at": NULLABLE_TIMESTAMP, "updated_at": TIMESTAMP,
 })
+SCHEDULE_STATS = obj({
+    "local_send_time": {"type": ["string", "null"]},
+    "timezone_fallbacks": {"type": "integer", "description":
+                           "Recipients whose timezone attribute named no known zone "
+                           "(they got the tenant's)."},
+    "scheduled": {"type": "integer",
+                  "description": "Queued or deferred rows not due yet."},
+    "per_hour": {"type": "array", "items": obj({"hour": TIMESTAMP, "count": INTEGER}),
+                 "description": "The scheduled rows by the UTC hour they are due (48 at most)."},
+})
 STATS = obj({
     "object": {"type": "string", "const": "campaign_stats"}, "campaign_id": UUID,
-    "recipients": INTEGER, "ledger": OBJECT, "metrics": OBJECT,
+    "recipients": INTEGER, "ledger": OBJECT, "metrics": OBJECT, "schedule": SCHEDULE_STATS,
 })
+#: Hours of the schedule the stats show.
+SCHEDULE_HOURS = 48
 
 
 def serialize(row: Campaign | dict[str, Any]) -> dict[str, Any]:
@@ -445,7 +464,28 @@ class StatsResource:
         resp.media = {"object": "campaign_stats", "campaign_id": row.id,
                       "recipients": row.recipient_count,
                       "ledger": {k: int(v) for k, v in ledger.items()},
-                      "metrics": {k: int(v) for k, v in metrics.items()}}
+                      "metrics": {k: int(v) for k, v in metrics.items()},
+                      "schedule": _schedule(row)}
+
+
+def _schedule(row: Campaign) -> dict[str, Any]:
+    """Return how many of the campaign's rows wait for their send time, by hour."""
+    hour = fn.date_trunc("hour", Message.next_attempt_at, "UTC")
+    per_hour = list(
+        Message.select(hour, fn.COUNT(Message.id))
+        .where(Message.campaign_id == row.id, Message.kind == "campaign",
+               Message.status.in_(("queued", "deferred")), Message.next_attempt_at > fn.now())
+        .group_by(hour).order_by(hour).tuples())
+    return {"local_send_time": row.local_send_time,
+            "timezone_fallbacks": int(row.timezone_fallbacks),
+            "scheduled": sum(int(count) for _, count in per_hour),
+            "per_hour": [{"hour": _utc(at), "count": int(count)}
+                         for at, count in per_hour[:SCHEDULE_HOURS]]}
+
+
+def _utc(value: Any) -> Any:
+    """Read a naive timestamp (``date_trunc`` in UTC gives one) as UTC."""
+    return value.replace(tzinfo=datetime.UTC) if value.tzinfo is None else value
 
 
 MESSAGE = Fields(

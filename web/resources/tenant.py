@@ -16,12 +16,16 @@ from swiftmail_web.openapi import Operation, obj
 from swiftmail_web.public.render import OVERRIDE_KEY, validate_overrides
 from swiftmail_web.resources.common import INTEGER, OBJECT, STRING, TIMESTAMP, UUID, tenant_id
 
+from swiftmail_core.db import app_db
+from swiftmail_core.errors import ValidationError
 from swiftmail_core.models import Message, Tenant, utcnow
+from swiftmail_core.sending.send_time import is_zone
 
 FIELDS = Fields(
     name=Field("string", min_length=1, max_length=200),
     language=Field("string", min_length=2, max_length=16),
-    settings=Field("object", description="Free-form tenant settings (merged; null removes)."),
+    settings=Field("object", description="Free-form tenant settings (merged; null removes). "
+                   "timezone: the IANA zone of contacts without one (docs/send-time.md)."),
 )
 SCHEMA = obj({
     "object": {"type": "string", "const": "tenant"}, "id": UUID, "slug": STRING,
@@ -54,6 +58,13 @@ def serialize(row: Tenant) -> dict[str, Any]:
     }
 
 
+def _check_timezone(name: Any) -> None:
+    """Refuse a ``timezone`` setting PostgreSQL does not know (null removes it)."""
+    if name is not None and not is_zone(app_db, name):
+        raise ValidationError.for_field(
+            "settings.timezone", f"{name!r} is not a known IANA time zone, e.g. Europe/Oslo")
+
+
 class TenantResource:
     """The caller's tenant."""
 
@@ -75,6 +86,7 @@ class TenantResource:
         row = Tenant.get(Tenant.id == tenant_id(req))
         if "settings" in values:
             validate_overrides(values["settings"].get(OVERRIDE_KEY))
+            _check_timezone(values["settings"].get("timezone"))
             merged = {**row.settings, **values["settings"]}
             values["settings"] = {k: v for k, v in merged.items() if v is not None}
         if values:
