@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dns.exception
 import dns.resolver
+import psycopg2
 import redis
 
 from swiftmail_core import redis_clients
 from swiftmail_core.db.audit import Finding, audit, check_connectable
 from swiftmail_core.db.migrate import pending_migrations
-from swiftmail_core.db.targets import database_targets
+from swiftmail_core.db.schema_version import describe, problem, read_state
+from swiftmail_core.db.targets import DatabaseTargets, database_targets
 from swiftmail_core.errors import SwiftMailError
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.settings import Settings
@@ -50,6 +52,28 @@ def _check_redis(settings: Settings) -> Finding:
     return Finding(True, "Redis answers", where)
 
 
+def _owner_elsewhere(settings: Settings, finding: Finding) -> Finding:
+    """Make a failed owner connect a warning on a host not given the owner's password.
+
+    The migration host alone holds ``db_owner_password``; on the others the
+    owner checks (pending migrations, the isolation audit) run there instead.
+    """
+    if finding.ok or finding.check != "connect as owner role" or settings.db_owner_password:
+        return finding
+    return Finding(False, finding.check,
+                   "no db_owner_password on this host: the owner checks (migrations, "
+                   "isolation audit) run on the migration host", warning=True)
+
+
+def _check_schema(targets: DatabaseTargets) -> Finding:
+    try:
+        state = read_state(targets)
+    except psycopg2.OperationalError as ex:
+        return Finding(False, "schema version fits this code", str(ex).strip().splitlines()[0])
+    reason = problem(state)
+    return Finding(reason is None, "schema version fits this code", reason or describe(state))
+
+
 def run_checks(settings: Settings, *, outside_dns: bool = True) -> list[Finding]:
     """Run every doctor check; never raises for a failed check.
 
@@ -61,8 +85,11 @@ def run_checks(settings: Settings, *, outside_dns: bool = True) -> list[Finding]
         targets = database_targets(settings)
     except SwiftMailError as ex:
         return [Finding(False, "PostgreSQL reachable", ex.detail)]
-    connect = check_connectable(targets)
+    connect = [_owner_elsewhere(settings, finding) for finding in check_connectable(targets)]
     findings.extend(connect)
+    by_role = dict(zip(("owner", "app", "system"), connect, strict=True))
+    if by_role["system"].ok:
+        findings.append(_check_schema(targets))
     if all(finding.ok for finding in connect):
         pending = pending_migrations(targets)
         findings.append(

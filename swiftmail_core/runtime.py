@@ -14,6 +14,7 @@ import functools
 import redis
 
 from swiftmail_core import db, redis_clients
+from swiftmail_core.db.schema_version import check_schema
 from swiftmail_core.db.targets import DatabaseTargets, database_targets
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.settings import Settings
@@ -46,6 +47,15 @@ class ProcessKind(enum.StrEnum):
     BENCH = "bench"
 
 
+#: Processes that refuse to start on a schema their code does not fit
+#: (``swiftmail_core/db/schema_version.py``); admin commands (``migrate``
+#: above all) and ``doctor`` must still run there.
+SCHEMA_CHECKED = frozenset({
+    ProcessKind.API, ProcessKind.PUBLIC, ProcessKind.PUBLIC_ASGI, ProcessKind.WORKER,
+    ProcessKind.RELAY, ProcessKind.TRACKING_DRAINER, ProcessKind.WEBHOOK_DELIVERER,
+})
+
+
 @dataclasses.dataclass
 class Runtime:
     """Everything a SwiftMail process needs, built from its settings."""
@@ -71,8 +81,12 @@ def start(
 
     Call it once per process (after a fork, in the child), naming what the
     process is; every plugin's ``swiftmail_startup`` runs before this returns.
+    A serving process whose code does not fit the database's schema raises
+    ``SchemaVersionError`` before anything else.
     """
     targets = database_targets(settings)
+    if process in SCHEMA_CHECKED:
+        check_schema(targets)
     db.connect(targets, pool_size=settings.db_pool_size,
                failover_wait_seconds=settings.db_failover_wait_seconds)
     manager = plugins or PluginManager.load(settings)

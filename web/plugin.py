@@ -47,10 +47,14 @@ def serve_command(
     """
     from swiftmail_web.serve import default_workers, serve
 
+    from swiftmail_core.db.schema_version import check_schema
+    from swiftmail_core.db.targets import database_targets
     from swiftmail_core.errors import ConfigurationError
 
     settings = state.settings
     settings.require("secret_key")
+    # Before gunicorn: a schema mismatch is one line here, not a worker boot loop.
+    check_schema(database_targets(settings))
     if threads > settings.db_pool_size:
         raise ConfigurationError(
             f"--threads {threads} exceeds setting 'db_pool_size' ({settings.db_pool_size}): "

@@ -4,6 +4,10 @@ Each ``migrations/NNNN_name.sql`` runs in its own transaction together with
 its row in ``schema_migrations``; an advisory lock serialises concurrent
 runs, so ``swiftmail migrate`` twice (or on two hosts at once) changes nothing
 the second time.
+
+A migration that breaks code older than some schema version says so in a
+line ``-- oldest-compatible-code: NNNN``; it is recorded with the migration
+and read by the start-up schema check (``schema_version.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from swiftmail_core.errors import ConfigurationError, ServiceUnavailableError
 
 MIGRATION_LOCK = 0x5357_4D49  # "SWMI"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_OLDEST_COMPATIBLE = re.compile(r"^-- oldest-compatible-code: (\d{4})\s*$", re.MULTILINE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +40,12 @@ class Migration:
     def checksum(self) -> str:
         """Return a hash of the file, recorded to detect edited migrations."""
         return hashlib.sha256(self.text.encode()).hexdigest()
+
+    @property
+    def oldest_compatible_code(self) -> int | None:
+        """Return the oldest code schema version this migration leaves working, if it says."""
+        match = _OLDEST_COMPATIBLE.search(self.text)
+        return int(match[1]) if match else None
 
 
 def available_migrations() -> list[Migration]:
@@ -78,6 +89,8 @@ def migrate(targets: DatabaseTargets) -> list[str]:
                 " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
+            cursor.execute("ALTER TABLE schema_migrations "
+                           "ADD COLUMN IF NOT EXISTS oldest_compatible_code integer")
             cursor.execute("SELECT version, checksum FROM schema_migrations")
             done = dict(cursor.fetchall())
         for migration in available_migrations():
@@ -91,8 +104,10 @@ def migrate(targets: DatabaseTargets) -> list[str]:
             with connection, connection.cursor() as cursor:
                 cursor.execute(render(migration.text, targets.role_names))
                 cursor.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
-                    (migration.version, migration.name, migration.checksum),
+                    "INSERT INTO schema_migrations (version, name, checksum, "
+                    "oldest_compatible_code) VALUES (%s, %s, %s, %s)",
+                    (migration.version, migration.name, migration.checksum,
+                     migration.oldest_compatible_code),
                 )
             applied.append(f"{migration.version:04d}_{migration.name}")
         with connection, connection.cursor() as cursor:
