@@ -32,9 +32,9 @@ test-lb: $(STAMP)  ## the API behind HAProxy: rolling restarts with a steady cli
 
 CLUSTER_MEASURES ?= /tmp/swiftmail-cluster-measures.jsonl
 
-test-cluster: $(STAMP)  ## hosts as network namespaces (root): cut cables to the HA engines; last line JSON
+test-cluster: $(STAMP)  ## hosts as network namespaces (root): cut cables, a campaign and the API under kills; last line JSON
 	rm -f $(CLUSTER_MEASURES)
-	SWIFTMAIL_TEST_CLUSTER=1 SWIFTMAIL_MEASURE_FILE=$(CLUSTER_MEASURES) timeout 900 \
+	SWIFTMAIL_TEST_CLUSTER=1 SWIFTMAIL_MEASURE_FILE=$(CLUSTER_MEASURES) timeout 1500 \
 	  $(VENV)/bin/python -m pytest -p no:cacheprovider -s tests/cluster; \
 	  status=$$?; $(VENV)/bin/python -m tests.cluster.summary $(CLUSTER_MEASURES) $$status; \
 	  exit $$status

@@ -1,10 +1,12 @@
-"""Control host helper of the campaign chaos test: create the campaign, read its ledger.
+"""Control host helper of the campaign chaos test: the tenant, its audience and API key.
 
 Usage (settings from the environment):
     python -m tests.cluster.campaign_child create RECIPIENTS DOMAIN
-        prints {"tenant": ..., "campaign": ...} once the campaign is scheduled
-    python -m tests.cluster.campaign_child counts TENANT CAMPAIGN
-        prints {status: count} of the campaign's ledger
+        prints {"tenant": ..., "list": ..., "key": ...} once the list has its subscribers
+
+The campaign itself is created and scheduled through the API
+(``tests.cluster.api_client``); the subscribers are written straight to the
+database because tens of thousands of API calls would only test the import.
 """
 
 from __future__ import annotations
@@ -19,27 +21,19 @@ from swiftmail_core.settings import load_settings
 
 def main(argv: list[str]) -> None:
     """Run one sub-command (see the module docstring)."""
-    from swiftmail_core.sending import lifecycle
+    from swiftmail_core.apikeys import create_api_key
     from swiftmail_core.tenants import create_tenant
-    from tests.core.sending.conftest import (
-        add_subscribers,
-        ledger_counts,
-        make_campaign,
-        make_list,
-    )
+    from tests.core.sending.conftest import add_subscribers, make_list
 
     runtime = start(load_settings(), process=ProcessKind.TEST)
     try:
-        if argv[0] == "create":
-            count, domain = int(argv[1]), argv[2]
-            tenant = create_tenant(f"chaos-{uuid.uuid4().hex[:8]}")
-            audience = make_list(tenant.id)
-            add_subscribers(tenant.id, audience, count, domain=domain)
-            campaign = make_campaign(tenant.id, [audience], transport="relay")
-            lifecycle.schedule_campaign(tenant.id, campaign)
-            print(json.dumps({"tenant": str(tenant.id), "campaign": str(campaign)}), flush=True)
-        else:
-            print(json.dumps(ledger_counts(uuid.UUID(argv[1]), uuid.UUID(argv[2]))), flush=True)
+        count, domain = int(argv[1]), argv[2]
+        tenant = create_tenant(f"chaos-{uuid.uuid4().hex[:8]}")
+        audience = make_list(tenant.id)
+        add_subscribers(tenant.id, audience, count, domain=domain)
+        key = create_api_key(tenant.id, role="editor", name="chaos").key
+        print(json.dumps({"tenant": str(tenant.id), "list": str(audience), "key": key}),
+              flush=True)
     finally:
         runtime.close()
 

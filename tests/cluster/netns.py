@@ -39,7 +39,8 @@ def available() -> str | None:
     return None
 
 
-def _kill_inside(namespace: str) -> None:
+def kill_inside(namespace: str) -> None:
+    """SIGKILL every process inside ``namespace`` (ours: we created it)."""
     pids = _ip("netns", "pids", namespace, check=False).stdout.split()
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, ValueError):
@@ -51,7 +52,7 @@ def remove_leftovers() -> None:
     for line in _ip("netns", "list", check=False).stdout.splitlines():
         name = line.split()[0] if line.split() else ""
         if name.startswith(f"{PREFIX}x"):
-            _kill_inside(name)
+            kill_inside(name)
             _ip("netns", "del", name, check=False)
 
 
@@ -120,7 +121,7 @@ class Network:
     def remove(self) -> None:
         """Kill everything inside our namespaces and delete them (the veths go with them)."""
         for host in list(self.hosts):
-            _kill_inside(self.namespace(host))
+            kill_inside(self.namespace(host))
         time.sleep(0.2)
         for host in list(self.hosts):
             _ip("netns", "del", self.namespace(host), check=False)

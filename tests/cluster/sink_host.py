@@ -4,9 +4,10 @@ Usage: python -m tests.cluster.sink_host ADDRESS DOMAIN LOG
 
 Answers DNS on ADDRESS (a free port, UDP and TCP) with ``DOMAIN MX 10
 mx.DOMAIN`` and ``mx.DOMAIN A ADDRESS``, and accepts every message on
-ADDRESS:25, appending one line ``<unix time> <client address> <recipient>`` per accepted
-recipient to LOG (flushed at once, so a reader counts deliveries as they
-happen), and each new peak of open connections to LOG with suffix
+ADDRESS:25, appending one line ``<unix time> <client address> <recipient> <MAIL time>``
+per accepted recipient to LOG (flushed at once, so a reader counts
+deliveries as they happen; the MAIL time is when the relay began the
+transaction, right after its rate admission), and each new peak of open connections to LOG with suffix
 ``.peak``. Prints ``{"dns_port": N}`` once both listen, then serves until killed.
 """
 
@@ -31,11 +32,19 @@ class _Counting:
         self.lock = threading.Lock()
         self.handle = log.open("a", buffering=1)
 
+    async def handle_MAIL(self, server, session, envelope, address, options):  # type: ignore[no-untyped-def]
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        envelope.began = time.time()
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
         with self.lock:
             now = time.time()
+            began = getattr(envelope, "began", now)
             for recipient in envelope.rcpt_tos:
-                self.handle.write(f"{now:.3f} {session.peer[0]} {recipient.lower()}\n")
+                self.handle.write(f"{now:.3f} {session.peer[0]} {recipient.lower()} "
+                                  f"{began:.3f}\n")
         return "250 2.0.0 queued"
 
 

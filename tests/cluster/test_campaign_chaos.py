@@ -1,25 +1,39 @@
-"""A campaign (10,000 recipients) through two workers and two relays while a worker and a relay are killed.
+"""A campaign and steady transactional mail through the API while every kind of host is killed.
 
 Hosts (network namespaces on one bridge): etcd, db1 and db2 (Patroni,
 synchronous), r1-r3 (Redis master, replica, three Sentinels), app (the
-control host: ``swiftmail init``, the campaign, ledger reads), sink (an
-aiosmtpd sink on port 25 and the DNS server whose MX for the campaign's
-domain names it), relay1 and relay2 (``swiftmail relay run``, intake on the
-host's address), worker1 and worker2 (``swiftmail worker``, network mode
-naming both intakes). Every SwiftMail process reaches PostgreSQL through the
-multi-host URL and Redis through the Sentinels.
+control host: ``swiftmail init``, the audience, the API clients, ledger
+reads), lb (HAProxy with contrib/haproxy/haproxy.cfg), api1 and api2
+(``swiftmail serve``), sink (an aiosmtpd sink on port 25 and the DNS server
+whose MX for the campaign's domain names it), relay1 and relay2
+(``swiftmail relay run``, intake on the host's address), worker1 and worker2
+(``swiftmail worker``, network mode naming both intakes). Every SwiftMail
+process reaches PostgreSQL through the multi-host URL and Redis through the
+Sentinels.
 
-While the campaign is sent, worker1 is killed with SIGKILL (its leased batch
-comes back after ``send_lease_seconds``) and then relay1 (its spool waits;
-it is started again on the same spool, which it drains). Checked: every
-ledger row ends ``delivered``, or ``unknown`` when its hand-off to the killed
-relay lost its answer and the relay lost the request (documented: never
-resent, so never twice; counted, bounded); the sink saw every other
-recipient, each once apart from the duplicates of the documented crash
-windows (counted, bounded); the sink never had more connections open than
-the site's ``max_connections`` shared by both relays.
-Measured (printed): seconds from each kill to the next delivery, to the
-killed relay delivering again and to the whole campaign being final.
+The campaign (``SWIFTMAIL_CHAOS_RECIPIENTS``, 20,000 by default) is created
+and scheduled through HAProxy; a client sends transactional mail through
+HAProxy the whole time (``POST /v1/messages`` with an ``Idempotency-Key``,
+retrying a failed request with the same key), counting every failed request.
+While the campaign goes out, one host after another is lost, each once the
+previous failure has been measured: api1 (``kill -9`` of everything on it),
+worker1 (the same), relay1 (the same; started again on its spool 3 s later),
+db1, the Patroni leader (cable cut and every process killed: Patroni promotes
+db2), r1, the Redis master's host (``kill -9`` of its Redis server and its
+Sentinel: the two other Sentinels promote r2).
+
+Checked: every ledger row ends ``delivered``, or ``unknown`` when its hand-off
+to the killed relay lost its answer and the relay lost the request
+(documented: never resent, so never twice; counted, bounded); the sink saw
+every other campaign recipient and every transactional message that got a
+202, each once apart from the duplicates of the documented crash windows
+(counted, bounded); each transactional message is one ledger row however
+often its request was retried; the sink never had more connections open
+than the site's ``max_connections``, nor more messages a second than its
+``messages_per_second``, both shared by the two relays through Redis.
+Measured (one JSON line): per kill, failed API requests, seconds to the
+engine's failover, to API requests succeeding again, to the next delivery
+and to the next ledger write; the whole campaign's duration.
 """
 
 from __future__ import annotations
@@ -33,10 +47,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.cluster import netns
 from tests.cluster.test_postgres_partition import ETCD_PEER_PORT, ETCD_PORT, PG_PORT, REST_PORT
 from tests.cluster.test_postgres_partition import _leader as leader
 from tests.cluster.test_postgres_partition import _wait as wait
@@ -44,15 +60,28 @@ from tests.cluster.test_redis_partition import SENTINEL_PORT
 from tests.cluster.test_redis_partition import _start_redis as start_redis
 from tests.ha.conftest import measure
 from tests.ha.patroni import config
+from tests.lb.processes import HAPROXY_CFG, haproxy_binary, rolling_restart_module
 
 ROOT = Path(__file__).resolve().parents[2]
-RECIPIENTS = int(os.environ.get("SWIFTMAIL_CHAOS_RECIPIENTS", "10000"))
+#: 20,000 recipients: tens of thousands, as the issue asks, and about 4 minutes of
+#: sending with the rate cap below, which keeps `make test-cluster` near 8 minutes.
+RECIPIENTS = int(os.environ.get("SWIFTMAIL_CHAOS_RECIPIENTS", "20000"))
 DOMAIN = "chaos.test"
-INTAKE_PORT = 2526
-LEASE_SECONDS, BATCH, THREADS = 15, 50, 2
+INTAKE_PORT, API_PORT, LB_PORT = 2526, 8000, 8080
+#: A claimed batch's lease: long enough that no batch outlives it on a loaded machine
+#: (with 15 s, hand-offs to a relay busy reloading its spool or waiting out a failover
+#: did, and the batches went out twice), short enough that the killed worker's
+#: batches come back well before the campaign ends.
+LEASE_SECONDS, BATCH, THREADS = 60, 50, 2
 SITE_CONNECTIONS = 3  # the sink site's max_connections, for both relays together
+#: The sink site's messages_per_second for both relays together: below what the two
+#: relays reach without it (about 100 a second), so the shared window does the limiting.
+SITE_RATE = int(os.environ.get("SWIFTMAIL_CHAOS_RATE", "80"))
 LIMIT = 120.0
-FINAL_WAIT = 60.0 + RECIPIENTS / 40  # about three times the time measured
+CLIENT_STOP_SECONDS = 180.0  # its last message may be retrying (120 s at most)
+FINAL_WAIT = 120.0 + RECIPIENTS / 25  # about three times the time measured
+#: Share of the campaign at the sink when each host is lost, in this order.
+KILLS = (("api1", 0.08), ("worker1", 0.20), ("relay1", 0.34), ("db1", 0.50), ("r1", 0.68))
 #: ``unknown``: a hand-off whose answer was lost when its relay was killed; never resent
 #: (docs/relay.md, "Network mode"), it stays so if the relay lost the request.
 FINAL = {"delivered", "unknown"}
@@ -112,6 +141,7 @@ def _relay_config(host: str, address: str, folder: Path) -> Path:
         "retry_cap = 2.0", f'hostname = "{host}.cluster.test"', "warmup = false",
         'default_pool = "own"',
         "[plugins.relay.policies.default]", f"max_connections = {SITE_CONNECTIONS}",
+        f"messages_per_second = {SITE_RATE}",
         "[plugins.relay.source_addresses]", f'own = "{address}"',
         "[plugins.relay.ip_pools]", 'own = ["own"]']) + "\n")
     return path
@@ -124,40 +154,71 @@ def _worker_config(relays: list[str], folder: Path) -> Path:
     return path
 
 
-def _deliveries(log: Path) -> list[tuple[float, str, str]]:
+def _deliveries(log: Path) -> list[tuple[float, str, str, float]]:
+    """Return the sink's (time, client, recipient, MAIL time) rows."""
     if not log.exists():
         return []
     rows = []
     for line in log.read_text().splitlines():
         parts = line.split()
-        if len(parts) == 3:
-            rows.append((float(parts[0]), parts[1], parts[2]))
+        if len(parts) == 4:
+            rows.append((float(parts[0]), parts[1], parts[2], float(parts[3])))
     return rows
 
 
-def _kill(process: subprocess.Popen[bytes]) -> float:
-    when = time.time()
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(10)
-    return when
+def _requests(log: Path) -> list[dict]:  # type: ignore[type-arg]
+    """Return the transactional client's request lines."""
+    if not log.exists():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith('{"t"')]
 
 
 def _until(condition, what: str, logs: Path, seconds: float = LIMIT,  # type: ignore[no-untyped-def]
-           pause: float = 0.5) -> None:
+           pause: float = 0.5) -> float:
     deadline = time.monotonic() + seconds
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}:\n" + "\n".join(
             f"--- {path}\n{path.read_text(errors='replace')[-2000:]}"
             for path in sorted(logs.glob("*.log")) if path.name != "sink-deliveries.log")
         time.sleep(pause)
+    return time.time()
 
 
-@pytest.mark.timeout(600)
-def test_a_campaign_survives_a_killed_worker_and_a_killed_relay(network, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def _kill_host(network: netns.Network, host: str) -> float:
+    """SIGKILL every process on ``host`` (a lost host); return when."""
+    when = time.time()
+    netns.kill_inside(network.namespace(host))
+    return when
+
+
+def _rate_figures(rows: list[tuple[float, str, str, float]]) -> dict[str, int]:
+    """Messages per second at the sink by MAIL time: peak, seconds over the cap, 10 s peak."""
+    per_second = collections.Counter(int(began) for _, _, _, began in rows)
+    per_ten = collections.Counter(int(began) // 10 for _, _, _, began in rows)
+    return {"sink_peak_messages_per_second": max(per_second.values()),
+            "sink_seconds_over_rate_cap": sum(1 for n in per_second.values() if n > SITE_RATE),
+            "sink_peak_messages_per_10_seconds": max(per_ten.values())}
+
+
+def _peak_by_relay(rows: list[tuple[float, str, str, float]]) -> dict[str, int]:
+    """Each relay's own peak messages per second at the sink."""
+    peaks: dict[str, int] = {}
+    for (client, _), count in collections.Counter(
+            (client, int(began)) for _, client, _, began in rows).items():
+        peaks[client] = max(peaks.get(client, 0), count)
+    return peaks
+
+
+@pytest.mark.timeout(1200)
+def test_a_campaign_and_transactional_mail_survive_killed_hosts(network, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    binary = haproxy_binary()
+    assert binary, "haproxy is not installed (bash .ci/system-packages installs it)"
     hosts = start_redis(network, tmp_path)
-    for name in ("etcd", "db1", "db2", "sink", "relay1", "relay2", "worker1", "worker2"):
+    for name in ("etcd", "db1", "db2", "sink", "relay1", "relay2", "worker1", "worker2",
+                 "api1", "api2", "lb"):
         hosts[name] = network.add_host(name)
     base = Path(tempfile.mkdtemp(prefix="swiftmail-cluster-chaos-"))
+    processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
         shutil.chown(base, "postgres", "postgres")
         deliveries = tmp_path / "sink-deliveries.log"
@@ -174,10 +235,8 @@ def test_a_campaign_survives_a_killed_worker_and_a_killed_relay(network, tmp_pat
         app.mkdir()
         control = {**_environ(hosts, app, dns_port), "SWIFTMAIL_CONFIG": str(app / "s.toml")}
         init = network.run_in("app", [sys.executable, "-m", "swiftmail_core.cli", "init"],
-                              env=control, timeout=120)
+                              env=control, timeout=180)
         assert init.returncode == 0, init.stdout + init.stderr
-
-        processes: dict[str, subprocess.Popen[bytes]] = {}
 
         def start(host: str, argv: list[str], conf: Path, data: Path) -> None:
             processes[host] = network.spawn(
@@ -185,68 +244,161 @@ def test_a_campaign_survives_a_killed_worker_and_a_killed_relay(network, tmp_pat
                 tmp_path / f"{host}.log",
                 env={**_environ(hosts, data, dns_port), "SWIFTMAIL_CONFIG": str(conf)})
 
+        def listening(host: str, port: int) -> bool:
+            return network.run_in("app", [
+                "bash", "-c", f"exec 3<>/dev/tcp/{hosts[host]}/{port}"]).returncode == 0
+
+        for host in ("api1", "api2"):
+            folder = tmp_path / host
+            folder.mkdir()
+            (folder / "api.toml").write_text("")
+            start(host, ["serve", "--bind", f"{hosts[host]}:{API_PORT}", "--workers", "2",
+                         "--threads", "2"], folder / "api.toml", folder)
         relay_conf = {}
         for host in ("relay1", "relay2"):
             folder = tmp_path / host
             folder.mkdir()
             relay_conf[host] = _relay_config(host, hosts[host], folder)
             start(host, ["relay", "run"], relay_conf[host], folder)
+        socket_path = str(tmp_path / "haproxy.sock")
+        network.spawn("lb", [binary, "-db", "-f", str(HAPROXY_CFG)], tmp_path / "lb.log", env={
+            "PATH": os.environ["PATH"], "SWIFTMAIL_LB_BIND": f"{hosts['lb']}:{LB_PORT}",
+            "SWIFTMAIL_LB_SOCKET": socket_path,
+            "SWIFTMAIL_API1": f"{hosts['api1']}:{API_PORT}",
+            "SWIFTMAIL_API2": f"{hosts['api2']}:{API_PORT}"})
         for host in ("relay1", "relay2"):
-            _until(lambda host=host: network.run_in("app", [
-                "bash", "-c", f"exec 3<>/dev/tcp/{hosts[host]}/{INTAKE_PORT}"]).returncode == 0,
-                f"{host}'s intake", tmp_path)
+            _until(lambda host=host: listening(host, INTAKE_PORT), f"{host}'s intake", tmp_path)
         intakes = [f"{hosts[h]}:{INTAKE_PORT}" for h in ("relay1", "relay2")]
         for host in ("worker1", "worker2"):
             folder = tmp_path / host
             folder.mkdir()
             start(host, ["worker"], _worker_config(intakes, folder), folder)
+        haproxy = rolling_restart_module()
+
+        def server_status(server: str) -> str:
+            try:
+                return haproxy.server_stats(socket_path)[("swiftmail_api", server)]["status"]
+            except OSError:
+                return ""
+
+        _until(lambda: all(server_status(s) == "UP" for s in ("api1", "api2")),
+               "HAProxy to see both API hosts UP", tmp_path, seconds=180)
 
         created = network.run_in("app", [sys.executable, "-m", "tests.cluster.campaign_child",
                                          "create", str(RECIPIENTS), DOMAIN],
-                                 env=control, timeout=180)
+                                 env=control, timeout=300)
         assert created.returncode == 0, created.stdout + created.stderr
         ids = json.loads(created.stdout.strip().splitlines()[-1])
+        lb = f"{hosts['lb']}:{LB_PORT}"
+        client_env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)}
+        requests_log, stop_file = tmp_path / "transactional.jsonl", tmp_path / "stop-client"
+        processes["client"] = network.spawn(
+            "app", [sys.executable, "-m", "tests.cluster.api_client", "transactional", lb,
+                    ids["key"], DOMAIN, str(stop_file), str(FINAL_WAIT + 600)],
+            requests_log, env=client_env)
+        _until(lambda: sum(r["ok"] for r in _requests(requests_log)) >= 5,
+               "the first transactional messages", tmp_path)
+        scheduled = network.run_in("app", [sys.executable, "-m", "tests.cluster.api_client",
+                                           "campaign", lb, ids["key"], ids["list"]],
+                                   env=client_env, timeout=300)
+        assert scheduled.returncode == 0, scheduled.stdout + scheduled.stderr
+        ids["campaign"] = json.loads(scheduled.stdout.strip().splitlines()[-1])["campaign"]
         began = time.time()
 
         url_hosts = ",".join(f"{hosts[n]}:{PG_PORT}" for n in ("db1", "db2"))
         database = f"postgresql://postgres@{url_hosts}/swiftmail?target_session_attrs=read-write"
 
         def ledger(query: str) -> list[list[str]]:
-            answer = network.run_in("app", ["psql", database, "-Atc", query], timeout=60)
+            answer = network.run_in("app", ["psql", database, "-Atc", query], timeout=60,
+                                    env={"PATH": os.environ["PATH"], "PGCONNECT_TIMEOUT": "3"})
             assert answer.returncode == 0, answer.stderr
             return [line.split("|") for line in answer.stdout.splitlines() if line]
 
-        def counts() -> dict[str, int]:
+        def counts(where: str) -> dict[str, int]:
             return {status: int(count) for status, count in ledger(
-                "SELECT status, count(*) FROM messages WHERE campaign_id = "
-                f"'{ids['campaign']}' GROUP BY status")}
+                f"SELECT status, count(*) FROM messages WHERE tenant_id = '{ids['tenant']}' "
+                f"AND {where} GROUP BY status")}
 
-        _until(lambda: len(_deliveries(deliveries)) >= RECIPIENTS * 0.15,
-               "the first deliveries", tmp_path)
-        worker_killed = _kill(processes["worker1"])
-        _until(lambda: len(_deliveries(deliveries)) >= RECIPIENTS * 0.4,
-               "deliveries after the worker kill", tmp_path)
-        relay_killed = _kill(processes["relay1"])
-        time.sleep(3.0)  # the host is down a while; workers hand off to relay2 alone
-        relay_back = time.time()
-        start("relay1", ["relay", "run"], relay_conf["relay1"], tmp_path / "relay1")
+        campaign_rows = f"campaign_id = '{ids['campaign']}'"
+        transactional_rows = "campaign_id IS NULL"
 
-        _until(lambda: set(counts()) <= FINAL, "every ledger row final", tmp_path,
-               seconds=FINAL_WAIT, pause=2.0)
+        def delivered_now() -> int:
+            try:
+                return counts("true").get("delivered", 0)
+            except (AssertionError, subprocess.TimeoutExpired):
+                return -1  # no primary just now
+
+        def sentinel_master() -> str:
+            answer = network.run_in("app", ["redis-cli", "-h", hosts["r3"], "-p",
+                                            str(SENTINEL_PORT), "sentinel",
+                                            "get-master-addr-by-name", "swiftmail"]).stdout
+            return answer.split()[0] if answer.split() else ""
+
+        # Each host is lost once the campaign is that far along; the step after the
+        # kill waits for the failover it causes, so each is measured on its own.
+        failover: dict[str, Callable[[], bool]] = {
+            "api1": lambda: server_status("api1").startswith("DOWN"),
+            "db1": lambda: leader(network, hosts) == "db2",
+            "r1": lambda: sentinel_master() == hosts["r2"],
+        }
+        kills: list[dict[str, object]] = []
+        relay_back = 0.0
+        for host, share in KILLS:
+            _until(lambda share=share: len(_deliveries(deliveries)) >= RECIPIENTS * share,
+                   f"{share:.0%} of the campaign at the sink", tmp_path, seconds=FINAL_WAIT)
+            written_before = delivered_now()
+            if host == "db1":
+                network.link("db1", up=False)  # a lost host: its connections go silent
+            killed = _kill_host(network, host)
+            record: dict[str, object] = {"host": host, "t": killed}
+            if host in failover:
+                record["failover_seconds"] = round(
+                    _until(failover[host], f"the failover after {host} was lost", tmp_path,
+                           pause=0.2) - killed, 1)
+            if host == "relay1":
+                time.sleep(3.0)  # the host is down a while; workers hand off to relay2 alone
+                relay_back = time.time()
+                start("relay1", ["relay", "run"], relay_conf["relay1"], tmp_path / "relay1")
+            record["ledger_write_seconds"] = round(_until(
+                lambda before=written_before: delivered_now() > before,
+                f"a ledger write after {host} was lost", tmp_path, pause=0.5) - killed, 1)
+            kills.append(record)
+
+        _until(lambda: set(counts(campaign_rows)) <= FINAL, "every campaign row final",
+               tmp_path, seconds=FINAL_WAIT, pause=2.0)
         finished = time.time()
+        stop_file.touch()
+        processes["client"].wait(CLIENT_STOP_SECONDS)
+        _until(lambda: set(counts(transactional_rows)) <= FINAL,
+               "every transactional row final", tmp_path, pause=2.0)
         time.sleep(2.0)  # a late duplicate would show itself
-        final = counts()
-        rows = _deliveries(deliveries)
-        per_recipient = collections.Counter(recipient for _, _, recipient in rows)
-        expected = {f"user{i}@{DOMAIN}" for i in range(RECIPIENTS)}
-        duplicates = sum(count - 1 for count in per_recipient.values())
 
+        final = counts(campaign_rows)
+        final_transactional = counts(transactional_rows)
+        rows = _deliveries(deliveries)
+        requests = _requests(requests_log)
+        per_recipient = collections.Counter(recipient for _, _, recipient, _ in rows)
+        expected = {f"user{i}@{DOMAIN}" for i in range(RECIPIENTS)}
+        accepted = {r["n"]: r["id"] for r in requests if r["ok"]}
+        sent_transactional = {f"tx{n}@{DOMAIN}" for n in accepted}
         unknown = {email.lower() for (email,) in ledger(
-            f"SELECT email FROM messages WHERE campaign_id = '{ids['campaign']}' "
+            f"SELECT email FROM messages WHERE tenant_id = '{ids['tenant']}' "
             "AND status = 'unknown'")}
+        duplicates = sum(count - 1 for count in per_recipient.values())
+        twice = sorted(recipient for recipient, count in per_recipient.items() if count > 1)
+        # Claimed twice: a worker sent it again (its first worker died, or its lease ran
+        # out); claimed once: a relay sent it again (it died after the remote 250).
+        claimed_twice = int(ledger(
+            f"SELECT count(*) FROM messages WHERE tenant_id = '{ids['tenant']}' AND attempts > 1 "
+            f"AND lower(email) = ANY('{{{','.join(twice)}}}'::text[])")[0][0]) if twice else 0
+
         assert sum(final.values()) == RECIPIENTS and set(final) <= FINAL, final
+        # One ledger row per message that got a 202, however often its request was sent.
+        assert sum(final_transactional.values()) == len(accepted), (final_transactional,
+                                                                    len(accepted))
+        assert set(final_transactional) <= FINAL, final_transactional
         # A row left `unknown` is one the killed relay really lost: never at the sink.
-        assert set(per_recipient) == expected - unknown
+        assert set(per_recipient) == (expected | sent_transactional) - unknown
         # At most the batches in flight to the killed relay (one worker's threads).
         assert len(unknown) <= THREADS * BATCH, len(unknown)
         # At-least-once: a killed worker's lease resends at most its in-flight batches, a
@@ -256,28 +408,77 @@ def test_a_campaign_survives_a_killed_worker_and_a_killed_relay(network, tmp_pat
         # through a relay's death (its slots stay leased) and its restart.
         peak = max(int(line) for line in deliveries.with_suffix(".peak").read_text().split())
         assert peak <= SITE_CONNECTIONS, peak
+        # So is its rate: a one-second window shared by both relays. A message admitted
+        # late in one second may reach the sink early in the next, so one second may show
+        # up to twice the cap, ten whole seconds at most eleven times it.
+        rates = _rate_figures(rows)
+        assert rates["sink_peak_messages_per_second"] <= 2 * SITE_RATE, rates
+        assert rates["sink_peak_messages_per_10_seconds"] <= 11 * SITE_RATE, rates
 
         def next_delivery(after: float, source: str | None = None) -> float:
-            return round(min(t for t, client, _ in rows
+            return round(min(t for t, client, _, _ in rows
                              if t > after and (source is None or client == source)) - after, 2)
 
-        measure("campaign_worker_and_relay_killed",
+        ends = [float(k["t"]) for k in kills[1:]] + [finished]  # type: ignore[arg-type]
+        seen: set[str] = set()
+        repeated_at = []  # when each delivery after a recipient's first arrived
+        for delivered_at, _, recipient, _ in sorted(rows):
+            if recipient in seen:
+                repeated_at.append(delivered_at)
+            seen.add(recipient)
+        for record, end in zip(kills, ends, strict=True):
+            killed = float(record.pop("t"))  # type: ignore[arg-type]
+            window = [r for r in requests if killed <= r["t"] < end]
+            failed = [r for r in window if not r["ok"]]
+            last_failure = max((r["t"] for r in failed), default=killed)
+            ok_after = min((r["t"] + r["seconds"] for r in window
+                            if r["ok"] and r["t"] >= last_failure), default=end)
+            record.update(
+                api_requests=len(window), api_failed_requests=len(failed),
+                api_errors=sorted({str(r["status"] or r["error"]).split(":")[0]
+                                   for r in failed}),
+                api_seconds_to_service=round(ok_after - killed, 1) if failed else 0.0,
+                api_slowest_request_seconds=max((r["seconds"] for r in window), default=0.0),
+                duplicates=sum(1 for t in repeated_at if killed <= t < end),
+                next_delivery_seconds=next_delivery(killed))
+            # Full service: the engine failed over, API requests succeed, mail reaches the
+            # sink and outcomes reach the ledger again.
+            record["full_service_seconds"] = max(
+                float(record.get(figure, 0.0))  # type: ignore[arg-type]
+                for figure in ("failover_seconds", "api_seconds_to_service",
+                               "next_delivery_seconds", "ledger_write_seconds"))
+            if record["host"] == "relay1":
+                record["restart_to_delivering_seconds"] = next_delivery(relay_back,
+                                                                        hosts["relay1"])
+                record["seconds_to_all_final"] = round(finished - killed, 1)
+            if record["host"] == "worker1":
+                record["seconds_to_all_final"] = round(finished - killed, 1)
+
+        transactional_per = [per_recipient[r] for r in sent_transactional]
+        measure("campaign_and_api_under_kills",
                 recipients=RECIPIENTS,
                 ledger=final,
+                transactional_ledger=final_transactional,
+                transactional_messages=len(accepted),
+                transactional_delivered_once=sum(1 for n in transactional_per if n == 1),
+                api_requests=len(requests),
+                api_failed_requests=sum(1 for r in requests if not r["ok"]),
                 lost_by_killed_relay_unknown=len(unknown),
                 sink_deliveries=len(rows),
                 duplicates=duplicates,
-                recipients_delivered_twice=sum(1 for c in per_recipient.values() if c > 1),
+                recipients_delivered_twice=len(twice),
+                recipients_delivered_twice_claimed_twice=claimed_twice,
                 campaign_seconds=round(finished - began, 1),
-                worker_kill_seconds_to_next_delivery=next_delivery(worker_killed),
-                worker_kill_seconds_to_all_final=round(finished - worker_killed, 1),
-                relay_kill_seconds_to_next_delivery=next_delivery(relay_killed),
-                relay_down_seconds=round(relay_back - relay_killed, 1),
-                relay_restart_seconds_to_delivering=next_delivery(relay_back, hosts["relay1"]),
-                relay_kill_seconds_to_all_final=round(finished - relay_killed, 1),
+                kills=kills,
                 send_lease_seconds=LEASE_SECONDS,
                 site_max_connections=SITE_CONNECTIONS,
-                sink_peak_connections=peak)
+                sink_peak_connections=peak,
+                site_messages_per_second=SITE_RATE,
+                sink_peak_messages_per_second_by_relay=_peak_by_relay(rows),
+                **rates)
     finally:
+        for process in processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
         network.remove()
         shutil.rmtree(base, ignore_errors=True)
