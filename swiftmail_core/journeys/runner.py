@@ -38,6 +38,7 @@ from swiftmail_core.journeys.enrollment import enroll_subscribed
 from swiftmail_core.models import utcnow
 from swiftmail_core.segments.compiler import compile_segment
 from swiftmail_core.sending import due_tenants, send_time
+from swiftmail_core.sending.links import register_journey_links
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +320,9 @@ def _send_email(database: Any, position: _Position, step: Step) -> int:
             raise LookupError(f"step {step.id}: template {options['template_id']} is gone")
         payload.update(subject=options["subject"] or found[0],
                        html=options["html"] or found[1], text=options["text"] or found[2])
+    # Click tracking: the email's links are registered under the journey first.
+    register_journey_links(database, position.tenant_id, position.journey_id, payload["html"])
+    payload["track_links"] = True
     not_before = None
     if options.get("local_send_time"):
         # NOTE: the same SQL rule as a campaign's rows (sending.send_time).

@@ -76,10 +76,13 @@ class Composer:
                 (str(tenant_id), str(campaign["sending_domain_id"])))
             domain = found[0] if found else None
         link_ids: dict[str, int] = {}
-        if campaign.get("id"):
+        owner = (("campaign_id", campaign["id"]) if campaign.get("id")
+                 else ("journey_id", campaign["journey_id"]) if campaign.get("journey_id")
+                 else None)
+        if owner is not None:
             for link in _fetch_dicts(
-                database, "SELECT id, url FROM links WHERE tenant_id = %s AND campaign_id = %s",
-                (str(tenant_id), str(campaign["id"]))):
+                database, f"SELECT id, url FROM links WHERE tenant_id = %s AND {owner[0]} = %s",
+                (str(tenant_id), str(owner[1]))):
                 link_ids[link["url"]] = int(link["id"])
         return _renderer_class()(campaign, tenant, domain, self.settings, self.plugins, link_ids)
 
@@ -232,6 +235,7 @@ def _as_uuid(value: Any) -> uuid.UUID | None:
 def transactional_campaign(row: ClaimedMessage) -> dict[str, Any]:
     """Return the campaign-shaped dict a transactional message renders from."""
     payload = row.payload
+    journey = row.kind == "journey"
     return {
         "id": None, "tenant_id": row.tenant_id, "name": "transactional",
         "subject": payload.get("subject", ""), "preheader": "",
@@ -239,8 +243,11 @@ def transactional_campaign(row: ClaimedMessage) -> dict[str, Any]:
         "from_email": payload.get("from_email", ""), "from_name": payload.get("from_name", ""),
         "reply_to": payload.get("reply_to", ""), "headers": {}, "sending_domain_id": None,
         "transport": row.transport, "list_ids": [],
-        # A journey email is marketing mail: its opens count (stats, "opened the
-        # previous email" branches); its links are not registered, so not rewritten.
-        "tracking_enabled": row.kind == "journey", "track_links": False,
+        # A journey email is marketing mail: its opens and clicks count (stats,
+        # "opened/clicked the previous email" branches). Its links were registered
+        # under the journey when the step ran (rows queued before that carry no
+        # track_links flag and keep their links as written).
+        "tracking_enabled": journey, "track_links": journey and bool(payload.get("track_links")),
+        "journey_id": payload.get("journey_id") if journey else None,
         "template_id": payload.get("template_id"),
     }
