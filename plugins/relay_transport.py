@@ -13,8 +13,12 @@ Settings (``[plugins.relay_transport]`` / ``SWIFTMAIL_PLUGIN_RELAY_TRANSPORT_*``
 - ``relays`` (network): intake addresses, ``HOST:PORT`` or ``https://...``
   (default ``127.0.0.1:2526``, the local relay's default intake). Batches
   take turns over them; one that is down or refuses is skipped and the
-  next takes the batch; an answer lost after sending leaves the rows
-  ``unknown`` (never resent elsewhere). ``timeout`` (30 s, the answer),
+  next takes the batch; a batch whose answer was lost after sending is
+  resent to that same relay only, which drops what it already has
+  (``send_unknown_resend_hours``, then the rows stay ``unknown``).
+  ``moved_relays`` (``{"OLD": "NEW"}`` or ``OLD=NEW,...``): after
+  ``swiftmail relay reinject`` moved OLD's spool into NEW, resends meant
+  for OLD go to NEW. ``timeout`` (30 s, the answer),
   ``connect_timeout`` (3 s), ``down_seconds`` (10 s a failed relay is
   tried last), ``max_request_bytes`` (8 MiB per request), ``ca_file``.
 - ``handoff_wait`` (handoff): seconds a starting worker waits for the local
@@ -102,7 +106,7 @@ class RelayNetworkTransport:
     name = "relay"
 
     def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
-        from swiftmail_relay.intake_client import RelayPool, parse_relays
+        from swiftmail_relay.intake_client import RelayPool, parse_moved, parse_relays
         from swiftmail_relay.platform_auth import platform_secrets
 
         self.settings = settings
@@ -112,6 +116,7 @@ class RelayNetworkTransport:
                 ("timeout", 30.0), ("connect_timeout", 3.0), ("down_seconds", 10.0))}
         except (TypeError, ValueError) as ex:
             raise ConfigurationError(f"plugins.relay_transport has a bad number: {ex}") from ex
+        self.moved = parse_moved(options.get("moved_relays"))
         self.pool = RelayPool(parse_relays(options.get("relays", "127.0.0.1:2526")),
                               lambda: platform_secrets(settings),
                               ca_file=options.get("ca_file") or None, **timing)
@@ -119,8 +124,40 @@ class RelayNetworkTransport:
     def send(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         """Sign and hand the batch over; one result per message.
 
-        Raises ServiceUnavailableError when no relay took any of it (the
-        worker counts the failure and pauses the campaign after several).
+        A message with ``resend_to`` (an earlier attempt's answer was lost
+        there) goes to that relay only (or where ``moved_relays`` says its
+        spool went); the relay drops it if it has it already. Raises
+        ServiceUnavailableError when no relay took any of the others and
+        nothing else was sent (the worker counts the failure and pauses the
+        campaign after several).
+        """
+        pinned: dict[str, list[OutboundMessage]] = {}
+        fresh: list[OutboundMessage] = []
+        for message in messages:
+            if message.resend_to:
+                target = self.moved.get(message.resend_to, message.resend_to)
+                pinned.setdefault(target, []).append(message)
+            else:
+                fresh.append(message)
+        results: list[SendResult] = []
+        for url, group in pinned.items():
+            results.extend(self._send_batch(group, only=url))
+        if fresh:
+            try:
+                results.extend(self._send_batch(fresh))
+            except Exception as ex:
+                if not results:
+                    raise
+                results.extend(SendResult(m.ledger_id, Outcome.DEFERRED,
+                                          reason=f"relay hand-off failed: {ex}") for m in fresh)
+        return results
+
+    def _send_batch(self, messages: Sequence[OutboundMessage],
+                    only: str | None = None) -> list[SendResult]:
+        """Hand messages over in requests of at most ``max_request_bytes``.
+
+        With ``only`` (a resend) every message gets an answer, never an
+        exception: one the relay did not take is deferred, to it again.
         """
         from swiftmail_relay.config import RelayConfig
         from swiftmail_relay.handoff import prepare_message
@@ -141,59 +178,62 @@ class RelayNetworkTransport:
         results: list[SendResult] = []
         for index, chunk in enumerate(chunks):
             try:
-                done, failure = self._send_chunk(chunk)
+                done, failure = self._send_chunk(chunk, only)
             except Exception as ex:
-                if not results:
+                if not results and only is None:
                     raise
                 # An earlier request was accepted: raising would make the worker send it
                 # again. This one may have gone out (unknown); later ones did not (deferred).
-                results.extend(SendResult(item[0].ledger_id, Outcome.UNKNOWN,
+                results.extend(SendResult(item[0].ledger_id, Outcome.UNKNOWN, resend_to=only,
                                           reason=f"relay hand-off failed: {ex}") for item in chunk)
-                results.extend(SendResult(item[0].ledger_id, Outcome.DEFERRED,
+                results.extend(SendResult(item[0].ledger_id, Outcome.DEFERRED, resend_to=only,
                                           reason=f"relay hand-off failed: {ex}")
                                for later in chunks[index + 1:] for item in later)
                 break
             results.extend(done)
             if failure is not None:
-                if not results:
+                if not results and only is None:
                     raise ServiceUnavailableError(f"no relay took the batch: {failure}")
                 rest = [item for later in chunks[index:] for item in later
                         if item[0].ledger_id not in {r.ledger_id for r in done}]
-                results.extend(SendResult(item[0].ledger_id, Outcome.DEFERRED, reason=failure)
-                               for item in rest)
+                results.extend(SendResult(item[0].ledger_id, Outcome.DEFERRED, reason=failure,
+                                          resend_to=only) for item in rest)
                 break
         return results
 
-    def _send_chunk(self, chunk: list[Any]) -> tuple[list[SendResult], str | None]:
+    def _send_chunk(self, chunk: list[Any],
+                    only: str | None = None) -> tuple[list[SendResult], str | None]:
         """Post one request; return results and, if no relay kept it, why."""
         from swiftmail_relay.intake_wire import encode_batch
 
-        answer = self.pool.post(encode_batch([(envelope, raw) for _, envelope, raw in chunk]))
+        answer = self.pool.post(encode_batch([(envelope, raw) for _, envelope, raw in chunk]),
+                                only=only)
         if answer.kind == "accepted":
             ids = answer.queue_ids or (None,) * len(chunk)
             return [SendResult(item[0].ledger_id, Outcome.ACCEPTED, provider_message_id=queue_id)
                     for item, queue_id in zip(chunk, ids, strict=False)], None
         if answer.kind == "unknown":
-            return [SendResult(item[0].ledger_id, Outcome.UNKNOWN, reason=answer.reason)
-                    for item in chunk], None
+            # The relay may have it: the worker resends there only (it drops repeats).
+            return [SendResult(item[0].ledger_id, Outcome.UNKNOWN, reason=answer.reason,
+                               resend_to=answer.relay) for item in chunk], None
         if answer.kind == "invalid":
             bad = _bad_message(answer.problem or {}, len(chunk))
             if bad is None:
-                return [SendResult(item[0].ledger_id, Outcome.DEFERRED, reason=answer.reason)
-                        for item in chunk], None
+                return [SendResult(item[0].ledger_id, Outcome.DEFERRED, reason=answer.reason,
+                                   resend_to=only) for item in chunk], None
             rejected = SendResult(chunk[bad][0].ledger_id, Outcome.REJECTED, reason=answer.reason)
             rest = chunk[:bad] + chunk[bad + 1:]
-            done, failure = self._send_chunk(rest) if rest else ([], None)
+            done, failure = self._send_chunk(rest, only) if rest else ([], None)
             return [rejected, *done], failure
         if answer.statuses and all(status == 413 for status in answer.statuses):
             if len(chunk) == 1:
                 return [SendResult(chunk[0][0].ledger_id, Outcome.REJECTED,
                                    reason=f"larger than the relays accept: {answer.reason}")], None
             half = len(chunk) // 2
-            first, failure = self._send_chunk(chunk[:half])
+            first, failure = self._send_chunk(chunk[:half], only)
             if failure is not None:
                 return first, failure
-            second, failure = self._send_chunk(chunk[half:])
+            second, failure = self._send_chunk(chunk[half:], only)
             return first + second, failure
         return [], answer.reason
 

@@ -49,6 +49,8 @@ class RelayConfig:
     intake_max_body: int = 64 * 1024 * 1024
     intake_clock_skew: float = 300.0
     intake_tls: bool = False  # serve the intake over TLS with tls_cert / tls_key
+    # How long the record of a ledger row taken is kept (spool_ledger); 0: max_age + 2 days.
+    intake_dedupe_hours: float = 0.0
     bounce_domain: str = ""
     fbl_address: str = ""
     tls_cert: str = ""
@@ -166,7 +168,7 @@ class RelayConfig:
                 return int(value)
             if name in ("max_age", "retry_base", "retry_cap", "connect_timeout", "dns_timeout",
                         "command_timeout", "scan_interval", "overdue_after", "max_bounce_rate", "max_complaint_rate",
-                        "intake_clock_skew"):
+                        "intake_clock_skew", "intake_dedupe_hours"):
                 return float(value)
             if name in ("dkim_ed25519", "warmup", "mta_sts", "dane", "intake_tls"):
                 return value if isinstance(value, bool) else str(value).lower() in (
@@ -174,6 +176,11 @@ class RelayConfig:
         except (TypeError, ValueError) as ex:
             raise ConfigurationError(f"relay setting {name!r} is invalid: {ex}") from ex
         return str(value)
+
+    @property
+    def dedupe_seconds(self) -> float:
+        """Return how long a taken ledger row's record is kept (at least while spooled)."""
+        return self.intake_dedupe_hours * 3600.0 or self.max_age + 2 * DAY
 
     def address_allowed(self, address: str) -> bool:
         """Return True if the relay may connect to ``address``.

@@ -47,6 +47,7 @@ from swiftmail_relay.spool import (
     Spool,
     new_id,
 )
+from swiftmail_relay.spool_ledger import SpoolLedger
 from swiftmail_relay.spool_lock import SpoolLock
 from swiftmail_relay.throttle import NoThrottle, SitePolicy, Throttle
 from swiftmail_relay.tls_policy import TlsPolicies
@@ -56,6 +57,8 @@ from swiftmail_core.settings import Settings
 log = structlog.get_logger("swiftmail.relay")
 FULL_SCAN_SECONDS = 30.0
 WATCHDOG_SECONDS = 10.0  # how often the watchdog looks (at most)
+#: How often the delivering relay forgets old records of ledger rows taken (spool_ledger).
+PRUNE_SECONDS = 3600.0
 WAITS_SECONDS = 2.0  # how often what messages wait for is published for the CLI
 
 
@@ -276,12 +279,20 @@ class Relay:
 
     async def _scan_loop(self) -> None:
         published = 0.0
+        pruned = time.monotonic()
         while True:
             await asyncio.sleep(self.config.scan_interval)
             try:
                 await self.scan_once()
             except Exception:
                 log.exception("spool_scan_failed")
+            if time.monotonic() - pruned >= PRUNE_SECONDS:
+                pruned = time.monotonic()
+                try:
+                    await asyncio.to_thread(
+                        SpoolLedger(self.spool).prune, self.config.dedupe_seconds)
+                except Exception:
+                    log.exception("spool_ledger_prune_failed")
             if time.monotonic() - published >= WAITS_SECONDS:
                 published = time.monotonic()
                 await self._publish_waits()

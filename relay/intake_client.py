@@ -15,9 +15,11 @@ process), and one that could not be reached or refused is skipped for
 * 400/422: the batch itself is wrong; another relay would say the same;
 * the request went out and the answer was lost (read timeout, reset):
   the relay may have spooled it. Outcome unknown: never sent to another
-  relay; the rows become ``unknown`` and the relay's delivery report moves
-  them on if it has them (urllib3 ``Retry`` reasoning: only a request that
-  never left is safe to send again).
+  relay (urllib3 ``Retry`` reasoning: only a request that never left is
+  safe to send again elsewhere). The transport names that relay, and the
+  worker sends the batch again to it, and it only (``post(only=...)``),
+  once it answers: the relay drops ledger rows it already took
+  (``swiftmail_relay.spool_ledger``), so the resend cannot double them.
 """
 
 from __future__ import annotations
@@ -91,6 +93,25 @@ def parse_relays(value: Any) -> tuple[str, ...]:
     return urls
 
 
+def parse_moved(value: Any) -> dict[str, str]:
+    """Return ``moved_relays`` as {old base URL: new base URL}.
+
+    A table (``{"10.0.0.22:2526" = "10.0.0.21:2526"}``) or ``OLD=NEW,...``.
+    """
+    if not value:
+        return {}
+    pairs = value.items() if isinstance(value, dict) else (
+        part.split("=", 1) for part in str(value).split(",") if part.strip())
+    moved = {}
+    for pair in pairs:
+        old, new = [*list(pair), ""][:2]
+        if not str(new).strip():
+            raise ConfigurationError(
+                f"plugins.relay_transport.moved_relays entry {pair!r} is not OLD=NEW")
+        moved[relay_url(old)] = relay_url(new)
+    return moved
+
+
 class RelayPool:
     """The relays a worker hands mail to, with failover."""
 
@@ -102,6 +123,7 @@ class RelayPool:
         self.secrets = secrets
         self.down_seconds = down_seconds
         self.clock = clock
+        self.timeout, self.connect_timeout, self.ca_file = timeout, connect_timeout, ca_file
         self.clients = {url: KeepAliveClient(url, timeout, connect_timeout=connect_timeout,
                                              connect_retries=0, ca_certs=ca_file)
                         for url in self.relays}
@@ -120,12 +142,20 @@ class RelayPool:
         """Skip ``url`` for a while (while other relays are up)."""
         self._down_until[url] = self.clock() + (self.down_seconds if seconds is None else seconds)
 
-    def post(self, body: bytes) -> PostResult:
-        """Hand one batch to the first relay that keeps it; see the module doc."""
+    def post(self, body: bytes, *, only: str | None = None) -> PostResult:
+        """Hand one batch to the first relay that keeps it; see the module doc.
+
+        ``only``: the one relay to try (a resend goes where the lost answer
+        came from, never elsewhere), configured here or not.
+        """
         reasons: list[str] = []
         statuses: list[int] = []
         secrets = self.secrets()
-        for url in self.order():
+        if only is not None and only not in self.clients:
+            self.clients[only] = KeepAliveClient(
+                only, self.timeout, connect_timeout=self.connect_timeout, connect_retries=0,
+                ca_certs=self.ca_file)
+        for url in [only] if only is not None else self.order():
             headers = {"Content-Type": "application/json",
                        SIGNATURE_HEADER: sign_request(secrets, body)}
             try:
@@ -144,7 +174,7 @@ class RelayPool:
                     continue
                 log.warning("relay_answer_lost", relay=url, error=str(ex))
                 return PostResult("unknown", url, reason=f"{url}: answer lost after sending "
-                                  f"({ex}); outcome unknown, not resent")
+                                  f"({ex}); outcome unknown, resent to this relay only")
             if 200 <= response.status < 300:
                 return PostResult("accepted", url, queue_ids=_queue_ids(response.body))
             problem = _problem(response.body)

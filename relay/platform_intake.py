@@ -10,9 +10,12 @@ checked before the body is parsed, and the body is bounded
 (``intake_max_body``) before it is read.
 
 The answer is 200 with the queue ids only once every message of the batch
-is durably in the spool (write, fsync, rename, fsync of the directory:
-``Spool.write_many``); a spool that cannot write answers 503 and keeps
-nothing, so the worker tries another relay. Errors are RFC 9457
+is durably in the spool (write, fsync, rename, fsync of the directory) and
+its ledger rows are recorded (``swiftmail_relay.spool_ledger.write_once``);
+a spool that cannot write answers 503 and keeps nothing, so the worker tries
+another relay. A ledger row this spool already took (a worker resending a
+batch whose answer it lost) is not spooled again: the answer carries the
+earlier copy's queue id and lists the message under ``repeats``. Errors are RFC 9457
 problem+json naming the field. ``GET /healthz`` answers 200 while the spool
 takes writes (503 otherwise) and says whether a deliverer runs on it.
 
@@ -45,6 +48,7 @@ from swiftmail_relay.platform_auth import (
     verify_request,
 )
 from swiftmail_relay.spool import Spool, SpoolError
+from swiftmail_relay.spool_ledger import repair_spool, write_once
 
 from swiftmail_core.errors import (
     PROBLEM_BASE,
@@ -114,7 +118,7 @@ class SpoolResource:
         items = await asyncio.to_thread(
             decode_batch, body, max_message_size=self.config.max_message_size)
         try:
-            queue_ids = await asyncio.to_thread(self.spool.write_many, items)
+            answers = await asyncio.to_thread(write_once, self.spool, items)
         except SpoolError as ex:
             log.error("spool_write_failed", error=str(ex), source="intake")
             # Nothing was kept: the worker hands this same request to the next relay,
@@ -124,15 +128,20 @@ class SpoolResource:
             raise ServiceUnavailableError(f"the spool cannot take the batch: {ex}") from ex
         # The batch is durable: from here on the answer is 200 whatever happens (a 5xx
         # would send the worker to the next relay, and the mail out twice).
+        queue_ids = [queue_id for queue_id, _ in answers]
+        new_ids = [queue_id for queue_id, repeat in answers if not repeat]
+        repeats = [index for index, (_, repeat) in enumerate(answers) if repeat]
         try:
-            metrics.ACCEPTED.labels(source="intake").inc(len(queue_ids))
-            if self.notify is not None:
-                self.notify(queue_ids)
+            metrics.ACCEPTED.labels(source="intake").inc(len(new_ids))
+            if repeats:
+                log.info("intake_repeats_dropped", count=len(repeats), peer=req.remote_addr)
+            if self.notify is not None and new_ids:
+                self.notify(new_ids)
         except Exception:
-            log.exception("intake_wake_up_failed", queued=len(queue_ids))  # the scan finds them
+            log.exception("intake_wake_up_failed", queued=len(new_ids))  # the scan finds them
         resp.status = falcon.HTTP_200
         resp.content_type = falcon.MEDIA_JSON
-        resp.data = json.dumps({"queue_ids": queue_ids}).encode()
+        resp.data = json.dumps({"queue_ids": queue_ids, "repeats": repeats}).encode()
 
     async def _bounded_body(self, req: falcon.asgi.Request) -> bytes:
         limit = self.config.intake_max_body
@@ -250,7 +259,13 @@ async def serve_intake(
     """
     host, port = listen or config.intake_listen or ("127.0.0.1", 2526)
     secrets = platform_secrets(settings)
-    app = create_app(config, spool or Spool(config.spool_dir), secrets,
+    spool = spool or Spool(config.spool_dir)
+    # A crash may have left a spooled message without its ledger record: close that
+    # gap before answering anyone, or a resend of it would be spooled twice.
+    repaired = await asyncio.to_thread(repair_spool, spool.root)
+    if repaired:
+        log.warning("spool_ledger_repaired", records=repaired)
+    app = create_app(config, spool, secrets,
                      guard or MemoryReplayGuard(), notify)
     tls: dict[str, Any] = {}
     if config.intake_tls:

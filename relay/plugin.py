@@ -146,7 +146,10 @@ def relay_reinject(state: CliState, spool_dir: Path) -> None:
     Mount or copy the dead host's spool here first. Refuses while a relay
     delivers from SPOOL_DIR. Each message is durably in this relay's spool
     before it leaves SPOOL_DIR, with its per-recipient progress (delivered
-    recipients are not sent again); running it twice is safe. Held messages
+    recipients are not sent again); running it twice is safe (a message this
+    relay already has from an interrupted run is not overwritten). The dead
+    relay's record of the ledger rows it took is copied too, so workers may
+    resend to this relay what they had handed to the dead one. Held messages
     stay in SPOOL_DIR/hold. See docs/relay.md "Relays on other hosts".
 
     \b
@@ -160,8 +163,9 @@ def relay_reinject(state: CliState, spool_dir: Path) -> None:
     with click.progressbar(length=total, label="reinjecting", file=sys.stderr) as bar:
         report = reinject(spool_dir, target, progress=bar.update)
     click.echo(f"reinjected {report.moved} messages into {target.root}; removed "
-               f"{report.finished} already finished; {report.held} held left in "
-               f"{spool_dir / 'hold'}")
+               f"{report.finished} already finished and {report.already_there} this relay "
+               f"already had; copied {report.records} ledger records; {report.held} held "
+               f"left in {spool_dir / 'hold'}")
     for problem in report.unreadable:
         click.echo(f"unreadable, left in place: {problem}", err=True)
 

@@ -97,6 +97,7 @@ class Envelope:
     smtputf8: bool = False  # the submitter used SMTPUTF8: pass it on (or bounce) when relaying
     body_type: str = ""  # the submission's BODY= (8BITMIME), passed on when relaying
     return_path_domain: str = ""  # the sending domain's VERP domain (bounces.<domain>), if set
+    moved_from: str = ""  # the spool ``swiftmail relay reinject`` moved it from, if any
 
     def to_json(self) -> bytes:
         """Serialise for the spool file."""
@@ -182,6 +183,17 @@ class Spool:
         fsynced. Returns only when all of it is on disk; raises
         ``SpoolError`` (and leaves nothing in ``queue/``) otherwise.
         """
+        staged = self.stage(items)
+        self.commit(staged)
+        self.announce(items)
+        return [envelope.id for envelope, _ in items]
+
+    def stage(self, items: Sequence[tuple[Envelope, bytes]]) -> list[tuple[Path, Path]]:
+        """Write messages to ``tmp/`` and flush them; return (temporary, final) paths.
+
+        Nothing is in ``queue/`` yet: ``commit`` renames them there,
+        ``discard`` drops them. Raises ``SpoolError`` (after cleaning up).
+        """
         written: list[tuple[Path, Path]] = []
         batch_sync = len(items) > 1 and _syncfs is not None
         try:
@@ -202,17 +214,33 @@ class Spool:
                     os.close(fd)
             if batch_sync:
                 _sync_filesystem(self.tmp)
-            for temporary, final in written:
+        except OSError as ex:
+            self.discard(written)
+            raise _wrap(ex, "write") from ex
+        return written
+
+    def commit(self, staged: Sequence[tuple[Path, Path]]) -> None:
+        """Rename staged messages into ``queue/`` and fsync it (all or, on error, none)."""
+        try:
+            for temporary, final in staged:
                 os.rename(temporary, final)
             _fsync_dir(self.queue)
         except OSError as ex:
-            for temporary, final in written:
-                for path in (temporary, final):
-                    try:
-                        path.unlink()
-                    except OSError:
-                        pass
+            self.discard(staged)
             raise _wrap(ex, "write") from ex
+
+    @staticmethod
+    def discard(staged: Sequence[tuple[Path, Path]]) -> None:
+        """Remove staged (or committed but unacknowledged) files."""
+        for temporary, final in staged:
+            for path in (temporary, final):
+                try:
+                    path.unlink()
+                except OSError:
+                    pass
+
+    def announce(self, items: Sequence[tuple[Envelope, bytes]]) -> None:
+        """Tell a running relay about committed messages (``new/``) and log them."""
         for envelope, _ in items:
             try:
                 os.close(os.open(self.new / envelope.id, os.O_WRONLY | os.O_CREAT, 0o600))
@@ -221,7 +249,6 @@ class Spool:
             log.info("message_accepted", queue_id=envelope.id, tenant_id=envelope.tenant_id,
                      source=envelope.source,
                      recipient_domains=sorted({r.domain for r in envelope.recipients}))
-        return [envelope.id for envelope, _ in items]
 
     def save_state(self, envelope: Envelope, data: bytes | None = None) -> None:
         """Persist per-recipient progress (atomic replace of ID.state).

@@ -1,14 +1,19 @@
 """Moving the spool of a relay host that will not return into a live relay's spool.
 
 ``reinject`` takes the old spool's delivery lock first (so no relay
-delivers from it meanwhile, and a relay started there later waits), then,
-batch by batch, writes each queued message durably into the target spool
-(``Spool.write_many``: the envelope with its per-recipient progress, under
-the same queue id) and only after that removes it from the old spool. A
-crash in between leaves a message in both spools, never in neither; a
-second run rewrites it under the same id in the target, so it is not
-doubled. Recipients already final are not sent again; a message whose
-recipients are all final is only removed. Held messages stay in ``hold/``.
+delivers from it meanwhile, and a relay started there later waits), copies
+the old spool's record of the ledger rows it took (``spool_ledger``) into
+the target's, so that workers resending to the target mail whose hand-off
+answer the dead relay lost are told "already have it". Then, batch by
+batch, it writes each queued message durably into the target spool (the
+envelope with its per-recipient progress, under the same queue id, marked
+``moved_from``, recorded as moved) and only after that removes it from the
+old spool. A crash in between leaves a message in both spools, never in
+neither; a second run finds the target's copy (queued, held, or recorded
+as moved in and since finished) and only removes the old one: the target's
+newer progress is never overwritten. Recipients already final are not sent
+again; a message whose recipients are all final is only removed. Held
+messages stay in ``hold/``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from swiftmail_relay.spool import Spool, _fsync_dir
+from swiftmail_relay.spool_ledger import SpoolLedger, write_once
 from swiftmail_relay.spool_lock import SpoolLock
 
 from swiftmail_core.errors import ValidationError
@@ -31,6 +37,8 @@ class ReinjectReport:
 
     moved: int = 0
     finished: int = 0
+    already_there: int = 0  # the target had it from an earlier, interrupted run
+    records: int = 0  # ledger records copied into the target
     held: int = 0
     unreadable: list[str] = dataclasses.field(default_factory=list)
 
@@ -52,6 +60,9 @@ def reinject(source_dir: Path | str, target: Spool, *,
     try:
         source = Spool(root)
         report = ReinjectReport(held=sum(1 for _ in source.scan(source.hold)))
+        target_ledger = SpoolLedger(target)
+        with target_ledger.locked():
+            report.records = target_ledger.copy_from(SpoolLedger(source))
         ids = sorted(source.scan())
         for start in range(0, len(ids), BATCH):
             _move_batch(source, target, ids[start:start + BATCH], report)
@@ -73,12 +84,15 @@ def _move_batch(source: Spool, target: Spool, ids: list[str], report: ReinjectRe
             continue
         done.append(queue_id)
         if envelope.pending:
+            envelope.moved_from = envelope.moved_from or str(source.root)
             items.append((envelope, raw))
         else:
             report.finished += 1
     if items:
-        target.write_many(items)  # durable in the target before anything leaves the source
-        report.moved += len(items)
+        # Durable in the target before anything leaves the source.
+        answers = write_once(target, items)
+        report.already_there += sum(1 for _, repeat in answers if repeat)
+        report.moved += sum(1 for _, repeat in answers if not repeat)
     for queue_id in done:
         source.remove(queue_id)
     _fsync_dir(source.queue)

@@ -340,6 +340,8 @@ class Message(TenantModel):
     last_error = TextField(null=True)
     payload = BinaryJSONField(default=dict)
     variant = CharField(null=True)
+    resend_to = TextField(null=True)
+    resend_until = DateTimeField(null=True)
     created_at = DateTimeField(default=utcnow)
     sent_at = DateTimeField(null=True)
     updated_at = DateTimeField(default=utcnow)

@@ -215,6 +215,11 @@ class Settings:
         72.0, "Hours a message whose send answer was lost (`unknown`) waits for the provider's "
         "events before it ends `expired` with that reason."
     )
+    send_unknown_resend_hours: float = _setting(
+        24.0, "Hours a message whose hand-off answer was lost is resent to the same receiver "
+        "(only transports whose receiver drops repeats, e.g. the relay transport's network "
+        "mode) before it stays `unknown`; 0 turns resending off."
+    )
     plugins: Mapping[str, Any] = _setting(
         None, "Per-plugin settings tables, `[plugins.NAME]` in the file."
     )

@@ -29,6 +29,9 @@ class OutboundMessage:
     message_id: str
     campaign_id: uuid.UUID | None = None
     metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: Where an earlier attempt went whose answer was lost (``SendResult.resend_to``):
+    #: the transport must send it there and nowhere else.
+    resend_to: str | None = None
 
 
 class Outcome(enum.Enum):
@@ -38,7 +41,8 @@ class Outcome(enum.Enum):
     DEFERRED = "deferred"
     REJECTED = "rejected"
     #: The request went out and its answer was lost (a read timeout): the message
-    #: may have been accepted, so it is never resent; the provider's events tell.
+    #: may have been accepted, so it is never resent elsewhere; the provider's events
+    #: tell, or, with ``SendResult.resend_to``, a resend to that same receiver does.
     UNKNOWN = "unknown"
 
 
@@ -52,6 +56,10 @@ class SendResult:
     retry_after: datetime.timedelta | None = None
     reason: str = ""
     bounce_class: str | None = None
+    #: Set by a transport whose receiver drops a ledger row it already took (so a
+    #: resend there is harmless): the receiver this message may be at. The worker
+    #: then resends it there only (``OutboundMessage.resend_to``), for a while.
+    resend_to: str | None = None
 
 
 @runtime_checkable

@@ -206,7 +206,7 @@ class Composer:
             ledger_id=row.ledger_id, tenant_id=row.tenant_id,
             envelope_from=rendered.envelope_from, recipient=rendered.recipient or row.email,
             raw=rendered.raw, message_id=rendered.message_id, campaign_id=row.campaign_id,
-            metadata={"kind": row.kind, "attempt": row.attempts},
+            metadata={"kind": row.kind, "attempt": row.attempts}, resend_to=row.resend_to,
         )
 
 

@@ -66,6 +66,8 @@ class ClaimedMessage:
     payload: Mapping[str, Any]
     lease_owner: str
     variant: str | None = None
+    resend_to: str | None = None  # an earlier attempt's answer was lost there: only there
+    resend_until: datetime.datetime | None = None
 
 
 _CANDIDATES_SQL = """
@@ -98,7 +100,7 @@ PARKED_STATUS = {"paused": "held"}
 #: Rows still leased to one owner (the partial index on leased rows finds them).
 _HELD_SQL = (
     "/* cross-tenant */ SELECT id, tenant_id, campaign_id, contact_id, email, kind, transport, attempts, "
-    "payload, variant FROM messages "
+    "payload, variant, resend_to, resend_until FROM messages "
     "WHERE status = 'sending' AND lease_owner = %s AND lease_expires_at > now() ORDER BY id")
 _CLAIM_PLANNER_SQL = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off"
 
@@ -195,7 +197,7 @@ def _claim_tenant(tenant: str, owner: str, limit: int,
                     "attempts = attempts + 1, updated_at = now() "
                     "WHERE tenant_id = %s AND id = ANY (%s::bigint[]) "
                     "RETURNING id, tenant_id, campaign_id, contact_id, email, kind, "
-                    "transport, attempts, payload, variant",
+                    "transport, attempts, payload, variant, resend_to, resend_until",
                     (owner, float(lease_seconds), tenant, ids[:granted])).fetchall()
         if not more:
             due_tenants.settle_within(database, tenant, wait)
@@ -208,6 +210,7 @@ def _claimed(rows: Sequence[Sequence[Any]], owner: str) -> list[ClaimedMessage]:
             ledger_id=int(row[0]), tenant_id=_uuid(row[1]), campaign_id=_uuid(row[2]),
             contact_id=_uuid(row[3]), email=row[4], kind=row[5], transport=row[6],
             attempts=int(row[7]), payload=row[8] or {}, lease_owner=owner, variant=row[9],
+            resend_to=row[10], resend_until=row[11],
         )
         for row in rows
     ]
@@ -313,6 +316,7 @@ class RetryPolicy:
 
     base_seconds: int = 60
     max_attempts: int = 10
+    resend_hours: float = 24.0  # how long a lost answer's row is resent to its receiver
 
 
 def record_results(
@@ -327,6 +331,13 @@ def record_results(
 
     Rows without an answer are deferred (a transport must answer for every
     message). Each answer counts only while this worker's lease holds.
+
+    A row with a receiver to resend to (``resend_to``: an earlier or this
+    answer was lost there, and that receiver drops repeats) that was not
+    accepted stays ``deferred`` and is retried, there only, with backoff
+    until ``resend_until`` (``policy.resend_hours`` after it was first lost),
+    never ``expired`` by attempts (a copy may be at the receiver); after that
+    it stays ``unknown`` like any lost answer.
     """
     by_id = {message.ledger_id: message for message in claimed}
     answered = {result.ledger_id: result for result in results if result.ledger_id in by_id}
@@ -338,8 +349,18 @@ def record_results(
         message = by_id[ledger_id]
         retry_at: datetime.datetime | None = None
         bounce_class = result.bounce_class
+        resend_to = result.resend_to or message.resend_to
+        resend_until = message.resend_until
+        if resend_to and resend_until is None:
+            resend_until = _utcnow() + datetime.timedelta(hours=policy.resend_hours)
         if result.outcome is Outcome.ACCEPTED:
             kind = "accepted"
+        elif resend_to and result.outcome in (Outcome.UNKNOWN, Outcome.DEFERRED):
+            kind = "deferred" if resend_until is not None and _utcnow() < resend_until \
+                else "unknown"
+            if kind == "deferred":
+                retry_at = _utcnow() + (result.retry_after
+                                        or backoff(message.attempts, policy.base_seconds))
         elif result.outcome is Outcome.UNKNOWN:
             kind = "unknown"
         elif result.outcome is Outcome.DEFERRED and message.attempts < policy.max_attempts:
@@ -356,7 +377,9 @@ def record_results(
             lease_owner=message.lease_owner, bounce_class=bounce_class,
             reason=result.reason, provider_message_id=result.provider_message_id,
             message_id=message_ids.get(ledger_id), retry_at=retry_at, source="send",
-            detail={"transport": message.transport, "attempt": message.attempts},
+            detail={"transport": message.transport, "attempt": message.attempts,
+                    **({"resend_to": resend_to} if resend_to else {})},
+            resend_to=resend_to, resend_until=resend_until if resend_to else None,
         ))
     return dict(apply_reports(reports, plugins).statuses)
 

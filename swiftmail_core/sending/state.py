@@ -38,7 +38,11 @@ Reports can arrive late or out of order and still come out right:
   message as ``complained``;
 * ``unknown``: the request went out but its answer was lost (an HTTP
   transport's read timeout). The row is not claimed again; the provider's
-  events move it on.
+  events move it on. When the transport names the receiver it may be at and
+  that receiver drops repeats (``resend_to``: the relay transport's network
+  mode), the worker reports ``deferred`` instead, the row keeps
+  ``resend_to``/``resend_until`` (the first values stick) and every later
+  attempt goes to that receiver only (``outbox.record_results``).
 
 Events are idempotent by ``source_key`` (``events.store_events``), so a report
 delivered twice counts once and rollups stay equal to a recount of events.
@@ -108,6 +112,8 @@ class Report:
     source: str = ""
     require_email_match: bool = False
     detail: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    resend_to: str | None = None
+    resend_until: datetime.datetime | None = None
 
 
 @dataclasses.dataclass
@@ -232,6 +238,9 @@ def _advance(row: _Row, report: Report, applied: Applied) -> bool:
         row.changes["lease_expires_at"] = None
         if report.retry_at is not None:
             row.changes["next_attempt_at"] = report.retry_at
+        if report.resend_to:
+            row.changes["resend_to"] = report.resend_to
+            row.changes["resend_until"] = report.resend_until
     if new is not None and new != row.status:
         row.status = row.changes["status"] = new
         if new in ("accepted", "delivered"):
@@ -251,7 +260,7 @@ def _ids(row: _Row, report: Report) -> None:
 
 
 _COLUMNS = ("status", "lease_expires_at", "next_attempt_at", "sent_at", "last_error",
-            "provider_message_id", "message_id")
+            "provider_message_id", "message_id", "resend_to", "resend_until")
 
 
 def _write_rows(database: Any, tenant: str, rows: Mapping[int, _Row]) -> None:
@@ -264,7 +273,8 @@ def _write_rows(database: Any, tenant: str, rows: Mapping[int, _Row]) -> None:
         values.append((
             ident, change.get("status"), "lease_expires_at" in change,
             change.get("next_attempt_at"), change.get("sent_at"), change.get("last_error"),
-            change.get("provider_message_id"), change.get("message_id")))
+            change.get("provider_message_id"), change.get("message_id"),
+            change.get("resend_to"), change.get("resend_until")))
     # APPSEC: the tenant is the text of a UUID (it keys the reports' tenant_id).
     execute_values(
         database.cursor(),
@@ -274,15 +284,18 @@ def _write_rows(database: Any, tenant: str, rows: Mapping[int, _Row]) -> None:
         "sent_at = coalesce(m.sent_at, v.sent_at), "
         "last_error = coalesce(v.last_error, m.last_error), "
         "provider_message_id = coalesce(v.provider_message_id, m.provider_message_id), "
-        "message_id = coalesce(v.message_id, m.message_id), updated_at = now() "
+        "message_id = coalesce(v.message_id, m.message_id), "
+        # The first receiver sticks: a resend never goes anywhere else.
+        "resend_to = coalesce(m.resend_to, v.resend_to), "
+        "resend_until = coalesce(m.resend_until, v.resend_until), updated_at = now() "
         "FROM (VALUES %s) AS v (id, status, clear_lease, next_attempt_at, sent_at, "
-        "last_error, provider_message_id, message_id) "
+        "last_error, provider_message_id, message_id, resend_to, resend_until) "
         f"WHERE m.tenant_id = '{uuid.UUID(tenant)}' AND m.id = v.id",
         values,
         # NOTE: typed in VALUES, not cast in SET: Citus refuses a non-immutable
         # cast (text to timestamptz) inside COALESCE in an UPDATE.
         template="(%s::bigint, %s::text, %s::boolean, %s::timestamptz, %s::timestamptz, "
-                 "%s::text, %s::text, %s::text)")
+                 "%s::text, %s::text, %s::text, %s::text, %s::timestamptz)")
 
 
 def _event(report: Report, row: _Row | None) -> EventRecord:

@@ -57,7 +57,8 @@ class SendingWorker:
         self.composer = Composer(settings, plugins)
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
         self.policy = outbox.RetryPolicy(
-            settings.send_retry_base_seconds, settings.send_max_attempts)
+            settings.send_retry_base_seconds, settings.send_max_attempts,
+            settings.send_unknown_resend_hours)
 
     def process_batch(self, limit: int | None = None) -> int:
         """Claim, render, send and record one batch; return rows claimed."""

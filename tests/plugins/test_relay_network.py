@@ -107,6 +107,15 @@ def _campaign(tenant_id, count: int, start: int = 0):  # type: ignore[no-untyped
     return make_campaign(tenant_id, [first], transport="relay")
 
 
+def _resend_targets(tenant_id, campaign_id):  # type: ignore[no-untyped-def]
+    from swiftmail_core.db import system_tx
+
+    with system_tx() as database:
+        return {row[0] for row in database.execute_sql(
+            "SELECT resend_to FROM messages WHERE tenant_id = %s AND campaign_id = %s",
+            (str(tenant_id), str(campaign_id))).fetchall()}
+
+
 def _send(settings, tenant_id, campaign_id, options):  # type: ignore[no-untyped-def]
     configured = dataclasses.replace(settings, plugins={"relay_transport": options})
     plugins = PluginManager.load(configured)
@@ -135,7 +144,7 @@ def test_a_down_relay_fails_over_to_the_next(settings, runtime, tenant_a, tmp_pa
 def test_a_relay_whose_spool_refuses_hands_over_to_the_next(settings, runtime, tenant_a,
                                                             tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     class FullSpool(spool_module.Spool):
-        def write_many(self, items):  # type: ignore[no-untyped-def]
+        def stage(self, items):  # type: ignore[no-untyped-def]
             raise spool_module.SpoolError("spool cannot write: No space left", no_space=True)
 
     campaign_id = _campaign(tenant_a.id, 5, start=50)
@@ -146,10 +155,11 @@ def test_a_relay_whose_spool_refuses_hands_over_to_the_next(settings, runtime, t
     assert ledger_counts(tenant_a.id, campaign_id) == {"accepted": 5}
 
 
-def test_an_answer_lost_after_sending_is_unknown_and_never_resent(settings, runtime, tenant_a,
-                                                                  tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_an_answer_lost_after_sending_is_never_resent_elsewhere(settings, runtime, tenant_a,
+                                                                tmp_path) -> None:  # type: ignore[no-untyped-def]
     campaign_id = _campaign(tenant_a.id, 4, start=80)
     lossy = AnswerLost()
+    address = lossy.address
     try:
         with IntakeThread(settings, tmp_path / "second") as second:
             _send(settings, tenant_a.id, campaign_id, {"relays": [lossy.address, second.address]})
@@ -157,7 +167,9 @@ def test_an_answer_lost_after_sending_is_unknown_and_never_resent(settings, runt
     finally:
         lossy.stop()
     assert lossy.requests == 1
-    assert ledger_counts(tenant_a.id, campaign_id) == {"unknown": 4}
+    # Waiting to go to the same relay again (it drops what it already has), only there.
+    assert ledger_counts(tenant_a.id, campaign_id) == {"deferred": 4}
+    assert _resend_targets(tenant_a.id, campaign_id) == {relay_url(address)}
 
 
 def test_an_error_after_an_accepted_chunk_never_resends_that_chunk(
@@ -168,11 +180,11 @@ def test_an_error_after_an_accepted_chunk_never_resends_that_chunk(
 
     real_post, calls = RelayPool.post, []
 
-    def post(self, body):  # type: ignore[no-untyped-def]
+    def post(self, body, only=None):  # type: ignore[no-untyped-def]
         calls.append(1)
         if len(calls) == 2:
             raise RuntimeError("unexpected")
-        return real_post(self, body)
+        return real_post(self, body, only=only)
 
     monkeypatch.setattr(RelayPool, "post", post)
     campaign_id = _campaign(tenant_a.id, 12, start=120)
@@ -360,7 +372,7 @@ def test_an_unknown_outcome_settles_when_the_relay_delivers(settings, runtime, t
         finally:
             proxy.stop()
     assert proxy.forwarded == 1
-    assert ledger_counts(tenant_a.id, campaign_id) == {"unknown": 5}  # never resent
+    assert ledger_counts(tenant_a.id, campaign_id) == {"deferred": 5}  # to this relay only
     with SmtpSink() as sink:
         config = RelayConfig.from_settings(
             settings, spool_dir=str(tmp_path / "spool"), relayhost="127.0.0.1",

@@ -70,6 +70,20 @@ def test_a_signed_batch_is_spooled_with_its_ids(settings, intake) -> None:  # ty
                for env, raw in spooled)
 
 
+def test_a_resent_batch_is_answered_without_spooling_it_twice(settings, intake) -> None:  # type: ignore[no-untyped-def]
+    # A worker that lost the answer sends the same ledger rows again (a new request):
+    # 200, the first copies' queue ids, listed as repeats, nothing spooled or woken twice.
+    first = _batch(2)
+    spooled = json.loads(_post(intake.url, first, _signed(settings, first)).data)["queue_ids"]
+    again = _batch(3)  # ledger ids 100, 101 again, and 102 new
+    response = _post(intake.url, again, _signed(settings, again))
+    assert response.status == 200, response.data
+    answer = json.loads(response.data)
+    assert answer["queue_ids"][:2] == spooled and answer["repeats"] == [0, 1]
+    assert sorted(intake.spool.scan()) == sorted([*spooled, answer["queue_ids"][2]])
+    assert intake.notified == [*spooled, answer["queue_ids"][2]]
+
+
 def test_unsigned_wrong_or_stale_signatures_are_refused(settings, intake) -> None:  # type: ignore[no-untyped-def]
     body = _batch()
     wrong = sign_payload(b"not-the-platform-secret-" + b"x" * 16, body)

@@ -100,7 +100,7 @@ def test_a_failed_or_interrupted_reinject_loses_and_doubles_nothing(tmp_path, mo
         raise SpoolError("spool cannot write: No space left", no_space=True)
 
     with monkeypatch.context() as patch:
-        patch.setattr(Spool, "write_many", full)
+        patch.setattr(Spool, "stage", full)
         with pytest.raises(SpoolError):
             spool_move.reinject(dead.root, live)
     assert len(list(dead.scan())) == 3 and list(live.scan()) == []
@@ -112,3 +112,49 @@ def test_a_failed_or_interrupted_reinject_loses_and_doubles_nothing(tmp_path, mo
     spool_move.reinject(dead.root, live)  # run again: finishes, no second copy
     assert sorted(live.scan()) == sorted([ids["single"], ids["partial"]])
     assert list(dead.scan()) == []
+
+
+def test_a_second_run_never_overwrites_the_targets_newer_progress(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Regression: a run interrupted after the durable write left the old copies; the
+    # second run wrote them over the target's copies, progress included, so recipients
+    # the target had delivered since (or a message it had finished) were sent again.
+    dead, ids = _dead_spool(tmp_path)
+    live = Spool(tmp_path / "live")
+    with monkeypatch.context() as patch:
+        patch.setattr(Spool, "remove", lambda self, queue_id, directory=None: None)
+        spool_move.reinject(dead.root, live)
+    # Meanwhile the live relay delivered to b and c and finished the partial message, and
+    # delivered to a but had not removed that one yet.
+    live.remove(ids["partial"])
+    single = live.read_envelope(ids["single"])
+    single.recipients[0].status = DELIVERED
+    live.save_state(single)
+    report = spool_move.reinject(dead.root, live)
+    assert (report.moved, report.already_there) == (0, 2)
+    assert list(live.scan()) == [ids["single"]]
+    assert live.read_envelope(ids["single"]).pending == []
+    assert list(dead.scan()) == []
+
+
+def test_reinject_copies_the_dead_relays_ledger_record(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from swiftmail_relay.spool_ledger import SpoolLedger, ledger_key, write_once
+
+    dead = Spool(tmp_path / "dead")
+    gone = Envelope(id=new_id(), mail_from="n@sender.test", tenant_id="t1",
+                    recipients=[Recipient("a@example.test", ledger_id=41)])
+    queued = Envelope(id=new_id(), mail_from="n@sender.test", tenant_id="t1",
+                      recipients=[Recipient("b@example.test", ledger_id=42)])
+    write_once(dead, [(gone, RAW), (queued, RAW)])
+    dead.remove(gone.id)  # delivered and finished before the host died
+    live = Spool(tmp_path / "live")
+    report = spool_move.reinject(dead.root, live)
+    assert report.moved == 1 and report.records == 2
+    ledger = SpoolLedger(live)
+    assert ledger.find(ledger_key("t1", 41)) == gone.id
+    assert ledger.find(ledger_key("t1", 42)) == queued.id
+    # A worker resending either row to the live relay is told "already have it".
+    again = [(Envelope(id=new_id(), mail_from="n@sender.test", tenant_id="t1",
+                       recipients=[Recipient(address, ledger_id=ident)]), RAW)
+             for address, ident in (("a@example.test", 41), ("b@example.test", 42))]
+    assert write_once(live, again) == [(gone.id, True), (queued.id, True)]
+    assert list(live.scan()) == [queued.id]
