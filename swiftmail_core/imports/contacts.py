@@ -293,14 +293,25 @@ def _merge(
         # Contacts this statement created or changed come back from RETURNING
         # in id order, so subscribing them needs no join (and appends to the
         # subscriptions indexes). With skip_existing, only the created ones.
-        subscribe = (
+        # A contact created by this statement has a new id that no subscription
+        # can hold yet (their foreign key needs the contact), so its rows are a
+        # plain INSERT: no arbiter-index probe and no speculative insertion per
+        # row. Only contacts that existed before may meet a subscription.
+        insert = (
             "INSERT INTO subscriptions (tenant_id, list_id, contact_id, status,"
             " consent_source, consent_at, confirmed_at)"
             " SELECT %s, %s, id, 'confirmed', 'import', now(), now() FROM merged"
-            f"{' WHERE inserted' if options.skip_existing else ''}"
-            " ON CONFLICT (tenant_id, list_id, contact_id) DO NOTHING RETURNING 1"
         )
+        subscribe = f"{insert} WHERE inserted RETURNING 1"
         params += [str(tenant_id), str(options.list_id)]
+        if not options.skip_existing:
+            subscribe = (
+                f"{subscribe}), subscribed_existing AS ({insert} WHERE NOT inserted"
+                " ON CONFLICT (tenant_id, list_id, contact_id) DO NOTHING RETURNING 1"
+            )
+            params += [str(tenant_id), str(options.list_id)]
+    existing_count = ("(SELECT count(*) FROM subscribed_existing)"
+                      if options.list_id is not None and not options.skip_existing else "0")
     # APPSEC: the tenant comes from tenant_tx, and WITH CHECK refuses any other.
     cursor.execute(
         f"WITH src AS MATERIALIZED ({source_sql}), merged AS ("
@@ -310,7 +321,7 @@ def _merge(
         f" RETURNING id, (xmax = 0) AS inserted), subscribed AS ({subscribe}) "
         "SELECT (SELECT count(*) FILTER (WHERE inserted) FROM merged),"
         " (SELECT count(*) FILTER (WHERE NOT inserted) FROM merged),"
-        " (SELECT count(*) FROM src), (SELECT count(*) FROM subscribed)",
+        f" (SELECT count(*) FROM src), (SELECT count(*) FROM subscribed) + {existing_count}",
         params,
     )
     created, updated, distinct, subscribed = cursor.fetchone()

@@ -287,3 +287,35 @@ def test_an_import_without_a_list_reports_no_subscriptions(runtime, tenant_a, wr
                       write_csv("email\nsolo1@example.com\nsolo2@example.com\n"), {})
     assert job.status == "succeeded", job.error
     assert job.result["created"] == 2 and job.result["subscribed"] == 0
+
+
+def test_one_file_of_new_changed_and_listed_contacts_subscribes_each_once(
+    runtime, tenant_a, make_list, write_csv
+) -> None:
+    # New contacts are subscribed by a plain INSERT, existing ones with ON CONFLICT:
+    # both halves count, and an existing subscription is left as it was.
+    from swiftmail_core.db import app_db
+
+    list_id = make_list(tenant_a.id)
+    listed = write_csv("email,name\nkept@example.com,Kept\n", name="listed.csv")
+    import_file(runtime, tenant_a.id, "import_contacts", listed, {"list": str(list_id)})
+    import_file(runtime, tenant_a.id, "import_contacts",
+                write_csv("email,name\nknown@example.com,Known\n", name="known.csv"), {})
+    with tenant_tx(tenant_a.id):
+        app_db.execute_sql("UPDATE subscriptions SET status = 'unsubscribed'")
+    mixed = write_csv(
+        "email,name\nkept@example.com,Kept Renamed\nknown@example.com,Known Renamed\n"
+        "new1@example.com,New\nnew2@example.com,New\n", name="mixed.csv")
+    job = import_file(runtime, tenant_a.id, "import_contacts", mixed, {"list": str(list_id)})
+    assert (job.result["created"], job.result["updated"], job.result["subscribed"]) == (2, 2, 3)
+    subscribers = subscribers_of(tenant_a.id, list_id)
+    assert {email: row[0] for email, row in subscribers.items()} == {
+        "kept@example.com": "unsubscribed", "known@example.com": "confirmed",
+        "new1@example.com": "confirmed", "new2@example.com": "confirmed",
+    }
+    again = import_file(runtime, tenant_a.id, "import_contacts", mixed, {"list": str(list_id)})
+    assert (again.result["created"], again.result["subscribed"]) == (0, 0)
+    skip = write_csv("email\nknown@example.com\nnew3@example.com\n", name="skip.csv")
+    skipped = import_file(runtime, tenant_a.id, "import_contacts", skip,
+                          {"list": str(list_id), "skip_existing": True})
+    assert (skipped.result["created"], skipped.result["subscribed"]) == (1, 1)
