@@ -166,7 +166,8 @@ def test_preflight_stops_with_a_clear_message(
 RELAY_ONLY = "swiftmail_worker_enabled=false swiftmail_relay_intake_listen=10.0.0.21:2526"
 
 
-def _relay_play(tmp_path: Path, inventory: str) -> subprocess.CompletedProcess[str]:
+def _relay_play(tmp_path: Path, inventory: str,
+                serial: int | None = None) -> subprocess.CompletedProcess[str]:
     """Run the role's relays.yml on local hosts; each writes the relays it worked out."""
     (tmp_path / "inventory").write_text(inventory)
     (tmp_path / "out").mkdir(exist_ok=True)
@@ -176,6 +177,7 @@ def _relay_play(tmp_path: Path, inventory: str) -> subprocess.CompletedProcess[s
         "connection": "local",
         "gather_facts": False,
         "vars": {"ansible_python_interpreter": sys.executable},
+        **({"serial": serial} if serial else {}),
         "tasks": [
             {"name": "Work out the relays", "ansible.builtin.include_role": {
                 "name": "swiftmail", "tasks_from": "relays", "public": True}},
@@ -199,6 +201,21 @@ def test_workers_on_app_hosts_are_given_every_relay_host(tmp_path: Path) -> None
         "app1 swiftmail_relay_enabled=false\n"
         "relay1 swiftmail_worker_enabled=false swiftmail_relay_intake_listen=10.0.0.21:2526\n"
         "relay2 swiftmail_worker_enabled=false swiftmail_relay_intake_listen=10.0.0.22:2526\n"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    written = json.loads((tmp_path / "out" / "app1.json").read_text())
+    assert written == ["10.0.0.21:2526", "10.0.0.22:2526"]
+
+
+def test_a_rolling_play_gives_workers_every_relay_host(tmp_path: Path) -> None:
+    # Regression: relays came from facts each host published, so with `serial: 1`
+    # a worker saw only the relays of its own batch (none: the play stopped).
+    import json
+
+    result = _relay_play(tmp_path, (
+        "[swiftmail_relay]\n"
+        "relay1 swiftmail_relay_intake_listen=10.0.0.21:2526\n"
+        "relay2 swiftmail_relay_intake_listen=10.0.0.22:2526\n"
+        "[apps]\napp1\n"), serial=1)
     assert result.returncode == 0, result.stdout + result.stderr
     written = json.loads((tmp_path / "out" / "app1.json").read_text())
     assert written == ["10.0.0.21:2526", "10.0.0.22:2526"]

@@ -57,7 +57,7 @@ MINIMAL: dict[str, Any] = {
 TASK_KEYWORDS = {
     "name", "when", "register", "notify", "loop", "loop_control", "become", "become_user",
     "environment", "changed_when", "failed_when", "run_once", "tags", "no_log", "check_mode",
-    "listen", "vars", "ignore_errors",
+    "listen", "vars", "ignore_errors", "until", "retries", "delay",
 }
 
 
@@ -112,15 +112,25 @@ def test_end_to_end_script_is_valid_shell() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_main_imports_every_task_file() -> None:
-    imported = [
-        task["ansible.builtin.import_tasks"]
-        for task in role_files.tasks(ROLE_DIR / "tasks" / "main.yml")
-        if "ansible.builtin.import_tasks" in task
-    ]
-    present = sorted(p.name for p in (ROLE_DIR / "tasks").glob("*.yml") if p.name != "main.yml")
-    assert sorted(imported) == present
+# Entry points site.yml names with tasks_from, besides main.yml.
+HOST_ENTRY_FILES = ("postgres_host.yml", "redis_host.yml", "haproxy_host.yml")
+
+
+def imported_task_files(entry: str) -> list[str]:
+    """Return the task files one entry file imports, in order."""
+    return [task["ansible.builtin.import_tasks"]
+            for task in role_files.tasks(ROLE_DIR / "tasks" / entry)
+            if "ansible.builtin.import_tasks" in task]
+
+
+def test_main_and_the_host_entry_files_import_every_task_file() -> None:
+    imported = imported_task_files("main.yml")
     assert imported[0] == "preflight.yml", "variables are checked before anything changes"
+    for entry in HOST_ENTRY_FILES:
+        imported += imported_task_files(entry)
+    present = sorted(p.name for p in (ROLE_DIR / "tasks").glob("*.yml")
+                     if p.name not in ("main.yml", *HOST_ENTRY_FILES))
+    assert sorted(set(imported)) == present
 
 
 @pytest.mark.parametrize(
@@ -139,7 +149,8 @@ def test_every_task_is_named_and_uses_one_builtin_module(path: Path) -> None:
 def restart_handlers() -> list[dict[str, Any]]:
     """Return the handlers that restart a SwiftMail service."""
     return [h for h in role_files.tasks(ROLE_DIR / "handlers" / "main.yml")
-            if "ansible.builtin.systemd_service" in h]
+            if "ansible.builtin.systemd_service" in h
+            and h["ansible.builtin.systemd_service"]["name"].startswith("swiftmail-")]
 
 
 def test_handlers_restart_each_service_on_one_topic() -> None:
@@ -259,15 +270,28 @@ def test_every_variable_the_role_uses_is_defined_or_documented() -> None:
              | role_files.documented_required_names())
     tags = {tag for task in role_files.tasks(ROLE_DIR / "tasks" / "main.yml")
             for tag in task.get("tags", [])}
-    used = set(re.findall(r"\b(swiftmail_[a-z0-9_]+)", text)) - tags
+    groups = {"swiftmail_api", "swiftmail_worker", "swiftmail_relay", "swiftmail_tracking",
+              "swiftmail_migrate", "swiftmail_postgres", "swiftmail_redis", "swiftmail_haproxy"}
+    used = set(re.findall(r"\b(swiftmail_[a-z0-9_]+)", text)) - tags - groups
     assert used - known == set()
 
 
-def test_site_playbook_applies_the_role_to_the_swiftmail_group() -> None:
-    (play,) = role_files.load_yaml(ANSIBLE_DIR / "site.yml")
-    assert play["hosts"] == "swiftmail"
-    assert play["become"] is True
-    assert [r["role"] if isinstance(r, dict) else r for r in play["roles"]] == ["swiftmail"]
+def test_site_playbook_installs_services_then_swiftmail_host_by_host() -> None:
+    plays = role_files.load_yaml(ANSIBLE_DIR / "site.yml")
+    assert [play["hosts"] for play in plays] == [
+        "swiftmail_postgres", "swiftmail_redis", "swiftmail_migrate:swiftmail",
+        "swiftmail_haproxy"]
+    assert all(play["become"] is True for play in plays)
+    swiftmail = plays[2]
+    assert [r["role"] if isinstance(r, dict) else r for r in swiftmail["roles"]] == ["swiftmail"]
+    # Rolling: one host at a time by default, the migration host's group first in
+    # the pattern (so alone in the first batch), any failure stops the rollout.
+    assert swiftmail["serial"] == "{{ swiftmail_serial | default(1) }}"
+    assert swiftmail["max_fail_percentage"] == 0
+    entries = [play["tasks"][0]["ansible.builtin.import_role"]["tasks_from"]
+               for play in (plays[0], plays[1], plays[3])]
+    assert [f"{entry}.yml" for entry in entries] == [
+        "postgres_host.yml", "redis_host.yml", "haproxy_host.yml"]
 
 
 def test_example_inventory_defines_the_swiftmail_group() -> None:
@@ -378,6 +402,38 @@ def test_superuser_url_is_written_only_where_migrations_run(tmp_path: Path) -> N
         task = task_named("database.yml", name)
         assert "run_once" not in task, "with serial, run_once migrates once per batch"
         assert task["when"][0] == "swiftmail_runs_migrations | bool"
+
+
+PARTS_OFF = {f"swiftmail_{part}_enabled": False for part in ("api", "worker", "relay", "tracking")}
+
+
+@pytest.mark.parametrize(
+    ("host", "owner", "app"),
+    [
+        ({"swiftmail_runs_migrations": True}, True, True),
+        ({"swiftmail_runs_migrations": False, "swiftmail_relay_enabled": True}, False, True),
+        ({"swiftmail_runs_migrations": False, "swiftmail_api_enabled": True}, False, True),
+        ({"swiftmail_runs_migrations": False, "swiftmail_worker_enabled": True}, False, True),
+        ({"swiftmail_runs_migrations": False, "swiftmail_tracking_enabled": True}, False, False),
+        ({"swiftmail_runs_migrations": False, "swiftmail_relay_enabled": True,
+          "swiftmail_db_owner_password_everywhere": True}, True, True),
+    ],
+    ids=["migration-host", "relay-only", "api-only", "worker-only", "tracking-only",
+         "owner-everywhere"],
+)
+def test_each_host_gets_only_the_database_passwords_its_processes_use(
+    tmp_path: Path, host: dict[str, Any], owner: bool, app: bool
+) -> None:
+    # Regression: relay-only hosts received the owner and app passwords (and the
+    # superuser URL). The relay uses the system role and, for mailto unsubscribes
+    # (self_service in tenant_tx), the app role; the drainer the system role only;
+    # the owner role runs migrations, on the migration host.
+    settings = load_settings(write_settings(tmp_path, SAMPLE | PARTS_OFF | host), environ={})
+    assert (settings.db_owner_password is not None) is owner
+    assert (settings.db_app_password is not None) is app
+    assert settings.db_system_password == "system-pass"
+    assert settings.secret_key == SECRET_KEY
+    assert (settings.database_admin_url is not None) is bool(host["swiftmail_runs_migrations"])
 
 
 def test_settings_template_needs_the_secrets() -> None:
