@@ -12,17 +12,23 @@ link, and signed open and click tokens for them. Then, on loopback:
   while ``swiftmail tracking drain`` stores the hits as events.
 
 wrk (``--latency``, 50 connections, 2 threads) runs in another process on the
-same two cores. Afterwards the drainer empties the stream and the benchmark
+same two cores: saturation figures. Then, at a FIXED offered rate (``--rate``
+hits/s for ``--rate-seconds``), ``bench/_open_loop.py`` (an open-loop
+generator that counts latency from each request's due time, so a slow server
+cannot hide the requests it delayed: no coordinated omission) measures the
+latency quantiles of nginx (the floor of the generator and the machine at that
+rate, in the same run), the pixel and the click, with the drainer running. Afterwards the drainer empties the stream and the benchmark
 compares the events stored with the hits Redis acknowledged (``XADD``s, from
 ``XINFO STREAM``'s entries-added). Medians over ``--rounds``.
 
     .venv/bin/python bench/tracking_hits.py [--seconds 10] [--rounds 3]
-        [--workers 4] [--worker-class gthread] [--threads 2]
+        [--workers 4] [--worker-class gthread] [--threads 2] [--rate 2000]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -55,6 +61,8 @@ from bench._common import (  # noqa: E402
 )
 
 MESSAGES = 1000
+OPEN_LOOP = ROOT / "bench" / "_open_loop.py"
+BAR_P99_MS = 50
 ROTATE_SCRIPT = """
 local paths = {}
 for line in io.lines("%s") do paths[#paths + 1] = line end
@@ -155,6 +163,34 @@ def _gunicorn(app: str, port: int, env: dict[str, str], args: argparse.Namespace
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _fixed_rate(port: int, paths: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Offer ``args.rate`` requests/s (open loop) to 127.0.0.1:port; return its figures."""
+    completed = subprocess.run(
+        [sys.executable, str(OPEN_LOOP), "--port", str(port), "--paths", str(paths),
+         "--rate", str(args.rate), "--seconds", str(args.rate_seconds),
+         "--connections", str(args.rate_connections)],
+        capture_output=True, text=True, check=False, timeout=args.rate_seconds + 120)
+    if completed.returncode != 0:
+        raise Unfinished(f"the open-loop generator failed: {completed.stderr[-2000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _fixed_rate_summary(runs: dict[str, list[dict[str, Any]]], rate: float) -> dict[str, Any]:
+    """Return medians per target of the fixed-rate runs, and whether the pixel meets the bar."""
+    summary: dict[str, Any] = {"offered_rate": rate}
+    for name, results in runs.items():
+        summary[name] = {metric: median((r[metric] for r in results), 2)
+                         for metric in ("achieved_rate", "p50_ms", "p90_ms", "p99_ms",
+                                        "p999_ms", "max_ms")}
+        summary[name]["failed"] = sum(r["requests"] - r["ok"] for r in results)
+        summary[name]["p99_runs_ms"] = [r["p99_ms"] for r in results]
+    pixel = summary["pixel"]
+    summary["bar_p99_ms"] = BAR_P99_MS
+    summary["pixel_meets_bar"] = (pixel["p99_ms"] < BAR_P99_MS and pixel["failed"] == 0
+                                  and pixel["achieved_rate"] >= 0.99 * rate)
+    return summary
+
+
 def measure(args: argparse.Namespace) -> Mapping[str, Any]:
     """Set up, measure, clean up; return the figures."""
     require("wrk")
@@ -210,6 +246,7 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
         pixel_script, click_script = _script(workdir, pixel_paths), _script(workdir, click_paths)
         results: dict[str, list[dict[str, float]]] = {
             "nginx": [], "bare": [], "pixel": [], "click": []}
+        fixed: dict[str, list[dict[str, Any]]] = {"nginx": [], "pixel": [], "click": []}
         for _ in range(args.rounds):
             results["nginx"].append(run_wrk(f"http://127.0.0.1:{nginx_port}/", args.seconds,
                                             args.connections, [], pixel_script))
@@ -219,6 +256,10 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
                                             args.connections, [], pixel_script))
             results["click"].append(run_wrk(f"http://127.0.0.1:{app_port}/", args.seconds,
                                             args.connections, [], click_script))
+            if args.rate > 0:
+                fixed["nginx"].append(_fixed_rate(nginx_port, pixel_paths, args))
+                fixed["pixel"].append(_fixed_rate(app_port, pixel_paths, args))
+                fixed["click"].append(_fixed_rate(app_port, click_paths, args))
         # Every acknowledged hit must become exactly one event.
         time.sleep(2)  # requests still in flight when wrk stopped finish their XADD
         backlog_at_end = int(client.xlen(stream))
@@ -264,6 +305,8 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
                 summary[f"{name}_{metric}"] = median((r[metric] for r in runs), 2)
         for name in ("bare", "pixel", "click"):
             summary[f"{name}_vs_nginx"] = ratio(summary[f"{name}_rps"], summary["nginx_rps"])
+        if args.rate > 0:
+            summary["fixed_rate"] = _fixed_rate_summary(fixed, args.rate)
         return summary
     finally:
         for process in processes:
@@ -287,7 +330,7 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
 def parser() -> argparse.ArgumentParser:
     """Return the benchmark's arguments, ``--smoke`` included."""
     options = arguments(__doc__, smoke={"seconds": 1, "rounds": 1, "connections": 4,
-                                        "workers": 1})
+                                        "workers": 1, "rate": 50, "rate_seconds": 1})
     options.add_argument("--seconds", type=int, default=10)
     options.add_argument("--rounds", type=int, default=3)
     options.add_argument("--connections", type=int, default=50)
@@ -299,6 +342,11 @@ def parser() -> argparse.ArgumentParser:
                               "(swiftmail_web.public.asgi, batched XADDs).")
     options.add_argument("--drain", choices=("during", "after"), default="during",
                          help="Run the drainer during the load, or only after it (burst mode).")
+    options.add_argument("--rate", type=float, default=2000,
+                         help="Fixed offered load (hits/s) of the open-loop runs; 0: none.")
+    options.add_argument("--rate-seconds", type=float, default=10)
+    options.add_argument("--rate-connections", type=int, default=64,
+                         help="Keep-alive connections the open-loop generator may use.")
     options.add_argument("--drain-nice", type=int, default=0,
                          help="Run the drainer under nice(1) with this increment.")
     return options
