@@ -176,6 +176,7 @@ class Journey(TenantModel):
     trigger_type = TextField()
     trigger_key = TextField()
     trigger_days_before = IntegerField(default=0)
+    trigger_yearly = BooleanField(default=False)
     current_version = IntegerField(default=1)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)

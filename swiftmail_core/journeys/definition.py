@@ -6,6 +6,7 @@ exact place that is wrong, e.g. ``steps[2].seconds``. Shapes::
     trigger: {"type": "list_subscribed", "list_id": "<list id>"}
              {"type": "event", "name": "trial_started"}
              {"type": "date_attribute", "attribute": "trial_end", "days_before": 3}
+             {"type": "date_attribute", "attribute": "birthday", "yearly": true}
     steps:   [{"id": "welcome", "type": "send_email", "from_email": "a@b.example",
                "subject": "Hi {{ contact.name }}", "html": "...", "text": "...",
                "template_id": "<template id>", "from_name": "...", "reply_to": "...",
@@ -60,13 +61,15 @@ class Trigger:
     type: str
     key: str
     days_before: int = 0
+    yearly: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """Return the API shape."""
         if self.type == "list_subscribed":
             return {"type": self.type, "list_id": self.key}
         if self.type == "date_attribute":
-            return {"type": self.type, "attribute": self.key, "days_before": self.days_before}
+            return {"type": self.type, "attribute": self.key, "days_before": self.days_before,
+                    "yearly": self.yearly}
         return {"type": self.type, "name": self.key}
 
 
@@ -96,14 +99,17 @@ def parse_trigger(raw: Any, path: str = "trigger") -> Trigger:
         _only(raw, path, {"type", "list_id"})
         return Trigger(kind, str(_uuid(raw.get("list_id"), f"{path}.list_id")))
     if kind == "date_attribute":
-        _only(raw, path, {"type", "attribute", "days_before"})
+        _only(raw, path, {"type", "attribute", "days_before", "yearly"})
         attribute = raw.get("attribute")
         if not isinstance(attribute, str) or not ATTRIBUTE_KEY.match(attribute):
             raise _fail(f"{path}.attribute", "must be 1-100 letters, digits or _ . -")
         days = raw.get("days_before", 0)
         if not isinstance(days, int) or isinstance(days, bool) or not -366 <= days <= 366:
             raise _fail(f"{path}.days_before", "must be an integer from -366 to 366")
-        return Trigger(kind, attribute, days)
+        yearly = raw.get("yearly", False)
+        if not isinstance(yearly, bool):
+            raise _fail(f"{path}.yearly", "must be true or false")
+        return Trigger(kind, attribute, days, yearly)
     _only(raw, path, {"type", "name"})
     name = raw.get("name")
     if not isinstance(name, str) or not EVENT_NAME.match(name):

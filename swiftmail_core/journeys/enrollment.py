@@ -3,14 +3,18 @@
 Every function runs in the caller's ``tenant_tx`` (``database`` is its
 handle), so an enrollment commits with the write that triggered it: a
 confirmed subscription, an API event. A contact enters a journey at most
-once (``UNIQUE (tenant_id, journey_id, contact_id)``): a trigger that fires
-twice enrolls once.
+once (``UNIQUE (tenant_id, journey_id, contact_id, occurrence)``, occurrence
+0): a trigger that fires twice enrolls once. A yearly date trigger (a
+birthday) enrolls once per year: its occurrence is the anniversary's year.
 """
 
 from __future__ import annotations
 
+import calendar
 import datetime
 import json
+import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -26,7 +30,7 @@ JOIN contacts c ON c.tenant_id = j.tenant_id AND c.id = ANY (%(contacts)s::uuid[
 WHERE j.tenant_id = %(tenant)s AND j.status = 'active'
   AND j.trigger_type = %(type)s AND j.trigger_key = ANY (%(keys)s::text[])
   {extra}
-ON CONFLICT (tenant_id, journey_id, contact_id) DO NOTHING
+ON CONFLICT (tenant_id, journey_id, contact_id, occurrence) DO NOTHING
 RETURNING journey_id
 """
 #: A list trigger enrolls only contacts whose subscription to that list is confirmed.
@@ -77,37 +81,109 @@ def exit_contact(database: Any, tenant_id: uuid.UUID | str, contact_id: uuid.UUI
 
 
 _DATE_SQL = """
-INSERT INTO journey_enrollments (tenant_id, journey_id, contact_id, version, trigger_data)
+INSERT INTO journey_enrollments (tenant_id, journey_id, contact_id, version, trigger_data,
+                                 occurrence)
 SELECT c.tenant_id, %(journey)s, c.id, %(version)s,
-       jsonb_build_object('attribute', %(attribute)s::text, 'date', %(date)s::text)
+       jsonb_build_object('attribute', %(attribute)s::text,
+                          'date', c.attributes ->> %(attribute)s::text{yearly_data}),
+       %(occurrence)s
 FROM contacts c
-WHERE c.tenant_id = %(tenant)s AND c.status = 'active'
-  AND c.attributes @> jsonb_build_object(%(attribute)s::text, %(date)s::text)
-ON CONFLICT (tenant_id, journey_id, contact_id) DO NOTHING
+WHERE c.tenant_id = %(tenant)s AND c.status = 'active' AND ({dates})
+ON CONFLICT (tenant_id, journey_id, contact_id, occurrence) DO NOTHING
 RETURNING 1
 """
+#: A yearly trigger tells the journey which anniversary it is.
+_YEARLY_DATA = """,
+                          'anniversary', %(target)s::text,
+                          'years', %(year)s - left(c.attributes ->> %(attribute)s::text, 4)::int"""
+#: The earliest year a yearly date attribute is matched in (birthdays).
+FIRST_YEAR = 1900
+#: How often one process looks for a yearly journey's anniversaries (a set attribute
+#: enrolls within this long); a once-only date is looked for every tick.
+YEARLY_CHECK_SECONDS = 300.0
+_yearly_checked: dict[tuple[str, str], float] = {}
+_yearly_lock = threading.Lock()
+
+
+def _yearly_due(journey_id: str, target: datetime.date) -> bool:
+    with _yearly_lock:
+        last = _yearly_checked.get((journey_id, target.isoformat()))
+    return last is None or time.monotonic() - last >= YEARLY_CHECK_SECONDS
+
+
+def _yearly_done(journey_id: str, target: datetime.date) -> None:
+    with _yearly_lock:
+        if len(_yearly_checked) > 10_000:
+            _yearly_checked.clear()
+        _yearly_checked[(journey_id, target.isoformat())] = time.monotonic()
+
+
+def yearly_path(attribute: str, values: list[str]) -> str:
+    """Return a jsonpath true when ``attribute`` equals one of ``values``.
+
+    One GIN index scan (``jsonb_path_ops`` extracts the alternatives as keys)
+    instead of one bitmap scan per year. NOTE: ``attribute`` is checked
+    (letters, digits, ``_ . -``) and ``values`` are dates we format, so
+    neither can leave its quotes; the path is a bound parameter.
+    """
+    return f'$."{attribute}" ? (' + " || ".join(f'@ == "{value}"' for value in values) + ")"
+
+
+def dates_matching(target: datetime.date, yearly: bool) -> list[str]:
+    """Return the attribute values (``YYYY-MM-DD``) that fire on ``target``.
+
+    Once: the target itself. Yearly: the same month and day in every year
+    from ``FIRST_YEAR`` to the target's; on February 28 of a common year,
+    also February 29 of the leap years (someone born on February 29 has a
+    birthday every year, on the 28th when there is no 29th).
+    """
+    if not yearly:
+        return [target.isoformat()]
+    days = [(target.month, target.day)]
+    if (target.month, target.day) == (2, 28) and not calendar.isleap(target.year):
+        days.append((2, 29))
+    return [datetime.date(year, month, day).isoformat()
+            for year in range(FIRST_YEAR, target.year + 1) for month, day in days
+            if (month, day) != (2, 29) or calendar.isleap(year)]
 
 
 def enroll_date_triggers(today: datetime.date | None = None) -> int:
     """Enroll contacts whose date attribute, less ``days_before``, is today (UTC).
 
-    Idempotent: run it every tick; a contact enters each journey once. The
-    attribute must hold a date as ``YYYY-MM-DD`` (matched through the
-    attributes' GIN index). Returns how many enrollments were made.
+    Idempotent: run it every tick. A contact enters a once-only journey
+    once, and a yearly journey once per anniversary year (the unique key
+    holds across ticks, workers running it at once, and crashes). The
+    attribute must hold a date as ``YYYY-MM-DD``, matched through the
+    attributes' GIN index (a yearly trigger: one jsonpath with one
+    alternative per year, looked for every ``YEARLY_CHECK_SECONDS``).
+    Returns how many enrollments were made.
     """
     today = today or datetime.datetime.now(datetime.UTC).date()
     with system_tx() as database:
         journeys = database.execute_sql(
             "/* cross-tenant */ SELECT tenant_id, id, current_version, trigger_key, "
-            "trigger_days_before FROM journeys "
+            "trigger_days_before, trigger_yearly FROM journeys "
             "WHERE status = 'active' AND trigger_type = 'date_attribute'").fetchall()
     made = 0
-    for tenant_id, journey_id, version, attribute, days_before in journeys:
+    for tenant_id, journey_id, version, attribute, days_before, yearly in journeys:
         target = today + datetime.timedelta(days=int(days_before))
+        if yearly and not _yearly_due(str(journey_id), target):
+            continue
+        params: dict[str, Any] = {
+            "tenant": str(tenant_id), "journey": str(journey_id), "version": version,
+            "attribute": attribute, "occurrence": target.year if yearly else 0,
+            "target": target.isoformat(), "year": target.year}
+        if yearly:
+            dates = "c.attributes @? %(path)s::jsonpath"
+            params["path"] = yearly_path(attribute, dates_matching(target, True))
+        else:
+            dates = "c.attributes @> %(date)s::jsonb"
+            params["date"] = json.dumps({attribute: target.isoformat()})
         with tenant_tx(tenant_id) as database:
-            made += len(database.execute_sql(_DATE_SQL, {
-                "tenant": str(tenant_id), "journey": str(journey_id), "version": version,
-                "attribute": attribute, "date": target.isoformat()}).fetchall())
+            made += len(database.execute_sql(_DATE_SQL.format(
+                dates=dates, yearly_data=_YEARLY_DATA if yearly else ""), params).fetchall())
+        if yearly:
+            _yearly_done(str(journey_id), target)
     return made
 
 

@@ -23,8 +23,9 @@ def create_journey(database: Any, tenant_id: uuid.UUID | str, *, name: str, trig
     journey_id = journey_id or uuid.uuid4()
     database.execute_sql(
         "INSERT INTO journeys (tenant_id, id, name, trigger_type, trigger_key, "
-        "trigger_days_before) VALUES (%s, %s, %s, %s, %s, %s)",
-        (str(tenant_id), str(journey_id), name, checked.type, checked.key, checked.days_before))
+        "trigger_days_before, trigger_yearly) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (str(tenant_id), str(journey_id), name, checked.type, checked.key, checked.days_before,
+         checked.yearly))
     _insert_version(database, tenant_id, journey_id, 1, steps)
     return journey_id
 

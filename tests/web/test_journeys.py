@@ -115,7 +115,13 @@ def test_a_draft_cannot_be_pointed_at_another_tenants_list(owner_a, owner_b) -> 
     dated = owner_b.patch(f"/v1/journeys/{draft['id']}", {"trigger": {
         "type": "date_attribute", "attribute": "trial_end", "days_before": 3}})
     assert dated.json["trigger"] == {"type": "date_attribute", "attribute": "trial_end",
-                                     "days_before": 3}
+                                     "days_before": 3, "yearly": False}
+    yearly = owner_b.patch(f"/v1/journeys/{draft['id']}", {"trigger": {
+        "type": "date_attribute", "attribute": "birthday", "yearly": True}})
+    assert yearly.json["trigger"]["yearly"] is True
+    bad = owner_b.patch(f"/v1/journeys/{draft['id']}", {"trigger": {
+        "type": "date_attribute", "attribute": "birthday", "yearly": 1}})
+    assert bad.status_code == 422 and bad.json["errors"][0]["field"] == "trigger.yearly"
 
 
 def test_suppressing_through_the_api_exits_journeys(owner_a) -> None:  # type: ignore[no-untyped-def]

@@ -48,7 +48,8 @@ FIELDS = Fields(
     trigger=Field("object", required=True,
                   description="What enrolls a contact: {\"type\": \"list_subscribed\", "
                   "\"list_id\": ...}, {\"type\": \"event\", \"name\": ...} or "
-                  "{\"type\": \"date_attribute\", \"attribute\": ..., \"days_before\": N} "
+                  "{\"type\": \"date_attribute\", \"attribute\": ..., \"days_before\": N, "
+                  "\"yearly\": false} "
                   "(docs/journeys.md)."),
     steps=Field("object_list", required=True, max_items=50,
                 description="The steps, in order: send_email, wait, branch, add_to_list, "
@@ -89,7 +90,7 @@ def serialize(row: Journey) -> dict[str, Any]:
     """Return the API shape of a journey (with its current steps)."""
     return {"object": "journey", "id": row.id, "name": row.name, "status": row.status,
             "trigger": Trigger(row.trigger_type, row.trigger_key,
-                               row.trigger_days_before).to_json(),
+                               row.trigger_days_before, row.trigger_yearly).to_json(),
             "version": row.current_version,
             "steps": current_steps(app_db, row.tenant_id, row.id),
             "created_at": row.created_at, "updated_at": row.updated_at}
@@ -165,7 +166,8 @@ class JourneyResource:
             if trigger.type == "list_subscribed":
                 check_references(app_db, tenant_id(req), (), trigger)
             changes.update(trigger_type=trigger.type, trigger_key=trigger.key,
-                           trigger_days_before=trigger.days_before)
+                           trigger_days_before=trigger.days_before,
+                           trigger_yearly=trigger.yearly)
         if "name" in values:
             changes["name"] = values["name"]
         try:

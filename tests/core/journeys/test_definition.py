@@ -60,7 +60,7 @@ def test_date_attribute_triggers_are_checked() -> None:
     trigger = parse_trigger({"type": "date_attribute", "attribute": "trial_end",
                              "days_before": 3})
     assert trigger.to_json() == {"type": "date_attribute", "attribute": "trial_end",
-                                 "days_before": 3}
+                                 "days_before": 3, "yearly": False}
     assert _field({"type": "date_attribute", "attribute": "a b"}, parse_trigger) == \
         "trigger.attribute"
     assert _field({"type": "date_attribute", "attribute": "x", "days_before": 999},
