@@ -86,6 +86,13 @@ class Settings:
         "Unset: the embedded PostgreSQL in data_dir.",
         env=("DATABASE_URL",),
     )
+    analytics_database_url: str | None = _setting(
+        None,
+        "PostgreSQL streaming replica (hot standby) that campaign and tenant statistics "
+        "read from, e.g. postgresql://db2:5432/swiftmail (credentials in it are ignored: "
+        "the app role's are used). Its numbers lag the primary by the replica's replay lag "
+        "(docs/availability.md). Unset, or unreachable: the primary.",
+    )
     database_admin_url: str | None = _setting(
         None,
         "Superuser DSN `swiftmail init` uses to create roles and the database "

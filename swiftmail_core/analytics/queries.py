@@ -7,22 +7,22 @@ import uuid
 from collections import defaultdict
 
 from swiftmail_core.analytics.shape import delivery_by_domain, stats_from_counts
-from swiftmail_core.db import app_db, current_tenant
+from swiftmail_core.db import current_database, current_tenant
 from swiftmail_core.errors import NotFoundError, TenantIsolationError, ValidationError
 
 INTERVALS = ("hour", "day")
 
 
 def _tenant() -> str:
-    """Return the enclosing tenant_tx's tenant: every query names it (one shard on Citus)."""
+    """Return the enclosing transaction's tenant: every query names it (one shard on Citus)."""
     tenant = current_tenant()
     if tenant is None:
-        raise TenantIsolationError("analytics queries run inside tenant_tx")
+        raise TenantIsolationError("analytics queries run inside analytics_tx or tenant_tx")
     return str(tenant)
 
 
 def _campaign(campaign_id: uuid.UUID) -> tuple[str, int]:
-    row = app_db.execute_sql(
+    row = current_database().execute_sql(
         "SELECT name, recipient_count FROM campaigns WHERE tenant_id = %s AND id = %s",
         (_tenant(), str(campaign_id))
     ).fetchone()
@@ -34,13 +34,13 @@ def _campaign(campaign_id: uuid.UUID) -> tuple[str, int]:
 def campaign_summary(campaign_id: uuid.UUID) -> dict:
     """Return the campaign's totals (inside its tenant's ``tenant_tx``)."""
     name, recipients = _campaign(campaign_id)
-    rows = app_db.execute_sql(
+    rows = current_database().execute_sql(
         "SELECT metric, sum(value) FROM campaign_rollups WHERE tenant_id = %s "
         "AND campaign_id = %s AND dimension COLLATE \"C\" = '' GROUP BY metric",
         (_tenant(), str(campaign_id)),
     ).fetchall()
     # NOTE: ORDER BY ... LIMIT 1 walks the primary key from either end.
-    first_last = app_db.execute_sql(
+    first_last = current_database().execute_sql(
         "SELECT (SELECT bucket FROM campaign_rollups WHERE tenant_id = %s AND campaign_id = %s "
         "ORDER BY tenant_id, campaign_id, bucket LIMIT 1), (SELECT bucket FROM campaign_rollups "
         "WHERE tenant_id = %s AND campaign_id = %s "
@@ -60,7 +60,7 @@ def campaign_timeseries(campaign_id: uuid.UUID, interval: str = "hour") -> dict:
     if interval not in INTERVALS:
         raise ValidationError.for_field("interval", "must be hour or day")
     _campaign(campaign_id)
-    rows = app_db.execute_sql(
+    rows = current_database().execute_sql(
         "SELECT date_trunc(%s, bucket, 'UTC') AS b, metric, sum(value) FROM campaign_rollups "
         "WHERE tenant_id = %s AND campaign_id = %s AND dimension COLLATE \"C\" = '' "
         "GROUP BY b, metric ORDER BY b", (interval, _tenant(), str(campaign_id)),
@@ -79,13 +79,13 @@ def _series(rows: list[tuple]) -> list[dict]:
 def campaign_links(campaign_id: uuid.UUID) -> dict:
     """Return total and unique clicks per link, human and machine."""
     _campaign(campaign_id)
-    rows = app_db.execute_sql(
+    rows = current_database().execute_sql(
         "SELECT split_part(r.dimension, ':', 2)::bigint AS link_id, r.metric, sum(r.value) "
         "FROM campaign_rollups r WHERE r.tenant_id = %s AND r.campaign_id = %s "
         "AND r.dimension COLLATE \"C\" >= 'link:' AND r.dimension COLLATE \"C\" < 'link;' "
         "GROUP BY 1, 2", (_tenant(), str(campaign_id)),
     ).fetchall()
-    links = app_db.execute_sql(
+    links = current_database().execute_sql(
         "SELECT id, url, label FROM links WHERE tenant_id = %s AND campaign_id = %s ORDER BY id",
         (_tenant(), str(campaign_id)),
     ).fetchall()
@@ -115,7 +115,7 @@ def _domains(rows: list[tuple]) -> list[dict]:
 def campaign_domains(campaign_id: uuid.UUID) -> dict:
     """Return delivered, deferred and bounced counts per recipient domain."""
     _campaign(campaign_id)
-    rows = app_db.execute_sql(
+    rows = current_database().execute_sql(
         "SELECT dimension, metric, sum(value) FROM campaign_rollups WHERE tenant_id = %s "
         "AND campaign_id = %s "
         "AND dimension COLLATE \"C\" >= 'domain:' AND dimension COLLATE \"C\" < 'domain;' "
@@ -134,7 +134,7 @@ def _range(start: datetime.datetime, end: datetime.datetime) -> None:
 def tenant_summary(start: datetime.datetime, end: datetime.datetime) -> dict:
     """Return the tenant's totals and daily series over ``[start, end)``."""
     _range(start, end)
-    rows = app_db.execute_sql(
+    rows = current_database().execute_sql(
         "SELECT date_trunc('day', bucket, 'UTC') AS b, metric, sum(value) "
         "FROM campaign_rollups WHERE tenant_id = %s AND bucket >= %s AND bucket < %s "
         "AND dimension = '' GROUP BY b, metric ORDER BY b", (_tenant(), start, end),
@@ -142,7 +142,7 @@ def tenant_summary(start: datetime.datetime, end: datetime.datetime) -> dict:
     totals: dict[str, int] = defaultdict(int)
     for _bucket, metric, value in rows:
         totals[metric] += int(value)
-    campaigns = app_db.execute_sql(
+    campaigns = current_database().execute_sql(
         "SELECT count(DISTINCT campaign_id) FROM campaign_rollups "
         "WHERE tenant_id = %s AND bucket >= %s AND bucket < %s", (_tenant(), start, end),
     ).fetchone()[0]
@@ -153,7 +153,7 @@ def tenant_summary(start: datetime.datetime, end: datetime.datetime) -> dict:
 def tenant_domains(start: datetime.datetime, end: datetime.datetime) -> dict:
     """Return per-recipient-domain delivery over ``[start, end)``, all campaigns."""
     _range(start, end)
-    rows = app_db.execute_sql(
+    rows = current_database().execute_sql(
         "SELECT dimension, metric, sum(value) FROM campaign_rollups WHERE tenant_id = %s "
         "AND bucket >= %s AND bucket < %s AND dimension LIKE 'domain:%%' GROUP BY 1, 2",
         (_tenant(), start, end),

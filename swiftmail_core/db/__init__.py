@@ -1,8 +1,10 @@
 """PostgreSQL: connection targets, bootstrap, migrations, tenant transactions, audit."""
 
 from swiftmail_core.db.connection import (
+    analytics_tx,
     app_db,
     connect,
+    current_database,
     current_tenant,
     disconnect,
     is_distributed,
@@ -12,8 +14,10 @@ from swiftmail_core.db.connection import (
 )
 
 __all__ = [
+    "analytics_tx",
     "app_db",
     "connect",
+    "current_database",
     "current_tenant",
     "disconnect",
     "is_distributed",

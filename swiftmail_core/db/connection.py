@@ -6,15 +6,20 @@ outermost transaction on the app role's connection and sets the tenant with
 rollback, so a pooled connection never carries a tenant over (on Citus,
 ``SET LOCAL citus.propagate_set_commands = 'local'`` carries it to the workers).
 ``system_tx()`` is the narrow door for cross-tenant machinery.
+``analytics_tx(tenant_id)`` is ``tenant_tx`` for statistics reads: read-only,
+on the ``analytics_database_url`` replica when one is set and reachable.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from peewee import OperationalError
 from playhouse.pool import PooledPostgresqlDatabase
 from psycopg2.extensions import parse_dsn
 
@@ -29,6 +34,19 @@ _SET_TENANT = ("SET LOCAL citus.propagate_set_commands = 'local'; "
 # Deferred (peewee style): connect() initialises them at start-up.
 app_db = PooledPostgresqlDatabase(None)
 system_db = PooledPostgresqlDatabase(None)
+#: The app role on the analytics replica; uninitialised when none is configured.
+analytics_db = PooledPostgresqlDatabase(None)
+
+log = logging.getLogger(__name__)
+#: How long statistics read from the primary after the replica could not be reached.
+REPLICA_RETRY_SECONDS = 30
+
+
+class _ReplicaState:
+    down_until = 0.0
+
+
+_replica = _ReplicaState()
 
 _state = threading.local()
 _distributed: dict[str, bool] = {}
@@ -52,6 +70,13 @@ def connect(targets: DatabaseTargets, pool_size: int = 10,
             **params,
         )
     failover.configure(targets.dsn("system"), failover_wait_seconds, (app_db, system_db))
+    if targets.analytics_dsn:
+        params = parse_dsn(targets.analytics_dsn)
+        analytics_db.init(params.pop("dbname"), max_connections=pool_size, stale_timeout=300,
+                          timeout=30, **params)
+    else:
+        analytics_db.init(None)
+    _replica.down_until = 0.0
 
 
 def is_distributed() -> bool:
@@ -73,7 +98,7 @@ def is_distributed() -> bool:
 
 def disconnect() -> None:
     """Close every pooled connection (at shutdown and between tests)."""
-    for database in (app_db, system_db):
+    for database in (app_db, system_db, analytics_db):
         if database.database is not None:
             database.close_all()
 
@@ -81,6 +106,11 @@ def disconnect() -> None:
 def current_tenant() -> uuid.UUID | None:
     """Return the tenant of the enclosing ``tenant_tx`` on this thread, if any."""
     return getattr(_state, "tenant_id", None)
+
+
+def current_database() -> PooledPostgresqlDatabase:
+    """Return the handle of the enclosing ``tenant_tx`` or ``analytics_tx`` on this thread."""
+    return getattr(_state, "database", None) or app_db
 
 
 def _as_uuid(tenant_id: uuid.UUID | str) -> uuid.UUID:
@@ -111,17 +141,55 @@ def tenant_tx(tenant_id: uuid.UUID | str) -> Iterator[PooledPostgresqlDatabase]:
         raise TenantIsolationError(
             "tenant_tx cannot nest inside another transaction: open it outermost"
         )
-    with app_db.connection_context(), app_db.atomic():
+    with _scoped(app_db, tenant) as database:
+        yield database
+
+
+@contextmanager
+def _scoped(database: PooledPostgresqlDatabase, tenant: uuid.UUID,
+            read_only: bool = False) -> Iterator[PooledPostgresqlDatabase]:
+    """Open the outermost transaction on ``database`` with the tenant set (tenant_tx's body)."""
+    with database.connection_context(), database.atomic():
+        if read_only:
+            database.execute_sql("SET TRANSACTION READ ONLY")
         # APPSEC: SET LOCAL, not set_config(): on Citus only SET LOCAL (with
         # propagate_set_commands) reaches the workers that evaluate the policies; on plain
         # PostgreSQL the citus.* line only sets a harmless placeholder. The value is
         # interpolated client-side, but only ever as the text of a parsed UUID.
-        app_db.execute_sql(_SET_TENANT % {"tenant": str(tenant)})
-        _state.tenant_id = tenant
+        database.execute_sql(_SET_TENANT % {"tenant": str(tenant)})
+        _state.tenant_id, _state.database = tenant, database
         try:
-            yield app_db
+            yield database
         finally:
-            _state.tenant_id = None
+            _state.tenant_id, _state.database = None, None
+
+
+@contextmanager
+def analytics_tx(tenant_id: uuid.UUID | str) -> Iterator[PooledPostgresqlDatabase]:
+    """Run a statistics read in one read-only transaction scoped to ``tenant_id``.
+
+    On the ``analytics_database_url`` replica when one is set (the same app
+    role, row-level security and tenant setting as ``tenant_tx``); on the
+    primary when none is set or the replica cannot be reached. Queries in
+    the block use ``current_database()``. Never nested in another transaction.
+    """
+    tenant = _as_uuid(tenant_id)
+    if current_tenant() is not None or app_db.in_transaction() or (
+            analytics_db.database is not None and analytics_db.in_transaction()):
+        raise TenantIsolationError(
+            "analytics_tx cannot nest inside another transaction: open it outermost")
+    database = app_db
+    if analytics_db.database is not None and time.monotonic() >= _replica.down_until:
+        try:
+            analytics_db.connect(reuse_if_open=True)
+            database = analytics_db
+        except OperationalError as ex:
+            # Not asked again for a while: each try costs a connect timeout.
+            _replica.down_until = time.monotonic() + REPLICA_RETRY_SECONDS
+            log.warning("analytics replica unreachable, reading from the primary for %d s: %s",
+                        REPLICA_RETRY_SECONDS, ex)
+    with _scoped(database, tenant, read_only=True) as scoped:
+        yield scoped
 
 
 @contextmanager

@@ -36,6 +36,8 @@ class DatabaseTargets:
     database: str
     role_names: dict[str, str]
     role_dsns: dict[str, str]
+    #: The app role on ``analytics_database_url`` (statistics reads), None when unset.
+    analytics_dsn: str | None = None
 
     def dsn(self, role: Role) -> str:
         """Return the DSN a role connects with."""
@@ -111,4 +113,21 @@ def database_targets(settings: Settings) -> DatabaseTargets:
         database=location["dbname"],
         role_names=names,
         role_dsns=role_dsns,
+        analytics_dsn=_analytics_dsn(settings, options),
     )
+
+
+def _analytics_dsn(settings: Settings, options: dict[str, str]) -> str | None:
+    """Return the app role's DSN on the analytics replica, None when none is set."""
+    if not settings.analytics_database_url:
+        return None
+    parsed = _parse(settings.analytics_database_url, "analytics_database_url")
+    if "dbname" not in parsed:
+        raise ConfigurationError(
+            "setting 'analytics_database_url' names no database: add it, e.g. "
+            "postgresql://db2:5432/swiftmail")
+    params = {**options, **{k: v for k, v in parsed.items() if k not in ("user", "password")},
+              "user": settings.db_app_role, "application_name": "swiftmail-analytics"}
+    if settings.db_app_password:
+        params["password"] = settings.db_app_password
+    return make_dsn(**params)

@@ -85,3 +85,50 @@ def test_csv_refuses_formula_injection() -> None:
     text = domains_csv([{"domain": "=HYPERLINK(1)", "delivered": 1, "deferred": 0,
                          "bounced": {"total": 0, "hard": 0, "soft": 0}, "expired": 0}])
     assert "'=HYPERLINK" in text
+
+
+def test_statistics_read_from_the_configured_analytics_database(settings, targets,
+                                                                tenant_a, tenant_b) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    from swiftmail_core import db
+    from swiftmail_core.db import analytics_tx
+    from swiftmail_core.db.targets import database_targets
+    from swiftmail_core.testing.smtp_sink import free_port
+
+    m = _seed(tenant_a.id)
+    where = ("SELECT current_setting('application_name'), "
+             "current_setting('transaction_read_only')")
+
+    def use(analytics_url: str | None) -> None:
+        configured = dataclasses.replace(settings, analytics_database_url=analytics_url)
+        db.disconnect()
+        db.connect(database_targets(configured), pool_size=settings.db_pool_size,
+                   failover_wait_seconds=settings.db_failover_wait_seconds)
+
+    try:
+        # A replica of this very database stands in for a standby here (tests/ha has a
+        # real one): the reads go through the analytics handle, read-only, tenant-scoped.
+        use(settings.database_url)
+        with analytics_tx(tenant_a.id) as database:
+            assert database.execute_sql(where).fetchone() == ("swiftmail-analytics", "on")
+            assert analytics.campaign_summary(m.campaign_id)["sent"] == 2
+        with analytics_tx(tenant_b.id):
+            import pytest
+
+            from swiftmail_core.errors import NotFoundError
+            with pytest.raises(NotFoundError):
+                analytics.campaign_summary(m.campaign_id)
+        # Unreachable: read from the primary instead of failing.
+        use(f"postgresql://127.0.0.1:{free_port()}/swiftmail")
+        with analytics_tx(tenant_a.id) as database:
+            assert database.execute_sql(where).fetchone() == ("swiftmail-app", "on")
+            assert analytics.campaign_summary(m.campaign_id)["sent"] == 2
+        # Unset: the primary.
+        use(None)
+        with analytics_tx(tenant_a.id) as database:
+            assert database.execute_sql(where).fetchone()[0] == "swiftmail-app"
+    finally:
+        db.disconnect()
+        db.connect(targets, pool_size=settings.db_pool_size,
+                   failover_wait_seconds=settings.db_failover_wait_seconds)
