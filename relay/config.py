@@ -55,6 +55,8 @@ class RelayConfig:
     fbl_address: str = ""
     tls_cert: str = ""
     tls_key: str = ""
+    # Seconds between checks whether tls_cert/tls_key changed on disk (SIGHUP reloads at once).
+    tls_reload_check_seconds: float = 60.0
     smtp_port: int = 25
     # Postfix-style smarthost: every domain routes to this host, no MX lookup.
     relayhost: str = ""

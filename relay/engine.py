@@ -37,6 +37,7 @@ from swiftmail_relay.dsn import build_dsn
 from swiftmail_relay.ip_pools import IpPools, SourceAddress
 from swiftmail_relay.mx import DnsFailure, MxResolver, Route
 from swiftmail_relay.outcomes import Outcome
+from swiftmail_relay.shaping import group_of, provider_groups
 from swiftmail_relay.sink import OutcomeSink
 from swiftmail_relay.spool import (
     BOUNCED,
@@ -94,6 +95,8 @@ class Relay:
             messages_per_connection=config.messages_per_connection))
         self.tls_policies = tls_policies or TlsPolicies(settings, config)
         self.pools = IpPools.from_config(config)
+        #: Provider groups name the ``provider`` label of the outcome metrics.
+        self.provider_groups = provider_groups(config.provider_groups)
         self.deliverer = self._new_deliverer(None)
         self._deliverers: dict[str, Deliverer] = {}
         self.sink = sink
@@ -541,9 +544,10 @@ class Relay:
     ) -> None:
         recipient.attempts += 1
         recipient.last_reply = str(reply)
+        provider = (group_of(route.site, self.provider_groups) if route else None) or "other"
         if reply.ok:
             self._finish(envelope, recipient, DELIVERED, reply, "delivered", outcomes)
-            metrics.DELIVERIES.inc()
+            metrics.DELIVERIES.labels(provider=provider).inc()
             self.delivered += 1
             return
         is_permanent, bounce_class = classify(reply, self.rules)
@@ -552,12 +556,12 @@ class Relay:
         recipient.bounce_class = bounce_class
         if is_permanent:
             self._finish(envelope, recipient, BOUNCED, reply, "bounced", outcomes)
-            metrics.BOUNCES.labels(bounce_class=bounce_class).inc()
+            metrics.BOUNCES.labels(provider=provider, bounce_class=bounce_class).inc()
             return
         delay = backoff(recipient.attempts, self.config, self.rng)
         expiry = envelope.created_at + self.config.max_age
         recipient.next_attempt_at = min(self.clock() + delay, expiry)
-        metrics.DEFERRALS.labels(bounce_class=bounce_class).inc()
+        metrics.DEFERRALS.labels(provider=provider, bounce_class=bounce_class).inc()
         self._outcome(envelope, recipient, "deferred", reply, outcomes)
 
     def _finish(self, envelope: Envelope, recipient: Recipient, status: str, reply: Reply,

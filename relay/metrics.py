@@ -6,11 +6,14 @@ from prometheus_client import Counter, Gauge, Histogram
 
 QUEUE_DEPTH = Gauge("swiftmail_relay_queue_messages", "Messages in the spool, by state.",
                     ["state"])
-DELIVERIES = Counter("swiftmail_relay_deliveries_total", "Recipients delivered.")
-DEFERRALS = Counter("swiftmail_relay_deferrals_total", "Recipient deferrals, by class.",
-                    ["bounce_class"])
-BOUNCES = Counter("swiftmail_relay_bounces_total", "Recipients bounced, by class.",
-                  ["bounce_class"])
+# ``provider``: the destination's provider group (relay/shaping.py: google, microsoft,
+# yahoo, apple and any configured provider_groups) or "other"; bounded by the config.
+DELIVERIES = Counter("swiftmail_relay_deliveries_total", "Recipients delivered, by provider.",
+                     ["provider"])
+DEFERRALS = Counter("swiftmail_relay_deferrals_total",
+                    "Recipient deferrals, by provider and class.", ["provider", "bounce_class"])
+BOUNCES = Counter("swiftmail_relay_bounces_total", "Recipients bounced, by provider and class.",
+                  ["provider", "bounce_class"])
 OVERDUE = Counter("swiftmail_relay_overdue_total",
                   "Messages found due, idle and unqueued past overdue_after (a lost wake-up), "
                   "rescheduled by the watchdog.")
@@ -31,3 +34,6 @@ TLS_SESSIONS = Counter("swiftmail_relay_tls_sessions_total",
 TLS_POLICY_DEFERRALS = Counter("swiftmail_relay_tls_policy_deferrals_total",
                                "MX hosts skipped because an enforced TLS policy failed.",
                                ["policy"])
+TLS_CERTIFICATE_EXPIRY = Gauge("swiftmail_relay_tls_certificate_expiry_timestamp_seconds",
+                               "When the relay's server certificate (tls_cert) as last loaded "
+                               "expires (Unix time).")

@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import socket
+import ssl
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -222,6 +223,11 @@ class IntakeServer:
         self.server = server
         self.task = task
         self.address = address
+
+    @property
+    def tls_context(self) -> ssl.SSLContext | None:
+        """Return the context the intake serves TLS with (``intake_tls``), for reloads."""
+        return self.server.config.ssl if self.server.config.is_ssl else None
 
     def close(self) -> None:
         """Stop accepting; in-flight requests finish."""

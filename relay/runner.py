@@ -14,6 +14,7 @@ from swiftmail_relay.engine import Relay
 from swiftmail_relay.outcomes import record_outcomes
 from swiftmail_relay.platform_auth import RedisReplayGuard
 from swiftmail_relay.platform_intake import serve_intake
+from swiftmail_relay.server_tls import server_tls
 from swiftmail_relay.shaping import RedisShaper
 from swiftmail_relay.sink import OutcomeSink
 from swiftmail_relay.submission import make_smtp_factory, serve_submission
@@ -36,19 +37,26 @@ async def run_relay(runtime: Runtime, config: RelayConfig, *, deliver: bool = Tr
             redis_clients.async_client(settings), config.redis_prefix)),
     )
     servers = []
+    tls = server_tls(config.tls_cert, config.tls_key)
     if deliver:
         await relay.start()
     if config.submission_listen:
         servers.append(await serve_submission(
-            settings, config, runtime.plugins, notify=relay.notify if deliver else None))
+            settings, config, runtime.plugins, notify=relay.notify if deliver else None,
+            tls=tls))
     if config.intake_listen:
-        servers.append(await serve_intake(
+        intake = await serve_intake(
             settings, config, notify=relay.notify if deliver else None,
-            guard=RedisReplayGuard(redis_clients.async_client(settings), config.redis_prefix)))
+            guard=RedisReplayGuard(redis_clients.async_client(settings), config.redis_prefix))
+        if tls and intake.tls_context is not None:
+            tls.attach(intake.tls_context)
+        servers.append(intake)
     if config.bounce_listen:
         handler = BounceHandler(settings, config,
                                 functools.partial(record_outcomes, plugins=runtime.plugins))
-        factory = make_smtp_factory(handler, config, trusted=True, tls_context=None)
+        # STARTTLS offered (never required: any MTA may send a bounce) with the same certificate.
+        factory = make_smtp_factory(handler, config, trusted=True,
+                                    tls_context=tls.context if tls else None)
         host, port = config.bounce_listen
         servers.append(await asyncio.get_running_loop().create_server(
             factory, host, port, reuse_port=True))
@@ -59,8 +67,15 @@ async def run_relay(runtime: Runtime, config: RelayConfig, *, deliver: bool = Tr
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    watcher = None
+    if tls:
+        # A renewed certificate: SIGHUP, or the files changing, loads it for new sessions.
+        loop.add_signal_handler(signal.SIGHUP, tls.reload)
+        watcher = asyncio.create_task(tls.watch(config.tls_reload_check_seconds))
     await stopping.wait()
     log.info("relay_stopping")
+    if watcher:
+        watcher.cancel()
     for server in servers:
         server.close()
     if deliver:

@@ -144,6 +144,15 @@ def provider_groups(configured: Mapping[str, Any] | None) -> dict[str, tuple[str
     return {name: merged[name] for name in ordered}
 
 
+def group_of(site: str, groups: Mapping[str, tuple[str, ...]]) -> str | None:
+    """Return the provider group whose MX suffixes match a site (comma-joined MX names)."""
+    for name in site.split(","):
+        for group, suffixes in groups.items():
+            if any(name == s or name.endswith("." + s) for s in suffixes):
+                return group
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class _Budget:
     """One counter an admission takes from: key, amount, cap, TTL, and the wait if refused."""
@@ -194,11 +203,7 @@ class RedisShaper:
 
     def group(self, site: str) -> str | None:
         """Return the provider group of a site (MX names), if any."""
-        for name in site.split(","):
-            for group, suffixes in self.groups.items():
-                if any(name == s or name.endswith("." + s) for s in suffixes):
-                    return group
-        return None
+        return group_of(site, self.groups)
 
     def scope(self, site: str) -> str:
         """Return the key that limits are counted under: the group or the site."""

@@ -43,6 +43,7 @@ from swiftmail_relay.message_checks import (
     header_problem,
     received_header,
 )
+from swiftmail_relay.server_tls import ServerTls, server_tls
 from swiftmail_relay.smtp_server import RelaySMTP
 from swiftmail_relay.spool import Envelope as SpoolEnvelope
 from swiftmail_relay.spool import Recipient, Spool, SpoolError, new_id
@@ -292,12 +293,9 @@ def make_smtp_factory(
 
 
 def tls_context(config: RelayConfig) -> ssl.SSLContext | None:
-    """Return the server TLS context when a certificate is configured."""
-    if not config.tls_cert:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(config.tls_cert, config.tls_key or None)
-    return context
+    """Return a server TLS context when a certificate is configured (not reloaded)."""
+    tls = server_tls(config.tls_cert, config.tls_key)
+    return tls.context if tls else None
 
 
 async def serve_submission(
@@ -307,12 +305,19 @@ async def serve_submission(
     *,
     notify: Callable[[Sequence[str]], None] | None = None,
     listen: tuple[str, int] | None = None,
+    tls: ServerTls | None = None,
 ) -> asyncio.base_events.Server:
-    """Start the submission listener in the running loop (SO_REUSEPORT)."""
+    """Start the submission listener in the running loop (SO_REUSEPORT).
+
+    ``tls`` is the relay's reloadable certificate (one is loaded from the
+    config when not given).
+    """
     host, port = listen or config.submission_listen
     trusted = f"{host}:{port}" in config.trusted_listeners
     handler = SubmissionHandler(settings, config, plugins, notify=notify)
-    factory = make_smtp_factory(handler, config, trusted=trusted, tls_context=tls_context(config),
+    tls = tls or server_tls(config.tls_cert, config.tls_key)
+    factory = make_smtp_factory(handler, config, trusted=trusted,
+                                tls_context=tls.context if tls else None,
                                 authenticator=handler.authenticate)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(factory, host, port, reuse_port=True)

@@ -8,6 +8,8 @@ it loads settings, starts the runtime and calls ``create_app``.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import falcon
@@ -71,13 +73,28 @@ def create_app(
     errors.install(app)
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(redis_client))
-    app.add_route("/metrics", MetricsResource())
+    app.add_route("/metrics", MetricsResource(_ops_snapshot(settings, config, redis_client)))
     services: dict[str, Any] = {"settings": settings, "redis": redis_client, "config": config,
                                 "plugins": plugin_manager}
     add_v1_routes(app, services)
     app.add_route("/v1/openapi.json", OpenApiResource(app))
     plugin_manager.register_routes(app)
     return app
+
+
+def _ops_snapshot(settings: Settings, config: WebConfig,
+                  redis_client: Any) -> Callable[[], dict[str, Any] | None]:
+    """Return what /metrics calls for the shared cluster-wide gauges."""
+    from swiftmail_web.public.services import PublicConfig
+
+    from swiftmail_core import ops_gauges
+
+    limits = ops_gauges.GaugeLimits(
+        interval_seconds=max(5, config.ops_metrics_interval),
+        complaint_tenants=max(0, config.complaint_rate_tenants),
+        complaint_min_delivered=config.complaint_rate_min_delivered)
+    return functools.partial(ops_gauges.current, redis_client, config.redis_prefix,
+                             PublicConfig.from_settings(settings).stream, limits)
 
 
 def get_app() -> falcon.App:

@@ -23,6 +23,12 @@ class WebConfig:
     rate_limit_per_key: int = 3000
     spf_include: str = ""
     return_path_target: str = ""
+    #: Cluster-wide gauges on /metrics: collected at most this often (seconds).
+    ops_metrics_interval: int = 60
+    #: At most this many tenants get a complaint-rate series.
+    complaint_rate_tenants: int = 20
+    #: Deliveries a tenant needs in 24 hours before its complaint rate is reported.
+    complaint_rate_min_delivered: int = 1000
 
     def dns_targets(self, public_url: str) -> DnsTargets:
         """Return where sending domains' SPF and return-path records point, with warnings."""
