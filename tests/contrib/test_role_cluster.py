@@ -76,7 +76,8 @@ def free_port() -> int:
 
 def hba_lines(**changes: Any) -> dict[str, list[str]]:
     """Render the pg_hba block; return its rule lines by the host comment above them."""
-    text = render("pg_hba-swiftmail.conf.j2", on_host("db1", **changes))
+    text = render("pg_hba.conf.j2", on_host("db1", **changes))
+    text = text.split("roles its processes use.\n")[1].split("# swiftmail_postgres_hba_extra")[0]
     rules: dict[str, list[str]] = {}
     host = ""
     for line in text.splitlines():
@@ -107,6 +108,16 @@ def test_pg_hba_without_tls_and_with_the_owner_everywhere() -> None:
                       swiftmail_database_url="postgresql://10.0.0.31:5432/mail?sslmode=require")
     assert rules["relay1"] == [
         "host mail swiftmail_owner,swiftmail_app,swiftmail_system 10.0.0.21/32 scram-sha-256"]
+
+
+def test_pg_hba_keeps_debians_local_lines_first_then_the_operators_extra_lines() -> None:
+    text = render("pg_hba.conf.j2", on_host("db1", swiftmail_postgres_hba_extra=[
+        "hostssl replication replicator 10.0.0.32/32 scram-sha-256"]))
+    rules = [" ".join(line.split()) for line in text.splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert rules[0] == "local all postgres peer"
+    assert rules[-1] == "hostssl replication replicator 10.0.0.32/32 scram-sha-256"
+    assert "host all all 0.0.0.0/0 scram-sha-256" not in rules
 
 
 def test_postgres_listens_on_its_private_address_and_archives_wal() -> None:
@@ -333,7 +344,7 @@ def test_services_are_checked_after_the_restarts() -> None:
 # --- The same templates through the real Ansible ---------------------------------------
 
 CLUSTER_TEMPLATES = {
-    "db1": ["pg_hba-swiftmail.conf", "postgresql-swiftmail.conf", "swiftmail-nftables.nft"],
+    "db1": ["pg_hba.conf", "postgresql-swiftmail.conf", "swiftmail-nftables.nft"],
     "cache1": ["redis-swiftmail.conf", "swiftmail-nftables.nft"],
     "lb1": ["haproxy.cfg", "swiftmail-nftables.nft"],
     "relay1": ["swiftmail-nftables.nft", "swiftmail.toml"],
