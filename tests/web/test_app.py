@@ -156,3 +156,41 @@ def test_readyz_reports_draining(client) -> None:
     finally:
         draining._flag = saved
     assert client.simulate_get("/readyz").status_code == 200
+
+
+def test_readyz_answers_at_once_while_another_check_hangs(runtime, settings, web_config,
+                                                          monkeypatch) -> None:
+    """A silent database holds one check, not every thread (HAProxy probes every second)."""
+    import contextlib
+    import threading
+
+    import falcon.testing
+    from swiftmail_web import health
+
+    entered, release = threading.Event(), threading.Event()
+
+    class SilentDatabase:
+        def connection_context(self):  # type: ignore[no-untyped-def]
+            return contextlib.nullcontext()
+
+        def execute_sql(self, sql: str) -> None:
+            entered.set()
+            release.wait(10)  # a lost host's connection: no answer for seconds
+
+    monkeypatch.setattr(health, "app_db", SilentDatabase())
+    monkeypatch.setattr(health, "SLOW_CHECK_SECONDS", 0.0)
+    client = falcon.testing.TestClient(create_app(settings, runtime.plugins, config=web_config))
+    answers: list = []
+    first = threading.Thread(target=lambda: answers.append(client.simulate_get("/readyz")))
+    first.start()
+    try:
+        assert entered.wait(10)
+        second = client.simulate_get("/readyz")
+        assert not release.is_set() and first.is_alive()  # answered while the first hangs
+        assert second.status_code == 503
+        assert second.json["status"] == "unavailable"
+        assert client.simulate_get("/healthz").status_code == 200
+    finally:
+        release.set()
+        first.join(10)
+    assert answers[0].status_code == 200
