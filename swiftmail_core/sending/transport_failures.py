@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from swiftmail_core.db import system_tx
+from swiftmail_core.db.failover import retry_after_failover
 from swiftmail_core.events import EventRecord, record_events
 from swiftmail_core.plugins import PluginManager
 
@@ -65,8 +66,9 @@ def note_failure(rows: Sequence[Any], reason: str, *, threshold: int, immediate:
     return {_uuid(campaign) for _, campaign in paused}
 
 
+@retry_after_failover
 def note_success(rows: Iterable[Any]) -> None:
-    """Reset the failure count of the campaigns a batch went through for."""
+    """Reset the failure count of the campaigns a batch went through for (safe to repeat)."""
     campaigns = _by_tenant(rows)
     if not campaigns:
         return

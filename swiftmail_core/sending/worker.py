@@ -79,6 +79,7 @@ class SendingWorker:
             by_transport.setdefault(transport, []).append(message)
         for name, batch in by_transport.items():
             batch_rows = [rows[message.ledger_id] for message in batch]
+            succeeded = False
             try:
                 transport = self.plugins.transport(name)
             except Exception as ex:
@@ -93,10 +94,14 @@ class SendingWorker:
                     results, batch_rows = self._after_failure(
                         batch, batch_rows, f"transport {name!r} failed: {ex}", immediate=False)
                 else:
-                    transport_failures.note_success(batch_rows)
+                    succeeded = True
+            # The results first: nothing may stand between a hand-off and its record (a
+            # lost database there left the rows to their lease, and they went out again).
             outbox.record_results(
                 batch_rows, results, message_ids={m.ledger_id: m.message_id for m in batch},
                 policy=self.policy, plugins=self.plugins)
+            if succeeded:
+                transport_failures.note_success(batch_rows)
         return len(claimed)
 
     def _after_failure(self, batch: list[Any], batch_rows: list[outbox.ClaimedMessage],

@@ -283,3 +283,34 @@ def test_each_message_goes_through_its_own_rows_transport(tenant_a, settings, si
     assert SendingWorker(settings, plugins).process_batch(limit=10) == 3
     assert recorder.ledger_ids == [ids["t1"]]
     assert sorted(sink.handler.per_recipient) == ["c1@pair.example.test", "c2@pair.example.test"]
+
+
+def test_a_database_lost_after_the_hand_off_still_records_the_batch(  # type: ignore[no-untyped-def]
+        audience, sending, sink, monkeypatch) -> None:
+    """The batch went out, then the database was lost (a failover) before the worker's writes.
+
+    The transport's failure count was reset between the hand-off and the result write; when
+    that reset lost its server, the batch stopped unrecorded, its rows waited out their lease
+    and went out a second time (duplicates the cluster chaos test saw in a PostgreSQL failover).
+    """
+    import psycopg2
+
+    from swiftmail_core.sending import transport_failures
+
+    tenant, _, campaign_id = audience
+    settings, plugins, worker = sending
+    with tenant_tx(tenant.id) as database:
+        database.execute_sql("UPDATE campaigns SET transport = 'sink' WHERE id = %s",
+                             (str(campaign_id),))
+    lifecycle.schedule_campaign(tenant.id, campaign_id)
+    sweeper.tick(settings, plugins)  # resolves the audience: 50 rows
+
+    def database_lost(rows) -> None:  # type: ignore[no-untyped-def]
+        raise psycopg2.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(transport_failures, "note_success", database_lost)
+    with pytest.raises(psycopg2.OperationalError):
+        worker.process_batch()
+    sent = sink.handler.count()
+    assert sent == settings.send_batch_size
+    assert ledger_counts(tenant.id, campaign_id) == {"accepted": sent, "queued": 50 - sent}
