@@ -546,7 +546,8 @@ class Relay:
         recipient.last_reply = str(reply)
         provider = (group_of(route.site, self.provider_groups) if route else None) or "other"
         if reply.ok:
-            self._finish(envelope, recipient, DELIVERED, reply, "delivered", outcomes)
+            self._finish(envelope, recipient, DELIVERED, reply, "delivered", outcomes,
+                         provider=provider)
             metrics.DELIVERIES.labels(provider=provider).inc()
             self.delivered += 1
             return
@@ -555,22 +556,23 @@ class Relay:
             is_permanent = permanent
         recipient.bounce_class = bounce_class
         if is_permanent:
-            self._finish(envelope, recipient, BOUNCED, reply, "bounced", outcomes)
+            self._finish(envelope, recipient, BOUNCED, reply, "bounced", outcomes,
+                         provider=provider)
             metrics.BOUNCES.labels(provider=provider, bounce_class=bounce_class).inc()
             return
         delay = backoff(recipient.attempts, self.config, self.rng)
         expiry = envelope.created_at + self.config.max_age
         recipient.next_attempt_at = min(self.clock() + delay, expiry)
         metrics.DEFERRALS.labels(provider=provider, bounce_class=bounce_class).inc()
-        self._outcome(envelope, recipient, "deferred", reply, outcomes)
+        self._outcome(envelope, recipient, "deferred", reply, outcomes, provider=provider)
 
     def _finish(self, envelope: Envelope, recipient: Recipient, status: str, reply: Reply,
-                event: str, outcomes: list[Outcome]) -> None:
+                event: str, outcomes: list[Outcome], *, provider: str | None = None) -> None:
         recipient.status = status
         recipient.last_reply = str(reply)
         if status == EXPIRED:
             recipient.bounce_class = "expired"
-        self._outcome(envelope, recipient, event, reply, outcomes)
+        self._outcome(envelope, recipient, event, reply, outcomes, provider=provider)
 
     def _new_deliverer(self, source: SourceAddress | None) -> Deliverer:
         return Deliverer(
@@ -587,13 +589,16 @@ class Relay:
         return self._deliverers[source.ip]
 
     def _outcome(self, envelope: Envelope, recipient: Recipient, event: str, reply: Reply,
-                 outcomes: list[Outcome]) -> None:
+                 outcomes: list[Outcome], *, provider: str | None = None) -> None:
+        bounce_class = recipient.bounce_class if event in ("bounced", "deferred", "expired") else None
+        # The per-message line an operator greps for (docs/relay.md "Per-message log").
         log.info("message_" + event, queue_id=envelope.id, tenant_id=envelope.tenant_id,
-                 recipient_domain=recipient.domain, attempt=recipient.attempts,
+                 ledger_id=recipient.ledger_id, recipient_domain=recipient.domain,
+                 provider=provider, bounce_class=bounce_class, attempt=recipient.attempts,
+                 age_seconds=round(max(0.0, self.clock() - envelope.created_at), 1),
                  reply=str(reply)[:300])
         if not envelope.tenant_id:
             return
-        bounce_class = recipient.bounce_class if event in ("bounced", "deferred", "expired") else None
         outcomes.append(Outcome(
             tenant_id=uuid.UUID(envelope.tenant_id), type=event, email=recipient.address,
             ledger_id=recipient.ledger_id, bounce_class=bounce_class, reply=str(reply),
