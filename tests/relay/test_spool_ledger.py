@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
+import uuid
+from pathlib import Path
 
 import pytest
+import urllib3
 from swiftmail_relay import spool_ledger
 from swiftmail_relay.spool import Envelope, Recipient, Spool, new_id
 from swiftmail_relay.spool_ledger import (
@@ -124,3 +130,66 @@ def test_old_records_of_finished_messages_are_pruned(tmp_path) -> None:  # type:
     assert ledger.prune(3600, now=later) == 1  # old and finished; the queued one stays
     assert ledger.find(ledger_key("t1", 1)) is None
     assert ledger.find(ledger_key("t1", 2)) == queued
+
+
+def _intake_process(tmp_path: Path, port: int, **options: object) -> subprocess.Popen[bytes]:
+    log = tmp_path / f"intake-{uuid.uuid4().hex[:6]}.log"
+    config = {"data_dir": str(tmp_path), "spool_dir": str(tmp_path / "spool"), "port": port,
+              "secret_key": SECRET_KEY, **options}
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.relay.intake_child", json.dumps(config)],
+            cwd=Path(__file__).resolve().parents[2], stdout=output, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while b"ready" not in log.read_bytes():
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    return process
+
+
+SECRET_KEY = "intake-kill-test-" + "k" * 32
+
+
+@pytest.mark.parametrize("sentinel_lost", [False, True])
+def test_an_intake_killed_after_spooling_takes_the_resend_once(tmp_path, sentinel_lost) -> None:  # type: ignore[no-untyped-def]
+    # kill -9 between the rename into queue/ and the ledger record (no answer sent): the
+    # next writer repairs the record from the spool (it finds .writing), and so does the
+    # restarted intake at start (the case of a machine crash that lost .writing).
+    from swiftmail_relay.platform_auth import SIGNATURE_HEADER, platform_secrets, sign_request
+
+    from swiftmail_core.settings import Settings
+    from swiftmail_core.testing.smtp_sink import free_port
+    from tests.relay.test_platform_intake import _batch
+
+    secrets = platform_secrets(Settings(data_dir=tmp_path, secret_key=SECRET_KEY))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1/spool"
+
+    def post(body: bytes) -> urllib3.BaseHTTPResponse:
+        return urllib3.request("POST", url, body=body, retries=False, timeout=10, headers={
+            "Content-Type": "application/json", SIGNATURE_HEADER: sign_request(secrets, body)})
+
+    dying = _intake_process(tmp_path, port, die_after_commit=True)
+    try:
+        with pytest.raises(urllib3.exceptions.HTTPError):  # the answer is lost
+            post(_batch(3))
+        assert dying.wait(10) == -9
+    finally:
+        if dying.poll() is None:
+            dying.kill()
+    spool = Spool(tmp_path / "spool")
+    spooled = sorted(spool.scan())
+    assert len(spooled) == 3  # durable, and no record of its rows yet:
+    assert sorted(os.listdir(SpoolLedger(spool).dir)) == [".lock", ".writing"]
+    if sentinel_lost:
+        os.unlink(SpoolLedger(spool).dir / ".writing")
+    restarted = _intake_process(tmp_path, port)
+    try:
+        response = post(_batch(3))  # the worker's resend: same ledger rows, new request
+        assert response.status == 200, response.data
+        answer = json.loads(response.data)
+    finally:
+        restarted.kill()
+        restarted.wait(10)
+    assert answer["repeats"] == [0, 1, 2] and sorted(answer["queue_ids"]) == spooled
+    assert sorted(spool.scan()) == spooled  # each row once
