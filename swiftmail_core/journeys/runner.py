@@ -67,7 +67,7 @@ RETURNING e.tenant_id, e.id
 """
 
 _LOAD_SQL = """
-SELECT e.journey_id, e.contact_id, e.version, e.step, e.trigger_data, j.status,
+SELECT e.id, e.journey_id, e.contact_id, e.version, e.step, e.trigger_data, j.status,
        c.status, c.email, c.attributes ->> 'timezone', t.settings ->> 'timezone',
        EXISTS (SELECT 1 FROM suppressions x WHERE x.tenant_id = e.tenant_id
                AND x.email_lower = c.email_lower
@@ -76,9 +76,13 @@ FROM journey_enrollments e
 JOIN journeys j ON j.tenant_id = e.tenant_id AND j.id = e.journey_id
 JOIN contacts c ON c.tenant_id = e.tenant_id AND c.id = e.contact_id
 JOIN tenants t ON t.id = e.tenant_id
-WHERE e.tenant_id = %s AND e.id = %s AND e.status = 'active' AND e.lease_owner = %s
+WHERE e.tenant_id = %s AND e.id = ANY (%s::uuid[]) AND e.status = 'active' AND e.lease_owner = %s
 FOR UPDATE OF e
 """
+_STEP_RUN_COLUMNS = ("(tenant_id, enrollment_id, step, journey_id, version, step_id, outcome, "
+                     "message_id)")
+#: Not loaded yet: ``_run`` loads the enrollment itself.
+_LOAD = object()
 
 _versions: dict[tuple[str, str, int], tuple[Step, ...]] = {}
 _versions_lock = threading.Lock()
@@ -95,6 +99,10 @@ class _Position:
     trigger_data: dict[str, Any]
     timezone: str = send_time.DEFAULT_ZONE
     zone_fell_back: bool = False
+    #: When the emails this transaction queued are due (None: now), for one mark_due.
+    due: list[datetime.datetime | None] = dataclasses.field(default_factory=list)
+    #: Step runs not written yet: they go with the enrollment's advance.
+    runs: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
 
 
 def claim_due(owner: str, limit: int, lease_seconds: int = LEASE_SECONDS,
@@ -143,30 +151,72 @@ def run_enrollments(tenant_id: uuid.UUID, enrollment_ids: list[uuid.UUID],
                     owner: str) -> dict[uuid.UUID, str | None]:
     """Run several enrollments of one tenant in one transaction; return each one's status.
 
-    Each enrollment runs in a savepoint of its own: one that raises is
-    rolled back alone (it left no trace) and counted as a failed try, while
-    the others commit. If the transaction itself fails, nothing of it
-    commits and every lease expires, to be claimed again.
+    First all of them in one transaction without savepoints: loaded with
+    one statement, each email one statement, each enrollment's step runs
+    and advance one more, the due-tenant hint once. If anything raises, that
+    transaction is rolled back whole (nothing of it happened) and they run
+    again one savepoint each: one that raises again is rolled back alone and
+    counted as a failed try, while the others commit. If the transaction
+    itself fails, nothing of it commits and every lease expires, to be
+    claimed again.
     """
+    try:
+        with tenant_tx(tenant_id) as database:
+            due: list[datetime.datetime | None] = []
+            loaded = {row[0]: row[1:] for row in database.execute_sql(
+                _LOAD_SQL, (str(tenant_id), [str(i) for i in enrollment_ids], owner)).fetchall()}
+            results = {enrollment_id: _run(database, str(tenant_id), str(enrollment_id), owner,
+                                           loaded.get(_as_key(enrollment_id, loaded)), due)
+                       for enrollment_id in enrollment_ids}
+            _mark_due(database, tenant_id, due)
+            return results
+    except Exception:  # NOTE: rolled back whole; one at a time finds the culprit
+        log.info("a batch of %d journey enrollments failed; running them one by one",
+                 len(enrollment_ids))
+    return _run_one_by_one(tenant_id, enrollment_ids, owner)
+
+
+def _as_key(enrollment_id: uuid.UUID, loaded: dict[Any, Any]) -> Any:
+    """Return the key ``loaded`` uses for ``enrollment_id`` (a UUID or its text)."""
+    return enrollment_id if enrollment_id in loaded else str(enrollment_id)
+
+
+def _run_one_by_one(tenant_id: uuid.UUID, enrollment_ids: list[uuid.UUID],
+                    owner: str) -> dict[uuid.UUID, str | None]:
     results: dict[uuid.UUID, str | None] = {}
     failed: list[tuple[uuid.UUID, BaseException]] = []
     with tenant_tx(tenant_id) as database:
+        due: list[datetime.datetime | None] = []
         for enrollment_id in enrollment_ids:
+            queued = len(due)
             try:
                 with database.atomic():
                     results[enrollment_id] = _run(database, str(tenant_id), str(enrollment_id),
-                                                  owner)
+                                                  owner, _LOAD, due)
             except Exception as ex:  # NOTE: rolled back to the savepoint: no trace
                 log.exception("journey enrollment %s failed a step", enrollment_id)
                 failed.append((enrollment_id, ex))
                 results[enrollment_id] = "active"
+                del due[queued:]
         for enrollment_id, ex in failed:
             _note_failure(database, tenant_id, enrollment_id, owner, ex)
+        _mark_due(database, tenant_id, due)
     return results
 
 
-def _run(database: Any, tenant_id: str, enrollment_id: str, owner: str) -> str | None:
-    found = database.execute_sql(_LOAD_SQL, (tenant_id, enrollment_id, owner)).fetchone()
+def _mark_due(database: Any, tenant_id: uuid.UUID, due: list[datetime.datetime | None]) -> None:
+    """Give the due-tenant hint once for every email the transaction queued."""
+    if due:
+        now_due = any(at is None for at in due)
+        due_tenants.mark_due(database, tenant_id,
+                             None if now_due else min(at for at in due if at is not None))
+
+
+def _run(database: Any, tenant_id: str, enrollment_id: str, owner: str, found: Any,
+         due: list[datetime.datetime | None]) -> str | None:
+    if found is _LOAD:
+        row = database.execute_sql(_LOAD_SQL, (tenant_id, [enrollment_id], owner)).fetchone()
+        found = row[1:] if row else None
     if found is None:
         return None
     (journey_id, contact_id, version, step, trigger_data, journey_status, contact_status,
@@ -184,31 +234,42 @@ def _run(database: Any, tenant_id: str, enrollment_id: str, owner: str) -> str |
     timezone, zone_fell_back = send_time.choose_zone(database, contact_zone, tenant_zone)
     position = _Position(tenant_id, enrollment_id, str(journey_id), str(contact_id), email,
                          int(version), trigger_data if isinstance(trigger_data, dict) else {},
-                         timezone, zone_fell_back)
+                         timezone, zone_fell_back, due)
     index = int(step)
     while index < len(steps):
         current = steps[index]
+        if current.type == "branch" and "previous_email" in current.options:
+            _write_runs(database, position)  # the branch reads them
         outcome, message_id, target = _apply(database, position, current)
-        database.execute_sql(
-            "INSERT INTO journey_step_runs (tenant_id, enrollment_id, step, journey_id, "
-            "version, step_id, outcome, message_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            (tenant_id, enrollment_id, index, position.journey_id, position.version,
-             current.id, outcome, message_id))
+        position.runs.append((tenant_id, enrollment_id, index, position.journey_id,
+                              position.version, current.id, outcome, message_id))
         if current.type == "exit" or target == EXIT:
             _finish(database, tenant_id, enrollment_id, step=index + 1, status="exited",
-                    reason="exit_step" if current.type == "exit" else f"branch:{current.id}")
+                    reason="exit_step" if current.type == "exit" else f"branch:{current.id}",
+                    runs=position.runs)
             return "exited"
         index = index + 1 if target in (None, NEXT) else _index(steps, target)
         if current.type == "wait" and "until" in current.options:
             at = clock.next_time(utcnow(), current.options["until"], clock.zone(timezone))
-            _finish(database, tenant_id, enrollment_id, step=index, at=at)
+            _finish(database, tenant_id, enrollment_id, step=index, at=at, runs=position.runs)
             return "active"
         if current.type == "wait" and current.options["seconds"] > 0:
             _finish(database, tenant_id, enrollment_id, step=index,
-                    delay=current.options["seconds"])
+                    delay=current.options["seconds"], runs=position.runs)
             return "active"
-    _finish(database, tenant_id, enrollment_id, step=index, status="completed")
+    _finish(database, tenant_id, enrollment_id, step=index, status="completed",
+            runs=position.runs)
     return "completed"
+
+
+def _write_runs(database: Any, position: _Position) -> None:
+    """Write the enrollment's pending step runs now."""
+    if position.runs:
+        database.execute_sql(
+            f"INSERT INTO journey_step_runs {_STEP_RUN_COLUMNS} VALUES "
+            + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(position.runs)),
+            [value for run in position.runs for value in run])
+        position.runs.clear()
 
 
 def _index(steps: tuple[Step, ...], step_id: str) -> int:
@@ -217,16 +278,27 @@ def _index(steps: tuple[Step, ...], step_id: str) -> int:
 
 def _finish(database: Any, tenant_id: str, enrollment_id: str, *, step: int,
             status: str = "active", reason: str | None = None, delay: float = 0,
-            at: datetime.datetime | None = None) -> None:
-    """Move the enrollment on (due at ``at``, or ``delay`` seconds from now) and release it."""
+            at: datetime.datetime | None = None, runs: list[tuple[Any, ...]] | None = None,
+            ) -> None:
+    """Move the enrollment on (due at ``at``, or ``delay`` seconds from now) and release it.
+
+    ``runs`` (the step runs not written yet) are written by the same statement.
+    """
+    runs = runs or []
+    head = ""
+    if runs:
+        head = (f"WITH runs AS (INSERT INTO journey_step_runs {_STEP_RUN_COLUMNS} VALUES "
+                + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(runs)) + ") ")
     database.execute_sql(
-        "UPDATE journey_enrollments SET step = %s, status = %s, exit_reason = %s, "
+        head + "UPDATE journey_enrollments SET step = %s, status = %s, exit_reason = %s, "
         "next_run_at = coalesce(%s::timestamptz, now() + make_interval(secs => %s)), "
         "lease_owner = NULL, lease_expires_at = NULL, "
         "attempts = 0, last_error = NULL, updated_at = now(), "
         "finished_at = CASE WHEN %s = 'active' THEN NULL ELSE now() END "
         "WHERE tenant_id = %s AND id = %s",
-        (step, status, reason, at, delay, status, tenant_id, enrollment_id))
+        [*(value for run in runs for value in run),
+         step, status, reason, at, delay, status, tenant_id, enrollment_id])
+    runs.clear()
 
 
 def _steps(database: Any, tenant_id: str, journey_id: str, version: int) -> tuple[Step, ...]:
@@ -337,7 +409,7 @@ def _send_email(database: Any, position: _Position, step: Step) -> int:
         "coalesce(%s::timestamptz, now())) RETURNING id",
         (position.tenant_id, position.contact_id, position.email, DEFAULT_TRANSPORT,
          json.dumps(payload, default=str), not_before)).fetchone()
-    due_tenants.mark_due(database, position.tenant_id, not_before)
+    position.due.append(not_before)  # the hint is given once per transaction
     return int(ledger_id)
 
 

@@ -407,3 +407,25 @@ def test_a_suppression_takes_the_contact_out_at_once(tenant_a, tenant_b) -> None
     row = enrollment(tenant_a.id, journey, contact)
     assert (row["status"], row["exit_reason"]) == ("exited", "suppressed")
     assert enrollment(tenant_b.id, theirs, other)["status"] == "active"  # only that tenant
+
+
+def test_previous_email_means_the_one_sent_in_the_same_run(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    # the step runs of a run are written with its advance; a previous_email branch
+    # right after an email must still see that email, not the one before it
+    steps = [email_step("first"), {"type": "wait", "seconds": 3600}, email_step("second"),
+             {"id": "opened", "type": "branch", "previous_email": "opened", "then": "thanks"},
+             email_step("reminder"), {"type": "exit"}, email_step("thanks")]
+    make_journey(tenant_a.id, steps)
+    contact = make_contact(tenant_a.id, "same-run@prev.test")
+    _fire(tenant_a.id, contact)
+    runner.run_due()
+    with tenant_tx(tenant_a.id) as database:
+        (first,) = database.execute_sql(
+            "SELECT id FROM messages WHERE contact_id = %s", (contact,)).fetchone()
+        database.execute_sql(
+            "INSERT INTO events (tenant_id, type, message_id, contact_id, is_machine) "
+            "VALUES (%s, 'opened', %s, %s, false)", (str(tenant_a.id), first, contact))
+    make_due(tenant_a.id)
+    runner.run_due()
+    assert [m["step_id"] for m in journey_mail(tenant_a.id, contact)] == [
+        "first", "second", "reminder"]
