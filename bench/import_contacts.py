@@ -86,9 +86,18 @@ def generate(path: Path, rows: int, seed: int = 7) -> None:
 
 
 def backend_cpu_seconds(pid: int) -> float:
-    """Return a PostgreSQL backend's CPU seconds (user + system), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """Return a PostgreSQL backend's CPU seconds (user + system), from /proc (NaN once gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:  # the pool closed that connection meanwhile
+        return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_median(values: list[float]) -> float | None:
+    """Return the median of the CPU figures that could be read, or None."""
+    known = [value for value in values if value == value]
+    return median(known, 2) if known else None
 
 
 FLOOR_TABLES_SQL = """
@@ -282,9 +291,9 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
                 "ratio_vs_table_floor": round(took / table, 2),
                 "rows_per_s": round(rows / took),
                 "cpu_s": {
-                    "copy_floor_postgres": median(floor_cpu, 2),
-                    "table_floor_postgres": median(tables_cpu, 2),
-                    "import_postgres": median(pg_cpu, 2),
+                    "copy_floor_postgres": cpu_median(floor_cpu),
+                    "table_floor_postgres": cpu_median(tables_cpu),
+                    "import_postgres": cpu_median(pg_cpu),
                     "import_python": median(py_cpu, 2),
                 },
                 "peak_rss_mib": round(median(peaks, 4) / 1024, 1),

@@ -163,8 +163,29 @@ def _gunicorn(app: str, port: int, env: dict[str, str], args: argparse.Namespace
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _fixed_rate(port: int, paths: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Offer ``args.rate`` requests/s (open loop) to 127.0.0.1:port; return its figures."""
+def _tree_cpu_seconds(pid: int) -> float:
+    """Return the CPU seconds (user + system) of a process and its live descendants."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        pending += [int(child) for child in children]
+    return total
+
+
+def _fixed_rate(port: int, paths: Path, args: argparse.Namespace,
+                server: subprocess.Popen | None = None) -> dict[str, Any]:
+    """Offer ``args.rate`` requests/s (open loop) to 127.0.0.1:port; return its figures.
+
+    With ``server``, also the CPU its process tree spent per answered request,
+    in microseconds: unlike latency, barely moved by the other work on the machine.
+    """
+    cpu = _tree_cpu_seconds(server.pid) if server is not None else 0.0
     completed = subprocess.run(
         [sys.executable, str(OPEN_LOOP), "--port", str(port), "--paths", str(paths),
          "--rate", str(args.rate), "--seconds", str(args.rate_seconds),
@@ -172,7 +193,11 @@ def _fixed_rate(port: int, paths: Path, args: argparse.Namespace) -> dict[str, A
         capture_output=True, text=True, check=False, timeout=args.rate_seconds + 120)
     if completed.returncode != 0:
         raise Unfinished(f"the open-loop generator failed: {completed.stderr[-2000:]}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    figures: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    if server is not None and figures["completed"]:
+        cpu = _tree_cpu_seconds(server.pid) - cpu
+        figures["server_cpu_us_per_request"] = round(cpu / figures["completed"] * 1e6, 1)
+    return figures
 
 
 def _fixed_rate_summary(runs: dict[str, list[dict[str, Any]]], rate: float) -> dict[str, Any]:
@@ -183,6 +208,9 @@ def _fixed_rate_summary(runs: dict[str, list[dict[str, Any]]], rate: float) -> d
                          for metric in ("achieved_rate", "p50_ms", "p90_ms", "p99_ms",
                                         "p999_ms", "max_ms")}
         summary[name]["failed"] = sum(r["requests"] - r["ok"] for r in results)
+        if "server_cpu_us_per_request" in results[0]:
+            summary[name]["server_cpu_us_per_request"] = median(
+                (r["server_cpu_us_per_request"] for r in results), 1)
         summary[name]["p99_runs_ms"] = [r["p99_ms"] for r in results]
     pixel = summary["pixel"]
     summary["bar_p99_ms"] = BAR_P99_MS
@@ -239,6 +267,7 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
             processes.append(subprocess.Popen(drain_command, env={**os.environ, **env},
                                               stdout=subprocess.DEVNULL,
                                               stderr=subprocess.DEVNULL))
+        app_server = processes[-1 - (args.drain == "during")]
         first_pixel = pixel_paths.read_text().splitlines()[0]
         _wait_http(f"http://127.0.0.1:{nginx_port}/t/o/x.gif")
         _wait_http(f"http://127.0.0.1:{bare_port}/t/o/x.gif")
@@ -247,7 +276,7 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
         results: dict[str, list[dict[str, float]]] = {
             "nginx": [], "bare": [], "pixel": [], "click": []}
         fixed: dict[str, list[dict[str, Any]]] = {"nginx": [], "pixel": [], "click": []}
-        for _ in range(args.rounds):
+        for _ in range(args.rounds if args.seconds > 0 else 0):
             results["nginx"].append(run_wrk(f"http://127.0.0.1:{nginx_port}/", args.seconds,
                                             args.connections, [], pixel_script))
             results["bare"].append(run_wrk(f"http://127.0.0.1:{bare_port}/", args.seconds,
@@ -256,10 +285,11 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
                                             args.connections, [], pixel_script))
             results["click"].append(run_wrk(f"http://127.0.0.1:{app_port}/", args.seconds,
                                             args.connections, [], click_script))
+        for _ in range(args.rounds if args.rate > 0 else 0):
             if args.rate > 0:
                 fixed["nginx"].append(_fixed_rate(nginx_port, pixel_paths, args))
-                fixed["pixel"].append(_fixed_rate(app_port, pixel_paths, args))
-                fixed["click"].append(_fixed_rate(app_port, click_paths, args))
+                fixed["pixel"].append(_fixed_rate(app_port, pixel_paths, args, app_server))
+                fixed["click"].append(_fixed_rate(app_port, click_paths, args, app_server))
         # Every acknowledged hit must become exactly one event.
         time.sleep(2)  # requests still in flight when wrk stopped finish their XADD
         backlog_at_end = int(client.xlen(stream))
@@ -301,9 +331,11 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
             if drain_seconds > 0 else None,
         }
         for name, runs in results.items():
+            if not runs:
+                continue
             for metric in ("rps", "p50_ms", "p99_ms", "non_2xx"):
                 summary[f"{name}_{metric}"] = median((r[metric] for r in runs), 2)
-        for name in ("bare", "pixel", "click"):
+        for name in ("bare", "pixel", "click") if args.seconds > 0 else ():
             summary[f"{name}_vs_nginx"] = ratio(summary[f"{name}_rps"], summary["nginx_rps"])
         if args.rate > 0:
             summary["fixed_rate"] = _fixed_rate_summary(fixed, args.rate)
@@ -331,7 +363,8 @@ def parser() -> argparse.ArgumentParser:
     """Return the benchmark's arguments, ``--smoke`` included."""
     options = arguments(__doc__, smoke={"seconds": 1, "rounds": 1, "connections": 4,
                                         "workers": 1, "rate": 50, "rate_seconds": 1})
-    options.add_argument("--seconds", type=int, default=10)
+    options.add_argument("--seconds", type=int, default=10,
+                         help="Seconds of each wrk (saturation) run; 0: no saturation runs.")
     options.add_argument("--rounds", type=int, default=3)
     options.add_argument("--connections", type=int, default=50)
     options.add_argument("--workers", type=int, default=4)
