@@ -5,10 +5,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -34,7 +32,7 @@ from tests.core.sending.conftest import (
     make_list,
     park_other_tenants_work,
 )
-from tests.relay.intake_helpers import IntakeThread
+from tests.relay.intake_helpers import FlakyIntakeProxy, IntakeThread
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,50 +53,6 @@ def test_modes_and_relay_addresses(settings) -> None:  # type: ignore[no-untyped
 
 def _closed_port() -> str:
     return f"127.0.0.1:{free_port()}"  # nothing listens: connection refused
-
-
-class AnswerLost:
-    """A relay that reads the whole request, then drops the connection unanswered."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.requests = 0
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    @property
-    def address(self) -> str:
-        """Return HOST:PORT."""
-        return f"127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def _serve(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                connection, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            with connection:
-                connection.settimeout(10)
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += connection.recv(65536)
-                head, _, body = data.partition(b"\r\n\r\n")
-                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length:"))
-                while len(body) < length:
-                    body += connection.recv(65536)
-                self.requests += 1
-            # closed without a byte of answer
-
-    def stop(self) -> None:
-        """Stop serving."""
-        self.stopping.set()
-        self.thread.join(5)
-        self.sock.close()
 
 
 def _campaign(tenant_id, count: int, start: int = 0):  # type: ignore[no-untyped-def]
@@ -158,7 +112,7 @@ def test_a_relay_whose_spool_refuses_hands_over_to_the_next(settings, runtime, t
 def test_an_answer_lost_after_sending_is_never_resent_elsewhere(settings, runtime, tenant_a,
                                                                 tmp_path) -> None:  # type: ignore[no-untyped-def]
     campaign_id = _campaign(tenant_a.id, 4, start=80)
-    lossy = AnswerLost()
+    lossy = FlakyIntakeProxy(None, [])
     address = lossy.address
     try:
         with IntakeThread(settings, tmp_path / "second") as second:
@@ -166,7 +120,7 @@ def test_an_answer_lost_after_sending_is_never_resent_elsewhere(settings, runtim
             assert list(second.spool.scan()) == []  # not resent to another relay
     finally:
         lossy.stop()
-    assert lossy.requests == 1
+    assert len(lossy.seen) == 1
     # Waiting to go to the same relay again (it drops what it already has), only there.
     assert ledger_counts(tenant_a.id, campaign_id) == {"deferred": 4}
     assert _resend_targets(tenant_a.id, campaign_id) == {relay_url(address)}
@@ -305,53 +259,6 @@ def test_https_to_a_plain_intake_waits_instead_of_becoming_unknown(settings, run
         assert list(plain.spool.scan()) == []
 
 
-class AnswerDroppingProxy:
-    """Forwards a request to a real intake and drops the intake's answer on the floor."""
-
-    def __init__(self, target: str) -> None:
-        host, _, port = target.rpartition(":")
-        self.target = (host, int(port))
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.forwarded = 0
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    @property
-    def address(self) -> str:
-        """Return HOST:PORT."""
-        return f"127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def _serve(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                client, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            with client, socket.create_connection(self.target, timeout=10) as upstream:
-                client.settimeout(10)
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += client.recv(65536)
-                head = data.partition(b"\r\n\r\n")[0]
-                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length:"))
-                while len(data) - len(head) - 4 < length:
-                    data += client.recv(65536)
-                upstream.sendall(data)
-                upstream.recv(65536)  # the relay answered 200 (durable); the worker never hears it
-                self.forwarded += 1
-
-    def stop(self) -> None:
-        """Stop serving."""
-        self.stopping.set()
-        self.thread.join(5)
-        self.sock.close()
-
-
 def test_an_unknown_outcome_settles_when_the_relay_delivers(settings, runtime, tenant_a,
                                                              tmp_path) -> None:  # type: ignore[no-untyped-def]
     import asyncio
@@ -366,7 +273,7 @@ def test_an_unknown_outcome_settles_when_the_relay_delivers(settings, runtime, t
 
     campaign_id = _campaign(tenant_a.id, 5, start=400)
     with IntakeThread(settings, tmp_path / "spool") as intake:
-        proxy = AnswerDroppingProxy(intake.address)
+        proxy = FlakyIntakeProxy(intake.address, [], then="spooled")
         try:
             _send(settings, tenant_a.id, campaign_id, {"relays": [proxy.address]})
         finally:

@@ -6,8 +6,6 @@ import asyncio
 import dataclasses
 import functools
 import itertools
-import socket
-import threading
 
 from swiftmail_relay.config import RelayConfig
 from swiftmail_relay.engine import Relay
@@ -22,84 +20,7 @@ from swiftmail_core.sending.worker import SendingWorker
 from swiftmail_core.testing.smtp_sink import SmtpSink
 from tests.core.sending.conftest import ledger_counts, park_other_tenants_work
 from tests.plugins.test_relay_network import _campaign, _resend_targets, _send
-from tests.relay.intake_helpers import IntakeThread
-
-
-def _read_http(sock: socket.socket, data: bytes = b"") -> bytes:
-    """Read one HTTP message (head and Content-Length body) from ``sock``."""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-    head = data.partition(b"\r\n\r\n")[0]
-    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"content-length:")), 0)
-    while len(data) - len(head) - 4 < length:
-        data += sock.recv(65536)
-    return data
-
-
-class FlakyIntakeProxy:
-    """In front of a real intake; what becomes of each request is the next of ``modes``.
-
-    ``spooled``: forwarded, the intake answers 200 (durable), the answer is
-    dropped (the relay died before answering); ``lost``: read and dropped,
-    never forwarded (it died before spooling); ``pass``: a working relay.
-    After ``modes`` run out, requests are ``lost`` until ``recover()``.
-    """
-
-    def __init__(self, target: str, modes: list[str]) -> None:
-        host, _, port = target.rpartition(":")
-        self.target = (host, int(port))
-        self.modes = list(modes)
-        self.recovered = False
-        self.seen: list[str] = []
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def recover(self) -> None:
-        """Answer every request from now on (the relay is back)."""
-        self.recovered = True
-
-    def _serve(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                client, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            with client:
-                client.settimeout(10)
-                self._serve_connection(client)
-
-    def _serve_connection(self, client: socket.socket) -> None:
-        """Serve the requests of one (keep-alive) connection until one is not answered."""
-        while True:
-            request = _read_http(client)
-            if not request:
-                return
-            mode = "pass" if self.recovered else (self.modes.pop(0) if self.modes else "lost")
-            self.seen.append(mode)
-            if mode == "lost":
-                return
-            with socket.create_connection(self.target, timeout=10) as upstream:
-                upstream.sendall(request)
-                answer = _read_http(upstream)
-            if mode != "pass":
-                return
-            client.sendall(answer)
-
-    def stop(self) -> None:
-        """Stop serving."""
-        self.stopping.set()
-        self.thread.join(5)
-        self.sock.close()
+from tests.relay.intake_helpers import FlakyIntakeProxy, IntakeThread
 
 
 def _drain_again(settings, tenant_id, options):  # type: ignore[no-untyped-def]
