@@ -103,6 +103,22 @@ class _Position:
     due: list[datetime.datetime | None] = dataclasses.field(default_factory=list)
     #: Step runs not written yet: they go with the enrollment's advance.
     runs: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
+    #: In a batch: the writes deferred to its end (None: write at once).
+    deferred: _Deferred | None = None
+
+
+@dataclasses.dataclass
+class _Deferred:
+    """A batch's emails and advances, written by a few statements at its end.
+
+    An email's step run names a ``(enrollment, step id)`` key until the
+    email's ledger id is known (``ids``).
+    """
+
+    emails: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
+    finishes: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
+    runs: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
+    ids: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
 
 
 def claim_due(owner: str, limit: int, lease_seconds: int = LEASE_SECONDS,
@@ -152,8 +168,10 @@ def run_enrollments(tenant_id: uuid.UUID, enrollment_ids: list[uuid.UUID],
     """Run several enrollments of one tenant in one transaction; return each one's status.
 
     First all of them in one transaction without savepoints: loaded with
-    one statement, each email one statement, each enrollment's step runs
-    and advance one more, the due-tenant hint once. If anything raises, that
+    one statement, and their emails, step runs and advances written at the
+    end by two more (``_Deferred``), the due-tenant hint once (steps that
+    read or write other rows, branches and list changes, still run one
+    statement each as they come). If anything raises, that
     transaction is rolled back whole (nothing of it happened) and they run
     again one savepoint each: one that raises again is rolled back alone and
     counted as a failed try, while the others commit. If the transaction
@@ -165,9 +183,12 @@ def run_enrollments(tenant_id: uuid.UUID, enrollment_ids: list[uuid.UUID],
             due: list[datetime.datetime | None] = []
             loaded = {row[0]: row[1:] for row in database.execute_sql(
                 _LOAD_SQL, (str(tenant_id), [str(i) for i in enrollment_ids], owner)).fetchall()}
+            deferred = _Deferred()
             results = {enrollment_id: _run(database, str(tenant_id), str(enrollment_id), owner,
-                                           loaded.get(_as_key(enrollment_id, loaded)), due)
+                                           loaded.get(_as_key(enrollment_id, loaded)), due,
+                                           deferred)
                        for enrollment_id in enrollment_ids}
+            _write_deferred(database, str(tenant_id), deferred)
             _mark_due(database, tenant_id, due)
             return results
     except Exception:  # NOTE: rolled back whole; one at a time finds the culprit
@@ -213,7 +234,7 @@ def _mark_due(database: Any, tenant_id: uuid.UUID, due: list[datetime.datetime |
 
 
 def _run(database: Any, tenant_id: str, enrollment_id: str, owner: str, found: Any,
-         due: list[datetime.datetime | None]) -> str | None:
+         due: list[datetime.datetime | None], deferred: _Deferred | None = None) -> str | None:
     if found is _LOAD:
         row = database.execute_sql(_LOAD_SQL, (tenant_id, [enrollment_id], owner)).fetchone()
         found = row[1:] if row else None
@@ -222,19 +243,21 @@ def _run(database: Any, tenant_id: str, enrollment_id: str, owner: str, found: A
     (journey_id, contact_id, version, step, trigger_data, journey_status, contact_status,
      email, contact_zone, tenant_zone, suppressed) = found
     if journey_status == "paused":
-        _finish(database, tenant_id, enrollment_id, step=step, delay=PAUSED_WAIT_SECONDS)
+        _finish(database, tenant_id, enrollment_id, step=step, delay=PAUSED_WAIT_SECONDS,
+                deferred=deferred)
         return "active"
     reason = ("journey_archived" if journey_status == "archived"
               else "suppressed" if suppressed
               else None if contact_status == "active" else f"contact_{contact_status}")
     if reason:
-        _finish(database, tenant_id, enrollment_id, step=step, status="exited", reason=reason)
+        _finish(database, tenant_id, enrollment_id, step=step, status="exited", reason=reason,
+                deferred=deferred)
         return "exited"
     steps = _steps(database, tenant_id, str(journey_id), int(version))
     timezone, zone_fell_back = send_time.choose_zone(database, contact_zone, tenant_zone)
     position = _Position(tenant_id, enrollment_id, str(journey_id), str(contact_id), email,
                          int(version), trigger_data if isinstance(trigger_data, dict) else {},
-                         timezone, zone_fell_back, due)
+                         timezone, zone_fell_back, due, deferred=deferred)
     index = int(step)
     while index < len(steps):
         current = steps[index]
@@ -246,30 +269,85 @@ def _run(database: Any, tenant_id: str, enrollment_id: str, owner: str, found: A
         if current.type == "exit" or target == EXIT:
             _finish(database, tenant_id, enrollment_id, step=index + 1, status="exited",
                     reason="exit_step" if current.type == "exit" else f"branch:{current.id}",
-                    runs=position.runs)
+                    runs=position.runs, deferred=deferred)
             return "exited"
         index = index + 1 if target in (None, NEXT) else _index(steps, target)
         if current.type == "wait" and "until" in current.options:
             at = clock.next_time(utcnow(), current.options["until"], clock.zone(timezone))
-            _finish(database, tenant_id, enrollment_id, step=index, at=at, runs=position.runs)
+            _finish(database, tenant_id, enrollment_id, step=index, at=at, runs=position.runs,
+                    deferred=deferred)
             return "active"
         if current.type == "wait" and current.options["seconds"] > 0:
             _finish(database, tenant_id, enrollment_id, step=index,
-                    delay=current.options["seconds"], runs=position.runs)
+                    delay=current.options["seconds"], runs=position.runs, deferred=deferred)
             return "active"
     _finish(database, tenant_id, enrollment_id, step=index, status="completed",
-            runs=position.runs)
+            runs=position.runs, deferred=deferred)
     return "completed"
 
 
 def _write_runs(database: Any, position: _Position) -> None:
-    """Write the enrollment's pending step runs now."""
+    """Write the enrollment's pending step runs now (its batch's emails first)."""
+    if position.deferred is not None:
+        _write_emails(database, position.deferred)
     if position.runs:
+        runs = _resolved(position.runs, position.deferred)
         database.execute_sql(
             f"INSERT INTO journey_step_runs {_STEP_RUN_COLUMNS} VALUES "
-            + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(position.runs)),
-            [value for run in position.runs for value in run])
+            + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(runs)),
+            [value for run in runs for value in run])
         position.runs.clear()
+
+
+def _resolved(runs: list[tuple[Any, ...]], deferred: _Deferred | None) -> list[tuple[Any, ...]]:
+    """Return step runs with each deferred email's key replaced by its ledger id."""
+    if deferred is None:
+        return runs
+    return [(*run[:7], deferred.ids[run[7]] if isinstance(run[7], tuple) else run[7])
+            for run in runs]
+
+
+def _write_emails(database: Any, deferred: _Deferred) -> None:
+    """Insert the batch's deferred emails with one statement; note their ledger ids."""
+    if not deferred.emails:
+        return
+    rows = database.execute_sql(
+        "INSERT INTO messages (tenant_id, contact_id, email, kind, transport, payload, "
+        "next_attempt_at) VALUES "
+        + ", ".join(["(%s, %s, %s, 'journey', %s, %s::jsonb, coalesce(%s::timestamptz, now()))"]
+                    * len(deferred.emails))
+        + " RETURNING id, payload ->> 'enrollment_id', payload ->> 'step_id'",
+        [value for email in deferred.emails for value in email]).fetchall()
+    deferred.ids.update({(enrollment, step): int(ident) for ident, enrollment, step in rows})
+    deferred.emails.clear()
+
+
+_ADVANCE_SQL = """
+UPDATE journey_enrollments e SET step = v.step, status = v.status, exit_reason = v.reason,
+    next_run_at = coalesce(v.at, now() + make_interval(secs => v.delay)),
+    lease_owner = NULL, lease_expires_at = NULL, attempts = 0, last_error = NULL,
+    updated_at = now(), finished_at = CASE WHEN v.status = 'active' THEN NULL ELSE now() END
+FROM (VALUES {values}) AS v (id, step, status, reason, at, delay)
+WHERE e.tenant_id = %s AND e.id = v.id
+"""
+
+
+def _write_deferred(database: Any, tenant_id: str, deferred: _Deferred) -> None:
+    """Write the batch's emails, then its step runs and advances with one statement."""
+    _write_emails(database, deferred)
+    if not deferred.finishes:
+        return
+    runs = _resolved(deferred.runs, deferred)
+    head = ""
+    if runs:
+        head = (f"WITH runs AS (INSERT INTO journey_step_runs {_STEP_RUN_COLUMNS} VALUES "
+                + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(runs)) + ") ")
+    values = ", ".join(["(%s::uuid, %s::int, %s::text, %s::text, %s::timestamptz, %s::float8)"]
+                       * len(deferred.finishes))
+    database.execute_sql(
+        head + _ADVANCE_SQL.format(values=values),
+        [*(value for run in runs for value in run),
+         *(value for finish in deferred.finishes for value in finish), tenant_id])
 
 
 def _index(steps: tuple[Step, ...], step_id: str) -> int:
@@ -279,12 +357,18 @@ def _index(steps: tuple[Step, ...], step_id: str) -> int:
 def _finish(database: Any, tenant_id: str, enrollment_id: str, *, step: int,
             status: str = "active", reason: str | None = None, delay: float = 0,
             at: datetime.datetime | None = None, runs: list[tuple[Any, ...]] | None = None,
-            ) -> None:
+            deferred: _Deferred | None = None) -> None:
     """Move the enrollment on (due at ``at``, or ``delay`` seconds from now) and release it.
 
-    ``runs`` (the step runs not written yet) are written by the same statement.
+    ``runs`` (the step runs not written yet) are written by the same
+    statement; in a batch (``deferred``) both wait for its end.
     """
     runs = runs or []
+    if deferred is not None:
+        deferred.runs.extend(runs)
+        deferred.finishes.append((enrollment_id, step, status, reason, at, float(delay)))
+        runs.clear()
+        return
     head = ""
     if runs:
         head = (f"WITH runs AS (INSERT INTO journey_step_runs {_STEP_RUN_COLUMNS} VALUES "
@@ -403,13 +487,16 @@ def _send_email(database: Any, position: _Position, step: Step) -> int:
         payload["timezone"] = position.timezone
         if position.zone_fell_back:
             payload["timezone_fallback"] = True
+    row = (position.tenant_id, position.contact_id, position.email, DEFAULT_TRANSPORT,
+           json.dumps(payload, default=str), not_before)
+    position.due.append(not_before)  # the hint is given once per transaction
+    if position.deferred is not None:
+        position.deferred.emails.append(row)
+        return (position.enrollment_id, step.id)  # type: ignore[return-value]  # a key, for now
     (ledger_id,) = database.execute_sql(
         "INSERT INTO messages (tenant_id, contact_id, email, kind, transport, payload, "
         "next_attempt_at) VALUES (%s, %s, %s, 'journey', %s, %s::jsonb, "
-        "coalesce(%s::timestamptz, now())) RETURNING id",
-        (position.tenant_id, position.contact_id, position.email, DEFAULT_TRANSPORT,
-         json.dumps(payload, default=str), not_before)).fetchone()
-    position.due.append(not_before)  # the hint is given once per transaction
+        "coalesce(%s::timestamptz, now())) RETURNING id", row).fetchone()
     return int(ledger_id)
 
 
