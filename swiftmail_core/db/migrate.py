@@ -25,7 +25,9 @@ from swiftmail_core.errors import ConfigurationError, ServiceUnavailableError
 
 MIGRATION_LOCK = 0x5357_4D49  # "SWMI"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-_OLDEST_COMPATIBLE = re.compile(r"^-- oldest-compatible-code: (\d{4})\s*$", re.MULTILINE)
+# "-- oldest-compatible-code: NNNN (why)": metadata, left out of the checksum, so it
+# can be added to a migration already applied without "changed after it was applied".
+_OLDEST_COMPATIBLE = re.compile(r"^-- oldest-compatible-code: (\d{4})\b.*\n?", re.MULTILINE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +41,7 @@ class Migration:
     @property
     def checksum(self) -> str:
         """Return a hash of the file, recorded to detect edited migrations."""
-        return hashlib.sha256(self.text.encode()).hexdigest()
+        return hashlib.sha256(_OLDEST_COMPATIBLE.sub("", self.text).encode()).hexdigest()
 
     @property
     def oldest_compatible_code(self) -> int | None:

@@ -1,3 +1,4 @@
+-- oldest-compatible-code: 0187 (older code's ON CONFLICT names the unique key dropped here)
 -- 0187: yearly date triggers (a birthday every year). A yearly journey enrolls
 -- a contact once per year: occurrence is the year of the anniversary (0 for
 -- every other trigger, which enrolls once), and the unique key holds it, so a

@@ -52,6 +52,18 @@ def test_code_refuses_a_database_from_before_the_check() -> None:
     assert reason is not None and "run `swiftmail migrate` first" in reason
 
 
+def test_the_compatibility_line_is_not_part_of_the_checksum() -> None:
+    # It may be added to a migration already applied (0187 got it after landing).
+    from swiftmail_core.db.migrate import Migration
+
+    body = "ALTER TABLE t DROP CONSTRAINT k;\n"
+    plain = Migration(190, "x", body)
+    declared = Migration(190, "x", "-- oldest-compatible-code: 0190 (why)\n" + body)
+    assert declared.checksum == plain.checksum
+    assert declared.oldest_compatible_code == 190 and plain.oldest_compatible_code is None
+    assert Migration(190, "x", body + "-- more\n").checksum != plain.checksum
+
+
 def test_code_runs_on_a_newer_schema_that_serves_it() -> None:
     # Migrations first, then hosts one by one: additive migrations keep old code running.
     assert problem(SchemaState(SHIPPED | {OURS + 1, OURS + 2}, OURS)) is None
@@ -68,8 +80,10 @@ def test_code_refuses_a_newer_schema_that_no_longer_serves_it() -> None:
 def test_migrations_record_the_oldest_code_they_serve() -> None:
     # Anything after the check that drops or rewrites what older code may read must
     # say which code still copes with it (docs/operations.md, "Writing a migration").
-    breaking = re.compile(r"\b(DROP\s+(TABLE|COLUMN|FUNCTION|VIEW)|RENAME|ALTER\s+COLUMN\s+"
-                          r"\w+\s+(TYPE|SET\s+NOT\s+NULL))\b", re.IGNORECASE)
+    # DROP CONSTRAINT/INDEX: older code's ON CONFLICT may name the unique key (0187 did).
+    breaking = re.compile(r"^(?!\s*--).*\b(DROP\s+(TABLE|COLUMN|FUNCTION|VIEW|CONSTRAINT|INDEX)"
+                          r"|RENAME|ALTER\s+COLUMN\s+\w+\s+(TYPE|SET\s+NOT\s+NULL))\b",
+                          re.IGNORECASE | re.MULTILINE)
     for migration in available_migrations():
         if migration.version <= 176:
             continue
@@ -83,7 +97,8 @@ def test_the_system_role_reads_the_test_database_schema(targets) -> None:
     state = read_state(targets, role="system")
     assert state is not None
     assert state.applied == SHIPPED
-    assert state.oldest_compatible_code == 0
+    assert state.oldest_compatible_code == max(
+        m.oldest_compatible_code or 0 for m in available_migrations())
     assert read_state(targets, role="app") == state
     check_schema(targets)
 
