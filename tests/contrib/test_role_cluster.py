@@ -404,3 +404,27 @@ def test_ansible_renders_the_cluster_templates_like_plain_jinja(tmp_path: Path) 
             assert (tmp_path / "out" / f"{host}-{name}").read_text() == expected, (host, name)
     relay_rules = (tmp_path / "out" / "relay1-swiftmail-nftables.nft").read_text()
     assert 'tcp dport { 25, 587 } accept comment "served to the world"' in relay_rules
+
+
+# --- The relay's certificate ----------------------------------------------------------
+
+
+def test_a_renewed_relay_certificate_reloads_the_relay(tmp_path: Path) -> None:
+    from swiftmail_relay.config import RelayConfig
+
+    from swiftmail_core.settings import load_settings
+
+    settings_file = tmp_path / "swiftmail.toml"
+    settings_file.write_text(render("swiftmail.toml.j2", on_host(
+        "relay1", swiftmail_runs_migrations=False,
+        swiftmail_relay_tls_certificate="files/mx1.crt", swiftmail_relay_tls_key="files/mx1.key")))
+    relay = RelayConfig.from_settings(load_settings(settings_file, environ={}))
+    assert (relay.tls_cert, relay.tls_key) == ("/etc/swiftmail/tls/relay.crt",
+                                               "/etc/swiftmail/tls/relay.key")
+    copy = task_named("config.yml", "Copy the relay's certificate and key")
+    assert copy["notify"] == "Reload swiftmail-relay"
+    handler = next(h for h in role_files.tasks(ROLE_DIR / "handlers" / "main.yml")
+                   if h["name"] == "Reload swiftmail-relay")
+    assert handler["ansible.builtin.systemd_service"]["state"] == "reloaded"
+    unit = parse_unit(render("swiftmail-relay.service.j2", on_host("relay1")))
+    assert ("ExecReload", "/bin/kill -HUP $MAINPID") in unit["Service"]

@@ -106,3 +106,57 @@ def test_init_then_rerun_and_migrate_on_the_rendered_file(role_settings_file: Pa
     assert "wrote" not in first.stdout + again.stdout
     assert role_settings_file.read_bytes() == before
     assert not role_settings_file.with_suffix(".tmp").exists()
+
+
+def test_pg_monitor_is_granted_once_to_the_system_role(
+    tmp_path: Path, fresh_database_url: str, test_environ: dict[str, str], run_id: str,
+    targets: DatabaseTargets,
+) -> None:
+    """The role's pg_monitor task, run as written, on roles of this test's own."""
+    import os
+    import subprocess
+    import sys
+
+    names = {f"swiftmail_db_{kind}_role": f"swiftmail_test_{run_id}_rl_{kind}"
+             for kind in ("owner", "app", "system")}
+    variables: dict[str, Any] = {
+        "swiftmail_data_dir": str(tmp_path / "data"),
+        "swiftmail_database_url": fresh_database_url,
+        "swiftmail_database_admin_url": test_environ["SWIFTMAIL_DATABASE_ADMIN_URL"],
+        "swiftmail_redis_url": test_environ["REDIS_URL"],
+        "swiftmail_secret_key": test_environ["SWIFTMAIL_SECRET_KEY"],
+        "swiftmail_db_owner_password": TEST_PASSWORD,
+        "swiftmail_db_app_password": TEST_PASSWORD,
+        "swiftmail_db_system_password": TEST_PASSWORD,
+        "ansible_facts": {"processor_vcpus": 1},
+        **names,
+    }
+    (tmp_path / "data").mkdir()
+    settings = tmp_path / "swiftmail.toml"
+    settings.write_text(render("swiftmail.toml.j2", variables))
+    environ = {"SWIFTMAIL_CONFIG": str(settings)}
+    (task,) = [t for t in role_files.tasks(ROLE_DIR / "tasks" / "database.yml")
+               if t["name"] == "Let the system role read replication state (pg_monitor)"]
+    code = task["ansible.builtin.command"]["argv"][2]
+    try:
+        created = run_swiftmail("init", "--yes", env=environ)
+        assert created.returncode == 0, created.stderr
+        outputs = []
+        for _ in range(2):
+            ran = subprocess.run([sys.executable, "-c", code], env={**os.environ, **environ},
+                                 capture_output=True, text=True, timeout=60, check=False)
+            assert ran.returncode == 0, ran.stderr
+            outputs.append(ran.stdout)
+        assert [changed_when(task["name"], "swiftmail_pg_monitor_result", out)
+                for out in outputs] == [True, False], outputs
+    finally:
+        admin = psycopg2.connect(targets.admin_dsn)
+        admin.autocommit = True
+        name = psycopg2.extensions.parse_dsn(fresh_database_url)["dbname"]
+        with admin.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = %s", (name,))
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            for role in names.values():
+                cursor.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        admin.close()
