@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from swiftmail_relay import queue_ops
@@ -13,8 +14,9 @@ from swiftmail_relay.config import RelayConfig
 from swiftmail_relay.spool import Spool
 
 from swiftmail_core.cli.state import CliState
-from swiftmail_core.errors import ValidationError
+from swiftmail_core.errors import SwiftMailError, ValidationError
 from swiftmail_core.hookspecs import hookimpl
+from swiftmail_core.settings import Settings
 
 _SELECT = [
     click.option("--domain", envvar="SWIFTMAIL_RELAY_DOMAIN", help="Recipient domain to act on."),
@@ -321,3 +323,37 @@ def relay_purge(state: CliState, domain: str | None, tenant: str | None, held: b
 def swiftmail_register_commands(cli: click.Group) -> None:
     """Add the ``swiftmail relay`` command group."""
     cli.add_command(relay_group)
+
+
+#: A relay certificate closer than this to its expiry is a doctor warning.
+CERTIFICATE_WARN_DAYS = 14
+
+
+@hookimpl
+def swiftmail_doctor_checks(settings: Settings) -> list[Any]:
+    """Check the relay's TLS certificate (tls_cert) loads with its key and is not expiring."""
+    import time
+
+    from swiftmail_relay.server_tls import ServerTls
+
+    from swiftmail_core.db.audit import Finding
+
+    check = "relay TLS certificate"
+    try:
+        config = RelayConfig.from_settings(settings)
+        if not config.tls_cert:
+            return []
+        tls = ServerTls(config.tls_cert, config.tls_key)
+    except SwiftMailError as ex:
+        return [Finding(False, check, ex.detail)]
+    expires = tls.expires_at
+    if expires is None:
+        return [Finding(True, check, f"{config.tls_cert} loads (expiry not readable)")]
+    days = (expires - time.time()) / 86400
+    when = time.strftime("%Y-%m-%d", time.gmtime(expires))
+    if days < 0:
+        return [Finding(False, check, f"{config.tls_cert} expired on {when}: renew it, then "
+                                      "`systemctl reload swiftmail-relay`")]
+    return [Finding(days >= CERTIFICATE_WARN_DAYS, check,
+                    f"{config.tls_cert} expires {when} (in {days:.0f} days)",
+                    warning=days >= 0)]

@@ -40,6 +40,8 @@ class ServerTls:
         self.cert = cert
         self.key = key or None
         self.contexts: list[ssl.SSLContext] = []
+        #: When the loaded certificate expires (Unix time), if its file could be read.
+        self.expires_at: float | None = None
         self._seen = self._files()
         self.context = self._load(ssl.create_default_context(ssl.Purpose.CLIENT_AUTH))
         self.contexts.append(self.context)
@@ -81,7 +83,7 @@ class ServerTls:
             log.error("tls_reload_failed", cert=self.cert, error=ex.detail)
             return False
         self._note_expiry()
-        log.info("tls_reloaded", cert=self.cert, expires_at=getattr(self, "expires_at", None))
+        log.info("tls_reloaded", cert=self.cert, expires_at=self.expires_at)
         return True
 
     def changed(self) -> bool:

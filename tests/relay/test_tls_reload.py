@@ -200,3 +200,22 @@ def test_a_missing_certificate_is_one_configuration_error(tmp_path) -> None:
 
     with pytest.raises(ConfigurationError, match="cannot load"):
         ServerTls(str(tmp_path / "none.pem"), str(tmp_path / "none.key"))
+
+
+def test_doctor_warns_about_a_certificate_close_to_its_expiry(tmp_path) -> None:
+    from swiftmail_relay.plugin import swiftmail_doctor_checks
+
+    from swiftmail_core.settings import Settings
+
+    def findings(**relay):  # type: ignore[no-untyped-def]
+        settings = Settings(data_dir=tmp_path, plugins={"relay": {
+            "spool_dir": str(tmp_path / "spool"), **relay}})
+        return swiftmail_doctor_checks(settings)
+
+    assert findings() == []  # no certificate configured, nothing to say
+    chain, key, leaf = Pki().issue(tmp_path, HOST)  # valid for 10 days
+    (finding,) = findings(tls_cert=str(chain), tls_key=str(key))
+    assert not finding.ok and finding.warning
+    assert leaf.not_valid_after_utc.strftime("%Y-%m-%d") in finding.detail
+    (broken,) = findings(tls_cert=str(tmp_path / "none.pem"), tls_key=str(key))
+    assert not broken.ok and not broken.warning and "cannot load" in broken.detail
