@@ -71,3 +71,6 @@ def test_serve_answers(server, tenant_a) -> None:  # type: ignore[no-untyped-def
                 if line.startswith("swiftmail_http_requests_total{")
                 and 'route="/v1/contacts"' in line)
     assert total == 6
+    # The cluster-wide gauges ride along once, after the workers' aggregated metrics.
+    assert text.count("\nswiftmail_outbox_oldest_due_age_seconds ") == 1
+    assert "\nswiftmail_db_standbys " in text
