@@ -212,7 +212,7 @@ def _peak_by_relay(rows: list[tuple[float, str, str, float]]) -> dict[str, int]:
     return peaks
 
 
-@pytest.mark.timeout(1200)
+@pytest.mark.timeout(1320)  # setup and 20,000 recipients took about 1,100 s at load 28
 def test_a_campaign_and_transactional_mail_survive_killed_hosts(network, tmp_path) -> None:  # type: ignore[no-untyped-def]
     binary = haproxy_binary()
     assert binary, "haproxy is not installed (bash .ci/system-packages installs it)"
