@@ -18,7 +18,7 @@ test: $(STAMP)  ## run the whole test suite against real PostgreSQL and Redis
 	$(VENV)/bin/python -m pytest
 
 # Citus source, patch and build script ship beside the repository in shared/.
-CITUS_VENDOR ?= ../shared/vendor/citus
+CITUS_VENDOR ?= $(firstword $(wildcard ../shared/vendor/citus ../../shared/vendor/citus) ../shared/vendor/citus)
 
 test-citus: $(STAMP)  ## the Citus suite: a real coordinator and two workers on this machine
 	@if [ ! -f /usr/lib/postgresql/15/lib/citus.so ]; then bash $(CITUS_VENDOR)/build.sh; fi

@@ -6,8 +6,10 @@ How a job runs:
 
 1. An API call or the CLI inserts the row (``create_job``, inside the
    caller's ``tenant_tx``), status ``queued``.
-2. ``run_pending_jobs(runtime, limit)`` claims due rows as the system role
-   (``FOR UPDATE SKIP LOCKED``, status ``running``, a lease, ``attempts + 1``).
+2. ``run_pending_jobs(runtime, limit)`` claims due rows as the system role,
+   tenant by tenant through the due-tenant hints (``swiftmail_core.due_tenants``,
+   queue ``jobs``; ``FOR UPDATE SKIP LOCKED`` within one tenant, status
+   ``running``, a lease, ``attempts + 1``).
    A ``running`` row whose lease expired (its runner died) is claimed again,
    up to ``MAX_ATTEMPTS``, then failed. Imports and exports are idempotent,
    so running one twice is safe.
@@ -41,6 +43,7 @@ from peewee import IntegerField, TextField
 from playhouse.postgres_ext import BinaryJSONField
 
 from swiftmail_core.db import app_db, current_tenant, system_tx
+from swiftmail_core.due_tenants import DueQueue
 from swiftmail_core.errors import NotFoundError, SwiftMailError, TenantIsolationError
 from swiftmail_core.models import Job
 from swiftmail_core.timestamps import rfc3339
@@ -57,6 +60,16 @@ JOB_KINDS = (
 )
 
 log = structlog.get_logger(__name__)
+#: Tenants with jobs to run (or to run again after their runner died).
+JOBS = DueQueue(
+    "jobs",
+    due_sql="SELECT tenant_id, min(CASE WHEN status = 'queued' THEN created_at "
+            "ELSE lease_expires_at END) FROM jobs WHERE status = 'queued' "
+            "OR (status = 'running' AND lease_expires_at < now()) GROUP BY tenant_id",
+    next_due_sql="SELECT min(CASE WHEN status = 'queued' THEN created_at "
+                 "ELSE lease_expires_at END) "
+                 "FROM jobs WHERE tenant_id = %(tenant)s AND status IN ('queued', 'running')",
+)
 
 _COLUMNS = (
     "tenant_id, id, kind, status, params, progress_done, progress_total, rows_ok, "
@@ -206,20 +219,22 @@ def create_job(
         (str(tenant), str(job_id), kind, status, json.dumps(params), input_key,
          progress_total, lease, owner, attempts, started),
     ).fetchone()
+    if not run_inline:
+        JOBS.mark_due(app_db, tenant)  # runners start from the due tenants
     return JobRow.from_row(row)
 
 
 def get_job(job_id: uuid.UUID | str, kinds: tuple[str, ...] = JOB_KINDS) -> JobRow:
     """Return the current tenant's job, or raise NotFoundError."""
-    _require_tenant()
+    tenant = _require_tenant()
     try:
         parsed = uuid.UUID(str(job_id))
     except ValueError as ex:
         raise NotFoundError(f"no job {job_id!r}") from ex
     # APPSEC: RLS limits this to the current tenant; another tenant's job is a 404.
     row = app_db.execute_sql(
-        f"SELECT {_COLUMNS} FROM jobs WHERE id = %s AND kind = ANY(%s)",
-        (str(parsed), list(kinds)),
+        f"SELECT {_COLUMNS} FROM jobs WHERE tenant_id = %s AND id = %s AND kind = ANY(%s)",
+        (str(tenant), str(parsed), list(kinds)),
     ).fetchone()
     if row is None:
         raise NotFoundError(f"no job {job_id}")
@@ -230,12 +245,13 @@ def list_jobs(
     kinds: tuple[str, ...], *, limit: int = 20, starting_after: uuid.UUID | None = None
 ) -> list[JobRow]:
     """Return the current tenant's jobs of ``kinds``, newest first."""
-    _require_tenant()
-    params: list[Any] = [list(kinds)]
-    where = "kind = ANY(%s)"
+    tenant = str(_require_tenant())
+    params: list[Any] = [tenant, list(kinds)]
+    where = "tenant_id = %s AND kind = ANY(%s)"
     if starting_after is not None:
-        where += " AND (created_at, id) < (SELECT created_at, id FROM jobs WHERE id = %s)"
-        params.append(str(starting_after))
+        where += (" AND (created_at, id) < (SELECT created_at, id FROM jobs "
+                  "WHERE tenant_id = %s AND id = %s)")
+        params += [tenant, str(starting_after)]
     params.append(limit)
     rows = app_db.execute_sql(
         f"SELECT {_COLUMNS} FROM jobs WHERE {where} ORDER BY created_at DESC, id DESC LIMIT %s",
@@ -254,12 +270,13 @@ def finish_job(
     progress_done: int | None = None,
 ) -> None:
     """Mark the job succeeded, in the tenant transaction that did its work."""
-    _require_tenant()
+    tenant = _require_tenant()
     app_db.execute_sql(
         "UPDATE jobs SET status = 'succeeded', rows_ok = %s, rows_failed = %s, result = %s, "
         "result_key = %s, progress_done = coalesce(%s, progress_done), error = NULL, "
-        "lease_expires_at = NULL, finished_at = now() WHERE id = %s",
-        (rows_ok, rows_failed, json.dumps(result), result_key, progress_done, str(job_id)),
+        "lease_expires_at = NULL, finished_at = now() WHERE tenant_id = %s AND id = %s",
+        (rows_ok, rows_failed, json.dumps(result), result_key, progress_done, str(tenant),
+         str(job_id)),
     )
 
 
@@ -267,27 +284,43 @@ def finish_job(
 
 
 def claim_jobs(limit: int, *, owner: str | None = None) -> list[tuple[uuid.UUID, uuid.UUID]]:
-    """Claim up to ``limit`` due jobs across tenants; return (tenant_id, id) pairs."""
+    """Claim up to ``limit`` due jobs, tenant by tenant (fairly); return (tenant_id, id) pairs."""
     owner = owner or runner_name()
+    claimed = JOBS.claim_fairly(limit, lambda tenant, room: _claim_tenant(tenant, room, owner))
+    return [(uuid.UUID(str(tenant)), uuid.UUID(str(job))) for tenant, job in claimed]
+
+
+def _claim_tenant(tenant: str, limit: int, owner: str) -> tuple[list[tuple[Any, Any]], bool]:
+    """Lease up to ``limit`` of one tenant's due jobs; return them and whether it has more.
+
+    Every statement names the tenant (a single-shard transaction on Citus).
+    A job interrupted ``MAX_ATTEMPTS`` times is failed instead of claimed.
+    """
     with system_tx() as system:
+        # NOTE: now() read once: Citus refuses a non-immutable function inside COALESCE.
+        (now,) = system.execute_sql("SELECT now()").fetchone()
         system.execute_sql(
             "UPDATE jobs SET status = 'failed', finished_at = now(), lease_expires_at = NULL, "
             "error = 'the job was interrupted ' || attempts || ' times and was abandoned' "
-            "WHERE status = 'running' AND lease_expires_at < now() AND attempts >= %s",
-            (MAX_ATTEMPTS,),
+            "WHERE tenant_id = %s AND status = 'running' AND lease_expires_at < now() "
+            "AND attempts >= %s",
+            (tenant, MAX_ATTEMPTS),
         )
         rows = system.execute_sql(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = %s, "
             "lease_expires_at = now() + make_interval(secs => %s), "
-            "started_at = coalesce(started_at, now()) "
-            "WHERE (tenant_id, id) IN ("
-            " SELECT tenant_id, id FROM jobs"
-            " WHERE status = 'queued' OR (status = 'running' AND lease_expires_at < now())"
+            "started_at = coalesce(started_at, %s) "
+            "WHERE tenant_id = %s AND id IN ("
+            " SELECT id FROM jobs WHERE tenant_id = %s"
+            " AND (status = 'queued' OR (status = 'running' AND lease_expires_at < now()))"
             " ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED) "
             "RETURNING tenant_id, id",
-            (owner, LEASE_SECONDS, limit),
+            (owner, LEASE_SECONDS, now, tenant, tenant, limit),
         ).fetchall()
-    return [(uuid.UUID(str(tenant)), uuid.UUID(str(job))) for tenant, job in rows]
+        more = len(rows) == limit
+        if not more:
+            JOBS.settle_within(system, tenant)
+    return list(rows), more
 
 
 def fail_job(tenant_id: uuid.UUID, job_id: uuid.UUID, error: str) -> None:

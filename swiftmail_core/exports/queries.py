@@ -2,7 +2,8 @@
 
 Each builder returns SQL for ``COPY (...) TO STDOUT``; parameters are bound
 with ``cursor.mogrify`` because COPY takes none. Row-level security limits
-every query to the tenant of the enclosing ``tenant_tx``.
+every query to the tenant of the enclosing ``tenant_tx``; each also names the
+tenant, so on Citus it reads one shard.
 """
 
 from __future__ import annotations
@@ -28,35 +29,38 @@ def _select(columns: list[tuple[str, bool]]) -> str:
     return ", ".join(parts)
 
 
-def contacts_query(cursor: Any, list_id: uuid.UUID | None = None) -> str:
+def contacts_query(cursor: Any, tenant_id: uuid.UUID,
+                   list_id: uuid.UUID | None = None) -> str:
     """Return the contacts export query (optionally one list's subscribers)."""
     columns = _select([
         ("c.id", False), ("c.email", True), ("c.name", True), ("c.status", False),
         ("c.attributes::text attributes", True), ("c.created_at", False),
         ("c.updated_at", False),
     ])
-    where = ""
-    params: tuple[Any, ...] = ()
+    where = "WHERE c.tenant_id = %s"
+    params: tuple[Any, ...] = (str(tenant_id),)
     if list_id is not None:
-        where = (
-            "WHERE EXISTS (SELECT 1 FROM subscriptions s WHERE s.tenant_id = c.tenant_id "
+        where += (
+            " AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.tenant_id = %s "
             "AND s.contact_id = c.id AND s.list_id = %s)"
         )
-        params = (str(list_id),)
+        params += (str(tenant_id), str(list_id))
     sql = f"SELECT {columns} FROM contacts c {where} ORDER BY c.created_at, c.id"
     return cursor.mogrify(sql, params).decode()
 
 
-def suppressions_query() -> str:
+def suppressions_query(cursor: Any, tenant_id: uuid.UUID) -> str:
     """Return the suppressions export query."""
     columns = _select([
         ("s.email_lower email", True), ("s.reason", False), ("s.source", True), ("s.detail", True),
         ("s.created_at", False), ("s.expires_at", False),
     ])
-    return f"SELECT {columns} FROM suppressions s ORDER BY s.email_lower"
+    return cursor.mogrify(
+        f"SELECT {columns} FROM suppressions s WHERE s.tenant_id = %s ORDER BY s.email_lower",
+        (str(tenant_id),)).decode()
 
 
-def ledger_query(cursor: Any, campaign_id: uuid.UUID | None) -> str:
+def ledger_query(cursor: Any, tenant_id: uuid.UUID, campaign_id: uuid.UUID | None) -> str:
     """Return the message ledger export query (one campaign, or every message).
 
     APPSEC: the row's internal id comes from a sequence shared by every
@@ -70,9 +74,9 @@ def ledger_query(cursor: Any, campaign_id: uuid.UUID | None) -> str:
         ("m.last_error", True), ("m.created_at", False), ("m.sent_at", False),
         ("m.updated_at", False),
     ])
-    where, params = "", tuple[str, ...]()
+    where, params = "WHERE m.tenant_id = %s", (str(tenant_id),)
     if campaign_id is not None:
-        where, params = "WHERE m.campaign_id = %s", (str(campaign_id),)
+        where, params = where + " AND m.campaign_id = %s", (*params, str(campaign_id))
     return cursor.mogrify(
         f"SELECT {columns} FROM messages m {where} ORDER BY m.id", params
     ).decode()

@@ -61,13 +61,15 @@ def check_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
         raise ValidationError.for_field(unknown[0], "is not a parameter of this export")
     checked: dict[str, Any] = {}
     # APPSEC: RLS scopes these lookups; another tenant's id is "not found".
+    tenant = str(current_tenant())
     if kind == "export_contacts" and (list_id := _uuid_param(params, "list")):
-        if app_db.execute_sql("SELECT 1 FROM lists WHERE id = %s", (str(list_id),)).fetchone() is None:
+        if app_db.execute_sql("SELECT 1 FROM lists WHERE tenant_id = %s AND id = %s",
+                              (tenant, str(list_id))).fetchone() is None:
             raise NotFoundError(f"no list {list_id}")
         checked["list"] = str(list_id)
     if kind == "export_ledger" and (campaign_id := _uuid_param(params, "campaign")):
         found = app_db.execute_sql(
-            "SELECT 1 FROM campaigns WHERE id = %s", (str(campaign_id),)
+            "SELECT 1 FROM campaigns WHERE tenant_id = %s AND id = %s", (tenant, str(campaign_id))
         ).fetchone()
         if found is None:
             raise NotFoundError(f"no campaign {campaign_id}")
@@ -107,12 +109,14 @@ def run_export(runtime: Runtime, job: jobs.JobRow, progress: jobs.Progress) -> N
         cursor.execute("SET LOCAL TimeZone = 'UTC'")
         if job.kind == "export_contacts":
             list_id = job.params.get("list")
-            query = contacts_query(cursor, uuid.UUID(list_id) if list_id else None)
+            query = contacts_query(cursor, job.tenant_id,
+                                   uuid.UUID(list_id) if list_id else None)
         elif job.kind == "export_suppressions":
-            query = suppressions_query()
+            query = suppressions_query(cursor, job.tenant_id)
         else:
             campaign_id = job.params.get("campaign")
-            query = ledger_query(cursor, uuid.UUID(campaign_id) if campaign_id else None)
+            query = ledger_query(cursor, job.tenant_id,
+                                 uuid.UUID(campaign_id) if campaign_id else None)
         handle = storage.open_write(key)
         writer = _CountingWriter(handle, progress)
         try:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any
 
-from swiftmail_core.db import app_db
+from swiftmail_core.db import app_db, current_tenant
 from swiftmail_core.errors import NotFoundError, ValidationError
 from swiftmail_core.imports.limits import ImportLimits
 from swiftmail_core.imports.mapping import ColumnMapping, resolve_mapping
@@ -117,15 +117,16 @@ def resolve_list(list_ref: str) -> uuid.UUID:
         parsed: uuid.UUID | None = uuid.UUID(str(list_ref))
     except ValueError:
         parsed = None
-    # APPSEC: RLS scopes the lookup; another tenant's list id is "not found".
+    # APPSEC: RLS scopes the lookup too; another tenant's list id is "not found".
+    tenant = str(current_tenant())
     if parsed is not None:
         row = app_db.execute_sql(
-            "SELECT id FROM lists WHERE id = %s FOR SHARE", (str(parsed),)
-        ).fetchone()
+            "SELECT id FROM lists WHERE tenant_id = %s AND id = %s FOR SHARE",
+            (tenant, str(parsed))).fetchone()
     else:
         row = app_db.execute_sql(
-            "SELECT id FROM lists WHERE name = %s FOR SHARE", (list_ref,)
-        ).fetchone()
+            "SELECT id FROM lists WHERE tenant_id = %s AND name = %s FOR SHARE",
+            (tenant, list_ref)).fetchone()
     if row is None:
         raise NotFoundError(f"no list {list_ref!r}")
     return uuid.UUID(str(row[0]))
@@ -282,13 +283,18 @@ def _merge(
         conflict = (
             "ON CONFLICT (tenant_id, email_lower) DO UPDATE SET "
             "name = CASE WHEN excluded.name <> '' THEN excluded.name ELSE c.name END, "
-            "attributes = c.attributes || excluded.attributes, updated_at = now() "
+            "attributes = c.attributes || excluded.attributes, updated_at = %s::timestamptz "
             "WHERE (excluded.name <> '' AND excluded.name <> c.name) "
             "OR NOT (c.attributes @> excluded.attributes)"
         )
     # No list: a CTE with no rows (a bare "SELECT 0" counted as one subscription).
     subscribe = "SELECT 1 WHERE false"
     params: list[Any] = [*key_params, str(tenant_id), *ordered_uuid_bases()]
+    if not options.skip_existing:
+        # NOTE: the transaction's now() as a value: Citus refuses a non-immutable
+        # function in ON CONFLICT DO UPDATE on a distributed table.
+        cursor.execute("SELECT now()")
+        params.append(cursor.fetchone()[0])
     if options.list_id is not None:
         # Contacts this statement created or changed come back from RETURNING
         # in id order, so subscribing them needs no join (and appends to the

@@ -20,6 +20,17 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from swiftmail_core.db import system_tx, tenant_tx
+from swiftmail_core.due_tenants import DueQueue
+
+#: Tenants with journey positions due (a leased one is due again when its lease expires).
+JOURNEYS = DueQueue(
+    "journeys",
+    due_sql="SELECT tenant_id, min(greatest(next_run_at, lease_expires_at)) "
+            "FROM journey_enrollments WHERE status = 'active' AND next_run_at <= now() "
+            "AND (lease_expires_at IS NULL OR lease_expires_at <= now()) GROUP BY tenant_id",
+    next_due_sql="SELECT min(greatest(next_run_at, lease_expires_at)) FROM journey_enrollments "
+                 "WHERE tenant_id = %(tenant)s AND status = 'active'",
+)
 
 _ENROLL_SQL = """
 INSERT INTO journey_enrollments (tenant_id, journey_id, contact_id, version, trigger_data)
@@ -52,6 +63,8 @@ def enroll_subscribed(database: Any, tenant_id: uuid.UUID | str, list_ids: Itera
     rows = database.execute_sql(_ENROLL_SQL.format(extra=_CONFIRMED), {
         "tenant": str(tenant_id), "type": "list_subscribed", "keys": lists,
         "contacts": contacts, "data": json.dumps({"list_ids": lists})}).fetchall()
+    if rows:
+        JOURNEYS.mark_due(database, tenant_id)  # runners start from the due tenants
     return len(rows)
 
 
@@ -66,6 +79,8 @@ def enroll_event(database: Any, tenant_id: uuid.UUID | str, name: str,
         "tenant": str(tenant_id), "type": "event", "keys": [name],
         "contacts": [str(contact_id)],
         "data": json.dumps({"event": name, **dict(data)}, default=str)}).fetchall()
+    if rows:
+        JOURNEYS.mark_due(database, tenant_id)
     return [uuid.UUID(str(row[0])) for row in rows]
 
 
@@ -180,8 +195,11 @@ def enroll_date_triggers(today: datetime.date | None = None) -> int:
             dates = "c.attributes @> %(date)s::jsonb"
             params["date"] = json.dumps({attribute: target.isoformat()})
         with tenant_tx(tenant_id) as database:
-            made += len(database.execute_sql(_DATE_SQL.format(
+            enrolled = len(database.execute_sql(_DATE_SQL.format(
                 dates=dates, yearly_data=_YEARLY_DATA if yearly else ""), params).fetchall())
+            if enrolled:
+                JOURNEYS.mark_due(database, tenant_id)
+        made += enrolled
         if yearly:
             _yearly_done(str(journey_id), target)
     return made

@@ -1,8 +1,9 @@
 """Run due journey steps: claim positions under a lease, apply steps atomically.
 
-1. ``claim_due`` leases due enrollments across tenants (system role, ``FOR
-   UPDATE SKIP LOCKED``): ``status = 'active'``, ``next_run_at <= now()`` and
-   no live lease. An expired lease (its worker died) is claimable again, so
+1. ``claim_due`` leases due enrollments tenant by tenant through the
+   due-tenant hints (``swiftmail_core.due_tenants``, queue ``journeys``; system
+   role, ``FOR UPDATE SKIP LOCKED`` within one tenant): ``status = 'active'``,
+   ``next_run_at <= now()`` and no live lease. An expired lease (its worker died) is claimable again, so
    the claim is also the sweeper.
 2. ``run_enrollments`` opens the tenant's ``tenant_tx`` (up to
    ``ENROLLMENTS_PER_TRANSACTION`` enrollments share it, each in its own
@@ -34,7 +35,7 @@ from typing import Any
 from swiftmail_core.db import system_tx, tenant_tx
 from swiftmail_core.journeys import clock
 from swiftmail_core.journeys.definition import EXIT, NEXT, Step, parse_steps
-from swiftmail_core.journeys.enrollment import enroll_subscribed
+from swiftmail_core.journeys.enrollment import JOURNEYS, enroll_subscribed
 from swiftmail_core.models import utcnow
 from swiftmail_core.segments.compiler import compile_segment
 from swiftmail_core.sending import due_tenants, send_time
@@ -54,30 +55,37 @@ PAUSED_WAIT_SECONDS = 60
 DEFAULT_TRANSPORT = "relay"
 
 _CLAIM_SQL = """
-/* cross-tenant */ UPDATE journey_enrollments e
+UPDATE journey_enrollments e
 SET lease_owner = %(owner)s, lease_expires_at = now() + make_interval(secs => %(lease)s)
-FROM (SELECT tenant_id, id FROM journey_enrollments
-      WHERE status = 'active' AND next_run_at <= now()
+WHERE e.tenant_id = %(tenant)s AND e.id IN (
+      SELECT id FROM journey_enrollments
+      WHERE tenant_id = %(tenant)s AND status = 'active' AND next_run_at <= now()
         AND (lease_expires_at IS NULL OR lease_expires_at <= now())
       ORDER BY next_run_at
       LIMIT %(limit)s
-      FOR UPDATE SKIP LOCKED) due
-WHERE e.tenant_id = due.tenant_id AND e.id = due.id
+      FOR UPDATE SKIP LOCKED)
 RETURNING e.tenant_id, e.id
 """
-
+#: Lock the enrollments while this owner holds their leases (alone: on Citus a row
+#: lock in a statement that also reads the reference table ``tenants`` is refused).
+_LOCK_SQL = """
+SELECT id FROM journey_enrollments
+WHERE tenant_id = %(tenant)s AND id = ANY (%(ids)s::uuid[]) AND status = 'active'
+  AND lease_owner = %(owner)s
+ORDER BY id
+FOR UPDATE
+"""
 _LOAD_SQL = """
 SELECT e.id, e.journey_id, e.contact_id, e.version, e.step, e.trigger_data, j.status,
        c.status, c.email, c.attributes ->> 'timezone', t.settings ->> 'timezone',
-       EXISTS (SELECT 1 FROM suppressions x WHERE x.tenant_id = e.tenant_id
+       EXISTS (SELECT 1 FROM suppressions x WHERE x.tenant_id = %(tenant)s
                AND x.email_lower = c.email_lower
                AND (x.expires_at IS NULL OR x.expires_at > now()))
 FROM journey_enrollments e
-JOIN journeys j ON j.tenant_id = e.tenant_id AND j.id = e.journey_id
-JOIN contacts c ON c.tenant_id = e.tenant_id AND c.id = e.contact_id
-JOIN tenants t ON t.id = e.tenant_id
-WHERE e.tenant_id = %s AND e.id = ANY (%s::uuid[]) AND e.status = 'active' AND e.lease_owner = %s
-FOR UPDATE OF e
+JOIN journeys j ON j.tenant_id = %(tenant)s AND j.id = e.journey_id
+JOIN contacts c ON c.tenant_id = %(tenant)s AND c.id = e.contact_id
+JOIN tenants t ON t.id = %(tenant)s
+WHERE e.tenant_id = %(tenant)s AND e.id = ANY (%(ids)s::uuid[])
 """
 _STEP_RUN_COLUMNS = ("(tenant_id, enrollment_id, step, journey_id, version, step_id, outcome, "
                      "message_id)")
@@ -123,11 +131,28 @@ class _Deferred:
 
 def claim_due(owner: str, limit: int, lease_seconds: int = LEASE_SECONDS,
               ) -> list[tuple[uuid.UUID, uuid.UUID]]:
-    """Lease up to ``limit`` due enrollments to ``owner``; return (tenant, enrollment) ids."""
-    with system_tx() as database:
-        rows = database.execute_sql(_CLAIM_SQL, {
-            "owner": owner, "lease": lease_seconds, "limit": limit}).fetchall()
+    """Lease up to ``limit`` due enrollments to ``owner``, tenant by tenant; return their ids."""
+    def claim_tenant(tenant: str, room: int) -> tuple[list[tuple[Any, Any]], bool]:
+        with system_tx() as database:
+            rows = database.execute_sql(_CLAIM_SQL, {
+                "owner": owner, "lease": lease_seconds, "limit": room,
+                "tenant": tenant}).fetchall()
+            more = len(rows) == room
+            if not more:
+                JOURNEYS.settle_within(database, tenant)
+        return list(rows), more
+
+    rows = JOURNEYS.claim_fairly(limit, claim_tenant)
     return [(uuid.UUID(str(tenant)), uuid.UUID(str(ident))) for tenant, ident in rows]
+
+
+def _load(database: Any, tenant_id: str, enrollment_ids: list[str], owner: str) -> list[Any]:
+    """Lock the enrollments ``owner`` still holds and return their rows (``_LOAD_SQL``)."""
+    keys = {"tenant": tenant_id, "ids": enrollment_ids, "owner": owner}
+    held = [str(row[0]) for row in database.execute_sql(_LOCK_SQL, keys).fetchall()]
+    if not held:
+        return []
+    return database.execute_sql(_LOAD_SQL, {**keys, "ids": held}).fetchall()
 
 
 def run_due(limit: int = 500, *, owner: str | None = None, max_seconds: float = 10.0,
@@ -181,8 +206,8 @@ def run_enrollments(tenant_id: uuid.UUID, enrollment_ids: list[uuid.UUID],
     try:
         with tenant_tx(tenant_id) as database:
             due: list[datetime.datetime | None] = []
-            loaded = {row[0]: row[1:] for row in database.execute_sql(
-                _LOAD_SQL, (str(tenant_id), [str(i) for i in enrollment_ids], owner)).fetchall()}
+            loaded = {row[0]: row[1:] for row in _load(
+                database, str(tenant_id), [str(i) for i in enrollment_ids], owner)}
             deferred = _Deferred()
             results = {enrollment_id: _run(database, str(tenant_id), str(enrollment_id), owner,
                                            loaded.get(_as_key(enrollment_id, loaded)), due,
@@ -236,8 +261,8 @@ def _mark_due(database: Any, tenant_id: uuid.UUID, due: list[datetime.datetime |
 def _run(database: Any, tenant_id: str, enrollment_id: str, owner: str, found: Any,
          due: list[datetime.datetime | None], deferred: _Deferred | None = None) -> str | None:
     if found is _LOAD:
-        row = database.execute_sql(_LOAD_SQL, (tenant_id, [enrollment_id], owner)).fetchone()
-        found = row[1:] if row else None
+        rows = _load(database, tenant_id, [enrollment_id], owner)
+        found = rows[0][1:] if rows else None
     if found is None:
         return None
     (journey_id, contact_id, version, step, trigger_data, journey_status, contact_status,
@@ -324,10 +349,9 @@ def _write_emails(database: Any, deferred: _Deferred) -> None:
 
 _ADVANCE_SQL = """
 UPDATE journey_enrollments e SET step = v.step, status = v.status, exit_reason = v.reason,
-    next_run_at = coalesce(v.at, now() + make_interval(secs => v.delay)),
-    lease_owner = NULL, lease_expires_at = NULL, attempts = 0, last_error = NULL,
-    updated_at = now(), finished_at = CASE WHEN v.status = 'active' THEN NULL ELSE now() END
-FROM (VALUES {values}) AS v (id, step, status, reason, at, delay)
+    next_run_at = v.next_run, lease_owner = NULL, lease_expires_at = NULL, attempts = 0,
+    last_error = NULL, updated_at = now(), finished_at = v.finished
+FROM (VALUES {values}) AS v (id, step, status, reason, next_run, finished)
 WHERE e.tenant_id = %s AND e.id = v.id
 """
 
@@ -342,12 +366,38 @@ def _write_deferred(database: Any, tenant_id: str, deferred: _Deferred) -> None:
     if runs:
         head = (f"WITH runs AS (INSERT INTO journey_step_runs {_STEP_RUN_COLUMNS} VALUES "
                 + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(runs)) + ") ")
-    values = ", ".join(["(%s::uuid, %s::int, %s::text, %s::text, %s::timestamptz, %s::float8)"]
-                       * len(deferred.finishes))
+    values = ", ".join(["(%s::uuid, %s::int, %s::text, %s::text, %s::timestamptz, "
+                        "%s::timestamptz)"] * len(deferred.finishes))
+    now = _transaction_now(database)
+    finishes = [_times(finish, now) for finish in deferred.finishes]
     database.execute_sql(
         head + _ADVANCE_SQL.format(values=values),
         [*(value for run in runs for value in run),
-         *(value for finish in deferred.finishes for value in finish), tenant_id])
+         *(value for finish in finishes for value in finish), tenant_id])
+    _mark_journeys_due(database, tenant_id, finishes)
+
+
+def _times(finish: tuple[Any, ...], now: datetime.datetime) -> tuple[Any, ...]:
+    """(id, step, status, reason, at, delay) -> (id, step, status, reason, next run, finished).
+
+    NOTE: the times are values, not SQL: Citus refuses now() inside CASE or
+    COALESCE in an UPDATE of a distributed table.
+    """
+    enrollment_id, step, status, reason, at, delay = finish
+    next_run = at or now + datetime.timedelta(seconds=float(delay))
+    return (enrollment_id, step, status, reason, next_run, None if status == "active" else now)
+
+
+def _mark_journeys_due(database: Any, tenant_id: str, finishes: list[tuple[Any, ...]]) -> None:
+    """Give the journeys' due-tenant hint for the earliest enrollment still active."""
+    active = [finish[4] for finish in finishes if finish[2] == "active"]
+    if active:
+        JOURNEYS.mark_due(database, tenant_id, min(active))
+
+
+def _transaction_now(database: Any) -> datetime.datetime:
+    """Return the transaction's ``now()``."""
+    return database.execute_sql("SELECT now()").fetchone()[0]
 
 
 def _index(steps: tuple[Step, ...], step_id: str) -> int:
@@ -373,16 +423,15 @@ def _finish(database: Any, tenant_id: str, enrollment_id: str, *, step: int,
     if runs:
         head = (f"WITH runs AS (INSERT INTO journey_step_runs {_STEP_RUN_COLUMNS} VALUES "
                 + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(runs)) + ") ")
+    finish = _times((enrollment_id, step, status, reason, at, delay), _transaction_now(database))
     database.execute_sql(
         head + "UPDATE journey_enrollments SET step = %s, status = %s, exit_reason = %s, "
-        "next_run_at = coalesce(%s::timestamptz, now() + make_interval(secs => %s)), "
-        "lease_owner = NULL, lease_expires_at = NULL, "
-        "attempts = 0, last_error = NULL, updated_at = now(), "
-        "finished_at = CASE WHEN %s = 'active' THEN NULL ELSE now() END "
+        "next_run_at = %s, lease_owner = NULL, lease_expires_at = NULL, "
+        "attempts = 0, last_error = NULL, updated_at = now(), finished_at = %s "
         "WHERE tenant_id = %s AND id = %s",
-        [*(value for run in runs for value in run),
-         step, status, reason, at, delay, status, tenant_id, enrollment_id])
+        [*(value for run in runs for value in run), *finish[1:], tenant_id, enrollment_id])
     runs.clear()
+    _mark_journeys_due(database, tenant_id, [finish])
 
 
 def _steps(database: Any, tenant_id: str, journey_id: str, version: int) -> tuple[Step, ...]:
@@ -503,14 +552,23 @@ def _send_email(database: Any, position: _Position, step: Step) -> int:
 def _note_failure(database: Any, tenant_id: uuid.UUID, enrollment_id: uuid.UUID, owner: str,
                   ex: BaseException) -> None:
     """Count a failed try: retry later with backoff, or exit as failed."""
+    # NOTE: the times are computed here, not in the UPDATE: Citus refuses now() + an
+    # interval of a column, and now() inside CASE, in an UPDATE of a distributed table.
+    found = database.execute_sql(
+        "SELECT attempts, now() FROM journey_enrollments "
+        "WHERE tenant_id = %s AND id = %s AND lease_owner = %s AND status = 'active' FOR UPDATE",
+        (str(tenant_id), str(enrollment_id), owner)).fetchone()
+    if found is None:
+        return
+    attempts, now = int(found[0]) + 1, found[1]
+    gave_up = attempts >= MAX_ATTEMPTS
     database.execute_sql(
-        "UPDATE journey_enrollments SET attempts = attempts + 1, last_error = %s, "
-        "lease_owner = NULL, lease_expires_at = NULL, updated_at = now(), "
-        "next_run_at = now() + make_interval(secs => %s * power(2, attempts)), "
-        "status = CASE WHEN attempts + 1 >= %s THEN 'exited' ELSE status END, "
-        "exit_reason = CASE WHEN attempts + 1 >= %s THEN 'failed' ELSE exit_reason END, "
-        "finished_at = CASE WHEN attempts + 1 >= %s THEN now() ELSE finished_at END "
-        "WHERE tenant_id = %s AND id = %s AND lease_owner = %s AND status = 'active'",
-        (str(ex)[:500], RETRY_BASE_SECONDS, MAX_ATTEMPTS, MAX_ATTEMPTS, MAX_ATTEMPTS,
-         str(tenant_id), str(enrollment_id), owner))
+        "UPDATE journey_enrollments SET attempts = %s, last_error = %s, "
+        "lease_owner = NULL, lease_expires_at = NULL, updated_at = now(), next_run_at = %s, "
+        "status = %s, exit_reason = CASE WHEN %s THEN 'failed' ELSE exit_reason END, "
+        "finished_at = %s WHERE tenant_id = %s AND id = %s",
+        (attempts, str(ex)[:500],
+         now + datetime.timedelta(seconds=RETRY_BASE_SECONDS * 2 ** (attempts - 1)),
+         "exited" if gave_up else "active", gave_up, now if gave_up else None,
+         str(tenant_id), str(enrollment_id)))
 

@@ -4,7 +4,7 @@
 transaction committed before any network I/O, every statement naming the
 tenant (a single-shard query on Citus, where row locks need one):
 
-1. find tenants with due mail in ``outbox_tenants`` (``due_tenants``) and
+1. find tenants with due mail in ``due_tenants`` (queue ``outbox``) and
    give each an equal share of the batch, starting after the tenant served
    last, so no tenant's campaign starves another's mail;
 2. lock the tenant's due rows (``queued``/``deferred``, due now) with ``FOR
@@ -30,12 +30,10 @@ elsewhere never overwrites the newer attempt.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import datetime
 import json
 import math
-import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -154,7 +152,7 @@ def _claim_tenant(tenant: str, owner: str, limit: int,
 
     Every statement names the tenant: on Citus it is a single-shard (router)
     transaction. When the tenant ran out of due rows or of budget, its hint
-    in ``outbox_tenants`` moves on in the same transaction.
+    in ``due_tenants`` moves on in the same transaction.
     """
     with system_tx() as database:
         database.execute_sql(_CLAIM_PLANNER_SQL)
@@ -218,53 +216,6 @@ def _claimed(rows: Sequence[Sequence[Any]], owner: str) -> list[ClaimedMessage]:
     return claimed
 
 
-class _Rotation:
-    """Where the next claim round starts: just after the tenant served last."""
-
-    def __init__(self) -> None:
-        self._last = ""
-        self._lock = threading.Lock()
-
-    def order(self, tenants: Sequence[str]) -> list[str]:
-        """Return ``tenants`` (sorted) starting after the one served last."""
-        with self._lock:
-            cut = bisect.bisect_right(tenants, self._last)
-        return [*tenants[cut:], *tenants[:cut]]
-
-    def served(self, tenant: str) -> None:
-        """Remember ``tenant`` as served last."""
-        with self._lock:
-            self._last = tenant
-
-
-_rotation = _Rotation()
-
-
-def _claim_round(owner: str, limit: int, lease_seconds: int) -> list[ClaimedMessage]:
-    """Give each due tenant an equal share of ``limit``, then spare room to the busy ones."""
-    tenants = _rotation.order(due_tenants.due_now())
-    if not tenants:
-        return []
-    share = max(1, math.ceil(limit / len(tenants)))
-    claimed: list[ClaimedMessage] = []
-    busy: list[str] = []
-    for tenant in tenants:
-        room = limit - len(claimed)
-        if room <= 0:
-            break
-        got, more = _claim_tenant(tenant, owner, min(share, room), lease_seconds)
-        _rotation.served(tenant)
-        claimed.extend(got)
-        if more:
-            busy.append(tenant)
-    for tenant in busy:
-        room = limit - len(claimed)
-        if room <= 0:
-            break
-        claimed.extend(_claim_tenant(tenant, owner, room, lease_seconds)[0])
-    return claimed
-
-
 @retry_after_failover
 def claim_batch(
     lease_owner: str | None = None, *, limit: int = 100, lease_seconds: int = 300
@@ -288,10 +239,8 @@ def claim_batch(
             held = database.execute_sql(_HELD_SQL, (owner,)).fetchall()
         if held:
             return _claimed(held, owner)
-    claimed = _claim_round(owner, limit, lease_seconds)
-    if not claimed and due_tenants.refresh():
-        claimed = _claim_round(owner, limit, lease_seconds)
-    return claimed
+    return due_tenants.OUTBOX.claim_fairly(
+        limit, lambda tenant, room: _claim_tenant(tenant, owner, room, lease_seconds))
 
 
 def _utcnow() -> datetime.datetime:

@@ -18,12 +18,15 @@ from typing import Any
 from swiftmail_core.ab_tests.decision import decide_due_tests, release_decided
 from swiftmail_core.ab_tests.variants import load_variants
 from swiftmail_core.db import system_tx, tenant_tx
+from swiftmail_core.jobs import JOBS
+from swiftmail_core.journeys.enrollment import JOURNEYS
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.sending import due_tenants
 from swiftmail_core.sending.audience import resolve_audience
 from swiftmail_core.sending.links import register_links
 from swiftmail_core.sending.state import Report, apply_reports
 from swiftmail_core.settings import Settings
+from swiftmail_core.webhooks.leases import WEBHOOKS
 from swiftmail_core.webhooks.leases import reclaim_expired_leases as reclaim_webhook_leases
 
 log = logging.getLogger(__name__)
@@ -225,8 +228,8 @@ def tick(settings: Settings, plugins: PluginManager) -> dict[str, int]:
     reclaimed = reclaim_expired_leases()
     webhook_reclaimed = reclaim_webhook_leases()
     expired_unknown = expire_unknown_outcomes(settings.send_unknown_outcome_hours, plugins)
-    # Reclaimed rows, and mail queued by any path that left no hint, get one here.
-    hinted = due_tenants.refresh()
+    # Reclaimed rows, and work queued by any path that left no hint, get one here.
+    hinted = sum(queue.refresh() for queue in (due_tenants.OUTBOX, JOBS, WEBHOOKS, JOURNEYS))
     finished = complete_campaigns()
     partitions = maintain_event_partitions()
     return {"started": len(started), "resolved": resolved, "ab_decided": len(decided),

@@ -35,7 +35,7 @@ from swiftmail_core.events import EventRecord, record_events
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.public_ids import public_ids
 from swiftmail_core.settings import Settings
-from swiftmail_core.webhooks.leases import Claimed, claim_due, release
+from swiftmail_core.webhooks.leases import WEBHOOKS, Claimed, claim_due, release
 from swiftmail_core.webhooks.signing import SIGNATURE_HEADER, sign_payload
 from swiftmail_core.webhooks.transport import PostResult, post
 from swiftmail_core.webhooks.urls import UrlPolicy, check_webhook_url
@@ -180,6 +180,8 @@ class Dispatcher:
             ).fetchone()
             with self._lock:
                 self._paused[claimed.endpoint] = paused_until
+            if not give_up:
+                WEBHOOKS.mark_due(database, tenant, max(retry_at, paused_until))
             if give_up and enabled:
                 reason = (f"deliveries failed for {self.retry_window} "
                           f"({failures} failures in a row); last: {result.excerpt[:200]}")

@@ -16,6 +16,7 @@ from psycopg2.extras import execute_values
 from swiftmail_core.db import system_tx
 from swiftmail_core.timestamps import rfc3339
 from swiftmail_core.tracking import TrackingEvent
+from swiftmail_core.webhooks.leases import WEBHOOKS
 
 
 def event_payload(event: TrackingEvent) -> dict:
@@ -69,9 +70,12 @@ def enqueue_within(database: Any, events: Sequence[TrackingEvent]) -> int:
     if rows:
         execute_values(
             database.cursor(),
+            # NOTE: a plain multi-row VALUES insert: Citus runs INSERT ... SELECT
+            # FROM VALUES as a COPY into the shards, which row-level security refuses.
             "INSERT INTO webhook_deliveries (tenant_id, webhook_id, event_type, payload) "
-            "SELECT v.tenant_id::uuid, v.webhook_id::uuid, v.event_type, v.payload::jsonb "
-            "FROM (VALUES %s) AS v (tenant_id, webhook_id, event_type, payload)",
-            rows,
+            "VALUES %s",
+            rows, template="(%s::uuid, %s::uuid, %s, %s::jsonb)",
         )
+        for tenant in sorted({row[0] for row in rows}):
+            WEBHOOKS.mark_due(database, tenant)  # deliverers start from the due tenants
     return len(rows)

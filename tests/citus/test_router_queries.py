@@ -3,11 +3,13 @@
 Citus 13.2 logs every plan that splits into more than one task when
 ``citus.multi_task_query_log_level`` is set (at LOG level PostgreSQL adds the
 statement to the server log). The test turns it on for the coordinator,
-runs a tenant's API calls, its campaign through the worker and tracking
-hits through the drainer, and reads the coordinator's log: a multi-shard
+runs a tenant's API calls, its campaign through the worker, tracking
+hits through the drainer, an import and an export through the job runner, a
+webhook delivery and a journey step, and reads the coordinator's log: a multi-shard
 statement by the app role (every tenant request) fails the test, and so does
 one by the system role unless it is cross-tenant machinery on purpose, marked
-``/* cross-tenant */`` in the code (the scheduler tick and finding due tenants).
+``/* cross-tenant */`` in the code (the scheduler tick, finding due tenants and
+rebuilding their hints).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from tests.citus.test_background import run_background_work
 from tests.citus.test_sending import ledger_id, new_caller, run_until_idle, start_campaign
 
 MARK = "/* cross-tenant */"
@@ -76,7 +79,8 @@ def multi_shard_log(citus_cluster):  # type: ignore[no-untyped-def]
         _set_log_level(citus_cluster, "off")
 
 
-def test_tenant_paths_never_fan_out(cluster_app, sink, run_id, multi_shard_log) -> None:  # type: ignore[no-untyped-def]
+def test_tenant_paths_never_fan_out(cluster_app, citus_runtime, sink, run_id,  # type: ignore[no-untyped-def]
+                                    multi_shard_log) -> None:
     import falcon.testing
     from swiftmail_web.public import create_tracking_app
     from swiftmail_web.public.services import PublicConfig, PublicServices
@@ -133,6 +137,9 @@ def test_tenant_paths_never_fan_out(cluster_app, sink, run_id, multi_shard_log) 
     for path in (f"/v1/campaigns/{campaign_id}/stats", f"/v1/analytics/campaigns/{campaign_id}",
                  f"/v1/campaigns/{campaign_id}/messages"):
         assert caller.get(path).status_code == 200, path
+
+    # Background work: an import and an export, a webhook delivery, a journey step.
+    run_background_work(caller, settings, citus_runtime)
 
     fanned_out = [(user, statement) for user, statement in multi_shard_log()
                   if MARK not in statement and not any(key in statement for key in ALLOWED)]

@@ -50,7 +50,7 @@ SEED = {
     "jobs": "INSERT INTO jobs (tenant_id, kind) VALUES (%(t)s, 'export_contacts')",
     "send_budgets": "INSERT INTO send_budgets (tenant_id) VALUES (%(t)s)",
     "api_key_lookups": "INSERT INTO api_key_lookups (lookup_id, tenant_id) VALUES (%(u)s, %(t)s)",
-    "outbox_tenants": "INSERT INTO outbox_tenants (tenant_id) VALUES (%(t)s)",
+    "due_tenants": "INSERT INTO due_tenants (tenant_id, queue) VALUES (%(t)s, 'outbox')",
     "engagement_firsts": "INSERT INTO engagement_firsts (tenant_id, message_id, metric, first_at) "
     "VALUES (%(t)s, 1, 'opened.human', now())",
     "event_sources": "INSERT INTO event_sources (tenant_id, source_key) VALUES (%(t)s, %(u)s)",

@@ -73,7 +73,7 @@ def park_other_tenants_work(tenant_id: uuid.UUID) -> None:
             "UPDATE messages SET status = 'cancelled' WHERE tenant_id <> %s "
             "AND status IN ('queued', 'deferred', 'sending', 'held')", (str(tenant_id),))
         # Their tenants would still take a share of the next claim.
-        database.execute_sql("DELETE FROM outbox_tenants WHERE tenant_id <> %s",
+        database.execute_sql("DELETE FROM due_tenants WHERE tenant_id <> %s",
                              (str(tenant_id),))
 
 

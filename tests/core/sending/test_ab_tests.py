@@ -291,9 +291,9 @@ def test_a_winner_by_hand_queues_the_rest_and_marks_the_tenant_due(tenant_a) -> 
     resolve_audience(tenant_a.id, campaign_id)
     waiting = ledger(tenant_a.id, campaign_id)[("waiting", None)]
     with system_tx() as database:
-        database.execute_sql("DELETE FROM outbox_tenants WHERE tenant_id = %s", (str(tenant_a.id),))
+        database.execute_sql("DELETE FROM due_tenants WHERE tenant_id = %s", (str(tenant_a.id),))
     assert decision.choose_winner(tenant_a.id, campaign_id, "A") == waiting
     assert ledger(tenant_a.id, campaign_id)[("waiting", None)] == 0
     with system_tx() as database:
-        assert database.execute_sql("SELECT count(*) FROM outbox_tenants WHERE tenant_id = %s",
+        assert database.execute_sql("SELECT count(*) FROM due_tenants WHERE queue = 'outbox' AND tenant_id = %s",
                                     (str(tenant_a.id),)).fetchone()[0] == 1

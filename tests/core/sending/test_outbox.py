@@ -140,7 +140,7 @@ def test_a_tenant_out_of_work_or_budget_leaves_the_due_tenants(tenant_a, tenant_
     claimed = outbox.claim_batch(limit=1000)
     with system_tx() as database:
         hints = dict(database.execute_sql(
-            "SELECT tenant_id, due_at > now() FROM outbox_tenants WHERE tenant_id IN (%s, %s)",
+            "SELECT tenant_id, due_at > now() FROM due_tenants WHERE queue = 'outbox' AND tenant_id IN (%s, %s)",
             (str(tenant_a.id), str(tenant_b.id))).fetchall())
     outbox.release(claimed)
     assert hints == {tenant_b.id: True}  # a: nothing left; b: back when tokens refill

@@ -175,7 +175,7 @@ def test_claims_wait_for_each_recipients_time_and_pause_keeps_it(tenant_a) -> No
         # the tenant's hint moved on to the row's time: no claim walks it before then
         with system_tx() as database:
             (hint,) = database.execute_sql(
-                "SELECT due_at FROM outbox_tenants WHERE tenant_id = %s",
+                "SELECT due_at FROM due_tenants WHERE queue = 'outbox' AND tenant_id = %s",
                 (str(tenant_a.id),)).fetchone()
         assert hint == later
         assert str(tenant_a.id) not in due_tenants.due_now()
