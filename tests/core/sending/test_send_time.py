@@ -220,3 +220,29 @@ def test_tenants_zones_and_counts_stay_their_own(tenant_a, tenant_b) -> None:  #
                                     (str(campaigns[tenant_a]),)).fetchone()[0] == 0
     _tenant_zone(tenant_a.id, None)
     _tenant_zone(tenant_b.id, None)
+
+
+def test_an_ab_tests_rest_keeps_its_local_time(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    from swiftmail_core.ab_tests.decision import decide
+
+    campaign = make_campaign(tenant_a.id, [])
+    now = datetime.datetime.now(UTC)
+    ahead, passed = now + datetime.timedelta(hours=5), now - datetime.timedelta(hours=30)
+    with tenant_tx(tenant_a.id) as database:
+        database.execute_sql(
+            "UPDATE campaigns SET status = 'sending', ab_metric = 'manual', ab_test_percent = 20, "
+            "audience_resolved_at = now(), local_send_time = '09:00' WHERE id = %s",
+            (str(campaign),))
+        for email, at in (("ahead@ab.test", ahead), ("passed@ab.test", passed)):
+            database.execute_sql(
+                "INSERT INTO messages (tenant_id, campaign_id, email, kind, transport, status, "
+                "next_attempt_at) VALUES (%s, %s, %s, 'campaign', 'none', 'waiting', %s)",
+                (str(tenant_a.id), str(campaign), email, at))
+        assert decide(database, tenant_a.id, campaign, "A", "manual", counts={}) == 2
+    try:
+        got = _not_before(tenant_a.id, campaign)
+        assert got["ahead@ab.test"] == ahead  # still to come: kept
+        # passed: the same wall-clock time on the next day still ahead (whole days)
+        assert got["passed@ab.test"] == passed + datetime.timedelta(days=2)
+    finally:
+        cancel_leftover_work(tenant_a.id)
