@@ -367,3 +367,39 @@ def test_part_groups_decide_which_services_a_host_runs(tmp_path: Path) -> None:
                    "relays": ["10.0.0.21:2526"]}
     assert relay == {"api": False, "worker": False, "relay": True, "tracking": False,
                      "relays": ["10.0.0.21:2526"]}
+
+
+@pytest.mark.parametrize(
+    ("migrate_group", "first"),
+    [("[swiftmail_migrate]\nrelay2\n", "relay2"), ("", "app1")],
+    ids=["migrate-group", "first-swiftmail-host"],
+)
+def test_site_rolls_the_migration_host_first_then_the_rest_one_by_one(
+    tmp_path: Path, migrate_group: str, first: str
+) -> None:
+    # Regression: a play's hosts run in inventory order whatever its pattern says,
+    # so "swiftmail_migrate:swiftmail" did not put the migration host first.
+    plays = yaml.safe_load((ANSIBLE_DIR / "site.yml").read_text())
+    order, first_play, rest_play = plays[2], plays[3], plays[4]
+    log = tmp_path / "order.log"
+    record = {"name": "Record", "ansible.builtin.lineinfile": {
+        "path": str(log), "line": "{{ inventory_hostname }} {{ ansible_play_batch | length }}",
+        "create": True, "mode": "0600"}}
+    stub = [
+        {**order, "vars": {"ansible_python_interpreter": sys.executable}},
+        *({"name": play["name"], "hosts": play["hosts"], "gather_facts": False,
+           "serial": play.get("serial", 0), "tasks": [record],
+           "vars": {"ansible_python_interpreter": sys.executable}}
+          for play in (first_play, rest_play)),
+    ]
+    (tmp_path / "rollout.yml").write_text(yaml.safe_dump(stub, sort_keys=False))
+    (tmp_path / "inventory").write_text(
+        "[swiftmail_relay]\nrelay1\nrelay2\n[swiftmail_api]\napp1\n"
+        "[swiftmail:children]\nswiftmail_api\nswiftmail_relay\n" + migrate_group
+        + "[all:vars]\nansible_connection=local\n")
+    result = run_playbook(tmp_path / "rollout.yml", tmp_path, "-i", str(tmp_path / "inventory"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = log.read_text().splitlines()
+    assert lines[0] == f"{first} 1"
+    assert sorted(lines[1:]) == sorted(f"{host} 1" for host in ("app1", "relay1", "relay2")
+                                       if host != first)

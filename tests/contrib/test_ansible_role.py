@@ -281,17 +281,18 @@ def test_every_variable_the_role_uses_is_defined_or_documented() -> None:
 def test_site_playbook_installs_services_then_swiftmail_host_by_host() -> None:
     plays = role_files.load_yaml(ANSIBLE_DIR / "site.yml")
     assert [play["hosts"] for play in plays] == [
-        "swiftmail_postgres", "swiftmail_redis", "swiftmail_migrate:swiftmail",
-        "swiftmail_haproxy"]
-    assert all(play["become"] is True for play in plays)
-    swiftmail = plays[2]
-    assert [r["role"] if isinstance(r, dict) else r for r in swiftmail["roles"]] == ["swiftmail"]
-    # Rolling: one host at a time by default, the migration host's group first in
-    # the pattern (so alone in the first batch), any failure stops the rollout.
-    assert swiftmail["serial"] == "{{ swiftmail_serial | default(1) }}"
-    assert swiftmail["max_fail_percentage"] == 0
+        "swiftmail_postgres", "swiftmail_redis", "swiftmail", "swiftmail_rollout_first",
+        "swiftmail_rollout_rest", "swiftmail_haproxy"]
+    first, rest = plays[3], plays[4]
+    for play in (first, rest):
+        assert play["become"] is True
+        assert [r["role"] if isinstance(r, dict) else r for r in play["roles"]] == ["swiftmail"]
+        # Any failure ends the run: the hosts not reached keep their old version.
+        assert play["any_errors_fatal"] is True
+    assert "serial" not in first
+    assert rest["serial"] == "{{ swiftmail_serial | default(1) }}"
     entries = [play["tasks"][0]["ansible.builtin.import_role"]["tasks_from"]
-               for play in (plays[0], plays[1], plays[3])]
+               for play in (plays[0], plays[1], plays[5])]
     assert [f"{entry}.yml" for entry in entries] == [
         "postgres_host.yml", "redis_host.yml", "haproxy_host.yml"]
 
