@@ -632,6 +632,9 @@ class Relay:
                 for recipient in failed:
                     recipient.dsn_sent = True
                 self.notify([dsn_id])
+        if any(r.status == EXPIRED and r.ledger_id is not None for r in envelope.recipients):
+            # After its expired event: a resend of that row is a new message, not a repeat.
+            await asyncio.to_thread(SpoolLedger(self.spool).forget_expired, envelope)
         if finished:
             self._finished[envelope.id] = time.monotonic()
             self.waits.pop(envelope.id, None)

@@ -37,7 +37,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import structlog
-from swiftmail_relay.spool import Envelope, Spool, SpoolError, _fsync_dir, _wrap
+from swiftmail_relay.spool import EXPIRED, Envelope, Spool, SpoolError, _fsync_dir, _wrap
 
 log = structlog.get_logger("swiftmail.relay.spool_ledger")
 LOCK_NAME = ".lock"
@@ -59,9 +59,13 @@ def moved_key(queue_id: str) -> str:
 
 
 def envelope_keys(envelope: Envelope) -> list[str]:
-    """Return the record names one envelope answers for."""
+    """Return the record names one envelope answers for.
+
+    A recipient the relay gave up on (expired) answers for nothing: its row
+    may be queued again (resend to failed), and that is a new message.
+    """
     keys = [ledger_key(envelope.tenant_id, r.ledger_id) for r in envelope.recipients
-            if r.ledger_id is not None]
+            if r.ledger_id is not None and r.status != EXPIRED]
     if envelope.moved_from:
         keys.append(moved_key(envelope.id))
     return keys
@@ -118,6 +122,16 @@ class SpoolLedger:
                 _fsync_dir(self.dir)
         except OSError as ex:
             raise _wrap(ex, "record its ledger rows") from ex
+
+    def forget_expired(self, envelope: Envelope) -> None:
+        """Drop the records of the envelope's expired recipients (their rows may come again)."""
+        for recipient in envelope.recipients:
+            if recipient.ledger_id is None or recipient.status != EXPIRED:
+                continue
+            key = ledger_key(envelope.tenant_id, recipient.ledger_id)
+            if self.find(key) == envelope.id:  # not a newer copy's record
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.dir / key)
 
     def repair(self) -> int:
         """Record every queued or held message's rows that lack a link; return how many."""

@@ -257,6 +257,8 @@ def resend_failed(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> i
             Message.update(
                 status="queued", attempts=0, next_attempt_at=utcnow(), last_error=None,
                 lease_owner=None, lease_expires_at=None, updated_at=utcnow(),
+                # A fresh send: not pinned to the receiver of an old lost answer.
+                resend_to=None, resend_until=None,
             )
             .where(
                 Message.campaign_id == campaign_uuid,

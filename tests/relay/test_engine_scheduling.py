@@ -85,3 +85,43 @@ def test_a_run_that_raises_counts_an_attempt_and_ends_expired(dns_server, peers,
     (recipient,) = [r for e in relay.finals for r in e.recipients]
     # Before, it retried silently at attempts 0 (no event) until it expired.
     assert recipient.status == "expired" and recipient.attempts >= 2
+
+
+def test_a_row_the_relay_expired_is_spooled_again_when_resent(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    # Regression: the record of ledger rows taken outlived the relay's expiry by two
+    # days, so a campaign's "resend to failed" within them was answered as a repeat of
+    # the expired copy (accepted, never delivered).
+    from swiftmail_relay.spool_ledger import write_once
+
+    domain = "never.example"
+    relay = relay_factory(2525, retry_base=0.05, retry_cap=0.1, max_age=1.0)
+
+    async def broken_route(name: str):  # type: ignore[no-untyped-def]
+        raise RuntimeError("never reachable")
+
+    relay.resolver.route = broken_route
+    tenant = str(uuid.uuid4())
+
+    def handoff() -> tuple[str, bool]:
+        envelope = Envelope(id=new_id(), mail_from="b@sender.example", tenant_id=tenant,
+                            recipients=[Recipient(f"x@{domain}", ledger_id=41)], source="intake")
+        (answer,) = write_once(relay.spool, [(envelope, MESSAGE)])
+        return answer
+
+    async def scenario() -> None:
+        await relay.start()
+        try:
+            queue_id, _ = handoff()
+            relay.notify([queue_id])
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 15
+            while not relay.finals and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            await relay.stop()
+
+    asyncio.run(scenario())
+    (recipient,) = [r for e in relay.finals for r in e.recipients]
+    assert recipient.status == "expired"
+    queue_id, repeat = handoff()  # the row queued again by resend to failed
+    assert repeat is False and queue_id in set(relay.spool.scan())

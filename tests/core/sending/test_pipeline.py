@@ -314,3 +314,28 @@ def test_a_database_lost_after_the_hand_off_still_records_the_batch(  # type: ig
     sent = sink.handler.count()
     assert sent == settings.send_batch_size
     assert ledger_counts(tenant.id, campaign_id) == {"accepted": sent, "queued": 50 - sent}
+
+
+def test_resend_to_failed_forgets_the_lost_answers_receiver(audience, sending, sink) -> None:  # type: ignore[no-untyped-def]
+    # Regression: resend_failed kept resend_to/resend_until, so a requeued row went to
+    # the (perhaps dead) relay of an old lost answer only, and, its resend window long
+    # past, ended 'unknown' at the first deferral instead of being sent anew.
+    tenant, _, campaign_id = audience
+    settings, plugins, worker = sending
+    with tenant_tx(tenant.id) as database:
+        database.execute_sql("UPDATE campaigns SET transport = 'sink' WHERE id = %s",
+                             (str(campaign_id),))
+    lifecycle.schedule_campaign(tenant.id, campaign_id)
+    _run(settings, plugins, worker)
+    with tenant_tx(tenant.id) as database:  # lost answers, resent until the window closed
+        database.execute_sql(
+            "UPDATE messages SET status = 'expired', resend_to = 'http://10.0.0.9:2526', "
+            "resend_until = now() - interval '2 days' WHERE id IN (SELECT id FROM messages "
+            "WHERE campaign_id = %s ORDER BY id LIMIT 2)", (str(campaign_id),))
+    assert lifecycle.resend_failed(tenant.id, campaign_id) == 2
+    with tenant_tx(tenant.id) as database:
+        pinned = database.execute_sql(
+            "SELECT count(*) FROM messages WHERE campaign_id = %s AND "
+            "(resend_to IS NOT NULL OR resend_until IS NOT NULL)",
+            (str(campaign_id),)).fetchone()[0]
+    assert pinned == 0
