@@ -34,6 +34,7 @@ import dataclasses
 import datetime
 import json
 import math
+import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -95,11 +96,43 @@ PARKED_STATUS = {"paused": "held"}
 #: audience of a million rows is written the statistics still say "few due
 #: rows", and the planner would rather bitmap-scan and sort every due row on
 #: each claim; these settings last for the claim transaction only.
-#: Rows still leased to one owner (the partial index on leased rows finds them).
+#: One tenant's rows still leased to one owner (the partial index on leased rows finds them).
 _HELD_SQL = (
-    "/* cross-tenant */ SELECT id, tenant_id, campaign_id, contact_id, email, kind, transport, attempts, "
+    "SELECT id, tenant_id, campaign_id, contact_id, email, kind, transport, attempts, "
     "payload, variant, resend_to, resend_until FROM messages "
-    "WHERE status = 'sending' AND lease_owner = %s AND lease_expires_at > now() ORDER BY id")
+    "WHERE tenant_id = %s AND status = 'sending' AND lease_owner = %s "
+    "AND lease_expires_at > now() ORDER BY id")
+#: How many recent lease owners this process remembers the claimed tenants of.
+RECENT_OWNERS = 1024
+
+
+class _RecentClaims:
+    """The tenants each recent lease owner's claims touched, in this process.
+
+    A claim run again under the same owner (after a failover lost its answer)
+    looks for rows already leased to that owner only in those tenants: one
+    single-shard read each on Citus instead of one read of every shard. A
+    retry runs in the process that made the first attempt, so it knows them.
+    """
+
+    def __init__(self) -> None:
+        self._tenants: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def tenants(self, owner: str) -> list[str]:
+        """Return the tenants ``owner`` claimed in, or [] for an owner not seen lately."""
+        with self._lock:
+            return sorted(self._tenants.get(owner, ()))
+
+    def note(self, owner: str, tenant: str) -> None:
+        """Remember that ``owner`` is about to claim in ``tenant`` (before it commits)."""
+        with self._lock:
+            if owner not in self._tenants and len(self._tenants) >= RECENT_OWNERS:
+                self._tenants.pop(next(iter(self._tenants)))
+            self._tenants.setdefault(owner, set()).add(tenant)
+
+
+_recent = _RecentClaims()
 _CLAIM_PLANNER_SQL = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off"
 
 _BUDGET_SQL = """
@@ -231,16 +264,23 @@ def claim_batch(
 
     Rows this owner already holds come back instead of new ones: a claim run
     again after its COMMIT landed but the answer was lost (a failover) gets
-    the same batch, not a second one.
+    the same batch, not a second one. They are looked for only in the
+    tenants this process saw the owner claim in (``_RecentClaims``), each a
+    single-shard read.
     """
     owner = lease_owner or f"w-{uuid.uuid4().hex}"
-    if lease_owner is not None:
+    held: list[Any] = []
+    for tenant in _recent.tenants(owner):
         with system_tx() as database:
-            held = database.execute_sql(_HELD_SQL, (owner,)).fetchall()
-        if held:
-            return _claimed(held, owner)
-    return due_tenants.OUTBOX.claim_fairly(
-        limit, lambda tenant, room: _claim_tenant(tenant, owner, room, lease_seconds))
+            held += database.execute_sql(_HELD_SQL, (tenant, owner)).fetchall()
+    if held:
+        return _claimed(held, owner)
+
+    def claim_tenant(tenant: str, room: int) -> tuple[list[ClaimedMessage], bool]:
+        _recent.note(owner, tenant)
+        return _claim_tenant(tenant, owner, room, lease_seconds)
+
+    return due_tenants.OUTBOX.claim_fairly(limit, claim_tenant)
 
 
 def _utcnow() -> datetime.datetime:
