@@ -48,7 +48,7 @@ from swiftmail_relay.spool import (
     Spool,
     new_id,
 )
-from swiftmail_relay.spool_ledger import SpoolLedger
+from swiftmail_relay.spool_ledger import SpoolLedger, repair_spool
 from swiftmail_relay.spool_lock import SpoolLock
 from swiftmail_relay.throttle import NoThrottle, SitePolicy, Throttle
 from swiftmail_relay.tls_policy import TlsPolicies
@@ -132,6 +132,11 @@ class Relay:
         self._lock = SpoolLock(self.spool.root).acquire()
         self.spool.clear_tmp()
         self.spool.take_new()  # the full load below covers them
+        # Before any delivery: a message a crash left without its ledger record must get
+        # it while still spooled, or a resend of its row would be taken again once it is gone.
+        repaired = await asyncio.to_thread(repair_spool, self.spool.root)
+        if repaired:
+            log.warning("spool_ledger_repaired", records=repaired)
         await asyncio.to_thread(self._load_all)
         if self.sink is not None:
             self.sink.start()

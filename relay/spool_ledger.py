@@ -14,7 +14,8 @@ the directory is fsynced. ``write_once`` (the intake's and reinject's way in)
 renames the messages into ``queue/`` first, then creates their links, then
 fsyncs: a crash in between leaves a message without its link, never a link
 without its message (which would lose the message). Such gaps are closed by
-``repair`` from the spool files themselves: at every intake start, and by
+``repair`` from the spool files themselves: when the delivering relay starts
+(before it delivers), at every intake start, and by
 the next writer when the last one died holding the lock (``.writing`` left).
 
 Writers hold ``ledger/.lock`` (``flock``, also across the ``--no-deliver``

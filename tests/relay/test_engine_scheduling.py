@@ -125,3 +125,37 @@ def test_a_row_the_relay_expired_is_spooled_again_when_resent(relay_factory) -> 
     assert recipient.status == "expired"
     queue_id, repeat = handoff()  # the row queued again by resend to failed
     assert repeat is False and queue_id in set(relay.spool.scan())
+
+
+def test_a_row_spooled_without_its_record_is_recorded_before_delivery(dns_server, peers, relay_factory) -> None:  # type: ignore[no-untyped-def]
+    # Regression: the record's crash gap (message renamed into queue/, process gone before
+    # its link) was repaired only when the intake started, after the deliverer: a message
+    # delivered and removed first was never recorded, and the worker's resend of its row
+    # (its answer was lost in the crash) was spooled and delivered a second time.
+    from swiftmail_relay.spool_ledger import write_once
+
+    (peer,) = peers(1, first=97)
+    domain = _domain(dns_server, peer)
+    relay = relay_factory(peer.port)
+    tenant = str(uuid.uuid4())
+
+    def envelope() -> Envelope:
+        return Envelope(id=new_id(), mail_from="b@sender.example", tenant_id=tenant,
+                        recipients=[Recipient(f"x@{domain}", ledger_id=43)], source="intake")
+
+    relay.spool.write(envelope(), MESSAGE)  # spooled; the crash took its ledger record
+
+    async def scenario() -> None:
+        await relay.start()
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 15
+            while not relay.finals and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            await relay.stop()
+
+    asyncio.run(scenario())
+    assert [r.status for e in relay.finals for r in e.recipients] == [DELIVERED]
+    ((_, repeat),) = write_once(relay.spool, [(envelope(), MESSAGE)])  # the worker's resend
+    assert repeat is True
