@@ -403,3 +403,30 @@ def test_site_rolls_the_migration_host_first_then_the_rest_one_by_one(
     assert lines[0] == f"{first} 1"
     assert sorted(lines[1:]) == sorted(f"{host} 1" for host in ("app1", "relay1", "relay2")
                                        if host != first)
+
+
+def test_ansible_renders_scrape_targets_for_each_part(tmp_path: Path) -> None:
+    # Regression: under ansible-core 2.19 the template compared a macro's "True" with
+    # 'True' (always false once Ansible made it a boolean): no api or relay targets.
+    (tmp_path / "inventory").write_text(
+        "[swiftmail]\n"
+        "app1 ansible_host=10.0.0.11 swiftmail_api_bind=0.0.0.0:8000 ansible_connection=local\n"
+        "relay1 ansible_host=10.0.0.21 ansible_connection=local "
+        "swiftmail_relay_settings='{\"metrics_listen\": \"10.0.0.21:9125\"}'\n"
+        "[swiftmail_api]\napp1\n[swiftmail_relay]\nrelay1\n")
+    out = tmp_path / "prometheus.yml"
+    play = tmp_path / "play.yml"
+    play.write_text(yaml.safe_dump([{
+        "name": "Render the scrape configuration", "hosts": "localhost", "gather_facts": False,
+        "vars": {"ansible_python_interpreter": sys.executable},
+        "tasks": [{"name": "Render", "ansible.builtin.template": {
+            "src": str(ANSIBLE_DIR / "monitoring" / "prometheus-swiftmail.yml.j2"),
+            "dest": str(out), "mode": "0644"}}],
+    }]))
+    result = run_playbook(play, tmp_path, "-i", str(tmp_path / "inventory"), "-i", "localhost,",
+                          "-c", "local")
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = {job["job_name"]: job["static_configs"][0]["targets"]
+            for job in yaml.safe_load(out.read_text())["scrape_configs"]}
+    assert jobs["swiftmail-api"] == ["10.0.0.11:8000"]
+    assert jobs["swiftmail-relay"] == ["10.0.0.21:9125"]
