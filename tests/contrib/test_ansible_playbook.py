@@ -63,8 +63,9 @@ def vaulted(value: str) -> str:
     return vault.encrypt(value).decode()
 
 
-def write_play(tmp_path: Path, variables: dict[str, Any], secret_key: str | None) -> Path:
-    """Write a localhost play: the role's preflight, then its templates."""
+def write_play(tmp_path: Path, variables: dict[str, Any], secret_key: str | None,
+               templates: tuple[str, ...] = TEMPLATES) -> Path:
+    """Write a localhost play: the role's preflight, then its ``templates``."""
     text = yaml.safe_dump(variables, sort_keys=True)
     if secret_key is not None:
         block = "\n".join("  " + line for line in vaulted(secret_key).splitlines())
@@ -85,7 +86,7 @@ def write_play(tmp_path: Path, variables: dict[str, Any], secret_key: str | None
             {"name": "Render", "ansible.builtin.template": {
                 "src": f"{TEMPLATES_DIR}/{{{{ item }}}}.j2",
                 "dest": f"{tmp_path}/out/{{{{ item }}}}", "mode": "0600"},
-             "loop": list(TEMPLATES)},
+             "loop": list(templates)},
         ],
     }]
     path = tmp_path / "play.yml"
@@ -127,6 +128,23 @@ def test_ansible_renders_the_templates_like_plain_jinja(tmp_path: Path) -> None:
         rendered = (tmp_path / "out" / name).read_text()
         assert rendered == render(f"{name}.j2", expected_context), name
     assert 'secret_key = "k3y\\"with\\\\quotes-' in (tmp_path / "out" / "swiftmail.toml").read_text()
+
+
+def test_ansible_writes_the_firewall_rules_of_the_parts_a_host_runs(tmp_path: Path) -> None:
+    # Under ansible-core 2.19 the template once compared a macro's output with 'True',
+    # never equal there: a relay host got no 25/587 rule and the cluster no API/intake rule.
+    variables = play_variables(swiftmail_firewall_cluster_networks=["10.0.0.0/24"])
+    play = write_play(tmp_path, variables, SAMPLE["swiftmail_secret_key"],
+                      templates=("swiftmail-nftables.nft",))
+    result = run_playbook(play, tmp_path, "-i", "localhost,", "--vault-password-file",
+                          str(tmp_path / "vault-password"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    rendered = (tmp_path / "out" / "swiftmail-nftables.nft").read_text()
+    assert 'tcp dport { 25, 587 } accept comment "served to the world"' in rendered
+    assert 'ip saddr { 10.0.0.0/24 } tcp dport { 8000, 2526 } accept comment "cluster members only"' \
+        in rendered
+    context = variables | {"swiftmail_secret_key": SAMPLE["swiftmail_secret_key"]}
+    assert rendered == render("swiftmail-nftables.nft.j2", context)
 
 
 @pytest.mark.parametrize(
