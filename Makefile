@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-citus test-ha test-lb test-cluster lint type docs clean
+.PHONY: demo test test-citus test-ha test-lb test-cluster test-ansible lint type docs clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ test-cluster: $(STAMP)  ## hosts as network namespaces (root): cut cables, a cam
 	  $(VENV)/bin/python -m pytest -p no:cacheprovider -s tests/cluster; \
 	  status=$$?; $(VENV)/bin/python -m tests.cluster.summary $(CLUSTER_MEASURES) $$status; \
 	  exit $$status
+
+test-ansible: $(STAMP)  ## the Ansible role on nspawn Debian 12 machines, split install (root); last line JSON
+	timeout 1200 bash contrib/ansible/tests/split/run.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,269 @@
+#!/usr/bin/env bash
+# make test-ansible: the role on real Debian 12 machines, split across hosts.
+#
+# Targets (systemd-nspawn --boot of a debootstrapped Debian 12, each in its own
+# network namespace on the bridge swabr0, reached over SSH by ansible-playbook
+# on this machine):
+#   db     10.78.13.11  PostgreSQL and Redis (Debian's packages)
+#   app    10.78.13.12  API, worker, tracking drainer; runs the migrations
+#   relay  10.78.13.13  the relay (intake on its private address)
+#   sink   10.78.13.14  not a machine: a namespace running tests/cluster/sink_host.py
+#                       (SMTP on 25, the DNS server whose MX names it)
+# Checked: the split install twice (the second run changed=0), a campaign from
+# the API through the worker and the relay on other hosts to the sink, and the
+# firewall (the API port answers the controller, a cluster member, and stays
+# closed to the sink).
+#
+# Needs root, debootstrap, systemd-container, apt-utils and the dev venv (make
+# .venv/.installed). The Debian tree, a flat apt repository and the wheels are
+# cached under $SWA_CACHE (default /var/tmp/swa-e2e): the first run builds them
+# (minutes), later ones reuse them. Every machine, namespace and the bridge are
+# removed at the end, also on failure. The last line is a JSON summary.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../../../.." && pwd)
+CACHE=${SWA_CACHE:-/var/tmp/swa-e2e}
+RUN=$CACHE/run.$$
+VENV=${SWA_VENV:-$REPO/.venv}
+RECIPIENTS=${SWA_RECIPIENTS:-20}
+DOMAIN=split-e2e.test
+DB_PASSWORD=e2e-db-$$
+REDIS_PASSWORD=e2e-redis-$$
+
+# shellcheck source=targets.sh
+. "$HERE/targets.sh"
+DB=$NET.11 APP=$NET.12 RELAY=$NET.13 SINK=$NET.14
+
+PHASE=setup
+PHASE_START=$(date +%s)
+TIMES=""
+RESULTS=""
+SINK_PID=""
+
+say() { printf '== %s\n' "$*"; }
+
+phase() {
+    local now
+    now=$(date +%s)
+    TIMES="$TIMES\"$PHASE\": $((now - PHASE_START)), "
+    PHASE=$1
+    PHASE_START=$now
+    say "$1"
+}
+
+# result NAME JSON: a measured figure for the summary line.
+result() { RESULTS="$RESULTS\"$1\": $2, "; }
+
+on_exit() {
+    local status=$? failed=null
+    set +e
+    [ "$status" = 0 ] || failed="\"$PHASE\""
+    phase cleanup
+    [ -n "$SINK_PID" ] && kill "$SINK_PID" 2>/dev/null
+    stop_targets
+    if [ "$status" != 0 ]; then
+        rm -rf "$CACHE/last-failed"
+        mkdir -p "$CACHE/last-failed"
+        find "$RUN" -maxdepth 1 -name '*.log' -exec cp {} "$CACHE/last-failed/" \; 2>/dev/null || true
+        echo "logs of this run: $CACHE/last-failed" >&2
+    fi
+    rm -rf "$RUN"
+    phase done
+    printf '{"test": "ansible-split", "passed": %s, "failed_phase": %s, %s"seconds": {%s}}\n' \
+        "$([ "$status" = 0 ] && echo true || echo false)" "$failed" "$RESULTS" "${TIMES%, }"
+    exit "$status"
+}
+
+# build_wheel VERSION OUT [MIGRATION]: the SwiftMail wheel of this tree, with
+# VERSION and, if given, one more migration file (the upgrade's).
+build_wheel() {
+    local source=$RUN/src-$1
+    mkdir -p "$source" "$2"
+    tar -C "$REPO" --exclude=./.venv --exclude=./.git --exclude=./build --exclude='*.egg-info' \
+        --exclude=./node_modules -cf - . | tar -C "$source" -xf -
+    sed -i "s/^version = .*/version = $1/" "$source/setup.cfg"
+    [ -n "${3:-}" ] && cp "$3" "$source/swiftmail_core/migrations/"
+    "$VENV/bin/pip" wheel -q --no-deps --no-build-isolation -w "$2" "$source" > "$RUN/wheel-$1.log" 2>&1 \
+        || { tail -20 "$RUN/wheel-$1.log"; return 1; }
+    rm -rf "$source"
+}
+
+# The dependencies as wheels, cached per set of requirements and Debian tree:
+# resolved by the targets' own Python (Debian 12's 3.11.2 needs wheels that a
+# newer 3.11 does not, e.g. async-timeout for redis), in a chroot of the tree.
+prepare_wheels() {
+    local key work=$BASE/tmp/e2e-wheels
+    key=$(sed -n '/^install_requires/,/^\[/p' "$REPO/setup.cfg" | sha256sum | cut -c1-12)
+    WHEELS=$CACHE/wheels-$CACHE_KEY-$key
+    if [ ! -f "$WHEELS/.complete" ]; then
+        rm -rf "$WHEELS" "$work"
+        mkdir -p "$work"
+        cp "$RUN"/dist1/swiftmail-*.whl "$work/"
+        # Trust what the host trusts (package proxies with their own CA).
+        cp /etc/ssl/certs/ca-certificates.crt "$BASE/etc/ssl/certs/ca-certificates.crt"
+        env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null chroot "$BASE" /bin/sh -c 'python3 -m venv /tmp/e2e-wheels/venv &&
+            /tmp/e2e-wheels/venv/bin/pip install -q wheel &&
+            /tmp/e2e-wheels/venv/bin/pip wheel -q -w /tmp/e2e-wheels/out /tmp/e2e-wheels/swiftmail-*.whl' \
+            > "$RUN/wheels.log" 2>&1 || { tail -20 "$RUN/wheels.log"; rm -rf "$work"; return 1; }
+        rm -f "$work"/out/swiftmail-*.whl
+        mv "$work/out" "$WHEELS"
+        rm -rf "$work"
+        touch "$WHEELS/.complete"
+    fi
+}
+
+# PostgreSQL and Redis on the db host from Debian's packages, reachable from
+# the bridge only with passwords. (Done here until the role installs them.)
+provision_db() {
+    ssh_to "$DB" bash -s > "$RUN/db.log" 2>&1 <<EOF
+set -e
+export DEBIAN_FRONTEND=noninteractive
+apt-get -qq update
+apt-get -qq install -y --no-install-recommends postgresql redis-server
+pg_conftool 15 main set listen_addresses '*'
+echo "host all all $NET.0/24 scram-sha-256" >> /etc/postgresql/15/main/pg_hba.conf
+systemctl restart postgresql@15-main
+runuser -u postgres -- psql -qc "ALTER ROLE postgres PASSWORD '$DB_PASSWORD'"
+sed -i 's/^bind .*/bind 127.0.0.1 $DB/; s/^# *requirepass .*/requirepass $REDIS_PASSWORD/' /etc/redis/redis.conf
+systemctl restart redis-server
+EOF
+}
+
+write_inventory() {
+    mkdir -p "$RUN/inventory/group_vars"
+    local common="ansible_user=root ansible_python_interpreter=/usr/bin/python3"
+    cat > "$RUN/inventory/hosts" <<EOF
+[swiftmail_api]
+app ansible_host=$APP $common
+[swiftmail_worker]
+app
+[swiftmail_tracking]
+app
+[swiftmail_relay]
+relay ansible_host=$RELAY $common swiftmail_relay_intake_listen=$RELAY:2526
+[swiftmail_migrate]
+app
+[swiftmail:children]
+swiftmail_api
+swiftmail_worker
+swiftmail_tracking
+swiftmail_relay
+EOF
+    cat > "$RUN/inventory/group_vars/swiftmail.yml" <<EOF
+ansible_ssh_private_key_file: $RUN/id_ed25519
+ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR
+swiftmail_install_source: wheel
+swiftmail_wheel_path: $WHEEL
+swiftmail_pip_extra_args: --no-index --find-links /srv/wheels
+swiftmail_database_url: postgresql://$DB:5432/swiftmail
+swiftmail_database_admin_url: postgresql://postgres:$DB_PASSWORD@$DB:5432/postgres
+swiftmail_redis_url: redis://:$REDIS_PASSWORD@$DB:6379/0
+swiftmail_secret_key: e2e-secret-key-$$-0123456789abcdefghijklmnopqrstuvwxyz
+swiftmail_db_owner_password: owner-$$
+swiftmail_db_app_password: app-$$
+swiftmail_db_system_password: system-$$
+swiftmail_public_url: http://$APP:8000
+swiftmail_api_bind: $APP:8000
+swiftmail_api_workers: 2
+swiftmail_api_threads: 2
+swiftmail_dns_nameservers: [$SINK]
+swiftmail_dns_port: $DNS_PORT
+# The test network has no resolver for the root zone.
+swiftmail_doctor_outside_dns: false
+swiftmail_relay_settings:
+  hostname: relay.$DOMAIN
+  allow_networks: $NET.0/24
+  warmup: false
+  default_pool: own
+  source_addresses: {own: "$RELAY"}
+  ip_pools: {own: [own]}
+swiftmail_firewall_enabled: true
+# The controller (ansible, the campaign's API calls) and the SwiftMail hosts;
+# the sink is "the world".
+swiftmail_firewall_admin_networks: [$NET.1/32]
+swiftmail_firewall_cluster_networks: [$NET.1/32, $APP/32, $RELAY/32]
+EOF
+}
+
+play() {
+    local log=$RUN/$1.log
+    shift
+    (cd "$REPO/contrib/ansible" && ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 \
+        ANSIBLE_HOST_KEY_CHECKING=False ANSIBLE_RETRY_FILES_ENABLED=0 \
+        ANSIBLE_LOCAL_TEMP=$RUN/ansible-tmp ANSIBLE_HOME=$RUN/ansible-home \
+        "$VENV/bin/ansible-playbook" -i "$RUN/inventory/hosts" site.yml "$@") > "$log" 2>&1 \
+        || { tail -40 "$log"; return 1; }
+    sed -n '/PLAY RECAP/,$p' "$log"
+}
+
+# changed_total LOG: the sum of changed= over the recap.
+changed_total() { sed -n '/PLAY RECAP/,$p' "$1" | grep -o 'changed=[0-9]*' | cut -d= -f2 | awk "{s+=\$1} END {print s+0}"; }
+
+# closed_from NAMESPACE ADDRESS PORT: true when a connection does not open in 3 s.
+closed_from() { ! ip netns exec "$PREFIX$1" timeout 3 bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null; }
+
+trap on_exit EXIT
+# `timeout` (make test-ansible) sends TERM: exit through on_exit, which cleans up.
+trap 'exit 143' TERM INT
+[ "$(id -u)" = 0 ] || { echo "make test-ansible needs root (network namespaces, nspawn)" >&2; exit 1; }
+for tool in debootstrap systemd-nspawn apt-ftparchive; do
+    command -v "$tool" > /dev/null || { echo "missing $tool (bash .ci/system-packages)" >&2; exit 1; }
+done
+mkdir -p "$RUN"
+remove_leftovers
+
+phase prepare
+prepare_base
+cat > "$RUN/9999_e2e_upgrade_marker.sql" <<'EOF'
+-- Added by the role's upgrade test (contrib/ansible/tests/split/run.sh) only.
+CREATE TABLE e2e_upgrade_marker (upgraded_at timestamptz NOT NULL DEFAULT now());
+EOF
+build_wheel 0.1.0 "$RUN/dist1"
+build_wheel 0.1.1 "$RUN/dist2" "$RUN/9999_e2e_upgrade_marker.sql"
+prepare_wheels
+WHEEL=$(ls "$RUN"/dist1/swiftmail-*.whl)
+ssh-keygen -q -t ed25519 -N '' -f "$RUN/id_ed25519"
+
+phase machines
+start_bridge
+start_target db "$DB"
+start_target app "$APP"
+start_target relay "$RELAY"
+add_namespace sink "$SINK"
+ip netns exec "${PREFIX}sink" env PYTHONPATH="$REPO" "$VENV/bin/python" -m tests.cluster.sink_host \
+    "$SINK" "$DOMAIN" "$RUN/sink-deliveries.log" > "$RUN/sink.log" 2>&1 &
+SINK_PID=$!
+for _ in $(seq 1 30); do grep -q dns_port "$RUN/sink.log" && break; sleep 0.5; done
+DNS_PORT=$(grep -o '"dns_port": [0-9]*' "$RUN/sink.log" | grep -o '[0-9]*$')
+
+phase database-host
+provision_db
+write_inventory
+
+phase install-1
+play install-1
+phase install-2
+play install-2
+result second_run_changed "$(changed_total "$RUN/install-2.log")"
+[ "$(changed_total "$RUN/install-2.log")" = 0 ] || { echo "the second run changed something:" >&2;
+    grep -B1 '^changed' "$RUN/install-2.log" | grep TASK >&2; exit 1; }
+
+phase campaign
+for _ in $(seq 1 30); do curl -fsS -m 3 "http://$APP:8000/readyz" > /dev/null 2>&1 && break; sleep 1; done
+ssh_to "$APP" 'swiftmail tenant create e2e' > /dev/null
+KEY=$(ssh_to "$APP" 'swiftmail apikey create --tenant e2e --role admin' | tail -1)
+[ -n "$KEY" ] || { echo "no API key printed" >&2; exit 1; }
+OUT=$(python3 "$HERE/campaign.py" "http://$APP:8000" "$KEY" "$RECIPIENTS" "$DOMAIN" \
+    "$RUN/sink-deliveries.log" 180) || { echo "$OUT"; exit 1; }
+echo "$OUT"
+result campaign "$OUT"
+echo "$OUT" | grep -q "\"$RELAY\"" || { echo "the sink did not get the mail from the relay host" >&2; exit 1; }
+
+phase firewall
+# The API port: open to the controller (a cluster member), closed to the sink.
+curl -fsS -m 5 -o /dev/null "http://$APP:8000/healthz"
+closed_from sink "$APP" 8000 || { echo "the API port answers the sink" >&2; exit 1; }
+# The relay's intake: closed to the sink; 25 (served to the world) is open to it.
+closed_from sink "$RELAY" 2526 || { echo "the relay intake answers the sink" >&2; exit 1; }
+result firewall '"api and intake closed to a non-member"'
