@@ -4,12 +4,12 @@
 # Targets (systemd-nspawn --boot of a debootstrapped Debian 12, each in its own
 # network namespace on the bridge swabr0, reached over SSH by ansible-playbook
 # on this machine):
-#   db     10.78.13.11  PostgreSQL and Redis (Debian's packages)
+#   db     10.78.13.11  PostgreSQL (with pgBackRest) and Redis, installed by the role
 #   app    10.78.13.12  API, worker, tracking drainer; runs the migrations
 #   relay  10.78.13.13  the relay (intake on its private address)
 #   sink   10.78.13.14  not a machine: a namespace running tests/cluster/sink_host.py
 #                       (SMTP on 25, the DNS server whose MX names it)
-# Checked: the split install twice (the second run changed=0), a campaign from
+# Checked: the split install (site.yml: PostgreSQL, Redis, then SwiftMail host by host) twice (the second run changed=0), a campaign from
 # the API through the worker and the relay on other hosts to the sink, and the
 # firewall (the API port answers the controller, a cluster member, and stays
 # closed to the sink).
@@ -22,14 +22,14 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-REPO=$(cd "$HERE/../../../.." && pwd)
+REPO=${SWA_REPO:-$(cd "$HERE/../../../.." && pwd)}
 CACHE=${SWA_CACHE:-/var/tmp/swa-e2e}
 RUN=$CACHE/run.$$
 VENV=${SWA_VENV:-$REPO/.venv}
 RECIPIENTS=${SWA_RECIPIENTS:-20}
 DOMAIN=split-e2e.test
-DB_PASSWORD=e2e-db-$$
-REDIS_PASSWORD=e2e-redis-$$
+DB_PASSWORD=e2e-postgres-password-$$
+REDIS_PASSWORD=e2e-redis-password-$$
 
 # shellcheck source=targets.sh
 . "$HERE/targets.sh"
@@ -60,14 +60,24 @@ on_exit() {
     set +e
     [ "$status" = 0 ] || failed="\"$PHASE\""
     phase cleanup
-    [ -n "$SINK_PID" ] && kill "$SINK_PID" 2>/dev/null
-    stop_targets
     if [ "$status" != 0 ]; then
+        local name
+        for name in "${!TARGET_PID[@]}"; do
+            ssh_to "$(awk -v n="$name" '$2 == n {print $1}' "$RUN/$name/etc/hosts")" \
+                "journalctl --no-pager -n 300 -u 'swiftmail-*' -u postgresql@15-main -u redis-server" \
+                > "$RUN/$name.journal.log" 2>&1
+        done
         rm -rf "$CACHE/last-failed"
         mkdir -p "$CACHE/last-failed"
         find "$RUN" -maxdepth 1 -name '*.log' -exec cp {} "$CACHE/last-failed/" \; 2>/dev/null || true
         echo "logs of this run: $CACHE/last-failed" >&2
+        if [ -n "${SWA_KEEP:-}" ]; then
+            echo "SWA_KEEP: machines left running (ssh -i $RUN/id_ed25519 root@$NET.1x)" >&2
+            exit "$status"
+        fi
     fi
+    [ -n "$SINK_PID" ] && kill "$SINK_PID" 2>/dev/null
+    stop_targets
     rm -rf "$RUN"
     phase done
     printf '{"test": "ansible-split", "passed": %s, "failed_phase": %s, %s"seconds": {%s}}\n' \
@@ -113,27 +123,14 @@ prepare_wheels() {
     fi
 }
 
-# PostgreSQL and Redis on the db host from Debian's packages, reachable from
-# the bridge only with passwords. (Done here until the role installs them.)
-provision_db() {
-    ssh_to "$DB" bash -s > "$RUN/db.log" 2>&1 <<EOF
-set -e
-export DEBIAN_FRONTEND=noninteractive
-apt-get -qq update
-apt-get -qq install -y --no-install-recommends postgresql redis-server
-pg_conftool 15 main set listen_addresses '*'
-echo "host all all $NET.0/24 scram-sha-256" >> /etc/postgresql/15/main/pg_hba.conf
-systemctl restart postgresql@15-main
-runuser -u postgres -- psql -qc "ALTER ROLE postgres PASSWORD '$DB_PASSWORD'"
-sed -i 's/^bind .*/bind 127.0.0.1 $DB/; s/^# *requirepass .*/requirepass $REDIS_PASSWORD/' /etc/redis/redis.conf
-systemctl restart redis-server
-EOF
-}
-
 write_inventory() {
     mkdir -p "$RUN/inventory/group_vars"
     local common="ansible_user=root ansible_python_interpreter=/usr/bin/python3"
     cat > "$RUN/inventory/hosts" <<EOF
+[swiftmail_postgres]
+db ansible_host=$DB $common
+[swiftmail_redis]
+db
 [swiftmail_api]
 app ansible_host=$APP $common
 [swiftmail_worker]
@@ -150,14 +147,16 @@ swiftmail_worker
 swiftmail_tracking
 swiftmail_relay
 EOF
-    cat > "$RUN/inventory/group_vars/swiftmail.yml" <<EOF
+    cat > "$RUN/inventory/group_vars/all.yml" <<EOF
 ansible_ssh_private_key_file: $RUN/id_ed25519
 ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR
 swiftmail_install_source: wheel
 swiftmail_wheel_path: $WHEEL
 swiftmail_pip_extra_args: --no-index --find-links /srv/wheels
 swiftmail_database_url: postgresql://$DB:5432/swiftmail
+swiftmail_postgres_superuser_password: $DB_PASSWORD
 swiftmail_database_admin_url: postgresql://postgres:$DB_PASSWORD@$DB:5432/postgres
+swiftmail_redis_password: $REDIS_PASSWORD
 swiftmail_redis_url: redis://:$REDIS_PASSWORD@$DB:6379/0
 swiftmail_secret_key: e2e-secret-key-$$-0123456789abcdefghijklmnopqrstuvwxyz
 swiftmail_db_owner_password: owner-$$
@@ -180,7 +179,7 @@ swiftmail_relay_settings:
   ip_pools: {own: [own]}
 swiftmail_firewall_enabled: true
 # The controller (ansible, the campaign's API calls) and the SwiftMail hosts;
-# the sink is "the world".
+# the sink is "the world" (PostgreSQL and Redis on db are cluster ports too).
 swiftmail_firewall_admin_networks: [$NET.1/32]
 swiftmail_firewall_cluster_networks: [$NET.1/32, $APP/32, $RELAY/32]
 EOF
@@ -237,8 +236,6 @@ SINK_PID=$!
 for _ in $(seq 1 30); do grep -q dns_port "$RUN/sink.log" && break; sleep 0.5; done
 DNS_PORT=$(grep -o '"dns_port": [0-9]*' "$RUN/sink.log" | grep -o '[0-9]*$')
 
-phase database-host
-provision_db
 write_inventory
 
 phase install-1
@@ -266,4 +263,27 @@ curl -fsS -m 5 -o /dev/null "http://$APP:8000/healthz"
 closed_from sink "$APP" 8000 || { echo "the API port answers the sink" >&2; exit 1; }
 # The relay's intake: closed to the sink; 25 (served to the world) is open to it.
 closed_from sink "$RELAY" 2526 || { echo "the relay intake answers the sink" >&2; exit 1; }
-result firewall '"api and intake closed to a non-member"'
+closed_from sink "$DB" 5432 || { echo "PostgreSQL answers the sink" >&2; exit 1; }
+closed_from sink "$DB" 6379 || { echo "Redis answers the sink" >&2; exit 1; }
+result firewall '"API, intake, PostgreSQL and Redis closed to a non-member"'
+
+phase upgrade
+# A second wheel with one more migration, rolled out host by host (site.yml:
+# the migration host first, alone, then the others).
+WHEEL2=$(ls "$RUN"/dist2/swiftmail-*.whl)
+sed -i "s|^swiftmail_wheel_path: .*|swiftmail_wheel_path: $WHEEL2|" "$RUN/inventory/group_vars/all.yml"
+play upgrade
+for address in "$APP" "$RELAY"; do
+    version=$(ssh_to "$address" 'swiftmail --version')
+    case "$version" in *0.1.1*) ;; *) echo "$address still runs $version" >&2; exit 1 ;; esac
+done
+marker=$(ssh_to "$DB" "cd / && runuser -u postgres -- psql -d swiftmail -Atc \"SELECT to_regclass('e2e_upgrade_marker')\"")
+[ "$marker" = e2e_upgrade_marker ] || { echo "the upgrade's migration was not applied" >&2; exit 1; }
+# The migration host's batch came first: its install ran before the relay's.
+order=$(grep -A3 'TASK \[swiftmail : Install SwiftMail\]' "$RUN/upgrade.log" | grep -o '^changed: \[[a-z]*\]' | tr -d '\n')
+[ "$order" = "changed: [app]changed: [relay]" ] || { echo "upgrade order: $order" >&2; exit 1; }
+OUT=$(python3 "$HERE/campaign.py" "http://$APP:8000" "$KEY" "$RECIPIENTS" "$DOMAIN" \
+    "$RUN/sink-deliveries.log" 180) || { echo "$OUT"; exit 1; }
+echo "$OUT"
+result campaign_after_upgrade "$OUT"
+

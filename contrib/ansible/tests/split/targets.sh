@@ -13,14 +13,14 @@ BRIDGE=swabr0                     # in the root namespace: the controller is $NE
 PREFIX=swae-                      # network namespaces and host-side veth ends
 BASE_PACKAGES=systemd,netbase,systemd-sysv,dbus,openssh-server,sudo,python3,python3-venv,python3-packaging,python3-apt,ca-certificates,iproute2,nftables,netcat-openbsd,curl
 # What the role installs from Debian on some host (downloaded once into debs/).
-REPO_PACKAGES="postgresql redis-server haproxy pgbackrest python3-psycopg2 acl"
+REPO_PACKAGES="postgresql postgresql-client redis-server haproxy openssl pgbackrest python3-psycopg2 acl"
 MIRROR=${SWA_MIRROR:-http://deb.debian.org/debian}
 
 declare -A TARGET_PID=()
-# The cache follows the package lists: a changed list builds a new tree.
-CACHE_KEY=$(echo "$BASE_PACKAGES $REPO_PACKAGES" | sha256sum | cut -c1-10)
+# The cache follows the package lists: a changed list builds a new tree or repository.
+CACHE_KEY=$(echo "$BASE_PACKAGES" | sha256sum | cut -c1-10)
 BASE=$CACHE/base-$CACHE_KEY
-DEBS=$CACHE/debs-$CACHE_KEY
+DEBS=$CACHE/debs-$(echo "$BASE_PACKAGES $REPO_PACKAGES" | sha256sum | cut -c1-10)
 
 # The cached Debian tree and flat repository; built once (minutes), reused after.
 prepare_base() {
@@ -115,6 +115,8 @@ start_target() {
     local _
     for _ in $(seq 1 90); do
         if ssh_to "$address" true 2>/dev/null; then
+            # Package lists, as a freshly installed host has them (from the local repository).
+            ssh_to "$address" apt-get -qq update
             return 0
         fi
         kill -0 "${TARGET_PID[$name]}" 2>/dev/null || break
