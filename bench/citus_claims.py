@@ -90,7 +90,8 @@ def _measure(env: dict[str, str], tenants: int, per_tenant: int, batch: int) -> 
         started = time.perf_counter()
         while True:
             before = time.perf_counter()
-            claimed = outbox.claim_batch("bench", limit=batch)
+            # A fresh lease owner per batch, as the sending worker uses.
+            claimed = outbox.claim_batch(f"bench-{secrets.token_hex(6)}", limit=batch)
             claimed_time += time.perf_counter() - before
             if not claimed:
                 break
