@@ -313,6 +313,17 @@ def write_settings(tmp_path: Path, variables: dict[str, Any]) -> Path:
     return path
 
 
+def test_relay_tables_are_written_as_toml_tables(tmp_path: Path) -> None:
+    # IP pools, source addresses and site policies are tables: they were written as the
+    # lists of their keys, and the relay refused to start ("'ip_pools' must be a table").
+    tables = {"source_addresses": {"own": "10.0.0.21"}, "ip_pools": {"own": ["own"]},
+              "policies": {"default": {"max_connections": 3}}}
+    path = write_settings(tmp_path, SAMPLE | {"swiftmail_relay_settings": {
+        **SAMPLE["swiftmail_relay_settings"], **tables, "default_pool": "own"}})
+    relay = tomllib.loads(path.read_text())["plugins"]["relay"]
+    assert {name: relay[name] for name in tables} == tables
+
+
 def test_settings_template_renders_settings_swiftmail_accepts(tmp_path: Path) -> None:
     path = write_settings(tmp_path, SAMPLE)
     data = tomllib.loads(path.read_text())
