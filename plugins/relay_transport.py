@@ -127,9 +127,9 @@ class RelayNetworkTransport:
         A message with ``resend_to`` (an earlier attempt's answer was lost
         there) goes to that relay only (or where ``moved_relays`` says its
         spool went); the relay drops it if it has it already. Raises
-        ServiceUnavailableError when no relay took any of the others and
-        nothing else was sent (the worker counts the failure and pauses the
-        campaign after several).
+        ServiceUnavailableError when no relay took any of the others and no
+        resend went out either (the worker counts the failure and pauses the
+        campaign after several; a resend's row keeps its relay).
         """
         pinned: dict[str, list[OutboundMessage]] = {}
         fresh: list[OutboundMessage] = []
@@ -146,8 +146,8 @@ class RelayNetworkTransport:
             try:
                 results.extend(self._send_batch(fresh))
             except Exception as ex:
-                if not results:
-                    raise
+                if all(result.outcome is Outcome.DEFERRED for result in results):
+                    raise  # no relay took anything: a failed batch (pinned rows keep their relay)
                 results.extend(SendResult(m.ledger_id, Outcome.DEFERRED,
                                           reason=f"relay hand-off failed: {ex}") for m in fresh)
         return results

@@ -137,3 +137,30 @@ def test_resends_follow_a_spool_moved_by_reinject(settings, runtime, tenant_a,
             "moved_relays": {proxy.address: live.address}})
         assert len(list(live.spool.scan())) == 6  # each row once
     assert ledger_counts(tenant_a.id, campaign_id) == {"accepted": 6}
+
+
+def test_a_batch_no_relay_took_counts_as_failed_even_with_resends_in_it(
+        settings, runtime, tenant_a) -> None:  # type: ignore[no-untyped-def]
+    # Regression: when a batch carried resends pinned to a relay, a failure of every relay
+    # for the rest of the batch was swallowed and counted as a success, so campaigns were
+    # never paused while all relays were down (their fresh rows used up their attempts).
+    from swiftmail_core.sending import lifecycle
+    from tests.plugins.test_relay_network import _closed_port
+
+    campaign_id = _campaign(tenant_a.id, 4, start=300)
+    down = [_closed_port(), _closed_port()]
+    configured = dataclasses.replace(settings, send_pause_after_failures=1,
+                                     plugins={"relay_transport": {"relays": down}})
+    plugins = PluginManager.load(configured)
+    lifecycle.schedule_campaign(tenant_a.id, campaign_id)
+    sweeper.tick(configured, plugins)
+    park_other_tenants_work(tenant_a.id)
+    with system_tx() as database:  # two rows wait for a resend to the first (down) relay
+        database.execute_sql(
+            "UPDATE messages SET resend_to = %s WHERE tenant_id = %s AND id IN (SELECT id "
+            "FROM messages WHERE tenant_id = %s AND campaign_id = %s ORDER BY id LIMIT 2)",
+            (relay_url(down[0]), str(tenant_a.id), str(tenant_a.id), str(campaign_id)))
+    SendingWorker(configured, plugins).drain(30)
+    plugins.transport("relay").close()
+    assert ledger_counts(tenant_a.id, campaign_id) == {"held": 4}
+    assert _resend_targets(tenant_a.id, campaign_id) == {relay_url(down[0]), None}
