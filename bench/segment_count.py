@@ -8,12 +8,17 @@ as the app role inside ``tenant_tx`` like the API:
 * floor: ``SELECT count(*)`` of the tenant's contacts (the cheapest full count);
 * attribute: the segment ``plan = pro``;
 * attribute_and_engagement: ``plan = pro`` and opened in the last 30 days;
-* preview: the first page (20) of the second segment, as ``/contacts`` serves it.
+* preview: the first page (20) of the second segment, as ``/contacts`` serves it;
+* resolve: a campaign targeting the second segment resolved into the ledger
+  (``sending.audience.resolve_audience``, every ledger index), against its floor:
+  the same compiled condition written by one ``CREATE TEMP TABLE ... AS SELECT``
+  in the same run (target: under 30 s at 1,000,000 contacts).
 
 Prints ONE JSON line with medians and ratios to the floor; exits non-zero when
 a count is not what the data says. ``--smoke`` runs 10,000 contacts.
 
-    .venv/bin/python bench/segment_count.py [--contacts 1000000] [--repeat 5] [--smoke]
+    .venv/bin/python bench/segment_count.py [--contacts 1000000] [--repeat 5]
+        [--resolve-repeat 3] [--smoke]
 """
 
 from __future__ import annotations
@@ -67,6 +72,40 @@ def expected_counts(contacts: int) -> tuple[int, int]:
     return pro, recent
 
 
+def segment_campaign(tenant_id: uuid.UUID) -> str:
+    """Create a saved segment (BOTH) and a sending campaign targeting only it; return its id."""
+    import json
+
+    from swiftmail_core.db import tenant_tx
+
+    segment_id, campaign_id = str(uuid.uuid4()), str(uuid.uuid4())
+    with tenant_tx(tenant_id) as database:
+        database.execute_sql(
+            "INSERT INTO segments (tenant_id, id, name, definition) VALUES (%s, %s, %s, %s)",
+            (str(tenant_id), segment_id, f"pro-recent-{segment_id[:8]}", json.dumps(BOTH)))
+        database.execute_sql(
+            "INSERT INTO campaigns (tenant_id, id, name, subject, html, from_email, list_ids, "
+            "segment_ids, status) VALUES (%s, %s, 'Bench', 'Hi', '<p>x</p>', 'a@b.example', "
+            "'{}'::uuid[], ARRAY[%s]::uuid[], 'sending')",
+            (str(tenant_id), campaign_id, segment_id))
+    return campaign_id
+
+
+def resolve_floor(tenant_id: uuid.UUID) -> tuple[float, int]:
+    """Time the segment's compiled condition written into a temp table (no ledger indexes)."""
+    from swiftmail_core.db import tenant_tx
+    from swiftmail_core.segments.compiler import compile_segment
+    from swiftmail_core.segments.definition import parse_definition
+
+    compiled = compile_segment(tenant_id, parse_definition(BOTH))
+    with tenant_tx(tenant_id) as database:
+        seconds, cursor = timed(lambda: database.execute_sql(
+            "CREATE TEMP TABLE segment_floor ON COMMIT DROP AS SELECT c.id, c.email "
+            f"FROM contacts c WHERE c.tenant_id = %s AND c.status = 'active' AND ({compiled.sql})",
+            (str(tenant_id), *compiled.params)))
+        return seconds, int(cursor.rowcount)
+
+
 def measure(args: argparse.Namespace) -> Mapping[str, Any]:
     """Set up, measure, tear down; return the figures (Unfinished when a count is wrong)."""
     with scratch_install() as env:
@@ -103,11 +142,22 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
                 seconds, result = timed(in_tenant(function))
                 measures[name].append(seconds)
                 results[name] = result
+        from swiftmail_core.sending.audience import resolve_audience
+
+        resolves: dict[str, list[float]] = {"resolve_floor": [], "resolve": []}
+        for _ in range(args.resolve_repeat):
+            seconds, results["resolve_floor"] = resolve_floor(tenant.id)
+            resolves["resolve_floor"].append(seconds)
+            campaign_id = segment_campaign(tenant.id)
+            seconds, results["resolve"] = timed(lambda c=campaign_id: resolve_audience(tenant.id, c))
+            resolves["resolve"].append(seconds)
         runtime.close()
     pro, recent = expected_counts(args.contacts)
     complete = (results["floor"] == args.contacts and results["attribute"] == pro
                 and results["attribute_and_engagement"] == recent
-                and results["preview"] == min(20, recent))
+                and results["preview"] == min(20, recent)
+                and results.get("resolve", recent) == recent
+                and results.get("resolve_floor", recent) == recent)
     if not complete:
         raise Unfinished(f"wrong counts {results}: expected {args.contacts} contacts, "
                          f"{pro} pro, {recent} pro and recent")
@@ -120,15 +170,23 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
         **{f"{name}_ms": round(value * 1000, 1) for name, value in medians.items()},
         **{f"{name}_vs_floor": round(value / medians["floor"], 2)
            for name, value in medians.items() if name != "floor"},
+        **({"resolve_s": round(median(resolves["resolve"], 4), 2),
+            "resolve_floor_s": round(median(resolves["resolve_floor"], 4), 2),
+            "resolve_vs_floor": round(median(resolves["resolve"], 6)
+                                      / median(resolves["resolve_floor"], 6), 2),
+            "resolve_target_s": 30, "resolve_repeat": args.resolve_repeat}
+           if args.resolve_repeat else {}),
         "setup_s": round(setup_seconds, 1),
     }
 
 
 def parser() -> argparse.ArgumentParser:
     """Return the benchmark's arguments, ``--smoke`` included."""
-    options = arguments(__doc__, smoke={"contacts": 10_000, "repeat": 2})
+    options = arguments(__doc__, smoke={"contacts": 10_000, "repeat": 2, "resolve_repeat": 1})
     options.add_argument("--contacts", type=int, default=1_000_000)
     options.add_argument("--repeat", type=int, default=5)
+    options.add_argument("--resolve-repeat", type=int, default=3,
+                         help="Campaigns resolved from the segment (0: skip).")
     return options
 
 
