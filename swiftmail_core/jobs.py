@@ -306,17 +306,23 @@ def _claim_tenant(tenant: str, limit: int, owner: str) -> tuple[list[tuple[Any, 
             "AND attempts >= %s",
             (tenant, MAX_ATTEMPTS),
         )
+        # NOTE: two statements, the rows locked by the first: an UPDATE ... WHERE id IN
+        # (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED) may re-run its subquery and lease
+        # more than n rows (seen: 2-3 for a limit of 1; the extra ones sat "running").
+        picked = [row[0] for row in system.execute_sql(
+            "SELECT id FROM jobs WHERE tenant_id = %s"
+            " AND (status = 'queued' OR (status = 'running' AND lease_expires_at < now()))"
+            " ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED",
+            (tenant, limit),
+        ).fetchall()]
         rows = system.execute_sql(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = %s, "
             "lease_expires_at = now() + make_interval(secs => %s), "
             "started_at = coalesce(started_at, %s) "
-            "WHERE tenant_id = %s AND id IN ("
-            " SELECT id FROM jobs WHERE tenant_id = %s"
-            " AND (status = 'queued' OR (status = 'running' AND lease_expires_at < now()))"
-            " ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED) "
+            "WHERE tenant_id = %s AND id = ANY (%s::uuid[]) "
             "RETURNING tenant_id, id",
-            (owner, LEASE_SECONDS, now, tenant, tenant, limit),
-        ).fetchall()
+            (owner, LEASE_SECONDS, now, tenant, [str(job) for job in picked]),
+        ).fetchall() if picked else []
         more = len(rows) == limit
         if not more:
             JOBS.settle_within(system, tenant)
