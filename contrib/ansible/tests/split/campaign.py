@@ -5,7 +5,7 @@ Usage: python3 campaign.py API_URL API_KEY RECIPIENTS DOMAIN SINK_LOG [SECONDS]
 Creates a list, RECIPIENTS contacts ``e2e-<run>-<n>@DOMAIN`` subscribed to it
 and a campaign to the list, schedules it now, then waits (at most SECONDS,
 default 180) until SINK_LOG (one ``<time> <client> <recipient>`` line per
-accepted recipient, as tests/cluster/sink_host.py writes it) names every
+accepted recipient, further fields ignored, as tests/cluster/sink_host.py writes it) names every
 recipient. Prints one JSON line: recipients, delivered, seconds, the sending
 clients seen; exits 1 when not every recipient arrived in time. Standard
 library only: it runs with any python3.
@@ -40,7 +40,7 @@ def seen(log: Path) -> dict[str, str]:
     if not log.exists():
         return {}
     rows = (line.split() for line in log.read_text().splitlines())
-    return {row[2]: row[1] for row in rows if len(row) == 3}
+    return {row[2]: row[1] for row in rows if len(row) >= 3}
 
 
 def main(api: str, key: str, count: int, domain: str, log: Path, seconds: float) -> None:
