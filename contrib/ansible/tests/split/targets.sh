@@ -65,6 +65,11 @@ remove_leftovers() {
         kill -9 $(ip netns pids "$ns") 2>/dev/null || true
         ip netns del "$ns" 2>/dev/null || true
     done
+    # A deleted namespace's veth end can outlive it for a while: remove it now.
+    local link
+    for link in $(ip -o link show | awk -F': ' -v p="$PREFIX" 'index($2, p) == 1 {sub(/@.*/, "", $2); print $2}'); do
+        ip link del "$link" 2>/dev/null || true
+    done
     ip link del "$BRIDGE" 2>/dev/null || true
 }
 
