@@ -50,8 +50,15 @@ def test_relay_run_listens_and_stops(test_environ, targets, tmp_path, run_id) ->
         code, _ = client.mail("spammer@evil.example")
         assert code == 530  # never an open relay
         client.quit()
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as page:
-            text = page.read().decode()
+        while True:  # the metrics listener may come up just after the SMTP one
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                            timeout=5) as page:
+                    text = page.read().decode()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "relay metrics did not listen"
+                time.sleep(0.1)
         assert "swiftmail_relay_deliveries_total" in text
     finally:
         process.send_signal(signal.SIGTERM)
