@@ -1,4 +1,4 @@
-"""Benchmark: tracking hits (open pixel, click redirect) under gunicorn, via wrk.
+"""Benchmark: tracking hits (open pixel, click redirect) at saturation and at a fixed rate.
 
 Creates a scratch SwiftMail database on the local PostgreSQL (the ``init``
 path; dropped at the end), a tenant, a campaign with 1,000 ledger rows and a
@@ -7,9 +7,11 @@ link, and signed open and click tokens for them. Then, on loopback:
 * ``nginx``: a static 1x1 GIF, the ceiling (its own process, 2 workers);
 * ``bare``: a Falcon handler returning the GIF under the same gunicorn
   settings (no token check, no Redis): what the framework itself costs;
-* ``pixel`` and ``click``: ``swiftmail_web.public.wsgi:app`` (token HMAC check,
-  one ``XADD`` per hit, link lookup cached per process for clicks),
-  while ``swiftmail tracking drain`` stores the hits as events.
+* ``pixel`` and ``click``: ``swiftmail tracking serve`` (uvicorn, the ASGI hot
+  path as shipped: token HMAC check, batched ``XADD``s, link lookup cached per
+  process for clicks; ``--server gunicorn``: the WSGI app
+  ``swiftmail_web.public.wsgi:app``), while ``swiftmail tracking drain``
+  (``nice -n 10`` as shipped, ``--drain-nice``) stores the hits as events.
 
 wrk (``--latency``, 50 connections, 2 threads) runs in another process on the
 same two cores: saturation figures. Then, at a FIXED offered rate (``--rate``
@@ -22,7 +24,7 @@ compares the events stored with the hits Redis acknowledged (``XADD``s, from
 ``XINFO STREAM``'s entries-added). Medians over ``--rounds``.
 
     .venv/bin/python bench/tracking_hits.py [--seconds 10] [--rounds 3]
-        [--workers 4] [--worker-class gthread] [--threads 2] [--rate 2000]
+        [--server uvicorn] [--workers 2] [--rate 2000] [--drain-nice 10]
 """
 
 from __future__ import annotations
@@ -251,10 +253,8 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
         processes.append(_gunicorn("bare_app:app", bare_port, env, args, str(workdir)))
         if args.server == "uvicorn":
             processes.append(subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--factory", "swiftmail_web.public.asgi:create_app",
-                 "--host", "127.0.0.1", "--port", str(app_port), "--workers", str(args.workers),
-                 "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-                 "--log-level", "warning", "--backlog", "2048"],
+                [str(Path(sys.executable).with_name("swiftmail")), "tracking", "serve",
+                 "--bind", f"127.0.0.1:{app_port}", "--workers", str(args.workers)],
                 env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         else:
@@ -370,9 +370,9 @@ def parser() -> argparse.ArgumentParser:
     options.add_argument("--workers", type=int, default=4)
     options.add_argument("--worker-class", default="gthread")
     options.add_argument("--threads", type=int, default=2)
-    options.add_argument("--server", choices=("gunicorn", "uvicorn"), default="gunicorn",
-                         help="gunicorn: the WSGI app; uvicorn: the ASGI hot path "
-                              "(swiftmail_web.public.asgi, batched XADDs).")
+    options.add_argument("--server", choices=("gunicorn", "uvicorn"), default="uvicorn",
+                         help="uvicorn: the hot path as shipped (`swiftmail tracking serve`: "
+                              "swiftmail_web.public.asgi, batched XADDs); gunicorn: the WSGI app.")
     options.add_argument("--drain", choices=("during", "after"), default="during",
                          help="Run the drainer during the load, or only after it (burst mode).")
     options.add_argument("--rate", type=float, default=2000,
@@ -380,8 +380,9 @@ def parser() -> argparse.ArgumentParser:
     options.add_argument("--rate-seconds", type=float, default=10)
     options.add_argument("--rate-connections", type=int, default=64,
                          help="Keep-alive connections the open-loop generator may use.")
-    options.add_argument("--drain-nice", type=int, default=0,
-                         help="Run the drainer under nice(1) with this increment.")
+    options.add_argument("--drain-nice", type=int, default=10,
+                         help="Run the drainer under nice(1) with this increment (10 as "
+                              "shipped; 0: same priority as the server).")
     return options
 
 

@@ -14,7 +14,15 @@ hourly series, links, domains, tenant 30-day summary), against the baseline
 measured in the same run: the same summary computed by ``COUNT(*) ... GROUP
 BY`` over the raw events (what rollups avoid).
 
+With ``--ingest-rate`` (default 2,000 hits/s, the tracking bar) the reads run
+while tracking ingests into the same campaign: ``swiftmail tracking serve``,
+the drainer as shipped (``nice -n 10``) and the open-loop generator offering
+opens and clicks on 1,000 ledger rows of the campaign (``bench/_tracking_ingest.py``);
+the hits' events and rollups are written while the analytics read them. The
+raw-count baseline runs after the ingest.
+
     .venv/bin/python bench/tracking_stats.py [--events 10000000] [--repeat 50]
+        [--ingest-rate 2000] [--ingest-seconds 120]
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from bench._common import (
     initialise_scratch,
     run,
 )
+from bench._tracking_ingest import Ingest
 
 EVENT_MIX = """
 CASE WHEN r < 0.18 THEN 'accepted' WHEN r < 0.36 THEN 'delivered' WHEN r < 0.40 THEN 'deferred'
@@ -98,8 +107,9 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
     database = f"swiftmail_bench_stats_{uuid.uuid4().hex[:8]}"
     env = environment(workdir, database)
     os.environ.update(env)
+    ingest: Ingest | None = None
     try:
-        from swiftmail_core import analytics
+        from swiftmail_core import analytics, tokens
         from swiftmail_core.db import app_db, system_tx, tenant_tx
         from swiftmail_core.runtime import ProcessKind, start
         from swiftmail_core.settings import load_settings
@@ -158,6 +168,11 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
                     return call()
             return run
 
+        if args.ingest_rate > 0:
+            ingest = Ingest(env, workdir, args.ingest_rate, args.ingest_seconds)
+            ingest.start(_ingest_paths(tenant.id, campaign, link_base, tokens))
+            time.sleep(3)  # the drainer is storing hits before the first read
+        reads_started = time.perf_counter()
         results = {
             "summary": _timed(inside(lambda: analytics.campaign_summary(campaign)), args.repeat),
             "timeseries_hour": _timed(
@@ -166,21 +181,43 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
             "domains": _timed(inside(lambda: analytics.campaign_domains(campaign)), args.repeat),
             "tenant_30_days": _timed(
                 inside(lambda: analytics.tenant_summary(start_at, end_at)), args.repeat),
-            "baseline_raw_count": _timed(inside(lambda: app_db.execute_sql(
-                RAW_SUMMARY, (str(campaign),)).fetchall()), args.baseline_repeat),
         }
+        reads_seconds = time.perf_counter() - reads_started
+        ingested: dict[str, Any] = {}
+        if ingest is not None:
+            if not ingest.running():
+                raise Unfinished(f"the reads took {reads_seconds:.0f} s, longer than the ingest "
+                                 f"(--ingest-seconds {args.ingest_seconds})")
+            ingested = ingest.finish()
+        results["baseline_raw_count"] = _timed(inside(lambda: app_db.execute_sql(
+            RAW_SUMMARY, (str(campaign),)).fetchall()), args.baseline_repeat)
         with tenant_tx(tenant.id):
             check = analytics.campaign_summary(campaign)
             raw = app_db.execute_sql("SELECT count(*) FROM events").fetchone()[0]
+            hit_events = app_db.execute_sql(
+                "SELECT count(*) FROM events WHERE source_key LIKE %s", ("hit:%",)).fetchone()[0]
         runtime.close()
-        if int(raw) != args.events:
-            raise Unfinished(f"{raw} events stored of {args.events}")
+        if int(raw) - int(hit_events) != args.events:
+            raise Unfinished(f"{int(raw) - int(hit_events)} events stored of {args.events}")
+        if ingested and int(hit_events) != ingested["hits_acknowledged"]:
+            raise Unfinished(f"{ingested['hits_acknowledged']} hits acknowledged, "
+                             f"{hit_events} events stored")
         summary: dict[str, Any] = {
-            "events": int(raw), "rollup_rows": int(rollup_rows),
+            "events": int(raw) - int(hit_events), "rollup_rows": int(rollup_rows),
             "load_seconds": round(load_seconds, 1), "rollup_build_seconds": round(rollup_seconds, 1),
             "repeat": args.repeat,
             "summary_delivered": check["delivered"],
+            "reads_seconds": round(reads_seconds, 1),
         }
+        if ingested:
+            summary["ingest"] = {
+                "offered_rate": args.ingest_rate,
+                "achieved_rate": ingested["achieved_rate"], "p50_ms": ingested["p50_ms"],
+                "p99_ms": ingested["p99_ms"], "failed": ingested["requests"] - ingested["ok"],
+                "hits_acknowledged": ingested["hits_acknowledged"],
+                "events_stored": int(hit_events),
+                "drain_tail_seconds": ingested["drain_tail_seconds"],
+            }
         for name, timing in results.items():
             for metric, value in timing.items():
                 summary[f"{name}_{metric}"] = value
@@ -188,6 +225,8 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
             results["baseline_raw_count"]["p50_ms"] / results["summary"]["p50_ms"], 1)
         return summary
     finally:
+        if ingest is not None:
+            ingest.close()
         from swiftmail_core import db
 
         db.disconnect()
@@ -195,12 +234,38 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _ingest_paths(tenant_id: uuid.UUID, campaign: uuid.UUID, first_link: int,
+                  tokens: Any) -> list[str]:
+    """Add 1,000 sent ledger rows to the campaign; return their pixel and click paths."""
+    from swiftmail_core.db import app_db, tenant_tx
+    from swiftmail_core.settings import load_settings
+
+    key = load_settings().secret_key
+    with tenant_tx(tenant_id):
+        ids = [row[0] for row in app_db.execute_sql(
+            "INSERT INTO messages (tenant_id, campaign_id, email, status, sent_at) "
+            "SELECT %s, %s, 'r' || n || '@example.com', 'delivered', now() - interval '1 hour' "
+            "FROM generate_series(1, 1000) n RETURNING id",
+            (str(tenant_id), str(campaign))).fetchall()]
+    paths = []
+    for n, message in enumerate(ids):
+        paths.append(f"/t/o/{tokens.make_open_token(key, tenant_id, message)}.gif")
+        link = first_link + n % 10
+        paths.append(f"/t/c/{tokens.make_click_token(key, tenant_id, link, message)}")
+    return paths
+
+
 def parser() -> argparse.ArgumentParser:
     """Return the benchmark's arguments, ``--smoke`` included."""
-    options = arguments(__doc__, smoke={"events": 20_000, "repeat": 3, "baseline_repeat": 1})
+    options = arguments(__doc__, smoke={"events": 20_000, "repeat": 3, "baseline_repeat": 1,
+                                        "ingest_rate": 50, "ingest_seconds": 10})
     options.add_argument("--events", type=int, default=10_000_000)
     options.add_argument("--repeat", type=int, default=50)
     options.add_argument("--baseline-repeat", type=int, default=3)
+    options.add_argument("--ingest-rate", type=float, default=2000,
+                         help="Tracking hits/s offered while the reads run; 0: no ingest.")
+    options.add_argument("--ingest-seconds", type=float, default=120,
+                         help="How long the ingest runs (longer than the reads).")
     return options
 
 

@@ -1,8 +1,9 @@
 """Built-in tracking plugin: public routes, the drainer and webhook commands.
 
 Registers the open pixel, click redirect and subscriber pages
-(``web.public``), the ``/v1`` analytics routes, ``swiftmail tracking drain``
-and ``swiftmail webhooks deliver``. Webhook deliveries are queued by
+(``web.public``), the ``/v1`` analytics routes, ``swiftmail tracking drain``,
+``swiftmail tracking serve`` (the hot path under uvicorn) and
+``swiftmail webhooks deliver``. Webhook deliveries are queued by
 ``record_events`` in the transaction that stores each event.
 """
 
@@ -102,6 +103,45 @@ def drain(state, consumer: str, batch_size: int, once: bool) -> None:
     click.echo(f"draining {config.stream} as {consumer} (pid {os.getpid()})", err=True)
     drainer.run(stop)
     click.echo("drainer stopped", err=True)
+
+
+@tracking_group.command("serve")
+@click.option("--bind", "-b", default="127.0.0.1:8001", show_default=True,
+              envvar="SWIFTMAIL_TRACKING_BIND",
+              help="Address and port (or unix:PATH) to listen on.")
+@click.option("--workers", "-w", type=click.IntRange(1, 64), default=None,
+              envvar="SWIFTMAIL_TRACKING_WORKERS", help="Worker processes [default: one per core].")
+@click.option("--graceful-timeout", type=click.IntRange(1, 600), default=20, show_default=True,
+              envvar="SWIFTMAIL_GRACEFUL_TIMEOUT",
+              help="Seconds requests in flight get to finish once the server stops.")
+@click.pass_obj
+def serve(state, bind: str, workers: int | None, graceful_timeout: int) -> None:
+    """Serve the open pixel and click redirect under uvicorn (the hot path).
+
+    Only /t/o/{token}.gif and /t/c/{token}; route /t/ here and everything
+    else to `swiftmail serve`. A hit is answered once it is in Redis; the
+    hits of concurrent requests share one round trip. The visitor's address
+    comes from the [plugins.tracking] trusted_hops / trusted_proxies
+    settings only (uvicorn's proxy-headers handling is off).
+
+    \b
+    Examples:
+      swiftmail tracking serve
+      swiftmail tracking serve --bind 0.0.0.0:8001 --workers 2
+    """
+    from swiftmail_web.public.asgi_server import default_workers
+    from swiftmail_web.public.asgi_server import serve as serve_hot_path
+
+    from swiftmail_core.db.schema_version import check_schema
+    from swiftmail_core.db.targets import database_targets
+
+    settings = state.settings
+    settings.require("secret_key")
+    # Before uvicorn: a schema mismatch is one line here, not a worker boot loop.
+    check_schema(database_targets(settings))
+    if state.config:
+        os.environ["SWIFTMAIL_CONFIG"] = str(state.config)  # each worker loads its settings
+    serve_hot_path(bind, workers or default_workers(), graceful_timeout)
 
 
 @click.group("webhooks")

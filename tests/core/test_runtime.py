@@ -168,8 +168,8 @@ def test_each_server_worker_starts_its_plugins(startups: Startups) -> None:
                        "--threads", "2")
     startups.spawn(sys.executable, "-m", "gunicorn", "--workers", "2", "--bind",
                    f"127.0.0.1:{_free_port()}", "swiftmail_web.public.wsgi:app")
-    startups.spawn(sys.executable, "-m", "uvicorn", "--factory", "--workers", "2", "--port",
-                   str(_free_port()), "swiftmail_web.public.asgi:create_app")
+    startups.swiftmail("tracking", "serve", "--bind", f"127.0.0.1:{_free_port()}",
+                       "--workers", "2")
     startups.wait_for(lambda records: all(
         len(_kinds(records).get(kind, ())) == 2 for kind in ("api", "public", "public-asgi")))
     startups.stop()
