@@ -32,7 +32,7 @@ from swiftmail_core.ab_tests.stats import variant_counts
 from swiftmail_core.ab_tests.variants import load_variants
 from swiftmail_core.db import system_tx, tenant_tx
 from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
-from swiftmail_core.sending import due_tenants
+from swiftmail_core.sending import due_tenants, state
 
 log = logging.getLogger(__name__)
 #: Waiting rows moved to the queue per transaction.
@@ -48,19 +48,6 @@ UPDATE campaigns SET ab_winner = %s, ab_decided_at = now(), ab_decided_by = %s,
 WHERE tenant_id = %s AND id = %s AND ab_metric IS NOT NULL AND ab_decided_at IS NULL
   AND status IN ('sending', 'paused') AND audience_resolved_at IS NOT NULL
 RETURNING status
-"""
-#: Released rows go now; with a local send time (docs/send-time.md) a row whose
-#: time has passed waits for the same wall-clock time on a later day.
-_RELEASE_SQL = """
-UPDATE messages SET variant = %s, status = %s, updated_at = now(),
-    next_attempt_at = CASE
-        WHEN NOT %s THEN now()
-        WHEN next_attempt_at >= now() THEN next_attempt_at
-        ELSE next_attempt_at
-             + ceil(extract(epoch FROM now() - next_attempt_at) / 86400) * interval '1 day' END
-WHERE tenant_id = %s AND id IN (
-    SELECT id FROM messages WHERE tenant_id = %s AND campaign_id = %s AND status = 'waiting'
-    ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
 """
 _DECIDED_SQL = """
 /* cross-tenant */ SELECT c.tenant_id, c.id FROM campaigns c
@@ -107,11 +94,11 @@ def _release(database: Any, tenant_id: uuid.UUID | str, campaign_id: uuid.UUID |
     (local,) = database.execute_sql(
         "SELECT local_send_time IS NOT NULL FROM campaigns WHERE tenant_id = %s AND id = %s",
         (str(tenant_id), str(campaign_id))).fetchone()
-    cursor = database.execute_sql(_RELEASE_SQL, (winner, status, local, str(tenant_id),
-                                                 str(tenant_id), str(campaign_id), limit))
-    if cursor.rowcount and status == "queued":
+    released = state.release_waiting(database, tenant_id, campaign_id, winner, status, local,
+                                     limit)
+    if released and status == "queued":
         due_tenants.mark_due(database, tenant_id)  # claims start from the due tenants
-    return int(cursor.rowcount)
+    return released
 
 
 def release_batch(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str,

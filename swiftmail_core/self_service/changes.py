@@ -11,6 +11,7 @@ from swiftmail_core.errors import NotFoundError
 from swiftmail_core.events import EventRecord, record_events
 from swiftmail_core.journeys.enrollment import enroll_subscribed, exit_contact
 from swiftmail_core.plugins import PluginManager
+from swiftmail_core.sending import state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,27 +86,13 @@ def _cancel_queued(tenant_id: uuid.UUID, contact_id: uuid.UUID, list_ids: list[s
     campaign's ``held`` ones join the queue later, and the claim checks the
     contact and suppressions, not one list's subscription.
     """
-    scope = ""
-    params: list[object] = [str(tenant_id), str(contact_id)]
-    if list_ids is not None:
-        scope = (" AND campaign_id IN (SELECT id FROM campaigns WHERE tenant_id = %s "
-                 "AND list_ids && %s::uuid[])")
-        params += [str(tenant_id), list_ids]
-    app_db.execute_sql(
-        "UPDATE messages SET status = 'cancelled', last_error = 'unsubscribed', "
-        "updated_at = now() WHERE tenant_id = %s AND contact_id = %s AND kind = 'campaign' "
-        "AND status IN ('queued', 'deferred', 'held', 'waiting')" + scope,
-        params,
-    )
+    state.cancel_unsubscribed(app_db, tenant_id, contact_id, "campaign", list_ids)
 
 
 def _leave_journeys(tenant_id: uuid.UUID, contact_id: uuid.UUID) -> None:
     """Take the contact out of every journey, with its journey mail not yet claimed."""
     exit_contact(app_db, tenant_id, contact_id, "unsubscribed")
-    app_db.execute_sql(
-        "UPDATE messages SET status = 'cancelled', last_error = 'unsubscribed', "
-        "updated_at = now() WHERE tenant_id = %s AND contact_id = %s AND kind = 'journey' "
-        "AND status IN ('queued', 'deferred')", (str(tenant_id), str(contact_id)))
+    state.cancel_unsubscribed(app_db, tenant_id, contact_id, "journey")
 
 
 def _last_campaign(tenant_id: uuid.UUID, contact_id: uuid.UUID) -> uuid.UUID | None:

@@ -15,13 +15,11 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from peewee import fn
-
 from swiftmail_core.ab_tests.variants import CONTENT_FIELDS, load_variants
-from swiftmail_core.db import app_db, tenant_tx
+from swiftmail_core.db import tenant_tx
 from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
 from swiftmail_core.models import Campaign, Message, utcnow
-from swiftmail_core.sending import due_tenants
+from swiftmail_core.sending import due_tenants, state
 from swiftmail_core.sending.links import register_links
 
 DRAFT, SCHEDULED, SENDING, PAUSED, SENT, CANCELLED = (
@@ -40,8 +38,6 @@ TRANSITIONS: Mapping[str, frozenset[str]] = {
 #: Ledger statuses that still have work ahead of them ('waiting': the rest of an
 #: A/B test's audience, until the winner is chosen).
 PENDING_STATUSES = ("queued", "sending", "deferred", "waiting")
-#: Ledger statuses "resend to failed" puts back in the queue.
-RESENDABLE_STATUSES = ("failed", "expired")
 MAX_TEST_RECIPIENTS = 10
 
 
@@ -135,42 +131,31 @@ def pause_campaign(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> 
     chosen while paused releases them as ``held``.
     """
     campaign_uuid = _as_uuid(campaign_id, "campaign_id")
-    with tenant_tx(tenant_id):
+    with tenant_tx(tenant_id) as database:
         campaign = _transition(campaign_uuid, (SENDING,), PAUSED)
-        _move_rows(campaign_uuid, ("queued", "deferred"), "held")
+        state.hold_campaign_rows(database, campaign.tenant_id, [campaign_uuid])
         return campaign_dict(campaign)
 
 
 def resume_campaign(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> dict[str, Any]:
     """Continue a paused campaign exactly where it stopped."""
     campaign_uuid = _as_uuid(campaign_id, "campaign_id")
-    with tenant_tx(tenant_id):
+    with tenant_tx(tenant_id) as database:
         campaign = _transition(campaign_uuid, (PAUSED,), SENDING, paused_reason=None,
                                transport_failures=0)
-        # NOTE: a row with a local send time still ahead keeps it (docs/send-time.md).
-        _move_rows(campaign_uuid, ("held",), "queued",
-                   next_attempt_at=fn.GREATEST(Message.next_attempt_at, utcnow()))
-        due_tenants.mark_due(app_db, campaign.tenant_id)
+        state.resume_campaign_rows(database, campaign.tenant_id, campaign_uuid)
+        due_tenants.mark_due(database, campaign.tenant_id)
         return campaign_dict(campaign)
-
-
-def _move_rows(campaign_id: uuid.UUID, from_statuses: tuple[str, ...], to: str,
-               **changes: Any) -> None:
-    """Move a campaign's ledger rows between the due set and out of it (in tenant_tx)."""
-    (Message.update(status=to, updated_at=utcnow(), **changes)
-     .where(Message.campaign_id == campaign_id, Message.status.in_(from_statuses))
-     .execute())
 
 
 def cancel_campaign(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> dict[str, Any]:
     """Cancel a campaign: queued, deferred, held and waiting rows become cancelled."""
     campaign_uuid = _as_uuid(campaign_id, "campaign_id")
-    with tenant_tx(tenant_id):
+    with tenant_tx(tenant_id) as database:
         campaign = _transition(
             campaign_uuid, (DRAFT, SCHEDULED, SENDING, PAUSED), CANCELLED, finished_at=utcnow()
         )
-        _move_rows(campaign_uuid, ("queued", "deferred", "held", "waiting"), "cancelled",
-                   lease_owner=None)
+        state.cancel_campaign_rows(database, campaign.tenant_id, campaign_uuid)
         return campaign_dict(campaign)
 
 
@@ -247,30 +232,17 @@ def resend_failed(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> i
     address became suppressed since are skipped again at claim time.
     """
     campaign_uuid = _as_uuid(campaign_id, "campaign_id")
-    with tenant_tx(tenant_id):
+    with tenant_tx(tenant_id) as database:
         campaign = _load(campaign_uuid)
         if campaign.status != SENT:
             raise ConflictError(
                 f"campaign {campaign_uuid} is {campaign.status}; resend to failed needs a sent campaign"
             )
-        count = (
-            Message.update(
-                status="queued", attempts=0, next_attempt_at=utcnow(), last_error=None,
-                lease_owner=None, lease_expires_at=None, updated_at=utcnow(),
-                # A fresh send: not pinned to the receiver of an old lost answer.
-                resend_to=None, resend_until=None,
-            )
-            .where(
-                Message.campaign_id == campaign_uuid,
-                Message.kind == "campaign",
-                Message.status.in_(RESENDABLE_STATUSES),
-            )
-            .execute()
-        )
+        count = state.requeue_failed_rows(database, campaign.tenant_id, campaign_uuid)
         if count:
             _transition(campaign_uuid, (SENT,), SENDING, finished_at=None)
-            due_tenants.mark_due(app_db, campaign.tenant_id)
-        return int(count)
+            due_tenants.mark_due(database, campaign.tenant_id)
+        return count
 
 
 def send_transactional(

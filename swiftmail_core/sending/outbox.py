@@ -43,8 +43,8 @@ from swiftmail_core.db import system_tx
 from swiftmail_core.db.conflicts import retry_on_conflict
 from swiftmail_core.db.failover import retry_after_failover
 from swiftmail_core.plugins import PluginManager
-from swiftmail_core.sending import due_tenants
-from swiftmail_core.sending.state import Report, apply_reports
+from swiftmail_core.sending import due_tenants, state
+from swiftmail_core.sending.state import Report, apply_reports, release_leases
 from swiftmail_core.transports import Outcome, SendResult
 
 MAX_BACKOFF = datetime.timedelta(hours=1)
@@ -197,19 +197,12 @@ def _claim_tenant(tenant: str, owner: str, limit: int,
             if status != "sending":
                 parked.setdefault(PARKED_STATUS.get(status, "cancelled"), []).append(int(i))
         for status, parked_ids in parked.items():
-            # NOTE: a row whose campaign stopped sending leaves the due set here, once,
-            # instead of being walked (and skipped) by every claim after this one.
-            database.execute_sql(
-                "UPDATE messages SET status = %s, updated_at = now() "
-                "WHERE tenant_id = %s AND id = ANY (%s::bigint[])", (status, tenant, parked_ids))
+            state.park_rows(database, tenant, status, parked_ids)
         candidates = [(i, is_suppressed) for i, is_suppressed, status in found
                       if status == "sending"]
         suppressed = [i for i, is_suppressed in candidates if is_suppressed]
         if suppressed:
-            database.execute_sql(
-                "UPDATE messages SET status = 'suppressed', "
-                "last_error = 'suppressed at send time', updated_at = now() "
-                "WHERE tenant_id = %s AND id = ANY (%s::bigint[])", (tenant, suppressed))
+            state.suppress_rows(database, tenant, suppressed)
         ids = [int(i) for i, is_suppressed in candidates if not is_suppressed]
         rows: list[Any] = []
         wait: float | None = None
@@ -222,14 +215,7 @@ def _claim_tenant(tenant: str, owner: str, limit: int,
                     "WHERE tenant_id = %s AND id = ANY (%s::bigint[])",
                     (budget_wait, tenant, ids[granted:]))
             if granted:
-                rows = database.execute_sql(
-                    "UPDATE messages SET status = 'sending', lease_owner = %s, "
-                    "lease_expires_at = now() + make_interval(secs => %s), "
-                    "attempts = attempts + 1, updated_at = now() "
-                    "WHERE tenant_id = %s AND id = ANY (%s::bigint[]) "
-                    "RETURNING id, tenant_id, campaign_id, contact_id, email, kind, "
-                    "transport, attempts, payload, variant, resend_to, resend_until",
-                    (owner, float(lease_seconds), tenant, ids[:granted])).fetchall()
+                rows = state.lease_rows(database, tenant, ids[:granted], owner, lease_seconds)
         if not more:
             due_tenants.settle_within(database, tenant, wait)
     return _claimed(rows, owner), more
@@ -395,16 +381,7 @@ def release(claimed: Sequence[ClaimedMessage], delay_seconds: float = 0,
             message.ledger_id)
     for (tenant, owner), ids in sorted(groups.items()):
         with system_tx() as database:
-            database.execute_sql(
-                "UPDATE messages SET status = %s, attempts = greatest(attempts - 1, 0), "
-                "next_attempt_at = now() + make_interval(secs => %s), "
-                "lease_expires_at = NULL, updated_at = now() "
-                "WHERE tenant_id = %s AND id = ANY (%s::bigint[]) AND lease_owner = %s "
-                "AND status = 'sending'",
-                (status, float(delay_seconds), tenant, ids, owner))
-            if status == "queued":
-                due_tenants.mark_due(database, tenant, _utcnow() + datetime.timedelta(
-                    seconds=float(delay_seconds)))
+            release_leases(database, tenant, owner, ids, delay_seconds, status)
 
 
 def to_json(value: Any) -> str:

@@ -19,6 +19,16 @@ States::
     queued / deferred <-> held (a paused campaign's rows, ``lifecycle``)
     waiting -> queued / held (an A/B test's decision: ``ab_tests.decision``) / cancelled
 
+Besides reports, callers move rows by name (``MOVES``): a campaign paused,
+resumed or cancelled (``lifecycle``, ``transport_failures``), a finished
+campaign's failed rows sent again, an unsubscribe cancelling unclaimed mail,
+an A/B test's waiting rows released, leased rows given back (``outbox``) or
+reclaimed after their lease expired (``sweeper``). Each move is one
+set-based UPDATE here, guarded by the statuses it may start from, and names
+the tenant (a single-shard query on Citus) except the sweeper's reclaim,
+which is cross-tenant on purpose. No other module writes ``messages.status``
+(``tests/core/sending/test_state_writer.py`` fails if one does).
+
 ``waiting`` rows (the rest of an A/B test's audience) are outside the due
 set and never reported on: nothing was sent. They leave it only by the
 test's one conditional decision, which also gives them the winner's variant.
@@ -332,3 +342,245 @@ def _uuid(value: Any) -> uuid.UUID | None:
     if value is None or isinstance(value, uuid.UUID):
         return value
     return uuid.UUID(str(value))
+
+
+# --- Named moves: rows a caller moves on purpose, not reports about a send ----------
+
+
+@dataclasses.dataclass(frozen=True)
+class Move:
+    """A named move of ledger rows: the statuses it starts from, those it may end in."""
+
+    start: frozenset[str]
+    end: frozenset[str]
+
+
+def _move(start: set[str], end: set[str]) -> Move:
+    return Move(frozenset(start), frozenset(end))
+
+
+_DUE = {"queued", "deferred"}
+_NOT_CLAIMED = {"queued", "deferred", "held", "waiting"}
+#: Every move a caller may make, by name (``lifecycle``, ``transport_failures``,
+#: ``self_service``, ``ab_tests.decision``, ``outbox``, ``sweeper``).
+MOVES: dict[str, Move] = {
+    # A paused campaign's due rows wait out of the due set (a person, or a failing transport).
+    "hold": _move(_DUE, {"held"}),
+    "resume": _move({"held"}, {"queued"}),
+    "cancel": _move(_NOT_CLAIMED, {"cancelled"}),
+    # A sent campaign's failed rows, sent afresh (bounced rows are not: suppressed).
+    "resend_failed": _move({"failed", "expired"}, {"queued"}),
+    # An unsubscribe ends the contact's mail not claimed yet.
+    "unsubscribe_campaign": _move(_NOT_CLAIMED, {"cancelled"}),
+    "unsubscribe_journey": _move(_DUE, {"cancelled"}),
+    # An A/B test's decision releases the rest of the audience (held while paused).
+    "release_waiting": _move({"waiting"}, {"queued", "held"}),
+    # A worker gives its leased rows back, attempt uncounted.
+    "release_lease": _move({"sending"}, {"queued", "held"}),
+    # The sweeper takes back rows whose lease expired.
+    "reclaim_lease": _move({"sending"}, {"queued", "held", "cancelled"}),
+    # The outbox claim (rows it locked): a stopped campaign's rows leave the due
+    # set, suppressed addresses end, the rest are leased to the claiming worker.
+    "park": _move(_DUE, {"held", "cancelled"}),
+    "suppress": _move(_DUE, {"suppressed"}),
+    "lease": _move(_DUE, {"sending"}),
+}
+
+
+def _from(name: str, column: str = "status") -> str:
+    """Return the SQL guard ``status IN (...)`` of move ``name`` (constants only)."""
+    listed = ", ".join(f"'{status}'" for status in sorted(MOVES[name].start))
+    return f"{column} IN ({listed})"
+
+
+def _to(name: str, status: str) -> str:
+    if status not in MOVES[name].end:
+        raise ValueError(f"move {name!r} cannot end rows as {status!r}")
+    return status
+
+
+def hold_campaign_rows(database: Any, tenant_id: uuid.UUID | str,
+                       campaign_ids: Sequence[uuid.UUID | str]) -> int:
+    """Move paused campaigns' due rows out of the due set as ``held``; return how many."""
+    cursor = database.execute_sql(
+        "UPDATE messages SET status = 'held', updated_at = now() "
+        f"WHERE tenant_id = %s AND campaign_id = ANY (%s::uuid[]) AND {_from('hold')}",
+        (str(tenant_id), [str(campaign) for campaign in campaign_ids]))
+    return int(cursor.rowcount)
+
+
+def resume_campaign_rows(database: Any, tenant_id: uuid.UUID | str,
+                         campaign_id: uuid.UUID | str) -> int:
+    """Queue a resumed campaign's held rows again; return how many.
+
+    A row with a local send time still ahead keeps it (docs/send-time.md).
+    """
+    cursor = database.execute_sql(
+        "UPDATE messages SET status = 'queued', "
+        "next_attempt_at = greatest(next_attempt_at, now()), updated_at = now() "
+        f"WHERE tenant_id = %s AND campaign_id = %s AND {_from('resume')}",
+        (str(tenant_id), str(campaign_id)))
+    return int(cursor.rowcount)
+
+
+def cancel_campaign_rows(database: Any, tenant_id: uuid.UUID | str,
+                         campaign_id: uuid.UUID | str) -> int:
+    """End a cancelled campaign's unclaimed rows (queued, deferred, held, waiting)."""
+    cursor = database.execute_sql(
+        "UPDATE messages SET status = 'cancelled', lease_owner = NULL, updated_at = now() "
+        f"WHERE tenant_id = %s AND campaign_id = %s AND {_from('cancel')}",
+        (str(tenant_id), str(campaign_id)))
+    return int(cursor.rowcount)
+
+
+def requeue_failed_rows(database: Any, tenant_id: uuid.UUID | str,
+                        campaign_id: uuid.UUID | str) -> int:
+    """Queue a campaign's failed and expired rows as fresh sends; return how many."""
+    cursor = database.execute_sql(
+        "UPDATE messages SET status = 'queued', attempts = 0, next_attempt_at = now(), "
+        "last_error = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = now(), "
+        # A fresh send: not pinned to the receiver of an old lost answer.
+        "resend_to = NULL, resend_until = NULL "
+        "WHERE tenant_id = %s AND campaign_id = %s AND kind = 'campaign' "
+        f"AND {_from('resend_failed')}",
+        (str(tenant_id), str(campaign_id)))
+    return int(cursor.rowcount)
+
+
+def cancel_unsubscribed(database: Any, tenant_id: uuid.UUID | str,
+                        contact_id: uuid.UUID | str, kind: str,
+                        list_ids: Sequence[str] | None = None) -> int:
+    """Cancel a contact's unclaimed ``campaign`` (of ``list_ids``, or all) or ``journey`` mail.
+
+    Campaign mail includes rows not due yet (an A/B test's ``waiting``, a
+    paused campaign's ``held``): the claim checks the contact and
+    suppressions, not one list's subscription.
+    """
+    if kind not in ("campaign", "journey"):
+        raise ValueError(f"no unsubscribe move for {kind!r} mail")
+    scope = ""
+    params: list[object] = [str(tenant_id), str(contact_id), kind]
+    if list_ids is not None:
+        scope = (" AND campaign_id IN (SELECT id FROM campaigns WHERE tenant_id = %s "
+                 "AND list_ids && %s::uuid[])")
+        params += [str(tenant_id), list(list_ids)]
+    cursor = database.execute_sql(
+        "UPDATE messages SET status = 'cancelled', last_error = 'unsubscribed', "
+        "updated_at = now() WHERE tenant_id = %s AND contact_id = %s AND kind = %s "
+        f"AND {_from('unsubscribe_' + kind)}" + scope, params)
+    return int(cursor.rowcount)
+
+
+#: Released rows go now; with a local send time (docs/send-time.md) a row whose
+#: time has passed waits for the same wall-clock time on a later day.
+_RELEASE_WAITING_SQL = f"""
+UPDATE messages SET variant = %s, status = %s, updated_at = now(),
+    next_attempt_at = CASE
+        WHEN NOT %s THEN now()
+        WHEN next_attempt_at >= now() THEN next_attempt_at
+        ELSE next_attempt_at
+             + ceil(extract(epoch FROM now() - next_attempt_at) / 86400) * interval '1 day' END
+WHERE tenant_id = %s AND id IN (
+    SELECT id FROM messages WHERE tenant_id = %s AND campaign_id = %s
+    AND {_from('release_waiting')}
+    ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
+"""
+
+
+def release_waiting(database: Any, tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str,
+                    variant: str, status: str, local_send_time: bool, limit: int) -> int:
+    """Give up to ``limit`` waiting rows ``variant`` and move them to ``status``; return how many.
+
+    ``status`` is ``queued``, or ``held`` while the campaign is paused.
+    """
+    cursor = database.execute_sql(_RELEASE_WAITING_SQL, (
+        variant, _to("release_waiting", status), local_send_time, str(tenant_id),
+        str(tenant_id), str(campaign_id), limit))
+    return int(cursor.rowcount)
+
+
+def release_leases(database: Any, tenant_id: uuid.UUID | str, lease_owner: str,
+                   ids: Sequence[int], delay_seconds: float, status: str) -> int:
+    """Give rows leased to ``lease_owner`` back as ``status``, attempt uncounted; return how many.
+
+    ``queued`` rows are due after ``delay_seconds`` (the tenant's hint says so);
+    ``held`` ones wait for their paused campaign to resume.
+    """
+    cursor = database.execute_sql(
+        "UPDATE messages SET status = %s, attempts = greatest(attempts - 1, 0), "
+        "next_attempt_at = now() + make_interval(secs => %s), "
+        "lease_expires_at = NULL, updated_at = now() "
+        "WHERE tenant_id = %s AND id = ANY (%s::bigint[]) AND lease_owner = %s "
+        f"AND {_from('release_lease')}",
+        (_to("release_lease", status), float(delay_seconds), str(tenant_id), list(ids),
+         lease_owner))
+    if status == "queued":
+        due_tenants.mark_due(database, str(tenant_id), utcnow() + datetime.timedelta(
+            seconds=float(delay_seconds)))
+    return int(cursor.rowcount)
+
+
+def reclaim_expired_leases(database: Any) -> list[tuple[str, str]]:
+    """Take back every row whose lease expired; return (tenant_id, new status) of each.
+
+    Cross-tenant machinery (the sweeper). ``lease_owner`` is kept, so a slow
+    worker's late answer still lands unless another worker has claimed the
+    row since. A row of a campaign paused meanwhile waits as ``held``; one of
+    a cancelled campaign ends ``cancelled``; the rest are queued now.
+    """
+    rows = database.execute_sql(
+        # NOTE: a searched CASE: Citus 13.2 deparses a simple one (CASE x WHEN ...)
+        # inside a pushed-down subquery wrongly ("operator does not exist").
+        "/* cross-tenant */ UPDATE messages m SET status = coalesce((SELECT CASE "
+        "  WHEN c.status = 'paused' THEN 'held' WHEN c.status = 'cancelled' THEN 'cancelled' "
+        "  END FROM campaigns c WHERE c.tenant_id = m.tenant_id AND c.id = m.campaign_id), "
+        "  'queued'), "
+        "lease_expires_at = NULL, next_attempt_at = now(), updated_at = now() "
+        f"WHERE {_from('reclaim_lease', 'm.status')} AND m.lease_expires_at < now() "
+        "RETURNING m.tenant_id::text, m.status"
+    ).fetchall()
+    for tenant in sorted({tenant for tenant, status in rows if status == "queued"}):
+        due_tenants.mark_due(database, tenant)
+    return [(tenant, status) for tenant, status in rows]
+
+
+def park_rows(database: Any, tenant_id: uuid.UUID | str, status: str,
+              ids: Sequence[int]) -> None:
+    """Take claimed rows of a campaign that stopped sending out of the due set.
+
+    ``held`` while it is paused, ``cancelled`` otherwise: once, instead of
+    being walked (and skipped) by every claim after this one.
+    """
+    database.execute_sql(
+        "UPDATE messages SET status = %s, updated_at = now() "
+        f"WHERE tenant_id = %s AND id = ANY (%s::bigint[]) AND {_from('park')}",
+        (_to("park", status), str(tenant_id), list(ids)))
+
+
+def suppress_rows(database: Any, tenant_id: uuid.UUID | str, ids: Sequence[int]) -> None:
+    """End claimed rows whose address is suppressed (checked at claim time)."""
+    database.execute_sql(
+        "UPDATE messages SET status = 'suppressed', "
+        "last_error = 'suppressed at send time', updated_at = now() "
+        f"WHERE tenant_id = %s AND id = ANY (%s::bigint[]) AND {_from('suppress')}",
+        (str(tenant_id), list(ids)))
+
+
+#: What a lease returns of each row (``outbox.ClaimedMessage``, in this order).
+LEASED_COLUMNS = ("id, tenant_id, campaign_id, contact_id, email, kind, transport, attempts, "
+                  "payload, variant, resend_to, resend_until")
+
+
+def lease_rows(database: Any, tenant_id: uuid.UUID | str, ids: Sequence[int],
+               lease_owner: str, lease_seconds: float) -> list[Any]:
+    """Lease claimed rows to ``lease_owner`` (``sending``), counting the attempt.
+
+    Returns the rows' ``LEASED_COLUMNS``.
+    """
+    return database.execute_sql(
+        "UPDATE messages SET status = 'sending', lease_owner = %s, "
+        "lease_expires_at = now() + make_interval(secs => %s), "
+        "attempts = attempts + 1, updated_at = now() "
+        f"WHERE tenant_id = %s AND id = ANY (%s::bigint[]) AND {_from('lease')} "
+        f"RETURNING {LEASED_COLUMNS}",
+        (lease_owner, float(lease_seconds), str(tenant_id), list(ids))).fetchall()

@@ -21,7 +21,7 @@ from swiftmail_core.db import system_tx, tenant_tx
 from swiftmail_core.jobs import JOBS
 from swiftmail_core.journeys.enrollment import JOURNEYS
 from swiftmail_core.plugins import PluginManager
-from swiftmail_core.sending import due_tenants
+from swiftmail_core.sending import due_tenants, state
 from swiftmail_core.sending.audience import resolve_audience
 from swiftmail_core.sending.links import register_links
 from swiftmail_core.sending.state import Report, apply_reports
@@ -109,20 +109,7 @@ def reclaim_expired_leases() -> int:
     ``cancelled`` (it used to go back to ``queued`` and stay there forever).
     """
     with system_tx() as database:
-        rows = database.execute_sql(
-            # NOTE: a searched CASE: Citus 13.2 deparses a simple one (CASE x WHEN ...)
-            # inside a pushed-down subquery wrongly ("operator does not exist").
-            "/* cross-tenant */ UPDATE messages m SET status = coalesce((SELECT CASE "
-            "  WHEN c.status = 'paused' THEN 'held' WHEN c.status = 'cancelled' THEN 'cancelled' "
-            "  END FROM campaigns c WHERE c.tenant_id = m.tenant_id AND c.id = m.campaign_id), "
-            "  'queued'), "
-            "lease_expires_at = NULL, next_attempt_at = now(), updated_at = now() "
-            "WHERE m.status = 'sending' AND m.lease_expires_at < now() "
-            "RETURNING m.tenant_id::text, m.status"
-        ).fetchall()
-        for tenant in sorted({tenant for tenant, status in rows if status == "queued"}):
-            due_tenants.mark_due(database, tenant)
-        return len(rows)
+        return len(state.reclaim_expired_leases(database))
 
 
 def expire_unknown_outcomes(after_hours: float, plugins: PluginManager | None = None,

@@ -19,6 +19,7 @@ from swiftmail_core.db import system_tx
 from swiftmail_core.db.failover import retry_after_failover
 from swiftmail_core.events import EventRecord, record_events
 from swiftmail_core.plugins import PluginManager
+from swiftmail_core.sending import state
 
 
 def _by_tenant(rows: Iterable[Any]) -> dict[str, list[str]]:
@@ -53,10 +54,7 @@ def note_failure(rows: Sequence[Any], reason: str, *, threshold: int, immediate:
                 "WHERE tenant_id = %s AND id = ANY (%s::uuid[]) AND status = 'sending' "
                 "RETURNING id::text", (reason[:500], tenant, due)).fetchall()]
             if stopped:
-                database.execute_sql(
-                    "UPDATE messages SET status = 'held', updated_at = now() "
-                    "WHERE tenant_id = %s AND campaign_id = ANY (%s::uuid[]) "
-                    "AND status IN ('queued', 'deferred')", (tenant, stopped))
+                state.hold_campaign_rows(database, tenant, stopped)
                 paused.extend((tenant, campaign) for campaign in stopped)
     record_events([
         EventRecord(tenant_id=_uuid(tenant), type="campaign_paused", campaign_id=_uuid(campaign),
