@@ -471,6 +471,12 @@ def cancel_unsubscribed(database: Any, tenant_id: uuid.UUID | str,
     return int(cursor.rowcount)
 
 
+#: The waiting rows a release takes, locked (another release skips them).
+_PICK_WAITING_SQL = f"""
+SELECT id FROM messages WHERE tenant_id = %s AND campaign_id = %s
+  AND {_from('release_waiting')}
+ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
+"""
 #: Released rows go now; with a local send time (docs/send-time.md) a row whose
 #: time has passed waits for the same wall-clock time on a later day.
 _RELEASE_WAITING_SQL = f"""
@@ -480,10 +486,7 @@ UPDATE messages SET variant = %s, status = %s, updated_at = now(),
         WHEN next_attempt_at >= now() THEN next_attempt_at
         ELSE next_attempt_at
              + ceil(extract(epoch FROM now() - next_attempt_at) / 86400) * interval '1 day' END
-WHERE tenant_id = %s AND id IN (
-    SELECT id FROM messages WHERE tenant_id = %s AND campaign_id = %s
-    AND {_from('release_waiting')}
-    ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
+WHERE tenant_id = %s AND id = ANY (%s::bigint[]) AND {_from('release_waiting')}
 """
 
 
@@ -493,9 +496,15 @@ def release_waiting(database: Any, tenant_id: uuid.UUID | str, campaign_id: uuid
 
     ``status`` is ``queued``, or ``held`` while the campaign is paused.
     """
+    # NOTE: pick, then update by id. As one "UPDATE ... WHERE id IN (SELECT ... LIMIT n
+    # FOR UPDATE SKIP LOCKED)" PostgreSQL may run the subquery again for each outer row,
+    # each run skipping the rows already updated and locking n more (as jobs.claim_jobs).
+    picked = [int(ident) for (ident,) in database.execute_sql(
+        _PICK_WAITING_SQL, (str(tenant_id), str(campaign_id), limit)).fetchall()]
+    if not picked:
+        return 0
     cursor = database.execute_sql(_RELEASE_WAITING_SQL, (
-        variant, _to("release_waiting", status), local_send_time, str(tenant_id),
-        str(tenant_id), str(campaign_id), limit))
+        variant, _to("release_waiting", status), local_send_time, str(tenant_id), picked))
     return int(cursor.rowcount)
 
 

@@ -297,3 +297,25 @@ def test_a_winner_by_hand_queues_the_rest_and_marks_the_tenant_due(tenant_a) -> 
     with system_tx() as database:
         assert database.execute_sql("SELECT count(*) FROM due_tenants WHERE queue = 'outbox' AND tenant_id = %s",
                                     (str(tenant_a.id),)).fetchone()[0] == 1
+
+
+def test_a_release_moves_exactly_the_rows_it_asked_for_whatever_the_plan(tenant_a) -> None:
+    # Regression: the release was "UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE
+    # SKIP LOCKED)". PostgreSQL may plan that subquery as the inner side of a semi join and
+    # run it again for each outer row; each run skips the rows this statement has already
+    # updated and locks n more, so it released every waiting row instead of n. These
+    # settings make the planner take that plan (it may take it by itself on any table).
+    campaign_id = ab_campaign(tenant_a.id, 60, percent=20)
+    start(tenant_a.id, campaign_id)
+    resolve_audience(tenant_a.id, campaign_id)
+    before = ledger(tenant_a.id, campaign_id)
+    assert before[("waiting", None)] > 10
+    with system_tx() as database:
+        database.execute_sql(
+            "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; "
+            "SET LOCAL enable_material = off; SET LOCAL enable_hashagg = off; "
+            "SET LOCAL enable_sort = off")
+        assert decision.decide(database, tenant_a.id, campaign_id, "B", "manual", limit=3) == 3
+    rows = ledger(tenant_a.id, campaign_id)
+    assert rows[("queued", "B")] == before[("queued", "B")] + 3
+    assert rows[("waiting", None)] == before[("waiting", None)] - 3
