@@ -15,12 +15,14 @@ rebuilding their hints).
 from __future__ import annotations
 
 import re
+import uuid
 from pathlib import Path
 
 import psycopg2
 import pytest
 
-from swiftmail_core.sending import outbox
+from swiftmail_core.self_service.changes import unsubscribe
+from swiftmail_core.sending import outbox, sweeper
 from swiftmail_core.transports import Outcome, SendResult
 from tests.citus.test_background import run_background_work
 from tests.citus.test_sending import ledger_id, new_caller, run_until_idle, start_campaign
@@ -120,6 +122,16 @@ def test_tenant_paths_never_fan_out(cluster_app, citus_runtime, sink, run_id,  #
     assert caller.post(f"/v1/campaigns/{ab}/ab/winner", {"variant": "B"}).status_code == 200
     assert run_until_idle(settings, plugins) == 2
     assert caller.get(f"/v1/campaigns/{ab}/ab").json["variants"][1]["recipients"] == 3
+
+    # Named status moves (sending.state.MOVES): pause, resume and cancel a campaign
+    # whose ledger is written, resend a sent one's failed rows, an unsubscribe.
+    moved = start_campaign(caller, 2, "moves.example.test")
+    sweeper.tick(settings, plugins)
+    for action in ("pause", "resume", "cancel"):
+        answer = caller.post(f"/v1/campaigns/{moved}/{action}")
+        assert answer.status_code == 200, (action, answer.text)
+    assert caller.post(f"/v1/campaigns/{campaign_id}/resend-failed").status_code == 200
+    unsubscribe(caller.tenant_id, uuid.UUID(contact.json["id"]), None, source="test")
 
     ledger = caller.get(f"/v1/campaigns/{campaign_id}/messages").json["data"]
     config = PublicConfig(stream=f"{run_id}:router-hits", redis_prefix=f"router-{run_id}:",
