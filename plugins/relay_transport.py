@@ -33,6 +33,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg2
 import urllib3
 from swiftmail_plugins.smtp_transport import SmtpTransport
 
@@ -44,6 +45,7 @@ from swiftmail_core.transports import OutboundMessage, Outcome, SendResult
 MODES = ("network", "handoff", "smtp")
 DEFAULT_MODE = "network"
 CHECK = "relay transport can hand mail to a relay"
+PINNED_CHECK = "resends wait for a listed or moved relay"
 
 
 def _mode(options: dict[str, Any]) -> str:
@@ -279,7 +281,12 @@ def swiftmail_register_transports(settings: Settings) -> list[Any]:
 
 @hookimpl
 def swiftmail_doctor_checks(settings: Settings) -> list[Any]:
-    """Refuse a hand-off with no local relay; warn about unreachable network relays."""
+    """Refuse a hand-off with no local relay; warn about unreachable network relays.
+
+    In network mode, also warn about ledger rows waiting to be resent to a
+    relay that is neither listed nor moved (``moved_relays``): no worker
+    sends them anywhere, and they become ``unknown`` in the end.
+    """
     from swiftmail_core.db.audit import Finding
 
     options = settings.plugin_settings("relay_transport")
@@ -288,10 +295,47 @@ def swiftmail_doctor_checks(settings: Settings) -> list[Any]:
         if mode == "handoff":
             return [_handoff_finding(settings)]
         if mode == "network":
-            return [_network_finding(options)]
+            return [_network_finding(options), _pinned_finding(settings, options)]
     except SwiftMailError as ex:
         return [Finding(False, CHECK, ex.detail)]
     return []
+
+
+def _pinned_finding(settings: Settings, options: dict[str, Any]) -> Any:
+    from swiftmail_relay.intake_client import parse_moved, parse_relays, relay_url
+
+    from swiftmail_core.db.audit import Finding
+    from swiftmail_core.db.targets import database_targets
+    from swiftmail_core.sending.resend_targets import pinned_receivers
+
+    known = {*parse_relays(options.get("relays", "127.0.0.1:2526")),
+             *parse_moved(options.get("moved_relays"))}
+    try:
+        pinned = pinned_receivers(database_targets(settings))
+    except (SwiftMailError, psycopg2.Error) as ex:
+        return Finding(False, PINNED_CHECK, f"could not read the ledger: {ex}".strip(),
+                       warning=True)
+
+    def listed(receiver: str) -> bool:
+        try:
+            return relay_url(receiver) in known
+        except SwiftMailError:
+            return False
+
+    stray = {receiver: counts for receiver, counts in sorted(pinned.items())
+             if not listed(receiver)}
+    if not stray:
+        waiting = sum(sum(counts.values()) for counts in pinned.values())
+        return Finding(True, PINNED_CHECK, f"{waiting} row(s) wait for a resend")
+    described = "; ".join(
+        f"{receiver}: " + ", ".join(f"{rows} {status}" for status, rows in sorted(counts.items()))
+        for receiver, counts in stray.items())
+    return Finding(False, PINNED_CHECK, (
+        f"ledger rows wait to be resent to relays in neither plugins.relay_transport.relays "
+        f"nor moved_relays ({described}); no worker sends them, and they become unknown "
+        "after send_unknown_resend_hours. After `swiftmail relay reinject` moved a dead "
+        "relay's spool, add moved_relays = {\"OLD\" = \"NEW\"} (docs/relay.md)"),
+        warning=True)
 
 
 def _handoff_finding(settings: Settings) -> Any:

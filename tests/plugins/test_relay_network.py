@@ -299,3 +299,39 @@ def test_an_unknown_outcome_settles_when_the_relay_delivers(settings, runtime, t
         asyncio.run(deliver())
         assert sink.handler.count() == 5
     assert ledger_counts(tenant_a.id, campaign_id) == {"delivered": 5}
+
+
+def test_doctor_warns_about_rows_pinned_to_a_relay_neither_listed_nor_moved(
+        settings, runtime, tenant_a) -> None:  # type: ignore[no-untyped-def]
+    from swiftmail_core.db import tenant_tx
+
+    listed, moved, to, gone = (_closed_port() for _ in range(4))
+    pinned = [(listed, "deferred"), (moved, "deferred"), (gone, "deferred"), (gone, "deferred"),
+              (gone, "unknown"), (gone, "delivered"), (to, "unknown")]
+    with tenant_tx(tenant_a.id) as database:
+        for index, (relay, status) in enumerate(pinned):
+            database.execute_sql(
+                "INSERT INTO messages (tenant_id, email, kind, transport, status, resend_to) "
+                "VALUES (%s, %s, 'transactional', 'relay', %s, %s)",
+                (str(tenant_a.id), f"pinned{index}@example.test", status, relay_url(relay)))
+
+    def finding(**options):  # type: ignore[no-untyped-def]
+        configured = dataclasses.replace(settings, plugins={"relay_transport": options})
+        (found,) = [f for f in PluginManager.load(configured).doctor_checks()
+                    if f.check.startswith("resends wait")]
+        return found
+
+    found = finding(relays=[listed, to], moved_relays={moved: to})
+    assert not found.ok and found.warning
+    assert f"{relay_url(gone)}: 2 deferred, 1 unknown" in found.detail
+    assert "moved_relays" in found.detail
+    for known in (listed, moved, to):
+        assert relay_url(known) not in found.detail
+    # Moved (after a reinject) or listed again, the rows have somewhere to go.
+    assert relay_url(gone) not in finding(relays=[listed, to],
+                                          moved_relays={moved: to, gone: to}).detail
+    assert relay_url(gone) not in finding(relays=[listed, gone],
+                                          moved_relays=f"{moved}={to},{to}={listed}").detail
+    with tenant_tx(tenant_a.id) as database:
+        database.execute_sql("DELETE FROM messages WHERE tenant_id = %s AND email LIKE 'pinned%%'",
+                             (str(tenant_a.id),))
