@@ -13,10 +13,15 @@ from contextlib import contextmanager
 from typing import Any
 
 import structlog
+import structlog.tracebacks
 
 # Libraries that log every SMTP command at INFO: only their warnings, unless debugging.
 # NOTE: huey logs every task it runs at INFO: an idle worker wrote 5 lines every tick.
 CHATTY_LIBRARIES = ("mail.log", "aiosmtplib", "huey")
+#: A JSON line's traceback: ``exception`` is a list of {exc_type, exc_value, frames}.
+#: APPSEC: without the frames' local variables (they may hold secrets and addresses).
+TRACEBACKS = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR}
 
@@ -45,8 +50,9 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    exceptions = structlog.processors.format_exc_info if use_console else TRACEBACKS
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, exceptions, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         # NOTE: no file argument: each logger resolves sys.stdout when made, so a
         # replaced stdout (daemonising, test capture) never leaves a dead stream.
@@ -57,7 +63,9 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+            # NOTE: a library's logger.exception (huey's "Unhandled exception in
+            # task") carries exc_info too; without this the traceback was lost.
+            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), exceptions],
         )
     )
     root = logging.getLogger()
