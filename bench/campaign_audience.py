@@ -21,7 +21,13 @@ ratio to the plain resolve of the same repeat.
 Prints ONE JSON line with medians and the resolve/floor ratio. Target:
 resolve < 30 s for 1,000,000.
 
-    .venv/bin/python bench/campaign_audience.py [--subscribers 1000000] [--repeat 3]
+``--citus`` then does all of it again (populate, floor, resolve) in an
+install on a Citus coordinator with two workers on this machine
+(``bench/_citus.py``): the figures under ``citus`` and
+``citus_vs_single_<figure>`` (single-node time / cluster time: above 1 the
+cluster is faster).
+
+    .venv/bin/python bench/campaign_audience.py [--subscribers 1000000] [--repeat 3] [--citus]
 """
 
 from __future__ import annotations
@@ -38,7 +44,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import _citus as citus  # noqa: E402
 from bench._common import (  # noqa: E402
+    ADMIN_URL,
     Unfinished,
     analyze,
     arguments,
@@ -57,37 +65,68 @@ ZONES = ["UTC", "Europe/London", "Europe/Oslo", "Europe/Athens", "Europe/Moscow"
          "Atlantic/Azores"]
 
 
+CONTACTS_SQL = (
+    "INSERT INTO contacts (tenant_id, email, name, attributes, status) "
+    "SELECT %s, 'user' || i || '@example.com', 'User ' || i, "
+    "jsonb_build_object('first_name', 'F' || i, 'n', i, 'timezone', "
+    "CASE WHEN i %% 1000 = 7 THEN 'Not/AZone' ELSE (%s::text[])[1 + i %% 24] END), "
+    "CASE WHEN i %% 100 = 1 THEN 'unsubscribed' ELSE 'active' END "
+    "FROM generate_series(0, %s - 1) AS i")
+
+
 def populate(tenant_id: uuid.UUID, subscribers: int) -> list[str]:
-    """Create contacts, two overlapping lists and suppressions; return the list ids."""
+    """Create contacts, two overlapping lists and suppressions; return the list ids.
+
+    On Citus the contacts are written by the superuser: an ``INSERT ...
+    SELECT`` from ``generate_series`` is run by Citus as a COPY into the
+    shard, which row-level security refuses for the app role. This is the
+    set-up, not what is measured.
+    """
     from swiftmail_core.db import tenant_tx
 
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
     split, overlap = int(subscribers * 0.5), int(subscribers * 0.1)
     tenant = str(tenant_id)
+    on_citus = os.environ.get("SWIFTMAIL_CITUS") == "1"
     with tenant_tx(tenant_id) as database:
         database.execute_sql(
             "INSERT INTO lists (tenant_id, id, name) VALUES (%s, %s, 'A'), (%s, %s, 'B')",
             (tenant, first, tenant, second))
-        database.execute_sql(
-            "INSERT INTO contacts (tenant_id, email, name, attributes, status) "
-            "SELECT %s, 'user' || i || '@example.com', 'User ' || i, "
-            "jsonb_build_object('first_name', 'F' || i, 'n', i, 'timezone', "
-            "CASE WHEN i %% 1000 = 7 THEN 'Not/AZone' ELSE (%s::text[])[1 + i %% 24] END), "
-            "CASE WHEN i %% 100 = 1 THEN 'unsubscribed' ELSE 'active' END "
-            "FROM generate_series(0, %s - 1) AS i", (tenant, ZONES, subscribers))
-        database.execute_sql(
-            "INSERT INTO subscriptions (tenant_id, list_id, contact_id, status) "
-            "SELECT %s::uuid, %s::uuid, id, 'confirmed' FROM contacts "
-            "WHERE (attributes->>'n')::int < %s "
-            "UNION ALL "
-            "SELECT %s::uuid, %s::uuid, id, 'confirmed' FROM contacts "
-            "WHERE (attributes->>'n')::int >= %s",
-            (tenant, first, split + overlap, tenant, second, split))
+        if not on_citus:
+            database.execute_sql(CONTACTS_SQL, (tenant, ZONES, subscribers))
+    if on_citus:
+        as_superuser(os.environ["DATABASE_URL"], CONTACTS_SQL, (tenant, ZONES, subscribers))
+    with tenant_tx(tenant_id) as database:
+        # NOTE: tenant_id taken from the source row, one statement per list: Citus
+        # pushes these down to the tenant's shard (a constant or a UNION would go
+        # through the coordinator as a COPY, which row-level security refuses).
+        for list_id, condition, bound in ((first, "<", split + overlap),
+                                          (second, ">=", split)):
+            database.execute_sql(
+                "INSERT INTO subscriptions (tenant_id, list_id, contact_id, status) "
+                "SELECT tenant_id, %s::uuid, id, 'confirmed' FROM contacts "
+                f"WHERE tenant_id = %s::uuid AND (attributes->>'n')::int {condition} %s",
+                (list_id, tenant, bound))
         database.execute_sql(
             "INSERT INTO suppressions (tenant_id, email_lower, reason) "
-            "SELECT %s, email_lower, 'manual' FROM contacts "
-            "WHERE (attributes->>'n')::int %% 100 = 2", (tenant,))
+            "SELECT tenant_id, email_lower, 'manual' FROM contacts "
+            "WHERE tenant_id = %s AND (attributes->>'n')::int %% 100 = 2", (tenant,))
     return [first, second]
+
+
+def as_superuser(database_url: str, statement: str, params: tuple[Any, ...]) -> None:
+    """Run one statement in the database of ``database_url`` as the benchmark's superuser."""
+    import psycopg2
+
+    dsn = psycopg2.extensions.parse_dsn(database_url)
+    admin = psycopg2.extensions.parse_dsn(ADMIN_URL)
+    dsn.update({k: v for k, v in admin.items() if k in ("user", "password")})
+    connection = psycopg2.connect(**dsn)
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute(statement, params)
+    finally:
+        connection.close()
 
 
 def explain(tenant_id: uuid.UUID, list_ids: list[str], campaign_id: str) -> str:
@@ -131,59 +170,73 @@ def local_figures(tenant_id: uuid.UUID, campaign_id: str) -> dict[str, Any]:
 
 
 def floor(tenant_id: uuid.UUID, list_ids: list[str]) -> tuple[float, int]:
-    """Time the bare set query into a temp table."""
+    """Time the bare set query into a temp table (naming its tenant: a router query on Citus)."""
     from swiftmail_core.db import tenant_tx
 
     started = time.perf_counter()
     with tenant_tx(tenant_id) as database:
         cursor = database.execute_sql(
             "CREATE TEMP TABLE audience_floor ON COMMIT DROP AS "
-            "SELECT c.id, c.email FROM contacts c WHERE c.status = 'active' AND EXISTS ("
+            "SELECT c.id, c.email FROM contacts c "
+            "WHERE c.tenant_id = %s AND c.status = 'active' AND EXISTS ("
             "SELECT 1 FROM subscriptions s WHERE s.tenant_id = c.tenant_id AND s.contact_id = c.id "
             "AND s.list_id = ANY (%s::uuid[]) AND s.status = 'confirmed') AND NOT EXISTS ("
             "SELECT 1 FROM suppressions x WHERE x.tenant_id = c.tenant_id "
-            "AND x.email_lower = c.email_lower)", (list_ids,))
+            "AND x.email_lower = c.email_lower)", (str(tenant_id), list_ids))
         rows = cursor.rowcount
     return time.perf_counter() - started, rows
 
 
 def measure(args: argparse.Namespace) -> Mapping[str, Any]:
-    """Set up, measure, tear down; return the figures."""
+    """Measure on one node (and with ``--citus`` then on a local cluster); return the figures."""
     with scratch_install(args.keep) as env:
-        from swiftmail_core.runtime import ProcessKind, start
-        from swiftmail_core.sending.audience import resolve_audience
-        from swiftmail_core.settings import load_settings
-        from swiftmail_core.tenants import create_tenant
+        figures = measure_install(args, env)
+    if args.citus:
+        with citus.local_cluster(args.citus_port) as cluster, \
+                citus.scratch_install(cluster) as env:
+            on_cluster = measure_install(args, env)
+        figures["citus"] = on_cluster
+        figures.update(citus.compare(figures, on_cluster, {
+            "resolve_s": False, "floor_create_table_as_s": False}))
+    return figures
 
-        runtime = start(load_settings(), process=ProcessKind.BENCH)
-        tenant = create_tenant(f"bench-{uuid.uuid4().hex[:8]}")
-        setup_started = time.perf_counter()
-        list_ids = populate(tenant.id, args.subscribers)
-        setup_seconds = time.perf_counter() - setup_started
-        analyze(env["DATABASE_URL"], "contacts, subscriptions, suppressions, messages")
-        floors, resolves, counts, locals_ = [], [], [], []
-        fallbacks: dict[str, Any] = {}
-        for _ in range(args.repeat):
-            seconds, expected = floor(tenant.id, list_ids)
-            floors.append(seconds)
-            campaign_id = new_campaign(tenant.id, list_ids)
-            if os.environ.get("SWIFTMAIL_BENCH_EXPLAIN"):
-                print(explain(tenant.id, list_ids, campaign_id), file=sys.stderr)
+
+def measure_install(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
+    """Populate the install of ``env`` (in ``os.environ``), resolve, return the figures."""
+    from swiftmail_core.runtime import ProcessKind, start
+    from swiftmail_core.sending.audience import resolve_audience
+    from swiftmail_core.settings import load_settings
+    from swiftmail_core.tenants import create_tenant
+
+    runtime = start(load_settings(), process=ProcessKind.BENCH)
+    tenant = create_tenant(f"bench-{uuid.uuid4().hex[:8]}")
+    setup_started = time.perf_counter()
+    list_ids = populate(tenant.id, args.subscribers)
+    setup_seconds = time.perf_counter() - setup_started
+    analyze(env["DATABASE_URL"], "contacts, subscriptions, suppressions, messages")
+    floors, resolves, counts, locals_ = [], [], [], []
+    fallbacks: dict[str, Any] = {}
+    for _ in range(args.repeat):
+        seconds, expected = floor(tenant.id, list_ids)
+        floors.append(seconds)
+        campaign_id = new_campaign(tenant.id, list_ids)
+        if os.environ.get("SWIFTMAIL_BENCH_EXPLAIN"):
+            print(explain(tenant.id, list_ids, campaign_id), file=sys.stderr)
+        started = time.perf_counter()
+        count = resolve_audience(tenant.id, campaign_id, batch_size=args.batch)
+        resolves.append(time.perf_counter() - started)
+        if count != expected:
+            raise Unfinished(f"resolved {count} recipients, the set query finds {expected}")
+        counts.append(count)
+        if args.local_send_time:
+            campaign_id = new_campaign(tenant.id, list_ids, args.local_send_time)
             started = time.perf_counter()
             count = resolve_audience(tenant.id, campaign_id, batch_size=args.batch)
-            resolves.append(time.perf_counter() - started)
+            locals_.append(time.perf_counter() - started)
             if count != expected:
-                raise Unfinished(f"resolved {count} recipients, the set query finds {expected}")
-            counts.append(count)
-            if args.local_send_time:
-                campaign_id = new_campaign(tenant.id, list_ids, args.local_send_time)
-                started = time.perf_counter()
-                count = resolve_audience(tenant.id, campaign_id, batch_size=args.batch)
-                locals_.append(time.perf_counter() - started)
-                if count != expected:
-                    raise Unfinished(f"resolved {count} local-time recipients, not {expected}")
-                fallbacks = local_figures(tenant.id, campaign_id)
-        runtime.close()
+                raise Unfinished(f"resolved {count} local-time recipients, not {expected}")
+            fallbacks = local_figures(tenant.id, campaign_id)
+    runtime.close()
     resolve, base = median(resolves, 4), median(floors, 4)
     return {
         "subscribers": args.subscribers,
@@ -216,6 +269,7 @@ def parser() -> argparse.ArgumentParser:
     options.add_argument("--keep", action="store_true", help="Keep the scratch database.")
     options.add_argument("--local-send-time", default=None,
                          help="Also resolve a campaign at this local time (HH:MM).")
+    citus.add_arguments(options)
     return options
 
 

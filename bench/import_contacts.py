@@ -22,17 +22,26 @@ process and a fresh tenant:
 
 Prints ONE JSON line: medians per size, the import/floor ratios, peak RSS.
 
+``--citus`` then does the same in an install on a Citus coordinator with two
+workers on this machine (``bench/_citus.py``; the floor tables distributed
+by ``tenant_id`` beside ``contacts``): its figures under ``citus`` and
+``citus_vs_single_<figure>`` (single-node time / cluster time: above 1 the
+cluster is faster). Backend CPU there is the coordinator's backend only.
+``--small 0`` skips the smaller size.
+
     .venv/bin/python bench/import_contacts.py [--rows 1000000] [--repeat 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
 import resource
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,6 +56,7 @@ import psycopg2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import _citus as citus  # noqa: E402
 from bench._common import (  # noqa: E402
     ADMIN_URL,
     Unfinished,
@@ -114,18 +124,43 @@ SUBSCRIPTION_COLUMNS = ("tenant_id, list_id, contact_id, status, consent_source,
                         "confirmed_at, created_at, updated_at")
 
 
-def admin_connection(database: str) -> Any:
-    """Return an autocommit superuser connection to the scratch ``database``."""
-    params = psycopg2.extensions.parse_dsn(ADMIN_URL)
-    connection = psycopg2.connect(**{**params, "dbname": database})
+CITUS_FLOOR_TABLES_SQL = """
+CREATE TABLE floor_contacts (LIKE contacts INCLUDING ALL);
+SELECT create_distributed_table('floor_contacts', 'tenant_id', colocate_with => 'contacts');
+ALTER TABLE floor_contacts ADD FOREIGN KEY (tenant_id) REFERENCES tenants (id) ON DELETE CASCADE;
+CREATE TABLE floor_subscriptions (LIKE subscriptions INCLUDING ALL);
+SELECT create_distributed_table('floor_subscriptions', 'tenant_id', colocate_with => 'contacts');
+ALTER TABLE floor_subscriptions
+    ADD FOREIGN KEY (tenant_id, list_id) REFERENCES lists (tenant_id, id) ON DELETE CASCADE;
+ALTER TABLE floor_subscriptions
+    ADD FOREIGN KEY (tenant_id, contact_id) REFERENCES floor_contacts (tenant_id, id)
+        ON DELETE CASCADE;
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Where one series of measurements runs: a scratch install and its PostgreSQL nodes."""
+
+    env: dict[str, str]
+    #: A superuser URL of the install's database (the coordinator's on Citus).
+    database_dsn: str
+    #: A superuser URL of every PostgreSQL node (one, or the coordinator and the workers).
+    nodes: tuple[str, ...]
+    workdir: Path
+
+
+def admin_connection(dsn: str) -> Any:
+    """Return an autocommit superuser connection to ``dsn``."""
+    connection = psycopg2.connect(dsn)
     connection.autocommit = True
     return connection
 
 
-def export_result(database: str, tenant_id: str, workdir: Path) -> tuple[Path, Path]:
+def export_result(target: Target, tenant_id: str) -> tuple[Path, Path]:
     """Write the rows an import stored for ``tenant_id`` to two CSV files (the floor's input)."""
-    files = workdir / "floor-contacts.csv", workdir / "floor-subscriptions.csv"
-    connection = admin_connection(database)
+    files = target.workdir / "floor-contacts.csv", target.workdir / "floor-subscriptions.csv"
+    connection = admin_connection(target.database_dsn)
     with connection.cursor() as cursor:
         for path, table, columns in ((files[0], "contacts", CONTACT_COLUMNS),
                                      (files[1], "subscriptions", SUBSCRIPTION_COLUMNS)):
@@ -138,10 +173,10 @@ def export_result(database: str, tenant_id: str, workdir: Path) -> tuple[Path, P
     return files
 
 
-def table_floor(database: str, files: tuple[Path, Path]) -> dict[str, float]:
+def table_floor(target: Target, files: tuple[Path, Path]) -> dict[str, float]:
     """COPY the import's own result into the floor tables in one transaction; time it."""
-    checkpoint()
-    connection = admin_connection(database)
+    checkpoint(target)
+    connection = admin_connection(target.database_dsn)
     connection.autocommit = False
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
@@ -217,21 +252,21 @@ def child(path: Path, mode: str) -> None:
     }))
 
 
-def checkpoint() -> None:
-    """Flush dirty buffers so one run's writes do not land on the next's clock."""
-    admin = psycopg2.connect(ADMIN_URL)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute("CHECKPOINT")
-    admin.close()
+def checkpoint(target: Target) -> None:
+    """Flush dirty buffers (on every node) so one run's writes do not land on the next's clock."""
+    for node in target.nodes:
+        admin = admin_connection(node)
+        with admin.cursor() as cursor:
+            cursor.execute("CHECKPOINT")
+        admin.close()
 
 
-def run_child(path: Path, mode: str, env: dict[str, str]) -> dict:  # type: ignore[type-arg]
+def run_child(path: Path, mode: str, target: Target) -> dict:  # type: ignore[type-arg]
     """Run ``child`` in a new interpreter (after a CHECKPOINT); return its JSON."""
-    checkpoint()
+    checkpoint(target)
     completed = subprocess.run(
         [sys.executable, __file__, "--child", mode, str(path)],
-        env={**os.environ, **env}, capture_output=True, text=True, check=False,
+        env={**os.environ, **target.env}, capture_output=True, text=True, check=False,
     )
     if completed.returncode != 0:
         print(completed.stderr[-3000:], file=sys.stderr)
@@ -240,24 +275,58 @@ def run_child(path: Path, mode: str, env: dict[str, str]) -> dict:  # type: igno
 
 
 def measure(args: argparse.Namespace) -> Mapping[str, Any]:
-    """Set up, measure, tear down; return the figures."""
+    """Measure on one node (and with ``--citus`` then on a local cluster); return the figures."""
     workdir = Path(tempfile.mkdtemp(prefix="swiftmail-bench-"))
     database = f"swiftmail_bench_{secrets.token_hex(4)}"
     env = scratch_environment(workdir, database, "swiftmail_bench_import")
+    dsn = psycopg2.extensions.make_dsn(ADMIN_URL, dbname=database)
+    try:
+        figures = measure_install(args, Target(env, dsn, (ADMIN_URL,), workdir))
+    finally:
+        if args.keep:
+            print(f"kept database {database}", file=sys.stderr)
+        else:
+            drop_database(database)
+    if args.citus:
+        with citus.local_cluster(args.citus_port) as cluster:
+            workdir = Path(tempfile.mkdtemp(prefix="swiftmail-bench-citus-"))
+            port = cluster.coordinator_port
+            target = Target(
+                citus.install_environment(cluster, workdir, "swiftmail_bench",
+                                          "swiftmail_bench_import"),
+                cluster.admin_url(port, "swiftmail_bench"),
+                tuple(cluster.admin_url(node) for node in cluster.ports), workdir)
+            on_cluster = measure_install(args, target)
+        figures["citus"] = on_cluster
+        figures.update(citus.compare(figures, on_cluster, {
+            "import_s_median": False, "copy_floor_s_median": False,
+            "table_floor_s_median": False}))
+    return figures
+
+
+def measure_install(args: argparse.Namespace, target: Target) -> dict[str, Any]:
+    """Initialise the install of ``target``, import each size, return the figures."""
     saved = dict(os.environ)
-    os.environ.update(env)
+    os.environ.update(target.env)
     try:
         initialise_scratch()
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    connection = admin_connection(database)
+    on_citus = target.env.get("SWIFTMAIL_CITUS") == "1"
+    connection = admin_connection(target.database_dsn)
     with connection.cursor() as cursor:
-        cursor.execute(FLOOR_TABLES_SQL)
+        if on_citus:  # one statement at a time: Citus adds a foreign key in a fresh transaction
+            for statement in CITUS_FLOOR_TABLES_SQL.split(";\n"):
+                if statement.strip():
+                    cursor.execute(statement)
+        else:
+            cursor.execute(FLOOR_TABLES_SQL)
     connection.close()
+    workdir = target.workdir
     results: dict[str, dict] = {}  # type: ignore[type-arg]
     try:
-        for rows in (args.small, args.rows):
+        for rows in (size for size in (args.small, args.rows) if size):
             path = workdir / f"contacts-{rows}.csv"
             generate(path, rows)
             floors, imports, peaks, growth = [], [], [], []
@@ -265,15 +334,15 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
             tables, tables_cpu = [], []
             last: dict = {}  # type: ignore[type-arg]
             for _ in range(args.repeat):
-                floor = run_child(path, "copy", env)
+                floor = run_child(path, "copy", target)
                 floors.append(floor["seconds"])
                 floor_cpu.append(floor["postgres_cpu_s"])
-                last = run_child(path, "import", env)
+                last = run_child(path, "import", target)
                 if last["rows_ok"] + last["rows_failed"] != rows:
                     raise Unfinished(f"the import read {last['rows_ok']} + {last['rows_failed']} "
                                      f"of {rows} rows")
                 imports.append(last["seconds"])
-                same = table_floor(database, export_result(database, last["tenant_id"], workdir))
+                same = table_floor(target, export_result(target, last["tenant_id"]))
                 tables.append(same["seconds"])
                 tables_cpu.append(same["postgres_cpu_s"])
                 pg_cpu.append(last["postgres_cpu_s"])
@@ -309,10 +378,7 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
             }
             path.unlink()
     finally:
-        if args.keep:
-            print(f"kept database {database}", file=sys.stderr)
-        else:
-            drop_database(database)
+        shutil.rmtree(workdir, ignore_errors=True)
     big = results[str(args.rows)]
     return {
         "rows": args.rows,
@@ -337,6 +403,7 @@ def parser() -> argparse.ArgumentParser:
     options.add_argument("--small", type=int, default=250_000)
     options.add_argument("--repeat", type=int, default=3)
     options.add_argument("--keep", action="store_true", help="Keep the scratch database.")
+    citus.add_arguments(options)
     return options
 
 

@@ -40,9 +40,13 @@ def _as_postgres(argv: list[str]) -> list[str]:
 class CitusCluster:
     """Three local PostgreSQL nodes with Citus preloaded."""
 
-    def __init__(self, workers: int = 2) -> None:
-        self.base = Path(tempfile.mkdtemp(prefix="swiftmail-citus-"))
-        self.ports = [_free_port() for _ in range(workers + 1)]
+    def __init__(self, workers: int = 2, first_port: int | None = None) -> None:
+        """Plan the nodes: free ports, or ``first_port`` and the ones after it."""
+        if first_port is None:
+            self.ports = [_free_port() for _ in range(workers + 1)]
+        else:
+            self.ports = list(range(first_port, first_port + workers + 1))
+        self.base = Path(tempfile.mkdtemp(prefix=f"swiftmail-citus-{self.ports[0]}-"))
         self.started: list[Path] = []
 
     @property
