@@ -705,3 +705,33 @@ def test_a_unicode_from_domain_matches_its_stored_ascii_domain(  # type: ignore[
     spool = Spool(tmp_path / "spool")
     (queue_id,) = list(spool.scan())
     assert spool.read_envelope(queue_id).sender_domain == stored
+
+
+def test_dots_are_unstuffed_only_at_crlf_line_starts(  # type: ignore[no-untyped-def]
+    listener, tenant_a, sending_domain, tmp_path
+) -> None:
+    # Checked (not a defect): RFC 5321 4.5.2 transparency works on CRLF lines, and a
+    # bare LF is no line break (2.3.8). aiosmtpd unstuffs a dot only after CRLF, as
+    # it ends DATA only at CRLF.CRLF. In an LF-only message "\n..x" is therefore
+    # content, kept as sent: unstuffing it would cut a dot from every client that
+    # does not stuff after a bare LF, and reading a bare LF as a line break in DATA is
+    # what SMTP smuggling exploits ("\n.\n" must not end the message either).
+    key = create_api_key(tenant_a.id, role="editor").key
+    own = sending_domain(tenant_a.id, f"a{uuid.uuid4().hex[:8]}.example")
+    lf_only = (f"From: app@{own}\nTo: user@example.com\nSubject: lf\n\n"
+               "..lf stuffed?\n.\nMAIL FROM:<smuggled@example.net>\nend\n").encode()
+    crlf = _message(own).replace(b"body\r\n", b"..crlf stuffed\r\n..\r\nend\r\n")
+
+    async def scenario(client, handler):  # type: ignore[no-untyped-def]
+        await client.ehlo()
+        await client.login("app", key)
+        for raw in (lf_only, crlf):
+            await client.mail(f"app@{own}")
+            await client.rcpt("user@example.com")
+            assert (await _raw_data(client, raw)).code == 250
+        assert (await client.noop()).code == 250  # nothing was left unread
+
+    listener(scenario, trusted=True)
+    from_lf, from_crlf = sorted(_spooled(tmp_path), key=lambda raw: b"Subject: lf" not in raw)
+    assert b"\r\n\r\n..lf stuffed?\r\n.\r\nMAIL FROM:<smuggled@example.net>\r\nend\r\n" in from_lf
+    assert from_crlf.endswith(b"\r\n\r\n.crlf stuffed\r\n.\r\nend\r\n")
