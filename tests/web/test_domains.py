@@ -138,3 +138,42 @@ def test_doctor_names_the_dns_targets_setting(settings) -> None:  # type: ignore
     (finding,) = [f for f in PluginManager.load(public).doctor_checks()
                   if f.check == "sending-domain DNS targets"]
     assert finding.ok and "_spf.mail.example.com" in finding.detail
+
+
+def test_a_unicode_domain_is_stored_in_ascii_as_from_domains_are(owner_a) -> None:
+    # Regression: the form refused IDN domains ("must be a domain name") while the relay
+    # accepts a From written with Unicode labels and looks its domain up in ASCII.
+    from swiftmail_relay.message_checks import ascii_domain as relay_from_domain
+
+    from swiftmail_core.rendering.headers import normalise_address
+
+    made = owner_a.post("/v1/sending-domains", {"domain": "Bücher.Example."})
+    assert made.status_code == 201, made.text
+    body = made.json
+    assert body["domain"] == "xn--bcher-kva.example" == relay_from_domain("bücher.example")
+    assert normalise_address("from_email", "news@bücher.example") == f"news@{body['domain']}"
+    assert body["return_path_domain"] == "bounces.xn--bcher-kva.example"
+    names = {record["name"] for record in body["dns_records"]}
+    assert f"_dmarc.{body['domain']}" in names and all(name.isascii() for name in names)
+    # The same domain, in either form, is the same domain.
+    assert owner_a.post("/v1/sending-domains",
+                        {"domain": "xn--bcher-kva.example"}).status_code == 409
+    made = owner_a.post("/v1/sending-domains", {"domain": "пример.рф",
+                                                "tracking_domain": "клик.пример.рф"})
+    assert made.status_code == 201, made.text
+    assert (made.json["domain"], made.json["tracking_domain"]) == (
+        "xn--e1afmkfd.xn--p1ai", "xn--h1adbc.xn--e1afmkfd.xn--p1ai")
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("domain", "bü cher.example"), ("domain", "xn--zz.example"), ("domain", "bücher..example"),
+    ("domain", "bücher"), ("return_path_domain", "bounces.b\u00fccher_x.example"),
+    ("tracking_domain", "\u200b.example"),
+])
+def test_an_invalid_unicode_domain_gets_a_problem_naming_its_field(
+        owner_a, field: str, value: str) -> None:  # type: ignore[no-untyped-def]
+    body = {"domain": "fine.example", field: value}
+    refused = owner_a.post("/v1/sending-domains", body)
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert [error["field"] for error in refused.json["errors"]] == [field]

@@ -39,13 +39,18 @@ from swiftmail_core.db import tenant_tx
 from swiftmail_core.dkim_keys import generate_dkim_key
 from swiftmail_core.errors import ConflictError, ValidationError
 from swiftmail_core.models import Campaign, SendingDomain, utcnow
+from swiftmail_core.rendering.headers import ascii_domain
 from swiftmail_core.settings import Settings
 from swiftmail_core.timestamps import rfc3339
 
-_HOSTNAME = re.compile(r"^(?=.{4,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+#: A host name in ASCII: labels of letters, digits and inner hyphens; the top
+#: label letters, or an IDNA A-label (``xn--p1ai`` for ``рф``).
+_HOSTNAME = re.compile(r"^(?=.{4,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+"
+                       r"(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59})$")
 FIELDS = Fields(
     domain=Field("string", required=True, max_length=253,
-                 description="The From domain, e.g. news.example.com."),
+                 description="The From domain, e.g. news.example.com; Unicode labels "
+                             "(bücher.example) are stored in ASCII (xn--bcher-kva.example)."),
     return_path_domain=Field("string", max_length=253,
                              description="Bounce (envelope sender) domain; default bounces.DOMAIN."),
     tracking_domain=Field("string", max_length=253),
@@ -62,9 +67,24 @@ SCHEMA = obj({
 
 
 def _hostname(field: str, value: str) -> str:
-    value = value.strip().lower().rstrip(".")
+    """Return the domain in ASCII lower case, or raise naming ``field``.
+
+    Unicode labels (IDN) become their IDNA A-labels, exactly as a From
+    domain does (``rendering.headers.ascii_domain``, the relay's
+    ``message_checks.ascii_domain``), so a From header written with U-labels
+    finds its sending domain.
+    """
+    refusal = "must be a domain name like news.example.com (or bücher.example)"
+    try:
+        value = ascii_domain(field, value.strip().rstrip("."))
+    except ValidationError as ex:
+        raise ValidationError.for_field(field, refusal) from ex
     if not _HOSTNAME.match(value):
-        raise ValidationError.for_field(field, "must be a domain name like news.example.com")
+        raise ValidationError.for_field(field, refusal)
+    try:
+        value.encode("ascii").decode("idna")  # an A-label must decode (xn--zz does not)
+    except UnicodeError as ex:
+        raise ValidationError.for_field(field, f"{refusal}: {value!r} is not valid IDNA") from ex
     return value
 
 
