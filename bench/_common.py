@@ -311,7 +311,13 @@ def run_wrk(url: str, seconds: int, connections: int, headers: list[str],
         command += ["-s", str(script)]
     output = subprocess.run([*command, url], capture_output=True, text=True,
                             check=True, timeout=seconds + 60).stdout
-    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
+    return parse_wrk(output)
+
+
+def parse_wrk(output: str) -> dict[str, float]:
+    """Return requests/s, p50/p99 in ms and non-2xx responses from wrk's ``--latency`` output."""
+    # NOTE: wrk pads a latency in whole seconds with a space ("1.67s "), not "ms" or "us".
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, re.MULTILINE))
     if "50" not in latency or "99" not in latency:
         raise Unfinished(f"wrk printed no latency distribution:\n{output}")
     rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
