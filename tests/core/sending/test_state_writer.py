@@ -39,6 +39,19 @@ def _flatten(node: ast.AST) -> str | None:
     return _text(node)
 
 
+def _sets_status(call: ast.Call) -> bool:
+    """Return whether a peewee ``Message.update(...)`` may set ``status``."""
+    if any(keyword.arg in ("status", None) for keyword in call.keywords):
+        return True
+    for argument in call.args:  # Message.update({Message.status: ...}) or a dict built elsewhere
+        if not isinstance(argument, ast.Dict):
+            return True
+        for key in argument.keys:
+            if key is None or ast.unparse(key) in ("Message.status", "'status'", '"status"'):
+                return True
+    return False
+
+
 def status_writes(source: str) -> Iterator[int]:
     """Yield the line of every statement in ``source`` that writes ``messages.status``."""
     tree = ast.parse(source)
@@ -46,8 +59,7 @@ def status_writes(source: str) -> Iterator[int]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
                 and node.func.attr == "update" and isinstance(node.func.value, ast.Name) \
-                and node.func.value.id == "Message" \
-                and any(keyword.arg in ("status", None) for keyword in node.keywords):
+                and node.func.value.id == "Message" and _sets_status(node):
             yield node.lineno
             continue
         text = _flatten(node)
@@ -83,9 +95,12 @@ def test_the_check_finds_status_writes() -> None:
         'db.execute_sql(f"UPDATE messages SET status = \'queued\' WHERE {guard}")',
         'Message.update(status="queued", attempts=0).where(Message.id == 1).execute()',
         'Message.update(**changes).execute()',
+        'Message.update({Message.status: "held"}).execute()',
+        'Message.update(changes).execute()',
     ]
     assert [len(list(status_writes(sample))) for sample in samples] == [1] * len(samples)
     assert list(status_writes(
         'db.execute_sql("UPDATE messages SET next_attempt_at = now() WHERE status = %s")')) == []
     assert list(status_writes('db.execute_sql("INSERT INTO messages (status) VALUES (%s)")')) == []
+    assert list(status_writes('Message.update({Message.last_error: None}).execute()')) == []
     assert len(list(status_writes((ROOT / OWNER).read_text(encoding="utf-8")))) >= 8
