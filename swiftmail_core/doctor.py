@@ -13,6 +13,7 @@ from swiftmail_core.db.migrate import pending_migrations
 from swiftmail_core.db.schema_version import describe, problem, read_state
 from swiftmail_core.db.targets import DatabaseTargets, database_targets
 from swiftmail_core.errors import SwiftMailError
+from swiftmail_core.parent_rows import orphan_findings
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.settings import Settings
 
@@ -74,6 +75,21 @@ def _check_schema(targets: DatabaseTargets) -> Finding:
     return Finding(reason is None, "schema version fits this code", reason or describe(state))
 
 
+def _check_orphans(targets: DatabaseTargets) -> list[Finding]:
+    """Children whose parent is gone, where a foreign key no longer says (0189)."""
+    try:
+        connection = psycopg2.connect(targets.dsn("system"), connect_timeout=5)
+    except psycopg2.OperationalError as ex:
+        return [Finding(False, "no orphan rows", str(ex).strip().splitlines()[0])]
+    try:
+        with connection, connection.cursor() as cursor:
+            return orphan_findings(cursor)
+    except psycopg2.Error as ex:  # a database not migrated yet: the migrations check says so
+        return [Finding(False, "no orphan rows", str(ex).strip().splitlines()[0], warning=True)]
+    finally:
+        connection.close()
+
+
 def run_checks(settings: Settings, *, outside_dns: bool = True) -> list[Finding]:
     """Run every doctor check; never raises for a failed check.
 
@@ -90,6 +106,7 @@ def run_checks(settings: Settings, *, outside_dns: bool = True) -> list[Finding]
     by_role = dict(zip(("owner", "app", "system"), connect, strict=True))
     if by_role["system"].ok:
         findings.append(_check_schema(targets))
+        findings.extend(_check_orphans(targets))
     if all(finding.ok for finding in connect):
         pending = pending_migrations(targets)
         findings.append(

@@ -32,6 +32,7 @@ import time
 import uuid
 from typing import Any
 
+from swiftmail_core import parent_rows
 from swiftmail_core.db import system_tx, tenant_tx
 from swiftmail_core.journeys import clock
 from swiftmail_core.journeys.definition import EXIT, NEXT, Step, parse_steps
@@ -483,9 +484,7 @@ def _apply(database: Any, position: _Position,
 
 def _change_list(database: Any, position: _Position, step: Step) -> str:
     list_id = step.options["list_id"]
-    exists = database.execute_sql("SELECT 1 FROM lists WHERE tenant_id = %s AND id = %s",
-                                  (position.tenant_id, list_id)).fetchone()
-    if not exists:
+    if parent_rows.lock_lists(database, position.tenant_id, [list_id]):
         return "list_missing"
     if step.type == "remove_from_list":
         # NOTE: a removal, not the contact's unsubscribe: no suppression, no exit.

@@ -7,6 +7,7 @@ import json
 import urllib.parse
 import uuid
 
+from swiftmail_core import parent_rows
 from swiftmail_core.db import app_db, system_tx, tenant_tx
 from swiftmail_core.errors import NotFoundError, ValidationError
 from swiftmail_core.events import EventRecord, record_events
@@ -125,6 +126,9 @@ def signup(
     status = "unconfirmed" if target.double_opt_in else "confirmed"
     tenant = str(target.tenant_id)
     with tenant_tx(target.tenant_id):
+        # NOTE: stands in for the subscriptions' foreign key to lists (0189).
+        if parent_rows.lock_lists(app_db, tenant, [target.list_id]):
+            raise NotFoundError("no such list")
         previous = app_db.execute_sql(
             "SELECT s.status, s.consent_at > now() - interval '10 minutes' FROM subscriptions s "
             "JOIN contacts c ON c.tenant_id = s.tenant_id AND c.id = s.contact_id "

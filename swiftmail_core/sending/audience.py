@@ -41,6 +41,7 @@ from typing import Any
 from peewee import IntegrityError
 from psycopg2.extras import execute_values
 
+from swiftmail_core import parent_rows
 from swiftmail_core.db import is_distributed, tenant_tx
 from swiftmail_core.errors import NotFoundError
 from swiftmail_core.models import utcnow
@@ -302,6 +303,10 @@ def resolve_audience(
             for rerun in (False, True):
                 try:
                     with tenant_tx(tenant_id) as database:
+                        # NOTE: stands in for the per-row foreign key (0189):
+                        # the campaign cannot go while this range writes.
+                        if not parent_rows.lock_campaign(database, tenant_id, campaign_id):
+                            raise NotFoundError(f"no campaign {campaign_id}")
                         if distributed:
                             fell_back = audience.insert_through_client(database, *bounds,
                                                                        rerun=rerun)

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from swiftmail_core import parent_rows
 from swiftmail_core.ab_tests.variants import CONTENT_FIELDS, load_variants
 from swiftmail_core.db import tenant_tx
 from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
@@ -187,6 +188,9 @@ def test_send(
         raise ValidationError.for_field("emails", f"at most {MAX_TEST_RECIPIENTS} test addresses")
     with tenant_tx(tenant_id) as database:
         campaign = _load(campaign_uuid)
+        # NOTE: stands in for the ledger's foreign key to campaigns (0189).
+        if not parent_rows.lock_campaign(database, tenant_id, campaign_uuid):
+            raise NotFoundError(f"no campaign {campaign_id}")
         content: dict[str, Any] = {}
         if campaign.template_id and not campaign.html:
             # NOTE: a draft's template is frozen only when the campaign starts;

@@ -35,6 +35,7 @@ from swiftmail_web.resources.common import (
     tenant_id,
 )
 
+from swiftmail_core import parent_rows
 from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
 from swiftmail_core.models import (
     Campaign,
@@ -298,7 +299,7 @@ class CampaignResource:
         if row.status not in ("draft", "cancelled"):
             raise ConflictError(f"campaign is {row.status}: cancel it first "
                                 f"(POST /v1/campaigns/{row.id}/cancel), then delete it")
-        Campaign.delete().where(Campaign.id == row.id).execute()
+        parent_rows.delete_campaign(Campaign._meta.database, row.tenant_id, row.id)
         resp.status = 204
 
 

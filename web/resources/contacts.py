@@ -22,6 +22,7 @@ from swiftmail_web.resources.common import (
     tenant_id,
 )
 
+from swiftmail_core import parent_rows
 from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
 from swiftmail_core.journeys.enrollment import enroll_subscribed
 from swiftmail_core.models import Contact, MailingList, Subscription, utcnow
@@ -209,9 +210,9 @@ class ContactsBulkResource:
             raise ValidationError(f"{len(errors)} invalid contact field(s); nothing was written",
                                   errors=errors[:100])
         if list_ids:
-            found = {row.id for row in MailingList.select(MailingList.id).where(
-                MailingList.id.in_(list_ids))}
-            missing = [str(x) for x in list_ids if x not in found]
+            # NOTE: locked FOR KEY SHARE: stands in for the foreign key to lists (0189).
+            missing = parent_rows.lock_lists(MailingList._meta.database, tenant_id(req),
+                                             list_ids)
             if missing:
                 raise NotFoundError(f"no list {missing[0]}")
         tenant = str(tenant_id(req))

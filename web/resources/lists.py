@@ -23,6 +23,7 @@ from swiftmail_web.resources.common import (
     tenant_id,
 )
 
+from swiftmail_core import parent_rows
 from swiftmail_core.errors import ConflictError
 from swiftmail_core.models import MailingList, Subscription, utcnow
 
@@ -122,7 +123,7 @@ class ListResource:
     def on_delete(self, req: falcon.Request, resp: falcon.Response, list_id: str) -> None:
         """Delete the list (contacts stay)."""
         row = get_or_404(MailingList.select(), MailingList.id, list_id, "list")
-        MailingList.delete().where(MailingList.id == row.id).execute()
+        parent_rows.delete_list(MailingList._meta.database, row.tenant_id, row.id)
         resp.status = 204
 
 

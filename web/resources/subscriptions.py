@@ -27,6 +27,7 @@ from swiftmail_web.resources.common import (
     tenant_id,
 )
 
+from swiftmail_core import parent_rows
 from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
 from swiftmail_core.journeys.enrollment import enroll_subscribed
 from swiftmail_core.models import (
@@ -156,6 +157,9 @@ class SubscriptionsResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response, list_id: str) -> None:
         """Subscribe a contact; re-subscribing an unsubscribed contact restarts consent."""
         list_row = _list(list_id)
+        # NOTE: stands in for the subscriptions' foreign key to lists (0189).
+        if parent_rows.lock_lists(MailingList._meta.database, list_row.tenant_id, [list_row.id]):
+            raise NotFoundError(f"no list {list_id}")
         values = FIELDS.parse(read_body(req))
         contact = _contact_for(req, values)
         if contact.status != "active":

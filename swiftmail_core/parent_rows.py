@@ -1,0 +1,83 @@
+"""Parent-row locks and deletes that stand in for two dropped foreign keys.
+
+Migration 0189 dropped ``messages -> campaigns`` and ``subscriptions ->
+lists``: their per-row checks re-read one parent row per bulk-written child
+(docs/architecture.md, "Foreign keys on the hot paths"). The reference
+still holds by construction, with the same locks a foreign key takes:
+
+* a writer of such children first calls ``lock_campaign`` / ``lock_lists``
+  in its transaction (``FOR KEY SHARE``, once per statement instead of once
+  per row), so the parent cannot be deleted before it commits;
+* the parent is deleted only through ``delete_campaign`` / ``delete_list``,
+  which lock it ``FOR UPDATE`` (waiting for those writers) and delete its
+  children in the same transaction, as ``ON DELETE CASCADE`` did.
+
+``swiftmail doctor`` reports any orphan (``orphan_findings``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from swiftmail_core.db.audit import Finding
+
+_LOCK_CAMPAIGN = "SELECT 1 FROM campaigns WHERE tenant_id = %s AND id = %s FOR KEY SHARE"
+_LOCK_LISTS = ("SELECT id FROM lists WHERE tenant_id = %s AND id = ANY (%s::uuid[]) "
+               "ORDER BY id FOR KEY SHARE")
+
+#: (check, query counting orphans across tenants: run as the system role).
+ORPHAN_QUERIES = (
+    ("no ledger rows of a deleted campaign",
+     "SELECT count(*) FROM messages m WHERE m.campaign_id IS NOT NULL AND NOT EXISTS ("
+     "SELECT 1 FROM campaigns c WHERE c.tenant_id = m.tenant_id AND c.id = m.campaign_id)"),
+    ("no subscriptions to a deleted list",
+     "SELECT count(*) FROM subscriptions s WHERE NOT EXISTS ("
+     "SELECT 1 FROM lists l WHERE l.tenant_id = s.tenant_id AND l.id = s.list_id)"),
+)
+
+
+def lock_campaign(database: Any, tenant_id: uuid.UUID | str,
+                  campaign_id: uuid.UUID | str) -> bool:
+    """Hold the campaign row until commit (ledger rows may follow); False if it is gone."""
+    row = database.execute_sql(_LOCK_CAMPAIGN, (str(tenant_id), str(campaign_id))).fetchone()
+    return row is not None
+
+
+def lock_lists(database: Any, tenant_id: uuid.UUID | str,
+               list_ids: Iterable[uuid.UUID | str]) -> list[str]:
+    """Hold the lists' rows until commit (subscriptions may follow); return the missing ids."""
+    wanted = [str(list_id) for list_id in list_ids]
+    found = {str(row[0]) for row in database.execute_sql(
+        _LOCK_LISTS, (str(tenant_id), wanted)).fetchall()}
+    return [list_id for list_id in wanted if list_id not in found]
+
+
+def delete_campaign(database: Any, tenant_id: uuid.UUID | str,
+                    campaign_id: uuid.UUID | str) -> None:
+    """Delete a campaign and its ledger rows (call with the campaign row locked FOR UPDATE)."""
+    database.execute_sql("DELETE FROM messages WHERE tenant_id = %s AND campaign_id = %s",
+                         (str(tenant_id), str(campaign_id)))
+    database.execute_sql("DELETE FROM campaigns WHERE tenant_id = %s AND id = %s",
+                         (str(tenant_id), str(campaign_id)))
+
+
+def delete_list(database: Any, tenant_id: uuid.UUID | str, list_id: uuid.UUID | str) -> None:
+    """Delete a list and its subscriptions, the list row locked FOR UPDATE first."""
+    database.execute_sql("SELECT 1 FROM lists WHERE tenant_id = %s AND id = %s FOR UPDATE",
+                         (str(tenant_id), str(list_id)))
+    database.execute_sql("DELETE FROM subscriptions WHERE tenant_id = %s AND list_id = %s",
+                         (str(tenant_id), str(list_id)))
+    database.execute_sql("DELETE FROM lists WHERE tenant_id = %s AND id = %s",
+                         (str(tenant_id), str(list_id)))
+
+
+def orphan_findings(cursor: Any) -> list[Finding]:
+    """Count children whose parent is gone (``cursor`` as the system role: every tenant)."""
+    findings = []
+    for check, sql in ORPHAN_QUERIES:
+        cursor.execute(sql)
+        (count,) = cursor.fetchone()
+        findings.append(Finding(count == 0, check, f"{count} orphan rows" if count else ""))
+    return findings
