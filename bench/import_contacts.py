@@ -16,8 +16,9 @@ process and a fresh tenant:
   one transaction into ``floor_contacts`` and ``floor_subscriptions``,
   logged tables with the same columns, defaults, checks, indexes and
   foreign keys as ``contacts`` and ``subscriptions`` (made ``LIKE ...
-  INCLUDING ALL``; the foreign keys point at the same ``tenants`` and
-  ``lists`` rows). They keep every repeat's rows, as the real tables do.
+  INCLUDING ALL``; the same foreign keys as those tables since 0189:
+  contacts to the same ``tenants`` row, subscriptions to
+  ``floor_contacts``). They keep every repeat's rows, as the real tables do.
   This is the least PostgreSQL can do to store the import's result.
 
 Prints ONE JSON line: medians per size, the import/floor ratios, peak RSS.
@@ -115,7 +116,6 @@ CREATE TABLE floor_contacts (LIKE contacts INCLUDING ALL);
 ALTER TABLE floor_contacts ADD FOREIGN KEY (tenant_id) REFERENCES tenants (id) ON DELETE CASCADE;
 CREATE TABLE floor_subscriptions (LIKE subscriptions INCLUDING ALL);
 ALTER TABLE floor_subscriptions
-    ADD FOREIGN KEY (tenant_id, list_id) REFERENCES lists (tenant_id, id) ON DELETE CASCADE,
     ADD FOREIGN KEY (tenant_id, contact_id) REFERENCES floor_contacts (tenant_id, id)
         ON DELETE CASCADE;
 """
