@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any
 
+import psycopg2.errors
+
 from swiftmail_core.db import app_db, current_tenant
 from swiftmail_core.errors import NotFoundError, ValidationError
 from swiftmail_core.imports.limits import ImportLimits
@@ -318,19 +320,47 @@ def _merge(
             params += [str(tenant_id), str(options.list_id)]
     existing_count = ("(SELECT count(*) FROM subscribed_existing)"
                       if options.list_id is not None and not options.skip_existing else "0")
-    # APPSEC: the tenant comes from tenant_tx, and WITH CHECK refuses any other.
-    cursor.execute(
-        f"WITH src AS MATERIALIZED ({source_sql}), merged AS ("
-        f" INSERT INTO contacts AS c (tenant_id, id, email, name, attributes)"
-        f" SELECT %s, {ORDERED_UUID_SQL}, email, name, attributes"
-        f" FROM (SELECT *, row_number() OVER () AS n FROM src) numbered {conflict}"
-        f" RETURNING id, (xmax = 0) AS inserted), subscribed AS ({subscribe}) "
+    counts = (
+        f"subscribed AS ({subscribe}) "
         "SELECT (SELECT count(*) FILTER (WHERE inserted) FROM merged),"
         " (SELECT count(*) FILTER (WHERE NOT inserted) FROM merged),"
-        f" (SELECT count(*) FROM src), (SELECT count(*) FROM subscribed) + {existing_count}",
-        params,
+        f" (SELECT count(*) FROM src), (SELECT count(*) FROM subscribed) + {existing_count}"
     )
-    created, updated, distinct, subscribed = cursor.fetchone()
+    head = f"WITH src AS MATERIALIZED ({source_sql}), "
+    insert = (f"INSERT INTO contacts AS c (tenant_id, id, email, name, attributes)"
+              f" SELECT %s, {ORDERED_UUID_SQL}, email, name, attributes FROM numbered")
+    # NOTE: addresses the tenant does not have yet are a plain INSERT: no
+    # arbiter probe and no speculative insertion per row (most of a first
+    # import). Only the others go through ON CONFLICT. The two sets come from
+    # one snapshot; a contact another transaction adds meanwhile makes the
+    # plain INSERT fail, and the merge runs again all through ON CONFLICT.
+    missing = ("NOT EXISTS (SELECT 1 FROM contacts e WHERE e.tenant_id = %s"
+               " AND e.email_lower = lower(numbered.email))")
+    split = (
+        f"{head}numbered AS MATERIALIZED (SELECT *, row_number() OVER () AS n FROM src),"
+        f" fresh AS ({insert} WHERE {missing} RETURNING id, true AS inserted),"
+        f" known AS ({insert} WHERE NOT {missing} {conflict}"
+        " RETURNING id, (xmax = 0) AS inserted),"
+        " merged AS (SELECT * FROM fresh UNION ALL SELECT * FROM known), " + counts
+    )
+    tenant, bases = str(tenant_id), params[len(key_params) + 1:len(key_params) + 3]
+    split_params = [*key_params, *params[len(key_params):len(key_params) + 3], tenant,
+                    tenant, *bases, tenant, *params[len(key_params) + 3:]]
+    # APPSEC: the tenant comes from tenant_tx, and WITH CHECK refuses any other.
+    cursor.execute("SAVEPOINT import_merge")
+    try:
+        cursor.execute(split, split_params)
+        created, updated, distinct, subscribed = cursor.fetchone()
+    except psycopg2.errors.UniqueViolation:
+        cursor.execute("ROLLBACK TO SAVEPOINT import_merge")
+        cursor.execute(
+            f"{head}merged AS ({insert.replace(' FROM numbered', '')}"
+            " FROM (SELECT *, row_number() OVER () AS n FROM src) numbered"
+            f" {conflict} RETURNING id, (xmax = 0) AS inserted), " + counts,
+            params,
+        )
+        created, updated, distinct, subscribed = cursor.fetchone()
+    cursor.execute("RELEASE SAVEPOINT import_merge")
     summary.created = created
     summary.subscribed = subscribed
     summary.duplicates = summary.rows_ok - distinct

@@ -319,3 +319,41 @@ def test_one_file_of_new_changed_and_listed_contacts_subscribes_each_once(
     skipped = import_file(runtime, tenant_a.id, "import_contacts", skip,
                           {"list": str(list_id), "skip_existing": True})
     assert (skipped.result["created"], skipped.result["subscribed"]) == (1, 1)
+
+
+def test_a_contact_added_by_another_transaction_during_the_merge_is_merged(
+    runtime, tenant_a, make_list, write_csv, targets
+) -> None:
+    # New addresses are a plain INSERT; one that another transaction adds after the
+    # merge's snapshot makes it fail with a unique violation, and the merge runs again
+    # through ON CONFLICT: the import succeeds and the address is one contact.
+    import threading
+    import time
+
+    import psycopg2
+
+    list_id = make_list(tenant_a.id)
+    other = psycopg2.connect(targets.dsn("app"))
+    with other.cursor() as cursor:
+        cursor.execute("SELECT set_config('swiftmail.tenant_id', %s, true)", (str(tenant_a.id),))
+        cursor.execute("INSERT INTO contacts (tenant_id, email, name) "
+                       "VALUES (%s, 'race@example.com', 'Other')", (str(tenant_a.id),))
+
+    def commit_later() -> None:
+        time.sleep(1.5)
+        other.commit()
+
+    committer = threading.Thread(target=commit_later)
+    committer.start()
+    try:
+        job = import_file(runtime, tenant_a.id, "import_contacts",
+                          write_csv("email,name\nrace@example.com,Raced\nfree@example.com,Free\n"),
+                          {"list": str(list_id)})
+    finally:
+        committer.join()
+        other.close()
+    assert job.status == "succeeded", job.error
+    assert job.result["created"] + job.result["updated"] == 2
+    contacts = contacts_of(tenant_a.id)
+    assert set(contacts) == {"race@example.com", "free@example.com"}
+    assert set(subscribers_of(tenant_a.id, list_id)) == {"race@example.com", "free@example.com"}
