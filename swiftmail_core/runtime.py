@@ -27,7 +27,7 @@ class ProcessKind(enum.StrEnum):
     API = "api"
     #: ``swiftmail_web.public.wsgi:app``: each worker of the lean public app.
     PUBLIC = "public"
-    #: ``swiftmail_web.public.asgi:create_app``: each uvicorn worker of the hot path.
+    #: ``swiftmail tracking serve`` (``swiftmail_web.public.asgi``): each uvicorn worker.
     PUBLIC_ASGI = "public-asgi"
     #: ``swiftmail worker``: the sending worker (huey consumer and scheduler).
     WORKER = "worker"

@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "contrib" / "ansible"
 ROLE_DIR = ANSIBLE_DIR / "roles" / "swiftmail"
 TEMPLATES_DIR = ROLE_DIR / "templates"
-UNITS = ("swiftmail-api", "swiftmail-worker", "swiftmail-relay", "swiftmail-tracking")
+UNITS = ("swiftmail-api", "swiftmail-worker", "swiftmail-relay", "swiftmail-tracking",
+         "swiftmail-tracking-web")
 
 # Variables the role requires and must never default (vaulted by operators).
 REQUIRED_SECRETS = (

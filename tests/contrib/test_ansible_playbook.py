@@ -99,6 +99,7 @@ def play_variables(**changes: Any) -> dict[str, Any]:
     variables = {k: v for k, v in SAMPLE.items() if k not in ("swiftmail_secret_key",
                                                              "ansible_facts")}
     variables["swiftmail_api_workers"] = 5
+    variables["swiftmail_tracking_web_workers"] = 2
     for name, value in changes.items():
         if value is None:
             variables.pop(name, None)

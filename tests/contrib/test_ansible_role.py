@@ -199,7 +199,8 @@ def test_handlers_restart_only_services_running_before_the_play() -> None:
         for unit, template in remember["ansible.builtin.set_fact"]["swiftmail_was_running"].items()
     }
     assert values == {"swiftmail-api": "True", "swiftmail-worker": "False",
-                      "swiftmail-relay": "False", "swiftmail-tracking": "False"}
+                      "swiftmail-relay": "False", "swiftmail-tracking": "False",
+                      "swiftmail-tracking-web": "False"}
 
 
 def test_doctor_runs_after_new_services_start_and_before_restarts() -> None:
@@ -498,15 +499,27 @@ def test_tracking_drainer_stops_with_sigterm_and_no_capabilities() -> None:
     assert "AmbientCapabilities" not in entries
 
 
+def test_tracking_hot_path_runs_uvicorn_and_the_drainer_yields_to_it() -> None:
+    web = dict(service("swiftmail-tracking-web", MINIMAL))
+    assert web["ExecStart"] == ("/opt/swiftmail/venv/bin/swiftmail tracking serve "
+                                "--bind 127.0.0.1:8001 --workers 2")
+    assert web["KillSignal"] == "SIGTERM" and web["CapabilityBoundingSet"] == ""
+    assert "Nice" not in web
+    assert dict(service("swiftmail-tracking", MINIMAL))["Nice"] == "10"
+
+
 def test_every_unit_has_an_enable_flag_in_the_services_loop() -> None:
     start = task_named("services.yml", "Enable and start, or stop and disable, each service")
     flags = {item["name"]: item["enabled"] for item in start["loop"]}
     assert set(flags) == set(UNITS)
     defaults = role_files.defaults()
     for unit, flag in flags.items():
-        name = f"swiftmail_{unit.removeprefix('swiftmail-')}_enabled"
+        name = f"swiftmail_{unit.removeprefix('swiftmail-').replace('-', '_')}_enabled"
         assert flag == "{{ " + name + " }}", unit
         group = name.removesuffix("_enabled")
+        if unit == "swiftmail-tracking-web":  # the hot path runs where the drainer runs
+            assert defaults[name] == "{{ swiftmail_tracking_enabled }}"
+            continue
         assert defaults[name] == (
             f"{{{{ '{group}' not in groups or inventory_hostname in groups['{group}'] }}}}"), name
     for unit in UNITS:

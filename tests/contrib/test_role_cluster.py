@@ -27,7 +27,7 @@ from tests.contrib.test_ansible_role import SAMPLE, parse_unit, task_named
 HOSTVARS: dict[str, dict[str, Any]] = {
     "app1": {"ansible_host": "10.0.0.11", "swiftmail_api_bind": "10.0.0.11:8000"},
     "app2": {"ansible_host": "10.0.0.12", "swiftmail_api_bind": "10.0.0.12:8000"},
-    "track1": {"ansible_host": "10.0.0.13"},
+    "track1": {"ansible_host": "10.0.0.13", "swiftmail_tracking_web_bind": "10.0.0.13:8001"},
     "relay1": {"ansible_host": "10.0.0.21", "swiftmail_relay_intake_listen": "10.0.0.21:2526"},
     "db1": {"ansible_host": "10.0.0.31"},
     "cache1": {"ansible_host": "10.0.0.41"},
@@ -55,6 +55,7 @@ def on_host(host: str, **changes: Any) -> dict[str, Any]:
     # The role's defaults for the part flags evaluate the groups of this host.
     for part in ("api", "worker", "relay", "tracking"):
         variables[f"swiftmail_{part}_enabled"] = host in GROUPS[f"swiftmail_{part}"]
+    variables["swiftmail_tracking_web_enabled"] = variables["swiftmail_tracking_enabled"]
     variables["swiftmail_migration_host"] = "app1"
     return variables | changes
 
@@ -190,9 +191,22 @@ def test_haproxy_terminates_tls_and_checks_readyz_on_every_api_host() -> None:
     assert "bind *:443 ssl crt /etc/haproxy/certs/swiftmail.pem" in text
     assert "http-request redirect scheme https" in text
     assert "option httpchk GET /readyz" in text
-    servers = [" ".join(line.split()) for line in text.splitlines()
+    api = text.split("\nbackend swiftmail-api", 1)[1].split("\nbackend ", 1)[0]
+    servers = [" ".join(line.split()) for line in api.splitlines()
                if line.strip().startswith("server ")]
     assert servers == ["server app1 10.0.0.11:8000 check", "server app2 10.0.0.12:8000 check"]
+
+
+def test_haproxy_routes_tracking_hits_to_the_hot_path_with_the_api_as_fallback() -> None:
+    text = render("haproxy.cfg.j2", on_host("lb1"))
+    https = text.split("frontend swiftmail-https", 1)[1].split("\nbackend ", 1)[0]
+    assert ("use_backend swiftmail-tracking if { path_beg /t/ } "
+            "{ nbsrv(swiftmail-tracking) gt 0 }") in https
+    assert https.index("use_backend swiftmail-tracking") < https.index("default_backend")
+    tracking = text.split("\nbackend swiftmail-tracking", 1)[1]
+    servers = [" ".join(line.split()) for line in tracking.splitlines()
+               if line.strip().startswith("server ")]
+    assert servers == ["server track1 10.0.0.13:8001 check"]
 
 
 @pytest.mark.skipif(not shutil.which("haproxy") or not shutil.which("openssl"),
@@ -323,6 +337,14 @@ def test_service_hosts_open_their_port_to_the_cluster_only() -> None:
         assert "served to the world" not in text
     # Not SwiftMail hosts: none of the SwiftMail ports (25, 587, API, intake).
     assert "2526" not in postgres and "8000" not in postgres and " 25," not in postgres
+    assert "8001" not in postgres
+
+
+def test_tracking_host_opens_its_hot_path_to_the_cluster_only() -> None:
+    tracking, app = ruleset("track1"), ruleset("app1")
+    assert 'ip saddr { 10.0.0.0/24 } tcp dport { 8001 } accept comment "cluster members only"' \
+        in tracking
+    assert "8001" not in app
 
 
 # --- Rolling upgrade ------------------------------------------------------------------
