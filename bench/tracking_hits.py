@@ -180,6 +180,27 @@ def _tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def _drainer_cpu_seconds(drainer: subprocess.Popen, database: str) -> tuple[float, float]:
+    """Return the CPU seconds of the drainer's process tree and of the database's backends.
+
+    In burst mode (``--drain after``) the drainer is the only writer of the scratch
+    database, so its backends' CPU is the PostgreSQL side of storing the hits.
+    """
+    import psycopg2
+
+    from bench._common import ADMIN_URL
+
+    connection = psycopg2.connect(ADMIN_URL)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s "
+                           "AND pid <> pg_backend_pid()", (database,))
+            backends = [row[0] for row in cursor.fetchall()]
+    finally:
+        connection.close()
+    return _tree_cpu_seconds(drainer.pid), sum(_tree_cpu_seconds(pid) for pid in backends)
+
+
 def _fixed_rate(port: int, paths: Path, args: argparse.Namespace,
                 server: subprocess.Popen | None = None) -> dict[str, Any]:
     """Offer ``args.rate`` requests/s (open loop) to 127.0.0.1:port; return its figures.
@@ -260,7 +281,7 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
         else:
             processes.append(_gunicorn("swiftmail_web.public.wsgi:app", app_port, env, args))
         drain_command = [str(Path(sys.executable).with_name("swiftmail")), "tracking", "drain",
-                         "--consumer", "bench-drainer", "--batch-size", "1000"]
+                         "--consumer", "bench-drainer", "--batch-size", str(args.drain_batch)]
         if args.drain_nice:
             drain_command = ["nice", "-n", str(args.drain_nice), *drain_command]
         if args.drain == "during":
@@ -298,9 +319,20 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
             processes.append(subprocess.Popen(drain_command, env={**os.environ, **env},
                                               stdout=subprocess.DEVNULL,
                                               stderr=subprocess.DEVNULL))
+        drain_cpu_at_start, counted_from = (0.0, 0.0), 0
+        if args.drain == "after":  # the drainer's start-up (imports, connecting) is not drain work
+            while client.xlen(stream) >= backlog_at_end > 0 and time.monotonic() - drain_started < 60:
+                time.sleep(0.02)
+            drain_cpu_at_start = _drainer_cpu_seconds(processes[-1], database)
+            counted_from = int(client.xlen(stream))
         while client.xlen(stream) > 0 and time.monotonic() - drain_started < 600:
             time.sleep(0.5)
         drain_seconds = time.monotonic() - drain_started
+        drain_cpu = None
+        if args.drain == "after" and counted_from:
+            ended = _drainer_cpu_seconds(processes[-1], database)
+            drain_cpu = ((ended[0] - drain_cpu_at_start[0]) / counted_from,
+                         (ended[1] - drain_cpu_at_start[1]) / counted_from)
         time.sleep(1)
         acknowledged = int(client.xinfo_stream(stream)["entries-added"])
         from swiftmail_core.db import app_db, tenant_tx
@@ -329,6 +361,10 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
             "drain_tail_seconds": round(drain_seconds, 1),
             "drain_tail_hits_per_second": round(backlog_at_end / drain_seconds)
             if drain_seconds > 0 else None,
+            "drain_batch": args.drain_batch,
+            # Burst mode: the drainer's own CPU and its PostgreSQL backends' per event stored.
+            "drain_cpu_us_per_event": round(drain_cpu[0] * 1e6, 1) if drain_cpu else None,
+            "drain_postgres_cpu_us_per_event": round(drain_cpu[1] * 1e6, 1) if drain_cpu else None,
         }
         for name, runs in results.items():
             if not runs:
@@ -380,6 +416,8 @@ def parser() -> argparse.ArgumentParser:
     options.add_argument("--rate-seconds", type=float, default=10)
     options.add_argument("--rate-connections", type=int, default=64,
                          help="Keep-alive connections the open-loop generator may use.")
+    options.add_argument("--drain-batch", type=int, default=500,
+                         help="The drainer's --batch-size (500 as shipped).")
     options.add_argument("--drain-nice", type=int, default=10,
                          help="Run the drainer under nice(1) with this increment (10 as "
                               "shipped; 0: same priority as the server).")
