@@ -1,23 +1,35 @@
 """Failed SMTP AUTH per source address: a growing delay, then a disconnect.
 
-Counted in-process, per listener process (not in Redis): the count needs
-no network round trip, keeps working while Redis is down, and a guesser is
-slowed on every process it reaches. The table is a bounded TTL cache, so a
-flood of addresses cannot grow it; an IPv6 client counts per /64, the block
-one subscriber usually holds. An address is forgiven ``window`` seconds
-after its last failure.
+Counted in Redis, shared by every listener process on every relay host, so
+a guesser spreading attempts across processes (SO_REUSEPORT) or hosts gets
+one allowance, not one per process. The shared count is a key per address
+under the relay's Redis prefix that expires ``window`` seconds after the
+last failure (an address is forgiven then).
+
+Fail safe: each process also keeps its own count (a bounded TTL cache, so a
+flood of addresses cannot grow it) and uses the larger of the two; while
+Redis cannot be asked, the local count alone still slows and disconnects a
+guesser. An IPv6 client counts per /64, the block one subscriber usually
+holds.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
+import redis
+import structlog
 from cachetools import TTLCache
+
+log = structlog.get_logger("swiftmail.relay.auth_failures")
 
 FAILURE_LIMIT = 10
 WINDOW_SECONDS = 900.0
 BASE_DELAY_SECONDS = 0.5
 MAX_DELAY_SECONDS = 8.0
+#: What a failed Redis call raises: the client's errors and the socket's.
+REDIS_FAILURES = (redis.RedisError, OSError)
 
 
 def source_key(address: str) -> str:
@@ -36,24 +48,62 @@ def source_key(address: str) -> str:
 class AuthFailures:
     """Count failed AUTH per source address and say how long to hold the reply.
 
+    ``client`` is an asyncio Redis client (``swiftmail_core.redis_clients``)
+    holding the count shared by every relay process under ``prefix``; without
+    one the count is this process's only (tests, a relay without Redis).
     Used from one event loop only (no lock).
     """
 
     def __init__(self, *, limit: int = FAILURE_LIMIT, window: float = WINDOW_SECONDS,
                  base_delay: float = BASE_DELAY_SECONDS, max_delay: float = MAX_DELAY_SECONDS,
-                 max_addresses: int = 100_000) -> None:
+                 max_addresses: int = 100_000, client: Any = None,
+                 prefix: str = "swiftmail:relay") -> None:
         self.limit = limit
+        self.window = window
         self.base_delay = base_delay
         self.max_delay = max_delay
+        self.redis = client
+        self.prefix = prefix
         self._counts: TTLCache[str, int] = TTLCache(maxsize=max_addresses, ttl=window)
 
-    def blocked(self, address: str) -> bool:
-        """Return True once ``address`` has failed ``limit`` times within the window."""
-        return self._counts.get(source_key(address), 0) >= self.limit
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}:authfail:{key}"
 
-    def failed(self, address: str) -> float:
+    async def _shared(self, key: str) -> int:
+        if self.redis is None:
+            return 0
+        try:
+            value = await self.redis.get(self._key(key))
+        except REDIS_FAILURES as ex:
+            log.warning("auth_failures_redis_unavailable", error=str(ex))
+            return 0
+        return int(value or 0)
+
+    async def _count_shared(self, key: str) -> int:
+        if self.redis is None:
+            return 0
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.incr(self._key(key))
+                pipe.expire(self._key(key), max(1, int(self.window)))
+                count, _ = await pipe.execute()
+        except REDIS_FAILURES as ex:
+            log.warning("auth_failures_redis_unavailable", error=str(ex))
+            return 0
+        return int(count)
+
+    async def blocked(self, address: str) -> bool:
+        """Return True once ``address`` has failed ``limit`` times within the window."""
+        key = source_key(address)
+        local = self._counts.get(key, 0)
+        if local >= self.limit:
+            return True
+        return await self._shared(key) >= self.limit
+
+    async def failed(self, address: str) -> float:
         """Count one failure; return the seconds to wait before answering it."""
         key = source_key(address)
-        count = self._counts.get(key, 0) + 1
-        self._counts[key] = count
+        local = self._counts.get(key, 0) + 1
+        self._counts[key] = local
+        count = max(local, await self._count_shared(key))
         return min(self.max_delay, self.base_delay * 2 ** (count - 1))

@@ -8,6 +8,7 @@ import signal
 
 import structlog
 from prometheus_client import start_http_server
+from swiftmail_relay.auth_failures import AuthFailures
 from swiftmail_relay.bounces import BounceHandler
 from swiftmail_relay.config import RelayConfig
 from swiftmail_relay.engine import Relay
@@ -43,7 +44,8 @@ async def run_relay(runtime: Runtime, config: RelayConfig, *, deliver: bool = Tr
     if config.submission_listen:
         servers.append(await serve_submission(
             settings, config, runtime.plugins, notify=relay.notify if deliver else None,
-            tls=tls))
+            tls=tls, auth_failures=AuthFailures(client=redis_clients.async_client(settings),
+                                                prefix=config.redis_prefix)))
     if config.intake_listen:
         intake = await serve_intake(
             settings, config, notify=relay.notify if deliver else None,

@@ -109,7 +109,7 @@ class RelaySMTP(SMTP):
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:
         """Refuse AUTH from an address that failed too often; else authenticate."""
-        if self.auth_failures.blocked(self._peer_address):
+        if await self.auth_failures.blocked(self._peer_address):
             await self._disconnect(TOO_MANY_FAILURES)
             return
         await super().smtp_AUTH(arg)
@@ -129,8 +129,8 @@ class RelaySMTP(SMTP):
             self.auth_executor, SMTP._authenticate, self, mechanism, auth_data)
         if result.success or (result.message or "").startswith("454"):
             return result  # a temporary failure is no failed guess
-        delay = self.auth_failures.failed(self._peer_address)
-        if self.auth_failures.blocked(self._peer_address):
+        delay = await self.auth_failures.failed(self._peer_address)
+        if await self.auth_failures.blocked(self._peer_address):
             await asyncio.sleep(delay)
             await self._disconnect(TOO_MANY_FAILURES)
             return AuthResult(success=False, handled=True)

@@ -306,11 +306,13 @@ async def serve_submission(
     notify: Callable[[Sequence[str]], None] | None = None,
     listen: tuple[str, int] | None = None,
     tls: ServerTls | None = None,
+    auth_failures: AuthFailures | None = None,
 ) -> asyncio.base_events.Server:
     """Start the submission listener in the running loop (SO_REUSEPORT).
 
     ``tls`` is the relay's reloadable certificate (one is loaded from the
-    config when not given).
+    config when not given); ``auth_failures`` the failed-AUTH count (the
+    relay's is shared through Redis; a process-local one when not given).
     """
     host, port = listen or config.submission_listen
     trusted = f"{host}:{port}" in config.trusted_listeners
@@ -318,7 +320,8 @@ async def serve_submission(
     tls = tls or server_tls(config.tls_cert, config.tls_key)
     factory = make_smtp_factory(handler, config, trusted=trusted,
                                 tls_context=tls.context if tls else None,
-                                authenticator=handler.authenticate)
+                                authenticator=handler.authenticate,
+                                auth_failures=auth_failures)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(factory, host, port, reuse_port=True)
     log.info("submission_listening", host=host, port=port, trusted=trusted,

@@ -476,8 +476,8 @@ class _RecordingFailures(AuthFailures):
         super().__init__(limit=5, base_delay=0.001, max_delay=0.004)
         self.delays: list[float] = []
 
-    def failed(self, address: str) -> float:
-        delay = super().failed(address)
+    async def failed(self, address: str) -> float:
+        delay = await super().failed(address)
         self.delays.append(delay)
         return delay
 
