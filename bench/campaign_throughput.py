@@ -8,6 +8,11 @@ open pixel, unsubscribe headers; first name and city in 23 places). Mail goes wo
 DKIM-signed in the worker) -> the relay (its own process) -> Postfix
 ``smtp-sink`` over loopback, MX from a loopback DNS server.
 
+The relay child records every outcome in the ledger as ``swiftmail relay
+run`` does (``OutcomeSink`` -> ``sending/state.py``); a phase ends when the
+relay has stopped with its outcomes written, and every message of the
+campaign must then be ``delivered`` in the ledger.
+
 Measured in the same run:
 
 * ``profile_us``: per message, in one process: render, DKIM sign, spool
@@ -15,10 +20,12 @@ Measured in the same run:
 * ``relay_only_per_s``: the relay delivering that campaign's already
   spooled messages (workers done before the relay starts);
 * ``end_to_end_per_s``: a second campaign, workers and relay together,
-  from ``schedule`` to the last 250 at the sink; ``ratio_vs_relay_only``.
+  from ``schedule`` to the last 250 at the sink and its outcome in the
+  ledger; ``ratio_vs_relay_only`` (the issue #16 target: 0.8).
 
-Prints ONE JSON line (medians over --rounds). A run that does not deliver
-every message exits 1 and names what is missing instead of printing a rate:
+Prints ONE JSON line (medians over --rounds, the 1-minute load average as
+each round ended). A run that does not deliver every message (sink and
+ledger) exits 1 and names what is missing instead of printing a rate:
 a worker or the relay exits non-zero, the campaign is not sent within
 ``--timeout``, or the relay delivers nothing new for ``--stall-seconds`` (the
 relay child then lists the stranded messages on stderr and in the line).
@@ -191,13 +198,18 @@ def child_relay(expected: int) -> None:
     for BENCH_STALL_SECONDS.
     """
     import asyncio
+    import functools
 
     from swiftmail_relay.config import RelayConfig
     from swiftmail_relay.engine import Relay
+    from swiftmail_relay.outcomes import record_outcomes
+    from swiftmail_relay.sink import OutcomeSink
 
+    from swiftmail_core.runtime import ProcessKind, start
     from swiftmail_core.settings import load_settings
 
-    settings = load_settings()
+    runtime = start(load_settings(), process=ProcessKind.RELAY)
+    settings = runtime.settings
     config = RelayConfig.from_settings(
         settings, smtp_port=int(os.environ["BENCH_SINK_PORT"]), allow_networks="127.0.0.0/8",
         max_connections_per_site=20, messages_per_connection=1000,
@@ -206,7 +218,9 @@ def child_relay(expected: int) -> None:
     stall_seconds = float(os.environ.get("BENCH_STALL_SECONDS", "120"))
 
     async def deliver() -> dict[str, Any]:
-        relay = Relay(settings, config)
+        # As `swiftmail relay run`: every outcome goes to the ledger (sending/state.py).
+        relay = Relay(settings, config, sink=OutcomeSink(
+            functools.partial(record_outcomes, plugins=runtime.plugins)))
         started = time.perf_counter()
         await relay.start()
         progress, progress_at = relay.delivered, time.monotonic()
@@ -217,14 +231,15 @@ def child_relay(expected: int) -> None:
             elif time.monotonic() - progress_at > stall_seconds:
                 return {"delivered": relay.delivered, "expected": expected,
                         "stalled_s": stall_seconds, "stranded": stranded(relay)}
-        result: dict[str, Any] = {"seconds": time.perf_counter() - started,
-                                  "delivered": relay.delivered, "expected": expected}
+        result: dict[str, Any] = {"delivered": relay.delivered, "expected": expected}
         stopping = time.perf_counter()
         try:
+            # Stopping writes the last outcomes: the phase ends when the ledger has them all.
             await asyncio.wait_for(relay.stop(), 60)
         except TimeoutError:
             result["stop_hung"] = [repr(task) for task in asyncio.all_tasks()
                                    if task is not asyncio.current_task()][:20]
+        result["seconds"] = time.perf_counter() - started
         result["stop_s"] = round(time.perf_counter() - stopping, 2)
         return result
 
@@ -259,6 +274,19 @@ def wait_sent(tenant_id: uuid.UUID, campaign_id: uuid.UUID, timeout: float) -> N
         if time.monotonic() > deadline:
             raise Unfinished(f"campaign {status} after {timeout:.0f} s, messages {counts}")
         time.sleep(0.1)
+
+
+def check_final(tenant_id: uuid.UUID, campaign_id: uuid.UUID, expected: int) -> None:
+    """Raise Unfinished unless every message of the campaign is delivered in the ledger."""
+    from swiftmail_core.db import tenant_tx
+
+    with tenant_tx(tenant_id) as database:
+        counts = dict(database.execute_sql(
+            "SELECT status, count(*) FROM messages WHERE campaign_id = %s GROUP BY 1",
+            (str(campaign_id),)).fetchall())
+    if counts.get("delivered", 0) != expected or len(counts) != 1:
+        raise Unfinished(f"not every message is final: ledger {counts}, {expected} expected "
+                         "delivered")
 
 
 def finish_workers(workers: list[subprocess.Popen[str]], timeout: float) -> None:
@@ -304,6 +332,7 @@ def relay_seconds(relay: subprocess.Popen[str], expected: int, timeout: float,
 
 
 STOP_SECONDS: list[float] = []
+LOAD_PER_ROUND: list[float] = []  # the 1-minute load average as each round ends
 
 
 def profile(runtime: object, tenant_id: uuid.UUID, list_id: uuid.UUID, count: int = 1000
@@ -423,6 +452,7 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
             results["workers_only"].append(per_second(n, time.perf_counter() - started))
             seconds = relay_seconds(spawn("relay", env, str(n)), n, args.timeout)
             results["relay_only"].append(per_second(n, seconds))
+            check_final(tenant_id, campaign_id, n)
             # End to end: workers and relay together from "campaign starts".
             campaign_id = new_campaign(tenant_id, list_id)
             started = time.perf_counter()
@@ -434,9 +464,11 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
             finally:
                 finish_workers(workers, args.timeout)
             results["end_to_end"].append(per_second(n, time.perf_counter() - started))
+            check_final(tenant_id, campaign_id, n)
+            LOAD_PER_ROUND.append(round(os.getloadavg()[0], 2))
             print(f"round {len(results['end_to_end'])} of {args.rounds}: " + json.dumps(
-                {name: round(values[-1], 1) for name, values in results.items()}),
-                file=sys.stderr, flush=True)
+                {**{name: round(values[-1], 1) for name, values in results.items()},
+                 "load_1m": LOAD_PER_ROUND[-1]}), file=sys.stderr, flush=True)
         runtime.close()
     finally:
         stop(sink)
@@ -458,6 +490,7 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
         "runs_per_s": {name: [round(value, 1) for value in values]
                        for name, values in results.items()},
         "relay_stop_s": STOP_SECONDS,
+        "load_1m_per_round": LOAD_PER_ROUND,
         "profile_us": profile_us,
     }
 
