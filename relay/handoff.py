@@ -64,7 +64,16 @@ def sign_for_tenant(settings: Settings, config: RelayConfig, raw: bytes,
     Line endings are made CRLF first: the signed bytes are the bytes sent.
     """
     raw = canonical_line_endings(raw)
-    domain = from_domain(raw)
+    return sign_canonical(settings, config, raw, tenant_id, from_domain(raw))
+
+
+def sign_canonical(settings: Settings, config: RelayConfig, raw: bytes,
+                   tenant_id: uuid.UUID | str | None, domain: str | None) -> bytes:
+    """Sign as ``sign_for_tenant`` a message already in CRLF form, its From domain read.
+
+    ``raw`` is what ``canonical_line_endings`` returned and ``domain`` what
+    ``from_domain`` read from it: neither pass over the message runs again.
+    """
     if tenant_id is None or domain is None or not settings.secret_key:
         return raw
     keys = _keys(settings.secret_key, config.dkim_ed25519).signing_keys(tenant_id, domain)
@@ -72,7 +81,7 @@ def sign_for_tenant(settings: Settings, config: RelayConfig, raw: bytes,
         log.warning("dkim_no_key", tenant_id=str(tenant_id), domain=domain)
         return raw
     started = time.perf_counter()
-    signed = dkim.sign(raw, keys)
+    signed = dkim.sign(raw, keys, crlf=True)
     metrics.SIGNING_SECONDS.observe(time.perf_counter() - started)
     return signed
 
@@ -106,6 +115,7 @@ def spool_message(
     """Spool one message for delivery; return its queue id once durable."""
     config = RelayConfig.from_settings(settings)
     ledger = list(ledger_ids) if ledger_ids is not None else [None] * len(recipients)
+    raw = canonical_line_endings(raw)
     envelope = Envelope(
         id=new_id(), mail_from=envelope_from,
         recipients=[Recipient(a, ledger_id=i) for a, i in zip(recipients, ledger, strict=True)],
@@ -114,7 +124,8 @@ def spool_message(
     )
     envelope.warmup_plan = warmup_plan(settings, config, tenant_id, envelope.sender_domain)
     raw = local_received_header(hostname=config.hostname, queue_id=envelope.id) + raw
-    body = sign_for_tenant(settings, config, raw, tenant_id) if sign else raw
+    body = (sign_canonical(settings, config, raw, tenant_id, envelope.sender_domain)
+            if sign else raw)
     queue_id = _spool(config.spool_dir).write(envelope, body)
     metrics.ACCEPTED.labels(source="handoff").inc()
     return queue_id
@@ -126,19 +137,22 @@ def prepare_message(settings: Settings, config: RelayConfig,
 
     The same preparation serves the same-host hand-off and the network
     hand-off (``swiftmail_relay.intake_wire``): signing happens in the
-    sending worker either way.
+    sending worker either way. Line endings are made CRLF once, and the From
+    domain read once, for the envelope and the signature alike.
     """
+    raw = canonical_line_endings(message.raw)
     envelope = Envelope(
         id=new_id(), mail_from=message.envelope_from,
         recipients=[Recipient(message.recipient, ledger_id=message.ledger_id)],
         tenant_id=str(message.tenant_id),
         campaign_id=str(message.campaign_id) if message.campaign_id else None,
-        sender_domain=from_domain(message.raw),
+        sender_domain=from_domain(raw),
     )
     envelope.warmup_plan = warmup_plan(settings, config, message.tenant_id,
                                        envelope.sender_domain)
-    raw = local_received_header(hostname=config.hostname, queue_id=envelope.id) + message.raw
-    body = sign_for_tenant(settings, config, raw, message.tenant_id) if sign else raw
+    raw = local_received_header(hostname=config.hostname, queue_id=envelope.id) + raw
+    body = (sign_canonical(settings, config, raw, message.tenant_id, envelope.sender_domain)
+            if sign else raw)
     return envelope, body
 
 

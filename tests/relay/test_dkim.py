@@ -77,3 +77,34 @@ def test_relaxed_body_matches_dkimpy() -> None:
     for body in (b"", b"\r\n", b"a  b \t\r\n\r\n", b"x\r\n \r\ny", b"line \r\n\r\n\r\nend  ",
                  b"\ta\t \t b\t\r\n  \r\n", b"one two three\r\n", b"bare\nlf \n\n"):
         assert dkim.relaxed_body(body) == Relaxed.canonicalize_body(dkim.to_crlf(body))
+
+
+def test_relaxed_body_of_a_crlf_body_skips_no_rule() -> None:
+    """``crlf=True`` (the caller made line endings CRLF) canonicalises exactly the same."""
+    for body in (b"", b"\r\n", b"a  b \t\r\n\r\n", b"x\r\n \r\ny", b"line \r\n\r\n\r\nend  ",
+                 b"\ta\t \t b\t\r\n  \r\n", b"one two three\r\n"):
+        assert dkim.relaxed_body(body, crlf=True) == dkim.relaxed_body(body)
+
+
+def test_handoff_signs_once_canonical_and_verifies(dns_server, rsa_key, dkim_dnsfunc, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The hand-off's one canonical pass: bare LF and bare CR become CRLF, then it verifies."""
+    import types
+
+    from swiftmail_relay import handoff
+    from swiftmail_relay.message_checks import canonical_line_endings, from_domain
+
+    domain = f"d{uuid.uuid4().hex[:8]}.example"
+    _publish(dns_server, domain, "sm1", rsa_key[1])
+    raw = canonical_line_endings(
+        MESSAGE.replace(b"{domain}", domain.encode()).replace(b"\r\n\r\n", b"\n\n", 1)
+        + b"bare\ncr\rend \n")
+    assert from_domain(raw) == domain
+    keys = [dkim.load_key(domain, "sm1", rsa_key[0])]
+    store = types.SimpleNamespace(signing_keys=lambda tenant_id, name: keys)
+    monkeypatch.setattr(handoff, "_keys", lambda secret, ed25519: store)
+    signed = handoff.sign_canonical(
+        types.SimpleNamespace(secret_key="x"), types.SimpleNamespace(dkim_ed25519=False),  # type: ignore[arg-type]
+        raw, uuid.uuid4(), domain)
+    stamp = int(signed.split(b"t=", 1)[1].split(b";", 1)[0])
+    assert signed == dkim.sign(raw, keys, timestamp=stamp)
+    assert dkimpy.verify(signed, dnsfunc=dkim_dnsfunc)
