@@ -57,6 +57,8 @@ from swiftmail_core.settings import Settings
 
 log = structlog.get_logger("swiftmail.relay")
 FULL_SCAN_SECONDS = 30.0
+#: How long a finished message's id is remembered (a scan or notify racing its removal).
+FINISHED_MEMORY_SECONDS = 60.0
 WATCHDOG_SECONDS = 10.0  # how often the watchdog looks (at most)
 #: How often the delivering relay forgets old records of ledger rows taken (spool_ledger).
 PRUNE_SECONDS = 3600.0
@@ -337,11 +339,23 @@ class Relay:
                 if self._loaded_at.get(queue_id, started) < started:
                     self.envelopes.pop(queue_id, None)
                     self._loaded_at.pop(queue_id, None)
-        for queue_id, when in list(self._finished.items()):
-            if when < started - 60:
-                del self._finished[queue_id]
+        self._forget_finished(started - FINISHED_MEMORY_SECONDS)
         self._apply_controls(await asyncio.to_thread(self._take_controls))
         metrics.QUEUE_DEPTH.labels(state="active").set(len(self.envelopes))
+
+    def _forget_finished(self, before: float) -> None:
+        """Forget the ids of messages finished before ``before`` (monotonic seconds).
+
+        ``_finished`` is kept in finishing order, so this stops at the first
+        newer id instead of walking all of them on every scan (a busy relay
+        remembers tens of thousands and scans ten times a second).
+        """
+        finished = self._finished
+        while finished:
+            queue_id = next(iter(finished))
+            if finished[queue_id] >= before:
+                return
+            del finished[queue_id]
 
     def _take_controls(self) -> list[dict[str, Any]]:
         """Read and remove the CLI's control files (blocking: call it in a thread)."""
@@ -641,6 +655,7 @@ class Relay:
             # After its expired event: a resend of that row is a new message, not a repeat.
             await asyncio.to_thread(SpoolLedger(self.spool).forget_expired, envelope)
         if finished:
+            self._finished.pop(envelope.id, None)  # to the end: kept in finishing order
             self._finished[envelope.id] = time.monotonic()
             self.waits.pop(envelope.id, None)
             self.envelopes.pop(envelope.id, None)

@@ -89,3 +89,13 @@ def test_control_files_are_read_off_the_loop(relay_factory, monkeypatch) -> None
     (recipient,) = relay.envelopes[queue_id].recipients
     assert recipient.next_attempt_at == 0.0  # the retry command was applied
     assert not list(relay.spool.control.glob("*.json"))
+
+
+def test_finished_ids_are_forgotten_oldest_first(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    """A scan forgets ids finished over a minute ago and keeps the newer ones."""
+    relay = relay_factory(1)
+    relay._finished.update({"old1": 1.0, "old2": 2.0, "new1": 100.0, "new2": 101.0})
+    relay._forget_finished(50.0)
+    assert list(relay._finished) == ["new1", "new2"]
+    relay._forget_finished(1000.0)
+    assert relay._finished == {}
