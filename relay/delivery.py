@@ -66,12 +66,17 @@ def dot_stuff(message: bytes) -> bytes:
     ``<LF>.<CR><LF>`` or ``<CR>.<CR>`` sequence can end DATA early at a
     peer that is lax about line endings (SMTP smuggling).
     """
-    data = to_crlf(message)
-    if data.count(b"\r") != data.count(b"\r\n"):
-        data = _BARE_CR.sub(b"\r\n", data)
+    pairs = message.count(b"\r\n")
+    if message.count(b"\r") == pairs and message.count(b"\n") == pairs:
+        data = message  # CRLF throughout already: what the spool holds (three C-speed counts)
+    else:
+        data = to_crlf(message)
+        if data.count(b"\r") != data.count(b"\r\n"):
+            data = _BARE_CR.sub(b"\r\n", data)
     if data.startswith(b"."):
         data = b"." + data
-    data = data.replace(b"\r\n.", b"\r\n..")
+    if b"\r\n." in data:
+        data = data.replace(b"\r\n.", b"\r\n..")
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     return data + b".\r\n"

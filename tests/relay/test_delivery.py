@@ -262,6 +262,24 @@ def test_cli_retry_control_file_is_applied(dns_server, peers, relay_factory) -> 
     assert _status(relay.finals[0]) == [DELIVERED]
 
 
+def test_dot_stuffing_of_crlf_mail_equals_the_general_path() -> None:
+    """The CRLF fast path stuffs exactly as the general conversion does."""
+    import itertools
+
+    from swiftmail_relay.delivery import _BARE_CR, dot_stuff
+    from swiftmail_relay.dkim import to_crlf
+
+    def general(message: bytes) -> bytes:
+        data = _BARE_CR.sub(b"\r\n", to_crlf(message))
+        data = (b"." + data if data.startswith(b".") else data).replace(b"\r\n.", b"\r\n..")
+        return (data if data.endswith(b"\r\n") else data + b"\r\n") + b".\r\n"
+
+    for size in range(7):
+        for parts in itertools.product((b"\r", b"\n", b".", b"a", b"\r\n"), repeat=size):
+            message = b"".join(parts)
+            assert dot_stuff(message) == general(message), message
+
+
 def test_dot_stuffing_and_line_endings_survive(dns_server, peers, relay_factory) -> None:  # type: ignore[no-untyped-def]
     from swiftmail_relay.delivery import dot_stuff
 
