@@ -192,7 +192,7 @@ def stranded(relay: Any, limit: int = 20) -> dict[str, Any]:
 
 
 def child_relay(expected: int) -> None:
-    """Run the relay until ``expected`` recipients are delivered; print one JSON line.
+    """Run the relay until ``expected`` ledger rows are delivered; print one JSON line.
 
     Exits 1, describing the stranded messages, when nothing new is delivered
     for BENCH_STALL_SECONDS.
@@ -219,19 +219,29 @@ def child_relay(expected: int) -> None:
 
     async def deliver() -> dict[str, Any]:
         # As `swiftmail relay run`: every outcome goes to the ledger (sending/state.py).
+        rows: set[int | None] = set()  # ledger rows delivered (a copy delivered twice counts once)
+        copies = [0]
+
+        def final(envelope: Any) -> None:
+            for recipient in envelope.recipients:
+                if recipient.status == "delivered":
+                    copies[0] += 1
+                    rows.add(recipient.ledger_id)
+
         relay = Relay(settings, config, sink=OutcomeSink(
-            functools.partial(record_outcomes, plugins=runtime.plugins)))
+            functools.partial(record_outcomes, plugins=runtime.plugins)), on_final=final)
         started = time.perf_counter()
         await relay.start()
         progress, progress_at = relay.delivered, time.monotonic()
-        while relay.delivered < expected:
+        while len(rows) < expected:
             await asyncio.sleep(0.01)
             if relay.delivered != progress:
                 progress, progress_at = relay.delivered, time.monotonic()
             elif time.monotonic() - progress_at > stall_seconds:
-                return {"delivered": relay.delivered, "expected": expected,
+                return {"delivered": len(rows), "expected": expected,
                         "stalled_s": stall_seconds, "stranded": stranded(relay)}
-        result: dict[str, Any] = {"delivered": relay.delivered, "expected": expected}
+        result: dict[str, Any] = {"delivered": len(rows), "expected": expected,
+                                  "duplicate_deliveries": copies[0] - len(rows)}
         stopping = time.perf_counter()
         try:
             # Stopping writes the last outcomes: the phase ends when the ledger has them all.
@@ -327,11 +337,13 @@ def relay_seconds(relay: subprocess.Popen[str], expected: int, timeout: float,
                          f"{report.get('delivered', 'an unknown number')} of {expected}{detail}")
     if report.get("stop_hung"):
         print(f"relay stop hung: {report['stop_hung']}", file=sys.stderr)
+    DUPLICATES.append(report.get("duplicate_deliveries", 0))
     STOP_SECONDS.append(report.get("stop_s", 0.0))
     return float(report["seconds"])
 
 
 STOP_SECONDS: list[float] = []
+DUPLICATES: list[int] = []  # ledger rows the relay delivered more than once, per relay run
 LOAD_PER_ROUND: list[float] = []  # the 1-minute load average as each round ends
 
 
@@ -490,6 +502,7 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
         "runs_per_s": {name: [round(value, 1) for value in values]
                        for name, values in results.items()},
         "relay_stop_s": STOP_SECONDS,
+        "duplicate_deliveries": DUPLICATES,
         "load_1m_per_round": LOAD_PER_ROUND,
         "profile_us": profile_us,
     }
