@@ -69,7 +69,8 @@ class DueQueue:
 
     ``due_sql`` selects ``(tenant_id, due_at)`` of every tenant with work due
     now (cross-tenant, grouped by tenant); ``next_due_sql`` selects one
-    tenant's earliest due time (``%(tenant)s``), NULL when it has none.
+    tenant's earliest due time (``%(tenant)s``, and any ``params`` the
+    claim passes to ``settle_within``), NULL when it has none.
     """
 
     name: str
@@ -104,19 +105,22 @@ class DueQueue:
         return [tenant for (tenant,) in rows]
 
     def settle_within(self, database: Any, tenant_id: str,
-                      wait_seconds: float | None = None) -> None:
+                      wait_seconds: float | None = None, *,
+                      params: dict[str, Any] | None = None) -> None:
         """Move the tenant's hint to its next due item, or ``wait_seconds`` from now.
 
         Runs in the claim's transaction. Without ``wait_seconds`` (the claim
         found fewer due items than it asked for) the hint moves to the
-        tenant's earliest due item, or goes when there is none.
+        tenant's earliest due item, or goes when there is none; ``params``
+        are more values ``next_due_sql`` names (e.g. a concurrency limit).
         """
         if wait_seconds is not None:
             database.execute_sql(
                 "UPDATE due_tenants SET due_at = now() + make_interval(secs => %s) "
                 "WHERE tenant_id = %s AND queue = %s", (float(wait_seconds), tenant_id, self.name))
             return
-        (next_due,) = database.execute_sql(self.next_due_sql, {"tenant": tenant_id}).fetchone()
+        (next_due,) = database.execute_sql(
+            self.next_due_sql, {**(params or {}), "tenant": tenant_id}).fetchone()
         if next_due is None:
             database.execute_sql("DELETE FROM due_tenants WHERE tenant_id = %s AND queue = %s",
                                  (tenant_id, self.name))

@@ -35,7 +35,7 @@ from swiftmail_core.events import EventRecord, record_events
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.public_ids import public_ids
 from swiftmail_core.settings import Settings
-from swiftmail_core.webhooks.leases import WEBHOOKS, Claimed, claim_due, release
+from swiftmail_core.webhooks.leases import Claimed, claim_due, release, slot_freed
 from swiftmail_core.webhooks.signing import SIGNATURE_HEADER, sign_payload
 from swiftmail_core.webhooks.transport import PostResult, post
 from swiftmail_core.webhooks.urls import UrlPolicy, check_webhook_url
@@ -154,6 +154,7 @@ class Dispatcher:
                     "UPDATE webhooks SET consecutive_failures = 0, paused_until = NULL, "
                     "updated_at = now() WHERE tenant_id = %s AND id = %s", (tenant, webhook),
                 )
+                slot_freed(database, tenant, webhook)
                 with self._lock:
                     self._paused.pop(claimed.endpoint, None)
                 return True
@@ -180,8 +181,6 @@ class Dispatcher:
             ).fetchone()
             with self._lock:
                 self._paused[claimed.endpoint] = paused_until
-            if not give_up:
-                WEBHOOKS.mark_due(database, tenant, max(retry_at, paused_until))
             if give_up and enabled:
                 reason = (f"deliveries failed for {self.retry_window} "
                           f"({failures} failures in a row); last: {result.excerpt[:200]}")
@@ -191,6 +190,7 @@ class Dispatcher:
                     (reason, tenant, webhook),
                 )
                 disabled = True
+            slot_freed(database, tenant, webhook)
         log.info("webhook_delivery_failed", tenant_id=tenant, webhook_id=webhook,
                  delivery_id=delivery, status=result.status, paused_until=str(paused_until))
         if disabled:

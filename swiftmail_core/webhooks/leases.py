@@ -57,20 +57,35 @@ def _uuid(value: object) -> uuid.UUID:
 
 
 #: Tenants with deliveries due to webhooks that are not paused (a disabled
-#: webhook's deliveries are due too: the claim abandons them).
+#: webhook's deliveries are due too: the claim abandons them) and have none in
+#: flight: a busy webhook's tenant is hinted by the claim (``next_due_sql``,
+#: at the earliest lease end when the webhook is at its concurrency limit) and
+#: again when a slot frees (a result recorded, a claim released); the sweeper
+#: reclaims an expired lease before it refreshes.
 WEBHOOKS = DueQueue(
     "webhooks",
     due_sql="SELECT d.tenant_id, min(d.next_attempt_at) FROM webhook_deliveries d "
             "JOIN webhooks w ON w.tenant_id = d.tenant_id AND w.id = d.webhook_id "
             "WHERE d.status = 'pending' AND d.next_attempt_at <= now() "
             "AND (NOT w.enabled OR w.paused_until IS NULL OR w.paused_until <= now()) "
+            "AND NOT EXISTS (SELECT 1 FROM webhook_deliveries b "
+            "  WHERE b.tenant_id = d.tenant_id AND b.webhook_id = d.webhook_id "
+            "  AND b.status = 'delivering') "
             "GROUP BY d.tenant_id",
-    next_due_sql="SELECT min(greatest(d.next_attempt_at, "
-                 "CASE WHEN w.enabled THEN w.paused_until END)) "
-                 "FROM webhook_deliveries d JOIN webhooks w "
-                 "ON w.tenant_id = d.tenant_id AND w.id = d.webhook_id "
-                 "WHERE d.tenant_id = %(tenant)s AND w.tenant_id = %(tenant)s "
-                 "AND d.status = 'pending'",
+    # An enabled webhook with %(cap)s deliveries in flight is due again when
+    # its first lease ends (or a slot frees earlier and hints it).
+    next_due_sql="SELECT min(CASE WHEN p.enabled AND b.n >= %(cap)s "
+                 "THEN greatest(p.due, b.lease_end) ELSE p.due END) "
+                 "FROM (SELECT d.webhook_id, w.enabled, min(greatest(d.next_attempt_at, "
+                 "  CASE WHEN w.enabled THEN w.paused_until END)) AS due "
+                 "  FROM webhook_deliveries d JOIN webhooks w "
+                 "  ON w.tenant_id = d.tenant_id AND w.id = d.webhook_id "
+                 "  WHERE d.tenant_id = %(tenant)s AND w.tenant_id = %(tenant)s "
+                 "  AND d.status = 'pending' GROUP BY d.webhook_id, w.enabled) p "
+                 "LEFT JOIN (SELECT webhook_id, count(*) AS n, min(lease_expires_at) AS lease_end "
+                 "  FROM webhook_deliveries WHERE tenant_id = %(tenant)s "
+                 "  AND status = 'delivering' GROUP BY webhook_id) b "
+                 "ON b.webhook_id = p.webhook_id",
 )
 
 
@@ -170,8 +185,25 @@ def _claim_tenant(tenant: str, limit: int, lease: datetime.timedelta,
             ).fetchall()
         more = len(rows) == limit
         if not more:
-            WEBHOOKS.settle_within(database, tenant)
+            WEBHOOKS.settle_within(database, tenant, params={"cap": endpoint_concurrency})
     return [tuple(row) for row in rows], more
+
+
+def slot_freed(database: object, tenant: str, webhook: str) -> None:
+    """Hint the tenant at the webhook's next pending delivery, in the caller's transaction.
+
+    Called when a delivery's result is recorded: a webhook that was at its
+    concurrency limit has a slot again, and its tenant's hint may have been
+    moved past the slot's lease end by an earlier claim.
+    """
+    (due,) = database.execute_sql(  # type: ignore[attr-defined]
+        "SELECT min(greatest(d.next_attempt_at, CASE WHEN w.enabled THEN w.paused_until END)) "
+        "FROM webhook_deliveries d JOIN webhooks w "
+        "ON w.tenant_id = d.tenant_id AND w.id = d.webhook_id "
+        "WHERE d.tenant_id = %s AND w.tenant_id = %s AND d.webhook_id = %s "
+        "AND d.status = 'pending'", (tenant, tenant, webhook)).fetchone()
+    if due is not None:
+        WEBHOOKS.mark_due(database, tenant, due)
 
 
 def release(claimed: Claimed, not_before: datetime.datetime | None = None) -> bool:

@@ -261,3 +261,36 @@ def test_a_failing_endpoint_is_paused_until_its_backoff_ends(
         assert app_db.execute_sql(
             "SELECT paused_until, consecutive_failures FROM webhooks WHERE id = %s",
             (str(webhook_id),)).fetchone() == (None, 0)
+
+
+def _hint(tenant_id) -> bool | None:  # type: ignore[no-untyped-def]
+    """Whether the tenant's webhook hint is due now (None: no hint)."""
+    with system_tx() as database:
+        row = database.execute_sql(
+            "SELECT due_at <= now() FROM due_tenants WHERE tenant_id = %s AND queue = 'webhooks'",
+            (str(tenant_id),)).fetchone()
+    return None if row is None else row[0]
+
+
+def test_a_webhook_at_its_concurrency_limit_leaves_its_tenant_not_due(
+        settings, tenant_a, receivers) -> None:
+    # Regression: the claim left the tenant due now while its only due deliveries
+    # waited for a slot, so every poll claimed it again and got nothing.
+    park_other_deliveries(tenant_a)
+    receiver = receivers()
+    add_webhook(settings, tenant_a.id, receiver.url)
+    add_events(tenant_a.id, 3)
+    dispatcher = Dispatcher(settings.secret_key, LOOPBACK, endpoint_concurrency=2)
+    first, second = dispatcher.claim()
+    assert statuses(tenant_a.id) == {"delivering": 2, "pending": 1}
+    assert _hint(tenant_a.id) is False  # not due until a slot frees or a lease ends
+    assert dispatcher.claim() == []
+    assert _hint(tenant_a.id) is False  # the empty round's refresh kept it too
+    assert dispatcher.finish(first, PostResult(200, "ok"))
+    assert _hint(tenant_a.id) is True  # a slot is free: due again
+    [third] = dispatcher.claim()
+    for claimed in (second, third):
+        assert dispatcher.finish(claimed, PostResult(200, "ok"))
+    assert statuses(tenant_a.id) == {"succeeded": 3}
+    assert dispatcher.claim() == []
+    assert _hint(tenant_a.id) is None
