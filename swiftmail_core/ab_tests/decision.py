@@ -92,7 +92,7 @@ def _release(database: Any, tenant_id: uuid.UUID | str, campaign_id: uuid.UUID |
              winner: str, campaign_status: str, limit: int) -> int:
     status = "held" if campaign_status == "paused" else "queued"
     (local,) = database.execute_sql(
-        "SELECT local_send_time IS NOT NULL FROM campaigns WHERE tenant_id = %s AND id = %s",
+        "SELECT local_send_time FROM campaigns WHERE tenant_id = %s AND id = %s",
         (str(tenant_id), str(campaign_id))).fetchone()
     released = state.release_waiting(database, tenant_id, campaign_id, winner, status, local,
                                      limit)

@@ -75,7 +75,7 @@ from swiftmail_core.db.failover import retry_after_failover
 from swiftmail_core.events import EventRecord, notify_plugins, store_events
 from swiftmail_core.models import utcnow
 from swiftmail_core.plugins import PluginManager
-from swiftmail_core.sending import due_tenants
+from swiftmail_core.sending import due_tenants, send_time
 from swiftmail_core.suppressions import SuppressionEntry, suppress_within
 
 KEEP = None
@@ -477,24 +477,35 @@ SELECT id FROM messages WHERE tenant_id = %s AND campaign_id = %s
   AND {_from('release_waiting')}
 ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
 """
-#: Released rows go now; with a local send time (docs/send-time.md) a row whose
-#: time has passed waits for the same wall-clock time on a later day.
+#: Released rows go now.
 _RELEASE_WAITING_SQL = f"""
-UPDATE messages SET variant = %s, status = %s, updated_at = now(),
-    next_attempt_at = CASE
-        WHEN NOT %s THEN now()
-        WHEN next_attempt_at >= now() THEN next_attempt_at
-        ELSE next_attempt_at
-             + ceil(extract(epoch FROM now() - next_attempt_at) / 86400) * interval '1 day' END
+UPDATE messages SET variant = %s, status = %s, updated_at = now(), next_attempt_at = now()
 WHERE tenant_id = %s AND id = ANY (%s::bigint[]) AND {_from('release_waiting')}
+"""
+#: With a local send time (docs/send-time.md) a row keeps its time while it is
+#: ahead; one whose time has passed waits for the next moment its recipient's
+#: zone reads the local time again (by the zone's calendar, so a daylight
+#: saving change in between keeps the wall-clock time), as the audience INSERT
+#: computes it.
+_RELEASE_WAITING_LOCAL_SQL = f"""
+UPDATE messages m SET variant = %s, status = %s, updated_at = now(),
+    next_attempt_at = CASE WHEN m.next_attempt_at >= %s::timestamptz THEN m.next_attempt_at
+                           ELSE {send_time.not_before_sql('z.zone')} END
+FROM (SELECT w.id, {send_time.contact_zone_sql('c.attributes')} AS zone
+      FROM messages w LEFT JOIN contacts c
+        ON c.tenant_id = %s AND c.tenant_id = w.tenant_id AND c.id = w.contact_id
+      WHERE w.tenant_id = %s AND w.id = ANY (%s::bigint[])) z
+WHERE m.tenant_id = %s AND m.id = z.id AND m.id = ANY (%s::bigint[])
+  AND {_from('release_waiting')}
 """
 
 
 def release_waiting(database: Any, tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str,
-                    variant: str, status: str, local_send_time: bool, limit: int) -> int:
+                    variant: str, status: str, local_send_time: str | None, limit: int) -> int:
     """Give up to ``limit`` waiting rows ``variant`` and move them to ``status``; return how many.
 
-    ``status`` is ``queued``, or ``held`` while the campaign is paused.
+    ``status`` is ``queued``, or ``held`` while the campaign is paused;
+    ``local_send_time`` is the campaign's (``HH:MM``), or None to send now.
     """
     # NOTE: pick, then update by id. As one "UPDATE ... WHERE id IN (SELECT ... LIMIT n
     # FOR UPDATE SKIP LOCKED)" PostgreSQL may run the subquery again for each outer row,
@@ -503,8 +514,16 @@ def release_waiting(database: Any, tenant_id: uuid.UUID | str, campaign_id: uuid
         _PICK_WAITING_SQL, (str(tenant_id), str(campaign_id), limit)).fetchall()]
     if not picked:
         return 0
-    cursor = database.execute_sql(_RELEASE_WAITING_SQL, (
-        variant, _to("release_waiting", status), local_send_time, str(tenant_id), picked))
+    tenant, to = str(tenant_id), _to("release_waiting", status)
+    if local_send_time is None:
+        cursor = database.execute_sql(_RELEASE_WAITING_SQL, (variant, to, tenant, picked))
+        return int(cursor.rowcount)
+    # NOTE: now() read once and passed as a value (Citus refuses it inside CASE).
+    (now,) = database.execute_sql("SELECT now()").fetchone()
+    cursor = database.execute_sql(_RELEASE_WAITING_LOCAL_SQL, (
+        variant, to, now, *send_time.not_before_params(now, local_send_time),
+        sorted(send_time.zone_names(database)), send_time.tenant_zone(database, tenant_id),
+        tenant, tenant, picked, tenant, picked))
     return int(cursor.rowcount)
 
 

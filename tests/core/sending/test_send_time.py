@@ -242,7 +242,47 @@ def test_an_ab_tests_rest_keeps_its_local_time(tenant_a) -> None:  # type: ignor
     try:
         got = _not_before(tenant_a.id, campaign)
         assert got["ahead@ab.test"] == ahead  # still to come: kept
-        # passed: the same wall-clock time on the next day still ahead (whole days)
-        assert got["passed@ab.test"] == passed + datetime.timedelta(days=2)
+        # passed: the next 09:00 in the recipient's zone (no contact: the tenant's, UTC)
+        nine = now.replace(hour=9, minute=0, second=0, microsecond=0)
+        assert got["passed@ab.test"] == (nine if nine >= now else nine + datetime.timedelta(days=1))
+    finally:
+        cancel_leftover_work(tenant_a.id)
+
+
+def test_an_ab_tests_rest_keeps_its_local_time_across_a_dst_change(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    # Regression: a row whose time had passed moved by whole days of 24 hours, so
+    # with a daylight saving change between its time and the release it went an
+    # hour early or late on the recipient's clock.
+    import zoneinfo
+
+    from swiftmail_core.ab_tests.decision import decide
+
+    zone = zoneinfo.ZoneInfo("America/New_York")
+    now = datetime.datetime.now(UTC)
+    offset_now = now.astimezone(zone).utcoffset()
+    day = now.astimezone(zone).date()
+    for back in range(2, 400):  # 09:00 New York on a day with the other offset
+        then = datetime.datetime.combine(day - datetime.timedelta(days=back),
+                                         datetime.time(9, 0), tzinfo=zone)
+        if then.utcoffset() != offset_now:
+            break
+    campaign = make_campaign(tenant_a.id, [])
+    with tenant_tx(tenant_a.id) as database:
+        database.execute_sql(
+            "UPDATE campaigns SET status = 'sending', ab_metric = 'manual', ab_test_percent = 20, "
+            "audience_resolved_at = now(), local_send_time = '09:00' WHERE id = %s",
+            (str(campaign),))
+        database.execute_sql(
+            "WITH c AS (INSERT INTO contacts (tenant_id, email, attributes) "
+            "VALUES (%s, 'ny@ab.test', '{\"timezone\": \"America/New_York\"}') RETURNING id) "
+            "INSERT INTO messages (tenant_id, campaign_id, contact_id, email, kind, transport, "
+            "status, next_attempt_at) SELECT %s, %s, id, 'ny@ab.test', 'campaign', 'none', "
+            "'waiting', %s FROM c",
+            (str(tenant_a.id), str(tenant_a.id), str(campaign), then.astimezone(UTC)))
+        assert decide(database, tenant_a.id, campaign, "A", "manual", counts={}) == 1
+    try:
+        got = _not_before(tenant_a.id, campaign)["ny@ab.test"]
+        assert got.astimezone(zone).time() == datetime.time(9, 0)  # nine on their clock
+        assert now - datetime.timedelta(minutes=5) <= got <= now + datetime.timedelta(days=1)
     finally:
         cancel_leftover_work(tenant_a.id)
