@@ -19,6 +19,9 @@ Measured in the same run:
   write (batches of 100), and the outbox claim + result write per message;
 * ``relay_only_per_s``: the relay delivering that campaign's already
   spooled messages (workers done before the relay starts);
+* ``cpu_ms_per_message``: per phase, the CPU time of its worker and relay
+  processes per message (load-independent, unlike the rates; PostgreSQL's
+  share not included);
 * ``end_to_end_per_s``: a second campaign, workers and relay together,
   from ``schedule`` to the last 250 at the sink and its outcome in the
   ledger; ``ratio_vs_relay_only`` (the issue #16 target: 0.8).
@@ -40,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -286,6 +290,12 @@ def wait_sent(tenant_id: uuid.UUID, campaign_id: uuid.UUID, timeout: float) -> N
         time.sleep(0.1)
 
 
+def children_cpu() -> float:
+    """Return the CPU seconds (user + system) of this process's reaped children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def check_final(tenant_id: uuid.UUID, campaign_id: uuid.UUID, expected: int) -> None:
     """Raise Unfinished unless every message of the campaign is delivered in the ledger."""
     from swiftmail_core.db import tenant_tx
@@ -433,6 +443,7 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
     })
     os.environ.update(env)
     results: dict[str, list[float]] = {"relay_only": [], "end_to_end": [], "workers_only": []}
+    cpu: dict[str, list[float]] = {name: [] for name in results}  # ms per message
     n = args.subscribers
     kill_after = 0.5 if args.inject_failure == "kill-relay" else None
     try:
@@ -457,17 +468,20 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
         for _ in range(args.rounds):
             # Relay only: workers fill the spool first, then the relay delivers.
             campaign_id = new_campaign(tenant_id, list_id)
-            started = time.perf_counter()
+            started, used = time.perf_counter(), children_cpu()
             lifecycle.schedule_campaign(tenant_id, campaign_id)
             finish_workers([spawn("worker", env) for _ in range(args.workers)], args.timeout)
             wait_sent(tenant_id, campaign_id, args.timeout)
             results["workers_only"].append(per_second(n, time.perf_counter() - started))
+            cpu["workers_only"].append((children_cpu() - used) / n * 1000)
+            used = children_cpu()
             seconds = relay_seconds(spawn("relay", env, str(n)), n, args.timeout)
             results["relay_only"].append(per_second(n, seconds))
+            cpu["relay_only"].append((children_cpu() - used) / n * 1000)
             check_final(tenant_id, campaign_id, n)
             # End to end: workers and relay together from "campaign starts".
             campaign_id = new_campaign(tenant_id, list_id)
-            started = time.perf_counter()
+            started, used = time.perf_counter(), children_cpu()
             lifecycle.schedule_campaign(tenant_id, campaign_id)
             relay = spawn("relay", env, str(n))
             workers = [spawn("worker", env) for _ in range(args.workers)]
@@ -476,6 +490,7 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
             finally:
                 finish_workers(workers, args.timeout)
             results["end_to_end"].append(per_second(n, time.perf_counter() - started))
+            cpu["end_to_end"].append((children_cpu() - used) / n * 1000)
             check_final(tenant_id, campaign_id, n)
             LOAD_PER_ROUND.append(round(os.getloadavg()[0], 2))
             print(f"round {len(results['end_to_end'])} of {args.rounds}: " + json.dumps(
@@ -499,6 +514,9 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
         "ratio_vs_relay_only": ratio(e2e, relay_only),
         "workers_only_per_s": median(results["workers_only"]),
         "workers_only_per_hour": round(median(results["workers_only"]) * 3600),
+        # CPU of the phase's worker and relay processes (start-up included, PostgreSQL not):
+        # end to end on 2 cores can reach at most 2 / (workers + relay) per ms.
+        "cpu_ms_per_message": {name: median(values, 3) for name, values in cpu.items()},
         "runs_per_s": {name: [round(value, 1) for value in values]
                        for name, values in results.items()},
         "relay_stop_s": STOP_SECONDS,
