@@ -15,6 +15,7 @@ holds.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from typing import Any
 
@@ -28,8 +29,11 @@ FAILURE_LIMIT = 10
 WINDOW_SECONDS = 900.0
 BASE_DELAY_SECONDS = 0.5
 MAX_DELAY_SECONDS = 8.0
-#: What a failed Redis call raises: the client's errors and the socket's.
-REDIS_FAILURES = (redis.RedisError, OSError)
+#: Seconds an AUTH waits for the shared count before going on with the local one
+#: (a Redis failing over must not hold every AUTH for the client's retries).
+REDIS_WAIT_SECONDS = 1.0
+#: What a failed Redis call raises: the client's errors, the socket's, the wait's.
+REDIS_FAILURES = (redis.RedisError, OSError, TimeoutError)
 
 
 def source_key(address: str) -> str:
@@ -50,20 +54,24 @@ class AuthFailures:
 
     ``client`` is an asyncio Redis client (``swiftmail_core.redis_clients``)
     holding the count shared by every relay process under ``prefix``; without
-    one the count is this process's only (tests, a relay without Redis).
+    one the count is this process's only (tests, a relay without Redis). A
+    Redis call that takes longer than ``redis_wait`` seconds is given up for
+    the local count.
     Used from one event loop only (no lock).
     """
 
     def __init__(self, *, limit: int = FAILURE_LIMIT, window: float = WINDOW_SECONDS,
                  base_delay: float = BASE_DELAY_SECONDS, max_delay: float = MAX_DELAY_SECONDS,
                  max_addresses: int = 100_000, client: Any = None,
-                 prefix: str = "swiftmail:relay") -> None:
+                 prefix: str = "swiftmail:relay",
+                 redis_wait: float = REDIS_WAIT_SECONDS) -> None:
         self.limit = limit
         self.window = window
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.redis = client
         self.prefix = prefix
+        self.redis_wait = redis_wait
         self._counts: TTLCache[str, int] = TTLCache(maxsize=max_addresses, ttl=window)
 
     def _key(self, key: str) -> str:
@@ -73,7 +81,7 @@ class AuthFailures:
         if self.redis is None:
             return 0
         try:
-            value = await self.redis.get(self._key(key))
+            value = await asyncio.wait_for(self.redis.get(self._key(key)), self.redis_wait)
         except REDIS_FAILURES as ex:
             log.warning("auth_failures_redis_unavailable", error=str(ex))
             return 0
@@ -83,13 +91,17 @@ class AuthFailures:
         if self.redis is None:
             return 0
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.incr(self._key(key))
-                pipe.expire(self._key(key), max(1, int(self.window)))
-                count, _ = await pipe.execute()
+            count = await asyncio.wait_for(self._incr(key), self.redis_wait)
         except REDIS_FAILURES as ex:
             log.warning("auth_failures_redis_unavailable", error=str(ex))
             return 0
+        return int(count)
+
+    async def _incr(self, key: str) -> int:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(self._key(key))
+            pipe.expire(self._key(key), max(1, int(self.window)))
+            count, _ = await pipe.execute()
         return int(count)
 
     async def blocked(self, address: str) -> bool:
