@@ -209,6 +209,12 @@ def test_haproxy_routes_tracking_hits_to_the_hot_path_with_the_api_as_fallback()
     assert servers == ["server track1 10.0.0.13:8001 check"]
 
 
+def test_haproxy_keeps_metrics_from_the_world() -> None:
+    # Regression: HAProxy passed /metrics on to the API, so the world read it.
+    text = render("haproxy.cfg.j2", on_host("lb1"))
+    assert "http-request deny deny_status 404 if { path,url_dec -m reg ^/+metrics(/|$) }" in text
+
+
 @pytest.mark.skipif(not shutil.which("haproxy") or not shutil.which("openssl"),
                     reason="haproxy or openssl not installed")
 def test_rendered_haproxy_configuration_passes_haproxy_check(tmp_path: Path) -> None:
