@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tenants", type=int, default=8)
     parser.add_argument("--per-tenant", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--port-base", type=int, default=None,
+                        help="the cluster's coordinator port (workers take the next ones); "
+                             "free ports when not given")
     return parser
 
 
@@ -123,7 +126,7 @@ def work(args: argparse.Namespace) -> dict[str, Any]:
         single = _measure(single_env, args.tenants, args.per_tenant, args.batch)
     finally:
         drop_database(database)
-    cluster = CitusCluster()
+    cluster = CitusCluster(first_port=args.port_base)
     try:
         cluster.start()
         cluster.wait_ready()
