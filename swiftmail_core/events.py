@@ -121,22 +121,21 @@ def store_events(database: Any, records: Sequence[EventRecord]) -> list[EventRec
             str(r.contact_id) if r.contact_id else None,
             r.link_id, r.bounce_class, r.is_machine, r.recipient_domain, r.source_key,
             json.dumps({**r.detail, **({"email": r.email} if r.email else {})}),
-            index,
         )
-        for index, r in enumerate(records)
+        for r in records
     ]
+    # NOTE: plain multi-row VALUES inserts (rows go in, and take ids, in list order), not
+    # INSERT ... SELECT FROM VALUES: Citus runs that through the coordinator, as a COPY
+    # into the shard and a two-phase commit, several round trips per state write.
     inserted = execute_values(
         cursor,
         "INSERT INTO events (tenant_id, occurred_at, type, message_id, campaign_id, "
         "contact_id, link_id, bounce_class, is_machine, recipient_domain, source_key, detail) "
-        "SELECT v.tenant_id::uuid, v.occurred_at::timestamptz, v.type, v.message_id::bigint, "
-        "v.campaign_id::uuid, v.contact_id::uuid, v.link_id::bigint, v.bounce_class, "
-        "v.is_machine::boolean, v.recipient_domain, v.source_key, v.detail::jsonb "
-        "FROM (VALUES %s) AS v (tenant_id, occurred_at, type, message_id, campaign_id, "
-        "contact_id, link_id, bounce_class, is_machine, recipient_domain, source_key, detail, "
-        "ordinal) ORDER BY v.ordinal "
+        "VALUES %s "
         "ON CONFLICT (tenant_id, occurred_at, source_key) DO NOTHING RETURNING source_key, id",
         rows,
+        template="(%s::uuid, %s::timestamptz, %s, %s::bigint, %s::uuid, %s::uuid, %s::bigint, "
+                 "%s, %s::boolean, %s, %s, %s::jsonb)",
         fetch=True,
     )
     stored = _match_inserted(records, inserted)
@@ -168,10 +167,10 @@ def _first_time_sources(cursor: Any, records: Sequence[EventRecord]) -> list[Eve
         return list(records)
     fresh = execute_values(
         cursor,
-        "INSERT INTO event_sources (tenant_id, source_key) "
-        "SELECT v.tenant_id::uuid, v.source_key FROM (VALUES %s) AS v (tenant_id, source_key) "
-        "ORDER BY 1, 2 ON CONFLICT DO NOTHING RETURNING tenant_id::text, source_key",
-        sorted(keyed), fetch=True)
+        # Sorted: concurrent writers lock keys in one order (VALUES rows go in list order).
+        "INSERT INTO event_sources (tenant_id, source_key) VALUES %s "
+        "ON CONFLICT DO NOTHING RETURNING tenant_id::text, source_key",
+        sorted(keyed), template="(%s::uuid, %s)", fetch=True)
     new = {(tenant, key) for tenant, key in fresh}
     kept = []
     for record in records:
@@ -211,11 +210,10 @@ def _first_engagement_keys(
     firsts = execute_values(
         cursor,
         "INSERT INTO engagement_firsts (tenant_id, message_id, metric, link_id, campaign_id, "
-        "first_at) SELECT v.tenant_id::uuid, v.message_id::bigint, v.metric, v.link_id::bigint, "
-        "v.campaign_id::uuid, v.first_at::timestamptz FROM (VALUES %s) AS v (tenant_id, "
-        "message_id, metric, link_id, campaign_id, first_at) "
+        "first_at) VALUES %s "
         "ON CONFLICT DO NOTHING RETURNING tenant_id::text, message_id, metric, link_id",
         [(*key, str(record.campaign_id), record.occurred_at) for key, record in wanted.items()],
+        template="(%s::uuid, %s::bigint, %s, %s::bigint, %s::uuid, %s::timestamptz)",
         fetch=True,
     )
     keys = []
