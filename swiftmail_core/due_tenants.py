@@ -13,7 +13,8 @@ work's own table is):
 
 * a writer that queues work calls ``mark_due`` in its own transaction;
 * a claim that finds a tenant empty (or blocked) moves or removes the
-  tenant's row in the claim's transaction (``settle_within``);
+  tenant's row in the claim's transaction (``settle_within``; the outbox's
+  claim, one SQL function, ``swiftmail_claim_tenant``, does the same inside);
 * ``refresh`` rebuilds a queue's hints from its table; the scheduler tick
   runs it, and so does a claim round that found nothing, so work queued by a
   path that gave no hint (or lost a race with a claim that emptied its

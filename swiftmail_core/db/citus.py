@@ -30,6 +30,11 @@ from swiftmail_core.errors import ConfigurationError, ServiceUnavailableError
 
 REFERENCE_TABLES = ("tenants", "users", "scheduler_ticks", "api_key_lookups")
 DISTRIBUTION_COLUMN = "tenant_id"
+#: Functions whose first argument is a tenant id and whose every statement names
+#: that tenant: distributed by it and colocated with the tenant tables, so the
+#: coordinator hands a call to the worker holding the tenant's shards and the whole
+#: function runs there in one round trip (Citus's function call delegation).
+TENANT_FUNCTIONS = ("swiftmail_claim_tenant(uuid, text, integer, double precision)",)
 
 
 def _hostport(value: str) -> tuple[str, int]:
@@ -153,7 +158,22 @@ def distribute_tables(connection: Any) -> list[str]:
             if table not in already:
                 cursor.execute("SELECT truncate_local_data_after_distributing_table(%s)",
                                (table,))
+        for signature in TENANT_FUNCTIONS:
+            if not _function_delegated(cursor, signature):
+                cursor.execute(
+                    "SELECT create_distributed_function(%s, '$1', colocate_with => %s)",
+                    (signature, anchor or "messages"))
+                done.append(f"distributed {signature} by its tenant argument")
     return done
+
+
+def _function_delegated(cursor: Any, signature: str) -> bool:
+    """Return True when ``signature`` is a distributed function with a distribution argument."""
+    cursor.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_dist_object WHERE classid = 'pg_proc'::regclass "
+        "AND objid = %s::regprocedure AND distribution_argument_index IS NOT NULL)",
+        (signature,))
+    return bool(cursor.fetchone()[0])
 
 
 def distribute_new_tables(targets: DatabaseTargets) -> list[str]:
@@ -199,6 +219,10 @@ def citus_findings(targets: DatabaseTargets) -> list[Finding]:
                     findings.append(_policies_on_shards(cursor, table))
             findings.append(Finding(len(groups) == 1, "tenant tables are colocated",
                                     "" if len(groups) == 1 else f"colocation groups {groups}"))
+            for signature in TENANT_FUNCTIONS:
+                ok = _function_delegated(cursor, signature)
+                findings.append(Finding(ok, f"{signature.partition('(')[0]} runs on the "
+                                        "tenant's worker", "" if ok else "run `swiftmail migrate`"))
     finally:
         connection.close()
     return findings

@@ -2,7 +2,10 @@
 
 ``claim_batch`` claims tenant by tenant, each tenant in one short system
 transaction committed before any network I/O, every statement naming the
-tenant (a single-shard query on Citus, where row locks need one):
+tenant (a single-shard query on Citus, where row locks need one). Steps 2-5
+and the tenant's hint are one SQL function, ``swiftmail_claim_tenant``
+(migration 0189): one statement per tenant, which Citus runs whole on the
+worker holding the tenant's shards (distributed function delegation):
 
 1. find tenants with due mail in ``due_tenants`` (queue ``outbox``) and
    give each an equal share of the batch, starting after the tenant served
@@ -33,15 +36,15 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import math
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from swiftmail_core.db import system_tx
+from swiftmail_core.db import system_db, system_tx
 from swiftmail_core.db.conflicts import retry_on_conflict
 from swiftmail_core.db.failover import retry_after_failover
+from swiftmail_core.errors import TenantIsolationError
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.sending import due_tenants, state
 from swiftmail_core.sending.state import Report, apply_reports, release_leases
@@ -69,33 +72,6 @@ class ClaimedMessage:
     resend_until: datetime.datetime | None = None
 
 
-_CANDIDATES_SQL = """
-WITH picked AS (
-    SELECT m.tenant_id, m.id, m.kind, m.contact_id, m.email, m.campaign_id
-    FROM messages m
-    WHERE m.tenant_id = %(tenant)s AND m.status IN ('queued', 'deferred')
-      AND m.next_attempt_at <= now()
-    ORDER BY m.next_attempt_at
-    LIMIT %(limit)s
-    FOR UPDATE OF m SKIP LOCKED
-)
-SELECT p.id,
-       (p.kind IN ('campaign', 'journey') AND ct.status IS DISTINCT FROM 'active') OR EXISTS (
-           SELECT 1 FROM suppressions x
-           WHERE x.tenant_id = %(tenant)s AND x.email_lower = lower(p.email)
-             AND (x.expires_at IS NULL OR x.expires_at > now())) AS suppressed,
-       CASE WHEN p.kind <> 'campaign' THEN 'sending' ELSE cp.status END AS campaign_status
-FROM picked p
-LEFT JOIN contacts ct ON ct.tenant_id = %(tenant)s AND ct.id = p.contact_id
-LEFT JOIN campaigns cp ON cp.tenant_id = %(tenant)s AND cp.id = p.campaign_id
-"""
-#: Where a due row of a campaign that is not sending goes, out of the due index:
-#: a paused campaign's rows wait as 'held' until it resumes; any other state ends them.
-PARKED_STATUS = {"paused": "held"}
-#: NOTE: walk the due index in order and stop at LIMIT. Right after an
-#: audience of a million rows is written the statistics still say "few due
-#: rows", and the planner would rather bitmap-scan and sort every due row on
-#: each claim; these settings last for the claim transaction only.
 #: One tenant's rows still leased to one owner (the partial index on leased rows finds them).
 _HELD_SQL = (
     "SELECT id, tenant_id, campaign_id, contact_id, email, kind, transport, attempts, "
@@ -133,49 +109,6 @@ class _RecentClaims:
 
 
 _recent = _RecentClaims()
-_CLAIM_PLANNER_SQL = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off"
-
-_BUDGET_SQL = """
-SELECT b.tokens, extract(epoch FROM now() - b.refilled_at), b.day = current_date,
-       b.day_count, t.send_rate_per_second, t.daily_quota,
-       CASE WHEN EXISTS (SELECT 1 FROM sending_pauses p
-                         WHERE p.tenant_id = %(tenant)s AND p.resumed_at IS NULL)
-            THEN 'paused' ELSE t.status END,
-       extract(epoch FROM (current_date + 1)::timestamptz - now())
-FROM send_budgets b JOIN tenants t ON t.id = b.tenant_id
-WHERE b.tenant_id = %(tenant)s
-FOR UPDATE OF b
-"""
-#: How long a tenant that may not send (suspended, paused) waits before the next look.
-BLOCKED_WAIT_SECONDS = 300.0
-
-
-def _spend_budget(database: Any, tenant: str, wanted: int) -> tuple[int, float]:
-    """Spend the tenant's budget for ``wanted`` rows; return (granted, wait_seconds)."""
-    database.execute_sql(
-        "INSERT INTO send_budgets (tenant_id, tokens) "
-        "SELECT t.id, t.send_rate_per_second FROM tenants t WHERE t.id = %s "
-        "ON CONFLICT (tenant_id) DO NOTHING",
-        (tenant,),
-    )
-    found = database.execute_sql(_BUDGET_SQL, {"tenant": tenant}).fetchone()
-    if found is None:
-        return 0, BLOCKED_WAIT_SECONDS
-    tokens, elapsed, same_day, day_count, rate, quota, status, to_midnight = found
-    if status != "active":
-        return 0, BLOCKED_WAIT_SECONDS
-    tokens = min(float(rate), float(tokens) + float(elapsed) * rate)
-    day_count = int(day_count) if same_day else 0
-    quota_left = max(0, int(quota) - day_count)
-    granted = min(wanted, math.floor(tokens), quota_left)
-    if granted < wanted:
-        wait = float(to_midnight) if quota_left <= granted else (wanted - granted) / rate
-    else:
-        wait = 0.0
-    database.execute_sql(
-        "UPDATE send_budgets SET tokens = %s, refilled_at = now(), day = current_date, "
-        "day_count = %s WHERE tenant_id = %s", (tokens - granted, day_count + granted, tenant))
-    return granted, max(wait, 0.05)
 
 
 @retry_on_conflict
@@ -183,41 +116,15 @@ def _claim_tenant(tenant: str, owner: str, limit: int,
                   lease_seconds: int) -> tuple[list[ClaimedMessage], bool]:
     """Lease up to ``limit`` of one tenant's due rows; return them and whether it has more.
 
-    Every statement names the tenant: on Citus it is a single-shard (router)
-    transaction. When the tenant ran out of due rows or of budget, its hint
-    in ``due_tenants`` moves on in the same transaction.
+    One statement, its own transaction: ``swiftmail_claim_tenant`` locks,
+    parks, suppresses, spends the budget, leases and, when the tenant ran out
+    of due rows or of budget, moves its hint in ``due_tenants``. Every
+    statement in it names the tenant; on Citus it runs on the tenant's worker.
     """
-    with system_tx() as database:
-        database.execute_sql(_CLAIM_PLANNER_SQL)
-        found = database.execute_sql(
-            _CANDIDATES_SQL, {"tenant": tenant, "limit": limit}).fetchall()
-        more = len(found) == limit
-        parked: dict[str, list[int]] = {}
-        for i, _, status in found:
-            if status != "sending":
-                parked.setdefault(PARKED_STATUS.get(status, "cancelled"), []).append(int(i))
-        for status, parked_ids in parked.items():
-            state.park_rows(database, tenant, status, parked_ids)
-        candidates = [(i, is_suppressed) for i, is_suppressed, status in found
-                      if status == "sending"]
-        suppressed = [i for i, is_suppressed in candidates if is_suppressed]
-        if suppressed:
-            state.suppress_rows(database, tenant, suppressed)
-        ids = [int(i) for i, is_suppressed in candidates if not is_suppressed]
-        rows: list[Any] = []
-        wait: float | None = None
-        if ids:
-            granted, budget_wait = _spend_budget(database, tenant, len(ids))
-            if granted < len(ids):
-                wait, more = budget_wait, False
-                database.execute_sql(
-                    "UPDATE messages SET next_attempt_at = now() + make_interval(secs => %s) "
-                    "WHERE tenant_id = %s AND id = ANY (%s::bigint[])",
-                    (budget_wait, tenant, ids[granted:]))
-            if granted:
-                rows = state.lease_rows(database, tenant, ids[:granted], owner, lease_seconds)
-        if not more:
-            due_tenants.settle_within(database, tenant, wait)
+    if system_db.in_transaction():
+        raise TenantIsolationError("a claim runs in its own transaction: call it outermost")
+    with system_db.connection_context():
+        more, rows = state.claim_rows(system_db, tenant, owner, limit, lease_seconds)
     return _claimed(rows, owner), more
 
 

@@ -380,7 +380,8 @@ MOVES: dict[str, Move] = {
     # The sweeper takes back rows whose lease expired.
     "reclaim_lease": _move({"sending"}, {"queued", "held", "cancelled"}),
     # The outbox claim (rows it locked): a stopped campaign's rows leave the due
-    # set, suppressed addresses end, the rest are leased to the claiming worker.
+    # set, suppressed addresses end, the rest are leased to the claiming worker
+    # (in SQL: ``claim_rows`` and migration 0189, with these guards).
     "park": _move(_DUE, {"held", "cancelled"}),
     "suppress": _move(_DUE, {"suppressed"}),
     "lease": _move(_DUE, {"sending"}),
@@ -572,43 +573,29 @@ def reclaim_expired_leases(database: Any) -> list[tuple[str, str]]:
     return [(tenant, status) for tenant, status in rows]
 
 
-def park_rows(database: Any, tenant_id: uuid.UUID | str, status: str,
-              ids: Sequence[int]) -> None:
-    """Take claimed rows of a campaign that stopped sending out of the due set.
+#: The outbox claim's moves ("park", "suppress", "lease", with the guards of
+#: ``MOVES``) run inside one SQL function of this writer, ``swiftmail_claim_tenant``
+#: (migration 0189): one statement per tenant, which Citus runs whole on the worker
+#: holding the tenant's shards. It returns the leased rows (``outbox.ClaimedMessage``'s
+#: columns, in order), each after ``more``; a claim that leased nothing returns one row
+#: of NULLs carrying ``more``. Called outside any transaction block (Citus delegates
+#: a function call only there).
+_CLAIM_SQL = "SELECT * FROM swiftmail_claim_tenant(%s::uuid, %s::text, %s::integer, %s::float8)"
 
-    ``held`` while it is paused, ``cancelled`` otherwise: once, instead of
-    being walked (and skipped) by every claim after this one.
+
+def claim_rows(database: Any, tenant_id: uuid.UUID | str, lease_owner: str, limit: int,
+               lease_seconds: float) -> tuple[bool, list[Any]]:
+    """Claim up to ``limit`` of a tenant's due rows for ``lease_owner``; return (more, rows).
+
+    In one statement and its own transaction (``database`` outside a
+    transaction block): lock due rows ``FOR UPDATE SKIP LOCKED``, park rows
+    of campaigns no longer sending (``held`` while paused, else
+    ``cancelled``), end suppressed addresses, spend the tenant's send budget
+    (token bucket and daily quota; rows over it wait), lease the rest and
+    move the tenant's due-tenant hint when it ran out of due rows or budget.
+    ``more``: the tenant may have more due rows.
     """
-    database.execute_sql(
-        "UPDATE messages SET status = %s, updated_at = now() "
-        f"WHERE tenant_id = %s AND id = ANY (%s::bigint[]) AND {_from('park')}",
-        (_to("park", status), str(tenant_id), list(ids)))
-
-
-def suppress_rows(database: Any, tenant_id: uuid.UUID | str, ids: Sequence[int]) -> None:
-    """End claimed rows whose address is suppressed (checked at claim time)."""
-    database.execute_sql(
-        "UPDATE messages SET status = 'suppressed', "
-        "last_error = 'suppressed at send time', updated_at = now() "
-        f"WHERE tenant_id = %s AND id = ANY (%s::bigint[]) AND {_from('suppress')}",
-        (str(tenant_id), list(ids)))
-
-
-#: What a lease returns of each row (``outbox.ClaimedMessage``, in this order).
-LEASED_COLUMNS = ("id, tenant_id, campaign_id, contact_id, email, kind, transport, attempts, "
-                  "payload, variant, resend_to, resend_until")
-
-
-def lease_rows(database: Any, tenant_id: uuid.UUID | str, ids: Sequence[int],
-               lease_owner: str, lease_seconds: float) -> list[Any]:
-    """Lease claimed rows to ``lease_owner`` (``sending``), counting the attempt.
-
-    Returns the rows' ``LEASED_COLUMNS``.
-    """
-    return database.execute_sql(
-        "UPDATE messages SET status = 'sending', lease_owner = %s, "
-        "lease_expires_at = now() + make_interval(secs => %s), "
-        "attempts = attempts + 1, updated_at = now() "
-        f"WHERE tenant_id = %s AND id = ANY (%s::bigint[]) AND {_from('lease')} "
-        f"RETURNING {LEASED_COLUMNS}",
-        (lease_owner, float(lease_seconds), str(tenant_id), list(ids))).fetchall()
+    found = database.execute_sql(
+        _CLAIM_SQL, (str(tenant_id), lease_owner, int(limit), float(lease_seconds))).fetchall()
+    more = bool(found[0][0]) if found else False
+    return more, [row[1:] for row in found if row[1] is not None]

@@ -31,7 +31,8 @@ def test_init_distributes_every_tenant_table_and_doctor_agrees(
                  "ok   messages is distributed by tenant_id",
                  "ok   events is distributed by tenant_id",
                  "ok   tenants is a reference table",
-                 "ok   tenant tables are colocated"):
+                 "ok   tenant tables are colocated",
+                 "ok   swiftmail_claim_tenant runs on the tenant's worker"):
         assert line in doctor.stdout, doctor.stdout
     assert "shards have FORCE RLS and its" in doctor.stdout
     with _admin(citus_cluster) as connection, connection.cursor() as cursor:
@@ -53,6 +54,27 @@ def test_doctor_names_a_table_left_local(citus_runtime, citus_environ, citus_clu
     finally:
         with _admin(citus_cluster) as connection, connection.cursor() as cursor:
             cursor.execute("DROP TABLE scratch_notes")
+
+
+def test_a_tenant_claim_is_one_call_run_on_the_tenants_worker(citus_runtime, citus_cluster) -> None:  # type: ignore[no-untyped-def]
+    """The outbox claims a tenant with one statement that the coordinator delegates whole.
+
+    Not one coordinator-to-worker round trip per statement of the claim: Citus
+    says it pushed the call down to the worker holding the tenant's shards.
+    """
+    from swiftmail_core.sending import state
+
+    tenant = _tenant("claim-delegated")
+    connection = _admin(citus_cluster)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SET client_min_messages = debug1")
+            cursor.execute(state._CLAIM_SQL, (str(tenant.id), "test-owner", 5, 300.0))
+            assert cursor.fetchall() == [(False, *[None] * 12)]  # nothing due: `more` only
+    finally:
+        connection.close()
+    assert any("pushing down the function call" in notice for notice in connection.notices), \
+        connection.notices
 
 
 def _tenant(slug: str):  # type: ignore[no-untyped-def]

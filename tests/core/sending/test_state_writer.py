@@ -104,3 +104,24 @@ def test_the_check_finds_status_writes() -> None:
     assert list(status_writes('db.execute_sql("INSERT INTO messages (status) VALUES (%s)")')) == []
     assert list(status_writes('Message.update({Message.last_error: None}).execute()')) == []
     assert len(list(status_writes((ROOT / OWNER).read_text(encoding="utf-8")))) >= 8
+
+
+def test_the_claim_function_makes_only_the_claim_moves_with_their_guards() -> None:
+    """The outbox claim's SQL function (migration 0189) belongs to this writer.
+
+    Each of its status writes is one of the claim's named moves (``park``,
+    ``suppress``, ``lease``), ending rows in a status the move allows, and
+    carries the move's guard.
+    """
+    from swiftmail_core.sending.state import MOVES, _from
+
+    sql = (ROOT / "swiftmail_core/migrations/0189_claim_function.sql").read_text(encoding="utf-8")
+    statements = [part for part in sql.split(";") if _UPDATE.search(part)
+                  and _STATUS.search(_UPDATE.search(part)["set"])]
+    ends = MOVES["park"].end | MOVES["suppress"].end | MOVES["lease"].end
+    assert len(statements) == 4
+    for statement in statements:
+        assert _from("park") == _from("suppress") == _from("lease")
+        assert _from("lease") in " ".join(statement.split()), statement
+        written = re.search(r"SET\s+status\s*=\s*'(\w+)'", statement)
+        assert written is not None and written[1] in ends, statement
