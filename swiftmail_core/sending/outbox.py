@@ -4,7 +4,7 @@
 transaction committed before any network I/O, every statement naming the
 tenant (a single-shard query on Citus, where row locks need one). Steps 2-5
 and the tenant's hint are one SQL function, ``swiftmail_claim_tenant``
-(migration 0189): one statement per tenant, which Citus runs whole on the
+(migration 0190): one statement per tenant, which Citus runs whole on the
 worker holding the tenant's shards (distributed function delegation):
 
 1. find tenants with due mail in ``due_tenants`` (queue ``outbox``) and

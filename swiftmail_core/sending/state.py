@@ -381,7 +381,7 @@ MOVES: dict[str, Move] = {
     "reclaim_lease": _move({"sending"}, {"queued", "held", "cancelled"}),
     # The outbox claim (rows it locked): a stopped campaign's rows leave the due
     # set, suppressed addresses end, the rest are leased to the claiming worker
-    # (in SQL: ``claim_rows`` and migration 0189, with these guards).
+    # (in SQL: ``claim_rows`` and migration 0190, with these guards).
     "park": _move(_DUE, {"held", "cancelled"}),
     "suppress": _move(_DUE, {"suppressed"}),
     "lease": _move(_DUE, {"sending"}),
@@ -575,7 +575,7 @@ def reclaim_expired_leases(database: Any) -> list[tuple[str, str]]:
 
 #: The outbox claim's moves ("park", "suppress", "lease", with the guards of
 #: ``MOVES``) run inside one SQL function of this writer, ``swiftmail_claim_tenant``
-#: (migration 0189): one statement per tenant, which Citus runs whole on the worker
+#: (migration 0190): one statement per tenant, which Citus runs whole on the worker
 #: holding the tenant's shards. It returns the leased rows (``outbox.ClaimedMessage``'s
 #: columns, in order), each after ``more``; a claim that leased nothing returns one row
 #: of NULLs carrying ``more``. Called outside any transaction block (Citus delegates

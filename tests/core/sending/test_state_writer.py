@@ -107,7 +107,7 @@ def test_the_check_finds_status_writes() -> None:
 
 
 def test_the_claim_function_makes_only_the_claim_moves_with_their_guards() -> None:
-    """The outbox claim's SQL function (migration 0189) belongs to this writer.
+    """The outbox claim's SQL function (migration 0190) belongs to this writer.
 
     Each of its status writes is one of the claim's named moves (``park``,
     ``suppress``, ``lease``), ending rows in a status the move allows, and
@@ -115,7 +115,7 @@ def test_the_claim_function_makes_only_the_claim_moves_with_their_guards() -> No
     """
     from swiftmail_core.sending.state import MOVES, _from
 
-    sql = (ROOT / "swiftmail_core/migrations/0189_claim_function.sql").read_text(encoding="utf-8")
+    sql = (ROOT / "swiftmail_core/migrations/0190_claim_function.sql").read_text(encoding="utf-8")
     statements = [part for part in sql.split(";") if _UPDATE.search(part)
                   and _STATUS.search(_UPDATE.search(part)["set"])]
     ends = MOVES["park"].end | MOVES["suppress"].end | MOVES["lease"].end

@@ -1,4 +1,4 @@
--- 0189: one tenant's outbox claim as one statement (swiftmail_claim_tenant).
+-- 0190: one tenant's outbox claim as one statement (swiftmail_claim_tenant).
 --
 -- The claim used to be about eight statements per tenant (candidates, parking,
 -- suppression, three for the send budget, the lease, the due-tenant hint); on
