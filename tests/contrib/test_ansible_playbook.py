@@ -399,7 +399,9 @@ def test_site_rolls_the_migration_host_first_then_the_rest_one_by_one(
     # Regression: a play's hosts run in inventory order whatever its pattern says,
     # so "swiftmail_migrate:swiftmail" did not put the migration host first.
     plays = yaml.safe_load((ANSIBLE_DIR / "site.yml").read_text())
-    order, first_play, rest_play = plays[2], plays[3], plays[4]
+    by_hosts = {play["hosts"]: play for play in plays}
+    order, first_play, rest_play = (by_hosts["swiftmail"], by_hosts["swiftmail_rollout_first"],
+                                    by_hosts["swiftmail_rollout_rest"])
     log = tmp_path / "order.log"
     record = {"name": "Record", "ansible.builtin.lineinfile": {
         "path": str(log), "line": "{{ inventory_hostname }} {{ ansible_play_batch | length }}",

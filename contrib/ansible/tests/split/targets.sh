@@ -9,11 +9,13 @@
 # key and the inventory.
 
 NET=${SWA_NET:-10.78.13}          # the bridge's /24 (the cluster test uses 10.77.0)
-BRIDGE=swabr0                     # in the root namespace: the controller is $NET.1
-PREFIX=swae-                      # network namespaces and host-side veth ends
+BRIDGE=${SWA_BRIDGE:-swabr0}      # in the root namespace: the controller is $NET.1
+PREFIX=${SWA_PREFIX:-swae-}       # network namespaces and host-side veth ends
 BASE_PACKAGES=systemd,netbase,systemd-sysv,dbus,openssh-server,sudo,python3,python3-venv,python3-packaging,python3-apt,ca-certificates,iproute2,nftables,netcat-openbsd,curl
 # What the role installs from Debian on some host (downloaded once into debs/).
 REPO_PACKAGES="postgresql postgresql-client redis-server haproxy openssl pgbackrest python3-psycopg2 acl"
+# A scenario that installs more (the HA one: patroni, etcd-server, redis-sentinel) adds them here.
+REPO_PACKAGES="$REPO_PACKAGES${SWA_EXTRA_PACKAGES:+ $SWA_EXTRA_PACKAGES}"
 MIRROR=${SWA_MIRROR:-http://deb.debian.org/debian}
 
 declare -A TARGET_PID=()
