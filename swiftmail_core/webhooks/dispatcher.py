@@ -172,12 +172,18 @@ class Dispatcher:
             ).rowcount
             if updated != 1:
                 return self._lost(claimed)
+            # NOTE: the pause is epoch seconds through the immutable to_timestamp():
+            # Citus refuses now() + an interval of a column (a STABLE operator) in an
+            # UPDATE; the transaction's now() is read once and passed as a value.
+            (started,) = database.execute_sql("SELECT now()").fetchone()
             failures, enabled, paused_until = database.execute_sql(
                 "UPDATE webhooks SET consecutive_failures = consecutive_failures + 1, "
-                "paused_until = now() + least(%s * power(2, least(consecutive_failures, 16)), "
-                "%s), updated_at = now() WHERE tenant_id = %s AND id = %s "
+                "paused_until = to_timestamp(%s::float8 + least(%s::float8 * "
+                "power(2, least(consecutive_failures, 16)), %s::float8)), "
+                "updated_at = now() WHERE tenant_id = %s AND id = %s "
                 "RETURNING consecutive_failures, enabled, paused_until",
-                (FIRST_RETRY, MAX_RETRY, tenant, webhook),
+                (started.timestamp(), FIRST_RETRY.total_seconds(), MAX_RETRY.total_seconds(),
+                 tenant, webhook),
             ).fetchone()
             with self._lock:
                 self._paused[claimed.endpoint] = paused_until

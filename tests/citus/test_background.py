@@ -10,6 +10,7 @@ round runs without an error.
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import logging
 import uuid
@@ -144,3 +145,55 @@ def test_the_background_round_logs_no_error_on_the_cluster(  # type: ignore[no-u
     assert done["jobs"] >= 1 and done["journey_enrollments"] >= 1, done
     errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
     assert errors == []
+
+
+def test_a_failed_then_successful_webhook_delivery_is_recorded_on_the_cluster(  # type: ignore[no-untyped-def]
+        cluster_app) -> None:
+    """The webhook row counts a failure and pauses, then a success resets it.
+
+    Regression: the failure's pause was ``now() + <interval of a column>`` in an
+    UPDATE, which Citus refuses (a STABLE operator with column references).
+    """
+    from swiftmail_core.events import EventRecord, record_events
+    from swiftmail_core.webhooks.dispatcher import Dispatcher
+    from swiftmail_core.webhooks.leases import WEBHOOKS
+
+    settings, _, client, _ = cluster_app
+    caller = new_caller(client, "webhook-result")
+    tenant, webhook = str(caller.tenant_id), str(uuid.uuid4())
+    receiver = Receiver(statuses=[500])
+    try:
+        with tenant_tx(caller.tenant_id) as database:
+            database.execute_sql(
+                "INSERT INTO webhooks (tenant_id, id, url, event_types, secret_encrypted) "
+                "VALUES (%s, %s, %s, '{}', %s)",
+                (tenant, webhook, receiver.url, encrypt(settings.secret_key, SECRET.encode())))
+        assert record_events([EventRecord(caller.tenant_id, "opened", email="r@hook.example.test")])
+        dispatcher = Dispatcher(settings.secret_key, LOOPBACK, timeout=10)
+
+        def row() -> tuple[Any, ...]:
+            with tenant_tx(caller.tenant_id) as database:
+                return database.execute_sql(
+                    "SELECT w.consecutive_failures, w.paused_until > now(), d.status, d.attempts "
+                    "FROM webhooks w JOIN webhook_deliveries d "
+                    "ON d.tenant_id = w.tenant_id AND d.webhook_id = w.id "
+                    "WHERE w.tenant_id = %s AND w.id = %s", (tenant, webhook)).fetchone()
+
+        assert dispatcher.deliver_due() >= 1
+        assert len(receiver.deliveries) == 1
+        assert row() == (1, True, "pending", 1)
+        with tenant_tx(caller.tenant_id) as database:  # the retry is due now
+            database.execute_sql(
+                "UPDATE webhooks SET paused_until = NULL WHERE tenant_id = %s AND id = %s",
+                (tenant, webhook))
+            database.execute_sql(
+                "UPDATE webhook_deliveries SET next_attempt_at = %s "
+                "WHERE tenant_id = %s AND webhook_id = %s",
+                (datetime.datetime.now(datetime.UTC), tenant, webhook))
+        with system_tx() as database:
+            WEBHOOKS.mark_due(database, tenant)
+        assert dispatcher.deliver_due() >= 1
+        assert len(receiver.deliveries) == 2
+        assert row() == (0, None, "succeeded", 2)
+    finally:
+        receiver.close()
