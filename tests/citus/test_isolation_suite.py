@@ -6,17 +6,25 @@ derive from them) pointed at the Citus coordinator after ``swiftmail init
 --citus``: every tenant table read, updated and deleted across tenants as the
 app role, no tenant, another tenant's id, 2,000 interleaved transactions on
 one pooled connection, nesting, privileges and the posture audit.
+
+The cluster is shared by the whole Citus session and the seeded rows are due
+work (queued messages, active journey enrollments), which the cross-tenant
+runners of later tests would claim: every tenant made here is deleted (with
+its rows, by cascade) when its test ends.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from swiftmail_core.db.targets import DatabaseTargets, database_targets
 from swiftmail_core.runtime import Runtime
 from swiftmail_core.settings import Settings
+from swiftmail_core.tenants import create_tenant, delete_tenant
 from tests.core.test_isolation import (  # noqa: F401 - collected here against the cluster
     seeded,
     test_app_role_cannot_truncate_or_read_users,
@@ -48,3 +56,17 @@ def targets(citus_runtime: Runtime) -> DatabaseTargets:
 def runtime(citus_runtime: Runtime) -> Iterator[Runtime]:
     """The runtime connected to the coordinator (overrides the single-node fixture)."""
     yield citus_runtime
+
+
+@pytest.fixture
+def make_tenant(runtime: Runtime) -> Iterator[Callable[..., Any]]:
+    """Like the single-node factory; deletes the tenants it made when the test ends."""
+    made: list[Any] = []
+
+    def factory(prefix: str = "t") -> Any:
+        made.append(create_tenant(f"{prefix}-{uuid.uuid4().hex[:10]}"))
+        return made[-1]
+
+    yield factory
+    for tenant in made:
+        delete_tenant(str(tenant.id))
