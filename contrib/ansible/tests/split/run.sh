@@ -6,13 +6,20 @@
 # on this machine):
 #   db     10.78.13.11  PostgreSQL (with pgBackRest) and Redis, installed by the role
 #   app    10.78.13.12  API, worker, tracking drainer; runs the migrations
-#   relay  10.78.13.13  the relay (intake on its private address)
+#   relay  10.78.13.13  the relay (intake on its private address) and HAProxy
+#                       (TLS on 443 with the role's self-signed certificate)
 #   sink   10.78.13.14  not a machine: a namespace running tests/cluster/sink_host.py
-#                       (SMTP on 25, the DNS server whose MX names it)
-# Checked: the split install (site.yml: PostgreSQL, Redis, then SwiftMail host by host) twice (the second run changed=0), a campaign from
-# the API through the worker and the relay on other hosts to the sink, and the
-# firewall (the API port answers the controller, a cluster member, and stays
-# closed to the sink).
+#                       (SMTP on 25, the DNS server whose MX names it); "the world"
+#   db2    10.78.13.15  booted empty late in the run: the restore's new database host
+# Checked: the split install (site.yml: PostgreSQL, Redis, then SwiftMail host
+# by host, HAProxy) twice (the second run changed=0); a campaign from the API
+# through the worker and the relay on other hosts to the sink; the API through
+# HAProxy over TLS from the world; the firewall (the API, intake, PostgreSQL and
+# Redis closed to the sink, SSH closed to another target); a rolling upgrade
+# with a migration; then backups (a pgBackRest full backup, WAL archived after
+# it, the settings archive with the secret key) copied off the hosts, the
+# database host lost, and README.md's "Restore onto a new PostgreSQL host" done
+# step by step on db2, after which a campaign sends from the restored install.
 #
 # Needs root, debootstrap, systemd-container, apt-utils and the dev venv (make
 # .venv/.installed). The Debian tree, a flat apt repository and the wheels are
@@ -33,7 +40,9 @@ REDIS_PASSWORD=e2e-redis-password-$$
 
 # shellcheck source=targets.sh
 . "$HERE/targets.sh"
-DB=$NET.11 APP=$NET.12 RELAY=$NET.13 SINK=$NET.14
+DB=$NET.11 APP=$NET.12 RELAY=$NET.13 SINK=$NET.14 DB2=$NET.15
+SECRET_KEY=e2e-secret-key-$$-0123456789abcdefghijklmnopqrstuvwxyz
+LB_NAME=mail.$DOMAIN
 
 PHASE=setup
 PHASE_START=$(date +%s)
@@ -102,6 +111,7 @@ build_wheel() {
 # The dependencies as wheels, cached per set of requirements and Debian tree:
 # resolved by the targets' own Python (Debian 12's 3.11.2 needs wheels that a
 # newer 3.11 does not, e.g. async-timeout for redis), in a chroot of the tree.
+# Call with the cache locked (-x).
 prepare_wheels() {
     local key work=$BASE/tmp/e2e-wheels
     key=$(sed -n '/^install_requires/,/^\[/p' "$REPO/setup.cfg" | sha256sum | cut -c1-12)
@@ -123,14 +133,17 @@ prepare_wheels() {
     fi
 }
 
+# write_inventory DB_NAME DB_ADDRESS: the split inventory with PostgreSQL and
+# Redis on that host (db, or db2 after the restore) and $WHEEL.
 write_inventory() {
+    local db_name=$1 db=$2
     mkdir -p "$RUN/inventory/group_vars"
     local common="ansible_user=root ansible_python_interpreter=/usr/bin/python3"
     cat > "$RUN/inventory/hosts" <<EOF
 [swiftmail_postgres]
-db ansible_host=$DB $common
+$db_name ansible_host=$db $common
 [swiftmail_redis]
-db
+$db_name
 [swiftmail_api]
 app ansible_host=$APP $common
 [swiftmail_worker]
@@ -141,6 +154,8 @@ app
 relay ansible_host=$RELAY $common swiftmail_relay_intake_listen=$RELAY:2526
 [swiftmail_migrate]
 app
+[swiftmail_haproxy]
+relay
 [swiftmail:children]
 swiftmail_api
 swiftmail_worker
@@ -153,16 +168,17 @@ ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/
 swiftmail_install_source: wheel
 swiftmail_wheel_path: $WHEEL
 swiftmail_pip_extra_args: --no-index --find-links /srv/wheels
-swiftmail_database_url: postgresql://$DB:5432/swiftmail
+swiftmail_database_url: postgresql://$db:5432/swiftmail
 swiftmail_postgres_superuser_password: $DB_PASSWORD
-swiftmail_database_admin_url: postgresql://postgres:$DB_PASSWORD@$DB:5432/postgres
+swiftmail_database_admin_url: postgresql://postgres:$DB_PASSWORD@$db:5432/postgres
 swiftmail_redis_password: $REDIS_PASSWORD
-swiftmail_redis_url: redis://:$REDIS_PASSWORD@$DB:6379/0
-swiftmail_secret_key: e2e-secret-key-$$-0123456789abcdefghijklmnopqrstuvwxyz
+swiftmail_redis_url: redis://:$REDIS_PASSWORD@$db:6379/0
+swiftmail_secret_key: $SECRET_KEY
 swiftmail_db_owner_password: owner-$$
 swiftmail_db_app_password: app-$$
 swiftmail_db_system_password: system-$$
-swiftmail_public_url: http://$APP:8000
+# HAProxy on relay serves it (a self-signed certificate for $LB_NAME).
+swiftmail_public_url: https://$LB_NAME
 swiftmail_api_bind: $APP:8000
 swiftmail_api_workers: 2
 swiftmail_api_threads: 2
@@ -213,6 +229,7 @@ mkdir -p "$RUN"
 remove_leftovers
 
 phase prepare
+lock_cache -x
 prepare_base
 cat > "$RUN/9999_e2e_upgrade_marker.sql" <<'EOF'
 -- Added by the role's upgrade test (contrib/ansible/tests/split/run.sh) only: a no-op
@@ -222,6 +239,7 @@ EOF
 build_wheel 0.1.0 "$RUN/dist1"
 build_wheel 0.1.1 "$RUN/dist2" "$RUN/9999_e2e_upgrade_marker.sql"
 prepare_wheels
+unlock_cache
 WHEEL=$(ls "$RUN"/dist1/swiftmail-*.whl)
 ssh-keygen -q -t ed25519 -N '' -f "$RUN/id_ed25519"
 
@@ -237,7 +255,7 @@ SINK_PID=$!
 for _ in $(seq 1 30); do grep -q dns_port "$RUN/sink.log" && break; sleep 0.5; done
 DNS_PORT=$(grep -o '"dns_port": [0-9]*' "$RUN/sink.log" | grep -o '[0-9]*$')
 
-write_inventory
+write_inventory db "$DB"
 
 phase install-1
 play install-1
@@ -246,6 +264,9 @@ play install-2
 result second_run_changed "$(changed_total "$RUN/install-2.log")"
 [ "$(changed_total "$RUN/install-2.log")" = 0 ] || { echo "the second run changed something:" >&2;
     grep -B1 '^changed' "$RUN/install-2.log" | grep TASK >&2; exit 1; }
+# The journal keeps the services' lines on disk, for a bounded time.
+ssh_to "$RELAY" systemd-analyze cat-config systemd/journald.conf | grep -qx 'MaxRetentionSec=14day' \
+    || { echo "journald on relay has no retention set" >&2; exit 1; }
 
 phase campaign
 for _ in $(seq 1 30); do curl -fsS -m 3 "http://$APP:8000/readyz" > /dev/null 2>&1 && break; sleep 1; done
@@ -258,15 +279,41 @@ echo "$OUT"
 result campaign "$OUT"
 echo "$OUT" | grep -q "\"$RELAY\"" || { echo "the sink did not get the mail from the relay host" >&2; exit 1; }
 
+phase haproxy
+# The world (the sink) reaches the API through HAProxy on relay only, over TLS
+# with the certificate the role made (checked against that very certificate).
+ssh_to "$RELAY" cat /etc/haproxy/certs/swiftmail.pem > "$RUN/lb.pem"
+lb_curl() {
+    ip netns exec "${PREFIX}sink" curl -fsS -m 10 --cacert "$RUN/lb.pem" \
+        --resolve "$LB_NAME:443:$RELAY" --resolve "$LB_NAME:80:$RELAY" "$@"
+}
+for _ in $(seq 1 30); do lb_curl -o /dev/null "https://$LB_NAME/readyz" 2>/dev/null && break; sleep 1; done
+lb_curl -o /dev/null "https://$LB_NAME/readyz"
+lb_curl -o /dev/null -H "Authorization: Bearer $KEY" "https://$LB_NAME/v1/lists"
+# /metrics is for Prometheus on the private network only.
+metrics=$(lb_curl -o /dev/null -w '%{http_code}' "https://$LB_NAME/metrics" 2>/dev/null || true)
+[ "$metrics" = 404 ] || { echo "HAProxy answered /metrics with $metrics" >&2; exit 1; }
+# Plain http on 80 only redirects to https.
+redirect=$(lb_curl -o /dev/null -w '%{http_code} %{redirect_url}' "http://$LB_NAME/readyz")
+case "$redirect" in 30?" https://$LB_NAME/"*) ;; *) echo "port 80 answered: $redirect" >&2; exit 1 ;; esac
+grep -q "WARNING: HAProxy on relay serves a SELF-SIGNED certificate" "$RUN/install-1.log" \
+    || { echo "no self-signed certificate warning in the play output" >&2; exit 1; }
+result haproxy '"readyz and an API call over TLS from the world, /metrics 404, 80 redirects"'
+
 phase firewall
 # The API port: open to the controller (a cluster member), closed to the sink.
 curl -fsS -m 5 -o /dev/null "http://$APP:8000/healthz"
 closed_from sink "$APP" 8000 || { echo "the API port answers the sink" >&2; exit 1; }
+# SSH: open to the admin network (the controller) only; another target is refused.
+ssh_to "$APP" "! timeout 3 bash -c 'exec 3<>/dev/tcp/$DB/22' 2>/dev/null" \
+    || { echo "db's SSH answers app (not an admin network)" >&2; exit 1; }
+ssh_to "$RELAY" "timeout 3 bash -c 'exec 3<>/dev/tcp/$APP/8000'" \
+    || { echo "app's API port does not answer relay (a cluster member)" >&2; exit 1; }
 # The relay's intake: closed to the sink; 25 (served to the world) is open to it.
 closed_from sink "$RELAY" 2526 || { echo "the relay intake answers the sink" >&2; exit 1; }
 closed_from sink "$DB" 5432 || { echo "PostgreSQL answers the sink" >&2; exit 1; }
 closed_from sink "$DB" 6379 || { echo "Redis answers the sink" >&2; exit 1; }
-result firewall '"API, intake, PostgreSQL and Redis closed to a non-member"'
+result firewall '"API, intake, PostgreSQL and Redis closed to a non-member, SSH to another target"'
 
 phase upgrade
 # A second wheel with one more migration, rolled out host by host (site.yml:
@@ -288,3 +335,60 @@ OUT=$(python3 "$HERE/campaign.py" "http://$APP:8000" "$KEY" "$RECIPIENTS" "$DOMA
 echo "$OUT"
 result campaign_after_upgrade "$OUT"
 
+phase backup
+# The backups as the timers take them: a full pgBackRest backup on db (WAL is
+# archived continuously) and the settings archive (the secret key) on app.
+ssh_to "$DB" systemctl start swiftmail-pgbackrest@full.service
+ssh_to "$APP" systemctl start swiftmail-backup-files.service
+# Written after the full backup: only the archived WAL brings it back.
+ssh_to "$APP" swiftmail tenant create e2e-after-backup > /dev/null
+# `check` switches to a new WAL segment and waits until it is archived
+# (archive_timeout does the same within a minute on a quiet database).
+ssh_to "$DB" 'cd / && runuser -u postgres -- pgbackrest --stanza=swiftmail check' > /dev/null
+# Copied off the hosts (README.md): the repository and the newest archive.
+ssh_to "$DB" tar -C /var/lib/pgbackrest -cf - . > "$RUN/pgbackrest-repo.tar"
+ssh_to "$APP" 'cat "$(ls -1t /var/backups/swiftmail/swiftmail-*.tar.gz | head -n 1)"' > "$RUN/settings.tar.gz"
+
+phase restore
+# The database host is lost for good.
+stop_target db
+# README.md, "Restore onto a new PostgreSQL host", step by step, on a fresh target.
+start_target db2 "$DB2"
+# (No vault at hand: the secret key comes out of the settings archive.)
+VAULT_SECRET_KEY=$SECRET_KEY
+SECRET_KEY=$(tar -xzOf "$RUN/settings.tar.gz" etc/swiftmail/swiftmail.toml \
+    | "$VENV/bin/python" -c 'import sys, tomllib; print(tomllib.load(sys.stdin.buffer)["secret_key"])')
+[ "$SECRET_KEY" = "$VAULT_SECRET_KEY" ] || { echo "the settings archive lacks the secret key" >&2; exit 1; }
+# 1. The new host replaces the old one in the inventory, the URLs point at it.
+write_inventory db2 "$DB2"
+sed -i "s|^swiftmail_wheel_path: .*|swiftmail_wheel_path: $WHEEL2|" "$RUN/inventory/group_vars/all.yml"
+# 2. PostgreSQL and pgBackRest (and Redis) there, SwiftMail untouched.
+play restore-db --limit db2
+# 3. The repository, 4. the restore, then a new full backup.
+ssh_to "$DB2" 'systemctl stop postgresql && find /var/lib/pgbackrest -mindepth 1 -delete &&
+    tar -C /var/lib/pgbackrest -xf - && chown -R postgres:postgres /var/lib/pgbackrest' \
+    < "$RUN/pgbackrest-repo.tar"
+ssh_to "$DB2" 'cd / && systemctl stop postgresql &&
+    runuser -u postgres -- pgbackrest --stanza=swiftmail --delta restore > /dev/null &&
+    systemctl start postgresql'
+recovering=t
+for _ in $(seq 1 60); do
+    recovering=$(ssh_to "$DB2" "cd / && runuser -u postgres -- psql -Atc 'SELECT pg_is_in_recovery()'" 2>/dev/null) || true
+    [ "$recovering" = f ] && break
+    sleep 1
+done
+[ "$recovering" = f ] || { echo "the restored PostgreSQL is still in recovery" >&2; exit 1; }
+ssh_to "$DB2" systemctl start swiftmail-pgbackrest@full.service
+# 5. Point SwiftMail at it.
+play restore
+tenants=$(ssh_to "$APP" swiftmail tenant list)
+for slug in e2e e2e-after-backup; do
+    echo "$tenants" | grep -qE -- "(^|[[:space:]])$slug([[:space:]]|\$)" || { echo "tenant $slug is not in the restored database" >&2; exit 1; }
+done
+# The API key made before the backup still works: a campaign from the restored install.
+for _ in $(seq 1 30); do curl -fsS -m 3 "http://$APP:8000/readyz" > /dev/null 2>&1 && break; sleep 1; done
+OUT=$(python3 "$HERE/campaign.py" "http://$APP:8000" "$KEY" "$RECIPIENTS" "$DOMAIN" \
+    "$RUN/sink-deliveries.log" 180) || { echo "$OUT"; exit 1; }
+echo "$OUT"
+result campaign_after_restore "$OUT"
+closed_from sink "$DB2" 5432 || { echo "the restored PostgreSQL answers the sink" >&2; exit 1; }

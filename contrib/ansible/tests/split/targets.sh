@@ -9,8 +9,15 @@
 # key and the inventory.
 
 NET=${SWA_NET:-10.78.13}          # the bridge's /24 (the cluster test uses 10.77.0)
-BRIDGE=${SWA_BRIDGE:-swabr0}      # in the root namespace: the controller is $NET.1
-PREFIX=${SWA_PREFIX:-swae-}       # network namespaces and host-side veth ends
+# The bridge (in the root namespace: the controller is $NET.1) and the prefix of
+# the network namespaces and host-side veth ends follow the net's third number
+# unless given, so a run on another net (SWA_NET) at the same time neither
+# collides with this one nor removes its namespaces as leftovers.
+if [ "$NET" = 10.78.13 ]; then
+    BRIDGE=${SWA_BRIDGE:-swabr0} PREFIX=${SWA_PREFIX:-swae-}
+else
+    BRIDGE=${SWA_BRIDGE:-swabr${NET##*.}} PREFIX=${SWA_PREFIX:-swa${NET##*.}-}
+fi
 BASE_PACKAGES=systemd,netbase,systemd-sysv,dbus,openssh-server,sudo,python3,python3-venv,python3-packaging,python3-apt,ca-certificates,iproute2,nftables,netcat-openbsd,curl
 # What the role installs from Debian on some host (downloaded once into debs/).
 REPO_PACKAGES="postgresql postgresql-client redis-server haproxy openssl pgbackrest python3-psycopg2 acl"
@@ -24,7 +31,18 @@ CACHE_KEY=$(echo "$BASE_PACKAGES" | sha256sum | cut -c1-10)
 BASE=$CACHE/base-$CACHE_KEY
 DEBS=$CACHE/debs-$(echo "$BASE_PACKAGES $REPO_PACKAGES" | sha256sum | cut -c1-10)
 
+# lock_cache -x|-s: take the cache's lock on fd 9, exclusive to build or change
+# what is cached, shared to read it; unlock_cache releases it. Two runs at once
+# (another SWA_NET) then build the cache once and never copy a half-built tree.
+lock_cache() {
+    mkdir -p "$CACHE"
+    exec 9> "$CACHE/.lock"
+    flock -w 1200 "$1" 9 || { echo "the cache $CACHE stayed locked for 20 minutes" >&2; return 1; }
+}
+unlock_cache() { flock -u 9; exec 9>&-; }
+
 # The cached Debian tree and flat repository; built once (minutes), reused after.
+# Call with the cache locked (-x).
 prepare_base() {
     if [ ! -f "$BASE/.complete" ]; then
         rm -rf "$BASE"
@@ -99,7 +117,7 @@ add_namespace() {
 start_target() {
     local name=$1 address=$2 root=$RUN/$1
     add_namespace "$name" "$address"
-    cp -a --reflink=auto "$BASE" "$root"
+    flock -w 1200 -s "$CACHE/.lock" cp -a --reflink=auto "$BASE" "$root"
     echo "$name" > "$root/etc/hostname"
     {
         echo "127.0.0.1 localhost"
@@ -140,6 +158,19 @@ ssh_to() {
     ssh -i "$RUN/id_ed25519" -o BatchMode=yes -o StrictHostKeyChecking=no \
         -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=5 \
         "root@$address" "$@"
+}
+
+# stop_target NAME: power one target off (a host lost for good); its namespace
+# stays until stop_targets.
+stop_target() {
+    local pid=${TARGET_PID[$1]} _
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 20); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.5
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    unset "TARGET_PID[$1]"
 }
 
 # Power every target off (SIGTERM: nspawn shuts the container down), then
