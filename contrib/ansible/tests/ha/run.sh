@@ -258,9 +258,12 @@ mkdir -p "$RUN"
 remove_leftovers
 
 phase prepare
+# The cache is shared with make test-ansible: built under its lock (targets.sh).
+lock_cache -x
 prepare_base
 build_wheel
 prepare_wheels
+unlock_cache
 WHEEL=$(ls "$RUN"/dist/swiftmail-*.whl)
 ssh-keygen -q -t ed25519 -N '' -f "$RUN/id_ed25519"
 
