@@ -161,7 +161,18 @@ def claim_batch(
     tenants this process saw the owner claim in (``_RecentClaims``), each a
     single-shard read.
     """
-    owner = lease_owner or f"w-{uuid.uuid4().hex}"
+    return _claim_batch(lease_owner or f"w-{uuid.uuid4().hex}", limit, lease_seconds)
+
+
+@retry_on_conflict
+def _claim_batch(owner: str, limit: int, lease_seconds: int) -> list[ClaimedMessage]:
+    """``claim_batch`` for a named owner; run again whole when the database says retry.
+
+    Its cross-tenant reads (the due tenants, the hint rebuild) meet every shard:
+    on Citus they fail while a tenant's shards move (``could not find valid entry
+    for shard``). Safe to repeat: the rows the owner leased before the failure
+    come back through the held-rows lookup.
+    """
     held: list[Any] = []
     for tenant in _recent.tenants(owner):
         with system_tx() as database:

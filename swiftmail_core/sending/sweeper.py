@@ -18,6 +18,7 @@ from typing import Any
 from swiftmail_core.ab_tests.decision import decide_due_tests, release_decided
 from swiftmail_core.ab_tests.variants import load_variants
 from swiftmail_core.db import system_tx, tenant_tx
+from swiftmail_core.db.conflicts import retry_on_conflict
 from swiftmail_core.jobs import JOBS
 from swiftmail_core.journeys.enrollment import JOURNEYS
 from swiftmail_core.plugins import PluginManager
@@ -156,8 +157,12 @@ def complete_campaigns() -> list[tuple[uuid.UUID, uuid.UUID]]:
     return [(_uuid(t), _uuid(c)) for t, c in rows]
 
 
+@retry_on_conflict
 def has_due_work() -> bool:
-    """Return True when some ledger row is due now (cheap: the due index)."""
+    """Return True when some ledger row is due now (cheap: the due index).
+
+    A read of every shard: retried when a tenant's shards move under it.
+    """
     with system_tx() as database:
         return database.execute_sql(
             "/* cross-tenant */ SELECT EXISTS (SELECT 1 FROM messages WHERE status IN ('queued', 'deferred') "

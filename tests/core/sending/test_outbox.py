@@ -144,3 +144,51 @@ def test_a_tenant_out_of_work_or_budget_leaves_the_due_tenants(tenant_a, tenant_
             (str(tenant_a.id), str(tenant_b.id))).fetchall())
     outbox.release(claimed)
     assert hints == {tenant_b.id: True}  # a: nothing left; b: back when tokens refill
+
+
+def test_a_claim_and_the_due_work_check_survive_a_moving_shard(tenant_a, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Citus fails a read of every shard while a tenant's shards move; the sender retries.
+
+    Regression: the cross-tenant reads of a claim round (the due tenants) and
+    ``has_due_work`` were not retried, and a shard move killed the sender
+    ("could not find valid entry for shard"). Simulated by failing each one once.
+    """
+    import uuid
+
+    from swiftmail_core.sending import sweeper
+
+    _queue(tenant_a.id, 2)
+    _budget(tenant_a.id, rate=100, quota=1000, tokens=100, day_count=0)
+    moving = "DO $$ BEGIN RAISE EXCEPTION 'could not find valid entry for shard 102040' " \
+             "USING ERRCODE = 'internal_error'; END $$"
+    real_due_now = due_tenants.OUTBOX.due_now
+    failed: list[str] = []
+
+    def due_now() -> list[str]:
+        if "due_now" not in failed:
+            failed.append("due_now")
+            with system_tx() as database:
+                database.execute_sql(moving)
+        return real_due_now()
+
+    monkeypatch.setattr(due_tenants.OUTBOX, "due_now", due_now)
+    claimed = outbox.claim_batch(f"move-{uuid.uuid4().hex[:8]}", limit=1000)
+    try:
+        assert failed == ["due_now"]
+        assert len(_mine(claimed, tenant_a.id)) == 2
+    finally:
+        outbox.release(claimed)
+
+    real_system_tx = sweeper.system_tx
+
+    def system_tx_failing_once():  # type: ignore[no-untyped-def]
+        context = real_system_tx()
+        if "has_due_work" not in failed:
+            failed.append("has_due_work")
+            with context as database:
+                database.execute_sql(moving)
+        return context
+
+    monkeypatch.setattr(sweeper, "system_tx", system_tx_failing_once)
+    assert sweeper.has_due_work() is True
+    assert failed == ["due_now", "has_due_work"]
