@@ -145,7 +145,7 @@ $db_name ansible_host=$db $common
 [swiftmail_redis]
 $db_name
 [swiftmail_api]
-app ansible_host=$APP $common
+app ansible_host=$APP $common swiftmail_tracking_web_bind=$APP:8001
 [swiftmail_worker]
 app
 [swiftmail_tracking]
