@@ -365,10 +365,10 @@ sed -i "s|^swiftmail_wheel_path: .*|swiftmail_wheel_path: $WHEEL2|" "$RUN/invent
 # 2. PostgreSQL and pgBackRest (and Redis) there, SwiftMail untouched.
 play restore-db --limit db2
 # 3. The repository, 4. the restore, then a new full backup.
-ssh_to "$DB2" 'systemctl stop postgresql && find /var/lib/pgbackrest -mindepth 1 -delete &&
+ssh_to "$DB2" 'systemctl stop postgresql@15-main && find /var/lib/pgbackrest -mindepth 1 -delete &&
     tar -C /var/lib/pgbackrest -xf - && chown -R postgres:postgres /var/lib/pgbackrest' \
     < "$RUN/pgbackrest-repo.tar"
-ssh_to "$DB2" 'cd / && systemctl stop postgresql &&
+ssh_to "$DB2" 'cd / && systemctl stop postgresql@15-main &&
     runuser -u postgres -- pgbackrest --stanza=swiftmail --delta restore > /dev/null &&
     systemctl start postgresql'
 recovering=t
