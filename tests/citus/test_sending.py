@@ -46,7 +46,7 @@ def new_caller(client: falcon.testing.TestClient, slug: str) -> Caller:
     return Caller(client, create_tenant(f"{slug}-{uuid.uuid4().hex[:8]}").id)
 
 
-def start_campaign(caller: Caller, recipients: int, domain: str) -> str:
+def start_campaign(caller: Caller, recipients: int, domain: str, transport: str = "sink") -> str:
     """Create a list of ``recipients`` confirmed addresses and schedule a campaign to it."""
     made = caller.post("/v1/lists", {"name": f"News {domain}"})
     assert made.status_code == 201, made.text
@@ -58,7 +58,7 @@ def start_campaign(caller: Caller, recipients: int, domain: str) -> str:
     campaign = caller.post("/v1/campaigns", {
         "name": "Launch", "subject": "Hello {{ contact.email }}",
         "html": '<p>Hi</p><p><a href="https://example.com/landing">Go</a></p>',
-        "from_email": "news@sender.example.com", "list_ids": [list_id], "transport": "sink"})
+        "from_email": "news@sender.example.com", "list_ids": [list_id], "transport": transport})
     assert campaign.status_code == 201, campaign.text
     scheduled = caller.post(f"/v1/campaigns/{campaign.json['id']}/schedule")
     assert scheduled.status_code == 200, scheduled.text
