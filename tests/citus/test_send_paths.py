@@ -98,6 +98,11 @@ def test_a_campaign_goes_through_the_relay_on_the_cluster(cluster_app, sink, cal
     assert sorted(counts) == sorted(f"r{i}@{domain}" for i in range(RELAYED))
     assert max(counts.values()) == 1
     assert _statuses(news.tenant_id) == {"delivered": RELAYED}
+    with tenant_tx(news.tenant_id) as database:
+        events = dict(database.execute_sql(
+            "SELECT type, count(DISTINCT message_id) FROM events WHERE tenant_id = %s "
+            "AND campaign_id = %s GROUP BY type", (str(news.tenant_id), campaign_id)).fetchall())
+    assert events == {"accepted": RELAYED, "delivered": RELAYED}
     sweeper.tick(configured, plugins)
     assert news.get(f"/v1/campaigns/{campaign_id}").json["status"] == "sent"
     stats = news.get(f"/v1/analytics/campaigns/{campaign_id}")
