@@ -456,3 +456,44 @@ def test_a_renewed_relay_certificate_reloads_the_relay(tmp_path: Path) -> None:
     assert handler["ansible.builtin.systemd_service"]["state"] == "reloaded"
     unit = parse_unit(render("swiftmail-relay.service.j2", on_host("relay1")))
     assert ("ExecReload", "/bin/kill -HUP $MAINPID") in unit["Service"]
+
+
+def _relay_tls(tmp_path: Path, host: str, **changes: Any) -> tuple[str, str]:
+    """Return the relay's (tls_cert, tls_key) as the role writes them on ``host``."""
+    from swiftmail_relay.config import RelayConfig
+
+    from swiftmail_core.settings import load_settings
+
+    settings_file = tmp_path / f"{host}-{len(list(tmp_path.iterdir()))}.toml"
+    settings_file.write_text(render("swiftmail.toml.j2", on_host(
+        host, swiftmail_runs_migrations=False, **changes)))
+    relay = RelayConfig.from_settings(load_settings(settings_file, environ={}))
+    return relay.tls_cert, relay.tls_key
+
+
+def test_a_relay_without_an_operator_certificate_gets_a_self_signed_one(tmp_path: Path) -> None:
+    # Regression: with no certificate given the role made none and said nothing: the
+    # relay offered no STARTTLS on 25/587.
+    generated = ("/etc/swiftmail/tls/relay.crt", "/etc/swiftmail/tls/relay.key")
+    assert _relay_tls(tmp_path, "relay1") == generated
+    assert _relay_tls(tmp_path, "app1") == ("", ""), "no relay there: no certificate"
+    assert _relay_tls(tmp_path, "relay1", swiftmail_relay_tls_self_signed=False) == ("", "")
+    own = {**SAMPLE["swiftmail_relay_settings"], "tls_cert": "/etc/c.pem", "tls_key": "/etc/k.pem"}
+    assert _relay_tls(tmp_path, "relay1", swiftmail_relay_settings=own) == ("/etc/c.pem", "/etc/k.pem")
+    make = task_named("config.yml",
+                      "Make a self-signed certificate for the relay's STARTTLS when none is given")
+    command = make["ansible.builtin.command"]
+    assert command["creates"] == "{{ swiftmail_config_dir }}/tls/relay.crt", "made once"
+    assert command["argv"][-1] == command["creates"]
+    assert make["when"] == "swiftmail_relay_tls_generate | bool"
+    assert make["notify"] == "Reload swiftmail-relay"
+    readable = task_named("config.yml", "Let the relay read its self-signed certificate and key")
+    assert readable["ansible.builtin.file"]["mode"] == "0640"
+    warning = task_named("config.yml", "Warn that the relay's certificate is self-signed")
+    assert "WARNING" in warning["ansible.builtin.debug"]["msg"]
+    assert warning["when"] == make["when"]
+    generate = role_files.load_yaml(ROLE_DIR / "vars" / "main.yml")["swiftmail_relay_tls_generate"]
+    for condition in ("swiftmail_relay_enabled | bool", "swiftmail_relay_tls_self_signed | bool",
+                      "swiftmail_relay_tls_certificate | length == 0",
+                      "'tls_cert' not in swiftmail_relay_settings"):
+        assert condition in generate, condition
