@@ -108,10 +108,11 @@ def play_variables(**changes: Any) -> dict[str, Any]:
     return variables
 
 
-def test_site_playbook_passes_syntax_check(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inventory", ["inventory.example", "inventory.single.example"])
+def test_site_playbook_passes_syntax_check(tmp_path: Path, inventory: str) -> None:
     result = run_playbook(
         ANSIBLE_DIR / "site.yml", tmp_path, "--syntax-check", "-i",
-        str(ANSIBLE_DIR / "inventory.example"), cwd=ANSIBLE_DIR,
+        str(ANSIBLE_DIR / inventory), cwd=ANSIBLE_DIR,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

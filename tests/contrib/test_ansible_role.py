@@ -101,7 +101,8 @@ def test_the_role_and_example_files_exist() -> None:
         *(f"templates/{unit}.service.j2" for unit in UNITS),
     ):
         assert (ROLE_DIR / relative).is_file(), relative
-    for relative in ("site.yml", "inventory.example", "README.md", "ansible.cfg"):
+    for relative in ("site.yml", "inventory.example", "inventory.single.example", "README.md",
+                     "ansible.cfg"):
         assert (ANSIBLE_DIR / relative).is_file(), relative
 
 
@@ -308,6 +309,16 @@ def test_example_inventory_defines_the_swiftmail_group() -> None:
     parser.read(ANSIBLE_DIR / "inventory.example")
     children = list(parser["swiftmail:children"])
     assert children and all(child in parser for child in children)
+
+
+def test_single_host_example_inventory_runs_everything_on_one_host() -> None:
+    parser = configparser.ConfigParser(allow_no_value=True, delimiters=("=", " "))
+    parser.read(ANSIBLE_DIR / "inventory.single.example")
+    (host,) = list(parser["swiftmail"])
+    for part in ("api", "worker", "tracking", "relay", "migrate"):
+        assert f"swiftmail_{part}" not in parser, "a part group would take parts off the host"
+    for group in ("swiftmail_postgres", "swiftmail_redis", "swiftmail_haproxy"):
+        assert list(parser[group]) == [host], group
 
 
 # --- swiftmail.toml ---------------------------------------------------------------
