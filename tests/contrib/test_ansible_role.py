@@ -709,6 +709,43 @@ def test_scrape_config_lists_each_process_at_an_address_prometheus_reaches() -> 
     assert jobs["swiftmail-relay"] == ["10.0.0.21:9125"]
 
 
+def test_scrape_config_finds_the_relays_default_metrics_address() -> None:
+    # Regression: relay metrics were off unless metrics_listen was set by hand, and a
+    # relay without it was left out of the scrape configuration.
+    import yaml
+
+    environment = jinja2.Environment(  # noqa: S701 (a config file, not HTML)
+        loader=jinja2.FileSystemLoader(ANSIBLE_DIR), undefined=jinja2.StrictUndefined,
+        trim_blocks=True)
+    hostvars: dict[str, dict[str, Any]] = {
+        "relay1": {"ansible_host": "10.0.0.21"},
+        "relay2": {"ansible_host": "10.0.0.22", "swiftmail_relay_metrics_listen": ""},
+        "relay3": {"ansible_host": "10.0.0.23", "swiftmail_relay_settings": {"metrics_listen": "off"}},
+    }
+    text = environment.get_template("monitoring/prometheus-swiftmail.yml.j2").render(
+        groups={"swiftmail": list(hostvars), "swiftmail_relay": list(hostvars)},
+        hostvars=hostvars)
+    jobs = {job["job_name"]: job["static_configs"][0]["targets"]
+            for job in yaml.safe_load(text)["scrape_configs"]}
+    assert jobs["swiftmail-relay"] == ["10.0.0.21:9465"]
+
+
+def test_relay_metrics_are_on_by_default_on_the_private_address() -> None:
+    settings = tomllib.loads(render("swiftmail.toml.j2", SAMPLE | {
+        "swiftmail_relay_settings": {}, "ansible_host": "10.0.0.21"}))
+    assert settings["plugins"]["relay"]["metrics_listen"] == "10.0.0.21:9465"
+    off = tomllib.loads(render("swiftmail.toml.j2", SAMPLE | {
+        "swiftmail_relay_settings": {}, "swiftmail_relay_metrics_listen": ""}))
+    assert "metrics_listen" not in off["plugins"]["relay"]
+    no_relay = tomllib.loads(render("swiftmail.toml.j2", SAMPLE | {
+        "swiftmail_relay_settings": {}, "swiftmail_relay_enabled": False}))
+    assert "metrics_listen" not in no_relay["plugins"]["relay"]
+    text = ruleset({"swiftmail_api_enabled": "false", "ansible_host": "10.0.0.21"})
+    assert "ip saddr { 10.0.9.5/32 } tcp dport { 9465, 9100 } accept" in text
+    text = ruleset({"swiftmail_api_enabled": "false", "swiftmail_relay_metrics_listen": ""})
+    assert "ip saddr { 10.0.9.5/32 } tcp dport { 9100 } accept" in text
+
+
 def test_doctor_timer_runs_doctor_as_swiftmail() -> None:
     entries = dict(parse_unit(render("swiftmail-doctor.service.j2", MINIMAL
                                      | {"swiftmail_relay_enabled": False,

@@ -77,6 +77,8 @@ swiftmail_relay_settings:
   submission_listen: 127.0.0.1:$RELAY_PORT
   trusted_listeners: 127.0.0.1:$RELAY_PORT
   redis_prefix: "swiftmail-$TAG:relay"
+# The container shares the host's network: no relay metrics port (9465) there.
+swiftmail_relay_metrics_listen: ""
 swiftmail_plugin_settings:
   web:
     redis_prefix: "swiftmail-$TAG:"
