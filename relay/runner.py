@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import signal
+from typing import Any
 
 import structlog
 from prometheus_client import start_http_server
@@ -31,11 +32,19 @@ log = structlog.get_logger("swiftmail.relay")
 async def run_relay(runtime: Runtime, config: RelayConfig, *, deliver: bool = True) -> None:
     """Start delivery and the listeners; return after SIGTERM or SIGINT."""
     settings = runtime.settings
+    # Clients this function owns (the shaper closes its own in relay.stop()): closed
+    # at the end, or the interpreter's exit warns about their unclosed connections.
+    owned: list[Any] = []
+
+    def redis_client() -> Any:
+        owned.append(redis_clients.async_client(settings))
+        return owned[-1]
+
     relay = Relay(
         settings, config, throttle=RedisShaper(config, redis_clients.async_client(settings)),
         sink=OutcomeSink(functools.partial(record_outcomes, plugins=runtime.plugins)),
         tls_policies=TlsPolicies(settings, config, recorder=RedisTlsRecorder(
-            redis_clients.async_client(settings), config.redis_prefix)),
+            redis_client(), config.redis_prefix)),
     )
     servers = []
     tls = server_tls(config.tls_cert, config.tls_key)
@@ -44,12 +53,12 @@ async def run_relay(runtime: Runtime, config: RelayConfig, *, deliver: bool = Tr
     if config.submission_listen:
         servers.append(await serve_submission(
             settings, config, runtime.plugins, notify=relay.notify if deliver else None,
-            tls=tls, auth_failures=AuthFailures(client=redis_clients.async_client(settings),
+            tls=tls, auth_failures=AuthFailures(client=redis_client(),
                                                 prefix=config.redis_prefix)))
     if config.intake_listen:
         intake = await serve_intake(
             settings, config, notify=relay.notify if deliver else None,
-            guard=RedisReplayGuard(redis_clients.async_client(settings), config.redis_prefix))
+            guard=RedisReplayGuard(redis_client(), config.redis_prefix))
         if tls and intake.tls_context is not None:
             tls.attach(intake.tls_context)
         servers.append(intake)
@@ -82,3 +91,4 @@ async def run_relay(runtime: Runtime, config: RelayConfig, *, deliver: bool = Tr
         server.close()
     if deliver:
         await relay.stop()
+    await asyncio.gather(*(client.aclose() for client in owned), return_exceptions=True)
