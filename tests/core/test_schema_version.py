@@ -178,11 +178,14 @@ def test_an_old_schema_is_refused_until_migrate_runs(test_environ, targets) -> N
     check_schema(targets)
 
 
-def test_doctor_warns_instead_of_failing_where_the_owner_password_is_not_given() -> None:
+def test_doctor_warns_instead_of_failing_where_the_owner_password_is_not_given(
+        tmp_path) -> None:  # type: ignore[no-untyped-def]
     failed = Finding(False, "connect as owner role", "password authentication failed")
-    without = load_settings(environ={"DATABASE_URL": "postgresql://db/swiftmail"})
-    with_password = load_settings(environ={"DATABASE_URL": "postgresql://db/swiftmail",
-                                           "SWIFTMAIL_DB_OWNER_PASSWORD": "p"})
+    # Its own data dir: the default one may hold a config with the owner's password
+    # (`make demo` writes one in the user's home).
+    base = {"DATABASE_URL": "postgresql://db/swiftmail", "SWIFTMAIL_DATA_DIR": str(tmp_path)}
+    without = load_settings(environ=base)
+    with_password = load_settings(environ={**base, "SWIFTMAIL_DB_OWNER_PASSWORD": "p"})
     assert _owner_elsewhere(without, failed).warning
     assert "run on the migration host" in _owner_elsewhere(without, failed).detail
     assert _owner_elsewhere(with_password, failed) == failed
