@@ -23,110 +23,25 @@
 # 10.78.14), bridge and namespace prefix, so it can run next to the split
 # scenario; the cache ($SWA_CACHE) is shared with it (the package repository
 # adds Patroni, etcd and Sentinel). Everything is removed at the end, also on
-# failure. The last line is a JSON summary.
+# failure. The last line is a JSON summary. The harness is ../lib.sh.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-REPO=${SWA_REPO:-$(cd "$HERE/../../../.." && pwd)}
-CACHE=${SWA_CACHE:-/var/tmp/swa-e2e}
-RUN=$CACHE/run-ha.$$
-VENV=${SWA_VENV:-$REPO/.venv}
-RECIPIENTS=${SWA_RECIPIENTS:-20}
+SCENARIO=ha
 DOMAIN=ha-e2e.test
+# Its own net, bridge and namespace prefix by default; with SWA_NET given,
+# both follow it as in split/targets.sh (unless SWA_BRIDGE/SWA_PREFIX are given).
+if [ "${SWA_NET:-10.78.14}" = 10.78.14 ]; then
+    export SWA_NET=10.78.14 SWA_BRIDGE=${SWA_BRIDGE:-swhabr0} SWA_PREFIX=${SWA_PREFIX:-swha-}
+fi
+export SWA_EXTRA_PACKAGES="patroni etcd-server etcd-client redis-sentinel"
+# shellcheck source=../lib.sh
+. "$HERE/../lib.sh"
 SUPERUSER_PASSWORD=e2e-postgres-password-$$
 REPLICATION_PASSWORD=e2e-replication-password-$$
 REDIS_PASSWORD=e2e-redis-password-$$
-
-export SWA_NET=${SWA_NET:-10.78.14}
-export SWA_BRIDGE=${SWA_BRIDGE:-swhabr0}
-export SWA_PREFIX=${SWA_PREFIX:-swha-}
-export SWA_EXTRA_PACKAGES="patroni etcd-server etcd-client redis-sentinel"
-# shellcheck source=../split/targets.sh
-. "$HERE/../split/targets.sh"
 DB1=$NET.11 DB2=$NET.12 DB3=$NET.13 APP=$NET.21 RELAY=$NET.22 SINK=$NET.30
 declare -A ADDRESS=([db1]=$DB1 [db2]=$DB2 [db3]=$DB3 [app]=$APP [relay]=$RELAY)
-
-PHASE=setup
-PHASE_START=$(date +%s)
-TIMES=""
-RESULTS=""
-SINK_PID=""
-
-say() { printf '== %s\n' "$*"; }
-
-phase() {
-    local now
-    now=$(date +%s)
-    TIMES="$TIMES\"$PHASE\": $((now - PHASE_START)), "
-    PHASE=$1
-    PHASE_START=$now
-    say "$1"
-}
-
-# result NAME JSON: a measured figure for the summary line.
-result() { RESULTS="$RESULTS\"$1\": $2, "; }
-
-on_exit() {
-    local status=$? failed=null
-    set +e
-    [ "$status" = 0 ] || failed="\"$PHASE\""
-    phase cleanup
-    if [ "$status" != 0 ]; then
-        local name
-        for name in "${!TARGET_PID[@]}"; do
-            ssh_to "${ADDRESS[$name]}" "journalctl --no-pager -n 300 -u 'swiftmail-*' \
-                -u patroni -u etcd -u redis-server -u redis-sentinel" > "$RUN/$name.journal.log" 2>&1
-        done
-        rm -rf "$CACHE/last-failed-ha"
-        mkdir -p "$CACHE/last-failed-ha"
-        find "$RUN" -maxdepth 1 -name '*.log' -exec cp {} "$CACHE/last-failed-ha/" \; 2>/dev/null || true
-        echo "logs of this run: $CACHE/last-failed-ha" >&2
-        if [ -n "${SWA_KEEP:-}" ]; then
-            echo "SWA_KEEP: machines left running (ssh -i $RUN/id_ed25519 root@$NET.x)" >&2
-            exit "$status"
-        fi
-    fi
-    [ -n "$SINK_PID" ] && kill "$SINK_PID" 2>/dev/null
-    stop_targets
-    rm -rf "$RUN"
-    phase done
-    printf '{"test": "ansible-ha", "passed": %s, "failed_phase": %s, %s"seconds": {%s}}\n' \
-        "$([ "$status" = 0 ] && echo true || echo false)" "$failed" "$RESULTS" "${TIMES%, }"
-    exit "$status"
-}
-
-# The SwiftMail wheel of this tree.
-build_wheel() {
-    local source=$RUN/src
-    mkdir -p "$source" "$RUN/dist"
-    tar -C "$REPO" --exclude=./.venv --exclude=./.git --exclude=./build --exclude='*.egg-info' \
-        --exclude=./node_modules -cf - . | tar -C "$source" -xf -
-    "$VENV/bin/pip" wheel -q --no-deps --no-build-isolation -w "$RUN/dist" "$source" > "$RUN/wheel.log" 2>&1 \
-        || { tail -20 "$RUN/wheel.log"; return 1; }
-    rm -rf "$source"
-}
-
-# The dependencies as wheels, resolved by the targets' own Python in a chroot
-# of the tree; the same cache entry as the split scenario's.
-prepare_wheels() {
-    local key work=$BASE/tmp/e2e-wheels
-    key=$(sed -n '/^install_requires/,/^\[/p' "$REPO/setup.cfg" | sha256sum | cut -c1-12)
-    WHEELS=$CACHE/wheels-$CACHE_KEY-$key
-    if [ ! -f "$WHEELS/.complete" ]; then
-        rm -rf "$WHEELS" "$work"
-        mkdir -p "$work"
-        cp "$RUN"/dist/swiftmail-*.whl "$work/"
-        cp /etc/ssl/certs/ca-certificates.crt "$BASE/etc/ssl/certs/ca-certificates.crt"
-        env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null chroot "$BASE" /bin/sh -c 'python3 -m venv /tmp/e2e-wheels/venv &&
-            /tmp/e2e-wheels/venv/bin/pip install -q wheel &&
-            /tmp/e2e-wheels/venv/bin/pip wheel -q -w /tmp/e2e-wheels/out /tmp/e2e-wheels/swiftmail-*.whl' \
-            > "$RUN/wheels.log" 2>&1 || { tail -20 "$RUN/wheels.log"; rm -rf "$work"; return 1; }
-        rm -f "$work"/out/swiftmail-*.whl
-        mv "$work/out" "$WHEELS"
-        rm -rf "$work"
-        touch "$WHEELS/.complete"
-    fi
-}
 
 write_inventory() {
     mkdir -p "$RUN/inventory/group_vars"
@@ -208,23 +123,6 @@ swiftmail_firewall_cluster_networks: [$NET.1/32, $DB1/32, $DB2/32, $DB3/32, $APP
 VARS
 }
 
-play() {
-    local log=$RUN/$1.log
-    shift
-    (cd "$REPO/contrib/ansible" && ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 \
-        ANSIBLE_HOST_KEY_CHECKING=False ANSIBLE_RETRY_FILES_ENABLED=0 \
-        ANSIBLE_LOCAL_TEMP=$RUN/ansible-tmp ANSIBLE_HOME=$RUN/ansible-home \
-        "$VENV/bin/ansible-playbook" -i "$RUN/inventory/hosts" site.yml "$@") > "$log" 2>&1 \
-        || { tail -40 "$log"; return 1; }
-    sed -n '/PLAY RECAP/,$p' "$log"
-}
-
-# changed_total LOG: the sum of changed= over the recap.
-changed_total() { sed -n '/PLAY RECAP/,$p' "$1" | grep -o 'changed=[0-9]*' | cut -d= -f2 | awk "{s+=\$1} END {print s+0}"; }
-
-# closed_from NAMESPACE ADDRESS PORT: true when a connection does not open in 3 s.
-closed_from() { ! ip netns exec "$PREFIX$1" timeout 3 bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null; }
-
 # patroni_leader: the name of the member Patroni's REST API calls the leader.
 patroni_leader() {
     local address
@@ -239,30 +137,14 @@ patroni_leader() {
 # redis_master SENTINEL_ADDRESS: the master address that Sentinel names.
 redis_master() { ssh_to "$1" "redis-cli -p 26379 SENTINEL get-master-addr-by-name swiftmail" | head -1; }
 
-campaign() {
-    local out
-    out=$(python3 "$HERE/../split/campaign.py" "http://$APP:8000" "$KEY" "$RECIPIENTS" "$DOMAIN" \
-        "$RUN/sink-deliveries.log" "$1") || { echo "$out"; return 1; }
-    echo "$out"
-    echo "$out" | grep -q "\"$RELAY\"" || { echo "the sink did not get the mail from the relay host" >&2; return 1; }
-    CAMPAIGN_OUT=$out
-}
-
-trap on_exit EXIT
-trap 'exit 143' TERM INT
-[ "$(id -u)" = 0 ] || { echo "make test-ansible needs root (network namespaces, nspawn)" >&2; exit 1; }
-for tool in debootstrap systemd-nspawn apt-ftparchive; do
-    command -v "$tool" > /dev/null || { echo "missing $tool (bash .ci/system-packages)" >&2; exit 1; }
-done
-mkdir -p "$RUN"
-remove_leftovers
+harness_start
 
 phase prepare
 # The cache is shared with make test-ansible: built under its lock (targets.sh).
 lock_cache -x
 prepare_base
-build_wheel
-prepare_wheels
+build_wheel 0.1.0 "$RUN/dist"
+prepare_wheels "$RUN/dist"
 unlock_cache
 WHEEL=$(ls "$RUN"/dist/swiftmail-*.whl)
 ssh-keygen -q -t ed25519 -N '' -f "$RUN/id_ed25519"
@@ -272,29 +154,19 @@ start_bridge
 for name in db1 db2 db3 app relay; do
     start_target "$name" "${ADDRESS[$name]}"
 done
-add_namespace sink "$SINK"
-ip netns exec "${PREFIX}sink" env PYTHONPATH="$REPO" "$VENV/bin/python" -m tests.cluster.sink_host \
-    "$SINK" "$DOMAIN" "$RUN/sink-deliveries.log" > "$RUN/sink.log" 2>&1 &
-SINK_PID=$!
-for _ in $(seq 1 30); do grep -q dns_port "$RUN/sink.log" && break; sleep 0.5; done
-DNS_PORT=$(grep -o '"dns_port": [0-9]*' "$RUN/sink.log" | grep -o '[0-9]*$')
+start_sink "$SINK"
 write_inventory
 
 phase install-1
 play install-1
 phase install-2
 play install-2
-result second_run_changed "$(changed_total "$RUN/install-2.log")"
-[ "$(changed_total "$RUN/install-2.log")" = 0 ] || { echo "the second run changed something:" >&2;
-    grep -B1 '^changed' "$RUN/install-2.log" | grep TASK >&2; exit 1; }
+expect_unchanged install-2
 
 phase campaign
-for _ in $(seq 1 30); do curl -fsS -m 3 "http://$APP:8000/readyz" > /dev/null 2>&1 && break; sleep 1; done
-ssh_to "$APP" 'swiftmail tenant create e2e' > /dev/null
-KEY=$(ssh_to "$APP" 'swiftmail apikey create --tenant e2e --role admin' | tail -1)
-[ -n "$KEY" ] || { echo "no API key printed" >&2; exit 1; }
-campaign 180
-result campaign "$CAMPAIGN_OUT"
+wait_ready "$APP"
+create_tenant "$APP"
+campaign campaign "$APP" "$RELAY"
 
 phase firewall
 closed_from sink "$APP" 8000 || { echo "the API port answers the sink" >&2; exit 1; }
@@ -323,7 +195,6 @@ done
 [ -n "$NEW_LEADER" ] || { echo "no new Patroni leader within 60 s" >&2; exit 1; }
 result patroni_failover_seconds "$(($(date +%s) - LOST_AT))"
 say "new Patroni leader: $NEW_LEADER"
-for _ in $(seq 1 60); do curl -fsS -m 3 "http://$APP:8000/readyz" > /dev/null 2>&1 && break; sleep 1; done
-campaign 240
-result campaign_after_failover "$CAMPAIGN_OUT"
+wait_ready "$APP" 60
+campaign campaign_after_failover "$APP" "$RELAY" 240
 result redis_master "\"$REDIS_BEFORE -> $(redis_master "$DB3")\""

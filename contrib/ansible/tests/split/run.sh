@@ -25,113 +25,21 @@
 # .venv/.installed). The Debian tree, a flat apt repository and the wheels are
 # cached under $SWA_CACHE (default /var/tmp/swa-e2e): the first run builds them
 # (minutes), later ones reuse them. Every machine, namespace and the bridge are
-# removed at the end, also on failure. The last line is a JSON summary.
+# removed at the end, also on failure. The last line is a JSON summary. The
+# harness (phases, summary, clean-up, wheels, plays, sink, campaigns) is ../lib.sh,
+# shared with ../ha/run.sh.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-REPO=${SWA_REPO:-$(cd "$HERE/../../../.." && pwd)}
-CACHE=${SWA_CACHE:-/var/tmp/swa-e2e}
-RUN=$CACHE/run.$$
-VENV=${SWA_VENV:-$REPO/.venv}
-RECIPIENTS=${SWA_RECIPIENTS:-20}
+SCENARIO=split
 DOMAIN=split-e2e.test
+# shellcheck source=../lib.sh
+. "$HERE/../lib.sh"
 DB_PASSWORD=e2e-postgres-password-$$
 REDIS_PASSWORD=e2e-redis-password-$$
-
-# shellcheck source=targets.sh
-. "$HERE/targets.sh"
 DB=$NET.11 APP=$NET.12 RELAY=$NET.13 SINK=$NET.14 DB2=$NET.15
 SECRET_KEY=e2e-secret-key-$$-0123456789abcdefghijklmnopqrstuvwxyz
 LB_NAME=mail.$DOMAIN
-
-PHASE=setup
-PHASE_START=$(date +%s)
-TIMES=""
-RESULTS=""
-SINK_PID=""
-
-say() { printf '== %s\n' "$*"; }
-
-phase() {
-    local now
-    now=$(date +%s)
-    TIMES="$TIMES\"$PHASE\": $((now - PHASE_START)), "
-    PHASE=$1
-    PHASE_START=$now
-    say "$1"
-}
-
-# result NAME JSON: a measured figure for the summary line.
-result() { RESULTS="$RESULTS\"$1\": $2, "; }
-
-on_exit() {
-    local status=$? failed=null
-    set +e
-    [ "$status" = 0 ] || failed="\"$PHASE\""
-    phase cleanup
-    if [ "$status" != 0 ]; then
-        local name
-        for name in "${!TARGET_PID[@]}"; do
-            ssh_to "$(awk -v n="$name" '$2 == n {print $1}' "$RUN/$name/etc/hosts")" \
-                "journalctl --no-pager -n 300 -u 'swiftmail-*' -u postgresql@15-main -u redis-server" \
-                > "$RUN/$name.journal.log" 2>&1
-        done
-        rm -rf "$CACHE/last-failed"
-        mkdir -p "$CACHE/last-failed"
-        find "$RUN" -maxdepth 1 -name '*.log' -exec cp {} "$CACHE/last-failed/" \; 2>/dev/null || true
-        echo "logs of this run: $CACHE/last-failed" >&2
-        if [ -n "${SWA_KEEP:-}" ]; then
-            echo "SWA_KEEP: machines left running (ssh -i $RUN/id_ed25519 root@$NET.1x)" >&2
-            exit "$status"
-        fi
-    fi
-    [ -n "$SINK_PID" ] && kill "$SINK_PID" 2>/dev/null
-    stop_targets
-    rm -rf "$RUN"
-    phase done
-    printf '{"test": "ansible-split", "passed": %s, "failed_phase": %s, %s"seconds": {%s}}\n' \
-        "$([ "$status" = 0 ] && echo true || echo false)" "$failed" "$RESULTS" "${TIMES%, }"
-    exit "$status"
-}
-
-# build_wheel VERSION OUT [MIGRATION]: the SwiftMail wheel of this tree, with
-# VERSION and, if given, one more migration file (the upgrade's).
-build_wheel() {
-    local source=$RUN/src-$1
-    mkdir -p "$source" "$2"
-    tar -C "$REPO" --exclude=./.venv --exclude=./.git --exclude=./build --exclude='*.egg-info' \
-        --exclude=./node_modules -cf - . | tar -C "$source" -xf -
-    sed -i "s/^version = .*/version = $1/" "$source/setup.cfg"
-    [ -n "${3:-}" ] && cp "$3" "$source/swiftmail_core/migrations/"
-    "$VENV/bin/pip" wheel -q --no-deps --no-build-isolation -w "$2" "$source" > "$RUN/wheel-$1.log" 2>&1 \
-        || { tail -20 "$RUN/wheel-$1.log"; return 1; }
-    rm -rf "$source"
-}
-
-# The dependencies as wheels, cached per set of requirements and Debian tree:
-# resolved by the targets' own Python (Debian 12's 3.11.2 needs wheels that a
-# newer 3.11 does not, e.g. async-timeout for redis), in a chroot of the tree.
-# Call with the cache locked (-x).
-prepare_wheels() {
-    local key work=$BASE/tmp/e2e-wheels
-    key=$(sed -n '/^install_requires/,/^\[/p' "$REPO/setup.cfg" | sha256sum | cut -c1-12)
-    WHEELS=$CACHE/wheels-$CACHE_KEY-$key
-    if [ ! -f "$WHEELS/.complete" ]; then
-        rm -rf "$WHEELS" "$work"
-        mkdir -p "$work"
-        cp "$RUN"/dist1/swiftmail-*.whl "$work/"
-        # Trust what the host trusts (package proxies with their own CA).
-        cp /etc/ssl/certs/ca-certificates.crt "$BASE/etc/ssl/certs/ca-certificates.crt"
-        env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null chroot "$BASE" /bin/sh -c 'python3 -m venv /tmp/e2e-wheels/venv &&
-            /tmp/e2e-wheels/venv/bin/pip install -q wheel &&
-            /tmp/e2e-wheels/venv/bin/pip wheel -q -w /tmp/e2e-wheels/out /tmp/e2e-wheels/swiftmail-*.whl' \
-            > "$RUN/wheels.log" 2>&1 || { tail -20 "$RUN/wheels.log"; rm -rf "$work"; return 1; }
-        rm -f "$work"/out/swiftmail-*.whl
-        mv "$work/out" "$WHEELS"
-        rm -rf "$work"
-        touch "$WHEELS/.complete"
-    fi
-}
 
 # write_inventory DB_NAME DB_ADDRESS: the split inventory with PostgreSQL and
 # Redis on that host (db, or db2 after the restore) and $WHEEL.
@@ -201,32 +109,7 @@ swiftmail_firewall_cluster_networks: [$NET.1/32, $APP/32, $RELAY/32]
 EOF
 }
 
-play() {
-    local log=$RUN/$1.log
-    shift
-    (cd "$REPO/contrib/ansible" && ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 \
-        ANSIBLE_HOST_KEY_CHECKING=False ANSIBLE_RETRY_FILES_ENABLED=0 \
-        ANSIBLE_LOCAL_TEMP=$RUN/ansible-tmp ANSIBLE_HOME=$RUN/ansible-home \
-        "$VENV/bin/ansible-playbook" -i "$RUN/inventory/hosts" site.yml "$@") > "$log" 2>&1 \
-        || { tail -40 "$log"; return 1; }
-    sed -n '/PLAY RECAP/,$p' "$log"
-}
-
-# changed_total LOG: the sum of changed= over the recap.
-changed_total() { sed -n '/PLAY RECAP/,$p' "$1" | grep -o 'changed=[0-9]*' | cut -d= -f2 | awk "{s+=\$1} END {print s+0}"; }
-
-# closed_from NAMESPACE ADDRESS PORT: true when a connection does not open in 3 s.
-closed_from() { ! ip netns exec "$PREFIX$1" timeout 3 bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null; }
-
-trap on_exit EXIT
-# `timeout` (make test-ansible) sends TERM: exit through on_exit, which cleans up.
-trap 'exit 143' TERM INT
-[ "$(id -u)" = 0 ] || { echo "make test-ansible needs root (network namespaces, nspawn)" >&2; exit 1; }
-for tool in debootstrap systemd-nspawn apt-ftparchive; do
-    command -v "$tool" > /dev/null || { echo "missing $tool (bash .ci/system-packages)" >&2; exit 1; }
-done
-mkdir -p "$RUN"
-remove_leftovers
+harness_start
 
 phase prepare
 lock_cache -x
@@ -238,7 +121,7 @@ SELECT 1;
 EOF
 build_wheel 0.1.0 "$RUN/dist1"
 build_wheel 0.1.1 "$RUN/dist2" "$RUN/9999_e2e_upgrade_marker.sql"
-prepare_wheels
+prepare_wheels "$RUN/dist1"
 unlock_cache
 WHEEL=$(ls "$RUN"/dist1/swiftmail-*.whl)
 ssh-keygen -q -t ed25519 -N '' -f "$RUN/id_ed25519"
@@ -248,12 +131,7 @@ start_bridge
 start_target db "$DB"
 start_target app "$APP"
 start_target relay "$RELAY"
-add_namespace sink "$SINK"
-ip netns exec "${PREFIX}sink" env PYTHONPATH="$REPO" "$VENV/bin/python" -m tests.cluster.sink_host \
-    "$SINK" "$DOMAIN" "$RUN/sink-deliveries.log" > "$RUN/sink.log" 2>&1 &
-SINK_PID=$!
-for _ in $(seq 1 30); do grep -q dns_port "$RUN/sink.log" && break; sleep 0.5; done
-DNS_PORT=$(grep -o '"dns_port": [0-9]*' "$RUN/sink.log" | grep -o '[0-9]*$')
+start_sink "$SINK"
 
 write_inventory db "$DB"
 
@@ -261,23 +139,15 @@ phase install-1
 play install-1
 phase install-2
 play install-2
-result second_run_changed "$(changed_total "$RUN/install-2.log")"
-[ "$(changed_total "$RUN/install-2.log")" = 0 ] || { echo "the second run changed something:" >&2;
-    grep -B1 '^changed' "$RUN/install-2.log" | grep TASK >&2; exit 1; }
+expect_unchanged install-2
 # The journal keeps the services' lines on disk, for a bounded time.
 ssh_to "$RELAY" systemd-analyze cat-config systemd/journald.conf | grep -qx 'MaxRetentionSec=14day' \
     || { echo "journald on relay has no retention set" >&2; exit 1; }
 
 phase campaign
-for _ in $(seq 1 30); do curl -fsS -m 3 "http://$APP:8000/readyz" > /dev/null 2>&1 && break; sleep 1; done
-ssh_to "$APP" 'swiftmail tenant create e2e' > /dev/null
-KEY=$(ssh_to "$APP" 'swiftmail apikey create --tenant e2e --role admin' | tail -1)
-[ -n "$KEY" ] || { echo "no API key printed" >&2; exit 1; }
-OUT=$(python3 "$HERE/campaign.py" "http://$APP:8000" "$KEY" "$RECIPIENTS" "$DOMAIN" \
-    "$RUN/sink-deliveries.log" 180) || { echo "$OUT"; exit 1; }
-echo "$OUT"
-result campaign "$OUT"
-echo "$OUT" | grep -q "\"$RELAY\"" || { echo "the sink did not get the mail from the relay host" >&2; exit 1; }
+wait_ready "$APP"
+create_tenant "$APP"
+campaign campaign "$APP" "$RELAY"
 
 phase haproxy
 # The world (the sink) reaches the API through HAProxy on relay only, over TLS
@@ -330,10 +200,7 @@ marker=$(ssh_to "$DB" "cd / && runuser -u postgres -- psql -d swiftmail -Atc \"S
 # The migration host's batch came first: its install ran before the relay's.
 order=$(grep -A3 'TASK \[swiftmail : Install SwiftMail\]' "$RUN/upgrade.log" | grep -o '^changed: \[[a-z]*\]' | tr -d '\n')
 [ "$order" = "changed: [app]changed: [relay]" ] || { echo "upgrade order: $order" >&2; exit 1; }
-OUT=$(python3 "$HERE/campaign.py" "http://$APP:8000" "$KEY" "$RECIPIENTS" "$DOMAIN" \
-    "$RUN/sink-deliveries.log" 180) || { echo "$OUT"; exit 1; }
-echo "$OUT"
-result campaign_after_upgrade "$OUT"
+campaign campaign_after_upgrade "$APP" "$RELAY"
 
 phase backup
 # The backups as the timers take them: a full pgBackRest backup on db (WAL is
@@ -386,9 +253,6 @@ for slug in e2e e2e-after-backup; do
     echo "$tenants" | grep -qE -- "(^|[[:space:]])$slug([[:space:]]|\$)" || { echo "tenant $slug is not in the restored database" >&2; exit 1; }
 done
 # The API key made before the backup still works: a campaign from the restored install.
-for _ in $(seq 1 30); do curl -fsS -m 3 "http://$APP:8000/readyz" > /dev/null 2>&1 && break; sleep 1; done
-OUT=$(python3 "$HERE/campaign.py" "http://$APP:8000" "$KEY" "$RECIPIENTS" "$DOMAIN" \
-    "$RUN/sink-deliveries.log" 180) || { echo "$OUT"; exit 1; }
-echo "$OUT"
-result campaign_after_restore "$OUT"
+wait_ready "$APP"
+campaign campaign_after_restore "$APP" "$RELAY"
 closed_from sink "$DB2" 5432 || { echo "the restored PostgreSQL answers the sink" >&2; exit 1; }
