@@ -132,3 +132,13 @@ def tasks(path: Path) -> list[dict[str, Any]]:
     loaded = load_yaml(path)
     assert isinstance(loaded, list), f"{path} is not a task list"
     return loaded
+
+
+def exported_metrics() -> set[str]:
+    """Every metric name the API and the relay declare, and the role's textfile metrics."""
+    names: set[str] = set()
+    for path in (REPO / "web" / "metrics.py", REPO / "relay" / "metrics.py"):
+        names |= set(re.findall(r'"(swiftmail_[a-z_]+)"', path.read_text()))
+    textfile = TEMPLATES_DIR / "swiftmail-certificate-expiry.sh.j2"
+    names |= set(re.findall(r"# TYPE (swiftmail_[a-z_]+)", textfile.read_text()))
+    return names

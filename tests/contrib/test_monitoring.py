@@ -11,19 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.contrib.role_files import exported_metrics
+
 MONITORING = Path(__file__).resolve().parents[2] / "contrib" / "ansible" / "monitoring"
-ROOT = MONITORING.parents[2]
 METRIC = re.compile(r"\b(swiftmail_[a-z_]+)\b")
 # What a histogram adds to its name in the exposition.
 SUFFIXES = ("_bucket", "_sum", "_count")
-
-
-def exported() -> set[str]:
-    """Every metric name the API and the relay declare."""
-    names: set[str] = set()
-    for path in (ROOT / "web" / "metrics.py", ROOT / "relay" / "metrics.py"):
-        names |= set(re.findall(r'"(swiftmail_[a-z_]+)"', path.read_text()))
-    return names
 
 
 def _known(name: str, names: set[str]) -> bool:
@@ -46,18 +39,20 @@ def test_the_alert_rules_cover_what_on_call_needs() -> None:
               "SwiftMailJobsFailing": "swiftmail_jobs_failed_last_hour",
               "SwiftMailRelayCertificateExpiry":
                   "swiftmail_relay_tls_certificate_expiry_timestamp_seconds",
+              "SwiftMailHAProxyCertificateExpiry":
+                  "swiftmail_haproxy_certificate_expiry_timestamp_seconds",
               "SwiftMailRelayDeferralRate": "sum by (provider)",
               "SwiftMailRelayBounceRate": "sum by (provider)"}
     for alert, fragment in needed.items():
         assert fragment in alerts[alert], alert
-    names = exported()
+    names = exported_metrics()
     for alert, expr in alerts.items():
         unknown = {m for m in METRIC.findall(expr) if not _known(m, names)}
         assert not unknown, f"{alert}: {unknown}"
 
 
 def test_every_dashboard_query_uses_exported_metrics() -> None:
-    names = exported()
+    names = exported_metrics()
     exprs = _dashboard_exprs()
     assert len(exprs) >= 20
     used = set()

@@ -239,9 +239,11 @@ def test_certificate_and_configuration_changes_reload_haproxy_never_restart() ->
                    if h["name"] == "Reload HAProxy")
     assert handler["ansible.builtin.systemd_service"]["state"] == "reloaded"
     for name in ("Copy the operator's certificate (certificate chain and key, PEM)",
-                 "Make a self-signed certificate when none is given",
-                 "Write the HAProxy configuration"):
-        assert task_named("haproxy.yml", name)["notify"] == "Reload HAProxy", name
+                 "Make a self-signed certificate when none is given"):
+        assert task_named("haproxy.yml", name)["notify"] == [
+            "Reload HAProxy", "Record the HAProxy certificate expiry"], name
+    assert task_named("haproxy.yml", "Write the HAProxy configuration")["notify"] == \
+        "Reload HAProxy"
     warning = task_named("haproxy.yml", "Warn that the certificate is self-signed")
     assert "WARNING" in warning["ansible.builtin.debug"]["msg"]
     assert "haproxy -c -f %s" == task_named(
