@@ -116,9 +116,11 @@ class Settings:
         "(host=a,b with target_session_attrs=read-write) tries the next after this.",
     )
     db_dead_connection_seconds: int = _setting(
-        30,
+        10,
         "A PostgreSQL server that stops answering (host down, cable cut) is given up after "
-        "about this long: TCP keepalives and tcp_user_timeout on every connection.",
+        "about this long: TCP keepalives and tcp_user_timeout on every connection. Keep it "
+        "below Patroni's ttl (30), so a pooled connection to a lost primary is known dead "
+        "before a standby is promoted and no request after a failover waits on it.",
     )
     db_failover_wait_seconds: int = _setting(
         30,

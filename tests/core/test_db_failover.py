@@ -16,7 +16,7 @@ import pytest
 
 from swiftmail_core import db
 from swiftmail_core.db import failover
-from swiftmail_core.db.targets import database_targets
+from swiftmail_core.db.targets import connection_options, database_targets
 from swiftmail_core.settings import load_settings
 
 
@@ -108,5 +108,25 @@ def test_multi_host_url_finds_the_writable_server(test_environ, runtime) -> None
     dsn = psycopg2.extensions.parse_dsn(targets.dsn("system"))
     assert dsn["target_session_attrs"] == "read-write"
     assert dsn["connect_timeout"] == "2"
-    assert dsn["keepalives"] == "1" and dsn["tcp_user_timeout"] == "30000"
+    assert dsn["keepalives"] == "1" and dsn["tcp_user_timeout"] == "10000"
     assert failover.writable_primary_answers(targets.dsn("system"))
+
+
+def test_a_dead_primary_is_given_up_before_patroni_promotes_a_standby(test_environ) -> None:  # type: ignore[no-untyped-def]
+    """Connections to a lost primary are known dead before the role's Patroni fails over.
+
+    An idle pooled connection to a host whose cable was cut is only found dead
+    by TCP keepalives or ``tcp_user_timeout``; until then the pool's check on
+    hand-out waits on it. With ``db_dead_connection_seconds`` at 30 (equal to
+    Patroni's ttl) the first API request after a failover waited out those
+    30 s on the dead host (the role's HA machine test, issue 13).
+    """
+    from tests.contrib.role_files import defaults
+
+    settings = load_settings(environ={**test_environ, "DATABASE_URL": "postgresql://h/d"})
+    options = {name: int(value) for name, value in connection_options(settings).items()}
+    dead = settings.db_dead_connection_seconds
+    assert options["tcp_user_timeout"] <= dead * 1000
+    assert (options["keepalives_idle"] + options["keepalives_count"] * options["keepalives_interval"]
+            <= dead)
+    assert dead < int(defaults()["swiftmail_patroni_ttl"])
