@@ -189,13 +189,15 @@ create_tenant() {
     [ -n "$KEY" ] || { echo "no API key printed" >&2; return 1; }
 }
 
-# campaign NAME APP RELAY [SECONDS]: $RECIPIENTS
-# recipients through the API on APP; every one must reach the sink (within
-# SECONDS, default 180) from RELAY. Printed, and NAME in the summary.
+# campaign NAME APP RELAY [SECONDS [RETRY_SECONDS]]: $RECIPIENTS recipients
+# through the API on APP; every one must reach the sink (within SECONDS,
+# default 180) from RELAY. With RETRY_SECONDS, its first API call is tried
+# again while the API is unavailable for that long (its attempts are in the
+# output). Printed, and NAME in the summary.
 campaign() {
     local name=$1 app=$2 relay=$3 out
     out=$(python3 "$LIB_DIR/split/campaign.py" "http://$app:8000" "$KEY" "$RECIPIENTS" "$DOMAIN" \
-        "$RUN/sink-deliveries.log" "${4:-180}") || { echo "$out"; return 1; }
+        "$RUN/sink-deliveries.log" "${4:-180}" "${5:-0}") || { echo "$out"; return 1; }
     echo "$out"
     result "$name" "$out"
     echo "$out" | grep -q "\"$relay\"" || { echo "the sink did not get the mail from the relay host $relay" >&2; return 1; }

@@ -196,5 +196,7 @@ done
 result patroni_failover_seconds "$(($(date +%s) - LOST_AT))"
 say "new Patroni leader: $NEW_LEADER"
 wait_ready "$APP" 60
-campaign campaign_after_failover "$APP" "$RELAY" 240
+# Its first API call may be retried for 120 s (campaign.py: an Idempotency-Key,
+# so a repeat is safe); "first_call" in its output says whether it had to be.
+campaign campaign_after_failover "$APP" "$RELAY" 240 120
 result redis_master "\"$REDIS_BEFORE -> $(redis_master "$DB3")\""
