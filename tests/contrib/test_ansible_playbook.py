@@ -164,7 +164,8 @@ def test_ansible_writes_the_firewall_rules_of_the_parts_a_host_runs(tmp_path: Pa
          "set swiftmail_relay_bind_privileged_ports: true"),
         ({"swiftmail_extra_settings": {"log_level": "debug"}}, SAMPLE["swiftmail_secret_key"],
          "swiftmail_extra_settings sets log_level"),
-        ({"swiftmail_relay_settings": {"submission_listen": "0.0.0.0:2587"}},
+        ({"swiftmail_relay_settings": {"submission_listen": "0.0.0.0:2587"},
+          "swiftmail_relay_tls_self_signed": False},
          SAMPLE["swiftmail_secret_key"],
          "trusted_listeners is not set and there is no tls_cert"),
     ],
@@ -255,8 +256,11 @@ def test_a_worker_given_only_a_loopback_relay_elsewhere_stops_the_play(tmp_path:
     "relay_settings",
     [{"submission_listen": "0.0.0.0:2587", "trusted_listeners": "127.0.0.1:2587"},
      {"submission_listen": "0.0.0.0:2587", "tls_cert": "/etc/c.pem", "tls_key": "/etc/k.pem"},
-     {"submission_listen": "off"}],
-    ids=["trusted-listeners", "tls-cert", "off"],
+     {"submission_listen": "off"},
+     # Regression: the role's self-signed certificate gives STARTTLS, so AUTH works
+     # on the moved listener; the check refused it.
+     {"submission_listen": "0.0.0.0:2587"}],
+    ids=["trusted-listeners", "tls-cert", "off", "self-signed-certificate"],
 )
 def test_preflight_accepts_a_moved_submission_listener_that_keeps_auth(
     tmp_path: Path, relay_settings: dict[str, str]
