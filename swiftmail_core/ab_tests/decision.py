@@ -58,13 +58,16 @@ ORDER BY c.ab_decided_at
 """
 #: Tests whose time has come and whose test messages have all been handed over
 #: (none queued or being sent; a deferred one does not hold the decision up).
+#: Test messages are the rows with a variant (the rest wait without one):
+#: ``variant IS NOT NULL`` matches the partial index messages_ab_unsent_idx (0192).
 _DUE_SQL = """
 /* cross-tenant */ SELECT c.tenant_id, c.id, c.ab_metric FROM campaigns c
 WHERE c.status = 'sending' AND c.ab_metric IN ('opens', 'clicks') AND c.ab_decided_at IS NULL
   AND c.audience_resolved_at IS NOT NULL
   AND c.audience_resolved_at + make_interval(secs => c.ab_decide_after_seconds) <= now()
   AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.tenant_id = c.tenant_id
-                  AND m.campaign_id = c.id AND m.status IN ('queued', 'sending'))
+                  AND m.campaign_id = c.id AND m.status IN ('queued', 'sending')
+                  AND m.variant IS NOT NULL)
 ORDER BY c.audience_resolved_at
 """
 

@@ -50,10 +50,13 @@ from swiftmail_core.segments.definition import parse_definition
 from swiftmail_core.sending import due_tenants, send_time
 
 DEFAULT_BATCH_SIZE = 50_000
+#: The range's bounds are repeated on the subscriptions: the planner then reads only
+#: the range's subscriptions (not every subscription of the lists once per range).
 _ON_LISTS = """EXISTS (
           SELECT 1 FROM subscriptions s
           WHERE s.tenant_id = c.tenant_id AND s.contact_id = c.id
-            AND s.list_id = ANY (%s::uuid[]) AND s.status = 'confirmed')"""
+            AND s.list_id = ANY (%s::uuid[]) AND s.status = 'confirmed'
+            AND s.contact_id >= %s::uuid AND (%s::uuid IS NULL OR s.contact_id < %s::uuid))"""
 # Sunset: added more than N days ago and no open or click in the last N days: skipped.
 _SUNSET = """(c.created_at >= now() - make_interval(days => %s) OR EXISTS (
           SELECT 1 FROM events e
@@ -149,7 +152,7 @@ class Audience:
         parts, params = [], []
         if self.list_ids:
             parts.append(_ON_LISTS)
-            params.append(self.list_ids)
+            params.extend([self.list_ids, low, high, high])
         for segment in self.segments:
             parts.append(segment.sql)
             params.extend(segment.params)

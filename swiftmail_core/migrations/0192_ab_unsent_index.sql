@@ -1,0 +1,14 @@
+-- 0192: the index of a campaign's unsent rows holds A/B test messages only
+-- (issue #16, docs/benchmarks.md "Audience resolution").
+--
+-- Its one reader is the A/B decision (swiftmail_core/ab_tests/decision.py):
+-- a test is decided once none of its test messages is queued or being sent.
+-- Before the decision those rows all carry their variant; every other ledger
+-- row (a plain campaign's million, a test's waiting share, transactional and
+-- journey mail) has none and no longer pays an index entry when it is
+-- written: one B-tree entry fewer per audience row. The decision's query
+-- names `variant IS NOT NULL`, which lets the planner use this index.
+-- oldest-compatible-code: 0188 (older code's A/B decision does not name the variant: it still answers right, by walking the campaign's rows instead of this index)
+DROP INDEX messages_campaign_unsent_idx;
+CREATE INDEX messages_ab_unsent_idx ON messages (tenant_id, campaign_id)
+    WHERE status IN ('queued', 'sending') AND variant IS NOT NULL;
