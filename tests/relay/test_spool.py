@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import time
 from pathlib import Path
@@ -51,6 +53,26 @@ def test_group_commit_writes_all(tmp_path: Path) -> None:
     items = [(_envelope(f"r{i}@example.com"), b"m%d" % i) for i in range(50)]
     ids = spool.write_many(items)
     assert sorted(spool.scan()) == sorted(ids)
+
+
+def test_a_batch_is_announced_by_one_file(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    single = spool.write(_envelope("one@example.com"), b"x")
+    ids = spool.write_many([(_envelope(f"r{i}@example.com"), b"m") for i in range(50)])
+    assert sorted(path.name for path in spool.new.iterdir()) == sorted(
+        [single, f"{ids[0]}.ids"])
+    assert sorted(spool.take_new()) == sorted([single, *ids])
+    assert list(spool.new.iterdir()) == [] and list(spool.tmp.iterdir()) == []
+    assert spool.take_new() == []
+
+
+def test_envelope_json_is_what_asdict_gives(tmp_path: Path) -> None:
+    envelope = _envelope("a@example.com", "b@example.net")
+    envelope.warmup_plan = {"start_per_hour": 50}
+    envelope.recipients[1].status = DELIVERED
+    expected = json.dumps(dataclasses.asdict(envelope), separators=(",", ":")).encode()
+    assert envelope.to_json() == expected
+    assert Envelope.from_dict(json.loads(envelope.to_json())) == envelope
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
