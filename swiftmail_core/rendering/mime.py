@@ -64,7 +64,17 @@ def quoted_printable_many(texts: list[str]) -> list[bytes]:
     ``=`` in the input is always encoded as ``=3D``, so ``=00`` can only be
     a separator. Each piece's lines are at most 76 characters, and escapes
     are never split, so each piece is valid quoted-printable on its own.
+    A text that occurs more than once (a tracked link's URL in every place
+    the link appears, a first name) is encoded once.
     """
+    unique = dict.fromkeys(texts)
+    if len(unique) == len(texts):
+        return _encode_pieces(texts)
+    encoded = dict(zip(unique, _encode_pieces(list(unique)), strict=True))
+    return [encoded[text] for text in texts]
+
+
+def _encode_pieces(texts: list[str]) -> list[bytes]:
     if any(_SEPARATOR in text for text in texts):
         return [joinable_quoted_printable(text) for text in texts]
     encoded = quoted_printable(_SEPARATOR.join(texts)).split(b"=00")

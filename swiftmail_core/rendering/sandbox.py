@@ -255,18 +255,17 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
         dynamic: list[str] = []
         size = 0
         last = ""
+        max_chars, literal = limits.max_output_chars, literals.get  # NOTE: locals: per chunk
         try:
             try:
                 for chunk in template.root_render_func(template.new_context(context)):
                     if not chunk:
                         continue
                     size += len(chunk)
-                    if size > limits.max_output_chars:
-                        raise RenderLimitExceeded(
-                            f"output larger than {limits.max_output_chars} characters"
-                        )
+                    if size > max_chars:
+                        raise RenderLimitExceeded(f"output larger than {max_chars} characters")
                     last = chunk
-                    encoded = literals.get(chunk)
+                    encoded = literal(chunk)
                     if encoded is None:
                         dynamic.append(chunk)
                     else:

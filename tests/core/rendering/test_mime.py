@@ -216,6 +216,8 @@ def test_quoted_printable_pieces_join_within_76_columns_and_decode_exactly() -> 
         ]
         if round_number % 2:
             texts = [text.replace("\0", "") for text in texts]  # the one-call path
+        if round_number % 5 == 1:
+            texts = texts + texts[::-1]  # repeated texts are encoded once
         pieces = quoted_printable_many(texts)
         if round_number % 3 == 0:
             pieces = [joinable_quoted_printable(text) for text in texts]
