@@ -90,9 +90,10 @@ INSERT INTO messages (tenant_id, campaign_id, contact_id, email, kind, transport
 SELECT %s::uuid, %s::uuid, b.id, b.email, 'campaign', %s, b.not_before
 FROM batch b ORDER BY b.id
 """
-#: How many of the rows a range wrote fell back to the tenant's zone.
+#: How many of the rows a range wrote fell back to the tenant's zone, and how many it wrote.
 _COUNT_FALLBACKS_SQL = """
-SELECT count(*) FROM inserted i JOIN batch b ON b.id = i.contact_id WHERE b.zone_fallback
+SELECT count(*) FILTER (WHERE b.zone_fallback), count(*)
+FROM inserted i JOIN batch b ON b.id = i.contact_id
 """
 #: An A/B test's range: a random draw, the test share dealt to the variants, the rest waiting.
 _AB_INSERT_SQL = """
@@ -178,7 +179,7 @@ class Audience:
         """Return the INSERT of one id range of the audience and its parameters.
 
         With a local send time the statement answers how many of the rows it
-        wrote fell back to the tenant's zone (one row, one count).
+        wrote fell back to the tenant's zone and how many it wrote (one row).
         """
         select, head = self.select(low, high)
         sql = _BATCH_SQL.format(select=select).rstrip()
@@ -201,18 +202,18 @@ class Audience:
                 + " RETURNING contact_id)" + _COUNT_FALLBACKS_SQL.rstrip(), params)
 
     def insert_through_client(self, database: Any, low: str, high: str | None, *,
-                              rerun: bool = False) -> int:
+                              rerun: bool = False) -> tuple[int, int]:
         """Write one id range by selecting it and inserting the rows (the Citus path).
 
         An A/B test's draw is the same as ``batch``'s, made here: a random
         order, the test share (rounded at random) dealt to the variants in
         turn from a random first one, the rest ``waiting``. Returns how many
-        of the rows written fell back to the tenant's zone.
+        of the rows written fell back to the tenant's zone, and how many it wrote.
         """
         rows = sorted(database.execute_sql(*self.select(low, high)).fetchall(),
                       key=lambda row: str(row[0]))
         if not rows:
-            return 0
+            return 0, 0
         draw: dict[Any, tuple[str, str | None]] = {}
         if self.variants and self.test_percent:
             order = random.sample(range(len(rows)), len(rows))
@@ -231,7 +232,7 @@ class Audience:
             template="(%s::uuid, %s::uuid, %s::uuid, %s, %s, %s, %s, %s, %s::timestamptz)",
             page_size=5000, fetch=True)
         fell_back = {str(contact) for contact, _, _, fallback in rows if fallback}
-        return sum(1 for (contact,) in written if str(contact) in fell_back)
+        return sum(1 for (contact,) in written if str(contact) in fell_back), len(written)
 
 
 def load_audience(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> Audience | None:
@@ -284,6 +285,14 @@ def _ranges(tenant_id: uuid.UUID | str, batch_size: int) -> list[tuple[str, str 
     return [(low, high) for low, high in zip(bounds, [*bounds[1:], None], strict=True)]
 
 
+def _has_ledger(tenant_id: uuid.UUID | str, campaign_id: uuid.UUID | str) -> bool:
+    """Return True when the campaign already has ledger rows (an interrupted earlier run)."""
+    with tenant_tx(tenant_id) as database:
+        return bool(database.execute_sql(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE tenant_id = %s AND campaign_id = %s "
+            "AND kind = 'campaign')", (str(tenant_id), str(campaign_id))).fetchone()[0])
+
+
 def resolve_audience(
     tenant_id: uuid.UUID | str,
     campaign_id: uuid.UUID | str,
@@ -298,8 +307,11 @@ def resolve_audience(
     """
     audience = load_audience(tenant_id, campaign_id)
     distributed = is_distributed()
+    written: list[tuple[int, bool]] = []
+    fresh = audience is not None and not _has_ledger(tenant_id, campaign_id)
     if audience is not None:
-        def run(bounds: tuple[str, str | None]) -> None:
+        def run(bounds: tuple[str, str | None]) -> tuple[int, bool]:
+            """Write one range; return how many rows it wrote and whether it met earlier ones."""
             # NOTE: a plain INSERT is the fast path (no speculative insertion);
             # only a range that meets rows from an interrupted run pays for
             # ON CONFLICT.
@@ -311,33 +323,40 @@ def resolve_audience(
                         if not parent_rows.lock_campaign(database, tenant_id, campaign_id):
                             raise NotFoundError(f"no campaign {campaign_id}")
                         if distributed:
-                            fell_back = audience.insert_through_client(database, *bounds,
-                                                                       rerun=rerun)
+                            fell_back, count = audience.insert_through_client(
+                                database, *bounds, rerun=rerun)
                         else:
                             cursor = database.execute_sql(*audience.batch(*bounds, rerun=rerun))
-                            fell_back = cursor.fetchone()[0] if audience.send_time else 0
+                            fell_back, count = (cursor.fetchone() if audience.send_time
+                                                else (0, cursor.rowcount))
                         if fell_back:
                             database.execute_sql(
                                 "UPDATE campaigns SET timezone_fallbacks = timezone_fallbacks + %s "
                                 "WHERE tenant_id = %s AND id = %s",
                                 (fell_back, str(tenant_id), str(campaign_id)))
-                    return
+                    return int(count), rerun
                 except IntegrityError:
                     if rerun:
                         raise
+            raise AssertionError("unreachable")
 
         ranges = _ranges(tenant_id, batch_size)
         if parallel <= 1 or len(ranges) == 1:
-            for bounds in ranges:
-                run(bounds)
+            written = [run(bounds) for bounds in ranges]
         else:
             with ThreadPoolExecutor(parallel, thread_name_prefix="audience") as pool:
-                list(pool.map(run, ranges))
+                written = list(pool.map(run, ranges))
     with tenant_tx(tenant_id) as database:
-        (count,) = database.execute_sql(
-            "SELECT count(*) FROM messages WHERE tenant_id = %s AND campaign_id = %s "
-            "AND kind = 'campaign'", (str(tenant_id), str(campaign_id)),
-        ).fetchone()
+        if fresh and not any(reran for _, reran in written):
+            # NOTE: the ledger was empty and every range was written whole by
+            # this call, so the ranges' counts are the ledger's (counting it
+            # again would read every row just written).
+            count = sum(rows for rows, _ in written)
+        else:
+            (count,) = database.execute_sql(
+                "SELECT count(*) FROM messages WHERE tenant_id = %s AND campaign_id = %s "
+                "AND kind = 'campaign'", (str(tenant_id), str(campaign_id)),
+            ).fetchone()
         database.execute_sql(
             "UPDATE campaigns SET audience_resolved_at = coalesce(audience_resolved_at, %s), "
             "recipient_count = %s, updated_at = now() WHERE tenant_id = %s AND id = %s",

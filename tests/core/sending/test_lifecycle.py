@@ -89,6 +89,28 @@ def test_audience_resolution_is_set_based_idempotent_and_excludes(audience) -> N
     assert counts == {"queued": 47}
 
 
+def test_recipient_count_is_the_ledgers_after_an_interrupted_run(audience) -> None:  # type: ignore[no-untyped-def]
+    # A fresh resolve counts the rows its ranges wrote; a re-run must count the ledger,
+    # which may hold rows of contacts that have left the audience since (kept, sent or not).
+    from swiftmail_core.db import tenant_tx
+    from swiftmail_core.sending.audience import resolve_audience
+
+    tenant, _, campaign_id = audience
+    with tenant_tx(tenant.id) as database:
+        database.execute_sql(
+            "INSERT INTO messages (tenant_id, campaign_id, contact_id, email) "
+            "SELECT tenant_id, %s, id, email FROM contacts WHERE email_lower = 'user1@example.test'",
+            (str(campaign_id),))
+        database.execute_sql(
+            "INSERT INTO suppressions (tenant_id, email_lower, reason) "
+            "VALUES (%s, 'user1@example.test', 'manual')", (str(tenant.id),))
+    assert resolve_audience(tenant.id, campaign_id, batch_size=7) == 50
+    with tenant_tx(tenant.id) as database:
+        (recorded,) = database.execute_sql(
+            "SELECT recipient_count FROM campaigns WHERE id = %s", (str(campaign_id),)).fetchone()
+    assert recorded == sum(ledger_counts(tenant.id, campaign_id).values()) == 50
+
+
 def test_a_due_campaign_starts_once_even_with_racing_ticks(audience) -> None:  # type: ignore[no-untyped-def]
     from concurrent.futures import ThreadPoolExecutor
 
