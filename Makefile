@@ -39,8 +39,8 @@ test-cluster: $(STAMP)  ## hosts as network namespaces (root): cut cables, a cam
 	  status=$$?; $(VENV)/bin/python -m tests.cluster.summary $(CLUSTER_MEASURES) $$status; \
 	  exit $$status
 
-test-ansible: $(STAMP)  ## the Ansible role on nspawn Debian 12 machines: split install, HAProxy, firewall, upgrade, backup and restore (root); last line JSON
-	timeout 1500 bash contrib/ansible/tests/split/run.sh
+test-ansible: $(STAMP)  ## the Ansible role on nspawn Debian 12 machines, two scenarios at once: split (install, HAProxy, firewall, upgrade, backup, restore) and HA (Patroni, Sentinel, the primary's machine lost) (root); last line JSON
+	SWA_TIMEOUT=1500 bash contrib/ansible/tests/all.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
