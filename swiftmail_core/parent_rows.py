@@ -1,16 +1,20 @@
-"""Parent-row locks and deletes that stand in for two dropped foreign keys.
+"""Parent-row locks and deletes that stand in for dropped foreign keys.
 
 Migration 0189 dropped ``messages -> campaigns`` and ``subscriptions ->
-lists``: their per-row checks re-read one parent row per bulk-written child
+lists``, 0191 ``contacts -> tenants`` and ``subscriptions -> contacts``:
+their per-row checks re-read one parent row per bulk-written child
 (docs/architecture.md, "Foreign keys on the hot paths"). The reference
 still holds by construction, with the same locks a foreign key takes:
 
 * a writer of such children first calls ``lock_campaign`` / ``lock_lists``
-  in its transaction (``FOR KEY SHARE``, once per statement instead of once
-  per row), so the parent cannot be deleted before it commits;
-* the parent is deleted only through ``delete_campaign`` / ``delete_list``,
-  which lock it ``FOR UPDATE`` (waiting for those writers) and delete its
-  children in the same transaction, as ``ON DELETE CASCADE`` did.
+  / ``lock_tenant`` / ``lock_contacts`` in its transaction (``FOR KEY
+  SHARE``, once per statement instead of once per row), so the parent cannot
+  be deleted before it commits; a contact the writing statement creates or
+  upserts (``ON CONFLICT DO UPDATE`` locks it) needs no separate lock;
+* the parent is deleted only through ``delete_campaign`` / ``delete_list`` /
+  ``delete_contact`` / ``delete_tenant_rows``, which lock it ``FOR UPDATE``
+  (waiting for those writers) and delete its children in the same
+  transaction, as ``ON DELETE CASCADE`` did.
 
 ``swiftmail doctor`` reports any orphan (``orphan_findings``).
 """
@@ -26,6 +30,9 @@ from swiftmail_core.db.audit import Finding
 _LOCK_CAMPAIGN = "SELECT 1 FROM campaigns WHERE tenant_id = %s AND id = %s FOR KEY SHARE"
 _LOCK_LISTS = ("SELECT id FROM lists WHERE tenant_id = %s AND id = ANY (%s::uuid[]) "
                "ORDER BY id FOR KEY SHARE")
+_LOCK_TENANT = "SELECT 1 FROM tenants WHERE id = %s FOR KEY SHARE"
+_LOCK_CONTACTS = ("SELECT id FROM contacts WHERE tenant_id = %s AND id = ANY (%s::uuid[]) "
+                  "ORDER BY id FOR KEY SHARE")
 
 #: (check, query counting orphans across tenants: run as the system role).
 ORPHAN_QUERIES = (
@@ -35,6 +42,12 @@ ORPHAN_QUERIES = (
     ("no subscriptions to a deleted list",
      "SELECT count(*) FROM subscriptions s WHERE NOT EXISTS ("
      "SELECT 1 FROM lists l WHERE l.tenant_id = s.tenant_id AND l.id = s.list_id)"),
+    ("no subscriptions of a deleted contact",
+     "SELECT count(*) FROM subscriptions s WHERE NOT EXISTS ("
+     "SELECT 1 FROM contacts c WHERE c.tenant_id = s.tenant_id AND c.id = s.contact_id)"),
+    ("no contacts of a deleted tenant",
+     "SELECT count(*) FROM contacts c WHERE NOT EXISTS ("
+     "SELECT 1 FROM tenants t WHERE t.id = c.tenant_id)"),
 )
 
 
@@ -54,6 +67,20 @@ def lock_lists(database: Any, tenant_id: uuid.UUID | str,
     return [list_id for list_id in wanted if list_id not in found]
 
 
+def lock_tenant(database: Any, tenant_id: uuid.UUID | str) -> bool:
+    """Hold the tenant row until commit (contacts may follow); False if it is gone."""
+    return database.execute_sql(_LOCK_TENANT, (str(tenant_id),)).fetchone() is not None
+
+
+def lock_contacts(database: Any, tenant_id: uuid.UUID | str,
+                  contact_ids: Iterable[uuid.UUID | str]) -> list[str]:
+    """Hold the contacts' rows until commit (subscriptions may follow); return the missing ids."""
+    wanted = [str(contact_id) for contact_id in contact_ids]
+    found = {str(row[0]) for row in database.execute_sql(
+        _LOCK_CONTACTS, (str(tenant_id), wanted)).fetchall()}
+    return [contact_id for contact_id in wanted if contact_id not in found]
+
+
 def delete_campaign(database: Any, tenant_id: uuid.UUID | str,
                     campaign_id: uuid.UUID | str) -> None:
     """Delete a campaign and its ledger rows (call with the campaign row locked FOR UPDATE)."""
@@ -71,6 +98,35 @@ def delete_list(database: Any, tenant_id: uuid.UUID | str, list_id: uuid.UUID | 
                          (str(tenant_id), str(list_id)))
     database.execute_sql("DELETE FROM lists WHERE tenant_id = %s AND id = %s",
                          (str(tenant_id), str(list_id)))
+
+
+def delete_contact(database: Any, tenant_id: uuid.UUID | str,
+                   contact_id: uuid.UUID | str) -> bool:
+    """Delete a contact, then its subscriptions; False if there was no such contact.
+
+    The DELETE locks the contact row (waiting for writers holding it ``FOR KEY
+    SHARE``); the subscriptions' DELETE is a later statement, so it also sees
+    the rows such a writer committed meanwhile.
+    """
+    deleted = database.execute_sql(
+        "DELETE FROM contacts WHERE tenant_id = %s AND id = %s RETURNING 1",
+        (str(tenant_id), str(contact_id))).fetchone()
+    database.execute_sql("DELETE FROM subscriptions WHERE tenant_id = %s AND contact_id = %s",
+                         (str(tenant_id), str(contact_id)))
+    return deleted is not None
+
+
+def delete_tenant_rows(database: Any, tenant_id: uuid.UUID | str) -> None:
+    """Delete a tenant, then its contacts and subscriptions (the system role's transaction).
+
+    Deleting the tenant row locks it (waiting for writers of contacts, which hold
+    it ``FOR KEY SHARE``) and cascades to every table that keeps its foreign key
+    to tenants; contacts and subscriptions (0191) follow in later statements of
+    the same transaction, which see what such a writer committed meanwhile.
+    """
+    database.execute_sql("DELETE FROM tenants WHERE id = %s", (str(tenant_id),))
+    database.execute_sql("DELETE FROM contacts WHERE tenant_id = %s", (str(tenant_id),))
+    database.execute_sql("DELETE FROM subscriptions WHERE tenant_id = %s", (str(tenant_id),))
 
 
 def orphan_findings(cursor: Any) -> list[Finding]:

@@ -7,6 +7,7 @@ import uuid
 
 from peewee import IntegrityError
 
+from swiftmail_core import parent_rows
 from swiftmail_core.db import system_db, system_tx
 from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
 from swiftmail_core.models import Tenant, utcnow
@@ -62,8 +63,8 @@ def set_tenant_status(slug_or_id: str, status: str) -> Tenant:
 
 
 def delete_tenant(slug_or_id: str) -> Tenant:
-    """Delete a tenant and, by cascade, every row it owns."""
+    """Delete a tenant and every row it owns (by cascade, and contacts and subscriptions)."""
     tenant = get_tenant(slug_or_id)
     with system_tx():
-        Tenant.delete().where(Tenant.id == tenant.id).bind(system_db).execute()
+        parent_rows.delete_tenant_rows(system_db, tenant.id)
     return tenant

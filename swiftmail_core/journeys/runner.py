@@ -486,6 +486,9 @@ def _change_list(database: Any, position: _Position, step: Step) -> str:
     list_id = step.options["list_id"]
     if parent_rows.lock_lists(database, position.tenant_id, [list_id]):
         return "list_missing"
+    # NOTE: stands in for the subscriptions' foreign key to contacts (0191).
+    if parent_rows.lock_contacts(database, position.tenant_id, [position.contact_id]):
+        return "contact_missing"
     if step.type == "remove_from_list":
         # NOTE: a removal, not the contact's unsubscribe: no suppression, no exit.
         database.execute_sql(

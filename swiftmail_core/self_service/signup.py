@@ -144,6 +144,9 @@ def signup(
             # APPSEC: consent once withdrawn comes back only through a confirmed double
             # opt-in, whatever the list's setting (anyone can post this form).
             status = "unconfirmed"
+        # NOTE: stands in for the contacts' foreign key to tenants (0191); the upsert
+        # below locks the contact (ON CONFLICT DO UPDATE) for its subscription.
+        parent_rows.lock_tenant(app_db, tenant)
         contact_id = app_db.execute_sql(
             "INSERT INTO contacts (tenant_id, id, email, name) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (tenant_id, email_lower) DO UPDATE SET updated_at = now() "

@@ -107,6 +107,8 @@ class ContactsResource:
         values = FIELDS.parse(read_body(req))
         now = utcnow()
         contact_id = uuid.uuid4()
+        # NOTE: stands in for the contacts' foreign key to tenants (0191).
+        parent_rows.lock_tenant(Contact._meta.database, tenant_id(req))
         try:
             Contact.insert(tenant_id=tenant_id(req), id=contact_id, created_at=now,
                            updated_at=now, **values).execute()
@@ -153,7 +155,8 @@ class ContactResource:
     def on_delete(self, req: falcon.Request, resp: falcon.Response, contact_id: str) -> None:
         """Delete a contact and its subscriptions."""
         contact = get_or_404(Contact.select(), Contact.id, contact_id, "contact")
-        Contact.delete().where(Contact.id == contact.id).execute()
+        # NOTE: subscriptions have no foreign key to contacts (0191): deleted with it.
+        parent_rows.delete_contact(Contact._meta.database, contact.tenant_id, contact.id)
         resp.status = 204
 
 
@@ -216,6 +219,10 @@ class ContactsBulkResource:
             if missing:
                 raise NotFoundError(f"no list {missing[0]}")
         tenant = str(tenant_id(req))
+        # NOTE: stands in for the contacts' foreign key to tenants (0191). The
+        # subscriptions below need no lock on their contacts: the upsert's
+        # ON CONFLICT DO UPDATE locks each one it does not create.
+        parent_rows.lock_tenant(Contact._meta.database, tenant)
         now = utcnow()
         payload = [
             {"id": str(uuid.uuid4()), "email": v["email"], "name": v.get("name"),

@@ -30,6 +30,7 @@ from swiftmail_web.resources.common import (
     tenant_id,
 )
 
+from swiftmail_core import parent_rows
 from swiftmail_core.db import app_db
 from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
 from swiftmail_core.journeys.definition import EVENT_NAME, Trigger, parse_trigger
@@ -253,6 +254,8 @@ class EventsResource:
             contact = Contact.select().where(Contact.email_lower == values["email"].lower()).first()
             if contact is None:
                 contact_id = uuid.uuid4()
+                # NOTE: stands in for the contacts' foreign key to tenants (0191).
+                parent_rows.lock_tenant(app_db, tenant_id(req))
                 Contact.insert(tenant_id=tenant_id(req), id=contact_id,
                                email=values["email"]).execute()
                 contact = Contact.get(Contact.id == contact_id)

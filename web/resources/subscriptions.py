@@ -80,15 +80,20 @@ def _subscription(list_row: MailingList, contact_id: str) -> Subscription:
 def _contact_for(req: falcon.Request, values: dict[str, Any]) -> Contact:
     if ("contact_id" in values) == ("email" in values):
         raise ValidationError.for_field("contact_id", "give exactly one of contact_id or email")
+    # NOTE: the contact row FOR KEY SHARE, or the tenant's before creating one: they
+    # stand in for the subscriptions' and contacts' foreign keys (0191).
     if "contact_id" in values:
-        contact = Contact.select().where(Contact.id == values["contact_id"]).first()
+        contact = (Contact.select().where(Contact.id == values["contact_id"])
+                   .for_update("FOR KEY SHARE").first())
         if contact is None:
             raise NotFoundError(f"no contact {values['contact_id']}")
         return contact
     email = values["email"]
-    contact = Contact.select().where(Contact.email_lower == email.lower()).first()
+    contact = (Contact.select().where(Contact.email_lower == email.lower())
+               .for_update("FOR KEY SHARE").first())
     if contact is None:
         contact_id = uuid.uuid4()
+        parent_rows.lock_tenant(Contact._meta.database, tenant_id(req))
         Contact.insert(tenant_id=tenant_id(req), id=contact_id, email=email).execute()
         contact = Contact.get(Contact.id == contact_id)
     return contact
