@@ -8,7 +8,7 @@
 -- journey mail) has none and no longer pays an index entry when it is
 -- written: one B-tree entry fewer per audience row. The decision's query
 -- names `variant IS NOT NULL`, which lets the planner use this index.
--- oldest-compatible-code: 0188 (older code's A/B decision does not name the variant: it still answers right, by walking the campaign's rows instead of this index)
+-- oldest-compatible-code: 0176 (only an index: older code's A/B decision, which does not name the variant, still answers right, walking the campaign's rows instead)
 DROP INDEX messages_campaign_unsent_idx;
 CREATE INDEX messages_ab_unsent_idx ON messages (tenant_id, campaign_id)
     WHERE status IN ('queued', 'sending') AND variant IS NOT NULL;
