@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -181,9 +182,16 @@ def local_figures(tenant_id: uuid.UUID, campaign_id: str) -> dict[str, Any]:
 
 
 class BackendCpu:
-    """CPU seconds the PostgreSQL backends of one database spent between two samples."""
+    """CPU seconds the PostgreSQL backends of one database spend during a measurement.
 
-    def __init__(self, database_url: str) -> None:
+    A thread samples the backends every ``interval`` seconds from ``begin``
+    to ``end``: the connection pool closes a connection older than its stale
+    timeout (300 s) when it hands it out, so a backend can end in the middle
+    of a long resolve and take its CPU seconds with it; sampled, at most
+    ``interval`` of each such backend's time is lost.
+    """
+
+    def __init__(self, database_url: str, interval: float = 0.2) -> None:
         import psycopg2
 
         dsn = psycopg2.extensions.parse_dsn(database_url)
@@ -191,6 +199,11 @@ class BackendCpu:
         dsn.update({k: v for k, v in admin.items() if k in ("user", "password")})
         self.connection = psycopg2.connect(**dsn)
         self.connection.autocommit = True
+        self.interval = interval
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._sampler: threading.Thread | None = None
 
     def checkpoint(self) -> None:
         """Flush dirty buffers, so the previous run's writes are not on the next one's clock."""
@@ -205,9 +218,30 @@ class BackendCpu:
             pids = [pid for (pid,) in cursor.fetchall()]
         return {pid: seconds for pid in pids if (seconds := process_cpu(pid)) is not None}
 
-    def since(self, before: dict[int, float]) -> float:
-        """Return the CPU seconds spent since ``before`` (a backend started meanwhile from 0)."""
-        return sum(seconds - before.get(pid, 0.0) for pid, seconds in self.sample().items())
+    def begin(self) -> None:
+        """Start measuring: the backends there now count from their present CPU seconds."""
+        self._first = self.sample()
+        self._last = dict(self._first)
+        self._stop.clear()
+        self._sampler = threading.Thread(target=self._run, name="backend-cpu", daemon=True)
+        self._sampler.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._record(self.sample())
+
+    def _record(self, seen: dict[int, float]) -> None:
+        for pid, seconds in seen.items():
+            self._first.setdefault(pid, 0.0)  # NOTE: started during the measurement
+            self._last[pid] = seconds
+
+    def end(self) -> float:
+        """Stop measuring; return the CPU seconds the backends spent since ``begin``."""
+        self._stop.set()
+        if self._sampler is not None:
+            self._sampler.join()
+        self._record(self.sample())
+        return sum(self._last[pid] - first for pid, first in self._first.items())
 
     def close(self) -> None:
         """Close the admin connection."""
@@ -274,19 +308,19 @@ def measure_install(args: argparse.Namespace, env: Mapping[str, str]) -> dict[st
     cpu = BackendCpu(env["DATABASE_URL"])
     for _ in range(args.repeat):
         cpu.checkpoint()
-        before = cpu.sample()
+        cpu.begin()
         seconds, expected = floor(tenant.id, list_ids)
-        floor_cpus.append(cpu.since(before))
+        floor_cpus.append(cpu.end())
         floors.append(seconds)
         campaign_id = new_campaign(tenant.id, list_ids)
         if os.environ.get("SWIFTMAIL_BENCH_EXPLAIN"):
             print(explain(tenant.id, list_ids, campaign_id), file=sys.stderr)
         cpu.checkpoint()
-        before = cpu.sample()
+        cpu.begin()
         started = time.perf_counter()
         count = resolve_audience(tenant.id, campaign_id, batch_size=args.batch)
         resolves.append(time.perf_counter() - started)
-        resolve_cpus.append(cpu.since(before))
+        resolve_cpus.append(cpu.end())
         if count != expected:
             raise Unfinished(f"resolved {count} recipients, the set query finds {expected}")
         counts.append(count)
