@@ -273,6 +273,18 @@ def test_preflight_accepts_a_moved_submission_listener_that_keeps_auth(
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_preflight_leaves_the_submission_listener_to_relay_hosts(tmp_path: Path) -> None:
+    # Regression: relay settings in group_vars reach every host; an app host (no relay,
+    # so no certificate made) stopped the play over a listener it does not run.
+    play = write_play(tmp_path, play_variables(
+        swiftmail_relay_settings={"submission_listen": "0.0.0.0:2587"},
+        swiftmail_relay_enabled=False, swiftmail_relay_bind_privileged_ports=False),
+        SAMPLE["swiftmail_secret_key"])
+    result = run_playbook(play, tmp_path, "-i", "localhost,", "--vault-password-file",
+                          str(tmp_path / "vault-password"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def _wheel_tasks(tmp_path: Path, wheels: list[str], current: str, keep: int) -> list[str]:
     """Run the role's own wheel-pruning tasks on a local directory; return what is left."""
     import time
