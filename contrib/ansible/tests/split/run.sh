@@ -4,9 +4,11 @@
 # Targets (systemd-nspawn --boot of a debootstrapped Debian 12, each in its own
 # network namespace on the bridge swabr0, reached over SSH by ansible-playbook
 # on this machine):
-#   db     10.78.13.11  PostgreSQL (with pgBackRest) and Redis, installed by the role
+#   db     10.78.13.11  PostgreSQL (with pgBackRest) and Redis, installed by the role;
+#                       Prometheus (monitoring.yml)
 #   app    10.78.13.12  API, worker, tracking drainer; runs the migrations
-#   relay  10.78.13.13  the relay (intake on its private address) and HAProxy
+#   relay  10.78.13.13  the relay (intake on its private address, STARTTLS on 25
+#                       and 587 to the world) and HAProxy
 #                       (TLS on 443 with the role's self-signed certificate)
 #   sink   10.78.13.14  not a machine: a namespace running tests/cluster/sink_host.py
 #                       (SMTP on 25, the DNS server whose MX names it); "the world"
@@ -15,7 +17,10 @@
 # by host, HAProxy) twice (the second run changed=0); a campaign from the API
 # through the worker and the relay on other hosts to the sink; the API through
 # HAProxy over TLS from the world; the firewall (the API, intake, PostgreSQL and
-# Redis closed to the sink, SSH closed to another target); a rolling upgrade
+# Redis closed to the sink, SSH closed to another target); monitoring.yml
+# (Prometheus from Debian on db: every target up, the rules loaded, a failed
+# doctor run seen) and the relay's STARTTLS on 25/587 from the world with a
+# certificate renewed by a reload (checks_ops.sh); a rolling upgrade
 # with a migration; then backups (a pgBackRest full backup, WAL archived after
 # it, the settings archive with the secret key) copied off the hosts, the
 # database host lost, and README.md's "Restore onto a new PostgreSQL host" done
@@ -37,6 +42,8 @@ DOMAIN=split-e2e.test
 . "$HERE/../lib.sh"
 DB_PASSWORD=e2e-postgres-password-$$
 REDIS_PASSWORD=e2e-redis-password-$$
+# shellcheck source=checks_ops.sh
+. "$HERE/checks_ops.sh"
 DB=$NET.11 APP=$NET.12 RELAY=$NET.13 SINK=$NET.14 DB2=$NET.15
 SECRET_KEY=e2e-secret-key-$$-0123456789abcdefghijklmnopqrstuvwxyz
 LB_NAME=mail.$DOMAIN
@@ -64,6 +71,8 @@ relay ansible_host=$RELAY $common swiftmail_relay_intake_listen=$RELAY:2526
 app
 [swiftmail_haproxy]
 relay
+[swiftmail_monitoring]
+$db_name
 [swiftmail:children]
 swiftmail_api
 swiftmail_worker
@@ -101,11 +110,19 @@ swiftmail_relay_settings:
   default_pool: own
   source_addresses: {own: "$RELAY"}
   ip_pools: {own: [own]}
+  # STARTTLS to the world on 25 and 587 (checks_ops.sh); a renewed
+  # certificate must be loaded by the reload, not the file check.
+  bounce_listen: "0.0.0.0:25"
+  submission_listen: "0.0.0.0:587"
+  tls_reload_check_seconds: 3600
+swiftmail_relay_bind_privileged_ports: true
 swiftmail_firewall_enabled: true
 # The controller (ansible, the campaign's API calls) and the SwiftMail hosts;
 # the sink is "the world" (PostgreSQL and Redis on db are cluster ports too).
 swiftmail_firewall_admin_networks: [$NET.1/32]
 swiftmail_firewall_cluster_networks: [$NET.1/32, $APP/32, $RELAY/32]
+# Prometheus runs on the database host (monitoring.yml).
+swiftmail_firewall_monitoring_networks: [$db/32]
 EOF
 }
 
@@ -184,6 +201,12 @@ closed_from sink "$RELAY" 2526 || { echo "the relay intake answers the sink" >&2
 closed_from sink "$DB" 5432 || { echo "PostgreSQL answers the sink" >&2; exit 1; }
 closed_from sink "$DB" 6379 || { echo "Redis answers the sink" >&2; exit 1; }
 result firewall '"API, intake, PostgreSQL and Redis closed to a non-member, SSH to another target"'
+
+phase monitoring
+check_monitoring
+
+phase relay-tls
+check_relay_tls
 
 phase upgrade
 # A second wheel with one more migration, rolled out host by host (site.yml:

@@ -20,7 +20,7 @@ else
 fi
 BASE_PACKAGES=systemd,netbase,systemd-sysv,dbus,openssh-server,sudo,python3,python3-venv,python3-packaging,python3-apt,ca-certificates,iproute2,nftables,netcat-openbsd,curl
 # What the role installs from Debian on some host (downloaded once into debs/).
-REPO_PACKAGES="postgresql postgresql-client redis-server haproxy openssl pgbackrest python3-psycopg2 acl"
+REPO_PACKAGES="postgresql postgresql-client redis-server haproxy openssl pgbackrest python3-psycopg2 acl prometheus prometheus-node-exporter"
 # A scenario that installs more (the HA one: patroni, etcd-server, redis-sentinel) adds them here.
 REPO_PACKAGES="$REPO_PACKAGES${SWA_EXTRA_PACKAGES:+ $SWA_EXTRA_PACKAGES}"
 MIRROR=${SWA_MIRROR:-http://deb.debian.org/debian}
