@@ -296,17 +296,24 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def check_final(tenant_id: uuid.UUID, campaign_id: uuid.UUID, expected: int) -> None:
-    """Raise Unfinished unless every message of the campaign is delivered in the ledger."""
+def check_final(tenant_id: uuid.UUID, campaign_id: uuid.UUID, expected: int, phase: str) -> None:
+    """Raise Unfinished unless every message of the campaign is delivered in the ledger.
+
+    The error names the phase and the first rows that are not delivered.
+    """
     from swiftmail_core.db import tenant_tx
 
     with tenant_tx(tenant_id) as database:
         counts = dict(database.execute_sql(
             "SELECT status, count(*) FROM messages WHERE campaign_id = %s GROUP BY 1",
             (str(campaign_id),)).fetchall())
-    if counts.get("delivered", 0) != expected or len(counts) != 1:
-        raise Unfinished(f"not every message is final: ledger {counts}, {expected} expected "
-                         "delivered")
+        if counts.get("delivered", 0) != expected or len(counts) != 1:
+            stuck = database.execute_sql(
+                "SELECT id, status, attempts, lease_owner IS NOT NULL FROM messages "
+                "WHERE campaign_id = %s AND status <> 'delivered' ORDER BY id LIMIT 10",
+                (str(campaign_id),)).fetchall()
+            raise Unfinished(f"{phase}: not every message is final: ledger {counts}, {expected} "
+                             f"expected delivered; first (id, status, attempts, leased): {stuck}")
 
 
 def finish_workers(workers: list[subprocess.Popen[str]], timeout: float) -> None:
@@ -478,7 +485,7 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
             seconds = relay_seconds(spawn("relay", env, str(n)), n, args.timeout)
             results["relay_only"].append(per_second(n, seconds))
             cpu["relay_only"].append((children_cpu() - used) / n * 1000)
-            check_final(tenant_id, campaign_id, n)
+            check_final(tenant_id, campaign_id, n, "relay only")
             # End to end: workers and relay together from "campaign starts".
             campaign_id = new_campaign(tenant_id, list_id)
             started, used = time.perf_counter(), children_cpu()
@@ -491,7 +498,7 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
                 finish_workers(workers, args.timeout)
             results["end_to_end"].append(per_second(n, time.perf_counter() - started))
             cpu["end_to_end"].append((children_cpu() - used) / n * 1000)
-            check_final(tenant_id, campaign_id, n)
+            check_final(tenant_id, campaign_id, n, "end to end")
             LOAD_PER_ROUND.append(round(os.getloadavg()[0], 2))
             print(f"round {len(results['end_to_end'])} of {args.rounds}: " + json.dumps(
                 {**{name: round(values[-1], 1) for name, values in results.items()},
