@@ -7,6 +7,7 @@ renders them the same way without Ansible installed.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -78,6 +79,8 @@ def render(template: str, variables: Mapping[str, Any]) -> str:
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
     )
+    # The one Ansible filter the HA templates use (Patroni's YAML takes JSON values).
+    environment.filters["to_json"] = json.dumps
     # Ansible's magic variables for a host of an inventory without part groups.
     magic = {"groups": {"all": ["localhost"]}, "inventory_hostname": "localhost"}
     context = resolve({**magic, **defaults(), **variables})

@@ -57,7 +57,7 @@ MINIMAL: dict[str, Any] = {
 TASK_KEYWORDS = {
     "name", "when", "register", "notify", "loop", "loop_control", "become", "become_user",
     "environment", "changed_when", "failed_when", "run_once", "tags", "no_log", "check_mode",
-    "listen", "vars", "ignore_errors", "until", "retries", "delay",
+    "listen", "vars", "ignore_errors", "until", "retries", "delay", "delegate_to", "timeout",
 }
 
 

@@ -20,6 +20,8 @@ from tests.ha.patroni import PatroniCluster, patroni_installed
 
 RUN = os.environ.get("SWIFTMAIL_TEST_HA") == "1"
 PASSWORD = "ha-test-password"
+REDIS_PASSWORD = "ha-redis-password"
+SENTINEL_PASSWORD = "ha-sentinel-password"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -79,6 +81,18 @@ def sentinel_set(request: pytest.FixtureRequest) -> Iterator[RedisSentinelSet]:
     if sentinel_binary() is None:
         pytest.fail("redis-sentinel is not installed: bash .ci/system-packages")
     engines = RedisSentinelSet(getattr(request, "param", 1000))
+    try:
+        yield engines.start()
+    finally:
+        engines.stop()
+
+
+@pytest.fixture
+def protected_sentinel_set() -> Iterator[RedisSentinelSet]:
+    """A master, replica and three Sentinels that all require a password, as the role makes them."""
+    if sentinel_binary() is None:
+        pytest.fail("redis-sentinel is not installed: bash .ci/system-packages")
+    engines = RedisSentinelSet(1000, password=REDIS_PASSWORD, sentinel_password=SENTINEL_PASSWORD)
     try:
         yield engines.start()
     finally:

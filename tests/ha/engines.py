@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 START_TIMEOUT = 60.0
@@ -44,10 +45,19 @@ def sentinel_binary() -> list[str] | None:
 
 
 class RedisSentinelSet:
-    """A master, a replica and three Sentinels watching them as ``swiftmail``."""
+    """A master, a replica and three Sentinels watching them as ``swiftmail``.
 
-    def __init__(self, down_after_ms: int = 1000) -> None:
+    With ``password`` the servers require it (``requirepass``, ``masterauth``)
+    and the Sentinels give it (``sentinel auth-pass``); with
+    ``sentinel_password`` the Sentinels require theirs (``requirepass``), as
+    the Ansible role sets them up.
+    """
+
+    def __init__(self, down_after_ms: int = 1000, *, password: str | None = None,
+                 sentinel_password: str | None = None) -> None:
         self.down_after_ms = down_after_ms
+        self.password = password
+        self.sentinel_password = sentinel_password
         self.base = Path(tempfile.mkdtemp(prefix="swiftmail-ha-redis-"))
         self.master_port = free_port()
         self.replica_port = free_port()
@@ -62,6 +72,8 @@ class RedisSentinelSet:
     def _server(self, name: str, port: int, *extra: str) -> None:
         folder = self.base / name
         folder.mkdir()
+        if self.password:
+            extra = (*extra, "--requirepass", self.password, "--masterauth", self.password)
         self._spawn(name, ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                            "--save", "", "--appendonly", "no", "--dir", str(folder), *extra])
 
@@ -83,11 +95,13 @@ class RedisSentinelSet:
                 f"sentinel monitor {SERVICE} 127.0.0.1 {self.master_port} 2\n"
                 f"sentinel down-after-milliseconds {SERVICE} {self.down_after_ms}\n"
                 f"sentinel failover-timeout {SERVICE} 10000\n"
-                f"sentinel parallel-syncs {SERVICE} 1\n")
+                f"sentinel parallel-syncs {SERVICE} 1\n"
+                + (f'sentinel auth-pass {SERVICE} "{self.password}"\n' if self.password else "")
+                + (f'requirepass "{self.sentinel_password}"\n' if self.sentinel_password else ""))
             self._spawn(f"sentinel{index}", [*command, str(conf)])
         deadline = time.monotonic() + START_TIMEOUT
         for port in self.sentinel_ports:
-            client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+            client = self.sentinel_client(port)
             while True:
                 try:
                     if (len(client.sentinel_slaves(SERVICE)) == 1
@@ -98,7 +112,8 @@ class RedisSentinelSet:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"Sentinel on {port} did not see the set: {self.logs()}")
                 time.sleep(0.2)
-        replica = redis.Redis(host="127.0.0.1", port=self.replica_port, socket_timeout=1)
+        replica = redis.Redis(host="127.0.0.1", port=self.replica_port, socket_timeout=1,
+                              password=self.password)
         while replica.info("replication").get("master_link_status") != "up":
             if time.monotonic() > deadline:
                 raise RuntimeError("replica did not sync")
@@ -109,7 +124,8 @@ class RedisSentinelSet:
         import redis
 
         deadline = time.monotonic() + START_TIMEOUT
-        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1,
+                             password=self.password)
         while True:
             try:
                 if client.ping():
@@ -124,14 +140,20 @@ class RedisSentinelSet:
         """Return the Sentinels as the ``redis_sentinels`` setting wants them."""
         return tuple(f"127.0.0.1:{port}" for port in self.sentinel_ports)
 
+    def sentinel_client(self, port: int) -> Any:
+        """Return a client of one Sentinel, with the Sentinels' password if they have one."""
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=port, socket_timeout=1,
+                           password=self.sentinel_password)
+
     def master_address(self) -> tuple[str, int]:
         """Ask a Sentinel where the master is now."""
         import redis
 
         for port in self.sentinel_ports:
             try:
-                host, master = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1
-                                           ).sentinel_get_master_addr_by_name(SERVICE)
+                host, master = self.sentinel_client(port).sentinel_get_master_addr_by_name(SERVICE)
                 return host, int(master)
             except redis.RedisError:
                 continue

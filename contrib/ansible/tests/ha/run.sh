@@ -40,6 +40,10 @@ export SWA_EXTRA_PACKAGES="patroni etcd-server etcd-client redis-sentinel"
 SUPERUSER_PASSWORD=e2e-postgres-password-$$
 REPLICATION_PASSWORD=e2e-replication-password-$$
 REDIS_PASSWORD=e2e-redis-password-$$
+SENTINEL_PASSWORD=e2e-sentinel-password-$$
+RESTAPI_PASSWORD=e2e-restapi-password-$$
+ETCD_ROOT_PASSWORD=e2e-etcd-root-password-$$
+ETCD_PATRONI_PASSWORD=e2e-etcd-patroni-password-$$
 DB1=$NET.11 DB2=$NET.12 DB3=$NET.13 APP=$NET.21 RELAY=$NET.22 SINK=$NET.30
 declare -A ADDRESS=([db1]=$DB1 [db2]=$DB2 [db3]=$DB3 [app]=$APP [relay]=$RELAY)
 
@@ -88,6 +92,10 @@ swiftmail_postgres_superuser_password: $SUPERUSER_PASSWORD
 swiftmail_patroni_replication_password: $REPLICATION_PASSWORD
 swiftmail_database_admin_url: postgresql://postgres:$SUPERUSER_PASSWORD@$DB1:5432,$DB2:5432/postgres?target_session_attrs=read-write
 swiftmail_redis_password: $REDIS_PASSWORD
+swiftmail_sentinel_password: $SENTINEL_PASSWORD
+swiftmail_patroni_restapi_password: $RESTAPI_PASSWORD
+swiftmail_etcd_root_password: $ETCD_ROOT_PASSWORD
+swiftmail_etcd_patroni_password: $ETCD_PATRONI_PASSWORD
 swiftmail_secret_key: e2e-secret-key-$$-0123456789abcdefghijklmnopqrstuvwxyz
 swiftmail_db_owner_password: owner-$$
 swiftmail_db_app_password: app-$$
@@ -135,7 +143,43 @@ patroni_leader() {
 }
 
 # redis_master SENTINEL_ADDRESS: the master address that Sentinel names.
-redis_master() { ssh_to "$1" "redis-cli -p 26379 SENTINEL get-master-addr-by-name swiftmail" | head -1; }
+redis_master() {
+    ssh_to "$1" "REDISCLI_AUTH=$SENTINEL_PASSWORD redis-cli -p 26379 SENTINEL get-master-addr-by-name swiftmail" | head -1
+}
+
+# check_control_plane_auth: etcd, Patroni's REST API and Sentinel refuse a
+# cluster member without their passwords, and work with them.
+check_control_plane_auth() {
+    local code out
+    # Patroni: unsafe endpoints without credentials are 401 (bodies that would do
+    # nothing if they got through); patronictl on the host has the credentials.
+    code=$(curl -s -m 5 -o /dev/null -w '%{http_code}' -X POST -d '{"leader": "nobody"}' "http://$DB1:8008/switchover")
+    [ "$code" = 401 ] || { echo "POST /switchover without credentials: $code, not 401" >&2; return 1; }
+    code=$(curl -s -m 5 -o /dev/null -w '%{http_code}' -X PATCH -d '{}' "http://$DB1:8008/config")
+    [ "$code" = 401 ] || { echo "PATCH /config without credentials: $code, not 401" >&2; return 1; }
+    code=$(curl -s -m 5 -o /dev/null -w '%{http_code}' -u "patroni:wrong-password" -X POST "http://$DB1:8008/reload")
+    [ "$code" = 401 ] || { echo "POST /reload with a wrong password: $code, not 401" >&2; return 1; }
+    code=$(curl -s -m 5 -o /dev/null -w '%{http_code}' -u "patroni:$RESTAPI_PASSWORD" -X POST "http://$DB1:8008/reload")
+    [ "$code" = 202 ] || [ "$code" = 200 ] || { echo "POST /reload with the password: $code" >&2; return 1; }
+    ssh_to "$DB2" "patronictl -c /etc/patroni/config.yml reload swiftmail --force" > "$RUN/patronictl.log" 2>&1 \
+        || { cat "$RUN/patronictl.log" >&2; return 1; }
+    # etcd: no user, no read; Patroni's user reads its keys and nothing else.
+    out=$(ssh_to "$DB3" "etcdctl --endpoints=http://$DB3:2379 get --prefix --keys-only /service/" 2>&1) \
+        && { echo "etcd answered a read without credentials: $out" >&2; return 1; }
+    grep -q "user name is empty" <<< "$out" || { echo "etcd without credentials: $out" >&2; return 1; }
+    out=$(ssh_to "$DB3" "ETCDCTL_USER=patroni:$ETCD_PATRONI_PASSWORD etcdctl --endpoints=http://$DB3:2379 \
+        get --prefix --keys-only /service/swiftmail/" 2>/dev/null)
+    grep -q "^/service/swiftmail/leader$" <<< "$out" || { echo "Patroni's etcd user reads no leader key: $out" >&2; return 1; }
+    out=$(ssh_to "$DB3" "ETCDCTL_USER=patroni:$ETCD_PATRONI_PASSWORD etcdctl --endpoints=http://$DB3:2379 \
+        put /elsewhere x" 2>&1) && { echo "Patroni's etcd user wrote outside its prefix" >&2; return 1; }
+    grep -q "permission denied" <<< "$out" || { echo "etcd outside the prefix: $out" >&2; return 1; }
+    # Sentinel: NOAUTH without the password, PONG with it.
+    out=$(ssh_to "$DB3" "redis-cli -h $DB3 -p 26379 PING" 2>&1 || true)
+    grep -q NOAUTH <<< "$out" || { echo "Sentinel without the password: $out" >&2; return 1; }
+    [ "$(ssh_to "$DB3" "REDISCLI_AUTH=$SENTINEL_PASSWORD redis-cli -h $DB3 -p 26379 PING")" = PONG ] \
+        || { echo "Sentinel refused its password" >&2; return 1; }
+    result control_plane_auth '"etcd, Patroni REST (unsafe endpoints) and Sentinel refuse a member without the password"'
+}
 
 harness_start
 
@@ -176,6 +220,9 @@ done
 # ... and answer a cluster member (the controller).
 curl -fsS -m 3 -o /dev/null "http://$DB1:8008/health"
 result firewall '"etcd, Patroni, PostgreSQL, Redis and Sentinel closed to a non-member"'
+
+phase control-plane-auth
+check_control_plane_auth
 
 phase failover
 LEADER=$(patroni_leader "$DB1" "$DB2")

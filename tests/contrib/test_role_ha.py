@@ -1,0 +1,264 @@
+"""The role's control planes of high availability require passwords: etcd, Patroni, Sentinel.
+
+Templates are rendered with plain Jinja2 for an HA inventory and, where the
+program is installed, checked by it: a ``redis-sentinel`` started with the
+rendered settings refuses a client without the password, Patroni's own
+configuration loader gives patronictl the REST API's credentials, and the
+role's etcd script runs twice against a real ``etcd`` (the second run changes
+nothing) and leaves Patroni's user its keys and nothing else.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from swiftmail_core.settings import load_settings
+from tests.contrib.role_files import ROLE_DIR, render, tasks
+from tests.contrib.test_ansible_role import SAMPLE
+from tests.ha.engines import free_port
+
+HOSTVARS: dict[str, dict[str, Any]] = {
+    "app1": {"ansible_host": "10.0.0.11"},
+    "db1": {"ansible_host": "10.0.0.31"},
+    "db2": {"ansible_host": "10.0.0.32"},
+    "db3": {"ansible_host": "10.0.0.33"},
+}
+GROUPS: dict[str, list[str]] = {
+    "all": list(HOSTVARS),
+    "swiftmail": ["app1"],
+    "swiftmail_etcd": ["db1", "db2", "db3"],
+    "swiftmail_patroni": ["db1", "db2"],
+    "swiftmail_redis": ["db1", "db2"],
+    "swiftmail_sentinel": ["db1", "db2", "db3"],
+}
+PASSWORDS = {
+    "swiftmail_postgres_superuser_password": "pg-superuser-password",
+    "swiftmail_patroni_replication_password": "replication-password",
+    "swiftmail_patroni_restapi_password": 'rest"api\\password-1',
+    "swiftmail_etcd_root_password": "etcd-root-password-1",
+    "swiftmail_etcd_patroni_password": "etcd-patroni-password",
+    "swiftmail_redis_password": "redis-password-12345",
+    "swiftmail_sentinel_password": 'sentinel"pass\\word-1',
+}
+SCRIPT = ROLE_DIR / "files" / "swiftmail-etcd-auth.sh"
+
+
+def on_host(host: str, **changes: Any) -> dict[str, Any]:
+    """Return the variables a template sees on ``host`` of the HA inventory."""
+    return {**SAMPLE, "groups": GROUPS, "hostvars": HOSTVARS, "inventory_hostname": host,
+            **HOSTVARS[host], **PASSWORDS, "swiftmail_database_url":
+            "postgresql://10.0.0.31:5432,10.0.0.32:5432/swiftmail"} | changes
+
+
+# --- Patroni ------------------------------------------------------------------------
+
+
+def test_patroni_requires_a_password_on_its_api_and_gives_etcd_its_user() -> None:
+    config = yaml.safe_load(render("patroni.yml.j2", on_host("db1")))
+    assert config["restapi"]["authentication"] == {
+        "username": "patroni", "password": PASSWORDS["swiftmail_patroni_restapi_password"]}
+    assert config["etcd3"]["username"] == "patroni"
+    assert config["etcd3"]["password"] == PASSWORDS["swiftmail_etcd_patroni_password"]
+    assert config["etcd3"]["hosts"] == ["10.0.0.31:2379", "10.0.0.32:2379", "10.0.0.33:2379"]
+
+
+PATRONI_PYTHON = "/usr/bin/python3"
+
+
+def _patroni_importable() -> bool:
+    return Path(PATRONI_PYTHON).exists() and subprocess.run(
+        [PATRONI_PYTHON, "-c", "import patroni.request"], capture_output=True,
+        check=False).returncode == 0
+
+
+@pytest.mark.skipif(not _patroni_importable(), reason="Debian's patroni is not installed")
+def test_patronictl_takes_the_api_credentials_from_the_settings_file(tmp_path: Path) -> None:
+    # patronictl -c /etc/patroni/config.yml: Patroni 3.0 sends restapi.authentication
+    # with its unsafe requests (switchover, restart, reinitialize) when ctl has none.
+    path = tmp_path / "config.yml"
+    path.write_text(render("patroni.yml.j2", on_host("db1")))
+    code = ("import sys; from patroni.config import Config; from patroni.request import "
+            "PatroniRequest; print(PatroniRequest(Config(sys.argv[1]))._pool.headers"
+            "['authorization'])")
+    result = subprocess.run([PATRONI_PYTHON, "-c", code, str(path)], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    credentials = f"patroni:{PASSWORDS['swiftmail_patroni_restapi_password']}"
+    assert result.stdout.strip() == "Basic " + base64.b64encode(credentials.encode()).decode()
+
+
+def test_etcd_authentication_runs_after_patroni_has_its_credentials() -> None:
+    entry = [task.get("ansible.builtin.import_tasks") for task in
+             tasks(ROLE_DIR / "tasks" / "patroni_host.yml")]
+    assert entry.index("etcd_auth.yml") > entry.index("patroni.yml")
+    steps = tasks(ROLE_DIR / "tasks" / "etcd_auth.yml")
+    assert steps[0]["ansible.builtin.meta"] == "flush_handlers"  # Patroni reloaded first
+    script = steps[1]
+    assert script["delegate_to"] == "{{ groups['swiftmail_etcd'][0] }}"
+    assert script["run_once"] is True and script["no_log"] is True
+    # The passwords go on stdin, never on a command line or in the environment.
+    assert "password" not in " ".join(script["ansible.builtin.command"]["argv"])
+    assert "environment" not in script
+    assert "swiftmail_etcd_root_password" in script["ansible.builtin.command"]["stdin"]
+
+
+# --- Sentinel -------------------------------------------------------------------------
+
+
+def test_swiftmail_hosts_pass_the_sentinel_password(tmp_path: Path) -> None:
+    path = tmp_path / "swiftmail.toml"
+    path.write_text(render("swiftmail.toml.j2", on_host("app1")))
+    settings = load_settings(path, environ={})
+    assert settings.redis_sentinels == ("10.0.0.31:26379", "10.0.0.32:26379", "10.0.0.33:26379")
+    assert settings.redis_sentinel_password == PASSWORDS["swiftmail_sentinel_password"]
+    assert settings.redis_password == PASSWORDS["swiftmail_redis_password"]
+
+
+def test_sentinel_settings_are_written_for_root_alone() -> None:
+    written = next(task for task in tasks(ROLE_DIR / "tasks" / "sentinel.yml")
+                   if "ansible.builtin.template" in task)["ansible.builtin.template"]
+    assert (written["owner"], written["group"], written["mode"]) == ("root", "root", "0600")
+    copied = next(task for task in tasks(ROLE_DIR / "handlers" / "main.yml")
+                  if task["name"] == "Replace Sentinel's settings")["ansible.builtin.copy"]
+    assert (copied["owner"], copied["mode"]) == ("redis", "0600")
+
+
+@pytest.mark.skipif(not shutil.which("redis-sentinel"), reason="redis-sentinel not installed")
+def test_rendered_sentinel_settings_refuse_clients_without_the_password(tmp_path: Path) -> None:
+    import redis
+
+    config = tmp_path / "sentinel.conf"
+    config.write_text(render("sentinel-swiftmail.conf.j2", on_host("db3")))
+    port = free_port()
+    sentinel = subprocess.Popen(
+        ["redis-sentinel", str(config), "--port", str(port), "--bind", "127.0.0.1",
+         "--dir", str(tmp_path), "--pidfile", str(tmp_path / "sentinel.pid"),
+         "--supervised", "no", "--logfile", str(tmp_path / "sentinel.log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        password = PASSWORDS["swiftmail_sentinel_password"]
+        client = redis.Redis(port=port, password=password, socket_timeout=5)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-sentinel did not start"
+                assert sentinel.poll() is None, "redis-sentinel refused the rendered settings"
+                time.sleep(0.2)
+        assert client.sentinel_master("swiftmail")["ip"] == "10.0.0.31"
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, socket_timeout=5).ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, password="wrong", socket_timeout=5).ping()
+    finally:
+        sentinel.terminate()
+        sentinel.wait(timeout=20)
+
+
+# --- etcd: the role's script against a real etcd -----------------------------------
+
+
+class Etcd:
+    """One etcd member on loopback, ours alone; ``etcdctl`` runs against it."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.port, peer = free_port(), free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            ["etcd", "--name", "t", "--data-dir", str(base / "etcd"),
+             "--listen-client-urls", self.endpoint, "--advertise-client-urls", self.endpoint,
+             "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-cluster", f"t=http://127.0.0.1:{peer}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while self.etcdctl("endpoint", "health").returncode != 0:
+            assert time.monotonic() < deadline, "etcd did not start"
+            assert self.process.poll() is None, "etcd exited"
+            time.sleep(0.2)
+
+    def etcdctl(self, *argv: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run etcdctl against this member, as ``user`` ("NAME:PASSWORD") if given."""
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
+        environ |= {"ETCDCTL_API": "3", "ETCDCTL_ENDPOINTS": self.endpoint,
+                    "ETCDCTL_DIAL_TIMEOUT": "3s", "ETCDCTL_COMMAND_TIMEOUT": "10s"}
+        if user:
+            environ["ETCDCTL_USER"] = user
+        return subprocess.run(["etcdctl", *argv], capture_output=True, text=True, env=environ,
+                              timeout=60, check=False)
+
+    def configure(self, root: str, patroni: str) -> subprocess.CompletedProcess[str]:
+        """Run the role's script as the play does (passwords on stdin)."""
+        return subprocess.run(
+            ["bash", str(SCRIPT), self.endpoint, "patroni", "/service/swiftmail/"],
+            input=f"{root}\n{patroni}", capture_output=True, text=True, timeout=120,
+            check=False)
+
+    def stop(self) -> None:
+        """Kill etcd."""
+        self.process.kill()
+        self.process.wait(10)
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[Etcd]:
+    """A fresh etcd (authentication off, no users), removed afterwards."""
+    if not (shutil.which("etcd") and shutil.which("etcdctl")):
+        pytest.skip("etcd and etcdctl not installed (etcd-server, etcd-client)")
+    member = Etcd(tmp_path)
+    try:
+        yield member
+    finally:
+        member.stop()
+
+
+def changes(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """Return what the script says it changed, after checking it succeeded."""
+    assert result.returncode == 0, result.stderr
+    return [line for line in result.stdout.splitlines() if line.startswith("changed:")]
+
+
+def test_etcd_script_requires_users_and_a_rerun_changes_nothing(etcd: Etcd) -> None:
+    assert etcd.etcdctl("get", "--prefix", "/").returncode == 0  # open before
+    assert len(changes(etcd.configure("root-password-1234", "patroni-password-1"))) == 6
+    assert changes(etcd.configure("root-password-1234", "patroni-password-1")) == []
+
+    anonymous = etcd.etcdctl("get", "--prefix", "/service/")
+    assert anonymous.returncode != 0 and "user name is empty" in anonymous.stderr
+    patroni = "patroni:patroni-password-1"
+    assert etcd.etcdctl("put", "/service/swiftmail/leader", "db1", user=patroni).returncode == 0
+    assert etcd.etcdctl("get", "/service/swiftmail/leader", user=patroni).stdout.split() == [
+        "/service/swiftmail/leader", "db1"]
+    for argv in (("put", "/elsewhere", "x"), ("get", "/service/other/leader"),
+                 ("user", "list")):
+        refused = etcd.etcdctl(*argv, user=patroni)
+        assert refused.returncode != 0 and "permission denied" in refused.stderr, argv
+    assert etcd.etcdctl("get", "/service/", user="patroni:wrong").returncode != 0
+
+
+def test_etcd_script_sets_a_changed_password_and_stops_on_a_wrong_root(etcd: Etcd) -> None:
+    changes(etcd.configure("root-password-1234", "patroni-password-1"))
+    assert changes(etcd.configure("root-password-1234", "patroni-password-2")) == [
+        "changed: patroni's password set"]
+    assert etcd.etcdctl("get", "/service/swiftmail/x",
+                        user="patroni:patroni-password-2").returncode == 0
+    assert etcd.etcdctl("get", "/service/swiftmail/x",
+                        user="patroni:patroni-password-1").returncode != 0
+
+    refused = etcd.configure("another-root-password", "patroni-password-2")
+    assert refused.returncode == 1
+    assert "refused root's password (swiftmail_etcd_root_password)" in refused.stderr
+    assert "another-root-password" not in refused.stderr + refused.stdout
