@@ -115,7 +115,8 @@ def test_end_to_end_script_is_valid_shell() -> None:
 
 # Entry points site.yml names with tasks_from, besides main.yml.
 HOST_ENTRY_FILES = ("postgres_host.yml", "redis_host.yml", "haproxy_host.yml", "etcd_host.yml",
-                    "patroni_host.yml", "sentinel_host.yml")
+                    "patroni_host.yml", "sentinel_host.yml", "pgbackrest_host.yml",
+                    "pgbackrest_repository.yml")
 
 
 def imported_task_files(entry: str) -> list[str]:
@@ -276,7 +277,7 @@ def test_every_variable_the_role_uses_is_defined_or_documented() -> None:
             for tag in task.get("tags", [])}
     groups = {"swiftmail_api", "swiftmail_worker", "swiftmail_relay", "swiftmail_tracking",
               "swiftmail_migrate", "swiftmail_postgres", "swiftmail_redis", "swiftmail_haproxy",
-              "swiftmail_etcd", "swiftmail_patroni", "swiftmail_sentinel"}
+              "swiftmail_etcd", "swiftmail_patroni", "swiftmail_sentinel", "swiftmail_backup"}
     python = {"swiftmail_core"}  # the pg_monitor task's inline Python
     metrics = set(re.findall(r"# TYPE (swiftmail_[a-z0-9_]+)", text))  # textfile scripts
     used = set(re.findall(r"\b(swiftmail_[a-z0-9_]+)", text)) - tags - groups - python - metrics
@@ -286,10 +287,10 @@ def test_every_variable_the_role_uses_is_defined_or_documented() -> None:
 def test_site_playbook_installs_services_then_swiftmail_host_by_host() -> None:
     plays = role_files.load_yaml(ANSIBLE_DIR / "site.yml")
     assert [play["hosts"] for play in plays] == [
-        "swiftmail_etcd", "swiftmail_patroni", "swiftmail_postgres", "swiftmail_redis",
-        "swiftmail_sentinel", "swiftmail", "swiftmail_rollout_first", "swiftmail_rollout_rest",
-        "swiftmail_haproxy"]
-    first, rest = plays[6], plays[7]
+        "swiftmail_etcd", "swiftmail_backup:swiftmail_patroni", "swiftmail_patroni",
+        "swiftmail_backup", "swiftmail_postgres", "swiftmail_redis", "swiftmail_sentinel",
+        "swiftmail", "swiftmail_rollout_first", "swiftmail_rollout_rest", "swiftmail_haproxy"]
+    first, rest = plays[8], plays[9]
     for play in (first, rest):
         assert play["become"] is True
         assert [r["role"] if isinstance(r, dict) else r for r in play["roles"]] == ["swiftmail"]
@@ -298,10 +299,10 @@ def test_site_playbook_installs_services_then_swiftmail_host_by_host() -> None:
     assert "serial" not in first
     assert rest["serial"] == "{{ swiftmail_serial | default(1) }}"
     entries = [play["tasks"][0]["ansible.builtin.import_role"]["tasks_from"]
-               for play in (*plays[:5], plays[8])]
+               for play in (*plays[:7], plays[10])]
     assert [f"{entry}.yml" for entry in entries] == [
-        "etcd_host.yml", "patroni_host.yml", "postgres_host.yml", "redis_host.yml",
-        "sentinel_host.yml", "haproxy_host.yml"]
+        "etcd_host.yml", "pgbackrest_host.yml", "patroni_host.yml", "pgbackrest_repository.yml",
+        "postgres_host.yml", "redis_host.yml", "sentinel_host.yml", "haproxy_host.yml"]
 
 
 def test_example_inventory_defines_the_swiftmail_group() -> None:
