@@ -262,3 +262,94 @@ def test_etcd_script_sets_a_changed_password_and_stops_on_a_wrong_root(etcd: Etc
     assert refused.returncode == 1
     assert "refused root's password (swiftmail_etcd_root_password)" in refused.stderr
     assert "another-root-password" not in refused.stderr + refused.stdout
+
+
+# --- Redis replicas keep their password -------------------------------------------
+
+
+def _redis_tasks() -> list[str]:
+    return [task["name"] for task in tasks(ROLE_DIR / "tasks" / "redis.yml")]
+
+
+def test_a_replica_is_restarted_with_the_swiftmail_settings_before_config_rewrite() -> None:
+    names = _redis_tasks()
+    restart = names.index(
+        "Restart Redis with the SwiftMail settings before it becomes a replica (first install only)")
+    assert restart < names.index("Make this host a replica of the first Redis host (first install only)")
+    assert restart < names.index("Keep the replica setting across restarts (CONFIG REWRITE, first install only)")
+
+
+@pytest.mark.skipif(not shutil.which("redis-server"), reason="redis-server not installed")
+def test_config_rewrite_under_debians_settings_drops_the_password_and_the_role_restores_it(
+        tmp_path: Path) -> None:
+    """Regression: the replica's REWRITE ran before the restart and left it password-less."""
+    import re
+
+    import redis
+
+    password = PASSWORDS["swiftmail_redis_password"]
+    port = free_port()
+    included = render("redis-swiftmail.conf.j2", on_host("db2"))
+    included = re.sub(r"^bind .*$", "bind 127.0.0.1", included, flags=re.MULTILINE)
+    (tmp_path / "swiftmail.conf").write_text(
+        re.sub(r"^port .*$", f"port {port}", included, flags=re.MULTILINE))
+    main = tmp_path / "redis.conf"
+    # Debian's package starts Redis before the role adds its include.
+    main.write_text(f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\nsave \"\"\n")
+
+    def start() -> subprocess.Popen[bytes]:
+        server = subprocess.Popen(["redis-server", str(main)], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                redis.Redis(port=port, socket_timeout=2).ping()
+                return server
+            except redis.AuthenticationError:
+                return server
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline and server.poll() is None, "no redis-server"
+                time.sleep(0.1)
+
+    def stop(server: subprocess.Popen[bytes]) -> None:
+        server.terminate()
+        server.wait(timeout=20)
+
+    server = start()
+    try:
+        with main.open("a") as handle:
+            handle.write(f"include {tmp_path / 'swiftmail.conf'}\n")
+        # The old order: REPLICAOF and CONFIG REWRITE under Debian's settings.
+        anonymous = redis.Redis(port=port, socket_timeout=5)
+        anonymous.execute_command("CONFIG", "REWRITE")
+    finally:
+        stop(server)
+    assert re.search(r"^user default on nopass", main.read_text(), re.MULTILINE)
+    server = start()
+    try:
+        assert redis.Redis(port=port, socket_timeout=5).ping()  # the password is gone
+    finally:
+        stop(server)
+
+    (cleanup,) = [task for task in tasks(ROLE_DIR / "tasks" / "redis.yml")
+                  if task["name"] == "Remove a password-less default user left by an early CONFIG REWRITE"]
+    pattern = re.compile(cleanup["ansible.builtin.lineinfile"]["regexp"])
+    main.write_text("".join(line for line in main.read_text().splitlines(keepends=True)
+                            if not pattern.search(line)))
+    server = start()
+    try:
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, socket_timeout=5).ping()
+        assert redis.Redis(port=port, password=password, socket_timeout=5).ping()
+        # The new order: CONFIG REWRITE with the SwiftMail settings keeps the password.
+        redis.Redis(port=port, password=password, socket_timeout=5).execute_command(
+            "CONFIG", "REWRITE")
+    finally:
+        stop(server)
+    assert not pattern.search(main.read_text())
+    server = start()
+    try:
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, socket_timeout=5).ping()
+    finally:
+        stop(server)
