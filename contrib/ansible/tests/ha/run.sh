@@ -6,7 +6,7 @@
 # network namespace on the bridge swhabr0, reached over SSH):
 #   db1    10.78.14.11  etcd, Patroni (PostgreSQL 15), Redis (first master), Sentinel
 #   db2    10.78.14.12  etcd, Patroni (PostgreSQL 15), Redis (replica), Sentinel
-#   db3    10.78.14.13  etcd, Sentinel (the third vote of each quorum)
+#   db3    10.78.14.13  etcd, Sentinel (the third vote of each quorum), the pgBackRest repository host
 #   app    10.78.14.21  API, worker, tracking drainer; runs the migrations
 #   relay  10.78.14.22  the relay
 #   sink   10.78.14.30  not a machine: tests/cluster/sink_host.py (SMTP and DNS)
@@ -17,7 +17,12 @@
 # closed to the sink, then the Patroni leader's machine loses its network
 # and is powered off: Patroni promotes the other PostgreSQL host (and, when
 # it held the Redis master too, Sentinel promotes the Redis replica) and a
-# second campaign reaches the sink.
+# second campaign reaches the sink. pgBackRest (phases backup and
+# backup-after-failover): both members archive to db3 over pgBackRest's TLS
+# protocol; `check` and a full backup from db3 before the failover, after it
+# `check` from the new primary (its archive-push reaches db3) and a
+# differential backup from db3 (taken from the new primary); pgBackRest's
+# port is closed to a cluster member that is neither (app) and to the sink.
 #
 # Needs what ../split/run.sh needs. Its own network (SWA_NET, default
 # 10.78.14), bridge and namespace prefix, so it can run next to the split
@@ -64,6 +69,8 @@ db2
 [swiftmail_sentinel]
 db1
 db2
+db3
+[swiftmail_backup]
 db3
 [swiftmail_api]
 app ansible_host=$APP $common
@@ -115,8 +122,7 @@ swiftmail_patroni_parameters: {shared_buffers: 32MB, fsync: "off"}
 swiftmail_postgres_max_connections: 200
 swiftmail_sentinel_down_after_ms: 3000
 swiftmail_sentinel_failover_timeout_ms: 10000
-# pgBackRest with Patroni needs a repository all members share (README.md).
-swiftmail_backup_enabled: false
+# pgBackRest: the members archive to the repository host db3 ([swiftmail_backup]).
 swiftmail_relay_settings:
   hostname: relay.$DOMAIN
   allow_networks: $NET.0/24
@@ -181,6 +187,51 @@ check_control_plane_auth() {
     result control_plane_auth '"etcd, Patroni REST (unsafe endpoints) and Sentinel refuse a member without the password"'
 }
 
+# pgbackrest_on ADDRESS ARGS: pgBackRest as postgres on ADDRESS; the output
+# goes to $RUN/pgbackrest.log (its end to stderr on failure).
+pgbackrest_on() {
+    local address=$1
+    shift
+    { echo "== $address: pgbackrest $*"; ssh_to "$address" "sudo -u postgres pgbackrest --stanza=swiftmail $*"; } \
+        >> "$RUN/pgbackrest.log" 2>&1 || { tail -30 "$RUN/pgbackrest.log" >&2; return 1; }
+}
+
+# backups_in_repository: the repository's backups (type and the WAL range) as JSON.
+backups_in_repository() {
+    ssh_to "$DB3" "sudo -u postgres pgbackrest --stanza=swiftmail --output=json info" | python3 -c '
+import json, sys
+stanza = json.load(sys.stdin)[0]
+wal = [a for a in stanza["archive"] if a.get("max")]
+print(json.dumps({"backups": [b["type"] for b in stanza["backup"]],
+                  "wal_max": wal[-1]["max"] if wal else None}))'
+}
+
+# backup_phase before|after: pgBackRest with the repository host db3. Before
+# the failover: `check` from db3 (the primary's archive_command reaches db3),
+# a full backup (the timer's unit), pgBackRest's port closed to app and the
+# sink. After: `check` from the new primary (archive-push of a fresh WAL
+# segment on the new timeline) and a differential backup from db3, taken from
+# the new primary while the old one is gone (pgBackRest tries the lost member
+# first: about 2 minutes before its "unable to check pg1" warning).
+backup_phase() {
+    if [ "$1" = before ]; then
+        phase backup
+        pgbackrest_on "$DB3" check
+        ssh_to "$DB3" "systemctl start swiftmail-pgbackrest@full"
+        result backup_before_failover "$(backups_in_repository)"
+        local host
+        for host in "$DB1" "$DB3"; do
+            closed_from app "$host" 8432 || { echo "pgBackRest on $host answers app" >&2; return 1; }
+            closed_from sink "$host" 8432 || { echo "pgBackRest on $host answers the sink" >&2; return 1; }
+        done
+    else
+        phase backup-after-failover
+        pgbackrest_on "${ADDRESS[$NEW_LEADER]}" check
+        ssh_to "$DB3" "systemctl start swiftmail-pgbackrest@diff"
+        result backup_after_failover "$(backups_in_repository)"
+    fi
+}
+
 harness_start
 
 phase prepare
@@ -224,6 +275,8 @@ result firewall '"etcd, Patroni, PostgreSQL, Redis and Sentinel closed to a non-
 phase control-plane-auth
 check_control_plane_auth
 
+backup_phase before
+
 phase failover
 LEADER=$(patroni_leader "$DB1" "$DB2")
 REDIS_BEFORE=$(redis_master "$DB3")
@@ -242,6 +295,8 @@ done
 [ -n "$NEW_LEADER" ] || { echo "no new Patroni leader within 60 s" >&2; exit 1; }
 result patroni_failover_seconds "$(($(date +%s) - LOST_AT))"
 say "new Patroni leader: $NEW_LEADER"
+backup_phase after
+phase campaign-after-failover
 wait_ready "$APP" 60
 # Its first API call may be retried for 120 s (campaign.py: an Idempotency-Key,
 # so a repeat is safe); "first_call" in its output says whether it had to be.
