@@ -280,6 +280,19 @@ backup_phase before
 phase failover
 LEADER=$(patroni_leader "$DB1" "$DB2")
 REDIS_BEFORE=$(redis_master "$DB3")
+# The machine lost must hold both masters, so that Sentinel's failover is
+# tested too: when Redis's master is elsewhere, Sentinel moves it there first.
+if [ "$REDIS_BEFORE" != "${ADDRESS[$LEADER]}" ]; then
+    say "Redis master $REDIS_BEFORE is not on $LEADER: SENTINEL FAILOVER to move it there"
+    ssh_to "$DB3" "REDISCLI_AUTH=$SENTINEL_PASSWORD redis-cli -p 26379 SENTINEL FAILOVER swiftmail" >/dev/null
+    for _ in $(seq 1 60); do
+        REDIS_BEFORE=$(redis_master "$DB3")
+        [ "$REDIS_BEFORE" = "${ADDRESS[$LEADER]}" ] && break
+        sleep 1
+    done
+    [ "$REDIS_BEFORE" = "${ADDRESS[$LEADER]}" ] \
+        || { echo "Sentinel did not move the Redis master to $LEADER within 60 s" >&2; exit 1; }
+fi
 say "Patroni leader: $LEADER, Redis master: $REDIS_BEFORE; $LEADER loses its network and is powered off"
 # The cable first (nothing it says on the way down reaches anyone), then the power.
 ip -n "$PREFIX$LEADER" link set eth0 down
