@@ -80,6 +80,12 @@ class BounceHandler(TransientOnError):
         # threads the relay's spool writes and deliveries use.
         self.workers = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="relay-bounces")
 
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
+        """Answer EHLO without AUTH: this listener (the MX on 25) authenticates nobody."""
+        session.host_name = hostname
+        return [line for line in responses if not line[4:].upper().startswith("AUTH")]
+
     async def _off_loop(self, function: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(
             self.workers, functools.partial(function, *args))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import re
 import ssl
 import threading
@@ -250,6 +251,12 @@ def _protocol(session: Session, envelope: Envelope) -> str:
     return base + ("S" if session.ssl is not None else "") + "A"
 
 
+#: Every AUTH mechanism a relay session could offer (aiosmtpd's ``auth_*`` methods).
+AUTH_MECHANISMS: tuple[str, ...] = tuple(sorted(
+    getattr(method, "__auth_mechanism_name__", name.removeprefix("auth_").replace("__", "-"))
+    for name, method in inspect.getmembers(RelaySMTP) if name.startswith("auth_")))
+
+
 def make_smtp_factory(
     handler: Any,
     config: RelayConfig,
@@ -285,6 +292,8 @@ def make_smtp_factory(
             require_starttls=bool(tls_context) and not trusted,
             auth_required=authenticator is not None,
             auth_require_tls=not trusted,
+            # A listener without an authenticator (the bounce MX on 25) offers no AUTH.
+            auth_exclude_mechanism=None if authenticator is not None else AUTH_MECHANISMS,
             authenticator=authenticator,
             ident="SwiftMail",
         )

@@ -72,6 +72,18 @@ def bounce_listener(runtime, tmp_path):  # type: ignore[no-untyped-def]
     return run
 
 
+def test_the_bounce_listener_offers_no_auth(bounce_listener) -> None:  # type: ignore[no-untyped-def]
+    """Regression: port 25 advertised AUTH PLAIN LOGIN in clear text (nothing could pass it)."""
+
+    async def scenario(client):  # type: ignore[no-untyped-def]
+        await client.ehlo()
+        assert not client.supports_extension("auth")
+        refused = await client.execute_command(b"AUTH", b"PLAIN", b"AGZvbwBiYXI=")
+        assert refused.code >= 500, refused
+
+    bounce_listener(scenario)
+
+
 def test_only_verp_and_fbl_are_accepted(bounce_listener, runtime, tenant_a) -> None:  # type: ignore[no-untyped-def]
     good = verp.encode(runtime.settings.secret_key, tenant_a.id, 7, BOUNCE_DOMAIN)
     forged = good.replace(good[2:6], "aaaa")
