@@ -292,3 +292,23 @@ def test_a_plain_postgresql_host_keeps_its_own_repository() -> None:
     text = render("pgbackrest.conf.j2", on_host("db1"))
     assert "repo1-path=/var/lib/pgbackrest" in text
     assert "tls" not in text
+
+
+def test_patroni_hosts_without_a_repository_host_skip_pgbackrest(tmp_path: Path) -> None:
+    """Regression: with no swiftmail_backup host the authority's tasks were skipped by
+    their condition but their delegate_to ("") failed the play first."""
+    from tests.contrib.test_ansible_playbook import run_playbook
+
+    inventory = tmp_path / "inventory"
+    inventory.write_text("[swiftmail_patroni]\ndb1 ansible_connection=local\n"
+                         "db2 ansible_connection=local\n")
+    play = tmp_path / "play.yml"
+    play.write_text(yaml.safe_dump([{
+        "name": "pgBackRest servers without a repository host",
+        "hosts": "swiftmail_patroni", "gather_facts": False,
+        "tasks": [{"name": "pgBackRest host tasks", "ansible.builtin.import_role": {
+            "name": "swiftmail", "tasks_from": "pgbackrest_host"}}],
+    }]))
+    result = run_playbook(play, tmp_path, "-i", str(inventory))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "changed=0" in result.stdout and "failed=0" in result.stdout
