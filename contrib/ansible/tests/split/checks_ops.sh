@@ -131,7 +131,8 @@ relay_tls() {
     ip netns exec "${PREFIX}sink" python3 "$HERE/relay_tls.py" "$mode" "$RELAY" "$port" "relay.$DOMAIN" "$cert" "$@"
 }
 
-# served_by PORT CERT LABEL: STARTTLS on PORT serves CERT (AUTH only after TLS on 587).
+# served_by PORT CERT LABEL: STARTTLS on PORT serves CERT (AUTH only after TLS on 587,
+# never on the MX port 25).
 served_by() {
     local out
     out=$(relay_tls probe "$1" "$2") || { echo "STARTTLS on $1 ($3): $out" >&2; return 1; }
@@ -139,6 +140,9 @@ served_by() {
     if [ "$1" = 587 ]; then
         echo "$out" | grep -q '"auth_before_tls": false' || { echo "587 offers AUTH before TLS" >&2; return 1; }
         echo "$out" | grep -q '"auth_after_tls": true' || { echo "587 offers no AUTH after TLS" >&2; return 1; }
+    else
+        echo "$out" | grep -q '"auth_before_tls": false' || { echo "$1 offers AUTH" >&2; return 1; }
+        echo "$out" | grep -q '"auth_after_tls": false' || { echo "$1 offers AUTH after TLS" >&2; return 1; }
     fi
 }
 
