@@ -58,13 +58,19 @@ def lock_campaign(database: Any, tenant_id: uuid.UUID | str,
     return row is not None
 
 
+def _lock_rows(database: Any, statement: str, tenant_id: uuid.UUID | str,
+               ids: Iterable[uuid.UUID | str]) -> list[str]:
+    """Run one locking SELECT of a tenant's rows by id; return the ids it did not find."""
+    wanted = [str(ident) for ident in ids]
+    found = {str(row[0]) for row in database.execute_sql(
+        statement, (str(tenant_id), wanted)).fetchall()}
+    return [ident for ident in wanted if ident not in found]
+
+
 def lock_lists(database: Any, tenant_id: uuid.UUID | str,
                list_ids: Iterable[uuid.UUID | str]) -> list[str]:
     """Hold the lists' rows until commit (subscriptions may follow); return the missing ids."""
-    wanted = [str(list_id) for list_id in list_ids]
-    found = {str(row[0]) for row in database.execute_sql(
-        _LOCK_LISTS, (str(tenant_id), wanted)).fetchall()}
-    return [list_id for list_id in wanted if list_id not in found]
+    return _lock_rows(database, _LOCK_LISTS, tenant_id, list_ids)
 
 
 def lock_tenant(database: Any, tenant_id: uuid.UUID | str) -> bool:
@@ -75,10 +81,7 @@ def lock_tenant(database: Any, tenant_id: uuid.UUID | str) -> bool:
 def lock_contacts(database: Any, tenant_id: uuid.UUID | str,
                   contact_ids: Iterable[uuid.UUID | str]) -> list[str]:
     """Hold the contacts' rows until commit (subscriptions may follow); return the missing ids."""
-    wanted = [str(contact_id) for contact_id in contact_ids]
-    found = {str(row[0]) for row in database.execute_sql(
-        _LOCK_CONTACTS, (str(tenant_id), wanted)).fetchall()}
-    return [contact_id for contact_id in wanted if contact_id not in found]
+    return _lock_rows(database, _LOCK_CONTACTS, tenant_id, contact_ids)
 
 
 def delete_campaign(database: Any, tenant_id: uuid.UUID | str,

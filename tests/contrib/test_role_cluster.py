@@ -8,9 +8,7 @@ with the rendered settings, the backup script run on temporary directories.
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import subprocess
 import tarfile
 import time
@@ -22,6 +20,7 @@ import pytest
 from tests.contrib import role_files
 from tests.contrib.role_files import ROLE_DIR, render
 from tests.contrib.test_ansible_role import SAMPLE, parse_unit, task_named
+from tests.ha.engines import free_port, wait_until_answering
 
 # A split install as in inventory.example (addresses are the hosts' private ones).
 HOSTVARS: dict[str, dict[str, Any]] = {
@@ -58,18 +57,6 @@ def on_host(host: str, **changes: Any) -> dict[str, Any]:
     variables["swiftmail_tracking_web_enabled"] = variables["swiftmail_tracking_enabled"]
     variables["swiftmail_migration_host"] = "app1"
     return variables | changes
-
-
-def free_port() -> int:
-    """Return a free TCP port in this engineer's range (25000-25999)."""
-    for port in range(25100 + os.getpid() % 400, 26000):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port in 25100-25999")
 
 
 # --- PostgreSQL -------------------------------------------------------------------
@@ -164,17 +151,9 @@ def test_rendered_redis_settings_refuse_clients_without_the_password(tmp_path: P
          "--save", "", "--appendonly", "no", "--daemonize", "no"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 20
         password = 'redis"pass\\word-123'
-        while True:
-            try:
-                client = redis.Redis(port=port, password=password, socket_timeout=5)
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                assert server.poll() is None, "redis-server refused the rendered settings"
-                time.sleep(0.2)
+        client = redis.Redis(port=port, password=password, socket_timeout=5)
+        wait_until_answering(client, server, "redis-server")
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=port, socket_timeout=5).ping()
         assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}

@@ -25,7 +25,7 @@ import yaml
 from swiftmail_core.settings import load_settings
 from tests.contrib.role_files import ROLE_DIR, render, tasks
 from tests.contrib.test_ansible_role import SAMPLE
-from tests.ha.engines import free_port
+from tests.ha.engines import free_port, wait_until_answering
 
 HOSTVARS: dict[str, dict[str, Any]] = {
     "app1": {"ansible_host": "10.0.0.11"},
@@ -148,15 +148,7 @@ def test_rendered_sentinel_settings_refuse_clients_without_the_password(tmp_path
     try:
         password = PASSWORDS["swiftmail_sentinel_password"]
         client = redis.Redis(port=port, password=password, socket_timeout=5)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-sentinel did not start"
-                assert sentinel.poll() is None, "redis-sentinel refused the rendered settings"
-                time.sleep(0.2)
+        wait_until_answering(client, sentinel, "redis-sentinel")
         assert client.sentinel_master("swiftmail")["ip"] == "10.0.0.31"
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=port, socket_timeout=5).ping()
@@ -300,16 +292,8 @@ def test_config_rewrite_under_debians_settings_drops_the_password_and_the_role_r
     def start() -> subprocess.Popen[bytes]:
         server = subprocess.Popen(["redis-server", str(main)], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                redis.Redis(port=port, socket_timeout=2).ping()
-                return server
-            except redis.AuthenticationError:
-                return server
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline and server.poll() is None, "no redis-server"
-                time.sleep(0.1)
+        wait_until_answering(redis.Redis(port=port, socket_timeout=2), server, "redis-server")
+        return server
 
     def stop(server: subprocess.Popen[bytes]) -> None:
         server.terminate()

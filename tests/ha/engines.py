@@ -37,6 +37,27 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def wait_until_answering(client: Any, process: subprocess.Popen[Any], what: str,
+                         seconds: float = 20.0) -> None:
+    """Ping ``client`` (redis-py) until the server answers, even with a refusal of its AUTH.
+
+    Fails when ``process`` exits first ("refused its settings") or after ``seconds``.
+    """
+    import redis
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.AuthenticationError:
+            return  # it answers: refusing the client's password is an answer
+        except redis.ConnectionError:
+            assert process.poll() is None, f"{what} refused its settings"
+            assert time.monotonic() < deadline, f"{what} did not start"
+            time.sleep(0.1)
+
+
 def sentinel_binary() -> list[str] | None:
     """Return the command that runs a Sentinel, or None when none is installed."""
     if shutil.which("redis-sentinel"):
