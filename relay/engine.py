@@ -56,6 +56,8 @@ from swiftmail_relay.tls_policy import TlsPolicies
 from swiftmail_core.settings import Settings
 
 log = structlog.get_logger("swiftmail.relay")
+#: Put in the ready queue by ``Relay.stop`` to wake a waiting worker so it ends.
+_DRAIN = ("", "")
 FULL_SCAN_SECONDS = 30.0
 #: How long a finished message's id is remembered (a scan or notify racing its removal).
 FINISHED_MEMORY_SECONDS = 60.0
@@ -116,6 +118,8 @@ class Relay:
         self._rerun: set[tuple[str, str]] = set()  # woken while in flight: run again after
         self.waits: dict[str, tuple[str, float | None]] = {}  # queue id: (reason, until)
         self._tasks: list[asyncio.Task[Any]] = []
+        self._workers: list[asyncio.Task[Any]] = []
+        self._draining = False  # stop(): workers finish what is in flight and take nothing new
         self._lock: SpoolLock | None = None
         self._background: set[asyncio.Future[Any]] = set()
         self._loading: set[asyncio.Task[None]] = set()
@@ -142,19 +146,33 @@ class Relay:
         await asyncio.to_thread(self._load_all)
         if self.sink is not None:
             self.sink.start()
-        self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.config.workers)]
+        self._workers = [asyncio.create_task(self._worker()) for _ in range(self.config.workers)]
+        self._tasks = list(self._workers)
         self._tasks.append(asyncio.create_task(self._timer_loop()))
         self._tasks.append(asyncio.create_task(self._scan_loop()))
         self._tasks.append(asyncio.create_task(self._watchdog_loop()))
         log.info("relay_started", spool=str(self.spool.root), messages=len(self.envelopes))
 
-    async def stop(self) -> None:
+    async def stop(self, drain_seconds: float = 10.0) -> None:
         """Stop workers and close connections (the spool keeps everything).
+
+        Deliveries in flight finish first, for up to ``drain_seconds``: one
+        cancelled between the receiver's 250 and its outcome and removal
+        from the spool would be delivered again by the next relay. Workers
+        take nothing new meanwhile; what they leave stays spooled.
 
         NOTE: a task is cancelled again until it ends: on Python 3.11
         ``asyncio.wait_for`` swallows a cancellation that lands as its inner
         future completes, and a loop around it would then run for ever.
         """
+        self._draining = True
+        idle = [task for task in self._workers if not task.done()]
+        for _ in idle:
+            self._ready.put_nowait(_DRAIN)  # wakes a worker waiting for work: it ends
+        if idle:
+            _, unfinished = await asyncio.wait(idle, timeout=drain_seconds)
+            if unfinished:
+                log.warning("relay_stop_drain_timeout", inflight=len(self._inflight))
         pending = set(self._tasks)
         while pending:
             for task in pending:
@@ -387,7 +405,10 @@ class Relay:
 
     async def _worker(self) -> None:
         while True:
-            queue_id, domain = key = await self._ready.get()
+            key = await self._ready.get()
+            if self._draining:
+                return  # stopping: what is still queued stays in the spool
+            queue_id, domain = key
             self._queued[key] -= 1
             if self._queued[key] <= 0:
                 del self._queued[key]

@@ -160,3 +160,42 @@ def test_a_row_spooled_without_its_record_is_recorded_before_delivery(dns_server
     assert [r.status for e in relay.finals for r in e.recipients] == [DELIVERED]
     ((_, repeat),) = write_once(relay.spool, [(envelope(), MESSAGE)])  # the worker's resend
     assert repeat is True
+
+
+def test_stop_lets_a_delivery_in_flight_record_its_outcome_and_leave_the_spool(  # type: ignore[no-untyped-def]
+        dns_server, peers, relay_factory) -> None:
+    """Regression: stop() cancelled a worker between the receiver's 250 and the
+    outcome's commit, leaving a delivered message spooled: the next relay
+    delivered it again (seen as stale copies in bench/campaign_throughput)."""
+    import threading
+
+    from swiftmail_relay.sink import OutcomeSink
+
+    (peer,) = peers(1, first=86)
+    domain = _domain(dns_server, peer)
+    recording, release, recorded = threading.Event(), threading.Event(), []
+
+    def slow_record(outcomes) -> None:  # type: ignore[no-untyped-def]
+        recording.set()
+        release.wait(10)  # the database is slow: the outcome commits after stop() began
+        recorded.extend(outcomes)
+
+    relay = relay_factory(peer.port, sink=OutcomeSink(slow_record))
+
+    async def scenario() -> None:
+        await relay.start()
+        envelope = Envelope(id=new_id(), mail_from="b@sender.example",
+                            recipients=[Recipient(f"once@{domain}", ledger_id=7)],
+                            tenant_id=str(uuid.uuid4()))
+        relay.spool.write(envelope, MESSAGE)
+        relay.notify(relay.spool.take_new())
+        assert await asyncio.to_thread(recording.wait, 15), "never delivered"
+        stopping = asyncio.create_task(relay.stop())
+        await asyncio.sleep(0.3)
+        release.set()
+        await asyncio.wait_for(stopping, 20)
+
+    asyncio.run(scenario())
+    assert peer.recipients == [f"once@{domain}"]
+    assert [o.type for o in recorded] == ["delivered"]
+    assert list(relay.spool.scan()) == [], "a delivered message was left for the next relay"
