@@ -195,11 +195,13 @@ def stranded(relay: Any, limit: int = 20) -> dict[str, Any]:
     return {"count": len(entries), "first": entries[:limit]}
 
 
-def child_relay(expected: int) -> None:
-    """Run the relay until ``expected`` ledger rows are delivered; print one JSON line.
+def child_relay(expected: int, after_id: int) -> None:
+    """Run the relay until ``expected`` ledger rows above ``after_id`` are delivered; print one JSON line.
 
-    Exits 1, describing the stranded messages, when nothing new is delivered
-    for BENCH_STALL_SECONDS.
+    Rows at or below ``after_id`` belong to an earlier phase: a copy of one
+    left in the spool is delivered but counted apart (``stale_deliveries``),
+    never as this phase's. Exits 1, describing the stranded messages, when
+    nothing new is delivered for BENCH_STALL_SECONDS.
     """
     import asyncio
     import functools
@@ -223,14 +225,21 @@ def child_relay(expected: int) -> None:
 
     async def deliver() -> dict[str, Any]:
         # As `swiftmail relay run`: every outcome goes to the ledger (sending/state.py).
-        rows: set[int | None] = set()  # ledger rows delivered (a copy delivered twice counts once)
-        copies = [0]
+        rows: set[int] = set()  # this phase's ledger rows delivered (a copy delivered twice counts once)
+        copies, stale = [0], [0]
+        stale_examples: list[Any] = []
 
         def final(envelope: Any) -> None:
             for recipient in envelope.recipients:
-                if recipient.status == "delivered":
-                    copies[0] += 1
-                    rows.add(recipient.ledger_id)
+                if recipient.status != "delivered":
+                    continue
+                if recipient.ledger_id is None or recipient.ledger_id <= after_id:
+                    stale[0] += 1
+                    if len(stale_examples) < 5:
+                        stale_examples.append([recipient.ledger_id, envelope.id, envelope.source])
+                    continue
+                copies[0] += 1
+                rows.add(recipient.ledger_id)
 
         relay = Relay(settings, config, sink=OutcomeSink(
             functools.partial(record_outcomes, plugins=runtime.plugins)), on_final=final)
@@ -245,7 +254,8 @@ def child_relay(expected: int) -> None:
                 return {"delivered": len(rows), "expected": expected,
                         "stalled_s": stall_seconds, "stranded": stranded(relay)}
         result: dict[str, Any] = {"delivered": len(rows), "expected": expected,
-                                  "duplicate_deliveries": copies[0] - len(rows)}
+                                  "duplicate_deliveries": copies[0] - len(rows),
+                                  "stale_deliveries": stale[0], "stale_examples": stale_examples}
         stopping = time.perf_counter()
         try:
             # Stopping writes the last outcomes: the phase ends when the ledger has them all.
@@ -288,6 +298,14 @@ def wait_sent(tenant_id: uuid.UUID, campaign_id: uuid.UUID, timeout: float) -> N
         if time.monotonic() > deadline:
             raise Unfinished(f"campaign {status} after {timeout:.0f} s, messages {counts}")
         time.sleep(0.1)
+
+
+def last_ledger_id(tenant_id: uuid.UUID) -> int:
+    """Return the highest ledger id so far: a new campaign's rows are all above it."""
+    from swiftmail_core.db import tenant_tx
+
+    with tenant_tx(tenant_id) as database:
+        return int(database.execute_sql("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0])
 
 
 def children_cpu() -> float:
@@ -355,12 +373,17 @@ def relay_seconds(relay: subprocess.Popen[str], expected: int, timeout: float,
     if report.get("stop_hung"):
         print(f"relay stop hung: {report['stop_hung']}", file=sys.stderr)
     DUPLICATES.append(report.get("duplicate_deliveries", 0))
+    STALE.append(report.get("stale_deliveries", 0))
+    if report.get("stale_examples"):
+        print(f"stale deliveries (ledger id, queue id, source): {report['stale_examples']}",
+              file=sys.stderr)
     STOP_SECONDS.append(report.get("stop_s", 0.0))
     return float(report["seconds"])
 
 
 STOP_SECONDS: list[float] = []
 DUPLICATES: list[int] = []  # ledger rows the relay delivered more than once, per relay run
+STALE: list[int] = []  # copies of an earlier phase's rows a relay run delivered, per relay run
 LOAD_PER_ROUND: list[float] = []  # the 1-minute load average as each round ends
 
 
@@ -475,6 +498,7 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
         for _ in range(args.rounds):
             # Relay only: workers fill the spool first, then the relay delivers.
             campaign_id = new_campaign(tenant_id, list_id)
+            after_id = last_ledger_id(tenant_id)
             started, used = time.perf_counter(), children_cpu()
             lifecycle.schedule_campaign(tenant_id, campaign_id)
             finish_workers([spawn("worker", env) for _ in range(args.workers)], args.timeout)
@@ -482,15 +506,16 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
             results["workers_only"].append(per_second(n, time.perf_counter() - started))
             cpu["workers_only"].append((children_cpu() - used) / n * 1000)
             used = children_cpu()
-            seconds = relay_seconds(spawn("relay", env, str(n)), n, args.timeout)
+            seconds = relay_seconds(spawn("relay", env, str(n), str(after_id)), n, args.timeout)
             results["relay_only"].append(per_second(n, seconds))
             cpu["relay_only"].append((children_cpu() - used) / n * 1000)
             check_final(tenant_id, campaign_id, n, "relay only")
             # End to end: workers and relay together from "campaign starts".
             campaign_id = new_campaign(tenant_id, list_id)
+            after_id = last_ledger_id(tenant_id)
             started, used = time.perf_counter(), children_cpu()
             lifecycle.schedule_campaign(tenant_id, campaign_id)
-            relay = spawn("relay", env, str(n))
+            relay = spawn("relay", env, str(n), str(after_id))
             workers = [spawn("worker", env) for _ in range(args.workers)]
             try:
                 relay_seconds(relay, n, args.timeout, kill_after)
@@ -528,6 +553,7 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
                        for name, values in results.items()},
         "relay_stop_s": STOP_SECONDS,
         "duplicate_deliveries": DUPLICATES,
+        "stale_deliveries": STALE,
         "load_1m_per_round": LOAD_PER_ROUND,
         "profile_us": profile_us,
     }
@@ -554,6 +580,6 @@ if __name__ == "__main__":
         from swiftmail_core.logs import configure_logging
 
         configure_logging("warning", "json")
-        child_worker() if sys.argv[2] == "worker" else child_relay(int(sys.argv[3]))
+        child_worker() if sys.argv[2] == "worker" else child_relay(int(sys.argv[3]), int(sys.argv[4]))
     else:
         run("campaign_throughput", measure, parser())
