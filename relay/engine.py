@@ -146,6 +146,7 @@ class Relay:
         await asyncio.to_thread(self._load_all)
         if self.sink is not None:
             self.sink.start()
+        self._draining = False
         self._workers = [asyncio.create_task(self._worker()) for _ in range(self.config.workers)]
         self._tasks = list(self._workers)
         self._tasks.append(asyncio.create_task(self._timer_loop()))
@@ -166,11 +167,11 @@ class Relay:
         future completes, and a loop around it would then run for ever.
         """
         self._draining = True
-        idle = [task for task in self._workers if not task.done()]
-        for _ in idle:
+        running = [task for task in self._workers if not task.done()]
+        for _ in running:
             self._ready.put_nowait(_DRAIN)  # wakes a worker waiting for work: it ends
-        if idle:
-            _, unfinished = await asyncio.wait(idle, timeout=drain_seconds)
+        if running:
+            _, unfinished = await asyncio.wait(running, timeout=drain_seconds)
             if unfinished:
                 log.warning("relay_stop_drain_timeout", inflight=len(self._inflight))
         pending = set(self._tasks)
