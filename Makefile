@@ -14,8 +14,10 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)  ## set up on the embedded default and run the main job
 	$(VENV)/bin/swiftmail demo
 
-test: $(STAMP)  ## run the whole test suite against real PostgreSQL and Redis
-	$(VENV)/bin/python -m pytest
+# tests/contrib (the Ansible role's files, templates and real ansible-playbook
+# runs, about 3.5 minutes) runs with the role's machines in make test-ansible.
+test: $(STAMP)  ## run the test suite against real PostgreSQL and Redis (the role's tests: make test-ansible)
+	$(VENV)/bin/python -m pytest --ignore=tests/contrib
 
 # Citus source, patch and build script ship beside the repository in shared/.
 CITUS_VENDOR ?= $(firstword $(wildcard ../shared/vendor/citus ../../shared/vendor/citus) ../shared/vendor/citus)
@@ -39,7 +41,8 @@ test-cluster: $(STAMP)  ## hosts as network namespaces (root): cut cables, a cam
 	  status=$$?; $(VENV)/bin/python -m tests.cluster.summary $(CLUSTER_MEASURES) $$status; \
 	  exit $$status
 
-test-ansible: $(STAMP)  ## the Ansible role on nspawn Debian 12 machines, two scenarios at once: split (install, HAProxy, firewall, upgrade, backup, restore) and HA (Patroni, Sentinel, the primary's machine lost) (root); last line JSON
+test-ansible: $(STAMP)  ## the role's files and plays (tests/contrib), then the role on nspawn Debian 12 machines, two scenarios at once: split (install, HAProxy, firewall, upgrade, backup, restore) and HA (Patroni, Sentinel, the primary's machine lost) (root); last line JSON
+	$(VENV)/bin/python -m pytest -p no:cacheprovider -q tests/contrib
 	SWA_TIMEOUT=1500 bash contrib/ansible/tests/all.sh
 
 lint: $(STAMP)
