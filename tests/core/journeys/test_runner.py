@@ -429,3 +429,41 @@ def test_previous_email_means_the_one_sent_in_the_same_run(tenant_a) -> None:  #
     runner.run_due()
     assert [m["step_id"] for m in journey_mail(tenant_a.id, contact)] == [
         "first", "second", "reminder"]
+
+
+
+def _outcomes(tenant_id, contact_id) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    with tenant_tx(tenant_id) as database:
+        return [tuple(row) for row in database.execute_sql(
+            "SELECT r.step_id, r.outcome FROM journey_step_runs r JOIN journey_enrollments e "
+            "ON e.tenant_id = r.tenant_id AND e.id = r.enrollment_id "
+            "WHERE e.contact_id = %s ORDER BY r.step", (contact_id,))]
+
+
+def test_a_deleted_list_or_contact_leaves_no_subscription_behind(
+        tenant_a) -> None:  # type: ignore[no-untyped-def]
+    from swiftmail_core import parent_rows
+
+    kept, dropped = make_list(tenant_a.id), make_list(tenant_a.id)
+    steps = [{"id": "pause", "type": "wait", "seconds": 3600},
+             {"id": "add", "type": "add_to_list", "list_id": str(kept)},
+             {"id": "add-dropped", "type": "add_to_list", "list_id": str(dropped)}]
+    journey = make_journey(tenant_a.id, steps)
+    gone = make_contact(tenant_a.id, "gone@lists.test")
+    stays = make_contact(tenant_a.id, "stays@lists.test")
+    _fire(tenant_a.id, gone)
+    _fire(tenant_a.id, stays)
+    runner.run_due()
+    with tenant_tx(tenant_a.id) as database:
+        assert parent_rows.delete_contact(database, tenant_a.id, gone)
+        parent_rows.delete_list(database, tenant_a.id, dropped)
+    make_due(tenant_a.id)
+    runner.run_due()
+    assert enrollment(tenant_a.id, journey, gone) == {}  # its enrollment went with it
+    assert _outcomes(tenant_a.id, stays) == [
+        ("pause", "waited"), ("add", "added"), ("add-dropped", "list_missing")]
+    assert enrollment(tenant_a.id, journey, stays)["status"] == "completed"
+    with tenant_tx(tenant_a.id) as database:
+        rows = {(str(list_id), str(contact_id)) for list_id, contact_id in database.execute_sql(
+            "SELECT list_id, contact_id FROM subscriptions")}
+    assert rows == {(str(kept), stays)}
