@@ -36,7 +36,7 @@ CLUSTER_MEASURES ?= /tmp/swiftmail-cluster-measures.jsonl
 
 test-cluster: $(STAMP)  ## hosts as network namespaces (root): cut cables, a campaign and the API under kills; last line JSON
 	rm -f $(CLUSTER_MEASURES)
-	SWIFTMAIL_TEST_CLUSTER=1 SWIFTMAIL_MEASURE_FILE=$(CLUSTER_MEASURES) timeout 1500 \
+	SWIFTMAIL_TEST_CLUSTER=1 SWIFTMAIL_MEASURE_FILE=$(CLUSTER_MEASURES) timeout -k 120 1500 \
 	  $(VENV)/bin/python -m pytest -p no:cacheprovider -s tests/cluster; \
 	  status=$$?; $(VENV)/bin/python -m tests.cluster.summary $(CLUSTER_MEASURES) $$status; \
 	  exit $$status

@@ -1,13 +1,16 @@
 """The cluster suite (``make test-cluster``): hosts as network namespaces on one bridge.
 
 Skipped unless ``SWIFTMAIL_TEST_CLUSTER=1``; needs root. Namespaces are
-removed after each test, even after a failure, and leftovers of a killed run
-are removed before the first.
+removed after each test, even after a failure or a SIGTERM (``make
+test-cluster``'s ``timeout``: it becomes a KeyboardInterrupt, so the fixtures'
+finalizers run), and leftovers of a run killed harder are removed before the
+first.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +19,16 @@ import pytest
 from tests.cluster import netns
 
 RUN = os.environ.get("SWIFTMAIL_TEST_CLUSTER") == "1"
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under the cluster suite, SIGTERM ends the run like Ctrl-C: fixtures clean up."""
+    if RUN:
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
