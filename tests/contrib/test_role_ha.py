@@ -271,6 +271,9 @@ def test_a_replica_is_restarted_with_the_swiftmail_settings_before_config_rewrit
     assert restart < names.index("Keep the replica setting across restarts (CONFIG REWRITE, first install only)")
 
 
+CLEANUP_TASK = "Remove the passwords CONFIG REWRITE copied into redis.conf (swiftmail.conf owns them)"
+
+
 @pytest.mark.skipif(not shutil.which("redis-server"), reason="redis-server not installed")
 def test_config_rewrite_under_debians_settings_drops_the_password_and_the_role_restores_it(
         tmp_path: Path) -> None:
@@ -316,7 +319,7 @@ def test_config_rewrite_under_debians_settings_drops_the_password_and_the_role_r
         stop(server)
 
     (cleanup,) = [task for task in tasks(ROLE_DIR / "tasks" / "redis.yml")
-                  if task["name"] == "Remove a password-less default user left by an early CONFIG REWRITE"]
+                  if task["name"] == CLEANUP_TASK]
     pattern = re.compile(cleanup["ansible.builtin.lineinfile"]["regexp"])
     main.write_text("".join(line for line in main.read_text().splitlines(keepends=True)
                             if not pattern.search(line)))
@@ -330,10 +333,32 @@ def test_config_rewrite_under_debians_settings_drops_the_password_and_the_role_r
             "CONFIG", "REWRITE")
     finally:
         stop(server)
-    assert not pattern.search(main.read_text())
+    assert not re.search(r"^user default .*\bnopass\b", main.read_text(), re.MULTILINE)
     server = start()
     try:
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=port, socket_timeout=5).ping()
+    finally:
+        stop(server)
+
+    # Regression: that REWRITE (and Sentinel's, at every failover) copied the
+    # password into redis.conf after the include, so a rotated password in
+    # swiftmail.conf never took effect. The role's cleanup removes the copies.
+    rotated = "rotated-" + password
+    settings = tmp_path / "swiftmail.conf"
+    settings.write_text(settings.read_text().replace(password, rotated))
+    server = start()
+    try:  # the copies after the include win: the old password still works
+        assert redis.Redis(port=port, password=password, socket_timeout=5).ping()
+    finally:
+        stop(server)
+    assert any(pattern.search(line) for line in main.read_text().splitlines())
+    main.write_text("".join(line for line in main.read_text().splitlines(keepends=True)
+                            if not pattern.search(line)))
+    server = start()
+    try:
+        assert redis.Redis(port=port, password=rotated, socket_timeout=5).ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, password=password, socket_timeout=5).ping()
     finally:
         stop(server)
