@@ -10,6 +10,8 @@ Layout under ``spool_dir``::
     new/        announcements: tell a running relay what to load without
                 listing all of queue/: an empty file named ID for one
                 message, or NAME.ids listing a batch's ids, one a line
+    free/       finished messages' files, kept for a batch writer to reuse
+                (never read; emptied when a relay starts)
 
 Writing follows Postfix: write the whole file in ``tmp/``, ``fsync`` it,
 ``rename`` it into ``queue/`` and ``fsync`` the directory. Only then does the
@@ -19,6 +21,18 @@ which the listener turns into 451/452, never 250.
 
 Delivery is at-least-once: a message is removed only after its last
 recipient is final, so a crash may deliver it twice, never zero times.
+
+Files are reused: removing a finished message renames its file into
+``free/`` (up to ``FREE_LIMIT`` files of at most ``FREE_MAX_BYTES``), and a
+batch write takes files from there (a rename into ``tmp/``), overwrites and
+truncates them instead of creating new ones. Creating a file allocates an
+inode, and on ext4 without a journal (this project's benchmark machines)
+the allocator skips, one by one, every inode freed in the last 5 to 30
+seconds: with the relay freeing one a message, that cost 0.3 to 1 ms of CPU
+per created file. Taken files are made durable as gone from ``queue/``
+(one ``syncfs``) before a byte of them is overwritten, so a crash can never
+leave a finished message's name on another message's bytes; readers check
+that a file's envelope carries its own id all the same.
 """
 
 from __future__ import annotations
@@ -45,6 +59,12 @@ MAGIC = b"SWIFTMAIL-SPOOL 1 "
 TMP_STALE_SECONDS = 300.0
 #: A ``new/`` file with this suffix announces a batch: its ids, one a line.
 ANNOUNCEMENT_SUFFIX = ".ids"
+#: Finished messages' files kept in free/ for reuse, at most (disk held: about 64 MB of
+#: campaign mail), and the largest file kept (bigger ones are deleted).
+FREE_LIMIT = 1000
+FREE_MAX_BYTES = 256 * 1024
+#: Seconds between recounts of free/ by a remover (the count is kept in between).
+FREE_RECOUNT_SECONDS = 1.0
 PENDING, DELIVERED, BOUNCED, EXPIRED = "pending", "delivered", "bounced", "expired"
 FINAL = frozenset({DELIVERED, BOUNCED, EXPIRED})
 
@@ -125,6 +145,17 @@ _ENVELOPE_FIELDS = tuple(field.name for field in dataclasses.fields(Envelope))
 _RECIPIENT_FIELDS = tuple(field.name for field in dataclasses.fields(Recipient))
 
 
+def _own(envelope: Envelope, queue_id: str) -> Envelope:
+    """Return ``envelope`` if it is the message ``queue_id``; raise FileNotFoundError if not.
+
+    A finished message's file is reused for another message (``free/``): a
+    reader that opened it just before is told the message is gone.
+    """
+    if envelope.id != queue_id:
+        raise FileNotFoundError(errno.ENOENT, f"spool file {queue_id} now holds {envelope.id}")
+    return envelope
+
+
 def new_id() -> str:
     """Return a time-ordered, unique queue id."""
     return f"{time.time_ns():016x}{secrets.token_hex(4)}"
@@ -175,8 +206,11 @@ class Spool:
         self.hold = self.root / "hold"
         self.control = self.root / "control"
         self.new = self.root / "new"
-        for directory in (self.tmp, self.queue, self.hold, self.control, self.new):
+        self.free = self.root / "free"
+        for directory in (self.tmp, self.queue, self.hold, self.control, self.new, self.free):
             directory.mkdir(parents=True, exist_ok=True)
+        self._free_count = 0
+        self._free_counted_at = float("-inf")
 
     # Writing --------------------------------------------------------------
 
@@ -202,22 +236,36 @@ class Spool:
         """Write messages to ``tmp/`` and flush them; return (temporary, final) paths.
 
         Nothing is in ``queue/`` yet: ``commit`` renames them there,
-        ``discard`` drops them. Raises ``SpoolError`` (after cleaning up).
+        ``discard`` drops them. A batch reuses files from ``free/`` where it
+        can (see the module's docstring). Raises ``SpoolError`` (after
+        cleaning up).
         """
         written: list[tuple[Path, Path]] = []
         batch_sync = len(items) > 1 and _syncfs is not None
         try:
+            reused = self._take_free([envelope.id for envelope, _ in items]) if batch_sync else set()
+            if reused:
+                # Their removal from queue/ is durable before they are overwritten.
+                written.extend((self.tmp / queue_id, self.queue / f"{queue_id}.msg")
+                               for queue_id in reused)
+                _sync_filesystem(self.tmp)
             for envelope, raw in items:
                 envelope.size = len(raw)
                 body = envelope.to_json()
                 temporary = self.tmp / envelope.id
-                fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                try:
+                if envelope.id in reused:
+                    fd = os.open(temporary, os.O_WRONLY)
+                else:
+                    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                     written.append((temporary, self.queue / f"{envelope.id}.msg"))
-                    os.write(fd, MAGIC + str(len(body)).encode() + b"\n")
+                try:
+                    head = MAGIC + str(len(body)).encode() + b"\n"
+                    os.write(fd, head)
                     view = memoryview(body + raw)
                     while view:
                         view = view[os.write(fd, view):]
+                    if envelope.id in reused:  # a longer message's bytes may follow
+                        os.ftruncate(fd, len(head) + len(body) + len(raw))
                     if not batch_sync:
                         os.fsync(fd)
                 finally:
@@ -227,7 +275,37 @@ class Spool:
         except OSError as ex:
             self.discard(written)
             raise _wrap(ex, "write") from ex
+        if reused:  # commit renames in the batch's order
+            order = {envelope.id: index for index, (envelope, _) in enumerate(items)}
+            written.sort(key=lambda paths: order[paths[0].name])
         return written
+
+    def _take_free(self, queue_ids: Sequence[str]) -> set[str]:
+        """Rename files from ``free/`` to ``tmp/QUEUE_ID`` for some ids; return those ids.
+
+        A rename is the claim: of two writers taking the same file, one gets
+        it and the other an error, and tries the next.
+        """
+        try:
+            names = [entry.name for entry in os.scandir(self.free)]
+        except OSError:
+            return set()
+        taken: set[str] = set()
+        if not names:
+            return taken
+        start = secrets.randbelow(len(names))  # writers at once mostly try different files
+        candidates = iter(names[start:] + names[:start])
+        for queue_id in queue_ids:
+            for name in candidates:
+                try:
+                    os.rename(self.free / name, self.tmp / queue_id)
+                except OSError:
+                    continue  # another writer took it (or a starting relay emptied free/)
+                taken.add(queue_id)
+                break
+            else:
+                break
+        return taken
 
     def commit(self, staged: Sequence[tuple[Path, Path]]) -> None:
         """Rename staged messages into ``queue/`` and fsync it (all or, on error, none)."""
@@ -295,13 +373,44 @@ class Spool:
             raise _wrap(ex, "save state") from ex
 
     def remove(self, queue_id: str, directory: Path | None = None) -> None:
-        """Forget a finished message (its file and state)."""
+        """Forget a finished message (its state; its file, kept in ``free/`` for reuse)."""
         directory = directory or self.queue
-        for suffix in (".state", ".msg"):
+        try:
+            (directory / f"{queue_id}.state").unlink()
+        except FileNotFoundError:
+            pass
+        message = directory / f"{queue_id}.msg"
+        try:
+            if self._room_in_free() and message.stat().st_size <= FREE_MAX_BYTES:
+                os.rename(message, self.free / queue_id)
+                self._free_count += 1
+                return
+            message.unlink()
+        except FileNotFoundError:
+            pass
+
+    def _room_in_free(self) -> bool:
+        """Return whether ``free/`` holds fewer than ``FREE_LIMIT`` files (recounted each second)."""
+        now = time.monotonic()
+        if now - self._free_counted_at > FREE_RECOUNT_SECONDS:
             try:
-                (directory / f"{queue_id}{suffix}").unlink()
-            except FileNotFoundError:
+                self._free_count = sum(1 for _ in os.scandir(self.free))
+            except OSError:
+                return False
+            self._free_counted_at = now
+        return self._free_count < FREE_LIMIT
+
+    def clear_free(self) -> int:
+        """Delete the files kept for reuse in ``free/``; return how many."""
+        removed = 0
+        for entry in os.scandir(self.free):
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except OSError:
                 pass
+        self._free_count, self._free_counted_at = 0, time.monotonic()
+        return removed
 
     # Reading --------------------------------------------------------------
 
@@ -319,7 +428,7 @@ class Spool:
         with (directory / f"{queue_id}.msg").open("rb") as handle:
             head = handle.readline()
             length = self._length(head, queue_id)
-            envelope = Envelope.from_dict(json.loads(handle.read(length)))
+            envelope = _own(Envelope.from_dict(json.loads(handle.read(length))), queue_id)
         return self._read_state(queue_id, directory) or envelope
 
     def read_body(self, queue_id: str, directory: Path | None = None) -> bytes:
@@ -337,7 +446,7 @@ class Spool:
         newline = data.index(b"\n")
         length = self._length(data[: newline + 1], queue_id)
         start = newline + 1
-        envelope = Envelope.from_dict(json.loads(data[start : start + length]))
+        envelope = _own(Envelope.from_dict(json.loads(data[start : start + length])), queue_id)
         return envelope, start + length
 
     @staticmethod
@@ -386,7 +495,9 @@ class Spool:
         cutoff = time.time() - older_than
         for entry in os.scandir(self.tmp):
             try:
-                if entry.stat().st_mtime > cutoff:
+                status = entry.stat()
+                # NOTE: ctime too: a file taken from free/ keeps its old mtime until written.
+                if max(status.st_mtime, status.st_ctime) > cutoff:
                     continue
                 os.unlink(entry.path)
                 removed += 1

@@ -111,10 +111,12 @@ def test_missing_spool_directory_raises_451(tmp_path: Path) -> None:
     assert list(spool.tmp.iterdir()) == []
 
 
-def test_clear_tmp_removes_half_written(tmp_path: Path) -> None:
+def test_clear_tmp_removes_half_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spool = Spool(tmp_path)
     (spool.tmp / "partial").write_bytes(b"half")
-    os.utime(spool.tmp / "partial", (time.time() - 3600, time.time() - 3600))
+    # An hour later (the file's ctime counts too, and utime cannot set that back).
+    later = time.time() + 3600
+    monkeypatch.setattr("swiftmail_relay.spool.time.time", lambda: later)
     assert spool.clear_tmp() == 1
 
 
@@ -125,3 +127,93 @@ def test_clear_tmp_keeps_a_file_another_process_is_writing(tmp_path: Path) -> No
     (spool.tmp / "being-written").write_bytes(b"half")
     assert spool.clear_tmp() == 0
     assert (spool.tmp / "being-written").exists()
+
+
+# Reuse of finished messages' files (free/) -----------------------------------------------
+
+
+def _batch(count: int, body: bytes) -> list[tuple[Envelope, bytes]]:
+    return [(_envelope(f"r{i}@example.com"), body + b"%d\r\n" % i) for i in range(count)]
+
+
+def test_a_removed_message_file_is_reused_by_the_next_batch(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    first = spool.write_many(_batch(3, b"x" * 5000))
+    inodes = {(spool.queue / f"{queue_id}.msg").stat().st_ino for queue_id in first}
+    for queue_id in first:
+        spool.remove(queue_id)
+    assert sorted(path.name for path in spool.free.iterdir()) == sorted(first)
+    items = _batch(3, b"short")  # shorter than the files they reuse: truncated
+    second = spool.write_many(items)
+    assert list(spool.free.iterdir()) == []
+    assert {(spool.queue / f"{queue_id}.msg").stat().st_ino for queue_id in second} == inodes
+    for (envelope, raw), queue_id in zip(items, second, strict=True):
+        read, body = spool.read(queue_id)
+        assert body == raw and read.id == envelope.id == queue_id
+    assert sorted(spool.scan()) == sorted(second)
+    assert list(spool.tmp.iterdir()) == []
+
+
+def test_reused_files_are_durably_gone_from_the_queue_before_they_are_overwritten(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A crash must never leave a finished message's name on another message's bytes:
+    # the spool's filesystem is flushed after taking files from free/, before writing.
+    import swiftmail_relay.spool as spool_module
+
+    spool = Spool(tmp_path)
+    for queue_id in spool.write_many(_batch(2, b"old")):
+        spool.remove(queue_id)
+    events: list[str] = []
+    real_sync, real_write = spool_module._sync_filesystem, os.write
+    monkeypatch.setattr(spool_module, "_sync_filesystem",
+                        lambda path: (events.append("sync"), real_sync(path))[1])
+    monkeypatch.setattr(spool_module.os, "write",
+                        lambda fd, data: (events.append("write"), real_write(fd, data))[1])
+    spool.write_many(_batch(2, b"new"))
+    assert events[0] == "sync" and events.count("sync") == 2 and "write" in events
+
+
+def test_free_files_are_bounded_in_number_and_size(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import swiftmail_relay.spool as spool_module
+
+    monkeypatch.setattr(spool_module, "FREE_LIMIT", 2)
+    monkeypatch.setattr(spool_module, "FREE_MAX_BYTES", 1000)
+    spool = Spool(tmp_path)
+    small = spool.write_many(_batch(3, b"x"))
+    large = spool.write(_envelope("big@example.com"), b"y" * 2000)
+    spool.remove(large)  # too large to keep
+    for queue_id in small:
+        spool.remove(queue_id)
+    assert len(list(spool.free.iterdir())) == 2
+    assert list(spool.scan()) == []
+    assert spool.clear_free() == 2 and list(spool.free.iterdir()) == []
+
+
+def test_two_writers_never_take_the_same_file(tmp_path: Path) -> None:
+    spool, other = Spool(tmp_path), Spool(tmp_path)  # two processes on one spool
+    for queue_id in spool.write_many(_batch(3, b"x")):
+        spool.remove(queue_id)
+    mine = spool._take_free(["a1", "a2"])
+    theirs = other._take_free(["b1", "b2"])
+    assert mine == {"a1", "a2"} and theirs == {"b1"}
+    assert sorted(path.name for path in spool.tmp.iterdir()) == ["a1", "a2", "b1"]
+
+
+def test_a_single_message_is_not_written_into_a_reused_file(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    for queue_id in spool.write_many(_batch(2, b"x")):
+        spool.remove(queue_id)
+    spool.write(_envelope("one@example.com"), b"x")  # fsynced alone, no syncfs: no reuse
+    assert len(list(spool.free.iterdir())) == 2
+
+
+def test_a_reader_of_a_reused_file_is_told_the_message_is_gone(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    gone, kept = spool.write_many(_batch(2, b"x"))
+    # As if a reader opened ``gone`` just before its file was reused for ``kept``.
+    os.replace(spool.queue / f"{kept}.msg", spool.queue / f"{gone}.msg")
+    with pytest.raises(FileNotFoundError):
+        spool.read_envelope(gone)
+    with pytest.raises(FileNotFoundError):
+        spool.read(gone)
