@@ -14,6 +14,7 @@ import base64
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -271,7 +272,27 @@ def test_a_replica_is_restarted_with_the_swiftmail_settings_before_config_rewrit
     assert restart < names.index("Keep the replica setting across restarts (CONFIG REWRITE, first install only)")
 
 
-CLEANUP_TASK = "Remove the passwords CONFIG REWRITE copied into redis.conf (swiftmail.conf owns them)"
+CLEANUP_TASK = "Remove stale copies of the Redis password from redis.conf (CONFIG REWRITE)"
+
+
+def run_cleanup_task(tmp_path: Path, main: Path, password: str) -> str:
+    """Run the role's cleanup task on ``main`` with real ansible-playbook; return its recap."""
+    from tests.contrib.test_ansible_playbook import run_playbook
+
+    (task,) = [task for task in tasks(ROLE_DIR / "tasks" / "redis.yml")
+               if task["name"] == CLEANUP_TASK]
+    task = {**task, "ansible.builtin.lineinfile": {
+        **task["ansible.builtin.lineinfile"], "path": str(main)}}
+    task.pop("notify")
+    play = [{"hosts": "localhost", "connection": "local", "gather_facts": False,
+             "vars": {"swiftmail_redis_password": password,
+                      "ansible_python_interpreter": sys.executable},
+             "tasks": [task]}]
+    playbook = tmp_path / "cleanup.yml"
+    playbook.write_text(yaml.safe_dump(play, sort_keys=False))
+    result = run_playbook(playbook, tmp_path, "-i", "localhost,")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
 
 
 @pytest.mark.skipif(not shutil.which("redis-server"), reason="redis-server not installed")
@@ -286,8 +307,8 @@ def test_config_rewrite_under_debians_settings_drops_the_password_and_the_role_r
     port = free_port()
     included = render("redis-swiftmail.conf.j2", on_host("db2"))
     included = re.sub(r"^bind .*$", "bind 127.0.0.1", included, flags=re.MULTILINE)
-    (tmp_path / "swiftmail.conf").write_text(
-        re.sub(r"^port .*$", f"port {port}", included, flags=re.MULTILINE))
+    settings = tmp_path / "swiftmail.conf"
+    settings.write_text(re.sub(r"^port .*$", f"port {port}", included, flags=re.MULTILINE))
     main = tmp_path / "redis.conf"
     # Debian's package starts Redis before the role adds its include.
     main.write_text(f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\nsave \"\"\n")
@@ -302,63 +323,58 @@ def test_config_rewrite_under_debians_settings_drops_the_password_and_the_role_r
         server.terminate()
         server.wait(timeout=20)
 
+    def answers(login: str | None) -> bool:
+        server = start()
+        try:
+            return bool(redis.Redis(port=port, password=login, socket_timeout=5).ping())
+        except redis.AuthenticationError:
+            return False
+        finally:
+            stop(server)
+
     server = start()
     try:
         with main.open("a") as handle:
-            handle.write(f"include {tmp_path / 'swiftmail.conf'}\n")
+            handle.write(f"include {settings}\n")
         # The old order: REPLICAOF and CONFIG REWRITE under Debian's settings.
         anonymous = redis.Redis(port=port, socket_timeout=5)
         anonymous.execute_command("CONFIG", "REWRITE")
     finally:
         stop(server)
     assert re.search(r"^user default on nopass", main.read_text(), re.MULTILINE)
-    server = start()
-    try:
-        assert redis.Redis(port=port, socket_timeout=5).ping()  # the password is gone
-    finally:
-        stop(server)
+    assert answers(None)  # the password is gone
 
-    (cleanup,) = [task for task in tasks(ROLE_DIR / "tasks" / "redis.yml")
-                  if task["name"] == CLEANUP_TASK]
-    pattern = re.compile(cleanup["ansible.builtin.lineinfile"]["regexp"])
-    main.write_text("".join(line for line in main.read_text().splitlines(keepends=True)
-                            if not pattern.search(line)))
+    assert "changed=1" in run_cleanup_task(tmp_path, main, password)
+    assert not answers(None) and answers(password)
+    # The new order: CONFIG REWRITE with the SwiftMail settings keeps the
+    # password, and the copies it writes are the current one's: a rerun
+    # of the play changes nothing.
     server = start()
     try:
-        with pytest.raises(redis.AuthenticationError):
-            redis.Redis(port=port, socket_timeout=5).ping()
-        assert redis.Redis(port=port, password=password, socket_timeout=5).ping()
-        # The new order: CONFIG REWRITE with the SwiftMail settings keeps the password.
         redis.Redis(port=port, password=password, socket_timeout=5).execute_command(
             "CONFIG", "REWRITE")
     finally:
         stop(server)
-    assert not re.search(r"^user default .*\bnopass\b", main.read_text(), re.MULTILINE)
-    server = start()
-    try:
-        with pytest.raises(redis.AuthenticationError):
-            redis.Redis(port=port, socket_timeout=5).ping()
-    finally:
-        stop(server)
+    assert re.search(r"^masterauth ", main.read_text(), re.MULTILINE)
+    assert "changed=0" in run_cleanup_task(tmp_path, main, password)
+    assert not answers(None) and answers(password)
 
-    # Regression: that REWRITE (and Sentinel's, at every failover) copied the
-    # password into redis.conf after the include, so a rotated password in
-    # swiftmail.conf never took effect. The role's cleanup removes the copies.
-    rotated = "rotated-" + password
-    settings = tmp_path / "swiftmail.conf"
-    settings.write_text(settings.read_text().replace(password, rotated))
+    # Regression: those copies sit after the include, so a rotated password
+    # in swiftmail.conf never took effect; the cleanup removes stale copies.
+    rotated = 'rotated "quoted" \\ back-' + password  # Redis writes it back escaped
+    rendered = render("redis-swiftmail.conf.j2",
+                      {**on_host("db2"), "swiftmail_redis_password": rotated})
+    rendered = re.sub(r"^bind .*$", "bind 127.0.0.1", rendered, flags=re.MULTILINE)
+    settings.write_text(re.sub(r"^port .*$", f"port {port}", rendered, flags=re.MULTILINE))
+    assert answers(password) and not answers(rotated)
+    assert "changed=1" in run_cleanup_task(tmp_path, main, rotated)
+    assert answers(rotated) and not answers(password)
+    assert "changed=0" in run_cleanup_task(tmp_path, main, rotated)
     server = start()
-    try:  # the copies after the include win: the old password still works
-        assert redis.Redis(port=port, password=password, socket_timeout=5).ping()
+    try:  # Sentinel's next REWRITE copies the rotated one: still nothing to remove
+        redis.Redis(port=port, password=rotated, socket_timeout=5).execute_command(
+            "CONFIG", "REWRITE")
     finally:
         stop(server)
-    assert any(pattern.search(line) for line in main.read_text().splitlines())
-    main.write_text("".join(line for line in main.read_text().splitlines(keepends=True)
-                            if not pattern.search(line)))
-    server = start()
-    try:
-        assert redis.Redis(port=port, password=rotated, socket_timeout=5).ping()
-        with pytest.raises(redis.AuthenticationError):
-            redis.Redis(port=port, password=password, socket_timeout=5).ping()
-    finally:
-        stop(server)
+    assert "changed=0" in run_cleanup_task(tmp_path, main, rotated)
+    assert answers(rotated)
