@@ -32,10 +32,10 @@ def _fire(tenant_id, contact_id, name="signup", **data):  # type: ignore[no-unty
         return enroll_event(database, tenant_id, name, contact_id, data)
 
 
-def _step_runs(tenant_id, contact_id) -> list[tuple[int, str]]:  # type: ignore[no-untyped-def]
+def _step_runs(tenant_id, contact_id, columns="r.step, r.step_id"):  # type: ignore[no-untyped-def]
     with tenant_tx(tenant_id) as database:
         return [tuple(row) for row in database.execute_sql(
-            "SELECT r.step, r.step_id FROM journey_step_runs r JOIN journey_enrollments e "
+            f"SELECT {columns} FROM journey_step_runs r JOIN journey_enrollments e "
             "ON e.tenant_id = r.tenant_id AND e.id = r.enrollment_id "
             "WHERE e.contact_id = %s ORDER BY r.step", (contact_id,))]
 
@@ -432,14 +432,6 @@ def test_previous_email_means_the_one_sent_in_the_same_run(tenant_a) -> None:  #
 
 
 
-def _outcomes(tenant_id, contact_id) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
-    with tenant_tx(tenant_id) as database:
-        return [tuple(row) for row in database.execute_sql(
-            "SELECT r.step_id, r.outcome FROM journey_step_runs r JOIN journey_enrollments e "
-            "ON e.tenant_id = r.tenant_id AND e.id = r.enrollment_id "
-            "WHERE e.contact_id = %s ORDER BY r.step", (contact_id,))]
-
-
 def test_a_deleted_list_or_contact_leaves_no_subscription_behind(
         tenant_a) -> None:  # type: ignore[no-untyped-def]
     from swiftmail_core import parent_rows
@@ -460,7 +452,7 @@ def test_a_deleted_list_or_contact_leaves_no_subscription_behind(
     make_due(tenant_a.id)
     runner.run_due()
     assert enrollment(tenant_a.id, journey, gone) == {}  # its enrollment went with it
-    assert _outcomes(tenant_a.id, stays) == [
+    assert _step_runs(tenant_a.id, stays, "r.step_id, r.outcome") == [
         ("pause", "waited"), ("add", "added"), ("add-dropped", "list_missing")]
     assert enrollment(tenant_a.id, journey, stays)["status"] == "completed"
     with tenant_tx(tenant_a.id) as database:
