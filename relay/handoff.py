@@ -137,10 +137,11 @@ def prepare_message(settings: Settings, config: RelayConfig,
 
     The same preparation serves the same-host hand-off and the network
     hand-off (``swiftmail_relay.intake_wire``): signing happens in the
-    sending worker either way. Line endings are made CRLF once, and the From
+    sending worker either way. Line endings are made CRLF once (not checked
+    at all for the renderer's own output, ``message.crlf``), and the From
     domain read once, for the envelope and the signature alike.
     """
-    raw = canonical_line_endings(message.raw)
+    raw = message.raw if message.crlf else canonical_line_endings(message.raw)
     envelope = Envelope(
         id=new_id(), mail_from=message.envelope_from,
         recipients=[Recipient(message.recipient, ledger_id=message.ledger_id)],

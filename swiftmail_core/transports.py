@@ -32,6 +32,9 @@ class OutboundMessage:
     #: Where an earlier attempt went whose answer was lost (``SendResult.resend_to``):
     #: the transport must send it there and nowhere else.
     resend_to: str | None = None
+    #: ``raw``'s line breaks are all CRLF, with no bare CR or LF (the renderer's own
+    #: output, ``RenderedMessage.crlf``): the relay transport then does not check them.
+    crlf: bool = False
 
 
 class Outcome(enum.Enum):

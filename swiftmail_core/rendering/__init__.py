@@ -14,7 +14,7 @@ The stable interface (other packages call only these):
 - ``CampaignRenderer(campaign, tenant, sending_domain, settings,
   plugin_manager, link_ids)`` and its ``.render(ledger_id, contact,
   list_id=None) -> RenderedMessage(raw, message_id, envelope_from,
-  recipient)``. Build one per campaign (and per worker process); compile
+  recipient, crlf)``. Build one per campaign (and per worker process); compile
   cost is paid once, ``render`` is the per-recipient fast path. See
   ``renderer.py`` for the dict shapes, the context and the headers.
 - ``verp_return_path(bounce_domain, tenant_id, ledger_id, secret_key)`` and

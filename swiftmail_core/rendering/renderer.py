@@ -90,12 +90,17 @@ class RenderedMessage:
     """One message ready for a transport: bytes with CRLF line endings.
 
     ``message_id`` is the Message-ID header value with its angle brackets.
+    ``crlf`` is True when the renderer itself built ``raw`` (the fast path),
+    whose every line break is CRLF and which holds no bare CR or LF: its
+    header lines are checked for line breaks and its parts are
+    quoted-printable. A compose hook's message leaves it False.
     """
 
     raw: bytes
     message_id: str
     envelope_from: str
     recipient: str
+    crlf: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -409,7 +414,8 @@ class CampaignRenderer:
                 text if text_ends_line else text + b"=\r\n\r\n",
                 html if html_ends_line else html + b"=\r\n\r\n",
             )
-        return RenderedMessage(raw, prepared.message_id, prepared.envelope_from, prepared.recipient)
+        return RenderedMessage(raw, prepared.message_id, prepared.envelope_from, prepared.recipient,
+                               crlf=True)
 
     def _head(self, prepared: _Prepared) -> bytes:
         lines = [f"From: {self._from}\r\n"]

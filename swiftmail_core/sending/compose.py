@@ -207,6 +207,7 @@ class Composer:
             envelope_from=rendered.envelope_from, recipient=rendered.recipient or row.email,
             raw=rendered.raw, message_id=rendered.message_id, campaign_id=row.campaign_id,
             metadata={"kind": row.kind, "attempt": row.attempts}, resend_to=row.resend_to,
+            crlf=rendered.crlf,
         )
 
 

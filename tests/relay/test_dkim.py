@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import dkim as dkimpy
+import pytest
 from swiftmail_relay import dkim
 
 from tests.relay.conftest import txt_strings
@@ -108,3 +109,27 @@ def test_handoff_signs_once_canonical_and_verifies(dns_server, rsa_key, dkim_dns
     stamp = int(signed.split(b"t=", 1)[1].split(b";", 1)[0])
     assert signed == dkim.sign(raw, keys, timestamp=stamp)
     assert dkimpy.verify(signed, dnsfunc=dkim_dnsfunc)
+
+
+def test_handoff_checks_line_endings_unless_the_renderer_vouches(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``OutboundMessage.crlf`` (the renderer's own bytes) skips the pass; otherwise it runs."""
+    import types
+
+    from swiftmail_relay import handoff
+
+    from swiftmail_core.transports import OutboundMessage
+
+    settings = types.SimpleNamespace(secret_key="")
+    config = types.SimpleNamespace(hostname="relay.test", dkim_ed25519=False)
+    raw = b"From: a@example.com\nTo: b@example.net\n\nbare\nlf\r\n"
+
+    def message(body: bytes, crlf: bool) -> OutboundMessage:
+        return OutboundMessage(ledger_id=1, tenant_id=uuid.uuid4(), envelope_from="a@example.com",
+                               recipient="b@example.net", raw=body, message_id="<1@x>", crlf=crlf)
+
+    _, prepared = handoff.prepare_message(settings, config, message(raw, False), sign=False)  # type: ignore[arg-type]
+    assert prepared.endswith(b"From: a@example.com\r\nTo: b@example.net\r\n\r\nbare\r\nlf\r\n")
+    crlf = raw.replace(b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n")
+    monkeypatch.setattr(handoff, "canonical_line_endings", lambda data: pytest.fail("checked"))
+    envelope, prepared = handoff.prepare_message(settings, config, message(crlf, True), sign=False)  # type: ignore[arg-type]
+    assert prepared.endswith(crlf) and envelope.sender_domain == "example.com"

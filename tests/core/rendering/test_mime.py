@@ -19,6 +19,14 @@ def _lines(text: str) -> str:
     return text.replace("\r\n", "\n")
 
 
+def assert_crlf_claim_holds(rendered: Any) -> None:
+    """A message marked ``crlf`` holds no bare CR or LF (the relay skips its check)."""
+    from swiftmail_relay.message_checks import canonical_line_endings
+
+    assert rendered.crlf
+    assert canonical_line_endings(rendered.raw) == rendered.raw
+
+
 def assert_same_message(fast_raw: bytes, reference_raw: bytes) -> None:
     """Compare two messages semantically: headers, structure and part contents."""
     fast, reference = _parse(fast_raw), _parse(reference_raw)
@@ -113,6 +121,7 @@ def test_compose_hook_gets_an_email_message(
     renderer = make_renderer(campaign, plugin_manager=manager)
     assert renderer.uses_compose_hook
     rendered = renderer.render(55, contact)
+    assert rendered.crlf is False  # a plugin's message: the relay checks its line endings
     parsed = _parse(rendered.raw)
     assert str(parsed["X-Composed-By"]) == "test-plugin"
     assert str(parsed["Message-ID"]) == rendered.message_id
@@ -141,6 +150,7 @@ def test_per_message_inlining_path_equals_reference(make_renderer, campaign, con
     renderer = make_renderer(campaign, clock=lambda: 1_800_000_000)
     assert renderer.inline_per_message
     fast = renderer.render(8, contact)
+    assert_crlf_claim_holds(fast)
     assert_same_message(fast.raw, renderer.render_reference(8, contact).raw)
     assert 'style="color: red;"' in _parse(fast.raw).get_body(("html",)).get_content()
 
@@ -156,6 +166,7 @@ def test_encoded_path_with_loops_macros_and_no_final_newline(
     campaign["text"] = "Line one\r\nLine two {{ contact.first_name }}\rLine three"
     renderer = make_renderer(campaign, clock=lambda: 1_800_000_000)
     fast = renderer.render(9, contact)
+    assert_crlf_claim_holds(fast)
     assert_same_message(fast.raw, renderer.render_reference(9, contact).raw)
     text = _parse(fast.raw).get_body(("plain",)).get_content()
     assert _lines(text).startswith("Line one\nLine two Alice\nLine three")
@@ -190,6 +201,7 @@ def test_randomised_personal_data_round_trips_exactly(make_renderer, campaign, c
         }
         contact["attributes"]["first_name"] = contact["attributes"]["first_name"].replace("\0", "")
         fast = renderer.render(ledger_id, contact)
+        assert_crlf_claim_holds(fast)
         assert_same_message(fast.raw, renderer.render_reference(ledger_id, contact).raw)
         body = fast.raw.split(b"\r\n\r\n", 1)[1]
         long_lines = [line for line in body.split(b"\r\n") if len(line) > 76]
@@ -232,6 +244,7 @@ def test_text_only_campaign_is_a_single_text_part(make_renderer, campaign, conta
     campaign["text"] = "Hello {{ contact.first_name }}, plain only."
     renderer = make_renderer(campaign, clock=lambda: 1_800_000_000)
     fast = renderer.render(3, contact)
+    assert_crlf_claim_holds(fast)
     parsed = _parse(fast.raw)
     assert parsed.get_content_type() == "text/plain" and not parsed.is_multipart()
     assert parsed.get_content().startswith("Hello Alice, plain only.")
@@ -248,3 +261,18 @@ def test_no_body_at_all_is_refused(make_renderer, campaign) -> None:
     with pytest.raises(ValidationError) as caught:
         make_renderer(campaign)
     assert caught.value.errors[0]["field"] == "html"
+
+
+def test_crlf_claim_holds_with_folded_and_encoded_headers(make_renderer, campaign, contact) -> None:
+    # The renderer's own bytes are marked CRLF throughout, so the relay transport
+    # signs them without re-checking; headers folded or RFC 2047-encoded included.
+    campaign["subject"] = "Grüße {{ contact.first_name }} " + "lange Betreffzeile " * 12
+    campaign["from_name"] = "Büro für Öffentlichkeit"
+    campaign["reply_to"] = "Antwort Ärger <reply@shop.example.com>"
+    campaign["headers"] = {"X-Long": "word " * 60, "X-Unicode": "ünïcödé " * 20}
+    campaign["text"] = "Text\r\nwith\rbreaks\n{{ attributes.note }}\u2028end"
+    contact["attributes"]["note"] = "a\rb\nc\r\nd\x0b\x0c\x85 " * 30
+    renderer = make_renderer(campaign, clock=lambda: 1_800_000_000)
+    fast = renderer.render(12, contact)
+    assert_crlf_claim_holds(fast)
+    assert_same_message(fast.raw, renderer.render_reference(12, contact).raw)
