@@ -151,11 +151,12 @@ def child_worker() -> None:
     """Send until nothing is claimable and every campaign is finished."""
     from swiftmail_core.runtime import ProcessKind, start
     from swiftmail_core.sending import sweeper
-    from swiftmail_core.sending.worker import SendingWorker
+    from swiftmail_core.sending.worker import SendingWorker, freeze_startup_objects
     from swiftmail_core.settings import load_settings
 
     runtime = start(load_settings(), process=ProcessKind.BENCH)
     worker = SendingWorker(runtime.settings, runtime.plugins)
+    freeze_startup_objects()  # as `swiftmail worker` does
     idle_since = None
     while True:
         if worker.process_batch():

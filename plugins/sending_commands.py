@@ -36,7 +36,7 @@ def worker(state: CliState, threads: int | None) -> None:
       kill -INT <pid>        # graceful stop
     """
     from swiftmail_core.runtime import ProcessKind
-    from swiftmail_core.sending.worker import build_queue
+    from swiftmail_core.sending.worker import build_queue, freeze_startup_objects
     from swiftmail_core.transports import preflight
 
     runtime = state.runtime(ProcessKind.WORKER)
@@ -44,6 +44,7 @@ def worker(state: CliState, threads: int | None) -> None:
     preflight(runtime.plugins.transports().values())
     queue = build_queue(runtime)
     consumer = queue.consumer(threads)
+    freeze_startup_objects()
     # NOTE: huey installs its own SIGINT (graceful) and SIGTERM handlers in run().
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     structlog.get_logger("swiftmail.worker").info(
