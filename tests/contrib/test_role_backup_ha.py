@@ -159,6 +159,27 @@ def test_patroni_members_archive_through_pgbackrest_with_a_repository_host() -> 
         assert "archive_command" not in parameters and "archive_mode" not in parameters
 
 
+def cluster_parameters(**changes: Any) -> dict[str, Any]:
+    """Render patroni.yml.j2 on db1; return bootstrap.dcs.postgresql.parameters."""
+    environment = jinja2.Environment(  # noqa: S701 (YAML settings, not HTML)
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR), undefined=jinja2.StrictUndefined,
+        trim_blocks=True)
+    environment.filters["to_json"] = json.dumps
+    context = role_files.resolve({**role_files.defaults(), **on_host("db1", **changes)})
+    loaded = yaml.safe_load(environment.get_template("patroni.yml.j2").render(context))
+    return loaded["bootstrap"]["dcs"]["postgresql"]["parameters"]
+
+
+def test_patroni_gets_the_import_settings_and_its_own_parameters_win() -> None:
+    parameters = cluster_parameters(ansible_facts={"memtotal_mb": 8192})
+    assert parameters["shared_buffers"] == "2048MB"
+    assert (parameters["max_wal_size"], parameters["checkpoint_timeout"]) == ("8GB", "15min")
+    mine = cluster_parameters(ansible_facts={"memtotal_mb": 8192},
+                              swiftmail_patroni_parameters={"max_wal_size": "4GB",
+                                                            "shared_buffers": "1GB"})
+    assert (mine["max_wal_size"], mine["shared_buffers"]) == ("4GB", "1GB")
+
+
 # --- Firewall -----------------------------------------------------------------------
 
 

@@ -118,6 +118,44 @@ def test_postgres_listens_on_its_private_address_and_archives_wal() -> None:
     assert "archive_command" not in off
 
 
+def server_settings(text: str) -> dict[str, str]:
+    """Return ``name = value`` lines of a rendered PostgreSQL settings file."""
+    pairs = (line.split(" = ", 1) for line in text.splitlines()
+             if " = " in line and not line.startswith("#"))
+    return {name: value.strip("'") for name, value in pairs}
+
+
+def test_postgres_is_sized_for_imports_and_every_setting_can_be_overridden() -> None:
+    memory = {"ansible_facts": {"processor_vcpus": 2, "memtotal_mb": 16000}}
+    settings = server_settings(render("postgresql-swiftmail.conf.j2", on_host("db1", **memory)))
+    assert settings["shared_buffers"] == "4000MB", "a quarter of the host's memory"
+    # An import of 1,000,000 contacts writes about 1.25 GB of WAL: no checkpoint mid-way.
+    assert settings["max_wal_size"] == "8GB"
+    assert settings["checkpoint_timeout"] == "15min"
+    assert settings["checkpoint_completion_target"] == "0.9"
+    assert server_settings(render("postgresql-swiftmail.conf.j2", on_host(
+        "db1", ansible_facts={"memtotal_mb": 300})))["shared_buffers"] == "128MB"
+    mine = server_settings(render("postgresql-swiftmail.conf.j2", on_host(
+        "db1", **memory, swiftmail_postgres_settings={"max_wal_size": "2GB",
+                                                       "shared_buffers": "1GB"})))
+    assert (mine["max_wal_size"], mine["shared_buffers"]) == ("2GB", "1GB")
+    text = render("postgresql-swiftmail.conf.j2", on_host(
+        "db1", **memory, swiftmail_postgres_settings={"shared_buffers": "1GB"}))
+    assert text.count("shared_buffers") == 1, "one line per setting"
+    debian = server_settings(render("postgresql-swiftmail.conf.j2", on_host(
+        "db1", swiftmail_postgres_tuning={}, swiftmail_postgres_shared_buffers="")))
+    assert not {"shared_buffers", "max_wal_size", "checkpoint_timeout"} & set(debian)
+
+
+def test_postgres_plays_read_the_memory_that_sizes_shared_buffers() -> None:
+    for tasks_file in ("postgres.yml", "patroni.yml"):
+        task = task_named(tasks_file, "Read the host's memory")
+        assert task["ansible.builtin.setup"]["filter"] == ["ansible_memtotal_mb"]
+        names = [entry["name"] for entry in role_files.tasks(ROLE_DIR / "tasks" / tasks_file)]
+        template = next(name for name in names if "settings" in name.lower())
+        assert names.index("Read the host's memory") < names.index(template)
+
+
 def test_superuser_password_never_reaches_a_command_line() -> None:
     task = task_named("postgres.yml", "Set the superuser password")
     assert "password" not in " ".join(task["ansible.builtin.command"]["argv"]).lower()
