@@ -31,7 +31,14 @@ by ``tenant_id`` beside ``contacts``): its figures under ``citus`` and
 cluster is faster). Backend CPU there is the coordinator's backend only.
 ``--small 0`` skips the smaller size.
 
+``--server private`` measures on a PostgreSQL 15 server of its own, started
+in a temporary directory with the Ansible role's server settings and removed
+at the end (``bench/_server.py``), instead of the machine's PostgreSQL as it
+is configured; the JSON line names the settings either way
+(``server_settings``).
+
     .venv/bin/python bench/import_contacts.py [--rows 1000000] [--repeat 3]
+    .venv/bin/python bench/import_contacts.py --server private [--server-port 22010]
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import _citus as citus  # noqa: E402
+from bench import _server as server  # noqa: E402
 from bench._common import (  # noqa: E402
     ADMIN_URL,
     Unfinished,
@@ -283,17 +291,30 @@ def run_child(path: Path, mode: str, target: Target) -> dict:  # type: ignore[ty
 
 def measure(args: argparse.Namespace) -> Mapping[str, Any]:
     """Measure on one node (and with ``--citus`` then on a local cluster); return the figures."""
-    workdir = Path(tempfile.mkdtemp(prefix="swiftmail-bench-"))
-    database = f"swiftmail_bench_{secrets.token_hex(4)}"
-    env = scratch_environment(workdir, database, "swiftmail_bench_import")
-    dsn = psycopg2.extensions.make_dsn(ADMIN_URL, dbname=database)
-    try:
-        figures = measure_install(args, Target(env, dsn, (ADMIN_URL,), workdir))
-    finally:
-        if args.keep:
-            print(f"kept database {database}", file=sys.stderr)
-        else:
-            drop_database(database)
+    if args.server == "private":
+        with server.private_server(args.server_port) as private:
+            workdir = Path(tempfile.mkdtemp(prefix="swiftmail-bench-"))
+            port = private.ports[0]
+            target = Target(
+                server.install_environment(private, workdir, "swiftmail_bench",
+                                           "swiftmail_bench_import"),
+                private.admin_url(port, "swiftmail_bench"), (private.admin_url(port),), workdir)
+            figures = {"server": "private",
+                       "server_settings": server.server_settings(private.admin_url(port)),
+                       **measure_install(args, target)}
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="swiftmail-bench-"))
+        database = f"swiftmail_bench_{secrets.token_hex(4)}"
+        env = scratch_environment(workdir, database, "swiftmail_bench_import")
+        dsn = psycopg2.extensions.make_dsn(ADMIN_URL, dbname=database)
+        try:
+            figures = {"server": "machine", "server_settings": server.server_settings(ADMIN_URL),
+                       **measure_install(args, Target(env, dsn, (ADMIN_URL,), workdir))}
+        finally:
+            if args.keep:
+                print(f"kept database {database}", file=sys.stderr)
+            else:
+                drop_database(database)
     if args.citus:
         with citus.local_cluster(args.citus_port) as cluster:
             workdir = Path(tempfile.mkdtemp(prefix="swiftmail-bench-citus-"))
@@ -417,6 +438,7 @@ def parser() -> argparse.ArgumentParser:
     options.add_argument("--repeat", type=int, default=3)
     options.add_argument("--keep", action="store_true", help="Keep the scratch database.")
     citus.add_arguments(options)
+    server.add_arguments(options)
     return options
 
 

@@ -1,10 +1,13 @@
-"""A real Citus cluster for tests: one coordinator and two workers on this machine.
+"""Private PostgreSQL servers on this machine; a real Citus cluster for tests.
 
-Three PostgreSQL 15 instances (Debian's binaries, the Citus extension built
-from ``../shared/vendor/citus``), each with its own data directory and port
-under a temporary directory, trust authentication on 127.0.0.1 only. Started
-and stopped by the test session; ``stop`` removes everything even after a
-failed start.
+``LocalServers`` starts PostgreSQL 15 instances (Debian's binaries), each
+with its own data directory and port under a temporary directory, trust
+authentication on 127.0.0.1 only, and the server settings it is given;
+``stop`` removes everything even after a failed start. ``CitusCluster`` is
+three of them with the Citus extension (built from ``../shared/vendor/citus``)
+preloaded, one coordinator and two workers, started and stopped by the test
+session; benchmarks start one plain server with the Ansible role's settings
+(``bench/_server.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -37,33 +41,33 @@ def _as_postgres(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
 
-class CitusCluster:
-    """Three local PostgreSQL nodes with Citus preloaded."""
+#: What the Citus suite's nodes run with: fast and disposable, never a measure of production.
+CITUS_TEST_SETTINGS: dict[str, str] = {
+    "shared_preload_libraries": "citus", "fsync": "off", "synchronous_commit": "off",
+    "full_page_writes": "off", "max_connections": "200", "shared_buffers": "64MB",
+    "citus.shard_count": "8",
+}
 
-    def __init__(self, workers: int = 2, first_port: int | None = None) -> None:
+
+class LocalServers:
+    """Local PostgreSQL servers, each with the given settings."""
+
+    def __init__(self, nodes: int = 1, first_port: int | None = None,
+                 settings: Mapping[str, str] | None = None, prefix: str = "swiftmail-pg") -> None:
         """Plan the nodes: free ports, or ``first_port`` and the ones after it."""
         if first_port is None:
-            self.ports = [_free_port() for _ in range(workers + 1)]
+            self.ports = [_free_port() for _ in range(nodes)]
         else:
-            self.ports = list(range(first_port, first_port + workers + 1))
-        self.base = Path(tempfile.mkdtemp(prefix=f"swiftmail-citus-{self.ports[0]}-"))
+            self.ports = list(range(first_port, first_port + nodes))
+        self.settings = dict(settings or {})
+        self.base = Path(tempfile.mkdtemp(prefix=f"{prefix}-{self.ports[0]}-"))
         self.started: list[Path] = []
-
-    @property
-    def coordinator_port(self) -> int:
-        """Return the coordinator's port."""
-        return self.ports[0]
-
-    @property
-    def worker_ports(self) -> list[int]:
-        """Return the workers' ports."""
-        return self.ports[1:]
 
     def admin_url(self, port: int, database: str = "postgres") -> str:
         """Return a superuser URL of the node on ``port``."""
         return f"postgresql://postgres@127.0.0.1:{port}/{database}"
 
-    def start(self) -> CitusCluster:
+    def start(self) -> LocalServers:
         """Create and start every node; raise if one does not come up."""
         if os.geteuid() == 0:
             shutil.chown(self.base, "postgres", "postgres")
@@ -77,10 +81,7 @@ class CitusCluster:
                 conf.write(
                     f"port = {port}\nlisten_addresses = '127.0.0.1'\n"
                     f"unix_socket_directories = '{data}'\n"
-                    "shared_preload_libraries = 'citus'\nfsync = off\n"
-                    "synchronous_commit = off\nfull_page_writes = off\n"
-                    "max_connections = 200\nshared_buffers = 64MB\n"
-                    "citus.shard_count = 8\n")
+                    + "".join(f"{name} = '{value}'\n" for name, value in self.settings.items()))
             subprocess.run(_as_postgres([
                 str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(data / "log"), "-w",
                 "-t", str(START_TIMEOUT), "start"]),
@@ -111,3 +112,21 @@ class CitusCluster:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.2)
+
+
+class CitusCluster(LocalServers):
+    """Three local PostgreSQL nodes with Citus preloaded."""
+
+    def __init__(self, workers: int = 2, first_port: int | None = None) -> None:
+        """Plan the nodes: free ports, or ``first_port`` and the ones after it."""
+        super().__init__(workers + 1, first_port, CITUS_TEST_SETTINGS, prefix="swiftmail-citus")
+
+    @property
+    def coordinator_port(self) -> int:
+        """Return the coordinator's port."""
+        return self.ports[0]
+
+    @property
+    def worker_ports(self) -> list[int]:
+        """Return the workers' ports."""
+        return self.ports[1:]

@@ -1,0 +1,114 @@
+"""Which PostgreSQL a benchmark measures on: the machine's, or a private one set up as the role does.
+
+``--server machine`` (the default) uses the PostgreSQL of
+``SWIFTMAIL_BENCH_ADMIN_URL`` as it is configured. ``--server private``
+initdb's a PostgreSQL 15 server of its own in a temporary directory on
+``--server-port`` (``tests/citus/cluster.py``'s ``LocalServers``, the
+machinery of the Citus mode), with the server settings the Ansible role
+writes (``contrib/ansible/roles/swiftmail``: ``swiftmail_postgres_tuning``,
+``swiftmail_postgres_shared_buffers`` sized from this machine's memory,
+``swiftmail_postgres_max_connections``), measures there and removes it at
+the end: the same figures on any fresh machine, whatever its PostgreSQL
+says. Not reproduced: the role's WAL archiving to pgBackRest (a command per
+16 MB segment, off the import's backend) and TLS.
+
+Either way the JSON line names the settings the server ran with
+(:func:`server_settings`, read from ``pg_settings``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import psycopg2
+import yaml
+
+from bench._common import MissingTool, environment
+from tests.citus.cluster import PG_BIN, LocalServers
+
+ROLE_DEFAULTS = (Path(__file__).resolve().parents[1]
+                 / "contrib" / "ansible" / "roles" / "swiftmail" / "defaults" / "main.yml")
+#: The environment variable that pins the private server's port (by hand runs on a shared machine).
+PORT_VARIABLE = "SWIFTMAIL_BENCH_SERVER_PORT"
+#: The settings a benchmark's JSON line reports, whichever server it ran on.
+REPORTED = ("shared_buffers", "max_wal_size", "min_wal_size", "checkpoint_timeout",
+            "checkpoint_completion_target", "wal_compression", "wal_level", "fsync",
+            "synchronous_commit", "full_page_writes", "work_mem", "max_connections",
+            "server_version")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--server`` and ``--server-port`` to a benchmark's parser."""
+    parser.add_argument(
+        "--server", choices=("machine", "private"), default="machine",
+        help="machine: the PostgreSQL of SWIFTMAIL_BENCH_ADMIN_URL as configured; private: "
+             "a PostgreSQL 15 of its own with the Ansible role's settings, removed at the end")
+    parser.add_argument(
+        "--server-port", type=int, default=int(os.environ.get(PORT_VARIABLE) or 0) or None,
+        help=f"the private server's port (default: a free one; ${PORT_VARIABLE})")
+
+
+def memory_mb() -> int:
+    """Return this machine's memory in MB, as Ansible's ``memtotal_mb`` fact."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024
+    raise MissingTool("/proc/meminfo has no MemTotal")
+
+
+def role_settings(memtotal_mb: int | None = None) -> dict[str, str]:
+    """Return the server settings the Ansible role writes on a host with ``memtotal_mb``."""
+    defaults = yaml.safe_load(ROLE_DEFAULTS.read_text())
+    # NOTE: plain Jinja2 evaluates the role's default expression as Ansible does
+    # (it uses only Jinja2's own filters), so the benchmark cannot drift from the role.
+    facts = {"ansible_facts": {"memtotal_mb": memtotal_mb or memory_mb()}}
+    shared_buffers = jinja2.Environment().from_string(  # noqa: S701 (a setting, not HTML)
+        str(defaults["swiftmail_postgres_shared_buffers"])).render(facts).strip()
+    settings = {name: str(value) for name, value in defaults["swiftmail_postgres_tuning"].items()}
+    if shared_buffers:
+        settings["shared_buffers"] = shared_buffers
+    settings["max_connections"] = str(defaults["swiftmail_postgres_max_connections"])
+    return settings
+
+
+@contextlib.contextmanager
+def private_server(port: int | None = None) -> Iterator[LocalServers]:
+    """Start a PostgreSQL 15 server with the role's settings; stop and remove it at the end."""
+    if not (PG_BIN / "initdb").exists():
+        raise MissingTool(f"{PG_BIN}/initdb is not installed: apt-get install postgresql-15")
+    server = LocalServers(1, port, role_settings(), prefix="swiftmail-bench-pg")
+    try:
+        server.start()
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def install_environment(server: LocalServers, workdir: Path, database: str,
+                        role_prefix: str = "swiftmail_bench") -> dict[str, str]:
+    """Return the environment of an install whose database ``database`` is on ``server``."""
+    port = server.ports[0]
+    return {
+        **environment(workdir, database, role_prefix),
+        "DATABASE_URL": f"postgresql://127.0.0.1:{port}/{database}",
+        "SWIFTMAIL_DATABASE_ADMIN_URL": server.admin_url(port),
+    }
+
+
+def server_settings(admin_url: str) -> dict[str, Any]:
+    """Return the :data:`REPORTED` settings of the server at ``admin_url``, with units."""
+    connection = psycopg2.connect(admin_url)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT name, current_setting(name) FROM pg_settings "
+                           "WHERE name = ANY(%s) ORDER BY name", (list(REPORTED),))
+            return dict(cursor.fetchall())
+    finally:
+        connection.close()

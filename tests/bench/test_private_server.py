@@ -1,0 +1,39 @@
+"""``--server private``: a benchmark on a PostgreSQL of its own, set up as the Ansible role does.
+
+The settings come from the role's defaults (so the benchmark cannot drift from
+what operators install), and the import benchmark's JSON line names the ones
+the server really ran with. Nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench._common import MISSING_TOOL, OK
+from bench._server import role_settings
+from tests.bench.test_smoke import one_json_line, run_benchmark
+
+pytestmark = pytest.mark.bench
+
+
+def test_the_private_server_gets_the_roles_settings() -> None:
+    settings = role_settings(memtotal_mb=16000)
+    assert settings == {"shared_buffers": "4000MB", "max_wal_size": "8GB",
+                        "min_wal_size": "1GB", "checkpoint_timeout": "15min",
+                        "checkpoint_completion_target": "0.9", "max_connections": "300"}
+
+
+def test_the_import_benchmark_runs_on_a_private_server_and_names_its_settings() -> None:
+    completed = run_benchmark("import_contacts", "--smoke", "--server", "private")
+    line = one_json_line(completed)
+    if completed.returncode == MISSING_TOOL:
+        pytest.skip(str(line["error"]))
+    assert completed.returncode == OK, completed.stderr[-4000:]
+    assert line["server"] == "private"
+    ran_with = line["server_settings"]
+    assert isinstance(ran_with, dict)
+    expected = role_settings()
+    assert (ran_with["max_wal_size"], ran_with["checkpoint_timeout"], ran_with["min_wal_size"]) \
+        == (expected["max_wal_size"], expected["checkpoint_timeout"], expected["min_wal_size"])
+    assert ran_with["fsync"] == "on" and ran_with["full_page_writes"] == "on"
+    assert ran_with["server_version"].startswith("15")
