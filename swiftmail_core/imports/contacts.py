@@ -153,8 +153,8 @@ def _valid_rows(
     report: ErrorReport,
     summary: ImportSummary,
     on_progress: Callable[[int], None] | None,
-) -> Iterator[list[tuple[Any, ...]]]:
-    """Yield batches of (row_no, email, name, *attributes); report bad rows."""
+) -> Iterator[list[tuple[str, ...]]]:
+    """Yield batches of (row_no, email, name, *attributes) as text; report bad rows."""
     email_index = mapping.fields["email"]
     name_index = mapping.fields.get("name")
     attribute_indexes = [index for _, index in mapping.attributes]
@@ -173,7 +173,7 @@ def _valid_rows(
     max_length = limits.max_field_length
     match = EMAIL_PATTERN.match
     row_number = 1  # the header
-    batch: list[tuple[Any, ...]] = []
+    batch: list[tuple[str, ...]] = []
     ok = failed = 0
     for row in source.rows():
         row_number += 1
@@ -208,7 +208,7 @@ def _valid_rows(
                 continue
             email = normalised
         name = row[name_index].strip() if name_index is not None else ""
-        batch.append((row_number, email, name, *pick(row)))
+        batch.append((str(row_number), email, name, *pick(row)))
         ok += 1
         if len(batch) >= BATCH_ROWS:
             yield batch

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from swiftmail_core.db import app_db
 from swiftmail_core.errors import ValidationError
@@ -46,13 +45,13 @@ def _valid_rows(
     report: ErrorReport,
     summary: ImportSummary,
     on_progress: Callable[[int], None] | None,
-) -> Iterator[list[tuple[Any, ...]]]:
+) -> Iterator[list[tuple[str, ...]]]:
     email_index = mapping.fields["email"]
     reason_index = mapping.fields.get("reason")
     detail_index = mapping.fields.get("detail")
     reasons = frozenset(SUPPRESSION_REASONS)
     row_number = 1
-    batch: list[tuple[Any, ...]] = []
+    batch: list[tuple[str, ...]] = []
     for row in source.rows():
         row_number += 1
         if row_number - 1 > limits.max_rows:
@@ -81,7 +80,7 @@ def _valid_rows(
                        reason)
             continue
         detail = row[detail_index] if detail_index is not None else ""
-        batch.append((row_number, email.lower(), reason, detail))
+        batch.append((str(row_number), email.lower(), reason, detail))
         summary.rows_ok += 1
         if len(batch) >= BATCH_ROWS:
             yield batch

@@ -357,3 +357,21 @@ def test_a_contact_added_by_another_transaction_during_the_merge_is_merged(
     contacts = contacts_of(tenant_a.id)
     assert set(contacts) == {"race@example.com", "free@example.com"}
     assert set(subscribers_of(tenant_a.id, list_id)) == {"race@example.com", "free@example.com"}
+
+
+def test_cells_with_tabs_backslashes_and_line_breaks_are_stored_as_they_are(
+    runtime, tenant_a, tmp_path
+) -> None:
+    # The staging COPY is in text format: these are the characters it must escape.
+    path = tmp_path / "awkward.csv"
+    path.write_text(
+        "email,name,note\n"
+        'tab@example.com,"Tab\there","back\\slash \\N"\n'
+        'lines@example.com,"two\nlines","\\."\n'
+        "plain@example.com,Plain,\n", encoding="utf-8")
+    job = import_file(runtime, tenant_a.id, "import_contacts", path, {})
+    assert (job.rows_ok, job.rows_failed) == (3, 0), job.result
+    contacts = contacts_of(tenant_a.id)
+    assert contacts["tab@example.com"] == ("Tab\there", {"note": "back\\slash \\N"})
+    assert contacts["lines@example.com"] == ("two\nlines", {"note": "\\."})
+    assert contacts["plain@example.com"] == ("Plain", {})
