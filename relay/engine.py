@@ -137,7 +137,6 @@ class Relay:
         """
         self._lock = SpoolLock(self.spool.root).acquire()
         self.spool.clear_tmp()
-        self.spool.clear_free()
         self.spool.take_new()  # the full load below covers them
         # Before any delivery: a message a crash left without its ledger record must get
         # it while still spooled, or a resend of its row would be taken again once it is gone.

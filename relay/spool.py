@@ -11,7 +11,7 @@ Layout under ``spool_dir``::
                 listing all of queue/: an empty file named ID for one
                 message, or NAME.ids listing a batch's ids, one a line
     free/       finished messages' files, kept for a batch writer to reuse
-                (never read; emptied when a relay starts)
+                (never read; kept across restarts, at most FREE_LIMIT)
 
 Writing follows Postfix: write the whole file in ``tmp/``, ``fsync`` it,
 ``rename`` it into ``queue/`` and ``fsync`` the directory. Only then does the
@@ -399,18 +399,6 @@ class Spool:
                 return False
             self._free_counted_at = now
         return self._free_count < FREE_LIMIT
-
-    def clear_free(self) -> int:
-        """Delete the files kept for reuse in ``free/``; return how many."""
-        removed = 0
-        for entry in os.scandir(self.free):
-            try:
-                os.unlink(entry.path)
-                removed += 1
-            except OSError:
-                pass
-        self._free_count, self._free_counted_at = 0, time.monotonic()
-        return removed
 
     # Reading --------------------------------------------------------------
 
