@@ -37,3 +37,25 @@ def test_the_import_benchmark_runs_on_a_private_server_and_names_its_settings() 
         == (expected["max_wal_size"], expected["checkpoint_timeout"], expected["min_wal_size"])
     assert ran_with["fsync"] == "on" and ran_with["full_page_writes"] == "on"
     assert ran_with["server_version"].startswith("15")
+
+
+def test_a_private_server_recycles_wal_segments_before_it_is_measured() -> None:
+    # A new cluster creates and zero-fills every 16 MB WAL segment; a running one
+    # recycles them. The warm-up leaves segments to recycle.
+    from pathlib import Path
+
+    import psycopg2
+
+    from bench._server import private_server, warm_wal
+
+    with private_server() as private:
+        url = private.admin_url(private.ports[0])
+        connection = psycopg2.connect(url)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_ls_waldir()")
+            segments = cursor.fetchone()[0]
+        connection.close()
+        assert segments > 64, segments  # 2 GB of WAL checkpointed: most kept for reuse
+        warm_wal(url, 16)
+        assert Path(private.base).exists()
+    assert not Path(private.base).exists(), "removed at the end"
