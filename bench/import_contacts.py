@@ -80,6 +80,7 @@ from bench._common import environment as scratch_environment  # noqa: E402
 
 CITIES = ["Paris", "Oslo", "Lyon", "Bern", "Kyiv", "Lima", "Rome", "Nice", "Graz", "Kobe"]
 PLANS = ["free", "pro", "team", ""]
+TARGET_ROWS = 1_000_000  # the size the target is set for
 TARGET_S = 15
 AIM_RATIO = 2
 
@@ -419,7 +420,8 @@ def measure_install(args: argparse.Namespace, target: Target) -> dict[str, Any]:
         "table_floor_s_median": big["table_floor_s"],
         "ratio_vs_table_floor": big["ratio_vs_table_floor"],
         "target_s": TARGET_S,
-        "meets_target": big["import_s"] < TARGET_S,
+        # The target is for 1,000,000 contacts: a smaller run (--smoke) cannot meet it.
+        "meets_target": (big["import_s"] < TARGET_S) if args.rows >= TARGET_ROWS else None,
         "cpu_s": big["cpu_s"],
         "peak_rss_mib": big["peak_rss_mib"],
         "rss_growth_mib": big["rss_growth_mib"],
