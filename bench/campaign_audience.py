@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -56,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 from bench import _citus as citus  # noqa: E402
 from bench._common import (  # noqa: E402
     ADMIN_URL,
+    BackendCpu,
     Unfinished,
     analyze,
     arguments,
@@ -179,82 +179,6 @@ def local_figures(tenant_id: uuid.UUID, campaign_id: str) -> dict[str, Any]:
             "SELECT count(DISTINCT date_trunc('hour', next_attempt_at, 'UTC')) FROM messages "
             "WHERE campaign_id = %s", (campaign_id,)).fetchone()
     return {"timezone_fallbacks": int(fallbacks), "distinct_send_hours": int(hours)}
-
-
-class BackendCpu:
-    """CPU seconds the PostgreSQL backends of one database spend during a measurement.
-
-    A thread samples the backends every ``interval`` seconds from ``begin``
-    to ``end``: the connection pool closes a connection older than its stale
-    timeout (300 s) when it hands it out, so a backend can end in the middle
-    of a long resolve and take its CPU seconds with it; sampled, at most
-    ``interval`` of each such backend's time is lost.
-    """
-
-    def __init__(self, database_url: str, interval: float = 0.2) -> None:
-        import psycopg2
-
-        dsn = psycopg2.extensions.parse_dsn(database_url)
-        admin = psycopg2.extensions.parse_dsn(ADMIN_URL)
-        dsn.update({k: v for k, v in admin.items() if k in ("user", "password")})
-        self.connection = psycopg2.connect(**dsn)
-        self.connection.autocommit = True
-        self.interval = interval
-        self._first: dict[int, float] = {}
-        self._last: dict[int, float] = {}
-        self._stop = threading.Event()
-        self._sampler: threading.Thread | None = None
-
-    def checkpoint(self) -> None:
-        """Flush dirty buffers, so the previous run's writes are not on the next one's clock."""
-        with self.connection.cursor() as cursor:
-            cursor.execute("CHECKPOINT")
-
-    def sample(self) -> dict[int, float]:
-        """Return each backend of the database (but this one) and its CPU seconds so far."""
-        with self.connection.cursor() as cursor:
-            cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                           "AND pid <> pg_backend_pid()")
-            pids = [pid for (pid,) in cursor.fetchall()]
-        return {pid: seconds for pid in pids if (seconds := process_cpu(pid)) is not None}
-
-    def begin(self) -> None:
-        """Start measuring: the backends there now count from their present CPU seconds."""
-        self._first = self.sample()
-        self._last = dict(self._first)
-        self._stop.clear()
-        self._sampler = threading.Thread(target=self._run, name="backend-cpu", daemon=True)
-        self._sampler.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._record(self.sample())
-
-    def _record(self, seen: dict[int, float]) -> None:
-        for pid, seconds in seen.items():
-            self._first.setdefault(pid, 0.0)  # NOTE: started during the measurement
-            self._last[pid] = seconds
-
-    def end(self) -> float:
-        """Stop measuring; return the CPU seconds the backends spent since ``begin``."""
-        self._stop.set()
-        if self._sampler is not None:
-            self._sampler.join()
-        self._record(self.sample())
-        return sum(self._last[pid] - first for pid, first in self._first.items())
-
-    def close(self) -> None:
-        """Close the admin connection."""
-        self.connection.close()
-
-
-def process_cpu(pid: int) -> float | None:
-    """Return a local process's CPU seconds (user + system) from /proc, None when unreadable."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def floor(tenant_id: uuid.UUID, list_ids: list[str]) -> tuple[float, int]:

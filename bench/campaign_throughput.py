@@ -60,6 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._common import (  # noqa: E402
+    BackendCpu,
     Unfinished,
     arguments,
     drop_database,
@@ -68,6 +69,7 @@ from bench._common import (  # noqa: E402
     initialise_scratch,
     median,
     per_second,
+    process_cpu,
     ratio,
     run,
     start_sink,
@@ -475,6 +477,8 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
     os.environ.update(env)
     results: dict[str, list[float]] = {"relay_only": [], "end_to_end": [], "workers_only": []}
     cpu: dict[str, list[float]] = {name: [] for name in results}  # ms per message
+    postgres: dict[str, list[float]] = {name: [] for name in results}  # ms per message
+    sink_cpu: dict[str, list[float]] = {name: [] for name in results}  # ms per message
     n = args.subscribers
     kill_after = 0.5 if args.inject_failure == "kill-relay" else None
     try:
@@ -496,25 +500,33 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
         else:
             profile_us = profile(runtime, tenant_id, list_id, profile_count)
         shutil.rmtree(workdir / "spool", ignore_errors=True)  # the profile's messages
+        backends = BackendCpu(env["DATABASE_URL"], interval=0.05)
         for _ in range(args.rounds):
             # Relay only: workers fill the spool first, then the relay delivers.
             campaign_id = new_campaign(tenant_id, list_id)
             after_id = last_ledger_id(tenant_id)
             started, used = time.perf_counter(), children_cpu()
+            backends.begin()
             lifecycle.schedule_campaign(tenant_id, campaign_id)
             finish_workers([spawn("worker", env) for _ in range(args.workers)], args.timeout)
             wait_sent(tenant_id, campaign_id, args.timeout)
             results["workers_only"].append(per_second(n, time.perf_counter() - started))
             cpu["workers_only"].append((children_cpu() - used) / n * 1000)
-            used = children_cpu()
+            postgres["workers_only"].append(backends.end() / n * 1000)
+            used, sink_used = children_cpu(), process_cpu(sink.pid) or 0.0
+            backends.begin()
             seconds = relay_seconds(spawn("relay", env, str(n), str(after_id)), n, args.timeout)
             results["relay_only"].append(per_second(n, seconds))
             cpu["relay_only"].append((children_cpu() - used) / n * 1000)
+            postgres["relay_only"].append(backends.end() / n * 1000)
+            sink_cpu["relay_only"].append(((process_cpu(sink.pid) or 0.0) - sink_used) / n * 1000)
             check_final(tenant_id, campaign_id, n, "relay only")
             # End to end: workers and relay together from "campaign starts".
             campaign_id = new_campaign(tenant_id, list_id)
             after_id = last_ledger_id(tenant_id)
             started, used = time.perf_counter(), children_cpu()
+            sink_used = process_cpu(sink.pid) or 0.0
+            backends.begin()
             lifecycle.schedule_campaign(tenant_id, campaign_id)
             relay = spawn("relay", env, str(n), str(after_id))
             workers = [spawn("worker", env) for _ in range(args.workers)]
@@ -524,11 +536,14 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
                 finish_workers(workers, args.timeout)
             results["end_to_end"].append(per_second(n, time.perf_counter() - started))
             cpu["end_to_end"].append((children_cpu() - used) / n * 1000)
+            postgres["end_to_end"].append(backends.end() / n * 1000)
+            sink_cpu["end_to_end"].append(((process_cpu(sink.pid) or 0.0) - sink_used) / n * 1000)
             check_final(tenant_id, campaign_id, n, "end to end")
             LOAD_PER_ROUND.append(round(os.getloadavg()[0], 2))
             print(f"round {len(results['end_to_end'])} of {args.rounds}: " + json.dumps(
                 {**{name: round(values[-1], 1) for name, values in results.items()},
                  "load_1m": LOAD_PER_ROUND[-1]}), file=sys.stderr, flush=True)
+        backends.close()
         runtime.close()
     finally:
         stop(sink)
@@ -550,6 +565,12 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
         # CPU of the phase's worker and relay processes (start-up included, PostgreSQL not):
         # end to end on 2 cores can reach at most 2 / (workers + relay) per ms.
         "cpu_ms_per_message": {name: median(values, 3) for name, values in cpu.items()},
+        # The PostgreSQL backends' CPU of the phase (every backend of the scratch database,
+        # sampled every 0.05 s: a backend that exits loses at most that much).
+        "postgres_cpu_ms_per_message": {name: median(values, 3)
+                                        for name, values in postgres.items()},
+        "sink_cpu_ms_per_message": {name: median(values, 3)
+                                    for name, values in sink_cpu.items() if values},
         "runs_per_s": {name: [round(value, 1) for value in values]
                        for name, values in results.items()},
         "relay_stop_s": STOP_SECONDS,
