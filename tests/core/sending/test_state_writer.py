@@ -13,6 +13,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[3]
 SOURCES = ("swiftmail_core", "web", "relay", "plugins")
 OWNER = Path("swiftmail_core/sending/state.py")
@@ -106,16 +108,18 @@ def test_the_check_finds_status_writes() -> None:
     assert len(list(status_writes((ROOT / OWNER).read_text(encoding="utf-8")))) >= 8
 
 
-def test_the_claim_function_makes_only_the_claim_moves_with_their_guards() -> None:
-    """The outbox claim's SQL function (migration 0190) belongs to this writer.
+@pytest.mark.parametrize("migration", ["0190_claim_function.sql", "0193_claim_plans.sql"])
+def test_the_claim_function_makes_only_the_claim_moves_with_their_guards(migration: str) -> None:
+    """The outbox claim's SQL function (migrations 0190, 0193) belongs to this writer.
 
     Each of its status writes is one of the claim's named moves (``park``,
     ``suppress``, ``lease``), ending rows in a status the move allows, and
-    carries the move's guard.
+    carries the move's guard (0193: as a sub-select, still on every row).
     """
     from swiftmail_core.sending.state import MOVES, _from
 
-    sql = (ROOT / "swiftmail_core/migrations/0190_claim_function.sql").read_text(encoding="utf-8")
+    sql = (ROOT / "swiftmail_core/migrations" / migration).read_text(encoding="utf-8")
+    sql = sql[sql.index("CREATE "):]  # the function, not the header's prose
     statements = [part for part in sql.split(";") if _UPDATE.search(part)
                   and _STATUS.search(_UPDATE.search(part)["set"])]
     ends = MOVES["park"].end | MOVES["suppress"].end | MOVES["lease"].end
