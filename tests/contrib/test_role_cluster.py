@@ -301,11 +301,12 @@ def test_full_and_differential_backups_run_from_timers() -> None:
 def run_backup_script(tmp_path: Path, relay: bool, keep: int = 2) -> Path:
     """Render the file backup script for temporary directories and run it once."""
     config, spool, backups = tmp_path / "etc", tmp_path / "spool", tmp_path / "backups"
-    for directory in (config, spool / "tmp", spool / "queue", backups):
+    for directory in (config, spool / "tmp", spool / "queue", spool / "free", backups):
         directory.mkdir(parents=True, exist_ok=True)
     (config / "swiftmail.toml").write_text('secret_key = "k"\n')
     (spool / "queue" / "m1").write_text("queued mail")
     (spool / "tmp" / "being-written").write_text("partial")
+    (spool / "free" / "delivered").write_text("a delivered message's file kept for reuse")
     script = tmp_path / "swiftmail-backup-files"
     script.write_text(render("swiftmail-backup-files.sh.j2", on_host(
         "relay1" if relay else "app1", swiftmail_config_dir=str(config),
@@ -318,7 +319,7 @@ def run_backup_script(tmp_path: Path, relay: bool, keep: int = 2) -> Path:
     return backups
 
 
-def test_backup_script_archives_settings_and_spool_without_tmp(tmp_path: Path) -> None:
+def test_backup_script_archives_settings_and_spool_without_tmp_or_free(tmp_path: Path) -> None:
     backups = run_backup_script(tmp_path, relay=True)
     (archive,) = backups.glob("swiftmail-*.tar.gz")
     assert archive.stat().st_mode & 0o077 == 0, "the archive holds the secret key: root only"
@@ -328,6 +329,7 @@ def test_backup_script_archives_settings_and_spool_without_tmp(tmp_path: Path) -
     assert f"{root}/etc/swiftmail.toml" in names
     assert f"{root}/spool/queue/m1" in names
     assert f"{root}/spool/tmp/being-written" not in names
+    assert f"{root}/spool/free/delivered" not in names
 
 
 def test_backup_script_keeps_the_newest_archives_and_no_spool_off_relays(
