@@ -137,6 +137,7 @@ class Relay:
         """
         self._lock = SpoolLock(self.spool.root).acquire()
         self.spool.clear_tmp()
+        self.spool.scrub_free(0)  # nothing reuses free/ files while no relay runs
         self.spool.take_new()  # the full load below covers them
         # Before any delivery: a message a crash left without its ledger record must get
         # it while still spooled, or a resend of its row would be taken again once it is gone.
@@ -349,6 +350,7 @@ class Relay:
             full = started - self._last_full_scan >= FULL_SCAN_SECONDS
         if full:
             self._last_full_scan = started
+            await asyncio.to_thread(self.spool.scrub_free)
             present = set(await asyncio.to_thread(lambda: list(self.spool.scan())))
             # A finished message may still be listed while its file is removed.
             await self._load_many(sorted(present - set(self.envelopes)))

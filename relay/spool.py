@@ -11,7 +11,7 @@ Layout under ``spool_dir``::
                 listing all of queue/: an empty file named ID for one
                 message, or NAME.ids listing a batch's ids, one a line
     free/       finished messages' files, kept for a batch writer to reuse
-                (never read; kept across restarts, at most FREE_LIMIT)
+                (never read; at most FREE_LIMIT; emptied when unused a minute)
 
 Writing follows Postfix: write the whole file in ``tmp/``, ``fsync`` it,
 ``rename`` it into ``queue/`` and ``fsync`` the directory. Only then does the
@@ -65,6 +65,9 @@ FREE_LIMIT = 1000
 FREE_MAX_BYTES = 256 * 1024
 #: Seconds between recounts of free/ by a remover (the count is kept in between).
 FREE_RECOUNT_SECONDS = 1.0
+#: A file in free/ not reused for this long is emptied (``scrub_free``): delivered mail's
+#: bytes are not kept on disk once sending goes quiet.
+FREE_SCRUB_SECONDS = 60.0
 PENDING, DELIVERED, BOUNCED, EXPIRED = "pending", "delivered", "bounced", "expired"
 FINAL = frozenset({DELIVERED, BOUNCED, EXPIRED})
 
@@ -388,6 +391,31 @@ class Spool:
             message.unlink()
         except FileNotFoundError:
             pass
+
+    def scrub_free(self, older_than: float | None = None) -> int:
+        """Empty (truncate) files in ``free/`` not reused for ``older_than`` seconds.
+
+        Their bytes are delivered messages, never read again: a busy spool
+        reuses them within seconds, a quiet one should not keep them. A file a
+        writer takes meanwhile (renamed out of ``free/``) is left alone; names in
+        ``free/`` are queue ids, never given twice. ``older_than`` defaults to
+        ``FREE_SCRUB_SECONDS``. Returns how many were emptied.
+        """
+        cutoff = time.time() - (FREE_SCRUB_SECONDS if older_than is None else older_than)
+        emptied = 0
+        try:
+            entries = list(os.scandir(self.free))
+        except OSError:
+            return 0
+        for entry in entries:
+            try:
+                status = entry.stat()
+                if status.st_size and status.st_ctime <= cutoff:  # a rename sets ctime
+                    os.truncate(entry.path, 0)
+                    emptied += 1
+            except OSError:
+                continue
+        return emptied
 
     def _room_in_free(self) -> bool:
         """Return whether ``free/`` holds fewer than ``FREE_LIMIT`` files (recounted each second)."""

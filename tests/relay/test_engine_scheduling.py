@@ -199,3 +199,39 @@ def test_stop_lets_a_delivery_in_flight_record_its_outcome_and_leave_the_spool( 
     assert peer.recipients == [f"once@{domain}"]
     assert [o.type for o in recorded] == ["delivered"]
     assert list(relay.spool.scan()) == [], "a delivered message was left for the next relay"
+
+
+def test_the_relay_empties_free_files_at_start_and_at_its_full_scan(  # type: ignore[no-untyped-def]
+        relay_factory, monkeypatch) -> None:
+    # Finished messages' files kept for reuse (free/) hold delivered mail: a
+    # starting relay empties them all, a running one those unused for a minute.
+    import swiftmail_relay.spool as spool_module
+
+    relay = relay_factory(2525)
+    spool = relay.spool
+
+    def finish_two() -> None:
+        batch = [(Envelope(id=new_id(), mail_from="a@sender.example",
+                           recipients=[Recipient(f"r{i}@y.example")]), MESSAGE) for i in range(2)]
+        for queue_id in spool.write_many(batch):
+            spool.remove(queue_id)
+
+    def sizes() -> list[int]:
+        return sorted(path.stat().st_size for path in spool.free.iterdir())
+
+    finish_two()
+    assert sizes() and 0 not in sizes()
+
+    async def scenario() -> None:
+        await relay.start()
+        try:
+            assert set(sizes()) == {0}
+            monkeypatch.setattr(spool_module, "FREE_SCRUB_SECONDS", 0.0)
+            finish_two()
+            assert 0 < max(sizes())
+            await relay.scan_once(full=True)
+            assert set(sizes()) == {0}
+        finally:
+            await relay.stop()
+
+    asyncio.run(scenario())

@@ -189,6 +189,24 @@ def test_free_files_are_bounded_in_number_and_size(
     assert list(spool.scan()) == []
 
 
+def test_unused_free_files_are_emptied_and_still_reused(tmp_path: Path) -> None:
+    # Delivered mail is not kept on disk once sending goes quiet: files in free/
+    # unused for FREE_SCRUB_SECONDS are truncated (the relay's full scan does it).
+    spool = Spool(tmp_path)
+    finished = spool.write_many(_batch(2, b"private " * 100))
+    for queue_id in finished:
+        spool.remove(queue_id)
+    assert spool.scrub_free() == 0  # just finished: a busy spool reuses them first
+    assert all(path.stat().st_size > 0 for path in spool.free.iterdir())
+    assert spool.scrub_free(0) == 2 and spool.scrub_free(0) == 0
+    assert all(path.stat().st_size == 0 for path in spool.free.iterdir())
+    items = _batch(2, b"next")
+    for (envelope, raw), queue_id in zip(items, spool.write_many(items), strict=True):
+        assert spool.read(queue_id) == (spool.read(queue_id)[0], raw)
+        assert spool.read(queue_id)[0].id == envelope.id
+    assert list(spool.free.iterdir()) == []
+
+
 def test_two_writers_never_take_the_same_file(tmp_path: Path) -> None:
     spool, other = Spool(tmp_path), Spool(tmp_path)  # two processes on one spool
     for queue_id in spool.write_many(_batch(3, b"x")):
