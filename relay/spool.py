@@ -303,7 +303,7 @@ class Spool:
                 try:
                     os.rename(self.free / name, self.tmp / queue_id)
                 except OSError:
-                    continue  # another writer took it (or a starting relay emptied free/)
+                    continue  # another writer took it
                 taken.add(queue_id)
                 break
             else:
