@@ -137,15 +137,19 @@ def test_the_files_pgbackrest_reads_are_the_ones_the_tasks_write() -> None:
 # --- Patroni ------------------------------------------------------------------------
 
 
-def patroni_parameters(**changes: Any) -> dict[str, Any]:
-    """Render patroni.yml.j2 on db1 (with to_json, as Ansible); return postgresql.parameters."""
+def patroni_settings(**changes: Any) -> dict[str, Any]:
+    """Render patroni.yml.j2 on db1 (with to_json, as Ansible); return it loaded."""
     environment = jinja2.Environment(  # noqa: S701 (YAML settings, not HTML)
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR), undefined=jinja2.StrictUndefined,
         trim_blocks=True)
     environment.filters["to_json"] = json.dumps
     context = role_files.resolve({**role_files.defaults(), **on_host("db1", **changes)})
-    loaded = yaml.safe_load(environment.get_template("patroni.yml.j2").render(context))
-    return loaded["postgresql"]["parameters"]
+    return yaml.safe_load(environment.get_template("patroni.yml.j2").render(context))
+
+
+def patroni_parameters(**changes: Any) -> dict[str, Any]:
+    """Return the rendered postgresql.parameters (each member's own)."""
+    return patroni_settings(**changes)["postgresql"]["parameters"]
 
 
 def test_patroni_members_archive_through_pgbackrest_with_a_repository_host() -> None:
@@ -160,14 +164,8 @@ def test_patroni_members_archive_through_pgbackrest_with_a_repository_host() -> 
 
 
 def cluster_parameters(**changes: Any) -> dict[str, Any]:
-    """Render patroni.yml.j2 on db1; return bootstrap.dcs.postgresql.parameters."""
-    environment = jinja2.Environment(  # noqa: S701 (YAML settings, not HTML)
-        loader=jinja2.FileSystemLoader(TEMPLATES_DIR), undefined=jinja2.StrictUndefined,
-        trim_blocks=True)
-    environment.filters["to_json"] = json.dumps
-    context = role_files.resolve({**role_files.defaults(), **on_host("db1", **changes)})
-    loaded = yaml.safe_load(environment.get_template("patroni.yml.j2").render(context))
-    return loaded["bootstrap"]["dcs"]["postgresql"]["parameters"]
+    """Return the rendered bootstrap.dcs.postgresql.parameters (the cluster's)."""
+    return patroni_settings(**changes)["bootstrap"]["dcs"]["postgresql"]["parameters"]
 
 
 def test_patroni_gets_the_import_settings_and_its_own_parameters_win() -> None:
