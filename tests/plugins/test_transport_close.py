@@ -39,8 +39,16 @@ def test_close_quits_every_threads_connection() -> None:
         sink.handler.handle_QUIT = handle_quit
         transport = SmtpTransport({"host": "127.0.0.1", "port": sink.port})
         results = []
-        threads = [threading.Thread(target=lambda n=n: results.extend(
-            transport.send([_message(n)]))) for n in range(3)]
+        # All three alive at once: a thread started after another ended may get
+        # its id, and with it (rightly) its connection.
+        all_started = threading.Barrier(3)
+
+        def send(n: int) -> None:
+            all_started.wait(30)
+            results.extend(transport.send([_message(n)]))
+            all_started.wait(30)  # none ends before every one has sent
+
+        threads = [threading.Thread(target=send, args=(n,)) for n in range(3)]
         for thread in threads:
             thread.start()
         for thread in threads:
