@@ -31,6 +31,9 @@ _LOCK_CAMPAIGN = "SELECT 1 FROM campaigns WHERE tenant_id = %s AND id = %s FOR K
 _LOCK_LISTS = ("SELECT id FROM lists WHERE tenant_id = %s AND id = ANY (%s::uuid[]) "
                "ORDER BY id FOR KEY SHARE")
 _LOCK_TENANT = "SELECT 1 FROM tenants WHERE id = %s FOR KEY SHARE"
+#: A contact's enrollments a journey runner may hold (``journeys.runner``'s lock order).
+_LOCK_ENROLLMENTS = ("SELECT 1 FROM journey_enrollments WHERE tenant_id = %s AND contact_id = %s "
+                     "AND status = 'active' ORDER BY id FOR UPDATE")
 _LOCK_CONTACTS = ("SELECT id FROM contacts WHERE tenant_id = %s AND id = ANY (%s::uuid[]) "
                   "ORDER BY id FOR KEY SHARE")
 
@@ -107,10 +110,15 @@ def delete_contact(database: Any, tenant_id: uuid.UUID | str,
                    contact_id: uuid.UUID | str) -> bool:
     """Delete a contact, then its subscriptions; False if there was no such contact.
 
-    The DELETE locks the contact row (waiting for writers holding it ``FOR KEY
-    SHARE``); the subscriptions' DELETE is a later statement, so it also sees
-    the rows such a writer committed meanwhile.
+    Its active journey enrollments are locked first, in the order the journey
+    runner takes them (enrollment, then contact): the DELETE's cascade would
+    lock them after the contact, and a step holding its enrollment while it
+    locks the contact (a list change) deadlocked with it. The DELETE locks the
+    contact row (waiting for writers holding it ``FOR KEY SHARE``); the
+    subscriptions' DELETE is a later statement, so it also sees the rows such
+    a writer committed meanwhile.
     """
+    database.execute_sql(_LOCK_ENROLLMENTS, (str(tenant_id), str(contact_id)))
     deleted = database.execute_sql(
         "DELETE FROM contacts WHERE tenant_id = %s AND id = %s RETURNING 1",
         (str(tenant_id), str(contact_id))).fetchone()

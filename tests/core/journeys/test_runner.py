@@ -6,9 +6,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
+import psycopg2
 import pytest
 
+from swiftmail_core import parent_rows
 from swiftmail_core.db import tenant_tx
 from swiftmail_core.journeys import runner
 from swiftmail_core.journeys.enrollment import enroll_event, enroll_subscribed, exit_contact
@@ -434,8 +438,6 @@ def test_previous_email_means_the_one_sent_in_the_same_run(tenant_a) -> None:  #
 
 def test_a_deleted_list_or_contact_leaves_no_subscription_behind(
         tenant_a) -> None:  # type: ignore[no-untyped-def]
-    from swiftmail_core import parent_rows
-
     kept, dropped = make_list(tenant_a.id), make_list(tenant_a.id)
     steps = [{"id": "pause", "type": "wait", "seconds": 3600},
              {"id": "add", "type": "add_to_list", "list_id": str(kept)},
@@ -459,3 +461,70 @@ def test_a_deleted_list_or_contact_leaves_no_subscription_behind(
         rows = {(str(list_id), str(contact_id)) for list_id, contact_id in database.execute_sql(
             "SELECT list_id, contact_id FROM subscriptions")}
     assert rows == {(str(kept), stays)}
+
+
+def test_deleting_a_contact_while_its_add_to_list_step_runs_does_not_deadlock(
+        tenant_a, targets, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    # Regression: the runner holds the enrollment FOR UPDATE and then locks the
+    # contact (FOR KEY SHARE) for the subscription; the delete took the contact
+    # first and then, cascading, the enrollment: PostgreSQL killed one (40P01).
+    target = make_list(tenant_a.id)
+    make_journey(tenant_a.id, [{"id": "add", "type": "add_to_list", "list_id": str(target)}])
+    contact = make_contact(tenant_a.id, "deleted@deadlock.test")
+    _fire(tenant_a.id, contact)
+    holding, go = threading.Event(), threading.Event()
+    original = parent_rows.lock_contacts
+
+    def paused_lock_contacts(database, tenant_id, contact_ids):  # type: ignore[no-untyped-def]
+        if [str(ident) for ident in contact_ids] == [contact]:
+            holding.set()  # the enrollment is locked by now
+            assert go.wait(60)
+        return original(database, tenant_id, contact_ids)
+
+    monkeypatch.setattr(parent_rows, "lock_contacts", paused_lock_contacts)
+    deleter_pid: list[int] = []
+    deleter_errors: list[BaseException] = []
+
+    def delete() -> None:
+        try:
+            with tenant_tx(tenant_a.id) as database:
+                deleter_pid.append(database.execute_sql("SELECT pg_backend_pid()").fetchone()[0])
+                assert parent_rows.delete_contact(database, tenant_a.id, contact)
+        except BaseException as ex:  # NOTE: reported below
+            deleter_errors.append(ex)
+
+    running = threading.Thread(target=runner.run_due)
+    deleting = threading.Thread(target=delete)
+    running.start()
+    try:
+        assert holding.wait(60)
+        deleting.start()
+        watcher = psycopg2.connect(targets.dsn("app"))  # sees its own role's sessions
+        try:
+            with watcher.cursor() as cursor:  # until the delete waits for a row lock
+                for _ in range(600):
+                    if deleter_pid:
+                        cursor.execute("SELECT wait_event_type FROM pg_stat_activity "
+                                       "WHERE pid = %s", (deleter_pid[0],))
+                        if cursor.fetchone()[0] == "Lock":
+                            break
+                    watcher.rollback()  # a fresh activity snapshot
+                    time.sleep(0.05)
+                else:
+                    raise AssertionError("the delete never waited for the running step")
+        finally:
+            watcher.close()
+    finally:
+        go.set()
+        running.join(120)
+        if deleting.is_alive() or deleting.ident is not None:
+            deleting.join(120)
+    assert deleter_errors == []
+    assert "running them one by one" not in caplog.text  # the step's batch did not fail
+    with tenant_tx(tenant_a.id) as database:
+        left = [database.execute_sql(f"SELECT count(*) FROM {table} WHERE contact_id = %s",
+                                     (contact,)).fetchone()[0]
+                for table in ("journey_enrollments", "subscriptions")]
+        left.append(database.execute_sql("SELECT count(*) FROM contacts WHERE id = %s",
+                                         (contact,)).fetchone()[0])
+    assert left == [0, 0, 0]
