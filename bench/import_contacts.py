@@ -268,15 +268,25 @@ def child(path: Path, mode: str) -> None:
     }))
 
 
+def settle_urls(target: Target) -> list[str]:
+    """Return a superuser URL of the install's database on every node of ``target``.
+
+    ``VACUUM`` without a table list covers only the database it runs in, so
+    it must run in the install's database, not in the node's ``postgres``.
+    """
+    database = psycopg2.extensions.parse_dsn(target.database_dsn)["dbname"]
+    return [psycopg2.extensions.make_dsn(node, dbname=database) for node in target.nodes]
+
+
 def checkpoint(target: Target) -> None:
     """Settle every node so one run's aftermath does not land on the next's clock.
 
-    ``VACUUM (ANALYZE)`` first: an import leaves a million new rows (and the
-    GIN index's pending list) for autovacuum, which would otherwise start, a
-    naptime later, in the middle of the next run on the same two cores. Then
-    ``CHECKPOINT`` flushes the dirty buffers.
+    ``VACUUM (ANALYZE)`` of the install's database first: an import leaves a
+    million new rows (and the GIN index's pending list) for autovacuum, which
+    would otherwise start, a naptime later, in the middle of the next run on
+    the same two cores. Then ``CHECKPOINT`` flushes the dirty buffers.
     """
-    for node in target.nodes:
+    for node in settle_urls(target):
         admin = admin_connection(node)
         with admin.cursor() as cursor:
             cursor.execute("VACUUM (ANALYZE)")
