@@ -340,6 +340,10 @@ def _merge(
     # import). Only the others go through ON CONFLICT. The two sets come from
     # one snapshot; a contact another transaction adds meanwhile makes the
     # plain INSERT fail, and the merge runs again all through ON CONFLICT.
+    # NOTE: "merged" reads "known" first: each half probes the tenant's stored
+    # contacts when it starts, and read after "fresh" the known half's probe
+    # would walk every index entry and heap tuple fresh had just added (all
+    # invisible to the statement's snapshot): about 1M of each for a 1M import.
     missing = ("NOT EXISTS (SELECT 1 FROM contacts e WHERE e.tenant_id = %s"
                " AND e.email_lower = lower(numbered.email))")
     split = (
@@ -347,7 +351,7 @@ def _merge(
         f" fresh AS ({insert} WHERE {missing} RETURNING id, true AS inserted),"
         f" known AS ({insert} WHERE NOT {missing} {conflict}"
         " RETURNING id, (xmax = 0) AS inserted),"
-        " merged AS (SELECT * FROM fresh UNION ALL SELECT * FROM known), " + counts
+        " merged AS (SELECT * FROM known UNION ALL SELECT * FROM fresh), " + counts
     )
     tenant, bases = str(tenant_id), params[len(key_params) + 1:len(key_params) + 3]
     split_params = [*key_params, *params[len(key_params):len(key_params) + 3], tenant,
