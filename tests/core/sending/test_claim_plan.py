@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from swiftmail_core.db import system_tx, tenant_tx
 from swiftmail_core.sending import due_tenants
+from swiftmail_core.sending.audience import resolve_audience
 
-from .conftest import add_subscribers, cancel_leftover_work, make_campaign, make_list
+from .conftest import (
+    add_subscribers,
+    cancel_leftover_work,
+    make_campaign,
+    make_list,
+    park_other_tenants_work,
+)
 
 CONTACTS = 20_000
 LIMIT = 200
@@ -90,4 +97,49 @@ def test_a_claim_leases_its_rows_by_primary_key_whatever_the_statistics(  # type
         # key: a few times the batch, never the campaign.
         assert read <= 4 * LIMIT
     finally:
+        cancel_leftover_work(tenant_a.id)
+
+
+def test_a_new_tenants_first_claim_reads_by_key_before_its_rows_are_analyzed(  # type: ignore[no-untyped-def]
+    tenant_a, owner_connection,
+) -> None:
+    """Regression: a tenant not in the statistics yet was claimed by reading all its rows.
+
+    The tables were analyzed before the tenant existed (autovacuum has not
+    come round since its audience was written), so the planner put it at one
+    row: custom plans took the lease's rows by tenant alone (every due row
+    read) and walked the tenant's contacts for each picked row (20,100
+    contacts and 20,200 ledger rows for the first claim of 200 at 20,000
+    recipients). Migration 0194 plans the claim's statements generically.
+    """
+    park_other_tenants_work(tenant_a.id)
+    tables = ("contacts", "messages", "subscriptions")
+    with owner_connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {', '.join(tables)}")
+        for table in tables:  # NOTE: no autovacuum between the audience and the claim
+            cursor.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+    try:
+        list_id = make_list(tenant_a.id)
+        with tenant_tx(tenant_a.id) as database:  # NOTE: add_subscribers' IN list is
+            # planned for the one row the stale statistics promise: minutes at 20,000.
+            database.execute_sql(
+                "INSERT INTO contacts (tenant_id, email) SELECT %s, 'new' || i || '@example.test' "
+                "FROM generate_series(1, %s) AS i", (str(tenant_a.id), CONTACTS))
+            database.execute_sql(
+                "INSERT INTO subscriptions (tenant_id, list_id, contact_id, status) "
+                "SELECT tenant_id, %s, id, 'confirmed' FROM contacts WHERE tenant_id = %s",
+                (str(list_id), str(tenant_a.id)))
+        campaign_id = make_campaign(tenant_a.id, [list_id], transport="none")
+        with tenant_tx(tenant_a.id) as database:
+            database.execute_sql("UPDATE campaigns SET status = 'sending' WHERE id = %s",
+                                 (str(campaign_id),))
+        assert resolve_audience(tenant_a.id, campaign_id) == CONTACTS
+        _, contacts_read = _claim_reads(tenant_a.id, "contacts")
+        _, messages_read = _claim_reads(tenant_a.id, "messages")
+        assert contacts_read <= LIMIT
+        assert messages_read <= 4 * LIMIT
+    finally:
+        with owner_connection.cursor() as cursor:
+            for table in tables:
+                cursor.execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
         cancel_leftover_work(tenant_a.id)
