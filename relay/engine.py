@@ -65,6 +65,10 @@ WATCHDOG_SECONDS = 10.0  # how often the watchdog looks (at most)
 #: How often the delivering relay forgets old records of ledger rows taken (spool_ledger).
 PRUNE_SECONDS = 3600.0
 WAITS_SECONDS = 2.0  # how often what messages wait for is published for the CLI
+#: At most this many delivered messages wait for their outcomes' commit apart from a
+#: delivery worker; beyond it a worker waits for the commit itself (back-pressure when the
+#: database is slow or down: the 250s not yet recorded stay bounded).
+COMMITTING_LIMIT = 2000
 
 
 def backoff(attempts: int, config: RelayConfig, rng: random.Random) -> float:
@@ -125,6 +129,10 @@ class Relay:
         self._loading: set[asyncio.Task[None]] = set()
         self._loaded_at: dict[str, float] = {}
         self._finished: dict[str, float] = {}
+        #: Finished messages whose outcomes are not committed yet (``_finish_after_commit``).
+        self._committing: dict[str, tuple[Envelope, asyncio.Future[None]]] = {}
+        self._removals: list[str] = []  # committed: to leave the spool (``_remove_finished``)
+        self._removing: asyncio.Task[None] | None = None
         self._last_full_scan = time.monotonic()
         self.delivered = 0
 
@@ -197,6 +205,7 @@ class Relay:
                     log.warning("throttle_close_timeout")
             if self.sink is not None:
                 await self.sink.stop()
+            await self._finish_committed()
         finally:
             if self._lock is not None:
                 # Only now may another relay deliver from this spool.
@@ -211,7 +220,8 @@ class Relay:
             due = any(
                 r.next_attempt_at <= soon for e in self.envelopes.values() for r in e.pending
             )
-            if not due and not self._inflight and self._ready.empty() and not self._loading:
+            if not due and not self._inflight and self._ready.empty() and not self._loading \
+                    and not self._committing and not self._removing_now():
                 return
             await asyncio.sleep(0.02)
         raise TimeoutError("relay still busy")
@@ -664,6 +674,8 @@ class Relay:
         if outcomes and self.sink is not None:
             waiter = self.sink.add(outcomes)
             if finished:
+                if self._finish_after_commit(envelope, waiter):
+                    return  # the worker goes on; the message leaves the spool after the commit
                 await waiter  # events committed before the spool forgets the message
         if envelope.source == "submission" and envelope.mail_from:
             # Each failure is reported once, when it happens, not when the last
@@ -679,13 +691,7 @@ class Relay:
             # After its expired event: a resend of that row is a new message, not a repeat.
             await asyncio.to_thread(SpoolLedger(self.spool).forget_expired, envelope)
         if finished:
-            self._finished.pop(envelope.id, None)  # to the end: kept in finishing order
-            self._finished[envelope.id] = time.monotonic()
-            self.waits.pop(envelope.id, None)
-            self.envelopes.pop(envelope.id, None)
-            self._loaded_at.pop(envelope.id, None)
-            if self.on_final is not None:
-                self.on_final(envelope)
+            self._forget(envelope)
             await asyncio.to_thread(self.spool.remove, envelope.id)
             return
         data = envelope.to_json()
@@ -693,3 +699,76 @@ class Relay:
         waiting = [r.next_attempt_at for r in envelope.pending if r.domain == domain]
         if waiting:
             self._schedule(envelope.id, domain, max(min(waiting), self.clock() + 0.001))
+
+    def _forget(self, envelope: Envelope) -> None:
+        """Drop a finished message from memory (remembered as finished) and report it final."""
+        self._finished.pop(envelope.id, None)  # to the end: kept in finishing order
+        self._finished[envelope.id] = time.monotonic()
+        self.waits.pop(envelope.id, None)
+        self.envelopes.pop(envelope.id, None)
+        self._loaded_at.pop(envelope.id, None)
+        if self.on_final is not None:
+            self.on_final(envelope)
+
+    def _finish_after_commit(self, envelope: Envelope, waiter: asyncio.Future[None]) -> bool:
+        """Let a finished message leave the spool once its outcomes commit, without a worker.
+
+        So a delivery worker does not wait for the outcome write, and the
+        sink can gather many outcomes a write. The message stays spooled
+        (and loaded, so no scan takes it again) until the commit; then it is
+        forgotten and removed in a batch (``_remove_finished``). Returns
+        False (the worker waits, as before) for what must follow the commit
+        in order (a submission's DSN, an expired row's ledger record) and
+        when ``COMMITTING_LIMIT`` messages already wait.
+        """
+        if envelope.source == "submission" and envelope.mail_from:
+            return False
+        if any(r.status == EXPIRED and r.ledger_id is not None for r in envelope.recipients):
+            return False
+        if len(self._committing) >= COMMITTING_LIMIT or self._lock is None:
+            return False
+        self._committing[envelope.id] = (envelope, waiter)
+        waiter.add_done_callback(functools.partial(self._committed, envelope.id))
+        return True
+
+    def _committed(self, queue_id: str, waiter: asyncio.Future[None]) -> None:
+        """A finished message's outcomes are committed: forget it, queue its removal."""
+        if self._committing.get(queue_id, (None, None))[1] is not waiter:
+            return  # already handled (``stop``)
+        envelope, _ = self._committing.pop(queue_id)
+        if waiter.cancelled() or waiter.exception() is not None or self._lock is None:
+            return  # not recorded: it stays spooled, and the next relay records it
+        self._forget(envelope)
+        self._removals.append(queue_id)
+        if not self._removing_now():
+            self._removing = asyncio.get_running_loop().create_task(self._remove_finished())
+
+    def _removing_now(self) -> bool:
+        return self._removing is not None and not self._removing.done()
+
+    async def _remove_finished(self) -> None:
+        """Remove committed messages from the spool, one thread hop per batch."""
+        while self._removals:
+            batch, self._removals = self._removals, []
+            await asyncio.to_thread(self._remove_many, batch)
+
+    def _remove_many(self, queue_ids: list[str]) -> None:
+        for queue_id in queue_ids:
+            try:
+                self.spool.remove(queue_id)
+            except OSError:
+                log.exception("spool_remove_failed", queue_id=queue_id)
+
+    async def _finish_committed(self) -> None:
+        """At stop, after the sink's last write: finish every committed message.
+
+        A message whose outcomes were not written (the database stayed down)
+        stays spooled for the next relay.
+        """
+        for queue_id, (_, waiter) in list(self._committing.items()):
+            if waiter.done():
+                self._committed(queue_id, waiter)
+        self._committing.clear()
+        while self._removing_now():
+            assert self._removing is not None
+            await self._removing

@@ -1,7 +1,10 @@
 """Batching outcomes into the database without stalling delivery.
 
 ``add`` queues outcomes and returns a future that resolves once they are
-committed; a background task writes batches from a thread. A failed write
+committed; a background task writes batches from a thread, each after
+waiting ``linger`` seconds for more outcomes to join it (most of a write's
+database work is per statement, not per row: a write of 20 outcomes costs
+about twice the database CPU per outcome of one of 100). A failed write
 (database down) is retried with backoff, so outcomes are never dropped while
 the process lives, and a finished message leaves the spool only after its
 outcomes are committed.
@@ -21,11 +24,14 @@ log = structlog.get_logger("swiftmail.relay.sink")
 class OutcomeSink:
     """Collect outcomes and write them in batches through ``record``."""
 
-    def __init__(self, record: Callable[[Sequence[Outcome]], None], *, batch: int = 1000) -> None:
+    def __init__(self, record: Callable[[Sequence[Outcome]], None], *, batch: int = 1000,
+                 linger: float = 0.1) -> None:
         self.record = record
         self.batch = batch
+        self.linger = linger
         self._pending: list[tuple[list[Outcome], asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -42,6 +48,7 @@ class OutcomeSink:
         if self._task is None:
             return
         self._stopping = True
+        self._stop.set()
         self._wake.set()
         _, pending = await asyncio.wait({self._task}, timeout=timeout)
         if pending:
@@ -61,6 +68,12 @@ class OutcomeSink:
         delay = 0.5
         while True:
             await self._wake.wait()
+            if self.linger > 0 and not self._stopping:
+                try:
+                    async with asyncio.timeout(self.linger):
+                        await self._stop.wait()  # a stop writes at once
+                except TimeoutError:
+                    pass
             self._wake.clear()
             while self._pending:
                 try:
