@@ -60,16 +60,20 @@ _BARE_CR = re.compile(rb"\r(?!\n)")
 _DOT_LINE = re.compile(rb"\r\n\.")
 
 
-def dot_stuff(message: bytes) -> bytes:
+def dot_stuff(message: bytes, *, crlf: bool = False) -> bytes:
     """Return ``message`` as DATA content: CRLF lines, dot-stuffed, terminated.
 
     APPSEC: bare CR and bare LF become CRLF before stuffing, so no
     ``<LF>.<CR><LF>`` or ``<CR>.<CR>`` sequence can end DATA early at a
-    peer that is lax about line endings (SMTP smuggling).
+    peer that is lax about line endings (SMTP smuggling). ``crlf`` says the
+    bytes are CRLF throughout already (``Envelope.crlf``: the platform
+    hand-off's own output), so that check is skipped.
     """
-    pairs = message.count(b"\r\n")
-    if message.count(b"\r") == pairs and message.count(b"\n") == pairs:
-        data = message  # CRLF throughout already: what the spool holds (three C-speed counts)
+    if crlf:
+        data = message
+    elif (pairs := message.count(b"\r\n")) == message.count(b"\r") \
+            and message.count(b"\n") == pairs:
+        data = message  # CRLF throughout already (three C-speed counts)
     else:
         data = to_crlf(message)
         if data.count(b"\r") != data.count(b"\r\n"):
@@ -77,7 +81,7 @@ def dot_stuff(message: bytes) -> bytes:
     if data.startswith(b"."):
         data = b"." + data
     if _DOT_LINE.search(data):  # NOTE: re's literal search: about twice as fast as ``in``
-        data = data.replace(b"\r\n.", b"\r\n..")
+        data = _DOT_LINE.sub(b"\r\n..", data)  # NOTE: about twice as fast as bytes.replace
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     return data + b".\r\n"
@@ -328,6 +332,7 @@ class Deliverer:
         messages_per_connection: int | None = None,
         smtputf8: bool = False,
         eight_bit: bool = False,
+        crlf: bool = False,
         admit: Callable[[], Awaitable[float]] | None = None,
         on_wait: Callable[[], None] | None = None,
     ) -> dict[str, Reply]:
@@ -335,6 +340,7 @@ class Deliverer:
 
         ``smtputf8`` and ``eight_bit`` say the submission used SMTPUTF8 or
         BODY=8BITMIME; either is also inferred from the addresses and bytes.
+        ``crlf`` says ``message`` is CRLF throughout (``Envelope.crlf``).
         ``admit`` runs once a connection is in hand, right before MAIL: a
         positive answer checks the connection back in unused and raises
         ``Throttled``. ``on_wait`` is called when the site's connection cap
@@ -348,7 +354,7 @@ class Deliverer:
             smtputf8=smtputf8,
             utf8_addresses=not all(a.isascii() for a in (mail_from, *recipients)),
             utf8_headers=smtputf8 and not _header_block(message).isascii(),
-            eight_bit=eight_bit or not message.isascii())
+            eight_bit=eight_bit or not message.isascii(), crlf=crlf)
         sts = await self._tls.sts(route.domain) if self._tls is not None else None
         try:
             connection, reused = await self._checkout(route, sts, on_wait)
@@ -418,7 +424,7 @@ class Deliverer:
         try:
             if client.supports_extension("pipelining"):
                 return await self._pipelined(client, mail_from, recipients, message, replies,
-                                             parameters)
+                                             parameters, crlf=options.crlf)
             try:
                 await self._mail(client, mail_from, parameters)
             except aiosmtplib.SMTPResponseException as ex:
@@ -439,7 +445,7 @@ class Deliverer:
                 await self._reset(client)
                 return replies
             try:
-                response = await self._data(client, message)
+                response = await self._data(client, message, crlf=options.crlf)
             except aiosmtplib.SMTPResponseException as ex:
                 for recipient in accepted:
                     replies[recipient] = Reply(ex.code, ex.message)
@@ -481,7 +487,7 @@ class Deliverer:
         if response.code not in (250, 251):
             raise aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)
 
-    async def _data(self, client: aiosmtplib.SMTP, message: bytes) -> Any:
+    async def _data(self, client: aiosmtplib.SMTP, message: bytes, *, crlf: bool = False) -> Any:
         start = await self._command(client, b"DATA")
         if start.code != 354:
             raise aiosmtplib.SMTPDataError(start.code, start.message)
@@ -489,7 +495,7 @@ class Deliverer:
         if protocol is None:
             raise aiosmtplib.SMTPServerDisconnected("Server not connected")
         # No await between write and read_response: the reply cannot be missed.
-        protocol.write(dot_stuff(message))
+        protocol.write(dot_stuff(message, crlf=crlf))
         response = await protocol.read_response(timeout=self.config.command_timeout)
         if response.code != 250:
             raise aiosmtplib.SMTPDataError(response.code, response.message)
@@ -497,7 +503,7 @@ class Deliverer:
 
     async def _pipelined(
         self, client: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], message: bytes,
-        replies: dict[str, Reply], parameters: tuple[bytes, ...] = (),
+        replies: dict[str, Reply], parameters: tuple[bytes, ...] = (), *, crlf: bool = False,
     ) -> dict[str, Reply]:
         """Run one transaction with MAIL, every RCPT and DATA in one write (RFC 2920)."""
         protocol = client.protocol
@@ -545,7 +551,7 @@ class Deliverer:
             final = Reply(start.code, start.message)
         else:
             # No await between write and read_response: the reply cannot be missed.
-            protocol.write(dot_stuff(message))
+            protocol.write(dot_stuff(message, crlf=crlf))
             response = await protocol.read_response(timeout=timeout)
             final = Reply(response.code, response.message)
         for recipient in accepted:
@@ -608,6 +614,7 @@ class _MailOptions:
     utf8_addresses: bool = False  # the reverse path or a recipient is non-ASCII
     utf8_headers: bool = False  # an SMTPUTF8 submission whose headers are UTF-8
     eight_bit: bool = False  # 8-bit body bytes, or the submission declared 8BITMIME
+    crlf: bool = False  # the body is CRLF throughout (``Envelope.crlf``): ``dot_stuff`` trusts it
 
     def unsupported(self, client: aiosmtplib.SMTP, host: str) -> Reply | None:
         """Return the bounce reply when the peer lacks a needed extension.

@@ -548,7 +548,7 @@ class Relay:
                     route, mail_from, [r.address for r in recipients], body,
                     messages_per_connection=policy.messages_per_connection,
                     smtputf8=envelope.smtputf8,
-                    eight_bit=envelope.body_type.upper() == "8BITMIME",
+                    eight_bit=envelope.body_type.upper() == "8BITMIME", crlf=envelope.crlf,
                     admit=admit, on_wait=functools.partial(self._note_wait, queue_id, "slot"),
                 )
             except Throttled as throttled:

@@ -121,6 +121,7 @@ def spool_message(
         recipients=[Recipient(a, ledger_id=i) for a, i in zip(recipients, ledger, strict=True)],
         tenant_id=str(tenant_id) if tenant_id else None,
         campaign_id=str(campaign_id) if campaign_id else None, sender_domain=from_domain(raw),
+        crlf=True,
     )
     envelope.warmup_plan = warmup_plan(settings, config, tenant_id, envelope.sender_domain)
     raw = local_received_header(hostname=config.hostname, queue_id=envelope.id) + raw
@@ -147,7 +148,7 @@ def prepare_message(settings: Settings, config: RelayConfig,
         recipients=[Recipient(message.recipient, ledger_id=message.ledger_id)],
         tenant_id=str(message.tenant_id),
         campaign_id=str(message.campaign_id) if message.campaign_id else None,
-        sender_domain=from_domain(raw),
+        sender_domain=from_domain(raw), crlf=True,
     )
     envelope.warmup_plan = warmup_plan(settings, config, message.tenant_id,
                                        envelope.sender_domain)

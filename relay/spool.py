@@ -124,6 +124,9 @@ class Envelope:
     body_type: str = ""  # the submission's BODY= (8BITMIME), passed on when relaying
     return_path_domain: str = ""  # the sending domain's VERP domain (bounces.<domain>), if set
     moved_from: str = ""  # the spool ``swiftmail relay reinject`` moved it from, if any
+    #: The bytes are CRLF throughout (no bare CR or LF): the platform hand-off's output,
+    #: canonical by construction. Delivery then skips its line-ending check (``dot_stuff``).
+    crlf: bool = False
 
     def to_json(self) -> bytes:
         """Serialise for the spool file (as ``dataclasses.asdict`` would, faster)."""

@@ -278,6 +278,9 @@ def test_dot_stuffing_of_crlf_mail_equals_the_general_path() -> None:
         for parts in itertools.product((b"\r", b"\n", b".", b"a", b"\r\n"), repeat=size):
             message = b"".join(parts)
             assert dot_stuff(message) == general(message), message
+            if message.count(b"\r") == message.count(b"\n") == message.count(b"\r\n"):
+                # What the hand-off spools, flagged ``Envelope.crlf``: the check is skipped.
+                assert dot_stuff(message, crlf=True) == general(message), message
 
 
 def test_dot_stuffing_and_line_endings_survive(dns_server, peers, relay_factory) -> None:  # type: ignore[no-untyped-def]
@@ -304,6 +307,43 @@ def test_dot_stuffing_and_line_endings_survive(dns_server, peers, relay_factory)
     asyncio.run(scenario())
     (received,) = peer.messages
     assert received.data == raw
+
+
+def test_a_handoff_message_is_delivered_without_the_line_ending_check(  # type: ignore[no-untyped-def]
+        dns_server, peers, relay_factory, monkeypatch) -> None:
+    """``Envelope.crlf`` (set by the platform hand-off) reaches DATA: the line-ending
+    check is skipped for it, not for other mail, and the dots are stuffed either way."""
+    from swiftmail_relay import delivery
+
+    seen: list[bool] = []
+    original = delivery.dot_stuff
+
+    def recording(message: bytes, *, crlf: bool = False) -> bytes:
+        seen.append(crlf)
+        return original(message, crlf=crlf)
+
+    monkeypatch.setattr(delivery, "dot_stuff", recording)
+    (peer,) = peers(1, first=36)
+    domain = _domain()
+    dns_server.add(domain, "MX", f"10 mx.{domain}.")
+    dns_server.add(f"mx.{domain}", "A", peer.host)
+    raw = b"From: a@sender.example\r\nSubject: dots\r\n\r\n.leading dot\r\n.\r\n..two\r\nend\r\n"
+    relay = relay_factory(peer.port)
+
+    async def scenario() -> None:
+        await relay.start()
+        try:
+            for crlf in (True, False):
+                envelope = Envelope(id=new_id(), mail_from="b@sender.example",
+                                    recipients=[Recipient(f"u@{domain}")], crlf=crlf)
+                relay.notify([relay.spool.write(envelope, raw)])
+                await relay.idle(20)
+        finally:
+            await relay.stop()
+
+    asyncio.run(scenario())
+    assert [m.data for m in peer.messages] == [raw, raw]
+    assert seen == [True, False]
 
 
 def test_other_process_mail_hold_and_release(dns_server, peers, relay_factory) -> None:  # type: ignore[no-untyped-def]

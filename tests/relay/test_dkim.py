@@ -127,9 +127,17 @@ def test_handoff_checks_line_endings_unless_the_renderer_vouches(monkeypatch) ->
         return OutboundMessage(ledger_id=1, tenant_id=uuid.uuid4(), envelope_from="a@example.com",
                                recipient="b@example.net", raw=body, message_id="<1@x>", crlf=crlf)
 
-    _, prepared = handoff.prepare_message(settings, config, message(raw, False), sign=False)  # type: ignore[arg-type]
+    checked, prepared = handoff.prepare_message(settings, config, message(raw, False), sign=False)  # type: ignore[arg-type]
     assert prepared.endswith(b"From: a@example.com\r\nTo: b@example.net\r\n\r\nbare\r\nlf\r\n")
+    checked_bytes = prepared
     crlf = raw.replace(b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n")
     monkeypatch.setattr(handoff, "canonical_line_endings", lambda data: pytest.fail("checked"))
     envelope, prepared = handoff.prepare_message(settings, config, message(crlf, True), sign=False)  # type: ignore[arg-type]
     assert prepared.endswith(crlf) and envelope.sender_domain == "example.com"
+    # The spool's envelope says so (delivery then skips its own check): true of either input.
+    assert envelope.crlf and _crlf_throughout(prepared)
+    assert checked.crlf and _crlf_throughout(checked_bytes)
+
+
+def _crlf_throughout(data: bytes) -> bool:
+    return data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n")
