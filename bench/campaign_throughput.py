@@ -159,6 +159,7 @@ def child_worker() -> None:
     runtime = start(load_settings(), process=ProcessKind.BENCH)
     worker = SendingWorker(runtime.settings, runtime.plugins)
     freeze_startup_objects()  # as `swiftmail worker` does
+    ready_and_wait()
     idle_since = None
     while True:
         if worker.process_batch():
@@ -225,6 +226,7 @@ def child_relay(expected: int, after_id: int) -> None:
         scan_interval=float(os.environ.get("BENCH_SCAN_INTERVAL", "0.1")),
         hostname="bench.relay.test", warmup=False)
     stall_seconds = float(os.environ.get("BENCH_STALL_SECONDS", "120"))
+    ready_and_wait()
 
     async def deliver() -> dict[str, Any]:
         # As `swiftmail relay run`: every outcome goes to the ledger (sending/state.py).
@@ -277,11 +279,43 @@ def child_relay(expected: int, after_id: int) -> None:
     os._exit(0 if result["delivered"] >= expected else 1)
 
 
+def ready_and_wait() -> None:
+    """In a child: say it has started (imports, set-up done), then wait for the go."""
+    (Path(os.environ["BENCH_READY_DIR"]) / str(os.getpid())).touch()
+    sys.stdin.read(1)
+
+
 def spawn(mode: str, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
-    """Start a child of this script (the relay's stdout is read, a worker's discarded)."""
+    """Start a child of this script (the relay's stdout is read, a worker's discarded).
+
+    The child starts (Python, imports, its runtime) and waits for ``go``: a
+    phase's clock measures running processes, as in production, where the
+    relay and the workers are up before a campaign starts; the relay-only
+    phase's clock never included the relay's process start either.
+    """
     return subprocess.Popen([sys.executable, __file__, "--child", mode, *extra],
-                            env={**os.environ, **env}, text=True,
+                            env={**os.environ, **env}, text=True, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE if mode == "relay" else sys.stderr)
+
+
+def await_ready(children: list[subprocess.Popen[str]], timeout: float = 120.0) -> None:
+    """Wait until every child has started; raise Unfinished if one exits or hangs first."""
+    ready = Path(os.environ["BENCH_READY_DIR"])
+    deadline = time.monotonic() + timeout
+    while not all((ready / str(child.pid)).exists() for child in children):
+        if any(child.poll() is not None for child in children) or time.monotonic() > deadline:
+            for child in children:
+                stop(child)
+            raise Unfinished("a worker or relay process did not start")
+        time.sleep(0.01)
+
+
+def go(children: list[subprocess.Popen[str]]) -> None:
+    """Let started children run."""
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("g")
+        child.stdin.flush()  # not closed: ``communicate`` flushes it later
 
 
 def wait_sent(tenant_id: uuid.UUID, campaign_id: uuid.UUID, timeout: float) -> None:
@@ -473,7 +507,9 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
         "SWIFTMAIL_WORKER_QUEUE_NAME": f"bench-{database}", "BENCH_SINK_PORT": str(sink_port),
         "SWIFTMAIL_PUBLIC_URL": "https://t.news.bench.example",
         "BENCH_STALL_SECONDS": str(args.stall_seconds),
+        "BENCH_READY_DIR": str(workdir / "ready"),
     })
+    (workdir / "ready").mkdir()
     os.environ.update(env)
     results: dict[str, list[float]] = {"relay_only": [], "end_to_end": [], "workers_only": []}
     cpu: dict[str, list[float]] = {name: [] for name in results}  # ms per message
@@ -505,17 +541,23 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
             # Relay only: workers fill the spool first, then the relay delivers.
             campaign_id = new_campaign(tenant_id, list_id)
             after_id = last_ledger_id(tenant_id)
+            workers = [spawn("worker", env) for _ in range(args.workers)]
+            await_ready(workers)
             started, used = time.perf_counter(), children_cpu()
             backends.begin()
             lifecycle.schedule_campaign(tenant_id, campaign_id)
-            finish_workers([spawn("worker", env) for _ in range(args.workers)], args.timeout)
+            go(workers)
+            finish_workers(workers, args.timeout)
             wait_sent(tenant_id, campaign_id, args.timeout)
             results["workers_only"].append(per_second(n, time.perf_counter() - started))
             cpu["workers_only"].append((children_cpu() - used) / n * 1000)
             postgres["workers_only"].append(backends.end() / n * 1000)
             used, sink_used = children_cpu(), process_cpu(sink.pid) or 0.0
             backends.begin()
-            seconds = relay_seconds(spawn("relay", env, str(n), str(after_id)), n, args.timeout)
+            relay = spawn("relay", env, str(n), str(after_id))
+            await_ready([relay])
+            go([relay])
+            seconds = relay_seconds(relay, n, args.timeout)
             results["relay_only"].append(per_second(n, seconds))
             cpu["relay_only"].append((children_cpu() - used) / n * 1000)
             postgres["relay_only"].append(backends.end() / n * 1000)
@@ -524,12 +566,14 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
             # End to end: workers and relay together from "campaign starts".
             campaign_id = new_campaign(tenant_id, list_id)
             after_id = last_ledger_id(tenant_id)
+            relay = spawn("relay", env, str(n), str(after_id))
+            workers = [spawn("worker", env) for _ in range(args.workers)]
+            await_ready([relay, *workers])
             started, used = time.perf_counter(), children_cpu()
             sink_used = process_cpu(sink.pid) or 0.0
             backends.begin()
             lifecycle.schedule_campaign(tenant_id, campaign_id)
-            relay = spawn("relay", env, str(n), str(after_id))
-            workers = [spawn("worker", env) for _ in range(args.workers)]
+            go([relay, *workers])
             try:
                 relay_seconds(relay, n, args.timeout, kill_after)
             finally:
