@@ -130,7 +130,8 @@ def test_sentinel_settings_are_written_for_root_alone() -> None:
                    if "ansible.builtin.template" in task)["ansible.builtin.template"]
     assert (written["owner"], written["group"], written["mode"]) == ("root", "root", "0600")
     copied = next(task for task in tasks(ROLE_DIR / "handlers" / "main.yml")
-                  if task["name"] == "Replace Sentinel's settings")["ansible.builtin.copy"]
+                  if task.get("listen") == "Replace Sentinel's settings"
+                  and "ansible.builtin.copy" in task)["ansible.builtin.copy"]
     assert (copied["owner"], copied["mode"]) == ("redis", "0600")
 
 
@@ -378,3 +379,138 @@ def test_config_rewrite_under_debians_settings_drops_the_password_and_the_role_r
         stop(server)
     assert "changed=0" in run_cleanup_task(tmp_path, main, rotated)
     assert answers(rotated)
+
+
+# --- Sentinel keeps what it learned across a settings change --------------------------
+
+
+def _run_sentinel_handlers(tmp_path: Path) -> None:
+    """Run the role's "Replace Sentinel's settings" handlers with ansible-playbook in ``tmp_path``."""
+    from tests.contrib.test_ansible_playbook import run_playbook
+
+    text = (ROLE_DIR / "handlers" / "main.yml").read_text()
+    text = text.replace("/etc/redis/", f"{tmp_path}/")
+    handlers = [task for task in yaml.safe_load(text)
+                if task.get("listen", task["name"]) == "Replace Sentinel's settings"]
+    assert handlers
+    for task in handlers:
+        task.pop("listen", None)
+        task.pop("notify", None)  # the test restarts its Sentinel itself
+        task.pop("no_log", None)
+        for module in task.values():
+            if isinstance(module, dict):
+                module.pop("owner", None)
+                module.pop("group", None)
+    play = [{"hosts": "localhost", "connection": "local", "gather_facts": False,
+             "vars": {"swiftmail_sentinel_service": "swiftmail",
+                      "ansible_python_interpreter": sys.executable},
+             "tasks": handlers}]
+    playbook = tmp_path / "sentinel-handlers.yml"
+    playbook.write_text(yaml.safe_dump(play, sort_keys=False))
+    result = run_playbook(playbook, tmp_path, "-i", "localhost,")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(not (shutil.which("redis-sentinel") and shutil.which("redis-server")),
+                    reason="redis-server and redis-sentinel not installed")
+def test_a_rotated_redis_password_reaches_sentinel_and_it_keeps_the_current_master(
+        tmp_path: Path) -> None:
+    """Regression: a settings change pointed the Sentinels back at the first Redis host.
+
+    The role's copy replaced Sentinel's file whole: the new ``sentinel
+    auth-pass`` arrived, but after a failover the Sentinel came back
+    monitoring the old master (a replica now) under a new ID.
+    """
+    import re
+
+    import redis
+
+    old, new = PASSWORDS["swiftmail_redis_password"], "rotated-redis-password-2"
+    sentinel_password = PASSWORDS["swiftmail_sentinel_password"]
+    first, second, port = free_port(), free_port(), free_port()
+    servers = []
+    for redis_port, extra in ((first, ""), (second, f"replicaof 127.0.0.1 {first}\n")):
+        config = tmp_path / f"redis-{redis_port}.conf"
+        config.write_text(f"port {redis_port}\nbind 127.0.0.1\ndir {tmp_path}\nsave \"\"\n"
+                          f"requirepass {old}\nmasterauth {old}\n{extra}")
+        servers.append(subprocess.Popen(["redis-server", str(config)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_until_answering(redis.Redis(port=redis_port, password=old, socket_timeout=2),
+                             servers[-1], "redis-server")
+
+    def write_role_copy(password: str) -> None:
+        text = render("sentinel-swiftmail.conf.j2", on_host(
+            "db1", swiftmail_redis_password=password, swiftmail_sentinel_port=port,
+            swiftmail_redis_port=first, swiftmail_sentinel_quorum=1,
+            swiftmail_sentinel_down_after_ms=1000))
+        text = re.sub(r"^bind .*$", "bind 127.0.0.1", text, flags=re.MULTILINE)
+        text = re.sub(r"^(sentinel monitor \S+) \S+ ", r"\1 127.0.0.1 ", text, flags=re.MULTILINE)
+        text = re.sub(r"^(supervised|pidfile|logfile|dir) .*$", "", text, flags=re.MULTILINE)
+        (tmp_path / "sentinel-swiftmail.conf").write_text(text + f"dir {tmp_path}\n")
+
+    def start() -> tuple[subprocess.Popen[bytes], Any]:
+        process = subprocess.Popen(["redis-sentinel", str(tmp_path / "sentinel.conf")],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=port, password=sentinel_password, socket_timeout=2,
+                             decode_responses=True)
+        wait_until_answering(client, process, "redis-sentinel")
+        return process, client
+
+    def until(check: Any) -> None:
+        for _ in range(150):
+            if check():
+                return
+            time.sleep(0.2)
+        raise AssertionError("Sentinel never got there")
+
+    def role_of(redis_port: int, password: str) -> str:
+        return str(redis.Redis(port=redis_port, password=password, socket_timeout=2)
+                   .info("replication")["role"])
+
+    def master(client: Any) -> int:
+        return int(client.execute_command("SENTINEL", "get-master-addr-by-name", "swiftmail")[1])
+
+    sentinel = None
+    try:
+        write_role_copy(old)
+        _run_sentinel_handlers(tmp_path)  # the first install: the first host is the master
+        sentinel, client = start()
+        assert master(client) == first
+        identity = client.execute_command("SENTINEL", "myid")
+
+        def failover() -> bool:
+            try:  # NOGOODSLAVE until Sentinel has seen the replica answer for a while
+                return bool(client.execute_command("SENTINEL", "failover", "swiftmail"))
+            except redis.ResponseError:
+                return False
+
+        until(failover)
+        until(lambda: master(client) == second and role_of(first, old) == "slave")
+
+        # The Redis play rotates the password; the Sentinel play writes its copy.
+        for redis_port in (first, second):
+            server = redis.Redis(port=redis_port, password=old, socket_timeout=2)
+            server.config_set("masterauth", new)
+            server.config_set("requirepass", new)
+        write_role_copy(new)
+        sentinel.terminate()
+        sentinel.wait(timeout=20)
+        _run_sentinel_handlers(tmp_path)
+        sentinel, client = start()
+
+        written = (tmp_path / "sentinel.conf").read_text()
+        # One auth-pass, the new one (quoted as the role writes it or bare as Sentinel does).
+        assert [line.replace('"', "") for line in re.findall(
+            r"^sentinel auth-pass .*$", written, re.MULTILINE)] == [
+            f"sentinel auth-pass swiftmail {new}"]
+        assert master(client) == second  # not the first host, a replica since the failover
+        assert client.execute_command("SENTINEL", "myid") == identity
+        # It reaches the master with the new password: it lists the replica it found there.
+        until(lambda: any(str(first) == str(replica.get("port")) and "s_down" not in
+                          str(replica.get("flags")) for replica in client.execute_command(
+                              "SENTINEL", "replicas", "swiftmail")))
+        assert "s_down" not in str(client.execute_command("SENTINEL", "master", "swiftmail"))
+    finally:
+        for process in [*servers, *([sentinel] if sentinel else [])]:
+            process.terminate()
+            process.wait(timeout=20)
