@@ -514,3 +514,63 @@ def test_a_rotated_redis_password_reaches_sentinel_and_it_keeps_the_current_mast
         for process in [*servers, *([sentinel] if sentinel else [])]:
             process.terminate()
             process.wait(timeout=20)
+
+
+@pytest.mark.skipif(not (shutil.which("redis-sentinel") and shutil.which("redis-server")),
+                    reason="redis-server and redis-sentinel not installed")
+def test_the_first_install_replaces_the_packaged_sentinel_settings(tmp_path: Path) -> None:
+    """Regression: Sentinel did not start after the first install (CI's HA scenario).
+
+    Debian's redis-sentinel package starts a Sentinel on its own file, which
+    monitors a ``mymaster`` and gets epochs for it. The handler kept those
+    epoch lines beside the role's copy, which monitors only ``swiftmail``:
+    Sentinel refuses an epoch for a master it does not monitor and exits.
+    """
+    import re
+
+    import redis
+
+    port, nobody = free_port(), free_port()
+    # The package's file, as shipped (its daemon and path settings made local).
+    (tmp_path / "sentinel.conf").write_text(
+        f"protected-mode no\nport {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor mymaster 127.0.0.1 {nobody} 2\n"
+        "sentinel down-after-milliseconds mymaster 30000\n"
+        "sentinel parallel-syncs mymaster 1\nsentinel failover-timeout mymaster 180000\n"
+        "sentinel deny-scripts-reconfig yes\n")
+    packaged = subprocess.Popen(["redis-sentinel", str(tmp_path / "sentinel.conf")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:  # the package's Sentinel rewrites its file with an ID and epochs for mymaster
+        wait_until_answering(redis.Redis(port=port, socket_timeout=2), packaged, "redis-sentinel")
+        for _ in range(100):
+            if re.search(r"^sentinel config-epoch mymaster ",
+                         (tmp_path / "sentinel.conf").read_text(), re.MULTILINE):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the packaged Sentinel never wrote its epochs")
+        packaged_id = redis.Redis(port=port, socket_timeout=2).execute_command("SENTINEL", "myid")
+    finally:
+        packaged.terminate()
+        packaged.wait(timeout=20)
+
+    text = render("sentinel-swiftmail.conf.j2", on_host("db1", swiftmail_sentinel_port=port))
+    text = re.sub(r"^bind .*$", "bind 127.0.0.1", text, flags=re.MULTILINE)
+    text = re.sub(r"^(sentinel monitor \S+) \S+ \d+ ", rf"\1 127.0.0.1 {nobody} ", text,
+                  flags=re.MULTILINE)
+    text = re.sub(r"^(supervised|pidfile|logfile|dir) .*$", "", text, flags=re.MULTILINE)
+    (tmp_path / "sentinel-swiftmail.conf").write_text(text + f"dir {tmp_path}\n")
+    _run_sentinel_handlers(tmp_path)
+
+    sentinel = subprocess.Popen(["redis-sentinel", str(tmp_path / "sentinel.conf")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(port=port, password=PASSWORDS["swiftmail_sentinel_password"],
+                             socket_timeout=2, decode_responses=True)
+        wait_until_answering(client, sentinel, "redis-sentinel")
+        assert [master["name"] for master in client.sentinel_masters().values()] == ["swiftmail"]
+        # A new ID: one learned from a file that watched something else is not ours to keep.
+        assert client.execute_command("SENTINEL", "myid") != packaged_id.decode()
+    finally:
+        sentinel.terminate()
+        sentinel.wait(timeout=20)
