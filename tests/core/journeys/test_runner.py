@@ -13,10 +13,16 @@ import psycopg2
 import pytest
 
 from swiftmail_core import parent_rows
-from swiftmail_core.db import tenant_tx
+from swiftmail_core.db import system_tx, tenant_tx
 from swiftmail_core.journeys import runner
-from swiftmail_core.journeys.enrollment import enroll_event, enroll_subscribed, exit_contact
+from swiftmail_core.journeys.enrollment import (
+    JOURNEYS,
+    enroll_event,
+    enroll_subscribed,
+    exit_contact,
+)
 from swiftmail_core.journeys.service import add_version
+from swiftmail_core.tenants import delete_tenant
 from tests.core.journeys.conftest import (
     email_step,
     enrollment,
@@ -528,3 +534,92 @@ def test_deleting_a_contact_while_its_add_to_list_step_runs_does_not_deadlock(
         left.append(database.execute_sql("SELECT count(*) FROM contacts WHERE id = %s",
                                          (contact,)).fetchone()[0])
     assert left == [0, 0, 0]
+
+
+
+def _delete_tenant_while_paused(tenant, targets, monkeypatch, owner,  # type: ignore[no-untyped-def]
+                                name: str) -> list[BaseException]:
+    """Run ``run_due`` paused in ``owner.name`` for ``tenant`` while the tenant is deleted.
+
+    The delete starts once the runner is paused and is let go once it waits
+    for a row lock; returns the delete's errors.
+    """
+    holding, go = threading.Event(), threading.Event()
+    original = getattr(owner, name)
+
+    def paused(database, tenant_id, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(tenant_id) == str(tenant.id):
+            holding.set()
+            assert go.wait(60)
+        return original(database, tenant_id, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, paused)
+    errors: list[BaseException] = []
+
+    def delete() -> None:
+        try:
+            delete_tenant(str(tenant.id))
+        except BaseException as ex:  # NOTE: returned
+            errors.append(ex)
+
+    running = threading.Thread(target=runner.run_due)
+    deleting = threading.Thread(target=delete)
+    running.start()
+    try:
+        assert holding.wait(60)
+        deleting.start()
+        watcher = psycopg2.connect(targets.dsn("system"))  # sees its own role's sessions
+        try:
+            with watcher.cursor() as cursor:
+                for _ in range(600):
+                    cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE "
+                                   "wait_event_type = 'Lock' AND query LIKE %s",
+                                   (f"DELETE FROM tenants WHERE id = '{tenant.id}'%",))
+                    if cursor.fetchone()[0]:
+                        break
+                    watcher.rollback()  # a fresh activity snapshot
+                    time.sleep(0.05)
+                else:
+                    raise AssertionError("the delete never waited for the runner")
+        finally:
+            watcher.close()
+    finally:
+        go.set()
+        running.join(120)
+        if deleting.ident is not None:
+            deleting.join(120)
+    return errors
+
+
+def _tenant_rows_left(tenant_id) -> list[int]:  # type: ignore[no-untyped-def]
+    with system_tx() as database:
+        return [database.execute_sql(f"SELECT count(*) FROM {table} WHERE {column} = %s",
+                                     (str(tenant_id),)).fetchone()[0]
+                for table, column in (("tenants", "id"), ("journey_enrollments", "tenant_id"),
+                                      ("due_tenants", "tenant_id"), ("contacts", "tenant_id"))]
+
+
+def test_deleting_a_tenant_while_its_journey_step_runs_does_not_deadlock(
+        tenant_a, targets, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    # Regression: the runner held its enrollments FOR UPDATE and then, writing
+    # their step runs (a foreign key to tenants), locked the tenant FOR KEY
+    # SHARE; the tenant's DELETE locked the tenant and then, cascading, the
+    # enrollments: PostgreSQL killed the delete (40P01).
+    make_journey(tenant_a.id, [{"id": "pause", "type": "wait", "seconds": 3600}])
+    _fire(tenant_a.id, make_contact(tenant_a.id, "gone@deadlock.test"))
+    assert _delete_tenant_while_paused(
+        tenant_a, targets, monkeypatch, runner, "_write_deferred") == []
+    assert "running them one by one" not in caplog.text  # the step's batch did not fail
+    assert _tenant_rows_left(tenant_a.id) == [0, 0, 0, 0]
+
+
+def test_deleting_a_tenant_while_its_enrollments_are_claimed_does_not_deadlock(
+        tenant_a, targets, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Regression: the claim held the leased enrollments and then updated the
+    # tenant's due-tenant hint; the tenant's DELETE cascaded to the hint first
+    # and then to the enrollments (40P01).
+    make_journey(tenant_a.id, [{"id": "pause", "type": "wait", "seconds": 3600}])
+    _fire(tenant_a.id, make_contact(tenant_a.id, "claimed@deadlock.test"))
+    assert _delete_tenant_while_paused(
+        tenant_a, targets, monkeypatch, JOURNEYS, "settle_within") == []
+    assert _tenant_rows_left(tenant_a.id) == [0, 0, 0, 0]
