@@ -69,6 +69,7 @@ from typing import Any
 
 from psycopg2.extras import execute_values
 
+from swiftmail_core import parent_rows
 from swiftmail_core.db import system_tx
 from swiftmail_core.db.conflicts import retry_on_conflict
 from swiftmail_core.db.failover import retry_after_failover
@@ -181,6 +182,10 @@ def _apply_in_transaction(tenant: str, reports: Sequence[Report]) -> Applied:
     # Citus each is a single-shard query (row locks need one) and commits on one node.
     applied = Applied()
     with system_tx() as database:
+        # NOTE: the tenant before its rows, as `swiftmail tenant delete` locks them
+        # (the tenant, then by cascade the ledger rows): the events' foreign key
+        # would lock it after the rows, and the two deadlocked.
+        parent_rows.lock_tenant(database, tenant)
         applied.events = _apply_tenant(database, tenant, reports, applied)
     return applied
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import threading
+import time
 import uuid
 
+import psycopg2
 import pytest
 from swiftmail_relay.outcomes import Outcome as RelayOutcome
 from swiftmail_relay.outcomes import record_outcomes
@@ -13,6 +16,7 @@ from swiftmail_core.db import system_tx, tenant_tx
 from swiftmail_core.sending import outbox, state
 from swiftmail_core.sending.provider_events import ProviderEvent, apply_provider_events
 from swiftmail_core.sending.state import Report, apply_reports
+from swiftmail_core.tenants import delete_tenant
 from swiftmail_core.transports import Outcome, SendResult
 
 
@@ -188,3 +192,60 @@ def test_an_unknown_outcome_with_no_provider_event_ends_expired_after_the_limit(
         reason = database.execute_sql("SELECT last_error FROM messages WHERE id = %s",
                                       (old_id,)).fetchone()[0]
     assert "unknown" in reason
+
+
+def test_deleting_a_tenant_while_a_worker_writes_its_results_does_not_deadlock(
+        tenant_a, targets, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Regression: the writer locked the ledger rows FOR UPDATE and then, storing
+    # their events (a foreign key to tenants), locked the tenant FOR KEY SHARE;
+    # the tenant's DELETE locked the tenant and then, cascading, the ledger
+    # rows: PostgreSQL killed the delete (40P01).
+    ledger_id, _ = _row(tenant_a.id, status="sending")
+    holding, go = threading.Event(), threading.Event()
+    original = state._write_rows
+
+    def paused_write_rows(database, tenant, rows):  # type: ignore[no-untyped-def]
+        holding.set()  # the ledger row is locked by now
+        assert go.wait(60)
+        return original(database, tenant, rows)
+
+    monkeypatch.setattr(state, "_write_rows", paused_write_rows)
+    errors: list[BaseException] = []
+
+    def run(work) -> None:  # type: ignore[no-untyped-def]
+        try:
+            work()
+        except BaseException as ex:  # NOTE: reported below
+            errors.append(ex)
+
+    writing = threading.Thread(target=run, args=(lambda: outbox.record_results(
+        [_claimed(tenant_a.id, ledger_id)], [SendResult(ledger_id, Outcome.ACCEPTED)]),))
+    deleting = threading.Thread(target=run, args=(lambda: delete_tenant(str(tenant_a.id)),))
+    writing.start()
+    try:
+        assert holding.wait(60)
+        deleting.start()
+        watcher = psycopg2.connect(targets.dsn("system"))  # sees its own role's sessions
+        try:
+            with watcher.cursor() as cursor:
+                for _ in range(600):
+                    cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE "
+                                   "wait_event_type = 'Lock' AND query LIKE %s",
+                                   (f"DELETE FROM tenants WHERE id = '{tenant_a.id}'%",))
+                    if cursor.fetchone()[0]:
+                        break
+                    watcher.rollback()  # a fresh activity snapshot
+                    time.sleep(0.05)
+                else:
+                    raise AssertionError("the delete never waited for the writer")
+        finally:
+            watcher.close()
+    finally:
+        go.set()
+        writing.join(120)
+        if deleting.ident is not None:
+            deleting.join(120)
+    assert errors == []
+    with system_tx() as database:
+        assert database.execute_sql("SELECT count(*) FROM messages WHERE tenant_id = %s",
+                                    (str(tenant_a.id),)).fetchone()[0] == 0
