@@ -16,7 +16,12 @@ _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 def create_tenant(slug: str, name: str | None = None) -> Tenant:
-    """Create a tenant with a unique slug."""
+    """Create a tenant with a unique slug, and its full send budget.
+
+    The budget row is written here, not by the tenant's first outbox claim:
+    inserting it there, with the claim's ledger rows locked, locked the tenant
+    (its foreign key) after them, the reverse of ``delete_tenant``'s order.
+    """
     if not _SLUG.match(slug):
         raise ValidationError.for_field(
             "slug", "use 1-63 lowercase letters, digits and hyphens, starting with a letter or digit"
@@ -25,6 +30,10 @@ def create_tenant(slug: str, name: str | None = None) -> Tenant:
     try:
         with system_tx():
             Tenant.insert(id=tenant_id, slug=slug, name=name or slug).bind(system_db).execute()
+            (rate,) = system_db.execute_sql("SELECT send_rate_per_second FROM tenants "
+                                            "WHERE id = %s", (str(tenant_id),)).fetchone()
+            system_db.execute_sql("INSERT INTO send_budgets (tenant_id, tokens) VALUES (%s, %s)",
+                                  (str(tenant_id), rate))
     except IntegrityError as ex:
         raise ConflictError(f"a tenant with slug {slug!r} already exists") from ex
     return get_tenant(str(tenant_id))

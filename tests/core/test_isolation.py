@@ -48,7 +48,8 @@ SEED = {
     "idempotency_keys": "INSERT INTO idempotency_keys (tenant_id, key, request_hash, method, path) "
     "VALUES (%(t)s, %(u)s, '\\x00', 'POST', '/v1/contacts')",
     "jobs": "INSERT INTO jobs (tenant_id, kind) VALUES (%(t)s, 'export_contacts')",
-    "send_budgets": "INSERT INTO send_budgets (tenant_id) VALUES (%(t)s)",
+    # create_tenant writes the budget row already.
+    "send_budgets": "INSERT INTO send_budgets (tenant_id) VALUES (%(t)s) ON CONFLICT DO NOTHING",
     "api_key_lookups": "INSERT INTO api_key_lookups (lookup_id, tenant_id) VALUES (%(u)s, %(t)s)",
     "due_tenants": "INSERT INTO due_tenants (tenant_id, queue) VALUES (%(t)s, 'outbox')",
     "engagement_firsts": "INSERT INTO engagement_firsts (tenant_id, message_id, metric, first_at) "

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
+import psycopg2
+from psycopg2.extensions import make_dsn, parse_dsn
+
 from swiftmail_core.db import system_tx, tenant_tx
 from swiftmail_core.sending import due_tenants, outbox
 from swiftmail_core.sending.sweeper import reclaim_expired_leases
+from swiftmail_core.tenants import delete_tenant
 
 
 def _queue(tenant_id, count: int) -> None:  # type: ignore[no-untyped-def]
@@ -192,3 +199,64 @@ def test_a_claim_and_the_due_work_check_survive_a_moving_shard(tenant_a, monkeyp
     monkeypatch.setattr(sweeper, "system_tx", system_tx_failing_once)
     assert sweeper.has_due_work() is True
     assert failed == ["due_now", "has_due_work"]
+
+
+def test_deleting_a_tenant_during_its_first_claim_does_not_deadlock(
+        tenant_a, targets, pg_admin_url) -> None:  # type: ignore[no-untyped-def]
+    # Regression: a tenant's first claim locked its ledger rows and then inserted
+    # its send_budgets row, whose foreign key locked the tenant FOR KEY SHARE;
+    # the tenant's DELETE locked the tenant and then, cascading, the ledger rows
+    # (40P01). The budget row now comes with the tenant.
+    tenant = str(tenant_a.id)
+    _queue(tenant_a.id, 1)
+    # A superuser session holds the tenant's budget row (without a foreign-key
+    # lock on the tenant), so the claim waits there with its ledger row locked.
+    params = parse_dsn(pg_admin_url)
+    params["dbname"] = targets.database
+    blocker = psycopg2.connect(make_dsn(**params))
+    errors: list[BaseException] = []
+
+    def run(work) -> None:  # type: ignore[no-untyped-def]
+        try:
+            work()
+        except BaseException as ex:  # NOTE: reported below
+            errors.append(ex)
+
+    claiming = threading.Thread(target=run, args=(
+        lambda: outbox._claim_tenant(tenant, "w-first", 10, 60),))
+    deleting = threading.Thread(target=run, args=(lambda: delete_tenant(tenant),))
+    watcher = psycopg2.connect(targets.dsn("system"))  # sees its own role's sessions
+    watcher.autocommit = True
+
+    def wait_for_lock(query: str) -> None:
+        with watcher.cursor() as cursor:
+            for _ in range(600):
+                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE "
+                               "wait_event_type = 'Lock' AND query LIKE %s", (query,))
+                if cursor.fetchone()[0]:
+                    return
+                time.sleep(0.05)
+        raise AssertionError(f"nothing waited: {query}")
+
+    try:
+        with blocker.cursor() as cursor:
+            cursor.execute("SET session_replication_role = replica")
+            cursor.execute("INSERT INTO send_budgets (tenant_id, tokens) VALUES (%s, 0) "
+                           "ON CONFLICT (tenant_id) DO UPDATE SET tokens = send_budgets.tokens",
+                           (tenant,))
+        claiming.start()
+        wait_for_lock(f"SELECT * FROM swiftmail_claim_tenant('{tenant}'%")
+        deleting.start()
+        wait_for_lock(f"DELETE FROM tenants WHERE id = '{tenant}'%")
+    finally:
+        blocker.rollback()
+        blocker.close()
+        watcher.close()
+        if claiming.ident is not None:
+            claiming.join(120)
+        if deleting.ident is not None:
+            deleting.join(120)
+    assert errors == []
+    with system_tx() as database:
+        assert database.execute_sql("SELECT count(*) FROM messages WHERE tenant_id = %s",
+                                    (tenant,)).fetchone()[0] == 0
