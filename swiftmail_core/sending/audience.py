@@ -26,6 +26,12 @@ spreads over the day with nothing held in memory. Recipients whose zone
 attribute is not a known zone get the tenant's, and each range adds how many
 to ``campaigns.timezone_fallbacks`` in its own transaction (counted once, as
 only rows the range actually wrote count).
+
+Each transaction that writes first locks the tenant's row ``FOR KEY SHARE``,
+as the ledger rows' and due-tenant hint's foreign keys would later:
+``swiftmail tenant delete`` locks the tenant and then, cascading, its
+campaigns, and a transaction holding the campaign before the tenant
+deadlocked with it. One statement per range, none per row.
 """
 
 from __future__ import annotations
@@ -318,6 +324,7 @@ def resolve_audience(
             for rerun in (False, True):
                 try:
                     with tenant_tx(tenant_id) as database:
+                        parent_rows.lock_tenant(database, tenant_id)  # NOTE: first (module docstring)
                         # NOTE: stands in for the per-row foreign key (0189):
                         # the campaign cannot go while this range writes.
                         if not parent_rows.lock_campaign(database, tenant_id, campaign_id):
@@ -347,6 +354,8 @@ def resolve_audience(
             with ThreadPoolExecutor(parallel, thread_name_prefix="audience") as pool:
                 written = list(pool.map(run, ranges))
     with tenant_tx(tenant_id) as database:
+        if not parent_rows.lock_tenant(database, tenant_id):  # NOTE: first (module docstring)
+            raise NotFoundError(f"no tenant {tenant_id}")
         if fresh and not any(reran for _, reran in written):
             # NOTE: the ledger was empty and every range was written whole by
             # this call, so the ranges' counts are the ledger's (counting it

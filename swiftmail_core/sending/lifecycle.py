@@ -187,6 +187,10 @@ def test_send(
     if len(addresses) > MAX_TEST_RECIPIENTS:
         raise ValidationError.for_field("emails", f"at most {MAX_TEST_RECIPIENTS} test addresses")
     with tenant_tx(tenant_id) as database:
+        # NOTE: the tenant before the campaign, as `swiftmail tenant delete` locks
+        # them (the tenant, then by cascade its campaigns): the ledger rows'
+        # foreign key would lock it after the campaign, and the two deadlocked.
+        parent_rows.lock_tenant(database, tenant_id)
         campaign = _load(campaign_uuid)
         # NOTE: stands in for the ledger's foreign key to campaigns (0189).
         if not parent_rows.lock_campaign(database, tenant_id, campaign_uuid):

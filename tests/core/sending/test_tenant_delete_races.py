@@ -1,0 +1,142 @@
+"""`swiftmail tenant delete` racing campaign writers: no deadlock (40P01).
+
+The tenant's DELETE locks the tenant row and then, cascading, its campaigns.
+A writer that held its campaign before its ledger rows' foreign key locked
+the tenant took the reverse order. Each test pauses the writer holding its
+first lock, starts the delete, and lets the writer go once the delete waits
+for a row lock (pg_stat_activity): no timing dependence.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg2
+
+from swiftmail_core import parent_rows
+from swiftmail_core.db import system_tx
+from swiftmail_core.errors import NotFoundError
+from swiftmail_core.sending import audience as audience_module
+from swiftmail_core.sending import due_tenants, lifecycle
+from swiftmail_core.tenants import delete_tenant
+from tests.core.sending.conftest import add_subscribers, make_campaign, make_list
+
+
+def _pause_after(monkeypatch, owner: Any, name: str, holding: threading.Event,  # type: ignore[no-untyped-def]
+                 go: threading.Event, *, before: bool = False) -> None:
+    """Make ``owner.name`` signal ``holding`` and wait for ``go`` (after its call, or before)."""
+    original = getattr(owner, name)
+
+    def paused(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if not before:
+            result = original(*args, **kwargs)
+        holding.set()
+        assert go.wait(60)
+        return original(*args, **kwargs) if before else result
+
+    monkeypatch.setattr(owner, name, paused)
+
+
+def _race(tenant, targets, work: Callable[[], Any], holding: threading.Event,  # type: ignore[no-untyped-def]
+          go: threading.Event) -> tuple[list[BaseException], list[BaseException]]:
+    """Run ``work`` until it is paused, delete the tenant meanwhile; return both's errors."""
+    work_errors: list[BaseException] = []
+    delete_errors: list[BaseException] = []
+
+    def run(target: Callable[[], Any], errors: list[BaseException]) -> None:
+        try:
+            target()
+        except BaseException as ex:  # NOTE: returned
+            errors.append(ex)
+
+    working = threading.Thread(target=run, args=(work, work_errors))
+    deleting = threading.Thread(target=run, args=(lambda: delete_tenant(str(tenant.id)),
+                                                  delete_errors))
+    working.start()
+    try:
+        assert holding.wait(60)
+        deleting.start()
+        watcher = psycopg2.connect(targets.dsn("system"))  # sees its own role's sessions
+        try:
+            with watcher.cursor() as cursor:
+                for _ in range(600):
+                    cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE "
+                                   "wait_event_type = 'Lock' AND query LIKE %s",
+                                   (f"DELETE FROM tenants WHERE id = '{tenant.id}'%",))
+                    if cursor.fetchone()[0]:
+                        break
+                    watcher.rollback()  # a fresh activity snapshot
+                    time.sleep(0.05)
+                else:
+                    raise AssertionError("the delete never waited for the writer")
+        finally:
+            watcher.close()
+    finally:
+        go.set()
+        working.join(120)
+        if deleting.ident is not None:
+            deleting.join(120)
+    return work_errors, delete_errors
+
+
+def _rows_left(tenant_id) -> list[int]:  # type: ignore[no-untyped-def]
+    with system_tx() as database:
+        return [database.execute_sql(f"SELECT count(*) FROM {table} WHERE {column} = %s",
+                                     (str(tenant_id),)).fetchone()[0]
+                for table, column in (("tenants", "id"), ("campaigns", "tenant_id"),
+                                      ("messages", "tenant_id"), ("due_tenants", "tenant_id"))]
+
+
+def _campaign(tenant_id):  # type: ignore[no-untyped-def]
+    list_id = make_list(tenant_id)
+    add_subscribers(tenant_id, list_id, 5)
+    return make_campaign(tenant_id, [list_id])
+
+
+def test_deleting_a_tenant_while_its_audience_is_written_does_not_deadlock(
+        tenant_a, targets, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Regression: a range's transaction locked the campaign FOR KEY SHARE and
+    # then, inserting its ledger rows (a foreign key to tenants), the tenant;
+    # the tenant's DELETE locked the tenant and then, cascading, the campaign.
+    campaign_id = _campaign(tenant_a.id)
+    holding, go = threading.Event(), threading.Event()
+    _pause_after(monkeypatch, parent_rows, "lock_campaign", holding, go)
+    resolving, deleting = _race(
+        tenant_a, targets, lambda: audience_module.resolve_audience(tenant_a.id, campaign_id),
+        holding, go)
+    assert deleting == []
+    # The range commits first; its closing transaction finds the tenant gone, or
+    # locks it just before the delete does and finishes first.
+    assert all(isinstance(ex, NotFoundError) for ex in resolving), resolving
+    assert _rows_left(tenant_a.id) == [0, 0, 0, 0]
+
+
+def test_deleting_a_tenant_while_its_audience_is_marked_resolved_does_not_deadlock(
+        tenant_a, targets, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Regression: the closing transaction updated the campaign and then marked
+    # the tenant due (a foreign key to tenants): the reverse of the delete's order.
+    campaign_id = _campaign(tenant_a.id)
+    holding, go = threading.Event(), threading.Event()
+    _pause_after(monkeypatch, due_tenants, "mark_due", holding, go, before=True)
+    resolving, deleting = _race(
+        tenant_a, targets, lambda: audience_module.resolve_audience(tenant_a.id, campaign_id),
+        holding, go)
+    assert (resolving, deleting) == ([], [])
+    assert _rows_left(tenant_a.id) == [0, 0, 0, 0]
+
+
+def test_deleting_a_tenant_during_a_test_send_does_not_deadlock(
+        tenant_a, targets, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Regression: the test send locked the campaign FOR KEY SHARE and then,
+    # inserting its ledger rows, the tenant: the reverse of the delete's order.
+    campaign_id = _campaign(tenant_a.id)
+    holding, go = threading.Event(), threading.Event()
+    _pause_after(monkeypatch, parent_rows, "lock_campaign", holding, go)
+    sending, deleting = _race(
+        tenant_a, targets,
+        lambda: lifecycle.test_send(tenant_a.id, campaign_id, ["qa@race.test"]), holding, go)
+    assert (sending, deleting) == ([], [])
+    assert _rows_left(tenant_a.id) == [0, 0, 0, 0]
