@@ -9,6 +9,7 @@ from peewee import IntegrityError
 
 from swiftmail_core import parent_rows
 from swiftmail_core.db import system_db, system_tx
+from swiftmail_core.db.conflicts import retry_on_conflict
 from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
 from swiftmail_core.models import Tenant, utcnow
 
@@ -74,6 +75,15 @@ def set_tenant_status(slug_or_id: str, status: str) -> Tenant:
 def delete_tenant(slug_or_id: str) -> Tenant:
     """Delete a tenant and every row it owns (by cascade, and contacts and subscriptions)."""
     tenant = get_tenant(slug_or_id)
-    with system_tx():
-        parent_rows.delete_tenant_rows(system_db, tenant.id)
+    _delete_rows(tenant.id)
     return tenant
+
+
+@retry_on_conflict
+def _delete_rows(tenant_id: uuid.UUID) -> None:
+    # The delete locks the tenant, then its rows by cascade. A writer that holds
+    # one of those rows and then locks the tenant (a foreign key of a row it
+    # inserts) takes the reverse order; the hot paths lock the tenant first,
+    # and when any other loses to it, the delete, which changed nothing, runs again.
+    with system_tx():
+        parent_rows.delete_tenant_rows(system_db, tenant_id)

@@ -140,3 +140,23 @@ def test_deleting_a_tenant_during_a_test_send_does_not_deadlock(
         lambda: lifecycle.test_send(tenant_a.id, campaign_id, ["qa@race.test"]), holding, go)
     assert (sending, deleting) == ([], [])
     assert _rows_left(tenant_a.id) == [0, 0, 0, 0]
+
+
+def test_deleting_a_tenant_retries_when_it_loses_a_deadlock(
+        tenant_a, targets, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Regression: every writer that holds a tenant's row before its foreign key
+    # locks the tenant (here resuming a campaign: the campaign updated, then the
+    # tenant marked due) is the reverse of the delete's order, and PostgreSQL
+    # killed the delete (40P01). The delete now runs again: nothing happened
+    # in the transaction that lost.
+    campaign_id = make_campaign(tenant_a.id, [make_list(tenant_a.id)])
+    with system_tx() as database:
+        database.execute_sql("UPDATE campaigns SET status = 'paused' WHERE id = %s",
+                             (str(campaign_id),))
+    holding, go = threading.Event(), threading.Event()
+    _pause_after(monkeypatch, due_tenants, "mark_due", holding, go, before=True)
+    resuming, deleting = _race(
+        tenant_a, targets, lambda: lifecycle.resume_campaign(tenant_a.id, campaign_id),
+        holding, go)
+    assert (resuming, deleting) == ([], [])
+    assert _rows_left(tenant_a.id) == [0, 0, 0, 0]
