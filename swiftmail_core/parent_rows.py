@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from swiftmail_core.db.audit import Finding
+from swiftmail_core.db.connection import is_distributed
 
 _LOCK_CAMPAIGN = "SELECT 1 FROM campaigns WHERE tenant_id = %s AND id = %s FOR KEY SHARE"
 _LOCK_LISTS = ("SELECT id FROM lists WHERE tenant_id = %s AND id = ANY (%s::uuid[]) "
@@ -79,6 +80,22 @@ def lock_lists(database: Any, tenant_id: uuid.UUID | str,
 def lock_tenant(database: Any, tenant_id: uuid.UUID | str) -> bool:
     """Hold the tenant row until commit (contacts may follow); False if it is gone."""
     return database.execute_sql(_LOCK_TENANT, (str(tenant_id),)).fetchone() is not None
+
+
+def lock_tenant_first(database: Any, tenant_id: uuid.UUID | str) -> bool:
+    """Lock the tenant row before the transaction locks any of its rows; False if it is gone.
+
+    ``delete_tenant_rows`` locks the tenant, then its rows; a writer that holds
+    one of those rows and then locks the tenant (the foreign key of a row it
+    inserts) deadlocks with it. On Citus ``tenants`` is a reference table,
+    where a row lock takes a cluster-wide lock on its one shard: every such
+    transaction would queue behind the others (concurrent audience ranges
+    deadlocked on it), so there nothing is locked, True is returned, and the
+    delete's retry (``tenants.delete_tenant``) settles a deadlock it loses.
+    """
+    if is_distributed():
+        return True
+    return lock_tenant(database, tenant_id)
 
 
 def lock_contacts(database: Any, tenant_id: uuid.UUID | str,

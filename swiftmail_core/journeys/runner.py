@@ -21,7 +21,7 @@ Each of these transactions first locks its tenant's row ``FOR KEY SHARE``,
 as the foreign keys of its step runs and due-tenant hints would later:
 ``swiftmail tenant delete`` locks the tenant and then, cascading, its
 enrollments and hints, and a transaction holding those before the tenant
-deadlocked with it.
+deadlocked with it. On Citus no lock (``parent_rows.lock_tenant_first``).
 
 A contact who is no longer active (unsubscribed, bounced...) or whose
 address is suppressed leaves the journey when its next step comes due.
@@ -141,7 +141,7 @@ def claim_due(owner: str, limit: int, lease_seconds: int = LEASE_SECONDS,
     """Lease up to ``limit`` due enrollments to ``owner``, tenant by tenant; return their ids."""
     def claim_tenant(tenant: str, room: int) -> tuple[list[tuple[Any, Any]], bool]:
         with system_tx() as database:
-            parent_rows.lock_tenant(database, tenant)  # NOTE: first (module docstring)
+            parent_rows.lock_tenant_first(database, tenant)  # NOTE: first (module docstring)
             rows = database.execute_sql(_CLAIM_SQL, {
                 "owner": owner, "lease": lease_seconds, "limit": room,
                 "tenant": tenant}).fetchall()
@@ -213,7 +213,7 @@ def run_enrollments(tenant_id: uuid.UUID, enrollment_ids: list[uuid.UUID],
     """
     try:
         with tenant_tx(tenant_id) as database:
-            parent_rows.lock_tenant(database, tenant_id)  # NOTE: first (module docstring)
+            parent_rows.lock_tenant_first(database, tenant_id)  # NOTE: first (module docstring)
             due: list[datetime.datetime | None] = []
             loaded = {row[0]: row[1:] for row in _load(
                 database, str(tenant_id), [str(i) for i in enrollment_ids], owner)}
@@ -241,7 +241,7 @@ def _run_one_by_one(tenant_id: uuid.UUID, enrollment_ids: list[uuid.UUID],
     results: dict[uuid.UUID, str | None] = {}
     failed: list[tuple[uuid.UUID, BaseException]] = []
     with tenant_tx(tenant_id) as database:
-        parent_rows.lock_tenant(database, tenant_id)  # NOTE: first (module docstring)
+        parent_rows.lock_tenant_first(database, tenant_id)  # NOTE: first (module docstring)
         due: list[datetime.datetime | None] = []
         for enrollment_id in enrollment_ids:
             queued = len(due)

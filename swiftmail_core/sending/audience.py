@@ -31,7 +31,8 @@ Each transaction that writes first locks the tenant's row ``FOR KEY SHARE``,
 as the ledger rows' and due-tenant hint's foreign keys would later:
 ``swiftmail tenant delete`` locks the tenant and then, cascading, its
 campaigns, and a transaction holding the campaign before the tenant
-deadlocked with it. One statement per range, none per row.
+deadlocked with it. One statement per range, none per row; on Citus no
+lock (``parent_rows.lock_tenant_first`` says why).
 """
 
 from __future__ import annotations
@@ -324,7 +325,7 @@ def resolve_audience(
             for rerun in (False, True):
                 try:
                     with tenant_tx(tenant_id) as database:
-                        parent_rows.lock_tenant(database, tenant_id)  # NOTE: first (module docstring)
+                        parent_rows.lock_tenant_first(database, tenant_id)  # NOTE: first (module docstring)
                         # NOTE: stands in for the per-row foreign key (0189):
                         # the campaign cannot go while this range writes.
                         if not parent_rows.lock_campaign(database, tenant_id, campaign_id):
@@ -354,7 +355,7 @@ def resolve_audience(
             with ThreadPoolExecutor(parallel, thread_name_prefix="audience") as pool:
                 written = list(pool.map(run, ranges))
     with tenant_tx(tenant_id) as database:
-        if not parent_rows.lock_tenant(database, tenant_id):  # NOTE: first (module docstring)
+        if not parent_rows.lock_tenant_first(database, tenant_id):  # NOTE: first (module docstring)
             raise NotFoundError(f"no tenant {tenant_id}")
         if fresh and not any(reran for _, reran in written):
             # NOTE: the ledger was empty and every range was written whole by

@@ -190,7 +190,7 @@ def test_send(
         # NOTE: the tenant before the campaign, as `swiftmail tenant delete` locks
         # them (the tenant, then by cascade its campaigns): the ledger rows'
         # foreign key would lock it after the campaign, and the two deadlocked.
-        parent_rows.lock_tenant(database, tenant_id)
+        parent_rows.lock_tenant_first(database, tenant_id)
         campaign = _load(campaign_uuid)
         # NOTE: stands in for the ledger's foreign key to campaigns (0189).
         if not parent_rows.lock_campaign(database, tenant_id, campaign_uuid):

@@ -185,7 +185,7 @@ def _apply_in_transaction(tenant: str, reports: Sequence[Report]) -> Applied:
         # NOTE: the tenant before its rows, as `swiftmail tenant delete` locks them
         # (the tenant, then by cascade the ledger rows): the events' foreign key
         # would lock it after the rows, and the two deadlocked.
-        parent_rows.lock_tenant(database, tenant)
+        parent_rows.lock_tenant_first(database, tenant)
         applied.events = _apply_tenant(database, tenant, reports, applied)
     return applied
 
