@@ -31,6 +31,7 @@ from tests.core.journeys.conftest import (
     make_due,
     make_journey,
 )
+from tests.core.lock_waits import RETRIED, tenant_delete_statement, wait_until_waiting
 from tests.core.sending.conftest import make_list
 
 WELCOME = [email_step("welcome"), {"id": "pause", "type": "wait", "seconds": 3600},
@@ -568,21 +569,7 @@ def _delete_tenant_while_paused(tenant, targets, monkeypatch, owner,  # type: ig
     try:
         assert holding.wait(60)
         deleting.start()
-        watcher = psycopg2.connect(targets.dsn("system"))  # sees its own role's sessions
-        try:
-            with watcher.cursor() as cursor:
-                for _ in range(600):
-                    cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE "
-                                   "wait_event_type = 'Lock' AND query LIKE %s",
-                                   (f"DELETE FROM tenants WHERE id = '{tenant.id}'%",))
-                    if cursor.fetchone()[0]:
-                        break
-                    watcher.rollback()  # a fresh activity snapshot
-                    time.sleep(0.05)
-                else:
-                    raise AssertionError("the delete never waited for the runner")
-        finally:
-            watcher.close()
+        wait_until_waiting(targets.dsn("system"), tenant_delete_statement(tenant.id))
     finally:
         go.set()
         running.join(120)
@@ -609,12 +596,13 @@ def test_deleting_a_tenant_while_its_journey_step_runs_does_not_deadlock(
     _fire(tenant_a.id, make_contact(tenant_a.id, "gone@deadlock.test"))
     assert _delete_tenant_while_paused(
         tenant_a, targets, monkeypatch, runner, "_write_deferred") == []
+    assert RETRIED not in caplog.text  # the lock order, not the delete's retry
     assert "running them one by one" not in caplog.text  # the step's batch did not fail
     assert _tenant_rows_left(tenant_a.id) == [0, 0, 0, 0]
 
 
 def test_deleting_a_tenant_while_its_enrollments_are_claimed_does_not_deadlock(
-        tenant_a, targets, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+        tenant_a, targets, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     # Regression: the claim held the leased enrollments and then updated the
     # tenant's due-tenant hint; the tenant's DELETE cascaded to the hint first
     # and then to the enrollments (40P01).
@@ -622,4 +610,5 @@ def test_deleting_a_tenant_while_its_enrollments_are_claimed_does_not_deadlock(
     _fire(tenant_a.id, make_contact(tenant_a.id, "claimed@deadlock.test"))
     assert _delete_tenant_while_paused(
         tenant_a, targets, monkeypatch, JOURNEYS, "settle_within") == []
+    assert RETRIED not in caplog.text  # the lock order, not the delete's retry
     assert _tenant_rows_left(tenant_a.id) == [0, 0, 0, 0]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import psycopg2
 from psycopg2.extensions import make_dsn, parse_dsn
@@ -12,6 +11,7 @@ from swiftmail_core.db import system_tx, tenant_tx
 from swiftmail_core.sending import due_tenants, outbox
 from swiftmail_core.sending.sweeper import reclaim_expired_leases
 from swiftmail_core.tenants import delete_tenant
+from tests.core.lock_waits import RETRIED, tenant_delete_statement, wait_until_waiting
 
 
 def _queue(tenant_id, count: int) -> None:  # type: ignore[no-untyped-def]
@@ -202,7 +202,7 @@ def test_a_claim_and_the_due_work_check_survive_a_moving_shard(tenant_a, monkeyp
 
 
 def test_deleting_a_tenant_during_its_first_claim_does_not_deadlock(
-        tenant_a, targets, pg_admin_url) -> None:  # type: ignore[no-untyped-def]
+        tenant_a, targets, pg_admin_url, caplog) -> None:  # type: ignore[no-untyped-def]
     # Regression: a tenant's first claim locked its ledger rows and then inserted
     # its send_budgets row, whose foreign key locked the tenant FOR KEY SHARE;
     # the tenant's DELETE locked the tenant and then, cascading, the ledger rows
@@ -225,19 +225,6 @@ def test_deleting_a_tenant_during_its_first_claim_does_not_deadlock(
     claiming = threading.Thread(target=run, args=(
         lambda: outbox._claim_tenant(tenant, "w-first", 10, 60),))
     deleting = threading.Thread(target=run, args=(lambda: delete_tenant(tenant),))
-    watcher = psycopg2.connect(targets.dsn("system"))  # sees its own role's sessions
-    watcher.autocommit = True
-
-    def wait_for_lock(query: str) -> None:
-        with watcher.cursor() as cursor:
-            for _ in range(600):
-                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE "
-                               "wait_event_type = 'Lock' AND query LIKE %s", (query,))
-                if cursor.fetchone()[0]:
-                    return
-                time.sleep(0.05)
-        raise AssertionError(f"nothing waited: {query}")
-
     try:
         with blocker.cursor() as cursor:
             cursor.execute("SET session_replication_role = replica")
@@ -245,13 +232,12 @@ def test_deleting_a_tenant_during_its_first_claim_does_not_deadlock(
                            "ON CONFLICT (tenant_id) DO UPDATE SET tokens = send_budgets.tokens",
                            (tenant,))
         claiming.start()
-        wait_for_lock(f"SELECT * FROM swiftmail_claim_tenant('{tenant}'%")
+        wait_until_waiting(targets.dsn("system"), f"SELECT * FROM swiftmail_claim_tenant('{tenant}'")
         deleting.start()
-        wait_for_lock(f"DELETE FROM tenants WHERE id = '{tenant}'%")
+        wait_until_waiting(targets.dsn("system"), tenant_delete_statement(tenant))
     finally:
         blocker.rollback()
         blocker.close()
-        watcher.close()
         if claiming.ident is not None:
             claiming.join(120)
         if deleting.ident is not None:
@@ -260,3 +246,4 @@ def test_deleting_a_tenant_during_its_first_claim_does_not_deadlock(
     with system_tx() as database:
         assert database.execute_sql("SELECT count(*) FROM messages WHERE tenant_id = %s",
                                     (tenant,)).fetchone()[0] == 0
+    assert RETRIED not in caplog.text  # the lock order, not the delete's retry

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import datetime
 import threading
-import time
 import uuid
 
-import psycopg2
 import pytest
 from swiftmail_relay.outcomes import Outcome as RelayOutcome
 from swiftmail_relay.outcomes import record_outcomes
@@ -18,6 +16,7 @@ from swiftmail_core.sending.provider_events import ProviderEvent, apply_provider
 from swiftmail_core.sending.state import Report, apply_reports
 from swiftmail_core.tenants import delete_tenant
 from swiftmail_core.transports import Outcome, SendResult
+from tests.core.lock_waits import RETRIED, tenant_delete_statement, wait_until_waiting
 
 
 def _row(tenant_id, email: str = "r@x.test", status: str = "queued") -> tuple[int, uuid.UUID]:  # type: ignore[no-untyped-def]
@@ -195,7 +194,7 @@ def test_an_unknown_outcome_with_no_provider_event_ends_expired_after_the_limit(
 
 
 def test_deleting_a_tenant_while_a_worker_writes_its_results_does_not_deadlock(
-        tenant_a, targets, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+        tenant_a, targets, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     # Regression: the writer locked the ledger rows FOR UPDATE and then, storing
     # their events (a foreign key to tenants), locked the tenant FOR KEY SHARE;
     # the tenant's DELETE locked the tenant and then, cascading, the ledger
@@ -225,21 +224,7 @@ def test_deleting_a_tenant_while_a_worker_writes_its_results_does_not_deadlock(
     try:
         assert holding.wait(60)
         deleting.start()
-        watcher = psycopg2.connect(targets.dsn("system"))  # sees its own role's sessions
-        try:
-            with watcher.cursor() as cursor:
-                for _ in range(600):
-                    cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE "
-                                   "wait_event_type = 'Lock' AND query LIKE %s",
-                                   (f"DELETE FROM tenants WHERE id = '{tenant_a.id}'%",))
-                    if cursor.fetchone()[0]:
-                        break
-                    watcher.rollback()  # a fresh activity snapshot
-                    time.sleep(0.05)
-                else:
-                    raise AssertionError("the delete never waited for the writer")
-        finally:
-            watcher.close()
+        wait_until_waiting(targets.dsn("system"), tenant_delete_statement(tenant_a.id))
     finally:
         go.set()
         writing.join(120)
@@ -249,3 +234,4 @@ def test_deleting_a_tenant_while_a_worker_writes_its_results_does_not_deadlock(
     with system_tx() as database:
         assert database.execute_sql("SELECT count(*) FROM messages WHERE tenant_id = %s",
                                     (str(tenant_a.id),)).fetchone()[0] == 0
+    assert RETRIED not in caplog.text  # the lock order, not the delete's retry

@@ -10,11 +10,8 @@ for a row lock (pg_stat_activity): no timing dependence.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
-
-import psycopg2
 
 from swiftmail_core import parent_rows
 from swiftmail_core.db import system_tx
@@ -22,6 +19,7 @@ from swiftmail_core.errors import NotFoundError
 from swiftmail_core.sending import audience as audience_module
 from swiftmail_core.sending import due_tenants, lifecycle
 from swiftmail_core.tenants import delete_tenant
+from tests.core.lock_waits import RETRIED, tenant_delete_statement, wait_until_waiting
 from tests.core.sending.conftest import add_subscribers, make_campaign, make_list
 
 
@@ -59,21 +57,7 @@ def _race(tenant, targets, work: Callable[[], Any], holding: threading.Event,  #
     try:
         assert holding.wait(60)
         deleting.start()
-        watcher = psycopg2.connect(targets.dsn("system"))  # sees its own role's sessions
-        try:
-            with watcher.cursor() as cursor:
-                for _ in range(600):
-                    cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE "
-                                   "wait_event_type = 'Lock' AND query LIKE %s",
-                                   (f"DELETE FROM tenants WHERE id = '{tenant.id}'%",))
-                    if cursor.fetchone()[0]:
-                        break
-                    watcher.rollback()  # a fresh activity snapshot
-                    time.sleep(0.05)
-                else:
-                    raise AssertionError("the delete never waited for the writer")
-        finally:
-            watcher.close()
+        wait_until_waiting(targets.dsn("system"), tenant_delete_statement(tenant.id))
     finally:
         go.set()
         working.join(120)
@@ -97,7 +81,7 @@ def _campaign(tenant_id):  # type: ignore[no-untyped-def]
 
 
 def test_deleting_a_tenant_while_its_audience_is_written_does_not_deadlock(
-        tenant_a, targets, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+        tenant_a, targets, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     # Regression: a range's transaction locked the campaign FOR KEY SHARE and
     # then, inserting its ledger rows (a foreign key to tenants), the tenant;
     # the tenant's DELETE locked the tenant and then, cascading, the campaign.
@@ -112,10 +96,11 @@ def test_deleting_a_tenant_while_its_audience_is_written_does_not_deadlock(
     # locks it just before the delete does and finishes first.
     assert all(isinstance(ex, NotFoundError) for ex in resolving), resolving
     assert _rows_left(tenant_a.id) == [0, 0, 0, 0]
+    assert RETRIED not in caplog.text  # the lock order, not the delete's retry
 
 
 def test_deleting_a_tenant_while_its_audience_is_marked_resolved_does_not_deadlock(
-        tenant_a, targets, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+        tenant_a, targets, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     # Regression: the closing transaction updated the campaign and then marked
     # the tenant due (a foreign key to tenants): the reverse of the delete's order.
     campaign_id = _campaign(tenant_a.id)
@@ -126,10 +111,11 @@ def test_deleting_a_tenant_while_its_audience_is_marked_resolved_does_not_deadlo
         holding, go)
     assert (resolving, deleting) == ([], [])
     assert _rows_left(tenant_a.id) == [0, 0, 0, 0]
+    assert RETRIED not in caplog.text  # the lock order, not the delete's retry
 
 
 def test_deleting_a_tenant_during_a_test_send_does_not_deadlock(
-        tenant_a, targets, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+        tenant_a, targets, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     # Regression: the test send locked the campaign FOR KEY SHARE and then,
     # inserting its ledger rows, the tenant: the reverse of the delete's order.
     campaign_id = _campaign(tenant_a.id)
@@ -140,10 +126,11 @@ def test_deleting_a_tenant_during_a_test_send_does_not_deadlock(
         lambda: lifecycle.test_send(tenant_a.id, campaign_id, ["qa@race.test"]), holding, go)
     assert (sending, deleting) == ([], [])
     assert _rows_left(tenant_a.id) == [0, 0, 0, 0]
+    assert RETRIED not in caplog.text  # the lock order, not the delete's retry
 
 
 def test_deleting_a_tenant_retries_when_it_loses_a_deadlock(
-        tenant_a, targets, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+        tenant_a, targets, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     # Regression: every writer that holds a tenant's row before its foreign key
     # locks the tenant (here resuming a campaign: the campaign updated, then the
     # tenant marked due) is the reverse of the delete's order, and PostgreSQL
@@ -160,3 +147,4 @@ def test_deleting_a_tenant_retries_when_it_loses_a_deadlock(
         holding, go)
     assert (resuming, deleting) == ([], [])
     assert _rows_left(tenant_a.id) == [0, 0, 0, 0]
+    assert RETRIED in caplog.text  # it lost once, and ran again
