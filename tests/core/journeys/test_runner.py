@@ -22,7 +22,6 @@ from swiftmail_core.journeys.enrollment import (
     exit_contact,
 )
 from swiftmail_core.journeys.service import add_version
-from swiftmail_core.tenants import delete_tenant
 from tests.core.journeys.conftest import (
     email_step,
     enrollment,
@@ -31,7 +30,7 @@ from tests.core.journeys.conftest import (
     make_due,
     make_journey,
 )
-from tests.core.lock_waits import RETRIED, tenant_delete_statement, wait_until_waiting
+from tests.core.lock_waits import RETRIED, race, race_tenant_delete
 from tests.core.sending.conftest import make_list
 
 WELCOME = [email_step("welcome"), {"id": "pause", "type": "wait", "seconds": 3600},
@@ -490,22 +489,13 @@ def test_deleting_a_contact_while_its_add_to_list_step_runs_does_not_deadlock(
 
     monkeypatch.setattr(parent_rows, "lock_contacts", paused_lock_contacts)
     deleter_pid: list[int] = []
-    deleter_errors: list[BaseException] = []
 
     def delete() -> None:
-        try:
-            with tenant_tx(tenant_a.id) as database:
-                deleter_pid.append(database.execute_sql("SELECT pg_backend_pid()").fetchone()[0])
-                assert parent_rows.delete_contact(database, tenant_a.id, contact)
-        except BaseException as ex:  # NOTE: reported below
-            deleter_errors.append(ex)
+        with tenant_tx(tenant_a.id) as database:
+            deleter_pid.append(database.execute_sql("SELECT pg_backend_pid()").fetchone()[0])
+            assert parent_rows.delete_contact(database, tenant_a.id, contact)
 
-    running = threading.Thread(target=runner.run_due)
-    deleting = threading.Thread(target=delete)
-    running.start()
-    try:
-        assert holding.wait(60)
-        deleting.start()
+    def delete_waits() -> None:
         watcher = psycopg2.connect(targets.dsn("app"))  # sees its own role's sessions
         try:
             with watcher.cursor() as cursor:  # until the delete waits for a row lock
@@ -514,19 +504,16 @@ def test_deleting_a_contact_while_its_add_to_list_step_runs_does_not_deadlock(
                         cursor.execute("SELECT wait_event_type FROM pg_stat_activity "
                                        "WHERE pid = %s", (deleter_pid[0],))
                         if cursor.fetchone()[0] == "Lock":
-                            break
+                            return
                     watcher.rollback()  # a fresh activity snapshot
                     time.sleep(0.05)
-                else:
-                    raise AssertionError("the delete never waited for the running step")
         finally:
             watcher.close()
-    finally:
-        go.set()
-        running.join(120)
-        if deleting.is_alive() or deleting.ident is not None:
-            deleting.join(120)
-    assert deleter_errors == []
+        raise AssertionError("the delete never waited for the running step")
+
+    running, deleting = race(runner.run_due, delete, holds=lambda: holding.wait(60),
+                             waits=delete_waits, release=go.set)
+    assert (running, deleting) == ([], [])
     assert "running them one by one" not in caplog.text  # the step's batch did not fail
     with tenant_tx(tenant_a.id) as database:
         left = [database.execute_sql(f"SELECT count(*) FROM {table} WHERE contact_id = %s",
@@ -539,11 +526,11 @@ def test_deleting_a_contact_while_its_add_to_list_step_runs_does_not_deadlock(
 
 
 def _delete_tenant_while_paused(tenant, targets, monkeypatch, owner,  # type: ignore[no-untyped-def]
-                                name: str) -> list[BaseException]:
+                                name: str) -> tuple[list[BaseException], list[BaseException]]:
     """Run ``run_due`` paused in ``owner.name`` for ``tenant`` while the tenant is deleted.
 
     The delete starts once the runner is paused and is let go once it waits
-    for a row lock; returns the delete's errors.
+    for a row lock; returns the runner's errors and the delete's.
     """
     holding, go = threading.Event(), threading.Event()
     original = getattr(owner, name)
@@ -555,27 +542,7 @@ def _delete_tenant_while_paused(tenant, targets, monkeypatch, owner,  # type: ig
         return original(database, tenant_id, *args, **kwargs)
 
     monkeypatch.setattr(owner, name, paused)
-    errors: list[BaseException] = []
-
-    def delete() -> None:
-        try:
-            delete_tenant(str(tenant.id))
-        except BaseException as ex:  # NOTE: returned
-            errors.append(ex)
-
-    running = threading.Thread(target=runner.run_due)
-    deleting = threading.Thread(target=delete)
-    running.start()
-    try:
-        assert holding.wait(60)
-        deleting.start()
-        wait_until_waiting(targets.dsn("system"), tenant_delete_statement(tenant.id))
-    finally:
-        go.set()
-        running.join(120)
-        if deleting.ident is not None:
-            deleting.join(120)
-    return errors
+    return race_tenant_delete(runner.run_due, tenant.id, targets.dsn("system"), holding, go)
 
 
 def _tenant_rows_left(tenant_id) -> list[int]:  # type: ignore[no-untyped-def]
@@ -595,7 +562,7 @@ def test_deleting_a_tenant_while_its_journey_step_runs_does_not_deadlock(
     make_journey(tenant_a.id, [{"id": "pause", "type": "wait", "seconds": 3600}])
     _fire(tenant_a.id, make_contact(tenant_a.id, "gone@deadlock.test"))
     assert _delete_tenant_while_paused(
-        tenant_a, targets, monkeypatch, runner, "_write_deferred") == []
+        tenant_a, targets, monkeypatch, runner, "_write_deferred") == ([], [])
     assert RETRIED not in caplog.text  # the lock order, not the delete's retry
     assert "running them one by one" not in caplog.text  # the step's batch did not fail
     assert _tenant_rows_left(tenant_a.id) == [0, 0, 0, 0]
@@ -609,6 +576,6 @@ def test_deleting_a_tenant_while_its_enrollments_are_claimed_does_not_deadlock(
     make_journey(tenant_a.id, [{"id": "pause", "type": "wait", "seconds": 3600}])
     _fire(tenant_a.id, make_contact(tenant_a.id, "claimed@deadlock.test"))
     assert _delete_tenant_while_paused(
-        tenant_a, targets, monkeypatch, JOURNEYS, "settle_within") == []
+        tenant_a, targets, monkeypatch, JOURNEYS, "settle_within") == ([], [])
     assert RETRIED not in caplog.text  # the lock order, not the delete's retry
     assert _tenant_rows_left(tenant_a.id) == [0, 0, 0, 0]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import psycopg2
 from psycopg2.extensions import make_dsn, parse_dsn
 
@@ -11,7 +9,7 @@ from swiftmail_core.db import system_tx, tenant_tx
 from swiftmail_core.sending import due_tenants, outbox
 from swiftmail_core.sending.sweeper import reclaim_expired_leases
 from swiftmail_core.tenants import delete_tenant
-from tests.core.lock_waits import RETRIED, tenant_delete_statement, wait_until_waiting
+from tests.core.lock_waits import RETRIED, race, tenant_delete_statement, wait_until_waiting
 
 
 def _queue(tenant_id, count: int) -> None:  # type: ignore[no-untyped-def]
@@ -214,35 +212,21 @@ def test_deleting_a_tenant_during_its_first_claim_does_not_deadlock(
     params = parse_dsn(pg_admin_url)
     params["dbname"] = targets.database
     blocker = psycopg2.connect(make_dsn(**params))
-    errors: list[BaseException] = []
-
-    def run(work) -> None:  # type: ignore[no-untyped-def]
-        try:
-            work()
-        except BaseException as ex:  # NOTE: reported below
-            errors.append(ex)
-
-    claiming = threading.Thread(target=run, args=(
-        lambda: outbox._claim_tenant(tenant, "w-first", 10, 60),))
-    deleting = threading.Thread(target=run, args=(lambda: delete_tenant(tenant),))
     try:
         with blocker.cursor() as cursor:
             cursor.execute("SET session_replication_role = replica")
             cursor.execute("INSERT INTO send_budgets (tenant_id, tokens) VALUES (%s, 0) "
                            "ON CONFLICT (tenant_id) DO UPDATE SET tokens = send_budgets.tokens",
                            (tenant,))
-        claiming.start()
-        wait_until_waiting(targets.dsn("system"), f"SELECT * FROM swiftmail_claim_tenant('{tenant}'")
-        deleting.start()
-        wait_until_waiting(targets.dsn("system"), tenant_delete_statement(tenant))
+        claiming, deleting = race(
+            lambda: outbox._claim_tenant(tenant, "w-first", 10, 60), lambda: delete_tenant(tenant),
+            holds=lambda: wait_until_waiting(targets.dsn("system"),
+                                             f"SELECT * FROM swiftmail_claim_tenant('{tenant}'"),
+            waits=lambda: wait_until_waiting(targets.dsn("system"), tenant_delete_statement(tenant)),
+            release=blocker.rollback)
     finally:
-        blocker.rollback()
         blocker.close()
-        if claiming.ident is not None:
-            claiming.join(120)
-        if deleting.ident is not None:
-            deleting.join(120)
-    assert errors == []
+    assert (claiming, deleting) == ([], [])
     with system_tx() as database:
         assert database.execute_sql("SELECT count(*) FROM messages WHERE tenant_id = %s",
                                     (tenant,)).fetchone()[0] == 0

@@ -14,9 +14,8 @@ from swiftmail_core.db import system_tx, tenant_tx
 from swiftmail_core.sending import outbox, state
 from swiftmail_core.sending.provider_events import ProviderEvent, apply_provider_events
 from swiftmail_core.sending.state import Report, apply_reports
-from swiftmail_core.tenants import delete_tenant
 from swiftmail_core.transports import Outcome, SendResult
-from tests.core.lock_waits import RETRIED, tenant_delete_statement, wait_until_waiting
+from tests.core.lock_waits import RETRIED, race_tenant_delete
 
 
 def _row(tenant_id, email: str = "r@x.test", status: str = "queued") -> tuple[int, uuid.UUID]:  # type: ignore[no-untyped-def]
@@ -209,28 +208,11 @@ def test_deleting_a_tenant_while_a_worker_writes_its_results_does_not_deadlock(
         return original(database, tenant, rows)
 
     monkeypatch.setattr(state, "_write_rows", paused_write_rows)
-    errors: list[BaseException] = []
-
-    def run(work) -> None:  # type: ignore[no-untyped-def]
-        try:
-            work()
-        except BaseException as ex:  # NOTE: reported below
-            errors.append(ex)
-
-    writing = threading.Thread(target=run, args=(lambda: outbox.record_results(
-        [_claimed(tenant_a.id, ledger_id)], [SendResult(ledger_id, Outcome.ACCEPTED)]),))
-    deleting = threading.Thread(target=run, args=(lambda: delete_tenant(str(tenant_a.id)),))
-    writing.start()
-    try:
-        assert holding.wait(60)
-        deleting.start()
-        wait_until_waiting(targets.dsn("system"), tenant_delete_statement(tenant_a.id))
-    finally:
-        go.set()
-        writing.join(120)
-        if deleting.ident is not None:
-            deleting.join(120)
-    assert errors == []
+    writing, deleting = race_tenant_delete(
+        lambda: outbox.record_results([_claimed(tenant_a.id, ledger_id)],
+                                      [SendResult(ledger_id, Outcome.ACCEPTED)]),
+        tenant_a.id, targets.dsn("system"), holding, go)
+    assert (writing, deleting) == ([], [])
     with system_tx() as database:
         assert database.execute_sql("SELECT count(*) FROM messages WHERE tenant_id = %s",
                                     (str(tenant_a.id),)).fetchone()[0] == 0

@@ -10,7 +10,6 @@ for a row lock (pg_stat_activity): no timing dependence.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from swiftmail_core import parent_rows
@@ -18,8 +17,7 @@ from swiftmail_core.db import system_tx
 from swiftmail_core.errors import NotFoundError
 from swiftmail_core.sending import audience as audience_module
 from swiftmail_core.sending import due_tenants, lifecycle
-from swiftmail_core.tenants import delete_tenant
-from tests.core.lock_waits import RETRIED, tenant_delete_statement, wait_until_waiting
+from tests.core.lock_waits import RETRIED, race_tenant_delete
 from tests.core.sending.conftest import add_subscribers, make_campaign, make_list
 
 
@@ -36,34 +34,6 @@ def _pause_after(monkeypatch, owner: Any, name: str, holding: threading.Event,  
         return original(*args, **kwargs) if before else result
 
     monkeypatch.setattr(owner, name, paused)
-
-
-def _race(tenant, targets, work: Callable[[], Any], holding: threading.Event,  # type: ignore[no-untyped-def]
-          go: threading.Event) -> tuple[list[BaseException], list[BaseException]]:
-    """Run ``work`` until it is paused, delete the tenant meanwhile; return both's errors."""
-    work_errors: list[BaseException] = []
-    delete_errors: list[BaseException] = []
-
-    def run(target: Callable[[], Any], errors: list[BaseException]) -> None:
-        try:
-            target()
-        except BaseException as ex:  # NOTE: returned
-            errors.append(ex)
-
-    working = threading.Thread(target=run, args=(work, work_errors))
-    deleting = threading.Thread(target=run, args=(lambda: delete_tenant(str(tenant.id)),
-                                                  delete_errors))
-    working.start()
-    try:
-        assert holding.wait(60)
-        deleting.start()
-        wait_until_waiting(targets.dsn("system"), tenant_delete_statement(tenant.id))
-    finally:
-        go.set()
-        working.join(120)
-        if deleting.ident is not None:
-            deleting.join(120)
-    return work_errors, delete_errors
 
 
 def _rows_left(tenant_id) -> list[int]:  # type: ignore[no-untyped-def]
@@ -88,9 +58,9 @@ def test_deleting_a_tenant_while_its_audience_is_written_does_not_deadlock(
     campaign_id = _campaign(tenant_a.id)
     holding, go = threading.Event(), threading.Event()
     _pause_after(monkeypatch, parent_rows, "lock_campaign", holding, go)
-    resolving, deleting = _race(
-        tenant_a, targets, lambda: audience_module.resolve_audience(tenant_a.id, campaign_id),
-        holding, go)
+    resolving, deleting = race_tenant_delete(
+        lambda: audience_module.resolve_audience(tenant_a.id, campaign_id),
+        tenant_a.id, targets.dsn("system"), holding, go)
     assert deleting == []
     # The range commits first; its closing transaction finds the tenant gone, or
     # locks it just before the delete does and finishes first.
@@ -106,9 +76,9 @@ def test_deleting_a_tenant_while_its_audience_is_marked_resolved_does_not_deadlo
     campaign_id = _campaign(tenant_a.id)
     holding, go = threading.Event(), threading.Event()
     _pause_after(monkeypatch, due_tenants, "mark_due", holding, go, before=True)
-    resolving, deleting = _race(
-        tenant_a, targets, lambda: audience_module.resolve_audience(tenant_a.id, campaign_id),
-        holding, go)
+    resolving, deleting = race_tenant_delete(
+        lambda: audience_module.resolve_audience(tenant_a.id, campaign_id),
+        tenant_a.id, targets.dsn("system"), holding, go)
     assert (resolving, deleting) == ([], [])
     assert _rows_left(tenant_a.id) == [0, 0, 0, 0]
     assert RETRIED not in caplog.text  # the lock order, not the delete's retry
@@ -121,9 +91,9 @@ def test_deleting_a_tenant_during_a_test_send_does_not_deadlock(
     campaign_id = _campaign(tenant_a.id)
     holding, go = threading.Event(), threading.Event()
     _pause_after(monkeypatch, parent_rows, "lock_campaign", holding, go)
-    sending, deleting = _race(
-        tenant_a, targets,
-        lambda: lifecycle.test_send(tenant_a.id, campaign_id, ["qa@race.test"]), holding, go)
+    sending, deleting = race_tenant_delete(
+        lambda: lifecycle.test_send(tenant_a.id, campaign_id, ["qa@race.test"]),
+        tenant_a.id, targets.dsn("system"), holding, go)
     assert (sending, deleting) == ([], [])
     assert _rows_left(tenant_a.id) == [0, 0, 0, 0]
     assert RETRIED not in caplog.text  # the lock order, not the delete's retry
@@ -142,9 +112,9 @@ def test_deleting_a_tenant_retries_when_it_loses_a_deadlock(
                              (str(campaign_id),))
     holding, go = threading.Event(), threading.Event()
     _pause_after(monkeypatch, due_tenants, "mark_due", holding, go, before=True)
-    resuming, deleting = _race(
-        tenant_a, targets, lambda: lifecycle.resume_campaign(tenant_a.id, campaign_id),
-        holding, go)
+    resuming, deleting = race_tenant_delete(
+        lambda: lifecycle.resume_campaign(tenant_a.id, campaign_id),
+        tenant_a.id, targets.dsn("system"), holding, go)
     assert (resuming, deleting) == ([], [])
     assert _rows_left(tenant_a.id) == [0, 0, 0, 0]
     assert RETRIED in caplog.text  # it lost once, and ran again
