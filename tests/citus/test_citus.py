@@ -151,3 +151,38 @@ def test_the_api_works_unchanged_on_citus(citus_runtime, redis_url, run_id) -> N
     assert client.simulate_get(path, headers=key_a).json["attributes"] == {"plan": "pro"}
     assert client.simulate_get(path, headers=key_b).status_code == 404
     assert client.simulate_get("/v1/contacts", headers=key_b).json["data"] == []
+
+
+def test_the_budget_row_migration_runs_on_the_distributed_tables(citus_runtime, citus_cluster) -> None:  # type: ignore[no-untyped-def]
+    """Migration 0195 as `swiftmail migrate` applies it to a cluster already installed.
+
+    `swiftmail init --citus` applied it before distributing the tables; an
+    upgraded cluster runs it with tenants a reference table and send_budgets
+    distributed, whose FORCE RLS it lifts and restores on every shard.
+    """
+    from swiftmail_core.db.migrate import available_migrations, render
+    from swiftmail_core.db.targets import database_targets
+
+    older, sent = str(_tenant("budget-older").id), str(_tenant("budget-sent").id)
+    with _admin(citus_cluster) as connection, connection.cursor() as cursor:
+        cursor.execute("DELETE FROM send_budgets WHERE tenant_id = %s", (older,))
+        cursor.execute("UPDATE tenants SET send_rate_per_second = 7 WHERE id = %s", (older,))
+        cursor.execute("UPDATE send_budgets SET tokens = 1.5, day_count = 42 "
+                       "WHERE tenant_id = %s", (sent,))
+    migration = next(m for m in available_migrations() if m.version == 195)
+    targets = database_targets(citus_runtime.settings)
+    owner = psycopg2.connect(targets.dsn("owner"))
+    try:
+        with owner, owner.cursor() as cursor:  # one transaction, as migrate runs it
+            cursor.execute(render(migration.text, targets.role_names))
+    finally:
+        owner.close()
+    with _admin(citus_cluster) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT tenant_id::text, tokens, day_count FROM send_budgets "
+                       "WHERE tenant_id IN (%s, %s)", (older, sent))
+        assert sorted(cursor.fetchall()) == sorted([(older, 7.0, 0), (sent, 1.5, 42)])
+        cursor.execute("SELECT DISTINCT result FROM run_command_on_shards('send_budgets', "
+                       "'SELECT relforcerowsecurity FROM pg_class WHERE oid = ''%s''::regclass')")
+        assert cursor.fetchall() == [("t",)]  # FORCE RLS back on every shard
+        cursor.execute("SELECT relforcerowsecurity FROM pg_class WHERE relname = 'send_budgets'")
+        assert cursor.fetchone()[0] is True
