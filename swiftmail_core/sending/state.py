@@ -240,10 +240,15 @@ def _lock_rows(database: Any, tenant: str, reports: Sequence[Report]) -> dict[in
     ids = sorted({int(r.ledger_id) for r in reports if r.ledger_id is not None})
     if not ids:
         return {}
+    # NOTE: one probe of the primary key per id, in id order (the lock order), whatever
+    # the statistics: `id = ANY (...)` was read as a filter over the tenant's rows when
+    # the ledger had no statistics yet (a new install, before autovacuum's first pass).
     found = database.execute_sql(
+        "SELECT m.id, m.status, m.lease_owner, m.campaign_id, m.contact_id, m.email, m.kind "
+        "FROM unnest(%s::bigint[]) AS wanted (id) CROSS JOIN LATERAL ("
         "SELECT id, status, lease_owner, campaign_id, contact_id, email, kind FROM messages "
-        f"WHERE tenant_id = {_tenant_operand('%s')} AND id = ANY (%s::bigint[]) "
-        "ORDER BY id FOR UPDATE", (tenant, ids)).fetchall()
+        f"WHERE tenant_id = {_tenant_operand('%s')} AND id = wanted.id FOR UPDATE) AS m",
+        (ids, tenant)).fetchall()
     return {int(ident): _Row(status, owner, campaign, contact, email, kind)
             for ident, status, owner, campaign, contact, email, kind in found}
 
