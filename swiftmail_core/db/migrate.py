@@ -3,7 +3,10 @@
 Each ``migrations/NNNN_name.sql`` runs in its own transaction together with
 its row in ``schema_migrations``; an advisory lock serialises concurrent
 runs, so ``swiftmail migrate`` twice (or on two hosts at once) changes nothing
-the second time.
+the second time. The file's statements are sent one at a time (``statements``
+splits it as psql does): Citus sends a distributed table's DDL to the workers
+as the query string it was given, and refuses one holding several statements
+("cannot insert multiple commands into a prepared statement").
 
 A migration that breaks code older than some schema version says so in a
 line ``-- oldest-compatible-code: NNNN``; it is recorded with the migration
@@ -20,6 +23,7 @@ from importlib import resources
 import psycopg2
 from psycopg2 import sql
 
+from swiftmail_core.db.statements import split_statements
 from swiftmail_core.db.targets import DatabaseTargets
 from swiftmail_core.errors import ConfigurationError, ServiceUnavailableError
 
@@ -68,6 +72,13 @@ def render(text: str, role_names: dict[str, str]) -> str:
     return text
 
 
+def apply(cursor: psycopg2.extensions.cursor, migration: Migration,
+          role_names: dict[str, str]) -> None:
+    """Run ``migration``'s statements one by one in the cursor's transaction."""
+    for statement in split_statements(render(migration.text, role_names)):
+        cursor.execute(statement)
+
+
 def connect_owner(targets: DatabaseTargets) -> psycopg2.extensions.connection:
     """Open a plain psycopg2 connection as the owner role."""
     try:
@@ -104,7 +115,7 @@ def migrate(targets: DatabaseTargets) -> list[str]:
                     )
                 continue
             with connection, connection.cursor() as cursor:
-                cursor.execute(render(migration.text, targets.role_names))
+                apply(cursor, migration, targets.role_names)
                 cursor.execute(
                     "INSERT INTO schema_migrations (version, name, checksum, "
                     "oldest_compatible_code) VALUES (%s, %s, %s, %s)",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from swiftmail_core.db import system_tx
-from swiftmail_core.db.migrate import available_migrations, render
+from swiftmail_core.db.migrate import apply, available_migrations
 
 _ROW = ("SELECT tokens, refilled_at, day, day_count, refilled_at = now(), day = current_date "
         "FROM send_budgets WHERE tenant_id = %s")
@@ -38,7 +38,7 @@ def test_migration_0195_writes_missing_budget_rows_and_keeps_the_others(
         before = cursor.fetchone()
         cursor.execute("ALTER TABLE send_budgets FORCE ROW LEVEL SECURITY")
 
-        cursor.execute(render(migration.text, targets.role_names))
+        apply(cursor, migration, targets.role_names)
 
         cursor.execute("SELECT relforcerowsecurity FROM pg_class "
                        "WHERE oid = 'send_budgets'::regclass")
