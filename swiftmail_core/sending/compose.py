@@ -20,6 +20,7 @@ from typing import Any
 
 from swiftmail_core.ab_tests.variants import load_variants, variant_campaign
 from swiftmail_core.db import system_tx
+from swiftmail_core.db.by_key import rows_by_key
 from swiftmail_core.db.conflicts import retry_on_conflict
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.rendering import CampaignRenderer
@@ -215,11 +216,8 @@ def _contacts(database: Any, tenant_id: uuid.UUID, list_ids: Sequence[str],
               contact_ids: Sequence[Any]) -> dict[str, dict[str, Any]]:
     """Return the contacts to render for, by id, each with the list it came through.
 
-    One probe of the primary key per contact, whatever the statistics say:
-    read as ``id = ANY (...)``, a tenant the statistics did not know yet (a
-    new tenant's first campaign, before autovacuum analyzed its import) had
-    all its contacts read for every batch. (``OFFSET 0`` keeps the sub-select
-    a probe: flattened into a join, it could be hash-joined again.)
+    One key probe per contact (``db/by_key.py``): a new tenant's first
+    campaign no longer reads all its contacts for every batch.
     """
     return {
         str(contact["id"]): contact
@@ -229,8 +227,7 @@ def _contacts(database: Any, tenant_id: uuid.UUID, list_ids: Sequence[str],
             "(SELECT s.list_id FROM subscriptions s WHERE s.tenant_id = %s "
             " AND s.contact_id = c.id AND s.list_id = ANY (%s::uuid[]) "
             " ORDER BY s.status = 'confirmed' DESC LIMIT 1) AS list_id "
-            "FROM unnest(%s::uuid[]) AS wanted (id) CROSS JOIN LATERAL ("
-            "SELECT * FROM contacts WHERE tenant_id = %s AND id = wanted.id OFFSET 0) AS c",
+            f"FROM {rows_by_key('contacts', 'c', id_type='uuid')}",
             (str(tenant_id), list(list_ids), [str(c) for c in contact_ids], str(tenant_id)))
     }
 

@@ -70,7 +70,8 @@ from typing import Any
 from psycopg2.extras import execute_values
 
 from swiftmail_core import parent_rows
-from swiftmail_core.db import is_distributed, system_tx
+from swiftmail_core.db import system_tx
+from swiftmail_core.db.by_key import rows_by_key, tenant_operand
 from swiftmail_core.db.conflicts import retry_on_conflict
 from swiftmail_core.db.failover import retry_after_failover
 from swiftmail_core.events import EventRecord, notify_plugins, store_events
@@ -219,35 +220,14 @@ def _apply_tenant(database: Any, tenant: str, reports: Sequence[Report],
     return store_events(database, events)
 
 
-def _tenant_operand(value: str) -> str:
-    """Return the SQL the writer compares ``tenant_id`` with, ``value`` being a placeholder or literal.
-
-    The writer names its rows by id. Planned for the tenant's own value, a
-    tenant the statistics do not know yet (a new tenant's first campaign,
-    before autovacuum analyzes the ledger: on a big table that can take
-    hours) is one row to the planner, which then reads the tenant's rows by
-    tenant alone and filters them by id: every ledger row of the tenant on
-    every batch. As a sub-select the value is unknown when the statement is
-    planned, so the tenant is estimated as an average one and the rows are
-    read by key (0194 does the same for the claim with generic plans). On
-    Citus the value stays a literal: the statement is routed to the tenant's
-    shard by it.
-    """
-    return value if is_distributed() else f"(SELECT {value}::uuid)"
-
-
 def _lock_rows(database: Any, tenant: str, reports: Sequence[Report]) -> dict[int, _Row]:
     ids = sorted({int(r.ledger_id) for r in reports if r.ledger_id is not None})
     if not ids:
         return {}
-    # NOTE: one probe of the primary key per id, in id order (the lock order), whatever
-    # the statistics: `id = ANY (...)` was read as a filter over the tenant's rows when
-    # the ledger had no statistics yet (a new install, before autovacuum's first pass).
+    # NOTE: locked in id order (the lock order), one key probe each (db/by_key.py).
     found = database.execute_sql(
         "SELECT m.id, m.status, m.lease_owner, m.campaign_id, m.contact_id, m.email, m.kind "
-        "FROM unnest(%s::bigint[]) AS wanted (id) CROSS JOIN LATERAL ("
-        "SELECT id, status, lease_owner, campaign_id, contact_id, email, kind FROM messages "
-        f"WHERE tenant_id = {_tenant_operand('%s')} AND id = wanted.id FOR UPDATE) AS m",
+        f"FROM {rows_by_key('messages', 'm', id_type='bigint', lock=True)}",
         (ids, tenant)).fetchall()
     return {int(ident): _Row(status, owner, campaign, contact, email, kind)
             for ident, status, owner, campaign, contact, email, kind in found}
@@ -313,7 +293,7 @@ def _write_rows(database: Any, tenant: str, rows: Mapping[int, _Row]) -> None:
             change.get("provider_message_id"), change.get("message_id"),
             change.get("resend_to"), change.get("resend_until")))
     # APPSEC: the tenant is the text of a UUID (it keys the reports' tenant_id).
-    tenant_key = _tenant_operand(f"'{uuid.UUID(tenant)}'")
+    tenant_key = tenant_operand(f"'{uuid.UUID(tenant)}'")
     execute_values(
         database.cursor(),
         "UPDATE messages m SET status = coalesce(v.status, m.status), "

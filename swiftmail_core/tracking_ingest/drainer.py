@@ -17,6 +17,7 @@ import uuid
 from typing import Any
 
 from swiftmail_core.db import system_tx
+from swiftmail_core.db.by_key import rows_by_key
 from swiftmail_core.events import EventRecord, record_events
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.tracking_ingest.hits import Hit
@@ -49,11 +50,7 @@ def load_ledger_rows(keys: set[tuple[uuid.UUID, int]]) -> dict[tuple[uuid.UUID, 
     rows: list[Any] = []
     with system_tx() as database:
         for tenant, ids in sorted(by_tenant.items()):
-            rows.extend(database.execute_sql(
-                "SELECT m.tenant_id, m.id, m.campaign_id, m.contact_id, m.email, m.sent_at "
-                "FROM messages m WHERE m.tenant_id = %s AND m.id = ANY (%s::bigint[])",
-                (tenant, sorted(ids)),
-            ).fetchall())
+            rows.extend(tenant_ledger_rows(database, tenant, ids))
     return {
         (uuid.UUID(str(tenant)), message): LedgerRow(
             uuid.UUID(str(campaign)) if campaign else None,
@@ -63,6 +60,18 @@ def load_ledger_rows(keys: set[tuple[uuid.UUID, int]]) -> dict[tuple[uuid.UUID, 
         )
         for tenant, message, campaign, contact, email, sent_at in rows
     }
+
+
+def tenant_ledger_rows(database: Any, tenant: str, ids: list[int]) -> list[Any]:
+    """Return (tenant, id, campaign, contact, email, sent_at) of one tenant's messages.
+
+    One key probe per message (``db/by_key.py``): a new tenant's first
+    campaign's opens no longer read its whole ledger for every batch.
+    """
+    return database.execute_sql(
+        "SELECT m.tenant_id, m.id, m.campaign_id, m.contact_id, m.email, m.sent_at "
+        f"FROM {rows_by_key('messages', 'm', id_type='bigint')}",
+        (sorted(set(ids)), tenant)).fetchall()
 
 
 def hits_to_records(
