@@ -6,7 +6,9 @@ the workers with the coordinator, then ``distribute_tables`` makes the small
 global tables (``tenants``, ``users``) reference tables and every table with a
 ``tenant_id`` column a hash-distributed table on it, all in one colocation
 group, in foreign-key order. Row-level security, policies and grants are kept
-exactly as on one node: Citus copies them to every shard. ``swiftmail
+exactly as on one node: Citus copies them to every shard (FORCE RLS is lifted
+while a table's rows are copied, inside the transaction that puts it back:
+the owner role cannot copy rows under it). ``swiftmail
 migrate`` runs ``distribute_tables`` again, so a table a migration adds is
 distributed too. ``citus_findings`` is what ``swiftmail doctor`` checks.
 
@@ -16,11 +18,13 @@ with ``citus.propagate_set_commands = 'local'`` (see ``db.connection``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg2
+from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
 from swiftmail_core.db.audit import Finding
@@ -138,7 +142,8 @@ def distribute_tables(connection: Any) -> list[str]:
         already = {name for (name,) in cursor.fetchall()}
         for table in REFERENCE_TABLES:
             if table not in already:
-                cursor.execute("SELECT create_reference_table(%s)", (table,))
+                _create_lifting_force(cursor, table, "SELECT create_reference_table(%s)",
+                                      (table,))
                 done.append(f"made {table} a reference table")
         anchor = None
         distributed = []
@@ -146,8 +151,8 @@ def distribute_tables(connection: Any) -> list[str]:
             if table in already:
                 anchor = anchor or table
                 continue
-            cursor.execute(
-                "SELECT create_distributed_table(%s, %s, colocate_with => %s)",
+            _create_lifting_force(
+                cursor, table, "SELECT create_distributed_table(%s, %s, colocate_with => %s)",
                 (table, DISTRIBUTION_COLUMN, anchor or "default"))
             anchor = anchor or table
             distributed.append(table)
@@ -165,6 +170,37 @@ def distribute_tables(connection: Any) -> list[str]:
                     (signature, anchor or "messages"))
                 done.append(f"distributed {signature} by its tenant argument")
     return done
+
+
+def _create_lifting_force(cursor: Any, table: str, create: str,
+                          args: tuple[str, ...]) -> None:
+    """Run ``create`` (a Citus create_*_table call) on ``table``, FORCE RLS or not.
+
+    Citus copies the rows a table already holds into its shards with COPY and
+    refuses to under row-level security ("COPY FROM not supported with
+    row-level security"), which FORCE RLS applies to the owner role
+    ``swiftmail migrate`` runs as. FORCE is lifted for the call and put back
+    in one transaction: a failure leaves it on, and the restored FORCE
+    reaches every shard.
+    """
+    cursor.execute("SELECT relforcerowsecurity FROM pg_class WHERE oid = %s::regclass", (table,))
+    if not cursor.fetchone()[0]:
+        cursor.execute(create, args)
+        return
+    name = sql.Identifier(table)
+    cursor.execute("BEGIN")
+    try:
+        # Sequential: in a transaction block Citus refuses parallel DDL on a table whose
+        # foreign key references a reference table (tenants) the transaction touched.
+        cursor.execute("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'")
+        cursor.execute(sql.SQL("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY").format(name))
+        cursor.execute(create, args)
+        cursor.execute(sql.SQL("ALTER TABLE {} FORCE ROW LEVEL SECURITY").format(name))
+    except BaseException:
+        with contextlib.suppress(psycopg2.Error):  # a lost connection rolled back already
+            cursor.execute("ROLLBACK")
+        raise
+    cursor.execute("COMMIT")
 
 
 def _function_delegated(cursor: Any, signature: str) -> bool:
