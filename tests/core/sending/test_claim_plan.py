@@ -51,15 +51,18 @@ def _claim_reads_of(tenant_id, tables: tuple[str, ...]) -> tuple[list, dict[str,
     the tenant's token bucket empty (it refills at the tenant's rate, 100 a
     second by default) and lease nothing.
     """
+    reads = ("SELECT relname, coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) "
+             "FROM pg_stat_xact_user_tables WHERE relname = ANY (%s)")
     with system_tx() as database:
+        # NOTE: since PostgreSQL 15 these counters also hold the backend's earlier
+        # transactions' reads until it reports them (at most once a second).
+        before = dict(database.execute_sql(reads, (list(tables),)).fetchall())
         rows = database.execute_sql(
             "SELECT * FROM swiftmail_claim_tenant(%s::uuid, %s, %s, 60)",
             (str(tenant_id), "plan-test", LIMIT)).fetchall()
-        read = dict(database.execute_sql(
-            "SELECT relname, coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) "
-            "FROM pg_stat_xact_user_tables WHERE relname = ANY (%s)", (list(tables),)).fetchall())
+        after = dict(database.execute_sql(reads, (list(tables),)).fetchall())
     assert rows and rows[0][1] is not None  # it leased rows (as many as the budget gave)
-    return rows, {table: int(read.get(table, 0)) for table in tables}
+    return rows, {table: int(after.get(table, 0)) - int(before.get(table, 0)) for table in tables}
 
 
 def _claim_reads(tenant_id, table: str) -> tuple[list, int]:  # type: ignore[no-untyped-def,type-arg]
