@@ -84,6 +84,20 @@ def _tenant(slug: str):  # type: ignore[no-untyped-def]
     return create_tenant(f"{slug}-{uuid.uuid4().hex[:8]}")
 
 
+def _apply_as_owner(runtime, migration) -> None:  # type: ignore[no-untyped-def]
+    """Run ``migration`` as the owner role in one transaction, as ``swiftmail migrate`` does."""
+    from swiftmail_core.db.migrate import apply
+    from swiftmail_core.db.targets import database_targets
+
+    targets = database_targets(runtime.settings)
+    owner = psycopg2.connect(targets.dsn("owner"))
+    try:
+        with owner, owner.cursor() as cursor:
+            apply(cursor, migration, targets.role_names)
+    finally:
+        owner.close()
+
+
 def _add_contact(tenant_id, email: str) -> None:  # type: ignore[no-untyped-def]
     with tenant_tx(tenant_id):
         app_db.execute_sql("INSERT INTO contacts (tenant_id, id, email) VALUES (%s, %s, %s)",
@@ -161,8 +175,7 @@ def test_the_budget_row_migration_runs_on_the_distributed_tables(citus_runtime, 
     upgraded cluster runs it with tenants a reference table and send_budgets
     distributed, whose FORCE RLS it lifts and restores on every shard.
     """
-    from swiftmail_core.db.migrate import apply, available_migrations
-    from swiftmail_core.db.targets import database_targets
+    from swiftmail_core.db.migrate import available_migrations
 
     older, sent = str(_tenant("budget-older").id), str(_tenant("budget-sent").id)
     with _admin(citus_cluster) as connection, connection.cursor() as cursor:
@@ -171,13 +184,7 @@ def test_the_budget_row_migration_runs_on_the_distributed_tables(citus_runtime, 
         cursor.execute("UPDATE send_budgets SET tokens = 1.5, day_count = 42 "
                        "WHERE tenant_id = %s", (sent,))
     migration = next(m for m in available_migrations() if m.version == 195)
-    targets = database_targets(citus_runtime.settings)
-    owner = psycopg2.connect(targets.dsn("owner"))
-    try:
-        with owner, owner.cursor() as cursor:  # one transaction, as migrate runs it
-            apply(cursor, migration, targets.role_names)
-    finally:
-        owner.close()
+    _apply_as_owner(citus_runtime, migration)
     with _admin(citus_cluster) as connection, connection.cursor() as cursor:
         cursor.execute("SELECT tenant_id::text, tokens, day_count FROM send_budgets "
                        "WHERE tenant_id IN (%s, %s)", (older, sent))
@@ -246,8 +253,7 @@ def test_migrate_distributes_a_new_forced_table_with_its_rows(
     shards ("COPY FROM not supported with row-level security"). The rows must
     reach the shards and FORCE RLS and the policies stay on everywhere.
     """
-    from swiftmail_core.db.migrate import Migration, apply
-    from swiftmail_core.db.targets import database_targets
+    from swiftmail_core.db.migrate import Migration
 
     tenant = str(_tenant("forced-rows").id)
     migration = Migration(9999, "forced_rows", f"""
@@ -263,13 +269,7 @@ def test_migrate_distributes_a_new_forced_table_with_its_rows(
             WITH CHECK (tenant_id = swiftmail_current_tenant());
         GRANT SELECT, INSERT, UPDATE, DELETE ON forced_rows TO @app_role@;
     """)
-    targets = database_targets(citus_runtime.settings)
-    owner = psycopg2.connect(targets.dsn("owner"))
-    try:
-        with owner, owner.cursor() as cursor:  # one transaction, as migrate runs it
-            apply(cursor, migration, targets.role_names)
-    finally:
-        owner.close()
+    _apply_as_owner(citus_runtime, migration)
     try:
         migrated = run_swiftmail("migrate", env=citus_environ, timeout=120)
         assert migrated.returncode == 0, migrated.stdout + migrated.stderr
