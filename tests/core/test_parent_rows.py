@@ -11,6 +11,7 @@ from psycopg2 import errors
 
 from swiftmail_core import parent_rows
 from swiftmail_core.db import tenant_tx
+from swiftmail_core.doctor import _check_orphans
 from swiftmail_core.models import Campaign, Message
 from swiftmail_core.tenants import create_tenant, delete_tenant
 
@@ -210,3 +211,11 @@ def test_orphan_findings_report_children_of_a_deleted_parent(owner_a, targets) -
     finally:
         connection.rollback()
         connection.close()
+
+
+def test_the_doctor_runs_every_orphan_check(targets) -> None:
+    # Regression: the doctor runs them as the system role, which could not read
+    # lists: every run reported "permission denied for table lists" as a warning.
+    findings = _check_orphans(targets)
+    assert [finding.check for finding in findings] == [
+        check for check, _ in parent_rows.ORPHAN_QUERIES], findings
