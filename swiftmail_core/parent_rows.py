@@ -1,16 +1,19 @@
 """Parent-row locks and deletes that stand in for dropped foreign keys.
 
 Migration 0189 dropped ``messages -> campaigns`` and ``subscriptions ->
-lists``, 0191 ``contacts -> tenants`` and ``subscriptions -> contacts``:
-their per-row checks re-read one parent row per bulk-written child
-(docs/architecture.md, "Foreign keys on the hot paths"). The reference
+lists``, 0191 ``contacts -> tenants`` and ``subscriptions -> contacts``,
+0197 ``messages -> tenants``: their per-row checks re-read one parent row
+per bulk-written child (docs/architecture.md, "Foreign keys on the hot
+paths"). The reference
 still holds by construction, with the same locks a foreign key takes:
 
 * a writer of such children first calls ``lock_campaign`` / ``lock_lists``
   / ``lock_tenant`` / ``lock_contacts`` in its transaction (``FOR KEY
   SHARE``, once per statement instead of once per row), so the parent cannot
   be deleted before it commits; a contact the writing statement creates or
-  upserts (``ON CONFLICT DO UPDATE`` locks it) needs no separate lock;
+  upserts (``ON CONFLICT DO UPDATE`` locks it) needs no separate lock; a
+  writer of ledger rows holds the tenant, or a row the tenant's deletion
+  cascades to (its campaign, its list);
 * the parent is deleted only through ``delete_campaign`` / ``delete_list`` /
   ``delete_contact`` / ``delete_tenant_rows``, which lock it ``FOR UPDATE``
   (waiting for those writers) and delete its children in the same
@@ -52,6 +55,9 @@ ORPHAN_QUERIES = (
     ("no contacts of a deleted tenant",
      "SELECT count(*) FROM contacts c WHERE NOT EXISTS ("
      "SELECT 1 FROM tenants t WHERE t.id = c.tenant_id)"),
+    ("no ledger rows of a deleted tenant",
+     "SELECT count(*) FROM messages m WHERE NOT EXISTS ("
+     "SELECT 1 FROM tenants t WHERE t.id = m.tenant_id)"),
 )
 
 
@@ -78,7 +84,7 @@ def lock_lists(database: Any, tenant_id: uuid.UUID | str,
 
 
 def lock_tenant(database: Any, tenant_id: uuid.UUID | str) -> bool:
-    """Hold the tenant row until commit (contacts may follow); False if it is gone."""
+    """Hold the tenant row until commit (contacts or ledger rows may follow); False if it is gone."""
     return database.execute_sql(_LOCK_TENANT, (str(tenant_id),)).fetchone() is not None
 
 
@@ -145,14 +151,17 @@ def delete_contact(database: Any, tenant_id: uuid.UUID | str,
 
 
 def delete_tenant_rows(database: Any, tenant_id: uuid.UUID | str) -> None:
-    """Delete a tenant, then its contacts and subscriptions (the system role's transaction).
+    """Delete a tenant, then its contacts, subscriptions and ledger rows (the system role's transaction).
 
-    Deleting the tenant row locks it (waiting for writers of contacts, which hold
-    it ``FOR KEY SHARE``) and cascades to every table that keeps its foreign key
-    to tenants; contacts and subscriptions (0191) follow in later statements of
-    the same transaction, which see what such a writer committed meanwhile.
+    Deleting the tenant row locks it (waiting for writers of contacts and ledger
+    rows, which hold it ``FOR KEY SHARE``) and cascades to every table that
+    keeps its foreign key to tenants (waiting for writers holding a campaign or
+    a list); contacts and subscriptions (0191) and ledger rows (0197) follow in
+    later statements of the same transaction, which see what such a writer
+    committed meanwhile.
     """
     database.execute_sql("DELETE FROM tenants WHERE id = %s", (str(tenant_id),))
+    database.execute_sql("DELETE FROM messages WHERE tenant_id = %s", (str(tenant_id),))
     database.execute_sql("DELETE FROM contacts WHERE tenant_id = %s", (str(tenant_id),))
     database.execute_sql("DELETE FROM subscriptions WHERE tenant_id = %s", (str(tenant_id),))
 

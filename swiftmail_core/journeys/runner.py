@@ -18,7 +18,9 @@
    backoff (``attempts``) and exits as ``failed`` after ``MAX_ATTEMPTS``.
 
 Each of these transactions first locks its tenant's row ``FOR KEY SHARE``,
-as the foreign keys of its step runs and due-tenant hints would later:
+which stands in for its emails' ledger rows' foreign key to tenants (0197)
+and which the foreign keys of its step runs and due-tenant hints would take
+later:
 ``swiftmail tenant delete`` locks the tenant and then, cascading, its
 enrollments and hints, and a transaction holding those before the tenant
 deadlocked with it. On Citus no lock (``parent_rows.lock_tenant_first``).

@@ -28,7 +28,8 @@ to ``campaigns.timezone_fallbacks`` in its own transaction (counted once, as
 only rows the range actually wrote count).
 
 Each transaction that writes first locks the tenant's row ``FOR KEY SHARE``,
-as the ledger rows' and due-tenant hint's foreign keys would later:
+which stands in for the ledger rows' foreign key to tenants (0197) and which
+the due-tenant hint's foreign key would take later:
 ``swiftmail tenant delete`` locks the tenant and then, cascading, its
 campaigns, and a transaction holding the campaign before the tenant
 deadlocked with it. One statement per range, none per row; on Citus no

@@ -291,6 +291,9 @@ def send_transactional(
         "reply_to": reply_to,
     }
     with tenant_tx(tenant_id) as database:
+        # NOTE: stands in for the ledger's foreign key to tenants (0197).
+        if not parent_rows.lock_tenant_first(database, tenant_id):
+            raise NotFoundError(f"no tenant {tenant_id}")
         if template_id is not None:
             found = database.execute_sql(
                 "SELECT 1 FROM templates WHERE id = %s", (payload["template_id"],),

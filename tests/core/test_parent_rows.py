@@ -13,6 +13,7 @@ from swiftmail_core import parent_rows
 from swiftmail_core.db import tenant_tx
 from swiftmail_core.doctor import _check_orphans
 from swiftmail_core.models import Campaign, Message
+from swiftmail_core.sending.lifecycle import send_transactional
 from swiftmail_core.tenants import create_tenant, delete_tenant
 
 
@@ -42,8 +43,8 @@ def test_the_hot_tables_keep_only_the_foreign_keys_that_cascade_from_tenants(
             "WHERE contype = 'f' AND conrelid IN ('messages'::regclass, "
             "'subscriptions'::regclass, 'contacts'::regclass) ORDER BY 1, 2")
         # 0189 dropped messages -> campaigns and subscriptions -> lists; 0191
-        # contacts -> tenants and subscriptions -> contacts.
-        assert cursor.fetchall() == [("messages", "tenants")]
+        # contacts -> tenants and subscriptions -> contacts; 0197 messages -> tenants.
+        assert cursor.fetchall() == []
         cursor.execute("SELECT to_regclass('subscriptions_confirmed_idx')")
         assert cursor.fetchone()[0] is None
 
@@ -108,6 +109,16 @@ def test_deleting_a_tenant_deletes_its_contacts_and_subscriptions(make_caller, t
     for table in ("contacts", "subscriptions"):
         assert _system_count(targets, f"SELECT count(*) FROM {table} WHERE tenant_id = %s",
                              (str(tenant.id),)) == 0
+
+
+def test_deleting_a_tenant_deletes_its_ledger_rows(make_caller, targets) -> None:
+    # Regression (0197): the ledger no longer cascades from tenants.
+    tenant = create_tenant(f"parent-ledger-{uuid.uuid4().hex[:8]}")
+    send_transactional(tenant.id, to="one@example.com", from_email="app@example.com",
+                       subject="hello", text="hi")
+    delete_tenant(str(tenant.id))
+    assert _system_count(targets, "SELECT count(*) FROM messages WHERE tenant_id = %s",
+                         (str(tenant.id),)) == 0
 
 
 def test_a_subscription_committed_while_its_contact_is_deleted_goes_too(
@@ -208,6 +219,21 @@ def test_orphan_findings_report_children_of_a_deleted_parent(owner_a, targets) -
         assert found["no subscriptions to a deleted list"].detail == "2 orphan rows"
         assert found["no subscriptions of a deleted contact"].detail == "1 orphan rows"
         assert found["no contacts of a deleted tenant"].ok
+        assert found["no ledger rows of a deleted tenant"].ok
+    finally:
+        connection.rollback()
+        connection.close()
+
+
+def test_orphan_findings_report_ledger_rows_of_a_deleted_tenant(targets) -> None:
+    # As the system role (the app role writes its own tenant's rows only), rolled back.
+    connection = psycopg2.connect(targets.dsn("system"))
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO messages (tenant_id, email) VALUES (%s, 'x@example.com')",
+                           (str(uuid.uuid4()),))
+            found = {finding.check: finding for finding in parent_rows.orphan_findings(cursor)}
+        assert found["no ledger rows of a deleted tenant"].detail == "1 orphan rows"
     finally:
         connection.rollback()
         connection.close()

@@ -118,3 +118,19 @@ def test_deleting_a_tenant_retries_when_it_loses_a_deadlock(
     assert (resuming, deleting) == ([], [])
     assert _rows_left(tenant_a.id) == [0, 0, 0, 0]
     assert RETRIED in caplog.text  # it lost once, and ran again
+
+
+def test_a_transactional_message_written_while_its_tenant_is_deleted_goes_with_it(
+        tenant_a, targets, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Regression (0197): the ledger has no foreign key to tenants any more. The
+    # send holds the tenant row, so the delete waits for it and then, in a
+    # later statement, deletes the row the send committed meanwhile.
+    holding, go = threading.Event(), threading.Event()
+    _pause_after(monkeypatch, lifecycle, "_contact_id", holding, go)
+    sending, deleting = race_tenant_delete(
+        lambda: lifecycle.send_transactional(
+            tenant_a.id, to="late@race.test", from_email="app@race.test",
+            subject="receipt", text="thanks"),
+        tenant_a.id, targets.dsn("system"), holding, go)
+    assert (sending, deleting) == ([], [])
+    assert _rows_left(tenant_a.id) == [0, 0, 0, 0]
