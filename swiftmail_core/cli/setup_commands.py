@@ -72,7 +72,7 @@ def migrate(state: CliState) -> None:
       swiftmail migrate
     """
     targets = state.runtime().targets
-    applied = run_migrations(targets)
+    applied = run_migrations(targets, report=lambda action: click.echo(f"  {action}"))
     click.echo(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
     if state.settings.citus:
         from swiftmail_core.db.citus import distribute_new_tables

@@ -9,8 +9,10 @@ group, in foreign-key order. Row-level security, policies and grants are kept
 exactly as on one node: Citus copies them to every shard (FORCE RLS is lifted
 while a table's rows are copied, inside the transaction that puts it back:
 the owner role cannot copy rows under it). ``swiftmail
-migrate`` runs ``distribute_tables`` again, so a table a migration adds is
-distributed too. ``citus_findings`` is what ``swiftmail doctor`` checks.
+migrate`` runs ``distribute_tables`` again, before each migration it applies
+to an installed cluster and once at the end, so a table a migration adds is
+distributed before the next migration meets it. ``citus_findings`` is what
+``swiftmail doctor`` checks.
 
 Tenant context reaches the workers because ``tenant_tx`` uses ``SET LOCAL``
 with ``citus.propagate_set_commands = 'local'`` (see ``db.connection``).
@@ -135,13 +137,18 @@ def _tenant_tables(cursor: Any) -> list[str]:
 
 
 def distribute_tables(connection: Any) -> list[str]:
-    """Make reference and distributed tables of what is still local; return what was done."""
+    """Make reference and distributed tables of what is still local; return what was done.
+
+    Reference tables and tenant functions a migration has not created yet are
+    skipped: ``swiftmail migrate`` calls this before each migration it applies
+    to an installed cluster, so every migration meets its tables distributed.
+    """
     done: list[str] = []
     with connection.cursor() as cursor:
         cursor.execute("SELECT logicalrelid::regclass::text FROM pg_dist_partition")
         already = {name for (name,) in cursor.fetchall()}
         for table in REFERENCE_TABLES:
-            if table not in already:
+            if table not in already and _exists(cursor, "to_regclass", table):
                 _create_lifting_force(cursor, table, "SELECT create_reference_table(%s)",
                                       (table,))
                 done.append(f"made {table} a reference table")
@@ -160,16 +167,23 @@ def distribute_tables(connection: Any) -> list[str]:
         # Rows a table held before it was distributed were copied to the shards; drop the
         # coordinator's hidden copy once no local table references it any more.
         for table in [*REFERENCE_TABLES, *distributed]:
-            if table not in already:
+            if table not in already and _exists(cursor, "to_regclass", table):
                 cursor.execute("SELECT truncate_local_data_after_distributing_table(%s)",
                                (table,))
         for signature in TENANT_FUNCTIONS:
-            if not _function_delegated(cursor, signature):
+            if (_exists(cursor, "to_regprocedure", signature)
+                    and not _function_delegated(cursor, signature)):
                 cursor.execute(
                     "SELECT create_distributed_function(%s, '$1', colocate_with => %s)",
                     (signature, anchor or "messages"))
                 done.append(f"distributed {signature} by its tenant argument")
     return done
+
+
+def _exists(cursor: Any, lookup: str, name: str) -> bool:
+    """Return True when ``name`` names a relation (to_regclass) or function (to_regprocedure)."""
+    cursor.execute(sql.SQL("SELECT {}(%s) IS NOT NULL").format(sql.Identifier(lookup)), (name,))
+    return bool(cursor.fetchone()[0])
 
 
 def _create_lifting_force(cursor: Any, table: str, create: str,

@@ -11,6 +11,21 @@ as the query string it was given, and refuses one holding several statements
 A migration that breaks code older than some schema version says so in a
 line ``-- oldest-compatible-code: NNNN``; it is recorded with the migration
 and read by the start-up schema check (``schema_version.py``).
+
+A migration may have a Citus variant, ``NNNN_name.citus.sql`` next to it:
+the same change written the way Citus takes it on distributed tables (it
+refuses ``ADD COLUMN`` with an unnamed inline constraint, for one). ``apply``
+runs the variant instead of the file when the database has distributed
+tables, i.e. on a Citus cluster installed before the migration shipped
+(``swiftmail init --citus`` applies every migration before distributing).
+The file's checksum is recorded either way, so the variant must leave the
+schema exactly as the file does, constraint names included
+(``tests/core/test_migration_variants.py`` compares them).
+
+On such a cluster ``migrate`` also distributes, before each migration, the
+tables the previous one added (``citus.distribute_tables``): a migration
+meets the cluster as an install at the version before it would be, e.g.
+0181 adds a foreign key from the distributed ``links`` to 0171's ``journeys``.
 """
 
 from __future__ import annotations
@@ -18,17 +33,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+from collections.abc import Callable
 from importlib import resources
 
 import psycopg2
 from psycopg2 import sql
 
+from swiftmail_core.db.citus import distribute_tables
 from swiftmail_core.db.statements import split_statements
 from swiftmail_core.db.targets import DatabaseTargets
 from swiftmail_core.errors import ConfigurationError, ServiceUnavailableError
 
 MIGRATION_LOCK = 0x5357_4D49  # "SWMI"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_CITUS_VARIANT = re.compile(r"^(\d{4})_([a-z0-9_]+)\.citus\.sql$")
 # "-- oldest-compatible-code: NNNN (why)": metadata, left out of the checksum, so it
 # can be added to a migration already applied without "changed after it was applied".
 _OLDEST_COMPATIBLE = re.compile(r"^-- oldest-compatible-code: (\d{4})\b.*\n?", re.MULTILINE)
@@ -41,6 +59,8 @@ class Migration:
     version: int
     name: str
     text: str
+    #: ``NNNN_name.citus.sql``: the same change as Citus takes it on distributed tables.
+    citus_text: str | None = None
 
     @property
     def checksum(self) -> str:
@@ -55,13 +75,22 @@ class Migration:
 
 
 def available_migrations() -> list[Migration]:
-    """Return every shipped migration in version order."""
-    found = []
+    """Return every shipped migration in version order, with its Citus variant if any.
+
+    Raises ValueError on a Citus variant whose migration is not shipped.
+    """
+    found: dict[str, Migration] = {}
+    variants: dict[str, str] = {}
     for entry in resources.files("swiftmail_core.migrations").iterdir():
-        match = _NAME.match(entry.name)
-        if match:
-            found.append(Migration(int(match[1]), match[2], entry.read_text()))
-    return sorted(found, key=lambda migration: migration.version)
+        if match := _NAME.match(entry.name):
+            found[entry.name] = Migration(int(match[1]), match[2], entry.read_text())
+        elif _CITUS_VARIANT.match(entry.name):
+            variants[entry.name.replace(".citus.sql", ".sql")] = entry.read_text()
+    for file_name, text in variants.items():
+        if file_name not in found:
+            raise ValueError(f"Citus variant of {file_name}, which is not a migration")
+        found[file_name] = dataclasses.replace(found[file_name], citus_text=text)
+    return sorted(found.values(), key=lambda migration: migration.version)
 
 
 def render(text: str, role_names: dict[str, str]) -> str:
@@ -72,10 +101,25 @@ def render(text: str, role_names: dict[str, str]) -> str:
     return text
 
 
+def has_distributed_tables(cursor: psycopg2.extensions.cursor) -> bool:
+    """Return True when the database is a Citus coordinator with distributed tables."""
+    cursor.execute("SELECT to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL")
+    if not cursor.fetchone()[0]:
+        return False
+    cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition)")
+    return bool(cursor.fetchone()[0])
+
+
 def apply(cursor: psycopg2.extensions.cursor, migration: Migration,
           role_names: dict[str, str]) -> None:
-    """Run ``migration``'s statements one by one in the cursor's transaction."""
-    for statement in split_statements(render(migration.text, role_names)):
+    """Run ``migration``'s statements one by one in the cursor's transaction.
+
+    On distributed tables its Citus variant runs instead, when it has one.
+    """
+    text = migration.text
+    if migration.citus_text is not None and has_distributed_tables(cursor):
+        text = migration.citus_text
+    for statement in split_statements(render(text, role_names)):
         cursor.execute(statement)
 
 
@@ -90,8 +134,15 @@ def connect_owner(targets: DatabaseTargets) -> psycopg2.extensions.connection:
         ) from ex
 
 
-def migrate(targets: DatabaseTargets) -> list[str]:
-    """Apply pending migrations; return the names of those applied."""
+def migrate(targets: DatabaseTargets,
+            report: Callable[[str], None] | None = None) -> list[str]:
+    """Apply pending migrations; return the names of those applied.
+
+    On an installed Citus cluster (tables already distributed) the tables the
+    previous migration added are distributed before each migration runs, as
+    an install at that version would have them; ``report`` is called with each
+    such action.
+    """
     applied: list[str] = []
     connection = connect_owner(targets)
     try:
@@ -106,6 +157,7 @@ def migrate(targets: DatabaseTargets) -> list[str]:
                            "ADD COLUMN IF NOT EXISTS oldest_compatible_code integer")
             cursor.execute("SELECT version, checksum FROM schema_migrations")
             done = dict(cursor.fetchall())
+            distributed = has_distributed_tables(cursor)
         for migration in available_migrations():
             if migration.version in done:
                 if done[migration.version] != migration.checksum:
@@ -114,6 +166,10 @@ def migrate(targets: DatabaseTargets) -> list[str]:
                         "was applied: add a new migration instead of editing it"
                     )
                 continue
+            if distributed:
+                for action in _distribute_local_tables(connection):
+                    if report is not None:
+                        report(action)
             with connection, connection.cursor() as cursor:
                 apply(cursor, migration, targets.role_names)
                 cursor.execute(
@@ -130,6 +186,15 @@ def migrate(targets: DatabaseTargets) -> list[str]:
     finally:
         connection.close()
     return applied
+
+
+def _distribute_local_tables(connection: psycopg2.extensions.connection) -> list[str]:
+    """Distribute the tables still local on a Citus coordinator; return what was done."""
+    connection.autocommit = True  # distribute_tables runs its own transactions
+    try:
+        return distribute_tables(connection)
+    finally:
+        connection.autocommit = False
 
 
 def pending_migrations(targets: DatabaseTargets) -> list[str]:
