@@ -103,6 +103,14 @@ class TenantIsolationError(SwiftMailError):
     status = 500
 
 
+class MigrationError(SwiftMailError):
+    """A migration failed; the message names it and the database's reason."""
+
+    problem_type = "migration"
+    title = "Migration failed"
+    status = 500
+
+
 class PluginError(SwiftMailError):
     """A plugin failed to load or implements a hook that does not exist."""
 

@@ -42,7 +42,7 @@ from psycopg2 import sql
 from swiftmail_core.db.citus import distribute_tables
 from swiftmail_core.db.statements import split_statements
 from swiftmail_core.db.targets import DatabaseTargets
-from swiftmail_core.errors import ConfigurationError, ServiceUnavailableError
+from swiftmail_core.errors import ConfigurationError, MigrationError, ServiceUnavailableError
 
 MIGRATION_LOCK = 0x5357_4D49  # "SWMI"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -170,15 +170,23 @@ def migrate(targets: DatabaseTargets,
                 for action in _distribute_local_tables(connection):
                     if report is not None:
                         report(action)
-            with connection, connection.cursor() as cursor:
-                apply(cursor, migration, targets.role_names)
-                cursor.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum, "
-                    "oldest_compatible_code) VALUES (%s, %s, %s, %s)",
-                    (migration.version, migration.name, migration.checksum,
-                     migration.oldest_compatible_code),
-                )
-            applied.append(f"{migration.version:04d}_{migration.name}")
+            name = f"{migration.version:04d}_{migration.name}"
+            try:
+                with connection, connection.cursor() as cursor:
+                    apply(cursor, migration, targets.role_names)
+                    cursor.execute(
+                        "INSERT INTO schema_migrations (version, name, checksum, "
+                        "oldest_compatible_code) VALUES (%s, %s, %s, %s)",
+                        (migration.version, migration.name, migration.checksum,
+                         migration.oldest_compatible_code),
+                    )
+            except psycopg2.Error as ex:
+                # NOTE: first line only: the next ones quote the SQL.
+                reason = next(iter(str(ex).strip().splitlines()), type(ex).__name__)
+                done_now = f"; applied before it: {', '.join(applied)}" if applied else ""
+                raise MigrationError(f"migration {name} failed, nothing of it was applied "
+                                     f"({reason}){done_now}") from ex
+            applied.append(name)
         with connection, connection.cursor() as cursor:
             # Keep event partitions months ahead on every migrate.
             cursor.execute("SELECT swiftmail_ensure_event_partitions(3)")
