@@ -71,17 +71,40 @@ def old_cluster(citus_cluster, citus_environ, tmp_path, monkeypatch) -> Iterator
 
 
 def _add_rows(cursor) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    """Give the old install a tenant, a contact, a campaign and its message."""
+    """Give the old install a tenant, an API key, a contact, a campaign and its message."""
+    from swiftmail_core.apikeys import hash_key
+
     tenant, contact, campaign = (str(uuid.uuid4()) for _ in range(3))
+    key = f"sm_live_{'u' * 12}_{'k' * 40}"
     cursor.execute("INSERT INTO tenants (id, slug, name) VALUES (%s, 'upgraded', 'Upgraded')",
                    (tenant,))
+    # As 0155 stored a key: api_keys only (api_key_lookups came with 0175).
+    cursor.execute("INSERT INTO api_keys (tenant_id, lookup_id, secret_hash, role) "
+                   "VALUES (%s, %s, %s, 'admin')", (tenant, "u" * 12, hash_key(key)))
     cursor.execute("INSERT INTO contacts (tenant_id, id, email) VALUES (%s, %s, 'c@u.example')",
                    (tenant, contact))
     cursor.execute("INSERT INTO campaigns (tenant_id, id, name, status) "
                    "VALUES (%s, %s, 'Spring', 'sending')", (tenant, campaign))
     cursor.execute("INSERT INTO messages (tenant_id, campaign_id, contact_id, email) "
                    "VALUES (%s, %s, %s, 'c@u.example')", (tenant, campaign, contact))
-    return {"tenant": tenant, "contact": contact, "campaign": campaign}
+    return {"tenant": tenant, "contact": contact, "campaign": campaign, "key": key}
+
+
+def _authenticate(environ: dict[str, str], runtime, key: str):  # type: ignore[no-untyped-def]
+    """Authenticate ``key`` against the install ``environ`` names, then reconnect ``runtime``."""
+    from swiftmail_core import db
+    from swiftmail_core.apikeys import authenticate_key
+    from swiftmail_core.db.targets import database_targets
+    from swiftmail_core.settings import load_settings
+
+    db.disconnect()
+    db.connect(database_targets(load_settings(environ=environ)), pool_size=2)
+    try:
+        return authenticate_key(key)
+    finally:
+        db.disconnect()
+        db.connect(runtime.targets, pool_size=runtime.settings.db_pool_size,
+                   failover_wait_seconds=runtime.settings.db_failover_wait_seconds)
 
 
 def _schema(cluster, database: str) -> dict[str, list[tuple]]:  # type: ignore[type-arg,no-untyped-def]
@@ -97,7 +120,9 @@ def test_migrate_brings_a_cluster_installed_at_0155_to_the_newest_schema(
     Citus refuses on a distributed table ("cannot execute ADD COLUMN command
     with PRIMARY KEY, UNIQUE, FOREIGN and CHECK constraints"). The upgraded
     schema must equal a fresh install's (the suite's `init --citus`
-    database), constraint names included: later migrations name them.
+    database), constraint names included: later migrations name them. A key
+    created at 0155 still authenticates: 0198 copies it into 0175's
+    api_key_lookups (a reference table) from the distributed api_keys.
     """
     from swiftmail_core.db.migrate import available_migrations
 
@@ -132,6 +157,8 @@ def test_migrate_brings_a_cluster_installed_at_0155_to_the_newest_schema(
             "'SELECT count(*) FROM pg_constraint WHERE conrelid = ''%s''::regclass "
             "AND conname ~ ''^campaigns_(sunset_days|ab_metric|local_send_time)_check''')")
         assert cursor.fetchall() == [("3",)]  # the checks are on every shard too
+    principal = _authenticate(old_cluster, citus_runtime, rows["key"])
+    assert (str(principal.tenant_id), principal.role) == (rows["tenant"], "admin")
     doctor = run_swiftmail("doctor", env=old_cluster, timeout=120)
     for line in ("ok   campaign_variants is distributed by tenant_id",  # added by 0161
                  "ok   journeys is distributed by tenant_id",  # 0171, referenced by 0181
