@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,7 @@ import jinja2
 import psycopg2
 import yaml
 
-from bench._common import MissingTool, environment
+from bench._common import MissingTool, Unfinished, environment
 from tests.citus.cluster import PG_BIN, LocalServers
 
 ROLE_DEFAULTS = (Path(__file__).resolve().parents[1]
@@ -122,6 +125,46 @@ def install_environment(server: LocalServers, workdir: Path, database: str,
         "DATABASE_URL": f"postgresql://127.0.0.1:{port}/{database}",
         "SWIFTMAIL_DATABASE_ADMIN_URL": server.admin_url(port),
     }
+
+
+#: Keys of a benchmark's JSON line that its ``run`` adds (the parent's line has its own).
+_LINE_HEAD = ("benchmark", "smoke", "status", "cpus", "load_average")
+
+
+def machine_arguments(argv: Sequence[str]) -> list[str]:
+    """Return ``argv`` with ``--server``/``--server-port`` replaced by ``--server machine``."""
+    kept: list[str] = []
+    skip = False
+    for argument in argv:
+        if skip:
+            skip = False
+        elif argument in ("--server", "--server-port"):
+            skip = True
+        elif not argument.startswith(("--server=", "--server-port=")):
+            kept.append(argument)
+    return [*kept, "--server", "machine"]
+
+
+def measure_on_private(script: str, port: int | None, argv: Sequence[str]) -> dict[str, Any]:
+    """Run the benchmark ``script`` on a private server; return its figures and the settings.
+
+    For a benchmark whose helpers reach PostgreSQL through
+    ``SWIFTMAIL_BENCH_ADMIN_URL`` (read once, at import): the same script runs
+    again in a child process with ``--server machine``, pointed at the server.
+    """
+    with private_server(port) as private:
+        admin = private.admin_url(private.ports[0])
+        completed = subprocess.run(
+            [sys.executable, script, *machine_arguments(argv)],
+            env={**os.environ, "SWIFTMAIL_BENCH_ADMIN_URL": admin},
+            capture_output=True, text=True, check=False)
+        sys.stderr.write(completed.stderr[-3000:])
+        lines = completed.stdout.strip().splitlines()
+        if completed.returncode != 0 or not lines:
+            raise Unfinished(f"the run on the private server exited with {completed.returncode}")
+        figures = {key: value for key, value in json.loads(lines[-1]).items()
+                   if key not in _LINE_HEAD}
+        return {**figures, "server": "private", "server_settings": server_settings(admin)}
 
 
 def server_settings(admin_url: str) -> dict[str, Any]:

@@ -29,13 +29,20 @@ Prints ONE JSON line with medians and the resolve/floor ratio (wall and
 backend CPU). Target (issue #16): resolve under 12 s for 1,000,000, aim
 within 5x of the floor.
 
+``--server private`` measures on a PostgreSQL 15 of its own with the server
+settings the Ansible role writes (``bench/_server.py``; Debian's default
+``shared_buffers`` of 128 MB is smaller than a million-row ledger and its
+indexes, so on the machine's server the resolve also writes back its own
+evicted pages): the JSON line names the settings either way.
+
 ``--citus`` then does all of it again (populate, floor, resolve) in an
 install on a Citus coordinator with two workers on this machine
 (``bench/_citus.py``): the figures under ``citus`` and
 ``citus_vs_single_<figure>`` (single-node time / cluster time: above 1 the
 cluster is faster).
 
-    .venv/bin/python bench/campaign_audience.py [--subscribers 1000000] [--repeat 3] [--citus]
+    .venv/bin/python bench/campaign_audience.py [--subscribers 1000000] [--repeat 3]
+        [--server private] [--citus]
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import _citus as citus  # noqa: E402
+from bench import _server as server  # noqa: E402
 from bench._common import (  # noqa: E402
     ADMIN_URL,
     BackendCpu,
@@ -201,8 +209,11 @@ def floor(tenant_id: uuid.UUID, list_ids: list[str]) -> tuple[float, int]:
 
 def measure(args: argparse.Namespace) -> Mapping[str, Any]:
     """Measure on one node (and with ``--citus`` then on a local cluster); return the figures."""
+    if args.server == "private":
+        return server.measure_on_private(__file__, args.server_port, sys.argv[1:])
     with scratch_install(args.keep) as env:
-        figures = measure_install(args, env)
+        figures = {"server": "machine", "server_settings": server.server_settings(ADMIN_URL),
+                   **measure_install(args, env)}
     if args.citus:
         with citus.local_cluster(args.citus_port) as cluster, \
                 citus.scratch_install(cluster) as env:
@@ -301,6 +312,7 @@ def parser() -> argparse.ArgumentParser:
     options.add_argument("--local-send-time", default=None,
                          help="Also resolve a campaign at this local time (HH:MM).")
     citus.add_arguments(options)
+    server.add_arguments(options)
     return options
 
 

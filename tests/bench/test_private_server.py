@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from bench._common import MISSING_TOOL, OK
-from bench._server import role_settings
+from bench._server import machine_arguments, role_settings
 from tests.bench.test_smoke import one_json_line, run_benchmark
 
 pytestmark = pytest.mark.bench
@@ -37,6 +37,23 @@ def test_the_import_benchmark_runs_on_a_private_server_and_names_its_settings() 
         == (expected["max_wal_size"], expected["checkpoint_timeout"], expected["min_wal_size"])
     assert ran_with["fsync"] == "on" and ran_with["full_page_writes"] == "on"
     assert ran_with["server_version"].startswith("15")
+
+
+def test_the_audience_benchmark_runs_on_a_private_server_and_names_its_settings() -> None:
+    completed = run_benchmark("campaign_audience", "--smoke", "--server", "private")
+    line = one_json_line(completed)
+    if completed.returncode == MISSING_TOOL:
+        pytest.skip(str(line["error"]))
+    assert completed.returncode == OK, completed.stderr[-4000:]
+    assert line["server"] == "private" and line["benchmark"] == "campaign_audience"
+    assert line["server_settings"]["shared_buffers"] != "128MB"
+    assert line["recipients"] > 0
+
+
+def test_the_child_run_on_a_private_server_measures_on_it_as_the_machine() -> None:
+    assert machine_arguments(["--smoke", "--server", "private", "--server-port=5999",
+                              "--repeat", "2"]) == ["--smoke", "--repeat", "2",
+                                                    "--server", "machine"]
 
 
 def test_a_private_server_recycles_wal_segments_before_it_is_measured() -> None:
