@@ -183,7 +183,8 @@ def migrate(targets: DatabaseTargets,
             except psycopg2.Error as ex:
                 # NOTE: first line only: the next ones quote the SQL.
                 reason = next(iter(str(ex).strip().splitlines()), type(ex).__name__)
-                done_now = f"; applied before it: {', '.join(applied)}" if applied else ""
+                done_now = (f"; {len(applied)} applied before it, up to {applied[-1]}"
+                            if applied else "")
                 raise MigrationError(f"migration {name} failed, nothing of it was applied "
                                      f"({reason}){done_now}") from ex
             applied.append(name)
