@@ -3,8 +3,10 @@
 Creates a scratch SwiftMail database on the local PostgreSQL (the same
 ``init`` path as production; dropped at the end), one tenant with two lists
 (600k and 500k confirmed subscribers, 100k on both: 1,000,000 distinct
-contacts, of which 1% suppressed and 1% unsubscribed), then per repeat, on
-a fresh campaign:
+contacts, of which 1% suppressed and 1% unsubscribed; their ids
+time-ordered as an import writes them, or with ``--contact-ids random`` in
+no order, as a contact created before SwiftMail made ordered ids), then per
+repeat, on a fresh campaign:
 
 * floor: the same set query (active, confirmed on a list, not suppressed)
   written by one ``CREATE TEMP TABLE ... AS SELECT`` as the app role, no
@@ -85,16 +87,38 @@ ZONES = ["UTC", "Europe/London", "Europe/Oslo", "Europe/Athens", "Europe/Moscow"
          "Atlantic/Azores"]
 
 
-CONTACTS_SQL = (
-    "INSERT INTO contacts (tenant_id, email, name, attributes, status) "
-    "SELECT %s, 'user' || i || '@example.com', 'User ' || i, "
-    "jsonb_build_object('first_name', 'F' || i, 'n', i, 'timezone', "
-    "CASE WHEN i %% 1000 = 7 THEN 'Not/AZone' ELSE (%s::text[])[1 + i %% 24] END), "
-    "CASE WHEN i %% 100 = 1 THEN 'unsubscribed' ELSE 'active' END "
-    "FROM generate_series(0, %s - 1) AS i")
+def contacts_sql(contact_ids: str) -> str:
+    """Return the statement that writes the contacts, their ids made as ``contact_ids`` says.
+
+    ``imported``: time-ordered ids, as ``swiftmail import contacts`` writes
+    them (``imports.contacts.ORDERED_UUID_SQL``, in the file's order), so a
+    range of ids lies on neighbouring heap pages; ``random``: the column's
+    ``gen_random_uuid()``, contacts whose ids have no order (created before
+    the import wrote ordered ids, for instance).
+    """
+    from swiftmail_core.imports.contacts import ORDERED_UUID_SQL
+
+    ordered = contact_ids == "imported"
+    return (
+        f"INSERT INTO contacts (tenant_id, {'id, ' if ordered else ''}"
+        "email, name, attributes, status) "
+        f"SELECT %s, {ORDERED_UUID_SQL + ', ' if ordered else ''}"
+        "'user' || i || '@example.com', 'User ' || i, "
+        "jsonb_build_object('first_name', 'F' || i, 'n', i, 'timezone', "
+        "CASE WHEN i %% 1000 = 7 THEN 'Not/AZone' ELSE (%s::text[])[1 + i %% 24] END), "
+        "CASE WHEN i %% 100 = 1 THEN 'unsubscribed' ELSE 'active' END "
+        "FROM generate_series(0, %s - 1) AS i, LATERAL (SELECT i::bigint AS n) AS numbered")
 
 
-def populate(tenant_id: uuid.UUID, subscribers: int) -> list[str]:
+def contacts_params(contact_ids: str, tenant: str, subscribers: int) -> tuple[Any, ...]:
+    """Return the parameters of ``contacts_sql(contact_ids)``."""
+    from swiftmail_core.imports.contacts import ordered_uuid_bases
+
+    bases = ordered_uuid_bases() if contact_ids == "imported" else ()
+    return (tenant, *bases, ZONES, subscribers)
+
+
+def populate(tenant_id: uuid.UUID, subscribers: int, contact_ids: str = "imported") -> list[str]:
     """Create contacts, two overlapping lists and suppressions; return the list ids.
 
     On Citus the contacts are written by the superuser: an ``INSERT ...
@@ -108,14 +132,16 @@ def populate(tenant_id: uuid.UUID, subscribers: int) -> list[str]:
     split, overlap = int(subscribers * 0.5), int(subscribers * 0.1)
     tenant = str(tenant_id)
     on_citus = os.environ.get("SWIFTMAIL_CITUS") == "1"
+    insert_contacts = contacts_sql(contact_ids)
+    contacts = contacts_params(contact_ids, tenant, subscribers)
     with tenant_tx(tenant_id) as database:
         database.execute_sql(
             "INSERT INTO lists (tenant_id, id, name) VALUES (%s, %s, 'A'), (%s, %s, 'B')",
             (tenant, first, tenant, second))
         if not on_citus:
-            database.execute_sql(CONTACTS_SQL, (tenant, ZONES, subscribers))
+            database.execute_sql(insert_contacts, contacts)
     if on_citus:
-        as_superuser(os.environ["DATABASE_URL"], CONTACTS_SQL, (tenant, ZONES, subscribers))
+        as_superuser(os.environ["DATABASE_URL"], insert_contacts, contacts)
     with tenant_tx(tenant_id) as database:
         # NOTE: tenant_id taken from the source row, one statement per list: Citus
         # pushes these down to the tenant's shard (a constant or a UNION would go
@@ -234,7 +260,7 @@ def measure_install(args: argparse.Namespace, env: Mapping[str, str]) -> dict[st
     runtime = start(load_settings(), process=ProcessKind.BENCH)
     tenant = create_tenant(f"bench-{uuid.uuid4().hex[:8]}")
     setup_started = time.perf_counter()
-    list_ids = populate(tenant.id, args.subscribers)
+    list_ids = populate(tenant.id, args.subscribers, args.contact_ids)
     setup_seconds = time.perf_counter() - setup_started
     analyze(env["DATABASE_URL"], "contacts, subscriptions, suppressions, messages")
     floors, resolves, counts, locals_ = [], [], [], []
@@ -276,6 +302,7 @@ def measure_install(args: argparse.Namespace, env: Mapping[str, str]) -> dict[st
         "recipients": counts[-1],
         "repeat": args.repeat,
         "batch": args.batch,
+        "contact_ids": args.contact_ids,
         "resolve_s": round(resolve, 2),
         "floor_create_table_as_s": round(base, 2),
         "ratio_vs_floor": ratio(resolve, base, 2),
@@ -311,6 +338,9 @@ def parser() -> argparse.ArgumentParser:
     options.add_argument("--keep", action="store_true", help="Keep the scratch database.")
     options.add_argument("--local-send-time", default=None,
                          help="Also resolve a campaign at this local time (HH:MM).")
+    options.add_argument("--contact-ids", choices=("imported", "random"), default="imported",
+                         help="imported: time-ordered, as an import writes them (default); "
+                              "random: gen_random_uuid(), ids with no order")
     citus.add_arguments(options)
     server.add_arguments(options)
     return options

@@ -18,7 +18,6 @@ say) is never changed.
 from __future__ import annotations
 
 import dataclasses
-import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +27,7 @@ from typing import Any
 import psycopg2.errors
 
 from swiftmail_core import parent_rows
+from swiftmail_core.contact_ids import ORDERED_UUID_SQL, ordered_uuid_bases
 from swiftmail_core.db import app_db, current_tenant
 from swiftmail_core.errors import NotFoundError, ValidationError
 from swiftmail_core.imports.limits import ImportLimits
@@ -59,22 +59,6 @@ MERGE_WORK_MEM = "256MB"
 # next insert that fills the list), off the import's critical path. Queries
 # stay correct meanwhile: a GIN scan reads the pending list too.
 MERGE_GIN_PENDING_LIST = "512MB"
-# New contacts get time-ordered ids in the UUIDv7 layout (48-bit Unix ms,
-# version 7, the row's place in the import's sort order, variant, 32 random
-# bits drawn once per import), so the primary key, the subscriptions keys and
-# the foreign-key checks append to the end of their indexes instead of
-# touching random pages. The two %s are the bases from ordered_uuid_bases().
-ORDERED_UUID_SQL = (
-    "encode(int8send(%s::bigint | ((n >> 30) & 4095))"
-    " || int8send(%s::bigint | ((n & 1073741823) << 32)), 'hex')::uuid"
-)
-
-
-def ordered_uuid_bases() -> tuple[int, int]:
-    """Return the signed 64-bit halves ORDERED_UUID_SQL adds a row number to."""
-    high = (int(time.time() * 1000) << 16) | 0x7000
-    low = -(1 << 63) | secrets.randbits(32)  # variant bits 10, then zeros, then random
-    return high, low
 
 
 @dataclasses.dataclass(frozen=True)

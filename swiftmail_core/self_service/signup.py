@@ -8,6 +8,7 @@ import urllib.parse
 import uuid
 
 from swiftmail_core import parent_rows
+from swiftmail_core.contact_ids import new_contact_id
 from swiftmail_core.db import app_db, system_tx, tenant_tx
 from swiftmail_core.errors import NotFoundError, ValidationError
 from swiftmail_core.events import EventRecord, record_events
@@ -151,7 +152,7 @@ def signup(
             "INSERT INTO contacts (tenant_id, id, email, name) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (tenant_id, email_lower) DO UPDATE SET updated_at = now() "
             "RETURNING id",
-            (tenant, str(uuid.uuid4()), email, name.strip()[:200]),
+            (tenant, str(new_contact_id()), email, name.strip()[:200]),
         ).fetchone()[0]
         current = app_db.execute_sql(
             "INSERT INTO subscriptions (tenant_id, list_id, contact_id, status, consent_source, "

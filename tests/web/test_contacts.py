@@ -183,3 +183,22 @@ def test_migration_repairs_attributes_that_are_not_objects(owner_connection, ten
         cursor.execute("COMMIT")
     assert repaired == {"arr@example.com": {"a": 1, "b": 2}, "nul@example.com": {},
                         "str@example.com": {}}
+
+
+def test_every_api_path_gives_new_contacts_time_ordered_ids(owner_a) -> None:
+    # A contact's id is UUIDv7 wherever it is created (swiftmail_core.contact_ids):
+    # contacts created together lie together in the indexes and the heap.
+    lst = owner_a.post("/v1/lists", {"name": "Ordered"}).json
+    made = [
+        _create(owner_a, "one@example.com")["id"],
+        owner_a.post(f"/v1/lists/{lst['id']}/subscriptions", {"email": "two@example.com"})
+        .json["contact_id"],
+        owner_a.post("/v1/events", {"name": "signup", "email": "three@example.com"})
+        .json["contact_id"],
+    ]
+    owner_a.post("/v1/contacts/bulk", {"contacts": [{"email": "four@example.com"}]})
+    made.append(owner_a.get("/v1/contacts", params={"email": "four@example.com"})
+                .json["data"][0]["id"])
+    ids = [uuid.UUID(value) for value in made]
+    assert [(value.version, value.variant) for value in ids] == [(7, uuid.RFC_4122)] * 4
+    assert [value.bytes[:6] for value in ids] == sorted(value.bytes[:6] for value in ids)

@@ -23,6 +23,7 @@ from swiftmail_web.resources.common import (
 )
 
 from swiftmail_core import parent_rows
+from swiftmail_core.contact_ids import new_contact_id
 from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
 from swiftmail_core.journeys.enrollment import enroll_subscribed
 from swiftmail_core.models import Contact, MailingList, Subscription, utcnow
@@ -106,7 +107,7 @@ class ContactsResource:
         """Create a contact; an existing email is a 409."""
         values = FIELDS.parse(read_body(req))
         now = utcnow()
-        contact_id = uuid.uuid4()
+        contact_id = new_contact_id()
         # NOTE: stands in for the contacts' foreign key to tenants (0191).
         parent_rows.lock_tenant(Contact._meta.database, tenant_id(req))
         try:
@@ -225,7 +226,7 @@ class ContactsBulkResource:
         parent_rows.lock_tenant(Contact._meta.database, tenant)
         now = utcnow()
         payload = [
-            {"id": str(uuid.uuid4()), "email": v["email"], "name": v.get("name"),
+            {"id": str(new_contact_id()), "email": v["email"], "name": v.get("name"),
              "attributes": v.get("attributes") or {}} for v in rows.values()
         ]
         cursor = Contact._meta.database.execute_sql(

@@ -10,7 +10,6 @@ tenant's journey or contact is simply not found.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import falcon
@@ -31,6 +30,7 @@ from swiftmail_web.resources.common import (
 )
 
 from swiftmail_core import parent_rows
+from swiftmail_core.contact_ids import new_contact_id
 from swiftmail_core.db import app_db
 from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
 from swiftmail_core.journeys.definition import EVENT_NAME, Trigger, parse_trigger
@@ -253,7 +253,7 @@ class EventsResource:
         else:
             contact = Contact.select().where(Contact.email_lower == values["email"].lower()).first()
             if contact is None:
-                contact_id = uuid.uuid4()
+                contact_id = new_contact_id()
                 # NOTE: stands in for the contacts' foreign key to tenants (0191).
                 parent_rows.lock_tenant(app_db, tenant_id(req))
                 Contact.insert(tenant_id=tenant_id(req), id=contact_id,

@@ -10,7 +10,6 @@ transactional one; other lists confirm at once.
 from __future__ import annotations
 
 import urllib.parse
-import uuid
 from typing import Any
 
 import falcon
@@ -28,6 +27,7 @@ from swiftmail_web.resources.common import (
 )
 
 from swiftmail_core import parent_rows
+from swiftmail_core.contact_ids import new_contact_id
 from swiftmail_core.errors import ConflictError, NotFoundError, ValidationError
 from swiftmail_core.journeys.enrollment import enroll_subscribed
 from swiftmail_core.models import (
@@ -92,7 +92,7 @@ def _contact_for(req: falcon.Request, values: dict[str, Any]) -> Contact:
     contact = (Contact.select().where(Contact.email_lower == email.lower())
                .for_update("FOR KEY SHARE").first())
     if contact is None:
-        contact_id = uuid.uuid4()
+        contact_id = new_contact_id()
         parent_rows.lock_tenant(Contact._meta.database, tenant_id(req))
         Contact.insert(tenant_id=tenant_id(req), id=contact_id, email=email).execute()
         contact = Contact.get(Contact.id == contact_id)
