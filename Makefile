@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-citus test-ha test-lb test-cluster test-ansible lint type docs clean
+.PHONY: demo test test-bench test-citus test-ha test-lb test-cluster test-ansible lint type docs clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ demo: $(STAMP)  ## set up on the embedded default and run the main job
 # runs, about 3.5 minutes) runs with the role's machines in make test-ansible.
 test: $(STAMP)  ## run the test suite against real PostgreSQL and Redis (the role's tests: make test-ansible)
 	$(VENV)/bin/python -m pytest --ignore=tests/contrib
+
+test-bench: $(STAMP)  ## the benchmarks' runs on a PostgreSQL of their own (--server private, about a minute)
+	SWIFTMAIL_TEST_PRIVATE_SERVER=1 $(VENV)/bin/python -m pytest -p no:cacheprovider tests/bench/test_private_server.py
 
 # Citus source, patch and build script ship beside the repository in shared/.
 CITUS_VENDOR ?= $(firstword $(wildcard ../shared/vendor/citus ../../shared/vendor/citus) ../shared/vendor/citus)

@@ -3,9 +3,15 @@
 The settings come from the role's defaults (so the benchmark cannot drift from
 what operators install), and the import benchmark's JSON line names the ones
 the server really ran with. Nothing here asserts a timing.
+
+The runs on a private server (initdb, start, a smoke run: about a minute
+together) are left to ``make test-bench`` (``SWIFTMAIL_TEST_PRIVATE_SERVER=1``,
+run by ``.ci/run``) to keep the main suite inside its time.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -14,6 +20,9 @@ from bench._server import machine_arguments, role_settings
 from tests.bench.test_smoke import one_json_line, run_benchmark
 
 pytestmark = pytest.mark.bench
+on_a_private_server = pytest.mark.skipif(
+    os.environ.get("SWIFTMAIL_TEST_PRIVATE_SERVER") != "1",
+    reason="benchmarks on a private server: run `make test-bench`")
 
 
 def test_the_private_server_gets_the_roles_settings() -> None:
@@ -23,6 +32,7 @@ def test_the_private_server_gets_the_roles_settings() -> None:
                         "checkpoint_completion_target": "0.9", "max_connections": "300"}
 
 
+@on_a_private_server
 def test_the_import_benchmark_runs_on_a_private_server_and_names_its_settings() -> None:
     completed = run_benchmark("import_contacts", "--smoke", "--server", "private")
     line = one_json_line(completed)
@@ -39,6 +49,7 @@ def test_the_import_benchmark_runs_on_a_private_server_and_names_its_settings() 
     assert ran_with["server_version"].startswith("15")
 
 
+@on_a_private_server
 def test_the_audience_benchmark_runs_on_a_private_server_and_names_its_settings() -> None:
     completed = run_benchmark("campaign_audience", "--smoke", "--server", "private")
     line = one_json_line(completed)
@@ -56,6 +67,7 @@ def test_the_child_run_on_a_private_server_measures_on_it_as_the_machine() -> No
                                                     "--server", "machine"]
 
 
+@on_a_private_server
 def test_a_private_server_recycles_wal_segments_before_it_is_measured() -> None:
     # A new cluster creates and zero-fills every 16 MB WAL segment; a running one
     # recycles them. The warm-up leaves segments to recycle.
