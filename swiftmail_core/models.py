@@ -26,6 +26,7 @@ from peewee import (
 )
 from playhouse.postgres_ext import ArrayField, BinaryJSONField, IPField
 
+from swiftmail_core.contact_ids import new_contact_id
 from swiftmail_core.db import app_db, current_tenant
 
 
@@ -140,7 +141,7 @@ class ApiKey(TenantModel):
 class Contact(TenantModel):
     """A person a tenant mails."""
 
-    id = UUIDField()
+    id = UUIDField(default=new_contact_id)
     email = TextField()
     email_lower = TextField(null=True)
     name = TextField(default="")

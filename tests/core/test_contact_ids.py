@@ -22,3 +22,13 @@ def test_later_ids_sort_after_earlier_ones_and_never_repeat() -> None:
     second = [new_contact_id() for _ in range(1000)]
     assert max(first) < min(second)
     assert len(set(first + second)) == 2000
+
+
+def test_a_contact_inserted_through_the_model_without_an_id_gets_one(tenant_a) -> None:
+    from swiftmail_core.db import tenant_tx
+    from swiftmail_core.models import Contact
+
+    with tenant_tx(tenant_a.id):
+        Contact.insert(tenant_id=tenant_a.id, email="model@example.com").execute()
+        made = Contact.get(Contact.email == "model@example.com").id
+    assert (uuid.UUID(str(made)).version, uuid.UUID(str(made)).variant) == (7, uuid.RFC_4122)
