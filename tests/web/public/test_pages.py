@@ -206,10 +206,11 @@ def test_signup_form_honeypot_and_per_ip_limit(public_client, tenant_a) -> None:
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
     with tenant_tx(tenant_a.id):
         rows = app_db.execute_sql(
-            "SELECT c.email, s.status FROM subscriptions s JOIN contacts c ON c.tenant_id = "
+            "SELECT c.email, s.status, c.id FROM subscriptions s JOIN contacts c ON c.tenant_id = "
             "s.tenant_id AND c.id = s.contact_id WHERE s.list_id = %s", (str(list_id),),
         ).fetchall()
-    assert rows == [("new@example.com", "unconfirmed")]
+    assert [row[:2] for row in rows] == [("new@example.com", "unconfirmed")]
+    assert uuid.UUID(str(rows[0][2])).version == 7  # in creation order (contact_ids)
     # The double opt-in email is in the ledger (one, despite the bot and the retries),
     # and its link confirms the subscription.
     with tenant_tx(tenant_a.id):
