@@ -98,11 +98,32 @@ def emit(line: Mapping[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """Return the machine's CPU ticks so far: all of them, and those stolen by the host.
+
+    On a virtual machine, "steal" is time a vCPU was ready to run while the
+    host ran something else: wall times stretch by it, CPU times do not.
+    """
+    try:
+        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    # NOTE: user nice system idle iowait irq softirq steal (guest time is inside user).
+    return sum(fields[:8]), fields[7] if len(fields) > 7 else 0
+
+
+def steal_percent(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """Return the share of the machine's CPU time the host stole between two ``cpu_ticks``."""
+    total = after[0] - before[0]
+    return round(100 * (after[1] - before[1]) / total, 1) if total > 0 else None
+
+
 def run(name: str, work: Callable[[argparse.Namespace], Mapping[str, Any]],
         parser: argparse.ArgumentParser, argv: list[str] | None = None) -> NoReturn:
     """Run ``work(args)``, print its one JSON line and exit with the matching code."""
     args = parse(parser, argv)
     head: dict[str, Any] = {"benchmark": name, "smoke": args.smoke}
+    ticks = cpu_ticks()
     sys.stdout.flush()
     saved_stdout = os.dup(1)
     os.dup2(2, 1)  # NOTE: log lines (JSON on stdout) of this process and its children
@@ -123,7 +144,8 @@ def run(name: str, work: Callable[[argparse.Namespace], Mapping[str, Any]],
     if code != OK:
         print(f"{name}: {line['status']}: {line['error']}", file=sys.stderr)
     emit({**line, "cpus": os.cpu_count(),
-          "load_average": [round(value, 2) for value in os.getloadavg()]})
+          "load_average": [round(value, 2) for value in os.getloadavg()],
+          "cpu_steal_percent": steal_percent(ticks, cpu_ticks())})
     sys.exit(code)
 
 

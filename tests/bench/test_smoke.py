@@ -81,6 +81,7 @@ def test_smoke_size_finishes_with_one_json_line(
     assert line["benchmark"] == script
     assert line["status"] == "ok"
     assert line["smoke"] is True
+    assert "cpu_steal_percent" in line  # what the host took from this machine meanwhile
 
 
 def test_campaign_benchmark_with_a_killed_relay_exits_non_zero_without_a_rate(
