@@ -91,12 +91,12 @@ def contacts_sql(contact_ids: str) -> str:
     """Return the statement that writes the contacts, their ids made as ``contact_ids`` says.
 
     ``imported``: time-ordered ids, as ``swiftmail import contacts`` writes
-    them (``imports.contacts.ORDERED_UUID_SQL``, in the file's order), so a
+    them (``contact_ids.ORDERED_UUID_SQL``, in the file's order), so a
     range of ids lies on neighbouring heap pages; ``random``: the column's
     ``gen_random_uuid()``, contacts whose ids have no order (created before
     the import wrote ordered ids, for instance).
     """
-    from swiftmail_core.imports.contacts import ORDERED_UUID_SQL
+    from swiftmail_core.contact_ids import ORDERED_UUID_SQL
 
     ordered = contact_ids == "imported"
     return (
@@ -112,7 +112,7 @@ def contacts_sql(contact_ids: str) -> str:
 
 def contacts_params(contact_ids: str, tenant: str, subscribers: int) -> tuple[Any, ...]:
     """Return the parameters of ``contacts_sql(contact_ids)``."""
-    from swiftmail_core.imports.contacts import ordered_uuid_bases
+    from swiftmail_core.contact_ids import ordered_uuid_bases
 
     bases = ordered_uuid_bases() if contact_ids == "imported" else ()
     return (tenant, *bases, ZONES, subscribers)
