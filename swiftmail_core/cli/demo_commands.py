@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import uuid
 from pathlib import Path
 
 import click
@@ -79,7 +80,7 @@ def demo(state: CliState, recipients: int) -> None:
                "http://127.0.0.1:8000/v1/campaigns`")
 
 
-def _revoke_demo_keys(tenant_id: object) -> int:
+def _revoke_demo_keys(tenant_id: uuid.UUID | str) -> int:
     """Revoke the keys earlier demo runs minted, so one demo key is live at a time."""
     earlier = [k for k in apikeys.list_api_keys(tenant_id)
                if k.name == DEMO_KEY_NAME and k.revoked_at is None]

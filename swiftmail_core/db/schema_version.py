@@ -28,7 +28,7 @@ import psycopg2
 import psycopg2.errors
 
 from swiftmail_core.db.migrate import available_migrations
-from swiftmail_core.db.targets import DatabaseTargets
+from swiftmail_core.db.targets import DatabaseTargets, Role
 from swiftmail_core.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def code_schema_version() -> int:
     return available_migrations()[-1].version
 
 
-def read_state(targets: DatabaseTargets, role: str = "system") -> SchemaState | None:
+def read_state(targets: DatabaseTargets, role: Role = "system") -> SchemaState | None:
     """Read the schema state as ``role``; None when the database predates the check.
 
     Raises ``psycopg2.OperationalError`` when the database cannot be reached.

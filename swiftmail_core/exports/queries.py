@@ -74,7 +74,8 @@ def ledger_query(cursor: Any, tenant_id: uuid.UUID, campaign_id: uuid.UUID | Non
         ("m.last_error", True), ("m.created_at", False), ("m.sent_at", False),
         ("m.updated_at", False),
     ])
-    where, params = "WHERE m.tenant_id = %s", (str(tenant_id),)
+    where = "WHERE m.tenant_id = %s"
+    params: tuple[str, ...] = (str(tenant_id),)
     if campaign_id is not None:
         where, params = where + " AND m.campaign_id = %s", (*params, str(campaign_id))
     return cursor.mogrify(

@@ -185,7 +185,7 @@ def _field_test(raw: dict[str, Any], path: str, *, attribute: bool) -> FieldTest
     if attribute:
         if not isinstance(name, str) or not ATTRIBUTE_KEY.match(name):
             raise _fail(f"{path}.attribute", "must be 1-100 letters, digits, '_', '.' or '-'")
-        allowed = ATTRIBUTE_OPS
+        allowed: tuple[str, ...] = ATTRIBUTE_OPS
     else:
         if not isinstance(name, str) or name not in CONTACT_FIELDS:
             raise _fail(f"{path}.field", f"must be one of {', '.join(CONTACT_FIELDS)} "

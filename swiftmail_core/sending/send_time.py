@@ -68,7 +68,7 @@ def tenant_zone(database: Any, tenant_id: uuid.UUID | str) -> str:
         "SELECT settings ->> 'timezone' FROM tenants WHERE id = %s", (str(tenant_id),)
     ).fetchone()
     name = found[0] if found else None
-    return name if is_zone(database, name) else DEFAULT_ZONE
+    return name if isinstance(name, str) and is_zone(database, name) else DEFAULT_ZONE
 
 
 def choose_zone(database: Any, contact_zone: Any, tenant_setting: Any) -> tuple[str, bool]:
