@@ -256,8 +256,8 @@ def _run_one_by_one(tenant_id: uuid.UUID, enrollment_ids: list[uuid.UUID],
                 failed.append((enrollment_id, ex))
                 results[enrollment_id] = "active"
                 del due[queued:]
-        for enrollment_id, ex in failed:
-            _note_failure(database, tenant_id, enrollment_id, owner, ex)
+        for enrollment_id, error in failed:
+            _note_failure(database, tenant_id, enrollment_id, owner, error)
         _mark_due(database, tenant_id, due)
     return results
 
@@ -479,6 +479,8 @@ def _apply(database: Any, position: _Position,
         arm = "then" if matched else "else"
         return arm, None, step.options[arm]
     if step.type == "branch":
+        if step.condition is None:
+            raise RuntimeError(f"branch step {step.id!r} has neither a condition nor previous_email")
         compiled = compile_segment(position.tenant_id, step.condition, alias="c")
         (matched,) = database.execute_sql(
             f"SELECT EXISTS (SELECT 1 FROM contacts c WHERE c.tenant_id = %s AND c.id = %s "

@@ -76,8 +76,8 @@ class SendingWorker:
         for message in messages:
             # NOTE: by ledger id: the composer returns messages grouped by campaign,
             # not in claim order.
-            transport = rows[message.ledger_id].transport or DEFAULT_TRANSPORT
-            by_transport.setdefault(transport, []).append(message)
+            transport_name = rows[message.ledger_id].transport or DEFAULT_TRANSPORT
+            by_transport.setdefault(transport_name, []).append(message)
         for name, batch in by_transport.items():
             batch_rows = [rows[message.ledger_id] for message in batch]
             succeeded = False

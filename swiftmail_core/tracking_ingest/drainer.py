@@ -49,8 +49,8 @@ def load_ledger_rows(keys: set[tuple[uuid.UUID, int]]) -> dict[tuple[uuid.UUID, 
         by_tenant.setdefault(str(tenant), []).append(message)
     rows: list[Any] = []
     with system_tx() as database:
-        for tenant, ids in sorted(by_tenant.items()):
-            rows.extend(tenant_ledger_rows(database, tenant, ids))
+        for tenant_key, ids in sorted(by_tenant.items()):
+            rows.extend(tenant_ledger_rows(database, tenant_key, ids))
     return {
         (uuid.UUID(str(tenant)), message): LedgerRow(
             uuid.UUID(str(campaign)) if campaign else None,
