@@ -103,8 +103,10 @@ def _tracking_backlog(client: redis.Redis, stream: str) -> dict[str, Any]:
         first = client.xrange(stream, count=1)
         if first:
             entry_id = first[0][0]
-            entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-            oldest_age = max(0.0, time.time() - int(entry_id.split("-")[0]) / 1000)
+            if entry_id is None:
+                raise RuntimeError(f"XRANGE on {stream!r} returned an entry without an id")
+            oldest_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            oldest_age = max(0.0, time.time() - int(oldest_id.split("-")[0]) / 1000)
     return {"tracking_backlog_entries": length, "tracking_backlog_oldest_age_seconds": oldest_age}
 
 

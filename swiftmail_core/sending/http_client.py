@@ -50,8 +50,7 @@ class KeepAliveClient:
         self.timeout = urllib3.Timeout(connect=min(connect_timeout, timeout), read=timeout)
         self.retries = connect_only_retries(connect_retries)
         self.pool = urllib3.PoolManager(num_pools=4, maxsize=16, timeout=self.timeout,
-                                        retries=self.retries,
-                                        **({"ca_certs": ca_certs} if ca_certs else {}))
+                                        retries=self.retries, ca_certs=ca_certs or None)
 
     def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> HttpResponse:
         """POST ``body``; raise RequestNotSent or OutcomeUnknown when there is no answer."""

@@ -48,18 +48,17 @@ def _host_header(checked: CheckedUrl) -> str:
 
 
 def _pool(checked: CheckedUrl, address: str, timeout: float) -> urllib3.HTTPConnectionPool:
-    options = {
-        "timeout": urllib3.Timeout(connect=min(5.0, timeout), read=timeout),
-        "retries": connect_only_retries(CONNECT_RETRIES),
-        "maxsize": 1,
-    }
+    pool_timeout = urllib3.Timeout(connect=min(5.0, timeout), read=timeout)
+    retries = connect_only_retries(CONNECT_RETRIES)
     if checked.scheme == "https":
         # The certificate is checked against the URL's host name (SNI too),
         # while the connection goes to the address that passed the SSRF check.
         return urllib3.HTTPSConnectionPool(
             address, checked.port, server_hostname=checked.host, assert_hostname=checked.host,
-            ssl_context=ssl.create_default_context(), **options)
-    return urllib3.HTTPConnectionPool(address, checked.port, **options)
+            ssl_context=ssl.create_default_context(), timeout=pool_timeout, retries=retries,
+            maxsize=1)
+    return urllib3.HTTPConnectionPool(address, checked.port, timeout=pool_timeout,
+                                      retries=retries, maxsize=1)
 
 
 def post(
