@@ -600,6 +600,7 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
         shutil.rmtree(workdir, ignore_errors=True)
     e2e = median(results["end_to_end"])
     relay_only = median(results["relay_only"])
+    # NOTE: per_second never returns 0 (it raises Unfinished), so no ratio is None.
     per_round = [ratio(end_to_end, alone) for end_to_end, alone
                  in zip(results["end_to_end"], results["relay_only"], strict=True)]
     return {
@@ -613,7 +614,7 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
         # Each round's end to end against the relay only measured just before it:
         # on a machine whose speed drifts, the same-round ratios are the fairer ones.
         "ratio_per_round": per_round,
-        "ratio_median_of_rounds": median([value for value in per_round if value], 3),
+        "ratio_median_of_rounds": median(per_round, 3),
         "workers_only_per_s": median(results["workers_only"]),
         "workers_only_per_hour": round(median(results["workers_only"]) * 3600),
         # CPU of the phase's worker and relay processes (start-up included, PostgreSQL not):
