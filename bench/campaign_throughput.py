@@ -203,10 +203,10 @@ def stranded(relay: Any, limit: int = 20) -> dict[str, Any]:
     return {"count": len(entries), "first": entries[:limit]}
 
 
-def child_relay(expected: int, after_id: int) -> None:
-    """Run the relay until ``expected`` ledger rows above ``after_id`` are delivered; print one JSON line.
+def child_relay(expected: int, campaign_id: str) -> None:
+    """Run the relay until ``expected`` ledger rows of ``campaign_id`` are delivered; print one JSON line.
 
-    Rows at or below ``after_id`` belong to an earlier phase: a copy of one
+    Rows of another campaign belong to an earlier phase: a copy of one
     left in the spool is delivered but counted apart (``stale_deliveries``),
     never as this phase's. Exits 1, describing the stranded messages, when
     nothing new is delivered for BENCH_STALL_SECONDS.
@@ -242,10 +242,11 @@ def child_relay(expected: int, after_id: int) -> None:
             for recipient in envelope.recipients:
                 if recipient.status != "delivered":
                     continue
-                if recipient.ledger_id is None or recipient.ledger_id <= after_id:
+                if recipient.ledger_id is None or envelope.campaign_id != campaign_id:
                     stale[0] += 1
                     if len(stale_examples) < 5:
-                        stale_examples.append([recipient.ledger_id, envelope.id, envelope.source])
+                        stale_examples.append([recipient.ledger_id, envelope.campaign_id,
+                                               envelope.id, envelope.source])
                     continue
                 copies[0] += 1
                 rows.add(recipient.ledger_id)
@@ -341,14 +342,6 @@ def wait_sent(tenant_id: uuid.UUID, campaign_id: uuid.UUID, timeout: float) -> N
         time.sleep(0.1)
 
 
-def last_ledger_id(tenant_id: uuid.UUID) -> int:
-    """Return the highest ledger id so far: a new campaign's rows are all above it."""
-    from swiftmail_core.db import tenant_tx
-
-    with tenant_tx(tenant_id) as database:
-        return int(database.execute_sql("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0])
-
-
 def children_cpu() -> float:
     """Return the CPU seconds (user + system) of this process's reaped children."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -416,7 +409,7 @@ def relay_seconds(relay: subprocess.Popen[str], expected: int, timeout: float,
     DUPLICATES.append(report.get("duplicate_deliveries", 0))
     STALE.append(report.get("stale_deliveries", 0))
     if report.get("stale_examples"):
-        print(f"stale deliveries (ledger id, queue id, source): {report['stale_examples']}",
+        print(f"stale deliveries (ledger id, campaign, queue id, source): {report['stale_examples']}",
               file=sys.stderr)
     STOP_SECONDS.append(report.get("stop_s", 0.0))
     return float(report["seconds"])
@@ -544,7 +537,6 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
         for _ in range(args.rounds):
             # Relay only: workers fill the spool first, then the relay delivers.
             campaign_id = new_campaign(tenant_id, list_id)
-            after_id = last_ledger_id(tenant_id)
             workers = [spawn("worker", env) for _ in range(args.workers)]
             await_ready(workers)
             started, used = time.perf_counter(), children_cpu()
@@ -558,7 +550,7 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
             postgres["workers_only"].append(backends.end() / n * 1000)
             used, sink_used = children_cpu(), process_cpu(sink.pid) or 0.0
             backends.begin()
-            relay = spawn("relay", env, str(n), str(after_id))
+            relay = spawn("relay", env, str(n), str(campaign_id))
             await_ready([relay])
             go([relay])
             seconds = relay_seconds(relay, n, args.timeout)
@@ -569,8 +561,7 @@ def measure(args: argparse.Namespace) -> Mapping[str, Any]:
             check_final(tenant_id, campaign_id, n, "relay only")
             # End to end: workers and relay together from "campaign starts".
             campaign_id = new_campaign(tenant_id, list_id)
-            after_id = last_ledger_id(tenant_id)
-            relay = spawn("relay", env, str(n), str(after_id))
+            relay = spawn("relay", env, str(n), str(campaign_id))
             workers = [spawn("worker", env) for _ in range(args.workers)]
             await_ready([relay, *workers])
             started, used = time.perf_counter(), children_cpu()
@@ -657,6 +648,6 @@ if __name__ == "__main__":
         from swiftmail_core.logs import configure_logging
 
         configure_logging("warning", "json")
-        child_worker() if sys.argv[2] == "worker" else child_relay(int(sys.argv[3]), int(sys.argv[4]))
+        child_worker() if sys.argv[2] == "worker" else child_relay(int(sys.argv[3]), sys.argv[4])
     else:
         run("campaign_throughput", measure, parser())
