@@ -1,8 +1,9 @@
 """Reputation guards: pause a tenant whose bounce or complaint rate is too high.
 
 Rates are rolling, over the tenant's last ``reputation_window`` sent
-messages (ledger rows with a ``sent_at``, newest first, counted since the
-tenant's last resume): hard bounces (a ``bounced`` row with a ``hard``
+messages (ledger rows with a ``sent_at``, by ledger id, newest first, counted
+since the tenant's last resume; ids follow creation order roughly, see
+docs/architecture.md "Ledger ids", which a rolling sample can afford): hard bounces (a ``bounced`` row with a ``hard``
 bounce event) and complaints (``complained`` rows, from FBL/ARF reports).
 Once the window holds at least ``reputation_min_sample`` sends and a rate is
 above its threshold (``max_bounce_rate``, ``max_complaint_rate``), an open

@@ -1,0 +1,19 @@
+-- 0199: each connection takes ledger ids 1,000 at a time, so two writers of
+-- one audience append to different B-tree pages.
+-- oldest-compatible-code: 0198 (nothing read changes; see docs/architecture.md, "Ledger ids")
+--
+-- An audience is written by two (`parallel`) connections at once. With the
+-- identity's default cache of one, their rows took alternate ids, so both
+-- inserted at the same right-most leaf pages of the primary key (tenant_id,
+-- id) and of messages_campaign_idx (tenant_id, campaign_id, id), and
+-- waited for each other's page locks there: profiled, index insertion was
+-- half of their CPU and futex waits 8 %. With a cache, each connection's
+-- rows carry ids from its own block and land on pages of their own
+-- (docs/benchmarks.md, Audience resolution, issue #16, session 14).
+--
+-- Ids stay unique and grow with time per connection, but across
+-- connections they follow creation order only roughly: a connection that
+-- seldom writes keeps its block. Nothing orders the ledger by id expecting
+-- creation order (the API pages by created_at, id; the relay's reputation
+-- window is a sample of recent sends).
+ALTER TABLE messages ALTER COLUMN id SET CACHE 1000;
