@@ -2,14 +2,15 @@
 
 Rates are rolling, over the tenant's last ``reputation_window`` sent
 messages (ledger rows with a ``sent_at``, by ledger id, newest first, counted
-since the tenant's last resume; ids follow creation order roughly, see
-docs/architecture.md "Ledger ids", which a rolling sample can afford): hard bounces (a ``bounced`` row with a ``hard``
-bounce event) and complaints (``complained`` rows, from FBL/ARF reports).
-Once the window holds at least ``reputation_min_sample`` sends and a rate is
-above its threshold (``max_bounce_rate``, ``max_complaint_rate``), an open
-``sending_pauses`` row is written with the reason, a ``sending_paused``
-event is stored, and the outbox claims nothing for the tenant until
-``swiftmail relay resume-tenant`` closes the pause (``sending_resumed``).
+since the tenant's last resume; ids follow creation order only roughly,
+docs/architecture.md "Ledger ids", which a rolling sample can afford): hard
+bounces (a ``bounced`` row with a ``hard`` bounce event) and complaints
+(``complained`` rows, from FBL/ARF reports). Once the window holds at
+least ``reputation_min_sample`` sends and a rate is above its threshold
+(``max_bounce_rate``, ``max_complaint_rate``), an open ``sending_pauses``
+row is written with the reason, a ``sending_paused`` event is stored, and
+the outbox claims nothing for the tenant until ``swiftmail relay
+resume-tenant`` closes the pause (``sending_resumed``).
 """
 
 from __future__ import annotations
