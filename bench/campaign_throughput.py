@@ -456,7 +456,8 @@ def profile(runtime: object, tenant_id: uuid.UUID, list_id: uuid.UUID, count: in
     lifecycle.cancel_campaign(tenant_id, campaign_id)
     # Render alone, and DKIM alone, on the same campaign.
     from swiftmail_relay.config import RelayConfig
-    from swiftmail_relay.handoff import from_domain, sign_canonical, sign_for_tenant
+    from swiftmail_relay.handoff import sign_canonical
+    from swiftmail_relay.message_checks import canonical_line_endings, from_domain
 
     renderer = next(iter(composer._renderers.values()))[0]
     contact = {"id": str(uuid.uuid4()), "email": f"x@{RECIPIENT_DOMAIN}", "name": "X",
@@ -466,14 +467,11 @@ def profile(runtime: object, tenant_id: uuid.UUID, list_id: uuid.UUID, count: in
         rendered = renderer.render(index + 1, contact, None)
     render_us = (time.perf_counter() - started) / count * 1e6
     config = RelayConfig.from_settings(settings)
-    # As the workers sign (handoff.prepare_message): the renderer's own output
-    # skips the line-ending check, and the From domain is read once per message.
     started = time.perf_counter()
     for _ in range(count):
-        if rendered.crlf:
-            sign_canonical(settings, config, rendered.raw, tenant_id, from_domain(rendered.raw))
-        else:
-            sign_for_tenant(settings, config, rendered.raw, tenant_id)
+        # As handoff.prepare_message: the renderer's own output needs no line-ending check.
+        raw = rendered.raw if rendered.crlf else canonical_line_endings(rendered.raw)
+        sign_canonical(settings, config, raw, tenant_id, from_domain(raw))
     sign_us = (time.perf_counter() - started) / count * 1e6
     per = 1e6 / max(done, 1)
     return {"render_us": round(render_us), "dkim_sign_us": round(sign_us),
