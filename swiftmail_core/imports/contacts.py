@@ -59,6 +59,10 @@ MERGE_WORK_MEM = "256MB"
 # next insert that fills the list), off the import's critical path. Queries
 # stay correct meanwhile: a GIN scan reads the pending list too.
 MERGE_GIN_PENDING_LIST = "512MB"
+# No JIT for the merge (this transaction only): its plan costs far more than
+# jit_above_cost, and compiling its expressions took longer than it saved
+# (docs/benchmarks.md, Imports, "session 15").
+MERGE_JIT = "off"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,8 +246,8 @@ def import_contacts(
         raise ValidationError.for_field("file", "has a header but no data rows")
     cursor.execute(f"ANALYZE {STAGE}")
     cursor.execute("SELECT set_config('work_mem', %s, true), "
-                   "set_config('gin_pending_list_limit', %s, true)",
-                   (MERGE_WORK_MEM, MERGE_GIN_PENDING_LIST))
+                   "set_config('gin_pending_list_limit', %s, true), set_config('jit', %s, true)",
+                   (MERGE_WORK_MEM, MERGE_GIN_PENDING_LIST, MERGE_JIT))
     _merge(cursor, tenant_id, keys, options, summary)
     started = summary.lap("merge_and_subscribe", started)
     if options.list_id is not None and summary.unchanged:

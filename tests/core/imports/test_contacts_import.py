@@ -375,3 +375,27 @@ def test_cells_with_tabs_backslashes_and_line_breaks_are_stored_as_they_are(
     assert contacts["tab@example.com"] == ("Tab\there", {"note": "back\\slash \\N"})
     assert contacts["lines@example.com"] == ("two\nlines", {"note": "\\."})
     assert contacts["plain@example.com"] == ("Plain", {})
+
+
+def test_merge_settings_stay_inside_the_import_transaction(runtime, tenant_a) -> None:
+    """The merge's work_mem and JIT settings are the import's own: a pooled connection is clean."""
+    from swiftmail_core.db import app_db
+    from swiftmail_core.imports import contacts as contact_import
+    from swiftmail_core.imports.source import CsvSource
+
+    class Report:
+        def add(self, row: int, reason: str, value: str = "") -> None:
+            raise AssertionError(f"row {row} refused: {reason}")
+
+    def settings() -> tuple[str, str]:
+        return app_db.execute_sql(
+            "SELECT current_setting('jit'), current_setting('work_mem')").fetchone()
+
+    with tenant_tx(tenant_a.id):
+        before = settings()
+        source = CsvSource(io.BytesIO(b"email\nann@example.com\n"), ImportLimits())
+        contact_import.import_contacts(
+            source, tenant_a.id, contact_import.ContactImportOptions(), Report())
+        assert settings() == (contact_import.MERGE_JIT, contact_import.MERGE_WORK_MEM)
+    with tenant_tx(tenant_a.id):
+        assert settings() == before
