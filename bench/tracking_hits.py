@@ -61,6 +61,7 @@ from bench._common import (  # noqa: E402
     run_wrk,
     stop,
 )
+from swiftmail_core.tracking_ingest.drainer import DEFAULT_BATCH_SIZE  # noqa: E402
 
 MESSAGES = 1000
 OPEN_LOOP = ROOT / "bench" / "_open_loop.py"
@@ -416,8 +417,8 @@ def parser() -> argparse.ArgumentParser:
     options.add_argument("--rate-seconds", type=float, default=10)
     options.add_argument("--rate-connections", type=int, default=64,
                          help="Keep-alive connections the open-loop generator may use.")
-    options.add_argument("--drain-batch", type=int, default=500,
-                         help="The drainer's --batch-size (500 as shipped).")
+    options.add_argument("--drain-batch", type=int, default=DEFAULT_BATCH_SIZE,
+                         help=f"The drainer's --batch-size ({DEFAULT_BATCH_SIZE} as shipped).")
     options.add_argument("--drain-nice", type=int, default=10,
                          help="Run the drainer under nice(1) with this increment (10 as "
                               "shipped; 0: same priority as the server).")

@@ -22,6 +22,7 @@ import falcon
 from swiftmail_core.hookspecs import hookimpl
 from swiftmail_core.plugins import PluginManager
 from swiftmail_core.settings import Settings
+from swiftmail_core.tracking_ingest.drainer import DEFAULT_BATCH_SIZE
 
 log = logging.getLogger("swiftmail.webhooks")
 
@@ -61,7 +62,7 @@ def tracking_group() -> None:
 @click.option("--consumer", envvar="SWIFTMAIL_TRACKING_CONSUMER",
               default=lambda: f"{socket.gethostname()}-drainer",
               help="Consumer name; keep it stable so a restart resumes its pending hits.")
-@click.option("--batch-size", envvar="SWIFTMAIL_TRACKING_BATCH_SIZE", default=500,
+@click.option("--batch-size", envvar="SWIFTMAIL_TRACKING_BATCH_SIZE", default=DEFAULT_BATCH_SIZE,
               show_default=True, help="Hits stored per transaction.")
 @click.option("--once", is_flag=True, help="Drain what is there, then exit.")
 @click.pass_obj
