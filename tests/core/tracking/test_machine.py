@@ -72,3 +72,20 @@ def test_webmail_image_proxies_fetch_when_people_open(agent: str) -> None:
 def test_machine_detection_edge_cases(fields, machine: bool, reason: str) -> None:  # type: ignore[no-untyped-def]
     verdict = classify(hit("open", **fields), SENT)
     assert (verdict.is_machine, verdict.reason) == (machine, reason)
+
+
+@pytest.mark.parametrize("agent", [
+    IPHONE, "GOOGLEBOT/2.1", "Mozilla/5.0 (compatible; SemrushBot/7~bl)", "AdsBot-Google",
+    "Outlook-iOS-Android/1.0 Prefetch", "Mozilla/5.0 (Linux; Android 12; Robot Build/SP1A)",
+    "BARRACUDA Sentinel", "Go-http-client/1.1", "Java/17.0.2", "HeadlessChrome/120",
+    "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)",
+])
+def test_scanner_agents_are_found_whatever_their_case(agent: str) -> None:
+    """Searching the lowercased agent finds what a case-insensitive search finds."""
+    import re
+
+    from swiftmail_core.tracking_ingest.machine import SCANNER_USER_AGENT
+
+    case_insensitive = re.compile(SCANNER_USER_AGENT.pattern, re.IGNORECASE)
+    verdict = classify(hit("open", ip="203.0.113.9", user_agent=agent), SENT)
+    assert (verdict.reason == "scanner_user_agent") is bool(case_insensitive.search(agent))
