@@ -86,6 +86,8 @@ def test_scanner_agents_are_found_whatever_their_case(agent: str) -> None:
 
     from swiftmail_core.tracking_ingest.machine import SCANNER_USER_AGENT
 
+    # The pattern is searched in the lowercased agent: an upper-case letter in it never matches.
+    assert SCANNER_USER_AGENT.pattern == SCANNER_USER_AGENT.pattern.lower()
     case_insensitive = re.compile(SCANNER_USER_AGENT.pattern, re.IGNORECASE)
     verdict = classify(hit("open", ip="203.0.113.9", user_agent=agent), SENT)
     assert (verdict.reason == "scanner_user_agent") is bool(case_insensitive.search(agent))
