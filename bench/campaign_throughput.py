@@ -157,8 +157,9 @@ def child_worker() -> None:
     """Send until nothing is claimable and every campaign is finished."""
     from swiftmail_core.runtime import ProcessKind, start
     from swiftmail_core.sending import sweeper
-    from swiftmail_core.sending.worker import SendingWorker, freeze_startup_objects
+    from swiftmail_core.sending.worker import SendingWorker
     from swiftmail_core.settings import load_settings
+    from swiftmail_core.startup_gc import freeze_startup_objects
 
     runtime = start(load_settings(), process=ProcessKind.BENCH)
     worker = SendingWorker(runtime.settings, runtime.plugins)
@@ -221,6 +222,7 @@ def child_relay(expected: int, campaign_id: str) -> None:
 
     from swiftmail_core.runtime import ProcessKind, start
     from swiftmail_core.settings import load_settings
+    from swiftmail_core.startup_gc import freeze_startup_objects
 
     runtime = start(load_settings(), process=ProcessKind.RELAY)
     settings = runtime.settings
@@ -230,6 +232,7 @@ def child_relay(expected: int, campaign_id: str) -> None:
         scan_interval=float(os.environ.get("BENCH_SCAN_INTERVAL", "0.1")),
         hostname="bench.relay.test", warmup=False)
     stall_seconds = float(os.environ.get("BENCH_STALL_SECONDS", "120"))
+    freeze_startup_objects()  # as `swiftmail relay run` does
     ready_and_wait()
 
     async def deliver() -> dict[str, Any]:

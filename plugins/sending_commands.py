@@ -36,7 +36,8 @@ def worker(state: CliState, threads: int | None) -> None:
       kill -INT <pid>        # graceful stop
     """
     from swiftmail_core.runtime import ProcessKind
-    from swiftmail_core.sending.worker import build_queue, freeze_startup_objects
+    from swiftmail_core.sending.worker import build_queue
+    from swiftmail_core.startup_gc import freeze_startup_objects
     from swiftmail_core.transports import preflight
 
     runtime = state.runtime(ProcessKind.WORKER)

@@ -81,6 +81,7 @@ def drain(state, consumer: str, batch_size: int, once: bool) -> None:
     from swiftmail_web.public.services import PublicConfig
 
     from swiftmail_core.runtime import ProcessKind
+    from swiftmail_core.startup_gc import freeze_startup_objects
     from swiftmail_core.tracking_ingest import HitStream
     from swiftmail_core.tracking_ingest.drainer import Drainer
 
@@ -96,6 +97,7 @@ def drain(state, consumer: str, batch_size: int, once: bool) -> None:
             total += count
         click.echo(f"drained {total} hits")
         return
+    freeze_startup_objects()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         # Finish the batch in hand, then exit 0 (systemd's stop is SIGTERM).

@@ -79,9 +79,11 @@ def relay_run(state: CliState, no_deliver: bool = False) -> None:
     from swiftmail_relay.runner import run_relay
 
     from swiftmail_core.runtime import ProcessKind
+    from swiftmail_core.startup_gc import freeze_startup_objects
 
     runtime = state.runtime(ProcessKind.RELAY)
     config = RelayConfig.from_settings(state.settings)
+    freeze_startup_objects()
     asyncio.run(run_relay(runtime, config, deliver=not no_deliver))
 
 

@@ -19,7 +19,6 @@ the sweeper re-queues the rows).
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import socket
@@ -213,22 +212,6 @@ class SendingQueue:
         return SendingConsumer(
             self.huey, workers=threads or self.settings.worker_threads, worker_type="thread",
             periodic=True, scheduler_interval=1, max_delay=1.0, check_worker_health=True)
-
-
-def freeze_startup_objects() -> None:
-    """Keep what start-up allocated (modules, settings, plugins) out of garbage collection.
-
-    Call once in a sending worker process, after start-up and before the
-    first batch. Each message allocates many short-lived objects (template
-    contexts, chunks, token strings), so CPython's collector runs often, and
-    its full collections walked every object the imports left behind; after
-    ``gc.freeze()`` they are in a permanent generation the collector skips
-    (about 8 to 13 % of a worker's CPU per message, measured). Garbage present now
-    is collected first. Never call it in a test process: objects frozen
-    there are never freed.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 def build_queue(runtime: Any) -> SendingQueue:

@@ -1,11 +1,11 @@
-"""The sending worker keeps start-up objects out of garbage collection."""
+"""Long-lived processes keep their start-up objects out of garbage collection."""
 
 from __future__ import annotations
 
 import gc
 import weakref
 
-from swiftmail_core.sending.worker import freeze_startup_objects
+from swiftmail_core.startup_gc import freeze_startup_objects
 
 
 def test_freeze_startup_objects_freezes_what_is_alive_and_collects_garbage_first() -> None:
