@@ -10,8 +10,9 @@ Tracking, "session 16"). After ``gc.freeze()`` those objects sit in a
 permanent generation the collector skips; a full collection then takes a
 few milliseconds. In a sending worker, whose every message allocates
 template contexts, chunks and token strings, the full collections had cost
-8 to 13 % of its CPU per message; in the relay, which holds every spooled
-envelope in memory, about a sixth (0.82x the CPU a message with the freeze).
+8 to 13 % of its CPU per message; the relay, which holds every spooled
+envelope in memory, spent 0.82x the CPU a message with the freeze in one
+alternated comparison (docs/benchmarks.md, "End to end", session 16).
 """
 
 from __future__ import annotations
