@@ -1,7 +1,9 @@
 """The open pixel and click redirect as an ASGI app, with batched ``XADD``s.
 
-``uvicorn --factory swiftmail_web.public.asgi:create_app`` (or gunicorn with
-uvicorn workers) serves only ``/t/o/{token}.gif`` and ``/t/c/{token}``, the
+``swiftmail tracking serve`` (uvicorn with the factory
+``swiftmail_web.public.asgi_server:create_served_app``, which builds this
+app with ``create_app`` and then freezes start-up's objects) serves only
+``/t/o/{token}.gif`` and ``/t/c/{token}``, the
 hot path. Each request still waits until its hit is in Redis before it is
 answered (a hit is acknowledged only once stored), but the hits of all
 requests in flight in the worker at that moment go to Redis in one pipelined
