@@ -106,9 +106,12 @@ check_doctor_visible() {
     done
     # A doctor run that fails (Redis unreachable, as the unit sees it): the unit
     # is failed, the journal says why, and Prometheus sees it through node_exporter.
+    # A run already under way (the timer's first, 5-6 minutes after boot, can fall here)
+    # keeps the environment it started with: each change waits for it to end.
     ssh_to "$APP" 'mkdir -p /run/systemd/system/swiftmail-doctor.service.d &&
         printf "[Service]\nEnvironment=SWIFTMAIL_REDIS_URL=redis://127.0.0.1:1/0\n" \
-            > /run/systemd/system/swiftmail-doctor.service.d/e2e-fail.conf && systemctl daemon-reload'
+            > /run/systemd/system/swiftmail-doctor.service.d/e2e-fail.conf && systemctl daemon-reload &&
+        while [ "$(systemctl is-active swiftmail-doctor.service)" = activating ]; do sleep 0.5; done'
     if ssh_to "$APP" systemctl start swiftmail-doctor.service 2>/dev/null; then
         echo "swiftmail doctor passed with Redis unreachable" >&2; return 1
     fi
@@ -120,6 +123,7 @@ check_doctor_visible() {
     wait_for 60 doctor_failed_seen || { echo "Prometheus does not see the failed doctor run (or SwiftMailDoctorFailing)" >&2; return 1; }
     # Repaired: the next run passes and the unit is no longer failed.
     ssh_to "$APP" 'rm -r /run/systemd/system/swiftmail-doctor.service.d && systemctl daemon-reload &&
+        while [ "$(systemctl is-active swiftmail-doctor.service)" = activating ]; do sleep 0.5; done &&
         systemctl start swiftmail-doctor.service' \
         || { echo "swiftmail doctor fails on app after the repair" >&2; return 1; }
 }
