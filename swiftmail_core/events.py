@@ -48,12 +48,19 @@ class EventRecord:
     is_machine: bool = False
     source_key: str | None = None
     detail: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # NOTE: the ids as text, formatted once: store_events writes them to several
+    # tables and keys, and UUID.__str__ is Python code (benchmarks.md, Tracking, "session 17").
+    tenant_text: str = dataclasses.field(init=False, repr=False, compare=False)
+    campaign_text: str | None = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.type not in EVENT_TYPES:
             raise ValidationError.for_field("type", f"unknown event type {self.type!r}")
         if self.bounce_class is not None and self.bounce_class not in BOUNCE_CLASSES:
             raise ValidationError.for_field("bounce_class", f"unknown class {self.bounce_class!r}")
+        object.__setattr__(self, "tenant_text", str(self.tenant_id))
+        object.__setattr__(self, "campaign_text",
+                           str(self.campaign_id) if self.campaign_id else None)
 
     @property
     def recipient_domain(self) -> str | None:
@@ -114,10 +121,11 @@ def store_events(database: Any, records: Sequence[EventRecord]) -> list[EventRec
     records = _first_time_sources(cursor, records)
     if not records:
         return []
+    # NOTE: times go as ISO text (the template casts them): psycopg2 adapts a
+    # datetime at twice the cost of a string, per row.
     rows = [
         (
-            str(r.tenant_id), r.occurred_at, r.type, r.message_id,
-            str(r.campaign_id) if r.campaign_id else None,
+            r.tenant_text, r.occurred_at.isoformat(), r.type, r.message_id, r.campaign_text,
             str(r.contact_id) if r.contact_id else None,
             r.link_id, r.bounce_class, r.is_machine, r.recipient_domain, r.source_key,
             json.dumps({**r.detail, **({"email": r.email} if r.email else {})}),
@@ -141,14 +149,15 @@ def store_events(database: Any, records: Sequence[EventRecord]) -> list[EventRec
     stored = _match_inserted(records, inserted)
     counts: Counter[tuple[str, str, datetime.datetime, str, str]] = Counter()
     for record in stored:
-        if record.campaign_id is None:
+        campaign = record.campaign_text
+        if campaign is None:
             continue
         for metric, dimension in rollup_keys(record):
-            counts[(str(record.tenant_id), str(record.campaign_id),
+            counts[(record.tenant_text, campaign,
                     _hour(record.occurred_at), metric, dimension)] += 1
     for key in _first_engagement_keys(cursor, stored):
         counts[key] += 1
-    enqueue_within(database, [to_tracking_event(record) for record in stored])
+    enqueue_within(database, stored)
     if counts:
         execute_values(
             cursor,
@@ -162,7 +171,7 @@ def store_events(database: Any, records: Sequence[EventRecord]) -> list[EventRec
 
 def _first_time_sources(cursor: Any, records: Sequence[EventRecord]) -> list[EventRecord]:
     """Keep records without a source key and those whose key is new for their tenant."""
-    keyed = {(str(r.tenant_id), r.source_key) for r in records if r.source_key is not None}
+    keyed = {(r.tenant_text, r.source_key) for r in records if r.source_key is not None}
     if not keyed:
         return list(records)
     fresh = execute_values(
@@ -177,7 +186,7 @@ def _first_time_sources(cursor: Any, records: Sequence[EventRecord]) -> list[Eve
         if record.source_key is None:
             kept.append(record)
             continue
-        identity = (str(record.tenant_id), record.source_key)
+        identity = (record.tenant_text, record.source_key)
         if identity in new:
             new.discard(identity)  # a key repeated within one batch counts once too
             kept.append(record)
@@ -195,16 +204,18 @@ def _first_engagement_keys(
     with dimension ``link:<id>``. ``engagement_firsts`` remembers what was
     seen, in the same transaction as the events, so retries stay exact.
     """
-    wanted: dict[tuple[str, int, str, int], EventRecord] = {}
+    wanted: dict[tuple[str, int, str, int], tuple[str, EventRecord]] = {}
     for record in stored:
         if record.type not in ("opened", "clicked") or record.message_id is None:
             continue
-        if record.campaign_id is None:
+        campaign = record.campaign_text
+        if campaign is None:
             continue
         metric = f"{record.type}.{'machine' if record.is_machine else 'human'}"
         links = [0] if record.link_id is None else [0, record.link_id]
         for link in links:
-            wanted.setdefault((str(record.tenant_id), record.message_id, metric, link), record)
+            wanted.setdefault((record.tenant_text, record.message_id, metric, link),
+                              (campaign, record))
     if not wanted:
         return []
     firsts = execute_values(
@@ -212,16 +223,17 @@ def _first_engagement_keys(
         "INSERT INTO engagement_firsts (tenant_id, message_id, metric, link_id, campaign_id, "
         "first_at) VALUES %s "
         "ON CONFLICT DO NOTHING RETURNING tenant_id::text, message_id, metric, link_id",
-        [(*key, str(record.campaign_id), record.occurred_at) for key, record in wanted.items()],
+        [(*key, campaign, record.occurred_at.isoformat())
+         for key, (campaign, record) in wanted.items()],
         template="(%s::uuid, %s::bigint, %s, %s::bigint, %s::uuid, %s::timestamptz)",
         fetch=True,
     )
     keys = []
     for tenant, message_id, metric, link in firsts:
-        record = wanted[(tenant, message_id, metric, link)]
+        campaign, record = wanted[(tenant, message_id, metric, link)]
         kind, audience = metric.split(".")
         dimension = f"link:{link}" if link else ""
-        keys.append((tenant, str(record.campaign_id), _hour(record.occurred_at),
+        keys.append((tenant, campaign, _hour(record.occurred_at),
                      f"{kind}.unique.{audience}", dimension))
     return keys
 

@@ -20,7 +20,7 @@ from swiftmail_core.db import system_tx
 from swiftmail_core.db.by_key import rows_by_key
 from swiftmail_core.events import EventRecord, record_events
 from swiftmail_core.plugins import PluginManager
-from swiftmail_core.tracking_ingest.hits import Hit
+from swiftmail_core.tracking_ingest.hits import Hit, shared_uuid
 from swiftmail_core.tracking_ingest.machine import DEFAULT_SCANNER_WINDOW, classify
 from swiftmail_core.tracking_ingest.stream import HitStream
 
@@ -58,8 +58,8 @@ def load_ledger_rows(keys: set[tuple[uuid.UUID, int]]) -> dict[tuple[uuid.UUID, 
         for tenant_key, ids in sorted(by_tenant.items()):
             rows.extend(tenant_ledger_rows(database, tenant_key, ids))
     return {
-        (uuid.UUID(str(tenant)), message): LedgerRow(
-            uuid.UUID(str(campaign)) if campaign else None,
+        (shared_uuid(str(tenant)), message): LedgerRow(
+            shared_uuid(str(campaign)) if campaign else None,
             uuid.UUID(str(contact)) if contact else None,
             email,
             sent_at,

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import time
 import uuid
 from collections.abc import Mapping
 
 HIT_KINDS = ("open", "click")
 USER_AGENT_LIMIT = 300
+
+#: Parse a tenant's or campaign's id, once per distinct text: a drained batch
+#: names a few of them thousands of times (raises ValueError when malformed).
+shared_uuid = functools.lru_cache(maxsize=4096)(uuid.UUID)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +64,7 @@ class Hit:
             raise ValueError(f"unknown hit kind {kind!r}")
         return cls(
             kind=kind,
-            tenant_id=uuid.UUID(data["t"]),
+            tenant_id=shared_uuid(data["t"]),
             message_id=int(data["m"]),
             link_id=int(data["l"]) if data.get("l") else None,
             at_ms=int(data["at"]),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from psycopg2.extras import execute_values
 
@@ -18,8 +18,14 @@ from swiftmail_core.timestamps import rfc3339
 from swiftmail_core.tracking import TrackingEvent
 from swiftmail_core.webhooks.leases import WEBHOOKS
 
+if TYPE_CHECKING:
+    from swiftmail_core.events import EventRecord
 
-def event_payload(event: TrackingEvent) -> dict:
+    #: What a delivery is built from: an event before or after ``to_tracking_event``.
+    QueuedEvent: TypeAlias = TrackingEvent | EventRecord
+
+
+def event_payload(event: QueuedEvent) -> dict:
     """Return the JSON body of a webhook delivery for ``event``."""
     return {
         "id": str(uuid.uuid4()),
@@ -45,7 +51,7 @@ def enqueue(events: Sequence[TrackingEvent]) -> int:
         return enqueue_within(database, events)
 
 
-def enqueue_within(database: Any, events: Sequence[TrackingEvent]) -> int:
+def enqueue_within(database: Any, events: Sequence[QueuedEvent]) -> int:
     """Queue deliveries inside the caller's system transaction.
 
     ``record_events`` calls this in the transaction that stores the events, so
@@ -54,7 +60,7 @@ def enqueue_within(database: Any, events: Sequence[TrackingEvent]) -> int:
     events = [event for event in events if event.type != "webhook_disabled"]
     if not events:
         return 0
-    tenants = sorted({str(event.tenant_id) for event in events})
+    tenants = sorted({str(tenant) for tenant in {event.tenant_id for event in events}})
     hooks = database.execute_sql(
         "SELECT tenant_id::text, id, event_types FROM webhooks "
         "WHERE enabled AND tenant_id = ANY(%s::uuid[])", (tenants,),

@@ -79,3 +79,24 @@ def test_suppress_marks_contacts_and_keeps_first_reason(tenant_a) -> None:
         reason = app_db.execute_sql("SELECT reason FROM suppressions").fetchone()[0]
         status = app_db.execute_sql("SELECT status FROM contacts").fetchone()[0]
     assert (reason, status) == ("hard_bounce", "bounced")
+
+
+def test_times_and_ids_are_stored_exactly(tenant_a) -> None:
+    """Times go to PostgreSQL as ISO text and ids as text formatted once: nothing shifts."""
+    campaign_id = _campaign(tenant_a.id)
+    moment = datetime.datetime(2026, 12, 7, 18, 5, 9, 123456,
+                               tzinfo=datetime.timezone(datetime.timedelta(hours=2)))
+    record = EventRecord(tenant_a.id, "clicked", moment, message_id=7, campaign_id=campaign_id,
+                         link_id=3, source_key="click:7")
+    assert (record.tenant_text, record.campaign_text) == (str(tenant_a.id), str(campaign_id))
+    assert record_events([record]) == [record]
+    with tenant_tx(tenant_a.id):
+        stored = app_db.execute_sql(
+            "SELECT occurred_at, campaign_id::text FROM events WHERE source_key = 'click:7'"
+        ).fetchone()
+        first = app_db.execute_sql(
+            "SELECT first_at FROM engagement_firsts WHERE message_id = 7 AND link_id = 3"
+        ).fetchone()
+    assert stored == (moment, str(campaign_id))
+    assert first == (moment,)
+    assert _rollups(tenant_a.id)[("clicked.unique.human", "link:3")] == 1
