@@ -121,11 +121,9 @@ def store_events(database: Any, records: Sequence[EventRecord]) -> list[EventRec
     records = _first_time_sources(cursor, records)
     if not records:
         return []
-    # NOTE: times go as ISO text (the template casts them): psycopg2 adapts a
-    # datetime at twice the cost of a string, per row.
     rows = [
         (
-            r.tenant_text, r.occurred_at.isoformat(), r.type, r.message_id, r.campaign_text,
+            r.tenant_text, r.occurred_at, r.type, r.message_id, r.campaign_text,
             str(r.contact_id) if r.contact_id else None,
             r.link_id, r.bounce_class, r.is_machine, r.recipient_domain, r.source_key,
             json.dumps({**r.detail, **({"email": r.email} if r.email else {})}),
@@ -223,8 +221,7 @@ def _first_engagement_keys(
         "INSERT INTO engagement_firsts (tenant_id, message_id, metric, link_id, campaign_id, "
         "first_at) VALUES %s "
         "ON CONFLICT DO NOTHING RETURNING tenant_id::text, message_id, metric, link_id",
-        [(*key, campaign, record.occurred_at.isoformat())
-         for key, (campaign, record) in wanted.items()],
+        [(*key, campaign, record.occurred_at) for key, (campaign, record) in wanted.items()],
         template="(%s::uuid, %s::bigint, %s, %s::bigint, %s::uuid, %s::timestamptz)",
         fetch=True,
     )
