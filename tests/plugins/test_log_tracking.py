@@ -22,7 +22,10 @@ EVENT = TrackingEvent(
 
 def test_logs_each_event_at_debug(capsys) -> None:
     configure_logging("debug", "json")
-    log_tracking.swiftmail_tracking_event(EVENT)
+    try:
+        log_tracking.swiftmail_tracking_event(EVENT)
+    finally:
+        configure_logging("info", "json")  # the later tests' libraries stay quiet
     (line,) = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
     assert line["event"] == "tracking_event"
     assert line["tenant_id"] == str(EVENT.tenant_id)
