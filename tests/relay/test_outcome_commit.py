@@ -28,14 +28,21 @@ def _spool(relay, domain: str, count: int) -> list[str]:  # type: ignore[no-unty
 
 
 class _SlowDatabase:
-    """An outcome writer that commits only when released."""
+    """An outcome writer that commits only when released.
 
-    def __init__(self) -> None:
+    With ``down_for``, a write not released within that many seconds fails
+    as a database that is still down would.
+    """
+
+    def __init__(self, down_for: float | None = None) -> None:
         self.release = threading.Event()
+        self.down_for = down_for
         self.writes: list[list[str]] = []
 
     def record(self, outcomes) -> None:  # type: ignore[no-untyped-def]
-        self.release.wait(20)
+        released = self.release.wait(20 if self.down_for is None else self.down_for)
+        if not released and self.down_for is not None:
+            raise ConnectionError("the database is still down")
         self.writes.append([o.email for o in outcomes])
 
 
@@ -125,7 +132,7 @@ def test_a_stop_with_the_outcomes_unwritten_leaves_the_messages_spooled(  # type
 
     (peer,) = peers(1, first=100)
     domain = _domain(dns_server, peer)
-    database = _SlowDatabase()
+    database = _SlowDatabase(down_for=2.0)  # longer than the stop's 0.3 s below
     sink = OutcomeSink(database.record, linger=0.01)
     relay = relay_factory(peer.port, workers=2, sink=sink)
 
@@ -147,8 +154,8 @@ def test_a_stop_with_the_outcomes_unwritten_leaves_the_messages_spooled(  # type
         return queue_ids
 
     queue_ids = asyncio.run(scenario())
-    database.release.set()
     assert len(peer.recipients) == 2
+    assert database.writes == []
     assert sorted(relay.spool.scan()) == sorted(queue_ids)
     assert relay.finals == []
 
