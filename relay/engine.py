@@ -37,6 +37,7 @@ from swiftmail_relay.dsn import build_dsn
 from swiftmail_relay.ip_pools import IpPools, SourceAddress
 from swiftmail_relay.mx import DnsFailure, MxResolver, Route
 from swiftmail_relay.outcomes import Outcome
+from swiftmail_relay.progress import UnrecordedFinals
 from swiftmail_relay.shaping import group_of, provider_groups
 from swiftmail_relay.sink import OutcomeSink
 from swiftmail_relay.spool import (
@@ -133,6 +134,11 @@ class Relay:
         self._committing: dict[str, tuple[Envelope, asyncio.Future[None]]] = {}
         self._removals: list[str] = []  # committed: to leave the spool (``_remove_finished``)
         self._removing: asyncio.Task[None] | None = None
+        #: Final recipients whose outcomes are not committed yet: saved as pending.
+        self._unrecorded = UnrecordedFinals()
+        #: Per message: its state writes, one at a time (a lock and how many use it).
+        self._state_writers: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self._state_saves: set[asyncio.Task[None]] = set()  # saves after a commit
         self._last_full_scan = time.monotonic()
         self.delivered = 0
 
@@ -206,6 +212,8 @@ class Relay:
             if self.sink is not None:
                 await self.sink.stop()
             await self._finish_committed()
+            if self._state_saves:
+                await asyncio.wait(set(self._state_saves))
         finally:
             if self._lock is not None:
                 # Only now may another relay deliver from this spool.
@@ -677,6 +685,11 @@ class Relay:
                 if self._finish_after_commit(envelope, waiter):
                     return  # the worker goes on; the message leaves the spool after the commit
                 await waiter  # events committed before the spool forgets the message
+            else:
+                held = self._unrecorded.hold(envelope, outcomes)
+                if held:
+                    waiter.add_done_callback(
+                        functools.partial(self._outcomes_committed, envelope, held))
         if envelope.source == "submission" and envelope.mail_from:
             # Each failure is reported once, when it happens, not when the last
             # recipient is final (a deferred one may take up to max_age).
@@ -694,14 +707,47 @@ class Relay:
             self._forget(envelope)
             await asyncio.to_thread(self.spool.remove, envelope.id)
             return
-        data = envelope.to_json()
-        await asyncio.to_thread(self.spool.save_state, envelope, data)
+        await self._save_state(envelope)
         waiting = [r.next_attempt_at for r in envelope.pending if r.domain == domain]
         if waiting:
             self._schedule(envelope.id, domain, max(min(waiting), self.clock() + 0.001))
 
+    async def _save_state(self, envelope: Envelope) -> None:
+        """Save a message's progress: its writes one at a time, each the latest state.
+
+        A final recipient whose outcome is not committed is saved as pending
+        (``swiftmail_relay.progress``). A write that lands after the message
+        finished and left the spool is removed again.
+        """
+        lock, users = self._state_writers.setdefault(envelope.id, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                data = self._unrecorded.state(envelope)
+                await asyncio.to_thread(self.spool.save_state, envelope, data)
+                if envelope.id in self._finished:
+                    await asyncio.to_thread(self.spool.remove_state, envelope.id)
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._state_writers[envelope.id]
+
+    def _outcomes_committed(self, envelope: Envelope, held: set[int],
+                            waiter: asyncio.Future[None]) -> None:
+        """Some recipients' final outcomes are committed: save them as final."""
+        if waiter.cancelled() or waiter.exception() is not None:
+            return  # not recorded: saved as pending, the next relay delivers and records them
+        self._unrecorded.release(envelope.id, held)
+        if (self._lock is None or envelope.id not in self.envelopes
+                or envelope.id in self._committing or not envelope.pending):
+            return  # stopped, or finished: its file leaves the spool
+        task = asyncio.get_running_loop().create_task(self._save_state(envelope))
+        self._state_saves.add(task)
+        task.add_done_callback(self._state_saves.discard)
+
     def _forget(self, envelope: Envelope) -> None:
         """Drop a finished message from memory (remembered as finished) and report it final."""
+        self._unrecorded.forget(envelope.id)
         self._finished.pop(envelope.id, None)  # to the end: kept in finishing order
         self._finished[envelope.id] = time.monotonic()
         self.waits.pop(envelope.id, None)

@@ -378,6 +378,13 @@ class Spool:
         except OSError as ex:
             raise _wrap(ex, "save state") from ex
 
+    def remove_state(self, queue_id: str) -> None:
+        """Remove a queued message's state file, if it has one."""
+        try:
+            (self.queue / f"{queue_id}.state").unlink()
+        except FileNotFoundError:
+            pass
+
     def remove(self, queue_id: str, directory: Path | None = None) -> None:
         """Forget a finished message (its state; its file, kept in ``free/`` for reuse)."""
         directory = directory or self.queue

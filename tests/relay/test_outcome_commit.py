@@ -180,3 +180,123 @@ def test_the_sink_gathers_outcomes_that_arrive_while_it_lingers() -> None:
 
     asyncio.run(scenario())
     assert writes == [5]
+
+
+def test_a_recipient_is_not_saved_as_final_before_its_outcome_commits(  # type: ignore[no-untyped-def]
+        dns_server, peers, relay_factory) -> None:
+    """A message to two domains: one recipient delivered, the other deferred, while the
+    database is down. The relay stops before the delivered outcome commits (a crash
+    would too): the spool must not say that recipient is done, or no relay would ever
+    record its outcome. The next relay delivers it again (the duplicate a crash between
+    the receiver's 250 and our write allows) and records both recipients."""
+    from swiftmail_relay.sink import OutcomeSink
+
+    ok_peer, later_peer = peers(2, first=102)
+    ok_domain, later_domain = _domain(dns_server, ok_peer), _domain(dns_server, later_peer)
+    asked: list[str] = []
+    deferring = threading.Event()
+    deferring.set()
+
+    def later_rcpt(address: str) -> str:
+        asked.append(address)
+        return "451 4.7.1 try again later" if deferring.is_set() else "250 2.1.5 ok"
+
+    later_peer.rcpt = later_rcpt
+    down = _SlowDatabase(down_for=2.0)  # longer than the stop's 0.3 s below
+    first = relay_factory(ok_peer.port, workers=2, sink=OutcomeSink(down.record, linger=0.01))
+    envelope = Envelope(id=new_id(), mail_from="b@sender.example", tenant_id=str(uuid.uuid4()),
+                        recipients=[Recipient(f"a@{ok_domain}", ledger_id=201),
+                                    Recipient(f"b@{later_domain}", ledger_id=202)])
+    state = first.spool.queue / f"{envelope.id}.state"
+
+    async def until_stopped() -> None:
+        await first.start()
+        first.notify([first.spool.write(envelope, MESSAGE)])
+        for _ in range(300):
+            if ok_peer.recipients and asked and state.exists():
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)  # both domains' progress saved
+        original = first.sink.stop
+
+        async def impatient_stop(timeout: float = 30.0) -> None:
+            await original(timeout=0.3)
+
+        first.sink.stop = impatient_stop  # type: ignore[method-assign]
+        await asyncio.wait_for(first.stop(), 20)
+
+    asyncio.run(until_stopped())
+    assert ok_peer.recipients == [f"a@{ok_domain}"] and set(asked) == {f"b@{later_domain}"}
+    assert down.writes == []
+
+    deferring.clear()
+    recorded: list[tuple[str, str]] = []
+    second = relay_factory(ok_peer.port, workers=2, sink=OutcomeSink(
+        lambda outcomes: recorded.extend((o.email, o.type) for o in outcomes), linger=0.01))
+
+    async def until_idle() -> None:
+        await second.start()
+        try:
+            for _ in range(500):
+                if second.finals:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            await second.stop()
+
+    asyncio.run(until_idle())
+    assert (f"a@{ok_domain}", "delivered") in recorded, recorded
+    assert (f"b@{later_domain}", "delivered") in recorded, recorded
+    assert [e.id for e in second.finals] == [envelope.id]
+    assert list(second.spool.scan()) == []
+
+
+def test_once_committed_a_recipient_is_saved_as_final(  # type: ignore[no-untyped-def]
+        dns_server, peers, relay_factory) -> None:
+    """After its outcome commits, the saved progress says the recipient is done: a
+    later crash must not deliver it again (the other recipient still waits)."""
+    from swiftmail_relay.sink import OutcomeSink
+    from swiftmail_relay.spool import DELIVERED, PENDING
+
+    ok_peer, later_peer = peers(2, first=104)
+    ok_domain, later_domain = _domain(dns_server, ok_peer), _domain(dns_server, later_peer)
+    later_peer.rcpt = lambda address: "451 4.7.1 try again later"
+    database = _SlowDatabase()
+    relay = relay_factory(ok_peer.port, workers=2, retry_base=30, retry_cap=60,
+                          sink=OutcomeSink(database.record, linger=0.01))
+    envelope = Envelope(id=new_id(), mail_from="b@sender.example", tenant_id=str(uuid.uuid4()),
+                        recipients=[Recipient(f"a@{ok_domain}", ledger_id=301),
+                                    Recipient(f"b@{later_domain}", ledger_id=302)])
+
+    def saved() -> dict[str, str]:
+        try:
+            stored = relay.spool.read_envelope(envelope.id)
+        except FileNotFoundError:
+            return {}
+        return {r.address.partition("@")[0]: r.status for r in stored.recipients}
+
+    async def scenario() -> tuple[dict[str, str], dict[str, str]]:
+        await relay.start()
+        try:
+            relay.notify([relay.spool.write(envelope, MESSAGE)])
+            for _ in range(300):
+                if ok_peer.recipients and relay.envelopes[envelope.id].recipients[1].attempts:
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.3)  # both domains' progress saved
+            before = saved()
+            database.release.set()
+            for _ in range(300):
+                if saved().get("a") == DELIVERED:
+                    break
+                await asyncio.sleep(0.02)
+            return before, saved()
+        finally:
+            database.release.set()
+            await relay.stop()
+
+    before, after = asyncio.run(scenario())
+    assert before == {"a": PENDING, "b": PENDING}, "saved as final before its commit"
+    assert after == {"a": DELIVERED, "b": PENDING}
+    assert sorted(e for write in database.writes for e in write) == [
+        f"a@{ok_domain}", f"b@{later_domain}"]
