@@ -300,3 +300,43 @@ def test_once_committed_a_recipient_is_saved_as_final(  # type: ignore[no-untype
     assert after == {"a": DELIVERED, "b": PENDING}
     assert sorted(e for write in database.writes for e in write) == [
         f"a@{ok_domain}", f"b@{later_domain}"]
+
+
+def test_a_state_write_that_lands_after_the_message_left_leaves_nothing(  # type: ignore[no-untyped-def]
+        dns_server, peers, relay_factory) -> None:
+    """One domain's progress is still being written when the other domain finishes the
+    message and it leaves the spool: the late state file must not stay behind."""
+    import time
+
+    from swiftmail_relay.sink import OutcomeSink
+
+    first_peer, second_peer = peers(2, first=106)
+    domains = [_domain(dns_server, first_peer), _domain(dns_server, second_peer)]
+    relay = relay_factory(first_peer.port, workers=2,
+                          sink=OutcomeSink(lambda outcomes: None, linger=0.01))
+    save_state = relay.spool.save_state
+
+    def slow_save_state(envelope, data=None) -> None:  # type: ignore[no-untyped-def]
+        time.sleep(0.5)  # the other domain's delivery finishes the message meanwhile
+        save_state(envelope, data)
+
+    relay.spool.save_state = slow_save_state  # type: ignore[method-assign]
+    envelope = Envelope(id=new_id(), mail_from="b@sender.example", tenant_id=str(uuid.uuid4()),
+                        recipients=[Recipient(f"r{i}@{d}", ledger_id=400 + i)
+                                    for i, d in enumerate(domains)])
+
+    async def scenario() -> None:
+        await relay.start()
+        try:
+            relay.notify([relay.spool.write(envelope, MESSAGE)])
+            for _ in range(300):
+                if relay.finals:
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(1.0)  # the slow write lands
+        finally:
+            await relay.stop()
+
+    asyncio.run(scenario())
+    assert [e.id for e in relay.finals] == [envelope.id]
+    assert sorted(p.name for p in relay.spool.queue.iterdir()) == []
