@@ -44,7 +44,7 @@ class UnrecordedFinals:
             del self._held[queue_id]
 
     def forget(self, queue_id: str) -> None:
-        """The message left this relay (finished, or stopped)."""
+        """The message finished: its state is never saved again."""
         self._held.pop(queue_id, None)
 
     def state(self, envelope: Envelope) -> bytes:
