@@ -2,7 +2,7 @@
 # make test-ansible: the role's machine scenarios, split/run.sh and ha/run.sh,
 # at the same time (each has its own net, bridge and namespace prefix; the
 # cache is built once, under its lock). Each scenario's output is kept and
-# printed when both are done, split first, each ending with its own JSON
+# printed when both are done, passed ones first, each ending with its own JSON
 # summary; the last line is the JSON summary of both:
 #   {"test": "ansible", "passed": BOOL, "seconds": N, "scenarios": {"split": {...}, "ha": {...}}}
 #
@@ -32,19 +32,27 @@ start() {
 }
 
 # report: each scenario's output, then the summary of all; fails unless all passed.
+# A failed scenario's output comes after the passed ones', so that its last lines
+# (what failed, then its summary) stand just above the summary of all, where a
+# CI log cut to its tail still shows them.
 report() {
-    local name summary passed=true summaries=""
+    local name summary passed=true summaries="" failed=""
     for name in $SCENARIOS; do
         [ -f "$LOGS/$name.log" ] || continue
-        printf '=== %s\n' "$name"
-        cat "$LOGS/$name.log"
         summary=$(tail -n 1 "$LOGS/$name.log")
         case "$summary" in
             '{"test": "ansible-'*) ;;
             *) summary='{"passed": false, "failed_phase": "no summary (killed?)"}' ;;
         esac
-        case "$summary" in *'"passed": true'*) ;; *) passed=false ;; esac
+        case "$summary" in
+            *'"passed": true'*) printf '=== %s\n' "$name"; cat "$LOGS/$name.log" ;;
+            *) passed=false; failed="$failed $name" ;;
+        esac
         summaries="$summaries\"$name\": $summary, "
+    done
+    for name in $failed; do
+        printf '=== %s (failed)\n' "$name"
+        cat "$LOGS/$name.log"
     done
     rm -rf "$LOGS"
     printf '{"test": "ansible", "passed": %s, "seconds": %s, "scenarios": {%s}}\n' \
