@@ -2,7 +2,7 @@
 
 Jinja constructs are first swapped for placeholders (``protect``) so the
 HTML can be inspected and transformed without breaking them: tracked links
-are rewritten to ``{{ _sm_links[ID] }}``, a footer, preheader and open pixel
+are rewritten to a marker (``link_slots``), a footer, preheader and open pixel
 are inserted, CSS is inlined with ``css-inline`` and a plain-text version is
 derived, all on the template, never per recipient. Block tags
 (``{% for %}``) become HTML comments while inlining, because the HTML parser
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 from html.parser import HTMLParser
 
 import css_inline
@@ -134,8 +135,10 @@ def links_in(source_html: str) -> list[str]:
     return list(urls)
 
 
-def rewrite_links(protected: Protected, link_ids: dict[str, int]) -> None:
-    """Point every trackable link at ``{{ _sm_links[ID] }}`` (per-message URL)."""
+def rewrite_links(
+    protected: Protected, link_ids: dict[str, int], marker: Callable[[int], str]
+) -> None:
+    """Point every trackable link at ``marker(ID)``, filled with its per-message URL."""
 
     def replace(match: re.Match[str]) -> str:
         tag = match.group(0)
@@ -145,7 +148,7 @@ def rewrite_links(protected: Protected, link_ids: dict[str, int]) -> None:
         url, start, end = found
         if url not in link_ids:
             raise ValueError(f"link {url!r} has no id: register links_in(html) first")
-        mark = protected.placeholder(f"{{{{ _sm_links[{link_ids[url]}] }}}}")
+        mark = protected.placeholder(marker(link_ids[url]))
         return tag[:start] + mark + tag[end:]
 
     protected.html = _A_TAG.sub(replace, protected.html)

@@ -53,6 +53,7 @@ from swiftmail_core import tokens
 from swiftmail_core.errors import ValidationError
 from swiftmail_core.rendering import headers as hdr
 from swiftmail_core.rendering import html_tools
+from swiftmail_core.rendering.link_slots import LinkSlots
 from swiftmail_core.rendering.mime import (
     SOFT_BREAK,
     Skeleton,
@@ -112,6 +113,7 @@ class _Prepared:
     envelope_from: str
     list_unsubscribe: str
     date: str
+    links: dict[int, str]  # tracked link id -> this message's click URL
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,8 +241,9 @@ class CampaignRenderer:
 
         protected = html_tools.Protected(html_source)
         self.link_ids_used: list[int] = []
+        self._links = LinkSlots()
         if self.track_links:
-            html_tools.rewrite_links(protected, link_ids)
+            html_tools.rewrite_links(protected, link_ids, self._links.marker)
             self.link_ids_used = sorted(
                 {link_ids[url] for url in html_tools.links_in(html_source)}
             )
@@ -263,8 +266,8 @@ class CampaignRenderer:
             text_source,
         )
         # Literal chunks are quoted-printable encoded once, here (see render()).
-        self._html_literals = _encoded_literals(HTML_SANDBOX, self._html)
-        self._text_literals = _encoded_literals(TEXT_SANDBOX, self._text_template)
+        self._html_literals = _encoded_literals(HTML_SANDBOX, self._html, self._links)
+        self._text_literals = _encoded_literals(TEXT_SANDBOX, self._text_template, self._links)
 
     def _static_headers(self) -> str:
         lines = ["List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"]
@@ -326,11 +329,10 @@ class CampaignRenderer:
             context["_sm_preheader"] = TEXT_SANDBOX.render_field(
                 "preheader", self._preheader, context, self.limits
             )
+        links: dict[int, str] = {}
         if self.tracking:
             mint, click_base = self._mint_click, f"{base}/t/c/"
-            context["_sm_links"] = {
-                link_id: click_base + mint(link_id, ledger_id) for link_id in self.link_ids_used
-            }
+            links = {link_id: click_base + mint(link_id, ledger_id) for link_id in self.link_ids_used}
             open_token = self._signer.open_pixel(self._tenant_bytes, ledger_id)
             context["_sm_open_url"] = f"{base}/t/o/{open_token}.gif"
         return _Prepared(
@@ -346,6 +348,7 @@ class CampaignRenderer:
                 f"?subject=unsubscribe-{unsubscribe_token}>"
             ),
             date=self._now(),
+            links=links,
         )
 
     def render_parts(
@@ -357,12 +360,14 @@ class CampaignRenderer:
         html = ""
         if not self.text_only:
             html = HTML_SANDBOX.render_field("html", self._html, context, self.limits)
+            html = self._links.fill(html, prepared.links)
             if self.inline_per_message:
                 html = html_tools.inline_css(html)
             # Parts end with a line break, as EmailMessage.set_content makes them.
             if not html.endswith("\n"):
                 html += "\n"
         text = TEXT_SANDBOX.render_field("text", self._text_template, context, self.limits)
+        text = self._links.fill(text, prepared.links)
         if not text.endswith("\n"):
             text += "\n"
         header_values: list[tuple[str, Any]] = [("From", self._from_ref)]
@@ -398,16 +403,22 @@ class CampaignRenderer:
             parts = self.render_parts(ledger_id, contact, list_id)
             raw = self._skeleton.splice(head, quoted_printable(parts.text), quoted_printable(parts.html))
         else:
-            context = prepared.context
+            context, links = prepared.context, prepared.links
+            slots = (dict(zip(links, quoted_printable_many(list(links.values())), strict=True))
+                     if links else {})
+
+            def fill(run: str) -> str:
+                return self._links.fill(run, links)
+
             html, html_ends_line = b"", True
             if not self.text_only:
                 html, html_ends_line = HTML_SANDBOX.render_field_encoded(
                     "html", self._html, context, self.limits, self._html_literals,
-                    quoted_printable_many, SOFT_BREAK,
+                    quoted_printable_many, SOFT_BREAK, slots, fill,
                 )
             text, text_ends_line = TEXT_SANDBOX.render_field_encoded(
                 "text", self._text_template, context, self.limits, self._text_literals,
-                quoted_printable_many, SOFT_BREAK,
+                quoted_printable_many, SOFT_BREAK, slots, fill,
             )
             raw = self._skeleton.splice(
                 head,
@@ -466,12 +477,21 @@ def _normalise_newlines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
-def _encoded_literals(sandbox: TemplateSandbox, template: Any) -> dict[str, bytes]:
-    return {
-        literal: joinable_quoted_printable(literal)
-        for literal in sandbox.literal_strings(template)
-        if len(literal) >= 16
-    }
+def _encoded_literals(
+    sandbox: TemplateSandbox, template: Any, links: LinkSlots
+) -> dict[str, bytes | tuple[bytes | int, ...]]:
+    """Pre-encode a template's literal chunks; one holding link markers becomes pieces."""
+    encoded: dict[str, bytes | tuple[bytes | int, ...]] = {}
+    for literal in sandbox.literal_strings(template):
+        pieces = links.split_literal(literal)
+        if pieces is not None:
+            encoded[literal] = tuple(
+                piece if isinstance(piece, int) else joinable_quoted_printable(piece)
+                for piece in pieces
+            )
+        elif len(literal) >= 16:
+            encoded[literal] = joinable_quoted_printable(literal)
+    return encoded
 
 
 def _fold_list(value: str) -> str:

@@ -24,7 +24,7 @@ import dataclasses
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import CodeType
 from typing import Any
 
@@ -236,15 +236,19 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
         template: Template,
         context: dict[str, Any],
         limits: RenderLimits,
-        literals: dict[str, bytes],
+        literals: Mapping[str, bytes | tuple[bytes | int, ...]],
         encode_many: Callable[[list[str]], list[bytes]],
         joiner: bytes,
+        slots: Mapping[int, bytes] | None = None,
+        fill: Callable[[str], str] | None = None,
     ) -> tuple[bytes, bool]:
         """Render straight to an encoding: literals pre-encoded, the rest at once.
 
-        A chunk found in ``literals`` uses its pre-encoded bytes; consecutive
-        other chunks form a run, and all runs are encoded by one
-        ``encode_many`` call. Pieces are joined with ``joiner`` (a
+        A chunk found in ``literals`` uses its pre-encoded bytes, or its
+        pre-encoded pieces, where an int piece stands for ``slots[piece]``
+        (a tracked link's encoded URL); consecutive other chunks form a run,
+        each run passed through ``fill`` if given, and all runs are encoded
+        by one ``encode_many`` call. Pieces are joined with ``joiner`` (a
         quoted-printable soft line break, so each piece starts a line).
         Returns the bytes and whether the text ended with a line break.
         Limits and errors as ``render_field``.
@@ -273,7 +277,11 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
                             pieces.append(len(runs))
                             runs.append("".join(dynamic))
                             dynamic = []
-                        pieces.append(encoded)
+                        if encoded.__class__ is bytes:
+                            pieces.append(encoded)
+                        else:
+                            pieces += [piece if piece.__class__ is bytes else slots[piece]  # type: ignore[index]
+                                       for piece in encoded]
                 if dynamic:
                     pieces.append(len(runs))
                     runs.append("".join(dynamic))
@@ -284,6 +292,8 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
             raise _field_error(field, ex) from ex
         finally:
             self.budget.deadline = float("inf")
+        if fill is not None:
+            runs = [fill(run) for run in runs]
         encoded_runs = encode_many(runs) if runs else []
         joined = joiner.join(
             [encoded_runs[piece] if piece.__class__ is int else piece for piece in pieces]  # type: ignore[misc]

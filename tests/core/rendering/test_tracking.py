@@ -10,6 +10,7 @@ from swiftmail_core import tokens
 from swiftmail_core.rendering import links_in
 
 from .conftest import SECRET
+from .test_mime import _parse, assert_same_message
 
 HREF = re.compile(r'href="([^"]*)"')
 
@@ -99,3 +100,45 @@ def test_text_gets_unsubscribe_when_given_text_lacks_it(make_renderer, campaign,
     campaign["text"] = "Plain hello"
     text = make_renderer(campaign).render_parts(1, contact).text
     assert "Unsubscribe: https://mail.swiftmail.test/u/" in text
+
+
+MACRO_HTML = """<html><body>
+{% macro button(label) %}<a href="https://shop.example.com/deal">{{ label }}</a>{% endmacro %}
+{% set footer %}<a href="https://shop.example.com/help">Help</a>{% endset %}
+<p>{{ button("First") }} and {{ button("Second") }}</p>
+<p>{{ footer }}</p>
+<p>{{ contact.note }}</p>
+</body></html>
+"""
+
+
+def _click_links(text: str) -> list[int]:
+    return [tokens.read_click_token(SECRET, token).link_id
+            for token in re.findall(r"/t/c/([A-Za-z0-9_=-]+)", text)]
+
+
+def test_links_from_macros_and_set_blocks_are_tracked_on_every_path(
+    make_renderer, campaign, contact
+) -> None:
+    """A tracked link a macro or a ``{% set %}`` block outputs is filled like any other."""
+    renderer = make_renderer({**campaign, "html": MACRO_HTML}, clock=lambda: 1_800_000_000)
+    deal = renderer.test_link_ids["https://shop.example.com/deal"]
+    help_link = renderer.test_link_ids["https://shop.example.com/help"]
+    fast = renderer.render(77, contact)
+    assert_same_message(fast.raw, renderer.render_reference(77, contact).raw)
+    html = _parse(fast.raw).get_body(("html",)).get_content()
+    assert _click_links(html) == [deal, deal, help_link]
+    assert "shop.example.com/deal" not in html and "\ue002" not in html
+    assert _click_links(renderer.render_parts(77, contact).html) == [deal, deal, help_link]
+
+
+def test_contact_data_shaped_like_a_link_marker_stays_as_written(
+    make_renderer, campaign, contact
+) -> None:
+    """Only the campaign's own markers (a random nonce each) become links."""
+    note = "\ue002" + "0" * 16 + "100\ue003"
+    renderer = make_renderer({**campaign, "html": MACRO_HTML})
+    contact = {**contact, "attributes": {**contact["attributes"], "note": note}}
+    html = _parse(renderer.render(78, contact).raw).get_body(("html",)).get_content()
+    assert note in html
+    assert note in renderer.render_parts(78, contact).html
