@@ -48,6 +48,11 @@ async def run_relay(runtime: Runtime, config: RelayConfig, *, deliver: bool = Tr
     )
     servers = []
     tls = server_tls(config.tls_cert, config.tls_key)
+    # SIGHUP (`systemctl reload`) is handled from the start, with or without a
+    # certificate: unhandled, it ends the relay, and systemd counts an exit on
+    # SIGHUP as clean, so Restart=on-failure does not bring it back.
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, tls.reload if tls else _nothing_to_reload)
     if deliver:
         await relay.start()
     if config.submission_listen:
@@ -75,13 +80,11 @@ async def run_relay(runtime: Runtime, config: RelayConfig, *, deliver: bool = Tr
     if config.metrics_listen:
         start_http_server(config.metrics_listen[1], addr=config.metrics_listen[0])
     stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     watcher = None
     if tls:
-        # A renewed certificate: SIGHUP, or the files changing, loads it for new sessions.
-        loop.add_signal_handler(signal.SIGHUP, tls.reload)
+        # A renewed certificate: SIGHUP (above), or the files changing, loads it for new sessions.
         watcher = asyncio.create_task(tls.watch(config.tls_reload_check_seconds))
     await stopping.wait()
     log.info("relay_stopping")
@@ -92,3 +95,7 @@ async def run_relay(runtime: Runtime, config: RelayConfig, *, deliver: bool = Tr
     if deliver:
         await relay.stop()
     await asyncio.gather(*(client.aclose() for client in owned), return_exceptions=True)
+
+
+def _nothing_to_reload() -> None:
+    log.info("relay_reload_ignored", reason="no tls_cert configured")

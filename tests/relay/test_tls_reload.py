@@ -134,6 +134,53 @@ def test_relay_serves_a_renewed_certificate_after_sighup_without_dropping_sessio
     assert "Warning" not in logged, logged
 
 
+def test_a_relay_without_a_certificate_survives_sighup(
+    test_environ, targets, tmp_path, run_id
+) -> None:  # type: ignore[no-untyped-def]
+    """`systemctl reload` of a relay with no tls_cert: logged, not an exit.
+
+    Before, SIGHUP had a handler only with a certificate: without one it ended
+    the relay, and systemd, counting an exit on SIGHUP as clean, did not restart it.
+    """
+    submission, metrics = _free_port(), _free_port()
+    environ = {
+        **os.environ, **test_environ,
+        "SWIFTMAIL_PLUGIN_RELAY_SPOOL_DIR": str(tmp_path / "spool"),
+        "SWIFTMAIL_PLUGIN_RELAY_HOSTNAME": HOST,
+        "SWIFTMAIL_PLUGIN_RELAY_SUBMISSION_LISTEN": f"127.0.0.1:{submission}",
+        "SWIFTMAIL_PLUGIN_RELAY_TRUSTED_LISTENERS": "",
+        "SWIFTMAIL_PLUGIN_RELAY_BOUNCE_LISTEN": "",
+        "SWIFTMAIL_PLUGIN_RELAY_INTAKE_LISTEN": "",
+        "SWIFTMAIL_PLUGIN_RELAY_METRICS_LISTEN": f"127.0.0.1:{metrics}",
+        "SWIFTMAIL_PLUGIN_RELAY_REDIS_PREFIX": f"{run_id}:no-tls-reload",
+    }
+    output = (tmp_path / "relay.log").open("w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "swiftmail_core.cli", "relay", "run"],
+        cwd=ROOT, env=environ, stdout=output, stderr=subprocess.STDOUT)
+
+    def greets() -> bool:
+        try:
+            with smtplib.SMTP("127.0.0.1", submission, timeout=10) as client:
+                return client.noop()[0] == 250
+        except OSError:
+            return False
+
+    try:
+        _until(lambda: process.poll() is None and greets(), "the relay did not start")
+        process.send_signal(signal.SIGHUP)
+        _until(lambda: '"event": "relay_reload_ignored"' in tmp_path.joinpath("relay.log").read_text()
+               or process.poll() is not None, "the relay neither logged the SIGHUP nor ended")
+        assert process.poll() is None, "SIGHUP ended the relay"
+        assert greets()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(15)
+    output.seek(0)
+    logged = output.read()
+    assert code == 0, logged
+
+
 def test_a_file_change_is_picked_up_and_a_broken_renewal_keeps_the_old_certificate(
     tmp_path,
 ) -> None:
