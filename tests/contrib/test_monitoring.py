@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.contrib.role_files import exported_metrics
+from tests.contrib.role_files import ANSIBLE_DIR, exported_metrics, load_yaml
 
 MONITORING = Path(__file__).resolve().parents[2] / "contrib" / "ansible" / "monitoring"
 METRIC = re.compile(r"\b(swiftmail_[a-z_]+)\b")
@@ -100,3 +100,27 @@ def test_promtool_checks_the_rules_and_their_unit_tests(tmp_path) -> None:  # ty
     result = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True,
                             text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("handlers", "reload", "wait_module"), [
+    ("monitoring.yml", "Reload Prometheus", "ansible.builtin.uri"),
+    ("roles/swiftmail/handlers/main.yml", "Reload swiftmail-relay", "ansible.builtin.wait_for"),
+])
+def test_a_sighup_reload_first_waits_for_the_service(
+    handlers: str, reload: str, wait_module: str
+) -> None:
+    """A reload right after a restart must not signal a process that has no SIGHUP handler yet.
+
+    Both units reload with ``kill -HUP``; a process that has not set its handler
+    exits on it, and systemd counts that as clean, so Restart=on-failure leaves
+    it down. A CI run lost Prometheus so (monitoring.yml's first run: restart,
+    then at once reload; the second run started it again, "changed").
+    """
+    loaded = load_yaml(ANSIBLE_DIR / handlers)
+    if handlers == "monitoring.yml":
+        loaded = next(play for play in loaded if play["hosts"] == "swiftmail_monitoring")["handlers"]
+    names = [handler["name"] for handler in loaded]
+    # Handlers run in the order they are written: the restart, the wait, the reload.
+    assert names.index(reload.replace("Reload", "Restart")) < names.index(reload) - 1
+    wait = loaded[names.index(reload) - 1]
+    assert wait.get("listen") == reload and wait_module in wait, wait
