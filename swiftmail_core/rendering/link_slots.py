@@ -22,7 +22,6 @@ URLs a message gets is bounded by the template's own size.
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Mapping
 
@@ -34,26 +33,41 @@ class LinkSlots:
 
     def __init__(self) -> None:
         self.prefix = OPEN + secrets.token_hex(8)
-        self._pattern = re.compile(re.escape(self.prefix) + r"(\d+)" + CLOSE)
 
     def marker(self, link_id: int) -> str:
         """Return the literal that stands for link ``link_id`` in the template."""
         return f"{self.prefix}{link_id}{CLOSE}"
 
-    def split_literal(self, literal: str) -> list[str | int] | None:
-        """Cut ``literal`` at its markers: text and link ids in order; None if it has none."""
+    def _cut(self, text: str) -> list[tuple[str | None, str]]:
+        """Return (link id as text, or None for the head, the text after it) pairs."""
+        head, *rest = text.split(self.prefix)
+        cut: list[tuple[str | None, str]] = [(None, head)]
+        for piece in rest:
+            key, found, tail = piece.partition(CLOSE)
+            if found and key.isdigit():
+                cut.append((key, tail))
+            else:  # not a whole marker (a filter cut it): left as it was
+                cut.append((None, self.prefix + piece))
+        return cut
+
+    def split_literal(self, literal: str) -> list[tuple[str, str]] | None:
+        """Cut ``literal`` at its markers: ("text", str) and ("link", id as text) pieces in order.
+
+        None if it holds no marker.
+        """
         if self.prefix not in literal:
             return None
-        pieces: list[str | int] = []
-        for index, piece in enumerate(self._pattern.split(literal)):
-            if index % 2:
-                pieces.append(int(piece))
-            elif piece:
-                pieces.append(piece)
+        pieces: list[tuple[str, str]] = []
+        for key, text in self._cut(literal):
+            if key is not None:
+                pieces.append(("link", key))
+            if text:
+                pieces.append(("text", text))
         return pieces
 
-    def fill(self, text: str, urls: Mapping[int, str]) -> str:
-        """Replace every marker in ``text`` with its link's URL (empty if not in ``urls``)."""
+    def fill(self, text: str, urls: Mapping[str, str]) -> str:
+        """Replace every marker in ``text`` with its link's URL (``urls`` by id as text)."""
         if self.prefix not in text:
             return text
-        return self._pattern.sub(lambda match: urls.get(int(match.group(1)), ""), text)
+        return "".join(text if key is None else urls.get(key, "") + text
+                       for key, text in self._cut(text))

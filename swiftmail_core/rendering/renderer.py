@@ -113,7 +113,7 @@ class _Prepared:
     envelope_from: str
     list_unsubscribe: str
     date: str
-    links: dict[int, str]  # tracked link id -> this message's click URL
+    links: dict[str, str]  # tracked link id (as text) -> this message's click URL
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,6 +247,7 @@ class CampaignRenderer:
             self.link_ids_used = sorted(
                 {link_ids[url] for url in html_tools.links_in(html_source)}
             )
+        self._link_keys = [(str(link_id), link_id) for link_id in self.link_ids_used]
         if "unsubscribe_url" not in html_source:
             html_tools.insert_before_body_close(protected, protected.protect_snippet(FOOTER_HTML))
         derived_text = None if text_source else html_tools.html_to_text(protected)
@@ -329,10 +330,10 @@ class CampaignRenderer:
             context["_sm_preheader"] = TEXT_SANDBOX.render_field(
                 "preheader", self._preheader, context, self.limits
             )
-        links: dict[int, str] = {}
+        links: dict[str, str] = {}
         if self.tracking:
             mint, click_base = self._mint_click, f"{base}/t/c/"
-            links = {link_id: click_base + mint(link_id, ledger_id) for link_id in self.link_ids_used}
+            links = {key: click_base + mint(link_id, ledger_id) for key, link_id in self._link_keys}
             open_token = self._signer.open_pixel(self._tenant_bytes, ledger_id)
             context["_sm_open_url"] = f"{base}/t/o/{open_token}.gif"
         return _Prepared(
@@ -479,15 +480,15 @@ def _normalise_newlines(text: str) -> str:
 
 def _encoded_literals(
     sandbox: TemplateSandbox, template: Any, links: LinkSlots
-) -> dict[str, bytes | tuple[bytes | int, ...]]:
+) -> dict[str, bytes | tuple[bytes | str, ...]]:
     """Pre-encode a template's literal chunks; one holding link markers becomes pieces."""
-    encoded: dict[str, bytes | tuple[bytes | int, ...]] = {}
+    encoded: dict[str, bytes | tuple[bytes | str, ...]] = {}
     for literal in sandbox.literal_strings(template):
         pieces = links.split_literal(literal)
         if pieces is not None:
             encoded[literal] = tuple(
-                piece if isinstance(piece, int) else joinable_quoted_printable(piece)
-                for piece in pieces
+                value if kind == "link" else joinable_quoted_printable(value)
+                for kind, value in pieces
             )
         elif len(literal) >= 16:
             encoded[literal] = joinable_quoted_printable(literal)

@@ -236,16 +236,16 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
         template: Template,
         context: dict[str, Any],
         limits: RenderLimits,
-        literals: Mapping[str, bytes | tuple[bytes | int, ...]],
+        literals: Mapping[str, bytes | tuple[bytes | str, ...]],
         encode_many: Callable[[list[str]], list[bytes]],
         joiner: bytes,
-        slots: Mapping[int, bytes] | None = None,
+        slots: Mapping[str, bytes] | None = None,
         fill: Callable[[str], str] | None = None,
     ) -> tuple[bytes, bool]:
         """Render straight to an encoding: literals pre-encoded, the rest at once.
 
         A chunk found in ``literals`` uses its pre-encoded bytes, or its
-        pre-encoded pieces, where an int piece stands for ``slots[piece]``
+        pre-encoded pieces, where a ``str`` piece stands for ``slots[piece]``
         (a tracked link's encoded URL); consecutive other chunks form a run,
         each run passed through ``fill`` if given, and all runs are encoded
         by one ``encode_many`` call. Pieces are joined with ``joiner`` (a
