@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,22 @@ def _serves(port: int, leaf: x509.Certificate, read=_smtp_certificate) -> bool: 
         return False
 
 
+@contextlib.contextmanager
+def _relay(environ: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `swiftmail relay run` (output to ``log``); then SIGTERM it: it must exit 0."""
+    output = log.open("w+")
+    process = subprocess.Popen(
+        [sys.executable, "-W", "error::DeprecationWarning", "-m", "swiftmail_core.cli",
+         "relay", "run"], cwd=ROOT, env=environ, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(15)
+        output.close()
+    assert code == 0, log.read_text()
+
+
 def test_relay_serves_a_renewed_certificate_after_sighup_without_dropping_sessions(
     test_environ, targets, tmp_path, run_id
 ) -> None:  # type: ignore[no-untyped-def]
@@ -92,11 +109,7 @@ def test_relay_serves_a_renewed_certificate_after_sighup_without_dropping_sessio
         "SWIFTMAIL_PLUGIN_RELAY_TLS_RELOAD_CHECK_SECONDS": "3600",
         "SWIFTMAIL_PLUGIN_RELAY_REDIS_PREFIX": f"{run_id}:tls-reload",
     }
-    output = (tmp_path / "relay.log").open("w+")
-    process = subprocess.Popen(
-        [sys.executable, "-W", "error::DeprecationWarning", "-m", "swiftmail_core.cli",
-         "relay", "run"], cwd=ROOT, env=environ, stdout=output, stderr=subprocess.STDOUT)
-    try:
+    with _relay(environ, tmp_path / "relay.log") as process:
         _until(lambda: process.poll() is None and _serves(submission, first),
                "the relay did not serve its first certificate on submission")
         assert _serves(bounce, first)  # STARTTLS on the bounce listener (port 25) too
@@ -124,12 +137,7 @@ def test_relay_serves_a_renewed_certificate_after_sighup_without_dropping_sessio
             r"^swiftmail_relay_tls_certificate_expiry_timestamp_seconds (\S+)$", text, re.M)
         assert float(value) == second.not_valid_after_utc.timestamp()
         assert process.poll() is None
-    finally:
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(15)
-    output.seek(0)
-    logged = output.read()
-    assert code == 0, logged
+    logged = (tmp_path / "relay.log").read_text()
     assert '"event": "tls_reloaded"' in logged, logged
     assert "Warning" not in logged, logged
 
@@ -154,11 +162,6 @@ def test_a_relay_without_a_certificate_survives_sighup(
         "SWIFTMAIL_PLUGIN_RELAY_METRICS_LISTEN": f"127.0.0.1:{metrics}",
         "SWIFTMAIL_PLUGIN_RELAY_REDIS_PREFIX": f"{run_id}:no-tls-reload",
     }
-    output = (tmp_path / "relay.log").open("w+")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "swiftmail_core.cli", "relay", "run"],
-        cwd=ROOT, env=environ, stdout=output, stderr=subprocess.STDOUT)
-
     def greets() -> bool:
         try:
             with smtplib.SMTP("127.0.0.1", submission, timeout=10) as client:
@@ -166,19 +169,13 @@ def test_a_relay_without_a_certificate_survives_sighup(
         except OSError:
             return False
 
-    try:
+    with _relay(environ, tmp_path / "relay.log") as process:
         _until(lambda: process.poll() is None and greets(), "the relay did not start")
         process.send_signal(signal.SIGHUP)
         _until(lambda: '"event": "relay_reload_ignored"' in tmp_path.joinpath("relay.log").read_text()
                or process.poll() is not None, "the relay neither logged the SIGHUP nor ended")
         assert process.poll() is None, "SIGHUP ended the relay"
         assert greets()
-    finally:
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(15)
-    output.seek(0)
-    logged = output.read()
-    assert code == 0, logged
 
 
 def test_a_file_change_is_picked_up_and_a_broken_renewal_keeps_the_old_certificate(
