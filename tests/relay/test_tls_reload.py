@@ -162,6 +162,7 @@ def test_a_relay_without_a_certificate_survives_sighup(
         "SWIFTMAIL_PLUGIN_RELAY_METRICS_LISTEN": f"127.0.0.1:{metrics}",
         "SWIFTMAIL_PLUGIN_RELAY_REDIS_PREFIX": f"{run_id}:no-tls-reload",
     }
+
     def greets() -> bool:
         try:
             with smtplib.SMTP("127.0.0.1", submission, timeout=10) as client:
