@@ -106,9 +106,12 @@ check_doctor_visible() {
     done
     # A doctor run that fails (Redis unreachable, as the unit sees it): the unit
     # is failed, the journal says why, and Prometheus sees it through node_exporter.
-    # A run already under way (the timer's first, 5-6 minutes after boot, can fall here)
-    # keeps the environment it started with: each change waits for it to end.
-    ssh_to "$APP" 'mkdir -p /run/systemd/system/swiftmail-doctor.service.d &&
+    # The timer is stopped meanwhile: its run (the first comes 5-6 minutes after
+    # boot, about now) started right after ours failed and left the unit
+    # "activating", not "failed" (a CI run). A run already under way keeps the
+    # environment it started with: each change waits for it to end.
+    ssh_to "$APP" 'systemctl stop swiftmail-doctor.timer &&
+        mkdir -p /run/systemd/system/swiftmail-doctor.service.d &&
         printf "[Service]\nEnvironment=SWIFTMAIL_REDIS_URL=redis://127.0.0.1:1/0\n" \
             > /run/systemd/system/swiftmail-doctor.service.d/e2e-fail.conf && systemctl daemon-reload &&
         while [ "$(systemctl is-active swiftmail-doctor.service)" = activating ]; do sleep 0.5; done'
@@ -124,7 +127,7 @@ check_doctor_visible() {
     # Repaired: the next run passes and the unit is no longer failed.
     ssh_to "$APP" 'rm -r /run/systemd/system/swiftmail-doctor.service.d && systemctl daemon-reload &&
         while [ "$(systemctl is-active swiftmail-doctor.service)" = activating ]; do sleep 0.5; done &&
-        systemctl start swiftmail-doctor.service' \
+        systemctl start swiftmail-doctor.service && systemctl start swiftmail-doctor.timer' \
         || { echo "swiftmail doctor fails on app after the repair" >&2; return 1; }
 }
 
