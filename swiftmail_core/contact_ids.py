@@ -20,8 +20,10 @@ import uuid
 
 #: An import's ids in SQL: UUIDv7 layout (48-bit Unix ms, version 7, the
 #: row's place ``n`` in the import's sort order, variant, 32 random bits drawn
-#: once per import), so one file's contacts get increasing ids in its order.
-#: The two %s are the bases from ``ordered_uuid_bases()``; ``n`` is a bigint.
+#: once per import), so one file's contacts get increasing ids in its order
+#: (a large file merged in parts: each part's, a part's range after the last's;
+#: ``imports.contacts.Part``). The two %s are the bases from
+#: ``ordered_uuid_bases()``; ``n`` is a bigint.
 ORDERED_UUID_SQL = (
     "encode(int8send(%s::bigint | ((n >> 30) & 4095))"
     " || int8send(%s::bigint | ((n & 1073741823) << 32)), 'hex')::uuid"

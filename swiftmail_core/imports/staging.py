@@ -14,7 +14,7 @@ runs under the tenant policies).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg2
 
@@ -83,7 +83,18 @@ class RowStream:
         return self.read(size)
 
 
-def copy_into(cursor: Any, table: str, columns: Sequence[str], stream: RowStream) -> None:
+class CopySource(Protocol):
+    """What ``copy_into`` reads: text chunks, and the error that ended them, if any."""
+
+    @property
+    def error(self) -> BaseException | None:
+        """The error that ended the text early, if one did."""
+
+    def read(self, size: int = -1) -> str:
+        """Return up to ``size`` characters ('' at the end)."""
+
+
+def copy_into(cursor: Any, table: str, columns: Sequence[str], stream: CopySource) -> None:
     """COPY ``stream`` (text format, NULL as an empty cell) into ``table``."""
     column_list = ", ".join(columns)
     try:
