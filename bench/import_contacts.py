@@ -28,7 +28,9 @@ Prints ONE JSON line: medians per size, the import/floor ratios, peak RSS.
 workers on this machine (``bench/_citus.py``; the floor tables distributed
 by ``tenant_id`` beside ``contacts``): its figures under ``citus`` and
 ``citus_vs_single_<figure>`` (single-node time / cluster time: above 1 the
-cluster is faster). Backend CPU there is the coordinator's backend only.
+cluster is faster). Backend CPU there is the coordinator's backends only
+(``cpu_s.import_postgres``: every app-role backend of the install's database
+on the import's server, so a large file's partner connection counts too).
 ``--small 0`` skips the smaller size.
 
 ``--server private`` measures on a PostgreSQL 15 server of its own, started
@@ -113,6 +115,41 @@ def backend_cpu_seconds(pid: int) -> float:
     except FileNotFoundError:  # the pool closed that connection meanwhile
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def app_backends_cpu(backend: int) -> dict[int, float]:
+    """Return the CPU seconds of ``backend`` and its siblings: the same server, user and database.
+
+    An import of a large file merges on a second connection of the app role
+    (``imports.partner``); both backends' CPU is the import's. Siblings are
+    the server processes with ``backend``'s parent (its postmaster, not a
+    Citus worker's) whose title names the same user and database.
+    """
+    own = _stat_fields(backend)
+    if own is None:
+        return {}
+    title = Path(f"/proc/{backend}/cmdline").read_bytes().split(b"\0")[0].split()[:3]
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields is None or fields[1] != own[1]:
+            continue
+        try:
+            if Path(entry, "cmdline").read_bytes().split(b"\0")[0].split()[:3] != title:
+                continue
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return found
 
 
 def cpu_median(values: list[float]) -> float | None:
@@ -247,13 +284,17 @@ def child(path: Path, mode: str) -> None:
             (str(tenant.id), str(list_id)),
         )
         backend = app_db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
-    pg_cpu = backend_cpu_seconds(backend)
+    cpu_before = app_backends_cpu(backend)
     own_cpu = time.process_time()
     started = time.perf_counter()
     job = import_file(runtime, tenant.id, "import_contacts", path, {"list": str(list_id)})
     elapsed = time.perf_counter() - started
     own_cpu = time.process_time() - own_cpu
-    pg_cpu = backend_cpu_seconds(backend) - pg_cpu
+    cpu_after = app_backends_cpu(backend)
+    # NOTE: a connection opened during the import (the partner's) started at 0.
+    pg_cpu = sum(cpu - cpu_before.get(pid, 0.0) for pid, cpu in cpu_after.items())
+    if backend not in cpu_after:
+        pg_cpu = float("nan")
     if job.status != "succeeded":
         raise SystemExit(f"import {job.status}: {job.error}")
     print(json.dumps({

@@ -148,7 +148,6 @@ class MergePartner(Generic[Result]):
         self._result: Result | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="import-partner", daemon=True)
-        self._merged = False
 
     def start(self) -> None:
         """Hold the verdict, start the partner and wait until it holds its merging lock."""
@@ -164,7 +163,6 @@ class MergePartner(Generic[Result]):
         """Wait (in PostgreSQL) until the partner's work is done; return its result."""
         self._caller.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)",
                              (LOCK_CLASS, self._merging_key))
-        self._merged = True
         if self._error is not None or self._result is None:
             raise PartnerFailed(f"the import's second connection failed: {self._error}") \
                 from self._error
