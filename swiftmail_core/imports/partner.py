@@ -56,7 +56,10 @@ class PartnerFailed(SwiftMailError):
 
 
 class ChunkFeed:
-    """A readable text stream for ``cursor.copy_expert``, fed chunk by chunk from another thread."""
+    """A text stream ``copy_expert`` reads, fed by another thread.
+
+    At most ``chunks`` chunks wait in it at once.
+    """
 
     def __init__(self, chunks: int = FEED_CHUNKS) -> None:
         self._queue: queue.Queue[str | BaseException] = queue.Queue(chunks)
@@ -127,7 +130,7 @@ class TeeStream:
 
 
 class MergePartner(Generic[Result]):
-    """A transaction on a second connection, run in a thread, committed just before the caller's.
+    """A second connection's transaction, committed just before the caller's.
 
     Use through ``partnered``. ``work(cursor, feed)`` runs in the partner's
     tenant transaction and returns its result; the caller feeds it with
